@@ -1,0 +1,1 @@
+"""The ``lorahub`` command line: a thin click face over the library."""

@@ -1,0 +1,1 @@
+"""One module per command family. No heavy imports at module level."""

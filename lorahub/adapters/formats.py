@@ -1,0 +1,558 @@
+"""Key formats, module grouping, rank/alpha and base-family inference.
+
+Everything here works from the parsed header alone (plus the few bytes of the
+scalar ``.alpha`` tensors). See ``../shared/reference/lora-files.md`` sections 2-4
+for the formats and signals this implements.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .header import SafetensorsHeader, TensorInfo, read_scalars
+
+# --------------------------------------------------------------------------- key parsing
+
+#: Suffix -> normalised part name, longest first.
+_SUFFIXES: list[tuple[str, str]] = sorted(
+    [
+        (".lora_down.weight", "down"),
+        (".lora_up.weight", "up"),
+        (".lora_mid.weight", "mid"),
+        (".lora.down.weight", "down"),
+        (".lora.up.weight", "up"),
+        (".lora_linear_layer.down.weight", "down"),
+        (".lora_linear_layer.up.weight", "up"),
+        (".lora_A.weight", "down"),
+        (".lora_B.weight", "up"),
+        (".lora_B.bias", "up_bias"),
+        (".lora_magnitude_vector", "magnitude"),
+        (".lora_magnitude_vector.weight", "magnitude"),
+        (".lora_embedding_A", "down"),
+        (".lora_embedding_B", "up"),
+        (".down.weight", "down"),
+        (".up.weight", "up"),
+        (".alpha", "alpha"),
+        (".scale", "scale_tensor"),
+        (".dora_scale", "dora"),
+        (".hada_w1_a", "hada_w1_a"),
+        (".hada_w1_b", "hada_w1_b"),
+        (".hada_w2_a", "hada_w2_a"),
+        (".hada_w2_b", "hada_w2_b"),
+        (".hada_t1", "hada_t1"),
+        (".hada_t2", "hada_t2"),
+        (".lokr_w1", "lokr_w1"),
+        (".lokr_w1_a", "lokr_w1_a"),
+        (".lokr_w1_b", "lokr_w1_b"),
+        (".lokr_w2", "lokr_w2"),
+        (".lokr_w2_a", "lokr_w2_a"),
+        (".lokr_w2_b", "lokr_w2_b"),
+        (".lokr_t2", "lokr_t2"),
+        (".diff", "diff"),
+        (".diff_b", "diff_b"),
+        (".w_norm", "w_norm"),
+        (".b_norm", "b_norm"),
+        (".on_input", "on_input"),
+        (".oft_blocks", "oft_blocks"),
+        (".oft_diag", "oft_blocks"),
+        (".a1.weight", "glora_a1"),
+        (".a2.weight", "glora_a2"),
+        (".b1.weight", "glora_b1"),
+        (".b2.weight", "glora_b2"),
+    ],
+    key=lambda kv: -len(kv[0]),
+)
+
+_CLONEOFSIMO = re.compile(r"^(unet|text_encoder):(\d+):(up|down)$")
+_ATTNPROC = re.compile(r"^(.*\.processor\.(?:to_q|to_k|to_v|to_out)_lora)\.(down|up)\.weight$")
+
+KOHYA_PREFIXES = {
+    "lora_unet_": "unet",
+    "lora_te1_": "text_encoder",
+    "lora_te2_": "text_encoder_2",
+    "lora_te3_": "text_encoder_3",
+    "lora_te_": "text_encoder",
+    "lora_transformer_": "transformer",
+}
+DOTTED_PREFIXES = {
+    "unet.": "unet",
+    "text_encoder.": "text_encoder",
+    "text_encoder_2.": "text_encoder_2",
+    "text_encoder_3.": "text_encoder_3",
+    "transformer.": "transformer",
+    "base_model.model.": "unknown",
+    "diffusion_model.": "transformer",
+}
+
+
+def split_key(name: str) -> tuple[str, str] | None:
+    """``(module, part)`` of a tensor key, or None for a key lorahub does not know."""
+    m = _CLONEOFSIMO.match(name)
+    if m:
+        return f"{m.group(1)}:{m.group(2)}", m.group(3)
+    m = _ATTNPROC.match(name)
+    if m:
+        return m.group(1), m.group(2)
+    for suffix, part in _SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], part
+    return None
+
+
+def component_of(module: str) -> str:
+    if ":" in module:
+        return "unet" if module.startswith("unet:") else "text_encoder"
+    for prefix in sorted(KOHYA_PREFIXES, key=len, reverse=True):
+        if module.startswith(prefix):
+            comp = KOHYA_PREFIXES[prefix]
+            if comp == "unet" and re.search(r"(double_blocks|single_blocks|joint_blocks)", module):
+                return "transformer"
+            return comp
+    for prefix in sorted(DOTTED_PREFIXES, key=len, reverse=True):
+        if module.startswith(prefix):
+            return DOTTED_PREFIXES[prefix]
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- modules
+
+
+@dataclass
+class Module:
+    name: str
+    component: str
+    parts: dict[str, TensorInfo] = field(default_factory=dict)
+    kind: str = "lora"
+    rank: int | None = None
+    alpha: float | None = None
+    in_features: int | None = None
+    out_features: int | None = None
+    conv: bool = False
+    dora: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def scale(self) -> float | None:
+        if self.kind == "lokr" and self.rank is None:
+            return 1.0
+        if self.rank:
+            return (self.alpha if self.alpha is not None else float(self.rank)) / self.rank
+        return None
+
+
+def _dims(t: TensorInfo | None) -> tuple[int, ...]:
+    return t.shape if t is not None else ()
+
+
+def _flat_in(shape: tuple[int, ...]) -> int | None:
+    if len(shape) < 2:
+        return None
+    return shape[1]
+
+
+def _resolve_module(mod: Module) -> None:
+    p = mod.parts
+    q = f"module '{mod.name}'"
+    if "hada_w1_a" in p or "hada_w1_b" in p or "hada_w2_a" in p or "hada_w2_b" in p:
+        mod.kind = "loha"
+        need = ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"]
+        missing = [n for n in need if n not in p]
+        if missing:
+            mod.problems.append(f"{q}: LoHa tensors {', '.join(missing)} are missing")
+            return
+        w1a, w1b, w2a, w2b = (p[n].shape for n in need)
+        if len(w1a) < 2 or len(w1b) < 2 or len(w2a) < 2 or len(w2b) < 2:
+            mod.problems.append(f"{q}: LoHa factors must be matrices")
+            return
+        mod.rank = w1b[0]
+        if w1a[1] != w1b[0] or w2a[1] != w2b[0] or w1b[0] != w2b[0]:
+            mod.problems.append(
+                f"{q}: inconsistent LoHa ranks (w1 {w1a[1]}/{w1b[0]}, w2 {w2a[1]}/{w2b[0]})"
+            )
+        mod.out_features, mod.in_features = w1a[0], w1b[1]
+        mod.conv = "hada_t1" in p or len(w1b) > 2
+    elif any(n.startswith("lokr_") for n in p):
+        mod.kind = "lokr"
+        sides = []
+        for side in ("w1", "w2"):
+            full = p.get(f"lokr_{side}")
+            a, b = p.get(f"lokr_{side}_a"), p.get(f"lokr_{side}_b")
+            if full is not None:
+                shape = full.shape
+                if len(shape) < 2:
+                    mod.problems.append(f"{q}: lokr_{side} must have at least 2 dimensions")
+                    return
+                sides.append((shape[0], shape[1], None, len(shape) > 2))
+            elif a is not None and b is not None:
+                if len(a.shape) < 2 or len(b.shape) < 2:
+                    mod.problems.append(f"{q}: lokr_{side}_a/_b must be matrices")
+                    return
+                if a.shape[1] != b.shape[0]:
+                    mod.problems.append(
+                        f"{q}: inconsistent LoKr rank in {side} ({a.shape[1]} vs {b.shape[0]})"
+                    )
+                sides.append((a.shape[0], b.shape[1], b.shape[0], len(b.shape) > 2 or "lokr_t2" in p))
+            else:
+                have = "a" if a is not None else "b" if b is not None else None
+                what = f"lokr_{side}_{'b' if have == 'a' else 'a'}" if have else f"lokr_{side}"
+                mod.problems.append(f"{q}: LoKr tensor {what} is missing")
+                return
+        (o1, i1, r1, _), (o2, i2, r2, conv2) = sides
+        ranks = [r for r in (r1, r2) if r is not None]
+        mod.rank = max(ranks) if ranks else None
+        mod.out_features = o1 * o2
+        mod.in_features = i1 * i2
+        mod.conv = conv2
+    elif "down" in p or "up" in p:
+        mod.kind = "cloneofsimo" if ":" in mod.name else "lora"
+        down, up = p.get("down"), p.get("up")
+        if down is None or up is None:
+            missing = "down (A)" if down is None else "up (B)"
+            mod.problems.append(f"{q}: has no {missing} weight to pair with")
+            if down is not None and down.shape:
+                mod.rank = down.shape[0]
+            elif up is not None and len(up.shape) > 1:
+                mod.rank = up.shape[1]
+            return
+        ds, us = down.shape, up.shape
+        if len(ds) < 2 or len(us) < 2:
+            mod.problems.append(f"{q}: up/down weights must have at least 2 dimensions")
+            return
+        mod.rank = ds[0]
+        if us[1] != ds[0]:
+            mod.problems.append(f"{q}: inconsistent rank: down has {ds[0]} rows, up has {us[1]} columns")
+        mod.in_features, mod.out_features = ds[1], us[0]
+        mod.conv = len(ds) == 4
+        if "mid" in p:
+            mod.conv = True
+    elif "diff" in p:
+        mod.kind = "full"
+        s = p["diff"].shape
+        if len(s) >= 2:
+            mod.out_features, mod.in_features = s[0], s[1]
+    elif "on_input" in p:
+        mod.kind = "ia3"
+    elif "oft_blocks" in p:
+        mod.kind = "oft"
+    elif any(n.startswith("glora_") for n in p):
+        mod.kind = "glora"
+    elif "w_norm" in p or "b_norm" in p:
+        mod.kind = "norm"
+    elif "alpha" in p or "dora" in p or "scale_tensor" in p:
+        mod.problems.append(f"module '{mod.name}': has {', '.join(sorted(p))} but no weights")
+        mod.kind = "orphan"
+    mod.dora = "dora" in p or "magnitude" in p
+
+
+# --------------------------------------------------------------------------- analysis
+
+FAMILY_BY_CROSS_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl"}
+FAMILY_BY_TE_WIDTH = {768: "sd1", 1024: "sd2"}
+
+FORMAT_NAMES = {
+    "kohya-lora": "kohya LoRA",
+    "kohya-locon": "kohya LoCon (LoRA with conv layers)",
+    "kohya-dora": "kohya DoRA",
+    "diffusers": "diffusers LoRA",
+    "diffusers-attnprocs": "diffusers LoRA (old attention-processor format)",
+    "peft": "PEFT LoRA (diffusers prefixes)",
+    "peft-dora": "PEFT DoRA (diffusers prefixes)",
+    "peft-raw": "raw PEFT adapter (base_model.model. prefix)",
+    "lycoris-loha": "LyCORIS LoHa",
+    "lycoris-lokr": "LyCORIS LoKr",
+    "lycoris-ia3": "LyCORIS (IA)^3",
+    "lycoris-full": "LyCORIS full (diff) weights",
+    "lycoris-oft": "LyCORIS OFT/BOFT",
+    "lycoris-glora": "LyCORIS GLoRA",
+    "lycoris-norm": "LyCORIS norm layers",
+    "cloneofsimo": "legacy cloneofsimo lora_diffusion",
+    "unknown": "unknown",
+}
+
+NOT_LOADABLE_REASON = {
+    "lycoris-loha": "diffusers cannot load LyCORIS LoHa files (convert to LoRA first)",
+    "lycoris-lokr": "diffusers cannot load LyCORIS LoKr files (convert to LoRA first)",
+    "lycoris-ia3": "diffusers cannot load LyCORIS (IA)^3 files",
+    "lycoris-full": "diffusers cannot load LyCORIS full-weight files",
+    "lycoris-oft": "diffusers cannot load LyCORIS OFT files",
+    "lycoris-glora": "diffusers cannot load LyCORIS GLoRA files",
+    "lycoris-norm": "diffusers cannot load LyCORIS norm files",
+    "cloneofsimo": "legacy cloneofsimo lora_diffusion format: neither diffusers nor ComfyUI loads it",
+    "peft-raw": "raw PEFT keys (base_model.model.*): pipe.load_lora_weights loads nothing; rewrite the prefix to unet.",
+    "diffusers-attnprocs": "old attention-processor keys: current diffusers may not load them",
+    "unknown": "no LoRA keys lorahub recognises",
+}
+
+
+@dataclass
+class Analysis:
+    """What the keys and shapes of one file say."""
+
+    modules: dict[str, Module]
+    unknown_keys: list[str]
+    format: str
+    base_family: str
+    family_evidence: list[str]
+    cross_attention_dim: int | None
+    shape_family: str | None
+    errors: list[str]
+    warnings: list[str]
+
+    @property
+    def diffusers_loadable(self) -> bool:
+        if self.format in NOT_LOADABLE_REASON:
+            return False
+        return not any("mid" in m.parts for m in self.modules.values())
+
+
+def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
+    """Group tensors into modules, detect the format and infer the base family."""
+    modules: dict[str, Module] = {}
+    unknown: list[str] = []
+    embeddings = 0
+    for name, info in header.tensors.items():
+        split = split_key(name)
+        if split is None:
+            if re.fullmatch(r"<[^>]{1,64}>", name):  # cloneofsimo / pivotal-tuning embeddings
+                embeddings += 1
+                continue
+            unknown.append(name)
+            continue
+        mod_name, part = split
+        mod = modules.get(mod_name)
+        if mod is None:
+            mod = modules[mod_name] = Module(name=mod_name, component=component_of(mod_name))
+        mod.parts[part] = info
+    for mod in modules.values():
+        _resolve_module(mod)
+
+    # alpha values: kohya `.alpha` scalars (a few bytes each), else peft metadata.
+    md = header.string_metadata()
+    alpha_names = [m.parts["alpha"].name for m in modules.values() if "alpha" in m.parts]
+    values = read_scalars(header, alpha_names) if (read_alpha and alpha_names) else {}
+    peft_alpha = _peft_alphas(md)
+    for mod in modules.values():
+        t = mod.parts.get("alpha")
+        if t is not None and t.name in values:
+            a = values[t.name]
+            mod.alpha = a if a != 0 else None
+        elif mod.kind in ("lora", "lokr", "loha") and peft_alpha is not None:
+            mod.alpha = peft_alpha(mod)
+        if mod.kind == "cloneofsimo" and mod.alpha is None and mod.rank:
+            mod.alpha = float(mod.rank)
+
+    fmt = _detect_format(header, modules, md)
+    errors: list[str] = []
+    warnings: list[str] = []
+    for mod in modules.values():
+        errors.extend(mod.problems)
+    if unknown:
+        shown = ", ".join(f"'{k}'" for k in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        warnings.append(f"{len(unknown)} unknown key(s): {shown}{more}")
+    if fmt.startswith("kohya") or fmt.startswith("lycoris"):
+        no_alpha = [m for m in modules.values() if m.kind in ("lora", "loha", "lokr") and "alpha" not in m.parts]
+        if no_alpha and not (fmt == "lycoris-lokr" and all(m.rank is None for m in no_alpha)):
+            warnings.append(
+                f"{len(no_alpha)} module(s) have no alpha (e.g. '{no_alpha[0].name}'): loaders use alpha = rank"
+            )
+    if not modules and not embeddings:
+        warnings.append("no adapter weights found: this does not look like a LoRA file")
+
+    family, evidence, cross, shape_family = _infer_family(modules, fmt)
+    return Analysis(
+        modules=modules,
+        unknown_keys=unknown,
+        format=fmt,
+        base_family=family,
+        family_evidence=evidence,
+        cross_attention_dim=cross,
+        shape_family=shape_family,
+        errors=errors,
+        warnings=warnings,
+    )
+
+
+def _peft_alphas(md: dict[str, str]):  # noqa: ANN202
+    raw = md.get("lora_adapter_metadata")
+    if not raw:
+        return None
+    try:
+        conf = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(conf, dict):
+        return None
+    # diffusers stores {"unet.r": ..., "unet.lora_alpha": ...} or a plain LoraConfig dict.
+    def pick(key: str, comp: str):  # noqa: ANN202
+        for k in (f"{comp}.{key}", key):
+            if k in conf:
+                return conf[k]
+        return None
+
+    def alpha_for(mod: Module) -> float | None:
+        comp = mod.component
+        alpha = pick("lora_alpha", comp)
+        patterns = pick("alpha_pattern", comp) or {}
+        if isinstance(patterns, dict):
+            for pat, value in patterns.items():
+                if isinstance(pat, str) and pat and pat in mod.name and isinstance(value, (int, float)):
+                    alpha = value
+        if pick("use_rslora", comp) and isinstance(alpha, (int, float)) and mod.rank:
+            return float(alpha) * mod.rank / (mod.rank**0.5)  # effective alpha/r = alpha/sqrt(r)
+        return float(alpha) if isinstance(alpha, (int, float)) else None
+
+    return alpha_for
+
+
+def _detect_format(header: SafetensorsHeader, modules: dict[str, Module], md: dict[str, str]) -> str:
+    names = list(header.tensors)
+    kinds = Counter(m.kind for m in modules.values())
+    if kinds.get("cloneofsimo"):
+        return "cloneofsimo"
+    for kind, fmt in (
+        ("loha", "lycoris-loha"),
+        ("lokr", "lycoris-lokr"),
+        ("oft", "lycoris-oft"),
+        ("glora", "lycoris-glora"),
+        ("full", "lycoris-full"),
+        ("ia3", "lycoris-ia3"),
+        ("norm", "lycoris-norm"),
+    ):
+        if kinds.get(kind) and kinds[kind] >= max(1, kinds.get("lora", 0)):
+            return fmt
+    for kind, fmt in (("loha", "lycoris-loha"), ("lokr", "lycoris-lokr")):
+        if kinds.get(kind):
+            return fmt
+    if not kinds.get("lora"):
+        return "unknown"
+    if any(n.startswith("base_model.model.") for n in names):
+        return "peft-raw"
+    if any(_ATTNPROC.match(n) for n in names):
+        return "diffusers-attnprocs"
+    if any(".lora_A." in n or n.endswith(".lora_A.weight") for n in names):
+        return "peft-dora" if any("lora_magnitude_vector" in n for n in names) else "peft"
+    if any(".lora.down." in n or "lora_linear_layer" in n for n in names):
+        return "diffusers"
+    if any(n.startswith(tuple(KOHYA_PREFIXES)) for n in names):
+        if any(m.dora for m in modules.values()):
+            return "kohya-dora"
+        args = md.get("ss_network_args", "")
+        conv = any(
+            m.conv and re.search(r"(resnets|conv|downsamplers|upsamplers|_op$|in_layers|out_layers|skip_connection)", m.name)
+            for m in modules.values()
+        )
+        if conv or "conv_dim" in args or '"locon"' in args:
+            return "kohya-locon"
+        return "kohya-lora"
+    return "unknown"
+
+
+_CROSS_K = re.compile(r"attn2(?:[._]processor)?[._]to_[kv](?:_lora)?$")
+_SGM = re.compile(r"(input_blocks_\d+_\d+_|output_blocks_\d+_\d+_|middle_block_\d+_)")
+
+
+def _infer_family(modules: dict[str, Module], fmt: str) -> tuple[str, list[str], int | None, str | None]:
+    """Return (family, evidence, cross_attention_dim, family_from_shapes)."""
+    evidence: list[str] = []
+    comps = Counter(m.component for m in modules.values())
+    names = list(modules)
+    joined = "\n".join(names)
+
+    if re.search(r"(double_blocks|single_blocks|single_transformer_blocks)", joined):
+        evidence.append("Flux transformer blocks (double_blocks/single_blocks)")
+        return "flux", evidence, None, "flux"
+    if re.search(r"joint_blocks", joined) or (
+        comps.get("transformer") and re.search(r"transformer_blocks\.\d+\.attn\.add_q_proj", joined)
+    ):
+        evidence.append("SD3 joint transformer blocks")
+        return "sd3", evidence, None, "sd3"
+    if comps.get("text_encoder_3"):
+        evidence.append("a third (T5) text encoder")
+        return "sd3", evidence, None, "sd3"
+
+    cross = None
+    for m in modules.values():
+        if m.component == "unet" and _CROSS_K.search(m.name) and m.in_features:
+            cross = m.in_features
+            break
+    te_width = None
+    for m in modules.values():
+        if m.component == "text_encoder" and m.in_features and re.search(r"(q_proj|k_proj|v_proj)$", m.name):
+            te_width = m.in_features
+            break
+
+    shape_family: str | None = None
+    if cross in FAMILY_BY_CROSS_WIDTH:
+        shape_family = FAMILY_BY_CROSS_WIDTH[cross]
+        evidence.append(f"cross-attention key width {cross}")
+    elif comps.get("text_encoder_2"):
+        shape_family = "sdxl"
+        evidence.append("two CLIP text encoders (te1 + te2)")
+    elif _SGM.search(joined):
+        shape_family = "sdxl"
+        evidence.append("SGM UNet block names (input_blocks/output_blocks)")
+    elif te_width in FAMILY_BY_TE_WIDTH:
+        shape_family = FAMILY_BY_TE_WIDTH[te_width]
+        evidence.append(f"text-encoder width {te_width}")
+    elif cross is not None:
+        evidence.append(f"cross-attention key width {cross} fits no standard family")
+    elif te_width is not None:
+        evidence.append(f"text-encoder width {te_width} fits no standard family")
+    if fmt == "cloneofsimo" and shape_family is None:
+        widths = {m.in_features for m in modules.values() if m.in_features}
+        if 768 in widths:
+            shape_family = "sd1"
+            evidence.append("768-wide text-encoder/attention weights")
+    if shape_family == "sdxl" and comps.get("text_encoder") and not comps.get("text_encoder_2") and cross != 2048:
+        # SDXL files always carry both encoders when they carry one.
+        evidence.append("only one text encoder, unusual for SDXL")
+    return shape_family or "unknown", evidence, cross, shape_family
+
+
+def declared_family(md: dict[str, str]) -> str | None:
+    """The family the metadata declares (kohya ss_*, modelspec), or None."""
+    arch = md.get("modelspec.architecture", "").lower()
+    if arch:
+        for prefix, fam in (
+            ("stable-diffusion-xl", "sdxl"),
+            ("stable-diffusion-v1", "sd1"),
+            ("stable-diffusion-v2", "sd2"),
+            ("stable-diffusion-3", "sd3"),
+            ("flux", "flux"),
+            ("chroma", "flux"),
+        ):
+            if arch.startswith(prefix):
+                return fam
+    ver = md.get("ss_base_model_version", "").lower()
+    if ver:
+        if ver.startswith("sdxl"):
+            return "sdxl"
+        if ver.startswith("sd_v1"):
+            return "sd1"
+        if ver.startswith("sd_v2"):
+            return "sd2"
+        if ver.startswith(("sd3", "medium", "5-medium", "5-large", "sd35", "sd3.5")):
+            return "sd3"
+        if ver.startswith(("flux", "chroma")):
+            return "flux"
+        return None
+    v2 = md.get("ss_v2")
+    if v2 == "True":
+        return "sd2"
+    if v2 == "False":
+        return "sd1"
+    return None
+
+
+def prediction_type(md: dict[str, str]) -> str | None:
+    pt = md.get("modelspec.prediction_type")
+    if pt:
+        return pt
+    ver = md.get("ss_base_model_version", "")
+    if ver.startswith("sd_v2"):
+        return "v" if ver.endswith("_v") else "epsilon"
+    return None

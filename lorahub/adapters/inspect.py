@@ -1,0 +1,158 @@
+"""``inspect_file``: everything one adapter file's header says, as an InspectReport."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from lorahub.schemas.adapters import Coverage, InspectReport, ModuleInfo
+
+from .formats import FORMAT_NAMES, NOT_LOADABLE_REASON, Analysis, analyze, declared_family
+from .header import DTYPE_NAMES, SafetensorsHeader, read_header
+from .kohya import training_parameters, trigger_words
+
+EMBEDDED_HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
+
+
+def inspect_file(path: str | os.PathLike[str]) -> InspectReport:
+    """Read ``path``'s header (and its scalar alphas) and describe the adapter.
+
+    Raises :class:`lorahub.errors.AdapterFileError` when the file is not a
+    readable safetensors file (pickle files are refused without being loaded).
+    """
+    header = read_header(path)
+    return inspect_header(header)
+
+
+def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) -> InspectReport:
+    an = analysis or analyze(header)
+    md = header.string_metadata()
+    declared = declared_family(md)
+    warnings = list(an.warnings)
+    warnings.extend(header.problems)
+
+    family = an.base_family
+    evidence = list(an.family_evidence)
+    if an.shape_family is None and declared is not None:
+        family = declared
+        evidence.append(f"shapes are not conclusive; using the family the metadata declares ({declared})")
+    elif an.shape_family is not None and declared is not None and declared != an.shape_family:
+        warnings.append(
+            f"metadata declares {declared} but the tensor shapes say {an.shape_family}"
+            f" ({'; '.join(an.family_evidence)})"
+        )
+    if not an.diffusers_loadable:
+        reason = NOT_LOADABLE_REASON.get(an.format)
+        if reason is None and any("mid" in m.parts for m in an.modules.values()):
+            reason = "LoCon with lora_mid (Tucker) weights: diffusers cannot load them"
+        if reason:
+            warnings.append(reason)
+    if an.format == "kohya-dora":
+        warnings.append("kohya DoRA: diffusers drops dora_scale (different normalisation axis than peft)")
+
+    modules = sorted(an.modules.values(), key=lambda m: m.name)
+    details = [
+        ModuleInfo(
+            name=m.name,
+            component=m.component if m.component in Coverage.model_fields else "unknown",
+            kind=m.kind,
+            rank=m.rank,
+            alpha=m.alpha,
+            scale=m.scale,
+            in_features=m.in_features,
+            out_features=m.out_features,
+            conv=m.conv,
+            dora=m.dora,
+            dtype=_module_dtype(m),
+            tensors=sorted(t.name for t in m.parts.values()),
+        )
+        for m in modules
+    ]
+    weight_modules = [m for m in modules if m.kind != "orphan"]
+    coverage = Coverage(**Counter(d.component for d in details if d.kind != "orphan"))
+    ranks = Counter(m.rank for m in weight_modules if m.rank is not None)
+    alphas = Counter(m.alpha for m in weight_modules if m.alpha is not None)
+    dtypes = Counter(t.dtype for t in header.tensors.values())
+    weight_bytes: Counter[str] = Counter()
+    params = 0
+    for t in header.tensors.values():
+        params += t.numel
+        if t.numel > 1:
+            weight_bytes[t.dtype] += t.nbytes
+    dominant = (weight_bytes or dtypes).most_common(1)
+    card = _card_data(header.path)
+    words, source = trigger_words(md, card)
+    title = md.get("ss_output_name") or md.get("modelspec.title") or (card or {}).get("title") or None
+    return InspectReport(
+        path=header.path,
+        file_size=header.file_size,
+        header_size=header.header_len,
+        format=an.format,  # type: ignore[arg-type]
+        format_name=FORMAT_NAMES.get(an.format, an.format),
+        diffusers_loadable=an.diffusers_loadable,
+        base_family=family,  # type: ignore[arg-type]
+        declared_base_family=declared,  # type: ignore[arg-type]
+        family_evidence=evidence,
+        cross_attention_dim=an.cross_attention_dim,
+        rank=_most_common(ranks),
+        ranks=sorted(ranks),
+        alpha=_most_common(alphas),
+        alphas=sorted(alphas),
+        modules=len(weight_modules),
+        coverage=coverage,
+        conv_modules=sum(1 for m in weight_modules if m.conv),
+        dora=any(m.dora for m in weight_modules),
+        tensors=len(header.tensors),
+        parameters=params,
+        dtype=DTYPE_NAMES.get(dominant[0][0]) if dominant else None,
+        dtypes={DTYPE_NAMES.get(k, k): v for k, v in sorted(dtypes.items())},
+        trigger_words=words,
+        trigger_source=source,
+        title=title,
+        training=training_parameters(md),
+        modelspec={k: v for k, v in sorted(md.items()) if k.startswith("modelspec.")},
+        embedded_hashes={k: md[k] for k in EMBEDDED_HASH_KEYS if md.get(k)},
+        metadata=dict(header.metadata),
+        module_details=details,
+        warnings=warnings,
+    )
+
+
+def _most_common(counter: Counter) -> Any:
+    if not counter:
+        return None
+    best = max(counter.values())
+    return max(k for k, v in counter.items() if v == best)
+
+
+def _module_dtype(m) -> str | None:  # noqa: ANN001
+    for part in ("down", "up", "hada_w1_a", "lokr_w1", "lokr_w1_a", "lokr_w2", "lokr_w2_a", "diff"):
+        t = m.parts.get(part)
+        if t is not None:
+            return DTYPE_NAMES.get(t.dtype, t.dtype)
+    return None
+
+
+def _card_data(path: str) -> dict[str, Any] | None:
+    """YAML front matter of a README.md beside the file (an adapter package or repo)."""
+    readme = Path(path).parent / "README.md"
+    try:
+        if not readme.is_file() or readme.stat().st_size > 1_000_000:
+            return None
+        text = readme.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not text.startswith("---"):
+        return None
+    end = text.find("\n---", 3)
+    if end < 0:
+        return None
+    try:
+        import yaml
+
+        data = yaml.safe_load(text[3:end])
+    except Exception:  # noqa: BLE001 - a broken card is not an error of the adapter
+        return None
+    return data if isinstance(data, dict) else None

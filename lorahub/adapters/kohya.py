@@ -1,0 +1,166 @@
+"""kohya ``ss_*`` metadata and trigger words.
+
+Most ``ss_*`` values are Python ``str()`` renderings (``"True"``, ``"None"``,
+``"(512, 512)"``), a few are JSON. Both are decoded without ``eval``:
+``ast.literal_eval`` accepts literals only, and inputs are bounded in size.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections import Counter
+from typing import Any
+
+JSON_KEYS = {
+    "ss_datasets",
+    "ss_tag_frequency",
+    "ss_dataset_dirs",
+    "ss_reg_dataset_dirs",
+    "ss_bucket_info",
+    "ss_network_args",
+}
+
+_MAX_LITERAL = 10_000
+
+
+def decode_value(key: str, value: str) -> Any:
+    """Decode one ``ss_*`` value to a Python value; undecodable text stays text."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if key in JSON_KEYS or (text[:1] in "{[" and len(text) < 5_000_000):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    if re.fullmatch(r"[-+]?\d+", text):
+        try:
+            return int(text)
+        except ValueError:  # pragma: no cover - absurdly long digit strings
+            return text
+    if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", text):
+        try:
+            return float(text)
+        except ValueError:  # pragma: no cover
+            return text
+    if text[:1] == "(" and len(text) <= _MAX_LITERAL:
+        try:
+            lit = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+            return value
+        if isinstance(lit, tuple):
+            return list(lit)
+        return lit
+    return value
+
+
+def training_parameters(md: dict[str, str]) -> dict[str, Any]:
+    """All ``ss_*`` keys, decoded, without the ``ss_`` prefix (hashes excluded)."""
+    out: dict[str, Any] = {}
+    for key in sorted(md):
+        if key.startswith("ss_"):
+            out[key[3:]] = decode_value(key, md[key])
+    return out
+
+
+def _strip_repeats(folder: str) -> str:
+    m = re.match(r"^\d+_(.+)$", folder.strip())
+    return (m.group(1) if m else folder).strip()
+
+
+def trigger_words(md: dict[str, str], card: dict[str, Any] | None = None) -> tuple[list[str], str | None]:
+    """Trigger words, best source first (lora-files.md section 5), and where they came from."""
+    phrase = md.get("modelspec.trigger_phrase", "").strip()
+    if phrase:
+        return _split_words(phrase), "modelspec.trigger_phrase"
+    for key in ("instance_prompt", "trigger_words", "trigger_word"):
+        if md.get(key, "").strip():
+            return _split_words(md[key]), key
+    if card:
+        inst = card.get("instance_prompt")
+        if isinstance(inst, str) and inst.strip():
+            return _split_words(inst), "model card instance_prompt"
+        words = card.get("trigger_words") or card.get("trainedWords")
+        if isinstance(words, list) and words:
+            return [str(w) for w in words if str(w).strip()], "model card"
+    freq_raw = md.get("ss_tag_frequency")
+    if freq_raw:
+        try:
+            freq = json.loads(freq_raw)
+        except ValueError:
+            freq = None
+        if isinstance(freq, dict) and freq:
+            words = _from_tag_frequency(freq, md)
+            if words:
+                return words, "ss_tag_frequency"
+    dirs_raw = md.get("ss_dataset_dirs")
+    if dirs_raw:
+        try:
+            dirs = json.loads(dirs_raw)
+        except ValueError:
+            dirs = None
+        if isinstance(dirs, dict):
+            words = _dedupe(_strip_repeats(d) for d in dirs if re.match(r"^\d+_", d))
+            if words:
+                return words, "ss_dataset_dirs"
+    return [], None
+
+
+def _split_words(text: str) -> list[str]:
+    parts = [p.strip() for p in re.split(r"[,\n]", text)]
+    return _dedupe(p for p in parts if p)
+
+
+def _dedupe(items) -> list[str]:  # noqa: ANN001
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = item.lower()
+        if item and key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+def _from_tag_frequency(freq: dict[str, Any], md: dict[str, str]) -> list[str]:
+    """Folder class tokens first, then tags present in (nearly) every image of a folder."""
+    image_counts: dict[str, int] = {}
+    try:
+        dirs = json.loads(md.get("ss_dataset_dirs", "{}"))
+        if isinstance(dirs, dict):
+            for name, info in dirs.items():
+                if isinstance(info, dict) and isinstance(info.get("img_count"), int):
+                    image_counts[name] = info["img_count"]
+    except ValueError:
+        pass
+    candidates: list[str] = []
+    tag_hits: Counter[str] = Counter()
+    first_seen: dict[str, int] = {}
+    for folder, tags in freq.items():
+        if not isinstance(tags, dict) or not tags:
+            continue
+        token = _strip_repeats(str(folder))
+        counts = {str(t).strip(): c for t, c in tags.items() if isinstance(c, (int, float)) and str(t).strip()}
+        if not counts:
+            continue
+        lengths = [len(t) for t in counts]
+        prose = sum(lengths) / len(lengths) >= 16 and len(counts) > 1 and max(counts.values()) <= 1
+        total = image_counts.get(str(folder)) or max(counts.values())
+        if re.match(r"^\d+_", str(folder)) and token and not prose:
+            candidates.append(token)
+        if prose:
+            continue
+        for tag, count in counts.items():
+            first_seen.setdefault(tag, len(first_seen))
+            if total and count >= 0.9 * total:
+                tag_hits[tag] += 1
+    folders = sum(1 for tags in freq.values() if isinstance(tags, dict) and tags)
+    ranked = [t for t, n in sorted(tag_hits.items(), key=lambda kv: (-kv[1], first_seen[kv[0]])) if n == folders]
+    words = _dedupe(candidates + ranked)
+    return words[:8]

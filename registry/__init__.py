@@ -1,0 +1,1 @@
+"""lorahub.registry."""

@@ -1,0 +1,4 @@
+from .export import export
+
+for path in export():
+    print(path)

@@ -1,0 +1,126 @@
+"""Contracts of the adapter-file layer: what ``inspect``, ``validate`` and
+``fingerprint`` report. The CLI's ``--json`` output is exactly these models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AdapterFormat = Literal[
+    "kohya-lora",
+    "kohya-locon",
+    "kohya-dora",
+    "diffusers",
+    "diffusers-attnprocs",
+    "peft",
+    "peft-dora",
+    "peft-raw",
+    "lycoris-loha",
+    "lycoris-lokr",
+    "lycoris-ia3",
+    "lycoris-full",
+    "lycoris-oft",
+    "lycoris-glora",
+    "lycoris-norm",
+    "cloneofsimo",
+    "unknown",
+]
+
+BaseFamily = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "unknown"]
+
+Component = Literal["unet", "text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "unknown"]
+
+EmbeddedHashStatus = Literal["match", "mismatch", "absent", "unverifiable"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModuleInfo(_Model):
+    """One adapted module (a weight the adapter changes)."""
+
+    name: str = Field(description="Module key prefix as written in the file")
+    component: Component
+    kind: str = Field(description="lora, locon, loha, lokr, ia3, full, oft, glora, norm, cloneofsimo")
+    rank: int | None = Field(None, description="Inner rank; None when the module stores a full matrix")
+    alpha: float | None = Field(None, description="alpha as stored (kohya .alpha, peft lora_alpha); None if absent")
+    scale: float | None = Field(None, description="Effective alpha / rank applied by loaders")
+    in_features: int | None = None
+    out_features: int | None = None
+    conv: bool = Field(False, description="Convolution weights (LoCon/conv LoRA)")
+    dora: bool = False
+    dtype: str | None = None
+    tensors: list[str] = Field(default_factory=list, description="Tensor names belonging to the module")
+
+
+class Coverage(_Model):
+    unet: int = 0
+    text_encoder: int = 0
+    text_encoder_2: int = 0
+    text_encoder_3: int = 0
+    transformer: int = 0
+    unknown: int = 0
+
+
+class InspectReport(_Model):
+    """Everything lorahub reads from one adapter file's header."""
+
+    path: str
+    file_size: int
+    header_size: int = Field(description="Length N of the JSON header in bytes")
+    format: AdapterFormat
+    format_name: str = Field(description="Human-readable format name")
+    diffusers_loadable: bool = Field(description="Whether diffusers' load_lora_weights takes the file as is")
+    base_family: BaseFamily = Field(description="Family inferred from key names and tensor shapes")
+    declared_base_family: BaseFamily | None = Field(None, description="Family the metadata declares, if any")
+    family_evidence: list[str] = Field(default_factory=list)
+    cross_attention_dim: int | None = Field(None, description="Width of the cross-attention keys (768 SD1, 1024 SD2, 2048 SDXL)")
+    rank: int | None = Field(None, description="Most common module rank")
+    ranks: list[int] = Field(default_factory=list, description="All distinct module ranks")
+    alpha: float | None = Field(None, description="Most common module alpha")
+    alphas: list[float] = Field(default_factory=list)
+    modules: int = Field(description="Number of adapted modules")
+    coverage: Coverage
+    conv_modules: int = 0
+    dora: bool = False
+    tensors: int
+    parameters: int
+    dtype: str | None = Field(None, description="Dominant dtype of the weights")
+    dtypes: dict[str, int] = Field(default_factory=dict, description="Tensor count per dtype")
+    trigger_words: list[str] = Field(default_factory=list)
+    trigger_source: str | None = Field(None, description="Where the trigger words came from")
+    title: str | None = Field(None, description="ss_output_name or modelspec.title")
+    training: dict[str, Any] = Field(default_factory=dict, description="kohya ss_* training parameters, decoded")
+    modelspec: dict[str, str] = Field(default_factory=dict, description="The modelspec.* block")
+    embedded_hashes: dict[str, str] = Field(default_factory=dict, description="sshs_model_hash, sshs_legacy_hash, modelspec.hash_sha256")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="The raw __metadata__ object")
+    module_details: list[ModuleInfo] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ValidationReport(_Model):
+    """Result of validating one file. ``valid`` is False when ``errors`` is non-empty."""
+
+    path: str
+    valid: bool
+    errors: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class FingerprintReport(_Model):
+    """Every hash the community uses for one file (see lora-files.md section 7)."""
+
+    path: str
+    size: int
+    sha256: str = Field(description="SHA-256 of the whole file (the Hub's LFS oid)")
+    autov1: str | None = Field(description="SHA-256 of the 64 KiB at 1 MiB, first 8 hex; null if the file is under 1 MiB")
+    autov2: str = Field(description="First 10 hex of sha256")
+    autov3: str | None = Field(description="First 12 hex of tensor_sha256, upper case (Civitai)")
+    tensor_sha256: str | None = Field(description="SHA-256 of the bytes after the header (kohya sshs_model_hash)")
+    crc32: str = Field(description="CRC-32 (zlib) of the whole file, 8 hex upper case")
+    blake3: str = Field(description="BLAKE3-256 of the whole file, 64 hex")
+    embedded_hash: EmbeddedHashStatus = Field(description="Whether the embedded sshs_model_hash matches the tensor hash")
+    embedded_sshs_model_hash: str | None = None
+    cached: bool = Field(False, description="Served from the fingerprint cache")

@@ -1,0 +1,266 @@
+"""inspect_file on real files from other tools and on synthetic files of every format."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lorahub.adapters.formats import split_key
+from lorahub.adapters.inspect import inspect_file
+from lorahub.adapters.kohya import decode_value, trigger_words
+from lorahub.adapters.writer import write_numpy, write_safetensors_zeros
+from lorahub.errors import AdapterFileError, PickleRefusedError
+
+
+def test_sd15_kohya_manifest(sd15_kohya_file: Path) -> None:
+    r = inspect_file(sd15_kohya_file)
+    assert r.format == "kohya-lora"
+    assert r.base_family == "sd1"
+    assert r.cross_attention_dim == 768
+    assert r.rank == 128 and r.ranks == [128]
+    assert r.coverage.unet > 0 and r.coverage.text_encoder > 0 and r.coverage.text_encoder_2 == 0
+    assert r.conv_modules > 0  # proj_in/proj_out are 1x1 convolutions on SD1
+    assert r.dtype == "float16"
+    assert r.diffusers_loadable
+
+
+def test_sdxl_kohya_manifest(sdxl_kohya_file: Path) -> None:
+    r = inspect_file(sdxl_kohya_file)
+    assert r.format == "kohya-lora"
+    assert r.base_family == "sdxl"
+    assert r.cross_attention_dim == 2048
+    assert r.coverage.text_encoder_2 > 0 and r.coverage.text_encoder > 0
+    assert r.rank == 32
+    assert r.dtype == "bfloat16"
+
+
+def test_lycoris_lokr_fixture(lokr_file: Path) -> None:
+    r = inspect_file(lokr_file)
+    assert r.format == "lycoris-lokr"
+    assert not r.diffusers_loadable
+    assert r.base_family == "sd1" and r.declared_base_family == "sd1"
+    assert r.rank == 4 and r.alpha == 4.0
+    assert r.coverage.unet > 0 and r.coverage.text_encoder > 0
+    assert r.training["network_module"] == "lycoris.kohya"
+    assert r.training["resolution"] == [768, 768]
+    assert r.training["gradient_checkpointing"] is True
+    assert r.training["clip_skip"] is None
+    assert r.training["network_args"] == {"conv_rank": "4", "conv_alpha": "4", "algo": "lokr"}
+    assert r.title == "smart_falcon_lokr_3.0e-4"
+    assert "smf girl" in r.trigger_words
+    assert any("smart falcon" in w for w in r.trigger_words)
+    assert r.trigger_source == "ss_tag_frequency"
+    assert r.embedded_hashes["sshs_model_hash"].startswith("150ef207")
+    assert r.metadata["ss_seed"] == "42"
+    assert any("LoKr" in w for w in r.warnings)
+
+
+@pytest.mark.parametrize("rank_file", ["smart_falcon_8_lokr.safetensors", "smart_falcon_16_lokr.safetensors"])
+def test_lycoris_ranks(shared_fixtures: Path, rank_file: str) -> None:
+    r = inspect_file(shared_fixtures / "lycoris" / rank_file)
+    assert r.rank == int(rank_file.split("_")[2])
+
+
+def test_legacy_cloneofsimo(legacy_files: list[Path]) -> None:
+    assert legacy_files
+    for f in legacy_files:
+        r = inspect_file(f)
+        assert r.format == "cloneofsimo"
+        assert not r.diffusers_loadable
+        assert any("neither diffusers nor ComfyUI" in w for w in r.warnings)
+        assert r.base_family == "sd1"
+        assert r.coverage.unet > 0
+
+
+def _lora_pair(rank: int, out: int, inp: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return (rng.standard_normal((rank, inp)).astype(np.float16), rng.standard_normal((out, rank)).astype(np.float16))
+
+
+def test_diffusers_and_peft_formats(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    down, up = _lora_pair(4, 320, 768, rng)
+    mod = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
+    write_numpy(tmp_path / "d.safetensors", {f"{mod}.lora.down.weight": down, f"{mod}.lora.up.weight": up})
+    write_numpy(
+        tmp_path / "p.safetensors",
+        {f"{mod}.lora_A.weight": down, f"{mod}.lora_B.weight": up},
+        metadata={"lora_adapter_metadata": json.dumps({"r": 4, "lora_alpha": 8})},
+    )
+    write_numpy(
+        tmp_path / "dora.safetensors",
+        {f"{mod}.lora_A.weight": down, f"{mod}.lora_B.weight": up,
+         f"{mod}.lora_magnitude_vector": np.ones(320, np.float16)},
+    )
+    raw = mod.replace("unet.", "base_model.model.")
+    write_numpy(tmp_path / "raw.safetensors", {f"{raw}.lora_A.weight": down, f"{raw}.lora_B.weight": up})
+    d = inspect_file(tmp_path / "d.safetensors")
+    assert (d.format, d.base_family, d.rank, d.alpha, d.diffusers_loadable) == ("diffusers", "sd1", 4, None, True)
+    p = inspect_file(tmp_path / "p.safetensors")
+    assert (p.format, p.rank, p.alpha) == ("peft", 4, 8.0)
+    assert p.module_details[0].scale == 2.0
+    dora = inspect_file(tmp_path / "dora.safetensors")
+    assert dora.format == "peft-dora" and dora.dora
+    raw_r = inspect_file(tmp_path / "raw.safetensors")
+    assert raw_r.format == "peft-raw" and not raw_r.diffusers_loadable
+    assert any("loads nothing" in w for w in raw_r.warnings)
+
+
+def test_kohya_dora_locon_and_loha(tmp_path: Path) -> None:
+    attn = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+    conv = "lora_unet_down_blocks_0_resnets_0_conv1"
+    write_safetensors_zeros(tmp_path / "dora.safetensors", {
+        f"{attn}.lora_down.weight": ("F16", [8, 1024]), f"{attn}.lora_up.weight": ("F16", [320, 8]),
+        f"{attn}.alpha": ("F16", []), f"{attn}.dora_scale": ("F16", [1, 1024]),
+    })
+    r = inspect_file(tmp_path / "dora.safetensors")
+    assert r.format == "kohya-dora" and r.dora and r.base_family == "sd2"
+    write_safetensors_zeros(tmp_path / "locon.safetensors", {
+        f"{attn}.lora_down.weight": ("F16", [8, 768]), f"{attn}.lora_up.weight": ("F16", [320, 8]),
+        f"{conv}.lora_down.weight": ("F16", [4, 320, 3, 3]), f"{conv}.lora_up.weight": ("F16", [320, 4, 1, 1]),
+    })
+    r = inspect_file(tmp_path / "locon.safetensors")
+    assert r.format == "kohya-locon" and r.conv_modules == 1 and r.ranks == [4, 8]
+    assert any("no alpha" in w for w in r.warnings)
+    write_safetensors_zeros(tmp_path / "loha.safetensors", {
+        f"{attn}.hada_w1_a": ("F16", [320, 4]), f"{attn}.hada_w1_b": ("F16", [4, 2048]),
+        f"{attn}.hada_w2_a": ("F16", [320, 4]), f"{attn}.hada_w2_b": ("F16", [4, 2048]),
+        f"{attn}.alpha": ("F16", []),
+    }, metadata={"ss_base_model_version": "sd_v1"})
+    r = inspect_file(tmp_path / "loha.safetensors")
+    assert r.format == "lycoris-loha" and r.rank == 4 and r.base_family == "sdxl"
+    assert r.declared_base_family == "sd1"
+    assert any("declares sd1" in w and "sdxl" in w for w in r.warnings)
+
+
+def test_alpha_values_are_read_from_scalars(tmp_path: Path) -> None:
+    mod = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    write_numpy(tmp_path / "a.safetensors", {
+        f"{mod}.lora_down.weight": np.zeros((16, 768), np.float16),
+        f"{mod}.lora_up.weight": np.zeros((768, 16), np.float16),
+        f"{mod}.alpha": np.array(8.0, dtype=np.float32),
+    })
+    r = inspect_file(tmp_path / "a.safetensors")
+    assert r.alpha == 8.0 and r.rank == 16 and r.module_details[0].scale == 0.5
+    assert r.base_family == "sd1"  # from the 768-wide text encoder
+
+
+def test_declared_family_used_when_shapes_are_inconclusive(tmp_path: Path) -> None:
+    mod = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"
+    write_safetensors_zeros(tmp_path / "tiny.safetensors", {
+        f"{mod}.lora_down.weight": ("F32", [4, 32]), f"{mod}.lora_up.weight": ("F32", [64, 4]),
+    }, metadata={"modelspec.architecture": "stable-diffusion-v1/lora", "modelspec.trigger_phrase": "tinystyle"})
+    r = inspect_file(tmp_path / "tiny.safetensors")
+    assert r.base_family == "sd1" and r.cross_attention_dim == 32
+    assert any("declare" in e for e in r.family_evidence)
+    assert r.trigger_words == ["tinystyle"] and r.trigger_source == "modelspec.trigger_phrase"
+
+
+def test_card_instance_prompt_is_a_trigger_source(tmp_path: Path) -> None:
+    mod = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    pkg = tmp_path / "pkg"
+    write_safetensors_zeros(pkg / "pytorch_lora_weights.safetensors", {
+        f"{mod}.lora.down.weight": ("F16", [4, 320]), f"{mod}.lora.up.weight": ("F16", [320, 4]),
+    })
+    (pkg / "README.md").write_text("---\ninstance_prompt: a photo of sks dog\ntags: [lora]\n---\n# card\n")
+    r = inspect_file(pkg / "pytorch_lora_weights.safetensors")
+    assert r.trigger_words == ["a photo of sks dog"] and r.trigger_source == "model card instance_prompt"
+
+
+def test_header_only_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 64 MiB adapter is inspected by reading the header and the scalar alphas only."""
+    mod = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k"
+    path = write_safetensors_zeros(tmp_path / "big.safetensors", {
+        f"{mod}.lora_down.weight": ("F32", [4096, 768]), f"{mod}.lora_up.weight": ("F32", [1280, 4096]),
+        f"{mod}.alpha": ("F32", []),
+    })
+    import builtins
+    import os
+
+    read_bytes = []
+    real_open, real_pread = builtins.open, os.pread
+
+    class Counting:
+        def __init__(self, fh):  # noqa: ANN001
+            self.fh = fh
+
+        def read(self, n: int = -1) -> bytes:
+            data = self.fh.read(n)
+            read_bytes.append(len(data))
+            return data
+
+        def __getattr__(self, name):  # noqa: ANN001, ANN204
+            return getattr(self.fh, name)
+
+        def __enter__(self):  # noqa: ANN204
+            return self
+
+        def __exit__(self, *a):  # noqa: ANN002, ANN204
+            self.fh.close()
+
+    def counting_open(file, mode="r", *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        fh = real_open(file, mode, *a, **k)
+        return Counting(fh) if str(file) == str(path) and "b" in mode else fh
+
+    def counting_pread(fd, n, off):  # noqa: ANN001, ANN202
+        data = real_pread(fd, n, off)
+        read_bytes.append(len(data))
+        return data
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(os, "pread", counting_pread)
+    r = inspect_file(path)
+    assert r.rank == 4096
+    assert sum(read_bytes) < 4096, read_bytes
+    assert path.stat().st_size > 30 * 2**20
+
+
+def test_not_safetensors_and_pickles(tmp_path: Path) -> None:
+    (tmp_path / "a.safetensors").write_bytes(b"hello world, not a model")
+    with pytest.raises(AdapterFileError, match="header length"):
+        inspect_file(tmp_path / "a.safetensors")
+    (tmp_path / "b.safetensors").write_bytes(struct.pack("<Q", 4) + b"[1] ")
+    with pytest.raises(AdapterFileError, match="not an object"):
+        inspect_file(tmp_path / "b.safetensors")
+    import pickle
+
+    (tmp_path / "c.ckpt").write_bytes(pickle.dumps({"state_dict": {}}))
+    with pytest.raises(PickleRefusedError, match="never unpickles"):
+        inspect_file(tmp_path / "c.ckpt")
+    with pytest.raises(AdapterFileError, match="no such file"):
+        inspect_file(tmp_path / "missing.safetensors")
+
+
+def test_split_key_formats() -> None:
+    assert split_key("lora_unet_x_to_q.lora_down.weight") == ("lora_unet_x_to_q", "down")
+    assert split_key("unet.a.to_q.lora.up.weight") == ("unet.a.to_q", "up")
+    assert split_key("text_encoder.a.q_proj.lora_linear_layer.down.weight") == ("text_encoder.a.q_proj", "down")
+    assert split_key("unet.a.to_q.lora_B.weight") == ("unet.a.to_q", "up")
+    assert split_key("unet:12:down") == ("unet:12", "down")
+    assert split_key("lora_unet_x.lokr_w1") == ("lora_unet_x", "lokr_w1")
+    assert split_key("unet.a.attn1.processor.to_q_lora.down.weight") == ("unet.a.attn1.processor.to_q_lora", "down")
+    assert split_key("totally.unrelated") is None
+
+
+def test_ss_values_are_decoded_without_eval() -> None:
+    assert decode_value("ss_v2", "False") is False
+    assert decode_value("ss_clip_skip", "None") is None
+    assert decode_value("ss_learning_rate", "0.0001") == 0.0001
+    assert decode_value("ss_resolution", "(512, 768)") == [512, 768]
+    assert decode_value("ss_network_args", '{"conv_dim": "4"}') == {"conv_dim": "4"}
+    assert decode_value("ss_optimizer", "__import__('os').system('x')") == "__import__('os').system('x')"
+    assert decode_value("ss_resolution", "(__import__('os'),)") == "(__import__('os'),)"
+
+
+def test_trigger_words_priority() -> None:
+    md = {
+        "ss_tag_frequency": json.dumps({"10_sks dog": {"sks dog": 10, "grass": 3}}),
+        "modelspec.trigger_phrase": "sks, dog style",
+    }
+    assert trigger_words(md) == (["sks", "dog style"], "modelspec.trigger_phrase")
+    del md["modelspec.trigger_phrase"]
+    assert trigger_words(md) == (["sks dog"], "ss_tag_frequency")
+    assert trigger_words({}) == ([], None)
