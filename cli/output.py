@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
-from pydantic import BaseModel
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
 
 def to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
+    if hasattr(obj, "model_dump"):  # a pydantic model (pydantic is not imported here: fast start)
         return obj.model_dump(mode="json")
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(o) for o in obj]

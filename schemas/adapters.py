@@ -110,17 +110,38 @@ class ValidationReport(_Model):
 
 
 class FingerprintReport(_Model):
-    """Every hash the community uses for one file (see lora-files.md section 7)."""
+    """Every hash the community uses for one file (see lora-files.md section 7).
 
-    path: str
-    size: int
-    sha256: str = Field(description="SHA-256 of the whole file (the Hub's LFS oid)")
-    autov1: str | None = Field(description="SHA-256 of the 64 KiB at 1 MiB, first 8 hex; null if the file is under 1 MiB")
-    autov2: str = Field(description="First 10 hex of sha256")
-    autov3: str | None = Field(description="First 12 hex of tensor_sha256, upper case (Civitai)")
-    tensor_sha256: str | None = Field(description="SHA-256 of the bytes after the header (kohya sshs_model_hash)")
-    crc32: str = Field(description="CRC-32 (zlib) of the whole file, 8 hex upper case")
+    Every hex string is lower case (AutoV3 and CRC32 included, although Civitai
+    shows those two upper case): compare hashes case-insensitively.
+    """
+
+    path: str = Field(description="The path as given")
+    size: int = Field(description="File size in bytes")
+    sha256: str = Field(description="SHA-256 of the whole file (the Hub's LFS oid), 64 hex lower case")
+    autov1: str | None = Field(
+        description="A1111's old model hash: SHA-256 of the bytes [0x100000, 0x110000) (fewer if the file ends "
+        "earlier), first 8 hex; null when the file is at most 1 MiB (the window is empty)"
+    )
+    autov2: str = Field(description="First 10 hex of sha256 (A1111 checkpoint shorthash, Civitai AutoV2)")
+    autov3: str | None = Field(
+        description="First 12 hex of tensor_sha256 (Civitai AutoV3, A1111 LoRA shorthash), lower case; "
+        "null when the file is not safetensors"
+    )
+    tensor_sha256: str | None = Field(
+        description="SHA-256 of the bytes after the header, [8+N, EOF) (kohya sshs_model_hash, A1111 addnet hash), "
+        "64 hex; null when the file is not safetensors"
+    )
+    crc32: str = Field(
+        description="CRC-32/ISO-HDLC (zlib) of the whole file, 8 hex lower case, most significant byte first"
+    )
     blake3: str = Field(description="BLAKE3-256 of the whole file, 64 hex")
-    embedded_hash: EmbeddedHashStatus = Field(description="Whether the embedded sshs_model_hash matches the tensor hash")
-    embedded_sshs_model_hash: str | None = None
+    embedded_hash: EmbeddedHashStatus = Field(
+        description="Whether the embedded sshs_model_hash equals tensor_sha256: absent (no such key), "
+        "unverifiable (LyCORIS '0x' hash, not 64 hex, or no tensor hash), match or mismatch"
+    )
+    embedded_sshs_model_hash: str | None = Field(None, description="The sshs_model_hash metadata value as stored")
     cached: bool = Field(False, description="Served from the fingerprint cache")
+    warnings: list[str] = Field(
+        default_factory=list, description="Why a hash is missing (e.g. not a safetensors file)"
+    )

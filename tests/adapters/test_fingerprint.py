@@ -1,0 +1,477 @@
+"""Fingerprints: every hash checked against an independent computation over explicit byte ranges."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import blake3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lorahub.adapters import fingerprint as fp
+from lorahub.adapters.fingerprint import (
+    embedded_hash_status,
+    expand_paths,
+    fingerprint_file,
+    fingerprint_paths,
+    fingerprint_record,
+    same_hash,
+)
+from lorahub.adapters.hashcache import FILENAME, HashCache
+from lorahub.errors import AdapterFileError
+from lorahub.schemas.adapters import FingerprintReport
+
+MiB = 1 << 20
+PAST = 1_600_000_000  # 2020: well outside the "racily clean" window
+
+
+def expected(path: Path) -> dict:
+    """The definitions of lora-files.md section 7, computed the plain way."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    tensor = hashlib.sha256(data[8 + n :]).hexdigest()
+    whole = hashlib.sha256(data).hexdigest()
+    return {
+        "size": len(data),
+        "sha256": whole,
+        "autov1": hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8] if len(data) > 0x100000 else None,
+        "autov2": whole[:10],
+        "autov3": tensor[:12],
+        "tensor_sha256": tensor,
+        "crc32": f"{zlib.crc32(data):08x}",
+        "blake3": blake3.blake3(data).hexdigest(),
+    }
+
+
+def make_file(path: Path, total: int, *, metadata: dict[str, str] | None = None, seed: int = 0) -> Path:
+    """A valid safetensors file of exactly ``total`` bytes: one U8 tensor of random bytes."""
+    import random
+
+    def header(length: int, pad: int = 0) -> bytes:
+        obj: dict = {}
+        if metadata:
+            obj["__metadata__"] = metadata
+        obj["w"] = {"dtype": "U8", "shape": [length], "data_offsets": [0, length]}
+        return json.dumps(obj).encode() + b" " * pad
+
+    length = max(0, total - 8 - len(header(0)))
+    while 8 + len(header(length)) + length > total and length > 0:
+        length -= 1
+    raw = header(length, total - 8 - length - len(header(length)))
+    assert 8 + len(raw) + length == total, "total too small for a header"
+    rng = random.Random(seed)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + rng.randbytes(length))
+    return path
+
+
+def old(path: Path) -> Path:
+    os.utime(path, (PAST, PAST))
+    return path
+
+
+def check(rec: dict, path: Path) -> None:
+    exp = expected(path)
+    for key, value in exp.items():
+        assert rec[key] == value, key
+
+
+# --- real fixtures -------------------------------------------------------------------------------
+
+
+def test_real_fixtures(shared_fixtures: Path) -> None:
+    files = sorted(shared_fixtures.glob("*/*.safetensors"))
+    assert len(files) >= 6
+    for f in files:
+        rec = fingerprint_record(f, use_cache=False)
+        check(rec, f)
+        assert rec["warnings"] == []
+
+
+def test_lokr_fixture_embedded_hash_is_the_tensor_hash(lokr_file: Path) -> None:
+    # The LyCORIS fixture predates the 0x hashes: its sshs_model_hash is kohya's tensor hash.
+    rep = fingerprint_file(lokr_file, use_cache=False)
+    assert isinstance(rep, FingerprintReport)
+    assert rep.embedded_sshs_model_hash == "150ef207aad02214f69756f53c3fc56efacdf6c79e32dd76e5fcbcf6c6a5350f"
+    assert rep.tensor_sha256 == rep.embedded_sshs_model_hash
+    assert rep.embedded_hash == "match"
+    assert rep.autov3 == "150ef207aad0"
+    assert rep.autov1 is None  # 647,722 bytes: the AutoV1 window is empty
+    assert rep.size == lokr_file.stat().st_size
+
+
+def test_legacy_fixture_has_no_embedded_hash(legacy_files: list[Path]) -> None:
+    for f in legacy_files:
+        assert fingerprint_record(f, use_cache=False)["embedded_hash"] == "absent"
+
+
+# --- synthetic sizes around the edges ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "total",
+    [
+        200,
+        MiB - 1,
+        MiB,  # window empty: None
+        MiB + 1,
+        MiB + 5,
+        MiB + 0x10000 - 1,  # window partially present
+        MiB + 0x10000,
+        MiB + 0x10000 + 3,  # > 1.0625 MiB
+        3 * MiB + 12345,
+    ],
+)
+def test_sizes_around_autov1_window(tmp_path: Path, total: int) -> None:
+    f = make_file(tmp_path / "a.safetensors", total)
+    rec = fingerprint_record(f, use_cache=False)
+    check(rec, f)
+    assert (rec["autov1"] is None) == (total <= MiB)
+    if MiB < total < MiB + 0x10000:
+        # A1111: f.seek(0x100000); f.read(0x10000) hashes whatever exists
+        assert rec["autov1"] == hashlib.sha256(f.read_bytes()[MiB:]).hexdigest()[:8]
+
+
+def test_empty_data_region(tmp_path: Path) -> None:
+    raw = json.dumps({"__metadata__": {"a": "b"}}).encode()
+    f = tmp_path / "empty.safetensors"
+    f.write_bytes(len(raw).to_bytes(8, "little") + raw)
+    rec = fingerprint_record(f, use_cache=False)
+    assert rec["tensor_sha256"] == hashlib.sha256(b"").hexdigest()
+    assert rec["autov3"] == "e3b0c44298fc"
+    assert rec["warnings"] == []
+    check(rec, f)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("chunk", [4096 + 3, 65536, MiB])
+def test_threaded_engine_any_chunking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, chunk: int) -> None:
+    monkeypatch.setattr(fp, "THREADED_MIN_SIZE", 0)
+    monkeypatch.setattr(fp, "_workers", lambda: workers)
+    f = make_file(tmp_path / "t.safetensors", MiB + 0x10000 + 777, metadata={"k": "v" * 5000}, seed=workers)
+    seen: list[int] = []
+    rec = fingerprint_record(f, use_cache=False, progress=seen.append, _chunk=chunk)
+    check(rec, f)
+    assert sum(seen) == f.stat().st_size
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(total=st.integers(150, 300_000), chunk=st.integers(1, 70_000), workers=st.integers(1, 3), pad=st.integers(0, 9))
+def test_property_any_size_chunk_and_header(tmp_path: Path, total: int, chunk: int, workers: int, pad: int) -> None:
+    old_min, old_workers = fp.THREADED_MIN_SIZE, fp._workers
+    fp.THREADED_MIN_SIZE, fp._workers = 0, (lambda: workers)
+    try:
+        f = make_file(tmp_path / "p.safetensors", total, metadata={"x": "y" * pad}, seed=total)
+        rec = fingerprint_record(f, use_cache=False, _chunk=max(chunk, 16))
+    finally:
+        fp.THREADED_MIN_SIZE, fp._workers = old_min, old_workers
+    check(rec, f)
+
+
+@pytest.mark.slow
+def test_big_file_default_threaded_path(tmp_path: Path) -> None:
+    f = make_file(tmp_path / "big.safetensors", 20 * MiB + 11)
+    rec = fingerprint_record(f, use_cache=False)
+    check(rec, f)
+
+
+# --- files that are not safetensors --------------------------------------------------------------
+
+
+def test_not_safetensors_still_gets_whole_file_hashes(tmp_path: Path) -> None:
+    f = tmp_path / "noise.safetensors"
+    f.write_bytes(os.urandom(MiB + 100))
+    rec = fingerprint_record(f, use_cache=False)
+    data = f.read_bytes()
+    assert rec["sha256"] == hashlib.sha256(data).hexdigest()
+    assert rec["autov1"] == hashlib.sha256(data[MiB : MiB + 0x10000]).hexdigest()[:8]
+    assert rec["crc32"] == f"{zlib.crc32(data):08x}"
+    assert rec["blake3"] == blake3.blake3(data).hexdigest()
+    assert rec["tensor_sha256"] is None and rec["autov3"] is None
+    assert rec["embedded_hash"] == "absent"
+    assert rec["warnings"] and "no tensor hash" in rec["warnings"][0]
+    FingerprintReport(**rec)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    f = tmp_path / "empty.bin"
+    f.write_bytes(b"")
+    rec = fingerprint_record(f, use_cache=False)
+    assert rec["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert rec["crc32"] == "00000000"
+    assert rec["blake3"] == blake3.blake3(b"").hexdigest()
+    assert rec["autov1"] is None and rec["tensor_sha256"] is None
+
+
+class _Touch:
+    """Unpickling this would create a file."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (Path(self.target),))
+
+
+def test_pickle_is_hashed_never_loaded(tmp_path: Path) -> None:
+    sentinel = tmp_path / "unpickled"
+    f = tmp_path / "model.ckpt"
+    f.write_bytes(pickle.dumps(_Touch(str(sentinel)), protocol=4))
+    rec = fingerprint_record(f, use_cache=False)
+    assert not sentinel.exists()
+    assert rec["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert rec["tensor_sha256"] is None
+    assert "pickle" in rec["warnings"][0]
+
+
+# --- embedded hash ------------------------------------------------------------------------------
+
+
+def test_embedded_hash_status_rules() -> None:
+    t = "ab" * 32
+    assert embedded_hash_status(None, t) == "absent"
+    assert embedded_hash_status(t, t) == "match"
+    assert embedded_hash_status(t.upper(), t) == "match"
+    assert embedded_hash_status("cd" * 32, t) == "mismatch"
+    assert embedded_hash_status("0x" + t, t) == "unverifiable"
+    assert embedded_hash_status("0X" + t, t) == "unverifiable"
+    assert embedded_hash_status("1234abcd", t) == "unverifiable"
+    assert embedded_hash_status("zz" * 32, t) == "unverifiable"
+    assert embedded_hash_status(12, t) == "unverifiable"
+    assert embedded_hash_status(t, None) == "unverifiable"
+
+
+@pytest.mark.parametrize("kind", ["match", "upper", "mismatch", "lycoris", "absent"])
+def test_embedded_hash_in_files(tmp_path: Path, kind: str) -> None:
+    probe = make_file(tmp_path / "probe.safetensors", 5000, metadata={"sshs_model_hash": "0" * 64})
+    tensor = expected(probe)["tensor_sha256"]
+    value = {
+        "match": tensor,
+        "upper": tensor.upper(),
+        "mismatch": "f" * 64,
+        "lycoris": "0x" + tensor,
+        "absent": None,
+    }[kind]
+    md = {"ss_output_name": "x"} if value is None else {"sshs_model_hash": value}
+    f = make_file(tmp_path / "e.safetensors", 5000, metadata=md)
+    rec = fingerprint_record(f, use_cache=False)
+    want = {"upper": "match", "lycoris": "unverifiable"}.get(kind, kind)
+    assert rec["embedded_hash"] == want
+    assert rec["embedded_sshs_model_hash"] == value
+    check(rec, f)
+
+
+def test_hex_is_lower_case_and_same_hash_ignores_case(lokr_file: Path) -> None:
+    rec = fingerprint_record(lokr_file, use_cache=False)
+    for key in ("sha256", "autov2", "autov3", "tensor_sha256", "crc32", "blake3"):
+        assert rec[key] == rec[key].lower()
+    assert same_hash(rec["autov3"].upper(), rec["autov3"])
+    assert not same_hash(None, rec["autov3"])
+
+
+# --- cache -------------------------------------------------------------------------------------
+
+
+def test_cache_hit_and_invalidation(tmp_path: Path, lorahub_home: Path) -> None:
+    f = old(make_file(tmp_path / "c.safetensors", 50_000, seed=1))
+    first = fingerprint_record(f)
+    assert first["cached"] is False
+    assert (lorahub_home / "cache" / FILENAME).exists()
+    second = fingerprint_record(f)
+    assert second["cached"] is True
+    assert {k: v for k, v in second.items() if k != "cached"} == {k: v for k, v in first.items() if k != "cached"}
+    assert fingerprint_file(f).cached is True
+
+    # touched: re-hashed
+    os.utime(f, (PAST + 10, PAST + 10))
+    assert fingerprint_record(f)["cached"] is False
+    assert fingerprint_record(f)["cached"] is True
+
+    # same size, same mtime, different bytes: ctime changes, re-hashed
+    make_file(f, 50_000, seed=2)
+    os.utime(f, (PAST + 10, PAST + 10))
+    third = fingerprint_record(f)
+    assert third["cached"] is False
+    assert third["sha256"] != first["sha256"]
+    check(third, f)
+
+    # replaced by another file (new inode)
+    g = old(make_file(tmp_path / "g.safetensors", 50_000, seed=3))
+    os.replace(g, f)
+    rec = fingerprint_record(f)
+    assert rec["cached"] is False
+    check(rec, f)
+
+
+def test_cache_key_is_the_real_path(tmp_path: Path) -> None:
+    f = old(make_file(tmp_path / "r.safetensors", 4000))
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(f)
+    assert fingerprint_record(f)["cached"] is False
+    rec = fingerprint_record(link)
+    assert rec["cached"] is True
+    assert rec["path"] == str(link)
+
+
+def test_no_cache_neither_reads_nor_writes(tmp_path: Path, lorahub_home: Path) -> None:
+    f = old(make_file(tmp_path / "n.safetensors", 4000))
+    fingerprint_record(f, use_cache=False)
+    assert fingerprint_record(f)["cached"] is False  # nothing was stored
+    assert fingerprint_record(f)["cached"] is True
+    assert fingerprint_record(f, use_cache=False)["cached"] is False
+
+
+def test_recently_modified_file_is_not_cached(tmp_path: Path) -> None:
+    f = make_file(tmp_path / "fresh.safetensors", 4000)  # mtime = now
+    assert fingerprint_record(f)["cached"] is False
+    assert fingerprint_record(f)["cached"] is False
+    os.utime(f, (time.time() - 10, time.time() - 10))
+    fingerprint_record(f)
+    assert fingerprint_record(f)["cached"] is True
+
+
+@pytest.mark.parametrize("garbage", [b"", b"this is not a database" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_corrupt_cache_is_rebuilt_silently(tmp_path: Path, lorahub_home: Path, garbage: bytes) -> None:
+    db = lorahub_home / "cache" / FILENAME
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(garbage)
+    f = old(make_file(tmp_path / "x.safetensors", 4000))
+    assert fingerprint_record(f)["cached"] is False
+    assert fingerprint_record(f)["cached"] is True
+    with HashCache(db) as cache:
+        assert len(cache) == 1
+
+
+def test_malformed_cached_row_is_a_miss(tmp_path: Path, lorahub_home: Path) -> None:
+    import sqlite3
+
+    f = old(make_file(tmp_path / "w.safetensors", 4000))
+    fingerprint_record(f)
+    conn = sqlite3.connect(lorahub_home / "cache" / FILENAME)
+    conn.execute("UPDATE fingerprints SET report = ?", (json.dumps({"sha256": "0" * 64}),))
+    conn.commit()
+    conn.close()
+    rec = fingerprint_record(f)
+    assert rec["cached"] is False
+    check(rec, f)
+    assert fingerprint_record(f)["cached"] is True
+
+
+def test_zlib_fallback_gives_the_same_crc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = make_file(tmp_path / "z.safetensors", MiB + 99)
+    monkeypatch.setattr(fp, "_crc32_function", lambda: zlib.crc32)
+    assert fingerprint_record(f, use_cache=False)["crc32"] == f"{zlib.crc32(f.read_bytes()):08x}"
+
+
+def test_cache_of_another_version_is_dropped(tmp_path: Path, lorahub_home: Path) -> None:
+    import sqlite3
+
+    f = old(make_file(tmp_path / "v.safetensors", 4000))
+    fingerprint_record(f)
+    db = lorahub_home / "cache" / FILENAME
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version=999")
+    conn.commit()
+    conn.close()
+    assert fingerprint_record(f)["cached"] is False
+    assert fingerprint_record(f)["cached"] is True
+
+
+def test_unwritable_home_still_fingerprints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("LORAHUB_HOME", str(blocker / "home"))
+    f = old(make_file(tmp_path / "u.safetensors", 4000))
+    rec = fingerprint_record(f)
+    assert rec["cached"] is False
+    check(rec, f)
+
+
+def test_cached_lookup_imports_neither_blake3_numpy_nor_pydantic(tmp_path: Path) -> None:
+    f = old(make_file(tmp_path / "i.safetensors", 4000))
+    fingerprint_record(f)  # fill the cache
+    code = (
+        "import sys\n"
+        "from lorahub.adapters.fingerprint import fingerprint_record\n"
+        f"r = fingerprint_record({str(f)!r})\n"
+        "assert r['cached'], r\n"
+        "heavy = [m for m in ('blake3', 'numpy', 'pydantic', 'isal', 'torch') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert res.returncode == 0, res.stderr
+
+
+def test_concurrent_processes_share_the_cache(tmp_path: Path, lorahub_home: Path) -> None:
+    files = [old(make_file(tmp_path / f"m{i}.safetensors", 20_000, seed=i)) for i in range(6)]
+    code = (
+        "import sys\n"
+        "from lorahub.adapters.fingerprint import fingerprint_records\n"
+        "recs = fingerprint_records(sys.argv[1:])\n"
+        "print(len(recs))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, *map(str, files)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=os.environ.copy())
+        for _ in range(4)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert out.strip() == "6"
+    with HashCache(lorahub_home / "cache" / FILENAME) as cache:
+        assert len(cache) == 6
+    assert all(r["cached"] for r in fp.fingerprint_records(files))
+
+
+# --- errors and many files ---------------------------------------------------------------------
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(AdapterFileError, match="no such file"):
+        fingerprint_record(tmp_path / "nope.safetensors")
+    with pytest.raises(AdapterFileError, match="folder"):
+        fingerprint_record(tmp_path)
+
+
+def test_file_growing_while_read_is_an_error_and_not_cached(tmp_path: Path) -> None:
+    f = old(make_file(tmp_path / "grow.safetensors", 9000))
+
+    def grow(_: int) -> None:
+        with open(f, "ab") as fh:
+            fh.write(b"more")
+
+    with pytest.raises(AdapterFileError, match="changed while it was read"):
+        fingerprint_record(f, progress=grow)
+    os.utime(f, (PAST, PAST))
+    assert fingerprint_record(f)["cached"] is False
+
+
+def test_paths_recurse_into_folders(tmp_path: Path) -> None:
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    a = make_file(tmp_path / "a.safetensors", 3000, seed=1)
+    b = make_file(tmp_path / "sub" / "deeper" / "b.safetensors", 3000, seed=2)
+    (tmp_path / "sub" / "notes.txt").write_text("not me")
+    other = tmp_path / "sub" / "notes.txt"
+    assert expand_paths([tmp_path]) == [str(a), str(b)]
+    assert expand_paths([tmp_path, a, other]) == [str(a), str(b), str(other)]
+    reports = fingerprint_paths([tmp_path])
+    assert [r.path for r in reports] == [str(a), str(b)]
+    assert all(isinstance(r, FingerprintReport) for r in reports)
+    assert reports[1].sha256 == expected(b)["sha256"]
+    with pytest.raises(AdapterFileError, match="no such file"):
+        fingerprint_paths([tmp_path / "missing"])
+
+
+def test_record_has_exactly_the_report_fields(lokr_file: Path) -> None:
+    rec = fingerprint_record(lokr_file, use_cache=False)
+    assert list(rec) == list(FingerprintReport.model_fields)
+    assert FingerprintReport(**rec).model_dump(mode="json") == rec
