@@ -121,11 +121,11 @@ class FingerprintReport(_Model):
     sha256: str = Field(description="SHA-256 of the whole file (the Hub's LFS oid), 64 hex lower case")
     autov1: str | None = Field(
         description="A1111's old model hash: SHA-256 of the bytes [0x100000, 0x110000) (fewer if the file ends "
-        "earlier), first 8 hex; null when the file is at most 1 MiB (the window is empty)"
+        "earlier), first 8 hex upper case; null when the file is at most 1 MiB (the window is empty)"
     )
-    autov2: str = Field(description="First 10 hex of sha256 (A1111 checkpoint shorthash, Civitai AutoV2)")
+    autov2: str = Field(description="First 10 hex of sha256, upper case (A1111 checkpoint shorthash, Civitai AutoV2)")
     autov3: str | None = Field(
-        description="First 12 hex of tensor_sha256 (Civitai AutoV3, A1111 LoRA shorthash), lower case; "
+        description="First 12 hex of tensor_sha256 (Civitai AutoV3, A1111 LoRA shorthash), upper case as Civitai shows it; "
         "null when the file is not safetensors"
     )
     tensor_sha256: str | None = Field(
@@ -133,9 +133,9 @@ class FingerprintReport(_Model):
         "64 hex; null when the file is not safetensors"
     )
     crc32: str = Field(
-        description="CRC-32/ISO-HDLC (zlib) of the whole file, 8 hex lower case, most significant byte first"
+        description="CRC-32/ISO-HDLC (zlib) of the whole file, 8 hex upper case, most significant byte first"
     )
-    blake3: str = Field(description="BLAKE3-256 of the whole file, 64 hex")
+    blake3: str = Field(description="BLAKE3-256 of the whole file, 64 hex lower case")
     embedded_hash: EmbeddedHashStatus = Field(
         description="Whether the embedded sshs_model_hash equals tensor_sha256: absent (no such key), "
         "unverifiable (LyCORIS '0x' hash, not 64 hex, or no tensor hash), match or mismatch"

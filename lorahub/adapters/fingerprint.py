@@ -16,9 +16,10 @@ blake3         whole file, BLAKE3-256                               64 hex
 
 Conventions and edge cases, decided here once:
 
-* **Every hex string is lower case**, AutoV3 and CRC32 included (Civitai shows
-  those two upper case; its by-hash lookup is case-insensitive, and so must be
-  every comparison inside lorahub: compare with :func:`same_hash`).
+* **Case:** the 64-hex digests (sha256, tensor_sha256, blake3) are lower case, as
+  sha256sum, the Hub's LFS oids and kohya write them; the short Civitai ids
+  (autov1, autov2, autov3, crc32) are upper case, as Civitai shows them. Every
+  comparison inside lorahub is case-insensitive: compare with :func:`same_hash`.
 * **AutoV1 is None when its window is empty** (file of at most 1 MiB). A1111
   prints ``e3b0c442`` there, the SHA-256 of nothing, which identifies no file;
   Civitai stores null. A file between 1 MiB and 1 MiB + 64 KiB hashes the bytes
@@ -363,11 +364,11 @@ def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, 
     return {
         "size": size,
         "sha256": sha_hex,
-        "autov1": autov1.hasher.hexdigest()[:8] if autov1 is not None else None,
-        "autov2": sha_hex[:10],
-        "autov3": tensor_hex[:12] if tensor_hex is not None else None,
+        "autov1": autov1.hasher.hexdigest()[:8].upper() if autov1 is not None else None,
+        "autov2": sha_hex[:10].upper(),
+        "autov3": tensor_hex[:12].upper() if tensor_hex is not None else None,
         "tensor_sha256": tensor_hex,
-        "crc32": f"{crc.hasher.value:08x}",
+        "crc32": f"{crc.hasher.value:08X}",
         "blake3": b3.hasher.hexdigest(),
         "embedded_hash": embedded_hash_status(embedded, tensor_hex),
         "embedded_sshs_model_hash": embedded if isinstance(embedded, str) else None,

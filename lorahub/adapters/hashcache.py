@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when the stored record changes meaning or shape: older rows are dropped.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: short Civitai ids (autov1/2/3, crc32) upper case
 
 FILENAME = "fingerprints.sqlite"
 

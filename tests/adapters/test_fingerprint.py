@@ -43,11 +43,11 @@ def expected(path: Path) -> dict:
     return {
         "size": len(data),
         "sha256": whole,
-        "autov1": hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8] if len(data) > 0x100000 else None,
-        "autov2": whole[:10],
-        "autov3": tensor[:12],
+        "autov1": hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8].upper() if len(data) > 0x100000 else None,
+        "autov2": whole[:10].upper(),
+        "autov3": tensor[:12].upper(),
         "tensor_sha256": tensor,
-        "crc32": f"{zlib.crc32(data):08x}",
+        "crc32": f"{zlib.crc32(data):08X}",
         "blake3": blake3.blake3(data).hexdigest(),
     }
 
@@ -103,7 +103,7 @@ def test_lokr_fixture_embedded_hash_is_the_tensor_hash(lokr_file: Path) -> None:
     assert rep.embedded_sshs_model_hash == "150ef207aad02214f69756f53c3fc56efacdf6c79e32dd76e5fcbcf6c6a5350f"
     assert rep.tensor_sha256 == rep.embedded_sshs_model_hash
     assert rep.embedded_hash == "match"
-    assert rep.autov3 == "150ef207aad0"
+    assert rep.autov3 == "150EF207AAD0"
     assert rep.autov1 is None  # 647,722 bytes: the AutoV1 window is empty
     assert rep.size == lokr_file.stat().st_size
 
@@ -137,7 +137,7 @@ def test_sizes_around_autov1_window(tmp_path: Path, total: int) -> None:
     assert (rec["autov1"] is None) == (total <= MiB)
     if MiB < total < MiB + 0x10000:
         # A1111: f.seek(0x100000); f.read(0x10000) hashes whatever exists
-        assert rec["autov1"] == hashlib.sha256(f.read_bytes()[MiB:]).hexdigest()[:8]
+        assert rec["autov1"] == hashlib.sha256(f.read_bytes()[MiB:]).hexdigest()[:8].upper()
 
 
 def test_empty_data_region(tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_empty_data_region(tmp_path: Path) -> None:
     f.write_bytes(len(raw).to_bytes(8, "little") + raw)
     rec = fingerprint_record(f, use_cache=False)
     assert rec["tensor_sha256"] == hashlib.sha256(b"").hexdigest()
-    assert rec["autov3"] == "e3b0c44298fc"
+    assert rec["autov3"] == "E3B0C44298FC"
     assert rec["warnings"] == []
     check(rec, f)
 
@@ -192,8 +192,8 @@ def test_not_safetensors_still_gets_whole_file_hashes(tmp_path: Path) -> None:
     rec = fingerprint_record(f, use_cache=False)
     data = f.read_bytes()
     assert rec["sha256"] == hashlib.sha256(data).hexdigest()
-    assert rec["autov1"] == hashlib.sha256(data[MiB : MiB + 0x10000]).hexdigest()[:8]
-    assert rec["crc32"] == f"{zlib.crc32(data):08x}"
+    assert rec["autov1"] == hashlib.sha256(data[MiB : MiB + 0x10000]).hexdigest()[:8].upper()
+    assert rec["crc32"] == f"{zlib.crc32(data):08X}"
     assert rec["blake3"] == blake3.blake3(data).hexdigest()
     assert rec["tensor_sha256"] is None and rec["autov3"] is None
     assert rec["embedded_hash"] == "absent"
@@ -269,11 +269,13 @@ def test_embedded_hash_in_files(tmp_path: Path, kind: str) -> None:
     check(rec, f)
 
 
-def test_hex_is_lower_case_and_same_hash_ignores_case(lokr_file: Path) -> None:
+def test_hex_case_and_same_hash_ignores_case(lokr_file: Path) -> None:
     rec = fingerprint_record(lokr_file, use_cache=False)
-    for key in ("sha256", "autov2", "autov3", "tensor_sha256", "crc32", "blake3"):
+    for key in ("sha256", "tensor_sha256", "blake3"):
         assert rec[key] == rec[key].lower()
-    assert same_hash(rec["autov3"].upper(), rec["autov3"])
+    for key in ("autov2", "autov3", "crc32"):  # as Civitai shows them
+        assert rec[key] == rec[key].upper()
+    assert same_hash(rec["autov3"].lower(), rec["autov3"])
     assert not same_hash(None, rec["autov3"])
 
 
@@ -368,7 +370,7 @@ def test_malformed_cached_row_is_a_miss(tmp_path: Path, lorahub_home: Path) -> N
 def test_zlib_fallback_gives_the_same_crc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = make_file(tmp_path / "z.safetensors", MiB + 99)
     monkeypatch.setattr(fp, "_crc32_function", lambda: zlib.crc32)
-    assert fingerprint_record(f, use_cache=False)["crc32"] == f"{zlib.crc32(f.read_bytes()):08x}"
+    assert fingerprint_record(f, use_cache=False)["crc32"] == f"{zlib.crc32(f.read_bytes()):08X}"
 
 
 def test_cache_of_another_version_is_dropped(tmp_path: Path, lorahub_home: Path) -> None:
