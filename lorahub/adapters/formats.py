@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .header import SafetensorsHeader, TensorInfo, read_scalars
+from .header import SafetensorsHeader, TensorInfo, _short, read_scalars
 
 # --------------------------------------------------------------------------- key parsing
 
@@ -155,7 +155,7 @@ def _flat_in(shape: tuple[int, ...]) -> int | None:
 
 def _resolve_module(mod: Module) -> None:
     p = mod.parts
-    q = f"module '{mod.name}'"
+    q = f"module '{_short(mod.name)}'"
     if "hada_w1_a" in p or "hada_w1_b" in p or "hada_w2_a" in p or "hada_w2_b" in p:
         mod.kind = "loha"
         need = ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"]
@@ -242,7 +242,7 @@ def _resolve_module(mod: Module) -> None:
     elif "w_norm" in p or "b_norm" in p:
         mod.kind = "norm"
     elif "alpha" in p or "dora" in p or "scale_tensor" in p:
-        mod.problems.append(f"module '{mod.name}': has {', '.join(sorted(p))} but no weights")
+        mod.problems.append(f"module '{_short(mod.name)}': has {', '.join(sorted(p))} but no weights")
         mod.kind = "orphan"
     mod.dora = "dora" in p or "magnitude" in p
 
@@ -350,14 +350,14 @@ def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
     for mod in modules.values():
         errors.extend(mod.problems)
     if unknown:
-        shown = ", ".join(f"'{k}'" for k in unknown[:3])
+        shown = ", ".join(f"'{_short(k)}'" for k in unknown[:3])
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         warnings.append(f"{len(unknown)} unknown key(s): {shown}{more}")
     if fmt.startswith("kohya") or fmt.startswith("lycoris"):
         no_alpha = [m for m in modules.values() if m.kind in ("lora", "loha", "lokr") and "alpha" not in m.parts]
         if no_alpha and not (fmt == "lycoris-lokr" and all(m.rank is None for m in no_alpha)):
             warnings.append(
-                f"{len(no_alpha)} module(s) have no alpha (e.g. '{no_alpha[0].name}'): loaders use alpha = rank"
+                f"{len(no_alpha)} module(s) have no alpha (e.g. '{_short(no_alpha[0].name)}'): loaders use alpha = rank"
             )
     if not modules and not embeddings:
         warnings.append("no adapter weights found: this does not look like a LoRA file")
@@ -382,7 +382,7 @@ def _peft_alphas(md: dict[str, str]):  # noqa: ANN202
         return None
     try:
         conf = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(conf, dict):
         return None
@@ -399,13 +399,25 @@ def _peft_alphas(md: dict[str, str]):  # noqa: ANN202
         patterns = pick("alpha_pattern", comp) or {}
         if isinstance(patterns, dict):
             for pat, value in patterns.items():
-                if isinstance(pat, str) and pat and pat in mod.name and isinstance(value, (int, float)):
+                if isinstance(pat, str) and pat and pat in mod.name and _finite(value) is not None:
                     alpha = value
-        if pick("use_rslora", comp) and isinstance(alpha, (int, float)) and mod.rank:
-            return float(alpha) * mod.rank / (mod.rank**0.5)  # effective alpha/r = alpha/sqrt(r)
-        return float(alpha) if isinstance(alpha, (int, float)) else None
+        value = _finite(alpha)
+        if pick("use_rslora", comp) and value is not None and mod.rank:
+            return value * mod.rank / (mod.rank**0.5)  # effective alpha/r = alpha/sqrt(r)
+        return value
 
     return alpha_for
+
+
+def _finite(value: object) -> float | None:
+    """A JSON number as a float; None for other types and numbers past float range."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:  # a 400-digit integer in hostile metadata
+        return None
+    return out if out == out and abs(out) != float("inf") else None
 
 
 def _detect_format(header: SafetensorsHeader, modules: dict[str, Module], md: dict[str, str]) -> str:

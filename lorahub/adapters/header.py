@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import stat
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -69,6 +71,9 @@ DTYPE_NAMES: dict[str, str] = {
     "F64": "float64",
     "C64": "complex64",
 }
+
+#: Shapes and offsets are u64 in the format; larger numbers are refused per tensor.
+MAX_U64 = (1 << 64) - 1
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
@@ -133,7 +138,7 @@ def sniff_pickle(path: str | os.PathLike[str], head: bytes) -> str | None:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()[:10000]
-        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError):
+        except Exception:  # noqa: BLE001 - any unreadable zip is still refused, never loaded
             return "a zip archive"
         if any(n.endswith(".pkl") for n in names):
             return "a PyTorch zip archive with a pickle inside"
@@ -153,6 +158,8 @@ def read_header(path: str | os.PathLike[str], *, max_header_bytes: int = MAX_HEA
     try:
         if p.is_dir():
             raise AdapterFileError(spath, "is a folder, not a file")
+        if not stat.S_ISREG(p.stat().st_mode):  # opening a FIFO would wait for a writer forever
+            raise AdapterFileError(spath, "is not a regular file (a pipe, socket or device)")
         fh = open(p, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise AdapterFileError(spath, "no such file") from None
@@ -168,7 +175,11 @@ def read_header(path: str | os.PathLike[str], *, max_header_bytes: int = MAX_HEA
             head = fh.read(8)
         except OSError as exc:
             raise AdapterFileError(spath, f"cannot read: {exc.strerror or exc}") from None
-        kind = sniff_pickle(p, head + _peek(fh))
+        peek = _peek(fh)
+        # A plausible length followed by '{' is a safetensors header, whatever its first
+        # bytes look like (N = 640 starts b"\x80\x02", like a pickle stream).
+        looks_safetensors = _plausible_header(head, file_size) and peek[:1] == b"{"
+        kind = None if looks_safetensors else sniff_pickle(p, head + peek)
         if kind is not None or (p.suffix.lower() in PICKLE_SUFFIXES and not _plausible_header(head, file_size)):
             what = kind or f"a '{p.suffix}' file that is not safetensors"
             raise PickleRefusedError(
@@ -247,6 +258,11 @@ def parse_header_bytes(path: str, raw: bytes, file_size: int) -> SafetensorsHead
         raise AdapterFileError(path, f"header is not valid JSON{where}: {msg}") from None
     if not isinstance(obj, dict):
         raise AdapterFileError(path, f"header is JSON {type(obj).__name__}, not an object")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        bad = _lone_surrogate(obj)
+        if bad is not None:
+            # safetensors (serde_json) refuses these too; they cannot be printed or re-encoded as UTF-8.
+            raise AdapterFileError(path, f"header string '{_short(bad)}' holds a lone UTF-16 surrogate (\\uD800-\\uDFFF escape)")
 
     problems: list[str] = []
     metadata: dict[str, object] = {}
@@ -275,7 +291,28 @@ def parse_header_bytes(path: str, raw: bytes, file_size: int) -> SafetensorsHead
     )
 
 
-def _short(text: str, limit: int = 80) -> str:
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(obj: object) -> str | None:
+    """The first string (key or value) of decoded JSON holding an unpaired surrogate. Not recursive."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item
+    return None
+
+
+def _short(text: str, limit: int = 160) -> str:
     text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -300,6 +337,9 @@ def _tensor_info(name: str, entry: object, problems: list[str]) -> TensorInfo | 
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         problems.append(f"{label}: shape {_short(json.dumps(shape))} is not a list of non-negative integers")
         return None
+    if any(d > MAX_U64 for d in shape):
+        problems.append(f"{label}: shape {_short(json.dumps(shape))} has a dimension of 2^64 or more")
+        return None
     if len(shape) > 16:
         problems.append(f"{label}: shape has {len(shape)} dimensions")
         return None
@@ -310,6 +350,9 @@ def _tensor_info(name: str, entry: object, problems: list[str]) -> TensorInfo | 
         or not all(type(o) is int and o >= 0 for o in offsets)
     ):
         problems.append(f"{label}: data_offsets {_short(json.dumps(offsets))} is not two non-negative integers")
+        return None
+    if any(o > MAX_U64 for o in offsets):
+        problems.append(f"{label}: data_offsets {_short(json.dumps(offsets))} lie beyond 2^64 bytes")
         return None
     begin, end = offsets
     if end < begin:
@@ -331,8 +374,9 @@ def layout_problems(header: SafetensorsHeader) -> list[str]:
             )
         exp = t.expected_nbytes
         if exp is not None and exp != t.nbytes:
-            shape = "x".join(map(str, t.shape)) or "scalar"
-            out.append(f"{label}: {t.dtype} {shape} needs {exp} bytes but data_offsets span {t.nbytes}")
+            shape = _short("x".join(map(str, t.shape)) or "scalar")
+            need = str(exp) if exp <= MAX_U64 else "more than 2^64"
+            out.append(f"{label}: {t.dtype} {shape} needs {need} bytes but data_offsets span {t.nbytes}")
     ordered = sorted(header.tensors.values(), key=lambda t: (t.begin, t.end))
     pos = 0
     for t in ordered:

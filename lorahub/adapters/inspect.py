@@ -11,7 +11,7 @@ from lorahub.schemas.adapters import Coverage, InspectReport, ModuleInfo
 
 from .formats import FORMAT_NAMES, NOT_LOADABLE_REASON, Analysis, analyze, declared_family
 from .header import DTYPE_NAMES, SafetensorsHeader, read_header
-from .kohya import training_parameters, trigger_words
+from .kohya import json_depth_ok, training_parameters, trigger_words, utf8
 
 EMBEDDED_HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
 
@@ -84,7 +84,8 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
     dominant = (weight_bytes or dtypes).most_common(1)
     card = _card_data(header.path)
     words, source = trigger_words(md, card)
-    title = md.get("ss_output_name") or md.get("modelspec.title") or (card or {}).get("title") or None
+    card_title = (card or {}).get("title")
+    title = md.get("ss_output_name") or md.get("modelspec.title") or (utf8(card_title) if isinstance(card_title, str) else None) or None
     return InspectReport(
         path=header.path,
         file_size=header.file_size,
@@ -114,7 +115,8 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
         training=training_parameters(md),
         modelspec={k: v for k, v in sorted(md.items()) if k.startswith("modelspec.")},
         embedded_hashes={k: md[k] for k in EMBEDDED_HASH_KEYS if md.get(k)},
-        metadata=dict(header.metadata),
+        # Non-string values break the format; deep ones would also break JSON output.
+        metadata={k: v if json_depth_ok(v) else "<value nested too deeply to show>" for k, v in header.metadata.items()},
         module_details=details,
         warnings=warnings,
     )

@@ -23,6 +23,32 @@ JSON_KEYS = {
 }
 
 _MAX_LITERAL = 10_000
+#: Decoded JSON deeper than this stays text (reports must serialise; pydantic stops near 255).
+MAX_JSON_DEPTH = 64
+
+
+def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` (decoded JSON) nests at most ``limit`` containers deep. Not recursive."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return True
+
+
+def loads_bounded(text: str) -> Any:
+    """``json.loads`` that raises ValueError (never RecursionError) and refuses deep nesting."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not json_depth_ok(value):
+        raise ValueError("JSON nested too deeply")
+    return value
 
 
 def decode_value(key: str, value: str) -> Any:
@@ -32,7 +58,7 @@ def decode_value(key: str, value: str) -> Any:
     text = value.strip()
     if key in JSON_KEYS or (text[:1] in "{[" and len(text) < 5_000_000):
         try:
-            return json.loads(text)
+            return loads_bounded(text)
         except ValueError:
             pass
     if text in ("True", "False"):
@@ -44,7 +70,7 @@ def decode_value(key: str, value: str) -> Any:
             return int(text)
         except ValueError:  # pragma: no cover - absurdly long digit strings
             return text
-    if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", text):
+    if re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", text):
         try:
             return float(text)
         except ValueError:  # pragma: no cover
@@ -54,10 +80,34 @@ def decode_value(key: str, value: str) -> Any:
             lit = ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
             return value
-        if isinstance(lit, tuple):
-            return list(lit)
-        return lit
+        plain = _plain(lit)
+        return value if plain is _NOT_PLAIN else plain
     return value
+
+
+_NOT_PLAIN = object()
+
+
+def _plain(lit: Any, depth: int = 0) -> Any:
+    """A Python literal as JSON-ready data (tuples/sets -> lists), or ``_NOT_PLAIN``
+    for what JSON cannot hold (``...``, bytes, complex, tuple keys, deep nesting)."""
+    if lit is None or isinstance(lit, (str, bool, int, float)):
+        return lit
+    if depth >= MAX_JSON_DEPTH:
+        return _NOT_PLAIN
+    if isinstance(lit, (tuple, list, set, frozenset)):
+        items = sorted(lit, key=repr) if isinstance(lit, (set, frozenset)) else lit
+        out = [_plain(x, depth + 1) for x in items]
+        return _NOT_PLAIN if any(x is _NOT_PLAIN for x in out) else out
+    if isinstance(lit, dict):
+        result = {}
+        for k, v in lit.items():
+            pv = _plain(v, depth + 1)
+            if not isinstance(k, (str, int, float, bool)) or pv is _NOT_PLAIN:
+                return _NOT_PLAIN
+            result[str(k)] = pv
+        return result
+    return _NOT_PLAIN
 
 
 def training_parameters(md: dict[str, str]) -> dict[str, Any]:
@@ -74,6 +124,15 @@ def _strip_repeats(folder: str) -> str:
     return (m.group(1) if m else folder).strip()
 
 
+def utf8(text: str) -> str:
+    """``text`` without lone surrogates (YAML "\\ud800" escapes make them; JSON output cannot hold them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def trigger_words(md: dict[str, str], card: dict[str, Any] | None = None) -> tuple[list[str], str | None]:
     """Trigger words, best source first (lora-files.md section 5), and where they came from."""
     phrase = md.get("modelspec.trigger_phrase", "").strip()
@@ -85,14 +144,17 @@ def trigger_words(md: dict[str, str], card: dict[str, Any] | None = None) -> tup
     if card:
         inst = card.get("instance_prompt")
         if isinstance(inst, str) and inst.strip():
-            return _split_words(inst), "model card instance_prompt"
+            return _split_words(utf8(inst)), "model card instance_prompt"
         words = card.get("trigger_words") or card.get("trainedWords")
         if isinstance(words, list) and words:
-            return [str(w) for w in words if str(w).strip()], "model card"
+            # str() of nested YAML aliases (a "billion laughs" card) would never finish: scalars only
+            words = [utf8(str(w)).strip() for w in words if isinstance(w, (str, int, float)) and str(w).strip()]
+            if words:
+                return words, "model card"
     freq_raw = md.get("ss_tag_frequency")
     if freq_raw:
         try:
-            freq = json.loads(freq_raw)
+            freq = loads_bounded(freq_raw)
         except ValueError:
             freq = None
         if isinstance(freq, dict) and freq:
@@ -102,7 +164,7 @@ def trigger_words(md: dict[str, str], card: dict[str, Any] | None = None) -> tup
     dirs_raw = md.get("ss_dataset_dirs")
     if dirs_raw:
         try:
-            dirs = json.loads(dirs_raw)
+            dirs = loads_bounded(dirs_raw)
         except ValueError:
             dirs = None
         if isinstance(dirs, dict):
@@ -128,14 +190,19 @@ def _dedupe(items) -> list[str]:  # noqa: ANN001
     return out
 
 
+def _count(value: Any) -> bool:
+    """A plausible tag or image count: a number, not bool, NaN or a 400-digit integer."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e18 < value < 1e18
+
+
 def _from_tag_frequency(freq: dict[str, Any], md: dict[str, str]) -> list[str]:
     """Folder class tokens first, then tags present in (nearly) every image of a folder."""
     image_counts: dict[str, int] = {}
     try:
-        dirs = json.loads(md.get("ss_dataset_dirs", "{}"))
+        dirs = loads_bounded(md.get("ss_dataset_dirs", "{}"))
         if isinstance(dirs, dict):
             for name, info in dirs.items():
-                if isinstance(info, dict) and isinstance(info.get("img_count"), int):
+                if isinstance(info, dict) and _count(info.get("img_count")) and isinstance(info["img_count"], int):
                     image_counts[name] = info["img_count"]
     except ValueError:
         pass
@@ -146,7 +213,7 @@ def _from_tag_frequency(freq: dict[str, Any], md: dict[str, str]) -> list[str]:
         if not isinstance(tags, dict) or not tags:
             continue
         token = _strip_repeats(str(folder))
-        counts = {str(t).strip(): c for t, c in tags.items() if isinstance(c, (int, float)) and str(t).strip()}
+        counts = {str(t).strip(): c for t, c in tags.items() if _count(c) and str(t).strip()}
         if not counts:
             continue
         lengths = [len(t) for t in counts]

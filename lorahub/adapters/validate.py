@@ -80,7 +80,7 @@ def _embedded_hash_warning(header: SafetensorsHeader, embedded: str) -> list[str
         return []
     if fp.tensor_sha256 and fp.tensor_sha256.lower() != embedded.lower():
         return [
-            f"embedded sshs_model_hash {embedded[:12]}... does not match the tensor data "
+            f"embedded sshs_model_hash {_short(embedded[:12])}... does not match the tensor data "
             f"({fp.tensor_sha256[:12]}...): the file was changed after it was hashed"
         ]
     return []
