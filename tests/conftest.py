@@ -78,3 +78,30 @@ def sdxl_kohya_file(tmp_path: Path) -> Path:
 
 def on_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# --- the embedded base model (lorahub.base.embedded), built once per test session ---------------
+
+
+@pytest.fixture(scope="session")
+def embedded_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the embedded tiny SD 1.x pipeline (seed 0), built once per session (needs torch)."""
+    pytest.importorskip("diffusers", reason="the embedded base model needs the ml extra (torch, diffusers)")
+    from lorahub.base.embedded import EMBEDDED_NAME, ensure_embedded
+
+    return ensure_embedded(seed=0, path=tmp_path_factory.mktemp("embedded-base") / EMBEDDED_NAME)
+
+
+@pytest.fixture
+def embedded_home(embedded_base: Path, lorahub_home: Path) -> Path:
+    """This test's $LORAHUB_HOME with the session's embedded model in place (a symlink, no rebuild).
+
+    Returns the path ``resolve_base(None)`` / ``ensure_embedded()`` give in this test. Treat it as
+    read-only: it is shared by the whole session.
+    """
+    from lorahub.base.embedded import embedded_path
+
+    target = embedded_path(lorahub_home)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(embedded_base, target_is_directory=True)
+    return target

@@ -1,0 +1,131 @@
+"""``lorahub base``: the embedded default base model and what a ``--base`` spec resolves to.
+
+No torch import here: ``base build`` imports it inside the library call,
+``base info`` never does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lorahub.cli.output import emit, info, json_option, warn
+
+base_config_option = click.option(
+    "--base-config",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Local diffusers pipeline folder whose configs describe a single-file checkpoint.",
+)
+
+
+@click.group("base")
+def base_group() -> None:
+    """Base models: the embedded tiny SD 1.x default, local folders, single files, Hub ids.
+
+    A base spec is a diffusers folder, a .safetensors checkpoint, a Hub id
+    'namespace/name' (downloaded from $HF_ENDPOINT) or 'lorahub/embedded-sd1-tiny'
+    (the default, built offline on first use).
+    """
+
+
+@base_group.command("build")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the random weights (default: keep the existing build, else 0).")
+@click.option("--force", is_flag=True, help="Rebuild even if it exists.")
+@json_option
+def build_cmd(seed: int | None, force: bool, as_json: bool) -> None:
+    """Build the embedded default base model (once; prints its folder)."""
+    from lorahub.base import embedded
+
+    path = embedded.embedded_path()
+    marker = embedded.read_marker(path) if embedded.is_complete(path) else None
+    if marker is not None and seed is not None and marker.get("seed") != seed and not force:
+        info(f"rebuilding: the existing build used seed {marker.get('seed')}")
+        force = True
+    if marker is not None and not force:
+        info(f"already built (seed {marker.get('seed')}); --force rebuilds it")
+    path = embedded.ensure_embedded(seed=0 if seed is None else seed, force=force, progress=info)
+    marker = embedded.read_marker(path) or {}
+    payload = {"id": embedded.EMBEDDED_ID, "path": str(path), "seed": marker.get("seed"), "family": embedded.FAMILY}
+    emit(payload, as_json, lambda p: p["path"])
+
+
+@base_group.command("info")
+@click.argument("spec", required=False)
+@base_config_option
+@click.option("--download", is_flag=True, help="For a Hub id: download it now (else only parse the id).")
+@json_option
+def info_cmd(spec: str | None, base_config: Path | None, download: bool, as_json: bool) -> None:
+    """Say what SPEC (default: the embedded model) resolves to, without loading it."""
+    from lorahub.base.resolve import hub_endpoint, resolve_base
+
+    ref = resolve_base(spec, base_config=base_config, download=download, build=False)
+    data: dict[str, Any] = ref.to_dict()
+    data["exists"] = ref.path is not None and ref.path.exists()
+    notes: list[str] = []
+    if ref.kind == "embedded":
+        from lorahub.base import embedded
+
+        data["built"] = embedded.is_complete(ref.location)
+        if not data["built"]:
+            notes.append("not built yet: it is built on first use, or now with 'lorahub base build'")
+    if ref.kind == "hub":
+        data["endpoint"] = hub_endpoint()
+        if ref.path is None:
+            notes.append("not downloaded: it is downloaded on first use, or now with --download")
+    if ref.path is not None and ref.path.is_dir() and (ref.path / "model_index.json").is_file():
+        data["components"] = _components(ref.path)
+        data["size_bytes"] = _size(ref.path)
+    elif ref.kind == "single_file":
+        from lorahub.adapters.header import read_header
+
+        header = read_header(ref.location)
+        data["size_bytes"] = header.file_size
+        data["tensors"] = len(header.tensors)
+        if not ref.config:
+            notes.append("no config: loading it needs --base-config FOLDER (lorahub never fetches configs)")
+    data["notes"] = notes
+    emit(data, as_json, _render)
+    if not as_json:
+        for note in notes:
+            warn(note) if "needs" in note else info(note)
+
+
+def _components(folder: Path) -> dict[str, str]:
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for key, value in sorted(index.items()):
+        if key.startswith("_"):
+            continue
+        if isinstance(value, list) and len(value) == 2:
+            out[key] = "none" if value[1] is None else f"{value[0]}.{value[1]}"
+    return out
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _render(d: dict[str, Any]) -> list[str]:
+    rows = [("kind", d["kind"]), ("name", d["name"]), ("location", d["location"])]
+    rows.append(("family", d.get("family") or "unknown"))
+    for key in ("pipeline_class", "config", "revision", "endpoint", "seed"):
+        if d.get(key) is not None:
+            rows.append((key.replace("_", " "), str(d[key])))
+    if "built" in d:
+        rows.append(("built", "yes" if d["built"] else "no"))
+    if d.get("components"):
+        rows.append(("components", ", ".join(f"{k}={v}" for k, v in d["components"].items() if v != "none")))
+    if d.get("tensors") is not None:
+        rows.append(("tensors", str(d["tensors"])))
+    if d.get("size_bytes") is not None:
+        rows.append(("size", f"{d['size_bytes']:,} bytes"))
+    width = max(len(k) for k, _ in rows)
+    return [f"{k:<{width}}  {v}" for k, v in rows]
