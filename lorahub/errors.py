@@ -72,6 +72,10 @@ class MissingDependencyError(LorahubError):
         self.extra = extra
 
 
+class RegistryError(LorahubError):
+    """The registry database cannot be used (unreachable, too new, not migrated) or an import is malformed."""
+
+
 class NotFoundError(LorahubError):
     """A named thing (file, adapter, repo, record) does not exist."""
 
@@ -84,3 +88,25 @@ def require(module: str, extra: str):  # noqa: ANN201 - returns a module
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MissingDependencyError(module.split(".")[0], extra) from exc
+
+
+class DatasetError(LorahubError):
+    """A training dataset is missing, empty or unreadable (raised before any model is loaded)."""
+
+
+class TrainingError(LorahubError):
+    """Training cannot start or continue (bad config, unsupported base, broken checkpoint)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """Training was stopped (Ctrl-C); the last checkpoint, if any, is intact (exit code 130)."""
+
+    exit_code = 130
+
+
+class AdapterCompatibilityError(LorahubError):
+    """An adapter does not fit the base model (family, width, shapes) or its format cannot be used."""
+
+
+class AdapterLoadError(LorahubError):
+    """Loading an adapter into a pipeline failed or changed nothing (a silent no-op load)."""

@@ -1,0 +1,392 @@
+"""Bake several adapters into one LoRA file, blending full weight deltas.
+
+``blend([(a, 0.6), (b, 0.4)], method=...)`` works module by module on the
+deltas ``dW_i = (alpha_i / r_i) * B_i @ A_i`` of the inputs, never by adding
+``A`` and ``B`` factors separately (which multiplies the weights, the
+"merged LoRA is weaker than stacked LoRAs" complaint, kohya-ss/sd-scripts#868):
+
+=========  ==================================================================  ===========
+method     delta of the blend                                                   exact?
+=========  ==================================================================  ===========
+``cat``    ``sum_i w_i dW_i`` as concatenated factors ``[w_1 B_1 | w_2 B_2]``,  yes; rank
+           ``[A_1; A_2]``: the same as stacking the adapters at run time        = sum r_i
+           (``set_adapters`` with the same weights)
+``linear`` ``sum_i w_i dW_i``, re-factored by SVD at its exact (numerical) rank   yes
+           or at ``rank`` when given
+``svd``    ``sum_i w_i dW_i`` re-factored at ``rank`` (default: the largest     no: error
+           input rank)                                                          reported
+``ties``   TIES-merging (Yadav et al. 2023, as peft implements it): keep the    no
+           ``density`` largest-magnitude entries of each delta, elect a sign per
+           entry from the weighted sum, average the agreeing weighted entries;
+           then SVD at ``rank``
+``dare``   DARE (Yu et al. 2023, peft's ``dare_linear``): drop entries of each   no
+           delta at random with probability ``1 - density``, rescale the kept
+           ones by ``1 / density``, weighted sum; then SVD at ``rank``
+=========  ==================================================================  ===========
+
+Inputs may have different ranks and alphas (alphas are folded in when the file
+is read), different formats (kohya, diffusers, peft, LyCORIS LoHa/LoKr after
+conversion) and modules present in only some of them (a missing module
+contributes nothing). Weights are one number, or ``(te, unet)`` for separate
+text-encoder and UNet weights.
+
+The output is a LoRA in diffusers' peft layout (``unet.<module>.lora_A.weight``
+/ ``.lora_B.weight``, ``text_encoder.text_model.<module>...``) with
+``alpha == rank`` in every module, loadable by ``pipe.load_lora_weights`` and by
+lorahub. Its metadata records the method, the weights and the sources'
+fingerprints (``lorahub.blend``, JSON), the merged trigger words
+(``modelspec.trigger_phrase``) and ``modelspec.merged_from``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AdapterCompatibilityError, UsageError
+
+METHODS = ("linear", "cat", "svd", "ties", "dare")
+#: Methods that work on full deltas entry by entry (need ``density``).
+DENSITY_METHODS = ("ties", "dare")
+
+FAMILY_ARCH = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-512", "sdxl": "stable-diffusion-xl-v1-base"}
+
+
+@dataclass
+class BlendInput:
+    path: str
+    te: float
+    unet: float
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "te_weight": self.te, "unet_weight": self.unet}
+
+
+@dataclass
+class BlendResult:
+    """What :func:`blend` made."""
+
+    method: str
+    rank: int  # largest module rank of the output
+    modules: int
+    relative_error: float  # ||blend - exact weighted sum of deltas||_F / ||exact||_F over all modules
+    max_module_error: float
+    inputs: list[dict[str, Any]]
+    trigger_words: list[str]
+    path: str | None = None
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    lora: Any = None  # the CanonicalLora of the blend
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "rank": self.rank,
+            "modules": self.modules,
+            "relative_error": self.relative_error,
+            "max_module_error": self.max_module_error,
+            "inputs": self.inputs,
+            "trigger_words": self.trigger_words,
+            "path": self.path,
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+        }
+
+
+def _inputs(inputs: Sequence[Any]) -> list[BlendInput]:
+    out = []
+    for item in inputs:
+        if isinstance(item, BlendInput):
+            out.append(item)
+            continue
+        if isinstance(item, (str, os.PathLike)):
+            out.append(BlendInput(os.fspath(item), 1.0, 1.0))
+            continue
+        path, weight = item[0], item[1] if len(item) > 1 else 1.0
+        if isinstance(weight, (tuple, list)):
+            te, unet = float(weight[0]), float(weight[1])
+        elif len(item) > 2:
+            te, unet = float(item[1]), float(item[2])
+        else:
+            te = unet = float(weight)
+        for v in (te, unet):
+            if not math.isfinite(v):
+                raise UsageError(f"{path}: weight {v} is not a finite number")
+        out.append(BlendInput(os.fspath(path), te, unet))
+    return out
+
+
+def blend(
+    inputs: Sequence[Any],
+    method: str = "linear",
+    rank: int | None = None,
+    density: float | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    title: str | None = None,
+    convert_rank: int | None = None,
+) -> BlendResult:
+    """Blend ``inputs`` (``[(path, weight)]`` or ``[(path, (te, unet))]``) and write the result to ``out``.
+
+    See the module docstring for the methods. ``rank``: target rank of the
+    re-factored modules (``cat`` ignores it; ``linear`` truncates only when
+    given). ``density`` in (0, 1] is required by ``ties`` and ``dare``.
+    ``seed`` drives ``dare``'s random drops. ``dtype``: ``float32``,
+    ``float16`` or ``bfloat16`` for the written tensors.
+    """
+    import torch
+
+    from ..adapters.inspect import inspect_file
+    from .canonical import CanonicalLora, family_name, load_adapter_file
+    from .lowrank import Factored, concat, svd_factor, truncate
+
+    started = time.perf_counter()
+    items = _inputs(inputs)
+    if not items:
+        raise UsageError("nothing to blend: give at least one adapter")
+    if method not in METHODS:
+        raise UsageError(f"unknown blend method '{method}'", hint=f"use one of {', '.join(METHODS)}")
+    if rank is not None and (not isinstance(rank, int) or rank < 1):
+        raise UsageError(f"rank must be a positive integer, not {rank!r}")
+    if method in DENSITY_METHODS:
+        if density is None:
+            raise UsageError(f"--method {method} needs --density (the fraction of each delta to keep, e.g. 0.5)")
+        if not 0.0 < float(density) <= 1.0:
+            raise UsageError(f"density must be in (0, 1], not {density}")
+    elif density is not None:
+        raise UsageError(f"--density only applies to {' and '.join(DENSITY_METHODS)}, not {method}")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise UsageError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}")
+    warnings: list[str] = []
+    if method == "cat" and rank is not None:
+        warnings.append("cat is exact: its rank is the sum of the input ranks; --rank is ignored")
+
+    # every input must be for the same architecture (checked from the headers, before reading tensors)
+    reports = [inspect_file(item.path) for item in items]
+    fams = {r.base_family for r in reports if r.base_family and r.base_family != "unknown"}
+    if len(fams) > 1:
+        listing = ", ".join(f"{Path(r.path).name} ({family_name(r.base_family)})" for r in reports)
+        raise AdapterCompatibilityError(f"cannot blend adapters of different base families: {listing}")
+    widths = {r.cross_attention_dim for r in reports if r.cross_attention_dim}
+    if len(widths) > 1:
+        listing = ", ".join(f"{Path(r.path).name} ({r.cross_attention_dim})" for r in reports)
+        raise AdapterCompatibilityError(f"cannot blend adapters made for different cross-attention widths: {listing}")
+
+    loras: list[CanonicalLora] = []
+    for item, report in zip(items, reports, strict=True):
+        lora = load_adapter_file(item.path, rank=convert_rank or rank, report=report)
+        item.name = lora.name
+        if lora.conversion:
+            warnings.append(f"{Path(item.path).name}: {lora.conversion.summary()}")
+        warnings.extend(f"{Path(item.path).name}: {w}" for w in lora.warnings)
+        loras.append(lora)
+
+    keys = sorted({k for lo in loras for k in lo.modules})
+    default_rank = max(lo.max_rank() for lo in loras)
+    target = rank or default_rank
+    gen = torch.Generator().manual_seed(int(seed))
+    modules: dict[str, Factored] = {}
+    total_sq = 0.0
+    err_sq = 0.0
+    worst = 0.0
+    for key in keys:
+        comp = key.split(".", 1)[0]
+        parts: list[Factored] = []
+        for item, lo in zip(items, loras, strict=True):
+            f = lo.modules.get(key)
+            if f is None:
+                continue
+            w = item.unet if comp == "unet" else item.te
+            if w == 0.0:
+                continue
+            parts.append(f.scaled(w))
+        if not parts:
+            continue
+        shapes = {(p.B.shape[0], p.A.shape[1]) for p in parts}
+        if len(shapes) > 1:
+            raise AdapterCompatibilityError(f"module '{key}' has different shapes in the inputs: {sorted(shapes)}")
+        kernels = {p.kernel for p in parts if p.kernel is not None}
+        kernel = next(iter(kernels)) if kernels else None
+        for p in parts:
+            p.kernel = kernel
+        exact = concat(parts)
+        if method == "cat":
+            f, err, norm = exact, 0.0, None
+        elif method in ("linear", "svd"):
+            limit = (rank or exact.rank) if method == "linear" else target
+            f, err, norm = truncate(exact, limit, force=True)
+            f, _, _ = _compact(f)
+        else:
+            deltas = [p.delta() for p in parts]
+            exact_delta = exact.delta()
+            merged = _ties(deltas, float(density)) if method == "ties" else _dare(deltas, float(density), gen)
+            f, _, _ = svd_factor(merged, target, kernel)
+            norm = float(torch.linalg.matrix_norm(exact_delta))
+            err = float(torch.linalg.matrix_norm(f.delta() - exact_delta)) / norm if norm > 0 else 0.0
+        f.kernel = kernel
+        if norm is None:
+            from .lowrank import factored_norm
+
+            norm = factored_norm(exact.B, exact.A)
+        total_sq += norm**2
+        err_sq += (err * norm) ** 2
+        worst = max(worst, err)
+        modules[key] = f
+
+    if not modules:
+        raise UsageError("the blend is empty: every weight is 0")
+    words: list[str] = []
+    for lo in loras:
+        for w in lo.trigger_words:
+            if w and w.lower() not in {x.lower() for x in words}:
+                words.append(w)
+    family = next(iter(fams)) if fams else "unknown"
+    result_lora = CanonicalLora(
+        path=str(out) if out else "<blend>",
+        format="peft",
+        family=family,
+        cross_attention_dim=next(iter(widths)) if widths else None,
+        modules=modules,
+        title=title,
+        trigger_words=words,
+    )
+    result = BlendResult(
+        method=method,
+        rank=max(f.rank for f in modules.values()),
+        modules=len(modules),
+        relative_error=math.sqrt(err_sq / total_sq) if total_sq > 0 else 0.0,
+        max_module_error=worst,
+        inputs=[i.to_dict() for i in items],
+        trigger_words=words,
+        warnings=warnings,
+        lora=result_lora,
+    )
+    if out is not None:
+        result.path = str(write_blend(out, result, items, density=density, seed=seed, dtype=dtype, title=title))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _compact(f: Any, tol: float = 1e-6) -> tuple[Any, float, float]:
+    """Drop the numerically zero directions of an SVD factorisation (balanced factors)."""
+    import torch
+
+    from .lowrank import Factored
+
+    norms = torch.linalg.vector_norm(f.B, dim=0) * torch.linalg.vector_norm(f.A, dim=1)
+    if norms.numel() == 0:
+        return f, 0.0, 0.0
+    keep = norms > norms.max() * tol
+    if bool(keep.all()) or not bool(keep.any()):
+        return f, 0.0, 0.0
+    return Factored(f.B[:, keep], f.A[keep], f.kernel), 0.0, 0.0
+
+
+def _ties(deltas: list[Any], density: float) -> Any:
+    """TIES: trim (magnitude), elect sign (weighted sum), disjoint mean. Deltas are already weighted."""
+    import torch
+
+    trimmed = []
+    for d in deltas:
+        k = max(1, int(round(density * d.numel())))
+        if k >= d.numel():
+            trimmed.append(d)
+            continue
+        threshold = d.abs().flatten().kthvalue(d.numel() - k + 1).values
+        trimmed.append(torch.where(d.abs() >= threshold, d, torch.zeros_like(d)))
+    stack = torch.stack(trimmed)
+    sign = torch.sign(stack.sum(dim=0))
+    agree = (torch.sign(stack) == sign) & (stack != 0)
+    summed = (stack * agree).sum(dim=0)
+    count = agree.sum(dim=0).clamp(min=1)
+    return summed / count
+
+
+def _dare(deltas: list[Any], density: float, gen: Any) -> Any:
+    """DARE (linear): random drop with probability 1 - density, rescale by 1/density, sum. Deltas are weighted."""
+    import torch
+
+    out = torch.zeros_like(deltas[0])
+    for d in deltas:
+        if density >= 1.0:
+            out += d
+            continue
+        mask = torch.rand(d.shape, generator=gen) < density
+        out += torch.where(mask, d / density, torch.zeros_like(d))
+    return out
+
+
+def write_blend(
+    out: str | os.PathLike[str],
+    result: BlendResult,
+    items: list[BlendInput],
+    *,
+    density: float | None,
+    seed: int,
+    dtype: str,
+    title: str | None,
+) -> Path:
+    """Write the blend (atomically) with its provenance metadata."""
+    import torch
+
+    from ..adapters.fingerprint import fingerprint_file
+    from ..adapters.writer import write_safetensors
+
+    path = Path(out)
+    if path.suffix.lower() != ".safetensors":
+        raise UsageError(f"{path}: the blend must be written to a .safetensors file")
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    sources = []
+    for item in items:
+        fp = fingerprint_file(item.path)
+        sources.append(
+            {
+                "name": item.name,
+                "file": Path(item.path).name,
+                "sha256": fp.sha256,
+                "autov3": fp.autov3,
+                "blake3": fp.blake3,
+                "te_weight": item.te,
+                "unet_weight": item.unet,
+            }
+        )
+    tensors = {}
+    for name, t in result.lora.state_dict(dtype=torch_dtype).items():
+        t = t.contiguous().cpu()
+        code = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[t.dtype]
+        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        tensors[name] = (code, list(t.shape), raw)
+    provenance = {
+        "tool": "lorahub",
+        "method": result.method,
+        "rank": result.rank,
+        "density": density,
+        "seed": seed if result.method == "dare" else None,
+        "relative_error": round(result.relative_error, 8),
+        "sources": sources,
+    }
+    arch = FAMILY_ARCH.get(result.lora.family)
+    names = ", ".join(f"{s['name']} ({s['unet_weight']:g})" for s in sources)
+    md = {
+        "format": "pt",
+        "lorahub.blend": json.dumps(provenance, sort_keys=True),
+        "modelspec.sai_model_spec": "1.0.1",
+        "modelspec.title": title or path.stem,
+        "modelspec.merged_from": names,
+        "modelspec.description": f"{result.method} blend of {names}, made by lorahub",
+        "modelspec.implementation": "diffusers",
+    }
+    if arch:
+        md["modelspec.architecture"] = f"{arch}/lora"
+    if result.trigger_words:
+        md["modelspec.trigger_phrase"] = ", ".join(result.trigger_words)
+    return write_safetensors(path, tensors, md)
