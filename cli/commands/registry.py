@@ -1,0 +1,292 @@
+"""Registry commands: ``lorahub index``, ``lorahub search``, ``lorahub dupes``, ``lorahub registry migrate``.
+
+The database is ``--database URL``, else ``$LORAHUB_DATABASE_URL``, else SQLite
+at ``$LORAHUB_HOME/registry.sqlite``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lorahub.cli.commands.index_hub import hub_index_options
+from lorahub.cli.output import emit, emit_json, info, json_option, table, warn
+from lorahub.errors import UsageError
+
+database_option = click.option(
+    "--database",
+    "database",
+    metavar="URL",
+    default=None,
+    help="Registry database (default: $LORAHUB_DATABASE_URL, else SQLite in $LORAHUB_HOME).",
+)
+
+
+def _registry(database: str | None) -> Any:
+    from lorahub.registry.service import Registry
+
+    return Registry(database)
+
+
+def _short(text: str | None, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _short_hash(r: Any) -> str:
+    if r.autov3:
+        return r.autov3
+    if r.sha256:
+        return r.sha256[:10].upper()
+    return "-"
+
+
+def result_rows(results: list[Any]) -> list[list[str]]:
+    return [
+        [
+            _short(r.name, 40),
+            r.base_model if r.base_model and r.base_family == "unknown" else r.base_family,
+            r.format or "-",
+            str(r.rank) if r.rank else "-",
+            _short(", ".join(r.trigger_words), 28) or "-",
+            _short_hash(r),
+            _short(r.source, 48),
+        ]
+        for r in results
+    ]
+
+
+HEADERS = ["name", "base", "format", "rank", "trigger words", "hash", "source"]
+
+
+# --------------------------------------------------------------------------------------------
+# lorahub index
+
+
+@click.command("index")
+@hub_index_options  # --hub, --endpoint, --author...: lorahub.cli.commands.index_hub
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--records", "records", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.jsonl",
+              help="Import metadata-only records (JSON Lines) instead of / besides scanning folders.")
+@click.option("--from", "source_format", type=click.Choice(["lorahub", "civitai"]), default="lorahub", show_default=True,
+              help="Format of --records: lorahub AdapterRecord lines, or Civitai API model objects.")
+@click.option("--workers", type=click.IntRange(1, 32), default=None, help="Threads that read and hash files.")
+@database_option
+@json_option
+def index_cmd(paths: tuple[Path, ...], records: Path | None, source_format: str, workers: int | None,
+              database: str | None, as_json: bool) -> None:
+    """Index folders of .safetensors adapters and/or import catalogue records.
+
+    Scans PATH... recursively (header plus cached fingerprints), adds new
+    adapters, updates changed ones, keeps the id of moved files (same content
+    at a new path) and removes deleted ones. Unchanged files are not read.
+
+    \b
+    Examples:
+      lorahub index ~/sd/models/Lora
+      lorahub index --records civitai.jsonl --from civitai
+    """
+    if not paths and records is None:
+        raise UsageError("give folders or files to index, or --records FILE.jsonl")
+    if source_format != "lorahub" and records is None:
+        raise UsageError("--from needs --records FILE.jsonl")
+    from lorahub.schemas.registry import IndexSummary
+
+    with _registry(database) as reg:
+        summary = IndexSummary(database=reg.display_url)
+        if records is not None:
+            imported = reg.import_file(records, fmt=source_format)
+            summary.records = imported.records
+            summary.seconds += imported.seconds
+        if paths:
+            bar = None
+            progress = None
+            if not as_json and sys.stderr.isatty():
+                from tqdm import tqdm
+
+                bar = tqdm(unit="file", desc="indexing", file=sys.stderr, leave=False)
+                progress = bar.update
+            try:
+                scanned = reg.index_paths(list(paths), progress=progress, workers=workers)
+            finally:
+                if bar is not None:
+                    bar.close()
+            records_count, seconds = summary.records, summary.seconds
+            summary = scanned
+            summary.records = records_count
+            summary.seconds = round(seconds + scanned.seconds, 3)
+    for failure in summary.failed:
+        warn(f"{failure.path}: {failure.error}")
+    if as_json:
+        emit_json(summary)
+    else:
+        parts = []
+        if records is not None:
+            parts.append(f"{summary.records} records imported")
+        if paths:
+            parts.append(
+                f"{summary.scanned} files: {summary.added} added, {summary.updated} updated, "
+                f"{summary.unchanged} unchanged, {summary.moved} moved, {summary.removed} removed"
+                + (f", {len(summary.failed)} failed" if summary.failed else "")
+            )
+        info(f"{'; '.join(parts)} in {summary.seconds:.2f} s ({summary.database})")
+    if summary.failed:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------
+# lorahub search
+
+
+def _read_hash_file(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        out.append(line.split()[0])  # "HASH  file" (sha256sum output) works too
+    if not out:
+        raise UsageError(f"{path}: no hashes in the file")
+    return out
+
+
+@click.command("search")
+@click.argument("words", nargs=-1)
+@click.option("--base", metavar="FAMILY|LABEL", help="sd1, sd2, sdxl, sd3, flux, unknown, or a label such as pony.")
+@click.option("--format", "fmt", metavar="FORMAT", help="Adapter format, e.g. kohya-lora, diffusers.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Required tag (repeatable: all must match).")
+@click.option("--author", metavar="NAME")
+@click.option("--min-rank", type=click.IntRange(min=1))
+@click.option("--max-rank", type=click.IntRange(min=1))
+@click.option("--license", "license_", metavar="ID", help="Licence, e.g. creativeml-openrail-m.")
+@click.option("--sort", type=click.Choice(["relevance", "newest", "downloads"]), default="relevance", show_default=True)
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--hash", "hashes", multiple=True, metavar="HASH",
+              help="Look up by any fingerprint or a prefix of >= 8 hex (repeatable).")
+@click.option("--hash-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Look up every hash in FILE (one per line; sha256sum output works).")
+@database_option
+@json_option
+def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: tuple[str, ...], author: str | None,
+               min_rank: int | None, max_rank: int | None, license_: str | None, sort: str, limit: int, page: int,
+               hashes: tuple[str, ...], hash_file: Path | None, database: str | None, as_json: bool) -> None:
+    """Find adapters by words, filters or hash.
+
+    Words are matched in names, trigger words, tags and descriptions (best
+    matches first: the whole name, every word in the name, in trigger
+    words/tags, anywhere; then by downloads). With --hash/--hash-file the
+    lookup is by AutoV1, AutoV2, AutoV3, CRC32, SHA-256, tensor SHA-256 or
+    BLAKE3, exact or by a prefix of at least 8 hex digits, case-insensitive;
+    the exit code is 1 when no hash is found.
+
+    \b
+    Examples:
+      lorahub search anime --base sd1 --tag style
+      lorahub search --hash 47AAAF0D29
+      lorahub search --hash-file hashes.txt --json
+    """
+    if hashes or hash_file:
+        if words:
+            raise UsageError("give words or --hash/--hash-file, not both")
+        wanted = list(hashes) + (_read_hash_file(hash_file) if hash_file else [])
+        with _registry(database) as reg:
+            found = reg.lookup(wanted)
+        emit(found, as_json, _human_lookups)
+        if not any(f.matches for f in found):
+            sys.exit(1)
+        return
+    from pydantic import ValidationError
+
+    from lorahub.schemas.registry import SearchQuery
+
+    try:
+        query = SearchQuery(
+            query=" ".join(words) or None, base=base, format=fmt, tags=list(tags), author=author, license=license_,
+            min_rank=min_rank, max_rank=max_rank, sort=sort, limit=limit, page=page,  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        raise UsageError(exc.errors()[0].get("msg", "invalid search")) from None
+    with _registry(database) as reg:
+        results = reg.search(query)
+    emit(results, as_json, _human_results)
+
+
+def _human_results(results: list[Any]) -> list[str]:
+    if not results:
+        info("no adapters found")
+        return []
+    return table(result_rows(results), HEADERS)
+
+
+def _human_lookups(found: list[Any]) -> list[str]:
+    lines: list[str] = []
+    for f in found:
+        if not f.matches:
+            lines.append(f"{f.query}: not found")
+            continue
+        for r in f.matches:
+            lines.append(
+                f"{f.query}: {r.name}" + (f" ({r.version})" if r.version else "")
+                + f"  [{', '.join(r.matched_hashes)}]  {r.base_model or r.base_family}  {r.file_name or ''}  {r.source}"
+            )
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# lorahub dupes
+
+
+@click.command("dupes")
+@database_option
+@json_option
+def dupes_cmd(database: str | None, as_json: bool) -> None:
+    """Adapters whose tensor data is identical (same AutoV3) under other names or metadata."""
+    with _registry(database) as reg:
+        groups = reg.dupes()
+    emit(groups, as_json, _human_dupes)
+
+
+def _human_dupes(groups: list[Any]) -> list[str]:
+    if not groups:
+        info("no duplicates")
+        return []
+    lines: list[str] = []
+    for g in groups:
+        kind = "identical files" if g.identical_files else "same tensors, different files (metadata differs)"
+        lines.append(f"AutoV3 {g.autov3}: {len(g.members)} files, {kind}")
+        for m in g.members:
+            lines.append(f"  {_short(m.name, 40):<40}  {(m.sha256 or '-')[:10].upper():<10}  {m.source}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# lorahub registry ...
+
+
+@click.group("registry")
+def registry_group() -> None:
+    """The registry database (schema migrations)."""
+
+
+@registry_group.command("migrate")
+@database_option
+@json_option
+def migrate_cmd(database: str | None, as_json: bool) -> None:
+    """Upgrade the registry database schema to the newest revision."""
+    with _registry(database) as reg:
+        before, after = reg.migrate()
+        url = reg.display_url
+    if as_json:
+        emit_json({"database": url, "before": before, "after": after})
+    elif before == after:
+        info(f"{url}: already at {after}")
+    else:
+        info(f"{url}: upgraded from {before or 'an empty database'} to {after}")

@@ -1,0 +1,132 @@
+"""Database URLs and engines of the registry.
+
+* ``LORAHUB_DATABASE_URL`` chooses the database; default SQLite at
+  ``$LORAHUB_HOME/registry.sqlite``.
+* SQLite connections use WAL, a busy timeout and foreign keys, and begin their
+  transactions explicitly (``BEGIN``, or ``BEGIN IMMEDIATE`` for
+  :func:`write_connection`) so that concurrent writers wait instead of failing.
+* PostgreSQL: ``postgresql+psycopg://user@host:5432/db`` (psycopg 3);
+  ``postgresql://`` and ``postgres://`` are read as the same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from lorahub.errors import UsageError
+
+ENV_URL = "LORAHUB_DATABASE_URL"
+SQLITE_FILENAME = "registry.sqlite"
+#: How long a SQLite connection waits for a lock before it gives up (milliseconds).
+BUSY_TIMEOUT_MS = 30_000
+
+
+def default_url() -> str:
+    from lorahub.config import home
+
+    return f"sqlite:///{home() / SQLITE_FILENAME}"
+
+
+def database_url(url: str | None = None) -> str:
+    """The URL to use: ``url``, else ``$LORAHUB_DATABASE_URL``, else the SQLite default; normalised."""
+    raw = url or os.environ.get(ENV_URL, "").strip() or default_url()
+    try:
+        parsed = make_url(raw)
+    except ArgumentError:
+        raise UsageError(f"not a database URL: {raw!r}", hint="e.g. sqlite:///path/registry.sqlite or postgresql://user@host/db") from None
+    name = parsed.drivername
+    if name in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif name in ("sqlite", "sqlite+pysqlite"):
+        parsed = parsed.set(drivername="sqlite")
+    else:
+        raise UsageError(f"unsupported database {name!r}", hint="use sqlite:///... or postgresql://...")
+    return parsed.render_as_string(hide_password=False)
+
+
+def display_url(url: str) -> str:
+    """The URL with its password hidden (for messages and logs)."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def is_sqlite(url_or_engine: str | Engine | Connection) -> bool:
+    if isinstance(url_or_engine, str):
+        return make_url(url_or_engine).get_backend_name() == "sqlite"
+    return url_or_engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
+    """An engine for ``url`` (see :func:`database_url`)."""
+    from sqlalchemy import create_engine
+
+    url = database_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        _sqlite_events(engine)
+        return engine
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the install
+        from lorahub.errors import MissingDependencyError
+
+        raise MissingDependencyError("psycopg", "postgres") from None
+    # No server-side prepared statements: a generic plan cannot know how rare a
+    # word is, and walks the popularity index over every row for a rare one.
+    return create_engine(
+        url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"prepare_threshold": None}
+    )
+
+
+def _sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):  # noqa: ANN001
+        # pysqlite's own transaction handling is switched off: SQLAlchemy's
+        # "begin" event below emits BEGIN, which makes DDL transactional and
+        # lets writers take the lock up front (BEGIN IMMEDIATE).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+        except Exception:  # noqa: BLE001 - read-only folder or :memory:: keep the default journal
+            pass
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # noqa: ANN001
+        mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("lorahub_write") else "BEGIN"
+        conn.exec_driver_sql(mode)
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection in a write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on success."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(lorahub_write=True)
+        with conn.begin():
+            yield conn
+
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "ENV_URL",
+    "database_url",
+    "default_url",
+    "display_url",
+    "is_sqlite",
+    "make_engine",
+    "write_connection",
+]

@@ -1,0 +1,315 @@
+"""Indexing folders of local ``.safetensors`` adapters.
+
+One pass:
+
+1. walk the given folders (symlinked folders followed once) and ``stat`` every
+   ``*.safetensors`` file;
+2. read every indexed local file of the database in **one** query;
+3. a file whose path, size, mtime and inode are those stored is unchanged:
+   nothing is read, nothing is written (re-indexing 1,000 unchanged files is a
+   walk, one query and nothing else);
+4. new or changed files are inspected (header only) and fingerprinted (cached by
+   path/size/mtime/inode), in a few threads;
+5. a new path whose inode/size/mtime, or else whose SHA-256, belongs to an
+   indexed file that no longer exists is a **move**: the adapter keeps its id;
+6. indexed files under the scanned folders that are gone are **removed**;
+7. everything is written in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from lorahub.errors import LorahubError, UsageError
+from lorahub.schemas.registry import IndexFailure, IndexSummary
+
+from .models import HASH_COLUMNS
+from .store import A, AdapterDraft, F, FileDraft, VersionDraft, delete_adapters, write_adapters
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lorahub.schemas.adapters import InspectReport
+
+    from .service import Registry
+
+SUFFIX = ".safetensors"
+LOCAL_PREFIX = "local:"
+
+
+@dataclass
+class Stored:
+    file_id: int
+    adapter_id: int
+    path: str
+    size: int | None
+    mtime_ns: int | None
+    inode: int | None
+    hashes: dict[str, str | None]
+
+
+def walk(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], dict[str, os.stat_result], list[str]]:
+    """``(roots, {real path: stat}, problems)`` of every ``.safetensors`` file under ``paths``."""
+    roots: list[str] = []
+    found: dict[str, os.stat_result] = {}
+    problems: list[str] = []
+    for p in paths:
+        raw = os.path.expanduser(os.fspath(p))
+        if not os.path.exists(raw):
+            raise UsageError(f"{raw}: no such file or folder")
+        real = os.path.realpath(raw)
+        roots.append(real)
+        if os.path.isfile(real):
+            found[real] = os.stat(real)
+            continue
+        seen_dirs: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(real, followlinks=True, onerror=lambda e: problems.append(str(e))):
+            rd = os.path.realpath(dirpath)
+            if rd in seen_dirs:  # a symlink loop or a folder reached twice
+                dirnames[:] = []
+                continue
+            seen_dirs.add(rd)
+            dirnames.sort()
+            for name in sorted(filenames):
+                if not name.lower().endswith(SUFFIX):
+                    continue
+                full = os.path.realpath(os.path.join(dirpath, name))
+                try:
+                    st = os.stat(full)
+                except OSError as exc:
+                    problems.append(f"{full}: {exc.strerror or exc}")
+                    continue
+                if stat_mod.S_ISREG(st.st_mode):
+                    found[full] = st
+    return roots, found, problems
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _stored(conn: Any) -> list[Stored]:
+    cols = [F.c.id, F.c.adapter_id, F.c.path, F.c.size, F.c.mtime_ns, F.c.inode, *(F.c[c] for c in HASH_COLUMNS)]
+    stmt = select(*cols).join(A, A.c.id == F.c.adapter_id).where(A.c.source_kind == "local", F.c.path.is_not(None))
+    out = []
+    for row in conn.execute(stmt):
+        out.append(Stored(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(HASH_COLUMNS, row[6:], strict=True))))
+    return out
+
+
+def _same(st: os.stat_result, s: Stored) -> bool:
+    return (st.st_size, st.st_mtime_ns, st.st_ino) == (s.size, s.mtime_ns, s.inode)
+
+
+def draft_from_report(path: str, st: os.stat_result, report: InspectReport, hashes: dict[str, Any]) -> AdapterDraft:
+    """An adapter draft for one local file from its InspectReport and fingerprints."""
+    spec = report.modelspec
+    tags = [t.strip() for t in (spec.get("modelspec.tags") or "").split(",") if t.strip()]
+    published = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc).replace(tzinfo=None)
+    file = FileDraft(
+        filename=os.path.basename(path),
+        size=st.st_size,
+        format=report.format,
+        base_family=report.base_family,
+        rank=report.rank,
+        alpha=report.alpha,
+        dtype=report.dtype,
+        hashes={c: hashes[c] for c in HASH_COLUMNS if hashes.get(c)},
+        path=path,
+        mtime_ns=st.st_mtime_ns,
+        inode=st.st_ino,
+        url=Path(path).as_uri(),
+        is_primary=True,
+    )
+    extra: dict[str, Any] = {}
+    if report.trigger_source:
+        extra["trigger_source"] = report.trigger_source
+    if report.declared_base_family and report.declared_base_family != report.base_family:
+        extra["declared_base_family"] = report.declared_base_family
+    return AdapterDraft(
+        source_kind="local",
+        source_key=LOCAL_PREFIX + path,
+        name=Path(path).stem,
+        title=report.title,
+        description=spec.get("modelspec.description") or None,
+        author=spec.get("modelspec.author") or None,
+        license=spec.get("modelspec.license") or None,
+        base_family=report.base_family,
+        format=report.format,
+        rank=report.rank,
+        alpha=report.alpha,
+        published_at=published,
+        tags=tags,
+        trigger_words=list(report.trigger_words),
+        extra=extra or None,
+        versions=[VersionDraft(base_family=report.base_family, published_at=published, files=[file])],
+    )
+
+
+def _default_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
+             progress: Callable[[int], None] | None) -> dict[str, tuple[Any, dict[str, Any]] | str]:
+    """``{path: (InspectReport, fingerprint record) or error text}``."""
+    from lorahub.adapters.fingerprint import fingerprint_record
+    from lorahub.adapters.hashcache import HashCache
+    from lorahub.adapters.inspect import inspect_file
+
+    local = threading.local()
+    caches: list[Any] = []
+    lock = threading.Lock()
+
+    def cache() -> Any:
+        c = getattr(local, "cache", None)
+        if c is None:
+            c = local.cache = HashCache.open_default()
+            with lock:
+                caches.append(c)
+        return c
+
+    def one(path: str) -> tuple[str, Any]:
+        try:
+            report = inspect_file(path)
+            if report.format == "unknown" and report.modules == 0:
+                return path, "not a LoRA adapter (no adapter weights found)"
+            record = fingerprint_record(path, cache=cache())
+        except LorahubError as exc:
+            return path, str(exc).removeprefix(f"{path}: ")
+        except OSError as exc:
+            return path, exc.strerror or str(exc)
+        finally:
+            if progress is not None:
+                progress(1)
+        return path, (report, record)
+
+    try:
+        if workers <= 1 or len(paths) < 4:
+            return dict(one(p) for p in paths)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lorahub-index") as pool:
+            return dict(pool.map(one, paths))
+    finally:
+        for c in caches:
+            c.close()
+
+
+def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
+                progress: Callable[[int], None] | None = None, workers: int | None = None) -> IndexSummary:
+    started = time.perf_counter()
+    roots, found, problems = walk(list(paths))
+    summary = IndexSummary(scanned=len(found), database=registry.display_url)
+    summary.failed.extend(IndexFailure(path=p.split(": ", 1)[0], error=p.split(": ", 1)[-1]) for p in problems)
+
+    with registry.connect() as conn:
+        stored = _stored(conn)
+    by_path = {s.path: s for s in stored}
+
+    todo: list[str] = []
+    for path, st in found.items():
+        s = by_path.get(path)
+        if s is not None and _same(st, s):
+            summary.unchanged += 1
+        else:
+            todo.append(path)
+
+    # Indexed files that are not where they were: under a scanned root and not found,
+    # or anywhere else and gone from the disk (checked lazily).
+    vanished = {s.path: s for s in stored if s.path not in found and _under(s.path, roots)}
+    elsewhere = [s for s in stored if s.path not in found and not _under(s.path, roots)]
+
+    def gone(s: Stored) -> bool:
+        return s.path in vanished or not os.path.exists(s.path)
+
+    claimed: set[int] = set()
+    moves: dict[str, Stored] = {}  # new path -> the stored file it was
+    by_inode: dict[tuple[int | None, int | None, int | None], list[Stored]] = {}
+    for s in [*vanished.values(), *elsewhere]:
+        by_inode.setdefault((s.inode, s.size, s.mtime_ns), []).append(s)
+    new_paths = [p for p in todo if p not in by_path]
+    for path in new_paths:
+        st = found[path]
+        for s in by_inode.get((st.st_ino, st.st_size, st.st_mtime_ns), []):
+            if s.file_id not in claimed and gone(s):
+                claimed.add(s.file_id)
+                moves[path] = s
+                break
+
+    analyse = [p for p in todo if p not in moves]
+    results = _analyse(analyse, found, workers or _default_workers(), progress)
+    if moves:
+        # A renamed file keeps its fingerprints; its header is read again (cheap) for the new name.
+        from lorahub.adapters.inspect import inspect_file
+
+        for path, s in moves.items():
+            try:
+                results[path] = (inspect_file(path), dict(s.hashes))
+            except LorahubError as exc:
+                results[path] = str(exc)
+
+    by_sha: dict[str, list[Stored]] = {}
+    for s in [*vanished.values(), *elsewhere]:
+        if s.hashes.get("sha256"):
+            by_sha.setdefault(s.hashes["sha256"], []).append(s)
+
+    drafts: list[AdapterDraft] = []
+    remove: set[int] = set()
+    for path in todo:
+        res = results.get(path)
+        old = by_path.get(path)
+        if isinstance(res, str) or res is None:
+            summary.failed.append(IndexFailure(path=path, error=res or "not analysed"))
+            if old is not None:  # it was indexed and is no longer a readable adapter
+                remove.add(old.adapter_id)
+            continue
+        report, hashes = res
+        draft = draft_from_report(path, found[path], report, hashes)
+        if old is not None:
+            draft.existing_id = old.adapter_id
+            summary.updated += 1
+        else:
+            moved = moves.get(path)
+            if moved is None:
+                for s in by_sha.get(hashes.get("sha256") or "", []):
+                    if s.file_id not in claimed and gone(s):
+                        claimed.add(s.file_id)
+                        moved = s
+                        break
+            if moved is not None:
+                draft.existing_id = moved.adapter_id
+                summary.moved += 1
+            else:
+                summary.added += 1
+        drafts.append(draft)
+
+    for s in vanished.values():
+        if s.file_id not in claimed:
+            remove.add(s.adapter_id)
+    keep = {d.existing_id for d in drafts if d.existing_id is not None}
+    remove -= keep
+    summary.removed = len(remove)
+
+    if drafts or remove:
+        with registry.writing() as conn:
+            # Paths are unique: free the paths of rows about to be removed or moved first.
+            if remove:
+                delete_adapters(conn, sorted(remove))
+            write_adapters(conn, drafts)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+__all__ = ["draft_from_report", "index_paths", "walk"]

@@ -1,0 +1,97 @@
+"""Alembic migrations of the registry, usable from an installed wheel.
+
+The Alembic configuration is built in code (:func:`alembic_config`) with
+``script_location`` pointing at this folder, so no ``alembic.ini`` is needed.
+:func:`upgrade` brings a database to the newest revision (``lorahub registry
+migrate``); SQLite runs in batch mode (``render_as_batch``).
+
+Developers: a new revision goes in ``versions/`` (``alembic revision`` with
+``-c`` pointing at a config whose ``script_location`` is this folder, or by
+hand); ``tests/registry/test_migrations.py`` checks that the migrated schema
+equals the models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+HERE = Path(__file__).resolve().parent
+
+#: Objects that exist only in migrations (the text-search machinery), ignored
+#: when Alembic compares the database with the models.
+MIGRATION_ONLY_TABLES = ("adapter_fts",)
+MIGRATION_ONLY_COLUMNS = {("adapters", "search_vector"), ("adapters", "name_vector"), ("adapters", "keywords_vector")}
+MIGRATION_ONLY_INDEXES = {
+    "ix_adapters_search_vector",
+    "ix_adapters_name_vector",
+    "ix_adapters_keywords_vector",
+    "ix_adapters_facets",
+}
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic ``include_object`` hook: skip the migration-only objects above."""
+    if type_ == "table" and name and name.startswith(MIGRATION_ONLY_TABLES):
+        return False
+    if type_ == "column" and (obj.table.name, name) in MIGRATION_ONLY_COLUMNS:
+        return False
+    if type_ == "index" and name in MIGRATION_ONLY_INDEXES:
+        return False
+    return True
+
+
+def alembic_config(url: str | None = None, connection: Connection | None = None) -> Any:
+    """A programmatic Alembic ``Config`` for this folder (and a URL or an open connection)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if len(heads) != 1:  # pragma: no cover - a broken revision graph
+        raise RuntimeError(f"the registry migrations have {len(heads)} heads: {heads}")
+    return heads[0]
+
+
+def current_revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Upgrade the database of ``engine``; returns ``(revision before, revision after)``."""
+    from alembic import command
+
+    with engine.connect() as conn:
+        before = current_revision(conn)
+        conn.commit()
+    with engine.connect() as conn:
+        command.upgrade(alembic_config(connection=conn), revision)
+        conn.commit()
+    with engine.connect() as conn:
+        after = current_revision(conn)
+    return before, after or ""
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    with engine.connect() as conn:
+        command.downgrade(alembic_config(connection=conn), revision)
+        conn.commit()
+
+
+__all__ = ["include_object", "alembic_config", "current_revision", "downgrade", "head_revision", "upgrade"]

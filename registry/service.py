@@ -1,0 +1,261 @@
+"""The registry's library API, used by the CLI and (later) the HTTP server.
+
+>>> reg = Registry()                      # $LORAHUB_DATABASE_URL or $LORAHUB_HOME/registry.sqlite
+>>> reg.index_paths(["~/loras"])          # IndexSummary
+>>> reg.search(SearchQuery(query="anime", base="sd1"))
+>>> reg.by_hash("47AAAF0D29")             # any fingerprint, exact or a prefix of >= 8 hex
+>>> reg.dupes()
+
+The database schema is brought to the newest migration on first use unless
+``LORAHUB_AUTO_MIGRATE=0`` (then ``lorahub registry migrate`` must run first).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from lorahub.errors import RegistryError, UsageError
+from lorahub.schemas.registry import (
+    AdapterRecord,
+    DupeGroup,
+    HashLookup,
+    IndexSummary,
+    SearchQuery,
+    SearchResult,
+)
+
+from . import search as _search
+from . import store
+from .db import database_url, display_url, make_engine, write_connection
+
+ENV_AUTO_MIGRATE = "LORAHUB_AUTO_MIGRATE"
+_HEX_RE = re.compile(r"[0-9a-f]+")
+MIN_HASH_PREFIX = 8
+#: Bulk imports of at least this many records end with :meth:`Registry.optimize`.
+OPTIMIZE_AFTER = 1000
+
+
+def normalize_hash_query(value: str) -> str:
+    """Lower-case hex of a hash or prefix (``0x`` dropped); UsageError if not 8-64 hex digits."""
+    h = value.strip().lower()
+    if h.startswith("0x"):
+        h = h[2:]
+    if not _HEX_RE.fullmatch(h or "-") or not MIN_HASH_PREFIX <= len(h) <= 64:
+        raise UsageError(
+            f"not a hash: {value.strip()!r}",
+            hint=f"give {MIN_HASH_PREFIX} to 64 hex digits (AutoV1, AutoV2, AutoV3, CRC32, SHA-256, BLAKE3 or a prefix)",
+        )
+    return h
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+class Registry:
+    """One registry database. Thread-safe (a pool of connections); call :meth:`close` when done."""
+
+    def __init__(self, url: str | None = None, *, auto_migrate: bool | None = None) -> None:
+        self.url = database_url(url)
+        self.engine = make_engine(self.url)
+        if auto_migrate is None:
+            auto_migrate = os.environ.get(ENV_AUTO_MIGRATE, "1").strip().lower() not in ("0", "false", "no")
+        self.auto_migrate = auto_migrate
+        self._ready = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def display_url(self) -> str:
+        return display_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _wrap(self, exc: Exception) -> RegistryError:
+        return RegistryError(f"registry database {self.display_url}: {_first_line(exc)}")
+
+    def migrate(self) -> tuple[str | None, str]:
+        """Upgrade the schema to the newest revision; ``(before, after)``."""
+        from .migrations import upgrade
+
+        try:
+            result = upgrade(self.engine)
+        except (OperationalError, DBAPIError) as exc:
+            raise self._wrap(exc) from exc
+        except Exception as exc:  # alembic: unknown revision (a newer lorahub wrote this database)
+            if type(exc).__name__ in ("CommandError", "ResolutionError"):
+                raise RegistryError(
+                    f"registry database {self.display_url}: {exc}", hint="was it written by a newer lorahub?"
+                ) from exc
+            raise
+        self._ready = True
+        return result
+
+    def ensure_schema(self) -> None:
+        if self._ready:
+            return
+        from .migrations import current_revision, head_revision
+
+        try:
+            with self.engine.connect() as conn:
+                current = current_revision(conn)
+        except (OperationalError, DBAPIError) as exc:
+            raise self._wrap(exc) from exc
+        if current != head_revision():
+            if not self.auto_migrate:
+                raise RegistryError(
+                    f"registry database {self.display_url} is at revision {current or 'none'}",
+                    hint="run: lorahub registry migrate",
+                )
+            self.migrate()
+        self._ready = True
+
+    def connect(self) -> Connection:
+        """A read connection (schema ensured). Use as a context manager."""
+        self.ensure_schema()
+        try:
+            return self.engine.connect()
+        except (OperationalError, DBAPIError) as exc:
+            raise self._wrap(exc) from exc
+
+    def writing(self):  # noqa: ANN201 - a context manager of a Connection
+        """A write transaction (SQLite: BEGIN IMMEDIATE), committed on success."""
+        self.ensure_schema()
+        return write_connection(self.engine)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def upsert(self, drafts: Sequence[store.AdapterDraft]) -> list[int]:
+        """Insert or replace adapters described by drafts (see :mod:`lorahub.registry.store`)."""
+        with self.writing() as conn:
+            return store.write_adapters(conn, drafts)
+
+    def remove(self, ids: Sequence[int]) -> int:
+        with self.writing() as conn:
+            return store.delete_adapters(conn, ids)
+
+    def index_paths(self, paths: Iterable[str | os.PathLike[str]], *, progress: Any = None,
+                    workers: int | None = None) -> IndexSummary:
+        """Index folders/files of ``.safetensors`` adapters (see :mod:`lorahub.registry.indexer`)."""
+        from .indexer import index_paths
+
+        return index_paths(self, paths, progress=progress, workers=workers)
+
+    def import_records(self, records: Iterable[AdapterRecord], *, batch: int = 2000) -> IndexSummary:
+        """Add or replace metadata-only records (one transaction)."""
+        from .importers import record_to_draft
+
+        started = time.perf_counter()
+        count = 0
+        with self.writing() as conn:
+            drafts: list[store.AdapterDraft] = []
+            for rec in records:
+                drafts.append(record_to_draft(rec))
+                if len(drafts) >= batch:
+                    count += len(store.write_adapters(conn, drafts))
+                    drafts = []
+            count += len(store.write_adapters(conn, drafts))
+        if count >= OPTIMIZE_AFTER:
+            self.optimize()
+        return IndexSummary(records=count, seconds=round(time.perf_counter() - started, 3), database=self.display_url)
+
+    def import_file(self, path: str | os.PathLike[str], *, fmt: str = "lorahub") -> IndexSummary:
+        """Import a JSON Lines file (``fmt``: ``lorahub`` records or ``civitai`` model objects).
+
+        Every line is checked first: one bad line fails the import and nothing is written.
+        """
+        from .importers import read_records
+
+        records = read_records(Path(path), fmt=fmt)
+        return self.import_records(records)
+
+    def optimize(self) -> None:
+        """After a bulk write: merge the FTS5 index into one segment (SQLite) and refresh planner statistics."""
+        self.ensure_schema()
+        if self.dialect == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("INSERT INTO adapter_fts (adapter_fts) VALUES ('optimize')")
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
+            return
+        # VACUUM also empties the GIN pending lists a bulk insert leaves behind.
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in ("adapters", "adapter_files", "adapter_versions", "adapter_tags", "trigger_words"):
+                conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+
+    # -- reading --------------------------------------------------------------------------
+
+    def search(self, query: SearchQuery | str | None = None, *, viewer: int | None = None,
+               **filters: Any) -> list[SearchResult]:
+        """One page of results. ``viewer`` (a user id) also sees that user's private adapters."""
+        if not isinstance(query, SearchQuery):
+            query = SearchQuery(query=query, **filters)
+        with self.connect() as conn:
+            hits = _search.search(conn, query, viewer=viewer)
+            return store.results_for(conn, [h.id for h in hits], {h.id: h.score for h in hits})
+
+    def source_files(self, source_key: str) -> dict[str, str]:
+        """Files (repo path or file name -> sha256) of the adapter recorded under ``source_key``.
+
+        Used by ``lorahub pull`` to verify downloads against what the registry knows.
+        """
+        A, F = store.A, store.F
+        with self.connect() as conn:
+            rows = conn.execute(
+                select(F.c.repo_path, F.c.filename, F.c.sha256)
+                .select_from(F.join(A, F.c.adapter_id == A.c.id))
+                .where(A.c.source_key == source_key)
+            ).all()
+        return {(r.repo_path or r.filename): r.sha256 for r in rows if r.sha256}
+
+    def get(self, adapter_id: int) -> SearchResult | None:
+        with self.connect() as conn:
+            found = store.results_for(conn, [adapter_id])
+        return found[0] if found else None
+
+    def by_hash(self, hash_or_prefix: str, *, viewer: int | None = None) -> list[SearchResult]:
+        """Files whose fingerprint equals ``hash_or_prefix`` or starts with it (at least 8 hex)."""
+        h = normalize_hash_query(hash_or_prefix)
+        with self.connect() as conn:
+            return store.by_hash(conn, h, viewer)
+
+    def lookup(self, hashes: Iterable[str], *, viewer: int | None = None) -> list[HashLookup]:
+        """Batch :meth:`by_hash` (one connection); every hash is checked before any lookup."""
+        queries = [(raw.strip(), normalize_hash_query(raw)) for raw in hashes]
+        out = []
+        with self.connect() as conn:
+            for raw, h in queries:
+                out.append(HashLookup(query=raw, matches=store.by_hash(conn, h, viewer)))
+        return out
+
+    def dupes(self, *, viewer: int | None = None) -> list[DupeGroup]:
+        with self.connect() as conn:
+            return store.dupes(conn, viewer)
+
+    def count(self) -> int:
+        with self.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(store.A)).scalar_one())
+
+
+__all__ = ["Registry", "RegistryError", "normalize_hash_query"]
