@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = (REPO / ".." / "shared").resolve()
-FIXTURES = SHARED / "fixtures"
-CORPORA = SHARED / "corpora"
+from testkit import CORPORA, FIXTURES, REPO, SHARED, manifest_to_safetensors, on_ci  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -51,19 +45,6 @@ def civitai_corpus() -> Path:
     return _need(CORPORA / "civitai-lora-models-2023-07.jsonl")
 
 
-def manifest_to_safetensors(manifest: Path, out: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Turn a key -> {shape, dtype} manifest into a real safetensors file with zero-filled tensors."""
-    from lorahub.adapters.writer import write_safetensors_zeros
-
-    spec = json.loads(manifest.read_text())
-    tensors = {}
-    for name, entry in spec.items():
-        dtype = str(entry["dtype"]).replace("torch.", "")
-        tensors[name] = (dtype, [int(d) for d in entry["shape"]])
-    write_safetensors_zeros(out, tensors, metadata=metadata)
-    return out
-
-
 @pytest.fixture
 def sd15_kohya_file(tmp_path: Path) -> Path:
     manifest = _need(FIXTURES / "shapes" / "shinkai_makoto_offset.shapes.json")
@@ -74,10 +55,6 @@ def sd15_kohya_file(tmp_path: Path) -> Path:
 def sdxl_kohya_file(tmp_path: Path) -> Path:
     manifest = _need(FIXTURES / "shapes" / "alien_style_sdxl.shapes.json")
     return manifest_to_safetensors(manifest, tmp_path / "alien_style_sdxl.safetensors")
-
-
-def on_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 # --- the embedded base model (lorahub.base.embedded), built once per test session ---------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from testkit import REPO
 
 FACES = {"lorahub": "lorahub", "cli": "lorahub/cli", "registry": "lorahub/registry",
          "space": "lorahub/space", "schemas": "lorahub/schemas"}

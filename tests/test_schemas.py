@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO
+from testkit import REPO
 
 from lorahub.schemas import EXPORTED
 from lorahub.schemas.export import render

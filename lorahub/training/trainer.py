@@ -1,0 +1,663 @@
+"""The LoRA training loop: diffusers + peft + accelerate.
+
+:func:`train` (or :class:`Trainer`) runs one training run from a
+:class:`~lorahub.schemas.training.TrainConfig`:
+
+1. the output folder is checked and the dataset scanned (no model loaded yet, so a
+   bad dataset or folder fails in a second);
+2. the base pipeline is loaded (:func:`lorahub.base.resolve.load_pipeline`), frozen,
+   and LoRA layers are added to the UNet attention projections with peft
+   (``unet.add_adapter``); the text encoder, optionally, through
+   ``peft.inject_adapter_in_model`` (transformers 5's ``add_adapter`` refuses peft
+   0.21);
+3. latents are cached: one VAE pass per image, keeping the mode (mean) of the
+   latent distribution, as kohya-style trainers do. Without caching the VAE runs
+   every step and the result is the same;
+4. the loop: epsilon or v-prediction targets, optional min-SNR weighting and noise
+   offset, mixed precision and gradient accumulation through ``accelerate``
+   (``accelerate launch`` spreads it over several GPUs), gradient checkpointing;
+5. previews, checkpoints and the package (:mod:`lorahub.training.export`).
+
+Reproducibility: every random draw of step ``s`` (noise, timesteps, latent
+samples, caption dropout and shuffling, flips) comes from generators seeded by
+``(seed, s)``, and the data order of epoch ``e`` is a pure function of
+``(seed, e)``. A run resumed from the checkpoint of step ``s`` therefore
+continues bit for bit as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lorahub.schemas.training import TEXT_ENCODER_TARGET_MODULES, TrainConfig, TrainResult
+
+from ..errors import TrainingError, TrainingInterrupted, UsageError
+from . import checkpoint as ckpt_mod
+from . import export as ex
+from .config import CONFIG_NAME, merge_resume, read_config, save_config
+from .dataset import BatchStream, Dataset, load_pixels, scan_dataset, training_caption
+
+#: Files that mark a folder as a lorahub training package (``--overwrite`` only removes those).
+PACKAGE_MARKERS = (CONFIG_NAME, ex.WEIGHTS_NAME)
+
+Callback = Callable[[int, float], None]
+
+
+def _mix(*parts: Any) -> int:
+    """A 63-bit seed from the parts (stable across processes and Python versions)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def package_name(config: TrainConfig) -> str:
+    if config.name:
+        return config.name
+    return Path(config.out or "lora").resolve().name or "lora"
+
+
+def native_resolution(base: str, base_config: str | None = None) -> tuple[int, str | None]:
+    """(pixel size the base was trained at, family) without loading it or touching the network."""
+    import json
+
+    from ..base import embedded
+    from ..base.resolve import resolve_base
+
+    ref = resolve_base(base, base_config=base_config, download=False, build=False)
+    if ref.kind == "embedded":
+        return int(embedded.UNET_CONFIG["sample_size"]) * 8, ref.family
+    folder = ref.path if ref.kind in ("folder", "hub") else (Path(ref.config) if ref.config else None)
+    if folder is not None and folder.is_dir():
+        try:
+            unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+            vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+            factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+            return int(unet["sample_size"]) * factor, ref.family
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return {"sdxl": 1024}.get(ref.family or "", 512), ref.family
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty output folder unless resuming or overwriting a lorahub package."""
+    if resume:
+        if not (out / CONFIG_NAME).is_file():
+            raise UsageError(f"{out}: nothing to resume (no {CONFIG_NAME})", hint="start the run without --resume")
+        return
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UsageError(
+                f"{out}: the output folder exists and is not empty",
+                hint="choose another --out, continue it with --resume, or replace it with --overwrite",
+            )
+        if not any((out / m).exists() for m in PACKAGE_MARKERS):
+            raise UsageError(
+                f"{out}: --overwrite only replaces a lorahub training package, and this folder is not one",
+                hint="remove it yourself or choose another --out",
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class Trainer:
+    """One training run. ``pipe`` holds the pipeline (with the trained LoRA) after :meth:`run`."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        log: Callable[[str], None] | None = None,
+        progress: bool = True,
+        callback: Callback | None = None,
+    ) -> None:
+        self.config = config
+        self.log = log or (lambda _m: None)
+        self.progress = progress
+        self.callback = callback
+        self.pipe: Any = None
+        self.dataset: Dataset | None = None
+        self.loss_history: list[dict[str, Any]] = []
+        self._loop_started = False
+
+    # ------------------------------------------------------------------------------ setup
+
+    def _resolve_config(self, resume: bool) -> TrainConfig:
+        cfg = self.config
+        if not cfg.out:
+            raise UsageError("no output folder (--out)")
+        out = Path(cfg.out).expanduser()
+        if resume:
+            if not (out / CONFIG_NAME).is_file():
+                raise UsageError(f"{out}: nothing to resume (no {CONFIG_NAME})", hint="start the run without --resume")
+            saved = read_config(out / CONFIG_NAME)
+            mine, theirs = cfg.model_dump(), saved.model_dump()
+            changed = {k: v for k, v in mine.items() if v != theirs[k] and not (v is None and k in ("resolution", "alpha", "name", "sample_seed"))}
+            cfg = merge_resume(saved, changed)
+        if not cfg.data:
+            raise UsageError("no dataset folder given")
+        return cfg
+
+    def run(self, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        t_start = time.perf_counter()
+        cfg = self._resolve_config(resume)
+        out = Path(cfg.out).expanduser()  # type: ignore[arg-type]
+        warnings: list[str] = []
+
+        # -- cheap checks first: base spec, output folder and dataset (no torch yet)
+        native, family_hint = native_resolution(cfg.base, cfg.base_config)
+        resolution = cfg.resolution or native
+        if family_hint == "sdxl":
+            raise TrainingError("SDXL bases are not supported by lorahub train yet", hint="use an SD 1.x or 2.x base")
+        dataset = scan_dataset(
+            cfg.data,  # type: ignore[arg-type]
+            trigger=cfg.trigger,
+            resolution=resolution,
+            buckets=cfg.buckets,
+            caption_extension=cfg.caption_extension,
+            caption_column=cfg.caption_column,
+        )
+        self.dataset = dataset
+        for w in dataset.warnings:
+            self.log(f"warning: {w}")
+        warnings += dataset.warnings
+        existed = out.exists()
+        if resume:
+            prepare_output(out, resume=True, overwrite=False)
+        else:
+            prepare_output(out, resume=False, overwrite=overwrite)
+        name = package_name(cfg)
+        cfg = cfg.model_copy(update={
+            "resolution": resolution,
+            "alpha": cfg.effective_alpha(),
+            "name": name,
+            "sample_seed": cfg.sample_seed if cfg.sample_seed is not None else cfg.seed,
+        })
+        self.config = cfg
+        self.log(
+            f"dataset: {dataset.num_images} image(s), {dataset.num_train_images} per epoch with repeats, "
+            f"{len(dataset.bucket_counts())} bucket(s) at {resolution}px ({dataset.layout} layout)"
+        )
+        self._loop_started = False
+        try:
+            return self._train(cfg, out, dataset, resume=resume, warnings=warnings, t_start=t_start)
+        except BaseException:
+            # A run that failed before its first step (base not loadable, bad device, Ctrl-C while
+            # loading) leaves nothing behind: the folder it created holds only the config.
+            if not resume and not self._loop_started:
+                if existed:
+                    for child in out.iterdir() if out.is_dir() else []:
+                        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    # ------------------------------------------------------------------------------ the run
+
+    def _train(self, cfg: TrainConfig, out: Path, dataset: Dataset, *, resume: bool, warnings: list[str],
+               t_start: float) -> TrainResult:
+        from ..errors import require
+
+        torch = require("torch", "ml")
+        require("diffusers", "ml")
+        peft = require("peft", "ml")
+        accelerate = require("accelerate", "ml")
+        import torch.nn.functional as F
+        from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import cast_training_params, compute_snr
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+
+        from ..base.resolve import load_pipeline, resolve_base
+
+        resolution = int(cfg.resolution or dataset.resolution)
+        accelerator = self._accelerator(accelerate, torch, cfg)
+        device = accelerator.device
+        is_main = accelerator.is_main_process
+        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+        started_at = ex.now()
+        header = "lorahub training configuration (lorahub train --config FILE)"
+        if is_main and not resume:  # first thing: a run that is stopped later can be resumed
+            save_config(cfg, out / CONFIG_NAME, header=header)
+
+        # -- the base model
+        ref = resolve_base(cfg.base, base_config=cfg.base_config)
+        self.log(f"loading base model {ref.name}")
+        pipe = load_pipeline(ref, device="cpu")
+        if type(pipe).__name__ != "StableDiffusionPipeline":
+            raise TrainingError(f"{ref.name}: a {type(pipe).__name__}; lorahub train supports SD 1.x/2.x pipelines")
+        family = ref.family or "sd1"
+        self.pipe = pipe
+        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        if cfg.prediction_type:
+            noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
+            pipe.scheduler.register_to_config(prediction_type=cfg.prediction_type)  # previews sample the same way
+        prediction_type = noise_scheduler.config.prediction_type
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise TrainingError(f"unsupported prediction type '{prediction_type}'")
+
+        for module in (unet, vae, text_encoder):
+            module.requires_grad_(False)
+            module.to(device)
+            if module.dtype != weight_dtype:
+                with _quiet_diffusers():
+                    module.to(dtype=weight_dtype)
+
+        # -- LoRA layers (seeded init; a resumed run overwrites them from the checkpoint)
+        accelerate.utils.set_seed(cfg.seed)
+        alpha = cfg.effective_alpha()
+        unet_lora = LoraConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                               target_modules=list(cfg.target_modules))
+        unet.add_adapter(unet_lora)
+        te_lora = None
+        if cfg.train_text_encoder:
+            te_lora = LoraConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                 target_modules=list(TEXT_ENCODER_TARGET_MODULES))
+            peft.inject_adapter_in_model(te_lora, text_encoder)
+            for n, p in text_encoder.named_parameters():
+                p.requires_grad_("lora_" in n)
+        trainable_models = [unet] + ([text_encoder] if cfg.train_text_encoder else [])
+        if weight_dtype != torch.float32:
+            cast_training_params(trainable_models, dtype=torch.float32)
+        if cfg.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+            if cfg.train_text_encoder:
+                text_encoder.gradient_checkpointing_enable()
+
+        params: dict[str, Any] = {}
+        for prefix, model in (("unet", unet), ("text_encoder", text_encoder)):
+            for n, p in model.named_parameters():
+                if p.requires_grad:
+                    params[f"{prefix}.{n}"] = p
+        if not params:
+            raise TrainingError("no trainable LoRA parameters were created (do the target modules exist in this base?)")
+        groups = [{"params": [p for n, p in params.items() if n.startswith("unet.")], "lr": cfg.lr}]
+        if cfg.train_text_encoder:
+            groups.append({"params": [p for n, p in params.items() if n.startswith("text_encoder.")],
+                           "lr": cfg.text_encoder_lr or cfg.lr})
+        optimizer = _adamw(torch, groups, cfg, device)
+        schedule = cfg.lr_scheduler
+        if schedule == "constant" and cfg.lr_warmup_steps:
+            schedule = "constant_with_warmup"
+        nproc = accelerator.num_processes
+        lr_scheduler = get_scheduler(schedule, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps * nproc,
+                                     num_training_steps=cfg.steps * nproc)
+        if cfg.train_text_encoder:
+            unet_t, te_t, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
+        else:
+            unet_t, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+            te_t = text_encoder
+
+        # -- resume
+        start_step = 0
+        resumed_from = None
+        if resume:
+            latest = ckpt_mod.latest_checkpoint(out)
+            if latest is None:
+                raise TrainingError(
+                    f"{out}: no checkpoint to resume from",
+                    hint="checkpoints are written with --checkpoint-every N; start again with --overwrite",
+                )
+            if latest.step > cfg.steps:
+                raise UsageError(f"the checkpoint is at step {latest.step}, beyond --steps {cfg.steps}")
+            state = ckpt_mod.load_checkpoint(latest, params=params, optimizer=optimizer, scheduler=lr_scheduler)
+            start_step = latest.step
+            resumed_from = latest.step
+            self.loss_history = list(state.get("loss_history", []))
+            self.log(f"resuming from the checkpoint of step {start_step}")
+            if is_main:  # the settings a resume may change (--steps, ...) are now the run's
+                save_config(cfg, out / CONFIG_NAME, header=header)
+
+        # -- data
+        stream = BatchStream(dataset, cfg.batch_size, cfg.seed)
+        scaling = float(vae.config.scaling_factor)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        latent_cache: dict[tuple[int, bool], Any] = {}
+
+        def encode(idx: int, flipped: bool) -> Any:
+            arr = load_pixels(dataset.items[idx])
+            x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+            if flipped:
+                x = torch.flip(x, dims=[2])
+            with torch.no_grad():
+                dist = vae.encode(x.unsqueeze(0).to(device, dtype=weight_dtype)).latent_dist
+            return dist.mode()[0].float().cpu()
+
+        if cfg.cache_latents:
+            self.log(f"caching latents of {dataset.num_images} image(s)")
+            for idx in range(dataset.num_images):
+                for flipped in ((False, True) if cfg.flip else (False,)):
+                    latent_cache[(idx, flipped)] = encode(idx, flipped)
+
+        def latent_of(idx: int, flipped: bool) -> Any:
+            if cfg.cache_latents:
+                return latent_cache[(idx, flipped)]
+            return encode(idx, flipped)
+
+        te_cache: dict[str, Any] = {}
+
+        def embed(captions: list[str]) -> Any:
+            ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            if cfg.train_text_encoder:
+                return te_t(ids, return_dict=False)[0]
+            missing = [c for c in dict.fromkeys(captions) if c not in te_cache]
+            if missing:
+                if len(te_cache) > 4096:
+                    te_cache.clear()
+                mids = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids.to(device)
+                with torch.no_grad():
+                    hidden = text_encoder(mids, return_dict=False)[0]
+                for c, h in zip(missing, hidden, strict=False):
+                    te_cache[c] = h
+            return torch.stack([te_cache[c] for c in captions])
+
+        def batch_loss(step: int, micro: int, batch: list[int]) -> Any:
+            gen = torch.Generator().manual_seed(_mix("noise", cfg.seed, step, micro, accelerator.process_index))
+            rng = random.Random(_mix("captions", cfg.seed, step, micro, accelerator.process_index))
+            flips = [cfg.flip and rng.random() < 0.5 for _ in batch]
+            latents = (torch.stack([latent_of(i, f) for i, f in zip(batch, flips, strict=False)]) - shift) * scaling
+            noise = torch.randn(latents.shape, generator=gen)
+            if cfg.noise_offset:
+                noise = noise + cfg.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen)
+            bsz = latents.shape[0]
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), generator=gen).long()
+            captions = [
+                training_caption(dataset.items[i].caption, rng, trigger=dataset.trigger, shuffle_tags=cfg.shuffle_tags,
+                                 keep_tokens=cfg.keep_tokens, caption_dropout=cfg.caption_dropout)
+                for i in batch
+            ]
+            latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            hidden = embed(captions)
+            target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
+            pred = unet_t(noisy.to(weight_dtype), timesteps, hidden, return_dict=False)[0]
+            if cfg.snr_gamma is None:
+                return F.mse_loss(pred.float(), target.float(), reduction="mean")
+            snr = compute_snr(noise_scheduler, timesteps)
+            weights = torch.stack([snr, cfg.snr_gamma * torch.ones_like(timesteps)], dim=1).min(dim=1)[0]
+            weights = weights / snr if prediction_type == "epsilon" else weights / (snr + 1)
+            loss = F.mse_loss(pred.float(), target.float(), reduction="none")
+            return (loss.mean(dim=list(range(1, loss.ndim))) * weights).mean()
+
+        # -- previews
+        prompts = list(cfg.sample_prompts) or [dataset.trigger or (dataset.items[0].caption or "a picture")]
+        samples_dir = out / ex.SAMPLES_DIR
+        sample_files: list[tuple[str, str]] = []
+
+        def make_samples(step: int) -> list[tuple[str, str]]:
+            if not is_main:
+                return []
+            made = []
+            was_training = unet.training
+            unet.eval()
+            text_encoder.eval()
+            pipe.set_progress_bar_config(disable=True)
+            try:
+                with torch.no_grad(), accelerator.autocast():
+                    for i, prompt in enumerate(prompts):
+                        gen = torch.Generator().manual_seed(int(cfg.sample_seed or 0) + i)
+                        image = pipe(prompt, num_inference_steps=cfg.sample_steps, generator=gen, height=resolution,
+                                     width=resolution, output_type="pil").images[0]
+                        rel = f"{ex.SAMPLES_DIR}/step-{step:06d}-{i}.png"
+                        samples_dir.mkdir(parents=True, exist_ok=True)
+                        import io
+
+                        buf = io.BytesIO()
+                        image.save(buf, format="PNG")
+                        from .._atomic import atomic_write_bytes
+
+                        atomic_write_bytes(out / rel, buf.getvalue())
+                        made.append((prompt, rel))
+            finally:
+                if was_training:
+                    unet.train()
+                    if cfg.train_text_encoder:
+                        text_encoder.train()
+            return made
+
+        # -- the loop
+        unet_t.train()
+        if cfg.train_text_encoder:
+            te_t.train()
+        batches_per_epoch = stream.batches_per_epoch
+        per_step = cfg.gradient_accumulation_steps * nproc
+        self.log(f"training {cfg.steps - start_step} step(s) on {device} "
+                 f"({nproc} process(es), mixed precision {accelerator.mixed_precision})")
+        bar = None
+        if is_main and self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=start_step, desc=f"training {cfg.name}", file=sys.stderr,
+                       dynamic_ncols=True, leave=True)
+        step = start_step
+        self._loop_started = True
+        loop_started = time.perf_counter()
+        trainable = list(params.values())
+        last_ckpt = ckpt_mod.latest_checkpoint(out) if resume else None
+        try:
+            for step in range(start_step + 1, cfg.steps + 1):
+                losses = []
+                epoch = 0
+                for micro in range(cfg.gradient_accumulation_steps):
+                    position = ((step - 1) * cfg.gradient_accumulation_steps + micro) * nproc + accelerator.process_index
+                    epoch, batch = stream.at(position)
+                    with accelerator.accumulate(*([unet_t, te_t] if cfg.train_text_encoder else [unet_t])):
+                        loss = batch_loss(step, micro, batch)
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                        optimizer.step()
+                        lr_scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    losses.append(loss.detach())
+                step_loss = accelerator.gather(torch.stack(losses).mean().reshape(1)).mean().item()
+                lr = lr_scheduler.get_last_lr()[0]
+                self.loss_history.append({"step": step, "loss": step_loss, "lr": lr, "epoch": epoch + 1})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                if not math.isfinite(step_loss):
+                    raise TrainingError(
+                        f"the loss became {step_loss} at step {step}",
+                        hint="lower --lr, or use --mixed-precision bf16/no instead of fp16",
+                    )
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                    if is_main:
+                        last_ckpt = ckpt_mod.save_checkpoint(
+                            out, step, params=params, optimizer=optimizer, scheduler=lr_scheduler,
+                            extra={"loss_history": self.loss_history, "epoch": epoch + 1, "seed": cfg.seed},
+                        )
+                    accelerator.wait_for_everyone()
+                if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+                    sample_files += make_samples(step)
+                if self.callback is not None and is_main:
+                    self.callback(step, step_loss)
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            where = (
+                f"the checkpoint of step {last_ckpt.step} is intact: continue with "
+                f"lorahub train --resume --out {out}" if last_ckpt else "no checkpoint was written (use --checkpoint-every N)"
+            )
+            raise TrainingInterrupted(f"training interrupted at step {step}; {where}") from None
+        if bar is not None:
+            bar.close()
+        loop_seconds = time.perf_counter() - loop_started
+        done = cfg.steps - start_step
+        accelerator.wait_for_everyone()
+
+        # -- the package
+        final_samples = make_samples(cfg.steps)
+        files: list[str] = []
+        kohya_rel = None
+        losses_only = [h["loss"] for h in self.loss_history]
+        first, last = ex.window_means(losses_only)
+        epochs = max(h["epoch"] for h in self.loss_history) if self.loss_history else 0
+        if is_main:
+            unet_u = accelerator.unwrap_model(unet_t)
+            unet_state = ex.split_lora_state(get_peft_model_state_dict(unet_u))
+            te_state: dict[str, tuple[Any, Any]] = {}
+            if cfg.train_text_encoder:
+                te_state = ex.split_lora_state(get_peft_model_state_dict(accelerator.unwrap_model(te_t)))
+            finished_at = ex.now()
+            base_sha = None
+            if ref.kind == "single_file":
+                from ..adapters.fingerprint import fingerprint_file
+
+                try:
+                    base_sha = fingerprint_file(ref.location).sha256
+                except Exception:  # noqa: BLE001 - the hash is informational
+                    base_sha = None
+            md = ex.build_metadata(
+                config=cfg, name=cfg.name or out.name, family=family, prediction_type=prediction_type,
+                resolution=resolution, dataset=dataset, steps=cfg.steps, epochs=epochs,
+                batches_per_epoch=math.ceil(batches_per_epoch / per_step) if per_step else batches_per_epoch,
+                num_processes=nproc, started_at=started_at, finished_at=finished_at,
+                base_name=ref.name, base_sha256=base_sha, session_id=_mix("session", cfg.seed, started_at) % (2**31),
+            )
+            te_cfg = te_lora.to_dict() if te_lora is not None else None
+            diff_md = {**md, "lora_adapter_metadata": ex.peft_metadata(unet_u.peft_config["default"].to_dict(), te_cfg)}
+            ex.write_weights(out / ex.WEIGHTS_NAME, ex.diffusers_records(unet_state, te_state, cfg.save_precision), diff_md)
+            if "kohya" in cfg.export:
+                kohya_rel = f"{cfg.name}_kohya.safetensors"
+                ex.write_weights(out / kohya_rel, ex.kohya_records(unet_state, te_state, alpha, cfg.save_precision), md)
+            ex.write_loss_history(out / ex.LOSS_HISTORY_NAME, self.loss_history, {
+                "steps": cfg.steps, "first_loss": first, "last_loss": last, "seed": cfg.seed,
+                "resumed_from": resumed_from,
+            })
+            ex.draw_loss_curve(out / ex.LOSS_CURVE_NAME, [h["step"] for h in self.loss_history], losses_only,
+                               title=f"{cfg.name}: training loss")
+            sample_files += final_samples
+            card = ex.model_card(
+                name=cfg.name or out.name, base_name=ref.name, family=family, trigger=dataset.trigger, config=cfg,
+                steps=cfg.steps, images=dataset.num_images, resolution=resolution,
+                samples=[s for s in final_samples], kohya_file=kohya_rel,
+            )
+            from .._atomic import atomic_write_text
+
+            atomic_write_text(out / ex.CARD_NAME, card)
+            if not cfg.keep_checkpoints:
+                shutil.rmtree(ckpt_mod.checkpoint_dir(out), ignore_errors=True)
+            files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
+        accelerator.wait_for_everyone()
+        return TrainResult(
+            out=str(out),
+            weights=str(out / ex.WEIGHTS_NAME),
+            kohya_weights=str(out / kohya_rel) if kohya_rel else None,
+            name=cfg.name or out.name,
+            base=ref.name,
+            base_family=family,
+            trigger=dataset.trigger,
+            rank=cfg.rank,
+            alpha=alpha,
+            steps=cfg.steps,
+            resumed_from=resumed_from,
+            epochs=epochs,
+            images=dataset.num_images,
+            train_images=dataset.num_train_images,
+            resolution=resolution,
+            first_loss=first,
+            last_loss=last,
+            seconds=time.perf_counter() - t_start,
+            steps_per_second=done / loop_seconds if loop_seconds > 0 and done else 0.0,
+            device=str(device),
+            mixed_precision=accelerator.mixed_precision,
+            files=files,
+            warnings=warnings,
+        )
+
+    # ------------------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _accelerator(accelerate: Any, torch: Any, cfg: TrainConfig) -> Any:
+        from accelerate.state import AcceleratorState, GradientState
+
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if not distributed:
+            # The state is a process-wide singleton: a second run in one process (tests, notebooks)
+            # with another precision would otherwise be refused.
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
+        device = cfg.device
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA GPU is available here", hint="use --device cpu or auto")
+        if device == "mps" and not _mps(torch):
+            raise UsageError("--device mps: Apple's Metal backend is not available here")
+        if device.startswith("cuda:") and not distributed:
+            torch.cuda.set_device(int(device.split(":", 1)[1]))
+        cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available() and not _mps(torch))
+        if cfg.mixed_precision == "fp16" and cpu:
+            raise UsageError("fp16 mixed precision needs a GPU", hint="use --mixed-precision bf16 or no on a CPU")
+        try:
+            return accelerate.Accelerator(
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                mixed_precision=cfg.mixed_precision,
+                cpu=cpu,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise TrainingError(f"cannot set up the accelerator: {str(exc).splitlines()[0]}") from None
+
+
+def _adamw(torch: Any, groups: list[dict[str, Any]], cfg: TrainConfig, device: Any) -> Any:
+    """AdamW, fused (one kernel for all parameters) where torch has it for the device, else foreach.
+
+    A LoRA has hundreds of small tensors: the per-tensor loop of the default
+    implementation costs a quarter of a step of a small model on a CPU.
+    """
+    kwargs = dict(lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay,
+                  eps=cfg.adam_epsilon)
+    if getattr(device, "type", str(device)) in ("cpu", "cuda", "mps"):
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, ValueError, TypeError):
+            pass
+    return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+class _quiet_diffusers:
+    """Silence diffusers' advisory logging (dtype-cast notices) for a moment."""
+
+    def __enter__(self) -> None:
+        from diffusers.utils import logging
+
+        self._logging = logging
+        self._level = logging.get_verbosity()
+        logging.set_verbosity_error()
+
+    def __exit__(self, *exc: object) -> None:
+        self._logging.set_verbosity(self._level)
+
+
+def _mps(torch: Any) -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> TrainResult:
+    """Run one training run (see :class:`Trainer`)."""
+    return Trainer(config, log=log, progress=progress, callback=callback).run(resume=resume, overwrite=overwrite)
+
+
+__all__ = ["Trainer", "train", "prepare_output", "native_resolution", "package_name"]

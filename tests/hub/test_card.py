@@ -1,0 +1,90 @@
+"""Model cards: the metadata the Hub indexes, values it accepts, a user's card kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testkit import SHARED
+
+from lorahub.adapters.inspect import inspect_file
+from lorahub.adapters.writer import write_safetensors_zeros
+from lorahub.hub.card import CardInputs, Sample, card_metadata, merge_card, render_card, split_card
+from lorahub.schemas.adapters import FingerprintReport
+
+MOD = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> CardInputs:
+    f = write_safetensors_zeros(
+        tmp_path / "pytorch_lora_weights.safetensors",
+        {f"{MOD}.lora.down.weight": ("F16", [4, 768]), f"{MOD}.lora.up.weight": ("F16", [320, 4])},
+        metadata={"modelspec.trigger_phrase": "mystyle", "modelspec.title": "My Style"},
+    )
+    fp = FingerprintReport(
+        path=str(f), size=f.stat().st_size, sha256="a" * 64, autov1=None, autov2="a" * 10, autov3="B" * 12,
+        tensor_sha256="b" * 64, crc32="DEADBEEF", blake3="c" * 64, embedded_hash="absent",
+    )
+    return CardInputs(
+        repo_id="alice/mystyle",
+        weight_name="pytorch_lora_weights.safetensors",
+        report=inspect_file(f),
+        fingerprint=fp,
+        base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        tags=["style"],
+        samples=[Sample("samples/0.png", "mystyle, a cat")],
+    )
+
+
+def test_metadata(inputs: CardInputs) -> None:
+    meta = card_metadata(inputs)
+    assert meta["base_model_relation"] == "adapter"
+    assert meta["library_name"] == "diffusers" and meta["pipeline_tag"] == "text-to-image"
+    assert meta["license"] == "creativeml-openrail-m"
+    assert {"lora", "text-to-image", "diffusers", "template:sd-lora", "style", "stable-diffusion"} <= set(meta["tags"])
+    assert meta["instance_prompt"] == "mystyle"
+    assert meta["widget"] == [{"text": "mystyle, a cat", "output": {"url": "samples/0.png"}}]
+
+
+def test_rendered_card_parses_and_has_the_body(inputs: CardInputs) -> None:
+    text = render_card(inputs)
+    meta, body = split_card(text)
+    assert meta == card_metadata(inputs)
+    assert "# My Style" in body
+    assert 'pipe.load_lora_weights("alice/mystyle", weight_name="pytorch_lora_weights.safetensors")' in body
+    assert "<lora:mystyle:0.8>" in body
+    assert "BBBBBBBBBBBB" in body and "a" * 64 in body and "c" * 64 in body
+    assert "![mystyle, a cat](samples/0.png)" in body
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(text)
+    assert card.data.base_model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert card.data.to_dict()["instance_prompt"] == "mystyle"
+
+
+def test_values_are_ones_the_hub_accepts(inputs: CardInputs) -> None:
+    ref = SHARED / "reference" / "hf-tasks.json"
+    if not ref.exists():
+        pytest.skip(f"{ref} is absent: the shared reference lives in ../shared beside the project")
+    tasks = json.loads(ref.read_text())
+    meta = card_metadata(inputs)
+    assert meta["pipeline_tag"] in tasks["pipeline_types"]
+    assert meta["library_name"] in tasks["model_library_keys"]
+    assert meta["pipeline_tag"] in tasks["library_to_tasks"][meta["library_name"]]
+
+
+def test_user_card_is_kept(inputs: CardInputs) -> None:
+    mine = "---\nlicense: mit\ntags: [mine]\n---\n\n# My own words\n\nHand-written.\n"
+    merged, added = merge_card(mine, inputs)
+    meta, body = split_card(merged)
+    assert body.startswith("# My own words") and "Hand-written." in body
+    assert meta["license"] == "mit"  # never overwritten
+    assert meta["tags"][0] == "mine" and "lora" in meta["tags"]
+    assert meta["base_model"] == inputs.base_model and "base_model" in added and "license" not in added
+    no_yaml, added2 = merge_card("# Just text\n", inputs)
+    assert yaml.safe_load(no_yaml.split("---")[1])["pipeline_tag"] == "text-to-image"
+    assert "# Just text" in no_yaml and "pipeline_tag" in added2
