@@ -1,0 +1,577 @@
+"""What the Space's buttons do, as plain Python functions (no Gradio needed to call or test them).
+
+Every function here returns plain values (strings, lists, dicts, PIL images, file paths) and raises
+:class:`lorahub.errors.LorahubError` subclasses for bad input; :mod:`lorahub.space.ui` turns those into
+readable messages in the page. The library does the work: this module only adapts arguments.
+
+State that must outlive a click (the loaded base model) lives in one process-wide :class:`SpaceState`,
+guarded by a lock, so the base is loaded once and adapters are hot-swapped between clicks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorahub.errors import LorahubError, NotFoundError, UsageError
+
+#: Environment variable naming the base model of a deployed Space (any ``--base`` spec).
+ENV_BASE = "LORAHUB_SPACE_BASE"
+#: At most this many adapters in the preview list (one weight slider each).
+MAX_ADAPTERS = 4
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+RESULT_COLUMNS = ["name", "trigger words", "base", "format", "rank", "sha256", "AutoV3", "source"]
+
+
+# --------------------------------------------------------------------------- base model
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def space_base(explicit: str | None = None) -> str:
+    """The base model spec: ``explicit`` (``--base``) if given, else ``$LORAHUB_SPACE_BASE`` when a GPU is
+    present, else the embedded default (a big base on a CPU-only Space would take minutes per image)."""
+    from lorahub.base import EMBEDDED_ID
+
+    if explicit:
+        return explicit
+    env = os.environ.get(ENV_BASE, "").strip()
+    if env and _has_gpu():
+        return env
+    return EMBEDDED_ID
+
+
+@dataclass
+class SpaceState:
+    """What the Space keeps between clicks: the base spec, the loaded pipeline, a work folder."""
+
+    base: str
+    registry_url: str | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lorahub-space-")))
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _live: Any = None
+
+    def live(self) -> Any:
+        """The process-wide :class:`~lorahub.pipeline.live.LivePipeline` (loaded on first use)."""
+        with self.lock:
+            if self._live is None:
+                from lorahub.base.resolve import resolve_device
+                from lorahub.pipeline.live import LivePipeline
+
+                self._live = LivePipeline(self.base, device=resolve_device("auto"))
+            return self._live
+
+    def registry(self) -> Any:
+        from lorahub.registry.service import Registry
+
+        return Registry(self.registry_url)
+
+    def new_dir(self, kind: str) -> Path:
+        d = self.workdir / kind / uuid.uuid4().hex[:12]
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+_STATE: SpaceState | None = None
+_STATE_LOCK = threading.Lock()
+
+
+def get_state(base: str | None = None, registry_url: str | None = None) -> SpaceState:
+    """The process-wide state (created on the first call)."""
+    global _STATE
+    with _STATE_LOCK:
+        if _STATE is None:
+            _STATE = SpaceState(base=space_base(base), registry_url=registry_url)
+        return _STATE
+
+
+def reset_state() -> None:
+    """Forget the process-wide state (tests)."""
+    global _STATE
+    with _STATE_LOCK:
+        _STATE = None
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _short(h: str | None, n: int = 10) -> str:
+    return (h or "")[:n]
+
+
+def split_tags(text: str | None) -> list[str]:
+    return [t.strip() for t in re.split(r"[,\n]", text or "") if t.strip()]
+
+
+def search(state: SpaceState, query: str = "", base: str = "", fmt: str = "", tags: str = "",
+           limit: int = 50) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """Search the registry: ``(table rows, result dicts)``; rows follow :data:`RESULT_COLUMNS`."""
+    from lorahub.schemas.registry import SearchQuery
+
+    q = SearchQuery(query=(query or "").strip() or None, base=(base or "").strip() or None,
+                    format=(fmt or "").strip() or None, tags=split_tags(tags), limit=limit)
+    with state.registry() as reg:
+        found = reg.search(q)
+    results = [r.model_dump(mode="json") for r in found]
+    rows = [
+        [r["name"], ", ".join(r["trigger_words"]), r["base_model"] or r["base_family"], r["format"] or "",
+         r["rank"] if r["rank"] is not None else "", _short(r["sha256"]), r["autov3"] or "", r["source"]]
+        for r in results
+    ]
+    return rows, results
+
+
+def _local_file(source: str | None) -> Path | None:
+    if not source:
+        return None
+    p = Path(source)
+    return p if p.is_file() else None
+
+
+def add_result(chosen: list[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add a search result to the preview list (a new list); only results with a local file can be previewed."""
+    path = _local_file(result.get("source"))
+    if path is None:
+        raise NotFoundError(f"{result.get('name')}: no local file to preview (source {result.get('source')})",
+                            hint="index the file with `lorahub registry index`, or pull it from the Hub first")
+    return add_file(chosen, path, name=result.get("name"))
+
+
+def adapter_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(text).stem if text.endswith(".safetensors") else text).strip("_")
+    return name or "adapter"
+
+
+def add_file(chosen: list[dict[str, Any]], path: str | os.PathLike[str], *, name: str | None = None,
+             weight: float = 1.0) -> list[dict[str, Any]]:
+    """Add an adapter file to the preview list (a new list)."""
+    p = Path(path)
+    if not p.is_file():
+        raise NotFoundError(f"{p}: no such file")
+    _refuse_pickle(p)
+    out = list(chosen or [])
+    if any(Path(c["path"]).resolve() == p.resolve() for c in out):
+        return out
+    if len(out) >= MAX_ADAPTERS:
+        raise UsageError(f"the preview holds at most {MAX_ADAPTERS} adapters; remove one first")
+    base = adapter_name(name or p.name)
+    taken = {c["name"] for c in out}
+    unique, n = base, 2
+    while unique in taken:
+        unique, n = f"{base}_{n}", n + 1
+    out.append({"name": unique, "path": str(p), "weight": float(weight)})
+    return out
+
+
+def remove_adapter(chosen: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [c for c in chosen or [] if c["name"] != name]
+
+
+# --------------------------------------------------------------------------- preview and blend
+
+
+def _sync(live: Any, chosen: Sequence[dict[str, Any]], weights: Sequence[float]) -> dict[str, float]:
+    """Make the live pipeline hold exactly ``chosen`` with ``weights`` (hot-swapping into free slots)."""
+    want = {c["name"]: c for c in chosen}
+    for ad in list(live.adapters):
+        if ad.name not in want or Path(ad.path).resolve() != Path(want[ad.name]["path"]).resolve():
+            live.remove(ad.name)
+    loaded = {ad.name for ad in live.adapters}
+    w = {c["name"]: float(weights[i]) if i < len(weights) and weights[i] is not None else float(c.get("weight", 1.0))
+         for i, c in enumerate(chosen)}
+    for c in chosen:
+        if c["name"] not in loaded:
+            live.add(c["name"], c["path"], weight=w[c["name"]])
+    live.set_weights(w, exclusive=True)
+    return w
+
+
+def _size(live: Any) -> int:
+    unet = live.pipe.unet
+    factor = getattr(live.pipe, "vae_scale_factor", 8) or 8
+    return int(unet.config.sample_size) * int(factor)
+
+
+def _check_steps(steps: Any) -> int:
+    try:
+        n = int(steps)
+    except (TypeError, ValueError):
+        raise UsageError(f"steps must be a whole number, not {steps!r}") from None
+    if not 1 <= n <= 150:
+        raise UsageError("steps must be between 1 and 150")
+    return n
+
+
+def parse_weights(text: str) -> list[float]:
+    """``"0, 0.5, 1"`` -> ``[0.0, 0.5, 1.0]`` (grid columns)."""
+    out = []
+    for part in split_tags(text):
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise UsageError(f"grid weights: {part!r} is not a number (write e.g. 0, 0.5, 1)") from None
+    if not out:
+        raise UsageError("grid weights: give at least one number (e.g. 0, 0.5, 1)")
+    if len(out) > 8:
+        raise UsageError("grid weights: at most 8 values")
+    return out
+
+
+@dataclass
+class Generated:
+    image: Any  # PIL image (one render or the grid)
+    seconds: list[float]
+    infotext: str
+
+    @property
+    def status(self) -> str:
+        per = sum(self.seconds) / len(self.seconds)
+        n = len(self.seconds)
+        return (f"{n} image{'s' if n > 1 else ''}, {per * 1000:.0f} ms per image "
+                f"(base stays loaded; adapters hot-swapped)")
+
+
+def generate(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Sequence[float], prompt: str,
+             negative: str = "", seed: int = 0, steps: int = 20, *, grid: bool = False,
+             grid_weights: str = "0, 0.5, 1") -> Generated:
+    """One image with the chosen adapters at ``weights``, or (``grid``) a grid: one row per adapter, one
+    column per grid weight (the other adapters keep their slider weights)."""
+    from lorahub.pipeline.grid import make_grid
+
+    if not (prompt or "").strip():
+        raise UsageError("write a prompt first")
+    n_steps = _check_steps(steps)
+    seed = int(seed or 0)
+    columns = parse_weights(grid_weights) if grid else []
+    if grid and not chosen:
+        raise UsageError("grid mode needs at least one adapter in the preview list")
+    with state.lock:
+        live = state.live()
+        size = _size(live)
+        base_w = _sync(live, chosen, weights)
+        kw = dict(negative=negative or None, seed=seed, steps=n_steps, width=size, height=size, tags=False)
+        if not grid:
+            r = live.render(prompt, **kw)
+            return Generated(r.image, [r.seconds], r.infotext())
+        cells, seconds = [], []
+        for c in chosen:
+            row = []
+            for col in columns:
+                live.set_weights({**base_w, c["name"]: col}, exclusive=True)
+                r = live.render(prompt, **kw)
+                row.append(r.image)
+                seconds.append(r.seconds)
+            cells.append(row)
+        live.set_weights(base_w, exclusive=True)
+        image = make_grid(cells, col_labels=[f"{w:g}" for w in columns], row_labels=[c["name"] for c in chosen],
+                          title=prompt[:60])
+        return Generated(image, seconds, f"{prompt}\nGrid: {len(chosen)} adapters x weights {grid_weights}, "
+                                         f"Steps: {n_steps}, Seed: {seed}")
+
+
+def bake_blend(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Sequence[float],
+               method: str = "linear", rank: int | None = None) -> Path:
+    """Write the chosen adapters at their weights as one blended adapter file; returns its path."""
+    from lorahub.pipeline.blend import blend
+
+    if not chosen:
+        raise UsageError("add at least one adapter to the preview list before baking a blend")
+    inputs = [(c["path"], float(weights[i]) if i < len(weights) and weights[i] is not None else c.get("weight", 1.0))
+              for i, c in enumerate(chosen)]
+    name = "blend-" + "-".join(c["name"] for c in chosen)[:80]
+    out = state.new_dir("blends") / f"{name}.safetensors"
+    blend(inputs, method=method or "linear", rank=int(rank) if rank else None, out=out, title=name)
+    if not out.is_file():
+        raise LorahubError(f"the blend was not written to {out}")
+    return out
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def _refuse_pickle(path: Path) -> None:
+    from lorahub.adapters.header import PickleRefusedError
+
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise PickleRefusedError(path.name, f"pickle-based files ({path.suffix}) are refused without being "
+                                 "loaded: they can run code when opened",
+                                 hint="convert it to .safetensors in a sandbox you trust")
+
+
+def inspect(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Inspect, validate and fingerprint one uploaded file: ``{"inspect", "validate", "fingerprint"}``
+    (pydantic dumps). Pickles are refused before anything is read."""
+    from lorahub.adapters.fingerprint import fingerprint_file
+    from lorahub.adapters.header import read_header
+    from lorahub.adapters.inspect import inspect_file
+    from lorahub.adapters.validate import validate_file
+
+    if not path:
+        raise UsageError("upload a .safetensors file first")
+    p = Path(path)
+    _refuse_pickle(p)
+    read_header(p)  # refuses pickles by their bytes, whatever the name, and bad headers in one line
+    return {
+        "inspect": inspect_file(p).model_dump(mode="json"),
+        "validate": validate_file(p).model_dump(mode="json"),
+        "fingerprint": fingerprint_file(p).model_dump(mode="json"),
+    }
+
+
+def _md_escape(s: Any) -> str:
+    return re.sub(r"([\\`*_{}\[\]<>|])", r"\\\1", str(s))
+
+
+def inspect_markdown(report: dict[str, Any], display_name: str | None = None) -> str:
+    """The report as Markdown (the page's Inspect panel)."""
+    i, v, f = report["inspect"], report["validate"], report["fingerprint"]
+    name = display_name or Path(i["path"]).name
+    ranks = ", ".join(str(r) for r in i["ranks"]) or "-"
+    lines = [
+        f"### {_md_escape(name)}",
+        f"**Validation:** {'valid' if v['valid'] else 'INVALID'}",
+        *[f"- error: {_md_escape(e)}" for e in v["errors"]],
+        *[f"- warning: {_md_escape(w)}" for w in v["warnings"]],
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| format | {_md_escape(i['format_name'])} (`{i['format']}`) |",
+        f"| base family | {i['base_family']}" + (f" (declared {i['declared_base_family']})" if i.get("declared_base_family") else "") + " |",
+        f"| rank / alpha | {i['rank'] if i['rank'] is not None else '-'} / {i['alpha'] if i['alpha'] is not None else '-'} (ranks: {ranks}) |",
+        f"| modules | {i['modules']} ({i['tensors']} tensors, {i['parameters']:,} parameters, {i['dtype'] or '-'}) |",
+        f"| trigger words | {_md_escape(', '.join(i['trigger_words']) or '-')} |",
+        f"| title | {_md_escape(i['title'] or '-')} |",
+        f"| diffusers loadable | {'yes' if i['diffusers_loadable'] else 'no'} |",
+        f"| size | {i['file_size']:,} bytes |",
+        "",
+        "**Fingerprints**",
+        "",
+        "| hash | value |",
+        "|---|---|",
+        f"| AutoV3 | `{f['autov3'] or '-'}` |",
+        f"| AutoV2 | `{f['autov2']}` |",
+        f"| AutoV1 | `{f['autov1'] or '-'}` |",
+        f"| SHA-256 | `{f['sha256']}` |",
+        f"| tensor SHA-256 | `{f.get('tensor_sha256') or '-'}` |",
+        f"| CRC32 | `{f.get('crc32') or '-'}` |",
+        f"| BLAKE3 | `{f.get('blake3') or '-'}` |",
+    ]
+    warnings = list(i["warnings"]) + list(f.get("warnings") or [])
+    if warnings:
+        lines += ["", "**Warnings**", *[f"- {_md_escape(w)}" for w in warnings]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _safe_extract(zf: zipfile.ZipFile, dest: Path) -> int:
+    """Extract images and captions only, refusing paths that leave ``dest``; returns the file count."""
+    n = 0
+    root = dest.resolve()
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        name = Path(info.filename)
+        if name.suffix.lower() not in (*IMAGE_SUFFIXES, ".txt") or any(p.startswith(".") or p == "__MACOSX" for p in name.parts):
+            continue
+        target = (dest / Path(*[p for p in name.parts if p not in ("", "..", "/")])).resolve()
+        if root not in target.parents:
+            raise UsageError(f"{info.filename}: the zip names a path outside its folder")
+        if info.file_size > 64 * 1024 * 1024:
+            raise UsageError(f"{info.filename}: larger than 64 MiB")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        n += 1
+    return n
+
+
+def prepare_dataset(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, trigger: str | None) -> Path:
+    """Uploaded images + ``.txt`` captions (same stem) and/or zips -> a kohya folder ``<dir>/1_<trigger>``."""
+    paths = [Path(f) for f in files or []]
+    if not paths:
+        raise UsageError("upload some images (with .txt captions of the same name) or a zip of them")
+    root = state.new_dir("datasets")
+    folder = root / f"1_{adapter_name(trigger or 'subject')}"
+    folder.mkdir()
+    for p in paths:
+        suffix = p.suffix.lower()
+        if suffix == ".zip":
+            try:
+                with zipfile.ZipFile(p) as zf:
+                    _safe_extract(zf, folder)
+            except zipfile.BadZipFile:
+                raise UsageError(f"{p.name}: not a readable zip file") from None
+        elif suffix in (*IMAGE_SUFFIXES, ".txt"):
+            shutil.copyfile(p, folder / p.name)
+        else:
+            raise UsageError(f"{p.name}: not an image, a .txt caption or a zip")
+    images = [f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        raise UsageError("no images among the uploaded files")
+    return root
+
+
+@dataclass
+class TrainEvent:
+    """One progress report of :func:`train`."""
+
+    step: int
+    steps: int
+    loss: float | None
+    samples: list[str]
+    done: bool = False
+    result: dict[str, Any] | None = None
+    zip_path: str | None = None
+    message: str = ""
+
+
+def zip_package(folder: Path, dest: Path) -> Path:
+    """The adapter package folder as one zip (checkpoints left out)."""
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.rglob("*")):
+            rel = f.relative_to(folder)
+            if f.is_file() and "checkpoints" not in rel.parts:
+                zf.write(f, Path(folder.name) / rel)
+    return dest
+
+
+def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, trigger: str = "", steps: int = 100,
+          rank: int = 4, *, lr: float = 1e-4, sample_every: int = 0, poll: float = 0.25,
+          on_progress: Callable[[int, float], None] | None = None) -> Iterator[TrainEvent]:
+    """Train an adapter on the uploaded files, yielding :class:`TrainEvent` s as steps finish; the last one
+    has ``done``, the result and the zipped package. Runs the library's trainer in a worker thread."""
+    from lorahub.schemas.training import TrainConfig
+    from lorahub.training.config import make_config
+    from lorahub.training.trainer import train as run_training
+
+    trigger = (trigger or "").strip() or None
+    try:
+        n_steps, n_rank = int(steps), int(rank)
+    except (TypeError, ValueError):
+        raise UsageError("steps and rank must be whole numbers") from None
+    if not 1 <= n_steps <= 5000:
+        raise UsageError("steps must be between 1 and 5000")
+    if not 1 <= n_rank <= 128:
+        raise UsageError("rank must be between 1 and 128")
+    data = prepare_dataset(state, files, trigger)
+    out = state.new_dir("train") / adapter_name(trigger or "adapter")
+    values: dict[str, Any] = dict(data=str(data), out=str(out), base=state.base, trigger=trigger, steps=n_steps,
+                                  rank=n_rank, lr=lr, sample_every=int(sample_every or 0), sample_steps=8)
+    cfg: TrainConfig = make_config(values, source="settings")
+    losses: list[tuple[int, float]] = []
+    box: dict[str, Any] = {}
+
+    def cb(step: int, loss: float) -> None:
+        losses.append((step, float(loss)))
+        if on_progress:
+            on_progress(step, float(loss))
+
+    def work() -> None:
+        try:
+            box["result"] = run_training(cfg, progress=False, callback=cb)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="lorahub-space-train", daemon=True)
+    worker.start()
+    samples_dir = out / "samples"
+    seen = -1
+    while worker.is_alive():
+        worker.join(poll)
+        if losses and losses[-1][0] != seen:
+            seen, loss = losses[-1]
+            yield TrainEvent(seen, n_steps, loss, _samples(samples_dir))
+    if "error" in box:
+        exc = box["error"]
+        if isinstance(exc, LorahubError):
+            raise exc
+        raise LorahubError(f"training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    result = box["result"]
+    zpath = zip_package(out, out.parent / f"{out.name}.zip")
+    last = losses[-1][1] if losses else None
+    yield TrainEvent(n_steps, n_steps, last, _samples(samples_dir), done=True, result=result.model_dump(mode="json"),
+                     zip_path=str(zpath), message=f"trained {result.steps} steps in {result.seconds:.1f} s")
+
+
+def _samples(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return [str(p) for p in sorted(folder.rglob("*.png"), key=lambda p: (p.stat().st_mtime, p.name))]
+
+
+def loss_text(event: TrainEvent) -> str:
+    loss = f"{event.loss:.4f}" if event.loss is not None else "-"
+    head = "done" if event.done else "training"
+    return f"**{head}**: step {event.step}/{event.steps}, loss {loss}" + (f" — {event.message}" if event.message else "")
+
+
+# --------------------------------------------------------------------------- push
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def push(path: str | os.PathLike[str] | None, *, repo: str, token: str | None = None, private: bool = False,
+         endpoint: str | None = None, dry_run: bool = True) -> dict[str, Any]:
+    """Push (or, with ``dry_run``, preview the push of) an adapter file or package folder.
+
+    The token is passed to the library for this one call and is neither stored nor logged; error
+    messages have it blanked out. Returns ``{"card", "url", "repo_id", "dry_run", "changed"}``.
+    """
+    from lorahub.hub.push import push as hub_push
+
+    if not path:
+        raise UsageError("nothing to push: train an adapter first or upload a .safetensors file")
+    repo = (repo or "").strip()
+    if not repo:
+        raise UsageError("name the repo (user/name, or just a name under your account)")
+    token = (token or "").strip() or None
+    p = Path(path)
+    if p.suffix.lower() == ".zip":
+        folder = Path(tempfile.mkdtemp(prefix="lorahub-push-"))
+        with zipfile.ZipFile(p) as zf:
+            _safe_extract_any(zf, folder)
+        subs = [d for d in folder.iterdir() if d.is_dir()]
+        p = subs[0] if len(subs) == 1 else folder
+    try:
+        result = hub_push(p, repo=repo, private=bool(private), endpoint=(endpoint or "").strip() or None,
+                          token=token, dry_run=bool(dry_run))
+    except LorahubError as exc:
+        raise LorahubError(_scrub(str(exc), token)) from None
+    except Exception as exc:  # noqa: BLE001 - one readable line, token blanked
+        raise LorahubError(_scrub(f"push failed: {type(exc).__name__}: {exc}", token).splitlines()[0]) from None
+    return {"card": result.card or "", "url": result.url, "repo_id": result.repo_id, "dry_run": result.dry_run,
+            "changed": result.changed, "commit": result.commit, "warnings": list(result.warnings)}
+
+
+def _safe_extract_any(zf: zipfile.ZipFile, dest: Path) -> None:
+    root = dest.resolve()
+    for info in zf.infolist():
+        target = (dest / info.filename).resolve()
+        if root != target and root not in target.parents:
+            raise UsageError(f"{info.filename}: the zip names a path outside its folder")
+    zf.extractall(dest)
+
+
+def elapsed(started: float) -> str:
+    return f"{time.perf_counter() - started:.1f} s"

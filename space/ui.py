@@ -1,0 +1,300 @@
+"""The Space's page: Gradio Blocks with the tabs Search, Preview & blend, Inspect, Train and Push.
+
+The handlers are thin: they call :mod:`lorahub.space.callbacks` and turn every error into one readable
+line in the tab's status box (never a stack trace). Import this module only where Gradio is installed.
+"""
+
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lorahub.errors import LorahubError
+
+from . import callbacks as cb
+
+log = logging.getLogger("lorahub.space")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+INTRO = """# lorahub
+Search, preview, blend, inspect, train and push Stable Diffusion LoRA adapters. Base model: `{base}`."""
+
+
+def error_text(exc: BaseException) -> str:
+    """One readable line for an error (no traceback)."""
+    if isinstance(exc, LorahubError):
+        msg = str(exc)
+    else:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        msg = f"unexpected error ({type(exc).__name__}){': ' + first if first else ''}"
+    return f"**Error:** {msg}"
+
+
+def _guard(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run a handler; on error leave every output but the last (the status) unchanged and put the message
+    there. For generators, errors raised midway are reported the same way."""
+    import gradio as gr
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def fail(exc: BaseException) -> Any:
+            if not isinstance(exc, LorahubError):
+                log.warning("space handler %s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
+            out = [gr.skip()] * (n_outputs - 1) + [error_text(exc)]
+            return out[0] if n_outputs == 1 else tuple(out)
+
+        import inspect as _inspect
+
+        if _inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*args: Any, **kw: Any) -> Any:
+                try:
+                    yield from fn(*args, **kw)
+                except Exception as exc:  # noqa: BLE001 - shown as one line in the page
+                    yield fail(exc)
+            return gen
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            try:
+                return fn(*args, **kw)
+            except Exception as exc:  # noqa: BLE001 - shown as one line in the page
+                return fail(exc)
+        return wrapper
+    return deco
+
+
+def create_blocks(base: str | None = None, registry_url: str | None = None) -> Any:
+    """The whole page as a ``gr.Blocks`` (call ``.launch()``, or mount it with :func:`mount`)."""
+    import gradio as gr
+
+    state = cb.get_state(base, registry_url)
+    n = cb.MAX_ADAPTERS
+    default_endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+    with gr.Blocks(title="lorahub") as demo:
+        gr.Markdown(INTRO.format(base=state.base))
+        chosen = gr.State([])
+        results = gr.State([])
+        package = gr.State(None)
+
+        # ------------------------------------------------------------ Search
+        with gr.Tab("Search", id="search"):
+            with gr.Row():
+                query = gr.Textbox(label="Search", placeholder="name, trigger word, tag...", elem_id="search-query", scale=3)
+                base_f = gr.Textbox(label="Base family", placeholder="sd1, sdxl, pony...", elem_id="search-base")
+                fmt_f = gr.Textbox(label="Format", placeholder="kohya-lora, diffusers...", elem_id="search-format")
+                tags_f = gr.Textbox(label="Tags", placeholder="comma separated", elem_id="search-tags")
+            search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+            table = gr.Dataframe(headers=cb.RESULT_COLUMNS, value=[], interactive=False, wrap=True,
+                                 elem_id="search-results", label="Results (click a row to add it to the preview)")
+            search_status = gr.Markdown("", elem_id="search-status")
+
+        # ------------------------------------------------------------ Preview
+        with gr.Tab("Preview & blend", id="preview"):
+            chosen_md = gr.Markdown("No adapters chosen yet: pick them in Search or upload one here.",
+                                    elem_id="preview-chosen")
+            sliders = []
+            with gr.Row():
+                for i in range(n):
+                    sliders.append(gr.Slider(-1.0, 2.0, value=1.0, step=0.05, label=f"adapter {i + 1}",
+                                             visible=False, elem_id=f"weight-{i}"))
+            with gr.Row():
+                upload_adapter = gr.File(label="Add an adapter file (.safetensors)", type="filepath",
+                                         elem_id="preview-upload")
+                with gr.Column():
+                    remove_name = gr.Dropdown(choices=[], label="Remove adapter", elem_id="preview-remove-name")
+                    remove_btn = gr.Button("Remove", elem_id="preview-remove")
+            prompt = gr.Textbox(label="Prompt", value="a photo", elem_id="prompt")
+            negative = gr.Textbox(label="Negative prompt", value="", elem_id="negative")
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=0, precision=0, elem_id="seed")
+                steps = gr.Slider(1, 50, value=8, step=1, label="Steps", elem_id="steps")
+                grid = gr.Checkbox(label="Grid across weights", value=False, elem_id="grid")
+                grid_weights = gr.Textbox(label="Grid weights", value="0, 0.5, 1", elem_id="grid-weights")
+            with gr.Row():
+                gen_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                blend_method = gr.Dropdown(["linear", "cat", "svd", "ties", "dare"], value="linear",
+                                           label="Blend method", elem_id="blend-method")
+                bake_btn = gr.Button("Bake blend", elem_id="bake")
+            image = gr.Image(label="Image", type="pil", format="png", elem_id="preview-image", interactive=False)
+            info = gr.Textbox(label="Parameters", interactive=False, lines=3, elem_id="preview-info")
+            blend_file = gr.File(label="Blended adapter", interactive=False, elem_id="blend-file")
+            preview_status = gr.Markdown("", elem_id="preview-status")
+
+        # ------------------------------------------------------------ Inspect
+        with gr.Tab("Inspect", id="inspect"):
+            inspect_file = gr.File(label="Adapter file (.safetensors; pickles are refused unread)", type="filepath",
+                                   elem_id="inspect-upload")
+            inspect_md = gr.Markdown("", elem_id="inspect-report")
+            with gr.Accordion("Full report (JSON)", open=False):
+                inspect_json = gr.JSON(elem_id="inspect-json")
+            inspect_status = gr.Markdown("", elem_id="inspect-status")
+
+        # ------------------------------------------------------------ Train
+        with gr.Tab("Train", id="train"):
+            train_files = gr.File(label="Images with .txt captions of the same name, or a zip", file_count="multiple",
+                                  type="filepath", elem_id="train-files")
+            with gr.Row():
+                trigger = gr.Textbox(label="Trigger word", value="", elem_id="train-trigger")
+                train_steps = gr.Number(label="Steps", value=100, precision=0, elem_id="train-steps")
+                train_rank = gr.Number(label="Rank", value=4, precision=0, elem_id="train-rank")
+                sample_every = gr.Number(label="Sample every N steps (0: at the end)", value=0, precision=0,
+                                         elem_id="train-sample-every")
+            train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
+            train_progress = gr.Markdown("", elem_id="train-progress")
+            samples = gr.Gallery(label="Samples", columns=4, height=260, object_fit="contain", elem_id="train-samples")
+            train_zip = gr.File(label="Adapter package (zip)", interactive=False, elem_id="train-zip")
+            train_status = gr.Markdown("", elem_id="train-status")
+
+        # ------------------------------------------------------------ Push
+        with gr.Tab("Push", id="push"):
+            gr.Markdown("Pushes the adapter package trained in this session, or a file uploaded here. "
+                        "The token is used for this push only: it is not stored or logged.")
+            push_file = gr.File(label="Adapter file (optional: else the package trained above)", type="filepath",
+                                elem_id="push-upload")
+            with gr.Row():
+                token = gr.Textbox(label="Token", type="password", elem_id="push-token")
+                repo = gr.Textbox(label="Repo (user/name)", elem_id="push-repo")
+                endpoint = gr.Textbox(label="Endpoint", value=default_endpoint, elem_id="push-endpoint")
+                private = gr.Checkbox(label="Private", value=False, elem_id="push-private")
+            with gr.Row():
+                dry_btn = gr.Button("Show card (dry run)", elem_id="push-dry")
+                push_btn = gr.Button("Push", variant="primary", elem_id="push-btn")
+            card = gr.Code(label="Model card", language="markdown", elem_id="push-card")
+            push_url = gr.Markdown("", elem_id="push-url")
+            push_status = gr.Markdown("", elem_id="push-status")
+
+        # ------------------------------------------------------------ handlers
+
+        def chosen_view(ch: list[dict[str, Any]]) -> list[Any]:
+            ups = []
+            for i in range(n):
+                if i < len(ch):
+                    ups.append(gr.update(visible=True, label=f"{ch[i]['name']} weight", value=ch[i].get("weight", 1.0)))
+                else:
+                    ups.append(gr.update(visible=False))
+            text = ("Chosen: " + ", ".join(f"`{c['name']}`" for c in ch)) if ch else "No adapters chosen yet."
+            return [ch, text, gr.update(choices=[c["name"] for c in ch], value=None), *ups]
+
+        chosen_outputs = [chosen, chosen_md, remove_name, *sliders]
+
+        @_guard(3)
+        def do_search(q: str, b: str, f: str, t: str) -> Any:
+            rows, res = cb.search(state, q, b, f, t)
+            return rows, res, f"{len(rows)} result{'s' if len(rows) != 1 else ''}"
+
+        search_btn.click(do_search, [query, base_f, fmt_f, tags_f], [table, results, search_status])
+        query.submit(do_search, [query, base_f, fmt_f, tags_f], [table, results, search_status])
+
+        @_guard(len(chosen_outputs) + 1)
+        def do_select(res: list[dict[str, Any]], ch: list[dict[str, Any]], evt: gr.SelectData) -> Any:
+            row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            new = cb.add_result(ch, res[int(row)])
+            return (*chosen_view(new), f"added `{res[int(row)]['name']}` to the preview ({len(new)} chosen)")
+
+        table.select(do_select, [results, chosen], [*chosen_outputs, search_status])
+
+        def weights_of(ch: list[dict[str, Any]], values: tuple[Any, ...]) -> list[float]:
+            return [float(values[i]) for i in range(len(ch))]
+
+        @_guard(len(chosen_outputs) + 1)
+        def do_upload(path: str | None, ch: list[dict[str, Any]], *values: Any) -> Any:
+            if not path:
+                return (*[gr.skip()] * len(chosen_outputs), "")
+            ch = [dict(c, weight=float(values[i])) for i, c in enumerate(ch)]
+            new = cb.add_file(ch, path)
+            return (*chosen_view(new), f"added `{new[-1]['name']}`")
+
+        upload_adapter.upload(do_upload, [upload_adapter, chosen, *sliders], [*chosen_outputs, preview_status])
+
+        @_guard(len(chosen_outputs) + 1)
+        def do_remove(name: str | None, ch: list[dict[str, Any]], *values: Any) -> Any:
+            if not name:
+                return (*[gr.skip()] * len(chosen_outputs), "choose the adapter to remove")
+            ch = [dict(c, weight=float(values[i])) for i, c in enumerate(ch)]
+            return (*chosen_view(cb.remove_adapter(ch, name)), f"removed `{name}`")
+
+        remove_btn.click(do_remove, [remove_name, chosen, *sliders], [*chosen_outputs, preview_status])
+
+        @_guard(3)
+        def do_generate(ch: list[dict[str, Any]], p: str, neg: str, s: Any, st: Any, g: bool, gw: str,
+                        *values: Any, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+            progress(0, desc="loading the base model" if state._live is None else "rendering")
+            out = cb.generate(state, ch, weights_of(ch, values), p, neg, int(s or 0), int(st), grid=g, grid_weights=gw)
+            return out.image, out.infotext, out.status
+
+        gen_btn.click(do_generate, [chosen, prompt, negative, seed, steps, grid, grid_weights, *sliders],
+                      [image, info, preview_status], concurrency_limit=1, concurrency_id="pipeline")
+
+        @_guard(2)
+        def do_bake(ch: list[dict[str, Any]], method: str, *values: Any) -> Any:
+            started = time.perf_counter()
+            path = cb.bake_blend(state, ch, weights_of(ch, values), method)
+            return str(path), f"baked `{path.name}` in {cb.elapsed(started)}"
+
+        bake_btn.click(do_bake, [chosen, blend_method, *sliders], [blend_file, preview_status],
+                       concurrency_limit=1, concurrency_id="pipeline")
+
+        @_guard(3)
+        def do_inspect(path: str | None) -> Any:
+            if not path:
+                return "", None, ""
+            rep = cb.inspect(path)
+            return cb.inspect_markdown(rep, Path(path).name), rep, ""
+
+        inspect_file.upload(do_inspect, [inspect_file], [inspect_md, inspect_json, inspect_status])
+
+        @_guard(5)
+        def do_train(files: list[str] | None, trig: str, st: Any, rk: Any, every: Any,
+                     progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+            yield "**preparing**: loading the base model and the images", [], None, None, ""
+            for ev in cb.train(state, files, trig, int(st or 0), int(rk or 0), sample_every=int(every or 0)):
+                progress((ev.step, ev.steps), desc=f"loss {ev.loss:.4f}" if ev.loss is not None else "training")
+                if ev.done:
+                    yield cb.loss_text(ev), ev.samples, ev.zip_path, ev.zip_path, ""
+                else:
+                    yield cb.loss_text(ev), ev.samples, gr.skip(), gr.skip(), ""
+
+        train_btn.click(do_train, [train_files, trigger, train_steps, train_rank, sample_every],
+                        [train_progress, samples, train_zip, package, train_status],
+                        concurrency_limit=1, concurrency_id="train")
+
+        def run_push(upload: str | None, pkg: str | None, tok: str, rp: str, ep: str, priv: bool, dry: bool) -> Any:
+            started = time.perf_counter()
+            res = cb.push(upload or pkg, repo=rp, token=tok, private=priv, endpoint=ep, dry_run=dry)
+            if dry:
+                url = f"Dry run: would push to [{res['repo_id']}]({res['url']})"
+            else:
+                url = (f"Pushed: [{res['url']}]({res['url']})" if res["changed"]
+                       else f"Nothing changed: [{res['url']}]({res['url']})")
+            return res["card"], url, f"done in {cb.elapsed(started)}" + "".join(f"\n- warning: {w}" for w in res["warnings"])
+
+        @_guard(3)
+        def do_dry(upload: str | None, pkg: str | None, tok: str, rp: str, ep: str, priv: bool) -> Any:
+            return run_push(upload, pkg, tok, rp, ep, priv, True)
+
+        @_guard(3)
+        def do_push(upload: str | None, pkg: str | None, tok: str, rp: str, ep: str, priv: bool) -> Any:
+            return run_push(upload, pkg, tok, rp, ep, priv, False)
+
+        push_inputs = [push_file, package, token, repo, endpoint, private]
+        dry_btn.click(do_dry, push_inputs, [card, push_url, push_status])
+        push_btn.click(do_push, push_inputs, [card, push_url, push_status], concurrency_limit=1,
+                       concurrency_id="push")
+
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def mount(app: Any, path: str = "/", *, base: str | None = None, registry_url: str | None = None) -> Any:
+    """Mount the Space inside a FastAPI ``app`` (``lorahub serve``) at ``path``; returns the app.
+
+    Mount it after the API routes: Starlette tries routes in order, so ``/api/...`` stays the server's.
+    """
+    import gradio as gr
+
+    return gr.mount_gradio_app(app, create_blocks(base, registry_url), path=path)

@@ -1,0 +1,269 @@
+"""End-to-end: ``lorahub space`` in a subprocess, driven in headless Debian Chromium through Playwright.
+
+One walk through the page, in the order a new user takes: search -> preview/blend -> inspect -> train ->
+push (to a ``lorahub serve`` started here). Screenshots of every tab go to ``test-artifacts/space/``.
+Chromium missing: skipped with the reason, except under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "space"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LORAHUB = str(Path(sys.executable).with_name("lorahub"))
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.torch]
+
+
+def _need_browser() -> None:
+    problems = []
+    if not Path(CHROMIUM).is_file():
+        problems.append(f"{CHROMIUM} is missing (apt-get install chromium, or run scripts/ensure-services)")
+    if importlib.util.find_spec("playwright") is None:
+        problems.append("the playwright package is not installed (pip install -e '.[dev]')")
+    if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("diffusers") is None:
+        problems.append("gradio/diffusers are not installed (the space and ml extras)")
+    if problems:
+        msg = "browser tests need: " + "; ".join(problems)
+        if on_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_fixtures():  # noqa: ANN202 - the module tests/server/conftest.py, under its own name
+    spec = importlib.util.spec_from_file_location("lorahub_server_test_fixtures", REPO / "tests" / "server" / "conftest.py")
+    mod = sys.modules.get(spec.name)
+    if mod is None:
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up there
+        spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def space_url(embedded_home: Path, lorahub_home: Path, tmp_path: Path):  # noqa: ANN201
+    """``lorahub space`` on a free loopback port, its registry holding two synthetic adapters."""
+    import httpx
+
+    from lorahub.base import make_adapter
+    from lorahub.registry.service import Registry
+
+    lib = tmp_path / "adapters"
+    lib.mkdir()
+    make_adapter(lib / "alpha_style.safetensors", rank=4, seed=1, fmt="kohya", trigger="alphaword", scale=3.0)
+    make_adapter(lib / "beta_style.safetensors", rank=4, seed=2, fmt="diffusers", trigger="betaword", scale=3.0)
+    with Registry() as reg:
+        reg.index_paths([lib])
+    port = _free_port()
+    log = tmp_path / "space.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_SPACE"))}
+    env.update(LORAHUB_HOME=str(lorahub_home), GRADIO_ANALYTICS_ENABLED="False",
+               HF_HUB_DISABLE_XET="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    fh = open(log, "w")  # noqa: SIM115 - the process owns it
+    proc = subprocess.Popen([LORAHUB, "space", "--host", "127.0.0.1", "--port", str(port)], stdout=fh,
+                            stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    fh.close()
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"lorahub space exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"lorahub space did not answer in 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield {"url": url, "adapters": lib, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.fixture
+def page(tmp_path: Path):  # noqa: ANN201
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    profile = tmp_path / "chromium-profile"
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1280, "height": 1000},
+        )
+        ctx.set_default_timeout(60_000)
+        try:
+            yield ctx.new_page()
+        finally:
+            ctx.close()
+
+
+def _text(page, sel: str) -> str:  # noqa: ANN001
+    return page.locator(sel).inner_text()
+
+
+def _fill(page, elem_id: str, value: str) -> None:  # noqa: ANN001
+    box = page.locator(f"#{elem_id}").locator("textarea, input").first
+    box.fill(value)
+
+
+def _tab(page, name: str) -> None:  # noqa: ANN001
+    page.get_by_role("tab", name=name).click()
+
+
+def _image_bytes(page, previous: str | None = None) -> tuple[str, bytes]:  # noqa: ANN001
+    img = page.locator("#preview-image img").first
+    deadline = time.monotonic() + 90
+    while True:
+        src = img.get_attribute("src") if img.count() else None
+        if src and src != previous:
+            break
+        status = _text(page, "#preview-status")
+        assert "Error" not in status, status
+        assert time.monotonic() < deadline, "no new image appeared"
+        time.sleep(0.2)
+    if src.startswith("data:"):
+        import base64
+
+        return src, base64.b64decode(src.split(",", 1)[1])
+    return src, page.request.get(src).body()
+
+
+def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    from lorahub.adapters.fingerprint import fingerprint_file
+
+    page.goto(space_url["url"])
+    expect(page.get_by_text("Base model: `lorahub/embedded-sd1-tiny`").or_(page.get_by_text("lorahub/embedded-sd1-tiny"))).to_be_visible()
+
+    # ---- Search: find both synthetic adapters and click them into the preview list
+    for word, name in (("alphaword", "alpha_style"), ("betaword", "beta_style")):
+        _fill(page, "search-query", word)
+        page.locator("#search-btn").click()
+        cell = page.locator("#search-results").get_by_role("gridcell", name=name, exact=True).first
+        expect(cell).to_be_visible()
+        expect(page.locator("#search-status")).to_contain_text("1 result")
+        cell.click()
+        expect(page.locator("#search-status")).to_contain_text(f"added `{name}`".replace("`", ""))
+    expect(page.locator("#search-results")).to_contain_text("betaword")
+    page.screenshot(path=str(ARTIFACTS / "1-search.png"), full_page=True)
+
+    # ---- Preview: two adapters, one image; a different weight gives a different image
+    _tab(page, "Preview & blend")
+    expect(page.locator("#preview-chosen")).to_contain_text("alpha_style")
+    expect(page.locator("#preview-chosen")).to_contain_text("beta_style")
+    expect(page.locator("#weight-0")).to_be_visible()
+    expect(page.locator("#weight-1")).to_be_visible()
+    page.locator("#steps input[type=number]").fill("2")
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#generate").click()
+    src1, first = _image_bytes(page)
+    expect(page.locator("#preview-status")).to_contain_text("ms per image")
+    weight = page.locator("#weight-0 input[type=number]")
+    weight.fill("0")
+    weight.press("Enter")
+    page.locator("#generate").click()
+    _, second = _image_bytes(page, previous=src1)
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and second[:8] == b"\x89PNG\r\n\x1a\n"
+    assert first != second, "changing a weight did not change the image"
+    page.locator("#bake").click()
+    expect(page.locator("#preview-status")).to_contain_text("baked")
+    expect(page.locator("#blend-file")).to_contain_text(".safetensors")
+    page.screenshot(path=str(ARTIFACTS / "2-preview.png"), full_page=True)
+
+    # ---- Inspect: the AutoV3 hash of an uploaded file; a pickle is refused
+    target = space_url["adapters"] / "alpha_style.safetensors"
+    autov3 = fingerprint_file(target).autov3
+    _tab(page, "Inspect")
+    page.locator("#inspect-upload input[type=file]").set_input_files(str(target))
+    expect(page.locator("#inspect-report")).to_contain_text(autov3)
+    expect(page.locator("#inspect-report")).to_contain_text("alphaword")
+    page.screenshot(path=str(ARTIFACTS / "3-inspect.png"), full_page=True)
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(b"\x80\x02}q\x00.")
+    page.locator("#inspect-upload button[aria-label='Clear'], #inspect-upload button[aria-label='Remove']").first.click()
+    page.locator("#inspect-upload input[type=file]").set_input_files(str(evil))
+    expect(page.locator("#inspect-status")).to_contain_text("refused")
+    assert "Traceback" not in page.content()
+
+    # ---- Train: a few steps on the demo images
+    from lorahub.training.demo_data import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "ds", count=2, trigger="zqxstyle")
+    zpath = tmp_path / "ds.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for f in sorted(data.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(data))
+    _tab(page, "Train")
+    page.locator("#train-files input[type=file]").set_input_files(str(zpath))
+    expect(page.locator("#train-files")).to_contain_text("ds.zip")
+    _fill(page, "train-trigger", "zqxstyle")
+    _fill(page, "train-steps", "3")
+    page.locator("#train-btn").click()
+    expect(page.locator("#train-progress")).to_contain_text("done", timeout=180_000)
+    expect(page.locator("#train-progress")).to_contain_text("loss")
+    expect(page.locator("#train-zip")).to_contain_text(".zip")
+    expect(page.locator("#train-samples img").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "4-train.png"), full_page=True)
+
+    # ---- Push: the trained package to a lorahub serve started here (dry run first, then for real)
+    srv = _server_fixtures()
+    server = srv.start_server(tmp_path / "serve", None, "sqlite")
+    try:
+        _tab(page, "Push")
+        token = server.tokens["alice"]
+        _fill(page, "push-token", token)
+        _fill(page, "push-repo", "alice/zqx-space")
+        _fill(page, "push-endpoint", server.url)
+        page.locator("#push-dry").click()
+        expect(page.locator("#push-url")).to_contain_text("Dry run")
+        expect(page.locator("#push-card")).to_contain_text("base_model")
+        page.locator("#push-btn").click()
+        pushed_or_error = page.locator("#push-url").get_by_text("Pushed").or_(page.locator("#push-status").get_by_text("Error"))
+        expect(pushed_or_error.first).to_be_visible(timeout=90_000)
+        assert "Error" not in _text(page, "#push-status"), _text(page, "#push-status")
+        expect(page.locator("#push-url")).to_contain_text("Pushed")
+        expect(page.locator("#push-url")).to_contain_text(f"{server.url}/alice/zqx-space")
+        page.screenshot(path=str(ARTIFACTS / "5-push.png"), full_page=True)
+        files = server.api().list_repo_files("alice/zqx-space")
+        assert "pytorch_lora_weights.safetensors" in files and "README.md" in files
+        assert token not in space_url["log"].read_text(errors="replace")
+    finally:
+        srv.stop_server(server)
+        shutil.rmtree(tmp_path / "serve", ignore_errors=True)

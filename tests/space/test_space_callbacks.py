@@ -1,0 +1,255 @@
+"""Unit tests of lorahub.space.callbacks (no browser): real registry, real embedded pipeline, real files."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from lorahub.errors import LorahubError, NotFoundError, PickleRefusedError, UsageError
+from lorahub.space import callbacks as cb
+
+pytest.importorskip("diffusers", reason="the Space needs the ml extra (torch, diffusers)")
+
+
+@pytest.fixture
+def state(embedded_home: Path, tmp_path: Path):  # noqa: ANN201
+    cb.reset_state()
+    st = cb.SpaceState(base=cb.space_base(None), workdir=tmp_path / "work")
+    yield st
+    cb.reset_state()
+
+
+@pytest.fixture
+def adapters(embedded_home: Path, tmp_path: Path) -> list[Path]:
+    from lorahub.base import make_adapter
+
+    a = make_adapter(tmp_path / "alpha_style.safetensors", rank=4, seed=1, fmt="kohya", trigger="alphaword", scale=3.0)
+    b = make_adapter(tmp_path / "beta_style.safetensors", rank=4, seed=2, fmt="diffusers", trigger="betaword", scale=3.0)
+    return [Path(a), Path(b)]
+
+
+def _png(image) -> bytes:  # noqa: ANN001
+    bio = io.BytesIO()
+    image.save(bio, "PNG")
+    return bio.getvalue()
+
+
+def test_space_base_defaults_to_embedded_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lorahub.base import EMBEDDED_ID
+
+    monkeypatch.setenv(cb.ENV_BASE, "some/hub-model")
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    assert cb.space_base() == EMBEDDED_ID
+    monkeypatch.setattr(cb, "_has_gpu", lambda: True)
+    assert cb.space_base() == "some/hub-model"
+    assert cb.space_base("explicit") == "explicit"
+    monkeypatch.delenv(cb.ENV_BASE)
+    assert cb.space_base() == EMBEDDED_ID
+
+
+def test_search_finds_indexed_adapter_and_adds_it(state: cb.SpaceState, adapters: list[Path]) -> None:
+    from lorahub.registry.service import Registry
+
+    with Registry() as reg:
+        reg.index_paths(adapters)
+    rows, results = cb.search(state, "alphaword")
+    assert [r[0] for r in rows] == ["alpha_style"]
+    assert rows[0][1] == "alphaword" and rows[0][2] == "sd1" and rows[0][4] == 4
+    assert len(rows[0][5]) == 10 and rows[0][6] == rows[0][6].upper() and len(rows[0][6]) == 12
+    rows, _ = cb.search(state, "", fmt="diffusers")
+    assert {r[0] for r in rows} <= {"beta_style"}
+    chosen = cb.add_result([], results[0])
+    assert chosen == [{"name": "alpha_style", "path": str(adapters[0]), "weight": 1.0}]
+    with pytest.raises(NotFoundError, match="no local file"):
+        cb.add_result(chosen, {"name": "remote", "source": "civitai:123"})
+
+
+def test_add_file_dedupes_limits_and_refuses_pickles(adapters: list[Path], tmp_path: Path) -> None:
+    chosen = cb.add_file([], adapters[0])
+    assert cb.add_file(chosen, adapters[0]) == chosen  # same file twice: once
+    copy = tmp_path / "sub" / adapters[0].name
+    copy.parent.mkdir()
+    copy.write_bytes(adapters[0].read_bytes())
+    chosen = cb.add_file(chosen, copy)
+    assert [c["name"] for c in chosen] == ["alpha_style", "alpha_style_2"]
+    for i in range(cb.MAX_ADAPTERS - 2):
+        extra = tmp_path / f"x{i}.safetensors"
+        extra.write_bytes(adapters[1].read_bytes())
+        chosen = cb.add_file(chosen, extra)
+    extra = tmp_path / "one_too_many.safetensors"
+    extra.write_bytes(adapters[1].read_bytes())
+    with pytest.raises(UsageError, match="at most"):
+        cb.add_file(chosen, extra)
+    ckpt = tmp_path / "evil.ckpt"
+    ckpt.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(PickleRefusedError):
+        cb.add_file([], ckpt)
+    assert cb.remove_adapter(chosen, "alpha_style_2")[1]["name"] == "x0"
+
+
+def test_inspect_reports_fingerprints_and_refuses_pickles(adapters: list[Path], tmp_path: Path) -> None:
+    from lorahub.adapters.fingerprint import fingerprint_file
+
+    rep = cb.inspect(adapters[0])
+    md = cb.inspect_markdown(rep)
+    autov3 = fingerprint_file(adapters[0]).autov3
+    assert autov3 and autov3 == autov3.upper() and f"`{autov3}`" in md
+    assert "**Validation:** valid" in md and "alphaword" in md and "| rank / alpha | 4 / 4" in md
+    # a pickle under a .safetensors name is refused by its bytes, before anything is unpickled
+    sneaky = tmp_path / "sneaky.safetensors"
+    sneaky.write_bytes(pickle.dumps({"x": 1}, protocol=2))
+    with pytest.raises(PickleRefusedError):
+        cb.inspect(sneaky)
+    zipped = tmp_path / "model.pt"  # torch.save's zip layout
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps(1))
+    with pytest.raises(PickleRefusedError, match="refused"):
+        cb.inspect(zipped)
+    with pytest.raises(UsageError):
+        cb.inspect(None)
+
+
+def test_generate_changes_with_weight_and_hot_swaps(state: cb.SpaceState, adapters: list[Path]) -> None:
+    chosen = cb.add_file(cb.add_file([], adapters[0]), adapters[1])
+    one = cb.generate(state, chosen, [1.0, 1.0], "a photo", steps=2, seed=3)
+    again = cb.generate(state, chosen, [1.0, 1.0], "a photo", steps=2, seed=3)
+    other = cb.generate(state, chosen, [0.0, 1.0], "a photo", steps=2, seed=3)
+    assert _png(one.image) == _png(again.image)
+    assert _png(one.image) != _png(other.image)
+    assert "ms per image" in other.status
+    live = state.live()
+    assert live.stats["base_loads"] == 1
+    # dropping one adapter and adding another reuses the freed slot (hot-swap, no base reload)
+    chosen2 = cb.add_file(cb.remove_adapter(chosen, "alpha_style"), adapters[0], name="alpha_again")
+    cb.generate(state, chosen2, [1.0, 1.0], "a photo", steps=1)
+    assert live.stats["base_loads"] == 1 and live.stats["hotswaps"] >= 1
+    assert sorted(a.name for a in live.adapters) == ["alpha_again", "beta_style"]
+    grid = cb.generate(state, chosen, [1.0, 1.0], "a photo", steps=1, grid=True, grid_weights="0, 1")
+    assert len(grid.seconds) == 4 and grid.image.size[0] > one.image.size[0] * 2
+    with pytest.raises(UsageError, match="prompt"):
+        cb.generate(state, chosen, [1.0, 1.0], "  ")
+    with pytest.raises(UsageError, match="not a number"):
+        cb.generate(state, chosen, [1.0, 1.0], "x", grid=True, grid_weights="0, lots")
+
+
+def test_bake_blend_writes_a_valid_adapter(state: cb.SpaceState, adapters: list[Path]) -> None:
+    from lorahub.adapters.validate import validate_file
+
+    chosen = cb.add_file(cb.add_file([], adapters[0]), adapters[1])
+    out = cb.bake_blend(state, chosen, [1.0, 0.5])
+    assert out.is_file() and out.suffix == ".safetensors"
+    assert validate_file(out).valid
+    with pytest.raises(UsageError):
+        cb.bake_blend(state, [], [])
+
+
+def test_prepare_dataset_from_zip_and_files(state: cb.SpaceState, tmp_path: Path) -> None:
+    from lorahub.training.demo_data import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "ds", count=2, trigger="zqx")
+    files = sorted(p for p in data.rglob("*") if p.is_file())
+    z = tmp_path / "ds.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in files:
+            zf.write(f, f.relative_to(data))
+        zf.writestr("__MACOSX/._junk.png", b"junk")
+    root = cb.prepare_dataset(state, [z], "zqx")
+    assert len(list(root.rglob("*.png"))) == 2 and len(list(root.rglob("*.txt"))) == 2
+    root2 = cb.prepare_dataset(state, files, "zqx")
+    assert sorted(p.name for p in (root2 / "1_zqx").iterdir()) == sorted(f.name for f in files)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../escape.png", b"x")
+    # members with ".." (or hidden) parts are skipped: nothing is written outside the dataset folder
+    with pytest.raises(UsageError, match="no images"):
+        cb.prepare_dataset(state, [evil], "zqx")
+    assert not list(tmp_path.parent.rglob("escape.png"))
+    with pytest.raises(UsageError, match="upload"):
+        cb.prepare_dataset(state, [], "zqx")
+    bad = tmp_path / "notes.pdf"
+    bad.write_bytes(b"%PDF")
+    with pytest.raises(UsageError, match="not an image"):
+        cb.prepare_dataset(state, [bad], "zqx")
+    with pytest.raises(UsageError, match="steps must be"):
+        next(cb.train(state, files, "zqx", steps=0))
+
+
+def test_push_dry_run_shows_card_and_hides_token(adapters: list[Path]) -> None:
+    res = cb.push(adapters[0], repo="me/alpha", endpoint="http://127.0.0.1:9", dry_run=True)
+    assert res["dry_run"] and res["url"] == "http://127.0.0.1:9/me/alpha"
+    assert res["card"].startswith("---") and "lora" in res["card"]
+    with pytest.raises(UsageError, match="repo"):
+        cb.push(adapters[0], repo=" ", dry_run=True)
+    secret = "hf_SECRETSECRETSECRET"
+    with pytest.raises(LorahubError) as info:
+        cb.push(adapters[0], repo="me/alpha", token=secret, endpoint="http://127.0.0.1:9", dry_run=False)
+    assert secret not in str(info.value)
+
+
+def test_error_text_is_one_readable_line() -> None:
+    pytest.importorskip("gradio")
+    from lorahub.space.ui import error_text
+
+    assert error_text(UsageError("bad steps", hint="use 10")) == "**Error:** bad steps (use 10)"
+    text = error_text(ValueError("boom\nTraceback (most recent call last):"))
+    assert text == "**Error:** unexpected error (ValueError): boom" and "Traceback" not in text
+
+
+def test_blocks_build_and_mount_into_fastapi(embedded_home: Path) -> None:
+    pytest.importorskip("gradio")
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lorahub.space.ui import mount
+
+    cb.reset_state()
+    app = FastAPI()
+
+    @app.get("/api/ping")
+    def ping() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    mount(app, "/")
+    with TestClient(app) as client:
+        assert client.get("/api/ping").json() == {"ok": "yes"}
+        page = client.get("/")
+        assert page.status_code == 200 and "lorahub" in page.text
+        config = client.get("/config").json()
+        labels = {c.get("props", {}).get("label") for c in config["components"]}
+        assert {"Search", "Prompt", "Trigger word", "Token"} <= labels
+    cb.reset_state()
+
+
+def test_space_command_is_registered() -> None:
+    from click.testing import CliRunner
+
+    from lorahub.cli.main import COMMANDS, cli
+
+    assert COMMANDS["space"] == "lorahub.cli.commands.space:space_cmd"
+    out = CliRunner().invoke(cli, ["space", "--help"])
+    assert out.exit_code == 0, out.output
+    for opt in ("--host", "--port", "--base", "127.0.0.1", "7860"):
+        assert opt in out.output
+
+
+def test_space_folder_is_ready_to_deploy() -> None:
+    import gradio
+    import yaml
+
+    folder = Path(cb.__file__).parent
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["sdk"] == "gradio" and front["app_file"] == "app.py" and front["pinned"] is False
+    assert front["sdk_version"] == gradio.__version__
+    assert {"title", "emoji", "colorFrom", "colorTo", "license"} <= set(front)
+    assert "lorahub-toolkit[ml,space]" in (folder / "requirements.txt").read_text()
+    assert "\ndemo = create_blocks()" in (folder / "app.py").read_text()
+    cb.reset_state()
+    from lorahub.space import app
+
+    assert isinstance(app.demo, gradio.Blocks)
+    cb.reset_state()
