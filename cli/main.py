@@ -28,6 +28,19 @@ COMMANDS: dict[str, str] = {
     "meta": "lorahub.cli.commands.meta:meta_group",
     "base": "lorahub.cli.commands.base:base_group",
     "demo": "lorahub.cli.commands.demo:demo_cmd",
+    "train": "lorahub.cli.commands.train:train_cmd",
+    "space": "lorahub.cli.commands.space:space_cmd",
+    "preview": "lorahub.cli.commands.preview:preview_cmd",
+    "blend": "lorahub.cli.commands.preview:blend_cmd",
+    "fuse": "lorahub.cli.commands.preview:fuse_cmd",
+    "index": "lorahub.cli.commands.registry:index_cmd",
+    "search": "lorahub.cli.commands.registry:search_cmd",
+    "dupes": "lorahub.cli.commands.registry:dupes_cmd",
+    "registry": "lorahub.cli.commands.registry:registry_group",
+    "serve": "lorahub.cli.commands.serve:serve_cmd",
+    "token": "lorahub.cli.commands.serve:token_group",
+    "push": "lorahub.cli.commands.hub:push_cmd",
+    "pull": "lorahub.cli.commands.hub:pull_cmd",
 }
 
 

@@ -104,12 +104,96 @@ def _fingerprint(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     from lorahub.adapters.fingerprint import fingerprint_file
 
     fp = fingerprint_file(ctx.state["adapter"])
-    again = fingerprint_file(ctx.state["adapter"])
     ctx.state["fingerprint"] = fp
     return (
         f"SHA256 {fp.sha256[:16]}..., AutoV2 {fp.autov2}, AutoV3 {fp.autov3}, CRC32 {fp.crc32}, "
-        f"BLAKE3 {fp.blake3[:16]}... (second run from cache: {again.cached})",
+        f"BLAKE3 {fp.blake3[:16]}..., embedded sshs_model_hash: {fp.embedded_hash}",
         fp.model_dump(mode="json"),
+    )
+
+
+@step("train", "Train a LoRA on a small generated dataset (a few steps at 64x64), then inspect and validate it")
+def _train(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
+    import torch
+
+    from lorahub.adapters.inspect import inspect_file
+    from lorahub.adapters.validate import validate_file
+    from lorahub.errors import InvalidAdapterError
+    from lorahub.schemas.training import TrainConfig
+    from lorahub.training.demo_data import DEMO_TRIGGER, make_demo_dataset
+    from lorahub.training.trainer import train
+
+    data = make_demo_dataset(ctx.workdir / "train-data", count=8, size=64)
+    out = ctx.workdir / "demo-trained"
+    config = TrainConfig(
+        data=str(data), out=str(out), trigger=DEMO_TRIGGER, rank=4, steps=24, lr=1e-2, resolution=64,
+        sample_steps=4, export=["kohya"], seed=0,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model's matrices are too small to gain from threads (and busy CPUs hurt)
+    try:
+        result = train(config, overwrite=True, log=lambda _m: None, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    reports = [validate_file(p, deep=True) for p in (result.weights, result.kohya_weights)]
+    for r in reports:
+        if not r.valid:
+            raise InvalidAdapterError(r.path, r.errors)
+    report = inspect_file(result.weights)
+    ctx.state["trained"] = Path(result.weights)
+    return (
+        f"{result.steps} steps on {result.images} images ({result.steps_per_second:.1f} steps/s), loss "
+        f"{result.first_loss:.3f} -> {result.last_loss:.3f}; {Path(result.weights).name}: {report.format}, base "
+        f"{report.base_family}, rank {report.rank}, trigger {', '.join(report.trigger_words) or '-'}; "
+        f"kohya copy valid",
+        {"result": result.model_dump(mode="json"), "inspect": report.model_dump(mode="json", exclude={"module_details", "metadata"})},
+    )
+
+
+@step("preview", "Hot-swap and blend: a weight grid of two adapters on one loaded pipeline, and a baked blend")
+def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
+    from lorahub.base.synthetic import make_adapter
+    from lorahub.pipeline.blend import blend
+    from lorahub.pipeline.grid import make_grid
+    from lorahub.pipeline.live import LivePipeline
+
+    a = ctx.state.get("adapter") or make_adapter(ctx.workdir / "demo-style.safetensors", rank=4, seed=1)
+    b = ctx.state.get("adapter_kohya") or make_adapter(ctx.workdir / "demo-kohya.safetensors", rank=8, seed=2, fmt="kohya")
+    live = LivePipeline(ctx.state.get("base_path"), target_rank=16)  # >= 4 + 8: the cat blend fits a slot
+    live.add("style", a)
+    live.add("kohya", b)
+    weights = (0.0, 1.0)
+    cells, times = [], []
+    for wb in weights:
+        row = []
+        for wa in weights:
+            live.set_weights({"style": wa, "kohya": wb})
+            r = live.render("a lighthouse at dusk", seed=0, steps=2, width=64, height=64)
+            row.append(r.image)
+            times.append(r.seconds)
+        cells.append(row)
+    grid = make_grid(cells, col_labels=[f"style {w:g}" for w in weights],
+                     row_labels=[f"kohya {w:g}" for w in weights], title="a lighthouse at dusk")
+    grid_path = ctx.workdir / "blend-grid.png"
+    grid.save(grid_path)
+
+    # the same blend baked into one file (cat: exact), hot-swapped into the "style" slot
+    baked = blend([(a, 0.5), (b, 0.5)], method="cat", out=ctx.workdir / "blend-cat.safetensors")
+    live.set_weights({"style": 0.5, "kohya": 0.5})
+    stacked = live.render("a lighthouse at dusk", seed=0, steps=2, output_type="np").image
+    live.swap("style", baked.path)
+    live.set_weights({"style": 1.0}, exclusive=True)
+    single = live.render("a lighthouse at dusk", seed=0, steps=2, output_type="np").image
+    diff = float(abs(stacked - single).max())
+    stats = live.summary()["stats"]
+    live.close()
+    per = sum(times) / len(times)
+    return (
+        f"{grid_path.name} (2x2 weights, {per:.2f} s per image), {Path(baked.path).name} (cat, rank {baked.rank}); "
+        f"baked vs stacked image: max difference {diff:.1e}; base loaded {stats['base_loads']} time, "
+        f"{stats['hotswaps']} hot-swap(s)",
+        {"grid": str(grid_path), "blend": baked.path, "seconds_per_image": per, "max_pixel_difference": diff,
+         "stats": stats},
     )
 
 
@@ -135,3 +219,82 @@ def run_demo(
         if on_step:
             on_step(res)
     return results
+
+
+@step("registry", "Index the demo's adapters into the registry; search by words and by hash")
+def _registry(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
+    from lorahub.registry.service import Registry
+    from lorahub.schemas.registry import SearchQuery
+
+    with Registry() as reg:
+        summary = reg.index_paths([ctx.workdir])
+        hits = reg.search(SearchQuery(query="demostyle"))
+        fp = ctx.state.get("fingerprint")
+        by_hash = reg.by_hash(fp.autov3) if fp is not None and fp.autov3 else []
+    return (
+        f"indexed {summary.model_dump().get('added', summary)} into {reg.display_url}; "
+        f"search 'demostyle': {', '.join(h.name for h in hits[:3]) or 'nothing'}; "
+        f"by AutoV3 {fp.autov3 if fp else '-'}: {len(by_hash)} file(s)",
+        {"index": summary.model_dump(mode="json"), "search": [h.model_dump(mode="json") for h in hits[:5]]},
+    )
+
+
+@step("share", "Start `lorahub serve` on loopback, push the trained adapter with its model card, pull it back")
+def _share(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
+    import subprocess
+    import sys
+    import time
+
+    from sqlmodel import Session
+
+    from lorahub.hub.pull import pull
+    from lorahub.hub.push import push
+    from lorahub.registry.hub.auth import create_token
+    from lorahub.registry.server.run import READY_PREFIX, prepare
+
+    trained = ctx.state.get("trained")
+    if trained is None:
+        from lorahub.base.synthetic import make_adapter
+
+        trained = make_adapter(ctx.workdir / "share" / "pytorch_lora_weights.safetensors", rank=4, seed=3,
+                               trigger="sharestyle")
+    package = Path(trained).parent
+    data = ctx.workdir / "server"
+    _, url, registry = prepare(data, None)
+    try:
+        with Session(registry.engine, expire_on_commit=False) as s:
+            token, _, _ = create_token(s, "demo", write=True, name="demo")
+    finally:
+        registry.close()
+    log = data / "server.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "lorahub.cli", "serve", "--port", "0", "--data", str(data)],
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        endpoint = None
+        deadline = time.monotonic() + 60
+        while endpoint is None and time.monotonic() < deadline:
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith(READY_PREFIX):
+                    endpoint = line[len(READY_PREFIX):].strip()
+            if proc.poll() is not None:
+                raise RuntimeError(f"lorahub serve exited: {log.read_text(errors='replace')[-500:]}")
+            time.sleep(0.1)
+        if endpoint is None:
+            raise RuntimeError("lorahub serve did not start within 60 s")
+        first = push(package, repo="demo/demo-trained", endpoint=endpoint, token=token)
+        again = push(package, repo="demo/demo-trained", endpoint=endpoint, token=token)
+        got = pull("demo/demo-trained", to=ctx.workdir / "pulled", endpoint=endpoint, token=token)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return (
+        f"pushed {first.url} (commit {str(first.commit)[:12]}, card {first.card_action}, "
+        f"{len(first.files)} files); unchanged re-push made {'a' if again.changed else 'no'} commit; "
+        f"pulled {len(got.files)} adapter file(s) into {Path(got.folder).name}/, verified against "
+        f"{', '.join(sorted({f.verified for f in got.files}))}",
+        {"push": first.model_dump(mode="json", exclude={"card"}), "pull": got.model_dump(mode="json")},
+    )

@@ -12,21 +12,53 @@ from .adapters import (
     ModuleInfo,
     ValidationReport,
 )
+from .hub import PullFile, PullResult, PushFile, PushResult
+from .registry import (
+    AdapterRecord,
+    DupeGroup,
+    HashLookup,
+    IndexSummary,
+    SearchQuery,
+    SearchResult,
+)
+from .training import TrainConfig, TrainResult
 
 #: Every model whose JSON Schema is exported, by file stem.
 EXPORTED = {
     "inspect-report": InspectReport,
     "validation-report": ValidationReport,
     "fingerprint-report": FingerprintReport,
+    "adapter-record": AdapterRecord,
+    "search-query": SearchQuery,
+    "search-result": SearchResult,
+    "hash-lookup": HashLookup,
+    "dupe-group": DupeGroup,
+    "index-summary": IndexSummary,
+    "train-config": TrainConfig,
+    "train-result": TrainResult,
+    "push-result": PushResult,
+    "pull-result": PullResult,
 }
 
 __all__ = [
     "AdapterFormat",
+    "AdapterRecord",
+    "DupeGroup",
+    "HashLookup",
+    "IndexSummary",
+    "SearchQuery",
+    "SearchResult",
     "BaseFamily",
     "Coverage",
     "EXPORTED",
     "FingerprintReport",
     "InspectReport",
     "ModuleInfo",
+    "PullFile",
+    "PullResult",
+    "PushFile",
+    "PushResult",
+    "TrainConfig",
+    "TrainResult",
     "ValidationReport",
 ]

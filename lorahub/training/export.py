@@ -448,6 +448,9 @@ def model_card(
         "- the full configuration is in `train_config.toml`; the loss curve in `loss_curve.png`.",
         "",
     ]
+    from lorahub.hub.card import GENERATED_MARK
+
+    body += [GENERATED_MARK, ""]  # `lorahub push` replaces this draft with the full card
     text = "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(body)
     return text
 

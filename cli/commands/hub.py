@@ -1,0 +1,92 @@
+"""``lorahub push`` and ``lorahub pull``: share adapters through a Hub endpoint."""
+
+from __future__ import annotations
+
+import click
+
+from lorahub.cli.output import emit, info, json_option, warn
+
+
+@click.command("push")
+@click.argument("path", type=click.Path(exists=True, path_type=str))
+@click.option("--repo", help="NAMESPACE/NAME (default: your user name and the folder name).")
+@click.option("--private", is_flag=True, help="Create the repo private.")
+@click.option("--endpoint", help="Hub endpoint URL (default: $HF_ENDPOINT or https://huggingface.co).")
+@click.option("--token", help="Token (default: $HF_TOKEN or the huggingface_hub login).")
+@click.option("--revision", help="Branch to push to (default: main).")
+@click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch.")
+@click.option("-m", "--message", help="Commit message.")
+@click.option("--base-model", help="Hub id of the base model for the card (default: from the training config).")
+@click.option("--license", "license_", help="Licence for the card (default: the base family's usual one).")
+@click.option("--tag", "tags", multiple=True, help="Extra card tag (repeatable).")
+@click.option("--overwrite-card", is_flag=True, help="Replace a README.md you wrote instead of only filling in metadata.")
+@click.option("--dry-run", is_flag=True, help="Show the card and the file list; upload nothing.")
+@click.option("--registry", "registry_url", help="Registry database URL to record the push in (default: the local one).")
+@click.option("--no-register", is_flag=True, help="Do not record the push in the registry.")
+@json_option
+def push_cmd(path: str, repo: str | None, private: bool, endpoint: str | None, token: str | None,
+             revision: str | None, create_pr: bool, message: str | None, base_model: str | None,
+             license_: str | None, tags: tuple[str, ...], overwrite_card: bool, dry_run: bool,
+             registry_url: str | None, no_register: bool, as_json: bool) -> None:
+    """Push an adapter package folder (as `lorahub train` writes it) or one .safetensors file.
+
+    Validates first, writes a model card (a card you wrote is kept: only missing
+    metadata is filled in), uploads in one commit and records the adapter in the
+    registry. Pushing an unchanged adapter makes no commit and sends no bytes. For
+    endpoints other than the Hugging Face Hub, Xet is switched off automatically.
+    """
+    from lorahub.hub.push import push
+
+    res = push(path, repo=repo, private=private, endpoint=endpoint, token=token, revision=revision,
+               create_pr=create_pr, message=message, dry_run=dry_run, overwrite_card=overwrite_card,
+               base_model=base_model, license=license_, tags=list(tags), register=not no_register,
+               registry_url=registry_url, log=info)
+    for w in res.warnings:
+        warn(w)
+
+    def human(r) -> list[str]:  # noqa: ANN001
+        lines = []
+        if r.dry_run:
+            lines += [f"dry run: would push to {r.url} (card: {r.card_action})", "", r.card or "", "files:"]
+            lines += [f"  {f.status:<9} {f.path}  ({f.size:,} bytes)" for f in r.files]
+            return lines
+        if r.changed:
+            lines.append(f"pushed {sum(f.status != 'unchanged' for f in r.files)} file(s), {r.bytes_uploaded:,} bytes")
+        else:
+            lines.append("nothing changed: no new commit")
+        lines.append(f"{r.url}  (commit {str(r.commit)[:12]})")
+        if r.pull_request_url:
+            lines.append(f"pull request: {r.pull_request_url}")
+        return lines
+
+    emit(res, as_json, human)
+
+
+@click.command("pull")
+@click.argument("spec", metavar="REPO_ID[@REV]")
+@click.option("--to", "to", type=click.Path(file_okay=False, path_type=str),
+              help="Folder to put the files in (default: the huggingface_hub cache).")
+@click.option("--endpoint", help="Hub endpoint URL (default: $HF_ENDPOINT or https://huggingface.co).")
+@click.option("--token", help="Token for private repos (default: $HF_TOKEN or the huggingface_hub login).")
+@click.option("--registry", "registry_url", help="Registry database URL (default: the local one).")
+@click.option("--no-register", is_flag=True, help="Do not record the adapter in the registry.")
+@json_option
+def pull_cmd(spec: str, to: str | None, endpoint: str | None, token: str | None, registry_url: str | None,
+             no_register: bool, as_json: bool) -> None:
+    """Download an adapter repo, verify its files and add it to the registry.
+
+    Files are checked against the registry's fingerprints when it knows the repo
+    (a mismatch is an error and nothing is kept) and against the Hub's LFS SHA-256.
+    """
+    from lorahub.hub.pull import pull
+
+    res = pull(spec, to=to, endpoint=endpoint, token=token, register=not no_register, registry_url=registry_url)
+    for w in res.warnings:
+        warn(w)
+
+    def human(r) -> list[str]:  # noqa: ANN001
+        lines = [f"{r.repo_id}@{r.commit[:12]} -> {r.folder}"]
+        lines += [f"  {f.path}  {f.sha256[:12]}  verified against {f.verified}" for f in r.files]
+        return lines
+
+    emit(res, as_json, human)

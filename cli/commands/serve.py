@@ -1,0 +1,199 @@
+"""``lorahub serve`` and ``lorahub token create|list|revoke``.
+
+The server keeps its blobs in ``--data DIR`` (default ``$LORAHUB_HOME/server``) and its database
+at ``--database URL``, else ``$LORAHUB_DATABASE_URL``, else SQLite inside the data folder. The
+``token`` commands take the same two options so that they reach the same database.
+"""
+
+from __future__ import annotations
+
+import click
+
+from lorahub.cli.output import emit, info, json_option, table, warn
+
+data_option = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Server data folder (blobs; SQLite database by default). Default: $LORAHUB_HOME/server.",
+)
+database_option = click.option(
+    "--database",
+    default=None,
+    metavar="URL",
+    help="Database URL (sqlite:///... or postgresql://...). Default: $LORAHUB_DATABASE_URL, else SQLite in the data folder.",
+)
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from lorahub.registry.server.settings import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
+@data_option
+@database_option
+@click.option("--max-upload-size", default=None, callback=_size, metavar="SIZE", help="Largest LFS object, e.g. 500M, 20G (default 20G).")
+@click.option("--max-commit-size", default=None, callback=_size, metavar="SIZE", help="Largest NDJSON commit body (default 64M).")
+@click.option("--public-url", default=None, metavar="URL", help="URL clients reach the server at, when behind a proxy (default http://HOST:PORT).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes sharing the port (and the database and blobs).")
+@click.option("--no-index", is_flag=True, help="Do not index committed adapters into the registry (they are still validated).")
+def serve_cmd(
+    host: str,
+    port: int,
+    data_dir: str | None,
+    database: str | None,
+    max_upload_size: int | None,
+    max_commit_size: int | None,
+    public_url: str | None,
+    log_level: str,
+    no_access_log: bool,
+    workers: int,
+    no_index: bool,
+) -> None:
+    """Run a self-hosted, Hugging Face Hub compatible adapter hub.
+
+    Clients: set HF_ENDPOINT=http://HOST:PORT (and HF_HUB_DISABLE_XET=1 to upload with the
+    stock huggingface_hub / hf CLI). Create tokens with `lorahub token create --user NAME`.
+    The lorahub search API and its docs are at /docs.
+    """
+    from lorahub.registry.server.run import serve
+
+    serve(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database=database,
+        max_upload_size=max_upload_size,
+        max_commit_bytes=max_commit_size,
+        public_url=public_url,
+        log_level=log_level,
+        access_log=not no_access_log,
+        index_adapters=not no_index,
+        workers=workers,
+    )
+
+
+@click.group("token")
+def token_group() -> None:
+    """Create, list and revoke API tokens of `lorahub serve`."""
+
+
+def _session(data_dir: str | None, database: str | None):  # noqa: ANN202
+    from sqlmodel import Session
+
+    from lorahub.registry.server.run import prepare
+
+    _, _, registry = prepare(data_dir, database)
+    return registry, Session(registry.engine, expire_on_commit=False)
+
+
+@token_group.command("create")
+@click.option("--user", "user_name", required=True, metavar="NAME", help="User (created if needed); the token writes to NAME's namespace.")
+@click.option("--read-only", is_flag=True, help="A token that can read (private repos of the user included) but not write.")
+@click.option("--name", "token_name", default="", help="A label for the token (shown by `token list`).")
+@click.option("--expires-days", type=click.FloatRange(min=0, min_open=True), default=None, help="Expire after this many days.")
+@data_option
+@database_option
+def token_create(
+    user_name: str, read_only: bool, token_name: str, expires_days: float | None, data_dir: str | None, database: str | None
+) -> None:
+    """Create a token; it is printed once, alone on the last line of stdout."""
+    from lorahub.registry.hub.auth import create_token
+
+    registry, session = _session(data_dir, database)
+    try:
+        with session:
+            token, row, user = create_token(
+                session, user_name, write=not read_only, name=token_name, expires_in_days=expires_days
+            )
+    finally:
+        registry.close()
+    access = "read" if read_only else f"read, write to {user.name}/*"
+    info(f"token {row.id} for user {user.name} ({access}); store it now, it is not shown again")
+    click.echo(token)
+
+
+@token_group.command("list")
+@click.option("--user", "user_name", default=None, metavar="NAME", help="Only this user's tokens.")
+@data_option
+@database_option
+@json_option
+def token_list(user_name: str | None, data_dir: str | None, database: str | None, as_json: bool) -> None:
+    """List tokens (never the secrets: only their first characters)."""
+    from lorahub.registry.hub.auth import list_tokens
+    from lorahub.registry.hub.service import iso
+
+    registry, session = _session(data_dir, database)
+    try:
+        with session:
+            rows = list_tokens(session, user_name)
+    finally:
+        registry.close()
+    items = [
+        {
+            "id": t.id,
+            "user": u.name,
+            "name": t.name,
+            "prefix": t.token_prefix + "...",
+            "access": "write" if t.can_write else "read",
+            "created_at": iso(t.created_at),
+            "last_used_at": iso(t.last_used_at),
+            "expires_at": iso(t.expires_at),
+            "revoked": t.revoked_at is not None,
+        }
+        for t, u in rows
+    ]
+
+    def human(objs: list[dict]) -> list[str]:
+        if not objs:
+            return ["no tokens"]
+        return table(
+            [
+                [
+                    str(o["id"]),
+                    o["user"],
+                    o["access"],
+                    o["prefix"],
+                    o["name"] or "-",
+                    (o["created_at"] or "")[:16].replace("T", " "),
+                    (o["last_used_at"] or "never")[:16].replace("T", " "),
+                    "revoked" if o["revoked"] else "active",
+                ]
+                for o in objs
+            ],
+            ["ID", "USER", "ACCESS", "TOKEN", "NAME", "CREATED", "LAST USED", "STATUS"],
+        )
+
+    emit(items, as_json, human)
+
+
+@token_group.command("revoke")
+@click.argument("token_or_id")
+@data_option
+@database_option
+def token_revoke(token_or_id: str, data_dir: str | None, database: str | None) -> None:
+    """Revoke a token, given the token itself or its id (from `lorahub token list`)."""
+    from lorahub.registry.hub.auth import revoke_token
+
+    registry, session = _session(data_dir, database)
+    try:
+        with session:
+            tok, user = revoke_token(session, token_or_id)
+    finally:
+        registry.close()
+    if tok.revoked_at is not None:
+        info(f"token {tok.id} of user {user.name} is revoked")
+    else:  # pragma: no cover
+        warn("token not revoked")

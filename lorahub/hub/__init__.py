@@ -1,0 +1,1 @@
+"""Sharing adapters: model cards, push and pull (huggingface_hub), Hub endpoints."""

@@ -1,0 +1,231 @@
+"""Model cards for LoRA repos, as the Hugging Face Hub and diffusers expect them.
+
+The YAML front matter carries what the Hub indexes (``base_model``,
+``base_model_relation: adapter``, ``library_name: diffusers``, ``pipeline_tag:
+text-to-image``, ``license``, ``tags``, ``instance_prompt``, ``widget`` entries
+that make the Hub show a gallery); the body says how to use the adapter in
+diffusers and in A1111/ComfyUI, lists its fingerprints and training parameters
+and shows the sample images. A card the user already wrote is kept: only
+missing metadata is filled in (see :func:`merge_card`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from lorahub.schemas.adapters import FingerprintReport, InspectReport
+
+#: Values the Hub accepts (checked against huggingface.js tasks in the tests).
+PIPELINE_TAG = "text-to-image"
+LIBRARY_NAME = "diffusers"
+
+LICENSE_BY_FAMILY = {
+    "sd1": "creativeml-openrail-m",
+    "sd2": "openrail++",
+    "sdxl": "openrail++",
+    "sd3": "other",
+    "flux": "other",
+}
+FAMILY_TAGS = {
+    "sd1": ["stable-diffusion", "stable-diffusion-diffusers"],
+    "sd2": ["stable-diffusion", "stable-diffusion-diffusers"],
+    "sdxl": ["stable-diffusion-xl", "stable-diffusion-xl-diffusers"],
+    "sd3": ["sd3", "sd3-diffusers"],
+    "flux": ["flux", "flux-diffusers"],
+}
+#: Cards carrying this line were written by lorahub and are regenerated on push;
+#: remove it to make the card yours (then lorahub only fills missing metadata).
+GENERATED_MARK = "<!-- lorahub:generated-card: remove this line to keep your edits on the next push -->"
+
+PIPELINE_CLASS = {
+    "sd1": "StableDiffusionPipeline",
+    "sd2": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+}
+
+
+@dataclass
+class Sample:
+    path: str  # path inside the repo, e.g. "samples/step_000100_0.png"
+    prompt: str
+
+
+@dataclass
+class CardInputs:
+    repo_id: str
+    weight_name: str
+    report: InspectReport
+    fingerprint: FingerprintReport | None = None
+    base_model: str | None = None
+    license: str | None = None
+    tags: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    title: str | None = None
+    description: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+def card_metadata(inp: CardInputs) -> dict[str, Any]:
+    r = inp.report
+    family = r.base_family
+    tags = ["lora", "text-to-image", "diffusers", "template:sd-lora"]
+    tags += FAMILY_TAGS.get(family, [])
+    if family != "unknown":
+        tags.append(f"base:{family}")
+    if r.format.startswith("lycoris"):
+        tags.append("lycoris")
+    if r.dora:
+        tags.append("dora")
+    for t in inp.tags:
+        if t and t not in tags:
+            tags.append(t)
+    meta: dict[str, Any] = {}
+    if inp.base_model:
+        meta["base_model"] = inp.base_model
+        meta["base_model_relation"] = "adapter"
+    meta["library_name"] = LIBRARY_NAME
+    meta["pipeline_tag"] = PIPELINE_TAG
+    meta["license"] = inp.license or LICENSE_BY_FAMILY.get(family, "other")
+    meta["tags"] = tags
+    if r.trigger_words:
+        meta["instance_prompt"] = ", ".join(r.trigger_words)
+    if inp.samples:
+        meta["widget"] = [{"text": s.prompt, "output": {"url": s.path}} for s in inp.samples]
+    return meta
+
+
+def _usage_name(repo_id: str, weight_name: str) -> str:
+    stem = weight_name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if stem == "pytorch_lora_weights":
+        stem = repo_id.rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
+
+
+def card_body(inp: CardInputs) -> str:
+    r = inp.report
+    name = inp.title or r.title or inp.repo_id.rsplit("/", 1)[-1]
+    family = r.base_family
+    lines = [f"# {name}", ""]
+    what = f"A LoRA adapter ({r.format_name}, rank {r.rank if r.rank is not None else '-'}"
+    what += f", alpha {r.alpha:g}" if r.alpha is not None else ""
+    what += f") for {inp.base_model or 'a ' + family + ' base model'}"
+    lines += [inp.description.strip() if inp.description else what + ".", ""]
+    if inp.description:
+        lines += [what + ".", ""]
+    lines += ["## Trigger words", ""]
+    if r.trigger_words:
+        lines += ["Use these words in the prompt to trigger the adapter:", ""]
+        lines += [f"- `{w}`" for w in r.trigger_words]
+    else:
+        lines += ["No trigger words: the adapter applies to every prompt."]
+    lines += ["", "## Use it with diffusers", ""]
+    pipe_cls = PIPELINE_CLASS.get(family, "DiffusionPipeline")
+    prompt = (r.trigger_words[0] + ", " if r.trigger_words else "") + "a lighthouse at dusk"
+    base = inp.base_model or "<base model id or folder>"
+    lines += [
+        "```python",
+        "import torch",
+        f"from diffusers import {pipe_cls}",
+        "",
+        f'pipe = {pipe_cls}.from_pretrained("{base}", torch_dtype=torch.float16).to("cuda")',
+        f'pipe.load_lora_weights("{inp.repo_id}", weight_name="{inp.weight_name}")',
+        f'image = pipe("{prompt}", num_inference_steps=30).images[0]',
+        'image.save("out.png")',
+        "```",
+        "",
+    ]
+    if not r.diffusers_loadable:
+        lines += [f"Note: diffusers cannot load this {r.format_name} file as is; convert it first "
+                  "(`lorahub blend` re-factors LyCORIS files into LoRA).", ""]
+    usage = _usage_name(inp.repo_id, inp.weight_name)
+    lines += [
+        "## Use it in AUTOMATIC1111 / Forge / ComfyUI",
+        "",
+        f"Download `{inp.weight_name}` into your LoRA folder (rename it to `{usage}.safetensors`) and add "
+        f"`<lora:{usage}:0.8>` to the prompt (ComfyUI: a *Load LoRA* node, strength 0.8).",
+        "",
+    ]
+    fp = inp.fingerprint
+    if fp is not None:
+        lines += [
+            "## Fingerprints",
+            "",
+            "| hash | value |",
+            "|---|---|",
+            f"| SHA256 | `{fp.sha256}` |",
+            f"| AutoV2 | `{fp.autov2}` |",
+            f"| AutoV3 (sshs_model_hash) | `{fp.autov3 or '-'}` |",
+            f"| BLAKE3 | `{fp.blake3}` |",
+            f"| CRC32 | `{fp.crc32}` |",
+            "",
+        ]
+    params = dict(inp.training)
+    if not params:
+        params = {k: v for k, v in r.training.items() if k in (
+            "network_dim", "network_alpha", "learning_rate", "max_train_steps", "resolution", "seed",
+            "mixed_precision", "num_train_images", "base_model_version", "network_module")}
+    if params:
+        lines += ["## Training parameters", "", "| parameter | value |", "|---|---|"]
+        lines += [f"| {k} | `{_cell(v)}` |" for k, v in sorted(params.items())]
+        lines.append("")
+    if inp.samples:
+        lines += ["## Samples", ""]
+        for s in inp.samples:
+            lines += [f"![{_cell(s.prompt)}]({s.path})", f"*{_cell(s.prompt)}*", ""]
+    lines += ["---", "", "Card written by [lorahub](https://github.com/lorahub/lorahub).", "", GENERATED_MARK]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_card(inp: CardInputs) -> str:
+    meta = card_metadata(inp)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{front}---\n\n{card_body(inp)}"
+
+
+def split_card(text: str) -> tuple[dict[str, Any], str]:
+    """Front matter (dict) and body of a card; a card without YAML has empty metadata."""
+    if text.startswith("---"):
+        end = re.search(r"^---\s*$", text[3:], flags=re.M)
+        if end:
+            raw = text[3 : 3 + end.start()]
+            body = text[3 + end.end() :].lstrip("\n")
+            try:
+                data = yaml.safe_load(raw) or {}
+            except yaml.YAMLError:
+                data = {}
+            if isinstance(data, dict):
+                return data, body
+    return {}, text
+
+
+def is_generated(card: str) -> bool:
+    return GENERATED_MARK.split(":", 1)[0] + ":generated-card" in card
+
+
+def merge_card(existing: str, inp: CardInputs) -> tuple[str, list[str]]:
+    """Keep the user's card and body; add only the metadata keys it lacks. Returns (card, keys added)."""
+    meta, body = split_card(existing)
+    ours = card_metadata(inp)
+    added = []
+    for key, value in ours.items():
+        if key == "tags":
+            have = meta.get("tags") if isinstance(meta.get("tags"), list) else []
+            missing = [t for t in value if t not in have]
+            if missing:
+                meta["tags"] = list(have) + missing
+                added.append("tags")
+        elif key not in meta or meta[key] in (None, "", []):
+            meta[key] = value
+            added.append(key)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{front}---\n\n{body}", added

@@ -1,0 +1,149 @@
+"""``pull``: download an adapter repo (cache-aware), verify it, add it to the registry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from lorahub.errors import UsageError
+from lorahub.schemas.hub import PullFile, PullResult
+
+from .endpoint import hf_api, normalize_endpoint
+from .errors import HubError, hub_error
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    repo_id, _, rev = spec.partition("@")
+    repo_id = repo_id.strip()
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise UsageError(f"{spec!r} is not NAMESPACE/NAME[@REVISION]")
+    return repo_id, (rev.strip() or None)
+
+
+def pull(
+    spec: str,
+    *,
+    to: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    register: bool = True,
+    registry_url: str | None = None,
+) -> PullResult:
+    repo_id, rev = parse_spec(spec)
+    ep = normalize_endpoint(endpoint)
+    api = hf_api(ep, token=token or None)
+    try:
+        info = api.model_info(repo_id, revision=rev, files_metadata=True)
+    except Exception as exc:  # noqa: BLE001
+        raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="download") from exc
+    commit = info.sha
+    lfs = {}
+    for s in info.siblings or []:
+        meta = getattr(s, "lfs", None)
+        sha = getattr(meta, "sha256", None) if meta is not None else None
+        if sha is None and isinstance(meta, dict):
+            sha = meta.get("sha256")
+        lfs[s.rfilename] = sha
+    known = _registry_hashes(repo_id, ep, registry_url)
+
+    target = Path(to).expanduser() if to else None
+    staging = None
+    try:
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            folder = api.snapshot_download(
+                repo_id, revision=commit, local_dir=str(staging) if staging else None,
+            ) if hasattr(api, "snapshot_download") else _snapshot(repo_id, commit, ep, token, staging)
+        except Exception as exc:  # noqa: BLE001
+            raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="download") from exc
+        folder = Path(folder)
+        from lorahub.adapters.fingerprint import fingerprint_file
+
+        files: list[PullFile] = []
+        reports = []
+        for f in sorted(folder.rglob("*")):
+            rel = f.relative_to(folder).as_posix()
+            if not f.is_file() or rel.startswith(".cache/") or "/.cache/" in rel:
+                continue
+            if not rel.endswith(".safetensors"):
+                continue
+            fp = fingerprint_file(f)
+            if rel in known and known[rel] and known[rel].lower() != fp.sha256:
+                raise HubError(
+                    f"{repo_id}/{rel}: SHA-256 {fp.sha256[:12]}... does not match the registry's "
+                    f"{known[rel][:12]}...: the file changed or was tampered with; nothing was kept"
+                )
+            if lfs.get(rel) and lfs[rel].lower() != fp.sha256:
+                raise HubError(f"{repo_id}/{rel}: download does not match the Hub's SHA-256; nothing was kept")
+            how = "registry" if rel in known else ("hub" if lfs.get(rel) else "unverified")
+            files.append(PullFile(path=rel, local_path="", size=f.stat().st_size, sha256=fp.sha256, verified=how))
+            reports.append((rel, fp))
+        if target is not None and staging is not None:
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            os.replace(staging, target)
+            staging = None
+            folder = target
+        for pf in files:
+            pf.local_path = str(folder / pf.path)
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    warnings: list[str] = []
+    registered = False
+    if register and files:
+        registered = _register(repo_id, ep, commit, folder, files, registry_url, warnings)
+    return PullResult(repo_id=repo_id, endpoint=ep, revision=rev or "main", commit=commit, folder=str(folder),
+                      files=files, registered=registered, warnings=warnings)
+
+
+def _snapshot(repo_id, commit, ep, token, staging):  # noqa: ANN001, ANN202
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id, revision=commit, endpoint=ep, token=token,
+                             local_dir=str(staging) if staging else None)
+
+
+def _registry_hashes(repo_id: str, ep: str, registry_url: str | None) -> dict[str, str]:
+    """repo path -> sha256 the registry recorded for this repo, if it knows the repo."""
+    from lorahub.registry.service import Registry
+
+    try:
+        with Registry(registry_url) as reg:
+            return reg.source_files(f"hub:{ep}/{repo_id}")
+    except Exception:  # noqa: BLE001 - no usable registry: nothing to verify against
+        return {}
+
+
+def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> bool:  # noqa: ANN001
+    try:
+        from lorahub.adapters.inspect import inspect_file
+        from lorahub.hub.card import split_card
+        from lorahub.registry.hub.indexing import adapter_draft
+        from lorahub.registry.service import Registry
+
+        readme = folder / "README.md"
+        text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None
+        meta = split_card(text)[0] if text else {}
+        adapters = []
+        from lorahub.adapters.fingerprint import fingerprint_file
+
+        for pf in files:
+            fp = fingerprint_file(pf.local_path)
+            hashes = {k: v for k, v in fp.model_dump().items()
+                      if k in ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3") and v}
+            adapters.append((pf.path, pf.size, inspect_file(pf.local_path), hashes))
+        ns, name = repo_id.split("/", 1)
+        draft = adapter_draft(endpoint=ep, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
+                              owner_id=None, downloads=0, created_at=None, commit_oid=commit,
+                              commit_title="pulled with lorahub", card=meta, readme=text, adapters=adapters)
+        with Registry(registry_url) as reg:
+            reg.upsert([draft])
+        return True
+    except Exception as exc:  # noqa: BLE001
+        warnings.append(f"downloaded, but not recorded in the local registry: {type(exc).__name__}: {exc}")
+        return False

@@ -1,0 +1,299 @@
+"""``push``: an adapter package to the Hugging Face Hub or any Hub-compatible endpoint.
+
+Validate first (the adapter-file layer), write the model card, upload through
+huggingface_hub in one commit, and register the result. Idempotent: an
+unchanged package makes no commit and sends no file bytes; a changed one makes
+exactly one commit with only the changed files. An interrupted upload leaves
+nothing registered, and running the command again completes it (the server
+already holds the objects that were sent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorahub.errors import InvalidAdapterError, UsageError
+from lorahub.schemas.hub import PushFile, PushResult
+
+from .card import CardInputs, Sample, is_generated, merge_card, render_card
+from .endpoint import hf_api, is_hf_hub, normalize_endpoint
+from .errors import HubError, hub_error
+from .package import AdapterPackage, load_package
+
+
+@dataclass
+class _Local:
+    path: str
+    size: int
+    sha256: str
+    git_sha1: str | None
+    source: Path | bytes
+
+
+def _file_digests(src: Path | bytes, want_git: bool) -> tuple[int, str, str | None]:
+    if isinstance(src, bytes):
+        data = src
+        git = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        return len(data), hashlib.sha256(data).hexdigest(), git
+    size = src.stat().st_size
+    if src.suffix == ".safetensors":
+        from lorahub.adapters.fingerprint import fingerprint_file
+
+        sha = fingerprint_file(src).sha256
+    else:
+        h = hashlib.sha256()
+        with open(src, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        sha = h.hexdigest()
+    git = None
+    if want_git and size <= 10 << 20:
+        g = hashlib.sha1(b"blob %d\0" % size)
+        with open(src, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                g.update(chunk)
+        git = g.hexdigest()
+    return size, sha, git
+
+
+def _validate(pkg: AdapterPackage) -> list[str]:
+    """Validate every adapter file of the package; raise on the first invalid one."""
+    from lorahub.adapters.validate import validate_file
+
+    warnings: list[str] = []
+    targets = [pkg.weights] + [
+        f for k, f in pkg.files.items() if k.endswith(".safetensors") and f != pkg.weights
+    ]
+    for f in targets:
+        report = validate_file(f)
+        if not report.valid:
+            raise InvalidAdapterError(str(f), report.errors)
+        warnings += [f"{f.name}: {w}" for w in report.warnings]
+    return warnings
+
+
+def push(
+    path: str | os.PathLike[str],
+    *,
+    repo: str | None = None,
+    private: bool = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    message: str | None = None,
+    dry_run: bool = False,
+    overwrite_card: bool = False,
+    base_model: str | None = None,
+    license: str | None = None,
+    tags: list[str] | None = None,
+    register: bool = True,
+    registry_url: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> PushResult:
+    say = log or (lambda _m: None)
+    ep = normalize_endpoint(endpoint)
+    pkg = load_package(path)
+    warnings = _validate(pkg)
+
+    from lorahub.adapters.fingerprint import fingerprint_file
+    from lorahub.adapters.inspect import inspect_file
+
+    report = inspect_file(pkg.weights)
+    fp = fingerprint_file(pkg.weights)
+    base = base_model or pkg.base_model
+    if base in (None, "", "embedded"):
+        from lorahub.base.embedded import EMBEDDED_ID
+
+        base = EMBEDDED_ID if pkg.training else base
+    token = token or None
+    api = hf_api(ep, token=token)
+
+    user = None
+    if token is not None or not dry_run:
+        try:
+            who = api.whoami()
+            user = who.get("name")
+        except Exception as exc:  # noqa: BLE001 - mapped to one line
+            if not dry_run:
+                if _is_no_token(exc):
+                    raise HubError(
+                        f"no token for {ep}", hint="pass --token, set HF_TOKEN or run `hf auth login`"
+                    ) from exc
+                raise hub_error(exc, endpoint=ep, action="whoami") from exc
+    if repo:
+        repo_id = repo
+    elif user:
+        repo_id = f"{user}/{pkg.default_repo_name}"
+    elif dry_run:
+        repo_id = f"<you>/{pkg.default_repo_name}"
+    else:  # pragma: no cover - whoami without a name
+        raise UsageError("cannot tell your user name: pass --repo NAMESPACE/NAME")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise UsageError(f"repo id {repo_id!r} is not NAMESPACE/NAME")
+
+    inputs = CardInputs(
+        repo_id=repo_id,
+        weight_name=pkg.weight_name,
+        report=report,
+        fingerprint=fp,
+        base_model=base,
+        license=license,
+        tags=list(tags or []),
+        samples=[Sample(p, prompt or ", ".join(report.trigger_words)) for p, prompt in pkg.samples],
+        training={k: v for k, v in pkg.training.items() if isinstance(v, (str, int, float, bool))},
+    )
+    added: list[str] = []
+    if pkg.card is None:
+        card, action = render_card(inputs), "generated"
+    elif is_generated(pkg.card):
+        card, action = render_card(inputs), "generated"
+    elif overwrite_card:
+        card, action = render_card(inputs), "overwritten"
+    else:
+        card, added = merge_card(pkg.card, inputs)
+        action = "merged" if added else "kept"
+        if added:
+            say(f"kept your model card; filled in missing metadata: {', '.join(added)} (--overwrite-card replaces it)")
+
+    local: list[_Local] = []
+    for rel, f in pkg.files.items():
+        if rel == "README.md":
+            continue
+        size, sha, git = _file_digests(f, want_git=True)
+        local.append(_Local(rel, size, sha, git, f))
+    card_bytes = card.encode("utf-8")
+    size, sha, git = _file_digests(card_bytes, want_git=True)
+    local.append(_Local("README.md", size, sha, git, card_bytes))
+    local.sort(key=lambda item: item.path)
+
+    web_url = f"{ep}/{repo_id}"
+    rev = revision or "main"
+    if dry_run:
+        remote = _remote_state(api, repo_id, rev, ep) if user else {}
+        files = [_status(item, remote) for item in local]
+        return PushResult(
+            repo_id=repo_id, endpoint=ep, url=web_url, revision=rev, commit=remote.get("__sha__"),
+            changed=any(f.status != "unchanged" for f in files), dry_run=True, private=private,
+            weight_name=pkg.weight_name, files=files, card_action=action, card_added=added, card=card,
+            warnings=warnings,
+        )
+
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+    except Exception as exc:  # noqa: BLE001
+        raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="repo creation") from exc
+    remote = _remote_state(api, repo_id, rev, ep)
+    files = [_status(item, remote) for item in local]
+    changed = [item for item, f in zip(local, files, strict=True) if f.status != "unchanged"]
+    head = remote.get("__sha__")
+    pr_url = None
+    if not changed:
+        say(f"{repo_id} is up to date at {str(head)[:12]}: nothing to push")
+        commit = head
+    else:
+        from huggingface_hub import CommitOperationAdd
+
+        ops = [
+            CommitOperationAdd(path_in_repo=item.path,
+                               path_or_fileobj=io.BytesIO(item.source) if isinstance(item.source, bytes) else str(item.source))
+            for item in changed
+        ]
+        say(f"pushing {len(changed)} file(s) to {web_url}")
+        try:
+            info = api.create_commit(
+                repo_id,
+                operations=ops,
+                commit_message=message or f"Upload {pkg.default_repo_name} with lorahub",
+                revision=rev,
+                create_pr=create_pr,
+                parent_commit=head if (head and not create_pr) else None,
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="upload") from exc
+        commit = info.oid
+        pr_url = getattr(info, "pr_url", None)
+    registered = False
+    if register and commit and not create_pr:
+        registered = _register(repo_id=repo_id, endpoint=ep, commit=commit, private=private, card=card,
+                               pkg=pkg, report=report, fp=fp, registry_url=registry_url, warnings=warnings)
+    return PushResult(
+        repo_id=repo_id, endpoint=ep, url=web_url, revision=rev, commit=commit, changed=bool(changed),
+        private=private, weight_name=pkg.weight_name, files=files,
+        bytes_uploaded=sum(item.size for item in changed), card_action=action, card_added=added, card=card,
+        pull_request_url=pr_url, registered=registered, warnings=warnings,
+    )
+
+
+def _is_no_token(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "token" in text and ("not provided" in text or "no token" in text or "not logged in" in text or "login" in text)
+
+
+def _remote_state(api, repo_id: str, revision: str, ep: str) -> dict[str, object]:  # noqa: ANN001
+    """path -> (lfs sha256 or None, git blob id); '__sha__' -> head commit. Empty for a new repo."""
+    from huggingface_hub import errors as hf
+
+    try:
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    except (hf.RepositoryNotFoundError, hf.RevisionNotFoundError):
+        return {}
+    except Exception as exc:  # noqa: BLE001
+        raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="repo lookup") from exc
+    state: dict[str, object] = {"__sha__": info.sha}
+    for s in info.siblings or []:
+        lfs = getattr(s, "lfs", None)
+        sha = getattr(lfs, "sha256", None) if lfs is not None else None
+        if sha is None and isinstance(lfs, dict):
+            sha = lfs.get("sha256")
+        state[s.rfilename] = (sha, getattr(s, "blob_id", None))
+    return state
+
+
+def _status(item: _Local, remote: dict[str, object]) -> PushFile:
+    have = remote.get(item.path)
+    if have is None:
+        status = "new"
+    else:
+        sha, blob = have  # type: ignore[misc]
+        same = (sha is not None and sha.lower() == item.sha256) or (
+            sha is None and blob is not None and item.git_sha1 is not None and blob == item.git_sha1
+        )
+        status = "unchanged" if same else "changed"
+    return PushFile(path=item.path, size=item.size, sha256=item.sha256, status=status)
+
+
+def _register(*, repo_id: str, endpoint: str, commit: str, private: bool, card: str, pkg: AdapterPackage,
+              report, fp, registry_url: str | None, warnings: list[str]) -> bool:  # noqa: ANN001
+    """Record the pushed adapter (repo, commit, URL, fingerprints) so `lorahub search` finds it."""
+    try:
+        from lorahub.hub.card import split_card
+        from lorahub.registry.hub.indexing import adapter_draft
+        from lorahub.registry.service import Registry
+
+        meta, _ = split_card(card)
+        hashes = {k: v for k, v in fp.model_dump().items()
+                  if k in ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3") and v}
+        ns, name = repo_id.split("/", 1)
+        draft = adapter_draft(
+            # the local registry is the pusher's own: a private repo stays findable there
+            endpoint=endpoint, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
+            owner_id=None, downloads=0, created_at=None, commit_oid=commit, commit_title=f"pushed with lorahub",
+            card=meta, readme=card, adapters=[(pkg.weight_name, fp.size, report, hashes)],
+        )
+        with Registry(registry_url) as reg:
+            reg.upsert([draft])
+        return True
+    except Exception as exc:  # noqa: BLE001 - the push itself succeeded; say why the record is missing
+        warnings.append(f"pushed, but not recorded in the local registry: {type(exc).__name__}: {exc}")
+        return False
+
+
+__all__ = ["push", "is_hf_hub"]

@@ -1,0 +1,210 @@
+"""Users, bearer tokens and signed upload URLs.
+
+Tokens look like ``lh_<43 url-safe characters>`` (32 random bytes). Only their SHA-256 is stored
+(``tokens.token_hash``, the registry's table) with a short display prefix (``lh_ab12``); the
+token itself is shown once, by ``lorahub token create``. A token belongs to one user and grants
+read access to what that user may see and, unless it is read-only, write access to the user's
+namespace.
+
+LFS uploads are ``PUT`` to a URL the server hands out in the LFS batch answer; the Hub client
+sends no ``Authorization`` header there, so the URL carries its own proof: an HMAC-SHA256 over
+(repo, oid, size, expiry, user) with a server secret kept in ``hub_secrets``. Such a URL is
+valid for one object, one repo and a short time (:data:`UPLOAD_URL_TTL_S`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from lorahub.errors import NotFoundError, UsageError
+from lorahub.registry.models import Token, User, hash_token, utcnow
+
+from .errors import Unauthorized
+from .models import HubSecret
+from .names import check_user_name
+
+TOKEN_PREFIX = "lh_"
+UPLOAD_URL_TTL_S = 3600
+#: ``tokens.last_used_at`` is written at most this often per token.
+LAST_USED_EVERY_S = 60.0
+
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: int
+    name: str
+    can_write: bool
+    token_id: int
+    is_admin: bool = False
+
+    def may_write_namespace(self, namespace: str) -> bool:
+        return self.can_write and (self.is_admin or namespace.lower() == self.name.lower())
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_token(value: str) -> bool:
+    return value.startswith(TOKEN_PREFIX) and len(value) > len(TOKEN_PREFIX) + 20
+
+
+def get_or_create_user(session: Session, name: str) -> User:
+    check_user_name(name)
+    user = session.exec(select(User).where(sa.func.lower(User.name) == name.lower())).first()
+    if user is not None:
+        return user
+    user = User(name=name)
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:  # created concurrently
+        session.rollback()
+        user = session.exec(select(User).where(sa.func.lower(User.name) == name.lower())).one()
+    return user
+
+
+def create_token(
+    session: Session, user_name: str, *, write: bool = True, name: str = "", expires_in_days: float | None = None
+) -> tuple[str, Token, User]:
+    """Create (and commit) a token for ``user_name``, creating the user if needed.
+
+    Returns ``(token, row, user)``; ``token`` is the only copy of the secret.
+    """
+    user = get_or_create_user(session, user_name)
+    token = generate_token()
+    row = Token(
+        user_id=user.id,
+        name=name[:96],
+        token_hash=hash_token(token),
+        token_prefix=token[:7],
+        can_write=write,
+        expires_at=(utcnow() + timedelta(days=expires_in_days)) if expires_in_days else None,
+    )
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    session.refresh(user)
+    return token, row, user
+
+
+def list_tokens(session: Session, user_name: str | None = None) -> list[tuple[Token, User]]:
+    stmt = select(Token, User).join(User, User.id == Token.user_id).order_by(Token.id)
+    if user_name:
+        stmt = stmt.where(sa.func.lower(User.name) == user_name.lower())
+    return list(session.exec(stmt).all())
+
+
+def revoke_token(session: Session, token_or_id: str) -> tuple[Token, User]:
+    """Revoke by the token itself or by its id (as ``lorahub token list`` shows it)."""
+    value = token_or_id.strip()
+    if looks_like_token(value):
+        stmt = select(Token, User).join(User, User.id == Token.user_id).where(Token.token_hash == hash_token(value))
+    elif value.isdigit():
+        stmt = select(Token, User).join(User, User.id == Token.user_id).where(Token.id == int(value))
+    else:
+        raise UsageError(f"{value[:20]!r} is neither a token (lh_...) nor a token id (a number)")
+    found = session.exec(stmt).first()
+    if found is None:
+        raise NotFoundError("no such token")
+    tok, user = found
+    if tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+        session.add(tok)
+        session.commit()
+        session.refresh(tok)
+    return tok, user
+
+
+class Authenticator:
+    """Turns an ``Authorization: Bearer ...`` header into an :class:`Identity`."""
+
+    def __init__(self) -> None:
+        self._last_used: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def identify(self, session: Session, header: str | None) -> Identity | None:
+        """``None`` for anonymous requests; :class:`Unauthorized` for a bad token."""
+        if not header:
+            return None
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value:
+            raise _invalid()
+        row = session.exec(
+            select(Token, User).join(User, User.id == Token.user_id).where(Token.token_hash == hash_token(value))
+        ).first()
+        if row is None:
+            raise _invalid()
+        tok, user = row
+        now = utcnow()
+        if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
+            raise _invalid()
+        self._touch(session, tok.id, now)
+        return Identity(
+            user_id=user.id, name=user.name, can_write=bool(tok.can_write), token_id=tok.id, is_admin=bool(user.is_admin)
+        )
+
+    def _touch(self, session: Session, token_id: int, now: datetime) -> None:
+        mono = time.monotonic()
+        with self._lock:
+            last = self._last_used.get(token_id)
+            if last is not None and mono - last < LAST_USED_EVERY_S:
+                return
+            self._last_used[token_id] = mono
+        try:
+            session.execute(sa.update(Token).where(Token.id == token_id).values(last_used_at=now))
+            session.commit()
+        except Exception:  # noqa: BLE001 - bookkeeping must never fail a request
+            session.rollback()
+
+
+def _invalid() -> Unauthorized:
+    return Unauthorized(INVALID_CREDENTIALS, headers={"X-Error-Message": INVALID_CREDENTIALS})
+
+
+# -- server secret and signed URLs ------------------------------------------------------------
+
+
+def load_secret(session: Session, name: str = "upload-url-key") -> bytes:
+    """The named server secret, created on first use (shared by every server process)."""
+    row = session.get(HubSecret, name)
+    if row is None:
+        session.add(HubSecret(name=name, value=secrets.token_hex(32)))
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+        row = session.get(HubSecret, name)
+    return bytes.fromhex(row.value)
+
+
+class UrlSigner:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def sign(self, *fields: object) -> str:
+        msg = "\n".join(str(f) for f in fields).encode("utf-8")
+        mac = hmac.new(self._key, msg, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
+
+    def check(self, signature: str, *fields: object) -> bool:
+        return hmac.compare_digest(self.sign(*fields), signature or "")
+
+    def upload_fields(self, repo_id: int, oid: str, size: int, user_id: int, ttl_s: int = UPLOAD_URL_TTL_S) -> dict[str, str]:
+        exp = int(time.time()) + ttl_s
+        sig = self.sign("upload", repo_id, oid, size, user_id, exp)
+        return {"size": str(size), "exp": str(exp), "u": str(user_id), "sig": sig}

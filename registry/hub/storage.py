@@ -1,0 +1,247 @@
+"""Content-addressed blob storage.
+
+Every file a repo holds (regular or LFS) is stored once, by the SHA-256 of its content, at
+``<root>/sha256/ab/cd/<64 hex>``. A blob is written to ``<root>/tmp/`` first, fsynced, its
+SHA-256 (and size) checked against what the client announced, and only then renamed into place
+(and the folder fsynced): a blob path exists only when the blob is complete and correct. A crash
+leaves at most a ``tmp/*.part`` file, which :meth:`LocalBlobStore.sweep_tmp` removes.
+
+The interface is deliberately narrow (:class:`BlobStore`: ``begin``/``put_stream``/``put_bytes``,
+``open``, ``exists``, ``size``, ``delete`` and optionally ``local_path``) so that an object store
+can implement it later: ``begin()`` returns a :class:`BlobWriter` fed chunk by chunk and
+committed with the expected hash.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from .errors import BadRequest, HubError, PayloadTooLarge, StorageError
+from .gitobj import is_sha256
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size: int
+    git_sha1: str | None  # git blob id of the content, when it was computed
+    created: bool  # False when an identical blob was already stored
+
+
+class BlobWriter(Protocol):
+    def write(self, chunk: bytes) -> None: ...
+    def commit(self, expected_sha256: str | None = None) -> StoredBlob: ...
+    def abort(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    def begin(self, *, expected_size: int | None = None, max_size: int | None = None, git_sha1: bool = False) -> BlobWriter: ...
+    def open(self, sha256: str) -> BinaryIO: ...
+    def exists(self, sha256: str) -> bool: ...
+    def size(self, sha256: str) -> int: ...
+    def delete(self, sha256: str) -> None: ...
+    def local_path(self, sha256: str) -> Path | None: ...
+
+
+class SizeMismatch(BadRequest):
+    pass
+
+
+class HashMismatch(BadRequest):
+    pass
+
+
+def _storage_error(exc: OSError, action: str) -> HubError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"{action}: the server's blob storage is full")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError(f"{action}: the server's blob storage is not writable", status=503)
+    return StorageError(f"{action}: storage error ({exc.strerror or exc})", status=500)
+
+
+class _LocalWriter:
+    def __init__(self, store: LocalBlobStore, expected_size: int | None, max_size: int | None, git_sha1: bool) -> None:
+        self._store = store
+        self._expected = expected_size
+        self._max = max_size
+        self._sha = hashlib.sha256()
+        self._git = None
+        if git_sha1:
+            if expected_size is None:
+                raise ValueError("git_sha1 needs expected_size")
+            self._git = hashlib.sha1(b"blob %d\0" % expected_size, usedforsecurity=False)
+        self._size = 0
+        self._tmp = store.tmp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as exc:
+            raise _storage_error(exc, "cannot store the upload") from None
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._size += len(chunk)
+        limit = self._expected if self._expected is not None else self._max
+        if limit is not None and self._size > limit:
+            self.abort()
+            if self._expected is not None:
+                raise SizeMismatch(f"upload is larger than the announced {self._expected} bytes")
+            raise PayloadTooLarge(f"upload exceeds the server's limit of {self._max} bytes")
+        self._sha.update(chunk)
+        if self._git is not None:
+            self._git.update(chunk)
+        try:
+            self._fh.write(chunk)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc, "cannot store the upload") from None
+
+    def commit(self, expected_sha256: str | None = None) -> StoredBlob:
+        try:
+            if self._expected is not None and self._size != self._expected:
+                raise SizeMismatch(f"upload has {self._size} bytes, {self._expected} were announced")
+            digest = self._sha.hexdigest()
+            if expected_sha256 is not None and digest != expected_sha256.lower():
+                raise HashMismatch(f"upload's sha256 is {digest}, not the announced {expected_sha256}")
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+            except OSError as exc:
+                raise _storage_error(exc, "cannot store the upload") from None
+            final = self._store.path_of(digest)
+            created = not final.exists()
+            if created:
+                try:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(self._tmp, 0o444)
+                    os.replace(self._tmp, final)
+                    _fsync_dir(final.parent)
+                except OSError as exc:
+                    raise _storage_error(exc, "cannot store the upload") from None
+            self._done = True
+            return StoredBlob(
+                sha256=digest,
+                size=self._size,
+                git_sha1=self._git.hexdigest() if self._git is not None else None,
+                created=created,
+            )
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        try:
+            if not self._fh.closed:
+                self._fh.close()
+        except OSError:
+            pass
+        try:
+            self._tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+class LocalBlobStore:
+    """Blobs in a local folder (``<data>/blobs``)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.tmp_dir = self.root / "tmp"
+        self.objects = self.root / "sha256"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.objects.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, sha256: str) -> Path:
+        if not is_sha256(sha256):
+            raise BadRequest(f"not a sha256: {sha256[:80]!r}")
+        return self.objects / sha256[:2] / sha256[2:4] / sha256
+
+    # -- writing -------------------------------------------------------------------------
+
+    def begin(self, *, expected_size: int | None = None, max_size: int | None = None, git_sha1: bool = False) -> BlobWriter:
+        return _LocalWriter(self, expected_size, max_size, git_sha1)
+
+    def put_stream(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expected_sha256: str | None = None,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+        git_sha1: bool = False,
+    ) -> StoredBlob:
+        w = self.begin(expected_size=expected_size, max_size=max_size, git_sha1=git_sha1)
+        try:
+            for chunk in chunks:
+                w.write(chunk)
+        except BaseException:
+            w.abort()
+            raise
+        return w.commit(expected_sha256)
+
+    def put_bytes(self, data: bytes, *, expected_sha256: str | None = None) -> StoredBlob:
+        return self.put_stream([data], expected_sha256=expected_sha256, expected_size=len(data), git_sha1=True)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def open(self, sha256: str) -> BinaryIO:
+        return open(self.path_of(sha256), "rb")  # noqa: SIM115
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_of(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        return self.path_of(sha256).stat().st_size
+
+    def local_path(self, sha256: str) -> Path | None:
+        return self.path_of(sha256)
+
+    def delete(self, sha256: str) -> None:
+        p = self.path_of(sha256)
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(p.parent)
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    def sweep_tmp(self, older_than_s: float = 24 * 3600) -> int:
+        """Remove leftover ``tmp/*.part`` files older than ``older_than_s``; return how many."""
+        now = time.time()
+        n = 0
+        for p in self.tmp_dir.glob("*.part"):
+            try:
+                if now - p.stat().st_mtime >= older_than_s:
+                    p.unlink()
+                    n += 1
+            except OSError:
+                continue
+        return n
+
+    def iter_blobs(self) -> Iterable[str]:
+        for p in self.objects.glob("*/*/*"):
+            if is_sha256(p.name):
+                yield p.name
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,197 @@
+"""The FastAPI application of ``lorahub serve``.
+
+:func:`create_app` wires the Hub service (:mod:`lorahub.registry.hub`), the registry
+(:class:`lorahub.registry.service.Registry`), the routes and the error handlers. It does not run
+migrations: :func:`lorahub.registry.server.run.serve` does that before building the app.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import threading
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lorahub import __version__
+from lorahub.errors import LorahubError, UsageError
+from lorahub.registry.hub.auth import Authenticator, Identity, UrlSigner, load_secret
+from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge
+from lorahub.registry.hub.service import HubConfig, HubService
+from lorahub.registry.hub.storage import LocalBlobStore
+
+from .accesslog import AccessLogMiddleware
+from .settings import ServerSettings
+
+log = logging.getLogger("lorahub.server")
+
+DESCRIPTION = """\
+A self-hosted, Hugging Face Hub compatible hub for Stable Diffusion LoRA adapters.
+
+* **lorahub API** (below): search the registry by words and filters, or look an adapter up by any
+  fingerprint (SHA-256, AutoV2, AutoV3, BLAKE3, CRC32 or a prefix of at least 8 hex digits).
+* **Hub API** (not listed here): the subset of the Hugging Face Hub HTTP API that `huggingface_hub`,
+  the `hf` CLI and diffusers use. Point them at this server with `HF_ENDPOINT=<this URL>` and, to
+  upload, `HF_HUB_DISABLE_XET=1`. See `docs/server.md`.
+
+Authentication: `Authorization: Bearer <token>` with a token from `lorahub token create --user NAME`.
+"""
+
+
+class ServerState:
+    def __init__(self, settings: ServerSettings, registry: Any) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = LocalBlobStore(settings.blob_dir)
+        self.service = HubService(
+            registry.engine,
+            self.store,
+            HubConfig(
+                max_upload_size=settings.max_upload_size,
+                max_commit_bytes=settings.max_commit_bytes,
+                public_url=settings.public_url.rstrip("/"),
+                index_adapters=settings.index_adapters,
+            ),
+        )
+        self.auth = Authenticator()
+        self._signer: UrlSigner | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def signer(self) -> UrlSigner:
+        if self._signer is None:
+            with self._lock:
+                if self._signer is None:
+                    with self.service.session() as s:
+                        self._signer = UrlSigner(load_secret(s))
+        return self._signer
+
+    def identify(self, authorization: str | None) -> Identity | None:
+        if not authorization:
+            return None
+        with self.service.session() as s:
+            return self.auth.identify(s, authorization)
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.lorahub
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body of {length} bytes exceeds the server's limit of {limit} bytes")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise PayloadTooLarge(f"request body exceeds the server's limit of {limit} bytes")
+    return bytes(buf)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("request body is not valid JSON") from None
+
+
+async def identify(request: Request) -> Identity | None:
+    st = state_of(request)
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    return await run_in_threadpool(st.identify, header)
+
+
+def error_response(exc: HubError) -> JSONResponse:
+    body: dict[str, Any] = {"error": exc.message}
+    for k, v in exc.extra.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            body[k] = v
+    headers = dict(exc.headers)
+    if exc.code:
+        headers.setdefault("X-Error-Code", exc.code)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
+    """The application. ``registry`` defaults to a :class:`Registry` on ``settings.database_url``."""
+    if registry is None:
+        from lorahub.registry.service import Registry
+
+        registry = Registry(settings.database_url, auto_migrate=False)
+    extra: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        # FastAPI's built-in OpenTelemetry hooks check their providers on every request: off.
+        extra["telemetry"] = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(
+        title="lorahub",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        **extra,
+    )
+    app.state.lorahub = ServerState(settings, registry)
+
+    @app.exception_handler(HubError)
+    async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(UsageError)
+    async def _usage_error(request: Request, exc: UsageError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(LorahubError)
+    async def _lorahub_error(request: Request, exc: LorahubError) -> JSONResponse:
+        status = 503 if type(exc).__name__ == "RegistryError" else 400
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+        msg = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+        detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors]
+        return JSONResponse({"error": msg, "detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _db_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database error on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0][:300])
+        return JSONResponse(
+            {"error": "the database is unavailable; try again shortly"}, status_code=503, headers={"Retry-After": "2"}
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
+
+    from . import hub_api, search_api
+
+    app.include_router(search_api.router)
+    app.include_router(hub_api.router)
+    app.add_middleware(AccessLogMiddleware)
+    return app

@@ -1,0 +1,250 @@
+"""Fixtures of the server tests: a real ``lorahub serve`` subprocess on a free loopback port,
+against SQLite or a fresh PostgreSQL database, with tokens for a few users.
+
+PostgreSQL: 127.0.0.1:5432, trust auth; every server gets its own database, dropped afterwards.
+Where PostgreSQL is unreachable the PostgreSQL variants skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LORAHUB = str(Path(sys.executable).with_name("lorahub"))
+#: Tried in order (as in tests/registry): $LORAHUB_TEST_DATABASE_URL, else user postgres, else root.
+PG_CANDIDATES = [
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+]
+READY = "lorahub serve: listening on "
+_pg: dict[str, str] = {}
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _admin_url() -> str:
+    """A reachable PostgreSQL URL with CREATE DATABASE rights; skips (fails under CI) otherwise."""
+    if "url" in _pg:
+        return _pg["url"]
+    from sqlalchemy import create_engine, text
+
+    env = os.environ.get("LORAHUB_TEST_DATABASE_URL")
+    errors = []
+    for url in [env] if env else PG_CANDIDATES:
+        try:
+            engine = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+            _pg["url"] = url
+            return url
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
+    msg = f"PostgreSQL at 127.0.0.1:5432 is unreachable ({'; '.join(errors)}); run scripts/ensure-services"
+    if _on_ci():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def fresh_pg_database() -> str:
+    """Create an empty database; return its URL (skips, or fails under CI, without PostgreSQL)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = _admin_url()
+    name = f"lorahub_srv_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return make_url(admin).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    try:
+        engine = create_engine(_admin_url(), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+
+
+@dataclass
+class HubServer:
+    url: str
+    data: Path
+    database: str
+    backend: str
+    log: Path
+    proc: subprocess.Popen
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def api(self, user: str | None = "alice"):  # noqa: ANN201 - HfApi
+        from lorahub.hub.endpoint import hf_api
+
+        return hf_api(self.url, token=self.tokens[user] if user else False)
+
+    def env(self, user: str | None = "alice", **extra: str) -> dict[str, str]:
+        """Environment for a client subprocess (hf CLI, diffusers) talking to this server."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+        env.update(
+            HF_ENDPOINT=self.url,
+            HF_HUB_DISABLE_XET="1",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_UPDATE_CHECK="1",
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+            HF_HOME=str(self.data.parent / f"hf-home-{user or 'anon'}"),
+        )
+        if user:
+            env["HF_TOKEN"] = self.tokens[user]
+        env.update(extra)
+        return env
+
+    def request(self, method: str, path: str, *, user: str | None = "alice", **kw):  # noqa: ANN201 - httpx.Response
+        import httpx
+
+        headers = dict(kw.pop("headers", {}) or {})
+        if user:
+            headers["Authorization"] = f"Bearer {self.tokens[user]}"
+        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+
+def start_server(data: Path, database: str | None, backend: str, extra_args: list[str] | None = None) -> HubServer:
+    """Create users/tokens in the database, start ``lorahub serve --port 0`` and wait until it listens."""
+    from sqlmodel import Session
+
+    from lorahub.registry.hub.auth import create_token, revoke_token
+    from lorahub.registry.server.run import prepare
+    from lorahub.registry.server.settings import SQLITE_NAME
+
+    data.mkdir(parents=True, exist_ok=True)
+    database = database or f"sqlite:///{data / SQLITE_NAME}"
+    _, url, registry = prepare(data, database)
+    tokens: dict[str, str] = {}
+    try:
+        with Session(registry.engine, expire_on_commit=False) as s:
+            for key, user, write in (("alice", "alice", True), ("bob", "bob", True), ("alice_ro", "alice", False), ("revoked", "alice", True)):
+                tokens[key], _, _ = create_token(s, user, write=write, name=key)
+            revoke_token(s, tokens["revoked"])
+    finally:
+        registry.close()
+    log = data / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE"))}
+    env["LORAHUB_HOME"] = str(data / "home")
+    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", database]
+    cmd += extra_args or []
+    fh = open(log, "w")  # noqa: SIM115 - closed by the process end
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(data))
+    fh.close()
+    deadline = time.monotonic() + 90
+    endpoint = None
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        for line in text.splitlines():
+            if line.startswith(READY):
+                endpoint = line[len(READY):].strip()
+        if endpoint:
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"lorahub serve exited with {proc.returncode}:\n{text[-3000:]}")
+        time.sleep(0.05)
+    if endpoint is None:
+        proc.kill()
+        raise RuntimeError(f"lorahub serve did not start in 90 s:\n{log.read_text(errors='replace')[-3000:]}")
+    return HubServer(url=endpoint, data=data, database=url, backend=backend, log=log, proc=proc, tokens=tokens)
+
+
+def stop_server(server: HubServer) -> None:
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def hub_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A running ``lorahub serve`` (one per test module and backend)."""
+    backend = request.param
+    data = tmp_path_factory.mktemp(f"serve-{backend}")
+    url = fresh_pg_database() if backend == "postgres" else None
+    server = start_server(data, url, backend)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+        if url:
+            drop_pg_database(url)
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A running ``lorahub serve`` on SQLite (for tests whose subject is not the database)."""
+    server = start_server(tmp_path_factory.mktemp("serve-sqlite"), None, "sqlite")
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+@pytest.fixture(autouse=True)
+def _xet_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process huggingface_hub clients of these tests upload with LFS (lorahub's hf_api does it too)."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+
+
+def write_kohya_lora(
+    path: Path, *, rank: int = 4, seed: int = 0, up_rank: int | None = None, title: str = "tinystyle", trigger: str | None = None
+) -> Path:
+    """A small, real SD 1.x kohya LoRA (random weights); ``up_rank != rank`` makes it invalid."""
+    import numpy as np
+
+    from lorahub.adapters.writer import write_numpy
+
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for blk, inn in (("attn1_to_q", 320), ("attn1_to_k", 320), ("attn2_to_k", 768), ("attn2_to_v", 768)):
+        base = f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_{blk}"
+        tensors[f"{base}.lora_down.weight"] = rng.standard_normal((rank, inn)).astype(np.float16)
+        tensors[f"{base}.lora_up.weight"] = rng.standard_normal((320, up_rank or rank)).astype(np.float16)
+        tensors[f"{base}.alpha"] = np.array(float(rank), dtype=np.float16)
+    word = trigger or title
+    metadata = {"ss_output_name": title, "ss_tag_frequency": json.dumps({f"10_{word}": {word: 10}})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_numpy(path, tensors, metadata=metadata)
+    return path
+
+
+@pytest.fixture
+def kohya_lora(tmp_path: Path):  # noqa: ANN201
+    """Factory: ``kohya_lora(name, **kw) -> Path`` (see :func:`write_kohya_lora`)."""
+
+    def make(name: str = "tinystyle.safetensors", **kw) -> Path:  # noqa: ANN003
+        return write_kohya_lora(tmp_path / "loras" / name, **kw)
+
+    return make
