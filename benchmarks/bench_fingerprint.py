@@ -90,7 +90,7 @@ def load_note() -> str:
 
 def timed(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{res.stderr}")

@@ -268,7 +268,7 @@ def _share(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
         registry.close()
     log = data / "server.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "lorahub.cli", "serve", "--port", "0", "--data", str(data)],
+        proc = subprocess.Popen([sys.executable, "-m", "lorahub.cli", "serve", "--port", "0", "--data", str(data), "--no-ui"],
                                 stdout=fh, stderr=subprocess.STDOUT)
     try:
         endpoint = None

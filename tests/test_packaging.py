@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from testkit import REPO
 
 FACES = {"lorahub": "lorahub", "cli": "lorahub/cli", "registry": "lorahub/registry",

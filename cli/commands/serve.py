@@ -49,6 +49,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes sharing the port (and the database and blobs).")
 @click.option("--no-index", is_flag=True, help="Do not index committed adapters into the registry (they are still validated).")
+@click.option("--ui/--no-ui", default=True, show_default=True, help="Serve the lorahub web UI (the Space) at / (needs gradio).")
 def serve_cmd(
     host: str,
     port: int,
@@ -61,12 +62,13 @@ def serve_cmd(
     no_access_log: bool,
     workers: int,
     no_index: bool,
+    ui: bool,
 ) -> None:
     """Run a self-hosted, Hugging Face Hub compatible adapter hub.
 
     Clients: set HF_ENDPOINT=http://HOST:PORT (and HF_HUB_DISABLE_XET=1 to upload with the
     stock huggingface_hub / hf CLI). Create tokens with `lorahub token create --user NAME`.
-    The lorahub search API and its docs are at /docs.
+    The lorahub search API and its docs are at /docs; the web UI (the Space) at /.
     """
     from lorahub.registry.server.run import serve
 
@@ -82,6 +84,7 @@ def serve_cmd(
         access_log=not no_access_log,
         index_adapters=not no_index,
         workers=workers,
+        ui=ui,
     )
 
 

@@ -146,15 +146,15 @@ def _card_data(path: str) -> dict[str, Any] | None:
         text = readme.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    if not text.startswith("---"):
-        return None
-    end = text.find("\n---", 3)
-    if end < 0:
+    from lorahub.hub.card import front_matter
+
+    block, _ = front_matter(text)
+    if block is None:
         return None
     try:
         import yaml
 
-        data = yaml.safe_load(text[3:end])
+        data = yaml.safe_load(block)
     except Exception:  # noqa: BLE001 - a broken card is not an error of the adapter
         return None
     return data if isinstance(data, dict) else None

@@ -192,20 +192,29 @@ def render_card(inp: CardInputs) -> str:
     return f"---\n{front}---\n\n{card_body(inp)}"
 
 
+def front_matter(text: str) -> tuple[str | None, str]:
+    """``(yaml, body)`` of a card: the text between the leading ``---`` lines (None without one)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        return None, text
+    for i in range(1, len(lines)):
+        if lines[i].strip() == "---":
+            return "".join(lines[1:i]), "".join(lines[i + 1 :]).lstrip("\n")
+    return None, text
+
+
 def split_card(text: str) -> tuple[dict[str, Any], str]:
-    """Front matter (dict) and body of a card; a card without YAML has empty metadata."""
-    if text.startswith("---"):
-        end = re.search(r"^---\s*$", text[3:], flags=re.M)
-        if end:
-            raw = text[3 : 3 + end.start()]
-            body = text[3 + end.end() :].lstrip("\n")
-            try:
-                data = yaml.safe_load(raw) or {}
-            except yaml.YAMLError:
-                data = {}
-            if isinstance(data, dict):
-                return data, body
-    return {}, text
+    """Front matter (dict) and body of a card; a card without (valid) YAML has empty metadata."""
+    block, body = front_matter(text)
+    if block is None:
+        return {}, text
+    try:
+        data = yaml.safe_load(block) or {}
+    except yaml.YAMLError:
+        data = {}
+    return (data, body) if isinstance(data, dict) else ({}, body)
 
 
 def is_generated(card: str) -> bool:

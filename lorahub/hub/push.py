@@ -285,7 +285,7 @@ def _register(*, repo_id: str, endpoint: str, commit: str, private: bool, card: 
         draft = adapter_draft(
             # the local registry is the pusher's own: a private repo stays findable there
             endpoint=endpoint, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
-            owner_id=None, downloads=0, created_at=None, commit_oid=commit, commit_title=f"pushed with lorahub",
+            owner_id=None, downloads=0, created_at=None, commit_oid=commit, commit_title="pushed with lorahub",
             card=meta, readme=card, adapters=[(pkg.weight_name, fp.size, report, hashes)],
         )
         with Registry(registry_url) as reg:

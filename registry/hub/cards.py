@@ -23,15 +23,9 @@ class CardError(ValueError):
 
 def split_front_matter(text: str) -> str | None:
     """The YAML between the leading ``---`` lines, or ``None`` when there is none."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "---":
-        return None
-    for i in range(1, len(lines)):
-        if lines[i].strip() == "---":
-            return "\n".join(lines[1:i])
-    return None
+    from lorahub.hub.card import front_matter
+
+    return front_matter(text)[0]
 
 
 def parse_card(text: str) -> dict[str, Any] | None:

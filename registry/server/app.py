@@ -194,4 +194,19 @@ def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
     app.include_router(search_api.router)
     app.include_router(hub_api.router)
     app.add_middleware(AccessLogMiddleware)
+    if settings.ui:
+        mount_ui(app, settings)  # last: the API routes above keep precedence over the UI's
     return app
+
+
+def mount_ui(app: FastAPI, settings: ServerSettings) -> bool:
+    """The Space (lorahub.space) at ``/``, over this server's registry; skipped without gradio."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        log.info("gradio is not installed: no web UI at / (pip install 'lorahub-toolkit[space]')")
+        return False
+    from lorahub.space.ui import mount
+
+    mount(app, "/", registry_url=settings.database_url)
+    return True

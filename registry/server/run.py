@@ -100,6 +100,7 @@ def serve(
     access_log: bool = True,
     index_adapters: bool = True,
     workers: int = 1,
+    ui: bool = True,
 ) -> None:
     """Run the server until interrupted. ``workers > 1`` runs that many processes on one socket."""
     import uvicorn
@@ -119,6 +120,7 @@ def serve(
     if max_commit_bytes:
         settings.max_commit_bytes = max_commit_bytes
     settings.index_adapters = index_adapters
+    settings.ui = ui
     from lorahub.registry.hub.storage import LocalBlobStore
 
     swept = LocalBlobStore(settings.blob_dir).sweep_tmp(older_than_s=3600)
@@ -151,6 +153,7 @@ def serve(
                     "max_upload_size": settings.max_upload_size,
                     "max_commit_bytes": settings.max_commit_bytes,
                     "index_adapters": settings.index_adapters,
+                    "ui": settings.ui,
                     "log_level": log_level,
                     "access_log": access_log,
                 }
@@ -178,5 +181,6 @@ def app_from_env():  # noqa: ANN201 - a FastAPI app
         max_upload_size=cfg["max_upload_size"],
         max_commit_bytes=cfg["max_commit_bytes"],
         index_adapters=cfg["index_adapters"],
+        ui=cfg.get("ui", True),
     )
     return create_app(settings, Registry(settings.database_url, auto_migrate=False))

@@ -37,6 +37,8 @@ class ServerSettings:
     #: Largest JSON body of the other routes (create repo, preupload, LFS batch, validate-yaml).
     max_json_bytes: int = 8 * MiB
     index_adapters: bool = True
+    #: Serve the lorahub web UI (the Space, lorahub.space) at ``/`` when gradio is installed.
+    ui: bool = True
 
     @property
     def blob_dir(self) -> Path:

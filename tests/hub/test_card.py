@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from testkit import SHARED
 
 from lorahub.adapters.inspect import inspect_file

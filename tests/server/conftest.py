@@ -153,7 +153,10 @@ def start_server(data: Path, database: str | None, backend: str, extra_args: lis
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE"))}
     env["LORAHUB_HOME"] = str(data / "home")
     cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", database]
-    cmd += extra_args or []
+    extra_args = list(extra_args or [])
+    if "--ui" not in extra_args:
+        extra_args.append("--no-ui")  # the web UI (gradio) is tested in tests/server/test_server_ui.py
+    cmd += extra_args
     fh = open(log, "w")  # noqa: SIM115 - closed by the process end
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(data))
     fh.close()

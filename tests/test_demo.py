@@ -1,0 +1,38 @@
+"""`lorahub demo` (the README's first command) runs every step on the embedded default base model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lorahub.cli.main import cli
+
+
+@pytest.mark.slow
+def test_demo_runs_every_step(embedded_home: Path, tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    from lorahub import demo
+
+    res = CliRunner().invoke(cli, ["demo", "--workdir", str(tmp_path / "demo"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [s["name"] for s in out["steps"]] == [name for name, _, _ in demo.STEPS]
+    steps = {s["name"]: s for s in out["steps"]}
+    assert steps["validate"]["details"]["reports"][0]["valid"]
+    assert steps["fingerprint"]["details"]["autov3"]
+    assert steps["train"]["details"]["result"]["last_loss"] < steps["train"]["details"]["result"]["first_loss"]
+    assert (tmp_path / "demo" / "blend-grid.png").stat().st_size > 0
+    share = steps["share"]["details"]
+    assert share["push"]["changed"] and share["push"]["card_action"] == "generated"
+    assert {f["verified"] for f in share["pull"]["files"]} <= {"registry", "hub"}
+    assert "unchanged re-push made no commit" in steps["share"]["summary"]
+
+
+def test_demo_lists_its_steps() -> None:
+    res = CliRunner().invoke(cli, ["demo", "--list"])
+    assert res.exit_code == 0
+    for name in ("base", "adapter", "inspect", "validate", "fingerprint", "train", "preview", "registry", "share"):
+        assert name in res.output
