@@ -216,3 +216,36 @@ def test_dry_run_uploads_nothing(sqlite_server, trained_package: Path) -> None: 
 
     with pytest.raises(RepositoryNotFoundError):
         sqlite_server.api("alice").model_info("alice/dry")
+
+
+def test_interrupted_push_registers_nothing_and_a_rerun_completes_it(
+    sqlite_server, trained_package: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """The connection drops after the LFS objects reached the server, before the commit."""
+    import httpx
+    from huggingface_hub import HfApi
+
+    from lorahub.registry.service import Registry
+
+    real = HfApi.preupload_lfs_files
+
+    def upload_then_drop(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        real(self, *args, **kwargs)  # the real upload to the real server
+        raise httpx.ReadError("connection reset by peer")
+
+    monkeypatch.setattr(HfApi, "preupload_lfs_files", upload_then_drop)
+    res = _push(sqlite_server, str(trained_package), "--repo", "alice/flaky")
+    assert res.exit_code == 1 and "run the command again" in res.output and "Traceback" not in res.output
+    api = sqlite_server.api("alice")
+    names = {s.rfilename for s in api.model_info("alice/flaky").siblings}
+    assert "pytorch_lora_weights.safetensors" not in names  # nothing committed
+    with Registry() as reg:
+        assert reg.source_files(f"hub:{sqlite_server.url}/alice/flaky") == {}  # nothing registered
+    monkeypatch.setattr(HfApi, "preupload_lfs_files", real)
+    again = _push(sqlite_server, str(trained_package), "--repo", "alice/flaky")
+    assert again.exit_code == 0, again.output
+    out = json.loads(again.stdout)
+    assert out["changed"] and out["registered"]
+    assert "pytorch_lora_weights.safetensors" in {s.rfilename for s in api.model_info("alice/flaky").siblings}
+    with Registry() as reg:
+        assert reg.source_files(f"hub:{sqlite_server.url}/alice/flaky")
