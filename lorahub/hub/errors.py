@@ -50,6 +50,9 @@ def hub_error(exc: BaseException, *, endpoint: str, repo_id: str | None = None, 
             return HubError(f"{endpoint} refused the {action} ({status}): {message}")
         if status is not None:
             return HubError(f"{endpoint} failed the {action} ({status}): {message}", hint="try again later")
+    if isinstance(exc, ValueError) and str(exc).startswith("LFS batch API returned errors"):
+        details = "; ".join(line.strip(" -") for line in str(exc).splitlines()[1:] if line.strip())
+        return HubError(f"{endpoint} refused the upload: {details[:500] or 'no reason given'}")
     if isinstance(exc, ValueError) and "Xet" in str(exc):
         return HubError(f"{endpoint} does not speak Xet: {_first_line(exc)}", hint="set HF_HUB_DISABLE_XET=1")
     return HubError(f"{action} on {endpoint} failed: {type(exc).__name__}: {_first_line(exc)}")

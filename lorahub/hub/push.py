@@ -65,6 +65,15 @@ def _validate(pkg: AdapterPackage) -> list[str]:
     """Validate every adapter file of the package; raise on the first invalid one."""
     from lorahub.adapters.validate import validate_file
 
+    from lorahub.adapters.header import PICKLE_SUFFIXES
+    from lorahub.errors import PickleRefusedError
+
+    pickles = sorted(k for k in pkg.files if k.lower().endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise PickleRefusedError(
+            pickles[0], "refused: pickle files run code when loaded; lorahub does not share them",
+            hint="remove it from the package or convert it to .safetensors",
+        )
     warnings: list[str] = []
     targets = [pkg.weights] + [
         f for k, f in pkg.files.items() if k.endswith(".safetensors") and f != pkg.weights

@@ -249,3 +249,30 @@ def test_interrupted_push_registers_nothing_and_a_rerun_completes_it(
     assert "pytorch_lora_weights.safetensors" in {s.rfilename for s in api.model_info("alice/flaky").siblings}
     with Registry() as reg:
         assert reg.source_files(f"hub:{sqlite_server.url}/alice/flaky")
+
+
+def test_server_refusals_are_one_line(trained_package: Path, tmp_path: Path) -> None:
+    """A server that refuses the upload (here: too large) gives one readable line; pickles never leave."""
+    import importlib.util
+    import shutil
+
+    from testkit import REPO
+
+    spec = importlib.util.spec_from_file_location("lorahub_server_fixtures_push", REPO / "tests" / "server" / "conftest.py")
+    srv = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = srv
+    assert spec.loader is not None
+    spec.loader.exec_module(srv)
+    server = srv.start_server(tmp_path / "small", None, "sqlite", extra_args=["--max-upload-size", "1K"])
+    try:
+        res = _push(server, str(trained_package), "--repo", "alice/big")
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        line = res.output.strip().splitlines()[-1]
+        assert line.startswith("Error: ") and ("too large" in line or "413" in line or "refused" in line), line
+        pkg = tmp_path / "with-pickle"
+        shutil.copytree(trained_package, pkg)
+        (pkg / "extra.ckpt").write_bytes(b"\x80\x04K\x01.")
+        res = _push(server, str(pkg), "--repo", "alice/pickled")
+        assert res.exit_code == 1 and "extra.ckpt" in res.output and "pickle" in res.output
+    finally:
+        srv.stop_server(server)
