@@ -63,9 +63,8 @@ def _file_digests(src: Path | bytes, want_git: bool) -> tuple[int, str, str | No
 
 def _validate(pkg: AdapterPackage) -> list[str]:
     """Validate every adapter file of the package; raise on the first invalid one."""
-    from lorahub.adapters.validate import validate_file
-
     from lorahub.adapters.header import PICKLE_SUFFIXES
+    from lorahub.adapters.validate import validate_file
     from lorahub.errors import PickleRefusedError
 
     pickles = sorted(k for k in pkg.files if k.lower().endswith(PICKLE_SUFFIXES))
