@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat as stat_mod
 import threading
 import time
 import zlib
@@ -301,21 +300,9 @@ def _workers() -> int:
 
 
 def _open(path: str) -> tuple[Any, os.stat_result]:
-    try:
-        fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
-    except FileNotFoundError:
-        raise AdapterFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise AdapterFileError(path, "is a folder, not a file") from None
-    except PermissionError:
-        raise AdapterFileError(path, "permission denied") from None
-    except OSError as exc:
-        raise AdapterFileError(path, f"cannot open: {exc.strerror or exc}") from None
-    st = os.fstat(fh.fileno())
-    if not stat_mod.S_ISREG(st.st_mode):
-        fh.close()
-        raise AdapterFileError(path, "is not a regular file")
-    return fh, st
+    from .header import open_regular
+
+    return open_regular(path, buffering=0)
 
 
 def _tensor_region(path: str, size: int) -> tuple[int | None, object, list[str]]:

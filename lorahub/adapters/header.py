@@ -18,6 +18,7 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import AdapterFileError, PickleRefusedError
 
@@ -155,20 +156,7 @@ def read_header(path: str | os.PathLike[str], *, max_header_bytes: int = MAX_HEA
     """
     spath = str(path)
     p = Path(path)
-    try:
-        if p.is_dir():
-            raise AdapterFileError(spath, "is a folder, not a file")
-        if not stat.S_ISREG(p.stat().st_mode):  # opening a FIFO would wait for a writer forever
-            raise AdapterFileError(spath, "is not a regular file (a pipe, socket or device)")
-        fh = open(p, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise AdapterFileError(spath, "no such file") from None
-    except IsADirectoryError:
-        raise AdapterFileError(spath, "is a folder, not a file") from None
-    except PermissionError:
-        raise AdapterFileError(spath, "permission denied") from None
-    except OSError as exc:
-        raise AdapterFileError(spath, f"cannot open: {exc.strerror or exc}") from None
+    fh, _ = open_regular(spath)
     with fh:
         try:
             file_size = os.fstat(fh.fileno()).st_size
@@ -207,6 +195,28 @@ def read_header(path: str | os.PathLike[str], *, max_header_bytes: int = MAX_HEA
         if len(raw) != n:
             raise AdapterFileError(spath, f"truncated: header needs {n} bytes, only {len(raw)} readable")
     return parse_header_bytes(spath, raw, file_size)
+
+
+def open_regular(path: str, *, buffering: int = -1) -> tuple[BinaryIO, os.stat_result]:
+    """Open a regular file for reading; anything else is one readable AdapterFileError.
+
+    The type is checked before opening: opening a FIFO would wait for a writer forever.
+    """
+    try:
+        if os.path.isdir(path):
+            raise AdapterFileError(path, "is a folder, not a file")
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise AdapterFileError(path, "is not a regular file (a pipe, socket or device)")
+        fh = open(path, "rb", buffering=buffering)  # noqa: SIM115 - the caller closes it
+    except FileNotFoundError:
+        raise AdapterFileError(path, "no such file") from None
+    except IsADirectoryError:
+        raise AdapterFileError(path, "is a folder, not a file") from None
+    except PermissionError:
+        raise AdapterFileError(path, "permission denied") from None
+    except OSError as exc:
+        raise AdapterFileError(path, f"cannot open: {exc.strerror or exc}") from None
+    return fh, os.fstat(fh.fileno())
 
 
 def _peek(fh) -> bytes:  # noqa: ANN001
