@@ -32,3 +32,22 @@ def manifest_to_safetensors(manifest: Path, out: Path, metadata: dict[str, str] 
 
 def on_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def server_fixtures():  # noqa: ANN201 - the module tests/server/conftest.py
+    """``tests/server/conftest.py`` as a module of its own name (start_server, stop_server, ...).
+
+    For tests outside that folder (or needing a server with other options) that start a real `lorahub serve`.
+    """
+    import importlib.util
+    import sys
+
+    name = "lorahub_server_test_fixtures"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "server" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

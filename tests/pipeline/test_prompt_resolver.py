@@ -105,55 +105,28 @@ def test_hub_references_are_parsed() -> None:
 
 
 def test_hub_ids_download_from_hf_endpoint(lora_file: Path, tmp_path: Path, monkeypatch) -> None:
-    """A real HTTP server on loopback speaking the two Hub endpoints hf_hub_download needs."""
-    import hashlib
-    import http.server
-    import json
-    import threading
+    """A Hub id resolves through huggingface_hub against a real `lorahub serve` on loopback (HF_ENDPOINT)."""
+    pytest.importorskip("fastapi")
+    from testkit import server_fixtures
 
-    data = lora_file.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    commit = "0" * 40
-
-    class Hub(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):  # noqa: ANN002
-            pass
-
-        def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(code)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def do_GET(self) -> None:  # noqa: N802
-            if self.path.startswith("/api/models/someone/mystyle/tree/main"):
-                listing = [{"type": "file", "path": "pytorch_lora_weights.safetensors", "size": len(data), "oid": sha}]
-                self._send(200, json.dumps(listing).encode(), {"Content-Type": "application/json"})
-            elif self.path == "/someone/mystyle/resolve/main/pytorch_lora_weights.safetensors":
-                self._send(200, data, {"X-Repo-Commit": commit, "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
-                                       "X-Linked-Size": str(len(data))})
-            else:
-                self._send(404, b'{"error":"Repository not found"}',
-                           {"Content-Type": "application/json", "X-Error-Code": "RepoNotFound"})
-
-        do_HEAD = do_GET
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    srv = server_fixtures()
+    server = srv.start_server(tmp_path / "serve", None, "sqlite")
     try:
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        api = server.api("alice")
+        api.create_repo("alice/mystyle")
+        api.upload_file(path_or_fileobj=str(lora_file), path_in_repo="pytorch_lora_weights.safetensors",
+                        repo_id="alice/mystyle")
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", server.tokens["alice"])
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
         import huggingface_hub.constants as hc
 
         monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-        hit = Resolver(steps=None).resolve("someone/mystyle")
-        assert hit.kind == "hub" and hit.path.read_bytes() == data
-        assert hit.source == "someone/mystyle/pytorch_lora_weights.safetensors"
+        hit = Resolver(steps=None).resolve("alice/mystyle")
+        assert hit.kind == "hub" and hit.path.read_bytes() == lora_file.read_bytes()
+        assert hit.source == "alice/mystyle/pytorch_lora_weights.safetensors"
     finally:
-        server.shutdown()
+        srv.stop_server(server)
 
 
 def test_registry_names_and_hashes_resolve(lora_file: Path, tmp_path: Path) -> None:

@@ -253,16 +253,11 @@ def test_interrupted_push_registers_nothing_and_a_rerun_completes_it(
 
 def test_server_refusals_are_one_line(trained_package: Path, tmp_path: Path) -> None:
     """A server that refuses the upload (here: too large) gives one readable line; pickles never leave."""
-    import importlib.util
     import shutil
 
-    from testkit import REPO
+    from testkit import server_fixtures
 
-    spec = importlib.util.spec_from_file_location("lorahub_server_fixtures_push", REPO / "tests" / "server" / "conftest.py")
-    srv = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = srv
-    assert spec.loader is not None
-    spec.loader.exec_module(srv)
+    srv = server_fixtures()
     server = srv.start_server(tmp_path / "small", None, "sqlite", extra_args=["--max-upload-size", "1K"])
     try:
         res = _push(server, str(trained_package), "--repo", "alice/big")

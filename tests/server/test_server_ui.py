@@ -11,17 +11,9 @@ pytest.importorskip("gradio")
 
 
 def test_ui_at_root_and_api_still_answers(tmp_path) -> None:  # noqa: ANN001
-    import importlib.util
+    from testkit import server_fixtures
 
-    from testkit import REPO
-
-    spec = importlib.util.spec_from_file_location("lorahub_server_fixtures_ui", REPO / "tests" / "server" / "conftest.py")
-    srv = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    import sys
-
-    sys.modules[spec.name] = srv  # dataclasses look their module up there
-    spec.loader.exec_module(srv)
+    srv = server_fixtures()
     server = srv.start_server(tmp_path / "serve", None, "sqlite", extra_args=["--ui"])
     try:
         page = httpx.get(server.url + "/", timeout=60, follow_redirects=True)

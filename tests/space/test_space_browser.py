@@ -54,16 +54,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server_fixtures():  # noqa: ANN202 - the module tests/server/conftest.py, under its own name
-    spec = importlib.util.spec_from_file_location("lorahub_server_test_fixtures", REPO / "tests" / "server" / "conftest.py")
-    mod = sys.modules.get(spec.name)
-    if mod is None:
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses look their module up there
-        spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture
 def space_url(embedded_home: Path, lorahub_home: Path, tmp_path: Path):  # noqa: ANN201
     """``lorahub space`` on a free loopback port, its registry holding two synthetic adapters."""
@@ -243,7 +233,9 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     page.screenshot(path=str(ARTIFACTS / "4-train.png"), full_page=True)
 
     # ---- Push: the trained package to a lorahub serve started here (dry run first, then for real)
-    srv = _server_fixtures()
+    from testkit import server_fixtures
+
+    srv = server_fixtures()
     server = srv.start_server(tmp_path / "serve", None, "sqlite")
     try:
         _tab(page, "Push")
