@@ -34,6 +34,45 @@ def on_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+PG_CANDIDATES = [
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+]
+_pg_probe: dict[str, str] = {}
+
+
+def pg_admin_url() -> str:
+    """A reachable PostgreSQL URL (``$LORAHUB_TEST_DATABASE_URL`` or the local server).
+
+    Skips the calling test with the reason when none answers, except under ``CI=true``, where it
+    fails: CI must test both databases (.ci/run starts the server).
+    """
+    import pytest
+
+    if "url" in _pg_probe:
+        return _pg_probe["url"]
+    if "error" not in _pg_probe:
+        from sqlalchemy import create_engine, text
+
+        env = os.environ.get("LORAHUB_TEST_DATABASE_URL")
+        errors = []
+        for url in [env] if env else PG_CANDIDATES:
+            try:
+                engine = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                engine.dispose()
+                _pg_probe["url"] = url
+                return url
+            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+                errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
+        _pg_probe["error"] = "; ".join(errors)
+    reason = f"PostgreSQL is unreachable ({_pg_probe['error']}); run scripts/ensure-services"
+    if on_ci():
+        pytest.fail(f"{reason}; CI=true requires it")
+    pytest.skip(reason)
+
+
 def server_fixtures():  # noqa: ANN201 - the module tests/server/conftest.py
     """``tests/server/conftest.py`` as a module of its own name (start_server, stop_server, ...).
 

@@ -13,52 +13,19 @@ shadow ``tests/conftest.py`` for ``from conftest import ...``); test modules imp
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit import CORPORA, on_ci, pg_admin_url  # noqa: F401 - on_ci is re-exported to the registry tests
 
-PG_CANDIDATES = [
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-]
-
-CIVITAI = (Path(__file__).resolve().parents[2] / ".." / "shared" / "corpora" / "civitai-lora-models-2023-07.jsonl").resolve()
-
-
-def on_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-_pg_state: dict[str, object] = {}
+CIVITAI = CORPORA / "civitai-lora-models-2023-07.jsonl"
 
 
 def pg_base_url() -> str:
     """A reachable PostgreSQL URL, or pytest.skip (pytest.fail under CI)."""
-    if "url" in _pg_state:
-        return _pg_state["url"]  # type: ignore[return-value]
-    if "error" not in _pg_state:
-        from sqlalchemy import create_engine, text
-
-        env = os.environ.get("LORAHUB_TEST_DATABASE_URL")
-        errors = []
-        for url in [env] if env else PG_CANDIDATES:
-            try:
-                engine = create_engine(url, connect_args={"connect_timeout": 3})
-                with engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
-                engine.dispose()
-                _pg_state["url"] = url
-                return url
-            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-                errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
-        _pg_state["error"] = "; ".join(errors)
-    reason = f"PostgreSQL unreachable ({_pg_state['error']})"
-    if on_ci():
-        pytest.fail(f"{reason}; CI=true requires it (.ci/run starts the server)")
-    pytest.skip(reason)
+    return pg_admin_url()
 
 
 def _schema_url(base: str, schema: str) -> str:

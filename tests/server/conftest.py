@@ -20,41 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LORAHUB = str(Path(sys.executable).with_name("lorahub"))
-#: Tried in order (as in tests/registry): $LORAHUB_TEST_DATABASE_URL, else user postgres, else root.
-PG_CANDIDATES = [
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-]
-READY = "lorahub serve: listening on "
-_pg: dict[str, str] = {}
+from testkit import on_ci as _on_ci  # noqa: E402,F401
+from testkit import pg_admin_url as _admin_url  # noqa: E402 - PostgreSQL probe shared with tests/registry
 
-
-def _on_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _admin_url() -> str:
-    """A reachable PostgreSQL URL with CREATE DATABASE rights; skips (fails under CI) otherwise."""
-    if "url" in _pg:
-        return _pg["url"]
-    from sqlalchemy import create_engine, text
-
-    env = os.environ.get("LORAHUB_TEST_DATABASE_URL")
-    errors = []
-    for url in [env] if env else PG_CANDIDATES:
-        try:
-            engine = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            engine.dispose()
-            _pg["url"] = url
-            return url
-        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
-    msg = f"PostgreSQL at 127.0.0.1:5432 is unreachable ({'; '.join(errors)}); run scripts/ensure-services"
-    if _on_ci():
-        pytest.fail(msg)
-    pytest.skip(msg)
+from lorahub.registry.server.run import READY_PREFIX as READY  # noqa: E402 - the line `lorahub serve` prints
 
 
 def fresh_pg_database() -> str:

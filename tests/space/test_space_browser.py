@@ -26,9 +26,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LORAHUB = str(Path(sys.executable).with_name("lorahub"))
 
-def on_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
+from testkit import on_ci  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.torch]
 
