@@ -180,3 +180,60 @@ def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None
         for reg in regs:
             reg.close()
         _drop_schema(base, schema)
+
+
+def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, civitai_records, monkeypatch) -> None:  # noqa: ANN001
+    """PostgreSQL chooses per query between walking the order's index (bounded, continued or given
+    up) and collecting matches through the GIN indexes (registry/search.py). Whatever it chooses,
+    the page must be exactly the one PostgreSQL's own plan returns; each path is forced in turn."""
+    import random
+
+    from lorahub.registry import rawsql
+    from lorahub.registry import search as S
+
+    if civitai_registry.dialect != "postgresql":
+        pytest.skip("PostgreSQL's search strategies (SQLite has its own, tested above)")
+    civitai_registry.optimize()  # ANALYZE: the strategies need the statistics
+    S._stats_cache.clear()
+    rng = random.Random(5)
+    queries = [SearchQuery(query=w, sort=s, page=p, limit=lim)
+               for w in ("anime", "girl", "style", "concept", "hanfu", "chinese dress", "anime qqxyzzy", "zzqqx")
+               for s, p, lim in (("relevance", 1, 20), ("relevance", 3, 20), ("newest", 1, 20), ("downloads", 2, 30))]
+    queries += [SearchQuery(query=rng.choice(r.name.split() or ["x"]), tags=r.tags[:1], base=b)
+                for r, b in zip(rng.sample(civitai_records, 12), ["sd1", "sd2", None] * 4, strict=True)]
+    queries += [SearchQuery(tags=["hanfu"]), SearchQuery(base="sd2", sort="newest"), SearchQuery(tags=["style"], page=3)]
+
+    def pages() -> list[list[int]]:
+        return [[r.id for r in civitai_registry.search(q)] for q in queries]
+
+    with monkeypatch.context() as m:
+        m.setattr(S._Postgres, "density", lambda self, *a: None)  # PostgreSQL's planner decides
+        expected = pages()
+    assert sum(map(len, expected)) > 500
+
+    seen: list[str] = []
+    real = rawsql.Raw.all
+
+    def spy(self, sql, params=None):  # noqa: ANN001, ANN202
+        seen.append(sql + (" -- continued" if (params or {}).get("w_skip") else ""))
+        return real(self, sql, params)
+
+    monkeypatch.setattr(rawsql.Raw, "all", spy)
+    walks = lambda: sum("LIMIT :w_rows OFFSET :w_skip" in s for s in seen)  # noqa: E731
+    gins = lambda: sum("MATERIALIZED" in s for s in seen)  # noqa: E731
+    continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731
+    assert pages() == expected  # the strategy as shipped
+    assert walks() and gins()
+    for name, value, check in (
+        ("GIN_ROW_COST", 1e9, walks),  # walk whenever there are statistics
+        ("GIN_ROW_COST", 1e-9, gins),  # never walk
+        ("WALK_MARGIN", 0.01, continued),  # walks that come back short: continued, then given up
+        ("MAX_WALK_ROWS", 150, gins),
+    ):
+        seen.clear()
+        with monkeypatch.context() as m:
+            m.setattr(S, name, value)
+            if name != "GIN_ROW_COST":
+                m.setattr(S, "GIN_ROW_COST", 1e9)
+            assert pages() == expected, name
+        assert check(), name
