@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
@@ -339,6 +339,11 @@ def _split(value: str | None) -> list[str]:
     return [v for v in (value or "").split("\n") if v]
 
 
+def _utc(dt: datetime | None) -> datetime | None:
+    """Stored naive in UTC (see :func:`_naive`); results say so, so that their JSON carries the offset."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
 def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> SearchResult:
     desc = row.description
     if desc:
@@ -360,7 +365,7 @@ def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> Sear
         tags=_split(row.tags_text),
         trigger_words=_split(row.trigger_words_text),
         downloads=int(row.downloads or 0),
-        published_at=as_datetime(row.published_at),
+        published_at=_utc(as_datetime(row.published_at)),
         description=desc or None,
         version=row.version_name,
         file_name=row.filename,

@@ -9,7 +9,7 @@ FILE.jsonl``); ``docs/registry.md`` documents it with an example.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -253,6 +253,13 @@ class SearchResult(_Model):
         "popularity only (or 0)",
     )
     matched_hashes: list[HashType] = Field(default_factory=list, description="Hash lookups: which fingerprints matched")
+
+    @field_validator("published_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        """The registry stores naive UTC: say so, so that JSON carries the offset an RFC 3339
+        ``date-time`` needs (``...Z``; found by schemathesis against the server's OpenAPI)."""
+        return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 class HashLookup(_Model):

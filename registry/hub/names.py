@@ -7,14 +7,20 @@ alphabet, at most 42 characters, and some words are reserved because they are UR
 the server (``api``, ``datasets``, ...).
 
 File paths are relative POSIX paths: no empty, ``.`` or ``..`` segment, no leading ``/``, no
-backslash, no control or bidirectional-override character, at most 1024 bytes of UTF-8 and 255
-per segment, at most 64 segments, and nothing inside ``.git/``.
+backslash, no control, invisible formatting (zero-width, bidirectional override), line-separator,
+private-use or unassigned character, at most 1024 bytes of UTF-8 and 255 per segment, at most 64
+segments, and nothing inside ``.git/``. Names Windows cannot store are refused too, since clients
+download files under their repo path: the device names (``CON``, ``NUL``, ``COM1``, ``aux.txt``,
+...), the characters ``< > : " | ? *`` (``a:b`` would write an NTFS stream) and segments ending
+in ``.`` or a space. Two paths of one tree may not differ only by Unicode normalisation (NFC/NFD
+``é``: the same name on screen), see :func:`normalization_clash`.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from .errors import BadRequest
 
@@ -40,6 +46,11 @@ MAX_SEGMENT_BYTES = 255
 MAX_SEGMENTS = 64
 
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\ufeff")
+#: Unicode categories refused in paths: controls, format (zero-width, bidi), line/paragraph
+#: separators, surrogates, private use, unassigned.
+_BAD_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"))
+_WINDOWS_CHARS = frozenset('<>:"|?*')
+_WINDOWS_DEVICE = re.compile(r"^(?:con|prn|aux|nul|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3])(?:\..*)?$", re.IGNORECASE)
 
 
 def _name_ok(value: str, pattern: re.Pattern[str]) -> bool:
@@ -115,8 +126,10 @@ def path_problem(path: str) -> str | None:
     if "\\" in path:
         return "backslashes are not allowed"
     for ch in path:
-        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn"):
-            return "control, unassigned or bidirectional-override characters are not allowed"
+        if ch in _BIDI or unicodedata.category(ch) in _BAD_CATEGORIES:
+            return "control, invisible, unassigned or bidirectional-override characters are not allowed"
+        if ch in _WINDOWS_CHARS:
+            return 'the characters < > : " | ? * are not allowed (Windows cannot store them)'
     segments = path.split("/")
     if len(segments) > MAX_SEGMENTS:
         return f"more than {MAX_SEGMENTS} folder levels"
@@ -129,8 +142,27 @@ def path_problem(path: str) -> str | None:
             return f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes"
         if seg != seg.strip() and seg.strip() == "":
             return "blank path segment"
+        if seg.endswith((".", " ")):
+            return "a path segment may not end with '.' or a space (Windows drops them)"
+        if _WINDOWS_DEVICE.match(seg):
+            return f"{seg!r} is a device name on Windows"
     if segments[0] == ".git":
         return "'.git' is reserved"
+    return None
+
+
+def normalization_clash(paths: Iterable[str]) -> tuple[str, str] | None:
+    """Two of ``paths`` that differ only by Unicode normalisation (``"e\\u0301"`` and ``"\\u00e9"``: one
+    name on screen, two files), or None."""
+    paths = list(paths)
+    if all(p.isascii() or unicodedata.is_normalized("NFC", p) for p in paths):
+        return None  # a clash needs a path that is not NFC
+    seen: dict[str, str] = {}
+    for p in paths:
+        key = p if p.isascii() else unicodedata.normalize("NFC", p)
+        other = seen.setdefault(key, p)
+        if other != p:
+            return other, p
     return None
 
 

@@ -36,7 +36,7 @@ from lorahub.registry.hub.errors import (
 from lorahub.registry.hub.gitobj import is_sha256
 from lorahub.registry.hub.names import PLURAL_TO_TYPE, URL_PREFIX, check_path
 
-from .app import base_url, error_response, identify, read_body, read_json, state_of
+from .app import base_url, error_response, identify, is_json_type, read_body, read_json, state_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -71,17 +71,26 @@ def _raw_segments(request: Request) -> list[str]:
     return raw.decode("latin-1").split("/")
 
 
+def _unquote(segment: str) -> str:
+    """A percent-decoded raw path segment; bytes that are not UTF-8 (``%FF``, an overlong ``%C0%AE``,
+    an encoded surrogate ``%ED%A0%80``) are a 400, not a replacement character."""
+    try:
+        return unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(f"invalid URL: {segment[:80]!r} does not decode to UTF-8") from None
+
+
 def _split_rev_path(segments: list[str]) -> tuple[str, str]:
     """``[rev, *path]`` raw segments -> (revision, path); handles an unquoted ``refs/pr/N``."""
     if not segments or not segments[0]:
         raise BadRequest("missing revision")
-    first = unquote(segments[0], errors="strict")
+    first = _unquote(segments[0])
     if first == "refs" and len(segments) >= 3:
-        rev = "/".join(unquote(s) for s in segments[:3])
+        rev = "/".join(_unquote(s) for s in segments[:3])
         rest = segments[3:]
     else:
         rev, rest = first, segments[1:]
-    path = "/".join(unquote(s) for s in rest)
+    path = "/".join(_unquote(s) for s in rest)
     return rev, path
 
 
@@ -306,10 +315,12 @@ async def paths_info(tp: str, ns: str, name: str, rev: str, request: Request) ->
     rt = _repo_type(tp)
     st = state_of(request)
     ctype = request.headers.get("content-type", "")
-    if ctype.startswith("application/json"):
+    if is_json_type(ctype):
         body = await read_json(request, st.settings.max_json_bytes)
         paths = body.get("paths") if isinstance(body, dict) else None
-    else:
+    else:  # huggingface_hub sends a form here
+        if ctype and not ctype.lower().startswith("application/x-www-form-urlencoded"):
+            raise UnsupportedMediaType(f"send a form or JSON body, not {ctype[:60]!r}")
         raw = await read_body(request, st.settings.max_json_bytes)
         from urllib.parse import parse_qs
 
@@ -546,7 +557,7 @@ async def _download(request: Request, rt: str, prefix_len: int) -> Response:
     st = state_of(request)
     segs = _raw_segments(request)
     # ["", (prefix), ns, name, "resolve", rev, *path]
-    ns, name = unquote(segs[1 + prefix_len]), unquote(segs[2 + prefix_len])
+    ns, name = _unquote(segs[1 + prefix_len]), _unquote(segs[2 + prefix_len])
     rev, path = _split_rev_path(segs[4 + prefix_len :])
     if path:
         check_path(path)

@@ -18,6 +18,7 @@ from lorahub.registry.hub.names import (
     check_path,
     check_repo_name,
     check_user_name,
+    normalization_clash,
     path_problem,
     split_repo_id,
 )
@@ -68,7 +69,11 @@ def test_split_repo_id() -> None:
             split_repo_id(bad)
 
 
-@pytest.mark.parametrize("path", ["a.txt", "dir/sub/file.safetensors", "ünïcode/文件.txt", "with space.txt", ".gitattributes", "a/.git"])
+@pytest.mark.parametrize(
+    "path",
+    ["a.txt", "dir/sub/file.safetensors", "ünïcode/文件.txt", "with space.txt", ".gitattributes", "a/.git",
+     "console/conf.txt", "e\u0301.txt", "lpt/com10.txt", "\U0001f600.png"],
+)
 def test_good_paths(path: str) -> None:
     assert check_path(path) == path
 
@@ -76,12 +81,26 @@ def test_good_paths(path: str) -> None:
 @pytest.mark.parametrize(
     "path",
     ["", "/abs", "a/../b", "..", "./a", "a//b", "a/", "a\\b", "a\x00b", "tab\there", "\x7f", "rtl\u202e",
-     "\ud800", ".git/config", "x" * 1025, "/".join(["a"] * 65), "s" * 256 + "/f"],
+     "\ud800", ".git/config", "x" * 1025, "/".join(["a"] * 65), "s" * 256 + "/f",
+     # invisible and line-breaking characters
+     "zero\u200bwidth", "join\u200d", "soft\u00adhyphen", "line\u2028sep", "para\u2029sep", "private\ue000",
+     # names Windows cannot store (clients download files under their repo path)
+     "CON", "nul.txt", "d/aux.safetensors", "COM1", "lpt9.bin", "com\u00b9", "a:b", "stream.txt:evil", "q?.txt",
+     "star*", "pipe|x", "<tag>", 'quote".txt', "dot.", "d./f", "space ", "trail /f"],
 )
 def test_bad_paths(path: str) -> None:
     assert path_problem(path) is not None
     with pytest.raises(BadRequest):
         check_path(path)
+
+
+def test_paths_differing_only_by_unicode_normalisation() -> None:
+    nfc, nfd = "caf\u00e9.safetensors", "cafe\u0301.safetensors"
+    assert normalization_clash([nfc, nfd]) == (nfc, nfd)
+    assert normalization_clash(["x/" + nfd, "a.txt", "x/" + nfc]) == ("x/" + nfd, "x/" + nfc)
+    assert normalization_clash([nfc, "a.txt"]) is None
+    assert normalization_clash([nfd, "a.txt"]) is None
+    assert normalization_clash(["\u212b", "\u00c5"]) == ("\u212b", "\u00c5")  # ANGSTROM SIGN vs A WITH RING
 
 
 def test_blob_store_is_atomic_and_checked(tmp_path: Path) -> None:
