@@ -12,7 +12,7 @@ from .adapters import (
     ModuleInfo,
     ValidationReport,
 )
-from .hub import PullFile, PullResult, PushFile, PushResult
+from .hub import PullFile, PullResult, PushFile, PushResult, StorageCheck, StorageIssue
 from .registry import (
     AdapterRecord,
     DupeGroup,
@@ -38,6 +38,7 @@ EXPORTED = {
     "train-result": TrainResult,
     "push-result": PushResult,
     "pull-result": PullResult,
+    "storage-check": StorageCheck,
 }
 
 __all__ = [
@@ -58,6 +59,8 @@ __all__ = [
     "PullResult",
     "PushFile",
     "PushResult",
+    "StorageCheck",
+    "StorageIssue",
     "TrainConfig",
     "TrainResult",
     "ValidationReport",

@@ -1,4 +1,5 @@
-"""Contracts of sharing: what ``lorahub push`` and ``lorahub pull`` report."""
+"""Contracts of sharing: what ``lorahub push`` and ``lorahub pull`` report, and what
+``lorahub registry check`` finds in a ``lorahub serve`` data folder."""
 
 from __future__ import annotations
 
@@ -57,3 +58,55 @@ class PullResult(_Model):
     files: list[PullFile] = Field(default_factory=list)
     registered: bool = False
     warnings: list[str] = Field(default_factory=list)
+
+
+class StorageIssue(_Model):
+    """One finding of ``lorahub registry check``."""
+
+    kind: Literal[
+        "missing", "corrupt", "size_mismatch", "unrecorded", "orphan_blob", "orphan_file", "orphan_object", "stale_part", "stray"
+    ] = Field(
+        description="missing: a referenced blob has no file; corrupt: a blob file's SHA-256 is not its name; size_mismatch: "
+        "the database records another size than the verified file has; unrecorded: a referenced blob file has no "
+        "hub_blobs row; orphan_blob/orphan_file: a blob (with/without its hub_blobs row) that no commit and no recent "
+        "upload references; orphan_object: an LFS upload to a repo that no commit of the repo uses; stale_part: an "
+        "unfinished upload (tmp/*.part); stray: a file in the blob folder that is not a blob at its place"
+    )
+    severity: Literal["error", "orphan", "pending"] = Field(
+        description="error: the database and the blob store disagree (exit code 1 unless repaired); orphan: garbage that "
+        "--repair removes; pending: looks orphaned but is younger than the grace period (an upload or commit may be in "
+        "progress), left alone"
+    )
+    sha256: str | None = None
+    path: str | None = Field(None, description="The file concerned, relative to the blob folder")
+    size: int | None = Field(None, description="Size of the file on disk, when there is one")
+    message: str
+    references: list[str] = Field(
+        default_factory=list,
+        description="Up to 5 places that name the blob: 'type/namespace/name@commit:path' or 'type/namespace/name (upload)'",
+    )
+    action: Literal["removed", "quarantined", "recorded"] | None = Field(
+        None, description="What --repair did: removed (orphans), quarantined (moved to blobs/quarantine/), recorded (row added)"
+    )
+    fixed: bool = Field(False, description="Whether the repair resolved the issue")
+
+
+class StorageCheck(_Model):
+    """What ``lorahub registry check`` found (and repaired) in a ``lorahub serve`` data folder."""
+
+    data_dir: str
+    blob_dir: str
+    database: str = Field(description="Database URL, password hidden")
+    repair: bool
+    grace_seconds: float = Field(description="Orphans younger than this are pending, not orphans")
+    blob_files: int = Field(0, description="Blob files found under blobs/sha256/")
+    bytes_verified: int = Field(0, description="Bytes hashed to verify the blob files")
+    blob_rows: int = Field(0, description="Rows of hub_blobs")
+    referenced: int = Field(0, description="Distinct blobs that commits (hub_files) reference")
+    issues: list[StorageIssue] = Field(default_factory=list)
+    errors: int = Field(0, description="Error-level issues left (not fixed)")
+    orphans: int = Field(0, description="Orphans left (not removed)")
+    pending: int = 0
+    repaired: int = Field(0, description="Issues --repair fixed")
+    ok: bool = Field(description="No error-level issue is left: the database and the blob store agree")
+    seconds: float = 0.0

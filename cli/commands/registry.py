@@ -1,4 +1,5 @@
-"""Registry commands: ``lorahub index``, ``lorahub search``, ``lorahub dupes``, ``lorahub registry migrate``.
+"""Registry commands: ``lorahub index``, ``lorahub search``, ``lorahub dupes``, ``lorahub registry migrate``,
+``lorahub registry check``.
 
 The database is ``--database URL``, else ``$LORAHUB_DATABASE_URL``, else SQLite
 at ``$LORAHUB_HOME/registry.sqlite``.
@@ -13,6 +14,8 @@ from typing import Any
 import click
 
 from lorahub.cli.commands.index_hub import hub_index_options
+from lorahub.cli.commands.serve import data_option as server_data_option
+from lorahub.cli.commands.serve import database_option as server_database_option
 from lorahub.cli.output import emit, emit_json, info, json_option, table, warn
 from lorahub.errors import UsageError
 
@@ -273,7 +276,7 @@ def _human_dupes(groups: list[Any]) -> list[str]:
 
 @click.group("registry")
 def registry_group() -> None:
-    """The registry database (schema migrations)."""
+    """The registry database (schema migrations) and the storage of `lorahub serve` (check, repair)."""
 
 
 @registry_group.command("migrate")
@@ -290,3 +293,61 @@ def migrate_cmd(database: str | None, as_json: bool) -> None:
         info(f"{url}: already at {after}")
     else:
         info(f"{url}: upgraded from {before or 'an empty database'} to {after}")
+
+
+def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from lorahub.registry.hub.check import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@registry_group.command("check")
+@server_data_option
+@server_database_option
+@click.option("--repair", is_flag=True,
+              help="Remove orphans and stale uploads, quarantine corrupt blobs (blobs/quarantine/), record missing rows.")
+@click.option("--grace", default="24h", show_default=True, callback=_grace, metavar="DURATION",
+              help="Orphans younger than this are left alone (an upload may be in progress): 0, 90s, 30m, 24h, 2d.")
+@json_option
+def check_cmd(data_dir: str | None, database: str | None, repair: bool, grace: float, as_json: bool) -> None:
+    """Check that the database and the blob store of `lorahub serve` agree.
+
+    Hashes every blob file (SHA-256 against its name, size against the
+    database), checks that every blob a commit, an upload or a hub_blobs row
+    names exists, and reports orphans (blobs no commit uses, stale tmp/*.part
+    uploads). Read-only unless --repair; safe while the server runs. Never
+    removes anything a commit references. Exit code 1 when the database and
+    the blobs still disagree (a missing or corrupt referenced blob).
+
+    \b
+    Examples:
+      lorahub registry check --data /srv/lorahub
+      lorahub registry check --data /srv/lorahub --database postgresql://hub@db/hub --repair
+    """
+    from lorahub.registry.hub.check import check_storage
+
+    report = check_storage(data_dir, database, repair=repair, grace_s=grace)
+    emit(report, as_json, _human_check)
+    if not as_json:
+        info(
+            f"{'OK' if report.ok else 'PROBLEMS'}: {report.blob_files} blob files ({report.bytes_verified / 2**20:.1f} MiB verified), "
+            f"{report.blob_rows} rows, {report.referenced} committed; {report.errors} error(s), {report.orphans} orphan(s), "
+            f"{report.pending} pending, {report.repaired} repaired in {report.seconds:.2f} s ({report.database})"
+        )
+    if not report.ok:
+        sys.exit(1)
+
+
+def _human_check(report: Any) -> list[str]:
+    lines = []
+    for i in report.issues:
+        what = i.sha256 or i.path or "-"
+        refs = ""
+        if i.references:
+            refs = f" [{', '.join(i.references[:3])}{', ...' if len(i.references) > 3 else ''}]"
+        done = f" -> {i.action}" if i.action else ""
+        lines.append(f"{i.severity:<7} {i.kind:<13} {what}: {i.message}{refs}{done}")
+    return lines

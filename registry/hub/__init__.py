@@ -11,4 +11,6 @@ Modules (none of them imports FastAPI; the HTTP layer is :mod:`lorahub.registry.
 - :mod:`.cards`    README.md YAML front matter -> ``cardData`` and tags
 - :mod:`.service`  the operations (create repo, commit, resolve, list, ...) on a database session
 - :mod:`.indexing` validation and registry indexing of committed ``.safetensors`` files
+- :mod:`.check`    ``lorahub registry check``: the database and the blob store agree (and repairs)
+- :mod:`.faults`   fault points for crash tests (inert unless ``$LORAHUB_TEST_FAULT`` is set)
 """
