@@ -24,8 +24,20 @@ from lorahub.errors import UsageError
 
 ENV_URL = "LORAHUB_DATABASE_URL"
 SQLITE_FILENAME = "registry.sqlite"
-#: How long a SQLite connection waits for a lock before it gives up (milliseconds).
+#: How long a SQLite connection waits for a lock before it gives up (milliseconds); overridden by
+#: ``$LORAHUB_SQLITE_BUSY_TIMEOUT_MS`` (read when an engine is made).
 BUSY_TIMEOUT_MS = 30_000
+ENV_BUSY_TIMEOUT = "LORAHUB_SQLITE_BUSY_TIMEOUT_MS"
+
+
+def busy_timeout_ms() -> int:
+    """The SQLite busy timeout in milliseconds (``$LORAHUB_SQLITE_BUSY_TIMEOUT_MS``, else :data:`BUSY_TIMEOUT_MS`)."""
+    raw = os.environ.get(ENV_BUSY_TIMEOUT, "").strip()
+    if not raw:
+        return BUSY_TIMEOUT_MS
+    if not raw.isdigit():
+        raise UsageError(f"{ENV_BUSY_TIMEOUT} must be a number of milliseconds, not {raw!r}")
+    return int(raw)
 
 
 def default_url() -> str:
@@ -72,8 +84,9 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
         db = parsed.database
         if db and db != ":memory:" and not db.startswith("file:"):
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
-        _sqlite_events(engine)
+        timeout_ms = busy_timeout_ms()
+        engine = create_engine(url, echo=echo, connect_args={"timeout": timeout_ms / 1000, "check_same_thread": False})
+        _sqlite_events(engine, timeout_ms)
         return engine
     try:
         import psycopg  # noqa: F401
@@ -88,7 +101,7 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
     )
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):  # noqa: ANN001
         # pysqlite's own transaction handling is switched off: SQLAlchemy's
@@ -96,7 +109,7 @@ def _sqlite_events(engine: Engine) -> None:
         # lets writers take the lock up front (BEGIN IMMEDIATE).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
         try:
             cur.execute("PRAGMA journal_mode = WAL")
         except Exception:  # noqa: BLE001 - read-only folder or :memory:: keep the default journal
@@ -122,6 +135,8 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
+    "ENV_BUSY_TIMEOUT",
+    "busy_timeout_ms",
     "ENV_URL",
     "database_url",
     "default_url",

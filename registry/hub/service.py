@@ -14,7 +14,9 @@ Commits: the new file list is computed from the branch head and the operations, 
 are checked (see :mod:`.indexing`), then one transaction inserts the commit and its files and
 moves the branch with a compare-and-swap (``UPDATE ... WHERE commit_oid = <old head>``). When the
 head moved meanwhile, a commit that named a ``parentCommit`` gets ``409``; one without is rebuilt
-on the new head (what the Hub does), so no landed commit is ever lost or silently undone. On the
+on the new head (what the Hub does) inside the landing transaction, with the branch row locked
+(``SELECT ... FOR UPDATE``; SQLite's write lock), so it cannot lose the race again however many clients
+push at once, and no landed commit is ever lost or silently undone. On the
 main branch the same transaction updates the repo's card data and tags and its registry adapter,
 so a search finds a pushed adapter as soon as the commit call returns.
 """
@@ -55,9 +57,17 @@ from .errors import (
     RevisionNotFound,
     Unauthorized,
 )
+from .faults import fault_point
 from .gitobj import commit_id, git_blob_id, is_commit_id, is_sha256, lfs_pointer_info, tree_id
 from .models import HubBlob, HubCommit, HubFile, HubRef, HubRepo, HubRepoObject, HubRepoTag
-from .names import URL_PREFIX, check_namespace, check_path, check_repo_name, check_repo_type
+from .names import (
+    URL_PREFIX,
+    check_namespace,
+    check_path,
+    check_repo_name,
+    check_repo_type,
+    normalization_clash,
+)
 from .storage import LocalBlobStore
 
 log = logging.getLogger("lorahub.server")
@@ -174,6 +184,15 @@ def _backoff(attempt: int) -> None:
 def _is_busy(exc: OperationalError) -> bool:
     text = str(exc).lower()
     return "database is locked" in text or "database is busy" in text
+
+
+def _retry_busy(exc: OperationalError, started: float) -> bool:
+    """Try again after SQLite's "database is locked"? Only while less than one busy timeout has passed:
+    a lock held past a whole timeout (a stuck writer) fails the request with 503 instead of waiting it
+    out again and again."""
+    from lorahub.registry.db import busy_timeout_ms
+
+    return _is_busy(exc) and time.monotonic() - started < busy_timeout_ms() / 1000
 
 
 class HubService:
@@ -650,7 +669,9 @@ class HubService:
         return out, to_sign
 
     def record_upload(self, repo_pk: int, stored: Any) -> None:
+        fault_point("upload-before-record")  # inert outside crash tests (see .faults)
         now = utcnow()
+        started = time.monotonic()
         for attempt in range(5):
             try:
                 with self.write_session() as s:
@@ -664,7 +685,7 @@ class HubService:
                     s.commit()
                 return
             except OperationalError as exc:
-                if not _is_busy(exc) or attempt == 4:
+                if not _retry_busy(exc, started) or attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
@@ -683,7 +704,11 @@ class HubService:
         plan = _Plan()
         seen_header = False
         n_ops = 0
-        for lineno, raw in enumerate(body.split(b"\n"), 1):
+        lines = body.split(b"\n")
+        # Counted first: a commit over the limit is refused before any of its files is stored.
+        if sum(1 for raw in lines if raw.strip()) > self.config.max_operations + 1:  # + the header line
+            raise PayloadTooLarge(f"a commit may hold at most {self.config.max_operations} operations")
+        for lineno, raw in enumerate(lines, 1):
             if not raw.strip():
                 continue
             try:
@@ -805,6 +830,11 @@ class HubService:
                 d = "/".join(parts[:i])
                 if d in paths:
                     raise BadRequest(f"{p}: '{d}' is a file, so it cannot be a folder too")
+        clash = normalization_clash(paths)
+        if clash is not None:
+            raise BadRequest(
+                f"invalid path {clash[1]!r}: it differs from {clash[0]!r} only by Unicode normalisation (NFC/NFD)"
+            )
         return files
 
     def _check_content(
@@ -877,6 +907,7 @@ class HubService:
             if ref is None:
                 raise BadRequest(f"can only commit to a branch; {revision!r} is a commit id (use create_pr)")
         last_error: Exception | None = None
+        started = time.monotonic()
         for attempt in range(COMMIT_ATTEMPTS):
             with self.session() as s:
                 repo = self.get_repo(s, repo_type, repo_id, ident, write=True)
@@ -890,17 +921,14 @@ class HubService:
                 self._resolve_lfs(s, repo, plan)
             files = self._apply(base_files, plan.ops)
             card, adapters, readme = self._check_content(base_files, files)
-            hashes = {}
-            is_main = not create_pr and branch == DEFAULT_BRANCH
-            if is_main and self.config.index_adapters:
-                for _p, _, _, sha in adapters:
-                    local = self.store.local_path(sha)
-                    if local is not None and sha not in hashes:
-                        hashes[sha] = indexing.fingerprints(sha, local, self._known_hashes(sha))
+            hashes = self._fingerprints(adapters) if not create_pr and branch == DEFAULT_BRANCH else {}
+            fault_point("commit-before-land")  # inert outside crash tests (see .faults)
             try:
-                return self._land(
+                result = self._land(
                     repo_type, repo_id, ident, plan, head.oid, branch, files, card, adapters, hashes, readme, create_pr
                 )
+                fault_point("commit-after-land")
+                return result
             except _HeadMoved as exc:
                 last_error = exc
                 if plan.parent is not None:
@@ -911,7 +939,7 @@ class HubService:
                 _backoff(attempt)
                 continue
             except OperationalError as exc:
-                if not _is_busy(exc):
+                if not _retry_busy(exc, started):
                     raise
                 last_error = exc
                 _backoff(attempt)
@@ -921,6 +949,16 @@ class HubService:
                 _backoff(attempt)
                 continue
         raise Conflict("another conflicting operation is in progress; try again") from last_error
+
+    def _fingerprints(self, adapters: list[tuple[str, int, Any, str]]) -> dict[str, dict[str, str]]:
+        """Fingerprints of the adapters to index (cached by sha256, or known to the registry)."""
+        hashes: dict[str, dict[str, str]] = {}
+        if self.config.index_adapters:
+            for _p, _, _, sha in adapters:
+                local = self.store.local_path(sha)
+                if local is not None and sha not in hashes:
+                    hashes[sha] = indexing.fingerprints(sha, local, self._known_hashes(sha))
+        return hashes
 
     def _known_hashes(self, sha256: str) -> dict[str, str] | None:
         if not self.config.index_adapters:
@@ -993,11 +1031,26 @@ class HubService:
         create_pr: bool,
     ) -> CommitResult:
         now = utcnow()
-        has_st = any(indexing.is_weights_path(p) for p in files)
-        derived = cards.derive(card, has_safetensors=has_st, has_adapter=bool(adapters))
         title = plan.summary or "Upload files"
         with self.write_session() as s:
             repo = self.get_repo(s, repo_type, repo_id, ident, write=True)
+            if not create_pr and plan.parent is None:
+                # Lock the branch (SQLite: BEGIN IMMEDIATE holds the write lock already) and, when its head
+                # moved since it was read, rebuild the commit on the new head under that lock: a commit
+                # without parentCommit never loses the race again (optimistic retries alone could run out
+                # under many concurrent pushers: 409 "another conflicting operation" under load).
+                current = s.execute(
+                    sa.select(HubRef.commit_oid).where(HubRef.repo_id == repo.id, HubRef.name == branch).with_for_update()
+                ).scalar_one_or_none()
+                if current is not None and current != base_oid:
+                    head = s.exec(select(HubCommit).where(HubCommit.repo_id == repo.id, HubCommit.oid == current)).one()
+                    base_files = self.files_of(s, head)
+                    files = self._apply(base_files, plan.ops)
+                    card, adapters, readme = self._check_content(base_files, files)
+                    hashes = self._fingerprints(adapters) if branch == DEFAULT_BRANCH else {}
+                    base_oid = current
+            has_st = any(indexing.is_weights_path(p) for p in files)
+            derived = cards.derive(card, has_safetensors=has_st, has_adapter=bool(adapters))
             if plan.regular_blobs:
                 insert_ignore(
                     s,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -26,6 +27,8 @@ from typing import BinaryIO, Protocol
 
 from .errors import BadRequest, HubError, PayloadTooLarge, StorageError
 from .gitobj import is_sha256
+
+log = logging.getLogger("lorahub.server.storage")
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,18 @@ class HashMismatch(BadRequest):
     pass
 
 
+#: Errors that mean "the blob storage cannot take this now" -> 507 Insufficient Storage, which
+#: huggingface_hub does not retry (it retries 500/503 five times first), with a readable message.
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS: "read-only", errno.EACCES: "not writable (permission denied)", errno.EPERM: "not writable (permission denied)"}
+
+
 def _storage_error(exc: OSError, action: str) -> HubError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    log.error("%s: %s (%s)", action, exc.strerror or exc, getattr(exc, "filename", None) or "blob storage")
+    if exc.errno in _FULL:
         return StorageError(f"{action}: the server's blob storage is full")
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return StorageError(f"{action}: the server's blob storage is not writable", status=503)
+    if exc.errno in _NOT_WRITABLE:
+        return StorageError(f"{action}: the server's blob storage is {_NOT_WRITABLE[exc.errno]}")
     return StorageError(f"{action}: storage error ({exc.strerror or exc})", status=500)
 
 
@@ -81,7 +91,11 @@ class _LocalWriter:
         self._size = 0
         self._tmp = store.tmp_dir / f"{uuid.uuid4().hex}.part"
         try:
-            self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+            try:
+                self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+            except FileNotFoundError:  # tmp/ removed under the running server: make it again (not the root:
+                store.tmp_dir.mkdir(exist_ok=True)  # a vanished mount must fail, not fill the disk under it)
+                self._fh = open(self._tmp, "xb")  # noqa: SIM115
         except OSError as exc:
             raise _storage_error(exc, "cannot store the upload") from None
         self._done = False
@@ -128,6 +142,13 @@ class _LocalWriter:
                     _fsync_dir(final.parent)
                 except OSError as exc:
                     raise _storage_error(exc, "cannot store the upload") from None
+            else:
+                # Stored again: a fresh mtime tells `lorahub registry check --repair` the blob is in
+                # use, so an orphan being reused is not removed under the commit that reuses it.
+                try:
+                    os.utime(final)
+                except OSError:
+                    pass
             self._done = True
             return StoredBlob(
                 sha256=digest,

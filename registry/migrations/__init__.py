@@ -78,7 +78,11 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     with engine.connect() as conn:
         before = current_revision(conn)
         conn.commit()
+    # lorahub_write: SQLite takes the write lock up front (BEGIN IMMEDIATE), so that several processes
+    # starting at once (``lorahub serve`` workers) migrate one after the other, and the later ones
+    # find nothing to do; PostgreSQL serialises them with an advisory lock (env.py).
     with engine.connect() as conn:
+        conn = conn.execution_options(lorahub_write=True)
         command.upgrade(alembic_config(connection=conn), revision)
         conn.commit()
     with engine.connect() as conn:

@@ -16,14 +16,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorahub import __version__
-from lorahub.errors import LorahubError, UsageError
+from lorahub.errors import LorahubError, RegistryError, UsageError
 from lorahub.registry.hub.auth import Authenticator, Identity, UrlSigner, load_secret
-from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge
+from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge, UnsupportedMediaType
 from lorahub.registry.hub.service import HubConfig, HubService
 from lorahub.registry.hub.storage import LocalBlobStore
 
@@ -100,7 +101,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(buf)
 
 
+def is_json_type(content_type: str | None) -> bool:
+    """``application/json`` or an ``application/...+json`` type (git-lfs sends ``application/vnd.git-lfs+json``)."""
+    base = (content_type or "").split(";")[0].strip().lower()
+    return base == "application/json" or (base.startswith("application/") and base.endswith("+json"))
+
+
 async def read_json(request: Request, limit: int) -> Any:
+    """The JSON body (``{}`` when empty); another declared Content-Type is a 415, before the body is read."""
+    ctype = request.headers.get("content-type")
+    if ctype is not None and not is_json_type(ctype):
+        raise UnsupportedMediaType(f"send a JSON body (Content-Type: application/json), not {ctype[:60]!r}")
     raw = await read_body(request, limit)
     if not raw.strip():
         return {}
@@ -127,6 +138,27 @@ def error_response(exc: HubError) -> JSONResponse:
     if exc.code:
         headers.setdefault("X-Error-Code", exc.code)
     return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+#: Seconds a client is asked to wait (``Retry-After``) when the database is unreachable; huggingface_hub
+#: retries such a 503 five times, waiting this plus one second each time.
+DB_RETRY_AFTER_S = 2
+DB_UNAVAILABLE = "the server's database is unavailable; try again shortly"
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return (text.splitlines()[0] if text else type(orig).__name__)[:300]
+
+
+def db_unavailable(request: Request, exc: BaseException) -> JSONResponse:
+    """``503`` with ``Retry-After`` for a database that cannot be reached; the details go to the log only
+    (they name the database host)."""
+    log.error("database unavailable on %s %s: %s", request.method, request.url.path, _first_line(exc))
+    return JSONResponse(
+        {"error": DB_UNAVAILABLE}, status_code=503, headers={"Retry-After": str(DB_RETRY_AFTER_S), "X-Error-Code": "DatabaseUnavailable"}
+    )
 
 
 def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
@@ -160,8 +192,9 @@ def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
 
     @app.exception_handler(LorahubError)
     async def _lorahub_error(request: Request, exc: LorahubError) -> JSONResponse:
-        status = 503 if type(exc).__name__ == "RegistryError" else 400
-        return JSONResponse({"error": str(exc)}, status_code=status)
+        if isinstance(exc, RegistryError):  # the registry could not reach (or use) its database
+            return db_unavailable(request, exc)
+        return JSONResponse({"error": str(exc)}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -177,12 +210,16 @@ def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return db_unavailable(request, exc)
+
     @app.exception_handler(DBAPIError)
     async def _db_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("database error on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0][:300])
-        return JSONResponse(
-            {"error": "the database is unavailable; try again shortly"}, status_code=503, headers={"Retry-After": "2"}
-        )
+        # Not a lost connection (those are OperationalError/InterfaceError): a query the database refused.
+        log.error("database error on %s %s: %s", request.method, request.url.path, _first_line(exc))
+        return JSONResponse({"error": "internal server error (database error)"}, status_code=500)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

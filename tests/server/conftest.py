@@ -99,8 +99,12 @@ class HubServer:
         return httpx.request(method, self.url + path, headers=headers, timeout=60, **kw)
 
 
-def start_server(data: Path, database: str | None, backend: str, extra_args: list[str] | None = None) -> HubServer:
-    """Create users/tokens in the database, start ``lorahub serve --port 0`` and wait until it listens."""
+def start_server(
+    data: Path, database: str | None, backend: str, extra_args: list[str] | None = None, wrap: list[str] | None = None
+) -> HubServer:
+    """Create users/tokens in the database, start ``lorahub serve --port 0`` and wait until it listens.
+
+    ``wrap``: a command prefix that execs the server (e.g. ``unshare`` into a mount namespace)."""
     from sqlmodel import Session
 
     from lorahub.registry.hub.auth import create_token, revoke_token
@@ -126,6 +130,7 @@ def start_server(data: Path, database: str | None, backend: str, extra_args: lis
     if "--ui" not in extra_args:
         extra_args.append("--no-ui")  # the web UI (gradio) is tested in tests/server/test_server_ui.py
     cmd += extra_args
+    cmd = [*(wrap or []), *cmd]
     fh = open(log, "w")  # noqa: SIM115 - closed by the process end
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(data))
     fh.close()
