@@ -951,26 +951,36 @@ class HubService:
         raise Conflict("another conflicting operation is in progress; try again") from last_error
 
     def _fingerprints(self, adapters: list[tuple[str, int, Any, str]]) -> dict[str, dict[str, str]]:
-        """Fingerprints of the adapters to index (cached by sha256, or known to the registry)."""
+        """Fingerprints of the adapters to index: cached by sha256, else known to the registry, else computed.
+
+        A repo's every adapter is re-indexed on each commit, so the registry is asked once for all of them
+        (one query per adapter was most of a commit's time in a repo of 150 adapters)."""
         hashes: dict[str, dict[str, str]] = {}
-        if self.config.index_adapters:
-            for _p, _, _, sha in adapters:
-                local = self.store.local_path(sha)
-                if local is not None and sha not in hashes:
-                    hashes[sha] = indexing.fingerprints(sha, local, self._known_hashes(sha))
+        if not self.config.index_adapters or not adapters:
+            return hashes
+        known = self._known_hashes({sha for _p, _, _, sha in adapters})
+        for _p, _, _, sha in adapters:
+            local = self.store.local_path(sha)
+            if local is not None and sha not in hashes:
+                hashes[sha] = indexing.fingerprints(sha, local, known.get(sha))
         return hashes
 
-    def _known_hashes(self, sha256: str) -> dict[str, str] | None:
-        if not self.config.index_adapters:
-            return None
+    def _known_hashes(self, shas: set[str]) -> dict[str, dict[str, str]]:
         from lorahub.registry.models import HASH_COLUMNS, AdapterFile
 
+        cols = [getattr(AdapterFile, c) for c in HASH_COLUMNS]
+        wanted = sorted(shas)
+        out: dict[str, dict[str, str]] = {}
         with self.session() as s:
-            cols = [getattr(AdapterFile, c) for c in HASH_COLUMNS]
-            row = s.execute(sa.select(*cols).where(AdapterFile.sha256 == sha256, AdapterFile.blake3.is_not(None)).limit(1)).first()
-        if row is None:
-            return None
-        return {c: v for c, v in zip(HASH_COLUMNS, row, strict=True) if v}
+            for i in range(0, len(wanted), 500):
+                rows = s.execute(
+                    sa.select(AdapterFile.sha256, *cols).where(
+                        AdapterFile.sha256.in_(wanted[i : i + 500]), AdapterFile.blake3.is_not(None)
+                    )
+                )
+                for sha, *values in rows:
+                    out.setdefault(sha, {c: v for c, v in zip(HASH_COLUMNS, values, strict=True) if v})
+        return out
 
     def _insert_commit(
         self,
