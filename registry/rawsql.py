@@ -38,7 +38,10 @@ class Raw:
         self.dbapi = conn.connection.dbapi_connection
         self.pg = conn.dialect.name == "postgresql"
 
-    def all(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+    def all(self, sql: str, params: dict[str, Any] | None = None, *, prepare: bool = False) -> list[Any]:
+        """Rows of ``sql``. ``prepare``: PostgreSQL keeps the statement prepared on this connection
+        and, after a few runs, reuses a generic plan; only for statements whose best plan does not
+        depend on the values (see :mod:`lorahub.registry.search`)."""
         params = dict(params or {})
         if self.pg:
             sql = _pg_sql(sql)
@@ -52,7 +55,10 @@ class Raw:
                 sql = sql.replace(f"IN :{name}", "IN (" + ", ".join(f":{k}" for k in keys) + ")")
         cur = self.dbapi.cursor()
         try:
-            cur.execute(sql, params)
+            if self.pg:
+                cur.execute(sql, params, prepare=prepare)
+            else:
+                cur.execute(sql, params)
             rows = cur.fetchall()
             if cur.description is None:
                 return []

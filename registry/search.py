@@ -137,9 +137,9 @@ class _Backend:
         params["viewer"] = self.plan.viewer
         return "(a.private = :false OR a.owner_id = :viewer)"
 
-    def run(self, sql: str, params: dict[str, Any]) -> list[Any]:
+    def run(self, sql: str, params: dict[str, Any], *, prepare: bool = False) -> list[Any]:
         params.setdefault("false", False)
-        return self.raw.all(sql, params)
+        return self.raw.all(sql, params, prepare=prepare)
 
     def exact(self, limit: int) -> list[Hit]:
         """Tier 4: the whole name equals the query."""
@@ -149,6 +149,7 @@ class _Backend:
             f"SELECT a.id, a.downloads FROM adapters a WHERE {' AND '.join(where)} "
             "ORDER BY a.downloads DESC, a.id DESC LIMIT :n",
             params,
+            prepare=True,  # an index lookup whatever the name
         )
         return [Hit(r[0], TIER_EXACT + T.popularity(r[1])) for r in rows]
 
@@ -326,6 +327,9 @@ GIN_ROW_COST = 1.5
 #: than MAX_WALK_ROWS); a walk that comes back short falls back to the GIN indexes.
 WALK_MARGIN = 3.0
 MAX_WALK_ROWS = 20_000
+#: When the statistics expect at most this many matches anywhere, every tier comes from one query
+#: (rare words, names, misses): one round trip instead of one per tier.
+FUSED_MAX_MATCHES = 300
 #: How long (seconds) a process keeps the lexeme frequencies it read from ``pg_stats``.
 STATS_TTL_S = 300.0
 _VECTOR_OF_TIER = {TIER_NAME: "name_vector", TIER_KEYWORDS: "keywords_vector", TIER_ANY: "search_vector"}
@@ -471,6 +475,7 @@ class _Postgres(_Backend):
                 f"SELECT a.id, a.downloads FROM (SELECT * FROM adapters a ORDER BY {order} "
                 f"LIMIT :w_rows OFFSET :w_skip) a WHERE {cond} ORDER BY {order} LIMIT :w_n",
                 {**params, "w_rows": window, "w_skip": walked, "w_n": want - len(rows)},
+                prepare=True,  # the plan is the walk whatever the values
             )
             walked += window
             if len(rows) >= want:
@@ -483,9 +488,33 @@ class _Postgres(_Backend):
             f"WITH m AS MATERIALIZED (SELECT a.id, a.downloads, a.published_at FROM adapters a WHERE {cond}) "
             f"SELECT a.id, a.downloads FROM m a ORDER BY {order} LIMIT :n OFFSET :o",
             params,
+            prepare=True,  # chosen for few matches: the GIN indexes whatever the words
         )
 
     # -- queries ----------------------------------------------------------------------------
+
+    def relevance(self, offset: int, limit: int) -> list[Hit]:
+        stats = _pg_stats(self.conn, self.raw)
+        density = self.density(stats, "search_vector")
+        if density is None or density * stats.rows > FUSED_MAX_MATCHES:
+            return super().relevance(offset, limit)
+        # Few matches: read them all once through the GIN index (and the name index for tier 4)
+        # and let each row's tier order them.
+        params: dict[str, Any] = {"q": self.tsquery(), "n": limit, "o": offset}
+        tiers = "CASE WHEN a.name_vector @@ CAST(:q AS tsquery) THEN 3 " \
+                "WHEN a.keywords_vector @@ CAST(:q AS tsquery) THEN 2 ELSE 1 END"
+        match = "a.search_vector @@ CAST(:q AS tsquery)"
+        if self.plan.name_norm:
+            params["qn"] = self.plan.name_norm
+            tiers = f"CASE WHEN a.name_norm = :qn THEN 4 ELSE {tiers} END"
+            match = f"({match} OR a.name_norm = :qn)"
+        rows = self.run(
+            f"SELECT a.id, a.downloads, {tiers} AS tier FROM adapters a WHERE {' AND '.join([match, *self.filters(params)])} "
+            "ORDER BY tier DESC, a.downloads DESC, a.id DESC LIMIT :n OFFSET :o",
+            params,
+            prepare=True,
+        )
+        return [Hit(r[0], r[2] + T.popularity(r[1])) for r in rows]
 
     def any_match(self) -> bool:
         params: dict[str, Any] = {"q": self.tsquery()}

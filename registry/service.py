@@ -132,12 +132,18 @@ class Registry:
         self._ready = True
 
     def connect(self) -> Connection:
-        """A read connection (schema ensured). Use as a context manager."""
+        """A read connection (schema ensured). Use as a context manager.
+
+        On PostgreSQL it runs in autocommit: a search's few statements need no common snapshot,
+        and BEGIN and ROLLBACK were two of its round trips."""
         self.ensure_schema()
         try:
-            return self.engine.connect()
+            conn = self.engine.connect()
         except (OperationalError, DBAPIError) as exc:
             raise self._wrap(exc) from exc
+        if self.dialect == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn
 
     def writing(self):  # noqa: ANN201 - a context manager of a Connection
         """A write transaction (SQLite: BEGIN IMMEDIATE), committed on success."""

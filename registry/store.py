@@ -386,6 +386,7 @@ def results_for(conn: Connection, ids: Sequence[int], scores: dict[int, float] |
         "LEFT JOIN adapter_files f ON f.adapter_id = a.id AND f.is_primary = :true "
         "LEFT JOIN adapter_versions v ON v.id = f.version_id WHERE a.id IN :ids",
         {"ids": list(ids), "true": True},
+        prepare=True,  # primary-key lookups: planning cost as much as running it
     )
     by_id = {r.id: r for r in rows}
     scores = scores or {}

@@ -184,8 +184,9 @@ def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None
 
 def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, civitai_records, monkeypatch) -> None:  # noqa: ANN001
     """PostgreSQL chooses per query between walking the order's index (bounded, continued or given
-    up) and collecting matches through the GIN indexes (registry/search.py). Whatever it chooses,
-    the page must be exactly the one PostgreSQL's own plan returns; each path is forced in turn."""
+    up), collecting matches through the GIN indexes, and reading every tier in one query when
+    matches are few (registry/search.py). Whatever it chooses, the page must be exactly the one
+    PostgreSQL's own plan returns; each path is forced in turn."""
     import random
 
     from lorahub.registry import rawsql
@@ -214,17 +215,20 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     seen: list[str] = []
     real = rawsql.Raw.all
 
-    def spy(self, sql, params=None):  # noqa: ANN001, ANN202
+    def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
         seen.append(sql + (" -- continued" if (params or {}).get("w_skip") else ""))
-        return real(self, sql, params)
+        return real(self, sql, params, **kw)
 
     monkeypatch.setattr(rawsql.Raw, "all", spy)
     walks = lambda: sum("LIMIT :w_rows OFFSET :w_skip" in s for s in seen)  # noqa: E731
     gins = lambda: sum("MATERIALIZED" in s for s in seen)  # noqa: E731
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731
+    fused = lambda: sum(" AS tier FROM" in s for s in seen)  # noqa: E731
     assert pages() == expected  # the strategy as shipped
-    assert walks() and gins()
+    assert walks() and gins() and fused()
     for name, value, check in (
+        ("FUSED_MAX_MATCHES", 1e12, fused),  # every tier from one query, whatever the matches
+        ("FUSED_MAX_MATCHES", -1, walks),  # one query per tier, always
         ("GIN_ROW_COST", 1e9, walks),  # walk whenever there are statistics
         ("GIN_ROW_COST", 1e-9, gins),  # never walk
         ("WALK_MARGIN", 0.01, continued),  # walks that come back short: continued, then given up
@@ -233,7 +237,7 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
         seen.clear()
         with monkeypatch.context() as m:
             m.setattr(S, name, value)
-            if name != "GIN_ROW_COST":
+            if name in ("WALK_MARGIN", "MAX_WALK_ROWS"):
                 m.setattr(S, "GIN_ROW_COST", 1e9)
             assert pages() == expected, name
         assert check(), name
