@@ -43,7 +43,6 @@ import os
 import random
 import shutil
 import string
-import subprocess
 import sys
 import tempfile
 import threading
@@ -58,8 +57,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import bench_registry as BR  # noqa: E402 - the registry benchmark's records, queries and helpers
+from bench_server import query_params, start_server, stop_server  # noqa: E402 - one way to run the server
 
-LORAHUB = str(Path(sys.executable).with_name("lorahub"))
 SHARED_REPO = "alice/load-shared"
 OWN_PATHS = 3
 #: How long after the window a push may still be running before the run is declared stuck.
@@ -95,39 +94,6 @@ def seed(data: Path, url: str, records: list) -> tuple[str, dict[str, str], floa
     finally:
         registry.close()
     return url, tokens, import_s
-
-
-def start_server(data: Path, url: str, processes: int = 1) -> tuple[subprocess.Popen, str]:
-    from lorahub.registry.server.run import READY_PREFIX
-
-    log = data / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE"))}
-    env["LORAHUB_HOME"] = str(data / "home")
-    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", url, "--no-access-log", "--no-ui"]
-    if processes > 1:
-        cmd += ["--workers", str(processes)]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(data))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(READY_PREFIX):
-                return proc, line[len(READY_PREFIX):].strip()
-        if proc.poll() is not None:
-            raise RuntimeError(f"lorahub serve exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("lorahub serve did not start in 120 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
 
 
 def server_log_errors(log: Path) -> Counter:
@@ -449,7 +415,7 @@ def run_backend(backend: str, url: str, work: Path, records: list, params: list[
     data.mkdir(parents=True, exist_ok=True)
     url, tokens, import_s = seed(data, url, records)
     load_before = os.getloadavg()[0]
-    proc, endpoint = start_server(data, url, processes)
+    proc, endpoint = start_server(data, url, ["--workers", str(processes)] if processes > 1 else [])
     try:
         res = run_load(endpoint, tokens, params, searchers=searchers, pushers=pushers, seconds=seconds, work=work)
         load_after = os.getloadavg()[0]
@@ -562,17 +528,6 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
-
-
-def query_params(q) -> dict:  # noqa: ANN001 - a SearchQuery
-    p: dict = {"limit": q.limit, "page": q.page, "sort": q.sort}
-    if q.query:
-        p["q"] = q.query
-    if q.base:
-        p["base"] = q.base
-    if q.tags:
-        p["tag"] = q.tags
-    return p
 
 
 if __name__ == "__main__":

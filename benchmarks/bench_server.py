@@ -41,35 +41,40 @@ sys.path.insert(0, str(HERE))
 import bench_registry as BR  # noqa: E402 - the registry benchmark's records, queries and helpers
 
 LORAHUB = str(Path(sys.executable).with_name("lorahub"))
-READY = "lorahub serve: listening on "
 SEARCH_P99_GOAL_MS = 50.0
 
 
 def start_server(data: Path, url: str, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``lorahub serve`` on a free loopback port (no access log, no web UI), its endpoint once it listens."""
+    from lorahub.registry.server.run import READY_PREFIX
+
     log = data / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE"))}
     env["LORAHUB_HOME"] = str(data / "home")
-    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", url, "--no-access-log", *(extra or [])]
+    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", url, "--no-access-log", "--no-ui",
+           *(extra or [])]
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(data))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(READY):
-                return proc, line[len(READY):].strip()
+            if line.startswith(READY_PREFIX):
+                return proc, line[len(READY_PREFIX):].strip()
         if proc.poll() is not None:
-            raise RuntimeError(log.read_text(errors="replace")[-2000:])
+            raise RuntimeError(f"lorahub serve exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("lorahub serve did not start")
+    raise RuntimeError("lorahub serve did not start in 120 s")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
 
 
 def query_params(q) -> dict:  # noqa: ANN001 - a SearchQuery

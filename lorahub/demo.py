@@ -239,7 +239,8 @@ def _registry(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     )
 
 
-@step("share", "Start `lorahub serve` on loopback, push the trained adapter with its model card, pull it back")
+@step("share", "Start `lorahub serve` on loopback, push the trained adapter with its model card, pull it back, "
+      "check the server's storage")
 def _share(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     import subprocess
     import sys
@@ -291,10 +292,17 @@ def _share(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+    from lorahub.registry.hub.check import check_storage
+
+    checked = check_storage(data)  # `lorahub registry check --data DIR`: every blob hashed, every reference
+    if not checked.ok:
+        raise RuntimeError(f"the server's storage check found {checked.errors} problem(s)")
     return (
         f"pushed {first.url} (commit {str(first.commit)[:12]}, card {first.card_action}, "
         f"{len(first.files)} files); unchanged re-push made {'a' if again.changed else 'no'} commit; "
         f"pulled {len(got.files)} adapter file(s) into {Path(got.folder).name}/, verified against "
-        f"{', '.join(sorted({f.verified for f in got.files}))}",
-        {"push": first.model_dump(mode="json", exclude={"card"}), "pull": got.model_dump(mode="json")},
+        f"{', '.join(sorted({f.verified for f in got.files}))}; storage check: {checked.blob_files} blobs "
+        f"verified, {checked.errors} errors",
+        {"push": first.model_dump(mode="json", exclude={"card"}), "pull": got.model_dump(mode="json"),
+         "check": checked.model_dump(mode="json", exclude={"issues"})},
     )

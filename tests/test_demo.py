@@ -29,6 +29,8 @@ def test_demo_runs_every_step(embedded_home: Path, tmp_path: Path) -> None:
     assert share["push"]["changed"] and share["push"]["card_action"] == "generated"
     assert {f["verified"] for f in share["pull"]["files"]} <= {"registry", "hub"}
     assert "unchanged re-push made no commit" in steps["share"]["summary"]
+    check = share["check"]  # lorahub registry check over the demo server's data folder
+    assert check["ok"] and check["errors"] == 0 and check["blob_files"] >= 2 and check["bytes_verified"] > 0
 
 
 def test_demo_lists_its_steps() -> None:

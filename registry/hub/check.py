@@ -54,6 +54,7 @@ from lorahub.schemas.hub import StorageCheck, StorageIssue
 
 from .gitobj import is_sha256
 from .models import HubBlob, HubCommit, HubFile, HubRepo, HubRepoObject
+from .storage import _fsync_dir
 
 #: Orphans younger than this are "pending" (an upload or commit may be in progress).
 DEFAULT_GRACE_S = 24 * 3600.0
@@ -593,19 +594,6 @@ class _Fixer:
         if issue.kind == "stray":
             issue.fixed = True
         return True
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["DEFAULT_GRACE_S", "QUARANTINE", "check_storage", "check_store", "parse_duration"]

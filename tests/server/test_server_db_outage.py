@@ -28,22 +28,13 @@ import httpx
 import pytest
 from conftest import HubServer, start_server, stop_server, write_kohya_lora
 from pgcluster import PgCluster, private_cluster
+from testkit import wait_for
 
 from lorahub.registry.server.app import DB_RETRY_AFTER_S, DB_UNAVAILABLE
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def assert_unavailable(r: httpx.Response, what: str) -> None:

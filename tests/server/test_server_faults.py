@@ -29,6 +29,7 @@ from conftest import (
     stop_server,
     write_kohya_lora,
 )
+from testkit import wait_for
 
 from lorahub.registry.hub.check import check_storage
 from lorahub.registry.hub.faults import ENV, ENV_DIR
@@ -83,16 +84,6 @@ def servers(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
 def kill(server: HubServer) -> None:
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(timeout=15)
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def marker(data: Path, point: str) -> Path:

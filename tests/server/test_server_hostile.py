@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import random
-import socket
 import struct
 import threading
 import time
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from fuzzkit import Seed, draw_case, real_excerpts, real_seeds, synthetic_seeds
+from testkit import raw_http
 
 from lorahub.adapters.header import MAX_HEADER_BYTES
 from lorahub.registry.hub import indexing
@@ -214,20 +214,6 @@ def _valid_adapter_bytes(kohya_lora) -> bytes:  # noqa: ANN001
     return kohya_lora("claims.safetensors", rank=2).read_bytes()
 
 
-def _raw_request(url: str, head: str, *, timeout: float = 10.0) -> bytes:
-    """Send only the request line and headers (no body) and return what the server answers."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
-        sock.sendall(head.encode("latin-1"))
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
-
-
 @needs_proc
 def test_length_claims_of_gigabytes_are_refused_unread(hub_server, kohya_lora, tmp_path: Path) -> None:
     """Header length claims past the file and past the 100 MB header limit, and HTTP bodies that
@@ -269,7 +255,7 @@ def test_length_claims_of_gigabytes_are_refused_unread(hub_server, kohya_lora, t
             ("POST", f"/{repo}.git/info/lfs/objects/batch", "application/vnd.git-lfs+json"),
         ):
             head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: {ctype}\r\nContent-Length: {10 << 30}\r\n\r\n"
-            answer = _raw_request(srv.url, head)
+            answer = raw_http(srv.url, head.encode("latin-1"))
             assert answer.startswith(b"HTTP/1.1 413"), (path, answer[:300])
         # An LFS object of a terabyte is refused by the batch API (per object, as the protocol says).
         oid = "a" * 64
@@ -284,7 +270,7 @@ def test_length_claims_of_gigabytes_are_refused_unread(hub_server, kohya_lora, t
         )
         href = urlsplit(b.json()["objects"][0]["actions"]["upload"]["href"])
         head = f"PUT {href.path}?{href.query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {10 << 30}\r\n\r\n"
-        assert _raw_request(srv.url, head).startswith(b"HTTP/1.1 400")
+        assert raw_http(srv.url, head.encode("latin-1")).startswith(b"HTTP/1.1 400")
         assert peak(pid) - before < 32 << 20
         assert [s.rfilename for s in api.model_info(repo).siblings] == [".gitattributes"]
         assert srv.proc.poll() is None and up.http.get("/api/whoami-v2").status_code == 200

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from testkit import raw_http
 
 from lorahub.hub.endpoint import hf_api
 
@@ -286,22 +287,6 @@ def one_line_error(r: httpx.Response, status: int) -> str:
     return msg
 
 
-def raw_http(srv, request: bytes, timeout: float = 10.0) -> bytes:  # noqa: ANN001 - HubServer
-    """Send raw bytes (what httpx refuses to build) and return the start of the answer."""
-    import socket
-
-    u = urlsplit(srv.url)
-    with socket.create_connection((u.hostname, u.port), timeout=timeout) as sock:
-        sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
-
-
 def test_huge_urls_and_headers(repos) -> None:
     srv = repos
     for path in ("/alice/public/resolve/main/" + "a" * 5000, "/api/models/alice/public/tree/main/" + "a" * 5000):
@@ -312,12 +297,12 @@ def test_huge_urls_and_headers(repos) -> None:
     assert "list of strings" in one_line_error(r, 400)
     # Request lines of 100 KB and 1 MB: refused by the HTTP parser, no hang.
     for n in (100_000, 1 << 20):
-        answer = raw_http(srv, b"GET /alice/public/resolve/main/" + b"a" * n + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = raw_http(srv.url, b"GET /alice/public/resolve/main/" + b"a" * n + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
     # A 100 KB token and a token that is not UTF-8: invalid credentials.
     r = httpx.get(f"{srv.url}/api/whoami-v2", headers={"Authorization": "Bearer " + "x" * 100_000}, timeout=30)
     assert r.status_code == 401
-    answer = raw_http(srv, b"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\xc0\xae\r\n\r\n")
+    answer = raw_http(srv.url, b"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\xc0\xae\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert_up(srv)
 
