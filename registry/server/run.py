@@ -137,7 +137,7 @@ def serve(
     log.info("data %s, database %s, %d worker(s)", data, display_url(url), workers)
     try:
         if workers <= 1:
-            app = create_app(settings, registry)
+            app = _frozen(create_app(settings, registry))
             server = uvicorn.Server(uvicorn.Config(app, **common))
             print(READY_PREFIX + listen_url, file=sys.stderr, flush=True)
             server.run(sockets=[sock])
@@ -183,4 +183,15 @@ def app_from_env():  # noqa: ANN201 - a FastAPI app
         index_adapters=cfg["index_adapters"],
         ui=cfg.get("ui", True),
     )
-    return create_app(settings, Registry(settings.database_url, auto_migrate=False))
+    return _frozen(create_app(settings, Registry(settings.database_url, auto_migrate=False)))
+
+
+def _frozen(app):  # noqa: ANN001, ANN202
+    """The app, with everything allocated so far (imports: FastAPI, and gradio for the UI) moved out
+    of the garbage collector's sight: full collections no longer walk those objects on every
+    request burst. The web UI cost the API about 8% of its search throughput without this."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return app
