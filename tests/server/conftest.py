@@ -7,6 +7,8 @@ Where PostgreSQL is unreachable the PostgreSQL variants skip, except under CI=tr
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -97,6 +99,44 @@ class HubServer:
         if user:
             headers["Authorization"] = f"Bearer {self.tokens[user]}"
         return httpx.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+    def lfs_upload_url(self, repo: str, content: bytes, *, user: str | None = "alice") -> str:
+        """The signed PUT URL the LFS batch API hands out for ``content`` (asserting the server wants it)."""
+        r = self.request(
+            "POST",
+            f"/{repo}.git/info/lfs/objects/batch",
+            user=user,
+            json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": sha256(content), "size": len(content)}]},
+            headers={"Accept": "application/vnd.git-lfs+json"},
+        )
+        assert r.status_code == 200, r.text
+        (obj,) = r.json()["objects"]
+        assert "actions" in obj, f"the server says it already has the object: {obj}"
+        return obj["actions"]["upload"]["href"]
+
+
+# -- raw Hub API bodies, for the tests that go below huggingface_hub ---------------------------------
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ndjson(*items: dict) -> bytes:
+    return b"\n".join(json.dumps(i).encode() for i in items)
+
+
+def commit_body(path: str, content: bytes = b"x", parent: str | None = None, summary: str = "test") -> bytes:
+    """An NDJSON commit adding one regular file (base64 inline)."""
+    header = {"summary": summary, "description": ""}
+    if parent:
+        header["parentCommit"] = parent
+    return ndjson(
+        {"key": "header", "value": header},
+        {"key": "file", "value": {"path": path, "content": base64.b64encode(content).decode(), "encoding": "base64"}},
+    )
 
 
 def start_server(

@@ -15,8 +15,6 @@ within about one timeout, and everything works again once the lock is released.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import sqlite3
@@ -26,15 +24,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import HubServer, start_server, stop_server, write_kohya_lora
+from conftest import NDJSON, HubServer, commit_body, sha256, start_server, stop_server, write_kohya_lora
 from pgcluster import PgCluster, private_cluster
 from testkit import wait_for
 
 from lorahub.registry.server.app import DB_RETRY_AFTER_S, DB_UNAVAILABLE
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def assert_unavailable(r: httpx.Response, what: str) -> None:
@@ -43,32 +37,6 @@ def assert_unavailable(r: httpx.Response, what: str) -> None:
     assert r.json()["error"] == DB_UNAVAILABLE, what
     assert r.headers["retry-after"] == str(DB_RETRY_AFTER_S), what
     assert "postgresql" not in r.text and "sqlite" not in r.text, f"{what}: the database URL leaked: {r.text}"
-
-
-def commit_body(path: str, content: bytes, summary: str = "fault test", parent: str | None = None) -> bytes:
-    header = {"summary": summary, "description": ""}
-    if parent:
-        header["parentCommit"] = parent
-    lines = [
-        {"key": "header", "value": header},
-        {"key": "file", "value": {"path": path, "content": base64.b64encode(content).decode(), "encoding": "base64"}},
-    ]
-    return b"\n".join(json.dumps(x).encode() for x in lines) + b"\n"
-
-
-NDJSON = {"Content-Type": "application/x-ndjson"}
-
-
-def lfs_upload_url(server: HubServer, repo: str, content: bytes) -> str:
-    r = server.request(
-        "POST",
-        f"/{repo}.git/info/lfs/objects/batch",
-        json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": sha256(content), "size": len(content)}]},
-        headers={"Accept": "application/vnd.git-lfs+json"},
-    )
-    assert r.status_code == 200, r.text
-    (obj,) = r.json()["objects"]
-    return obj["actions"]["upload"]["href"]
 
 
 def in_background(fn) -> tuple[threading.Thread, list]:  # noqa: ANN001
@@ -173,7 +141,7 @@ def test_postgres_outage_gives_503_and_recovers(pg_server: HubServer, cluster: P
 
     # In flight when PostgreSQL goes: an LFS PUT (half its body sent, half on disk) and a commit.
     content = os.urandom(200_000)
-    href = lfs_upload_url(server, repo, content)
+    href = server.lfs_upload_url(repo, content)
     put_sent, commit_sent, release = threading.Event(), threading.Event(), threading.Event()
     put_t, put_out = in_background(lambda: httpx.put(href, content=held_body(content[:80_000], content[80_000:], put_sent, release), timeout=60))
     body = commit_body("inflight.txt", b"in flight\n")
@@ -240,7 +208,7 @@ def test_sqlite_locked_past_busy_timeout(tmp_path: Path, monkeypatch: pytest.Mon
         api.upload_file(path_or_fileobj=str(lora), path_in_repo="style.safetensors", repo_id=repo)
         head = api.model_info(repo).sha
         content = os.urandom(100_000)
-        href = lfs_upload_url(server, repo, content)
+        href = server.lfs_upload_url(repo, content)
 
         holder = sqlite3.connect(server.database.removeprefix("sqlite:///"), isolation_level=None, timeout=10)
         holder.execute("BEGIN EXCLUSIVE")

@@ -9,7 +9,6 @@ on SQLite (WAL recovery after the kill) and on PostgreSQL.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from conftest import (
     HubServer,
     drop_pg_database,
     fresh_pg_database,
+    sha256,
     start_server,
     stop_server,
     write_kohya_lora,
@@ -96,24 +96,6 @@ def blob_path(data: Path, sha: str) -> Path:
 
 def parts(data: Path) -> list[Path]:
     return sorted((data / "blobs" / "tmp").glob("*.part"))
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def upload_url(server: HubServer, content: bytes, repo: str = REPO) -> str:
-    """The signed PUT URL the LFS batch API hands out for ``content`` (asserting it is wanted)."""
-    r = server.request(
-        "POST",
-        f"/{repo}.git/info/lfs/objects/batch",
-        json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": sha256(content), "size": len(content)}]},
-        headers={"Accept": "application/vnd.git-lfs+json"},
-    )
-    assert r.status_code == 200, r.text
-    (obj,) = r.json()["objects"]
-    assert "actions" in obj, f"the server says it already has the object: {obj}"
-    return obj["actions"]["upload"]["href"]
 
 
 def put_in_background(url: str, content: bytes, *, hold_after: int | None = None) -> tuple[threading.Thread, threading.Event, list]:
@@ -211,7 +193,7 @@ def test_kill_during_lfs_upload_then_repush(servers: Servers, tmp_path: Path) ->
     server = servers.start()
     server.api().create_repo(REPO)
     head = server.api().model_info(REPO).sha
-    t, release, outcome = put_in_background(upload_url(server, content), content, hold_after=100_000)
+    t, release, outcome = put_in_background(server.lfs_upload_url(REPO, content), content, hold_after=100_000)
     wait_for(lambda: any(p.stat().st_size > 0 for p in parts(data)), "the partial upload on disk")
     kill(server)
     release.set()
@@ -234,7 +216,7 @@ def test_kill_during_lfs_upload_then_repush(servers: Servers, tmp_path: Path) ->
     assert parts(data) == []
 
     # (2) Killed after the blob was renamed into place but before the database knows it.
-    href = upload_url(server, content)  # the object is still wanted: nothing recorded it
+    href = server.lfs_upload_url(REPO, content)  # the object is still wanted: nothing recorded it
     t, _, outcome = put_in_background(href, content)
     wait_for(lambda: marker(data, "upload-before-record").exists(), "the upload-before-record fault point")
     assert blob_path(data, sha).is_file()
@@ -355,7 +337,7 @@ def test_check_reports_and_repairs_damaged_storage(servers: Servers, tmp_path: P
         api.create_commit(REPO, operations=[CommitOperationAdd(k, v) for k, v in committed.items()], commit_message="five")
         # d: uploaded through the LFS API, never committed; f: also uploaded to alice/other, not committed there.
         for repo, content in ((REPO, d), ("alice/other", f)):
-            t, _, outcome = put_in_background(upload_url(server, content, repo), content)
+            t, _, outcome = put_in_background(server.lfs_upload_url(repo, content), content)
             t.join(30)
             assert outcome[0].status_code == 200
         age(sha256(d))

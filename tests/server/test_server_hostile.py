@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import random
 import struct
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from conftest import NDJSON, ndjson
 from fuzzkit import Seed, draw_case, real_excerpts, real_seeds, synthetic_seeds
 from testkit import raw_http
 
@@ -61,9 +61,6 @@ P_COMPONENT = 0.12
 P_REAL = 0.015
 #: Peak RSS growth of the server allowed over the whole loop.
 MAX_GROWTH = 256 << 20
-NDJSON = {"Content-Type": "application/x-ndjson"}
-
-
 # --------------------------------------------------------------------------- the server's memory
 
 
@@ -91,10 +88,6 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="
 
 
 # --------------------------------------------------------------------------- uploading
-
-
-def ndjson(*items: dict) -> bytes:
-    return b"\n".join(json.dumps(i).encode() for i in items)
 
 
 class Uploader:

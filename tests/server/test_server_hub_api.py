@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import sha256
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
@@ -23,10 +23,6 @@ from huggingface_hub.errors import (
 )
 
 from lorahub.registry.hub.gitobj import git_blob_id, lfs_pointer
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_whoami_and_create_repo(hub_server) -> None:

@@ -11,28 +11,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from conftest import NDJSON, commit_body, ndjson
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from testkit import raw_http
 
 from lorahub.hub.endpoint import hf_api
-
-
-def ndjson(*items: dict) -> bytes:
-    return b"\n".join(json.dumps(i).encode() for i in items)
-
-
-def commit_body(path: str, content: bytes = b"x", parent: str | None = None) -> bytes:
-    header = {"summary": "test", "description": ""}
-    if parent:
-        header["parentCommit"] = parent
-    return ndjson(
-        {"key": "header", "value": header},
-        {"key": "file", "value": {"path": path, "content": base64.b64encode(content).decode(), "encoding": "base64"}},
-    )
-
-
-NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,6 @@ space is freed or the mount is writable again the same upload succeeds.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
 import shutil
 import sqlite3
@@ -24,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import HubServer, start_server, stop_server, write_kohya_lora
+from conftest import NDJSON, HubServer, commit_body, sha256, start_server, stop_server, write_kohya_lora
 from huggingface_hub.errors import HfHubHTTPError
 from testkit import on_ci
 
@@ -33,13 +30,6 @@ from lorahub.registry.hub.storage import LocalBlobStore
 
 FULL = "cannot store the upload: the server's blob storage is full"
 READ_ONLY = "cannot store the upload: the server's blob storage is read-only"
-NDJSON = {"Content-Type": "application/x-ndjson"}
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 # -- a tmpfs over <data>/blobs -----------------------------------------------------------------------
 
 
@@ -141,24 +131,6 @@ def assert_nothing_written(server: HubServer, mount: BlobMount, repo: str, head:
     assert info.sha == head and {s.rfilename for s in info.siblings} == files
 
 
-def lfs_upload_url(server: HubServer, repo: str, content: bytes) -> str:
-    r = server.request(
-        "POST",
-        f"/{repo}.git/info/lfs/objects/batch",
-        json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": sha256(content), "size": len(content)}]},
-    )
-    assert r.status_code == 200, r.text
-    return r.json()["objects"][0]["actions"]["upload"]["href"]
-
-
-def commit_body(path: str, content: bytes) -> bytes:
-    lines = [
-        {"key": "header", "value": {"summary": "storage fault", "description": ""}},
-        {"key": "file", "value": {"path": path, "content": base64.b64encode(content).decode(), "encoding": "base64"}},
-    ]
-    return b"\n".join(json.dumps(x).encode() for x in lines)
-
-
 def assert_507(r: httpx.Response, message: str, what: str) -> None:
     assert r.status_code == 507, f"{what}: {r.status_code} {r.text[:300]}"
     assert r.headers["content-type"].startswith("application/json"), what
@@ -209,7 +181,7 @@ def test_disk_full_upload_fails_cleanly_then_succeeds(mounted, tmp_path: Path) -
         assert FULL in client_error(excinfo)
         assert_nothing_written(server, mount, repo, head, files, sha256(big))
         # The same through the protocol: the LFS PUT, and a regular file committed inline.
-        assert_507(httpx.put(lfs_upload_url(server, repo, big), content=big, timeout=60), FULL, "LFS PUT")
+        assert_507(httpx.put(server.lfs_upload_url(repo, big), content=big, timeout=60), FULL, "LFS PUT")
         text = b"x" * (1536 << 10)
         r = server.request("POST", f"/api/models/{repo}/commit/main", content=commit_body("big.txt", text), headers=NDJSON)
         assert_507(r, FULL, "inline commit")
@@ -242,7 +214,7 @@ def test_read_only_blob_storage_fails_cleanly_then_succeeds(mounted, tmp_path: P
         with pytest.raises(HfHubHTTPError) as excinfo:
             api.upload_file(path_or_fileobj=b"a new readme\n", path_in_repo="README.md", repo_id=repo)
         assert READ_ONLY in client_error(excinfo)
-        assert_507(httpx.put(lfs_upload_url(server, repo, content), content=content, timeout=60), READ_ONLY, "LFS PUT")
+        assert_507(httpx.put(server.lfs_upload_url(repo, content), content=content, timeout=60), READ_ONLY, "LFS PUT")
         # Creating a repo stores its .gitattributes blob: refused too, and no repo is left behind.
         assert_507(server.request("POST", "/api/repos/create", json={"name": "ro-new"}), READ_ONLY, "create repo")
         assert not api.repo_exists("alice/ro-new")

@@ -12,7 +12,6 @@ empty database all come up (the migrations wait for the write lock instead of fa
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import threading
@@ -20,13 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LORAHUB, READY, HubServer, drop_pg_database, fresh_pg_database, write_kohya_lora
+from conftest import LORAHUB, READY, HubServer, drop_pg_database, fresh_pg_database, sha256, write_kohya_lora
 from huggingface_hub import CommitOperationAdd, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def launch(data: Path, database: str, name: str) -> tuple[subprocess.Popen, Path]:
