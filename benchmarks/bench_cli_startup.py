@@ -29,17 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import load_note, lorahub_cmd
+
 GOAL_START_S = 0.5
 GOAL_INSPECT_RATIO = 1.1
 MODULES = 200
-
-
-def lorahub_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("lorahub")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("lorahub")
-    return [found] if found else [sys.executable, "-m", "lorahub.cli"]
 
 
 def make_lora(path: Path, dim: int, rank: int, *, sparse: bool) -> int:
@@ -72,16 +66,6 @@ def make_lora(path: Path, dim: int, rank: int, *, sparse: bool) -> int:
     return len(head) + pos
 
 
-def load_note() -> str:
-    """The 1-minute load average: other work on the machine skews parallel timings most."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover
-        return ""
-    busy = load > 0.5
-    return f"load average {load:.2f}" + ("  (BUSY: other processes compete for the CPUs; rerun when idle)" if busy else "")
-
-
 def timed(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -106,7 +90,7 @@ def main() -> int:
         small_size = make_lora(small, 320, 8, sparse=False)
         big_size = make_lora(big, 4096, 655, sparse=True)
         print(f"small: {small_size:,} bytes; big: {big_size:,} bytes (sparse); {MODULES} modules each")
-        print(f"before: {load_note()}")
+        print(f"before: {load_note(busy_above=0.5)}")
 
         cmds: dict[str, list[str]] = {"python -c pass": [sys.executable, "-c", "pass"]}
         failed = False
@@ -148,7 +132,7 @@ def main() -> int:
             ok = ratio <= GOAL_INSPECT_RATIO
             failed |= not ok
             print(f"{'inspect 2 GiB / 2 MB':<30} = {ratio:.2f}  (goal <= {GOAL_INSPECT_RATIO})  {'PASS' if ok else 'FAIL'}")
-        print(f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}, {load_note()}")
+        print(f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}, {load_note(busy_above=0.5)}")
         return 1 if failed else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

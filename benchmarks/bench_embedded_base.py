@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import load_note
+
 GOALS = {"build": 3.0, "load": 2.0, "first": 6.0, "steady": 0.5, "lora_load": 0.5, "steady_lora": 0.5}
 
 
@@ -38,9 +40,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2)
     args = ap.parse_args()
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    cpus = os.cpu_count() or 1
-    print(f"load average {load:.2f} on {cpus} CPUs" + ("  (busy machine: numbers are pessimistic)" if load > 0.5 * cpus else ""))
+    print(load_note())
     home = Path(tempfile.mkdtemp(prefix="lorahub-bench-"))
     os.environ["LORAHUB_HOME"] = str(home)
     try:

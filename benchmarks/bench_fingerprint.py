@@ -31,16 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import load_note, lorahub_cmd
+
 GOAL_RATIO = 1.5
 GOAL_CACHED_S = 0.3
-
-
-def lorahub_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("lorahub")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("lorahub")
-    return [found] if found else [sys.executable, "-m", "lorahub.cli"]
 
 
 def make_file(path: Path, size: int) -> None:
@@ -78,16 +72,6 @@ def warm(path: Path) -> None:
             pass
 
 
-def load_note() -> str:
-    """The 1-minute load average: other work on the machine skews parallel timings most."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover
-        return ""
-    busy = load > 0.5
-    return f"load average {load:.2f}" + ("  (BUSY: other processes compete for the CPUs; rerun when idle)" if busy else "")
-
-
 def timed(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -115,7 +99,7 @@ def main() -> int:
         make_file(path, size)
         print(f"file: {path} ({path.stat().st_size:,} bytes, random data, made in {time.perf_counter() - t0:.1f} s)")
         warm(path)
-        print(f"before: {load_note()}")
+        print(f"before: {load_note(busy_above=0.5)}")
 
         lh = lorahub_cmd()
         tools: dict[str, list[str]] = {}
@@ -172,7 +156,7 @@ def main() -> int:
         ok = cached < GOAL_CACHED_S
         failed |= not ok
         print(f"cached re-run, whole process      = {cached:.3f} s  (goal < {GOAL_CACHED_S} s)  {'PASS' if ok else 'FAIL'}")
-        print(f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}, {load_note()}")
+        print(f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}, {load_note(busy_above=0.5)}")
         return 1 if failed else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

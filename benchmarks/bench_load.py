@@ -58,6 +58,7 @@ if str(HERE) not in sys.path:
 
 import bench_registry as BR  # noqa: E402 - the registry benchmark's records, queries and helpers
 from bench_server import query_params, start_server, stop_server  # noqa: E402 - one way to run the server
+from benchkit import load_note  # noqa: E402
 
 SHARED_REPO = "alice/load-shared"
 OWN_PATHS = 3
@@ -499,7 +500,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="lorahub-bench-load-"))
     os.environ["LORAHUB_HOME"] = str(work / "home")
     os.environ.pop("LORAHUB_DATABASE_URL", None)
-    print(f"load average: {os.getloadavg()[0]:.2f} (cpus: {os.cpu_count()})")
+    print(load_note())
     failed = False
     try:
         t = time.perf_counter()

@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import load_note
+
 GOAL_SWAP_RATIO = 0.3
 GOAL_RECOMPILES = 0
 TARGET_RANK = 16
@@ -59,9 +61,7 @@ def main() -> int:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile part")
     args = ap.parse_args()
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    cpus = os.cpu_count() or 1
-    print(f"load average {load:.2f} on {cpus} CPUs" + ("  (busy machine: numbers are pessimistic)" if load > 0.5 * cpus else ""))
+    print(load_note())
     home = Path(tempfile.mkdtemp(prefix="lorahub-bench-pipeline-"))
     os.environ["LORAHUB_HOME"] = str(home)
     failures: list[str] = []

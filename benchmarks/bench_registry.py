@@ -36,6 +36,8 @@ import time
 import uuid
 from pathlib import Path
 
+from benchkit import load_note
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / ".." / "shared" / "corpora" / "civitai-lora-models-2023-07.jsonl"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -231,7 +233,7 @@ def main() -> int:
     os.environ["LORAHUB_HOME"] = str(work / "home")
     os.environ.pop("LORAHUB_DATABASE_URL", None)
     failed = False
-    print(f"load average: {os.getloadavg()[0]:.2f} (cpus: {os.cpu_count()})")
+    print(load_note())
     try:
         if not args.skip_search:
             t = time.perf_counter()

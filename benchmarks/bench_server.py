@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_registry as BR  # noqa: E402 - the registry benchmark's records, queries and helpers
+from benchkit import load_note  # noqa: E402
 
 LORAHUB = str(Path(sys.executable).with_name("lorahub"))
 SEARCH_P99_GOAL_MS = 50.0
@@ -277,7 +278,7 @@ def main() -> int:
 
     constants.HF_HUB_DISABLE_PROGRESS_BARS = True
     failed = False
-    print(f"load average: {os.getloadavg()[0]:.2f} (cpus: {os.cpu_count()})")
+    print(load_note())
     try:
         if not args.skip_search:
             t = time.perf_counter()

@@ -50,6 +50,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import load_average, load_note
+
 HERE = Path(__file__).resolve().parent
 PEER_DIR = HERE / "out" / "peer"
 PEER_NAME = "train_text_to_image_lora.py"
@@ -266,9 +268,8 @@ def main() -> int:
     if args.steps <= args.short:
         ap.error("--steps must be larger than --short")
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    cpus = os.cpu_count() or 1
-    print(f"load average {load:.2f} on {cpus} CPUs" + ("  (busy machine: numbers are noisy)" if load > 0.5 * cpus else ""))
+    load = load_average()
+    print(load_note())
     work = Path(tempfile.mkdtemp(prefix="bench-train-", dir=HERE / "out" if (HERE / "out").is_dir() else None))
     results: dict = {"load_average": load, "threads": args.threads}
     ok = True
