@@ -374,7 +374,7 @@ def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
 
     family, evidence, cross, shape_family = _infer_family(modules, fmt)
     return Analysis(
-        shape_mismatches=_shape_mismatches(modules, family),
+        shape_mismatches=_shape_mismatches(modules, shape_family or declared_family(md) or family),
         modules=modules,
         unknown_keys=unknown,
         format=fmt,

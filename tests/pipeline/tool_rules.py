@@ -219,7 +219,6 @@ def comfy_load(tensors: dict[str, Any], rules: ToolRules) -> Loaded:
 
 def kohya_check(tensors: dict[str, Any], rules: ToolRules) -> Loaded:
     """kohya's create_network_from_weights + load_state_dict: names, tensor suffixes and shapes."""
-    import torch
 
     loaded: set[str] = set()
     deltas: dict[tuple[str, str], Any] = {}
