@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "preview": "lorahub.cli.commands.preview:preview_cmd",
     "blend": "lorahub.cli.commands.preview:blend_cmd",
     "fuse": "lorahub.cli.commands.preview:fuse_cmd",
+    "convert": "lorahub.cli.commands.preview:convert_cmd",
     "index": "lorahub.cli.commands.registry:index_cmd",
     "search": "lorahub.cli.commands.registry:search_cmd",
     "dupes": "lorahub.cli.commands.registry:dupes_cmd",

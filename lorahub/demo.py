@@ -127,7 +127,7 @@ def _train(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     out = ctx.workdir / "demo-trained"
     config = TrainConfig(
         data=str(data), out=str(out), trigger=DEMO_TRIGGER, rank=4, steps=24, lr=1e-2, resolution=64,
-        sample_steps=4, export=["kohya"], seed=0,
+        sample_steps=4, seed=0,
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tiny model's matrices are too small to gain from threads (and busy CPUs hurt)

@@ -73,6 +73,11 @@ class InspectReport(_Model):
     format: AdapterFormat
     format_name: str = Field(description="Human-readable format name")
     diffusers_loadable: bool = Field(description="Whether diffusers' load_lora_weights takes the file as is")
+    loaders: list[Literal["diffusers", "a1111", "comfyui", "kohya"]] = Field(
+        default_factory=list,
+        description="The tools that load every module of the file, from its key layout and shapes: diffusers, "
+        "a1111 (AUTOMATIC1111/Forge), comfyui, kohya (sd-scripts); docs/formats.md",
+    )
     base_family: BaseFamily = Field(description="Family inferred from key names and tensor shapes")
     declared_base_family: BaseFamily | None = Field(None, description="Family the metadata declares, if any")
     family_evidence: list[str] = Field(default_factory=list)
@@ -119,9 +124,10 @@ class FingerprintReport(_Model):
     path: str = Field(description="The path as given")
     size: int = Field(description="File size in bytes")
     sha256: str = Field(description="SHA-256 of the whole file (the Hub's LFS oid), 64 hex lower case")
-    autov1: str | None = Field(
+    autov1: str = Field(
         description="A1111's old model hash: SHA-256 of the bytes [0x100000, 0x110000) (fewer if the file ends "
-        "earlier), first 8 hex upper case; null when the file is at most 1 MiB (the window is empty)"
+        "earlier), first 8 hex upper case, computed as A1111 and kohya do over the possibly short read: a file of "
+        "at most 1 MiB hashes nothing and gets E3B0C442, the value those tools show for it"
     )
     autov2: str = Field(description="First 10 hex of sha256, upper case (A1111 checkpoint shorthash, Civitai AutoV2)")
     autov3: str | None = Field(

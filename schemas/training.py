@@ -12,6 +12,8 @@ SavePrecision = Literal["fp32", "fp16", "bf16"]
 PredictionType = Literal["epsilon", "v_prediction"]
 LrScheduler = Literal["constant", "constant_with_warmup", "linear", "cosine"]
 ExportFormat = Literal["kohya"]
+#: Which weight files a run writes (docs/formats.md): both (default), or one of them.
+WeightsFormat = Literal["both", "diffusers", "kohya"]
 
 #: The UNet modules a LoRA adapts by default: every attention projection (self and cross attention).
 DEFAULT_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -80,7 +82,14 @@ class TrainConfig(BaseModel):
     keep_checkpoints: bool = Field(False, description="Keep checkpoints/ after a finished run")
 
     save_precision: SavePrecision = "fp16"
-    export: list[ExportFormat] = Field(default_factory=list, description="Extra files: 'kohya' (A1111/ComfyUI key names)")
+    format: WeightsFormat = Field(
+        "both",
+        description="Weight files of the package: 'both' (pytorch_lora_weights.safetensors for diffusers and "
+        "<name>_kohya.safetensors for AUTOMATIC1111/Forge, ComfyUI and kohya), 'diffusers' or 'kohya' alone",
+    )
+    export: list[ExportFormat] = Field(
+        default_factory=list, description="Deprecated: ['kohya'] also writes the kohya file (the default 'both' does)"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps (multi-GPU: launch with accelerate)")
 
     @field_validator("target_modules")
@@ -105,6 +114,12 @@ class TrainConfig(BaseModel):
         v = v.strip()
         return v if v.startswith(".") else "." + v
 
+    def writes(self, layout: str) -> bool:
+        """Whether the run writes the ``diffusers`` or the ``kohya`` weights file."""
+        if layout == "kohya":
+            return self.format in ("both", "kohya") or "kohya" in self.export
+        return self.format in ("both", "diffusers")
+
     def effective_alpha(self) -> float:
         return float(self.alpha if self.alpha is not None else self.rank)
 
@@ -115,8 +130,10 @@ class TrainResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: str = Field(description="The adapter package folder")
-    weights: str = Field(description="pytorch_lora_weights.safetensors (diffusers format)")
-    kohya_weights: str | None = Field(None, description="The kohya-named file, with --export kohya")
+    weights: str = Field(description="The main weights file: pytorch_lora_weights.safetensors (diffusers layout), "
+                         "or the kohya file with format 'kohya'")
+    kohya_weights: str | None = Field(None, description="<name>_kohya.safetensors (kohya layout: AUTOMATIC1111/Forge, "
+                                      "ComfyUI, kohya), unless format is 'diffusers'")
     name: str
     base: str = Field(description="The base model as named by the user")
     base_family: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from lorahub.adapters.layouts import TOOL_NAMES
 from lorahub.cli.output import emit, json_option
 
 
@@ -24,6 +25,8 @@ def render(report, show_modules: bool = False) -> list[str]:  # noqa: ANN001
     alphas = ", ".join(_fmt_num(a) for a in r.alphas) if len(r.alphas) > 1 else _fmt_num(r.alpha)
     rows = [
         ("format", f"{r.format_name} [{r.format}]" + ("" if r.diffusers_loadable else "  (diffusers cannot load it as is)")),
+        ("loads fully in", ", ".join(TOOL_NAMES[t] for t in r.loaders) if r.loaders else "none of diffusers, "
+         "A1111/Forge, ComfyUI, kohya (see lorahub convert)"),
         ("base family", family + (f"  [{'; '.join(r.family_evidence)}]" if r.family_evidence else "")),
         ("rank", ranks),
         ("alpha", alphas + ("" if r.alphas else "  (absent: loaders use alpha = rank)") if r.modules else "-"),

@@ -270,6 +270,10 @@ def _run_session(live, settings, output, script, as_json) -> None:  # noqa: ANN0
 
 # ---------------------------------------------------------------------------------------------- blend
 
+FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha) loads fully in AUTOMATIC1111/Forge, "
+               "ComfyUI, kohya and diffusers; diffusers (unet./text_encoder. with lora_A/lora_B) loads in diffusers, "
+               "but ComfyUI skips its UNet attention modules. Both apply the same strength (docs/formats.md).")
+
 
 @click.command("blend")
 @click.argument("inputs", nargs=-1, required=True)
@@ -281,9 +285,11 @@ def _run_session(live, settings, output, script, as_json) -> None:  # noqa: ANN0
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of dare's random drops.")
 @click.option("--dtype", type=click.Choice(["float16", "float32", "bfloat16"]), default="float16", show_default=True)
 @click.option("--title", default=None, help="modelspec.title of the blend (default: the file name).")
+@click.option("--format", "fmt", type=click.Choice(["kohya", "diffusers"]), default="kohya", show_default=True,
+              help=FORMAT_HELP)
 @click.option("--lora-dir", "lora_dirs", multiple=True, type=click.Path(file_okay=False), help="Folder where bare names are looked up.")
 @json_option
-def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, lora_dirs, as_json) -> None:  # noqa: ANN001
+def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, fmt, lora_dirs, as_json) -> None:  # noqa: ANN001
     """Blend adapters into one LoRA file: INPUT is FILE, FILE:W or FILE:TE:UNET.
 
     \b
@@ -291,8 +297,10 @@ def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, lora_di
 
     Blends full weight deltas (never A and B factors separately), handles
     different ranks, alphas, formats and modules present in only some inputs,
-    and writes a diffusers-loadable LoRA with provenance metadata (source
-    fingerprints, weights, method) and the merged trigger words.
+    and writes a LoRA with provenance metadata (source fingerprints, weights,
+    method) and the merged trigger words. The default kohya layout is the one
+    AUTOMATIC1111/Forge, ComfyUI, kohya and diffusers all load fully, at the
+    same strength (docs/formats.md).
     """
     from lorahub.pipeline.blend import blend
     from lorahub.pipeline.prompt import parse_spec
@@ -304,7 +312,8 @@ def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, lora_di
         tag = parse_spec(text, what="input")
         path = resolver.resolve(tag.name).path
         items.append((str(path), (tag.te, tag.unet)))
-    result = blend(items, method=method, rank=rank, density=density, out=output, seed=seed, dtype=dtype, title=title)
+    result = blend(items, method=method, rank=rank, density=density, out=output, seed=seed, dtype=dtype, title=title,
+                   format=fmt)
     for w in result.warnings:
         warn(w)
 
@@ -312,6 +321,47 @@ def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, lora_di
         names = ", ".join(f"{Path(i['path']).name} ({i['unet_weight']:g})" for i in r["inputs"])
         return (f"{r['path']}: {r['method']} blend of {names}; rank {r['rank']}, {r['modules']} modules, "
                 f"relative error {r['relative_error']:.2%}, {r['seconds']:.1f} s")
+
+    emit(result.to_dict(), as_json, human)
+
+
+# ---------------------------------------------------------------------------------------------- convert
+
+
+@click.command("convert")
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .safetensors file to write.")
+@click.option("--format", "fmt", type=click.Choice(["kohya", "diffusers"]), default="kohya", show_default=True,
+              help=FORMAT_HELP)
+@click.option("--rank", type=click.IntRange(1, 4096), default=None,
+              help="Rank LyCORIS (LoHa/LoKr/full) modules are re-factored to [32, or their exact rank when smaller]; "
+              "LoRA modules keep theirs.")
+@click.option("--dtype", type=click.Choice(["float16", "float32", "bfloat16"]), default="float16", show_default=True)
+@click.option("--title", default=None, help="ss_output_name / modelspec.title (default: the source's, else the file name).")
+@click.option("--lora-dir", "lora_dirs", multiple=True, type=click.Path(file_okay=False), help="Folder where bare names are looked up.")
+@json_option
+def convert_cmd(source, output, fmt, rank, dtype, title, lora_dirs, as_json) -> None:  # noqa: ANN001
+    """Rewrite an adapter (kohya, diffusers, peft, LyCORIS LoHa/LoKr) as a plain LoRA in another layout.
+
+    \b
+    lorahub convert style_loha.safetensors -o style.safetensors            # kohya layout
+    lorahub convert style_kohya.safetensors -o style_diffusers.safetensors --format diffusers
+
+    LoRA modules keep their factors; LyCORIS modules become LoRA factors (SVD at
+    --rank, the error is reported). Alpha is folded in, conv modules keep their
+    4-D shapes, and the training metadata is kept (docs/formats.md).
+    """
+    from lorahub.pipeline.convert import convert
+    from lorahub.pipeline.resolver import Resolver
+
+    path = Resolver(lora_dirs=[*lora_dirs, "."]).resolve(source).path
+    result = convert(path, output, format=fmt, rank=rank, dtype=dtype, title=title)
+    for w in result.warnings:
+        warn(w)
+
+    def human(r: dict) -> str:
+        return (f"{r['path']}: {r['modules']} modules of {Path(r['source']).name} ({r['source_format']}) "
+                f"in the {r['format']} layout, rank up to {r['rank']}")
 
     emit(result.to_dict(), as_json, human)
 

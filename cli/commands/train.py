@@ -68,25 +68,31 @@ _FIELDS = {
 @click.option("--keep-checkpoints/--no-keep-checkpoints", default=None, help="Keep checkpoints/ after the run.")
 @click.option("--save-precision", type=click.Choice(["fp16", "fp32", "bf16"]), default=None,
               help="dtype of the saved weights [fp16].")
-@click.option("--export", "export", type=click.Choice(["kohya"]), multiple=True,
-              help="Also write <name>_kohya.safetensors with kohya key names (A1111, ComfyUI).")
+@click.option("--format", "weights_format", type=click.Choice(["both", "diffusers", "kohya"]), default=None,
+              help="Weight files [both]: pytorch_lora_weights.safetensors (diffusers layout, for diffusers and the "
+              "Hub) and <name>_kohya.safetensors (kohya layout, the one AUTOMATIC1111/Forge, ComfyUI and kohya load "
+              "fully), or only one of them. See docs/formats.md.")
+@click.option("--export", "export", type=click.Choice(["kohya"]), multiple=True, hidden=True,
+              help="Deprecated: the kohya file is written by default (--format both).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing lorahub package in --out.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar (stderr).")
 @json_option
 def train_cmd(data: str | None, out: str | None, config_file: str | None, sample_prompts: tuple[str, ...],
-              export: tuple[str, ...], resume: bool, overwrite: bool, progress: bool, as_json: bool,
-              **options: Any) -> None:
+              export: tuple[str, ...], weights_format: str | None, resume: bool, overwrite: bool, progress: bool,
+              as_json: bool, **options: Any) -> None:
     """Train a LoRA adapter on the images in DATA and write the package to --out.
 
     DATA is a folder of images with same-name .txt captions (kohya style; sub-folders
     named 10_name repeat their images 10 times per epoch) or a Hugging Face
     imagefolder with metadata.jsonl. The package holds pytorch_lora_weights.safetensors
-    (diffusers format, kohya ss_* metadata), train_config.toml, samples/, the loss
-    history and curve and a draft README.md. With --resume, the run continues from
-    the last checkpoint of --out with the settings saved there (only --steps, the
-    sample, checkpoint and export options may change).
+    (diffusers layout, for diffusers) and <name>_kohya.safetensors (kohya layout, the
+    file AUTOMATIC1111/Forge, ComfyUI and kohya load fully), both with kohya ss_* metadata
+    and the same strength in every loader (--format picks one of them alone),
+    train_config.toml, samples/, the loss history and curve and a draft README.md. With
+    --resume, the run continues from the last checkpoint of --out with the settings saved
+    there (only --steps, the sample, checkpoint and format options may change).
 
     Runs on the CPU against the embedded base model; on several GPUs launch it with
     `accelerate launch -m lorahub.cli train ...`.
@@ -99,6 +105,8 @@ def train_cmd(data: str | None, out: str | None, config_file: str | None, sample
         given["sample_prompts"] = list(sample_prompts)
     if export:
         given["export"] = list(dict.fromkeys(export))
+    if weights_format is not None:
+        given["format"] = weights_format
     if data is not None:
         given["data"] = data
     if out is not None:
@@ -141,8 +149,8 @@ def train_cmd(data: str | None, out: str | None, config_file: str | None, sample
         if r.first_loss is not None and r.last_loss is not None:
             lines.append(f"loss: {r.first_loss:.4f} (first 10%) -> {r.last_loss:.4f} (last 10%)")
         lines.append(f"weights: {r.weights}")
-        if r.kohya_weights:
-            lines.append(f"kohya:   {r.kohya_weights}")
+        if r.kohya_weights and r.kohya_weights != r.weights:
+            lines.append(f"kohya:   {r.kohya_weights}  (AUTOMATIC1111/Forge, ComfyUI, kohya)")
         if r.trigger:
             lines.append(f"trigger: {r.trigger}")
         return lines

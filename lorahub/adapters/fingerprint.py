@@ -20,10 +20,15 @@ Conventions and edge cases, decided here once:
   sha256sum, the Hub's LFS oids and kohya write them; the short Civitai ids
   (autov1, autov2, autov3, crc32) are upper case, as Civitai shows them. Every
   comparison inside lorahub is case-insensitive: compare with :func:`same_hash`.
-* **AutoV1 is None when its window is empty** (file of at most 1 MiB). A1111
-  prints ``e3b0c442`` there, the SHA-256 of nothing, which identifies no file;
-  Civitai stores null. A file between 1 MiB and 1 MiB + 64 KiB hashes the bytes
-  that exist, exactly like A1111's ``f.seek(0x100000); f.read(0x10000)``.
+* **AutoV1 is computed exactly as the tools do**, over what
+  ``f.seek(0x100000); f.read(0x10000)`` returns: AUTOMATIC1111
+  (``modules/hashes.py``/``sd_models.model_hash``) and kohya-ss/sd-scripts
+  (``library/train_util.py`` ``model_hash``) hash the possibly short read. A file
+  between 1 MiB and 1 MiB + 64 KiB hashes the bytes that exist; a file of at
+  most 1 MiB hashes nothing and gets ``E3B0C442`` (the SHA-256 of zero bytes),
+  the value those tools print and store for every small file. It identifies no
+  file, but a lookup by it must find what the tools would show (Civitai, whose
+  scanner stores null below 2 MiB, is the exception).
 * **Not a safetensors file** (no usable header, a pickle, an empty file): the
   whole-file hashes (sha256, autov1, autov2, crc32, blake3) are still reported,
   ``tensor_sha256``/``autov3`` are None, ``embedded_hash`` is ``absent`` and
@@ -332,10 +337,10 @@ def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, 
     if data_start is not None:
         tensor = _Job("tensor_sha256", hashlib.sha256(), data_start, size, chunk)
         jobs.insert(1, tensor)
-    autov1 = None
-    if size > AUTOV1_OFFSET:
-        autov1 = _Job("autov1", hashlib.sha256(), AUTOV1_OFFSET, min(size, AUTOV1_OFFSET + AUTOV1_LENGTH), chunk)
-        jobs.append(autov1)
+    # A1111 and kohya hash whatever seek(0x100000); read(0x10000) returns: nothing at all for a file of at
+    # most 1 MiB (an empty range here: the job starts finished and hashes no bytes).
+    autov1 = _Job("autov1", hashlib.sha256(), AUTOV1_OFFSET, min(size, AUTOV1_OFFSET + AUTOV1_LENGTH), chunk)
+    jobs.append(autov1)
     workers = _workers() if size >= THREADED_MIN_SIZE else 1
     try:
         _hash_file(fh, size, jobs, chunk=chunk, workers=workers, progress=progress)
@@ -351,7 +356,7 @@ def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, 
     return {
         "size": size,
         "sha256": sha_hex,
-        "autov1": autov1.hasher.hexdigest()[:8].upper() if autov1 is not None else None,
+        "autov1": autov1.hasher.hexdigest()[:8].upper(),
         "autov2": sha_hex[:10].upper(),
         "autov3": tensor_hex[:12].upper() if tensor_hex is not None else None,
         "tensor_sha256": tensor_hex,

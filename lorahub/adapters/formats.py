@@ -300,12 +300,22 @@ class Analysis:
     shape_family: str | None
     errors: list[str]
     warnings: list[str]
+    #: Modules whose factor shapes do not fit the family's layer (2-D factors for a convolution, 4-D for a
+    #: linear layer): diffusers (peft) refuses the whole file.
+    shape_mismatches: list[str] = field(default_factory=list)
 
     @property
     def diffusers_loadable(self) -> bool:
-        if self.format in NOT_LOADABLE_REASON:
+        if self.format in NOT_LOADABLE_REASON or self.shape_mismatches:
             return False
         return not any("mid" in m.parts for m in self.modules.values())
+
+    @property
+    def full_loaders(self) -> list[str]:
+        """The tools that load every module of the file (:func:`lorahub.adapters.layouts.full_loaders`)."""
+        from .layouts import full_loaders
+
+        return [] if self.errors or self.shape_mismatches else full_loaders(self.format, self.diffusers_loadable)
 
 
 def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
@@ -364,6 +374,7 @@ def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
 
     family, evidence, cross, shape_family = _infer_family(modules, fmt)
     return Analysis(
+        shape_mismatches=_shape_mismatches(modules, shape_family or declared_family(md) or family),
         modules=modules,
         unknown_keys=unknown,
         format=fmt,
@@ -374,6 +385,22 @@ def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
         errors=errors,
         warnings=warnings,
     )
+
+
+def _shape_mismatches(modules: dict[str, Module], family: str) -> list[str]:
+    """LoRA modules whose factors are 2-D where ``family`` has a convolution, or 4-D where it has a linear layer."""
+    from .layouts import conv_kernel, linear_projection
+
+    out = []
+    for m in modules.values():
+        if m.kind != "lora" or "down" not in m.parts or m.problems:
+            continue
+        four_d = len(m.parts["down"].shape) == 4
+        if not four_d and conv_kernel(family, m.name) is not None:
+            out.append(f"'{_short(m.name)}' has 2-D factors, but the {family} layer is a convolution")
+        elif four_d and linear_projection(family, m.name):
+            out.append(f"'{_short(m.name)}' has 4-D factors, but the {family} layer is linear")
+    return out
 
 
 def _peft_alphas(md: dict[str, str]):  # noqa: ANN202

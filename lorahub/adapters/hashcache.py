@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when the stored record changes meaning or shape: older rows are dropped.
-CACHE_VERSION = 2  # 2: short Civitai ids (autov1/2/3, crc32) upper case
+CACHE_VERSION = 3  # 2: short Civitai ids (autov1/2/3, crc32) upper case; 3: AutoV1 of files <= 1 MiB
 
 FILENAME = "fingerprints.sqlite"
 

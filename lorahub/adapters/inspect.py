@@ -47,6 +47,10 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
         reason = NOT_LOADABLE_REASON.get(an.format)
         if reason is None and any("mid" in m.parts for m in an.modules.values()):
             reason = "LoCon with lora_mid (Tucker) weights: diffusers cannot load them"
+        if reason is None and an.shape_mismatches:
+            more = f" and {len(an.shape_mismatches) - 1} more" if len(an.shape_mismatches) > 1 else ""
+            reason = (f"diffusers refuses the whole file: {an.shape_mismatches[0]}{more} "
+                      "(convert it with lorahub convert)")
         if reason:
             warnings.append(reason)
     if an.format == "kohya-dora":
@@ -93,6 +97,7 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
         format=an.format,  # type: ignore[arg-type]
         format_name=FORMAT_NAMES.get(an.format, an.format),
         diffusers_loadable=an.diffusers_loadable,
+        loaders=an.full_loaders,
         base_family=family,  # type: ignore[arg-type]
         declared_base_family=declared,  # type: ignore[arg-type]
         family_evidence=evidence,

@@ -45,6 +45,9 @@ def validate_file(path: str | os.PathLike[str], *, deep: bool = False, check_has
         warnings.append(f"metadata declares {declared} but the tensor shapes say {an.shape_family}")
     if an.format in NOT_LOADABLE_REASON and an.modules:
         warnings.append(NOT_LOADABLE_REASON[an.format])
+    if an.shape_mismatches:
+        more = f" and {len(an.shape_mismatches) - 1} more" if len(an.shape_mismatches) > 1 else ""
+        warnings.append(f"diffusers refuses the whole file: {an.shape_mismatches[0]}{more} (lorahub convert fixes it)")
     if deep and not layout:
         errors.extend(nonfinite_problems(header))
     if check_hash and not layout and md.get("sshs_model_hash"):

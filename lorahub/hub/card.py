@@ -69,6 +69,33 @@ class CardInputs:
     title: str | None = None
     description: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    #: tool (lorahub.adapters.layouts.TOOLS) -> the file of the repo that tool loads fully; default: what the
+    #: report says of ``weight_name`` alone (see :func:`tool_files`).
+    tool_files: dict[str, str] | None = None
+
+    def files_for_tools(self) -> dict[str, str]:
+        if self.tool_files is not None:
+            return self.tool_files
+        return {tool: self.weight_name for tool in self.report.loaders}
+
+
+def tool_files(reports: dict[str, InspectReport], primary: str) -> dict[str, str]:
+    """For each tool, the file (a key of ``reports``: path in the repo) it loads fully.
+
+    ``primary`` (the weights diffusers picks by name) wins when it qualifies; else the
+    first other file in name order. A tool no file suits is left out.
+    """
+    from lorahub.adapters.layouts import TOOLS
+
+    out: dict[str, str] = {}
+    order = [primary] + sorted(k for k in reports if k != primary)
+    for tool in TOOLS:
+        for name in order:
+            rep = reports.get(name)
+            if rep is not None and tool in rep.loaders:
+                out[tool] = name
+                break
+    return out
 
 
 def card_metadata(inp: CardInputs) -> dict[str, Any]:
@@ -124,33 +151,47 @@ def card_body(inp: CardInputs) -> str:
         lines += [f"- `{w}`" for w in r.trigger_words]
     else:
         lines += ["No trigger words: the adapter applies to every prompt."]
-    lines += ["", "## Use it with diffusers", ""]
+    from lorahub.adapters.layouts import TOOL_NAMES, TOOLS
+
+    files = inp.files_for_tools()
+    lines += ["", "## Which file to use", "", "| tool | file (loads fully, at the same strength) |", "|---|---|"]
+    for tool in TOOLS:
+        lines.append(f"| {TOOL_NAMES[tool]} | " + (f"`{files[tool]}` |" if tool in files else
+                                                   "none of these files: convert one with `lorahub convert` |"))
+    lines.append("")
+    lines += ["## Use it with diffusers", ""]
     pipe_cls = PIPELINE_CLASS.get(family, "DiffusionPipeline")
     prompt = (r.trigger_words[0] + ", " if r.trigger_words else "") + "a lighthouse at dusk"
     base = inp.base_model or "<base model id or folder>"
-    lines += [
-        "```python",
-        "import torch",
-        f"from diffusers import {pipe_cls}",
-        "",
-        f'pipe = {pipe_cls}.from_pretrained("{base}", torch_dtype=torch.float16).to("cuda")',
-        f'pipe.load_lora_weights("{inp.repo_id}", weight_name="{inp.weight_name}")',
-        f'image = pipe("{prompt}", num_inference_steps=30).images[0]',
-        'image.save("out.png")',
-        "```",
-        "",
-    ]
-    if not r.diffusers_loadable:
-        lines += [f"Note: diffusers cannot load this {r.format_name} file as is; convert it first "
-                  "(`lorahub blend` re-factors LyCORIS files into LoRA).", ""]
-    usage = _usage_name(inp.repo_id, inp.weight_name)
-    lines += [
-        "## Use it in AUTOMATIC1111 / Forge / ComfyUI",
-        "",
-        f"Download `{inp.weight_name}` into your LoRA folder (rename it to `{usage}.safetensors`) and add "
-        f"`<lora:{usage}:0.8>` to the prompt (ComfyUI: a *Load LoRA* node, strength 0.8).",
-        "",
-    ]
+    if "diffusers" in files:
+        lines += [
+            "```python",
+            "import torch",
+            f"from diffusers import {pipe_cls}",
+            "",
+            f'pipe = {pipe_cls}.from_pretrained("{base}", torch_dtype=torch.float16).to("cuda")',
+            f'pipe.load_lora_weights("{inp.repo_id}", weight_name="{files["diffusers"]}")',
+            f'image = pipe("{prompt}", num_inference_steps=30).images[0]',
+            'image.save("out.png")',
+            "```",
+            "",
+        ]
+    else:
+        lines += [f"diffusers cannot load this {r.format_name} file as is; convert it first "
+                  "(`lorahub convert FILE -o OUT.safetensors` re-factors LyCORIS files into LoRA).", ""]
+    ui = files.get("a1111") or files.get("comfyui")
+    lines += ["## Use it in AUTOMATIC1111 / Forge / ComfyUI", ""]
+    if ui:
+        usage = _usage_name(inp.repo_id, ui)
+        lines += [
+            f"Download `{ui}` into your LoRA folder (rename it to `{usage}.safetensors`) and add "
+            f"`<lora:{usage}:0.8>` to the prompt (ComfyUI: a *Load LoRA* node, strength 0.8).",
+            "",
+        ]
+    else:
+        lines += ["No file of this repository loads fully in these UIs (ComfyUI skips the UNet attention modules "
+                  "of diffusers-layout files): convert one with `lorahub convert FILE -o OUT.safetensors` "
+                  "(kohya layout).", ""]
     fp = inp.fingerprint
     if fp is not None:
         lines += [

@@ -1,7 +1,8 @@
 """An adapter package: the folder ``lorahub train`` writes, or a single file.
 
 It holds the weights (``pytorch_lora_weights.safetensors`` or one other
-``.safetensors``), optionally a kohya export, the training config, samples,
+``.safetensors``), usually a kohya-layout copy (``<name>_kohya.safetensors``,
+the file the UIs load fully: docs/formats.md), the training config, samples,
 the loss curve and a model card. Training checkpoints are not part of what is
 shared.
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 from lorahub.errors import InvalidAdapterError, UsageError
 from lorahub.schemas.hub import PushFile, PushResult
 
-from .card import CardInputs, Sample, is_generated, merge_card, render_card
+from .card import CardInputs, Sample, is_generated, merge_card, render_card, tool_files
 from .endpoint import hf_api, is_hf_hub, normalize_endpoint
 from .errors import HubError, hub_error
 from .package import AdapterPackage, load_package
@@ -145,9 +145,14 @@ def push(
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise UsageError(f"repo id {repo_id!r} is not NAMESPACE/NAME")
 
+    reports = {pkg.weight_name: report}
+    for rel, f in pkg.files.items():
+        if "/" not in rel and rel.endswith(".safetensors") and rel != pkg.weight_name:
+            reports[rel] = inspect_file(f)
     inputs = CardInputs(
         repo_id=repo_id,
         weight_name=pkg.weight_name,
+        tool_files=tool_files(reports, pkg.weight_name),
         report=report,
         fingerprint=fp,
         base_model=base,

@@ -30,12 +30,16 @@ conversion) and modules present in only some of them (a missing module
 contributes nothing). Weights are one number, or ``(te, unet)`` for separate
 text-encoder and UNet weights.
 
-The output is a LoRA in diffusers' peft layout (``unet.<module>.lora_A.weight``
-/ ``.lora_B.weight``, ``text_encoder.text_model.<module>...``) with
-``alpha == rank`` in every module, loadable by ``pipe.load_lora_weights`` and by
-lorahub. Its metadata records the method, the weights and the sources'
-fingerprints (``lorahub.blend``, JSON), the merged trigger words
-(``modelspec.trigger_phrase``) and ``modelspec.merged_from``.
+The output is a LoRA with ``alpha == rank`` in every module (the deltas are
+already scaled), in the kohya layout by default (``lora_unet_<module>``,
+``.lora_down``/``.lora_up``/``.alpha``: AUTOMATIC1111/Forge, ComfyUI, kohya and
+diffusers load it fully) or, with ``format="diffusers"``, in diffusers' peft
+layout (``unet.<module>.lora_A.weight`` / ``.lora_B.weight``; ComfyUI does not
+map its UNet attention modules). Conv modules keep their 4-D shapes
+(``docs/formats.md``). Its metadata records the method, the weights and the
+sources' fingerprints (``lorahub.blend``, JSON), the merged trigger words
+(``modelspec.trigger_phrase``), ``modelspec.merged_from``, the minimum kohya
+``ss_*`` keys and kohya's ``sshs_model_hash``/``sshs_legacy_hash``.
 """
 
 from __future__ import annotations
@@ -134,6 +138,7 @@ def blend(
     dtype: str = "float32",
     title: str | None = None,
     convert_rank: int | None = None,
+    format: str = "kohya",  # noqa: A002 - the CLI option's name
 ) -> BlendResult:
     """Blend ``inputs`` (``[(path, weight)]`` or ``[(path, (te, unet))]``) and write the result to ``out``.
 
@@ -141,7 +146,10 @@ def blend(
     re-factored modules (``cat`` ignores it; ``linear`` truncates only when
     given). ``density`` in (0, 1] is required by ``ties`` and ``dare``.
     ``seed`` drives ``dare``'s random drops. ``dtype``: ``float32``,
-    ``float16`` or ``bfloat16`` for the written tensors.
+    ``float16`` or ``bfloat16`` for the written tensors. ``format``: the
+    layout of the written file, ``kohya`` (default: AUTOMATIC1111/Forge,
+    ComfyUI, kohya and diffusers load it fully) or ``diffusers``
+    (``docs/formats.md``).
     """
     import torch
 
@@ -166,6 +174,10 @@ def blend(
         raise UsageError(f"--density only applies to {' and '.join(DENSITY_METHODS)}, not {method}")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise UsageError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}")
+    from ..adapters.layouts import KOHYA_FAMILIES, WRITE_FORMATS
+
+    if format not in WRITE_FORMATS:
+        raise UsageError(f"unknown adapter format '{format}'", hint=f"use one of {', '.join(WRITE_FORMATS)}")
     warnings: list[str] = []
     if method == "cat" and rank is not None:
         warnings.append("cat is exact: its rank is the sum of the input ranks; --rank is ignored")
@@ -181,6 +193,12 @@ def blend(
         listing = ", ".join(f"{Path(r.path).name} ({r.cross_attention_dim})" for r in reports)
         raise AdapterCompatibilityError(f"cannot blend adapters made for different cross-attention widths: {listing}")
 
+    if format == "kohya" and out is not None and fams - set(KOHYA_FAMILIES):
+        fam = next(iter(fams))
+        raise UsageError(
+            f"lorahub writes the kohya layout for SD 1.x, SD 2.x and SDXL adapters, not for {family_name(fam)} ones",
+            hint="use --format diffusers",
+        )
     loras: list[CanonicalLora] = []
     for item, report in zip(items, reports, strict=True):
         lora = load_adapter_file(item.path, rank=convert_rank or rank, report=report)
@@ -252,7 +270,7 @@ def blend(
     family = next(iter(fams)) if fams else "unknown"
     result_lora = CanonicalLora(
         path=str(out) if out else "<blend>",
-        format="peft",
+        format="kohya-lora" if format == "kohya" else "peft",
         family=family,
         cross_attention_dim=next(iter(widths)) if widths else None,
         modules=modules,
@@ -271,7 +289,8 @@ def blend(
         lora=result_lora,
     )
     if out is not None:
-        result.path = str(write_blend(out, result, items, density=density, seed=seed, dtype=dtype, title=title))
+        result.path = str(write_blend(out, result, items, density=density, seed=seed, dtype=dtype, title=title,
+                                      fmt=format))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -334,17 +353,14 @@ def write_blend(
     seed: int,
     dtype: str,
     title: str | None,
+    fmt: str = "kohya",
 ) -> Path:
-    """Write the blend (atomically) with its provenance metadata."""
-    import torch
-
+    """Write the blend (atomically) in the layout ``fmt`` with its provenance metadata."""
     from ..adapters.fingerprint import fingerprint_file
-    from ..adapters.writer import write_safetensors
 
     path = Path(out)
     if path.suffix.lower() != ".safetensors":
         raise UsageError(f"{path}: the blend must be written to a .safetensors file")
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     sources = []
     for item in items:
         fp = fingerprint_file(item.path)
@@ -359,12 +375,6 @@ def write_blend(
                 "unet_weight": item.unet,
             }
         )
-    tensors = {}
-    for name, t in result.lora.state_dict(dtype=torch_dtype).items():
-        t = t.contiguous().cpu()
-        code = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[t.dtype]
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        tensors[name] = (code, list(t.shape), raw)
     provenance = {
         "tool": "lorahub",
         "method": result.method,
@@ -374,19 +384,69 @@ def write_blend(
         "relative_error": round(result.relative_error, 8),
         "sources": sources,
     }
-    arch = FAMILY_ARCH.get(result.lora.family)
     names = ", ".join(f"{s['name']} ({s['unet_weight']:g})" for s in sources)
     md = {
-        "format": "pt",
         "lorahub.blend": json.dumps(provenance, sort_keys=True),
-        "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.title": title or path.stem,
         "modelspec.merged_from": names,
         "modelspec.description": f"{result.method} blend of {names}, made by lorahub",
-        "modelspec.implementation": "diffusers",
     }
+    return write_lora(path, result.lora, fmt=fmt, dtype=dtype, title=title or path.stem, metadata=md,
+                      trigger_words=result.trigger_words)
+
+
+#: ``ss_v2`` and ``ss_base_model_version`` per family (kohya-ss/sd-scripts ``library/train_util.py``).
+_KOHYA_VERSION = {"sd1": ("False", "sd_v1"), "sd2": ("True", "sd_v2"), "sdxl": ("False", "sdxl_base_v1-0")}
+
+
+def write_lora(
+    path: str | os.PathLike[str],
+    lora: Any,
+    *,
+    fmt: str,
+    dtype: str,
+    title: str,
+    metadata: dict[str, str] | None = None,
+    trigger_words: Sequence[str] = (),
+) -> Path:
+    """Write a :class:`~lorahub.pipeline.canonical.CanonicalLora` as a file other tools load.
+
+    ``fmt``: ``kohya`` or ``diffusers`` (``docs/formats.md``). Every module's
+    alpha/rank is folded into its up factor (kohya: one ``.alpha`` for all modules); the
+    metadata holds the minimum kohya ``ss_*`` keys (as kohya's merge scripts write
+    them: A1111 reads the base version from them), modelspec keys and kohya's
+    ``sshs_model_hash``/``sshs_legacy_hash``.
+    """
+    from ..adapters.layouts import WRITE_FORMATS
+    from ..adapters.writer import write_adapter
+
+    if fmt not in WRITE_FORMATS:
+        raise UsageError(f"unknown adapter format '{fmt}'", hint=f"use one of {', '.join(WRITE_FORMATS)}")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise UsageError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}")
+    tensors = lora.records(fmt, dtype)
+    ranks = sorted({f.rank for f in lora.modules.values()})
+    conv_ranks = sorted({f.rank for f in lora.modules.values() if f.kernel is not None and f.kernel[1:] != (1, 1)})
+    dim = str(ranks[-1]) if len(ranks) == 1 else "Dynamic"
+    md: dict[str, str] = {}
+    if fmt == "diffusers":
+        md["format"] = "pt"
+    md["ss_network_module"] = "networks.lora"
+    md["ss_network_dim"] = dim
+    # one alpha for every module (CanonicalLora.records); the diffusers layout has none (alpha == rank)
+    md["ss_network_alpha"] = str(lora.kohya_alpha()) if fmt == "kohya" else dim
+    if conv_ranks:
+        conv = str(conv_ranks[-1]) if len(conv_ranks) == 1 else "Dynamic"
+        md["ss_network_args"] = json.dumps({"conv_dim": conv, "conv_alpha": conv})
+    if lora.family in _KOHYA_VERSION:
+        md["ss_v2"], md["ss_base_model_version"] = _KOHYA_VERSION[lora.family]
+    md["ss_output_name"] = title
+    md["modelspec.sai_model_spec"] = "1.0.1"
+    md["modelspec.title"] = title
+    md["modelspec.implementation"] = "diffusers"
+    arch = FAMILY_ARCH.get(lora.family)
     if arch:
         md["modelspec.architecture"] = f"{arch}/lora"
-    if result.trigger_words:
-        md["modelspec.trigger_phrase"] = ", ".join(result.trigger_words)
-    return write_safetensors(path, tensors, md)
+    if trigger_words:
+        md["modelspec.trigger_phrase"] = ", ".join(trigger_words)
+    md.update(metadata or {})
+    return write_adapter(path, tensors, md)

@@ -151,6 +151,62 @@ class CanonicalLora:
         ranks = [f.rank for k, f in self.modules.items() if component is None or k.startswith(component + ".")]
         return max(ranks) if ranks else 0
 
+    def records(self, fmt: str, dtype: str = "float16") -> dict[str, tuple[str, list[int], bytes]]:
+        """The tensors of the adapter in the layout ``fmt`` (``kohya`` or ``diffusers``), ready for
+        :func:`lorahub.adapters.writer.write_adapter`.
+
+        Every module's ``alpha / rank`` is already folded into ``B``, so the diffusers
+        layout (which has no alpha tensor) needs none: every loader applies ``B @ A`` at
+        strength 1 (docs/formats.md). The kohya layout writes one ``.alpha`` for every
+        module, :meth:`kohya_alpha` (the most common rank), and scales the ``up`` of a
+        module of another rank ``r`` by ``r / alpha``: diffusers' kohya converter
+        mis-keys per-module alphas (its ``alpha_pattern`` matches no module, so every
+        module would get the most common alpha), while one alpha for all is exact in
+        every loader. Conv modules are written 4-D (``[r, in, kh, kw]`` / ``[out, r, 1, 1]``).
+        """
+        import torch
+
+        from ..adapters.layouts import WRITE_FORMATS, kohya_name
+
+        if fmt not in WRITE_FORMATS:
+            raise ValueError(f"unknown layout {fmt!r}")
+        torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+        def rec(t: Any, dt: Any = torch_dtype) -> tuple[str, list[int], bytes]:
+            t = t.detach().to("cpu", dt).contiguous()
+            raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+            c = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[dt]
+            return c, list(t.shape), raw
+
+        def alpha(rank: int) -> tuple[str, list[int], bytes]:
+            # in the weights' dtype (as kohya saves it) unless that dtype cannot hold the rank exactly
+            exact = float(torch.tensor(float(rank)).to(torch_dtype)) == float(rank)
+            return rec(torch.tensor(float(rank)), torch_dtype if exact else torch.float32)
+
+        out: dict[str, tuple[str, list[int], bytes]] = {}
+        common = self.kohya_alpha()
+        for key, f in sorted(self.modules.items()):
+            a, b = f.weights()
+            if fmt == "kohya":
+                name = kohya_name(key, self.family)
+                out[f"{name}.lora_down.weight"] = rec(a)
+                out[f"{name}.lora_up.weight"] = rec(b if f.rank == common else b * (f.rank / common))
+                out[f"{name}.alpha"] = alpha(common)
+            else:
+                out[f"{key}.lora_A.weight"] = rec(a)
+                out[f"{key}.lora_B.weight"] = rec(b)
+        return out
+
+    def kohya_alpha(self) -> int:
+        """The one ``.alpha`` the kohya layout writes: the most common module rank (the largest on a tie)."""
+        from collections import Counter
+
+        counts = Counter(f.rank for f in self.modules.values())
+        if not counts:
+            return 1
+        best = max(counts.values())
+        return max(r for r, n in counts.items() if n == best)
+
     def state_dict(self, dtype: Any = None) -> dict[str, Any]:
         """peft keys with diffusers prefixes (``unet.<path>.lora_A.weight``), loadable by ``load_lora_weights``."""
         out: dict[str, Any] = {}
@@ -261,6 +317,28 @@ def canonical_keys(names: list[str], *, layers_per_block: int | None = None) -> 
 
 
 # --------------------------------------------------------------------------- reading files
+
+
+def _restore_kernels(modules: dict[str, Factored], family: str | None, path: Any) -> None:
+    """Give conv modules whose factors came flattened (LyCORIS LoHa/LoKr store a conv's delta as 2-D
+    factors) their kernel back, from the family's layer (``layouts.conv_kernel``): written out, they
+    then have the 4-D shapes diffusers, kohya and ComfyUI build for that layer."""
+    from ..adapters.layouts import conv_kernel
+
+    for key, f in modules.items():
+        if f.kernel is not None:
+            continue
+        k = conv_kernel(family, key)
+        if k is None:
+            continue
+        spatial = k[0] * k[1]
+        cols = int(f.A.shape[1])
+        if cols % spatial:
+            raise AdapterCompatibilityError(
+                f"{path}: module '{key}' has {cols} input columns, which does not fit the {k[0]}x{k[1]} "
+                f"convolution the {family_name(family)} layer is"
+            )
+        f.kernel = (cols // spatial, k[0], k[1])
 
 
 def load_adapter_file(
@@ -383,6 +461,7 @@ def load_adapter_file(
             worst = max(worst, err)
             modules[key] = tf
 
+    _restore_kernels(modules, rep.base_family, path)
     if unmapped:
         warnings.append(
             f"{len(unmapped)} module(s) of the file have names lorahub cannot place (e.g. '{unmapped[0]}')"

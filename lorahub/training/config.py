@@ -25,7 +25,7 @@ CONFIG_NAME = "train_config.toml"
 #: Settings that may change when a run is resumed; every other one must stay as the checkpoint has it.
 RESUMABLE_OVERRIDES = frozenset(
     {"steps", "sample_every", "sample_prompts", "sample_steps", "checkpoint_every", "keep_checkpoints",
-     "export", "save_precision", "device", "data", "out", "base", "base_config"}
+     "export", "format", "save_precision", "device", "data", "out", "base", "base_config"}
 )
 
 

@@ -3,8 +3,8 @@
 Package layout (``lorahub train ... --out ./mystyle``)::
 
     mystyle/
-      pytorch_lora_weights.safetensors   diffusers format (what pipe.load_lora_weights takes)
-      mystyle_kohya.safetensors          with --export kohya: kohya/A1111/ComfyUI key names
+      pytorch_lora_weights.safetensors   diffusers layout (what pipe.load_lora_weights(folder) takes)
+      mystyle_kohya.safetensors          kohya layout: what AUTOMATIC1111/Forge, ComfyUI, kohya load fully
       train_config.toml                  the configuration (lorahub train --config reads it)
       loss_history.json, loss_curve.png
       samples/                           previews (fixed prompts and seed)
@@ -13,8 +13,15 @@ Package layout (``lorahub train ... --out ./mystyle``)::
 Both weight files carry the same metadata: kohya-compatible ``ss_*`` keys
 (values rendered as Python ``str()``, a few as JSON, as kohya-ss/sd-scripts
 writes them), a ``modelspec.*`` block, ``sshs_model_hash`` (the tensor hash
-A1111 shows) and, in the diffusers file, ``lora_adapter_metadata`` (the peft
-``LoraConfig`` per component, so alpha survives reloading).
+A1111 shows) and ``sshs_legacy_hash``, both computed as kohya does
+(:func:`lorahub.adapters.writer.kohya_hashes`), and, in the diffusers file,
+``lora_adapter_metadata`` (the peft ``LoraConfig`` per component).
+
+Strength (docs/formats.md): the kohya file keeps the trained factors and an
+``.alpha`` tensor per module; the diffusers layout has no alpha tensor, so its
+up factors carry ``alpha / rank`` and its ``lora_adapter_metadata`` says
+``lora_alpha = r``: diffusers, which reads the metadata, and ComfyUI or any
+loader that does not (alpha = rank) apply the same update.
 
 kohya names are derived from the diffusers module paths through a fixed
 mapping of the SD 1.x/2.x module tree (:func:`kohya_module_name`), never from
@@ -131,17 +138,30 @@ def tensor_hash(records: Mapping[str, tuple[str, list[int], bytes]]) -> str:
 
 
 def diffusers_records(
-    unet: Mapping[str, tuple[Any, Any]], te: Mapping[str, tuple[Any, Any]], precision: str
+    unet: Mapping[str, tuple[Any, Any]], te: Mapping[str, tuple[Any, Any]], precision: str, scale: float = 1.0
 ) -> dict[str, tuple[str, list[int], bytes]]:
-    """The tensors of ``pytorch_lora_weights.safetensors`` (keys as diffusers' training scripts write them)."""
+    """The tensors of ``pytorch_lora_weights.safetensors`` (keys as diffusers' training scripts write them).
+
+    ``scale`` (``alpha / rank``) is folded into every up (B) factor: the layout has no
+    alpha tensor, and loaders that read no metadata use alpha = rank (docs/formats.md).
+    """
     out = {}
     for module, (a, b) in unet.items():
         out[f"unet.{module}.lora.down.weight"] = tensor_record(a, precision)
-        out[f"unet.{module}.lora.up.weight"] = tensor_record(b, precision)
+        out[f"unet.{module}.lora.up.weight"] = tensor_record(b * scale if scale != 1.0 else b, precision)
     for module, (a, b) in te.items():
         path = te_diffusers_path(module)
         out[f"text_encoder.{path}.lora_linear_layer.down.weight"] = tensor_record(a, precision)
-        out[f"text_encoder.{path}.lora_linear_layer.up.weight"] = tensor_record(b, precision)
+        out[f"text_encoder.{path}.lora_linear_layer.up.weight"] = tensor_record(b * scale if scale != 1.0 else b, precision)
+    return out
+
+
+def folded_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A peft ``LoraConfig`` dict after its alpha was folded into the weights: alpha = rank everywhere."""
+    out = dict(config)
+    out["lora_alpha"] = out.get("r")
+    out["alpha_pattern"] = dict(out.get("rank_pattern") or {})
+    out["use_rslora"] = False
     return out
 
 
@@ -300,10 +320,10 @@ def peft_metadata(unet_config: Mapping[str, Any], te_config: Mapping[str, Any] |
 
 
 def write_weights(path: Path, records: Mapping[str, tuple[str, list[int], bytes]], metadata: Mapping[str, str]) -> Path:
-    from ..adapters.writer import write_safetensors
+    """Write a weights file with kohya's ``sshs_model_hash`` and ``sshs_legacy_hash``, as kohya computes them."""
+    from ..adapters.writer import write_adapter
 
-    md = {"format": "pt", **metadata, "sshs_model_hash": tensor_hash(records)}
-    return write_safetensors(path, records, md)
+    return write_adapter(path, records, {"format": "pt", **metadata})
 
 
 def write_loss_history(path: Path, history: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> Path:
@@ -395,6 +415,7 @@ def model_card(
     resolution: int,
     samples: Sequence[tuple[str, str]],
     kohya_file: str | None,
+    diffusers_file: str | None = WEIGHTS_NAME,
 ) -> str:
     """A draft README.md: YAML front matter (Hub model-card fields) and a short body."""
     import yaml
@@ -431,13 +452,15 @@ def model_card(
             else ["from diffusers import StableDiffusionPipeline", "",
                   f'pipe = StableDiffusionPipeline.from_pretrained("{base_name}")']
         ),
-        f'pipe.load_lora_weights("{name}")  # this folder (pytorch_lora_weights.safetensors)',
+        (f'pipe.load_lora_weights("{name}")  # this folder ({diffusers_file})' if diffusers_file else
+         f'pipe.load_lora_weights("{name}", weight_name="{kohya_file}")'),
         f'image = pipe("{trigger or "a picture"}").images[0]',
         "```",
         "",
     ]
     if kohya_file:
-        body += [f"`{kohya_file}` holds the same weights with kohya key names, for AUTOMATIC1111 and ComfyUI.", ""]
+        body += [f"`{kohya_file}` holds the same weights in the kohya layout: the file for AUTOMATIC1111/Forge, "
+                 "ComfyUI and kohya.", ""]
     body += [
         "## Training",
         "",

@@ -529,10 +529,14 @@ class Trainer:
                 num_processes=nproc, started_at=started_at, finished_at=finished_at,
                 base_name=ref.name, base_sha256=base_sha, session_id=_mix("session", cfg.seed, started_at) % (2**31),
             )
-            te_cfg = te_lora.to_dict() if te_lora is not None else None
-            diff_md = {**md, "lora_adapter_metadata": ex.peft_metadata(unet_u.peft_config["default"].to_dict(), te_cfg)}
-            ex.write_weights(out / ex.WEIGHTS_NAME, ex.diffusers_records(unet_state, te_state, cfg.save_precision), diff_md)
-            if "kohya" in cfg.export:
+            if cfg.writes("diffusers"):
+                # alpha/rank folded into lora.up; the metadata then says alpha = rank (docs/formats.md)
+                te_cfg = ex.folded_config(te_lora.to_dict()) if te_lora is not None else None
+                unet_cfg = ex.folded_config(unet_u.peft_config["default"].to_dict())
+                diff_md = {**md, "lora_adapter_metadata": ex.peft_metadata(unet_cfg, te_cfg)}
+                records = ex.diffusers_records(unet_state, te_state, cfg.save_precision, scale=alpha / cfg.rank)
+                ex.write_weights(out / ex.WEIGHTS_NAME, records, diff_md)
+            if cfg.writes("kohya"):
                 kohya_rel = f"{cfg.name}_kohya.safetensors"
                 ex.write_weights(out / kohya_rel, ex.kohya_records(unet_state, te_state, alpha, cfg.save_precision), md)
             ex.write_loss_history(out / ex.LOSS_HISTORY_NAME, self.loss_history, {
@@ -546,6 +550,7 @@ class Trainer:
                 name=cfg.name or out.name, base_name=ref.name, family=family, trigger=dataset.trigger, config=cfg,
                 steps=cfg.steps, images=dataset.num_images, resolution=resolution,
                 samples=[s for s in final_samples], kohya_file=kohya_rel,
+                diffusers_file=ex.WEIGHTS_NAME if cfg.writes("diffusers") else None,
             )
             from .._atomic import atomic_write_text
 
@@ -556,7 +561,7 @@ class Trainer:
         accelerator.wait_for_everyone()
         return TrainResult(
             out=str(out),
-            weights=str(out / ex.WEIGHTS_NAME),
+            weights=str(out / (ex.WEIGHTS_NAME if cfg.writes("diffusers") else f"{cfg.name}_kohya.safetensors")),
             kohya_weights=str(out / kohya_rel) if kohya_rel else None,
             name=cfg.name or out.name,
             base=ref.name,

@@ -34,6 +34,18 @@ MiB = 1 << 20
 PAST = 1_600_000_000  # 2020: well outside the "racily clean" window
 
 
+def a1111_model_hash(path: Path) -> str:
+    """The old A1111 "model hash" the way the tools compute it, re-implemented from their code:
+    AUTOMATIC1111/stable-diffusion-webui ``modules/sd_models.py`` ``model_hash`` and kohya-ss/sd-scripts
+    ``library/train_util.py`` ``model_hash``: ``file.seek(0x100000); m.update(file.read(0x10000))``, the
+    first 8 hex of the SHA-256 of whatever the (possibly short or empty) read returned."""
+    with open(path, "rb") as file:
+        m = hashlib.sha256()
+        file.seek(0x100000)
+        m.update(file.read(0x10000))
+        return m.hexdigest()[0:8].upper()
+
+
 def expected(path: Path) -> dict:
     """The definitions of lora-files.md section 7, computed the plain way."""
     data = path.read_bytes()
@@ -43,7 +55,7 @@ def expected(path: Path) -> dict:
     return {
         "size": len(data),
         "sha256": whole,
-        "autov1": hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8].upper() if len(data) > 0x100000 else None,
+        "autov1": a1111_model_hash(path),
         "autov2": whole[:10].upper(),
         "autov3": tensor[:12].upper(),
         "tensor_sha256": tensor,
@@ -104,7 +116,7 @@ def test_lokr_fixture_embedded_hash_is_the_tensor_hash(lokr_file: Path) -> None:
     assert rep.tensor_sha256 == rep.embedded_sshs_model_hash
     assert rep.embedded_hash == "match"
     assert rep.autov3 == "150EF207AAD0"
-    assert rep.autov1 is None  # 647,722 bytes: the AutoV1 window is empty
+    assert rep.autov1 == "E3B0C442"  # 647,722 bytes: A1111 and kohya hash the empty read past the end
     assert rep.size == lokr_file.stat().st_size
 
 
@@ -121,7 +133,7 @@ def test_legacy_fixture_has_no_embedded_hash(legacy_files: list[Path]) -> None:
     [
         200,
         MiB - 1,
-        MiB,  # window empty: None
+        MiB,  # window empty: the SHA-256 of nothing
         MiB + 1,
         MiB + 5,
         MiB + 0x10000 - 1,  # window partially present
@@ -134,7 +146,7 @@ def test_sizes_around_autov1_window(tmp_path: Path, total: int) -> None:
     f = make_file(tmp_path / "a.safetensors", total)
     rec = fingerprint_record(f, use_cache=False)
     check(rec, f)
-    assert (rec["autov1"] is None) == (total <= MiB)
+    assert (rec["autov1"] == "E3B0C442") == (total <= MiB)
     if MiB < total < MiB + 0x10000:
         # A1111: f.seek(0x100000); f.read(0x10000) hashes whatever exists
         assert rec["autov1"] == hashlib.sha256(f.read_bytes()[MiB:]).hexdigest()[:8].upper()
@@ -208,7 +220,7 @@ def test_empty_file(tmp_path: Path) -> None:
     assert rec["sha256"] == hashlib.sha256(b"").hexdigest()
     assert rec["crc32"] == "00000000"
     assert rec["blake3"] == blake3.blake3(b"").hexdigest()
-    assert rec["autov1"] is None and rec["tensor_sha256"] is None
+    assert rec["autov1"] == "E3B0C442" and rec["tensor_sha256"] is None
 
 
 class _Touch:

@@ -25,7 +25,7 @@ def inputs(tmp_path: Path) -> CardInputs:
         metadata={"modelspec.trigger_phrase": "mystyle", "modelspec.title": "My Style"},
     )
     fp = FingerprintReport(
-        path=str(f), size=f.stat().st_size, sha256="a" * 64, autov1=None, autov2="a" * 10, autov3="B" * 12,
+        path=str(f), size=f.stat().st_size, sha256="a" * 64, autov1="E3B0C442", autov2="a" * 10, autov3="B" * 12,
         tensor_sha256="b" * 64, crc32="DEADBEEF", blake3="c" * 64, embedded_hash="absent",
     )
     return CardInputs(
@@ -55,7 +55,9 @@ def test_rendered_card_parses_and_has_the_body(inputs: CardInputs) -> None:
     assert meta == card_metadata(inputs)
     assert "# My Style" in body
     assert 'pipe.load_lora_weights("alice/mystyle", weight_name="pytorch_lora_weights.safetensors")' in body
-    assert "<lora:mystyle:0.8>" in body
+    # a diffusers-layout file alone: ComfyUI skips its UNet attention, so the UIs are sent to `lorahub convert`
+    assert "<lora:" not in body and "lorahub convert" in body
+    assert "| ComfyUI | none of these files" in body and "| diffusers | `pytorch_lora_weights.safetensors` |" in body
     assert "BBBBBBBBBBBB" in body and "a" * 64 in body and "c" * 64 in body
     assert "![mystyle, a cat](samples/0.png)" in body
     from huggingface_hub import ModelCard
@@ -87,3 +89,28 @@ def test_user_card_is_kept(inputs: CardInputs) -> None:
     no_yaml, added2 = merge_card("# Just text\n", inputs)
     assert yaml.safe_load(no_yaml.split("---")[1])["pipeline_tag"] == "text-to-image"
     assert "# Just text" in no_yaml and "pipeline_tag" in added2
+
+
+def test_card_names_the_file_each_tool_loads_fully(inputs: CardInputs, tmp_path: Path) -> None:
+    """A package with a diffusers-layout and a kohya-layout file: diffusers gets the first, the UIs the second."""
+    from lorahub.hub.card import tool_files
+
+    kohya = write_safetensors_zeros(
+        tmp_path / "mystyle_kohya.safetensors",
+        {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": ("F16", [4, 768]),
+         "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight": ("F16", [320, 4]),
+         "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.alpha": ("F16", [])},
+        metadata={"ss_base_model_version": "sd_v1"},
+    )
+    reports = {"pytorch_lora_weights.safetensors": inputs.report, "mystyle_kohya.safetensors": inspect_file(kohya)}
+    assert inputs.report.loaders == ["diffusers"]
+    assert reports["mystyle_kohya.safetensors"].loaders == ["diffusers", "a1111", "comfyui", "kohya"]
+    files = tool_files(reports, "pytorch_lora_weights.safetensors")
+    assert files == {"diffusers": "pytorch_lora_weights.safetensors", "a1111": "mystyle_kohya.safetensors",
+                     "comfyui": "mystyle_kohya.safetensors", "kohya": "mystyle_kohya.safetensors"}
+    inputs.tool_files = files
+    body = split_card(render_card(inputs))[1]
+    assert 'weight_name="pytorch_lora_weights.safetensors"' in body
+    assert "Download `mystyle_kohya.safetensors` into your LoRA folder" in body and "<lora:mystyle_kohya:0.8>" in body
+    for tool in ("AUTOMATIC1111 / Forge", "ComfyUI", "kohya-ss sd-scripts"):
+        assert f"| {tool} | `mystyle_kohya.safetensors` |" in body

@@ -128,9 +128,13 @@ def test_provenance_metadata_and_trigger_words(adapters, tmp_path: Path) -> None
     assert [s["sha256"] for s in prov["sources"]] == [fingerprint_file(adapters[k]).sha256 for k in ("a", "b")]
     assert [s["unet_weight"] for s in prov["sources"]] == [0.6, 0.4]
     assert md["modelspec.trigger_phrase"] == "astyle, bstyle"
-    rep = inspect_file(res.path)
-    assert rep.format == "peft" and rep.trigger_words == ["astyle", "bstyle"] and rep.dtype == "float16"
-    assert rep.ranks == [6]
+    rep = inspect_file(res.path)  # the default layout is kohya's (docs/formats.md)
+    assert rep.format == "kohya-lora" and rep.trigger_words == ["astyle", "bstyle"] and rep.dtype == "float16"
+    assert rep.ranks == [6] and rep.alphas == [6.0]
+    assert md["ss_network_module"] == "networks.lora" and md["ss_base_model_version"] == "sd_v1"
+    diff = blend([(adapters["a"], 0.6), (adapters["b"], 0.4)], method="svd", rank=6,
+                 out=tmp_path / "mix-diffusers.safetensors", format="diffusers")
+    assert inspect_file(diff.path).format == "peft"
 
 
 def test_blending_different_families_is_refused(adapters, sdxl_kohya_file: Path) -> None:

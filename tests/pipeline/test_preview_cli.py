@@ -134,10 +134,29 @@ def test_blend_cli_writes_a_loadable_file(adapters, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["method"] == "cat" and data["rank"] == 12 and data["relative_error"] == 0.0
-    rep = inspect_file(out)
-    assert rep.format == "peft" and rep.dtype == "float16" and rep.trigger_words == ["astyle", "bstyle"]
+    rep = inspect_file(out)  # kohya layout by default (docs/formats.md)
+    assert rep.format == "kohya-lora" and rep.dtype == "float16" and rep.trigger_words == ["astyle", "bstyle"]
+    assert rep.loaders == ["diffusers", "a1111", "comfyui", "kohya"]
+    res = invoke("blend", f"{adapters['a']}:0.6", "-o", str(tmp_path / "d.safetensors"), "--format", "diffusers")
+    assert res.exit_code == 0, res.output
+    assert inspect_file(tmp_path / "d.safetensors").format == "peft"
     res = invoke("blend", str(adapters["a"]), "-o", str(tmp_path / "t.safetensors"), "--method", "ties")
     assert res.exit_code == 2 and "needs --density" in res.stderr
+
+
+def test_convert_cli(adapters, tmp_path: Path) -> None:
+    from lorahub.adapters.inspect import inspect_file
+
+    out = tmp_path / "a_kohya.safetensors"
+    res = invoke("convert", str(adapters["a"]), "-o", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["format"] == "kohya" and data["source_format"] == "peft" and data["modules"] == 144
+    rep = inspect_file(out)
+    assert rep.format == "kohya-lora" and rep.trigger_words == ["astyle"] and rep.title == "a"
+    res = invoke("convert", str(adapters["a"]), "-o", str(tmp_path / "x.txt"))
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.txt").exists()
 
 
 def test_fuse_cli(home, adapters, tmp_path: Path) -> None:

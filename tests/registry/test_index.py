@@ -118,6 +118,18 @@ def test_hash_lookup_by_every_fingerprint_and_prefix(registry, folder: Path) -> 
     assert [len(b.matches) for b in batch] == [1, 0]
 
 
+def test_autov1_of_small_files_is_what_a1111_and_kohya_show(registry, folder: Path) -> None:  # noqa: ANN001
+    """Files of at most 1 MiB: A1111's and kohya's model_hash read nothing past the end and print e3b0c442;
+    a lookup by that value finds them (all of them: it is the same for every small file)."""
+    registry.index_paths([folder])
+    sizes = [p.stat().st_size for p in folder.rglob("*.safetensors")]
+    assert max(sizes) <= 0x100000
+    found = registry.by_hash("e3b0c442")
+    assert sorted(names(found)) == ["ink_style", "neon_glow", "robot_knight"]
+    assert all("autov1" in r.matched_hashes for r in found)
+    assert fingerprint_file(folder / "chars" / "robot_knight.safetensors").autov1 == "E3B0C442"
+
+
 def test_dupes_same_tensors_different_names_or_metadata(registry, folder: Path, make_lora) -> None:  # noqa: ANN001
     # A byte-identical copy, and a re-save of the same weights with other metadata.
     shutil.copy2(folder / "styles" / "ink_style.safetensors", folder / "ink_copy.safetensors")

@@ -109,3 +109,28 @@ def test_unreachable_database_is_one_clear_error() -> None:
             reg.count()
     finally:
         reg.close()
+
+
+def test_small_files_indexed_before_get_the_autov1_the_tools_show(db_url: str, tmp_path) -> None:  # noqa: ANN001
+    """0103: files of at most 1 MiB indexed with a null AutoV1 get e3b0c442, as A1111 and kohya compute it."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from lorahub.base.synthetic import make_adapter
+
+    f = make_adapter(tmp_path / "small.safetensors", rank=2, fmt="kohya", seed=1)
+    reg = Registry(db_url)
+    try:
+        reg.migrate()
+        reg.index_paths([tmp_path])
+        assert [r.name for r in reg.by_hash("e3b0c442")] == ["small"]
+        with reg.engine.connect() as conn:
+            command.downgrade(alembic_config(connection=conn), "0102_search_statistics")
+            conn.commit()
+            assert conn.execute(text("SELECT autov1 FROM adapter_files")).scalars().all() == [None]
+        assert reg.migrate()[1] == head_revision()
+        with reg.engine.connect() as conn:
+            assert conn.execute(text("SELECT autov1 FROM adapter_files")).scalars().all() == ["e3b0c442"]
+        assert f.stat().st_size <= 1 << 20
+    finally:
+        reg.close()

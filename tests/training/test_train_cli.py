@@ -61,10 +61,17 @@ def test_cli_train_end_to_end(embedded_home: Path, tmp_path: Path) -> None:
     saved = tomllib.loads((out2 / "train_config.toml").read_text())["train"]
     assert saved["seed"] == 7 and saved["lr"] == 1e-3 and saved["export"] == ["kohya"]
 
-    over = _train(str(data), "--out", str(out), "--steps", "1", "--overwrite", "--no-progress", "--sample-steps", "1")
+    # --format kohya: the kohya-layout file alone (the default writes both: docs/formats.md)
+    over = _train(str(data), "--out", str(out), "--steps", "1", "--overwrite", "--no-progress", "--sample-steps", "1",
+                  "--format", "kohya", "--json")
     assert over.exit_code == 0, over.output
-    assert "trained mystyle: 1 steps" in over.stdout
-    assert not (out / "mystyle_kohya.safetensors").exists()
+    r3 = TrainResult.model_validate_json(over.stdout)
+    assert r3.steps == 1 and Path(r3.weights) == Path(r3.kohya_weights) == out / "mystyle_kohya.safetensors"
+    assert not (out / "pytorch_lora_weights.safetensors").exists()
+    from lorahub.adapters.inspect import inspect_file
+
+    assert inspect_file(out / "mystyle_kohya.safetensors").loaders == ["diffusers", "a1111", "comfyui", "kohya"]
+    assert "mystyle_kohya.safetensors" in (out / "README.md").read_text()
 
 
 def test_cli_errors_are_one_line(embedded_home: Path, tmp_path: Path) -> None:
