@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lorahub-installed
 
-.PHONY: demo test install services schemas bench lint clean
+.PHONY: demo test install services schemas docs bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: install services
 
 schemas: install
 	$(BIN)/python -m lorahub.schemas
+
+# docs/cli.md from the click commands (tests/test_docs.py fails when it is stale)
+docs: install
+	$(BIN)/python scripts/gen_cli_docs.py
 
 bench: install
 	bash benchmarks/run-all

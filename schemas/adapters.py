@@ -115,7 +115,7 @@ class ValidationReport(_Model):
 
 
 class FingerprintReport(_Model):
-    """Every hash the community uses for one file (see lora-files.md section 7).
+    """Every hash the community uses for one file (docs/hashes.md says which is which).
 
     Every hex string is lower case (AutoV3 and CRC32 included, although Civitai
     shows those two upper case): compare hashes case-insensitively.

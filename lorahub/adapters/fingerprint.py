@@ -1,6 +1,6 @@
 """Every hash the community uses for an adapter file, from one read of the file.
 
-Definitions (``shared/reference/lora-files.md`` section 7):
+Definitions (``docs/hashes.md`` says which tool shows which):
 
 ============== ==================================================== ==========
 field          bytes hashed                                         output

@@ -1,8 +1,9 @@
 """Key formats, module grouping, rank/alpha and base-family inference.
 
 Everything here works from the parsed header alone (plus the few bytes of the
-scalar ``.alpha`` tensors). See ``../shared/reference/lora-files.md`` sections 2-4
-for the formats and signals this implements.
+scalar ``.alpha`` tensors): the formats of :data:`FORMAT_NAMES` (kohya-ss/sd-scripts,
+diffusers, peft, KohakuBlueleaf/LyCORIS, cloneofsimo/lora), told apart by their key
+names, and the base family from layer widths (:data:`FAMILY_BY_CROSS_WIDTH`).
 """
 
 from __future__ import annotations

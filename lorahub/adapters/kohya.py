@@ -134,7 +134,9 @@ def utf8(text: str) -> str:
 
 
 def trigger_words(md: dict[str, str], card: dict[str, Any] | None = None) -> tuple[list[str], str | None]:
-    """Trigger words, best source first (lora-files.md section 5), and where they came from."""
+    """Trigger words and where they came from, best source first: ``modelspec.trigger_phrase``,
+    an ``instance_prompt``/``trigger_words`` key, the model card, kohya's ``ss_tag_frequency``,
+    then the ``<repeats>_<token>`` folder names of ``ss_dataset_dirs``."""
     phrase = md.get("modelspec.trigger_phrase", "").strip()
     if phrase:
         return _split_words(phrase), "modelspec.trigger_phrase"

@@ -12,7 +12,8 @@ it into a :class:`CanonicalLora`:
   (rsLoRA: ``alpha / sqrt(rank)``; LoKr with two full factors: 1) already
   folded into ``B``. A module loaded with ``lora_alpha == r`` therefore acts
   exactly as the file says, whatever rank it is padded to or swapped with
-  (``../shared/reference/ecosystem-pitfalls.md`` section 3);
+  (peft keeps a layer's first ``r``/``lora_alpha`` across swaps: peft#3581,
+  #3738; see :mod:`lorahub.pipeline.live`);
 - LyCORIS modules are turned into exact LoRA factors (Khatri-Rao for LoHa,
   Kronecker for LoKr, the Tucker core for LoCon ``lora_mid``) and re-factored
   by SVD at the requested rank; :attr:`CanonicalLora.conversion` reports the

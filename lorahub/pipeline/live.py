@@ -7,8 +7,8 @@ classes) and then manages adapters by the names users give them. Changing
 which adapters are active, their weights, or replacing an adapter with another
 file never reloads the base and, under ``torch.compile``, never recompiles.
 
-How the known pitfalls (``../shared/reference/ecosystem-pitfalls.md`` sections
-3-4) are made impossible rather than worked around each time:
+How the known peft/diffusers hot-swap pitfalls (each below with its upstream
+issue) are made impossible rather than worked around each time:
 
 - **Substring names corrupt adapters** (peft#3780: swapping ``X`` zeroes every
   adapter whose parameter names contain ``X``). User names never reach peft.

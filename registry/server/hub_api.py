@@ -1,4 +1,4 @@
-"""The Hugging Face Hub compatible routes (see ``/work/shared/reference/hub-api.md`` and ``docs/server.md``).
+"""The Hugging Face Hub compatible routes (see ``docs/server.md``).
 
 Not part of the OpenAPI schema (they follow the Hub's protocol, not ours). ``{tp}`` is the plural
 repo type (``models``, ``datasets``, ``spaces``); file routes use the Hub's URL prefixes

@@ -16,8 +16,8 @@ from lorahub.adapters.writer import write_numpy, write_safetensors_zeros
 from lorahub.errors import AdapterFileError, PickleRefusedError
 
 
-def test_sd15_kohya_manifest(sd15_kohya_file: Path) -> None:
-    r = inspect_file(sd15_kohya_file)
+def test_sd15_kohya_manifest(sd15_kohya_manifest_file: Path) -> None:
+    r = inspect_file(sd15_kohya_manifest_file)
     assert r.format == "kohya-lora"
     assert r.base_family == "sd1"
     assert r.cross_attention_dim == 768
@@ -28,8 +28,8 @@ def test_sd15_kohya_manifest(sd15_kohya_file: Path) -> None:
     assert r.diffusers_loadable
 
 
-def test_sdxl_kohya_manifest(sdxl_kohya_file: Path) -> None:
-    r = inspect_file(sdxl_kohya_file)
+def test_sdxl_kohya_manifest(sdxl_kohya_manifest_file: Path) -> None:
+    r = inspect_file(sdxl_kohya_manifest_file)
     assert r.format == "kohya-lora"
     assert r.base_family == "sdxl"
     assert r.cross_attention_dim == 2048

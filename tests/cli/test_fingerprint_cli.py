@@ -57,9 +57,9 @@ def test_human_output(lokr_file: Path) -> None:
     assert "AutoV1" in res.stdout and "sshs_model_hash" in res.stdout and "match" in res.stdout
 
 
-def test_folder_is_searched_recursively(shared_fixtures: Path, tmp_path: Path) -> None:
+def test_folder_is_searched_recursively(sd15_kohya_file: Path, sdxl_kohya_file: Path, tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
-    for f in sorted(shared_fixtures.glob("*/*.safetensors"))[:2]:
+    for f in (sd15_kohya_file, sdxl_kohya_file):
         shutil.copyfile(f, tmp_path / "a" / "b" / f.name)
     (tmp_path / "a" / "readme.txt").write_text("skip me")
     res = CliRunner().invoke(cli, ["fingerprint", str(tmp_path), "--json"])

@@ -2,8 +2,9 @@
 
 PostgreSQL: the server at 127.0.0.1:5432 (trust auth; user postgres, else root;
 database ``test``), or ``LORAHUB_TEST_DATABASE_URL``. Each test gets a fresh
-schema (``search_path`` in the URL) that is dropped afterwards; the Civitai
-corpus is imported once per backend per session into its own schema. When the
+schema (``search_path`` in the URL) that is dropped afterwards; the generated
+catalogue (tests/corpuskit.py) and the Civitai corpus (../shared, extra checks)
+are imported once per backend per session into schemas of their own. When the
 server is unreachable the PostgreSQL cases skip, except under CI=true, where
 they fail.
 
@@ -121,3 +122,34 @@ def make_lora(embedded_base: Path):  # noqa: ANN201
         return make_adapter(path, base=str(embedded_base), **kw)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def corpus_records() -> list:
+    """The generated catalogue (tests/corpuskit.py) as AdapterRecords: the core suite's search data."""
+    from corpuskit import records
+
+    return records()
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def corpus_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                    corpus_records: list) -> Iterator[object]:
+    """The generated catalogue imported once per backend per session. Read-only for tests."""
+    from lorahub.registry.service import Registry
+
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('corpus') / 'registry.sqlite'}"
+    else:
+        base = pg_base_url()
+        schema, url = _create_schema(base)
+    reg = Registry(url)
+    try:
+        reg.migrate()
+        reg.import_records(corpus_records)
+        yield reg
+    finally:
+        reg.close()
+        if schema:
+            _drop_schema(pg_base_url(), schema)

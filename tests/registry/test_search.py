@@ -1,5 +1,6 @@
 # ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
-"""Search on the imported Civitai corpus (5,291 models), on SQLite and PostgreSQL."""
+"""Search on the imported Civitai corpus (5,291 models, ../shared), on SQLite and PostgreSQL: extra checks on
+real data that skip without it; test_search_generated.py tests every behaviour on a generated catalogue."""
 
 from __future__ import annotations
 

@@ -192,7 +192,11 @@ def test_text_encoder_lora_with_alpha_reloads_exactly(embedded_home: Path, tmp_p
     kohya = inspect_file(result.kohya_weights)
     assert kohya.alpha == 2.0 and kohya.coverage.text_encoder == 16
     assert any(m.name == "lora_te_text_model_encoder_layers_0_self_attn_q_proj" for m in kohya.module_details)
+    from kohyakit import sd15_modules  # kohya's SD 1.5 layout, built without ../shared
     from testkit import FIXTURES
+
+    te_names = {m.name for m in kohya.module_details if m.component == "text_encoder"}
+    assert len(te_names) == 16 and te_names <= {m.name for m in sd15_modules()}
 
     manifest = FIXTURES / "shapes" / "shinkai_makoto_offset.shapes.json"
     if manifest.exists():  # every text-encoder name exists in a real SD 1.5 kohya file
@@ -254,4 +258,17 @@ def test_kohya_export_uses_the_real_sd15_names(trained: dict[str, Any], shared_f
     assert "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_k" in ours
     # the attention modules of the real file that the tiny UNet has are all covered
     attn = {m for m in real if m.startswith("lora_unet_") and "_attn" in m}
+    assert attn == set(ours), sorted(attn ^ set(ours))[:5]
+
+
+def test_kohya_export_uses_the_documented_sd15_names(trained: dict[str, Any]) -> None:
+    """The same against kohya's SD 1.5 layout built without ../shared (tests/kohyakit.py): every exported
+    module is one of it, and every attention module of it is exported."""
+    from kohyakit import read_layout, sd15_modules
+
+    layout = {m.name for m in sd15_modules()}
+    ours = read_layout(trained["out"] / "mystyle_kohya.safetensors")
+    assert len(ours) == 128 and set(ours) <= layout, sorted(set(ours) - layout)[:5]
+    assert all(set(t) == {"lora_down.weight", "lora_up.weight", "alpha"} for t in ours.values())
+    attn = {m for m in layout if m.startswith("lora_unet_") and "_attn" in m}
     assert attn == set(ours), sorted(attn ^ set(ours))[:5]
