@@ -124,7 +124,7 @@ def test_the_docs_show_commands() -> None:
     readme = [c for c in cases if c[0] == "README.md"]
     assert len(readme) >= 20 and len(cases) >= 35
     train = next(c for c in readme if c[2].startswith("lorahub train"))
-    assert "--export kohya" in train[2]  # the indented continuation line belongs to it
+    assert "--resume" in train[2]  # the indented continuation line belongs to it
 
 
 # --------------------------------------------------------------------------- nothing points outside the repo
