@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from lorahub.errors import LorahubError, UsageError
 
@@ -399,15 +399,21 @@ class UiGate:
       or too deep, or names a function (index or API name) that does not exist;
     * uploads without a ``Content-Length``, larger than the cap, or more than a client's share.
 
-    ``fn_indices`` and ``api_names`` give the page's functions (Gradio answers 500 for unknown ones).
+    * a result stream (``queue/data``, ``call/<name>/<event id>``) of a session or event the queue does not
+      hold (Gradio would start the stream, then fail it).
+
+    ``fn_indices`` and ``api_names`` give the page's functions (Gradio answers 500 for unknown ones);
+    ``stream_exists(session_hash, event_id)`` says whether the queue holds messages for either.
     """
 
     def __init__(self, app: Any, policy: UiPolicy, fn_indices: Callable[[], Collection[int]] | None = None,
-                 api_names: Callable[[], Collection[str]] | None = None) -> None:
+                 api_names: Callable[[], Collection[str]] | None = None,
+                 stream_exists: Callable[[str | None, str | None], bool] | None = None) -> None:
         self.app = app
         self.policy = policy
         self.fn_indices = fn_indices
         self.api_names = api_names
+        self.stream_exists = stream_exists
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -420,9 +426,19 @@ class UiGate:
             if self.policy.in_uploads(target) is None:
                 await _answer(send, 403, "File not allowed.")
                 return
-        elif path.startswith("/gradio_api/proxy="):
+        elif path.startswith("/gradio_api/proxy=") or path.rstrip("/") in _UNUSED:
             await _answer(send, 403, "Not allowed.")
             return
+        elif self.stream_exists is not None and method in ("GET", "HEAD"):
+            stream = _API_RESULT.match(path)
+            session = event = None
+            if stream:
+                event = stream.group(1)
+            elif path.rstrip("/") == "/gradio_api/queue/data":
+                session = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])[0]
+            if (stream or session is not None) and not self.stream_exists(session, event):
+                await _answer(send, 404, "no such session or event")
+                return
         if method not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
@@ -430,7 +446,9 @@ class UiGate:
         if named and self.api_names is not None and named.group(1) not in self.api_names():
             await _answer(send, 404, "no such function")
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers: dict[str, str] = {}
+        for k, v in scope.get("headers", []):  # the first of repeated headers, as Starlette reads them
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
         length = headers.get("content-length")
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype.startswith("multipart/"):
@@ -507,6 +525,11 @@ class UiGate:
 
 
 _API_CALL = re.compile(r"^/gradio_api/(?:call/v2|call|run|api)/([^/]*)/?$")
+_API_RESULT = re.compile(r"^/gradio_api/call/(?:v2/)?[^/]+/([^/]*)/?$")
+#: Gradio routes the page never uses (server functions of components it has none of, screen recording,
+#: vibe editing): refused, so that they cannot be attacked either.
+_UNUSED = {"/gradio_api/component_server", "/gradio_api/process_recording", "/gradio_api/vibe-edit",
+           "/gradio_api/undo-vibe-edit", "/gradio_api/vibe-code", "/gradio_api/vibe-starter-queries"}
 
 
 def _route_path(scope: dict) -> str:

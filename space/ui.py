@@ -351,8 +351,19 @@ def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = N
     mounts = [r for r in app.router.routes if r not in before and isinstance(r, Mount)]
     if len(mounts) != 1:  # pragma: no cover - Gradio changed how it mounts
         raise UsageError("cannot put the web UI's gate in front of Gradio: refusing to serve the page unguarded")
+
+    def stream_exists(session_hash: str | None, event_id: str | None) -> bool:
+        # how Gradio's queue/data and call/<name>/<event id> find their messages (gradio.routes)
+        queue = demo._queue
+        if event_id is not None:
+            event = queue.event_ids_to_events.get(event_id)
+            session_hash = event.session_hash if event is not None else next(
+                (s for s, ids in queue.pending_event_ids_session.items() if event_id in ids), event_id)
+        return session_hash in queue.pending_messages_per_session
+
     mounts[0].app = guard.UiGate(mounts[0].app, pol, fn_indices=lambda: demo.fns,
-                                 api_names=lambda: {fn.api_name for fn in demo.fns.values() if fn.api_name})
+                                 api_names=lambda: {fn.api_name for fn in demo.fns.values() if fn.api_name},
+                                 stream_exists=stream_exists)
     return app
 
 

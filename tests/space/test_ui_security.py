@@ -192,6 +192,15 @@ def test_uploads_over_the_cap_are_refused_unstored(ui: uikit.UiApp) -> None:
 
 # --------------------------------------------------------------------------- fuzz
 
+#: Gradio's routes besides the calls (a random suffix is appended to the GET ones).
+GET_ROUTES = ["/gradio_api/call/do_search/", "/gradio_api/queue/data?session_hash=", "/gradio_api/heartbeat/",
+              "/gradio_api/upload_progress?upload_id=", "/gradio_api/file/", "/gradio_api/proxy=http://127.0.0.1/",
+              "/gradio_api/stream/x/0/", "/gradio_api/deep_link?deep_link=", "/gradio_api/info?x=", "/config?x=",
+              "/gradio_api/startup-events?x=", "/theme.css?x=", "/static/", "/assets/", "/gradio_api/openapi.json?x="]
+POST_ROUTES = ["/gradio_api/component_server", "/gradio_api/cancel", "/gradio_api/reset", "/gradio_api/process_recording",
+               "/gradio_api/stream/x/close", "/gradio_api/run/do_search", "/gradio_api/api/do_inspect",
+               "/gradio_api/call/v2/do_inspect", "/gradio_api/call/v2/nope", "/gradio_api/vibe-edit", "/login"]
+
 
 def test_fuzz_gradio_api_with_hostile_payloads(ui: uikit.UiApp) -> None:
     """Random hostile calls of every named endpoint and of Gradio's raw routes: never a 5xx, never a
@@ -220,19 +229,30 @@ def test_fuzz_gradio_api_with_hostile_payloads(ui: uikit.UiApp) -> None:
         st.tuples(st.just("join"), st.integers(-5, 40), st.lists(values, max_size=12)),
         st.tuples(st.just("upload"), st.sampled_from(["../../x.safetensors", "a\x00b", "..", "x" * 300, "/etc/passwd"]), st.none()),
         st.tuples(st.just("body"), st.sampled_from([b"", b"{", b"[]", b'{"data": 5}', b"\xff\xfe", b"[" * 5000, b'{"data": [' * 3000]), st.none()),
+        st.tuples(st.just("get"), st.sampled_from(GET_ROUTES), st.text(max_size=40)),
+        st.tuples(st.just("post"), st.sampled_from(POST_ROUTES), values),
     )
     seen: list[str] = []
     ui.fuzz_from = len(ui.log_text())
+    # The fuzzing client spends its share of the heavy work first: random calls must not render or train
+    # for minutes on a 2-core machine (the handlers check the share before anything heavy).
+    fuzzer = "127.0.0.61"
+    for name, limit, data in (("do_generate", RENDER_LIMIT, [""]), ("do_train", TRAIN_LIMIT, []), ("do_bake", 3, [])):
+        values_ = ui.defaults(name)
+        values_[: len(data)] = data
+        for _ in range(limit):
+            ui.call(name, values_, source=fuzzer)
+        assert "too many" in _status(ui.call(name, values_, source=fuzzer)).lower()
     sent_before = len(ui.allowed.requests)
 
-    @settings(max_examples=int(__import__("os").environ.get("LORAHUB_UI_FUZZ_EXAMPLES", "120")), deadline=None,
+    @settings(max_examples=int(__import__("os").environ.get("LORAHUB_UI_FUZZ_EXAMPLES", "150")), deadline=None,
               derandomize=True, suppress_health_check=list(HealthCheck), database=None)
     @given(st.one_of(call, raw))
     def one(case: tuple) -> None:
         kind, a, b = case
-        with ui.client("127.0.0.61") as c:
+        with ui.client(fuzzer) as c:
             if kind == "call":
-                res = ui.call(a, b, source="127.0.0.61", timeout=60)
+                res = ui.call(a, b, source=fuzzer, timeout=60)
                 status, body = res.status, res.text
             elif kind == "file":
                 r = c.get("/gradio_api/file=" + quote(a, safe="/:%=~"))
@@ -243,8 +263,25 @@ def test_fuzz_gradio_api_with_hostile_payloads(ui: uikit.UiApp) -> None:
             elif kind == "upload":
                 r = c.post("/gradio_api/upload", files={"files": (a, b"\x01" * 64)})
                 status, body = r.status_code, r.text
-            else:
+            elif kind == "body":
                 r = c.post(f"/gradio_api/call/{names[0]}", content=a, headers={"Content-Type": "application/json"})
+                status, body = r.status_code, r.text
+            elif kind == "get":  # may be an event stream that stays open: its head and first bytes
+                import httpx
+
+                chunks = []
+                with c.stream("GET", a + quote(b, safe=""), timeout=httpx.Timeout(30, read=5)) as r:
+                    status = r.status_code
+                    try:
+                        for chunk in r.iter_bytes():
+                            chunks.append(chunk)
+                            if sum(map(len, chunks)) > 65536:
+                                break
+                    except httpx.ReadTimeout:
+                        pass
+                body = b"".join(chunks).decode(errors="replace")
+            else:
+                r = c.post(a, json=b)
                 status, body = r.status_code, r.text
         seen.append(kind)
         assert status < 500, (case, status, body[:300])
@@ -252,6 +289,6 @@ def test_fuzz_gradio_api_with_hostile_payloads(ui: uikit.UiApp) -> None:
         assert ui.leaked_in(body) == [], (case, body[:300])
 
     one()
-    assert {"call", "file", "join", "upload", "body"} <= set(seen)
+    assert {"call", "file", "join", "upload", "body", "get", "post"} <= set(seen)
     assert ui.leaks() == [], "copies of files the UI must never read"
     assert ui.allowed.requests[sent_before:] == [], "the UI sent requests during the fuzz"
