@@ -86,6 +86,12 @@ def test_file_inputs_take_only_files_uploaded_through_the_page(ui: uikit.UiApp) 
                 assert res.refused, f"{name} took {target!r}: {res.message()[:300]}"
                 assert ui.leaked_in(res.text) == [], (name, target, res.text[:300])
                 answers.append(res.text)
+    # a second Content-Type must not steer the request past the check (Starlette reads the first)
+    body = json.dumps({"data": [_fd(ui.targets["/etc/passwd"])]}).encode()
+    with ui.client() as c:
+        r = c.post("/gradio_api/call/do_inspect", content=body,
+                   headers=[("Content-Type", "application/json"), ("Content-Type", "multipart/form-data; boundary=x")])
+    assert r.status_code == 400 and ui.leaked_in(r.text) == [], r.text[:300]
     assert ui.leaks() == [], "copies of files the UI must never read"
     named = {p for text in answers for p in re.findall(r"(/[^\s\"'`*\\]+)", text) if p.startswith(str(ui.tmp))}
     with ui.client() as c:
