@@ -176,8 +176,10 @@ class UiPolicy:
 
     def in_uploads(self, path: str | os.PathLike[str]) -> Path | None:
         """``path`` resolved, when it names a regular file inside the upload folder (and no blocked path)."""
+        if not isinstance(path, (str, os.PathLike)):
+            return None
         text = os.fspath(path)
-        if not text or "\x00" in text or "://" in text:
+        if not isinstance(text, str) or not text or "\x00" in text or "://" in text:
             return None
         try:
             p = Path(os.path.abspath(text)).resolve(strict=True)

@@ -12,6 +12,7 @@ applies the guard's Gradio settings and its gate. Import this module only where 
 import functools
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -297,8 +298,11 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
             allowed = policy.endpoint(ep)  # before any request
             limit("push", _client(request))
             started = time.perf_counter()
-            res = cb.push(source, repo=rp, token=tok, private=priv, endpoint=allowed, dry_run=dry,
-                          workdir=state.new_dir("push"))
+            scratch = state.new_dir("push")  # an uploaded zip is unpacked in here; removed right after
+            try:
+                res = cb.push(source, repo=rp, token=tok, private=priv, endpoint=allowed, dry_run=dry, workdir=scratch)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             if dry:
                 url = f"Dry run: would push to [{res['repo_id']}]({res['url']})"
             else:
