@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -295,16 +296,56 @@ _ROOT_LOCK = threading.Lock()
 
 
 def private_root() -> Path:
-    """This process's private UI folder (created once, mode 0700, removed at exit)."""
+    """This process's private UI folder (created once, mode 0700, removed at exit). Folders of earlier
+    UI processes that are gone without removing theirs (killed) are removed first."""
     global _ROOT
     with _ROOT_LOCK:
         if _ROOT is None or not _ROOT.is_dir():
-            root = Path(tempfile.mkdtemp(prefix="lorahub-ui-")).resolve()
+            _remove_orphans(Path(tempfile.gettempdir()))
+            root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX)).resolve()
             for sub in ("uploads", "work", "examples"):
                 (root / sub).mkdir(mode=0o700)
+            (root / "pid").write_text(str(os.getpid()))
             atexit.register(shutil.rmtree, root, True)
+            _exit_on_sigterm()
             _ROOT = root
         return _ROOT
+
+
+ROOT_PREFIX = "lorahub-ui-"
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Remove ``lorahub-ui-*`` folders of this user whose process no longer runs."""
+    try:
+        candidates = list(parent.glob(ROOT_PREFIX + "*"))
+    except OSError:
+        return
+    for d in candidates:
+        try:
+            if d.is_symlink() or not d.is_dir() or d.stat().st_uid != os.getuid():
+                continue
+            pid = int((d / "pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass  # alive, or not ours to ask about
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM exit through the interpreter (so that the private folder is removed): uvicorn re-raises
+    the signal after a graceful shutdown, and its default action would end the process on the spot."""
+    import signal
+
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    except (ValueError, OSError):  # not the main thread: leave it
+        pass
 
 
 def _hf_home() -> list[Path]:

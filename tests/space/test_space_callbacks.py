@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import tempfile
 import zipfile
@@ -401,3 +402,13 @@ def test_guard_policy_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert pol.sweep() == 0 and up.exists() and job.exists()
     assert pol.sweep(now=time.time() + pol.files_ttl_s + 5) >= 2
     assert not up.exists() and not job.exists()
+    # the private folders of UI processes that were killed are removed; those of live ones stay
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, pid in (("lorahub-ui-dead", dead.stdout.strip()), ("lorahub-ui-live", str(os.getpid()))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "pid").write_text(pid)
+    guard._remove_orphans(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("lorahub-ui-*")) == ["lorahub-ui-live"]

@@ -56,6 +56,8 @@ def ui(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         dropper.close()
     log = app.log_text()[: app.fuzz_from]
     assert "Traceback" not in log, log[-3000:]
+    # stopped (SIGTERM), the process removed its private folder: uploads, work files, Gradio's cache
+    assert list(app.tmp.glob("lorahub-ui-*")) == [], "the UI's private folder outlived its process"
 
 
 def _fd(path: str) -> dict:
