@@ -19,6 +19,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ MAX_ADAPTERS = 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 RESULT_COLUMNS = ["name", "trigger words", "base", "format", "rank", "sha256", "AutoV3", "source"]
+#: Bounds of every zip the page extracts (a training set, an adapter package to push): members kept,
+#: their total uncompressed size, and the compression ratio of any member over 1 MiB (zip bombs).
+ZIP_MAX_FILES = 1000
+ZIP_MAX_BYTES = 2 << 30
+ZIP_MAX_RATIO = 100
 
 
 # --------------------------------------------------------------------------- base model
@@ -60,13 +66,20 @@ def space_base(explicit: str | None = None) -> str:
 
 @dataclass
 class SpaceState:
-    """What the Space keeps between clicks: the base spec, the loaded pipeline, a work folder."""
+    """What the Space keeps between clicks: the base spec, the loaded pipeline, a work folder, the registry.
+
+    ``shared_registry``: a :class:`~lorahub.registry.service.Registry` owned by the host (``lorahub serve``
+    passes its own, so the page never opens the hub's database a second time); else one is opened on
+    ``registry_url`` at the first search and kept.
+    """
 
     base: str
     registry_url: str | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lorahub-space-")))
     lock: threading.RLock = field(default_factory=threading.RLock)
+    shared_registry: Any = None
     _live: Any = None
+    _own_registry: Any = None
 
     def live(self) -> Any:
         """The process-wide :class:`~lorahub.pipeline.live.LivePipeline` (loaded on first use)."""
@@ -78,10 +91,26 @@ class SpaceState:
                 self._live = LivePipeline(self.base, device=resolve_device("auto"))
             return self._live
 
-    def registry(self) -> Any:
-        from lorahub.registry.service import Registry
+    @contextmanager
+    def registry(self) -> Iterator[Any]:
+        """The registry to search (kept open: never closed by the caller)."""
+        if self.shared_registry is not None:
+            yield self.shared_registry
+            return
+        with self.lock:
+            if self._own_registry is None:
+                from lorahub.registry.service import Registry
 
-        return Registry(self.registry_url)
+                self._own_registry = Registry(self.registry_url)
+            reg = self._own_registry
+        yield reg
+
+    def close(self) -> None:
+        """Close the registry this state opened itself (never a shared one)."""
+        with self.lock:
+            if self._own_registry is not None:
+                self._own_registry.close()
+                self._own_registry = None
 
     def new_dir(self, kind: str) -> Path:
         d = self.workdir / kind / uuid.uuid4().hex[:12]
@@ -93,12 +122,14 @@ _STATE: SpaceState | None = None
 _STATE_LOCK = threading.Lock()
 
 
-def get_state(base: str | None = None, registry_url: str | None = None) -> SpaceState:
+def get_state(base: str | None = None, registry_url: str | None = None, *, registry: Any = None,
+              workdir: Path | None = None) -> SpaceState:
     """The process-wide state (created on the first call)."""
     global _STATE
     with _STATE_LOCK:
         if _STATE is None:
-            _STATE = SpaceState(base=space_base(base), registry_url=registry_url)
+            kw: dict[str, Any] = {"workdir": workdir} if workdir is not None else {}
+            _STATE = SpaceState(base=space_base(base), registry_url=registry_url, shared_registry=registry, **kw)
         return _STATE
 
 
@@ -106,6 +137,8 @@ def reset_state() -> None:
     """Forget the process-wide state (tests)."""
     global _STATE
     with _STATE_LOCK:
+        if _STATE is not None:
+            _STATE.close()
         _STATE = None
 
 
@@ -382,43 +415,78 @@ def inspect_markdown(report: dict[str, Any], display_name: str | None = None) ->
 # --------------------------------------------------------------------------- train
 
 
-def _safe_extract(zf: zipfile.ZipFile, dest: Path) -> int:
-    """Extract images and captions only, refusing paths that leave ``dest``; returns the file count."""
-    n = 0
+def _member_parts(name: str) -> tuple[str, ...] | None:
+    """The parts of a zip member's name, or None for one never written: a folder, a path that is absolute
+    or climbs (``..``), a hidden part (``.git``, ``.DS_Store``) or macOS resource forks."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
+        return None
+    parts = tuple(p for p in norm.split("/") if p not in ("", "."))
+    if not parts or norm.endswith("/"):
+        return None
+    for p in parts:
+        if p == ".." or p.startswith(".") or p == "__MACOSX" or p.casefold() == "git~1" or "\x00" in p:
+            return None
+    return parts
+
+
+def extract_zip(zf: zipfile.ZipFile, dest: Path, *, keep: Callable[[str], bool] | None = None,
+                max_files: int = ZIP_MAX_FILES, max_bytes: int = ZIP_MAX_BYTES, max_ratio: float = ZIP_MAX_RATIO) -> int:
+    """Extract the members of ``zf`` that :func:`_member_parts` accepts (and ``keep``, given the name's
+    suffix) into ``dest``; returns the file count. The bounds are checked on the whole listing before
+    anything is written, and again on the bytes as they are decompressed."""
     root = dest.resolve()
+    chosen = []
+    total = 0
     for info in zf.infolist():
         if info.is_dir():
             continue
-        name = Path(info.filename)
-        if name.suffix.lower() not in (*IMAGE_SUFFIXES, ".txt") or any(p.startswith(".") or p == "__MACOSX" for p in name.parts):
+        parts = _member_parts(info.filename)
+        if parts is None or (keep is not None and not keep(Path(parts[-1]).suffix.lower())):
             continue
-        target = (dest / Path(*[p for p in name.parts if p not in ("", "..", "/")])).resolve()
-        if root not in target.parents:
+        if info.file_size > (1 << 20) and info.file_size > max_ratio * max(info.compress_size, 1):
+            raise UsageError(f"{info.filename}: compressed {info.file_size // max(info.compress_size, 1)}:1, "
+                             "refused (a zip bomb?)")
+        total += info.file_size
+        chosen.append((info, parts))
+        if len(chosen) > max_files:
+            raise UsageError(f"the zip holds more than {max_files} files")
+        if total > max_bytes:
+            raise UsageError(f"the zip unpacks to more than {max_bytes >> 20} MiB")
+    written = 0
+    for info, parts in chosen:
+        target = (root / Path(*parts)).resolve()
+        if root not in target.parents:  # pragma: no cover - _member_parts already refuses these
             raise UsageError(f"{info.filename}: the zip names a path outside its folder")
-        if info.file_size > 64 * 1024 * 1024:
-            raise UsageError(f"{info.filename}: larger than 64 MiB")
         target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        n += 1
-    return n
+            left = info.file_size
+            while chunk := src.read(1 << 20):
+                left -= len(chunk)
+                written += len(chunk)
+                if left < 0 or written > max_bytes:
+                    raise UsageError(f"{info.filename}: unpacks to more than it declares")
+                dst.write(chunk)
+    return len(chosen)
 
 
-def prepare_dataset(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, trigger: str | None) -> Path:
-    """Uploaded images + ``.txt`` captions (same stem) and/or zips -> a kohya folder ``<dir>/1_<trigger>``."""
+def prepare_dataset(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, trigger: str | None,
+                    into: Path | None = None) -> Path:
+    """Uploaded images + ``.txt`` captions (same stem) and/or zips -> a kohya folder ``<dir>/1_<trigger>``
+    (``<dir>``: ``into``, else a new work folder)."""
     paths = [Path(f) for f in files or []]
     if not paths:
         raise UsageError("upload some images (with .txt captions of the same name) or a zip of them")
-    root = state.new_dir("datasets")
+    root = into if into is not None else state.new_dir("datasets")
     folder = root / f"1_{adapter_name(trigger or 'subject')}"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for p in paths:
         suffix = p.suffix.lower()
         if suffix == ".zip":
             try:
                 with zipfile.ZipFile(p) as zf:
-                    _safe_extract(zf, folder)
-            except zipfile.BadZipFile:
+                    extract_zip(zf, folder, keep=lambda sfx: sfx in (*IMAGE_SUFFIXES, ".txt"))
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError):
                 raise UsageError(f"{p.name}: not a readable zip file") from None
         elif suffix in (*IMAGE_SUFFIXES, ".txt"):
             shutil.copyfile(p, folder / p.name)
@@ -472,15 +540,22 @@ def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, tri
         raise UsageError("steps must be between 1 and 5000")
     if not 1 <= n_rank <= 128:
         raise UsageError("rank must be between 1 and 128")
-    data = prepare_dataset(state, files, trigger)
-    out = state.new_dir("train") / adapter_name(trigger or "adapter")
+    job = state.new_dir("train")
+    try:
+        data = prepare_dataset(state, files, trigger, into=job / "data")
+    except BaseException:
+        shutil.rmtree(job, ignore_errors=True)
+        raise
+    out = job / adapter_name(trigger or "adapter")
     values: dict[str, Any] = dict(data=str(data), out=str(out), base=state.base, trigger=trigger, steps=n_steps,
                                   rank=n_rank, lr=lr, sample_every=int(sample_every or 0), sample_steps=8)
-    cfg: TrainConfig = make_config(values, source="settings")
     losses: list[tuple[int, float]] = []
     box: dict[str, Any] = {}
+    stop = threading.Event()
 
     def cb(step: int, loss: float) -> None:
+        if stop.is_set():  # the page went away: stop at this step, freeing the training slot for real
+            raise _Stopped()
         losses.append((step, float(loss)))
         if on_progress:
             on_progress(step, float(loss))
@@ -490,26 +565,43 @@ def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, tri
             box["result"] = run_training(cfg, progress=False, callback=cb)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             box["error"] = exc
+        finally:
+            if stop.is_set():  # nobody waits for this run any more: nothing of it is kept
+                shutil.rmtree(job, ignore_errors=True)
 
     worker = threading.Thread(target=work, name="lorahub-space-train", daemon=True)
-    worker.start()
-    samples_dir = out / "samples"
-    seen = -1
-    while worker.is_alive():
-        worker.join(poll)
-        if losses and losses[-1][0] != seen:
-            seen, loss = losses[-1]
-            yield TrainEvent(seen, n_steps, loss, _samples(samples_dir))
-    if "error" in box:
-        exc = box["error"]
-        if isinstance(exc, LorahubError):
-            raise exc
-        raise LorahubError(f"training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    result = box["result"]
-    zpath = zip_package(out, out.parent / f"{out.name}.zip")
-    last = losses[-1][1] if losses else None
-    yield TrainEvent(n_steps, n_steps, last, _samples(samples_dir), done=True, result=result.model_dump(mode="json"),
-                     zip_path=str(zpath), message=f"trained {result.steps} steps in {result.seconds:.1f} s")
+    try:
+        cfg: TrainConfig = make_config(values, source="settings")
+        worker.start()
+        samples_dir = out / "samples"
+        seen = -1
+        while worker.is_alive():
+            worker.join(poll)
+            if losses and losses[-1][0] != seen:
+                seen, loss = losses[-1]
+                yield TrainEvent(seen, n_steps, loss, _samples(samples_dir))
+        if "error" in box:
+            exc = box["error"]
+            if isinstance(exc, LorahubError):
+                raise exc
+            raise LorahubError(f"training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        result = box["result"]
+        zpath = zip_package(out, out.parent / f"{out.name}.zip")
+        last = losses[-1][1] if losses else None
+        yield TrainEvent(n_steps, n_steps, last, _samples(samples_dir), done=True, result=result.model_dump(mode="json"),
+                         zip_path=str(zpath), message=f"trained {result.steps} steps in {result.seconds:.1f} s")
+    finally:
+        # Closed early (the page went away) or done: the worker stops at its next step and removes the job
+        # itself; a finished run keeps its package (the zip, until swept) but not the copied images.
+        stop.set()
+        if not worker.is_alive():
+            shutil.rmtree(data, ignore_errors=True)
+            if "result" not in box:
+                shutil.rmtree(job, ignore_errors=True)
+
+
+class _Stopped(Exception):
+    """Raised from the training callback to stop a run whose page went away."""
 
 
 def _samples(folder: Path) -> list[str]:
@@ -531,12 +623,51 @@ def _scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-def push(path: str | os.PathLike[str] | None, *, repo: str, token: str | None = None, private: bool = False,
-         endpoint: str | None = None, dry_run: bool = True) -> dict[str, Any]:
-    """Push (or, with ``dry_run``, preview the push of) an adapter file or package folder.
+#: The one line for a push that failed in transit: whether the endpoint refused the connection, dropped
+#: it or never answered is not told apart (an anonymous page must not probe which ports are open).
+NETWORK_FAILURE = "the push to {endpoint} failed: the endpoint could not be reached or did not answer"
+_TRANSPORT_ERRORS = {"ConnectError", "ConnectTimeout", "TimeoutException", "TransportError", "NetworkError",
+                     "ProtocolError", "RemoteProtocolError", "ReadError", "WriteError", "ReadTimeout", "WriteTimeout",
+                     "PoolTimeout", "ProxyError", "UnsupportedProtocol"}
 
-    The token is passed to the library for this one call and is neither stored nor logged; error
-    messages have it blanked out. Returns ``{"card", "url", "repo_id", "dry_run", "changed"}``.
+
+def _network_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a transport failure rather than an answer of the endpoint."""
+    import socket
+    import ssl
+
+    from lorahub.hub.errors import HubError
+
+    try:
+        from huggingface_hub.errors import HfHubHTTPError
+    except ImportError:  # pragma: no cover
+        HfHubHTTPError = ()  # noqa: N806
+    if isinstance(exc, LorahubError) and not isinstance(exc, HubError):
+        return False  # refused by lorahub itself (bad package, bad repo name): not about the network
+    cur: BaseException | None = exc
+    for _ in range(10):
+        if cur is None:
+            break
+        if isinstance(cur, HfHubHTTPError) and getattr(cur, "response", None) is not None:
+            return False  # the endpoint answered
+        if {c.__name__ for c in type(cur).__mro__} & _TRANSPORT_ERRORS or isinstance(
+            cur, (ConnectionError, TimeoutError, socket.gaierror, socket.herror, ssl.SSLError)
+        ):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def push(path: str | os.PathLike[str] | None, *, repo: str, token: str | None = None, private: bool = False,
+         endpoint: str | None = None, dry_run: bool = True, workdir: Path | None = None) -> dict[str, Any]:
+    """Push (or, with ``dry_run``, preview the push of) an adapter file, package folder or zipped package.
+
+    Only ``token`` is ever sent: a push without one is refused before any request, and a dry run without
+    one makes no request (never the process's ``HF_TOKEN`` nor its ``hf auth login``). The token is passed
+    to the library for this one call, neither stored nor logged; error messages have it blanked out, and
+    every transport failure reads the same (:data:`NETWORK_FAILURE`). A zip is unpacked, within
+    :func:`extract_zip`'s bounds, into a folder under ``workdir`` that is removed afterwards. The pushed
+    adapter is not recorded in any local registry. Returns ``{"card", "url", "repo_id", "dry_run", ...}``.
     """
     from lorahub.hub.push import push as hub_push
 
@@ -545,32 +676,37 @@ def push(path: str | os.PathLike[str] | None, *, repo: str, token: str | None = 
     repo = (repo or "").strip()
     if not repo:
         raise UsageError("name the repo (user/name, or just a name under your account)")
-    token = (token or "").strip() or None
+    token = (token or "").strip()
+    if not token and not dry_run:
+        raise UsageError("type your token for the endpoint in the Token box: it is used for this push only "
+                         "(the server's own credentials are never used)")
+    ep = (endpoint or "").strip() or None
     p = Path(path)
-    if p.suffix.lower() == ".zip":
-        folder = Path(tempfile.mkdtemp(prefix="lorahub-push-"))
-        with zipfile.ZipFile(p) as zf:
-            _safe_extract_any(zf, folder)
-        subs = [d for d in folder.iterdir() if d.is_dir()]
-        p = subs[0] if len(subs) == 1 else folder
+    unpacked: Path | None = None
     try:
-        result = hub_push(p, repo=repo, private=bool(private), endpoint=(endpoint or "").strip() or None,
-                          token=token, dry_run=bool(dry_run))
-    except LorahubError as exc:
-        raise LorahubError(_scrub(str(exc), token)) from None
-    except Exception as exc:  # noqa: BLE001 - one readable line, token blanked
-        raise LorahubError(_scrub(f"push failed: {type(exc).__name__}: {exc}", token).splitlines()[0]) from None
+        if p.suffix.lower() == ".zip":
+            unpacked = Path(tempfile.mkdtemp(prefix="lorahub-push-", dir=workdir))
+            try:
+                with zipfile.ZipFile(p) as zf:
+                    extract_zip(zf, unpacked)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError):
+                raise UsageError(f"{p.name}: not a readable zip file") from None
+            subs = [d for d in unpacked.iterdir() if d.is_dir()]
+            p = subs[0] if len(subs) == 1 else unpacked
+        try:
+            result = hub_push(p, repo=repo, private=bool(private), endpoint=ep, token=token or False,
+                              dry_run=bool(dry_run), register=False)
+        except Exception as exc:  # noqa: BLE001 - one readable line, token blanked
+            if _network_failure(exc):
+                raise LorahubError(NETWORK_FAILURE.format(endpoint=ep or "the Hub")) from None
+            if isinstance(exc, LorahubError):
+                raise LorahubError(_scrub(str(exc), token)) from None
+            raise LorahubError(_scrub(f"push failed: {type(exc).__name__}: {exc}", token).splitlines()[0]) from None
+    finally:
+        if unpacked is not None:
+            shutil.rmtree(unpacked, ignore_errors=True)
     return {"card": result.card or "", "url": result.url, "repo_id": result.repo_id, "dry_run": result.dry_run,
             "changed": result.changed, "commit": result.commit, "warnings": list(result.warnings)}
-
-
-def _safe_extract_any(zf: zipfile.ZipFile, dest: Path) -> None:
-    root = dest.resolve()
-    for info in zf.infolist():
-        target = (dest / info.filename).resolve()
-        if root != target and root not in target.parents:
-            raise UsageError(f"{info.filename}: the zip names a path outside its folder")
-    zf.extractall(dest)
 
 
 def elapsed(started: float) -> str:

@@ -1,21 +1,26 @@
 """The Space's page: Gradio Blocks with the tabs Search, Preview & blend, Inspect, Train and Push.
 
 The handlers are thin: they call :mod:`lorahub.space.callbacks` and turn every error into one readable
-line in the tab's status box (never a stack trace). Import this module only where Gradio is installed.
+line in the tab's status box (never a stack trace). Every handler treats its inputs as a stranger's:
+files must be uploads of this page, pushes go to allowed endpoints with the typed token only, and heavy
+work is rate-limited per client (:mod:`lorahub.space.guard`). The page is always served through
+:func:`mount` (``lorahub serve --ui``, ``lorahub space``, the Hugging Face Space's ``app.py``), which
+applies the guard's Gradio settings and its gate. Import this module only where Gradio is installed.
 """
 
 
 import functools
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from lorahub.errors import LorahubError
+from lorahub.errors import LorahubError, UsageError
 
 from . import callbacks as cb
+from . import guard
 
 log = logging.getLogger("lorahub.space")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -67,13 +72,26 @@ def _guard(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     return deco
 
 
-def create_blocks(base: str | None = None, registry_url: str | None = None) -> Any:
-    """The whole page as a ``gr.Blocks`` (call ``.launch()``, or mount it with :func:`mount`)."""
+def _client(request: Any) -> str:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or "unknown"
+
+
+def create_blocks(base: str | None = None, registry_url: str | None = None, *, registry: Any = None,
+                  policy: guard.UiPolicy | None = None) -> Any:
+    """The whole page as a ``gr.Blocks``; serve it with :func:`mount` or :func:`serve` (never ``.launch()``:
+    the guard's settings are applied there).
+
+    ``registry``: a registry object to search (``lorahub serve`` passes its own), else one is opened on
+    ``registry_url``. ``policy``: the guard's rules (default: :func:`guard.make_policy` from the environment).
+    """
+    policy = policy or guard.make_policy()
+    guard.install(policy)  # Gradio's upload cache into the private folder, before any component exists
     import gradio as gr
 
-    state = cb.get_state(base, registry_url)
+    state = cb.get_state(base, registry_url, registry=registry, workdir=policy.work_dir)
     n = cb.MAX_ADAPTERS
-    default_endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    limit = policy.limiter.check
 
     with gr.Blocks(title="lorahub") as demo:
         gr.Markdown(INTRO.format(base=state.base))
@@ -153,13 +171,16 @@ def create_blocks(base: str | None = None, registry_url: str | None = None) -> A
         # ------------------------------------------------------------ Push
         with gr.Tab("Push", id="push"):
             gr.Markdown("Pushes the adapter package trained in this session, or a file uploaded here. "
-                        "The token is used for this push only: it is not stored or logged.")
+                        "A push needs your token for the endpoint: it is used for this push only, never "
+                        "stored or logged, and the server never pushes with credentials of its own.")
             push_file = gr.File(label="Adapter file (optional: else the package trained above)", type="filepath",
                                 elem_id="push-upload")
             with gr.Row():
                 token = gr.Textbox(label="Token", type="password", elem_id="push-token")
                 repo = gr.Textbox(label="Repo (user/name)", elem_id="push-repo")
-                endpoint = gr.Textbox(label="Endpoint", value=default_endpoint, elem_id="push-endpoint")
+                # the allowed endpoints; any other value is refused by the handler, in one line
+                endpoint = gr.Dropdown(choices=list(policy.push_endpoints), value=policy.push_endpoints[0],
+                                       allow_custom_value=True, label="Endpoint", elem_id="push-endpoint")
                 private = gr.Checkbox(label="Private", value=False, elem_id="push-private")
             with gr.Row():
                 dry_btn = gr.Button("Show card (dry run)", elem_id="push-dry")
@@ -202,11 +223,13 @@ def create_blocks(base: str | None = None, registry_url: str | None = None) -> A
             return [float(values[i]) for i in range(len(ch))]
 
         @_guard(len(chosen_outputs) + 1)
-        def do_upload(path: str | None, ch: list[dict[str, Any]], *values: Any) -> Any:
+        def do_upload(request: gr.Request, path: str | None, ch: list[dict[str, Any]], *values: Any) -> Any:
             if not path:
                 return (*[gr.skip()] * len(chosen_outputs), "")
+            upload = policy.uploaded(path)
+            limit("inspect", _client(request))
             ch = [dict(c, weight=float(values[i])) for i, c in enumerate(ch)]
-            new = cb.add_file(ch, path)
+            new = cb.add_file(ch, upload)
             return (*chosen_view(new), f"added `{new[-1]['name']}`")
 
         upload_adapter.upload(do_upload, [upload_adapter, chosen, *sliders], [*chosen_outputs, preview_status])
@@ -221,8 +244,9 @@ def create_blocks(base: str | None = None, registry_url: str | None = None) -> A
         remove_btn.click(do_remove, [remove_name, chosen, *sliders], [*chosen_outputs, preview_status])
 
         @_guard(3)
-        def do_generate(ch: list[dict[str, Any]], p: str, neg: str, s: Any, st: Any, g: bool, gw: str,
-                        *values: Any, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+        def do_generate(request: gr.Request, ch: list[dict[str, Any]], p: str, neg: str, s: Any, st: Any, g: bool,
+                        gw: str, *values: Any, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+            limit("render", _client(request))
             progress(0, desc="loading the base model" if state._live is None else "rendering")
             out = cb.generate(state, ch, weights_of(ch, values), p, neg, int(s or 0), int(st), grid=g, grid_weights=gw)
             return out.image, out.infotext, out.status
@@ -231,7 +255,8 @@ def create_blocks(base: str | None = None, registry_url: str | None = None) -> A
                       [image, info, preview_status], concurrency_limit=1, concurrency_id="pipeline")
 
         @_guard(2)
-        def do_bake(ch: list[dict[str, Any]], method: str, *values: Any) -> Any:
+        def do_bake(request: gr.Request, ch: list[dict[str, Any]], method: str, *values: Any) -> Any:
+            limit("bake", _client(request))
             started = time.perf_counter()
             path = cb.bake_blend(state, ch, weights_of(ch, values), method)
             return str(path), f"baked `{path.name}` in {cb.elapsed(started)}"
@@ -240,19 +265,23 @@ def create_blocks(base: str | None = None, registry_url: str | None = None) -> A
                        concurrency_limit=1, concurrency_id="pipeline")
 
         @_guard(3)
-        def do_inspect(path: str | None) -> Any:
+        def do_inspect(request: gr.Request, path: str | None) -> Any:
             if not path:
                 return "", None, ""
-            rep = cb.inspect(path)
-            return cb.inspect_markdown(rep, Path(path).name), rep, ""
+            upload = policy.uploaded(path)
+            limit("inspect", _client(request))
+            rep = cb.inspect(upload)
+            return cb.inspect_markdown(rep, upload.name), rep, ""
 
         inspect_file.upload(do_inspect, [inspect_file], [inspect_md, inspect_json, inspect_status])
 
         @_guard(5)
-        def do_train(files: list[str] | None, trig: str, st: Any, rk: Any, every: Any,
+        def do_train(request: gr.Request, files: list[str] | None, trig: str, st: Any, rk: Any, every: Any,
                      progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+            uploads = policy.uploaded_many(files)
+            limit("train", _client(request))
             yield "**preparing**: loading the base model and the images", [], None, None, ""
-            for ev in cb.train(state, files, trig, int(st or 0), int(rk or 0), sample_every=int(every or 0)):
+            for ev in cb.train(state, uploads, trig, int(st or 0), int(rk or 0), sample_every=int(every or 0)):
                 progress((ev.step, ev.steps), desc=f"loss {ev.loss:.4f}" if ev.loss is not None else "training")
                 if ev.done:
                     yield cb.loss_text(ev), ev.samples, ev.zip_path, ev.zip_path, ""
@@ -263,9 +292,17 @@ def create_blocks(base: str | None = None, registry_url: str | None = None) -> A
                         [train_progress, samples, train_zip, package, train_status],
                         concurrency_limit=1, concurrency_id="train")
 
-        def run_push(upload: str | None, pkg: str | None, tok: str, rp: str, ep: str, priv: bool, dry: bool) -> Any:
+        def run_push(request: Any, upload: str | None, pkg: str | None, tok: str, rp: str, ep: str, priv: bool,
+                     dry: bool) -> Any:
+            source = policy.uploaded(upload) if upload else pkg  # the package: trained here, in the work folder
+            allowed = policy.endpoint(ep)  # before any request
+            limit("push", _client(request))
             started = time.perf_counter()
-            res = cb.push(upload or pkg, repo=rp, token=tok, private=priv, endpoint=ep, dry_run=dry)
+            scratch = state.new_dir("push")  # an uploaded zip is unpacked in here; removed right after
+            try:
+                res = cb.push(source, repo=rp, token=tok, private=priv, endpoint=allowed, dry_run=dry, workdir=scratch)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             if dry:
                 url = f"Dry run: would push to [{res['repo_id']}]({res['url']})"
             else:
@@ -274,27 +311,91 @@ def create_blocks(base: str | None = None, registry_url: str | None = None) -> A
             return res["card"], url, f"done in {cb.elapsed(started)}" + "".join(f"\n- warning: {w}" for w in res["warnings"])
 
         @_guard(3)
-        def do_dry(upload: str | None, pkg: str | None, tok: str, rp: str, ep: str, priv: bool) -> Any:
-            return run_push(upload, pkg, tok, rp, ep, priv, True)
+        def do_dry(request: gr.Request, upload: str | None, pkg: str | None, tok: str, rp: str, ep: str,
+                   priv: bool) -> Any:
+            return run_push(request, upload, pkg, tok, rp, ep, priv, True)
 
         @_guard(3)
-        def do_push(upload: str | None, pkg: str | None, tok: str, rp: str, ep: str, priv: bool) -> Any:
-            return run_push(upload, pkg, tok, rp, ep, priv, False)
+        def do_push(request: gr.Request, upload: str | None, pkg: str | None, tok: str, rp: str, ep: str,
+                    priv: bool) -> Any:
+            return run_push(request, upload, pkg, tok, rp, ep, priv, False)
 
         push_inputs = [push_file, package, token, repo, endpoint, private]
-        dry_btn.click(do_dry, push_inputs, [card, push_url, push_status])
+        dry_btn.click(do_dry, push_inputs, [card, push_url, push_status], concurrency_limit=1,
+                      concurrency_id="push")
         push_btn.click(do_push, push_inputs, [card, push_url, push_status], concurrency_limit=1,
                        concurrency_id="push")
 
-    demo.queue(default_concurrency_limit=4)
+    demo.queue(default_concurrency_limit=2, max_size=guard.QUEUE_MAX_SIZE)
+    demo.lorahub_policy = policy
     return demo
 
 
-def mount(app: Any, path: str = "/", *, base: str | None = None, registry_url: str | None = None) -> Any:
-    """Mount the Space inside a FastAPI ``app`` (``lorahub serve``) at ``path``; returns the app.
+def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = None, registry_url: str | None = None,
+          registry: Any = None, policy: guard.UiPolicy | None = None) -> Any:
+    """Mount the page (``blocks``, else :func:`create_blocks` of the other arguments) inside a FastAPI
+    ``app`` at ``path``, hardened; returns the app.
 
+    Gradio checks the files a call names only for a launched Blocks, and a mounted one never launches: it is
+    marked launched here, so that Gradio itself takes only files of its upload folder (the guard's). The
+    guard's blocked paths, upload cap and no run history (whose bucket feature would use the host's own
+    Hugging Face login) are set, and :class:`~lorahub.space.guard.UiGate` is put in front of the page.
     Mount it after the API routes: Starlette tries routes in order, so ``/api/...`` stays the server's.
     """
     import gradio as gr
+    from starlette.routing import Mount
 
-    return gr.mount_gradio_app(app, create_blocks(base, registry_url), path=path)
+    demo = blocks if blocks is not None else create_blocks(base, registry_url, registry=registry, policy=policy)
+    pol: guard.UiPolicy = demo.lorahub_policy
+    before = list(app.router.routes)
+    gr.mount_gradio_app(app, demo, path=path, allowed_paths=[], blocked_paths=pol.gradio_blocked_paths(),
+                        max_file_size=pol.max_file_size, show_error=False, run_history=False, mcp_server=False,
+                        ssr_mode=False, footer_links=["gradio"])
+    demo.has_launched = True  # see above: Gradio's own file checks apply to launched Blocks only
+    mounts = [r for r in app.router.routes if r not in before and isinstance(r, Mount)]
+    if len(mounts) != 1:  # pragma: no cover - Gradio changed how it mounts
+        raise UsageError("cannot put the web UI's gate in front of Gradio: refusing to serve the page unguarded")
+
+    def stream_exists(session_hash: str | None, event_id: str | None) -> bool:
+        # how Gradio's queue/data and call/<name>/<event id> find their messages (gradio.routes)
+        queue = demo._queue
+        if event_id is not None:
+            event = queue.event_ids_to_events.get(event_id)
+            session_hash = event.session_hash if event is not None else next(
+                (s for s, ids in queue.pending_event_ids_session.items() if event_id in ids), event_id)
+        return session_hash in queue.pending_messages_per_session
+
+    mounts[0].app = guard.UiGate(mounts[0].app, pol, fn_indices=lambda: demo.fns,
+                                 api_names=lambda: {fn.api_name for fn in demo.fns.values() if fn.api_name},
+                                 stream_exists=stream_exists)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, *, blocks: Any = None, base: str | None = None,
+          registry_url: str | None = None, policy: guard.UiPolicy | None = None,
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve the page alone (``lorahub space``, the Hugging Face Space) until interrupted: the same
+    hardened mount as inside ``lorahub serve``, in its own FastAPI app under uvicorn."""
+    import socket
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    demo = blocks if blocks is not None else create_blocks(base, registry_url, policy=policy)
+    app = mount(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), "/", blocks=demo)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(256)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, timeout_keep_alive=30)
+    if on_ready:
+        on_ready(f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}/")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -49,7 +49,14 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes sharing the port (and the database and blobs).")
 @click.option("--no-index", is_flag=True, help="Do not index committed adapters into the registry (they are still validated).")
-@click.option("--ui/--no-ui", default=True, show_default=True, help="Serve the lorahub web UI (the Space) at / (needs gradio).")
+@click.option("--ui/--no-ui", default=False, show_default=True,
+              help="Also serve the lorahub web UI (the Space) at / (needs gradio, and --workers 1). Off by "
+                   "default: anyone who reaches the server may use it to render and train (see docs/server.md).")
+@click.option("--ui-push-endpoint", "ui_push_endpoints", multiple=True, metavar="URL",
+              help="An endpoint the web UI may push to besides this hub and https://huggingface.co (repeatable; "
+                   "also $LORAHUB_UI_PUSH_ENDPOINTS).")
+@click.option("--ui-max-file-size", default=None, callback=_size, metavar="SIZE",
+              help="Largest file the web UI accepts (default $LORAHUB_UI_MAX_FILE_SIZE, else 1G).")
 def serve_cmd(
     host: str,
     port: int,
@@ -63,12 +70,14 @@ def serve_cmd(
     workers: int,
     no_index: bool,
     ui: bool,
+    ui_push_endpoints: tuple[str, ...],
+    ui_max_file_size: int | None,
 ) -> None:
     """Run a self-hosted, Hugging Face Hub compatible adapter hub.
 
     Clients: set HF_ENDPOINT=http://HOST:PORT (and HF_HUB_DISABLE_XET=1 to upload with the
     stock huggingface_hub / hf CLI). Create tokens with `lorahub token create --user NAME`.
-    The lorahub search API and its docs are at /docs; the web UI (the Space) at /.
+    The lorahub search API and its docs are at /docs; with --ui, the web UI (the Space) at /.
     """
     from lorahub.registry.server.run import serve
 
@@ -85,6 +94,8 @@ def serve_cmd(
         index_adapters=not no_index,
         workers=workers,
         ui=ui,
+        ui_push_endpoints=ui_push_endpoints,
+        ui_max_file_size=ui_max_file_size,
     )
 
 

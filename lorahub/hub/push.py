@@ -91,7 +91,7 @@ def push(
     repo: str | None = None,
     private: bool = False,
     endpoint: str | None = None,
-    token: str | None = None,
+    token: str | bool | None = None,
     revision: str | None = None,
     create_pr: bool = False,
     message: str | None = None,
@@ -119,11 +119,15 @@ def push(
         from lorahub.base.embedded import EMBEDDED_ID
 
         base = EMBEDDED_ID if pkg.training else base
-    token = token or None
+    # None: the token of the environment (HF_TOKEN, `hf auth login`), as huggingface_hub does; False: none
+    # at all, ever (a web page pushing for a visitor): a dry run then makes no request, a push is refused.
+    token = token if token is False else (token or None)
+    if token is False and not dry_run:
+        raise HubError(f"no token for {ep}", hint="a push needs a token")
     api = hf_api(ep, token=token)
 
     user = None
-    if token is not None or not dry_run:
+    if token or (token is None and not dry_run):
         try:
             who = api.whoami()
             user = who.get("name")

@@ -236,14 +236,23 @@ def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
     return app
 
 
-def mount_ui(app: FastAPI, settings: ServerSettings) -> bool:
-    """The Space (lorahub.space) at ``/``, over this server's registry; skipped without gradio."""
+def mount_ui(app: FastAPI, settings: ServerSettings) -> None:
+    """The web UI (lorahub.space) at ``/``, hardened (see :func:`lorahub.space.ui.mount`): it searches
+    through this server's own registry object (the hub's database is never opened a second time), never
+    reads the data folder or the database, and pushes only to this hub, the Hugging Face Hub and the
+    endpoints the operator allows."""
     import importlib.util
 
     if importlib.util.find_spec("gradio") is None:
-        log.info("gradio is not installed: no web UI at / (pip install 'lorahub-toolkit[space]')")
-        return False
+        raise UsageError("the web UI (--ui) needs gradio", hint="pip install 'lorahub-toolkit[space]'")
+    from lorahub.space import guard
     from lorahub.space.ui import mount
 
-    mount(app, "/", registry_url=settings.database_url)
-    return True
+    policy = guard.make_policy(
+        serving_url=settings.public_url,
+        push_endpoints=settings.ui_push_endpoints,
+        max_file_size=settings.ui_max_file_size,
+        blocked=[settings.data_dir],
+        database_url=settings.database_url,
+    )
+    mount(app, "/", registry=app.state.lorahub.registry, policy=policy)

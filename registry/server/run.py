@@ -100,7 +100,9 @@ def serve(
     access_log: bool = True,
     index_adapters: bool = True,
     workers: int = 1,
-    ui: bool = True,
+    ui: bool = False,
+    ui_push_endpoints: tuple[str, ...] = (),
+    ui_max_file_size: int | None = None,
 ) -> None:
     """Run the server until interrupted. ``workers > 1`` runs that many processes on one socket."""
     import uvicorn
@@ -109,6 +111,15 @@ def serve(
 
     from .app import create_app
 
+    if ui and workers > 1:
+        # Gradio keeps its queue, sessions and uploads in the process: a page's calls would land on
+        # processes that never saw its session or its files.
+        raise UsageError("the web UI (--ui) needs --workers 1", hint="serve the UI from its own process: lorahub space")
+    if ui:
+        import importlib.util
+
+        if importlib.util.find_spec("gradio") is None:
+            raise UsageError("the web UI (--ui) needs gradio", hint="pip install 'lorahub-toolkit[space]'")
     setup_logging(log_level, access_log)
     data, url, registry = prepare(data_dir, database)
     sock = bind(host, port)
@@ -121,6 +132,8 @@ def serve(
         settings.max_commit_bytes = max_commit_bytes
     settings.index_adapters = index_adapters
     settings.ui = ui
+    settings.ui_push_endpoints = tuple(ui_push_endpoints)
+    settings.ui_max_file_size = ui_max_file_size
     from lorahub.registry.hub.storage import LocalBlobStore
 
     swept = LocalBlobStore(settings.blob_dir).sweep_tmp(older_than_s=3600)
@@ -181,7 +194,7 @@ def app_from_env():  # noqa: ANN201 - a FastAPI app
         max_upload_size=cfg["max_upload_size"],
         max_commit_bytes=cfg["max_commit_bytes"],
         index_adapters=cfg["index_adapters"],
-        ui=cfg.get("ui", True),
+        ui=cfg.get("ui", False),
     )
     return _frozen(create_app(settings, Registry(settings.database_url, auto_migrate=False)))
 

@@ -37,8 +37,12 @@ class ServerSettings:
     #: Largest JSON body of the other routes (create repo, preupload, LFS batch, validate-yaml).
     max_json_bytes: int = 8 * MiB
     index_adapters: bool = True
-    #: Serve the lorahub web UI (the Space, lorahub.space) at ``/`` when gradio is installed.
-    ui: bool = True
+    #: Serve the lorahub web UI (the Space, lorahub.space) at ``/``: only when asked (``--ui``).
+    ui: bool = False
+    #: Endpoints the web UI may push to besides this hub and the Hugging Face Hub (``--ui-push-endpoint``).
+    ui_push_endpoints: tuple[str, ...] = ()
+    #: Largest file the web UI accepts (``--ui-max-file-size``; None: ``$LORAHUB_UI_MAX_FILE_SIZE`` or 1 GiB).
+    ui_max_file_size: int | None = None
 
     @property
     def blob_dir(self) -> Path:

@@ -140,11 +140,17 @@ def commit_body(path: str, content: bytes = b"x", parent: str | None = None, sum
 
 
 def start_server(
-    data: Path, database: str | None, backend: str, extra_args: list[str] | None = None, wrap: list[str] | None = None
+    data: Path,
+    database: str | None,
+    backend: str,
+    extra_args: list[str] | None = None,
+    wrap: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> HubServer:
     """Create users/tokens in the database, start ``lorahub serve --port 0`` and wait until it listens.
 
-    ``wrap``: a command prefix that execs the server (e.g. ``unshare`` into a mount namespace)."""
+    ``wrap``: a command prefix that execs the server (e.g. ``unshare`` into a mount namespace).
+    ``env``: variables added to the server's environment (after HF_* and LORAHUB_DATABASE* are removed)."""
     from sqlmodel import Session
 
     from lorahub.registry.hub.auth import create_token, revoke_token
@@ -163,16 +169,14 @@ def start_server(
     finally:
         registry.close()
     log = data / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE"))}
-    env["LORAHUB_HOME"] = str(data / "home")
-    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", database]
-    extra_args = list(extra_args or [])
-    if "--ui" not in extra_args:
-        extra_args.append("--no-ui")  # the web UI (gradio) is tested in tests/server/test_server_ui.py
-    cmd += extra_args
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE", "LORAHUB_UI"))}
+    server_env["LORAHUB_HOME"] = str(data / "home")
+    server_env.update(env or {})
+    # no --ui: the web UI is served only when asked for (tests/server/test_server_ui.py, tests/space)
+    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", database, *(extra_args or [])]
     cmd = [*(wrap or []), *cmd]
     fh = open(log, "w")  # noqa: SIM115 - closed by the process end
-    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(data))
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=server_env, cwd=str(data))
     fh.close()
     deadline = time.monotonic() + 90
     endpoint = None

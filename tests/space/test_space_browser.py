@@ -1,7 +1,8 @@
 """End-to-end: ``lorahub space`` in a subprocess, driven in headless Debian Chromium through Playwright.
 
 One walk through the page, in the order a new user takes: search -> preview/blend -> inspect -> train ->
-push (to a ``lorahub serve`` started here). Screenshots of every tab go to ``test-artifacts/space/``.
+push (to a ``lorahub serve`` started first, which the Space allows with ``--push-endpoint``). Screenshots of
+every tab go to ``test-artifacts/space/``.
 Chromium missing: skipped with the reason, except under CI=true, where it fails.
 """
 
@@ -53,8 +54,23 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def space_url(embedded_home: Path, lorahub_home: Path, tmp_path: Path):  # noqa: ANN201
-    """``lorahub space`` on a free loopback port, its registry holding two synthetic adapters."""
+def hub(tmp_path: Path):  # noqa: ANN201
+    """A ``lorahub serve`` to push to."""
+    from testkit import server_fixtures
+
+    srv = server_fixtures()
+    server = srv.start_server(tmp_path / "serve", None, "sqlite")
+    try:
+        yield server
+    finally:
+        srv.stop_server(server)
+        shutil.rmtree(tmp_path / "serve", ignore_errors=True)
+
+
+@pytest.fixture
+def space_url(embedded_home: Path, lorahub_home: Path, tmp_path: Path, hub):  # noqa: ANN001, ANN201
+    """``lorahub space`` on a free loopback port, its registry holding two synthetic adapters; it may push
+    to ``hub`` (and the Hugging Face Hub)."""
     import httpx
 
     from lorahub.base import make_adapter
@@ -68,12 +84,12 @@ def space_url(embedded_home: Path, lorahub_home: Path, tmp_path: Path):  # noqa:
         reg.index_paths([lib])
     port = _free_port()
     log = tmp_path / "space.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_SPACE"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_SPACE", "LORAHUB_UI"))}
     env.update(LORAHUB_HOME=str(lorahub_home), GRADIO_ANALYTICS_ENABLED="False",
                HF_HUB_DISABLE_XET="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     fh = open(log, "w")  # noqa: SIM115 - the process owns it
-    proc = subprocess.Popen([LORAHUB, "space", "--host", "127.0.0.1", "--port", str(port)], stdout=fh,
-                            stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    proc = subprocess.Popen([LORAHUB, "space", "--host", "127.0.0.1", "--port", str(port), "--push-endpoint", hub.url],
+                            stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
     fh.close()
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
@@ -89,7 +105,7 @@ def space_url(embedded_home: Path, lorahub_home: Path, tmp_path: Path):  # noqa:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"lorahub space did not answer in 90 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield {"url": url, "adapters": lib, "log": log}
+        yield {"url": url, "adapters": lib, "log": log, "hub": hub}
     finally:
         proc.terminate()
         try:
@@ -230,30 +246,24 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     expect(page.locator("#train-samples img").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "4-train.png"), full_page=True)
 
-    # ---- Push: the trained package to a lorahub serve started here (dry run first, then for real)
-    from testkit import server_fixtures
-
-    srv = server_fixtures()
-    server = srv.start_server(tmp_path / "serve", None, "sqlite")
-    try:
-        _tab(page, "Push")
-        token = server.tokens["alice"]
-        _fill(page, "push-token", token)
-        _fill(page, "push-repo", "alice/zqx-space")
-        _fill(page, "push-endpoint", server.url)
-        page.locator("#push-dry").click()
-        expect(page.locator("#push-url")).to_contain_text("Dry run")
-        expect(page.locator("#push-card")).to_contain_text("base_model")
-        page.locator("#push-btn").click()
-        pushed_or_error = page.locator("#push-url").get_by_text("Pushed").or_(page.locator("#push-status").get_by_text("Error"))
-        expect(pushed_or_error.first).to_be_visible(timeout=90_000)
-        assert "Error" not in _text(page, "#push-status"), _text(page, "#push-status")
-        expect(page.locator("#push-url")).to_contain_text("Pushed")
-        expect(page.locator("#push-url")).to_contain_text(f"{server.url}/alice/zqx-space")
-        page.screenshot(path=str(ARTIFACTS / "5-push.png"), full_page=True)
-        files = server.api().list_repo_files("alice/zqx-space")
-        assert "pytorch_lora_weights.safetensors" in files and "README.md" in files
-        assert token not in space_url["log"].read_text(errors="replace")
-    finally:
-        srv.stop_server(server)
-        shutil.rmtree(tmp_path / "serve", ignore_errors=True)
+    # ---- Push: the trained package to the lorahub serve started first (dry run first, then for real)
+    server = space_url["hub"]
+    _tab(page, "Push")
+    token = server.tokens["alice"]
+    _fill(page, "push-token", token)
+    _fill(page, "push-repo", "alice/zqx-space")
+    # the endpoint list: the allowed hub first (the default), then the Hugging Face Hub
+    assert page.locator("#push-endpoint input").first.input_value() == server.url
+    page.locator("#push-dry").click()
+    expect(page.locator("#push-url")).to_contain_text("Dry run")
+    expect(page.locator("#push-card")).to_contain_text("base_model")
+    page.locator("#push-btn").click()
+    pushed_or_error = page.locator("#push-url").get_by_text("Pushed").or_(page.locator("#push-status").get_by_text("Error"))
+    expect(pushed_or_error.first).to_be_visible(timeout=90_000)
+    assert "Error" not in _text(page, "#push-status"), _text(page, "#push-status")
+    expect(page.locator("#push-url")).to_contain_text("Pushed")
+    expect(page.locator("#push-url")).to_contain_text(f"{server.url}/alice/zqx-space")
+    page.screenshot(path=str(ARTIFACTS / "5-push.png"), full_page=True)
+    files = server.api().list_repo_files("alice/zqx-space")
+    assert "pytorch_lora_weights.safetensors" in files and "README.md" in files
+    assert token not in space_url["log"].read_text(errors="replace")

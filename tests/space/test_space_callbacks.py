@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -253,3 +255,160 @@ def test_space_folder_is_ready_to_deploy() -> None:
 
     assert isinstance(app.demo, gradio.Blocks)
     cb.reset_state()
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 13)
+
+
+def _zip_of(path: Path, members: dict[str, bytes], *, compress: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compress) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_training_zips_are_bounded_before_anything_is_written(state: cb.SpaceState, tmp_path: Path) -> None:
+    # a zip bomb: 60 MiB of zeros in a few kilobytes (each member under the old 64 MiB per-file limit)
+    bomb = _zip_of(tmp_path / "bomb.zip", {"a.png": b"\0" * (60 << 20)})
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(UsageError, match="bomb"):
+        cb.prepare_dataset(state, [bomb], "zqx")
+    many = _zip_of(tmp_path / "many.zip", {f"{i}.txt": b"x" for i in range(cb.ZIP_MAX_FILES + 1)})
+    with pytest.raises(UsageError, match="more than"):
+        cb.prepare_dataset(state, [many], "zqx")
+    assert not [p for p in state.workdir.rglob("*") if p.is_file()], "a refused zip left files behind"
+    # the total is bounded too (small limits here; the real ones are ZIP_MAX_BYTES and ZIP_MAX_FILES)
+    big = _zip_of(tmp_path / "big.zip", {"a.png": b"\1" * 3000, "b.png": b"\2" * 3000}, compress=zipfile.ZIP_STORED)
+    with zipfile.ZipFile(big) as zf, pytest.raises(UsageError, match="unpacks to more"):
+        cb.extract_zip(zf, tmp_path / "out", max_bytes=5000)
+    # hidden parts (.git, .GIT), climbing paths and Windows aliases are never written
+    odd = _zip_of(tmp_path / "odd.zip", {".git/config": b"x", "sub/.GIT/hooks/post": b"x", "git~1/config": b"x",
+                                         "../up.png": b"x", "/abs.png": b"x", "ok/fine.png": b"png"})
+    with zipfile.ZipFile(odd) as zf:
+        assert cb.extract_zip(zf, tmp_path / "odd") == 1
+    assert [p.relative_to(tmp_path / "odd").as_posix() for p in (tmp_path / "odd").rglob("*") if p.is_file()] == ["ok/fine.png"]
+
+
+def test_push_zips_are_bounded_and_their_folders_removed(adapters: list[Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    package = _zip_of(tmp_path / "pkg.zip", {"alpha/pytorch_lora_weights.safetensors": adapters[0].read_bytes()})
+    res = cb.push(package, repo="me/alpha", endpoint="http://127.0.0.1:9", dry_run=True)
+    assert res["dry_run"] and res["card"].startswith("---")
+    assert list(temp.iterdir()) == [], "the unpacked package was left behind"
+    bomb = _zip_of(tmp_path / "bomb.zip", {"alpha/pytorch_lora_weights.safetensors": b"\0" * (40 << 20)})
+    with pytest.raises(UsageError, match="bomb"):
+        cb.push(bomb, repo="me/alpha", endpoint="http://127.0.0.1:9", dry_run=True)
+    assert list(temp.iterdir()) == []
+
+
+def test_push_without_a_token_never_uses_the_environments(adapters: list[Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from uikit import AMBIENT_ENV_TOKEN, AMBIENT_FILE_TOKEN, Listener
+
+    hf_home = tmp_path / "hf"
+    hf_home.mkdir()
+    (hf_home / "token").write_text(AMBIENT_FILE_TOKEN)
+    monkeypatch.setenv("HF_TOKEN", AMBIENT_ENV_TOKEN)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(hf_home / "token"))
+    listener = Listener()
+    try:
+        with pytest.raises(UsageError, match="token"):
+            cb.push(adapters[0], repo="me/alpha", token="", endpoint=listener.url, dry_run=False)
+        res = cb.push(adapters[0], repo="me/alpha", token=None, endpoint=listener.url, dry_run=True)
+        assert res["dry_run"]
+        assert listener.requests == []
+        with pytest.raises(LorahubError, match="401"):
+            cb.push(adapters[0], repo="me/alpha", token="lh_typed", endpoint=listener.url, dry_run=False)
+        assert {r["headers"].get("authorization") for r in listener.requests} == {"Bearer lh_typed"}
+    finally:
+        listener.close()
+
+
+def test_push_transport_failures_read_the_same(adapters: list[Path]) -> None:
+    from uikit import Dropper, closed_port_url
+
+    dropper = Dropper()
+    try:
+        lines = []
+        for url in (closed_port_url(), dropper.url):
+            with pytest.raises(LorahubError) as info:
+                cb.push(adapters[0], repo="me/alpha", token="lh_typed", endpoint=url, dry_run=False)
+            lines.append(str(info.value).replace(url, "<endpoint>"))
+        assert lines[0] == lines[1] == cb.NETWORK_FAILURE.format(endpoint="<endpoint>")
+    finally:
+        dropper.close()
+
+
+def test_training_stops_when_the_page_goes_away(state: cb.SpaceState, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from lorahub.training.demo_data import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "ds", count=2, trigger="zqx")
+    files = sorted(p for p in data.rglob("*") if p.is_file())
+    run = cb.train(state, files, "zqx", steps=500, poll=0.05)
+    first = next(run)
+    while first.step < 1:
+        first = next(run)
+    run.close()  # what Gradio does when the page is closed or the call cancelled
+    deadline = time.monotonic() + 120
+    while any(t.name == "lorahub-space-train" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the training went on after its page went away"
+        time.sleep(0.1)
+    assert not list((state.workdir / "train").iterdir()), "the stopped run's files were kept"
+
+
+def test_guard_policy_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    pytest.importorskip("gradio")
+    from lorahub.space import guard
+
+    assert guard.canonical_endpoint("HTTPS://HuggingFace.co:443/") == "https://huggingface.co"
+    for bad in ("ftp://x", "https://u:p@huggingface.co", "https://huggingface.co/?a=1", "huggingface.co", "http://[::1"):
+        with pytest.raises(UsageError):
+            guard.canonical_endpoint(bad)
+    monkeypatch.setenv(guard.ENV_PUSH_ENDPOINTS, "http://127.0.0.1:8000/")
+    monkeypatch.setenv(guard.ENV_RATE_LIMITS, "train=1/60")
+    pol = guard.make_policy(serving_url="http://hub.example", blocked=[tmp_path / "data"])
+    assert pol.push_endpoints == ("http://hub.example", "http://127.0.0.1:8000", "https://huggingface.co")
+    assert pol.endpoint("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    for bad in ("https://huggingface.co.evil.example", "http://huggingface.co", "http://127.0.0.1:8001", ""):
+        with pytest.raises(UsageError, match="pushes go only to"):
+            pol.endpoint(bad)
+    # files: only regular files inside the upload folder
+    up = pol.upload_dir / "abc" / "x.safetensors"
+    up.parent.mkdir(parents=True, exist_ok=True)
+    up.write_bytes(b"x")
+    assert pol.uploaded(str(up)) == up.resolve()
+    link = pol.upload_dir / "abc" / "passwd"
+    link.symlink_to("/etc/passwd")
+    for bad in (link, pol.upload_dir / "abc", "/etc/passwd", str(up) + "\x00", f"file://{up}", pol.upload_dir / ".." / "work"):
+        with pytest.raises(UsageError, match="uploaded through this page"):
+            pol.uploaded(bad)
+    # rate limits: per client, per window
+    pol.limiter.check("train", "a")
+    with pytest.raises(guard.RateLimited, match="too many train"):
+        pol.limiter.check("train", "a")
+    pol.limiter.check("train", "b")
+    # the sweeper: old uploads and old jobs go, recent ones stay
+    job = pol.work_dir / "train" / "job1"
+    job.mkdir(parents=True)
+    (job / "pkg.zip").write_bytes(b"z")
+    assert pol.sweep() == 0 and up.exists() and job.exists()
+    assert pol.sweep(now=time.time() + pol.files_ttl_s + 5) >= 2
+    assert not up.exists() and not job.exists()
+    # the private folders of UI processes that were killed are removed; those of live ones stay
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, pid in (("lorahub-ui-dead", dead.stdout.strip()), ("lorahub-ui-live", str(os.getpid()))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "pid").write_text(pid)
+    guard._remove_orphans(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("lorahub-ui-*")) == ["lorahub-ui-live"]
