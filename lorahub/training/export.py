@@ -131,17 +131,23 @@ def tensor_hash(records: Mapping[str, tuple[str, list[int], bytes]]) -> str:
 
 
 def diffusers_records(
-    unet: Mapping[str, tuple[Any, Any]], te: Mapping[str, tuple[Any, Any]], precision: str
+    unet: Mapping[str, tuple[Any, Any]], te: Mapping[str, tuple[Any, Any]], precision: str,
+    te2: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> dict[str, tuple[str, list[int], bytes]]:
-    """The tensors of ``pytorch_lora_weights.safetensors`` (keys as diffusers' training scripts write them)."""
+    """The tensors of ``pytorch_lora_weights.safetensors`` (keys as diffusers' training scripts write them).
+
+    ``te2`` is SDXL's second text encoder (``text_encoder_2.`` keys, as
+    ``StableDiffusionXLPipeline.save_lora_weights`` writes them).
+    """
     out = {}
     for module, (a, b) in unet.items():
         out[f"unet.{module}.lora.down.weight"] = tensor_record(a, precision)
         out[f"unet.{module}.lora.up.weight"] = tensor_record(b, precision)
-    for module, (a, b) in te.items():
-        path = te_diffusers_path(module)
-        out[f"text_encoder.{path}.lora_linear_layer.down.weight"] = tensor_record(a, precision)
-        out[f"text_encoder.{path}.lora_linear_layer.up.weight"] = tensor_record(b, precision)
+    for prefix, modules in (("text_encoder", te), ("text_encoder_2", te2 or {})):
+        for module, (a, b) in modules.items():
+            path = te_diffusers_path(module)
+            out[f"{prefix}.{path}.lora_linear_layer.down.weight"] = tensor_record(a, precision)
+            out[f"{prefix}.{path}.lora_linear_layer.up.weight"] = tensor_record(b, precision)
     return out
 
 
@@ -168,10 +174,12 @@ def _s(value: Any) -> str:
     return str(value)
 
 
-BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2"}
+BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 
 
 def modelspec_architecture(family: str, resolution: int, prediction: str) -> str:
+    if family == "sdxl":
+        return "stable-diffusion-xl-v1-base"
     if family == "sd2":
         return "stable-diffusion-v2-768-v" if prediction == "v_prediction" else "stable-diffusion-v2-512"
     return "stable-diffusion-v1"
@@ -222,8 +230,8 @@ def build_metadata(
         "ss_text_encoder_lr": _s(te_lr if config.train_text_encoder else None),
         "ss_lr_scheduler": config.lr_scheduler,
         "ss_lr_warmup_steps": _s(config.lr_warmup_steps),
-        "ss_optimizer": "torch.optim.adamw.AdamW"
-        f"(weight_decay={config.adam_weight_decay},betas=({config.adam_beta1}, {config.adam_beta2}),eps={config.adam_epsilon})",
+        "ss_optimizer": ("bitsandbytes.optim.adamw.AdamW8bit" if config.optimizer == "adamw8bit" else "torch.optim.adamw.AdamW")
+        + f"(weight_decay={config.adam_weight_decay},betas=({config.adam_beta1}, {config.adam_beta2}),eps={config.adam_epsilon})",
         "ss_max_grad_norm": _s(config.max_grad_norm),
         "ss_seed": _s(config.seed),
         "ss_steps": _s(steps),
@@ -245,7 +253,7 @@ def build_metadata(
         "ss_enable_bucket": _s(config.buckets),
         "ss_min_bucket_reso": _s(min(min(b) for b in dataset.buckets)),
         "ss_max_bucket_reso": _s(max(max(b) for b in dataset.buckets)),
-        "ss_bucket_no_upscale": "False",
+        "ss_bucket_no_upscale": _s(config.upscale is False),
         "ss_bucket_info": json.dumps(dataset.bucket_info()),
         "ss_dataset_dirs": json.dumps(dataset.folders()),
         "ss_reg_dataset_dirs": "{}",
@@ -285,10 +293,11 @@ def build_metadata(
     return md
 
 
-def peft_metadata(unet_config: Mapping[str, Any], te_config: Mapping[str, Any] | None) -> str:
+def peft_metadata(unet_config: Mapping[str, Any], te_config: Mapping[str, Any] | None,
+                  te2_config: Mapping[str, Any] | None = None) -> str:
     """``lora_adapter_metadata`` as diffusers writes it: each LoraConfig dict with its component prefix."""
     packed: dict[str, Any] = {}
-    for prefix, cfg in (("unet", unet_config), ("text_encoder", te_config)):
+    for prefix, cfg in (("unet", unet_config), ("text_encoder", te_config), ("text_encoder_2", te2_config)):
         if not cfg:
             continue
         for key, value in cfg.items():
