@@ -409,6 +409,7 @@ def model_card(
     import yaml
 
     license_ = "creativeml-openrail-m" if family == "sd1" else "openrail++" if family == "sdxl" else "other"
+    pipeline_cls = "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline"
     front: dict[str, Any] = {
         "base_model": base_name,
         "base_model_relation": "adapter",
@@ -437,8 +438,8 @@ def model_card(
         *(
             ["from lorahub.base.resolve import load_pipeline", "", f'pipe = load_pipeline("{base_name}")']
             if base_name.startswith("lorahub/")
-            else ["from diffusers import StableDiffusionPipeline", "",
-                  f'pipe = StableDiffusionPipeline.from_pretrained("{base_name}")']
+            else [f"from diffusers import {pipeline_cls}", "",
+                  f'pipe = {pipeline_cls}.from_pretrained("{base_name}")']
         ),
         f'pipe.load_lora_weights("{name}")  # this folder (pytorch_lora_weights.safetensors)',
         f'image = pipe("{trigger or "a picture"}").images[0]',

@@ -289,12 +289,84 @@ class Trainer:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise TrainingError(f"unsupported prediction type '{prediction_type}'")
 
-        for module in (unet, vae, *encoders):
+        # Frozen weights in the mixed-precision dtype, cast before they move (an fp32 SDXL UNet alone is 10 GB).
+        # SDXL's VAE overflows in fp16 (its config says force_upcast): it stays fp32 then, as in diffusers.
+        vae_dtype = weight_dtype
+        if weight_dtype == torch.float16 and cond.family == "sdxl" and getattr(vae.config, "force_upcast", False):
+            vae_dtype = torch.float32
+        for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((e, weight_dtype) for e in encoders)):
             module.requires_grad_(False)
-            module.to(device)
-            if module.dtype != weight_dtype:
+            if module.dtype != dtype:
                 with _quiet_diffusers():
-                    module.to(dtype=weight_dtype)
+                    module.to(dtype=dtype)
+        # The VAE and the text encoders go first: what they compute is cached, and on a GPU they leave it
+        # again before the UNet arrives, so the two never share its memory.
+        for module in (vae, *encoders):
+            module.to(device)
+
+        # -- cached latents and text-encoder outputs
+        stream = BatchStream(dataset, cfg.batch_size, cfg.seed)
+        scaling = float(vae.config.scaling_factor)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        latent_cache: dict[tuple[int, bool], Any] = {}
+
+        def encode(idx: int, flipped: bool) -> Any:
+            arr = load_pixels(dataset.items[idx])
+            x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+            if flipped:
+                x = torch.flip(x, dims=[2])
+            with torch.no_grad():
+                dist = vae.encode(x.unsqueeze(0).to(device, dtype=vae_dtype)).latent_dist
+            return dist.mode()[0].float().cpu()
+
+        if cfg.cache_latents:
+            self.log(f"caching latents of {dataset.num_images} image(s)")
+            for idx in range(dataset.num_images):
+                for flipped in ((False, True) if cfg.flip else (False,)):
+                    latent_cache[(idx, flipped)] = encode(idx, flipped)
+
+        def latent_of(idx: int, flipped: bool) -> Any:
+            if cfg.cache_latents:
+                return latent_cache[(idx, flipped)]
+            return encode(idx, flipped)
+
+        # text-encoder outputs per caption while the encoders are frozen
+        te_cache: dict[str, Any] = {}
+
+        def cache_embeds(captions: list[str]) -> None:
+            with torch.no_grad():
+                for i in range(0, len(captions), 32):
+                    chunk = captions[i : i + 32]
+                    for c, row in zip(chunk, cond.encode(chunk, encoders, device).rows(), strict=True):
+                        te_cache[c] = row
+
+        def embed(captions: list[str]) -> Any:
+            if cfg.train_text_encoder:
+                return cond.encode(captions, run_encoders, device)
+            missing = [c for c in dict.fromkeys(captions) if c not in te_cache]
+            if missing:
+                if len(te_cache) > 4096:
+                    te_cache.clear()
+                cache_embeds(missing)
+            return TextEmbeds.stack([te_cache[c] for c in captions])
+
+        offloaded: list[Any] = []  # modules moved off the accelerator until the previews
+        static_captions = not cfg.train_text_encoder and not cfg.caption_dropout and not cfg.shuffle_tags
+        if static_captions:
+            distinct = list(dict.fromkeys(it.caption for it in dataset.items))
+            self.log(f"caching text-encoder outputs of {len(distinct)} caption(s)")
+            cache_embeds(distinct)
+        if device.type != "cpu":
+            if static_captions:
+                offloaded += encoders
+            if cfg.cache_latents:
+                offloaded.append(vae)
+            for module in offloaded:
+                module.to("cpu")
+            if offloaded and device.type == "cuda":
+                torch.cuda.empty_cache()
+
+        unet.to(device)
 
         # -- LoRA layers (seeded init; a resumed run overwrites them from the checkpoint)
         accelerate.utils.set_seed(cfg.seed)
@@ -366,68 +438,6 @@ class Trainer:
             if is_main:  # the settings a resume may change (--steps, ...) are now the run's
                 save_config(cfg, out / CONFIG_NAME, header=header)
 
-        # -- data
-        stream = BatchStream(dataset, cfg.batch_size, cfg.seed)
-        scaling = float(vae.config.scaling_factor)
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        latent_cache: dict[tuple[int, bool], Any] = {}
-
-        def encode(idx: int, flipped: bool) -> Any:
-            arr = load_pixels(dataset.items[idx])
-            x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
-            if flipped:
-                x = torch.flip(x, dims=[2])
-            with torch.no_grad():
-                dist = vae.encode(x.unsqueeze(0).to(device, dtype=weight_dtype)).latent_dist
-            return dist.mode()[0].float().cpu()
-
-        if cfg.cache_latents:
-            self.log(f"caching latents of {dataset.num_images} image(s)")
-            for idx in range(dataset.num_images):
-                for flipped in ((False, True) if cfg.flip else (False,)):
-                    latent_cache[(idx, flipped)] = encode(idx, flipped)
-
-        def latent_of(idx: int, flipped: bool) -> Any:
-            if cfg.cache_latents:
-                return latent_cache[(idx, flipped)]
-            return encode(idx, flipped)
-
-        # text-encoder outputs per caption while the encoders are frozen
-        te_cache: dict[str, Any] = {}
-
-        def cache_embeds(captions: list[str]) -> None:
-            with torch.no_grad():
-                for i in range(0, len(captions), 32):
-                    chunk = captions[i : i + 32]
-                    for c, row in zip(chunk, cond.encode(chunk, encoders, device).rows(), strict=True):
-                        te_cache[c] = row
-
-        def embed(captions: list[str]) -> Any:
-            if cfg.train_text_encoder:
-                return cond.encode(captions, run_encoders, device)
-            missing = [c for c in dict.fromkeys(captions) if c not in te_cache]
-            if missing:
-                if len(te_cache) > 4096:
-                    te_cache.clear()
-                cache_embeds(missing)
-            return TextEmbeds.stack([te_cache[c] for c in captions])
-
-        offloaded: list[Any] = []  # modules moved off the accelerator until the previews
-        static_captions = not cfg.train_text_encoder and not cfg.caption_dropout and not cfg.shuffle_tags
-        if static_captions:
-            distinct = list(dict.fromkeys(it.caption for it in dataset.items))
-            self.log(f"caching text-encoder outputs of {len(distinct)} caption(s)")
-            cache_embeds(distinct)
-        if device.type != "cpu":
-            if static_captions:
-                offloaded += encoders
-            if cfg.cache_latents:
-                offloaded.append(vae)
-            for module in offloaded:
-                module.to("cpu")
-            if offloaded and device.type == "cuda":
-                torch.cuda.empty_cache()
-
         def batch_loss(step: int, micro: int, batch: list[int]) -> Any:
             gen = torch.Generator().manual_seed(_mix("noise", cfg.seed, step, micro, accelerator.process_index))
             rng = random.Random(_mix("captions", cfg.seed, step, micro, accelerator.process_index))
@@ -476,6 +486,8 @@ class Trainer:
                 encoder.eval()
             for module in offloaded:
                 module.to(device)
+            if offloaded and hasattr(vae, "enable_tiling"):
+                vae.enable_tiling()  # a small GPU: decode previews tile by tile
             pipe.set_progress_bar_config(disable=True)
             try:
                 with torch.no_grad(), accelerator.autocast():

@@ -155,6 +155,8 @@ def test_package_inspects_as_sdxl(trained: dict[str, Any]) -> None:
 
     saved = read_config(out / "train_config.toml")
     assert saved.upscale is False and saved.resolution == 128 and saved.base == str(trained["base"])
+    card = (out / "README.md").read_text()
+    assert "license: openrail++" in card and "StableDiffusionXLPipeline.from_pretrained(" in card
     from PIL import Image
 
     with Image.open(out / "samples" / "step-000060-0.png") as im:
