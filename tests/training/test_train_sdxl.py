@@ -219,10 +219,17 @@ def test_buckets_and_micro_conditioning_reach_the_unet(embedded_xl_home: Path, t
     expected = {tuple(float(v) for v in it.time_ids(f)) for it in items.values() for f in (False, True)}
     assert len(seen) == 3 and {tuple(r) for r in seen} <= expected
 
-    # --upscale enlarges the small image into the aspect bucket instead
-    up = Trainer(_config(data, tmp_path / "up", steps=1, upscale=True), log=quiet, progress=False)
-    up.run()
-    assert {it.path.name: it.bucket for it in up.dataset.items}["small.png"] == (160, 96)
+    # from the command line, --upscale enlarges the small image into the wide one's aspect bucket instead; the
+    # metadata says so (kohya's ss_bucket_no_upscale / ss_bucket_info)
+    from lorahub.adapters.inspect import inspect_file
+
+    up = _train(str(data), "--out", str(tmp_path / "up"), "--base", SDXL_ID, "--upscale", "--steps", "1",
+                "--sample-steps", "1", "--no-progress", "--json")
+    assert up.exit_code == 0, up.output
+    md = inspect_file(json.loads(up.stdout)["weights"]).metadata
+    assert md["ss_bucket_no_upscale"] == "False"
+    used = {tuple(b["resolution"]): b["count"] for b in json.loads(md["ss_bucket_info"])["buckets"].values()}
+    assert used == {(160, 96): 2, (64, 192): 1}
 
 
 def test_cli_sdxl_train_resume_samples_and_single_file(embedded_xl_base: Path, embedded_xl_home: Path,
