@@ -83,13 +83,14 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> dict:
     return out
 
 
-def get_peer(path: str | None, url: str) -> Path:
+def get_peer(path: str | None, url: str, name: str = PEER_NAME, sha256: str = PEER_SHA256) -> Path:
+    """The peer script: ``path``, else ``benchmarks/out/peer/<name>``, else downloaded there once from ``url``."""
     if path:
         p = Path(path)
         if not p.is_file():
             raise SystemExit(f"--peer {p}: no such file")
         return p
-    p = PEER_DIR / PEER_NAME
+    p = PEER_DIR / name
     if not p.is_file():
         print(f"fetching the peer script from {url} into {PEER_DIR} (git-ignored)")
         import urllib.request
@@ -99,13 +100,13 @@ def get_peer(path: str | None, url: str) -> Path:
                 data = r.read()
         except OSError as exc:
             raise SystemExit(
-                f"cannot download the peer script ({exc}); put diffusers' examples/text_to_image/{PEER_NAME} "
+                f"cannot download the peer script ({exc}); put diffusers' examples/text_to_image/{name} "
                 f"at {p} or pass --peer PATH"
             ) from None
         PEER_DIR.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
-    note = "the copy the README figures were measured with" if digest == PEER_SHA256 else "another version than the README's"
+    note = "the copy the README figures were measured with" if digest == sha256 else "another version than the README's"
     print(f"peer: {p} (sha256 {digest[:12]}..., {note})")
     return p
 

@@ -31,6 +31,8 @@ BaseFamily = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "unknown"]
 
 Component = Literal["unet", "text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "unknown"]
 
+TextEncoder = Literal["text_encoder", "text_encoder_2", "text_encoder_3"]
+
 EmbeddedHashStatus = Literal["match", "mismatch", "absent", "unverifiable"]
 
 
@@ -82,6 +84,14 @@ class InspectReport(_Model):
     declared_base_family: BaseFamily | None = Field(None, description="Family the metadata declares, if any")
     family_evidence: list[str] = Field(default_factory=list)
     cross_attention_dim: int | None = Field(None, description="Width of the cross-attention keys (768 SD1, 1024 SD2, 2048 SDXL)")
+    training_resolution: list[int] | None = Field(
+        None, description="[width, height] the adapter was trained at, from ss_resolution (else modelspec.resolution)"
+    )
+    text_encoders: list[TextEncoder] = Field(
+        default_factory=list,
+        description="Text encoders the file adapts: text_encoder (TE1, CLIP ViT-L on SD 1.x and SDXL), "
+        "text_encoder_2 (TE2, SDXL's OpenCLIP ViT-bigG), text_encoder_3; empty when it adapts none",
+    )
     rank: int | None = Field(None, description="Most common module rank")
     ranks: list[int] = Field(default_factory=list, description="All distinct module ranks")
     alpha: float | None = Field(None, description="Most common module alpha")

@@ -14,6 +14,7 @@ LrScheduler = Literal["constant", "constant_with_warmup", "linear", "cosine"]
 ExportFormat = Literal["kohya"]
 #: Which weight files a run writes (docs/formats.md): both (default), or one of them.
 WeightsFormat = Literal["both", "diffusers", "kohya"]
+Optimizer = Literal["adamw", "adamw8bit"]
 
 #: The UNet modules a LoRA adapts by default: every attention projection (self and cross attention).
 DEFAULT_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -27,7 +28,7 @@ class TrainConfig(BaseModel):
     Paths are kept as given (relative paths are relative to the working folder of the run).
     ``None`` means "derive it": ``alpha`` = ``rank``, ``resolution`` = the base model's native size,
     ``name`` = the output folder's name, ``sample_seed`` = ``seed``, ``prediction_type`` = the base
-    scheduler's.
+    scheduler's, ``upscale`` = the family's habit (SD 1.x/2.x yes, SDXL no).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -42,8 +43,11 @@ class TrainConfig(BaseModel):
     rank: int = Field(4, ge=1, le=1024, description="LoRA rank (kohya network_dim)")
     alpha: float | None = Field(None, gt=0, description="LoRA alpha (kohya network_alpha); default: rank")
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
-    train_text_encoder: bool = False
+    train_text_encoder: bool = Field(False, description="Also train LoRAs on the text encoder(s) (SDXL: both)")
     text_encoder_lr: float | None = Field(None, gt=0, description="Learning rate of the text-encoder LoRA; default: lr")
+    text_encoder_2_lr: float | None = Field(
+        None, gt=0, description="SDXL: learning rate of the second text encoder's LoRA; default: text_encoder_lr, else lr"
+    )
 
     steps: int = Field(1000, ge=1, description="Optimizer steps")
     lr: float = Field(1e-4, gt=0)
@@ -56,10 +60,16 @@ class TrainConfig(BaseModel):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_weight_decay: float = Field(1e-2, ge=0)
     adam_epsilon: float = Field(1e-8, gt=0)
+    optimizer: Optimizer = Field("adamw", description="adamw (torch), or adamw8bit (bitsandbytes, CUDA only)")
     seed: int = Field(42, ge=0, lt=2**31)
 
     resolution: int | None = Field(None, ge=64, le=4096, description="Training side length in pixels (multiple of 64)")
     buckets: bool = Field(True, description="Aspect-ratio buckets (else resize + center crop to a square)")
+    upscale: bool | None = Field(
+        None,
+        description="Enlarge images smaller than their bucket (off: they train at their own size, sides rounded "
+        "down to the bucket step); default: on for SD 1.x/2.x, off for SDXL",
+    )
     flip: bool = Field(False, description="Random horizontal flips")
     caption_extension: str = ".txt"
     caption_column: str = Field("text", description="Caption column of an imagefolder metadata.jsonl/csv")

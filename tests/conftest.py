@@ -106,3 +106,23 @@ def embedded_home(embedded_base: Path, lorahub_home: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(embedded_base, target_is_directory=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def embedded_xl_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the embedded tiny SDXL pipeline (seed 0), built once per session (needs torch)."""
+    pytest.importorskip("diffusers", reason="the embedded base model needs the ml extra (torch, diffusers)")
+    from lorahub.base.embedded import SDXL_NAME, ensure_embedded
+
+    return ensure_embedded(seed=0, path=tmp_path_factory.mktemp("embedded-xl-base") / SDXL_NAME, family="sdxl")
+
+
+@pytest.fixture
+def embedded_xl_home(embedded_xl_base: Path, lorahub_home: Path) -> Path:
+    """This test's $LORAHUB_HOME with the session's embedded SDXL model in place (a symlink; read-only)."""
+    from lorahub.base.embedded import embedded_path
+
+    target = embedded_path(lorahub_home, family="sdxl")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(embedded_xl_base, target_is_directory=True)
+    return target

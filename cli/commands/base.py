@@ -24,33 +24,36 @@ base_config_option = click.option(
 
 @click.group("base")
 def base_group() -> None:
-    """Base models: the embedded tiny SD 1.x default, local folders, single files, Hub ids.
+    """Base models: the embedded tiny SD 1.x and SDXL models, local folders, single files, Hub ids.
 
     A base spec is a diffusers folder, a .safetensors checkpoint, a Hub id
-    'namespace/name' (downloaded from $HF_ENDPOINT) or 'lorahub/embedded-sd1-tiny'
-    (the default, built offline on first use).
+    'namespace/name' (downloaded from $HF_ENDPOINT), 'lorahub/embedded-sd1-tiny'
+    (the default) or 'lorahub/embedded-sdxl-tiny' (both built offline on first use).
     """
 
 
 @base_group.command("build")
+@click.option("--family", type=click.Choice(["sd1", "sdxl"]), default="sd1", show_default=True,
+              help="Which embedded model: sd1 (lorahub/embedded-sd1-tiny) or sdxl (lorahub/embedded-sdxl-tiny).")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of the random weights (default: keep the existing build, else 0).")
 @click.option("--force", is_flag=True, help="Rebuild even if it exists.")
 @json_option
-def build_cmd(seed: int | None, force: bool, as_json: bool) -> None:
-    """Build the embedded default base model (once; prints its folder)."""
+def build_cmd(family: str, seed: int | None, force: bool, as_json: bool) -> None:
+    """Build an embedded base model (once; prints its folder)."""
     from lorahub.base import embedded
 
-    path = embedded.embedded_path()
-    marker = embedded.read_marker(path) if embedded.is_complete(path) else None
+    model = embedded.model(family)
+    path = embedded.embedded_path(family=family)
+    marker = embedded.read_marker(path) if embedded.is_complete(path, family) else None
     if marker is not None and seed is not None and marker.get("seed") != seed and not force:
         info(f"rebuilding: the existing build used seed {marker.get('seed')}")
         force = True
     if marker is not None and not force:
         info(f"already built (seed {marker.get('seed')}); --force rebuilds it")
-    path = embedded.ensure_embedded(seed=0 if seed is None else seed, force=force, progress=info)
+    path = embedded.ensure_embedded(seed=0 if seed is None else seed, force=force, progress=info, family=family)
     marker = embedded.read_marker(path) or {}
-    payload = {"id": embedded.EMBEDDED_ID, "path": str(path), "seed": marker.get("seed"), "family": embedded.FAMILY}
+    payload = {"id": model.id, "path": str(path), "seed": marker.get("seed"), "family": model.family}
     emit(payload, as_json, lambda p: p["path"])
 
 

@@ -7,6 +7,9 @@ import click
 from lorahub.adapters.layouts import TOOL_NAMES
 from lorahub.cli.output import emit, json_option
 
+_TE_NAMES = {"text_encoder": "TE1 (text_encoder)", "text_encoder_2": "TE2 (text_encoder_2)",
+             "text_encoder_3": "TE3 (text_encoder_3)"}
+
 
 def _fmt_num(value: float | None) -> str:
     if value is None:
@@ -31,6 +34,8 @@ def render(report, show_modules: bool = False) -> list[str]:  # noqa: ANN001
         ("rank", ranks),
         ("alpha", alphas + ("" if r.alphas else "  (absent: loaders use alpha = rank)") if r.modules else "-"),
         ("modules", f"{r.modules} ({cov or 'none'})" + (f", {r.conv_modules} conv" if r.conv_modules else "") + (", DoRA" if r.dora else "")),
+        ("text encoders", " + ".join(_TE_NAMES[t] for t in r.text_encoders) if r.text_encoders else "none"),
+        ("trained at", f"{r.training_resolution[0]}x{r.training_resolution[1]}" if r.training_resolution else "-"),
         ("dtype", r.dtype or "-"),
         ("size", f"{r.file_size:,} bytes, header {r.header_size:,} bytes, {r.tensors} tensors, {r.parameters:,} parameters"),
     ]

@@ -13,6 +13,7 @@ from lorahub.cli.output import emit, info, json_option, warn
 _FIELDS = {
     "base": "base", "base_config": "base_config", "trigger": "trigger", "name": "name", "rank": "rank",
     "alpha": "alpha", "steps": "steps", "lr": "lr", "text_encoder_lr": "text_encoder_lr",
+    "text_encoder_2_lr": "text_encoder_2_lr", "upscale": "upscale", "optimizer": "optimizer",
     "lr_scheduler": "lr_scheduler", "lr_warmup_steps": "lr_warmup_steps", "resolution": "resolution",
     "batch_size": "batch_size", "gradient_accumulation_steps": "gradient_accumulation_steps", "seed": "seed",
     "train_text_encoder": "train_text_encoder", "mixed_precision": "mixed_precision",
@@ -31,8 +32,8 @@ _FIELDS = {
               help="Output package folder (refused when it exists and is not empty, unless --resume/--overwrite).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Read settings from a TOML file (train_config.toml of an earlier run works); options override it.")
-@click.option("--base", default=None, help="Base model: lorahub/embedded-sd1-tiny (default), a diffusers folder, "
-              "a .safetensors checkpoint or a Hub id.")
+@click.option("--base", default=None, help="Base model: lorahub/embedded-sd1-tiny (default), "
+              "lorahub/embedded-sdxl-tiny, a diffusers folder (SD 1.x/2.x or SDXL), a .safetensors checkpoint or a Hub id.")
 @click.option("--base-config", default=None, help="Diffusers folder describing a single-file --base checkpoint.")
 @click.option("--trigger", default=None, help="Trigger word: first in every caption, used for images without one.")
 @click.option("--name", default=None, help="Adapter name (default: the --out folder's name).")
@@ -41,16 +42,25 @@ _FIELDS = {
 @click.option("--steps", type=int, default=None, help="Optimizer steps [1000].")
 @click.option("--lr", type=float, default=None, help="Learning rate [1e-4].")
 @click.option("--text-encoder-lr", type=float, default=None, help="Learning rate of the text-encoder LoRA [= --lr].")
+@click.option("--text-encoder-2-lr", type=float, default=None,
+              help="SDXL: learning rate of the second text encoder's LoRA [= --text-encoder-lr].")
 @click.option("--lr-scheduler", type=click.Choice(["constant", "constant_with_warmup", "linear", "cosine"]), default=None)
 @click.option("--lr-warmup-steps", type=int, default=None)
-@click.option("--resolution", type=int, default=None, help="Training size in pixels, multiple of 64 [the base's].")
+@click.option("--resolution", type=int, default=None,
+              help="Training size in pixels, multiple of 64 [the base's: 512 SD 1.5, 1024 SDXL]; buckets keep its area.")
 @click.option("--batch-size", type=int, default=None, help="Images per step and device [1].")
 @click.option("--gradient-accumulation-steps", type=int, default=None)
 @click.option("--seed", type=int, default=None, help="Seed of everything random [42].")
-@click.option("--train-text-encoder/--no-train-text-encoder", default=None, help="Also train a text-encoder LoRA.")
+@click.option("--train-text-encoder/--no-train-text-encoder", default=None,
+              help="Also train text-encoder LoRAs (SDXL: both encoders).")
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None,
               help="Mixed precision [no]; fp16 needs a GPU.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="Trade speed for memory.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adamw8bit"]), default=None,
+              help="adamw [default] or adamw8bit (bitsandbytes, CUDA).")
+@click.option("--small-gpu", is_flag=True, help="Settings for a small GPU (8 GB for SDXL): bf16 (else fp16) mixed "
+              "precision, gradient checkpointing, cached latents, 8-bit AdamW if bitsandbytes is installed; explicit "
+              "options win.")
 @click.option("--cache-latents/--no-cache-latents", default=None, help="Encode images once before training [on].")
 @click.option("--prediction-type", type=click.Choice(["epsilon", "v_prediction"]), default=None,
               help="Training target [the base scheduler's].")
@@ -60,6 +70,8 @@ _FIELDS = {
 @click.option("--shuffle-tags/--no-shuffle-tags", default=None, help="Shuffle comma-separated tags.")
 @click.option("--keep-tokens", type=int, default=None, help="Tags kept in front when shuffling [1].")
 @click.option("--buckets/--no-buckets", default=None, help="Aspect-ratio buckets [on]; off: center crop.")
+@click.option("--upscale/--no-upscale", default=None, help="Enlarge images smaller than their bucket [SD 1.x: on, "
+              "SDXL: off, small images train at their own size].")
 @click.option("--flip/--no-flip", default=None, help="Random horizontal flips.")
 @click.option("--sample-every", type=int, default=None, help="Preview images every N steps (always at the end).")
 @click.option("--sample-prompt", "sample_prompts", multiple=True, help="Preview prompt (repeatable) [the trigger].")
@@ -81,7 +93,7 @@ _FIELDS = {
 @json_option
 def train_cmd(data: str | None, out: str | None, config_file: str | None, sample_prompts: tuple[str, ...],
               export: tuple[str, ...], weights_format: str | None, resume: bool, overwrite: bool, progress: bool,
-              as_json: bool, **options: Any) -> None:
+              as_json: bool, small_gpu: bool, **options: Any) -> None:
     """Train a LoRA adapter on the images in DATA and write the package to --out.
 
     DATA is a folder of images with same-name .txt captions (kohya style; sub-folders
@@ -94,6 +106,10 @@ def train_cmd(data: str | None, out: str | None, config_file: str | None, sample
     --resume, the run continues from the last checkpoint of --out with the settings saved
     there (only --steps, the sample, checkpoint and format options may change).
 
+    SDXL bases (lorahub/embedded-sdxl-tiny, SDXL folders and single files) train the
+    same way, with both text encoders, the pooled embedding and each image's
+    micro-conditioning (original size, crop, target size).
+
     Runs on the CPU against the embedded base model; on several GPUs launch it with
     `accelerate launch -m lorahub.cli train ...`.
     """
@@ -101,6 +117,10 @@ def train_cmd(data: str | None, out: str | None, config_file: str | None, sample
     from lorahub.training.config import CONFIG_NAME, load_config_file, make_config, merge_resume, read_config
 
     given: dict[str, Any] = {_FIELDS[k]: v for k, v in options.items() if v is not None}
+    if small_gpu:
+        from lorahub.training.config import small_gpu_settings
+
+        given = {**small_gpu_settings(), **given}
     if sample_prompts:
         given["sample_prompts"] = list(sample_prompts)
     if export:

@@ -11,7 +11,7 @@ from lorahub.schemas.adapters import Coverage, InspectReport, ModuleInfo
 
 from .formats import FORMAT_NAMES, NOT_LOADABLE_REASON, Analysis, analyze, declared_family
 from .header import DTYPE_NAMES, SafetensorsHeader, read_header
-from .kohya import json_depth_ok, training_parameters, trigger_words, utf8
+from .kohya import json_depth_ok, training_parameters, training_resolution, trigger_words, utf8
 
 EMBEDDED_HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
 
@@ -90,6 +90,9 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
     words, source = trigger_words(md, card)
     card_title = (card or {}).get("title")
     title = md.get("ss_output_name") or md.get("modelspec.title") or (utf8(card_title) if isinstance(card_title, str) else None) or None
+    resolution, resolution_problems = training_resolution(md)
+    warnings.extend(resolution_problems)
+    encoders = [c for c in ("text_encoder", "text_encoder_2", "text_encoder_3") if getattr(coverage, c)]
     return InspectReport(
         path=header.path,
         file_size=header.file_size,
@@ -102,6 +105,8 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
         declared_base_family=declared,  # type: ignore[arg-type]
         family_evidence=evidence,
         cross_attention_dim=an.cross_attention_dim,
+        training_resolution=list(resolution) if resolution else None,
+        text_encoders=encoders,  # type: ignore[arg-type]
         rank=_most_common(ranks),
         ranks=sorted(ranks),
         alpha=_most_common(alphas),

@@ -87,6 +87,43 @@ def decode_value(key: str, value: str) -> Any:
 
 _NOT_PLAIN = object()
 
+#: "1024", "(1024, 768)", "[1024, 768]", "1024,768", "1024x768": width first (kohya's --resolution order).
+_RESOLUTION = re.compile(r"^[(\[]?\s*(\d{1,5})\s*(?:[,x×*]\s*(\d{1,5})\s*)?[)\]]?$")
+
+
+def parse_resolution(value: str) -> tuple[int, int] | None:
+    """(width, height) from a kohya ``ss_resolution`` or ``modelspec.resolution`` text, or None."""
+    m = _RESOLUTION.match(value.strip()) if isinstance(value, str) and len(value) < 64 else None
+    if not m:
+        return None
+    w = int(m.group(1))
+    h = int(m.group(2)) if m.group(2) else w
+    return (w, h) if w > 0 and h > 0 else None
+
+
+def training_resolution(md: dict[str, str]) -> tuple[tuple[int, int] | None, list[str]]:
+    """The resolution an adapter was trained at, from ``ss_resolution`` (else ``modelspec.resolution``).
+
+    Returns ((width, height) or None, problems): a value that does not parse, or
+    the two keys disagreeing.
+    """
+    problems: list[str] = []
+    found: dict[str, tuple[int, int]] = {}
+    for key in ("ss_resolution", "modelspec.resolution"):
+        raw = md.get(key)
+        if raw is None or not raw.strip() or raw.strip() == "None":
+            continue
+        res = parse_resolution(raw)
+        if res is None:
+            problems.append(f"metadata {key} {raw[:40]!r} is not a resolution")
+        else:
+            found[key] = res
+    if len(found) == 2 and found["ss_resolution"] != found["modelspec.resolution"]:
+        a, b = found["ss_resolution"], found["modelspec.resolution"]
+        problems.append(f"ss_resolution says {a[0]}x{a[1]} but modelspec.resolution says {b[0]}x{b[1]}")
+    best = found.get("ss_resolution") or found.get("modelspec.resolution")
+    return best, problems
+
 
 def _plain(lit: Any, depth: int = 0) -> Any:
     """A Python literal as JSON-ready data (tuples/sets -> lists), or ``_NOT_PLAIN``

@@ -16,6 +16,7 @@ from lorahub.schemas.adapters import ValidationReport
 
 from .formats import NOT_LOADABLE_REASON, analyze, declared_family
 from .header import PICKLE_SUFFIXES, SafetensorsHeader, _short, layout_problems, read_header
+from .kohya import training_resolution
 
 #: Suffixes ``validate`` picks up inside folders (pickles so they are reported).
 SCANNED_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
@@ -43,6 +44,7 @@ def validate_file(path: str | os.PathLike[str], *, deep: bool = False, check_has
     declared = declared_family(md)
     if an.shape_family and declared and an.shape_family != declared:
         warnings.append(f"metadata declares {declared} but the tensor shapes say {an.shape_family}")
+    warnings.extend(training_resolution(md)[1])
     if an.format in NOT_LOADABLE_REASON and an.modules:
         warnings.append(NOT_LOADABLE_REASON[an.format])
     if an.shape_mismatches:

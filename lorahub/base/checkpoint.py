@@ -6,11 +6,23 @@ ComfyUI and Civitai use: one ``.safetensors`` with ``model.diffusion_model.*``
 text encoder) or ``conditioner.embedders.*`` (SDXL).
 
 :func:`checkpoint_family` reads only the header. :func:`export_single_file`
-is the inverse of diffusers' ``convert_ldm_*_checkpoint`` functions for SD 1.x
-pipelines of any width and depth (the embedded tiny model included); it needs
-numpy and safetensors, not torch. It exists so that the single-file loading
-path can be exercised offline, and so that users can hand the embedded model
-to tools that only read single files.
+is the inverse of diffusers' ``convert_ldm_*_checkpoint`` /
+``convert_open_clip_checkpoint`` functions for SD 1.x and SDXL pipelines of any
+width and depth (the embedded tiny models included); it needs numpy and
+safetensors, not torch. It exists so that the single-file loading path can be
+exercised offline, and so that users can hand the embedded models to tools that
+only read single files.
+
+The SDXL layout (Stability's SGM code, as ``sd_xl_base_1.0.safetensors`` has it):
+the UNet under ``model.diffusion_model.`` as SD 1.x (plus ``label_emb.0.{0,2}``,
+the added-conditioning MLP diffusers calls ``add_embedding.linear_{1,2}``); the
+first text encoder (CLIP ViT-L) in transformers' layout under
+``conditioner.embedders.0.transformer.text_model.``; the second (OpenCLIP
+ViT-bigG) in OpenCLIP's layout under ``conditioner.embedders.1.model.``:
+``transformer.resblocks.N.{ln_1,attn.in_proj_weight/bias (q, k, v stacked),
+attn.out_proj,ln_2,mlp.c_fc,mlp.c_proj}``, ``token_embedding.weight``,
+``positional_embedding``, ``ln_final`` and ``text_projection`` (the transpose of
+transformers' ``text_projection.weight``).
 """
 
 from __future__ import annotations
@@ -27,6 +39,9 @@ from ..errors import BaseModelError
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+#: SDXL: the first text encoder (transformers' CLIP layout) and the second (OpenCLIP's layout).
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."
+SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
 
 
 def checkpoint_family(header: SafetensorsHeader) -> str | None:
@@ -75,6 +90,9 @@ _UNET_TOP = {
     "conv_in.": "input_blocks.0.0.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    # SDXL's added conditioning (pooled text embedding + micro-conditioning time ids)
+    "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
 
 
@@ -162,16 +180,81 @@ def vae_key_to_ldm(key: str, config: dict[str, Any]) -> tuple[str, bool]:
     raise BaseModelError(f"cannot map VAE parameter '{key}' to the single-file layout")
 
 
+_OPENCLIP_LAYER = (
+    ("layer_norm1.", "ln_1."),
+    ("layer_norm2.", "ln_2."),
+    ("self_attn.out_proj.", "attn.out_proj."),
+    ("mlp.fc1.", "mlp.c_fc."),
+    ("mlp.fc2.", "mlp.c_proj."),
+)
+
+_OPENCLIP_TOP = {
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+
+
+def openclip_arrays(weights: dict[str, Any]) -> dict[str, Any]:
+    """A transformers ``CLIPTextModelWithProjection`` state dict in OpenCLIP's layout (SDXL's second encoder).
+
+    q, k and v projections are stacked into ``attn.in_proj_weight``/``in_proj_bias``;
+    ``text_projection`` is transposed (OpenCLIP multiplies ``x @ text_projection``).
+    """
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    qkv: dict[tuple[int, str], dict[str, Any]] = {}
+    for key, arr in weights.items():
+        if key.endswith("position_ids"):
+            continue
+        if key in _OPENCLIP_TOP:
+            out[_OPENCLIP_TOP[key]] = arr
+            continue
+        if key == "text_projection.weight":
+            out["text_projection"] = np.ascontiguousarray(arr.T)
+            continue
+        m = re.match(r"(?:text_model\.)?encoder\.layers\.(\d+)\.(.+)$", key)
+        if not m:
+            raise BaseModelError(f"cannot map text-encoder parameter '{key}' to the OpenCLIP layout")
+        layer, rest = int(m[1]), m[2]
+        q = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)$", rest)
+        if q:
+            qkv.setdefault((layer, q[2]), {})[q[1]] = arr
+            continue
+        for old, new in _OPENCLIP_LAYER:
+            if rest.startswith(old):
+                out[f"transformer.resblocks.{layer}.{new}{rest[len(old):]}"] = arr
+                break
+        else:
+            raise BaseModelError(f"cannot map text-encoder parameter '{key}' to the OpenCLIP layout")
+    for (layer, kind), parts in sorted(qkv.items()):
+        if set(parts) != {"q", "k", "v"}:
+            raise BaseModelError(f"text-encoder layer {layer} lacks one of q_proj/k_proj/v_proj ({kind})")
+        name = "in_proj_weight" if kind == "weight" else "in_proj_bias"
+        out[f"transformer.resblocks.{layer}.attn.{name}"] = np.concatenate([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+#: The pipeline classes :func:`export_single_file` writes, with their modelspec architecture.
+_EXPORTABLE = {
+    "StableDiffusionPipeline": "stable-diffusion-v1",
+    "StableDiffusionXLPipeline": "stable-diffusion-xl-v1-base",
+}
+
+
 def export_single_file(
     folder: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write the SD 1.x diffusers pipeline in ``folder`` as one original-layout ``.safetensors``.
+    """Write the SD 1.x or SDXL diffusers pipeline in ``folder`` as one original-layout ``.safetensors``.
 
     Tensors keep their dtypes. The file loads with
-    ``StableDiffusionPipeline.from_single_file(out, config=folder)``.
+    ``StableDiffusionPipeline.from_single_file(out, config=folder)`` (SD 1.x) or
+    ``StableDiffusionXLPipeline.from_single_file(out, config=folder)`` (SDXL).
     """
     from safetensors.numpy import load_file
 
@@ -184,9 +267,13 @@ def export_single_file(
         vae_cfg = json.loads((root / "vae" / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BaseModelError(f"{root}: not a readable diffusers pipeline folder ({exc})") from None
-    if index.get("_class_name") != "StableDiffusionPipeline":
-        raise BaseModelError(f"{root}: only StableDiffusionPipeline folders can be exported, not {index.get('_class_name')}")
-    if unet_cfg.get("use_linear_projection"):
+    cls = index.get("_class_name")
+    if cls not in _EXPORTABLE:
+        raise BaseModelError(
+            f"{root}: only StableDiffusionPipeline and StableDiffusionXLPipeline folders can be exported, not {cls}"
+        )
+    xl = cls == "StableDiffusionXLPipeline"
+    if unet_cfg.get("use_linear_projection") and not xl:
         raise BaseModelError(f"{root}: linear-projection UNets (SD 2.x) are not supported by the exporter")
 
     def weights(sub: str) -> dict[str, Any]:
@@ -204,12 +291,16 @@ def export_single_file(
         if to_conv and arr.ndim == 2:
             arr = arr.reshape(*arr.shape, 1, 1)
         arrays[VAE_PREFIX + name] = arr
+    clip_prefix = SDXL_CLIP_PREFIX if xl else CLIP_PREFIX
     for key, arr in weights("text_encoder").items():
         key = key.removeprefix("text_model.")
         if key.endswith("position_ids"):
             continue
-        arrays[CLIP_PREFIX + key] = arr
-    md = {"format": "pt", "modelspec.sai_model_spec": "1.0.1", "modelspec.architecture": "stable-diffusion-v1"}
+        arrays[clip_prefix + key] = arr
+    if xl:
+        for key, arr in openclip_arrays(weights("text_encoder_2")).items():
+            arrays[SDXL_OPENCLIP_PREFIX + key] = arr
+    md = {"format": "pt", "modelspec.sai_model_spec": "1.0.1", "modelspec.architecture": _EXPORTABLE[cls]}
     md.update(metadata or {})
     return write_numpy(out, arrays, md)
 

@@ -1,11 +1,12 @@
-"""The embedded default base model: a tiny Stable Diffusion 1.x pipeline built offline.
+"""The embedded base models: tiny Stable Diffusion 1.x and SDXL pipelines built offline.
 
 lorahub needs a base model for training, previews, blending and its tests, and
 must work without network access. So it builds one, on first need, from a seed:
-the Stable Diffusion 1.x architecture at a tiny width, with random weights.
-It draws noise-like pictures, but every code path (LoRA loading, training,
-hot-swapping, blending, single-file checkpoints) behaves as on real SD 1.5,
-because the module tree and the module names are the same.
+the Stable Diffusion 1.x architecture (the default) or the SDXL architecture
+(:data:`SDXL_ID`, see "The SDXL model" below) at a tiny width, with random
+weights. They draw noise-like pictures, but every code path (LoRA loading,
+training, hot-swapping, blending, single-file checkpoints) behaves as on real
+SD 1.5 / SDXL, because the module trees and the module names are the same.
 
 Users see it as :data:`EMBEDDED_ID` (``lorahub/embedded-sd1-tiny``). It is saved
 with ``save_pretrained`` (safetensors) under
@@ -48,6 +49,45 @@ Building is atomic: the pipeline is saved into a temporary folder beside the
 target, checked, and renamed into place; an interrupted build leaves nothing
 half-made. Concurrent builders are serialised by a lock file and, where locks
 are unavailable, tolerated (the first rename wins).
+
+The SDXL model
+--------------
+
+:data:`SDXL_ID` (``lorahub/embedded-sdxl-tiny``), saved under
+``$LORAHUB_HOME/models/embedded-sdxl-tiny-v1/`` and built by
+``lorahub base build --family sdxl`` or on first need. A
+``StableDiffusionXLPipeline`` (SDXL base 1.0 in brackets):
+
+- UNet2DConditionModel: ``DownBlock2D`` + ``CrossAttnDownBlock2D`` x2, a
+  cross-attention mid block, ``CrossAttnUpBlock2D`` x2 + ``UpBlock2D`` (as
+  SDXL: no attention at the highest resolution); ``block_out_channels=(32, 64,
+  128)`` [(320, 640, 1280)], ``layers_per_block=2`` [2],
+  ``transformer_layers_per_block=(1, 1, 2)`` [(1, 2, 10)], so the deepest level
+  has ``transformer_blocks.1`` as SDXL has ``.1``-``.9``; heads of 16 channels
+  ``attention_head_dim=(2, 4, 8)`` [(5, 10, 20) of 64];
+  ``use_linear_projection=True`` (linear ``proj_in``/``proj_out``, as SDXL);
+  ``cross_attention_dim=96`` = TE1 width 32 + TE2 width 64 [768 + 1280 =
+  2048]; the added conditioning ``addition_embed_type="text_time"``,
+  ``addition_time_embed_dim=16`` [256] and
+  ``projection_class_embeddings_input_dim=160`` = TE2 projection 64 + 6 x 16
+  [1280 + 6 x 256 = 2816] (pooled text embedding plus the six micro-conditioning
+  numbers: original size, crop top-left, target size); ``sample_size=16`` [128],
+  so the native size is 128 px [1024], twice the SD 1.x model's as SDXL's is
+  twice SD 1.5's. 17 transformer blocks [70], about 8.2 M parameters.
+- AutoencoderKL as the SD 1.x model's, with SDXL's ``scaling_factor=0.13025``
+  and ``force_upcast=True``.
+- ``text_encoder``: CLIPTextModel as the SD 1.x model's (SDXL's first encoder is
+  SD 1.5's CLIP ViT-L). ``text_encoder_2``: CLIPTextModelWithProjection,
+  ``hidden_size=64`` [1280], ``intermediate_size=256`` [5120], 4 heads [20], 4
+  layers [32], ``gelu`` [gelu], ``projection_dim=64`` [1280].
+- ``tokenizer`` as the SD 1.x model's; ``tokenizer_2`` the same vocabulary
+  padded with ``!`` as SDXL's second tokenizer is.
+- EulerDiscreteScheduler with SDXL's schedule (``scaled_linear``,
+  0.00085..0.012, ``leading`` spacing, ``steps_offset=1``, epsilon).
+- ``force_zeros_for_empty_prompt=True`` (as SDXL base), no watermarker.
+
+Its components are seeded from ``"sdxl/<component>"``, so the two models never
+share weights.
 """
 
 from __future__ import annotations
@@ -61,6 +101,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,28 +177,147 @@ MODEL_MAX_LENGTH = 77
 #: The sub-folders a complete build has (besides model_index.json and the marker).
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
+# ----------------------------------------------------------------------------------------- SDXL
+
+#: What the user types for the embedded SDXL model (``--base lorahub/embedded-sdxl-tiny``).
+SDXL_ID = "lorahub/embedded-sdxl-tiny"
+#: Its versioned folder name under ``$LORAHUB_HOME/models``.
+SDXL_NAME = "embedded-sdxl-tiny-v1"
+
+SDXL_TEXT_CONFIG: dict[str, Any] = dict(TEXT_CONFIG)
+
+SDXL_TEXT2_CONFIG: dict[str, Any] = {
+    "vocab_size": 514,
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 4,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "projection_dim": 64,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    # the id of "!" (tokenizer_2 pads with it, as SDXL's does); checked when building
+    "pad_token_id": 2,
+}
+
+#: Width of the six micro-conditioning numbers' sinusoidal embeddings.
+SDXL_TIME_EMBED_DIM = 16
+
+SDXL_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64, 128),
+    "layers_per_block": 2,
+    "transformer_layers_per_block": (1, 1, 2),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "cross_attention_dim": SDXL_TEXT_CONFIG["hidden_size"] + SDXL_TEXT2_CONFIG["hidden_size"],
+    "attention_head_dim": (2, 4, 8),
+    "norm_num_groups": 32,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": SDXL_TIME_EMBED_DIM,
+    "projection_class_embeddings_input_dim": SDXL_TEXT2_CONFIG["projection_dim"] + 6 * SDXL_TIME_EMBED_DIM,
+}
+
+SDXL_VAE_CONFIG: dict[str, Any] = {
+    **VAE_CONFIG,
+    "sample_size": 128,
+    "scaling_factor": 0.13025,
+    "force_upcast": True,
+}
+
+#: EulerDiscreteScheduler with stabilityai/stable-diffusion-xl-base-1.0's scheduler_config.json values.
+SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+    "timestep_spacing": "leading",
+    "steps_offset": 1,
+}
+
+SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 
 
-def embedded_path(home: str | os.PathLike[str] | None = None) -> Path:
-    """Where the embedded model lives (or will live): ``<home>/models/embedded-sd1-tiny-v1``.
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """One embedded base model: its family, names and layout."""
 
-    ``home`` defaults to ``$LORAHUB_HOME`` (:func:`lorahub.config.home`).
+    family: str
+    id: str
+    #: Versioned folder name under ``$LORAHUB_HOME/models``.
+    name: str
+    pipeline_class: str
+    #: Sub-folders of a complete build.
+    components: tuple[str, ...]
+    #: Sub-folders holding weights.
+    weighted: tuple[str, ...]
+    unet_config: dict[str, Any]
+    #: Native image side in pixels (UNet sample size x VAE factor 8).
+    resolution: int
+
+
+MODELS: dict[str, EmbeddedModel] = {
+    "sd1": EmbeddedModel("sd1", EMBEDDED_ID, EMBEDDED_NAME, "StableDiffusionPipeline", COMPONENTS,
+                         ("unet", "vae", "text_encoder"), UNET_CONFIG, int(UNET_CONFIG["sample_size"]) * 8),
+    "sdxl": EmbeddedModel("sdxl", SDXL_ID, SDXL_NAME, "StableDiffusionXLPipeline", SDXL_COMPONENTS,
+                          ("unet", "vae", "text_encoder", "text_encoder_2"), SDXL_UNET_CONFIG,
+                          int(SDXL_UNET_CONFIG["sample_size"]) * 8),
+}
+#: The families there is an embedded model of.
+FAMILIES = tuple(MODELS)
+
+
+def model(family: str = FAMILY) -> EmbeddedModel:
+    """The embedded model of ``family`` (``"sd1"`` or ``"sdxl"``); :class:`BaseModelError` otherwise."""
+    try:
+        return MODELS[family]
+    except KeyError:
+        raise BaseModelError(
+            f"there is no embedded {family!r} base model", hint=f"choose one of: {', '.join(FAMILIES)}"
+        ) from None
+
+
+def model_of_id(model_id: str) -> EmbeddedModel | None:
+    """The embedded model named ``model_id`` (``lorahub/embedded-sdxl-tiny``), or ``None``."""
+    return next((m for m in MODELS.values() if m.id == model_id), None)
+
+
+def embedded_path(home: str | os.PathLike[str] | None = None, family: str = FAMILY) -> Path:
+    """Where an embedded model lives (or will live): ``<home>/models/embedded-sd1-tiny-v1``.
+
+    ``home`` defaults to ``$LORAHUB_HOME`` (:func:`lorahub.config.home`);
+    ``family="sdxl"`` gives ``<home>/models/embedded-sdxl-tiny-v1``.
     """
     if home is None:
         from ..config import home as lorahub_home
 
         home = lorahub_home()
-    return Path(home) / "models" / EMBEDDED_NAME
+    return Path(home) / "models" / model(family).name
 
 
-def is_complete(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` holds a finished embedded build (marker and every component)."""
+def is_complete(path: str | os.PathLike[str], family: str | None = None) -> bool:
+    """True when ``path`` holds a finished embedded build (marker and every component).
+
+    ``family`` names the model expected there; by default the marker's (SD 1.x
+    when the marker names none).
+    """
     p = Path(path)
     if not (p / MARKER).is_file() or not (p / "model_index.json").is_file():
         return False
-    if not all((p / c).is_dir() for c in COMPONENTS):
+    if family is None:
+        marker = read_marker(p) or {}
+        family = marker.get("family") if marker.get("family") in MODELS else FAMILY
+    spec = model(family)  # type: ignore[arg-type]
+    if not all((p / c).is_dir() for c in spec.components):
         return False
-    return all(any((p / c).glob("*.safetensors")) for c in ("unet", "vae", "text_encoder"))
+    return all(any((p / c).glob("*.safetensors")) for c in spec.weighted)
 
 
 def read_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -176,8 +336,9 @@ def ensure_embedded(
     home: str | os.PathLike[str] | None = None,
     path: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    family: str = FAMILY,
 ) -> Path:
-    """Return the folder of the embedded model, building it first when needed.
+    """Return the folder of an embedded model (``family``: sd1 or sdxl), building it first when needed.
 
     ``path`` (an explicit folder) wins over ``home`` (a lorahub home), which
     wins over ``$LORAHUB_HOME``. An existing complete build is reused as is,
@@ -185,14 +346,15 @@ def ensure_embedded(
     ``seed`` and replaces the folder atomically. Several processes may call
     this at once: one builds, the others wait for it and reuse its result.
     """
-    target = Path(path) if path is not None else embedded_path(home)
-    if not force and is_complete(target):
+    model(family)
+    target = Path(path) if path is not None else embedded_path(home, family)
+    if not force and is_complete(target, family):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(target):
-        if not force and is_complete(target):  # another process built it meanwhile
+        if not force and is_complete(target, family):  # another process built it meanwhile
             return target
-        build_embedded(target, seed=seed, progress=progress)
+        build_embedded(target, seed=seed, progress=progress, family=family)
     return target
 
 
@@ -201,29 +363,32 @@ def build_embedded(
     seed: int = 0,
     *,
     progress: Callable[[str], None] | None = None,
+    family: str = FAMILY,
 ) -> Path:
-    """Build the tiny pipeline from ``seed`` and save it at ``path`` (replacing what is there).
+    """Build the tiny pipeline of ``family`` from ``seed`` and save it at ``path`` (replacing what is there).
 
     The pipeline is written into a temporary sibling folder and renamed into
     place, so ``path`` is either absent, the old build, or the complete new one.
     """
     target = Path(path)
+    spec = model(family)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise BaseModelError(f"seed must be a non-negative integer, not {seed!r}")
     say = progress or (lambda _msg: None)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        say(f"building the embedded base model {EMBEDDED_ID} (seed {seed})")
+        say(f"building the embedded base model {spec.id} (seed {seed})")
         started = time.monotonic()
-        pipe = build_pipeline(seed)
+        pipe = build_pipeline(seed) if family == "sd1" else build_xl_pipeline(seed)
         say("saving it")
         import transformers
 
         with _quiet_transformers(transformers):
             pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / MARKER).write_text(json.dumps(_marker(seed), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if not is_complete(tmp):
+        (tmp / MARKER).write_text(json.dumps(_marker(seed, family), indent=2, sort_keys=True) + "\n",
+                                  encoding="utf-8")
+        if not is_complete(tmp, family):
             raise BaseModelError(f"building the embedded base model left an incomplete folder: {tmp}")
         _fsync_tree(tmp)
         _replace_dir(tmp, target)
@@ -235,7 +400,7 @@ def build_embedded(
 
 
 def build_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipeline
-    """The embedded pipeline in memory (float32, CPU), initialised from ``seed``."""
+    """The embedded SD 1.x pipeline in memory (float32, CPU), initialised from ``seed``."""
     from ..errors import require
 
     torch = require("torch", "ml")
@@ -255,8 +420,8 @@ def build_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipelin
         text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(**TEXT_CONFIG))
     tokenizer = build_tokenizer()
     scheduler = diffusers.DDIMScheduler(**SCHEDULER_CONFIG)
-    for model in (unet, vae, text_encoder):
-        model.eval()
+    for module in (unet, vae, text_encoder):
+        module.eval()
     return pipeline_cls(
         vae=vae,
         text_encoder=text_encoder,
@@ -266,6 +431,48 @@ def build_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipelin
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+
+
+def build_xl_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipeline
+    """The embedded SDXL pipeline in memory (float32, CPU), initialised from ``seed``."""
+    from ..errors import require
+
+    torch = require("torch", "ml")
+    diffusers = require("diffusers", "ml")
+    transformers = require("transformers", "ml")
+
+    def seeded(component: str) -> Any:
+        torch.manual_seed(component_seed(seed, "sdxl/" + component))
+
+    with _quiet_transformers(transformers), torch.random.fork_rng(devices=[]):
+        pipeline_cls = diffusers.StableDiffusionXLPipeline
+        seeded("unet")
+        unet = diffusers.UNet2DConditionModel(**SDXL_UNET_CONFIG)
+        seeded("vae")
+        vae = diffusers.AutoencoderKL(**SDXL_VAE_CONFIG)
+        seeded("text_encoder")
+        text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(**SDXL_TEXT_CONFIG))
+        seeded("text_encoder_2")
+        text_encoder_2 = transformers.CLIPTextModelWithProjection(transformers.CLIPTextConfig(**SDXL_TEXT2_CONFIG))
+    tokenizer = build_tokenizer()
+    tokenizer_2 = build_tokenizer(pad_token="!")
+    if tokenizer_2.pad_token_id != SDXL_TEXT2_CONFIG["pad_token_id"]:  # pragma: no cover - guard
+        raise BaseModelError(f"the second tokenizer pads with id {tokenizer_2.pad_token_id}, "
+                             f"not {SDXL_TEXT2_CONFIG['pad_token_id']}")
+    scheduler = diffusers.EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG)
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        module.eval()
+    return pipeline_cls(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
 
 
@@ -288,17 +495,21 @@ def tokenizer_vocab() -> dict[str, int]:
     return vocab
 
 
-def build_tokenizer():  # noqa: ANN201 - returns a CLIPTokenizer
+def build_tokenizer(pad_token: str | None = None):  # noqa: ANN201 - returns a CLIPTokenizer
     """A CLIP tokenizer with :func:`tokenizer_vocab`, no merges and ``model_max_length=77``.
 
-    (Passing ``vocab_file=``/``merges_file=`` to ``CLIPTokenizer`` is silently
-    ignored by transformers 5; the vocabulary must be given as a dict.)
+    It pads with ``<|endoftext|>`` (as SD 1.x's), or with ``pad_token`` (SDXL's
+    second tokenizer pads with ``"!"``). (Passing ``vocab_file=``/``merges_file=``
+    to ``CLIPTokenizer`` is silently ignored by transformers 5; the vocabulary
+    must be given as a dict.)
     """
     from transformers import CLIPTokenizer
 
     vocab = tokenizer_vocab()
-    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MODEL_MAX_LENGTH)
-    if tok.bos_token_id != 0 or tok.eos_token_id != 1 or tok.pad_token_id != 1:  # pragma: no cover - guard
+    extra = {"pad_token": pad_token} if pad_token is not None else {}
+    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MODEL_MAX_LENGTH, **extra)
+    pad = vocab[pad_token] if pad_token is not None else 1
+    if tok.bos_token_id != 0 or tok.eos_token_id != 1 or tok.pad_token_id != pad:  # pragma: no cover - guard
         raise BaseModelError(
             "the locally built CLIP tokenizer has unexpected special ids "
             f"(bos {tok.bos_token_id}, eos {tok.eos_token_id}, pad {tok.pad_token_id})"
@@ -306,11 +517,27 @@ def build_tokenizer():  # noqa: ANN201 - returns a CLIPTokenizer
     return tok
 
 
-def config_summary() -> dict[str, Any]:
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
+def config_summary(family: str = FAMILY) -> dict[str, Any]:
     """A JSON-able summary of the architecture (written to the marker, shown by ``base info``)."""
+    if family == "sdxl":
+        return {
+            "unet": _plain(SDXL_UNET_CONFIG),
+            "vae": _plain(SDXL_VAE_CONFIG),
+            "text_encoder": dict(SDXL_TEXT_CONFIG),
+            "text_encoder_2": dict(SDXL_TEXT2_CONFIG),
+            "tokenizer": {"vocab_size": 514, "merges": 0, "model_max_length": MODEL_MAX_LENGTH},
+            "tokenizer_2": {"vocab_size": 514, "merges": 0, "model_max_length": MODEL_MAX_LENGTH, "pad_token": "!"},
+            "scheduler": {"class": "EulerDiscreteScheduler", **SDXL_SCHEDULER_CONFIG},
+            "resolution": MODELS["sdxl"].resolution,
+        }
+    model(family)
     return {
-        "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in UNET_CONFIG.items()},
-        "vae": {k: list(v) if isinstance(v, tuple) else v for k, v in VAE_CONFIG.items()},
+        "unet": _plain(UNET_CONFIG),
+        "vae": _plain(VAE_CONFIG),
         "text_encoder": dict(TEXT_CONFIG),
         "tokenizer": {"vocab_size": 514, "merges": 0, "model_max_length": MODEL_MAX_LENGTH},
         "scheduler": {"class": "DDIMScheduler", **SCHEDULER_CONFIG},
@@ -318,7 +545,8 @@ def config_summary() -> dict[str, Any]:
     }
 
 
-def _marker(seed: int) -> dict[str, Any]:
+def _marker(seed: int, family: str = FAMILY) -> dict[str, Any]:
+    spec = model(family)
     versions = {}
     for mod in ("torch", "diffusers", "transformers"):
         m = sys.modules.get(mod)
@@ -326,13 +554,13 @@ def _marker(seed: int) -> dict[str, Any]:
             versions[mod] = str(getattr(m, "__version__", "?"))
     return {
         "format": MARKER_FORMAT,
-        "id": EMBEDDED_ID,
-        "name": EMBEDDED_NAME,
-        "family": FAMILY,
+        "id": spec.id,
+        "name": spec.name,
+        "family": spec.family,
         "seed": seed,
         "lorahub_version": __version__,
         "built_with": versions,
-        "config": config_summary(),
+        "config": config_summary(family),
     }
 
 

@@ -4,12 +4,15 @@ A spec is one of:
 
 - nothing, ``"embedded"`` or ``"lorahub/embedded-sd1-tiny"``: the embedded tiny
   SD 1.x model (:mod:`lorahub.base.embedded`), built on first need;
+  ``"lorahub/embedded-sdxl-tiny"`` (or ``"embedded-sdxl"``): the embedded tiny SDXL
+  model, likewise;
 - a local diffusers pipeline folder (it has ``model_index.json``);
 - a single-file ``.safetensors`` checkpoint in the original SD layout (A1111,
   ComfyUI, Civitai). diffusers needs the configs of the pipeline to load one;
   lorahub never lets it fetch them from the network, so pass a local diffusers
   folder of the same architecture (``base_config=``, ``--base-config``). For a
-  single file of the embedded architecture the embedded folder is used;
+  single file of an embedded architecture (SD 1.x or SDXL, recognised by its
+  layout and cross-attention width) the embedded folder is used;
 - a Hub id ``namespace/name`` (optionally ``namespace/name@revision``): downloaded
   with ``huggingface_hub.snapshot_download`` from ``$HF_ENDPOINT`` (default
   huggingface.co) into the Hugging Face cache; only configs, tokenizer files
@@ -39,8 +42,10 @@ from .checkpoint import checkpoint_family, context_dim
 
 KINDS = ("embedded", "folder", "single_file", "hub")
 
-#: Words that name the embedded model.
+#: Words that name the embedded SD 1.x model.
 EMBEDDED_ALIASES = ("", "embedded", "default", _embedded.EMBEDDED_ID)
+#: Words that name the embedded SDXL model.
+EMBEDDED_XL_ALIASES = ("embedded-sdxl", _embedded.SDXL_ID)
 
 #: Pipeline classes lorahub can load, with the family they imply (None: look closer).
 PIPELINE_CLASSES: dict[str, str | None] = {
@@ -95,7 +100,7 @@ class BaseRef:
     def name(self) -> str:
         """What to show the user: the embedded id, the Hub id, or the path."""
         if self.kind == "embedded":
-            return _embedded.EMBEDDED_ID
+            return _embedded.model(self.family or _embedded.FAMILY).id
         if self.kind == "hub" and self.repo_id:
             return self.repo_id + (f"@{self.revision}" if self.revision else "")
         return self.location
@@ -107,7 +112,21 @@ class BaseRef:
 
 
 def is_embedded_spec(spec: str | os.PathLike[str] | None) -> bool:
-    return spec is None or (isinstance(spec, str) and spec.strip() in EMBEDDED_ALIASES)
+    return embedded_family(spec) is not None
+
+
+def embedded_family(spec: str | os.PathLike[str] | None) -> str | None:
+    """``"sd1"`` or ``"sdxl"`` when ``spec`` names an embedded model, else ``None``."""
+    if spec is None:
+        return _embedded.FAMILY
+    if not isinstance(spec, str):
+        return None
+    word = spec.strip()
+    if word in EMBEDDED_ALIASES:
+        return _embedded.FAMILY
+    if word in EMBEDDED_XL_ALIASES:
+        return "sdxl"
+    return None
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -137,8 +156,10 @@ def resolve_base(
     a single-file checkpoint. ``seed`` and ``home`` go to
     :func:`~lorahub.base.embedded.ensure_embedded`.
     """
-    if is_embedded_spec(spec):
-        return _resolve_embedded(build=build, seed=seed, home=home, spec=None if spec is None else str(spec))
+    family = embedded_family(spec)
+    if family is not None:
+        return _resolve_embedded(build=build, seed=seed, home=home, spec=None if spec is None else str(spec),
+                                 family=family)
     text = os.fspath(spec).strip()  # type: ignore[arg-type]
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
@@ -156,22 +177,24 @@ def resolve_base(
     raise BaseModelError(
         f"{text}: no such file or folder",
         hint="a base model is a diffusers folder, a .safetensors checkpoint, a Hub id 'namespace/name' "
-        f"or '{_embedded.EMBEDDED_ID}'",
+        f"or '{_embedded.EMBEDDED_ID}' / '{_embedded.SDXL_ID}'",
     )
 
 
-def _resolve_embedded(*, build: bool, seed: int, home: str | os.PathLike[str] | None, spec: str | None) -> BaseRef:
+def _resolve_embedded(*, build: bool, seed: int, home: str | os.PathLike[str] | None, spec: str | None,
+                      family: str = _embedded.FAMILY) -> BaseRef:
+    model = _embedded.model(family)
     if build:
-        location = _embedded.ensure_embedded(seed=seed, home=home)
+        location = _embedded.ensure_embedded(seed=seed, home=home, family=family)
     else:
-        location = _embedded.embedded_path(home)
-    marker = _embedded.read_marker(location) if _embedded.is_complete(location) else None
+        location = _embedded.embedded_path(home, family)
+    marker = _embedded.read_marker(location) if _embedded.is_complete(location, family) else None
     return BaseRef(
         kind="embedded",
         location=str(location),
-        family=_embedded.FAMILY,
+        family=family,
         spec=spec,
-        pipeline_class="StableDiffusionPipeline",
+        pipeline_class=model.pipeline_class,
         seed=marker.get("seed") if marker else None,
     )
 
@@ -240,7 +263,7 @@ def _resolve_folder(folder: Path, *, spec: str | None, kind: str = "folder", **e
         raise BaseModelError(f"{folder}: model_index.json lacks {', '.join(missing)}: not a complete pipeline")
     _check_weights(folder, index)
     marker = _embedded.read_marker(folder)
-    seed = marker.get("seed") if marker and marker.get("id") == _embedded.EMBEDDED_ID else None
+    seed = marker.get("seed") if marker and _embedded.model_of_id(str(marker.get("id"))) is not None else None
     return BaseRef(
         kind=kind,
         location=str(folder),
@@ -316,9 +339,9 @@ def _resolve_single_file(
             raise BaseModelError(f"--base-config {cfg}: no such folder")
         read_pipeline_index(cfg)
         config = str(cfg)
-    elif family == "sd1" and context_dim(header) == _embedded.UNET_CONFIG["cross_attention_dim"]:
-        # The embedded architecture: its own folder describes it.
-        emb = _embedded.ensure_embedded(home=home) if build else _embedded.embedded_path(home)
+    elif family in _embedded.MODELS and context_dim(header) == _embedded.model(family).unet_config["cross_attention_dim"]:
+        # An embedded architecture: its own folder describes it.
+        emb = _embedded.ensure_embedded(home=home, family=family) if build else _embedded.embedded_path(home, family)
         config = str(emb)
     return BaseRef(kind="single_file", location=str(path), family=family, spec=spec, config=config)
 
@@ -466,6 +489,8 @@ def load_pipeline(
     extra: dict[str, Any] = {}
     if cls_name == "StableDiffusionPipeline":
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    elif cls_name == "StableDiffusionXLPipeline":
+        extra = {"add_watermarker": False}  # (the invisible watermark is a download-time extra of diffusers)
     with _quiet_loading():
         cls = getattr(diffusers, cls_name)
         if ref.kind == "single_file":

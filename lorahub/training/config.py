@@ -29,6 +29,31 @@ RESUMABLE_OVERRIDES = frozenset(
 )
 
 
+def small_gpu_settings() -> dict[str, Any]:
+    """The settings lorahub picks for a small GPU (``lorahub train --small-gpu``), as config values.
+
+    bf16 mixed precision where the GPU has it, else fp16; gradient checkpointing;
+    cached latents (the VAE then leaves the GPU until the previews; frozen text
+    encoders do too when the captions never change, see the trainer); 8-bit AdamW
+    when bitsandbytes is installed. Options given explicitly win over these.
+    """
+    import importlib.util
+
+    bf16 = False
+    try:
+        import torch
+
+        bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except ImportError:  # pragma: no cover - the ml extra is missing: training fails later with its own error
+        pass
+    return {
+        "mixed_precision": "bf16" if bf16 else "fp16",
+        "gradient_checkpointing": True,
+        "cache_latents": True,
+        "optimizer": "adamw8bit" if importlib.util.find_spec("bitsandbytes") is not None else "adamw",
+    }
+
+
 def _toml_loads(text: str) -> dict[str, Any]:
     try:
         import tomllib

@@ -13,7 +13,11 @@ Two layouts are recognised:
 Images of any size and mode are accepted: EXIF rotation is applied, RGBA, LA and
 palette images with transparency are composited on white, grayscale, CMYK and
 16-bit images are converted to RGB. Images are then assigned to aspect-ratio
-buckets (or a square), resized to cover the bucket and center-cropped.
+buckets (or a square), resized to cover the bucket and center-cropped. Without
+upscaling (``upscale=False``, SDXL's default), an image that would have to be
+enlarged for its bucket gets a bucket of its own instead: its sides rounded down
+to the bucket step. Each item records its geometry (original size, resized size,
+crop offsets, bucket): SDXL's micro-conditioning (:meth:`ImageItem.time_ids`).
 
 A missing caption becomes the trigger word (or the folder's class token). With a
 trigger word, every caption starts with it. :func:`scan_dataset` opens every
@@ -40,7 +44,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 CAPTION_COLUMNS = ("text", "caption", "prompt", "captions")
 _REPEAT_DIR = re.compile(r"^(\d+)_(.+)$")
-#: Bucket sides are multiples of this (VAE factor 8 x three UNet down-samplings).
+#: Bucket sides are multiples of this (VAE factor 8 x three UNet down-samplings, SD 1.x/2.x; SDXL's
+#: UNet down-samples twice: 32).
 BUCKET_STEP = 64
 #: Images smaller than this on a side are refused (they hold no information).
 MIN_SIDE = 8
@@ -60,7 +65,24 @@ class ImageItem:
     width: int
     height: int
     mode: str
+    #: (width, height) the image is trained at.
     bucket: tuple[int, int] = (0, 0)
+    #: (width, height) after resizing to cover the bucket, before the center crop.
+    resized: tuple[int, int] = (0, 0)
+    #: (top, left) of the center crop in the resized image.
+    crop: tuple[int, int] = (0, 0)
+
+    def time_ids(self, flipped: bool = False) -> tuple[int, int, int, int, int, int]:
+        """SDXL's micro-conditioning: (original height, width, crop top, crop left, target height, width).
+
+        As Stability's SGM code and kohya compute them: the original size of the
+        image file, the top-left corner of the crop in the resized image (mirrored
+        when the image is flipped), and the size trained at.
+        """
+        top, left = self.crop
+        if flipped:
+            left = (self.resized[0] - self.bucket[0]) - left
+        return self.height, self.width, top, left, self.bucket[1], self.bucket[0]
 
 
 @dataclass
@@ -209,6 +231,34 @@ def pick_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tupl
     return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - ar), -b[0] * b[1]))
 
 
+def cover_scale(width: int, height: int, size: tuple[int, int]) -> float:
+    """The factor that resizes a ``width`` x ``height`` image to cover ``size`` (above 1: enlarging)."""
+    return max(size[0] / width, size[1] / height)
+
+
+def fit_bucket(width: int, height: int, buckets: list[tuple[int, int]], *, step: int = BUCKET_STEP,
+               upscale: bool = True) -> tuple[int, int]:
+    """The bucket of a ``width`` x ``height`` image.
+
+    The closest aspect ratio among ``buckets``; without ``upscale``, an image
+    that bucket would enlarge gets its own: its sides rounded down to ``step``
+    (at least one step), as kohya's ``--bucket_no_upscale`` does.
+    """
+    bucket = pick_bucket(width, height, buckets)
+    if upscale or cover_scale(width, height, bucket) <= 1:
+        return bucket
+    hi = max(max(b) for b in buckets)
+    return max(step, min(width, hi) // step * step), max(step, min(height, hi) // step * step)
+
+
+def crop_geometry(width: int, height: int, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((resized width, height), (crop top, left)): resize to cover ``size`` keeping the aspect, center-crop."""
+    tw, th = size
+    scale = cover_scale(width, height, size)
+    nw, nh = max(tw, round(width * scale)), max(th, round(height * scale))
+    return (nw, nh), ((nh - th) // 2, (nw - tw) // 2)
+
+
 # ----------------------------------------------------------------------------------------- images
 
 
@@ -258,16 +308,14 @@ def to_rgb(im):  # noqa: ANN001, ANN201
 
 
 def resize_crop(im, size: tuple[int, int]):  # noqa: ANN001, ANN201
-    """Resize to cover ``size`` (width, height) keeping the aspect ratio, then center-crop."""
+    """Resize to cover ``size`` (width, height) keeping the aspect ratio, then center-crop (:func:`crop_geometry`)."""
     from PIL import Image
 
     tw, th = size
     w, h = im.size
-    scale = max(tw / w, th / h)
-    nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
+    (nw, nh), (top, left) = crop_geometry(w, h, size)
     if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
-    left, top = (nw - tw) // 2, (nh - th) // 2
+        im = im.resize((nw, nh), Image.Resampling.LANCZOS if cover_scale(w, h, size) < 1 else Image.Resampling.BICUBIC)
     return im.crop((left, top, left + tw, top + th))
 
 
@@ -373,8 +421,14 @@ def scan_dataset(
     buckets: bool = True,
     caption_extension: str = ".txt",
     caption_column: str = "text",
+    bucket_step: int = BUCKET_STEP,
+    upscale: bool = True,
 ) -> Dataset:
     """Find and check every training image under ``root``; no model, no torch.
+
+    Buckets have about ``resolution**2`` pixels and sides that are multiples of
+    ``bucket_step``; ``upscale=False`` keeps small images at their own size
+    (:func:`fit_bucket`).
 
     Raises :class:`DatasetError` when ``root`` is missing, holds no images, or
     none of its images can be decoded. Unreadable images among readable ones
@@ -421,7 +475,8 @@ def scan_dataset(
         what = f"no images listed in {meta.name} exist" if meta else f"no images ({', '.join(IMAGE_EXTENSIONS)})"
         raise DatasetError(f"{base}: {what}", hint="put the training images (and same-name .txt captions) in this folder")
 
-    bucket_list = make_buckets(resolution) if buckets else [(resolution, resolution)]
+    bucket_list = make_buckets(resolution, bucket_step) if buckets else [(resolution, resolution)]
+    own_buckets: set[tuple[int, int]] = set()
     items: list[ImageItem] = []
     unreadable: list[str] = []
     for path, caption, source, repeats, folder in candidates:
@@ -448,9 +503,16 @@ def scan_dataset(
                 caption, source = "", "none"
         else:
             caption = with_trigger(caption, trigger)
-        bucket = pick_bucket(w, h, bucket_list) if buckets else (resolution, resolution)
+        if buckets:
+            bucket = fit_bucket(w, h, bucket_list, step=bucket_step, upscale=upscale)
+        else:  # a square: the training size, or without upscaling the image's short side if smaller
+            side = resolution if upscale else min(resolution, max(bucket_step, min(w, h) // bucket_step * bucket_step))
+            bucket = (side, side)
+        if bucket not in bucket_list:
+            own_buckets.add(bucket)
+        resized, crop = crop_geometry(w, h, bucket)
         items.append(ImageItem(path=path, caption=caption, caption_source=source, repeats=repeats, folder=folder,
-                               width=w, height=h, mode=mode, bucket=bucket))
+                               width=w, height=h, mode=mode, bucket=bucket, resized=resized, crop=crop))
     if not items:
         raise DatasetError(
             f"{base}: none of its {len(candidates)} image(s) can be read: {'; '.join(unreadable[:3])}"
@@ -463,8 +525,13 @@ def scan_dataset(
     empty = sum(1 for it in items if not it.caption)
     if empty:
         warnings.append(f"{empty} image(s) have no caption and there is no trigger word: they train unconditionally")
+    if not upscale:
+        thin = sum(1 for it in items if cover_scale(it.width, it.height, it.bucket) > 1)
+        if thin:
+            warnings.append(f"{thin} image(s) have a side under {bucket_step} px: enlarged to {bucket_step} px")
     return Dataset(root=base, layout=layout, items=items, trigger=trigger, resolution=resolution,
-                   buckets=bucket_list, warnings=warnings)
+                   buckets=sorted(set(bucket_list) | own_buckets, key=lambda b: (b[0] / b[1], b[0])),
+                   warnings=warnings)
 
 
 # ----------------------------------------------------------------------------------------- batches

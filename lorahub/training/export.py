@@ -138,21 +138,25 @@ def tensor_hash(records: Mapping[str, tuple[str, list[int], bytes]]) -> str:
 
 
 def diffusers_records(
-    unet: Mapping[str, tuple[Any, Any]], te: Mapping[str, tuple[Any, Any]], precision: str, scale: float = 1.0
+    unet: Mapping[str, tuple[Any, Any]], te: Mapping[str, tuple[Any, Any]], precision: str, scale: float = 1.0,
+    te2: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> dict[str, tuple[str, list[int], bytes]]:
     """The tensors of ``pytorch_lora_weights.safetensors`` (keys as diffusers' training scripts write them).
 
     ``scale`` (``alpha / rank``) is folded into every up (B) factor: the layout has no
     alpha tensor, and loaders that read no metadata use alpha = rank (docs/formats.md).
+    ``te2`` is SDXL's second text encoder (``text_encoder_2.`` keys, as
+    ``StableDiffusionXLPipeline.save_lora_weights`` writes them).
     """
     out = {}
     for module, (a, b) in unet.items():
         out[f"unet.{module}.lora.down.weight"] = tensor_record(a, precision)
         out[f"unet.{module}.lora.up.weight"] = tensor_record(b * scale if scale != 1.0 else b, precision)
-    for module, (a, b) in te.items():
-        path = te_diffusers_path(module)
-        out[f"text_encoder.{path}.lora_linear_layer.down.weight"] = tensor_record(a, precision)
-        out[f"text_encoder.{path}.lora_linear_layer.up.weight"] = tensor_record(b * scale if scale != 1.0 else b, precision)
+    for prefix, modules in (("text_encoder", te), ("text_encoder_2", te2 or {})):
+        for module, (a, b) in modules.items():
+            path = te_diffusers_path(module)
+            out[f"{prefix}.{path}.lora_linear_layer.down.weight"] = tensor_record(a, precision)
+            out[f"{prefix}.{path}.lora_linear_layer.up.weight"] = tensor_record(b * scale if scale != 1.0 else b, precision)
     return out
 
 
@@ -188,10 +192,12 @@ def _s(value: Any) -> str:
     return str(value)
 
 
-BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2"}
+BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 
 
 def modelspec_architecture(family: str, resolution: int, prediction: str) -> str:
+    if family == "sdxl":
+        return "stable-diffusion-xl-v1-base"
     if family == "sd2":
         return "stable-diffusion-v2-768-v" if prediction == "v_prediction" else "stable-diffusion-v2-512"
     return "stable-diffusion-v1"
@@ -242,8 +248,8 @@ def build_metadata(
         "ss_text_encoder_lr": _s(te_lr if config.train_text_encoder else None),
         "ss_lr_scheduler": config.lr_scheduler,
         "ss_lr_warmup_steps": _s(config.lr_warmup_steps),
-        "ss_optimizer": "torch.optim.adamw.AdamW"
-        f"(weight_decay={config.adam_weight_decay},betas=({config.adam_beta1}, {config.adam_beta2}),eps={config.adam_epsilon})",
+        "ss_optimizer": ("bitsandbytes.optim.adamw.AdamW8bit" if config.optimizer == "adamw8bit" else "torch.optim.adamw.AdamW")
+        + f"(weight_decay={config.adam_weight_decay},betas=({config.adam_beta1}, {config.adam_beta2}),eps={config.adam_epsilon})",
         "ss_max_grad_norm": _s(config.max_grad_norm),
         "ss_seed": _s(config.seed),
         "ss_steps": _s(steps),
@@ -265,7 +271,7 @@ def build_metadata(
         "ss_enable_bucket": _s(config.buckets),
         "ss_min_bucket_reso": _s(min(min(b) for b in dataset.buckets)),
         "ss_max_bucket_reso": _s(max(max(b) for b in dataset.buckets)),
-        "ss_bucket_no_upscale": "False",
+        "ss_bucket_no_upscale": _s(config.upscale is False),
         "ss_bucket_info": json.dumps(dataset.bucket_info()),
         "ss_dataset_dirs": json.dumps(dataset.folders()),
         "ss_reg_dataset_dirs": "{}",
@@ -305,10 +311,11 @@ def build_metadata(
     return md
 
 
-def peft_metadata(unet_config: Mapping[str, Any], te_config: Mapping[str, Any] | None) -> str:
+def peft_metadata(unet_config: Mapping[str, Any], te_config: Mapping[str, Any] | None,
+                  te2_config: Mapping[str, Any] | None = None) -> str:
     """``lora_adapter_metadata`` as diffusers writes it: each LoraConfig dict with its component prefix."""
     packed: dict[str, Any] = {}
-    for prefix, cfg in (("unet", unet_config), ("text_encoder", te_config)):
+    for prefix, cfg in (("unet", unet_config), ("text_encoder", te_config), ("text_encoder_2", te2_config)):
         if not cfg:
             continue
         for key, value in cfg.items():
@@ -421,6 +428,7 @@ def model_card(
     import yaml
 
     license_ = "creativeml-openrail-m" if family == "sd1" else "openrail++" if family == "sdxl" else "other"
+    pipeline_cls = "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline"
     front: dict[str, Any] = {
         "base_model": base_name,
         "base_model_relation": "adapter",
@@ -449,8 +457,8 @@ def model_card(
         *(
             ["from lorahub.base.resolve import load_pipeline", "", f'pipe = load_pipeline("{base_name}")']
             if base_name.startswith("lorahub/")
-            else ["from diffusers import StableDiffusionPipeline", "",
-                  f'pipe = StableDiffusionPipeline.from_pretrained("{base_name}")']
+            else [f"from diffusers import {pipeline_cls}", "",
+                  f'pipe = {pipeline_cls}.from_pretrained("{base_name}")']
         ),
         (f'pipe.load_lora_weights("{name}")  # this folder ({diffusers_file})' if diffusers_file else
          f'pipe.load_lora_weights("{name}", weight_name="{kohya_file}")'),

@@ -7,12 +7,17 @@
    bad dataset or folder fails in a second);
 2. the base pipeline is loaded (:func:`lorahub.base.resolve.load_pipeline`), frozen,
    and LoRA layers are added to the UNet attention projections with peft
-   (``unet.add_adapter``); the text encoder, optionally, through
+   (``unet.add_adapter``); the text encoder(s), optionally, through
    ``peft.inject_adapter_in_model`` (transformers 5's ``add_adapter`` refuses peft
-   0.21);
+   0.21). What differs between SD 1.x/2.x and SDXL (one or two text encoders, the
+   pooled embedding and micro-conditioning SDXL's UNet also takes) is in
+   :mod:`lorahub.training.conditioning`; everything else here is shared;
 3. latents are cached: one VAE pass per image, keeping the mode (mean) of the
    latent distribution, as kohya-style trainers do. Without caching the VAE runs
-   every step and the result is the same;
+   every step and the result is the same. Text-encoder outputs are cached per
+   caption while the encoders are frozen; when the captions never change (no
+   dropout, no tag shuffling) all of them are encoded before the first step. On a
+   GPU, the VAE and the frozen text encoders then leave it until the previews;
 4. the loop: epsilon or v-prediction targets, optional min-SNR weighting and noise
    offset, mixed precision and gradient accumulation through ``accelerate``
    (``accelerate launch`` spreads it over several GPUs), gradient checkpointing;
@@ -43,8 +48,9 @@ from lorahub.schemas.training import TEXT_ENCODER_TARGET_MODULES, TrainConfig, T
 from ..errors import TrainingError, TrainingInterrupted, UsageError
 from . import checkpoint as ckpt_mod
 from . import export as ex
+from .conditioning import TextEmbeds, conditioning_for
 from .config import CONFIG_NAME, merge_resume, read_config, save_config
-from .dataset import BatchStream, Dataset, load_pixels, scan_dataset, training_caption
+from .dataset import BUCKET_STEP, BatchStream, Dataset, load_pixels, scan_dataset, training_caption
 
 #: Files that mark a folder as a lorahub training package (``--overwrite`` only removes those).
 PACKAGE_MARKERS = (CONFIG_NAME, ex.WEIGHTS_NAME)
@@ -64,8 +70,14 @@ def package_name(config: TrainConfig) -> str:
     return Path(config.out or "lora").resolve().name or "lora"
 
 
-def native_resolution(base: str, base_config: str | None = None) -> tuple[int, str | None]:
-    """(pixel size the base was trained at, family) without loading it or touching the network."""
+def base_geometry(base: str, base_config: str | None = None) -> tuple[int, int, str | None]:
+    """(native pixel size, bucket step, family) of a base, without loading it or touching the network.
+
+    The native size is the UNet's ``sample_size`` times the VAE's down-sampling
+    factor (512 for SD 1.5, 1024 for SDXL, 64/128 for the embedded models). The
+    bucket step is the smallest side the UNet takes whole: the VAE factor times
+    one factor 2 per UNet down-sampling (64 for SD 1.x/2.x, 32 for SDXL).
+    """
     import json
 
     from ..base import embedded
@@ -73,17 +85,28 @@ def native_resolution(base: str, base_config: str | None = None) -> tuple[int, s
 
     ref = resolve_base(base, base_config=base_config, download=False, build=False)
     if ref.kind == "embedded":
-        return int(embedded.UNET_CONFIG["sample_size"]) * 8, ref.family
+        model = embedded.model(ref.family or embedded.FAMILY)
+        downs = len(model.unet_config["down_block_types"]) - 1
+        return model.resolution, 8 * 2**downs, ref.family
     folder = ref.path if ref.kind in ("folder", "hub") else (Path(ref.config) if ref.config else None)
     if folder is not None and folder.is_dir():
         try:
             unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
             vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
             factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
-            return int(unet["sample_size"]) * factor, ref.family
+            downs = len(unet.get("down_block_types", [0, 0, 0, 0])) - 1
+            return int(unet["sample_size"]) * factor, factor * 2**downs, ref.family
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    return {"sdxl": 1024}.get(ref.family or "", 512), ref.family
+    if ref.family == "sdxl":
+        return 1024, 32, ref.family
+    return 512, BUCKET_STEP, ref.family
+
+
+def native_resolution(base: str, base_config: str | None = None) -> tuple[int, str | None]:
+    """(pixel size the base was trained at, family) without loading it or touching the network."""
+    resolution, _step, family = base_geometry(base, base_config)
+    return resolution, family
 
 
 def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -125,6 +148,8 @@ class Trainer:
         self.progress = progress
         self.callback = callback
         self.pipe: Any = None
+        #: The family-specific part (lorahub.training.conditioning) of the run, once the base is loaded.
+        self.conditioning: Any = None
         self.dataset: Dataset | None = None
         self.loss_history: list[dict[str, Any]] = []
         self._loop_started = False
@@ -141,7 +166,8 @@ class Trainer:
                 raise UsageError(f"{out}: nothing to resume (no {CONFIG_NAME})", hint="start the run without --resume")
             saved = read_config(out / CONFIG_NAME)
             mine, theirs = cfg.model_dump(), saved.model_dump()
-            changed = {k: v for k, v in mine.items() if v != theirs[k] and not (v is None and k in ("resolution", "alpha", "name", "sample_seed"))}
+            derived = ("resolution", "alpha", "name", "sample_seed", "upscale")
+            changed = {k: v for k, v in mine.items() if v != theirs[k] and not (v is None and k in derived)}
             cfg = merge_resume(saved, changed)
         if not cfg.data:
             raise UsageError("no dataset folder given")
@@ -154,10 +180,23 @@ class Trainer:
         warnings: list[str] = []
 
         # -- cheap checks first: base spec, output folder and dataset (no torch yet)
-        native, family_hint = native_resolution(cfg.base, cfg.base_config)
+        native, bucket_step, family_hint = base_geometry(cfg.base, cfg.base_config)
         resolution = cfg.resolution or native
-        if family_hint == "sdxl":
-            raise TrainingError("SDXL bases are not supported by lorahub train yet", hint="use an SD 1.x or 2.x base")
+        upscale = cfg.upscale if cfg.upscale is not None else family_hint != "sdxl"
+        if cfg.optimizer == "adamw8bit":
+            import importlib.util
+
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise UsageError("--optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes)",
+                                 hint="or use --optimizer adamw")
+        if family_hint == "sdxl" and (cfg.format == "kohya" or "kohya" in cfg.export):
+            raise UsageError(
+                "--format kohya is not available for SDXL adapters yet (lora_te1_/lora_te2_ names)",
+                hint="train with --format diffusers: pytorch_lora_weights.safetensors loads with diffusers' "
+                "load_lora_weights",
+            )
+        if family_hint == "sdxl" and cfg.writes("kohya"):
+            warnings.append("SDXL: only the diffusers-layout file is written for now (no kohya-layout file yet)")
         dataset = scan_dataset(
             cfg.data,  # type: ignore[arg-type]
             trigger=cfg.trigger,
@@ -165,6 +204,8 @@ class Trainer:
             buckets=cfg.buckets,
             caption_extension=cfg.caption_extension,
             caption_column=cfg.caption_column,
+            bucket_step=bucket_step,
+            upscale=upscale,
         )
         self.dataset = dataset
         for w in dataset.warnings:
@@ -178,6 +219,7 @@ class Trainer:
         name = package_name(cfg)
         cfg = cfg.model_copy(update={
             "resolution": resolution,
+            "upscale": upscale,
             "alpha": cfg.effective_alpha(),
             "name": name,
             "sample_seed": cfg.sample_seed if cfg.sample_seed is not None else cfg.seed,
@@ -235,11 +277,12 @@ class Trainer:
         ref = resolve_base(cfg.base, base_config=cfg.base_config)
         self.log(f"loading base model {ref.name}")
         pipe = load_pipeline(ref, device="cpu")
-        if type(pipe).__name__ != "StableDiffusionPipeline":
-            raise TrainingError(f"{ref.name}: a {type(pipe).__name__}; lorahub train supports SD 1.x/2.x pipelines")
-        family = ref.family or "sd1"
+        cond = conditioning_for(pipe, ref.family)
+        family = ref.family or cond.family
         self.pipe = pipe
-        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        self.conditioning = cond
+        unet, vae = pipe.unet, pipe.vae
+        encoders = cond.encoders()
         noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         if cfg.prediction_type:
             noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
@@ -248,12 +291,84 @@ class Trainer:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise TrainingError(f"unsupported prediction type '{prediction_type}'")
 
-        for module in (unet, vae, text_encoder):
+        # Frozen weights in the mixed-precision dtype, cast before they move (an fp32 SDXL UNet alone is 10 GB).
+        # SDXL's VAE overflows in fp16 (its config says force_upcast): it stays fp32 then, as in diffusers.
+        vae_dtype = weight_dtype
+        if weight_dtype == torch.float16 and cond.family == "sdxl" and getattr(vae.config, "force_upcast", False):
+            vae_dtype = torch.float32
+        for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((e, weight_dtype) for e in encoders)):
             module.requires_grad_(False)
-            module.to(device)
-            if module.dtype != weight_dtype:
+            if module.dtype != dtype:
                 with _quiet_diffusers():
-                    module.to(dtype=weight_dtype)
+                    module.to(dtype=dtype)
+        # The VAE and the text encoders go first: what they compute is cached, and on a GPU they leave it
+        # again before the UNet arrives, so the two never share its memory.
+        for module in (vae, *encoders):
+            module.to(device)
+
+        # -- cached latents and text-encoder outputs
+        stream = BatchStream(dataset, cfg.batch_size, cfg.seed)
+        scaling = float(vae.config.scaling_factor)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        latent_cache: dict[tuple[int, bool], Any] = {}
+
+        def encode(idx: int, flipped: bool) -> Any:
+            arr = load_pixels(dataset.items[idx])
+            x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+            if flipped:
+                x = torch.flip(x, dims=[2])
+            with torch.no_grad():
+                dist = vae.encode(x.unsqueeze(0).to(device, dtype=vae_dtype)).latent_dist
+            return dist.mode()[0].float().cpu()
+
+        if cfg.cache_latents:
+            self.log(f"caching latents of {dataset.num_images} image(s)")
+            for idx in range(dataset.num_images):
+                for flipped in ((False, True) if cfg.flip else (False,)):
+                    latent_cache[(idx, flipped)] = encode(idx, flipped)
+
+        def latent_of(idx: int, flipped: bool) -> Any:
+            if cfg.cache_latents:
+                return latent_cache[(idx, flipped)]
+            return encode(idx, flipped)
+
+        # text-encoder outputs per caption while the encoders are frozen
+        te_cache: dict[str, Any] = {}
+
+        def cache_embeds(captions: list[str]) -> None:
+            with torch.no_grad():
+                for i in range(0, len(captions), 32):
+                    chunk = captions[i : i + 32]
+                    for c, row in zip(chunk, cond.encode(chunk, encoders, device).rows(), strict=True):
+                        te_cache[c] = row
+
+        def embed(captions: list[str]) -> Any:
+            if cfg.train_text_encoder:
+                return cond.encode(captions, run_encoders, device)
+            missing = [c for c in dict.fromkeys(captions) if c not in te_cache]
+            if missing:
+                if len(te_cache) > 4096:
+                    te_cache.clear()
+                cache_embeds(missing)
+            return TextEmbeds.stack([te_cache[c] for c in captions])
+
+        offloaded: list[Any] = []  # modules moved off the accelerator until the previews
+        static_captions = not cfg.train_text_encoder and not cfg.caption_dropout and not cfg.shuffle_tags
+        if static_captions:
+            distinct = list(dict.fromkeys(it.caption for it in dataset.items))
+            self.log(f"caching text-encoder outputs of {len(distinct)} caption(s)")
+            cache_embeds(distinct)
+        if device.type != "cpu":
+            if static_captions:
+                offloaded += encoders
+            if cfg.cache_latents:
+                offloaded.append(vae)
+            for module in offloaded:
+                module.to("cpu")
+            if offloaded and device.type == "cuda":
+                torch.cuda.empty_cache()
+
+        unet.to(device)
 
         # -- LoRA layers (seeded init; a resumed run overwrites them from the checkpoint)
         accelerate.utils.set_seed(cfg.seed)
@@ -265,19 +380,21 @@ class Trainer:
         if cfg.train_text_encoder:
             te_lora = LoraConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian",
                                  target_modules=list(TEXT_ENCODER_TARGET_MODULES))
-            peft.inject_adapter_in_model(te_lora, text_encoder)
-            for n, p in text_encoder.named_parameters():
-                p.requires_grad_("lora_" in n)
-        trainable_models = [unet] + ([text_encoder] if cfg.train_text_encoder else [])
+            for encoder in encoders:
+                peft.inject_adapter_in_model(te_lora, encoder)
+                for n, p in encoder.named_parameters():
+                    p.requires_grad_("lora_" in n)
+        trained_encoders = list(encoders) if cfg.train_text_encoder else []
+        trainable_models = [unet, *trained_encoders]
         if weight_dtype != torch.float32:
             cast_training_params(trainable_models, dtype=torch.float32)
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-            if cfg.train_text_encoder:
-                text_encoder.gradient_checkpointing_enable()
+            for encoder in trained_encoders:
+                encoder.gradient_checkpointing_enable()
 
         params: dict[str, Any] = {}
-        for prefix, model in (("unet", unet), ("text_encoder", text_encoder)):
+        for prefix, model in (("unet", unet), *zip(cond.encoder_names, encoders, strict=True)):
             for n, p in model.named_parameters():
                 if p.requires_grad:
                     params[f"{prefix}.{n}"] = p
@@ -285,20 +402,23 @@ class Trainer:
             raise TrainingError("no trainable LoRA parameters were created (do the target modules exist in this base?)")
         groups = [{"params": [p for n, p in params.items() if n.startswith("unet.")], "lr": cfg.lr}]
         if cfg.train_text_encoder:
-            groups.append({"params": [p for n, p in params.items() if n.startswith("text_encoder.")],
-                           "lr": cfg.text_encoder_lr or cfg.lr})
-        optimizer = _adamw(torch, groups, cfg, device)
+            te_lrs = {"text_encoder": cfg.text_encoder_lr or cfg.lr,
+                      "text_encoder_2": cfg.text_encoder_2_lr or cfg.text_encoder_lr or cfg.lr}
+            for name in cond.encoder_names:
+                groups.append({"params": [p for n, p in params.items() if n.startswith(name + ".")],
+                               "lr": te_lrs[name]})
+        optimizer = _optimizer(torch, groups, cfg, device)
         schedule = cfg.lr_scheduler
         if schedule == "constant" and cfg.lr_warmup_steps:
             schedule = "constant_with_warmup"
         nproc = accelerator.num_processes
         lr_scheduler = get_scheduler(schedule, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps * nproc,
                                      num_training_steps=cfg.steps * nproc)
-        if cfg.train_text_encoder:
-            unet_t, te_t, optimizer, lr_scheduler = accelerator.prepare(unet, text_encoder, optimizer, lr_scheduler)
-        else:
-            unet_t, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-            te_t = text_encoder
+        unet_t, *prepared = accelerator.prepare(unet, *trained_encoders, optimizer, lr_scheduler)
+        *te_ts, optimizer, lr_scheduler = prepared
+        # the encoders the loop runs: the prepared (wrapped) ones when they train, else the frozen ones
+        run_encoders = te_ts if cfg.train_text_encoder else encoders
+        models_t = [unet_t, *te_ts]
 
         # -- resume
         start_step = 0
@@ -320,51 +440,6 @@ class Trainer:
             if is_main:  # the settings a resume may change (--steps, ...) are now the run's
                 save_config(cfg, out / CONFIG_NAME, header=header)
 
-        # -- data
-        stream = BatchStream(dataset, cfg.batch_size, cfg.seed)
-        scaling = float(vae.config.scaling_factor)
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        latent_cache: dict[tuple[int, bool], Any] = {}
-
-        def encode(idx: int, flipped: bool) -> Any:
-            arr = load_pixels(dataset.items[idx])
-            x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
-            if flipped:
-                x = torch.flip(x, dims=[2])
-            with torch.no_grad():
-                dist = vae.encode(x.unsqueeze(0).to(device, dtype=weight_dtype)).latent_dist
-            return dist.mode()[0].float().cpu()
-
-        if cfg.cache_latents:
-            self.log(f"caching latents of {dataset.num_images} image(s)")
-            for idx in range(dataset.num_images):
-                for flipped in ((False, True) if cfg.flip else (False,)):
-                    latent_cache[(idx, flipped)] = encode(idx, flipped)
-
-        def latent_of(idx: int, flipped: bool) -> Any:
-            if cfg.cache_latents:
-                return latent_cache[(idx, flipped)]
-            return encode(idx, flipped)
-
-        te_cache: dict[str, Any] = {}
-
-        def embed(captions: list[str]) -> Any:
-            ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids.to(device)
-            if cfg.train_text_encoder:
-                return te_t(ids, return_dict=False)[0]
-            missing = [c for c in dict.fromkeys(captions) if c not in te_cache]
-            if missing:
-                if len(te_cache) > 4096:
-                    te_cache.clear()
-                mids = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids.to(device)
-                with torch.no_grad():
-                    hidden = text_encoder(mids, return_dict=False)[0]
-                for c, h in zip(missing, hidden, strict=False):
-                    te_cache[c] = h
-            return torch.stack([te_cache[c] for c in captions])
-
         def batch_loss(step: int, micro: int, batch: list[int]) -> Any:
             gen = torch.Generator().manual_seed(_mix("noise", cfg.seed, step, micro, accelerator.process_index))
             rng = random.Random(_mix("captions", cfg.seed, step, micro, accelerator.process_index))
@@ -382,9 +457,14 @@ class Trainer:
             ]
             latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            hidden = embed(captions)
+            embeds = embed(captions)
+            time_ids = None
+            if cond.uses_time_ids:
+                time_ids = cond.time_ids([dataset.items[i].time_ids(f) for i, f in zip(batch, flips, strict=True)],
+                                         device, weight_dtype)
             target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
-            pred = unet_t(noisy.to(weight_dtype), timesteps, hidden, return_dict=False)[0]
+            pred = unet_t(noisy.to(weight_dtype), timesteps, return_dict=False,
+                          **cond.unet_inputs(embeds, time_ids))[0]
             if cfg.snr_gamma is None:
                 return F.mse_loss(pred.float(), target.float(), reduction="mean")
             snr = compute_snr(noise_scheduler, timesteps)
@@ -404,7 +484,12 @@ class Trainer:
             made = []
             was_training = unet.training
             unet.eval()
-            text_encoder.eval()
+            for encoder in encoders:
+                encoder.eval()
+            for module in offloaded:
+                module.to(device)
+            if offloaded and hasattr(vae, "enable_tiling"):
+                vae.enable_tiling()  # a small GPU: decode previews tile by tile
             pipe.set_progress_bar_config(disable=True)
             try:
                 with torch.no_grad(), accelerator.autocast():
@@ -423,16 +508,17 @@ class Trainer:
                         atomic_write_bytes(out / rel, buf.getvalue())
                         made.append((prompt, rel))
             finally:
+                for module in offloaded:
+                    module.to("cpu")
                 if was_training:
                     unet.train()
-                    if cfg.train_text_encoder:
-                        text_encoder.train()
+                    for encoder in trained_encoders:
+                        encoder.train()
             return made
 
         # -- the loop
-        unet_t.train()
-        if cfg.train_text_encoder:
-            te_t.train()
+        for model in models_t:
+            model.train()
         batches_per_epoch = stream.batches_per_epoch
         per_step = cfg.gradient_accumulation_steps * nproc
         self.log(f"training {cfg.steps - start_step} step(s) on {device} "
@@ -455,7 +541,7 @@ class Trainer:
                 for micro in range(cfg.gradient_accumulation_steps):
                     position = ((step - 1) * cfg.gradient_accumulation_steps + micro) * nproc + accelerator.process_index
                     epoch, batch = stream.at(position)
-                    with accelerator.accumulate(*([unet_t, te_t] if cfg.train_text_encoder else [unet_t])):
+                    with accelerator.accumulate(*models_t):
                         loss = batch_loss(step, micro, batch)
                         accelerator.backward(loss)
                         if accelerator.sync_gradients and cfg.max_grad_norm > 0:
@@ -510,9 +596,10 @@ class Trainer:
         if is_main:
             unet_u = accelerator.unwrap_model(unet_t)
             unet_state = ex.split_lora_state(get_peft_model_state_dict(unet_u))
-            te_state: dict[str, tuple[Any, Any]] = {}
-            if cfg.train_text_encoder:
-                te_state = ex.split_lora_state(get_peft_model_state_dict(accelerator.unwrap_model(te_t)))
+            te_states: dict[str, dict[str, tuple[Any, Any]]] = {name: {} for name in ("text_encoder", "text_encoder_2")}
+            for name, te_t in zip(cond.encoder_names, te_ts, strict=False):
+                te_states[name] = ex.split_lora_state(get_peft_model_state_dict(accelerator.unwrap_model(te_t)))
+            te_state, te2_state = te_states["text_encoder"], te_states["text_encoder_2"]
             finished_at = ex.now()
             base_sha = None
             if ref.kind == "single_file":
@@ -532,11 +619,13 @@ class Trainer:
             if cfg.writes("diffusers"):
                 # alpha/rank folded into lora.up; the metadata then says alpha = rank (docs/formats.md)
                 te_cfg = ex.folded_config(te_lora.to_dict()) if te_lora is not None else None
+                te2_cfg = te_cfg if te2_state else None
                 unet_cfg = ex.folded_config(unet_u.peft_config["default"].to_dict())
-                diff_md = {**md, "lora_adapter_metadata": ex.peft_metadata(unet_cfg, te_cfg)}
-                records = ex.diffusers_records(unet_state, te_state, cfg.save_precision, scale=alpha / cfg.rank)
+                diff_md = {**md, "lora_adapter_metadata": ex.peft_metadata(unet_cfg, te_cfg, te2_cfg)}
+                records = ex.diffusers_records(unet_state, te_state, cfg.save_precision, scale=alpha / cfg.rank,
+                                               te2=te2_state)
                 ex.write_weights(out / ex.WEIGHTS_NAME, records, diff_md)
-            if cfg.writes("kohya"):
+            if cfg.writes("kohya") and family != "sdxl":
                 kohya_rel = f"{cfg.name}_kohya.safetensors"
                 ex.write_weights(out / kohya_rel, ex.kohya_records(unet_state, te_state, alpha, cfg.save_precision), md)
             ex.write_loss_history(out / ex.LOSS_HISTORY_NAME, self.loss_history, {
@@ -617,14 +706,24 @@ class Trainer:
             raise TrainingError(f"cannot set up the accelerator: {str(exc).splitlines()[0]}") from None
 
 
-def _adamw(torch: Any, groups: list[dict[str, Any]], cfg: TrainConfig, device: Any) -> Any:
+def _optimizer(torch: Any, groups: list[dict[str, Any]], cfg: TrainConfig, device: Any) -> Any:
     """AdamW, fused (one kernel for all parameters) where torch has it for the device, else foreach.
 
     A LoRA has hundreds of small tensors: the per-tensor loop of the default
     implementation costs a quarter of a step of a small model on a CPU.
+    ``optimizer="adamw8bit"``: bitsandbytes' ``AdamW8bit`` (CUDA only), whose
+    8-bit moments take a quarter of AdamW's optimizer memory.
     """
     kwargs = dict(lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay,
                   eps=cfg.adam_epsilon)
+    if cfg.optimizer == "adamw8bit":
+        if getattr(device, "type", str(device)) != "cuda":
+            raise UsageError("--optimizer adamw8bit needs a CUDA GPU", hint="use --optimizer adamw")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise UsageError("--optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes)") from None
+        return bnb.optim.AdamW8bit(groups, **kwargs)
     if getattr(device, "type", str(device)) in ("cpu", "cuda", "mps"):
         try:
             return torch.optim.AdamW(groups, fused=True, **kwargs)
@@ -665,4 +764,4 @@ def train(
     return Trainer(config, log=log, progress=progress, callback=callback).run(resume=resume, overwrite=overwrite)
 
 
-__all__ = ["Trainer", "train", "prepare_output", "native_resolution", "package_name"]
+__all__ = ["Trainer", "train", "prepare_output", "base_geometry", "native_resolution", "package_name"]

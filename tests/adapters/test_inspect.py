@@ -264,3 +264,56 @@ def test_trigger_words_priority() -> None:
     del md["modelspec.trigger_phrase"]
     assert trigger_words(md) == (["sks dog"], "ss_tag_frequency")
     assert trigger_words({}) == ([], None)
+
+
+def _xl_file(path: Path, metadata: dict[str, str] | None = None, *, te1: bool = True, te2: bool = True) -> Path:
+    """A small kohya SDXL-layout LoRA: one UNet cross-attention key (2048 wide), optionally TE1/TE2 modules."""
+    tensors = {
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": ("F16", [4, 2048]),
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": ("F16", [640, 4]),
+    }
+    for prefix, width, on in (("lora_te1_", 768, te1), ("lora_te2_", 1280, te2)):
+        if on:
+            tensors[f"{prefix}text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] = ("F16", [4, width])
+            tensors[f"{prefix}text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] = ("F16", [width, 4])
+    write_safetensors_zeros(path, tensors, metadata=metadata)
+    return path
+
+
+def test_text_encoder_coverage_and_training_resolution(tmp_path: Path) -> None:
+    both = inspect_file(_xl_file(tmp_path / "both.safetensors", {"ss_resolution": "(1024, 1024)"}))
+    assert both.base_family == "sdxl" and both.text_encoders == ["text_encoder", "text_encoder_2"]
+    assert both.training_resolution == [1024, 1024] and not [w for w in both.warnings if "resolution" in w]
+    te2 = inspect_file(_xl_file(tmp_path / "te2.safetensors", {"modelspec.resolution": "896x1152"}, te1=False))
+    assert te2.text_encoders == ["text_encoder_2"] and te2.training_resolution == [896, 1152]
+    unet_only = inspect_file(_xl_file(tmp_path / "unet.safetensors", te1=False, te2=False))
+    assert unet_only.text_encoders == [] and unet_only.training_resolution is None
+    # kohya's other spellings; ss_resolution wins over modelspec.resolution, and a disagreement is reported
+    for raw, want in (("[768, 1344]", [768, 1344]), ("1024", [1024, 1024]), ("1024,768", [1024, 768])):
+        r = inspect_file(_xl_file(tmp_path / "s.safetensors", {"ss_resolution": raw}))
+        assert r.training_resolution == want, raw
+    odd = inspect_file(_xl_file(tmp_path / "odd.safetensors",
+                                {"ss_resolution": "(1024, 1024)", "modelspec.resolution": "512x512"}))
+    assert odd.training_resolution == [1024, 1024]
+    assert any("ss_resolution says 1024x1024 but modelspec.resolution says 512x512" in w for w in odd.warnings)
+    junk = inspect_file(_xl_file(tmp_path / "junk.safetensors", {"ss_resolution": "big"}))
+    assert junk.training_resolution is None and any("'big' is not a resolution" in w for w in junk.warnings)
+    none = inspect_file(_xl_file(tmp_path / "none.safetensors", {"ss_resolution": "None"}))
+    assert none.training_resolution is None and not [w for w in none.warnings if "resolution" in w]
+
+
+def test_real_sdxl_file_covers_both_text_encoders(sdxl_kohya_file: Path) -> None:
+    r = inspect_file(sdxl_kohya_file)
+    assert r.text_encoders == ["text_encoder", "text_encoder_2"]
+
+
+def test_human_inspect_shows_text_encoders_and_resolution(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lorahub.cli.main import cli
+
+    path = _xl_file(tmp_path / "x.safetensors", {"ss_resolution": "(1024, 1024)"}, te1=False)
+    res = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "TE2 (text_encoder_2)" in res.stdout and "TE1" not in res.stdout
+    assert "1024x1024" in res.stdout

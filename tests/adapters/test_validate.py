@@ -733,3 +733,13 @@ def test_cli_missing_path_and_empty_folder_exit_1(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(cli, ["validate", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no adapter files found" in res.stderr
+
+
+def test_training_resolution_metadata_is_checked(tmp_path: Path) -> None:
+    ok = check(good_file(tmp_path / "ok.safetensors", {"ss_resolution": "(1024, 1024)", "modelspec.resolution": "1024x1024"}))
+    assert ok.valid and not any("resolution" in w for w in ok.warnings)
+    clash = check(good_file(tmp_path / "c.safetensors", {"ss_resolution": "(512, 512)", "modelspec.resolution": "1024x1024"}))
+    assert clash.valid and any("ss_resolution says 512x512 but modelspec.resolution says 1024x1024" in w
+                               for w in clash.warnings), clash.warnings
+    junk = check(good_file(tmp_path / "j.safetensors", {"modelspec.resolution": "huge"}))
+    assert junk.valid and any("modelspec.resolution 'huge' is not a resolution" in w for w in junk.warnings)

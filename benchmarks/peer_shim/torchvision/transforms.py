@@ -93,6 +93,17 @@ class RandomCrop:
     def __init__(self, size: int | Sequence[int]) -> None:
         self.size = _size2(size)
 
+    @staticmethod
+    def get_params(img: Image.Image, output_size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of a random crop of ``output_size`` (height, width)."""
+        th, tw = output_size
+        w, h = img.size
+        if (w, h) == (tw, th):
+            return 0, 0, h, w
+        top = int(torch.randint(0, h - th + 1, size=(1,)).item())
+        left = int(torch.randint(0, w - tw + 1, size=(1,)).item())
+        return top, left, th, tw
+
     def __call__(self, img: Image.Image) -> Image.Image:
         th, tw = self.size
         w, h = img.size
