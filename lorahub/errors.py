@@ -80,6 +80,10 @@ class NotFoundError(LorahubError):
     """A named thing (file, adapter, repo, record) does not exist."""
 
 
+class YamlError(LorahubError):
+    """YAML that cannot be read, or that breaks the bounds of :mod:`lorahub.safeyaml` (aliases, size, depth)."""
+
+
 def require(module: str, extra: str):  # noqa: ANN201 - returns a module
     """Import an optional heavy dependency or raise :class:`MissingDependencyError`."""
     import importlib
