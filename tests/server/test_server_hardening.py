@@ -2,17 +2,22 @@
 
 * YAML (``/api/validate-yaml``, README front matter in commits): an alias bomb and 5,000-deep
   nesting are refused with one line, in bounded time and memory; the server stays up.
+* ``.git`` under any name a file system gives it is refused on commit, and ``lorahub pull`` of a
+  repo that holds one (planted in the server's database, since the server refuses it) writes nothing.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from conftest import NDJSON, commit_body, sha256
 from test_safeyaml import alias_bomb
 from test_server_hostile import needs_proc, peak, reset_peak
+
+from lorahub.hub.paths import is_git_alias
 
 # --------------------------------------------------------------------------- YAML (item 3)
 
@@ -65,3 +70,88 @@ def test_yaml_parse_errors_are_4xx_with_one_line(sqlite_server) -> None:
     r = srv.request("POST", f"/api/models/{repo}/commit/main", content=commit_body("README.md", card("2024-01-01: x\nlicense: mit\n").encode()), headers=NDJSON)
     assert r.status_code == 200, r.text
     assert srv.request("GET", f"/api/models/{repo}").json()["cardData"] == {"2024-01-01": "x", "license": "mit"}
+
+
+# --------------------------------------------------------------------------- .git paths (item 4)
+
+GIT_PATHS = [".GIT/config", ".Git/hooks/x", "sub/.git/config", "git~1/config", "GIT~1/config", "a/.git",
+             ".git./config", ".git::$INDEX_ALLOCATION/config", "\u200c.git/config"]
+#: core.fsmonitor runs this command on the next `git status` in the folder holding the planted .git
+FSMONITOR = b"[core]\n\tfsmonitor = touch /tmp/lorahub-pwned\n"
+
+
+@pytest.mark.parametrize("path", GIT_PATHS)
+def test_git_folders_under_any_name_are_refused_on_commit(sqlite_server, path: str) -> None:
+    srv = sqlite_server
+    repo = "alice/gitpaths"
+    srv.api().create_repo(repo, exist_ok=True)
+    head = srv.api().model_info(repo).sha
+    r = srv.request("POST", f"/api/models/{repo}/commit/main", content=commit_body(path, FSMONITOR), headers=NDJSON)
+    assert r.status_code == 400, (path, r.text)
+    assert "invalid path" in r.json()["error"] and "\n" not in r.json()["error"]
+    r = srv.request("POST", f"/api/models/{repo}/preupload/main", json={"files": [{"path": path, "sample": "", "size": 1}]})
+    assert r.status_code == 400 and "invalid path" in r.json()["error"]
+    assert srv.api().model_info(repo).sha == head
+    # the real client (huggingface_hub) gets the refusal too, where it does not refuse by itself (exact '.git')
+    from huggingface_hub.errors import HfHubHTTPError
+
+    with pytest.raises((HfHubHTTPError, ValueError)) as err:
+        srv.api().upload_file(path_or_fileobj=FSMONITOR, path_in_repo=path, repo_id=repo)
+    if isinstance(err.value, HfHubHTTPError):
+        assert err.value.response.status_code == 400
+    else:
+        assert path.split("/").count(".git") == 1, err.value
+    assert srv.api().model_info(repo).sha == head
+
+
+def plant_file(srv, repo: str, path: str, content_of: str = ".gitattributes") -> None:  # noqa: ANN001 - HubServer
+    """Add ``path`` to the head commit of ``repo`` behind the server's back (the server refuses it
+    through the API): a row in hub_files, pointing at the blob of ``content_of``."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(srv.database)
+    try:
+        with engine.begin() as conn:
+            commit = conn.execute(
+                text("SELECT c.id FROM hub_commits c JOIN hub_repos r ON r.id = c.repo_id WHERE r.key = :k AND c.oid = r.sha"),
+                {"k": f"model/{repo}".lower()},
+            ).scalar_one()
+            row = conn.execute(
+                text("SELECT size, sha256, git_oid, lfs FROM hub_files WHERE commit_id = :c AND path = :p"), {"c": commit, "p": content_of}
+            ).one()
+            conn.execute(
+                text("INSERT INTO hub_files (commit_id, path, size, sha256, git_oid, lfs) VALUES (:c, :p, :s, :h, :g, :l)"),
+                {"c": commit, "p": path, "s": row.size, "h": row.sha256, "g": row.git_oid, "l": row.lfs},
+            )
+    finally:
+        engine.dispose()
+
+
+def _git_aliases_under(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if any(is_git_alias(part) for part in p.relative_to(root).parts)]
+
+
+@pytest.mark.parametrize("path", [".GIT/config", ".Git/hooks/x", "sub/.git/config", "git~1/config"])
+def test_pull_never_writes_a_git_folder(sqlite_server, path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as constants
+    from click.testing import CliRunner
+
+    from lorahub.cli.main import cli
+
+    srv = sqlite_server
+    repo = f"alice/planted-{sha256(path.encode())[:8]}"
+    srv.api().create_repo(repo)
+    srv.api().upload_file(path_or_fileobj=FSMONITOR, path_in_repo="hooks.cfg", repo_id=repo)
+    plant_file(srv, repo, path, content_of="hooks.cfg")
+    names = {s.rfilename for s in srv.api().model_info(repo).siblings}
+    assert path in names  # the server now lists (and serves) it: the client is on its own
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    for target in ([ "--to", str(tmp_path / "out")], []):  # into a folder, and into the huggingface_hub cache
+        res = CliRunner().invoke(cli, ["pull", repo, "--endpoint", srv.url, "--token", srv.tokens["alice"], "--no-register", *target])
+        assert res.exit_code == 1, res.output
+        line = res.output.strip()
+        assert "\n" not in line and "refused to pull" in line and "nothing was downloaded" in line, line
+    assert not (tmp_path / "out").exists()
+    assert _git_aliases_under(tmp_path) == []
+    assert not any(p.is_file() for p in tmp_path.rglob("*") if p.name in ("config", "x", "hooks.cfg"))
