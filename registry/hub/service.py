@@ -489,45 +489,77 @@ class HubService:
 
     @staticmethod
     def tree_entries(files: dict[str, FileEntry], path: str, recursive: bool) -> list[dict[str, Any]]:
-        """Tree items under folder ``path`` ("" = root); raises EntryNotFound for a missing folder."""
+        """Every tree item under folder ``path`` ("" = root); see :meth:`tree_page`."""
+        return HubService.tree_page(files, path, recursive, 0, None)[0]
+
+    @staticmethod
+    def tree_page(
+        files: dict[str, FileEntry], path: str, recursive: bool, cursor: int, limit: int | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """``(items[cursor:cursor+limit], total)`` of the tree under folder ``path`` ("" = root),
+        sorted by path; raises EntryNotFound for a missing folder.
+
+        Linear: one pass collects the names (a file's folders are its path's prefixes), the page
+        is cut from the sorted names, and only the folders on the page get their oid (one more
+        pass over the files below them). Computing every folder's oid by scanning every file was
+        quadratic: 7 s for ``?limit=1`` at 4,000 folders."""
         prefix = f"{path}/" if path else ""
-        below = {p: f for p, f in files.items() if p.startswith(prefix)}
+        below = [(p, f) for p, f in files.items() if p.startswith(prefix)] if prefix else list(files.items())
         if path and not below:
             if path in files:
-                f = files[path]
-                return [_file_item(path, f)]
+                return [_file_item(path, files[path])][cursor : None if limit is None else cursor + limit], 1
             raise EntryNotFound(f"{path} does not exist at this revision")
-        dirs: dict[str, list[tuple[str, str]]] = {}
-        items: list[dict[str, Any]] = []
-        for p, f in below.items():
+        names: dict[str, FileEntry | None] = {}  # path -> file, or None for a folder
+        for p, f in below:
             rest = p[len(prefix):]
-            parts = rest.split("/")
-            for i in range(1, len(parts)):
-                d = prefix + "/".join(parts[:i])
-                if recursive or i == 1:
-                    dirs.setdefault(d, [])
-            if len(parts) > 1:
-                top = prefix + parts[0]
-                dirs.setdefault(top, []).append((p, f.git_oid))
-            if recursive or len(parts) == 1:
-                items.append(_file_item(p, f))
-        for d in dirs:
-            entries = [(p, f.git_oid) for p, f in below.items() if p.startswith(d + "/")]
-            items.append({"type": "directory", "oid": tree_id(entries), "size": 0, "path": d})
-        items.sort(key=lambda it: it["path"])
-        return items
+            if "/" not in rest:
+                names[p] = f
+                continue
+            if recursive:
+                names[p] = f
+                cut = rest.find("/")
+                while cut != -1:
+                    names.setdefault(prefix + rest[:cut], None)
+                    cut = rest.find("/", cut + 1)
+            else:
+                names.setdefault(prefix + rest[: rest.find("/")], None)
+        ordered = sorted(names)
+        page = ordered[cursor:] if limit is None else ordered[cursor : cursor + limit]
+        oids = HubService._folder_oids(below, {p for p in page if names[p] is None})
+        items = [
+            _file_item(p, f) if (f := names[p]) is not None else {"type": "directory", "oid": oids[p], "size": 0, "path": p}
+            for p in page
+        ]
+        return items, len(ordered)
+
+    @staticmethod
+    def _folder_oids(files: list[tuple[str, FileEntry]], folders: set[str]) -> dict[str, str]:
+        """The oid (:func:`tree_id` of the files below) of each folder in ``folders`` that holds a
+        file; one pass over ``files``, each file adding itself to its ancestor folders that are wanted."""
+        if not folders:
+            return {}
+        entries: dict[str, list[tuple[str, str]]] = {d: [] for d in folders}
+        for p, f in files:
+            cut = p.find("/")
+            while cut != -1:
+                got = entries.get(p[:cut])
+                if got is not None:
+                    got.append((p, f.git_oid))
+                cut = p.find("/", cut + 1)
+        return {d: tree_id(e) for d, e in entries.items() if e}
 
     @staticmethod
     def paths_info(files: dict[str, FileEntry], paths: list[str]) -> list[dict[str, Any]]:
+        """Items of the named files and folders (unknown paths are left out), in the order asked."""
+        wanted = [p.strip("/") for p in paths]
+        folders = {p for p in wanted if p not in files}
+        oids = HubService._folder_oids(list(files.items()), folders)  # only folders that hold files
         out = []
-        for p in paths:
-            p = p.strip("/")
+        for p in wanted:
             if p in files:
                 out.append(_file_item(p, files[p]))
-            else:
-                entries = [(q, f.git_oid) for q, f in files.items() if q.startswith(p + "/")]
-                if entries:
-                    out.append({"type": "directory", "oid": tree_id(entries), "size": 0, "path": p})
+            elif p in oids:
+                out.append({"type": "directory", "oid": oids[p], "size": 0, "path": p})
         return out
 
     def commits_of(self, session: Session, repo: HubRepo, head: HubCommit, limit: int = 1000) -> list[dict[str, Any]]:

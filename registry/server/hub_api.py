@@ -289,10 +289,9 @@ def _tree(request: Request, rt: str, repo_id: str, rev: str, path: str) -> tuple
         repo = st.service.get_repo(s, rt, repo_id, ident)
         commit = st.service.resolve_revision(s, repo, rev)
         files = st.service.files_of(s, commit)
-    items = st.service.tree_entries(files, path, recursive)
-    page = items[cursor : cursor + limit]
+    page, total = st.service.tree_page(files, path, recursive, cursor, limit)
     nxt = None
-    if cursor + limit < len(items):
+    if cursor + limit < total:
         params = [(k, v) for k, v in q.multi_items() if k != "cursor"]
         params.append(("cursor", str(cursor + limit)))
         nxt = f"{base_url(request)}{request.url.path}?{urlencode(params)}"

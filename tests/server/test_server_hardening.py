@@ -4,16 +4,19 @@
   nesting are refused with one line, in bounded time and memory; the server stays up.
 * ``.git`` under any name a file system gives it is refused on commit, and ``lorahub pull`` of a
   repo that holds one (planted in the server's database, since the server refuses it) writes nothing.
+* Tree listing and ``paths-info`` are linear in the number of folders.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from pathlib import Path
 
+import httpx
 import pytest
-from conftest import NDJSON, commit_body, sha256
+from conftest import NDJSON, commit_body, ndjson, sha256
 from test_safeyaml import alias_bomb
 from test_server_hostile import needs_proc, peak, reset_peak
 
@@ -155,3 +158,51 @@ def test_pull_never_writes_a_git_folder(sqlite_server, path: str, tmp_path: Path
     assert not (tmp_path / "out").exists()
     assert _git_aliases_under(tmp_path) == []
     assert not any(p.is_file() for p in tmp_path.rglob("*") if p.name in ("config", "x", "hooks.cfg"))
+
+
+# --------------------------------------------------------------------------- tree and paths-info (item 5)
+
+
+def _folders_repo(srv, repo: str, folders: int) -> None:  # noqa: ANN001 - HubServer
+    srv.api().create_repo(repo, exist_ok=True)
+    lines = [{"key": "header", "value": {"summary": f"{folders} folders"}}]
+    content = base64.b64encode(b"x").decode()
+    lines += [{"key": "file", "value": {"path": f"d{i:05d}/f.txt", "content": content, "encoding": "base64"}} for i in range(folders)]
+    r = srv.request("POST", f"/api/models/{repo}/commit/main", content=ndjson(*lines), headers=NDJSON)
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_tree_and_paths_info_are_linear_in_the_number_of_folders(sqlite_server) -> None:
+    """Anonymous ``GET .../tree/main?limit=1`` took 7.1 s at 4,000 folders (every folder's oid
+    computed by scanning every file, before paging). Compared as a ratio (4,000 against 1,000
+    folders; linear is 4, the old code 16), not as absolute times: the machine may be busy."""
+    srv = sqlite_server
+    sizes = (1000, 4000)
+    for n in sizes:
+        _folders_repo(srv, f"alice/folders-{n}", n)
+    calls = {
+        "tree": lambda http, n: http.get(f"/api/models/alice/folders-{n}/tree/main", params={"limit": 1}),
+        "recursive": lambda http, n: http.get(f"/api/models/alice/folders-{n}/tree/main", params={"recursive": "true", "limit": 1000}),
+        "paths-info": lambda http, n: http.post(f"/api/models/alice/folders-{n}/paths-info/main", data={"paths": [f"d{i:05d}" for i in range(n)]}),
+    }
+    best = {(what, n): float("inf") for what in calls for n in sizes}
+    with httpx.Client(base_url=srv.url, timeout=120) as http:
+        for _ in range(7):  # interleaved, best of 7: a busy moment slows both sizes alike
+            for what, call in calls.items():
+                for n in sizes:
+                    started = time.perf_counter()
+                    r = call(http, n)
+                    best[what, n] = min(best[what, n], time.perf_counter() - started)
+                    assert r.status_code == 200, r.text[:200]
+                    if what == "tree":
+                        assert len(r.json()) == 1 and 'rel="next"' in r.headers["link"]
+                    elif what == "paths-info":
+                        assert len(r.json()) == n and r.json()[0]["type"] == "directory"
+    times = {what: (best[what, sizes[0]], best[what, sizes[1]]) for what in calls}
+    for what, (small, big) in times.items():
+        assert big / small <= 5.0, f"{what}: {big * 1000:.0f} ms at 4,000 folders, {small * 1000:.0f} ms at 1,000 ({big / small:.1f}x)"
+    # the items are still right: the folder oid is the one of the files below it, on any page
+    page2 = httpx.get(f"{srv.url}/api/models/alice/folders-1000/tree/main", params={"limit": 2, "cursor": 2}).json()
+    assert [i["path"] for i in page2] == ["d00001", "d00002"] and all(i["type"] == "directory" for i in page2)
+    full = {i.path: i.tree_id for i in srv.api().list_repo_tree("alice/folders-1000") if hasattr(i, "tree_id")}
+    assert {i["path"]: i["oid"] for i in page2} == {k: full[k] for k in ("d00001", "d00002")}
