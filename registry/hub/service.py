@@ -28,6 +28,7 @@ import binascii
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,7 @@ from .errors import (
 )
 from .faults import fault_point
 from .gitobj import commit_id, git_blob_id, is_commit_id, is_sha256, lfs_pointer_info, tree_id
-from .models import HubBlob, HubCommit, HubFile, HubRef, HubRepo, HubRepoObject, HubRepoTag
+from .models import HubBlob, HubCommit, HubFile, HubRef, HubRepo, HubRepoObject, HubRepoTag, HubSequence
 from .names import (
     URL_PREFIX,
     check_namespace,
@@ -222,6 +223,13 @@ class HubService:
         return session.exec(select(HubRepo).where(HubRepo.key == repo_key(repo_type, ns, name))).first()
 
     @staticmethod
+    def repo_by_public_id(session: Session, public_id: str) -> HubRepo | None:
+        """The repo whose ``public_id`` (24 lower-case hex digits) this is, or None. No access check."""
+        if not isinstance(public_id, str) or len(public_id) != 24 or not all(c in "0123456789abcdef" for c in public_id):
+            return None
+        return session.exec(select(HubRepo).where(HubRepo.public_id == public_id)).first()
+
+    @staticmethod
     def can_read(repo: HubRepo, ident: Identity | None) -> bool:
         if not repo.private:
             return True
@@ -275,6 +283,8 @@ class HubService:
                     raise Forbidden(f"no user named '{ns}'")
                 now = utcnow()
                 repo = HubRepo(
+                    id=self._next_repo_pk(s),
+                    public_id=secrets.token_hex(12),
                     repo_type=rt,
                     namespace=owner.name if owner.name.lower() == ns.lower() else ns,
                     name=name,
@@ -310,6 +320,22 @@ class HubService:
                     continue
                 return repo, True
         raise Conflict("another conflicting operation is in progress")
+
+    @staticmethod
+    def _next_repo_pk(s: Session) -> int:
+        """The next repo primary key: one past both the last one handed out (``hub_sequences``) and
+        the largest in use, so that no id is ever given twice, even after a delete. Runs in the
+        creating write transaction (SQLite: the write lock; PostgreSQL: the counter row's lock)."""
+        counter = sa.update(HubSequence).where(HubSequence.name == "hub_repos").values(value=HubSequence.value + 1)
+        value = s.execute(counter.returning(HubSequence.value)).scalar_one_or_none()
+        if value is None:  # a database whose counter row is missing: start from the ids in use
+            insert_ignore(s, HubSequence, [{"name": "hub_repos", "value": 0}], ["name"])
+            value = s.execute(counter.returning(HubSequence.value)).scalar_one()
+        top = s.execute(sa.select(sa.func.coalesce(sa.func.max(HubRepo.id), 0))).scalar_one()
+        if value <= top:
+            value = int(top) + 1
+            s.execute(sa.update(HubSequence).where(HubSequence.name == "hub_repos").values(value=value))
+        return int(value)
 
     def delete_repo(self, ident: Identity | None, repo_type: str | None, repo_id: str) -> None:
         rt = check_repo_type(repo_type)
@@ -389,7 +415,7 @@ class HubService:
             tags = json.loads(repo.tags or "[]")
             pipeline, library, sha, last = repo.pipeline_tag, repo.library_name, repo.sha, repo.updated_at
         out: dict[str, Any] = {
-            "_id": f"lorahub{repo.id:020d}",
+            "_id": repo.public_id,
             "id": rid,
             "author": repo.namespace,
             "sha": sha,

@@ -197,12 +197,14 @@ def test_cards_parse_check_and_derive() -> None:
 
 def test_signed_upload_urls() -> None:
     s = UrlSigner(b"k" * 32)
-    f = s.upload_fields(7, "a" * 64, 100, 3)
-    assert s.check(f["sig"], "upload", 7, "a" * 64, 100, 3, int(f["exp"]))
-    assert not s.check(f["sig"], "upload", 8, "a" * 64, 100, 3, int(f["exp"]))
-    assert not s.check(f["sig"], "upload", 7, "a" * 64, 101, 3, int(f["exp"]))
-    assert not UrlSigner(b"other" * 8).check(f["sig"], "upload", 7, "a" * 64, 100, 3, int(f["exp"]))
-    assert not s.check("", "upload", 7, "a" * 64, 100, 3, int(f["exp"]))
+    key = "model/alice/x"
+    f = s.upload_fields(7, key, "a" * 64, 100, 3)
+    assert s.check(f["sig"], "upload", 7, key, "a" * 64, 100, 3, int(f["exp"]))
+    assert not s.check(f["sig"], "upload", 8, key, "a" * 64, 100, 3, int(f["exp"]))
+    assert not s.check(f["sig"], "upload", 7, "model/alice/y", "a" * 64, 100, 3, int(f["exp"]))  # the name is signed too
+    assert not s.check(f["sig"], "upload", 7, key, "a" * 64, 101, 3, int(f["exp"]))
+    assert not UrlSigner(b"other" * 8).check(f["sig"], "upload", 7, key, "a" * 64, 100, 3, int(f["exp"]))
+    assert not s.check("", "upload", 7, key, "a" * 64, 100, 3, int(f["exp"]))
     tok = generate_token()
     assert looks_like_token(tok) and tok != generate_token() and len(tok) >= 45
 

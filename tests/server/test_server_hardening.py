@@ -5,6 +5,7 @@
 * ``.git`` under any name a file system gives it is refused on commit, and ``lorahub pull`` of a
   repo that holds one (planted in the server's database, since the server refuses it) writes nothing.
 * Tree listing and ``paths-info`` are linear in the number of folders.
+* Repo ids are never reused, upload URLs are signed over repo id and name, ``_id`` is opaque.
 """
 
 from __future__ import annotations
@@ -206,3 +207,77 @@ def test_tree_and_paths_info_are_linear_in_the_number_of_folders(sqlite_server) 
     assert [i["path"] for i in page2] == ["d00001", "d00002"] and all(i["type"] == "directory" for i in page2)
     full = {i.path: i.tree_id for i in srv.api().list_repo_tree("alice/folders-1000") if hasattr(i, "tree_id")}
     assert {i["path"]: i["oid"] for i in page2} == {k: full[k] for k in ("d00001", "d00002")}
+
+
+# --------------------------------------------------------------------------- repo ids, upload URLs (items 8, 9)
+
+OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+def _lfs_batch(srv, repo: str, data: bytes) -> dict:  # noqa: ANN001 - HubServer
+    r = srv.request("POST", f"/{repo}.git/info/lfs/objects/batch", json={"operation": "upload", "objects": [{"oid": sha256(data), "size": len(data)}]})
+    assert r.status_code == 200, r.text
+    return r.json()["objects"][0]
+
+
+def test_a_deleted_repos_upload_url_cannot_reach_a_new_repo_of_the_same_name(hub_server) -> None:
+    """SQLite reused the primary key of the newest repo after its delete, and upload URLs were signed
+    over that number only: the old URL of a deleted repo linked an object into the new repo."""
+    srv = hub_server
+    api = srv.api()
+    repo = "alice/reborn"
+    data = b"object uploaded through a stale URL " + srv.backend.encode()
+    api.create_repo(repo)
+    first_id = srv.request("GET", f"/api/models/{repo}").json()["_id"]
+    href = _lfs_batch(srv, repo, data)["actions"]["upload"]["href"]
+    assert first_id in href and OBJECT_ID.match(first_id)  # the URL names the opaque id, not a row number
+    api.delete_repo(repo)
+    api.create_repo(repo)
+    second_id = srv.request("GET", f"/api/models/{repo}").json()["_id"]
+    assert second_id != first_id
+    put = httpx.put(href, content=data)
+    assert put.status_code in (403, 404), put.text
+    assert "actions" in _lfs_batch(srv, repo, data)  # not linked: the new repo still asks for the bytes
+    line = ndjson({"key": "header", "value": {"summary": "stale"}},
+                  {"key": "lfsFile", "value": {"path": "stale.bin", "algo": "sha256", "oid": sha256(data), "size": len(data)}})
+    r = srv.request("POST", f"/api/models/{repo}/commit/main", content=line, headers=NDJSON)
+    assert r.status_code == 400 and "not uploaded to this repo" in r.json()["error"]
+    # a fresh URL of the new repo works, and only for it
+    fresh = _lfs_batch(srv, repo, data)["actions"]["upload"]["href"]
+    assert second_id in fresh and httpx.put(fresh, content=data).status_code == 200
+    assert srv.request("POST", f"/api/models/{repo}/commit/main", content=line, headers=NDJSON).status_code == 200
+    # a forged id, or another repo's id with this signature, is the same 403 as a bad signature
+    other = srv.request("GET", "/api/models/alice/reborn").json()["_id"]
+    for bad in (href.replace(first_id, "0" * 24), href.replace(first_id, "1"), fresh.replace(second_id, first_id)):
+        assert httpx.put(bad, content=data).status_code == 403, bad
+    assert other == second_id
+
+
+def test_repo_ids_are_opaque_stable_and_never_reused(hub_server) -> None:
+    srv = hub_server
+    api = srv.api()
+    ids = []
+    for i in range(3):
+        r = srv.request("POST", "/api/repos/create", json={"name": f"opaque-{i}"})
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["id"])
+        assert srv.request("GET", f"/api/models/alice/opaque-{i}").json()["_id"] == ids[-1]  # stable
+    assert all(OBJECT_ID.match(i) for i in ids) and len(set(ids)) == 3
+    assert not any(abs(int(a, 16) - int(b, 16)) < 1000 for a, b in zip(ids, ids[1:], strict=False))  # not a counter
+    listed = {m["id"]: m["_id"] for m in srv.request("GET", "/api/models", params={"author": "alice"}).json()}
+    assert [listed[f"alice/opaque-{i}"] for i in range(3)] == ids
+    # primary keys: deleting the newest repo does not hand its key to the next one
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(srv.database)
+    try:
+        def pk(name: str) -> int:
+            with engine.connect() as conn:
+                return conn.execute(text("SELECT id FROM hub_repos WHERE key = :k"), {"k": f"model/alice/{name}"}).scalar_one()
+
+        gone = pk("opaque-2")
+        api.delete_repo("alice/opaque-2")
+        api.create_repo("alice/opaque-3")
+        assert pk("opaque-3") > gone
+    finally:
+        engine.dispose()
