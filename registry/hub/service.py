@@ -145,6 +145,10 @@ class _Plan:
     parent: str | None = None
     ops: list[_Op] = field(default_factory=list)
     regular_blobs: dict[str, tuple[int, str]] = field(default_factory=dict)  # sha256 -> (size, git sha1)
+    #: Content of the regular files (stored again at landing if a refused commit's cleanup removed it).
+    regular_data: dict[str, bytes] = field(default_factory=dict)
+    #: Blobs this commit wrote to the store (none was there before): sha256 -> mtime_ns after writing.
+    created_blobs: dict[str, int] = field(default_factory=dict)
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -757,9 +761,10 @@ class HubService:
 
     # -- commits ----------------------------------------------------------------------------
 
-    def parse_commit(self, repo: HubRepo, body: bytes) -> _Plan:
-        """Parse an NDJSON commit body; stores regular file contents as blobs."""
-        plan = _Plan()
+    def parse_commit(self, repo: HubRepo, body: bytes, plan: _Plan | None = None) -> _Plan:
+        """Parse an NDJSON commit body into ``plan``; stores regular file contents as blobs (the
+        ones it writes are in ``plan.created_blobs``, also when it raises)."""
+        plan = plan if plan is not None else _Plan()
         seen_header = False
         n_ops = 0
         lines = body.split(b"\n")
@@ -814,7 +819,10 @@ class HubService:
                 if len(data) > self.config.max_regular_file:
                     raise PayloadTooLarge(f"{path}: regular files are limited to {self.config.max_regular_file} bytes")
                 blob = self.store.put_bytes(data)
+                if blob.created or blob.sha256 in plan.created_blobs:
+                    plan.created_blobs[blob.sha256] = self._mtime_ns(blob.sha256)
                 plan.regular_blobs[blob.sha256] = (blob.size, blob.git_sha1 or git_blob_id(data))
+                plan.regular_data[blob.sha256] = data
                 plan.ops.append(_Op("file", path, FileEntry(blob.size, blob.sha256, blob.git_sha1 or git_blob_id(data), False)))
             elif key == "lfsFile":
                 path = check_path(value.get("path"))
@@ -956,7 +964,26 @@ class HubService:
             repo = self.get_repo(s, repo_type, repo_id, ident, write=True)
             self.resolve_revision(s, repo, revision)  # 404 RevisionNotFound early
         assert ident is not None
-        plan = self.parse_commit(repo, body)
+        plan = _Plan()
+        try:
+            return self._commit(ident, repo_type, repo_id, revision, repo, body, plan, create_pr)
+        except BaseException:
+            # A refused (or failed) commit leaves none of the blobs it wrote behind.
+            self._discard_blobs(plan)
+            raise
+
+    def _commit(
+        self,
+        ident: Identity,
+        repo_type: str,
+        repo_id: str,
+        revision: str,
+        repo: HubRepo,
+        body: bytes,
+        plan: _Plan,
+        create_pr: bool,
+    ) -> CommitResult:
+        self.parse_commit(repo, body, plan)
         branch: str | None = None
         if not create_pr:
             branch = revision[len("refs/heads/"):] if revision.startswith("refs/heads/") else revision
@@ -1007,6 +1034,43 @@ class HubService:
                 _backoff(attempt)
                 continue
         raise Conflict("another conflicting operation is in progress; try again") from last_error
+
+    def _mtime_ns(self, sha256: str) -> int:
+        path = self.store.local_path(sha256)
+        try:
+            return path.stat().st_mtime_ns if path is not None else 0
+        except OSError:
+            return 0
+
+    def _blob_lock(self, s: Session) -> None:
+        """Serialise blob cleanup with commits landing (SQLite: the write transaction does;
+        PostgreSQL: a table lock that conflicts with the inserts of :meth:`_land`)."""
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(sa.text("LOCK TABLE hub_blobs IN SHARE ROW EXCLUSIVE MODE"))
+        else:
+            s.execute(sa.select(1))  # BEGIN IMMEDIATE
+
+    def _discard_blobs(self, plan: _Plan) -> None:
+        """Remove the blobs a refused commit wrote, unless something records them meanwhile (a
+        ``hub_blobs`` row, a commit's file) or stored them again (the file's mtime moved: another
+        commit is on its way with the same content; its landing stores the blob again if it is gone)."""
+        if not plan.created_blobs:
+            return
+        shas = sorted(plan.created_blobs)
+        try:
+            with self.write_session() as s:
+                self._blob_lock(s)
+                used: set[str] = set()
+                for i in range(0, len(shas), 500):
+                    part = shas[i : i + 500]
+                    used.update(s.execute(sa.select(HubBlob.sha256).where(HubBlob.sha256.in_(part))).scalars())
+                    used.update(s.execute(sa.select(HubFile.sha256).where(HubFile.sha256.in_(part)).distinct()).scalars())
+                for sha in shas:
+                    if sha not in used and self._mtime_ns(sha) == plan.created_blobs[sha]:
+                        self.store.delete(sha)
+                s.rollback()
+        except Exception:  # noqa: BLE001 - never hide the commit's own error; `registry check` finds the rest
+            log.warning("could not remove the blobs of a refused commit", exc_info=True)
 
     def _fingerprints(self, adapters: list[tuple[str, int, Any, str]]) -> dict[str, dict[str, str]]:
         """Fingerprints of the adapters to index: cached by sha256, else known to the registry, else computed.
@@ -1126,6 +1190,11 @@ class HubService:
                     [{"sha256": k, "size": v[0], "git_sha1": v[1], "created_at": now} for k, v in plan.regular_blobs.items()],
                     ["sha256"],
                 )
+                # Under the lock the cleanup of a refused commit takes (see _discard_blobs): a blob
+                # that another, refused, commit with the same content removed is stored again.
+                for sha in plan.regular_blobs:
+                    if not self.store.exists(sha):
+                        self.store.put_bytes(plan.regular_data[sha], expected_sha256=sha)
             lfs_oids = {f.sha256 for f in files.values() if f.lfs}
             oid = self._insert_commit(
                 s, repo, base_oid, files, title, plan.description, ident, now, card=card, derived=derived

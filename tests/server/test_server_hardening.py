@@ -5,7 +5,9 @@
 * ``.git`` under any name a file system gives it is refused on commit, and ``lorahub pull`` of a
   repo that holds one (planted in the server's database, since the server refuses it) writes nothing.
 * Tree listing and ``paths-info`` are linear in the number of folders.
+* The Host header is checked (DNS rebinding) and CORS answers only configured origins.
 * Repo ids are never reused, upload URLs are signed over repo id and name, ``_id`` is opaque.
+* A refused commit leaves none of its blobs on disk.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def card(front: str) -> str:
     return f"---\n{front}---\n\n# a card\n"
 
 
+def _blob_path(srv, data: bytes) -> Path:  # noqa: ANN001 - HubServer
+    oid = sha256(data)
+    return srv.data / "blobs" / "sha256" / oid[:2] / oid[2:4] / oid
+
+
 @needs_proc
 @pytest.mark.parametrize("front", [alias_bomb(), alias_bomb(7), DEEP], ids=["bomb-9-levels", "bomb-7-levels", "deep"])
 def test_hostile_yaml_is_refused_in_bounded_time_and_memory(sqlite_server, front: str) -> None:
@@ -55,6 +62,7 @@ def test_hostile_yaml_is_refused_in_bounded_time_and_memory(sqlite_server, front
     assert time.monotonic() - started < 10.0
     assert peak(pid) - base < 48 << 20, f"the server's peak memory grew by {(peak(pid) - base) >> 20} MiB"
     assert srv.api().model_info(repo).sha == head
+    assert not _blob_path(srv, card(front).encode()).exists()  # item 9: the refused README is not kept
     assert srv.proc.poll() is None and "Traceback" not in srv.log_text()
 
 
@@ -281,3 +289,62 @@ def test_repo_ids_are_opaque_stable_and_never_reused(hub_server) -> None:
         assert pk("opaque-3") > gone
     finally:
         engine.dispose()
+
+
+def _blob_files(srv) -> set[str]:  # noqa: ANN001 - HubServer
+    return {p.name for p in (srv.data / "blobs" / "sha256").glob("*/*/*")}
+
+
+def test_a_refused_commit_leaves_none_of_its_blobs(hub_server) -> None:
+    srv = hub_server
+    repo = "alice/refused"
+    srv.api().create_repo(repo)
+    kept = b"already committed content " + srv.backend.encode()
+    assert srv.request("POST", f"/api/models/{repo}/commit/main", content=commit_body("kept.txt", kept), headers=NDJSON).status_code == 200
+    head = srv.api().model_info(repo).sha
+
+    def file_line(path: str, data: bytes) -> dict:
+        return {"key": "file", "value": {"path": path, "content": base64.b64encode(data).decode(), "encoding": "base64"}}
+
+    header = {"key": "header", "value": {"summary": "refused"}}
+    cases = {
+        "bad path on a later line": [file_line("a.txt", b"new 1"), file_line("sub/.GIT/config", b"new 2")],
+        "README alias bomb": [file_line("b.txt", b"new 3"), file_line("README.md", card(alias_bomb()).encode())],
+        "invalid adapter": [file_line("c.txt", b"new 4"), file_line("broken.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}xxxxx")],
+        "stale parent": [file_line("d.txt", b"new 5")],
+        "reused content": [file_line("again.txt", kept), file_line("e.txt", b"new 6"), file_line("x/CON", b"new 7")],
+    }
+    before = _blob_files(srv)
+    for label, ops in cases.items():
+        hdr = {"key": "header", "value": {"summary": label, "parentCommit": "f" * 40}} if label == "stale parent" else header
+        r = srv.request("POST", f"/api/models/{repo}/commit/main", content=ndjson(hdr, *ops), headers=NDJSON)
+        assert r.status_code in (400, 409, 422), (label, r.status_code, r.text[:200])
+        assert _blob_files(srv) == before, label
+    assert sha256(kept) in before  # content of a landed commit stays
+    assert srv.api().model_info(repo).sha == head
+    assert srv.request("GET", f"/{repo}/resolve/main/kept.txt", user=None).content == kept
+
+
+def test_a_refused_commit_never_removes_the_blob_of_a_concurrent_one(hub_server) -> None:
+    """Two commits with the same new content at once, one refused: the landed one's file stays
+    readable (the cleanup re-checks under the lock that landing takes; landing stores it again)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = hub_server
+    repo = "alice/racing"
+    srv.api().create_repo(repo)
+
+    def commit(i: int, refused: bool) -> int:
+        data = f"shared content {i}".encode()
+        ops = [{"key": "file", "value": {"path": f"f{i}-{int(refused)}.txt", "content": base64.b64encode(data).decode()}}]
+        if refused:
+            ops.append({"key": "file", "value": {"path": ".Git/x", "content": ""}})
+        r = srv.request("POST", f"/api/models/{repo}/commit/main", content=ndjson({"key": "header", "value": {"summary": str(i)}}, *ops), headers=NDJSON)
+        return r.status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda job: commit(*job), [(i, refused) for i in range(12) for refused in (False, True)]))
+    assert results == [200, 400] * 12
+    for i in range(12):
+        got = srv.request("GET", f"/{repo}/resolve/main/f{i}-0.txt", user=None)
+        assert got.status_code == 200 and got.content == f"shared content {i}".encode(), (i, got.status_code)
