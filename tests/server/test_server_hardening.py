@@ -348,3 +348,122 @@ def test_a_refused_commit_never_removes_the_blob_of_a_concurrent_one(hub_server)
     for i in range(12):
         got = srv.request("GET", f"/{repo}/resolve/main/f{i}-0.txt", user=None)
         assert got.status_code == 200 and got.content == f"shared content {i}".encode(), (i, got.status_code)
+
+
+# --------------------------------------------------------------------------- Host header and CORS (item 7)
+
+CORS_HEADERS = ("access-control-allow-origin", "access-control-allow-credentials")
+
+
+def _port(srv) -> int:  # noqa: ANN001 - HubServer
+    return int(srv.url.rsplit(":", 1)[1])
+
+
+def test_a_dns_rebinding_host_is_refused(sqlite_server) -> None:
+    """A page of attacker.example whose name now resolves to 127.0.0.1 sends ``Host: attacker.example``."""
+    from testkit import raw_http
+
+    srv = sqlite_server
+    port = _port(srv)
+    for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.attacker.example:{port}",
+                 f"localhost.attacker.example:{port}", f"xn--80ak6aa92e.com:{port}", "", f"[::1]x:{port}", "a b"):
+        for method, path, kw in (("GET", "/api/models", {}), ("GET", "/api/whoami-v2", {}),
+                                 ("POST", "/api/validate-yaml", {"json": {"content": "---\na: 1\n---\n"}}),
+                                 ("GET", "/alice/gitpaths/resolve/main/.gitattributes", {}), ("GET", "/docs", {})):
+            r = srv.request(method, path, headers={"Host": host}, **kw)
+            assert r.status_code == 421, (host, path, r.status_code)
+            assert "Host" in r.json()["error"] and "\n" not in r.json()["error"]
+    two = raw_http(srv.url, f"GET /api/models HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.example\r\n\r\n".encode())
+    assert two.startswith((b"HTTP/1.1 421", b"HTTP/1.1 400")), two[:100]
+    # the names the server is known by, and addresses (a rebinding page cannot send an address)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"localhost.:{port}", f"[::1]:{port}",
+                 "127.0.0.1", f"192.168.1.20:{port}", f"[fe80::1]:{port}"):
+        r = srv.request("GET", "/api/whoami-v2", headers={"Host": host})
+        assert r.status_code == 200 and r.json()["name"] == "alice", (host, r.status_code)
+
+
+def test_cors_answers_no_foreign_origin(sqlite_server) -> None:
+    srv = sqlite_server
+    port = _port(srv)
+    for origin in ("https://attacker.example", f"http://localhost:{port + 1}", "http://127.0.0.1:3000", "null"):
+        for r in (
+            srv.request("GET", "/api/models", user=None, headers={"Origin": origin}),
+            srv.request("GET", "/api/whoami-v2", headers={"Origin": origin}),
+            srv.request("OPTIONS", "/api/whoami-v2", user=None,
+                        headers={"Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}),
+        ):
+            assert not any(h in r.headers for h in CORS_HEADERS), (origin, r.request.method, dict(r.headers))
+
+
+@pytest.fixture(scope="module")
+def proxied_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A server configured as behind a TLS proxy, with an extra name and one allowed web origin."""
+    from conftest import start_server, stop_server
+
+    srv = start_server(
+        tmp_path_factory.mktemp("serve-proxied"), None, "sqlite",
+        extra_args=["--public-url", "https://hub.example.test", "--allowed-host", "alias.example.test",
+                    "--cors-origin", "https://app.example.test"],
+    )
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def test_public_url_allowed_hosts_and_configured_origins(proxied_server) -> None:
+    srv = proxied_server
+    srv.api().create_repo("alice/behind-proxy")
+    # the proxy forwards Host: hub.example.test; answers name the public URL (https), not the request's http
+    r = srv.request("POST", "/alice/behind-proxy.git/info/lfs/objects/batch", headers={"Host": "hub.example.test"},
+                    json={"operation": "upload", "objects": [{"oid": "c" * 64, "size": 3}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["objects"][0]["actions"]["upload"]["href"].startswith("https://hub.example.test/api/lorahub/lfs/")
+    assert srv.request("GET", "/api/whoami-v2", headers={"Host": "alias.example.test:443"}).status_code == 200
+    assert srv.request("GET", "/api/whoami-v2", headers={"Host": "other.example.test"}).status_code == 421
+    ok = srv.request("GET", "/api/models/alice/behind-proxy", user=None, headers={"Origin": "https://app.example.test"})
+    assert ok.headers["access-control-allow-origin"] == "https://app.example.test"
+    assert "access-control-allow-credentials" not in ok.headers  # never credentialed
+    assert "X-Repo-Commit" in ok.headers.get("access-control-expose-headers", "")
+    pre = srv.request("OPTIONS", "/api/whoami-v2", user=None,
+                      headers={"Origin": "https://app.example.test", "Access-Control-Request-Method": "GET",
+                               "Access-Control-Request-Headers": "authorization"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://app.example.test"
+    assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+    bad = srv.request("GET", "/api/models", user=None, headers={"Origin": "https://evil.example.test"})
+    assert not any(h in bad.headers for h in CORS_HEADERS)
+
+
+def test_serve_refuses_a_malformed_cors_origin(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lorahub.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["serve", "--data", str(tmp_path), "--cors-origin", "https://app.example.test/path"])
+    assert res.exit_code == 2 and "not an origin" in res.output
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    pytest.importorskip("gradio")
+    from conftest import start_server, stop_server
+
+    srv = start_server(tmp_path_factory.mktemp("serve-ui"), None, "sqlite", extra_args=["--ui"])
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def test_the_web_ui_gets_no_credentialed_cors_and_no_rebinding(ui_server) -> None:
+    """Gradio's own CORS middleware allowed credentialed requests from any http://localhost:* origin, and
+    from any origin at all once the Host was not a loopback name (which DNS rebinding arranges)."""
+    srv = ui_server
+    port = _port(srv)
+    for path in ("/", "/gradio_api/info", "/config"):
+        for origin in (f"http://localhost:{port + 1}", "http://127.0.0.1:1", "https://attacker.example"):
+            r = srv.request("GET", path, user=None, headers={"Origin": origin})
+            assert r.status_code < 500, (path, r.status_code)
+            assert not any(h in r.headers for h in CORS_HEADERS), (path, origin, dict(r.headers))
+        r = srv.request("GET", path, user=None, headers={"Host": f"attacker.example:{port}", "Origin": f"http://attacker.example:{port}"})
+        assert r.status_code == 421 and not any(h in r.headers for h in CORS_HEADERS), (path, r.status_code)
