@@ -1,4 +1,4 @@
-"""``lorahub serve`` benchmarks: search over HTTP under concurrency, and downloading a big file.
+"""``lorahub serve`` benchmarks: search over HTTP under concurrency, downloading a big file, and tree listings.
 
     python benchmarks/bench_server.py [--records 100000] [--requests 3000] [--clients 16]
         [--workers 1,2] [--backends sqlite,postgres] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
