@@ -1,8 +1,8 @@
-"""``lorahub serve`` benchmarks: search over HTTP under concurrency, and downloading a big file.
+"""``lorahub serve`` benchmarks: search over HTTP under concurrency, downloading a big file, and tree listings.
 
     python benchmarks/bench_server.py [--records 100000] [--requests 3000] [--clients 16]
         [--workers 1,2] [--backends sqlite,postgres] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
-        [--download-mb 100] [--rounds 3] [--skip-search] [--skip-download]
+        [--download-mb 100] [--rounds 3] [--tree-files 25000] [--skip-search] [--skip-download] [--skip-tree]
 
 Search: the registry benchmark's records (the Civitai corpus resampled to ``--records``, see
 bench_registry.py) are imported into the server's database; ``lorahub serve`` runs as a separate
@@ -19,6 +19,12 @@ Download: a ``--download-mb`` MB file of random bytes is uploaded (LFS) and fetc
 ``hf_hub_download`` into an empty cache, best of ``--rounds``; compared with reading the same
 file from disk (page cache, 1 MiB reads) and with copying it to a new file (what a download
 ultimately does: read + write).
+
+Tree: a repo of ``--tree-files`` files (5 per folder) and one of a quarter as many, committed
+inline; anonymous ``GET .../tree/main?limit=1`` (root), the first page of a recursive listing
+(1,000 items), ``paths-info`` for 1,000 folders and ``GET /api/models/<repo>`` (every sibling), best of 7
+(at least ``--rounds``) each, the two repos interleaved. Goal (issue 13): linear, i.e. the larger repo costs at most 5x
+the smaller (4x the files); the quadratic listing took 7.1 s for ``?limit=1`` at 4,000 folders.
 
 Exit code 1 when a goal fails.
 """
@@ -43,6 +49,8 @@ from benchkit import load_note  # noqa: E402
 
 LORAHUB = str(Path(sys.executable).with_name("lorahub"))
 SEARCH_P99_GOAL_MS = 50.0
+#: Tree listing: the repo with 4x the files may cost at most this many times as much (linear: 4).
+TREE_RATIO_GOAL = 5.0
 
 
 def start_server(data: Path, url: str, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
@@ -253,6 +261,63 @@ def bench_download(work: Path, mb: int, rounds: int) -> dict:
     return {"mb": size / 1e6, "upload_s": upload_s, "download_s": dl, "read_s": rd, "copy_s": cp}
 
 
+def bench_tree(work: Path, n_files: int, rounds: int) -> dict:
+    """Seconds per listing (best of ``rounds``) on a repo of ``n_files`` files and one of a quarter as many."""
+    import base64
+    import json
+
+    import httpx
+    from sqlmodel import Session
+
+    from lorahub.registry.hub.auth import create_token
+    from lorahub.registry.server.run import prepare
+
+    data = work / "srv-tree"
+    url = f"sqlite:///{data / 'lorahub-server.sqlite'}"
+    _, url, registry = prepare(data, url)
+    with Session(registry.engine) as s:
+        token, _, _ = create_token(s, "bench")
+    registry.close()
+    sizes = (n_files // 4, n_files)
+    proc, endpoint = start_server(data, url)
+    out: dict = {"sizes": sizes, "commit_s": {}, "calls": {}}
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=endpoint, timeout=600) as http:
+            for n in sizes:
+                repo = f"bench/tree-{n}"
+                assert http.post("/api/repos/create", json={"name": repo}, headers=auth).status_code == 200
+                lines = [json.dumps({"key": "header", "value": {"summary": f"{n} files"}})]
+                for i in range(n):
+                    content = base64.b64encode(f"file {i}\n".encode()).decode()
+                    lines.append(json.dumps({"key": "file", "value": {"path": f"d{i // 5:05d}/f{i % 5}.txt", "content": content}}))
+                t = time.perf_counter()
+                r = http.post(f"/api/models/{repo}/commit/main", content="\n".join(lines).encode(),
+                              headers={**auth, "Content-Type": "application/x-ndjson"})
+                assert r.status_code == 200, r.text[:300]
+                out["commit_s"][n] = time.perf_counter() - t
+            calls = {
+                "tree ?limit=1 (root)": lambda n: http.get(f"/api/models/bench/tree-{n}/tree/main", params={"limit": 1}),
+                "tree, recursive, first 1,000": lambda n: http.get(
+                    f"/api/models/bench/tree-{n}/tree/main", params={"recursive": "true", "limit": 1000}),
+                "paths-info, 1,000 folders": lambda n: http.post(
+                    f"/api/models/bench/tree-{n}/paths-info/main", data={"paths": [f"d{i:05d}" for i in range(1000)]}),
+                "repo info (all siblings)": lambda n: http.get(f"/api/models/bench/tree-{n}"),
+            }
+            for label, call in calls.items():
+                best = {n: float("inf") for n in sizes}
+                for _ in range(max(rounds, 7)):
+                    for n in sizes:  # interleaved: a busy moment slows both alike
+                        t = time.perf_counter()
+                        r = call(n)
+                        best[n] = min(best[n], time.perf_counter() - t)
+                        assert r.status_code == 200, r.text[:300]
+                out["calls"][label] = best
+    finally:
+        stop_server(proc)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=100_000)
@@ -266,6 +331,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--skip-download", action="store_true")
+    ap.add_argument("--tree-files", type=int, default=25_000, help="files of the larger repo of the tree benchmark")
+    ap.add_argument("--skip-tree", action="store_true")
     args = ap.parse_args()
 
     if not BR.CORPUS.exists() and not args.skip_search:
@@ -327,6 +394,22 @@ def main() -> int:
                                ("copy to a new file (read + write)", "copy_s"), ("upload_file to lorahub serve (once)", "upload_s")):
                 print(f"| {label} | {r[key]:.3f} | {r['mb'] / r[key]:.0f} |")
             print(f"- download / disk read = {r['download_s'] / r['read_s']:.1f}; download / file copy = {r['download_s'] / r['copy_s']:.1f}")
+        if not args.skip_tree:
+            r = bench_tree(work, args.tree_files, args.rounds)
+            small, big = r["sizes"]
+            print(f"\n## tree listing, {big:,} files in {big // 5:,} folders against {small:,} in {small // 5:,} (best of {max(args.rounds, 7)})")
+            print(f"(commits: {r['commit_s'][small]:.1f} s and {r['commit_s'][big]:.1f} s, inline)")
+            print(f"| request | {small:,} files ms | {big:,} files ms | ratio |")
+            print("|---|---|---|---|")
+            worst = 0.0
+            for label, best in r["calls"].items():
+                ratio = best[big] / best[small]
+                worst = max(worst, ratio)
+                print(f"| {label} | {best[small] * 1000:.1f} | {best[big] * 1000:.1f} | {ratio:.1f} |")
+            ok = worst <= TREE_RATIO_GOAL
+            failed |= not ok
+            print(f"- largest ratio {worst:.1f} for 4x the files / goal {TREE_RATIO_GOAL:.0f} (linear: 4) = "
+                  f"{worst / TREE_RATIO_GOAL:.2f}: {'PASS' if ok else 'FAIL'}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0

@@ -80,6 +80,14 @@ class NotFoundError(LorahubError):
     """A named thing (file, adapter, repo, record) does not exist."""
 
 
+class YamlError(LorahubError):
+    """YAML that cannot be read, or that breaks the bounds of :mod:`lorahub.safeyaml` (aliases, size, depth)."""
+
+
+class UnsafePathError(LorahubError):
+    """A repo file path that must never be written to disk (a ``.git`` folder under any of its aliases)."""
+
+
 def require(module: str, extra: str):  # noqa: ANN201 - returns a module
     """Import an optional heavy dependency or raise :class:`MissingDependencyError`."""
     import importlib

@@ -37,6 +37,15 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(exc)) from None
 
 
+def _origins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from lorahub.registry.server.settings import check_origin
+
+    try:
+        return tuple(check_origin(v) for v in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
@@ -45,6 +54,12 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--max-upload-size", default=None, callback=_size, metavar="SIZE", help="Largest LFS object, e.g. 500M, 20G (default 20G).")
 @click.option("--max-commit-size", default=None, callback=_size, metavar="SIZE", help="Largest NDJSON commit body (default 64M).")
 @click.option("--public-url", default=None, metavar="URL", help="URL clients reach the server at, when behind a proxy (default http://HOST:PORT).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests whose Host is NAME (repeatable; '*' turns the check off). Always answered: "
+                   "the public URL's host, localhost and IP addresses; any other Host gets 421 (DNS rebinding).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN", callback=_origins,
+              help="Let web pages from ORIGIN (https://app.example.com; '*' for any) read the answers (CORS, "
+                   "without cookies); repeatable. Default: none.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes sharing the port (and the database and blobs).")
@@ -65,6 +80,8 @@ def serve_cmd(
     max_upload_size: int | None,
     max_commit_size: int | None,
     public_url: str | None,
+    allowed_hosts: tuple[str, ...],
+    cors_origins: tuple[str, ...],
     log_level: str,
     no_access_log: bool,
     workers: int,
@@ -89,6 +106,8 @@ def serve_cmd(
         max_upload_size=max_upload_size,
         max_commit_bytes=max_commit_size,
         public_url=public_url,
+        allowed_hosts=list(allowed_hosts),
+        cors_origins=list(cors_origins),
         log_level=log_level,
         access_log=not no_access_log,
         index_adapters=not no_index,

@@ -161,10 +161,11 @@ def _card_data(path: str) -> dict[str, Any] | None:
     block, _ = front_matter(text)
     if block is None:
         return None
-    try:
-        import yaml
+    from lorahub.errors import YamlError
+    from lorahub.safeyaml import load
 
-        data = yaml.safe_load(block)
-    except Exception:  # noqa: BLE001 - a broken card is not an error of the adapter
+    try:
+        data = load(block, first_line=2, what="README.md metadata")
+    except YamlError:  # a broken (or hostile) card is not an error of the adapter
         return None
     return data if isinstance(data, dict) else None

@@ -251,9 +251,12 @@ def split_card(text: str) -> tuple[dict[str, Any], str]:
     block, body = front_matter(text)
     if block is None:
         return {}, text
+    from lorahub.errors import YamlError
+    from lorahub.safeyaml import load
+
     try:
-        data = yaml.safe_load(block) or {}
-    except yaml.YAMLError:
+        data = load(block, first_line=2, what="README.md metadata") or {}
+    except YamlError:
         data = {}
     return (data, body) if isinstance(data, dict) else ({}, body)
 

@@ -16,9 +16,12 @@ from pathlib import Path
 
 from lorahub.errors import NotFoundError, UsageError
 
+from .paths import is_git_alias
+
 DEFAULT_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-#: Never uploaded: resumable training state, caches, editor droppings.
+#: Never uploaded: resumable training state, caches, editor droppings; nor any hidden file or
+#: folder, nor a ``.git`` folder under another name (``git~1``, see :mod:`.paths`).
 EXCLUDED_DIRS = {"checkpoints", "__pycache__", ".cache", ".git", ".ipynb_checkpoints"}
 EXCLUDED_SUFFIXES = (".tmp", ".lock", ".pyc")
 MAX_SAMPLES = 8
@@ -60,7 +63,7 @@ def load_package(path: str | Path) -> AdapterPackage:
     files: dict[str, Path] = {}
     for f in sorted(root.rglob("*")):
         rel = f.relative_to(root)
-        if not f.is_file() or any(part in EXCLUDED_DIRS or part.startswith(".") for part in rel.parts):
+        if not f.is_file() or any(part in EXCLUDED_DIRS or part.startswith(".") or is_git_alias(part) for part in rel.parts):
             continue
         if f.name.endswith(EXCLUDED_SUFFIXES):
             continue

@@ -7,11 +7,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lorahub.errors import UsageError
+from lorahub.errors import LorahubError, UnsafePathError, UsageError
 from lorahub.schemas.hub import PullFile, PullResult
 
 from .endpoint import hf_api, normalize_endpoint
 from .errors import HubError, hub_error
+from .paths import local_path_problem
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -46,6 +47,14 @@ def pull(
         if sha is None and isinstance(meta, dict):
             sha = meta.get("sha256")
         lfs[s.rfilename] = sha
+    # Every name is checked before anything is written: a repo that lists `sub/.git/config` (or
+    # `.GIT/hooks/x`, `git~1/config`, ...) would plant a git folder whose config runs commands.
+    for name in lfs:
+        problem = local_path_problem(name)
+        if problem is not None:
+            raise UnsafePathError(
+                f"refused to pull {repo_id}: it holds the file {name[:120]!r} ({problem}); nothing was downloaded"
+            )
     known = _registry_hashes(repo_id, ep, registry_url)
 
     target = Path(to).expanduser() if to else None
@@ -55,9 +64,9 @@ def pull(
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            folder = api.snapshot_download(
-                repo_id, revision=commit, local_dir=str(staging) if staging else None,
-            ) if hasattr(api, "snapshot_download") else _snapshot(repo_id, commit, ep, token, staging)
+            folder = _download(api, repo_id, commit, sorted(lfs), staging)
+        except LorahubError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="download") from exc
         folder = Path(folder)
@@ -101,11 +110,26 @@ def pull(
                       files=files, registered=registered, warnings=warnings)
 
 
-def _snapshot(repo_id, commit, ep, token, staging):  # noqa: ANN001, ANN202
-    from huggingface_hub import snapshot_download
+def _download(api, repo_id: str, commit: str, names: list[str], staging: Path | None) -> Path:  # noqa: ANN001
+    """Download exactly ``names`` (already checked) at ``commit``: into ``staging``, else the
+    huggingface_hub cache; returns the folder that holds them. File by file rather than
+    ``snapshot_download``, which lists the repo a second time: a hostile server could name other
+    files the second time."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    return snapshot_download(repo_id, revision=commit, endpoint=ep, token=token,
-                             local_dir=str(staging) if staging else None)
+    if not names:
+        raise HubError(f"{repo_id} holds no files at {commit}")
+
+    def one(name: str) -> str:
+        return api.hf_hub_download(repo_id, name, revision=commit, local_dir=str(staging) if staging else None)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+        paths = list(pool.map(one, names))
+    if staging is not None:
+        return staging
+    # hf_hub_download answers <cache>/snapshots/<commit>/<name>: the folder is above the name's parts
+    first = Path(paths[0])
+    return first.parents[len(Path(names[0]).parts) - 1]
 
 
 def _registry_hashes(repo_id: str, ep: str, registry_url: str | None) -> dict[str, str]:

@@ -8,8 +8,10 @@ namespace.
 
 LFS uploads are ``PUT`` to a URL the server hands out in the LFS batch answer; the Hub client
 sends no ``Authorization`` header there, so the URL carries its own proof: an HMAC-SHA256 over
-(repo, oid, size, expiry, user) with a server secret kept in ``hub_secrets``. Such a URL is
-valid for one object, one repo and a short time (:data:`UPLOAD_URL_TTL_S`).
+(repo primary key, repo name, oid, size, expiry, user) with a server secret kept in
+``hub_secrets``. Such a URL is valid for one object, one repo and a short time
+(:data:`UPLOAD_URL_TTL_S`); repo primary keys are never reused, and the name is signed too, so
+the URL of a deleted repo does not work for a new repo of the same name.
 """
 
 from __future__ import annotations
@@ -204,7 +206,11 @@ class UrlSigner:
     def check(self, signature: str, *fields: object) -> bool:
         return hmac.compare_digest(self.sign(*fields), signature or "")
 
-    def upload_fields(self, repo_id: int, oid: str, size: int, user_id: int, ttl_s: int = UPLOAD_URL_TTL_S) -> dict[str, str]:
+    def upload_fields(
+        self, repo_pk: int, repo_key: str, oid: str, size: int, user_id: int, ttl_s: int = UPLOAD_URL_TTL_S
+    ) -> dict[str, str]:
+        """Query fields of an upload URL: signed over the repo's primary key and its name
+        (``type/namespace/name``), the object, its size, the user and the expiry."""
         exp = int(time.time()) + ttl_s
-        sig = self.sign("upload", repo_id, oid, size, user_id, exp)
+        sig = self.sign("upload", repo_pk, repo_key, oid, size, user_id, exp)
         return {"size": str(size), "exp": str(exp), "u": str(user_id), "sig": sig}

@@ -8,13 +8,16 @@ repo holds a LoRA), ``base_model:adapter:<id>``. ``/api/validate-yaml`` and comm
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import yaml
+from lorahub import safeyaml
+from lorahub.errors import YamlError
 
 #: README files larger than this are stored but their metadata is not parsed.
 MAX_CARD_BYTES = 1 << 20
+#: Bounds of the metadata's YAML (see :func:`parse_card`).
+MAX_CARD_NODES = safeyaml.MAX_NODES
+MAX_CARD_DEPTH = safeyaml.MAX_DEPTH
 
 
 class CardError(ValueError):
@@ -29,23 +32,36 @@ def split_front_matter(text: str) -> str | None:
 
 
 def parse_card(text: str) -> dict[str, Any] | None:
-    """``cardData`` of a README; ``None`` without front matter. Raises :class:`CardError`."""
+    """``cardData`` of a README; ``None`` without front matter. Raises :class:`CardError`.
+
+    The YAML is parsed within :mod:`lorahub.safeyaml`'s bounds (no anchors or aliases, at most
+    :data:`MAX_CARD_NODES` values nested at most :data:`MAX_CARD_DEPTH` deep, at most
+    :data:`MAX_CARD_BYTES`): a README is text from anyone with a write token, ``/api/validate-yaml``
+    text from anyone at all."""
     block = split_front_matter(text)
     if block is None:
         return None
     try:
-        data = yaml.safe_load(block) if block.strip() else {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        pos = f" (line {where.line + 2})" if where is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CardError(f"README.md metadata is not valid YAML{pos}: {problem}") from None
+        data = (
+            safeyaml.load(
+                block,
+                max_bytes=MAX_CARD_BYTES,
+                max_nodes=MAX_CARD_NODES,
+                max_depth=MAX_CARD_DEPTH,
+                first_line=2,
+                what="README.md metadata",
+            )
+            if block.strip()
+            else {}
+        )
+    except YamlError as exc:
+        raise CardError(str(exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise CardError(f"README.md metadata must be a YAML mapping, not a {type(data).__name__}")
-    # JSON round trip: dates and other YAML types become plain JSON values.
-    return json.loads(json.dumps(data, default=str))
+    # Dates and other YAML types become plain JSON values.
+    return safeyaml.jsonable(data)
 
 
 def check_card(text: str) -> tuple[list[str], list[str]]:

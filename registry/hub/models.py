@@ -8,6 +8,7 @@
                   '------< hub_repo_tags               (tags of the main head, for list filters)
     hub_blobs      (every stored blob: sha256, size, git blob id of the content)
     hub_secrets    (server-side secrets, e.g. the key that signs upload URLs)
+    hub_sequences  (counters that never go back: the last repo id handed out)
 
 * A commit stores its whole file list (``hub_files``), not a diff: reading a tree at any
   revision is one indexed query; a commit copies the parent's rows (cheap for adapter repos,
@@ -22,7 +23,7 @@
   transaction as the ref, so listing models needs no join over commits.
 * Users and tokens are the registry's ``users`` and ``tokens`` tables.
 
-Created by the Alembic revision ``0101_hub`` (never by ``create_all`` outside tests).
+Created by the Alembic revisions ``0101_hub`` and ``0104_hub_repo_ids`` (never by ``create_all``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,14 @@ class HubRepo(SQLModel, table=True):
         sa.Index("ix_hub_repos_downloads", "downloads", "id"),
         sa.Index("ix_hub_repos_updated", "updated_at", "id"),
         sa.Index("ix_hub_repos_namespace", "namespace_lower"),
+        sa.Index("ux_hub_repos_public_id", "public_id", unique=True),
     )
 
+    #: Never reused: taken from ``hub_sequences`` (see ``HubService.create_repo``), not SQLite's rowid.
     id: int | None = Field(default=None, primary_key=True)
+    #: 24 random hex digits: the ``_id`` of API answers and the repo part of upload URLs (the
+    #: primary key would tell how many repos, private ones included, were ever created).
+    public_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(24), nullable=True))
     repo_type: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     namespace: str = Field(sa_column=sa.Column(sa.String(96), nullable=False))
     name: str = Field(sa_column=sa.Column(sa.String(96), nullable=False))
@@ -158,6 +164,15 @@ class HubRepoTag(SQLModel, table=True):
     tag: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))
 
 
+class HubSequence(SQLModel, table=True):
+    """Counters that never go back: ``hub_repos`` is the last repo primary key handed out."""
+
+    __tablename__ = "hub_sequences"
+
+    name: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    value: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
 class HubSecret(SQLModel, table=True):
     __tablename__ = "hub_secrets"
 
@@ -175,6 +190,7 @@ HUB_TABLES = (
     "hub_repo_objects",
     "hub_repo_tags",
     "hub_secrets",
+    "hub_sequences",
 )
 
 __all__ = [
@@ -187,4 +203,5 @@ __all__ = [
     "HubRepoObject",
     "HubRepoTag",
     "HubSecret",
+    "HubSequence",
 ]

@@ -9,10 +9,12 @@ the server (``api``, ``datasets``, ...).
 File paths are relative POSIX paths: no empty, ``.`` or ``..`` segment, no leading ``/``, no
 backslash, no control, invisible formatting (zero-width, bidirectional override), line-separator,
 private-use or unassigned character, at most 1024 bytes of UTF-8 and 255 per segment, at most 64
-segments, and nothing inside ``.git/``. Names Windows cannot store are refused too, since clients
-download files under their repo path: the device names (``CON``, ``NUL``, ``COM1``, ``aux.txt``,
-...), the characters ``< > : " | ? *`` (``a:b`` would write an NTFS stream) and segments ending
-in ``.`` or a space. Two paths of one tree may not differ only by Unicode normalisation (NFC/NFD
+segments, and no segment that is a ``.git`` folder under any name a file system gives it
+(``.GIT``, ``sub/.git``, ``git~1``, ``.git.``, ``.git::$INDEX_ALLOCATION``; the rule of
+:mod:`lorahub.hub.paths`, which ``lorahub pull`` and ``push`` apply too). Names Windows cannot
+store are refused too, since clients download files under their repo path: the device names
+(``CON``, ``NUL``, ``COM1``, ``aux.txt``, ...), the characters ``< > : " | ? *`` (``a:b`` would
+write an NTFS stream) and segments ending in ``.`` or a space. Two paths of one tree may not differ only by Unicode normalisation (NFC/NFD
 ``é``: the same name on screen), see :func:`normalization_clash`.
 """
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+
+from lorahub.hub.paths import git_alias_in
 
 from .errors import BadRequest
 
@@ -125,6 +129,9 @@ def path_problem(path: str) -> str | None:
         return "absolute paths are not allowed"
     if "\\" in path:
         return "backslashes are not allowed"
+    alias = git_alias_in(path)
+    if alias is not None:
+        return f"{_show(alias, 40)} is a '.git' folder on some file systems (case, 8.3 names, trailing dots, streams)"
     for ch in path:
         if ch in _BIDI or unicodedata.category(ch) in _BAD_CATEGORIES:
             return "control, invisible, unassigned or bidirectional-override characters are not allowed"
@@ -146,8 +153,6 @@ def path_problem(path: str) -> str | None:
             return "a path segment may not end with '.' or a space (Windows drops them)"
         if _WINDOWS_DEVICE.match(seg):
             return f"{seg!r} is a device name on Windows"
-    if segments[0] == ".git":
-        return "'.git' is reserved"
     return None
 
 

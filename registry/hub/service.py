@@ -28,6 +28,7 @@ import binascii
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,7 @@ from .errors import (
 )
 from .faults import fault_point
 from .gitobj import commit_id, git_blob_id, is_commit_id, is_sha256, lfs_pointer_info, tree_id
-from .models import HubBlob, HubCommit, HubFile, HubRef, HubRepo, HubRepoObject, HubRepoTag
+from .models import HubBlob, HubCommit, HubFile, HubRef, HubRepo, HubRepoObject, HubRepoTag, HubSequence
 from .names import (
     URL_PREFIX,
     check_namespace,
@@ -144,6 +145,10 @@ class _Plan:
     parent: str | None = None
     ops: list[_Op] = field(default_factory=list)
     regular_blobs: dict[str, tuple[int, str]] = field(default_factory=dict)  # sha256 -> (size, git sha1)
+    #: Content of the regular files (stored again at landing if a refused commit's cleanup removed it).
+    regular_data: dict[str, bytes] = field(default_factory=dict)
+    #: Blobs this commit wrote to the store (none was there before): sha256 -> mtime_ns after writing.
+    created_blobs: dict[str, int] = field(default_factory=dict)
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -222,6 +227,13 @@ class HubService:
         return session.exec(select(HubRepo).where(HubRepo.key == repo_key(repo_type, ns, name))).first()
 
     @staticmethod
+    def repo_by_public_id(session: Session, public_id: str) -> HubRepo | None:
+        """The repo whose ``public_id`` (24 lower-case hex digits) this is, or None. No access check."""
+        if not isinstance(public_id, str) or len(public_id) != 24 or not all(c in "0123456789abcdef" for c in public_id):
+            return None
+        return session.exec(select(HubRepo).where(HubRepo.public_id == public_id)).first()
+
+    @staticmethod
     def can_read(repo: HubRepo, ident: Identity | None) -> bool:
         if not repo.private:
             return True
@@ -275,6 +287,8 @@ class HubService:
                     raise Forbidden(f"no user named '{ns}'")
                 now = utcnow()
                 repo = HubRepo(
+                    id=self._next_repo_pk(s),
+                    public_id=secrets.token_hex(12),
                     repo_type=rt,
                     namespace=owner.name if owner.name.lower() == ns.lower() else ns,
                     name=name,
@@ -310,6 +324,22 @@ class HubService:
                     continue
                 return repo, True
         raise Conflict("another conflicting operation is in progress")
+
+    @staticmethod
+    def _next_repo_pk(s: Session) -> int:
+        """The next repo primary key: one past both the last one handed out (``hub_sequences``) and
+        the largest in use, so that no id is ever given twice, even after a delete. Runs in the
+        creating write transaction (SQLite: the write lock; PostgreSQL: the counter row's lock)."""
+        counter = sa.update(HubSequence).where(HubSequence.name == "hub_repos").values(value=HubSequence.value + 1)
+        value = s.execute(counter.returning(HubSequence.value)).scalar_one_or_none()
+        if value is None:  # a database whose counter row is missing: start from the ids in use
+            insert_ignore(s, HubSequence, [{"name": "hub_repos", "value": 0}], ["name"])
+            value = s.execute(counter.returning(HubSequence.value)).scalar_one()
+        top = s.execute(sa.select(sa.func.coalesce(sa.func.max(HubRepo.id), 0))).scalar_one()
+        if value <= top:
+            value = int(top) + 1
+            s.execute(sa.update(HubSequence).where(HubSequence.name == "hub_repos").values(value=value))
+        return int(value)
 
     def delete_repo(self, ident: Identity | None, repo_type: str | None, repo_id: str) -> None:
         rt = check_repo_type(repo_type)
@@ -389,7 +419,7 @@ class HubService:
             tags = json.loads(repo.tags or "[]")
             pipeline, library, sha, last = repo.pipeline_tag, repo.library_name, repo.sha, repo.updated_at
         out: dict[str, Any] = {
-            "_id": f"lorahub{repo.id:020d}",
+            "_id": repo.public_id,
             "id": rid,
             "author": repo.namespace,
             "sha": sha,
@@ -489,45 +519,77 @@ class HubService:
 
     @staticmethod
     def tree_entries(files: dict[str, FileEntry], path: str, recursive: bool) -> list[dict[str, Any]]:
-        """Tree items under folder ``path`` ("" = root); raises EntryNotFound for a missing folder."""
+        """Every tree item under folder ``path`` ("" = root); see :meth:`tree_page`."""
+        return HubService.tree_page(files, path, recursive, 0, None)[0]
+
+    @staticmethod
+    def tree_page(
+        files: dict[str, FileEntry], path: str, recursive: bool, cursor: int, limit: int | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """``(items[cursor:cursor+limit], total)`` of the tree under folder ``path`` ("" = root),
+        sorted by path; raises EntryNotFound for a missing folder.
+
+        Linear: one pass collects the names (a file's folders are its path's prefixes), the page
+        is cut from the sorted names, and only the folders on the page get their oid (one more
+        pass over the files below them). Computing every folder's oid by scanning every file was
+        quadratic: 7 s for ``?limit=1`` at 4,000 folders."""
         prefix = f"{path}/" if path else ""
-        below = {p: f for p, f in files.items() if p.startswith(prefix)}
+        below = [(p, f) for p, f in files.items() if p.startswith(prefix)] if prefix else list(files.items())
         if path and not below:
             if path in files:
-                f = files[path]
-                return [_file_item(path, f)]
+                return [_file_item(path, files[path])][cursor : None if limit is None else cursor + limit], 1
             raise EntryNotFound(f"{path} does not exist at this revision")
-        dirs: dict[str, list[tuple[str, str]]] = {}
-        items: list[dict[str, Any]] = []
-        for p, f in below.items():
+        names: dict[str, FileEntry | None] = {}  # path -> file, or None for a folder
+        for p, f in below:
             rest = p[len(prefix):]
-            parts = rest.split("/")
-            for i in range(1, len(parts)):
-                d = prefix + "/".join(parts[:i])
-                if recursive or i == 1:
-                    dirs.setdefault(d, [])
-            if len(parts) > 1:
-                top = prefix + parts[0]
-                dirs.setdefault(top, []).append((p, f.git_oid))
-            if recursive or len(parts) == 1:
-                items.append(_file_item(p, f))
-        for d in dirs:
-            entries = [(p, f.git_oid) for p, f in below.items() if p.startswith(d + "/")]
-            items.append({"type": "directory", "oid": tree_id(entries), "size": 0, "path": d})
-        items.sort(key=lambda it: it["path"])
-        return items
+            if "/" not in rest:
+                names[p] = f
+                continue
+            if recursive:
+                names[p] = f
+                cut = rest.find("/")
+                while cut != -1:
+                    names.setdefault(prefix + rest[:cut], None)
+                    cut = rest.find("/", cut + 1)
+            else:
+                names.setdefault(prefix + rest[: rest.find("/")], None)
+        ordered = sorted(names)
+        page = ordered[cursor:] if limit is None else ordered[cursor : cursor + limit]
+        oids = HubService._folder_oids(below, {p for p in page if names[p] is None})
+        items = [
+            _file_item(p, f) if (f := names[p]) is not None else {"type": "directory", "oid": oids[p], "size": 0, "path": p}
+            for p in page
+        ]
+        return items, len(ordered)
+
+    @staticmethod
+    def _folder_oids(files: list[tuple[str, FileEntry]], folders: set[str]) -> dict[str, str]:
+        """The oid (:func:`tree_id` of the files below) of each folder in ``folders`` that holds a
+        file; one pass over ``files``, each file adding itself to its ancestor folders that are wanted."""
+        if not folders:
+            return {}
+        entries: dict[str, list[tuple[str, str]]] = {d: [] for d in folders}
+        for p, f in files:
+            cut = p.find("/")
+            while cut != -1:
+                got = entries.get(p[:cut])
+                if got is not None:
+                    got.append((p, f.git_oid))
+                cut = p.find("/", cut + 1)
+        return {d: tree_id(e) for d, e in entries.items() if e}
 
     @staticmethod
     def paths_info(files: dict[str, FileEntry], paths: list[str]) -> list[dict[str, Any]]:
+        """Items of the named files and folders (unknown paths are left out), in the order asked."""
+        wanted = [p.strip("/") for p in paths]
+        folders = {p for p in wanted if p not in files}
+        oids = HubService._folder_oids(list(files.items()), folders)  # only folders that hold files
         out = []
-        for p in paths:
-            p = p.strip("/")
+        for p in wanted:
             if p in files:
                 out.append(_file_item(p, files[p]))
-            else:
-                entries = [(q, f.git_oid) for q, f in files.items() if q.startswith(p + "/")]
-                if entries:
-                    out.append({"type": "directory", "oid": tree_id(entries), "size": 0, "path": p})
+            elif p in oids:
+                out.append({"type": "directory", "oid": oids[p], "size": 0, "path": p})
         return out
 
     def commits_of(self, session: Session, repo: HubRepo, head: HubCommit, limit: int = 1000) -> list[dict[str, Any]]:
@@ -699,9 +761,10 @@ class HubService:
 
     # -- commits ----------------------------------------------------------------------------
 
-    def parse_commit(self, repo: HubRepo, body: bytes) -> _Plan:
-        """Parse an NDJSON commit body; stores regular file contents as blobs."""
-        plan = _Plan()
+    def parse_commit(self, repo: HubRepo, body: bytes, plan: _Plan | None = None) -> _Plan:
+        """Parse an NDJSON commit body into ``plan``; stores regular file contents as blobs (the
+        ones it writes are in ``plan.created_blobs``, also when it raises)."""
+        plan = plan if plan is not None else _Plan()
         seen_header = False
         n_ops = 0
         lines = body.split(b"\n")
@@ -756,7 +819,10 @@ class HubService:
                 if len(data) > self.config.max_regular_file:
                     raise PayloadTooLarge(f"{path}: regular files are limited to {self.config.max_regular_file} bytes")
                 blob = self.store.put_bytes(data)
+                if blob.created or blob.sha256 in plan.created_blobs:
+                    plan.created_blobs[blob.sha256] = self._mtime_ns(blob.sha256)
                 plan.regular_blobs[blob.sha256] = (blob.size, blob.git_sha1 or git_blob_id(data))
+                plan.regular_data[blob.sha256] = data
                 plan.ops.append(_Op("file", path, FileEntry(blob.size, blob.sha256, blob.git_sha1 or git_blob_id(data), False)))
             elif key == "lfsFile":
                 path = check_path(value.get("path"))
@@ -898,7 +964,26 @@ class HubService:
             repo = self.get_repo(s, repo_type, repo_id, ident, write=True)
             self.resolve_revision(s, repo, revision)  # 404 RevisionNotFound early
         assert ident is not None
-        plan = self.parse_commit(repo, body)
+        plan = _Plan()
+        try:
+            return self._commit(ident, repo_type, repo_id, revision, repo, body, plan, create_pr)
+        except BaseException:
+            # A refused (or failed) commit leaves none of the blobs it wrote behind.
+            self._discard_blobs(plan)
+            raise
+
+    def _commit(
+        self,
+        ident: Identity,
+        repo_type: str,
+        repo_id: str,
+        revision: str,
+        repo: HubRepo,
+        body: bytes,
+        plan: _Plan,
+        create_pr: bool,
+    ) -> CommitResult:
+        self.parse_commit(repo, body, plan)
         branch: str | None = None
         if not create_pr:
             branch = revision[len("refs/heads/"):] if revision.startswith("refs/heads/") else revision
@@ -949,6 +1034,43 @@ class HubService:
                 _backoff(attempt)
                 continue
         raise Conflict("another conflicting operation is in progress; try again") from last_error
+
+    def _mtime_ns(self, sha256: str) -> int:
+        path = self.store.local_path(sha256)
+        try:
+            return path.stat().st_mtime_ns if path is not None else 0
+        except OSError:
+            return 0
+
+    def _blob_lock(self, s: Session) -> None:
+        """Serialise blob cleanup with commits landing (SQLite: the write transaction does;
+        PostgreSQL: a table lock that conflicts with the inserts of :meth:`_land`)."""
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(sa.text("LOCK TABLE hub_blobs IN SHARE ROW EXCLUSIVE MODE"))
+        else:
+            s.execute(sa.select(1))  # BEGIN IMMEDIATE
+
+    def _discard_blobs(self, plan: _Plan) -> None:
+        """Remove the blobs a refused commit wrote, unless something records them meanwhile (a
+        ``hub_blobs`` row, a commit's file) or stored them again (the file's mtime moved: another
+        commit is on its way with the same content; its landing stores the blob again if it is gone)."""
+        if not plan.created_blobs:
+            return
+        shas = sorted(plan.created_blobs)
+        try:
+            with self.write_session() as s:
+                self._blob_lock(s)
+                used: set[str] = set()
+                for i in range(0, len(shas), 500):
+                    part = shas[i : i + 500]
+                    used.update(s.execute(sa.select(HubBlob.sha256).where(HubBlob.sha256.in_(part))).scalars())
+                    used.update(s.execute(sa.select(HubFile.sha256).where(HubFile.sha256.in_(part)).distinct()).scalars())
+                for sha in shas:
+                    if sha not in used and self._mtime_ns(sha) == plan.created_blobs[sha]:
+                        self.store.delete(sha)
+                s.rollback()
+        except Exception:  # noqa: BLE001 - never hide the commit's own error; `registry check` finds the rest
+            log.warning("could not remove the blobs of a refused commit", exc_info=True)
 
     def _fingerprints(self, adapters: list[tuple[str, int, Any, str]]) -> dict[str, dict[str, str]]:
         """Fingerprints of the adapters to index: cached by sha256, else known to the registry, else computed.
@@ -1068,6 +1190,11 @@ class HubService:
                     [{"sha256": k, "size": v[0], "git_sha1": v[1], "created_at": now} for k, v in plan.regular_blobs.items()],
                     ["sha256"],
                 )
+                # Under the lock the cleanup of a refused commit takes (see _discard_blobs): a blob
+                # that another, refused, commit with the same content removed is stored again.
+                for sha in plan.regular_blobs:
+                    if not self.store.exists(sha):
+                        self.store.put_bytes(plan.regular_data[sha], expected_sha256=sha)
             lfs_oids = {f.sha256 for f in files.values() if f.lfs}
             oid = self._insert_commit(
                 s, repo, base_oid, files, title, plan.description, ident, now, card=card, derived=derived

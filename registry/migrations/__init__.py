@@ -71,20 +71,50 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+#: PostgreSQL advisory lock key of the migrations (also taken in env.py).
+MIGRATION_LOCK_KEY = 7412390
+#: How long a process waits for another one's migrations (SQLite's busy timeout is shorter).
+MIGRATION_WAIT_S = 600.0
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Upgrade the database of ``engine``; returns ``(revision before, revision after)``."""
+    """Upgrade the database of ``engine``; returns ``(revision before, revision after)``.
+
+    Safe when several processes start on one empty database at once (``lorahub serve`` workers,
+    two servers): the whole upgrade runs in *one* transaction that holds the migration lock from
+    its first statement on (SQLite: the write lock, ``BEGIN IMMEDIATE``; PostgreSQL: an advisory
+    transaction lock), and Alembic reads the current revision inside it. The first process
+    migrates; the others wait for the lock, then find the database at head and do nothing.
+
+    Alembic alone commits after every revision on SQLite (no transactional DDL): between two
+    revisions another process could take the lock, see the half-migrated database and run the
+    same revision again ("table hub_repos already exists", "expected to match one row when
+    updating '0101_hub'"). Run inside a transaction it already holds, Alembic commits nothing.
+    """
+    import time
+
     from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
     with engine.connect() as conn:
         before = current_revision(conn)
         conn.commit()
-    # lorahub_write: SQLite takes the write lock up front (BEGIN IMMEDIATE), so that several processes
-    # starting at once (``lorahub serve`` workers) migrate one after the other, and the later ones
-    # find nothing to do; PostgreSQL serialises them with an advisory lock (env.py).
-    with engine.connect() as conn:
-        conn = conn.execution_options(lorahub_write=True)
-        command.upgrade(alembic_config(connection=conn), revision)
-        conn.commit()
+    deadline = time.monotonic() + MIGRATION_WAIT_S
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn = conn.execution_options(lorahub_write=True)
+                with conn.begin():  # SQLite: BEGIN IMMEDIATE, the write lock up front
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                    command.upgrade(alembic_config(connection=conn), revision)
+            break
+        except OperationalError as exc:
+            # SQLite: another process held the write lock (migrating) longer than the busy timeout.
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     with engine.connect() as conn:
         after = current_revision(conn)
     return before, after or ""
@@ -98,4 +128,4 @@ def downgrade(engine: Engine, revision: str) -> None:
         conn.commit()
 
 
-__all__ = ["include_object", "alembic_config", "current_revision", "downgrade", "head_revision", "upgrade"]
+__all__ = ["MIGRATION_LOCK_KEY", "include_object", "alembic_config", "current_revision", "downgrade", "head_revision", "upgrade"]

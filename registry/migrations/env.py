@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from lorahub.registry import models  # noqa: F401 - registers the tables
 from lorahub.registry.db import make_engine
-from lorahub.registry.migrations import include_object
+from lorahub.registry.migrations import MIGRATION_LOCK_KEY, include_object
 
 config = context.config
 target_metadata = models.metadata
@@ -23,8 +23,9 @@ def run_migrations(connection) -> None:  # noqa: ANN001
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
-            # Two processes migrating at once: the second waits, then finds nothing to do.
-            connection.execute(text("SELECT pg_advisory_xact_lock(7412390)"))
+            # Two processes migrating at once: the second waits, then finds nothing to do (upgrade()
+            # takes the lock already; again here for `alembic` run by hand).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 

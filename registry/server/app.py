@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +30,7 @@ from lorahub.registry.hub.service import HubConfig, HubService
 from lorahub.registry.hub.storage import LocalBlobStore
 
 from .accesslog import AccessLogMiddleware
+from .hosts import add_host_and_cors, host_name
 from .settings import ServerSettings
 
 log = logging.getLogger("lorahub.server")
@@ -62,6 +64,10 @@ class ServerState:
             ),
         )
         self.auth = Authenticator()
+        public = settings.public_url.rstrip("/")
+        public_host = urlsplit(public).hostname
+        #: (host name, base URL) of ``--public-url``, see :func:`base_url`.
+        self.public_base = (public_host.rstrip(".").lower(), public) if public_host else None
         self._signer: UrlSigner | None = None
         self._lock = threading.Lock()
 
@@ -86,6 +92,12 @@ def state_of(request: Request) -> ServerState:
 
 
 def base_url(request: Request) -> str:
+    """The URL the client reached the server at: ``--public-url`` when the request's ``Host`` is the
+    public URL's (behind a TLS proxy the request itself says ``http://``), else the request's own."""
+    public = state_of(request).public_base
+    host = request.headers.get("host")
+    if public is not None and host is not None and host_name(host) == public[0]:
+        return public[1]
     return str(request.base_url).rstrip("/")
 
 
@@ -230,6 +242,10 @@ def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
 
     app.include_router(search_api.router)
     app.include_router(hub_api.router)
+    # Outermost last: the access log sees every request, the Host check runs before CORS and routing.
+    add_host_and_cors(
+        app, public_url=settings.public_url, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins
+    )
     app.add_middleware(AccessLogMiddleware)
     if settings.ui:
         mount_ui(app, settings)  # last: the API routes above keep precedence over the UI's

@@ -145,7 +145,7 @@ async def create_repo(request: Request) -> JSONResponse:
             return JSONResponse({"error": exc.message, "url": _repo_url(request, existing.repo_type, rid)}, status_code=409)
         raise
     rid = f"{repo.namespace}/{repo.name}"
-    return JSONResponse({"url": _repo_url(request, repo.repo_type, rid), "name": rid, "id": f"lorahub{repo.id:020d}"})
+    return JSONResponse({"url": _repo_url(request, repo.repo_type, rid), "name": rid, "id": repo.public_id})
 
 
 @router.delete("/api/repos/delete")
@@ -289,10 +289,9 @@ def _tree(request: Request, rt: str, repo_id: str, rev: str, path: str) -> tuple
         repo = st.service.get_repo(s, rt, repo_id, ident)
         commit = st.service.resolve_revision(s, repo, rev)
         files = st.service.files_of(s, commit)
-    items = st.service.tree_entries(files, path, recursive)
-    page = items[cursor : cursor + limit]
+    page, total = st.service.tree_page(files, path, recursive, cursor, limit)
     nxt = None
-    if cursor + limit < len(items):
+    if cursor + limit < total:
         params = [(k, v) for k, v in q.multi_items() if k != "cursor"]
         params.append(("cursor", str(cursor + limit)))
         nxt = f"{base_url(request)}{request.url.path}?{urlencode(params)}"
@@ -420,10 +419,10 @@ async def _lfs_batch(request: Request, rt: str, ns: str, repo_git: str) -> JSONR
         for obj in objects:
             if obj.get("error") or obj["oid"] not in wanted:
                 continue
-            fields = signer.upload_fields(repo.id, obj["oid"], obj["size"], ident.user_id)
+            fields = signer.upload_fields(repo.id, repo.key, obj["oid"], obj["size"], ident.user_id)
             obj["actions"] = {
-                "upload": {"href": f"{base}/api/lorahub/lfs/{repo.id}/objects/{obj['oid']}?{urlencode(fields)}", "expires_in": UPLOAD_URL_TTL_S},
-                "verify": {"href": f"{base}/api/lorahub/lfs/{repo.id}/verify"},
+                "upload": {"href": f"{base}/api/lorahub/lfs/{repo.public_id}/objects/{obj['oid']}?{urlencode(fields)}", "expires_in": UPLOAD_URL_TTL_S},
+                "verify": {"href": f"{base}/api/lorahub/lfs/{repo.public_id}/verify"},
             }
         return {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}
 
@@ -446,9 +445,19 @@ async def lfs_batch_space(ns: str, repo_git: str, request: Request) -> JSONRespo
     return await _lfs_batch(request, "space", ns, repo_git)
 
 
-@router.put("/api/lorahub/lfs/{repo_pk}/objects/{oid}")
-async def lfs_upload(repo_pk: int, oid: str, request: Request) -> Response:
-    """Basic-transfer PUT of one LFS object to a pre-signed URL (no Authorization header)."""
+def _repo_by_public_id(st: Any, public_id: str) -> Any:
+    with st.service.session() as s:
+        return st.service.repo_by_public_id(s, public_id)
+
+
+@router.put("/api/lorahub/lfs/{public_id}/objects/{oid}")
+async def lfs_upload(public_id: str, oid: str, request: Request) -> Response:
+    """Basic-transfer PUT of one LFS object to a pre-signed URL (no Authorization header).
+
+    The signature covers the repo's primary key *and* its name (``type/namespace/name``), both read
+    from the database now: a URL handed out for a repo that was deleted since is refused, even when
+    a new repo of the same name exists (it has another key; keys are never reused). A URL whose
+    repo does not exist gets the same 403 as a forged one (no probing for repos)."""
     import time
 
     st = state_of(request)
@@ -457,22 +466,14 @@ async def lfs_upload(repo_pk: int, oid: str, request: Request) -> Response:
         size, exp, user_id = int(q.get("size", "")), int(q.get("exp", "")), int(q.get("u", ""))
     except ValueError:
         raise Forbidden("invalid upload URL") from None
-    if not is_sha256(oid) or not st.signer.check(q.get("sig", ""), "upload", repo_pk, oid, size, user_id, exp):
+    repo = await run_in_threadpool(_repo_by_public_id, st, public_id) if is_sha256(oid) else None
+    if repo is None or not st.signer.check(q.get("sig", ""), "upload", repo.id, repo.key, oid, size, user_id, exp):
         raise Forbidden("invalid upload URL signature")
     if exp < time.time():
         raise Forbidden("this upload URL has expired; ask the LFS batch API for a new one")
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) != size):
         raise BadRequest(f"Content-Length {length} differs from the announced size {size}")
-
-    def repo_exists() -> bool:
-        from lorahub.registry.hub.models import HubRepo
-
-        with st.service.session() as s:
-            return s.get(HubRepo, repo_pk) is not None
-
-    if not await run_in_threadpool(repo_exists):
-        raise RepoNotFound()
     writer = st.store.begin(expected_size=size)
     try:
         async for chunk in request.stream():
@@ -481,12 +482,12 @@ async def lfs_upload(repo_pk: int, oid: str, request: Request) -> Response:
     except BaseException:
         writer.abort()
         raise
-    await run_in_threadpool(st.service.record_upload, repo_pk, stored)
+    await run_in_threadpool(st.service.record_upload, repo.id, stored)
     return Response(status_code=200)
 
 
-@router.post("/api/lorahub/lfs/{repo_pk}/verify")
-async def lfs_verify(repo_pk: int, request: Request) -> JSONResponse:
+@router.post("/api/lorahub/lfs/{public_id}/verify")
+async def lfs_verify(public_id: str, request: Request) -> JSONResponse:
     st = state_of(request)
     body = await read_json(request, 64 * 1024)
     oid = body.get("oid") if isinstance(body, dict) else None
@@ -495,15 +496,13 @@ async def lfs_verify(repo_pk: int, request: Request) -> JSONResponse:
         raise BadRequest("verify needs {oid, size}")
 
     def work() -> None:
-        from lorahub.registry.hub.models import HubRepo
-
         ident = st.identify(request.headers.get("authorization"))
+        repo = _repo_by_public_id(st, public_id)
+        if repo is None:
+            raise RepoNotFound()
         with st.service.session() as s:
-            repo = s.get(HubRepo, repo_pk)
-            if repo is None:
-                raise RepoNotFound()
             st.service.get_repo(s, repo.repo_type, f"{repo.namespace}/{repo.name}", ident, write=True)
-            if not st.service.object_linked(s, repo_pk, oid) or not st.store.exists(oid):
+            if not st.service.object_linked(s, repo.id, oid) or not st.store.exists(oid):
                 raise HubError(f"object {oid} was not uploaded", status=404)
             if st.store.size(oid) != size:
                 raise BadRequest(f"object {oid} has {st.store.size(oid)} bytes, not {size}")

@@ -96,6 +96,8 @@ def serve(
     max_upload_size: int | None = None,
     max_commit_bytes: int | None = None,
     public_url: str | None = None,
+    allowed_hosts: list[str] | None = None,
+    cors_origins: list[str] | None = None,
     log_level: str = "info",
     access_log: bool = True,
     index_adapters: bool = True,
@@ -134,6 +136,8 @@ def serve(
     settings.ui = ui
     settings.ui_push_endpoints = tuple(ui_push_endpoints)
     settings.ui_max_file_size = ui_max_file_size
+    settings.allowed_hosts = list(allowed_hosts or [])
+    settings.cors_origins = list(cors_origins or [])
     from lorahub.registry.hub.storage import LocalBlobStore
 
     swept = LocalBlobStore(settings.blob_dir).sweep_tmp(older_than_s=3600)
@@ -167,6 +171,8 @@ def serve(
                     "max_commit_bytes": settings.max_commit_bytes,
                     "index_adapters": settings.index_adapters,
                     "ui": settings.ui,
+                    "allowed_hosts": settings.allowed_hosts,
+                    "cors_origins": settings.cors_origins,
                     "log_level": log_level,
                     "access_log": access_log,
                 }
@@ -195,6 +201,8 @@ def app_from_env():  # noqa: ANN201 - a FastAPI app
         max_commit_bytes=cfg["max_commit_bytes"],
         index_adapters=cfg["index_adapters"],
         ui=cfg.get("ui", False),
+        allowed_hosts=cfg.get("allowed_hosts", []),
+        cors_origins=cfg.get("cors_origins", []),
     )
     return _frozen(create_app(settings, Registry(settings.database_url, auto_migrate=False)))
 

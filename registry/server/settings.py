@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorahub.registry.hub.service import GiB, MiB
@@ -43,6 +43,10 @@ class ServerSettings:
     ui_push_endpoints: tuple[str, ...] = ()
     #: Largest file the web UI accepts (``--ui-max-file-size``; None: ``$LORAHUB_UI_MAX_FILE_SIZE`` or 1 GiB).
     ui_max_file_size: int | None = None
+    #: ``Host`` names answered besides the public URL's, ``localhost`` and IP addresses (see .hosts).
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: Browser origins allowed to read answers (CORS, no credentials); none by default.
+    cors_origins: list[str] = field(default_factory=list)
 
     @property
     def blob_dir(self) -> Path:
@@ -66,3 +70,16 @@ def parse_size(text: str | int) -> int:
     if value <= 0:
         raise ValueError(f"size must be positive: {text!r}")
     return int(value * mult)
+
+
+def check_origin(value: str) -> str:
+    """A ``--cors-origin``: ``scheme://host[:port]`` (no path), or ``*``; normalised (no trailing slash)."""
+    from urllib.parse import urlsplit
+
+    text = value.strip().rstrip("/")
+    if text == "*":
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"not an origin: {value!r} (scheme://host[:port], e.g. https://app.example.com)")
+    return text

@@ -134,3 +134,111 @@ def test_small_files_indexed_before_get_the_autov1_the_tools_show(db_url: str, t
         assert f.stat().st_size <= 1 << 20
     finally:
         reg.close()
+
+
+def _migrate_at_the_barrier(url: str, barrier, results) -> None:  # noqa: ANN001 - multiprocessing objects
+    reg = Registry(url, auto_migrate=False)
+    try:
+        if barrier is not None:
+            barrier.wait(timeout=60)
+        reg.migrate()
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    finally:
+        reg.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_processes_migrating_one_empty_database_at_once(backend: str, tmp_path) -> None:  # noqa: ANN001
+    """Issue 13, item 10: several processes (``lorahub serve`` workers, two servers) start on one empty
+    database at the same moment. One migrates under the lock, the others wait and find the database at
+    head. Before, Alembic committed after every revision on SQLite and a second process could run a
+    revision again between two of them ("table hub_repos already exists", "expected to match one row
+    when updating '0101_hub'"); it failed about one round in ten with three processes."""
+    import multiprocessing
+
+    from registry_db import _create_schema, _drop_schema, pg_base_url
+    from sqlalchemy import create_engine, text
+
+    ctx = multiprocessing.get_context("fork")
+    rounds, processes = (6, 4) if backend == "sqlite" else (3, 4)
+    base = pg_base_url() if backend == "postgres" else None
+    for round_ in range(rounds):
+        schema = None
+        if base is None:
+            url = f"sqlite:///{tmp_path / f'round-{round_}.sqlite'}"
+        else:
+            schema, url = _create_schema(base)
+        try:
+            barrier, results = ctx.Barrier(processes), ctx.Queue()
+            procs = [ctx.Process(target=_migrate_at_the_barrier, args=(url, barrier, results)) for _ in range(processes)]
+            for p in procs:
+                p.start()
+            outcomes = [results.get(timeout=300) for _ in procs]
+            for p in procs:
+                p.join(timeout=60)
+            assert outcomes == ["ok"] * processes, (round_, outcomes)
+            engine = create_engine(url)
+            try:
+                with engine.connect() as conn:
+                    assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
+            finally:
+                engine.dispose()
+        finally:
+            if schema is not None:
+                _drop_schema(base, schema)
+
+
+def _migrate_slowly_between_transactions(url: str, results) -> None:  # noqa: ANN001 - multiprocessing objects
+    """Migrate, pausing 1.5 s after every commit of a write transaction before the next one begins:
+    if the upgrade let go of the lock between two revisions, another process would migrate then."""
+    import time
+
+    from sqlalchemy import event
+
+    reg = Registry(url, auto_migrate=False)
+    committed = []
+
+    def on_commit(conn) -> None:  # noqa: ANN001 - fires before the commit itself
+        if conn.get_execution_options().get("lorahub_write"):  # not the read of the revision before
+            committed.append(1)
+
+    def before(conn, cursor, statement, *args) -> None:  # noqa: ANN001 - the commit is done by now
+        if committed and statement.startswith("BEGIN IMMEDIATE"):
+            committed.clear()
+            time.sleep(1.5)
+
+    event.listen(reg.engine, "commit", on_commit)
+    event.listen(reg.engine, "before_cursor_execute", before)
+    try:
+        reg.migrate()
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    finally:
+        reg.close()
+
+
+def _migrate(url: str, results) -> None:  # noqa: ANN001
+    _migrate_at_the_barrier(url, None, results)
+
+
+def test_a_second_process_waits_for_the_whole_upgrade(tmp_path) -> None:  # noqa: ANN001
+    """The deterministic form of the race above (SQLite): process A pauses between its transactions,
+    process B starts meanwhile. B must wait for all of A's upgrade, not take over in the middle."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    results_a, results_b = ctx.Queue(), ctx.Queue()
+    a = ctx.Process(target=_migrate_slowly_between_transactions, args=(url, results_a))
+    a.start()
+    time.sleep(0.5)
+    b = ctx.Process(target=_migrate, args=(url, results_b))
+    b.start()
+    outcomes = [results_a.get(timeout=300), results_b.get(timeout=300)]
+    a.join(timeout=60)
+    b.join(timeout=60)
+    assert outcomes == ["ok", "ok"], outcomes

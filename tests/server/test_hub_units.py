@@ -71,8 +71,9 @@ def test_split_repo_id() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["a.txt", "dir/sub/file.safetensors", "ünïcode/文件.txt", "with space.txt", ".gitattributes", "a/.git",
-     "console/conf.txt", "e\u0301.txt", "lpt/com10.txt", "\U0001f600.png"],
+    ["a.txt", "dir/sub/file.safetensors", "ünïcode/文件.txt", "with space.txt", ".gitattributes", ".github/x.yml",
+     "a/.gitignore", "git/config", "a.git/x", "git~/x", "git~1x/y", ".gits/x", "console/conf.txt", "e\u0301.txt",
+     "lpt/com10.txt", "\U0001f600.png"],
 )
 def test_good_paths(path: str) -> None:
     assert check_path(path) == path
@@ -81,7 +82,12 @@ def test_good_paths(path: str) -> None:
 @pytest.mark.parametrize(
     "path",
     ["", "/abs", "a/../b", "..", "./a", "a//b", "a/", "a\\b", "a\x00b", "tab\there", "\x7f", "rtl\u202e",
-     "\ud800", ".git/config", "x" * 1025, "/".join(["a"] * 65), "s" * 256 + "/f",
+     "\ud800", ".git/config", "x" * 1025,
+     # .git under every name a file system gives it (a file named .git is a gitdir pointer: refused too)
+     "a/.git", ".GIT/config", ".Git/hooks/x", "sub/.git/config", "git~1/config", "GIT~1/config", "a/git~2/x",
+     ".git./config", ".git /config", ".git. . /config", "\u200c.git/config", ".g\u200dit/x", ".git\ufeff/x",
+     ".git::$INDEX_ALLOCATION/config", ".git:$I30:$INDEX_ALLOCATION/x", "\uff0e\uff47\uff49\uff54/config",
+     "/".join(["a"] * 65), "s" * 256 + "/f",
      # invisible and line-breaking characters
      "zero\u200bwidth", "join\u200d", "soft\u00adhyphen", "line\u2028sep", "para\u2029sep", "private\ue000",
      # names Windows cannot store (clients download files under their repo path)
@@ -191,12 +197,14 @@ def test_cards_parse_check_and_derive() -> None:
 
 def test_signed_upload_urls() -> None:
     s = UrlSigner(b"k" * 32)
-    f = s.upload_fields(7, "a" * 64, 100, 3)
-    assert s.check(f["sig"], "upload", 7, "a" * 64, 100, 3, int(f["exp"]))
-    assert not s.check(f["sig"], "upload", 8, "a" * 64, 100, 3, int(f["exp"]))
-    assert not s.check(f["sig"], "upload", 7, "a" * 64, 101, 3, int(f["exp"]))
-    assert not UrlSigner(b"other" * 8).check(f["sig"], "upload", 7, "a" * 64, 100, 3, int(f["exp"]))
-    assert not s.check("", "upload", 7, "a" * 64, 100, 3, int(f["exp"]))
+    key = "model/alice/x"
+    f = s.upload_fields(7, key, "a" * 64, 100, 3)
+    assert s.check(f["sig"], "upload", 7, key, "a" * 64, 100, 3, int(f["exp"]))
+    assert not s.check(f["sig"], "upload", 8, key, "a" * 64, 100, 3, int(f["exp"]))
+    assert not s.check(f["sig"], "upload", 7, "model/alice/y", "a" * 64, 100, 3, int(f["exp"]))  # the name is signed too
+    assert not s.check(f["sig"], "upload", 7, key, "a" * 64, 101, 3, int(f["exp"]))
+    assert not UrlSigner(b"other" * 8).check(f["sig"], "upload", 7, key, "a" * 64, 100, 3, int(f["exp"]))
+    assert not s.check("", "upload", 7, key, "a" * 64, 100, 3, int(f["exp"]))
     tok = generate_token()
     assert looks_like_token(tok) and tok != generate_token() and len(tok) >= 45
 
