@@ -270,7 +270,8 @@ def _run_session(live, settings, output, script, as_json) -> None:  # noqa: ANN0
 
 # ---------------------------------------------------------------------------------------------- blend
 
-FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha) loads fully in AUTOMATIC1111/Forge, "
+FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha; SDXL: the SGM UNet's names and "
+               "lora_te1_/lora_te2_, as kohya writes them) loads fully in AUTOMATIC1111/Forge, "
                "ComfyUI, kohya and diffusers; diffusers (unet./text_encoder. with lora_A/lora_B) loads in diffusers, "
                "but ComfyUI skips its UNet attention modules. Both apply the same strength (docs/formats.md).")
 

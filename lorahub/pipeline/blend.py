@@ -410,13 +410,14 @@ def write_lora(
 ) -> Path:
     """Write a :class:`~lorahub.pipeline.canonical.CanonicalLora` as a file other tools load.
 
-    ``fmt``: ``kohya`` or ``diffusers`` (``docs/formats.md``). Every module's
+    ``fmt``: ``kohya`` or ``diffusers`` (``docs/formats.md``; SDXL kohya names are the SGM UNet's,
+    ``lora_unet_input_blocks_4_1_...``, with ``lora_te1_``/``lora_te2_``). Every module's
     alpha/rank is folded into its up factor (kohya: one ``.alpha`` for all modules); the
     metadata holds the minimum kohya ``ss_*`` keys (as kohya's merge scripts write
     them: A1111 reads the base version from them), modelspec keys and kohya's
     ``sshs_model_hash``/``sshs_legacy_hash``.
     """
-    from ..adapters.layouts import WRITE_FORMATS
+    from ..adapters.layouts import SGM_IMPLEMENTATION, WRITE_FORMATS
     from ..adapters.writer import write_adapter
 
     if fmt not in WRITE_FORMATS:
@@ -442,7 +443,8 @@ def write_lora(
     md["ss_output_name"] = title
     md["modelspec.sai_model_spec"] = "1.0.1"
     md["modelspec.title"] = title
-    md["modelspec.implementation"] = "diffusers"
+    # kohya-layout SDXL files name the original (SGM) UNet's modules: say so, as kohya does
+    md["modelspec.implementation"] = SGM_IMPLEMENTATION if fmt == "kohya" and lora.family == "sdxl" else "diffusers"
     arch = FAMILY_ARCH.get(lora.family)
     if arch:
         md["modelspec.architecture"] = f"{arch}/lora"
