@@ -73,14 +73,11 @@ def xl_adapters(embedded_xl_base: Path, tmp_path_factory: pytest.TempPathFactory
     }
 
 
-@pytest.fixture(scope="module")
-def reference(embedded_base: Path, one_thread: None) -> Callable[..., Any]:
-    """``reference([(path, weight | {"unet": u, "text_encoder": t}), ...], seed=0)``: the image plain diffusers
-    makes with those adapters (``load_lora_weights`` + ``set_adapters``) on a separate pipeline."""
+def _reference(base: Path) -> Callable[..., Any]:
     from lorahub.base.resolve import load_pipeline
     from lorahub.pipeline.live import quiet
 
-    pipe = load_pipeline(embedded_base)
+    pipe = load_pipeline(base)
 
     def make(items: list[tuple[Path, Any]], seed: int = 0, prompt: str = PROMPT) -> Any:
         with quiet():
@@ -96,3 +93,16 @@ def reference(embedded_base: Path, one_thread: None) -> Callable[..., Any]:
 
     make.pipe = pipe  # type: ignore[attr-defined]
     return make
+
+
+@pytest.fixture(scope="module")
+def reference(embedded_base: Path, one_thread: None) -> Callable[..., Any]:
+    """``reference([(path, weight | {"unet": u, "text_encoder": t}), ...], seed=0)``: the image plain diffusers
+    makes with those adapters (``load_lora_weights`` + ``set_adapters``) on a separate pipeline."""
+    return _reference(embedded_base)
+
+
+@pytest.fixture(scope="module")
+def xl_reference(embedded_xl_base: Path, one_thread: None) -> Callable[..., Any]:
+    """The same on the embedded SDXL base (``StableDiffusionXLPipeline``; weights may name ``text_encoder_2``)."""
+    return _reference(embedded_xl_base)
