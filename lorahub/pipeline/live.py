@@ -27,10 +27,12 @@ issue) are made impossible rather than worked around each time:
 - **enable_lora_hotswap must precede the first load.** The constructor calls
   it before anything can be loaded, and refuses a pipeline that already holds
   adapters.
-- **Text-encoder parts cannot be hot-swapped.** A swap hot-swaps the UNet part
-  in place (``load_lora_weights(..., hotswap=True)``) and replaces the text
-  encoder part by deleting the slot's text-encoder layers and loading the new
-  ones normally. Only the UNet is compiled, so this never recompiles.
+- **Text-encoder parts cannot be hot-swapped** (diffusers refuses). A swap
+  hot-swaps the UNet part in place (``load_lora_weights(..., hotswap=True)``) and
+  copies the text-encoder part into the slot's existing layers when it fits them
+  (zero-padded, as the UNet part); otherwise it deletes the slot's text-encoder
+  layers and loads the new ones normally. Only the UNet is compiled, so this
+  never recompiles.
 - **Silent no-op loads.** Every load is checked by
   :func:`lorahub.pipeline.compat.verify_loaded`.
 
@@ -692,7 +694,9 @@ class LivePipeline:
         device = self.pipe.unet.device
         unet: dict[str, Any] = {}
         te: dict[str, dict[str, Any]] = {c: {} for c in TEXT_ENCODERS}
-        te_rank = {c: lora.max_rank(c) for c in TEXT_ENCODERS}
+        # text-encoder parts padded like the UNet's (to the slot rank, or their own when larger): the next
+        # adapter's part then fits the slot's layers and is copied in place (_copy_into_te)
+        te_rank = {c: max(self.target_rank, lora.max_rank(c)) for c in TEXT_ENCODERS}
         for key, f in lora.modules.items():
             tgt = targets[key]
             if tgt.component == "unet":
@@ -721,7 +725,7 @@ class LivePipeline:
         if not self._hotswap_enabled:  # pragma: no cover - the constructor guarantees it
             raise AdapterLoadError("internal: enable_lora_hotswap was not called before the first load")
         pipe = self.pipe
-        unet_sd, te_sds = prep.unet_sd, prep.te_sds
+        unet_sd, te_sds = prep.unet_sd, dict(prep.te_sds)
         changed = False  # did the module tree change (new LoRA layers, deleted ones)?
         try:
             with quiet():
@@ -734,11 +738,18 @@ class LivePipeline:
                         changed = True
                 elif slot.unet_paths:
                     self._zero_unet(slot)
-                # Text encoders are never hot-swapped (diffusers refuses; the pitfall): delete, then load.
+                # diffusers refuses to hot-swap text encoders (the pitfall): the new factors are copied into the
+                # slot's layers when they fit them (same modules or fewer, rank <= the layers'), else the layers
+                # are deleted and the part loaded anew.
                 for comp in TEXT_ENCODERS:
                     model = getattr(pipe, comp, None)
                     if model is None:
                         continue
+                    if hotswap and slot.te.get(comp) and te_sds[comp]:
+                        written = self._copy_into_te(slot, comp, te_sds[comp])
+                        if written is not None:
+                            te_sds[comp] = written
+                            continue
                     if slot.te.get(comp):
                         from diffusers.utils.peft_utils import delete_adapter_layers
 
@@ -790,6 +801,53 @@ class LivePipeline:
             model = getattr(self.pipe, comp, None)
             layers = self._layers[comp] = list(_lora_layers(model)) if model is not None else []
         return layers
+
+    def _copy_into_te(self, slot: _Slot, comp: str, sd: dict[str, Any]) -> dict[str, Any] | None:
+        """Put a text-encoder part into the slot's existing LoRA layers of ``comp`` (zero-padded to their
+        rank; layers the new part does not cover are zeroed). Returns the tensors as written, or None (nothing
+        touched) when the part does not fit the layers: a module the slot lacks, or a higher rank.
+
+        Exact: every layer of a slot has ``lora_alpha == r`` (the factors carry alpha/rank), so padding with
+        zeros changes nothing, as for the UNet part.
+        """
+        import torch
+
+        table = self._module_table().get(comp, {})
+        layers = {path: m for path, m in table.items() if slot.id in getattr(m, "lora_A", {})}
+        plan: list[tuple[Any, Any, Any]] = []
+        written: dict[str, Any] = {}
+        paths = set()
+        for key in sd:
+            if not key.endswith(".lora_A.weight"):
+                continue
+            path = key[len(comp) + 1 : -len(".lora_A.weight")]
+            module = layers.get(path)
+            b_key = key[: -len("lora_A.weight")] + "lora_B.weight"
+            if module is None or b_key not in sd:
+                return None
+            la, lb = module.lora_A[slot.id].weight, module.lora_B[slot.id].weight
+            a, b = sd[key], sd[b_key]
+            r, k = la.shape[0], a.shape[0]
+            if k > r or la.shape[1:] != a.shape[1:] or lb.shape[0] != b.shape[0]:
+                return None
+            pa = torch.zeros_like(la)
+            pa[:k] = a.to(dtype=la.dtype, device=la.device)
+            pb = torch.zeros_like(lb)
+            pb[:, :k] = b.to(dtype=lb.dtype, device=lb.device)
+            plan.append((la, lb, (pa, pb)))
+            written[key], written[b_key] = pa, pb
+            paths.add(path)
+        # new storage, never a write into the old one: a layer loaded by diffusers may hold the very tensors of
+        # a cached prepared file (peft assigns them), which an in-place copy would overwrite
+        with torch.no_grad():
+            for la, lb, (pa, pb) in plan:
+                la.data = pa
+                lb.data = pb
+            for path, module in layers.items():
+                if path not in paths:
+                    weight = module.lora_B[slot.id].weight
+                    weight.data = torch.zeros_like(weight)
+        return written
 
     def _zero_unet(self, slot: _Slot) -> None:
         """Make the slot's UNet part a no-op without changing shapes (the new adapter has none)."""

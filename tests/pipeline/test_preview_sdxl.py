@@ -66,6 +66,22 @@ def test_adapters_render_as_plain_diffusers_and_hot_swap(live, xl_adapters, xl_r
     live.swap("a", a)  # and back: the text-encoder parts return with it, the weight is kept
     assert live.adapter("a").unet_weight == 0.8
     assert max_diff(_img(live), first) < TOL
+    # between two adapters with text-encoder parts, TE1's and TE2's are put into the slot's existing layers
+    # (diffusers refuses to hot-swap text encoders), and the cached first file stays intact for the way back
+    slot = live.adapter("a").slot
+    layers = {c: [m for m in _layers(live, c) if slot in m.lora_A] for c in ("text_encoder", "text_encoder_2")}
+    live.swap("a", b)
+    assert {c: [m for m in _layers(live, c) if slot in m.lora_A] for c in layers} == layers
+    assert max_diff(_img(live), xl_reference([(b, 0.8), (b, both)])) < TOL
+    live.swap("a", a)
+    assert max_diff(_img(live), first) < TOL
+    assert live.stats["reloads"] == before["reloads"] and live.stats["base_loads"] == 1
+
+
+def _layers(live: Any, comp: str) -> list[Any]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in getattr(live.pipe, comp).modules() if isinstance(m, BaseTunerLayer)]
 
 
 def test_per_component_weights_unet_te1_te2(live, xl_adapters, xl_reference) -> None:
