@@ -49,26 +49,25 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
 def hub_base_model(declared: str | None, family: str | None) -> str | None:
-    """The ``base_model`` a card names: ``declared`` when it is a Hub id (``ns/name``, the embedded models'
-    ``lorahub/embedded-*`` included), the id of an embedded model folder it points to, else the family's
-    reference checkpoint (:data:`DEFAULT_BASE_MODEL`: SDXL adapters name ``stabilityai/stable-diffusion-xl-base-1.0``
-    rather than a local path or a ``.safetensors`` file name); without one, ``declared`` as it is."""
-    from pathlib import Path
+    """The ``base_model`` a card names: ``declared`` when it is a Hub id (``ns/name[@rev]``, the embedded models'
+    ``lorahub/embedded-*`` included; the revision dropped), the embedded model's id when it names an embedded model's folder, else
+    the family's reference checkpoint (:data:`DEFAULT_BASE_MODEL`: SDXL adapters name
+    ``stabilityai/stable-diffusion-xl-base-1.0`` rather than a local path or a ``.safetensors`` file name);
+    without one, ``declared`` as it is.
+
+    Decided from the text alone: ``declared`` may come from an uploaded package (the web UI's push), and a
+    path a caller names is never read.
+    """
+    from lorahub.base.embedded import MODELS
 
     if declared:
         text = declared.split("@", 1)[0]
-        try:
-            local = Path(declared).expanduser().exists()
-        except (OSError, ValueError):
-            local = False
-        if _HUB_ID.match(text) and not local:
-            return declared
-        if local:
-            from lorahub.base.embedded import read_marker
-
-            marker = read_marker(Path(declared).expanduser())
-            if marker and isinstance(marker.get("id"), str):
-                return marker["id"]
+        if _HUB_ID.match(text) and not text.startswith((".", "~")):
+            return text  # a repo id, without the revision (the Hub's base_model field takes ids only)
+        folder = re.split(r"[\\/]", text.rstrip("/\\"))[-1]
+        for spec in MODELS.values():  # ".../models/embedded-sdxl-tiny-v1": the embedded model's own folder name
+            if folder == spec.name:
+                return spec.id
         return DEFAULT_BASE_MODEL.get(family or "", declared)
     return DEFAULT_BASE_MODEL.get(family or "")
 

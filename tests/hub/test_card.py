@@ -138,9 +138,9 @@ def test_sdxl_card_names_sdxl_base_license_pipeline_and_the_kohya_file(sdxl_kohy
     assert hub_base_model(None, "sdxl") == "stabilityai/stable-diffusion-xl-base-1.0"
     assert hub_base_model("cagliostrolab/animagine-xl-3.1", "sdxl") == "cagliostrolab/animagine-xl-3.1"
     assert hub_base_model(None, "sd1") is None and hub_base_model("./local", "sd1") == "./local"  # SD 1.x: as before
-    (tmp_path / "emb").mkdir()
-    (tmp_path / "emb" / "lorahub_base.json").write_text(json.dumps({"id": "lorahub/embedded-sdxl-tiny"}))
-    assert hub_base_model(str(tmp_path / "emb"), "sdxl") == "lorahub/embedded-sdxl-tiny"
+    assert hub_base_model(str(tmp_path / "models" / "embedded-sdxl-tiny-v1"), "sdxl") == "lorahub/embedded-sdxl-tiny"
+    # decided from the text: an uploaded package's train_config may name any path, which is never read
+    assert hub_base_model("/etc", "sdxl") == "stabilityai/stable-diffusion-xl-base-1.0"
 
     inp = CardInputs(repo_id="alice/xlstyle", weight_name="pytorch_lora_weights.safetensors",
                      report=reports["pytorch_lora_weights.safetensors"],
