@@ -96,8 +96,8 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
     with gr.Blocks(title="lorahub") as demo:
         gr.Markdown(INTRO.format(base=state.base))
         # which base previews and training use (SD 1.x or SDXL; on a CPU both are the embedded tiny models)
-        family = gr.Radio([(f"{label} ({state.bases[key]})", key) for key, label in cb.FAMILIES.items()], value="sd1",
-                          label="Base model family", elem_id="base-family")
+        family = gr.Radio([(label, key) for key, label in cb.FAMILIES.items()], value="sd1",
+                          label="Base model family", info=f"SDXL: {state.bases['sdxl']}", elem_id="base-family")
         chosen = gr.State([])
         results = gr.State([])
         package = gr.State(None)

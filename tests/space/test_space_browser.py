@@ -207,11 +207,11 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     assert first != second, "changing a weight did not change the image"
     # the base family: SDXL loads the embedded SDXL base (on this CPU), where these SD 1.x adapters are refused
     # in one line; back on SD 1.x they render again
-    page.locator("#base-family").get_by_text("SDXL").click()
+    page.locator("#base-family").get_by_text("SDXL", exact=True).click()
     page.locator("#generate").click()
     expect(page.locator("#preview-status")).to_contain_text("does not fit the SDXL", timeout=120_000)
     assert "Traceback" not in page.content()
-    page.locator("#base-family").get_by_text("SD 1.x").click()
+    page.locator("#base-family").get_by_text("SD 1.x", exact=True).click()
     page.locator("#bake").click()
     expect(page.locator("#preview-status")).to_contain_text("baked")
     expect(page.locator("#blend-file")).to_contain_text(".safetensors")
