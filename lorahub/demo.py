@@ -1,4 +1,5 @@
-"""``lorahub demo``: every capability shows itself on the embedded default base model.
+"""``lorahub demo``: every capability shows itself on the embedded default base model (and the SDXL step on
+the embedded SDXL base).
 
 Each capability registers one step with :func:`step`; the demo runs them in
 order inside one working folder and reports what each did. Steps must run
@@ -194,6 +195,60 @@ def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
         f"{stats['hotswaps']} hot-swap(s)",
         {"grid": str(grid_path), "blend": baked.path, "seconds_per_image": per, "max_pixel_difference": diff,
          "stats": stats},
+    )
+
+
+@step("sdxl", "SDXL: build the embedded SDXL base, train a few steps (both layouts, kohya's SDXL names), preview "
+      "and blend on it")
+def _sdxl(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
+    import torch
+
+    from lorahub.adapters.inspect import inspect_file
+    from lorahub.base.embedded import SDXL_ID, ensure_embedded
+    from lorahub.base.synthetic import make_adapter
+    from lorahub.pipeline.blend import blend
+    from lorahub.pipeline.live import LivePipeline
+    from lorahub.schemas.training import TrainConfig
+    from lorahub.training.demo_data import DEMO_TRIGGER, make_demo_dataset
+    from lorahub.training.trainer import train
+
+    started = time.perf_counter()
+    base = ensure_embedded(family="sdxl")
+    built = time.perf_counter() - started
+    data = make_demo_dataset(ctx.workdir / "train-data-xl", count=4, size=64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(TrainConfig(data=str(data), out=str(ctx.workdir / "demo-xl"), base=SDXL_ID,
+                                   trigger=DEMO_TRIGGER, rank=4, steps=8, lr=1e-2, resolution=64, sample_steps=2,
+                                   seed=0), overwrite=True, log=lambda _m: None, progress=False)
+        kohya = inspect_file(result.kohya_weights)
+        other = make_adapter(ctx.workdir / "demo-xl-other.safetensors", base=base, rank=4, seed=5, fmt="kohya",
+                             text_encoder=True, trigger="xlother")
+        live = LivePipeline(base, target_rank=16)
+        live.add("trained", result.kohya_weights)
+        live.add("other", other, te=0.5, unet=0.8, te2=0.25)  # per component: UNet, TE1, TE2
+        r = live.render("a lighthouse at dusk", seed=0, steps=2, width=64, height=64)
+        baked = blend([(result.kohya_weights, 1.0), (other, (0.5, 0.8, 0.25))], method="cat",
+                      out=ctx.workdir / "blend-xl-cat.safetensors")
+        live.swap("trained", baked.path)
+        live.set_weights({"trained": 1.0}, exclusive=True)
+        single = live.render("a lighthouse at dusk", seed=0, steps=2, width=64, height=64)
+        stats = live.summary()["stats"]
+        live.close()
+    finally:
+        torch.set_num_threads(threads)
+    sgm = sum(1 for m in kohya.module_details if m.name.startswith(("lora_unet_input_blocks", "lora_unet_middle_block",
+                                                                      "lora_unet_output_blocks")))
+    r.image.save(ctx.workdir / "sdxl-preview.png")
+    return (
+        f"{SDXL_ID} ({'built' if built > 1 else 'ready'} in {built:.1f} s); trained {result.steps} steps "
+        f"({result.steps_per_second:.1f} steps/s), loss {result.first_loss:.3f} -> {result.last_loss:.3f}; "
+        f"{Path(result.kohya_weights).name}: {kohya.modules} modules, {sgm} with SGM UNet names, loads in "
+        f"{', '.join(kohya.loaders)}; preview {r.seconds:.2f} s per image, cat blend rank {baked.rank} hot-swapped "
+        f"in ({single.seconds:.2f} s); base loaded {stats['base_loads']} time",
+        {"result": result.model_dump(mode="json"), "kohya_loaders": kohya.loaders, "sgm_modules": sgm,
+         "blend": baked.path, "stats": stats},
     )
 
 

@@ -2,7 +2,8 @@
 
 The module-level ``demo`` is what a Space runs. The base model comes from ``$LORAHUB_SPACE_BASE`` (any
 ``--base`` spec: a Hub id, a diffusers folder, a .safetensors checkpoint) when the machine has a GPU,
-else the embedded tiny SD 1.x model that lorahub builds itself (no download). Run as a script, the page
+else the embedded tiny SD 1.x model that lorahub builds itself (no download); the SDXL family's from
+``$LORAHUB_SPACE_BASE_SDXL`` likewise, else the embedded tiny SDXL model. Run as a script, the page
 is served hardened by :func:`lorahub.space.ui.serve` (not ``demo.launch()``) on
 ``$GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT`` (what Spaces set; default 127.0.0.1:7860). The guard's
 settings come from ``$LORAHUB_UI_PUSH_ENDPOINTS``, ``$LORAHUB_UI_MAX_FILE_SIZE`` and

@@ -28,6 +28,10 @@ from lorahub.errors import LorahubError, NotFoundError, UsageError
 
 #: Environment variable naming the base model of a deployed Space (any ``--base`` spec).
 ENV_BASE = "LORAHUB_SPACE_BASE"
+#: The same for the Space's SDXL base (on a GPU; on a CPU the embedded tiny SDXL is used).
+ENV_BASE_SDXL = "LORAHUB_SPACE_BASE_SDXL"
+#: The base families a visitor picks from: key -> label.
+FAMILIES = {"sd1": "SD 1.x", "sdxl": "SDXL"}
 #: At most this many adapters in the preview list (one weight slider each).
 MAX_ADAPTERS = 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -64,6 +68,14 @@ def space_base(explicit: str | None = None) -> str:
     return EMBEDDED_ID
 
 
+def space_bases(explicit: str | None = None) -> dict[str, str]:
+    """The base of each family (:data:`FAMILIES`): SD 1.x's as :func:`space_base` picks it, SDXL's from
+    ``$LORAHUB_SPACE_BASE_SDXL`` when a GPU is present, else the embedded tiny SDXL (fine on a CPU)."""
+    from lorahub.base.embedded import SDXL_ID
+
+    env = os.environ.get(ENV_BASE_SDXL, "").strip()
+    return {"sd1": space_base(explicit), "sdxl": env if env and _has_gpu() else SDXL_ID}
+
 @dataclass
 class SpaceState:
     """What the Space keeps between clicks: the base spec, the loaded pipeline, a work folder, the registry.
@@ -78,18 +90,42 @@ class SpaceState:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lorahub-space-")))
     lock: threading.RLock = field(default_factory=threading.RLock)
     shared_registry: Any = None
+    #: family -> base spec (:func:`space_bases`); ``base`` is the SD 1.x one
+    bases: dict[str, str] = field(default_factory=dict)
     _live: Any = None
+    _live_family: str | None = None
     _own_registry: Any = None
 
-    def live(self) -> Any:
-        """The process-wide :class:`~lorahub.pipeline.live.LivePipeline` (loaded on first use)."""
+    def __post_init__(self) -> None:
+        self.bases = {**space_bases(), **self.bases, "sd1": self.base}
+
+    def base_for(self, family: str | None) -> str:
+        """The base spec of ``family`` (None: SD 1.x); a family the page does not offer is refused."""
+        key = family or "sd1"
+        if key not in self.bases:
+            raise UsageError(f"unknown base family {family!r}", hint=f"choose one of {', '.join(FAMILIES.values())}")
+        return self.bases[key]
+
+    def live(self, family: str | None = None) -> Any:
+        """The process-wide :class:`~lorahub.pipeline.live.LivePipeline` of ``family``'s base (loaded on first
+        use; one base at a time: picking the other family replaces it)."""
         with self.lock:
+            key = family or "sd1"
+            base = self.base_for(key)
+            if self._live is not None and self._live_family != key:
+                self._live.close()
+                self._live = None
             if self._live is None:
                 from lorahub.base.resolve import resolve_device
                 from lorahub.pipeline.live import LivePipeline
 
-                self._live = LivePipeline(self.base, device=resolve_device("auto"))
+                self._live = LivePipeline(base, device=resolve_device("auto"))
+                self._live_family = key
             return self._live
+
+    def loaded(self, family: str | None = None) -> bool:
+        """Whether ``family``'s base is the one loaded."""
+        return self._live is not None and self._live_family == (family or "sd1")
 
     @contextmanager
     def registry(self) -> Iterator[Any]:
@@ -283,9 +319,10 @@ class Generated:
 
 def generate(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Sequence[float], prompt: str,
              negative: str = "", seed: int = 0, steps: int = 20, *, grid: bool = False,
-             grid_weights: str = "0, 0.5, 1") -> Generated:
+             grid_weights: str = "0, 0.5, 1", family: str | None = None) -> Generated:
     """One image with the chosen adapters at ``weights``, or (``grid``) a grid: one row per adapter, one
-    column per grid weight (the other adapters keep their slider weights)."""
+    column per grid weight (the other adapters keep their slider weights). ``family``: the base family
+    (:data:`FAMILIES`; default SD 1.x)."""
     from lorahub.pipeline.grid import make_grid
 
     if not (prompt or "").strip():
@@ -296,7 +333,7 @@ def generate(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Seque
     if grid and not chosen:
         raise UsageError("grid mode needs at least one adapter in the preview list")
     with state.lock:
-        live = state.live()
+        live = state.live(family)
         size = _size(live)
         base_w = _sync(live, chosen, weights)
         kw = dict(negative=negative or None, seed=seed, steps=n_steps, width=size, height=size, tags=False)
@@ -524,14 +561,16 @@ def zip_package(folder: Path, dest: Path) -> Path:
 
 def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, trigger: str = "", steps: int = 100,
           rank: int = 4, *, lr: float = 1e-4, sample_every: int = 0, poll: float = 0.25,
-          on_progress: Callable[[int, float], None] | None = None) -> Iterator[TrainEvent]:
+          on_progress: Callable[[int, float], None] | None = None, family: str | None = None) -> Iterator[TrainEvent]:
     """Train an adapter on the uploaded files, yielding :class:`TrainEvent` s as steps finish; the last one
-    has ``done``, the result and the zipped package. Runs the library's trainer in a worker thread."""
+    has ``done``, the result and the zipped package. Runs the library's trainer in a worker thread, on
+    ``family``'s base (:data:`FAMILIES`; default SD 1.x)."""
     from lorahub.schemas.training import TrainConfig
     from lorahub.training.config import make_config
     from lorahub.training.trainer import train as run_training
 
     trigger = (trigger or "").strip() or None
+    base = state.base_for(family)
     try:
         n_steps, n_rank = int(steps), int(rank)
     except (TypeError, ValueError):
@@ -547,7 +586,7 @@ def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, tri
         shutil.rmtree(job, ignore_errors=True)
         raise
     out = job / adapter_name(trigger or "adapter")
-    values: dict[str, Any] = dict(data=str(data), out=str(out), base=state.base, trigger=trigger, steps=n_steps,
+    values: dict[str, Any] = dict(data=str(data), out=str(out), base=base, trigger=trigger, steps=n_steps,
                                   rank=n_rank, lr=lr, sample_every=int(sample_every or 0), sample_steps=8)
     losses: list[tuple[int, float]] = []
     box: dict[str, Any] = {}

@@ -95,6 +95,9 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
 
     with gr.Blocks(title="lorahub") as demo:
         gr.Markdown(INTRO.format(base=state.base))
+        # which base previews and training use (SD 1.x or SDXL; on a CPU both are the embedded tiny models)
+        family = gr.Radio([(label, key) for key, label in cb.FAMILIES.items()], value="sd1",
+                          label="Base model family", info=f"SDXL: {state.bases['sdxl']}", elem_id="base-family")
         chosen = gr.State([])
         results = gr.State([])
         package = gr.State(None)
@@ -244,14 +247,15 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
         remove_btn.click(do_remove, [remove_name, chosen, *sliders], [*chosen_outputs, preview_status])
 
         @_guard(3)
-        def do_generate(request: gr.Request, ch: list[dict[str, Any]], p: str, neg: str, s: Any, st: Any, g: bool,
-                        gw: str, *values: Any, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+        def do_generate(request: gr.Request, ch: list[dict[str, Any]], p: str, neg: str, s: Any, st: Any,
+                        g: bool, gw: str, fam: str, *values: Any, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
             limit("render", _client(request))
-            progress(0, desc="loading the base model" if state._live is None else "rendering")
-            out = cb.generate(state, ch, weights_of(ch, values), p, neg, int(s or 0), int(st), grid=g, grid_weights=gw)
+            progress(0, desc="rendering" if state.loaded(fam) else "loading the base model")
+            out = cb.generate(state, ch, weights_of(ch, values), p, neg, int(s or 0), int(st), grid=g, grid_weights=gw,
+                              family=fam)
             return out.image, out.infotext, out.status
 
-        gen_btn.click(do_generate, [chosen, prompt, negative, seed, steps, grid, grid_weights, *sliders],
+        gen_btn.click(do_generate, [chosen, prompt, negative, seed, steps, grid, grid_weights, family, *sliders],
                       [image, info, preview_status], concurrency_limit=1, concurrency_id="pipeline")
 
         @_guard(2)
@@ -276,19 +280,20 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
         inspect_file.upload(do_inspect, [inspect_file], [inspect_md, inspect_json, inspect_status])
 
         @_guard(5)
-        def do_train(request: gr.Request, files: list[str] | None, trig: str, st: Any, rk: Any, every: Any,
+        def do_train(request: gr.Request, files: list[str] | None, trig: str, st: Any, rk: Any, every: Any, fam: str,
                      progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
             uploads = policy.uploaded_many(files)
             limit("train", _client(request))
             yield "**preparing**: loading the base model and the images", [], None, None, ""
-            for ev in cb.train(state, uploads, trig, int(st or 0), int(rk or 0), sample_every=int(every or 0)):
+            for ev in cb.train(state, uploads, trig, int(st or 0), int(rk or 0), sample_every=int(every or 0),
+                               family=fam):
                 progress((ev.step, ev.steps), desc=f"loss {ev.loss:.4f}" if ev.loss is not None else "training")
                 if ev.done:
                     yield cb.loss_text(ev), ev.samples, ev.zip_path, ev.zip_path, ""
                 else:
                     yield cb.loss_text(ev), ev.samples, gr.skip(), gr.skip(), ""
 
-        train_btn.click(do_train, [train_files, trigger, train_steps, train_rank, sample_every],
+        train_btn.click(do_train, [train_files, trigger, train_steps, train_rank, sample_every, family],
                         [train_progress, samples, train_zip, package, train_status],
                         concurrency_limit=1, concurrency_id="train")
 

@@ -33,7 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("sd1", "sdxl")
+FAMILIES = ("sd1", "sdxl", "sdxl-tiny")
+
+#: SDXL layouts: transformer blocks (SGM block, channels, depth) of the input, middle and output blocks, the
+#: cross-attention width and the two CLIP encoders (layers, width, MLP width). "sdxl" is SDXL base 1.0;
+#: "sdxl-tiny" the embedded tiny SDXL base (lorahub/base/embedded.py: channels 64/128, depth 1/2, cross-attention
+#: 32 + 64, encoders 4 x 32 and 4 x 64) - the same blocks at other widths.
+SDXL_LAYOUTS = {
+    "sdxl": {"input": ((4, 640, 2), (5, 640, 2), (7, 1280, 10), (8, 1280, 10)), "middle": (1280, 10),
+             "output": tuple((b, 1280, 10) if b < 3 else (b, 640, 2) for b in range(6)), "cross": 2048,
+             "te1": (12, 768, 3072), "te2": (32, 1280, 5120)},
+    "sdxl-tiny": {"input": ((4, 64, 1), (5, 64, 1), (7, 128, 2), (8, 128, 2)), "middle": (128, 2),
+                  "output": tuple((b, 128, 2) if b < 3 else (b, 64, 1) for b in range(6)), "cross": 96,
+                  "te1": (4, 32, 128), "te2": (4, 64, 256)},
+}
 
 
 @dataclass(frozen=True)
@@ -93,18 +106,21 @@ def sd15_modules() -> list[KohyaModule]:
     return mods
 
 
-def sdxl_modules() -> list[KohyaModule]:
-    """The 986 modules of a full kohya LoRA for SDXL (722 UNet, 72 + 192 text encoders)."""
+def sdxl_modules(layout: str = "sdxl") -> list[KohyaModule]:
+    """The modules of a full kohya LoRA for SDXL: 986 for SDXL base 1.0 (722 UNet, 72 + 192 text encoders),
+    240 for the embedded tiny SDXL base (``layout="sdxl-tiny"``: 192 UNet, 24 + 24)."""
+    spec = SDXL_LAYOUTS[layout]
+    cross = spec["cross"]
     paths = []
-    for block, ch, depth in ((4, 640, 2), (5, 640, 2), (7, 1280, 10), (8, 1280, 10)):
-        paths += _transformer(f"input_blocks.{block}.1", ch, 2048, depth, conv_proj=False)
-    paths += _transformer("middle_block.1", 1280, 2048, 10, conv_proj=False)
-    for block in range(6):
-        ch, depth = (1280, 10) if block < 3 else (640, 2)
-        paths += _transformer(f"output_blocks.{block}.1", ch, 2048, depth, conv_proj=False)
+    for block, ch, depth in spec["input"]:
+        paths += _transformer(f"input_blocks.{block}.1", ch, cross, depth, conv_proj=False)
+    ch, depth = spec["middle"]
+    paths += _transformer("middle_block.1", ch, cross, depth, conv_proj=False)
+    for block, ch, depth in spec["output"]:
+        paths += _transformer(f"output_blocks.{block}.1", ch, cross, depth, conv_proj=False)
     mods = [KohyaModule("lora_unet_" + p.replace(".", "_"), "unet", i, o) for p, i, o, _ in paths]
-    for prefix, component, (layers, width, mlp) in (("lora_te1", "text_encoder", (12, 768, 3072)),
-                                                    ("lora_te2", "text_encoder_2", (32, 1280, 5120))):
+    for prefix, component, (layers, width, mlp) in (("lora_te1", "text_encoder", spec["te1"]),
+                                                    ("lora_te2", "text_encoder_2", spec["te2"])):
         mods += [KohyaModule(f"{prefix}_" + p.replace(".", "_"), component, i, o) for p, i, o in _clip(layers, width, mlp)]
     return mods
 
@@ -112,7 +128,7 @@ def sdxl_modules() -> list[KohyaModule]:
 def modules(family: str) -> list[KohyaModule]:
     if family not in FAMILIES:
         raise ValueError(f"no kohya layout for {family!r} here (known: {', '.join(FAMILIES)})")
-    return sd15_modules() if family == "sd1" else sdxl_modules()
+    return sd15_modules() if family == "sd1" else sdxl_modules(family)
 
 
 _META = {
@@ -123,6 +139,7 @@ _META = {
              "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
              "modelspec.resolution": "1024x1024"},
 }
+_META["sdxl-tiny"] = {**_META["sdxl"], "modelspec.resolution": "128x128"}
 
 
 def _encode(values: Any, dtype: str) -> bytes:
@@ -135,7 +152,7 @@ def _encode(values: Any, dtype: str) -> bytes:
 
 def write_kohya(path: str | Path, family: str = "sd1", *, rank: int = 8, alpha: float | None = None,
                 dtype: str = "float16", seed: int = 0, metadata: dict[str, str] | None = None) -> Path:
-    """A full kohya LoRA for ``family`` (sd1 or sdxl) at ``rank``, with kohya's minimum ``ss_*``
+    """A full kohya LoRA for ``family`` (sd1, sdxl or sdxl-tiny) at ``rank``, with kohya's minimum ``ss_*``
     metadata, ModelSpec keys and the tensor hash kohya embeds (``sshs_model_hash``).
 
     Random tensors (``lora_down`` ~ N(0, 1/in), ``lora_up`` ~ N(0, 1e-4)), ``dtype`` float16,

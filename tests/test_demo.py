@@ -25,6 +25,9 @@ def test_demo_runs_every_step(embedded_home: Path, tmp_path: Path) -> None:
     assert steps["fingerprint"]["details"]["autov3"]
     assert steps["train"]["details"]["result"]["last_loss"] < steps["train"]["details"]["result"]["first_loss"]
     assert (tmp_path / "demo" / "blend-grid.png").stat().st_size > 0
+    xl = steps["sdxl"]["details"]  # train, preview and blend on the embedded SDXL base
+    assert xl["result"]["base_family"] == "sdxl" and xl["sgm_modules"] > 0
+    assert xl["kohya_loaders"] == ["diffusers", "a1111", "comfyui", "kohya"] and xl["stats"]["hotswaps"] == 1
     share = steps["share"]["details"]
     assert share["push"]["changed"] and share["push"]["card_action"] == "generated"
     assert {f["verified"] for f in share["pull"]["files"]} <= {"registry", "hub"}
@@ -36,5 +39,6 @@ def test_demo_runs_every_step(embedded_home: Path, tmp_path: Path) -> None:
 def test_demo_lists_its_steps() -> None:
     res = CliRunner().invoke(cli, ["demo", "--list"])
     assert res.exit_code == 0
-    for name in ("base", "adapter", "inspect", "validate", "fingerprint", "train", "preview", "registry", "share"):
+    for name in ("base", "adapter", "inspect", "validate", "fingerprint", "train", "preview", "sdxl", "registry",
+                 "share"):
         assert name in res.output

@@ -15,7 +15,8 @@ import click
 from lorahub.cli.output import emit, emit_json, info, json_option, warn
 
 LORA_HELP = (
-    "An adapter and its weight: NAME, NAME:W or NAME:TE:UNET (A1111 order: text encoder, then UNet). "
+    "An adapter and its weight: NAME, NAME:W or NAME:TE:UNET (A1111 order: text encoder, then UNet; SDXL: "
+    "add :te2=W to weigh the second text encoder apart). "
     "NAME is a .safetensors path, an adapter folder, a Hub id (namespace/name) or a registry name. Repeatable."
 )
 
@@ -148,7 +149,7 @@ def preview_cmd(base, base_config, loras, lora_dirs, prompt, negative, seeds, st
     names = []
     for spec, res in zip(specs, resolved, strict=True):
         name = _user_name(spec.name, taken)
-        ad = live.add(name, str(res.path), te=spec.te, unet=spec.unet)
+        ad = live.add(name, str(res.path), te=spec.te, unet=spec.unet, te2=spec.te2)
         names.append(name)
         info(f"adapter {name}: {ad.format}, rank {ad.rank}, {'+'.join(ad.components)}, {ad.load_seconds * 1000:.0f} ms")
         for w in ad.warnings:
@@ -270,7 +271,8 @@ def _run_session(live, settings, output, script, as_json) -> None:  # noqa: ANN0
 
 # ---------------------------------------------------------------------------------------------- blend
 
-FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha) loads fully in AUTOMATIC1111/Forge, "
+FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha; SDXL: the SGM UNet's names and "
+               "lora_te1_/lora_te2_, as kohya writes them) loads fully in AUTOMATIC1111/Forge, "
                "ComfyUI, kohya and diffusers; diffusers (unet./text_encoder. with lora_A/lora_B) loads in diffusers, "
                "but ComfyUI skips its UNet attention modules. Both apply the same strength (docs/formats.md).")
 
@@ -290,7 +292,7 @@ FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha) lo
 @click.option("--lora-dir", "lora_dirs", multiple=True, type=click.Path(file_okay=False), help="Folder where bare names are looked up.")
 @json_option
 def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, fmt, lora_dirs, as_json) -> None:  # noqa: ANN001
-    """Blend adapters into one LoRA file: INPUT is FILE, FILE:W or FILE:TE:UNET.
+    """Blend adapters into one LoRA file: INPUT is FILE, FILE:W or FILE:TE:UNET (SDXL: add :te2=W).
 
     \b
     lorahub blend A.safetensors:0.6 B.safetensors:0.4 -o blend.safetensors --method cat
@@ -311,7 +313,7 @@ def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, fmt, lo
     for text in inputs:
         tag = parse_spec(text, what="input")
         path = resolver.resolve(tag.name).path
-        items.append((str(path), (tag.te, tag.unet)))
+        items.append((str(path), tag.weights))
     result = blend(items, method=method, rank=rank, density=density, out=output, seed=seed, dtype=dtype, title=title,
                    format=fmt)
     for w in result.warnings:

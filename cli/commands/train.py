@@ -108,7 +108,8 @@ def train_cmd(data: str | None, out: str | None, config_file: str | None, sample
 
     SDXL bases (lorahub/embedded-sdxl-tiny, SDXL folders and single files) train the
     same way, with both text encoders, the pooled embedding and each image's
-    micro-conditioning (original size, crop, target size).
+    micro-conditioning (original size, crop, target size); their kohya file uses
+    kohya's SDXL names (lora_unet_input_blocks_..., lora_te1_, lora_te2_).
 
     Runs on the CPU against the embedded base model; on several GPUs launch it with
     `accelerate launch -m lorahub.cli train ...`.

@@ -304,6 +304,8 @@ class Analysis:
     #: Modules whose factor shapes do not fit the family's layer (2-D factors for a convolution, 4-D for a
     #: linear layer): diffusers (peft) refuses the whole file.
     shape_mismatches: list[str] = field(default_factory=list)
+    #: Tools that miss modules because of how the file names them (tool -> why; :func:`layouts.naming_gaps`).
+    naming_gaps: dict[str, str] = field(default_factory=dict)
 
     @property
     def diffusers_loadable(self) -> bool:
@@ -316,7 +318,9 @@ class Analysis:
         """The tools that load every module of the file (:func:`lorahub.adapters.layouts.full_loaders`)."""
         from .layouts import full_loaders
 
-        return [] if self.errors or self.shape_mismatches else full_loaders(self.format, self.diffusers_loadable)
+        if self.errors or self.shape_mismatches:
+            return []
+        return [t for t in full_loaders(self.format, self.diffusers_loadable) if t not in self.naming_gaps]
 
 
 def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
@@ -374,7 +378,12 @@ def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
         warnings.append("no adapter weights found: this does not look like a LoRA file")
 
     family, evidence, cross, shape_family = _infer_family(modules, fmt)
+    from .layouts import naming_gaps
+
+    gaps = naming_gaps(fmt, shape_family or declared_family(md) or family, list(modules))
+    warnings.extend(gaps.values())
     return Analysis(
+        naming_gaps=gaps,
         shape_mismatches=_shape_mismatches(modules, shape_family or declared_family(md) or family),
         modules=modules,
         unknown_keys=unknown,

@@ -3,10 +3,14 @@
 lorahub writes adapters in two layouts (``docs/formats.md``):
 
 - ``kohya``: ``lora_unet_<module path, dots as _>.lora_down.weight`` /
-  ``.lora_up.weight`` / ``.alpha`` and ``lora_te_text_model_...`` (SDXL:
-  ``lora_te1_``/``lora_te2_``), as kohya-ss/sd-scripts ``networks/lora.py``
-  names them. AUTOMATIC1111/Forge, ComfyUI and kohya load it fully, and
-  diffusers converts it on load.
+  ``.lora_up.weight`` / ``.alpha`` and ``lora_te_text_model_...``, as
+  kohya-ss/sd-scripts ``networks/lora.py`` names them. SD 1.x/2.x module paths
+  are diffusers' (kohya trains those on the diffusers UNet); SDXL ones are the
+  paths of the original (SGM) UNet kohya trains SDXL on
+  (``input_blocks_4_1_transformer_blocks_0_attn1_to_q``, ``middle_block_1_...``,
+  ``output_blocks_0_1_...``; :func:`sgm_module_path`) with ``lora_te1_`` and
+  ``lora_te2_`` for the two text encoders. AUTOMATIC1111/Forge, ComfyUI and
+  kohya load it fully, and diffusers converts it on load.
 - ``diffusers``: the component prefix and the module path (``unet.<path>``,
   ``text_encoder.text_model.<path>``) with peft ``lora_A``/``lora_B`` (or the
   older ``lora.down``/``lora.up`` of diffusers' training scripts). diffusers
@@ -45,11 +49,107 @@ TOOL_NAMES = {
     "kohya": "kohya-ss sd-scripts",
 }
 
-#: Families whose UNet module paths lorahub can name in the kohya layout (diffusers paths, dots as ``_``;
-#: kohya converts SDXL's diffusers names to its SGM names itself, ``networks/lora.py``
-#: ``convert_diffusers_to_sai_if_needed``). An adapter of unknown family with one text encoder is
-#: named as SD 1.x/2.x ones are.
+#: Families whose UNet module paths lorahub can name in the kohya layout. An adapter of unknown family
+#: with one text encoder is named as SD 1.x/2.x ones are.
 KOHYA_FAMILIES = ("sd1", "sd2", "sdxl", "unknown")
+
+#: ``modelspec.implementation`` of kohya-layout SDXL files: the original (SGM) UNet their names belong to,
+#: as kohya-ss/sd-scripts writes it (``library/sai_model_spec.py``, ``IMPL_STABILITY_AI``).
+SGM_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
+
+#: The UNet layout of SDXL base 1.0 (``stabilityai/stable-diffusion-xl-base-1.0/unet/config.json``): what
+#: SDXL-architecture checkpoints (Pony, Illustrious, NoobAI...) share and the embedded tiny SDXL copies.
+#: Used to name the modules of SDXL adapters written without a base at hand (blends, conversions).
+SDXL_UNET_LAYOUT = {
+    "block_out_channels": (320, 640, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+}
+
+#: diffusers ``ResnetBlock2D`` children -> their names in the SGM ``ResBlock`` (kohya's
+#: ``library/sdxl_model_util.py`` ``make_unet_conversion_map``; ComfyUI ``comfy/utils.py`` ``UNET_MAP_RESNET``).
+_SGM_RESNET = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+               "conv_shortcut": "skip_connection", "norm1": "in_layers.0", "norm2": "out_layers.0"}
+#: Modules outside the blocks (``UNET_MAP_BASIC``; kohya ``make_unet_conversion_map``).
+_SGM_BASIC = {"conv_in": "input_blocks.0.0", "conv_out": "out.2", "conv_norm_out": "out.0",
+              "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+              "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+
+
+def sgm_block_map(unet_config: dict | None = None) -> dict[str, str]:
+    """diffusers block prefixes -> SGM (original UNet) block prefixes, derived from a UNet config.
+
+    ``unet_config``: a diffusers ``UNet2DConditionModel`` config (``block_out_channels``,
+    ``layers_per_block``, ``down_block_types``, ``up_block_types``); default :data:`SDXL_UNET_LAYOUT`.
+    The numbering is the one the original UNet builds and ComfyUI's ``comfy/utils.py``
+    ``unet_to_diffusers`` and kohya's ``library/sdxl_model_util.py`` ``make_unet_conversion_map`` encode:
+    ``input_blocks.0`` is ``conv_in``; then per down level ``layers_per_block`` blocks ``[resnet,
+    attention]`` and, except on the last level, one block holding the downsampler (``.0.op``); the
+    middle block is ``[resnet, attention, resnet]``; per up level ``layers_per_block + 1`` blocks
+    ``[resnet, attention]``, the last of which (except on the last level) also holds the upsampler
+    (``.1.conv`` without an attention, ``.2.conv`` with one). SDXL: ``down_blocks.1.attentions.0`` ->
+    ``input_blocks.4.1``, ``up_blocks.0.upsamplers.0`` -> ``output_blocks.2.2``.
+    """
+    cfg = dict(SDXL_UNET_LAYOUT if unet_config is None else unet_config)
+    levels = len(cfg["block_out_channels"])
+    lpb = cfg.get("layers_per_block", 2)
+    lpb = [int(lpb)] * levels if isinstance(lpb, int) else [int(x) for x in lpb]
+    down_attn = ["CrossAttn" in str(t) for t in cfg["down_block_types"]]
+    up_attn = ["CrossAttn" in str(t) for t in cfg["up_block_types"]]
+    out: dict[str, str] = {}
+    n = 1
+    for x in range(levels):
+        for i in range(lpb[x]):
+            out[f"down_blocks.{x}.resnets.{i}"] = f"input_blocks.{n}.0"
+            if down_attn[x]:
+                out[f"down_blocks.{x}.attentions.{i}"] = f"input_blocks.{n}.1"
+            n += 1
+        if x < levels - 1:
+            out[f"down_blocks.{x}.downsamplers.0.conv"] = f"input_blocks.{n}.0.op"
+            n += 1
+    out["mid_block.resnets.0"] = "middle_block.0"
+    out["mid_block.attentions.0"] = "middle_block.1"
+    out["mid_block.resnets.1"] = "middle_block.2"
+    up_lpb = list(reversed(lpb))
+    n = 0
+    for x in range(levels):
+        layers = up_lpb[x] + 1
+        for i in range(layers):
+            out[f"up_blocks.{x}.resnets.{i}"] = f"output_blocks.{n}.0"
+            if up_attn[x]:
+                out[f"up_blocks.{x}.attentions.{i}"] = f"output_blocks.{n}.1"
+            if i == layers - 1 and x < levels - 1:
+                out[f"up_blocks.{x}.upsamplers.0.conv"] = f"output_blocks.{n}.{2 if up_attn[x] else 1}.conv"
+            n += 1
+    return out
+
+
+_BLOCK = re.compile(r"^((?:down_blocks|up_blocks)\.\d+\.(?:resnets|attentions)\.\d+|mid_block\.(?:resnets|attentions)\.\d+)\.(.+)$")
+
+
+def sgm_module_path(path: str, unet_config: dict | None = None, *, blocks: dict[str, str] | None = None) -> str | None:
+    """The SGM (original UNet) path of a diffusers UNet module path, or None when it has none.
+
+    ``down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q`` ->
+    ``input_blocks.4.1.transformer_blocks.0.attn1.to_q``; ``mid_block.resnets.0.conv1`` ->
+    ``middle_block.0.in_layers.2``; ``conv_in`` -> ``input_blocks.0.0`` (see :func:`sgm_block_map`;
+    ``blocks`` saves recomputing it).
+    """
+    if path in _SGM_BASIC:
+        return _SGM_BASIC[path]
+    table = blocks if blocks is not None else sgm_block_map(unet_config)
+    if path in table:  # the samplers' convolutions
+        return table[path]
+    m = _BLOCK.match(path)
+    if not m or m.group(1) not in table:
+        return None
+    prefix, rest = m.group(1), m.group(2)
+    if ".resnets." in prefix:
+        rest = _SGM_RESNET.get(rest)
+        if rest is None:
+            return None
+    return f"{table[prefix]}.{rest}"
 
 _SEP = r"[._]"
 _CONV_3X3 = re.compile(
@@ -86,13 +186,16 @@ def linear_projection(family: str | None, module: str) -> bool:
     return bool(_PROJ.search(module)) and family in ("sd2", "sdxl")
 
 
-def kohya_name(key: str, family: str | None) -> str:
+def kohya_name(key: str, family: str | None, unet_config: dict | None = None) -> str:
     """The kohya module name of a canonical key (``unet.<path>``, ``text_encoder.text_model.<path>``).
 
     ``unet.down_blocks.1.attentions.0.proj_in`` -> ``lora_unet_down_blocks_1_attentions_0_proj_in``;
     ``text_encoder.text_model.encoder.layers.0.self_attn.q_proj`` ->
-    ``lora_te_text_model_encoder_layers_0_self_attn_q_proj`` (SDXL: ``lora_te1_``,
-    and ``lora_te2_`` for ``text_encoder_2``).
+    ``lora_te_text_model_encoder_layers_0_self_attn_q_proj``. SDXL: the UNet module's SGM path
+    (:func:`sgm_module_path` over ``unet_config``, default SDXL base 1.0's layout), as kohya names the
+    modules of the UNet it trains SDXL on (``library/sdxl_original_unet.py``):
+    ``unet.down_blocks.1.attentions.0.proj_in`` -> ``lora_unet_input_blocks_4_1_proj_in``; text encoders
+    ``lora_te1_`` and ``lora_te2_`` (``text_encoder_2``).
     """
     if family not in KOHYA_FAMILIES and not (family in (None, "unknown") and not key.startswith("text_encoder_2.")):
         raise UsageError(
@@ -101,6 +204,12 @@ def kohya_name(key: str, family: str | None) -> str:
         )
     component, _, path = key.partition(".")
     if component == "unet":
+        if family == "sdxl":
+            sgm = sgm_module_path(path, unet_config)
+            if sgm is None:
+                raise UsageError(f"no SDXL (SGM) kohya name for the UNet module '{path}'",
+                                 hint="use --format diffusers")
+            path = sgm
         return "lora_unet_" + path.replace(".", "_")
     if component in ("text_encoder", "text_encoder_2"):
         if not path.startswith("text_model."):
@@ -122,6 +231,40 @@ _FULL_LOADERS = {
     "lycoris-lokr": ("a1111", "comfyui"),
     "lycoris-full": ("a1111", "comfyui"),
 }
+
+
+_DIFFUSERS_UNET_NAME = re.compile(r"^lora_unet_(?:down_blocks|mid_block|up_blocks)_")
+
+
+def naming_gaps(fmt: str, family: str | None, names: list[str]) -> dict[str, str]:
+    """Tools that skip modules of a kohya-format file because of its UNet names: tool -> why.
+
+    SDXL kohya files name the UNet's modules by their SGM paths (kohya trains SDXL on that UNet). A file
+    that uses diffusers paths instead (``lora_unet_down_blocks_1_attentions_0_...``) is only converted by
+    some loaders: kohya-ss/sd-scripts converts it in ``networks/lora.py`` ``create_network_from_weights``
+    (``convert_diffusers_to_sai_if_needed``), but ``networks/sdxl_merge_lora.py`` and
+    ``LoRANetwork.load_weights`` (``train_network.py --network_weights``) look the names up in its SGM
+    UNet and skip them; AUTOMATIC1111 (``extensions-builtin/Lora/networks.py``
+    ``convert_diffusers_name_to_compvis``) numbers the blocks as SD 1.x's, which SDXL's transformer
+    blocks happen to fit but not the first upsampler (``up_blocks_0_upsamplers_0_conv`` -> SD 1.x's
+    ``output_blocks_2_1_conv``; SDXL's is ``output_blocks_2_2_conv``). ComfyUI maps both spellings.
+    """
+    if family != "sdxl" or not fmt.startswith(("kohya", "lycoris")):
+        return {}
+    diffusers_named = [n for n in names if _DIFFUSERS_UNET_NAME.match(n)]
+    if not diffusers_named:
+        return {}
+    gaps: dict[str, str] = {}
+    if fmt.startswith("kohya"):
+        gaps["kohya"] = (
+            f"{len(diffusers_named)} SDXL UNet module(s) use diffusers names (e.g. '{diffusers_named[0]}'), not the "
+            "SGM names kohya's SDXL merge and --network_weights look up: convert the file (lorahub convert) for them"
+        )
+    upsampler = [n for n in diffusers_named if n.startswith("lora_unet_up_blocks_0_upsamplers_0")]
+    if upsampler:
+        gaps["a1111"] = (f"AUTOMATIC1111 maps '{upsampler[0]}' to the SD 1.x block, not SDXL's: that module is "
+                         "skipped there (lorahub convert writes SGM names)")
+    return gaps
 
 
 def full_loaders(fmt: str, diffusers_loadable: bool) -> list[str]:

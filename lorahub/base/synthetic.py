@@ -11,7 +11,8 @@ Two layouts:
   ``StableDiffusionLoraLoaderMixin.save_lora_weights`` writes them:
   ``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight``
   (``[r, in]``) and ``.lora_B.weight`` (``[out, r]``); text encoder modules as
-  ``text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight``.
+  ``text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight``
+  (SDXL: also ``text_encoder_2.text_model...``).
   Metadata: ``format=pt`` and ``lora_adapter_metadata`` (JSON of the peft
   ``LoraConfig`` fields, keys prefixed ``unet.``/``text_encoder.``) so that
   alpha != rank survives loading.
@@ -20,6 +21,9 @@ Two layouts:
   ``.lora_up.weight`` and a scalar ``.alpha``; text encoder modules as
   ``lora_te_text_model_encoder_layers_0_self_attn_q_proj`` (the real-world SD 1.x
   spelling). Metadata: the kohya minimum ``ss_*`` keys and a tensor hash.
+  On an SDXL base the names are kohya's SDXL ones: the original (SGM) UNet's
+  block paths (``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q``)
+  and ``lora_te1_``/``lora_te2_`` for the two text encoders.
 
 Both carry ModelSpec keys (``modelspec.*``) and load with diffusers'
 ``pipe.load_lora_weights(path)``.
@@ -55,6 +59,7 @@ DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 _FAMILY_META = {
     "sd1": {"ss_base_model_version": "sd_v1", "ss_v2": "False", "arch": "stable-diffusion-v1"},
     "sd2": {"ss_base_model_version": "sd_v2", "ss_v2": "True", "arch": "stable-diffusion-v2-512"},
+    "sdxl": {"ss_base_model_version": "sdxl_base_v1-0", "ss_v2": "False", "arch": "stable-diffusion-xl-v1-base"},
 }
 
 
@@ -62,7 +67,7 @@ _FAMILY_META = {
 class Module:
     """A target module of the base model: its path and weight shape ``[out, in, (kh, kw)]``."""
 
-    component: str  # "unet" or "text_encoder"
+    component: str  # "unet", "text_encoder" or "text_encoder_2"
     path: str  # diffusers/transformers module path, e.g. "down_blocks.0.attentions.0...attn1.to_q"
     shape: tuple[int, ...]
 
@@ -98,11 +103,15 @@ def target_modules(
     """The modules of the pipeline in ``base_folder`` whose paths end with one of ``targets``.
 
     Read from the safetensors headers: linear (2-D) and convolution (4-D)
-    weights only. UNet modules first, then text encoder ones, each sorted.
+    weights only. UNet modules first, then text encoder ones (both encoders
+    of an SDXL pipeline), each sorted.
     """
     folder = Path(base_folder)
     out: list[Module] = []
-    for component, wanted in (("unet", targets), ("text_encoder", text_encoder_targets)):
+    encoders = [("text_encoder", text_encoder_targets)]
+    if (folder / "text_encoder_2").is_dir():
+        encoders.append(("text_encoder_2", text_encoder_targets))
+    for component, wanted in (("unet", targets), *encoders):
         if not wanted:
             continue
         shapes = _weight_headers(folder, component)
@@ -111,7 +120,7 @@ def target_modules(
             if not name.endswith(".weight") or len(shape) not in (2, 4):
                 continue
             path = name[: -len(".weight")]
-            if component == "text_encoder":
+            if component != "unet":
                 path = path.removeprefix("text_model.")
             if _matches(path, wanted):
                 found.append(Module(component, path, tuple(shape)))
@@ -135,8 +144,14 @@ def _base_folder(base: Any) -> tuple[Path, str | None, str]:
     return ref.path, ref.family, ref.name
 
 
-def kohya_name(module: Module) -> str:
-    """``lora_unet_<path with _>`` or ``lora_te_text_model_<path with _>``."""
+def kohya_name(module: Module, family: str | None = None, unet_config: Mapping[str, Any] | None = None) -> str:
+    """``lora_unet_<path with _>`` or ``lora_te_text_model_<path with _>``; on SDXL (``family="sdxl"``)
+    the SGM UNet path for ``unet_config`` and ``lora_te1_``/``lora_te2_``
+    (:func:`lorahub.adapters.layouts.kohya_name`)."""
+    if family == "sdxl":
+        from ..adapters.layouts import kohya_name as layout_name
+
+        return layout_name(diffusers_name(module), "sdxl", dict(unet_config) if unet_config else None)
     flat = module.path.replace(".", "_")
     if module.component == "unet":
         return f"lora_unet_{flat}"
@@ -144,10 +159,11 @@ def kohya_name(module: Module) -> str:
 
 
 def diffusers_name(module: Module) -> str:
-    """``unet.<path>`` or ``text_encoder.text_model.<path>`` (the real-world SD 1.x spelling)."""
+    """``unet.<path>``, ``text_encoder.text_model.<path>`` (the real-world SD 1.x spelling) or
+    ``text_encoder_2.text_model.<path>``."""
     if module.component == "unet":
         return f"unet.{module.path}"
-    return f"text_encoder.text_model.{module.path}"
+    return f"{module.component}.text_model.{module.path}"
 
 
 def make_adapter(
@@ -173,8 +189,8 @@ def make_adapter(
     ``alpha`` (default: ``rank``) are written into the file; ``scale`` sets
     the size of the update relative to the base weights (see the module
     docstring). ``targets``: UNet module name endings. ``text_encoder``:
-    ``True`` for the q/k/v/out projections of the text encoder, or a list of
-    endings. ``trigger`` sets ``modelspec.trigger_phrase`` and (kohya)
+    ``True`` for the q/k/v/out projections of the text encoder (both encoders of
+    an SDXL base), or a list of endings. ``trigger`` sets ``modelspec.trigger_phrase`` and (kohya)
     ``ss_tag_frequency``; ``title`` sets ``modelspec.title`` and
     ``ss_output_name`` (default: the file stem). ``metadata`` is merged last.
     If ``path`` is an existing folder the file is written inside it
@@ -203,7 +219,8 @@ def make_adapter(
     folder, family, base_name = _base_folder(base)
     family = family or "sd1"
     if fmt == "kohya" and family not in _FAMILY_META:
-        raise UsageError(f"kohya names are implemented for SD 1.x/2.x bases, not {family}")
+        raise UsageError(f"kohya names are implemented for SD 1.x/2.x and SDXL bases, not {family}")
+    unet_config = _unet_config(folder) if family == "sdxl" else None
     modules = target_modules(folder, targets, te_targets)
     too_small = [m for m in modules if rank > min(m.shape[0], m.fan_in)]
     if too_small:
@@ -223,7 +240,7 @@ def make_adapter(
         down = rng.standard_normal(down_shape) / math.sqrt(m.fan_in)
         up = rng.standard_normal(up_shape) * (scale / math.sqrt(rank)) * (rank / alpha)
         if fmt == "kohya":
-            name = kohya_name(m)
+            name = kohya_name(m, family, unet_config)
             arrays[f"{name}.lora_down.weight"] = down
             arrays[f"{name}.lora_up.weight"] = up
             arrays[f"{name}.alpha"] = np.asarray(alpha)
@@ -251,6 +268,13 @@ def _encode(arr: Any, dtype: str) -> tuple[str, tuple[int, ...], bytes]:
         return "BF16", tuple(arr.shape), rounded.tobytes()
     code = {"float32": ("F32", "<f4"), "float16": ("F16", "<f2")}[dtype]
     return code[0], tuple(arr.shape), np.ascontiguousarray(arr, dtype=code[1]).tobytes()
+
+
+def _unet_config(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _resolution(folder: Path) -> int:
@@ -289,7 +313,8 @@ def _metadata(
     md: dict[str, str] = {
         "modelspec.sai_model_spec": "1.0.1",
         "modelspec.architecture": f"{fam['arch']}/lora",
-        "modelspec.implementation": "diffusers",
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models"
+        if fmt == "kohya" and family == "sdxl" else "diffusers",
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution}x{resolution}",
         "modelspec.prediction_type": "epsilon",
@@ -320,7 +345,8 @@ def _metadata(
     else:
         md["format"] = "pt"
         config: dict[str, Any] = {}
-        for prefix, wanted in (("unet", targets), ("text_encoder", te_targets)):
+        encoders = ("text_encoder", "text_encoder_2") if family == "sdxl" else ("text_encoder",)
+        for prefix, wanted in (("unet", targets), *((e, te_targets) for e in encoders)):
             if not wanted:
                 continue
             peft = {

@@ -41,6 +41,37 @@ FAMILY_TAGS = {
 #: remove it to make the card yours (then lorahub only fills missing metadata).
 GENERATED_MARK = "<!-- lorahub:generated-card: remove this line to keep your edits on the next push -->"
 
+#: ``base_model`` of a card when nothing declares a Hub id: the family's reference checkpoint. SD 1.x cards keep
+#: what the package declares (or none), as before.
+DEFAULT_BASE_MODEL = {"sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def hub_base_model(declared: str | None, family: str | None) -> str | None:
+    """The ``base_model`` a card names: ``declared`` when it is a Hub id (``ns/name[@rev]``, the embedded models'
+    ``lorahub/embedded-*`` included; the revision dropped), the embedded model's id when it names an embedded model's folder, else
+    the family's reference checkpoint (:data:`DEFAULT_BASE_MODEL`: SDXL adapters name
+    ``stabilityai/stable-diffusion-xl-base-1.0`` rather than a local path or a ``.safetensors`` file name);
+    without one, ``declared`` as it is.
+
+    Decided from the text alone: ``declared`` may come from an uploaded package (the web UI's push), and a
+    path a caller names is never read.
+    """
+    from lorahub.base.embedded import MODELS
+
+    if declared:
+        text = declared.split("@", 1)[0]
+        if _HUB_ID.match(text) and not text.startswith((".", "~")):
+            return text  # a repo id, without the revision (the Hub's base_model field takes ids only)
+        folder = re.split(r"[\\/]", text.rstrip("/\\"))[-1]
+        for spec in MODELS.values():  # ".../models/embedded-sdxl-tiny-v1": the embedded model's own folder name
+            if folder == spec.name:
+                return spec.id
+        return DEFAULT_BASE_MODEL.get(family or "", declared)
+    return DEFAULT_BASE_MODEL.get(family or "")
+
+
 PIPELINE_CLASS = {
     "sd1": "StableDiffusionPipeline",
     "sd2": "StableDiffusionPipeline",
@@ -188,6 +219,10 @@ def card_body(inp: CardInputs) -> str:
             f"`<lora:{usage}:0.8>` to the prompt (ComfyUI: a *Load LoRA* node, strength 0.8).",
             "",
         ]
+        if family == "sdxl":
+            lines += ["It is an SDXL LoRA: use it with an SDXL-architecture checkpoint (SDXL 1.0 and its descendants); "
+                      "its weights are named as kohya names SDXL modules (`lora_unet_input_blocks_...`, `lora_te1_`, "
+                      "`lora_te2_`).", ""]
     else:
         lines += ["No file of this repository loads fully in these UIs (ComfyUI skips the UNet attention modules "
                   "of diffusers-layout files): convert one with `lorahub convert FILE -o OUT.safetensors` "

@@ -84,10 +84,12 @@ def load_package(path: str | Path) -> AdapterPackage:
     if readme.is_file():
         pkg.card = readme.read_text(encoding="utf-8", errors="replace")
     pkg.training = _training_config(root)
-    base = pkg.training.get("base") or pkg.training.get("base_model")
+    # lorahub's train_config.toml keeps its settings in a [train] table
+    table = pkg.training.get("train") if isinstance(pkg.training.get("train"), dict) else pkg.training
+    base = table.get("base") or table.get("base_model")
     if isinstance(base, str) and base:
         pkg.base_model = base
-    pkg.samples = _samples(root, files, pkg.training, pkg.card)
+    pkg.samples = _samples(root, files, table, pkg.card)
     return pkg
 
 

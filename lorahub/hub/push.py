@@ -20,7 +20,7 @@ from pathlib import Path
 from lorahub.errors import InvalidAdapterError, UsageError
 from lorahub.schemas.hub import PushFile, PushResult
 
-from .card import CardInputs, Sample, is_generated, merge_card, render_card, tool_files
+from .card import CardInputs, Sample, hub_base_model, is_generated, merge_card, render_card, tool_files
 from .endpoint import hf_api, is_hf_hub, normalize_endpoint
 from .errors import HubError, hub_error
 from .package import AdapterPackage, load_package
@@ -115,10 +115,12 @@ def push(
     report = inspect_file(pkg.weights)
     fp = fingerprint_file(pkg.weights)
     base = base_model or pkg.base_model
-    if base in (None, "", "embedded"):
+    if base in (None, "", "embedded") and report.base_family != "sdxl":
         from lorahub.base.embedded import EMBEDDED_ID
 
         base = EMBEDDED_ID if pkg.training else base
+    if not base_model:  # what the user names is kept as is
+        base = hub_base_model(base, report.base_family)
     # None: the token of the environment (HF_TOKEN, `hf auth login`), as huggingface_hub does; False: none
     # at all, ever (a web page pushing for a visitor): a dry run then makes no request, a push is refused.
     token = token if token is False else (token or None)

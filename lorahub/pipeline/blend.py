@@ -28,7 +28,8 @@ Inputs may have different ranks and alphas (alphas are folded in when the file
 is read), different formats (kohya, diffusers, peft, LyCORIS LoHa/LoKr after
 conversion) and modules present in only some of them (a missing module
 contributes nothing). Weights are one number, or ``(te, unet)`` for separate
-text-encoder and UNet weights.
+text-encoder and UNet weights (``(te, unet, te2)``: SDXL's second text encoder
+its own).
 
 The output is a LoRA with ``alpha == rank`` in every module (the deltas are
 already scaled), in the kohya layout by default (``lora_unet_<module>``,
@@ -68,9 +69,18 @@ class BlendInput:
     te: float
     unet: float
     name: str | None = None
+    te2: float | None = None  # SDXL's second text encoder (None: te)
+
+    def weight_of(self, component: str) -> float:
+        if component == "unet":
+            return self.unet
+        return self.te2 if component == "text_encoder_2" and self.te2 is not None else self.te
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "te_weight": self.te, "unet_weight": self.unet}
+        d = {"path": self.path, "name": self.name, "te_weight": self.te, "unet_weight": self.unet}
+        if self.te2 is not None:
+            d["te2_weight"] = self.te2
+        return d
 
 
 @dataclass
@@ -114,16 +124,18 @@ def _inputs(inputs: Sequence[Any]) -> list[BlendInput]:
             out.append(BlendInput(os.fspath(item), 1.0, 1.0))
             continue
         path, weight = item[0], item[1] if len(item) > 1 else 1.0
+        te2 = None
         if isinstance(weight, (tuple, list)):
             te, unet = float(weight[0]), float(weight[1])
+            te2 = float(weight[2]) if len(weight) > 2 and weight[2] is not None else None
         elif len(item) > 2:
             te, unet = float(item[1]), float(item[2])
         else:
             te = unet = float(weight)
-        for v in (te, unet):
+        for v in (te, unet, te2 if te2 is not None else 0.0):
             if not math.isfinite(v):
                 raise UsageError(f"{path}: weight {v} is not a finite number")
-        out.append(BlendInput(os.fspath(path), te, unet))
+        out.append(BlendInput(os.fspath(path), te, unet, te2=te2))
     return out
 
 
@@ -223,7 +235,7 @@ def blend(
             f = lo.modules.get(key)
             if f is None:
                 continue
-            w = item.unet if comp == "unet" else item.te
+            w = item.weight_of(comp)
             if w == 0.0:
                 continue
             parts.append(f.scaled(w))
@@ -373,6 +385,7 @@ def write_blend(
                 "blake3": fp.blake3,
                 "te_weight": item.te,
                 "unet_weight": item.unet,
+                **({"te2_weight": item.te2} if item.te2 is not None else {}),
             }
         )
     provenance = {
@@ -410,13 +423,14 @@ def write_lora(
 ) -> Path:
     """Write a :class:`~lorahub.pipeline.canonical.CanonicalLora` as a file other tools load.
 
-    ``fmt``: ``kohya`` or ``diffusers`` (``docs/formats.md``). Every module's
+    ``fmt``: ``kohya`` or ``diffusers`` (``docs/formats.md``; SDXL kohya names are the SGM UNet's,
+    ``lora_unet_input_blocks_4_1_...``, with ``lora_te1_``/``lora_te2_``). Every module's
     alpha/rank is folded into its up factor (kohya: one ``.alpha`` for all modules); the
     metadata holds the minimum kohya ``ss_*`` keys (as kohya's merge scripts write
     them: A1111 reads the base version from them), modelspec keys and kohya's
     ``sshs_model_hash``/``sshs_legacy_hash``.
     """
-    from ..adapters.layouts import WRITE_FORMATS
+    from ..adapters.layouts import SGM_IMPLEMENTATION, WRITE_FORMATS
     from ..adapters.writer import write_adapter
 
     if fmt not in WRITE_FORMATS:
@@ -442,7 +456,8 @@ def write_lora(
     md["ss_output_name"] = title
     md["modelspec.sai_model_spec"] = "1.0.1"
     md["modelspec.title"] = title
-    md["modelspec.implementation"] = "diffusers"
+    # kohya-layout SDXL files name the original (SGM) UNet's modules: say so, as kohya does
+    md["modelspec.implementation"] = SGM_IMPLEMENTATION if fmt == "kohya" and lora.family == "sdxl" else "diffusers"
     arch = FAMILY_ARCH.get(lora.family)
     if arch:
         md["modelspec.architecture"] = f"{arch}/lora"

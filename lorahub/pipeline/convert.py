@@ -10,8 +10,9 @@ re-factored by SVD at ``rank`` (the error is reported).
 
 The source's training metadata (``ss_*``, ``modelspec.*``) is kept, except
 what no longer describes the file: hashes, the network module/dim/alpha (now
-``networks.lora`` with alpha = rank) and diffusers' ``lora_adapter_metadata``
-(its alphas were folded in). ``lorahub.converted_from`` records the source.
+``networks.lora`` with alpha = rank), ``modelspec.implementation`` (the
+written layout's: SDXL kohya names are the SGM UNet's) and diffusers'
+``lora_adapter_metadata`` (its alphas were folded in). ``lorahub.converted_from`` records the source.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..errors import UsageError
 _DROPPED = {
     "format", "lora_adapter_metadata", "sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256",
     "ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_network_args",
+    "modelspec.implementation",  # the layout's own (SDXL kohya names are the SGM UNet's)
 }
 
 

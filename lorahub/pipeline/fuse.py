@@ -45,22 +45,25 @@ class FuseResult:
         }
 
 
-def _specs(loras: Sequence[Any]) -> list[tuple[str, float, float, str]]:
-    """(source, te, unet, name) from ``"spec"`` strings, ``(path, weight)`` or ``(path, (te, unet))``."""
+def _specs(loras: Sequence[Any]) -> list[tuple[str, float, float, float | None, str]]:
+    """(source, te, unet, te2, name) from ``"spec"`` strings, ``(path, weight)``, ``(path, (te, unet))`` or
+    ``(path, (te, unet, te2))`` (``te2``: SDXL's second text encoder, None = ``te``)."""
     from .prompt import parse_spec
 
     out = []
     for item in loras:
         if isinstance(item, (str, os.PathLike)):
             tag = parse_spec(os.fspath(item), what="--lora")
-            out.append((tag.name, tag.te, tag.unet, Path(tag.name).stem))
+            out.append((tag.name, tag.te, tag.unet, tag.te2, Path(tag.name).stem))
             continue
         path, weight = os.fspath(item[0]), item[1] if len(item) > 1 else 1.0
+        te2 = None
         if isinstance(weight, (tuple, list)):
             te, unet = float(weight[0]), float(weight[1])
+            te2 = float(weight[2]) if len(weight) > 2 else None
         else:
             te = unet = float(weight)
-        out.append((path, te, unet, Path(path).stem))
+        out.append((path, te, unet, te2, Path(path).stem))
     return out
 
 
@@ -77,8 +80,8 @@ def fuse(
 ) -> FuseResult:
     """Fuse ``loras`` into ``base`` and save the pipeline to ``out_dir`` (diffusers layout).
 
-    ``loras``: ``"path:weight"`` / ``"path:te:unet"`` specs, ``(path, weight)``
-    or ``(path, (te, unet))``; names resolve as in previews (``lora_dirs``,
+    ``loras``: ``"path:weight"`` / ``"path:te:unet"`` (``:te2=W``) specs, ``(path, weight)``,
+    ``(path, (te, unet))`` or ``(path, (te, unet, te2))``; names resolve as in previews (``lora_dirs``,
     Hub ids, the registry). ``overwrite`` replaces an existing ``out_dir``.
     """
     from ..adapters.fingerprint import fingerprint_file
@@ -103,13 +106,14 @@ def fuse(
     names = []
     warnings: list[str] = []
     adapters = []
-    for i, (source, te, unet, stem) in enumerate(specs):
+    for i, (source, te, unet, te2, stem) in enumerate(specs):
         name = f"{stem}#{i}" if stem in names else stem
         names.append(name)
-        ad = lp.add(name, source, te=te, unet=unet)
+        ad = lp.add(name, source, te=te, unet=unet, te2=te2)
         warnings.extend(f"{name}: {w}" for w in ad.warnings)
         fp = fingerprint_file(ad.path)
-        adapters.append({"name": name, "path": ad.path, "sha256": fp.sha256, "te_weight": te, "unet_weight": unet})
+        adapters.append({"name": name, "path": ad.path, "sha256": fp.sha256, "te_weight": te, "unet_weight": unet,
+                         **({"te2_weight": te2} if te2 is not None else {})})
     pipe = lp.pipe
     slots = [lp.adapter(n).slot for n in names]
     components = [c for c in ("unet", "text_encoder", "text_encoder_2") if c in pipe.get_list_adapters()]

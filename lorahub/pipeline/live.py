@@ -27,16 +27,20 @@ issue) are made impossible rather than worked around each time:
 - **enable_lora_hotswap must precede the first load.** The constructor calls
   it before anything can be loaded, and refuses a pipeline that already holds
   adapters.
-- **Text-encoder parts cannot be hot-swapped.** A swap hot-swaps the UNet part
-  in place (``load_lora_weights(..., hotswap=True)``) and replaces the text
-  encoder part by deleting the slot's text-encoder layers and loading the new
-  ones normally. Only the UNet is compiled, so this never recompiles.
+- **Text-encoder parts cannot be hot-swapped** (diffusers refuses). A swap
+  hot-swaps the UNet part in place (``load_lora_weights(..., hotswap=True)``) and
+  copies the text-encoder part into the slot's existing layers when it fits them
+  (zero-padded, as the UNet part); otherwise it deletes the slot's text-encoder
+  layers and loads the new ones normally. Only the UNet is compiled, so this
+  never recompiles.
 - **Silent no-op loads.** Every load is checked by
   :func:`lorahub.pipeline.compat.verify_loaded`.
 
-Weights are set directly on the LoRA layers' ``scaling`` (in place when it is a
+Weights are per adapter and per component: the UNet, the text encoder(s) (A1111's
+``<lora:name:te:unet>``) and, on SDXL, the second text encoder apart when asked
+(``te2``). They are set directly on the LoRA layers' ``scaling`` (in place when it is a
 tensor, as ``prepare_model_for_compiled_hotswap`` makes it), the same values
-``set_adapters`` would compute; ``pipe.set_adapters`` itself would replace the
+``set_adapters`` would compute with per-component weights; ``pipe.set_adapters`` itself would replace the
 tensors by floats and force a recompilation under ``torch.compile``.
 """
 
@@ -82,6 +86,8 @@ class Adapter:
     components: tuple[str, ...]
     unet_weight: float = 1.0
     te_weight: float = 1.0
+    #: SDXL's second text encoder's weight when it differs from ``te_weight`` (None: ``te_weight``).
+    te2_weight: float | None = None
     enabled: bool = True
     trigger_words: list[str] = field(default_factory=list)
     conversion: dict[str, Any] | None = None
@@ -100,6 +106,7 @@ class Adapter:
             "components": list(self.components),
             "unet_weight": self.unet_weight,
             "te_weight": self.te_weight,
+            **({"te2_weight": self.te2_weight} if self.te2_weight is not None else {}),
             "enabled": self.enabled,
             "trigger_words": list(self.trigger_words),
             "conversion": self.conversion,
@@ -108,8 +115,21 @@ class Adapter:
             "load_seconds": round(self.load_seconds, 4),
         }
 
+    @property
+    def te2(self) -> float:
+        """The weight of the second text encoder (SDXL): ``te2_weight``, else ``te_weight``."""
+        return self.te_weight if self.te2_weight is None else self.te2_weight
+
+    def weight_of(self, component: str) -> float:
+        """The weight applied to ``component`` (``unet``, ``text_encoder``, ``text_encoder_2``)."""
+        if component == "unet":
+            return self.unet_weight
+        return self.te2 if component == "text_encoder_2" else self.te_weight
+
     def label(self) -> str:
         w = f"{self.unet_weight:g}" if self.te_weight == self.unet_weight else f"te {self.te_weight:g}, unet {self.unet_weight:g}"
+        if self.te2 != self.te_weight:
+            w = f"te {self.te_weight:g}, unet {self.unet_weight:g}, te2 {self.te2:g}"
         return f"{self.name} ({w}{'' if self.enabled else ', disabled'})"
 
 
@@ -158,11 +178,10 @@ class Render:
 
     def infotext(self) -> str:
         """A1111-style parameters text (saved into PNGs)."""
-        loras = " ".join(
-            f"<lora:{a['name']}:{a['te_weight']:g}:{a['unet_weight']:g}>" if a["te_weight"] != a["unet_weight"]
-            else f"<lora:{a['name']}:{a['unet_weight']:g}>"
-            for a in self.adapters
-        )
+        from .prompt import LoraTag, format_tags
+
+        loras = format_tags([LoraTag(a["name"], a["te_weight"], a["unet_weight"], te2=a.get("te2_weight"))
+                             for a in self.adapters])
         lines = [f"{self.prompt} {loras}".strip()]
         if self.negative:
             lines.append(f"Negative prompt: {self.negative}")
@@ -343,8 +362,12 @@ class LivePipeline:
         te: float | None = None,
         unet: float | None = None,
         enabled: bool = True,
+        te2: float | None = None,
     ) -> Adapter:
         """Load ``source`` (default: ``name``, resolved by the resolver) as adapter ``name``.
+
+        ``weight`` sets every component; ``te``/``unet`` the text encoders' and the UNet's
+        (A1111's ``<lora:name:te:unet>``); ``te2`` SDXL's second text encoder's alone.
 
         If ``name`` is already loaded, this is :meth:`swap`. A free slot whose
         modules cover the new adapter's is reused by hot-swapping.
@@ -352,8 +375,8 @@ class LivePipeline:
         with self._lock:
             if name in self._adapters:
                 ad = self.swap(name, source if source is not None else self._adapters[name].source)
-                if weight is not None or te is not None or unet is not None:
-                    self.set_weight(name, weight, te=te, unet=unet)
+                if weight is not None or te is not None or unet is not None or te2 is not None:
+                    self.set_weight(name, weight, te=te, unet=unet, te2=te2)
                 if enabled != ad.enabled:
                     self.enable(name, enabled)
                 return ad
@@ -386,6 +409,7 @@ class LivePipeline:
                 components=tuple(sorted(lora.components())),
                 unet_weight=w_unet,
                 te_weight=w_te,
+                te2_weight=_finite(te2),
                 enabled=enabled,
                 trigger_words=list(lora.trigger_words),
                 conversion=lora.conversion.to_dict() if lora.conversion else None,
@@ -461,22 +485,33 @@ class LivePipeline:
     def disable(self, name: str) -> None:
         self.enable(name, False)
 
-    def set_weight(self, name: str, weight: float | None = None, *, te: float | None = None, unet: float | None = None) -> None:
-        """One weight for both parts, or separate text-encoder and UNet weights (A1111 ``<lora:name:te:unet>``)."""
+    def set_weight(self, name: str, weight: float | None = None, *, te: float | None = None, unet: float | None = None,
+                   te2: float | None = None) -> None:
+        """One weight for every part, or separate text-encoder and UNet weights (A1111 ``<lora:name:te:unet>``);
+        ``te2`` gives SDXL's second text encoder its own weight (otherwise it follows ``te``)."""
         with self._lock:
             ad = self.adapter(name)
             ad.te_weight, ad.unet_weight = _weights(weight, te, unet, default=(ad.te_weight, ad.unet_weight))
+            if te2 is not None:
+                ad.te2_weight = _finite(te2)
+            elif weight is not None or te is not None:
+                ad.te2_weight = None  # follows te again
             self._apply()
 
     def set_weights(self, weights: dict[str, Any], *, exclusive: bool = False) -> None:
-        """Several weights at once: ``{name: w | (te, unet)}``; ``exclusive`` disables every other adapter."""
+        """Several weights at once: ``{name: w | (te, unet) | (te, unet, te2)}``; ``exclusive`` disables every
+        other adapter."""
         with self._lock:
             for name, w in weights.items():
                 ad = self.adapter(name)
                 if isinstance(w, (tuple, list)):
-                    ad.te_weight, ad.unet_weight = float(w[0]), float(w[1])
+                    if len(w) not in (2, 3):
+                        raise UsageError(f"weights of '{name}': one number, (te, unet) or (te, unet, te2)")
+                    ad.te_weight, ad.unet_weight = _finite(w[0]), _finite(w[1])
+                    ad.te2_weight = _finite(w[2]) if len(w) == 3 else None
                 else:
-                    ad.te_weight = ad.unet_weight = float(w)
+                    ad.te_weight = ad.unet_weight = _finite(w)
+                    ad.te2_weight = None
                 ad.enabled = True
             if exclusive:
                 for ad in self._adapters.values():
@@ -489,8 +524,8 @@ class LivePipeline:
         with self._lock:
             for tag in tags:
                 if tag.name not in self._adapters:
-                    self.add(tag.name, te=tag.te, unet=tag.unet)
-            self.set_weights({t.name: (t.te, t.unet) for t in tags}, exclusive=exclusive)
+                    self.add(tag.name, te=tag.te, unet=tag.unet, te2=tag.te2)
+            self.set_weights({t.name: t.weights for t in tags}, exclusive=exclusive)
 
     # ------------------------------------------------------------------ images
 
@@ -540,7 +575,8 @@ class LivePipeline:
             self.stats["renders"] += 1
             self.timings["render"].append(elapsed)
             active = [
-                {"name": a.name, "te_weight": a.te_weight, "unet_weight": a.unet_weight}
+                {"name": a.name, "te_weight": a.te_weight, "unet_weight": a.unet_weight,
+                 **({"te2_weight": a.te2_weight} if a.te2_weight is not None else {})}
                 for a in self._adapters.values()
                 if a.enabled
             ]
@@ -658,7 +694,9 @@ class LivePipeline:
         device = self.pipe.unet.device
         unet: dict[str, Any] = {}
         te: dict[str, dict[str, Any]] = {c: {} for c in TEXT_ENCODERS}
-        te_rank = {c: lora.max_rank(c) for c in TEXT_ENCODERS}
+        # text-encoder parts padded like the UNet's (to the slot rank, or their own when larger): the next
+        # adapter's part then fits the slot's layers and is copied in place (_copy_into_te)
+        te_rank = {c: max(self.target_rank, lora.max_rank(c)) for c in TEXT_ENCODERS}
         for key, f in lora.modules.items():
             tgt = targets[key]
             if tgt.component == "unet":
@@ -687,7 +725,7 @@ class LivePipeline:
         if not self._hotswap_enabled:  # pragma: no cover - the constructor guarantees it
             raise AdapterLoadError("internal: enable_lora_hotswap was not called before the first load")
         pipe = self.pipe
-        unet_sd, te_sds = prep.unet_sd, prep.te_sds
+        unet_sd, te_sds = prep.unet_sd, dict(prep.te_sds)
         changed = False  # did the module tree change (new LoRA layers, deleted ones)?
         try:
             with quiet():
@@ -700,11 +738,18 @@ class LivePipeline:
                         changed = True
                 elif slot.unet_paths:
                     self._zero_unet(slot)
-                # Text encoders are never hot-swapped (diffusers refuses; the pitfall): delete, then load.
+                # diffusers refuses to hot-swap text encoders (the pitfall): the new factors are copied into the
+                # slot's layers when they fit them (same modules or fewer, rank <= the layers'), else the layers
+                # are deleted and the part loaded anew.
                 for comp in TEXT_ENCODERS:
                     model = getattr(pipe, comp, None)
                     if model is None:
                         continue
+                    if hotswap and slot.te.get(comp) and te_sds[comp]:
+                        written = self._copy_into_te(slot, comp, te_sds[comp])
+                        if written is not None:
+                            te_sds[comp] = written
+                            continue
                     if slot.te.get(comp):
                         from diffusers.utils.peft_utils import delete_adapter_layers
 
@@ -757,6 +802,53 @@ class LivePipeline:
             layers = self._layers[comp] = list(_lora_layers(model)) if model is not None else []
         return layers
 
+    def _copy_into_te(self, slot: _Slot, comp: str, sd: dict[str, Any]) -> dict[str, Any] | None:
+        """Put a text-encoder part into the slot's existing LoRA layers of ``comp`` (zero-padded to their
+        rank; layers the new part does not cover are zeroed). Returns the tensors as written, or None (nothing
+        touched) when the part does not fit the layers: a module the slot lacks, or a higher rank.
+
+        Exact: every layer of a slot has ``lora_alpha == r`` (the factors carry alpha/rank), so padding with
+        zeros changes nothing, as for the UNet part.
+        """
+        import torch
+
+        table = self._module_table().get(comp, {})
+        layers = {path: m for path, m in table.items() if slot.id in getattr(m, "lora_A", {})}
+        plan: list[tuple[Any, Any, Any]] = []
+        written: dict[str, Any] = {}
+        paths = set()
+        for key in sd:
+            if not key.endswith(".lora_A.weight"):
+                continue
+            path = key[len(comp) + 1 : -len(".lora_A.weight")]
+            module = layers.get(path)
+            b_key = key[: -len("lora_A.weight")] + "lora_B.weight"
+            if module is None or b_key not in sd:
+                return None
+            la, lb = module.lora_A[slot.id].weight, module.lora_B[slot.id].weight
+            a, b = sd[key], sd[b_key]
+            r, k = la.shape[0], a.shape[0]
+            if k > r or la.shape[1:] != a.shape[1:] or lb.shape[0] != b.shape[0]:
+                return None
+            pa = torch.zeros_like(la)
+            pa[:k] = a.to(dtype=la.dtype, device=la.device)
+            pb = torch.zeros_like(lb)
+            pb[:, :k] = b.to(dtype=lb.dtype, device=lb.device)
+            plan.append((la, lb, (pa, pb)))
+            written[key], written[b_key] = pa, pb
+            paths.add(path)
+        # new storage, never a write into the old one: a layer loaded by diffusers may hold the very tensors of
+        # a cached prepared file (peft assigns them), which an in-place copy would overwrite
+        with torch.no_grad():
+            for la, lb, (pa, pb) in plan:
+                la.data = pa
+                lb.data = pb
+            for path, module in layers.items():
+                if path not in paths:
+                    weight = module.lora_B[slot.id].weight
+                    weight.data = torch.zeros_like(weight)
+        return written
+
     def _zero_unet(self, slot: _Slot) -> None:
         """Make the slot's UNet part a no-op without changing shapes (the new adapter has none)."""
         import torch
@@ -797,27 +889,26 @@ class LivePipeline:
 
         started = time.perf_counter()
         compiled = bool(self.compile_backend)
-        weights: dict[str, tuple[float, float]] = {}
+        weights: dict[str, dict[str, float]] = {}
         for slot in self._slots.values():
             ad = self._adapters.get(slot.adapter) if slot.adapter else None
             if ad is not None and ad.enabled:
-                weights[slot.id] = (ad.te_weight, ad.unet_weight)
+                weights[slot.id] = {c: ad.weight_of(c) for c in ("unet", *TEXT_ENCODERS)}
             elif compiled:
-                weights[slot.id] = (0.0, 0.0)  # keep the set of active adapters fixed: no recompilation
+                weights[slot.id] = {}  # keep the set of active adapters fixed (weight 0): no recompilation
         for comp in ("unet", *TEXT_ENCODERS):
             model = getattr(self.pipe, comp, None)
             if model is None:
                 continue
             present = set(getattr(model, "peft_config", {}) or {})
             active = tuple(sorted(s for s in weights if s in present))
-            index = 1 if comp == "unet" else 0
             change_active = self._active.get(comp) != active
             with torch.no_grad():
                 for module in self._lora_layers(comp):
                     if change_active:
                         module.set_adapter([s for s in active if s in module.lora_A], inference_mode=True)
                     for key in module.scaling:
-                        w = weights.get(key, (0.0, 0.0))[index]
+                        w = weights.get(key, {}).get(comp, 0.0)
                         value = w * module.lora_alpha[key] / module.r[key]
                         current = module.scaling[key]
                         if isinstance(current, torch.Tensor):
@@ -840,6 +931,21 @@ class LivePipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float (None stays None); :class:`UsageError` otherwise."""
+    import math
+
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"weight {value!r} is not a number") from None
+    if not math.isfinite(v):
+        raise UsageError(f"weight {v} is not a finite number")
+    return v
 
 
 def _weights(weight: float | None, te: float | None, unet: float | None, *, default: tuple[float, float]) -> tuple[float, float]:

@@ -4,9 +4,12 @@ As AUTOMATIC1111's built-in Lora extension reads it
 (``extensions-builtin/Lora/extra_networks_lora.py``):
 
 - ``<lora:NAME>`` weight 1; ``<lora:NAME:W>`` text encoder and UNet both ``W``;
-  ``<lora:NAME:TE:UNET>`` separate weights; a third number (``DYN``, the dynamic
+  ``<lora:NAME:TE:UNET>`` separate weights (``TE`` for both text encoders of an
+  SDXL base, as A1111 applies it); a third number (``DYN``, the dynamic
   LoRA dimension) is accepted and ignored; named forms ``te=``, ``unet=``,
   ``dyn=`` work in any order. ``<lyco:...>`` (the LyCORIS extension) means the same.
+- lorahub's one addition: ``te2=W`` gives SDXL's second text encoder its own
+  weight (default: ``TE``); A1111 ignores named parameters it does not know.
 - Several tags per prompt; the same name twice: the last tag wins.
 - The tags are removed from the text the text encoder sees.
 - ``NAME`` may itself contain ``:`` (``ns/repo:file.safetensors``): the parts up
@@ -24,18 +27,25 @@ from dataclasses import dataclass
 from ..errors import UsageError
 
 TAG_RE = re.compile(r"<(lora|lyco):([^<>]+)>", re.IGNORECASE)
-_NAMED = re.compile(r"^\s*(te|unet|dyn)\s*=\s*(.+?)\s*$", re.IGNORECASE)
+_NAMED = re.compile(r"^\s*(te2|te|unet|dyn)\s*=\s*(.+?)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class LoraTag:
-    """One adapter request: a name and its text-encoder and UNet weights."""
+    """One adapter request: a name and its text-encoder and UNet weights (``te2``: SDXL's second text
+    encoder's, when it differs from ``te``)."""
 
     name: str
     te: float = 1.0
     unet: float = 1.0
     dyn: int | None = None
     text: str = ""  # the tag as written (prompts) or the spec (CLI)
+    te2: float | None = None
+
+    @property
+    def weights(self) -> tuple[float, float, float | None]:
+        """``(te, unet, te2)`` as :meth:`lorahub.pipeline.live.LivePipeline.set_weights` takes them."""
+        return self.te, self.unet, self.te2
 
     @property
     def weight(self) -> float:
@@ -43,6 +53,8 @@ class LoraTag:
         return self.unet
 
     def label(self) -> str:
+        if self.te2 is not None and self.te2 != self.te:
+            return f"{self.name}:te={self.te:g}:unet={self.unet:g}:te2={self.te2:g}"
         if self.te == self.unet:
             return f"{self.name}:{self.unet:g}"
         return f"{self.name}:{self.te:g}:{self.unet:g}"
@@ -63,7 +75,7 @@ def _finite(value: float, spec: str, what: str) -> float:
 
 
 def parse_spec(spec: str, *, what: str = "adapter") -> LoraTag:
-    """``NAME``, ``NAME:W``, ``NAME:TE:UNET`` (or named ``te=``/``unet=``/``dyn=``) -> :class:`LoraTag`."""
+    """``NAME``, ``NAME:W``, ``NAME:TE:UNET`` (or named ``te=``/``unet=``/``dyn=``/``te2=``) -> :class:`LoraTag`."""
     parts = [p for p in spec.split(":")]
     if not parts or not parts[0].strip():
         raise UsageError(f"{what} '{spec}': no name")
@@ -97,9 +109,12 @@ def parse_spec(spec: str, *, what: str = "adapter") -> LoraTag:
     if dyn_value is not None:
         _finite(dyn_value, spec, what)
     dyn = int(dyn_value) if dyn_value is not None else None
+    te2 = named.get("te2")
+    if te2 is not None:
+        te2 = float(_finite(te2, spec, what))
     if not name:
         raise UsageError(f"{what} '{spec}': no name")
-    return LoraTag(name=name, te=float(te), unet=float(unet), dyn=dyn, text=spec)
+    return LoraTag(name=name, te=float(te), unet=float(unet), dyn=dyn, text=spec, te2=te2)
 
 
 def parse_prompt(prompt: str) -> tuple[str, list[LoraTag]]:
@@ -107,7 +122,7 @@ def parse_prompt(prompt: str) -> tuple[str, list[LoraTag]]:
     tags: dict[str, LoraTag] = {}
     for m in TAG_RE.finditer(prompt):
         tag = parse_spec(m.group(2), what="prompt tag")
-        tag = LoraTag(tag.name, tag.te, tag.unet, tag.dyn, m.group(0))
+        tag = LoraTag(tag.name, tag.te, tag.unet, tag.dyn, m.group(0), tag.te2)
         tags.pop(tag.name, None)
         tags[tag.name] = tag
     text = TAG_RE.sub(" ", prompt)
@@ -122,7 +137,9 @@ def format_tags(tags: list[LoraTag]) -> str:
     """The tags back in A1111 syntax (for infotext and logs)."""
     out = []
     for t in tags:
-        if t.te == t.unet:
+        if t.te2 is not None and t.te2 != t.te:
+            out.append(f"<lora:{t.name}:te={t.te:g}:unet={t.unet:g}:te2={t.te2:g}>")
+        elif t.te == t.unet:
             out.append(f"<lora:{t.name}:{t.unet:g}>")
         else:
             out.append(f"<lora:{t.name}:{t.te:g}:{t.unet:g}>")

@@ -4,7 +4,8 @@ Line syntax (interactive input, or a text script):
 
 - a line that does not start with ``:`` is a prompt (``<lora:NAME:W>`` tags work)
   and makes one image;
-- ``:weight NAME W`` or ``:weight NAME TE UNET``; ``:add NAME [SOURCE] [W]``;
+- ``:weight NAME W``, ``:weight NAME TE UNET`` or ``:weight NAME TE UNET TE2`` (SDXL's second
+  text encoder); ``:add NAME [SOURCE] [W]``;
   ``:swap NAME SOURCE`` (hot-swap); ``:remove NAME``; ``:enable NAME``;
   ``:disable NAME``;
 - ``:seed N``, ``:steps N``, ``:size WxH``, ``:guidance G``, ``:negative TEXT``
@@ -14,7 +15,7 @@ Line syntax (interactive input, or a text script):
 JSON scripts are a list of steps (or ``{"defaults": {...}, "steps": [...]}``);
 each step may have ``add`` (``{name: source}`` or ``{name: {"source", "weight"}}``),
 ``swap`` (``{name: source}``), ``remove``/``enable``/``disable`` (lists of names),
-``weights`` (``{name: w | [te, unet]}``), ``seed``, ``steps``, ``size``,
+``weights`` (``{name: w | [te, unet] | [te, unet, te2]}``), ``seed``, ``steps``, ``size``,
 ``guidance``, ``negative``, ``prompt`` (render) and ``out`` (file name), applied
 in that order.
 """
@@ -120,14 +121,14 @@ class Session:
             self.quit = True
             return None
         if cmd in ("weight", "w"):
-            if len(args) not in (2, 3):
-                raise UsageError(":weight NAME W  or  :weight NAME TE UNET")
+            if len(args) not in (2, 3, 4):
+                raise UsageError(":weight NAME W  or  :weight NAME TE UNET [TE2]")
             nums = [_float(a) for a in args[1:]]
             started = time.perf_counter()
             if len(nums) == 1:
                 live.set_weight(args[0], nums[0])
             else:
-                live.set_weight(args[0], te=nums[0], unet=nums[1])
+                live.set_weight(args[0], te=nums[0], unet=nums[1], te2=nums[2] if len(nums) == 3 else None)
             return self._emit(Event("weight", f"{live.adapter(args[0]).label()}", time.perf_counter() - started))
         if cmd == "swap":
             if len(args) != 2:
@@ -234,10 +235,13 @@ class Session:
             else:
                 source, weight = spec, None
             started = time.perf_counter()
-            te = unet = None
+            te = unet = te2 = None
             if isinstance(weight, list):
-                te, unet, weight = _float(weight[0]), _float(weight[1]), None
-            ad = live.add(name, source, weight=None if weight is None else _float(weight), te=te, unet=unet)
+                if len(weight) not in (2, 3):
+                    raise UsageError(f"add {name}: weight is a number, [te, unet] or [te, unet, te2]")
+                parts = [_float(w) for w in weight]
+                te, unet, te2, weight = parts[0], parts[1], parts[2] if len(parts) == 3 else None, None
+            ad = live.add(name, source, weight=None if weight is None else _float(weight), te=te, unet=unet, te2=te2)
             self._emit(Event("add", f"{ad.label()} from {ad.source}", time.perf_counter() - started))
         for name, source in (step.get("swap") or {}).items():
             started = time.perf_counter()

@@ -27,7 +27,12 @@ kohya names are derived from the diffusers module paths through a fixed
 mapping of the SD 1.x/2.x module tree (:func:`kohya_module_name`), never from
 whatever path a library version happens to use: transformers 5's CLIPTextModel
 has no ``text_model.`` level, but kohya files must say
-``lora_te_text_model_encoder_layers_0_...``.
+``lora_te_text_model_encoder_layers_0_...``. SDXL files use the names kohya
+gives SDXL modules: the UNet's original (SGM) block paths
+(``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q``, derived from
+the base's UNet config by :func:`lorahub.adapters.layouts.sgm_module_path`),
+``lora_te1_``/``lora_te2_`` for the two text encoders, and
+``modelspec.implementation`` says the SGM implementation, as kohya writes it.
 """
 
 from __future__ import annotations
@@ -63,15 +68,32 @@ _UNET_MODULE = re.compile(
 _TE_MODULE = re.compile(r"^(?:text_model\.)?encoder\.layers\.(\d+)\.(self_attn\.(?:q_proj|k_proj|v_proj|out_proj)|mlp\.fc[12])$")
 
 
-def kohya_module_name(component: str, module: str) -> str:
-    """The kohya name of a diffusers/transformers module path of an SD 1.x/2.x pipeline.
+def kohya_module_name(component: str, module: str, family: str = "sd1", unet_config: Mapping[str, Any] | None = None) -> str:
+    """The kohya name of a diffusers/transformers module path of an SD 1.x/2.x (or SDXL) pipeline.
 
     ``("unet", "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q")`` ->
     ``lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q``;
     ``("text_encoder", "encoder.layers.0.self_attn.q_proj")`` (transformers 5) or
     ``"text_model.encoder.layers.0.self_attn.q_proj"`` (transformers 4) ->
     ``lora_te_text_model_encoder_layers_0_self_attn_q_proj``.
+    ``family="sdxl"``: ``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`` (the SGM path for
+    ``unet_config``'s layout, default SDXL base 1.0's), ``lora_te1_...`` and ``lora_te2_...``
+    (``text_encoder_2``).
     """
+    if family == "sdxl":
+        from ..adapters.layouts import kohya_name
+        from ..errors import UsageError
+
+        m = _TE_MODULE.match(module) if component != "unet" else None
+        if component == "unet" and not _UNET_MODULE.match(module):
+            raise TrainingError(f"no kohya name for UNet module '{module}' (not a transformer-block module)")
+        if component != "unet" and (component not in ("text_encoder", "text_encoder_2") or not m):
+            raise TrainingError(f"no kohya name for {component} module '{module}'")
+        try:
+            return kohya_name(f"{component}.{te_diffusers_path(module) if m else module}", "sdxl",
+                              dict(unet_config) if unet_config else None)
+        except UsageError as exc:
+            raise TrainingError(str(exc)) from None
     if component == "unet":
         if not _UNET_MODULE.match(module):
             raise TrainingError(f"no kohya name for UNet module '{module}' (not an SD 1.x/2.x transformer-block module)")
@@ -170,14 +192,21 @@ def folded_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def kohya_records(
-    unet: Mapping[str, tuple[Any, Any]], te: Mapping[str, tuple[Any, Any]], alpha: float, precision: str
+    unet: Mapping[str, tuple[Any, Any]], te: Mapping[str, tuple[Any, Any]], alpha: float, precision: str,
+    *, te2: Mapping[str, tuple[Any, Any]] | None = None, family: str = "sd1",
+    unet_config: Mapping[str, Any] | None = None,
 ) -> dict[str, tuple[str, list[int], bytes]]:
+    """The kohya-layout tensors: trained factors and one ``.alpha`` per module (kohya's own layout).
+
+    ``te2``: SDXL's second text encoder; ``family``/``unet_config`` choose the names
+    (:func:`kohya_module_name`).
+    """
     import torch
 
     out = {}
-    for component, modules in (("unet", unet), ("text_encoder", te)):
+    for component, modules in (("unet", unet), ("text_encoder", te), ("text_encoder_2", te2 or {})):
         for module, (a, b) in modules.items():
-            name = kohya_module_name(component, module)
+            name = kohya_module_name(component, module, family, unet_config)
             out[f"{name}.lora_down.weight"] = tensor_record(a, precision)
             out[f"{name}.lora_up.weight"] = tensor_record(b, precision)
             out[f"{name}.alpha"] = tensor_record(torch.tensor(float(alpha)), precision)

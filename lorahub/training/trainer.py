@@ -189,14 +189,6 @@ class Trainer:
             if importlib.util.find_spec("bitsandbytes") is None:
                 raise UsageError("--optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes)",
                                  hint="or use --optimizer adamw")
-        if family_hint == "sdxl" and (cfg.format == "kohya" or "kohya" in cfg.export):
-            raise UsageError(
-                "--format kohya is not available for SDXL adapters yet (lora_te1_/lora_te2_ names)",
-                hint="train with --format diffusers: pytorch_lora_weights.safetensors loads with diffusers' "
-                "load_lora_weights",
-            )
-        if family_hint == "sdxl" and cfg.writes("kohya"):
-            warnings.append("SDXL: only the diffusers-layout file is written for now (no kohya-layout file yet)")
         dataset = scan_dataset(
             cfg.data,  # type: ignore[arg-type]
             trigger=cfg.trigger,
@@ -625,9 +617,17 @@ class Trainer:
                 records = ex.diffusers_records(unet_state, te_state, cfg.save_precision, scale=alpha / cfg.rank,
                                                te2=te2_state)
                 ex.write_weights(out / ex.WEIGHTS_NAME, records, diff_md)
-            if cfg.writes("kohya") and family != "sdxl":
+            if cfg.writes("kohya"):
+                # SDXL: kohya's names (SGM UNet paths for this base's layout, lora_te1_/lora_te2_)
                 kohya_rel = f"{cfg.name}_kohya.safetensors"
-                ex.write_weights(out / kohya_rel, ex.kohya_records(unet_state, te_state, alpha, cfg.save_precision), md)
+                records = ex.kohya_records(unet_state, te_state, alpha, cfg.save_precision, te2=te2_state,
+                                           family=family, unet_config=dict(unet_u.config))
+                kohya_md = dict(md)
+                if family == "sdxl":
+                    from ..adapters.layouts import SGM_IMPLEMENTATION
+
+                    kohya_md["modelspec.implementation"] = SGM_IMPLEMENTATION
+                ex.write_weights(out / kohya_rel, records, kohya_md)
             ex.write_loss_history(out / ex.LOSS_HISTORY_NAME, self.loss_history, {
                 "steps": cfg.steps, "first_loss": first, "last_loss": last, "seed": cfg.seed,
                 "resumed_from": resumed_from,

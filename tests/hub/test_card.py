@@ -114,3 +114,45 @@ def test_card_names_the_file_each_tool_loads_fully(inputs: CardInputs, tmp_path:
     assert "Download `mystyle_kohya.safetensors` into your LoRA folder" in body and "<lora:mystyle_kohya:0.8>" in body
     for tool in ("AUTOMATIC1111 / Forge", "ComfyUI", "kohya-ss sd-scripts"):
         assert f"| {tool} | `mystyle_kohya.safetensors` |" in body
+
+
+def test_sdxl_card_names_sdxl_base_license_pipeline_and_the_kohya_file(sdxl_kohya_file: Path, tmp_path: Path) -> None:
+    """An SDXL package (a diffusers file with both text encoders and a kohya file with SGM names): base_model SDXL
+    base 1.0 unless a Hub id is declared, openrail++, StableDiffusionXLPipeline in the snippet, the kohya file for
+    the UIs."""
+    from lorahub.hub.card import hub_base_model, tool_files
+
+    te2 = "text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj"
+    diffusers = write_safetensors_zeros(
+        tmp_path / "pytorch_lora_weights.safetensors",
+        {f"{MOD}.lora.down.weight": ("F16", [4, 640]), f"{MOD}.lora.up.weight": ("F16", [640, 4]),
+         f"{te2}.lora_linear_layer.down.weight": ("F16", [4, 1280]),
+         f"{te2}.lora_linear_layer.up.weight": ("F16", [1280, 4])},
+        metadata={"ss_base_model_version": "sdxl_base_v1-0", "modelspec.trigger_phrase": "xlstyle"},
+    )
+    reports = {"pytorch_lora_weights.safetensors": inspect_file(diffusers), "xl_kohya.safetensors": inspect_file(sdxl_kohya_file)}
+    assert {r.base_family for r in reports.values()} == {"sdxl"}
+    # what the package declares: a local path or a file name is no Hub id; an embedded model folder is its id
+    assert hub_base_model(str(tmp_path), "sdxl") == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert hub_base_model("sd_xl_base_1.0.safetensors", "sdxl") == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert hub_base_model(None, "sdxl") == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert hub_base_model("cagliostrolab/animagine-xl-3.1", "sdxl") == "cagliostrolab/animagine-xl-3.1"
+    assert hub_base_model(None, "sd1") is None and hub_base_model("./local", "sd1") == "./local"  # SD 1.x: as before
+    assert hub_base_model(str(tmp_path / "models" / "embedded-sdxl-tiny-v1"), "sdxl") == "lorahub/embedded-sdxl-tiny"
+    # decided from the text: an uploaded package's train_config may name any path, which is never read
+    assert hub_base_model("/etc", "sdxl") == "stabilityai/stable-diffusion-xl-base-1.0"
+
+    inp = CardInputs(repo_id="alice/xlstyle", weight_name="pytorch_lora_weights.safetensors",
+                     report=reports["pytorch_lora_weights.safetensors"],
+                     tool_files=tool_files(reports, "pytorch_lora_weights.safetensors"),
+                     base_model=hub_base_model(str(tmp_path / "model.safetensors"), "sdxl"))
+    meta, body = split_card(render_card(inp))
+    assert meta["base_model"] == "stabilityai/stable-diffusion-xl-base-1.0" and meta["license"] == "openrail++"
+    assert {"stable-diffusion-xl", "stable-diffusion-xl-diffusers", "base:sdxl"} <= set(meta["tags"])
+    assert "from diffusers import StableDiffusionXLPipeline" in body
+    assert 'StableDiffusionXLPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0"' in body
+    assert 'weight_name="pytorch_lora_weights.safetensors"' in body
+    assert "Download `xl_kohya.safetensors` into your LoRA folder" in body and "<lora:xl_kohya:0.8>" in body
+    assert "It is an SDXL LoRA" in body
+    for tool in ("AUTOMATIC1111 / Forge", "ComfyUI", "kohya-ss sd-scripts"):
+        assert f"| {tool} | `xl_kohya.safetensors` |" in body

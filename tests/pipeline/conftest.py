@@ -49,14 +49,35 @@ def adapters(embedded_base: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     }
 
 
-@pytest.fixture(scope="module")
-def reference(embedded_base: Path, one_thread: None) -> Callable[..., Any]:
-    """``reference([(path, weight | {"unet": u, "text_encoder": t}), ...], seed=0)``: the image plain diffusers
-    makes with those adapters (``load_lora_weights`` + ``set_adapters``) on a separate pipeline."""
+@pytest.fixture(scope="session")
+def xl_adapters(embedded_xl_base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real LoRAs for the embedded SDXL base (kohya ones with kohya's SDXL names: SGM UNet paths,
+    lora_te1_/lora_te2_).
+
+    - a: diffusers/peft, rank 4, alpha 2, UNet + both text encoders, trigger "axl"
+    - b: kohya, rank 8, alpha 16, UNet + both text encoders, trigger "bxl"
+    - c: kohya, rank 2, UNet only
+    - e: diffusers/peft, rank 4, UNet attn1 only (a subset of the others' modules)
+    """
+    from lorahub.base.synthetic import make_adapter
+
+    d = tmp_path_factory.mktemp("xl-adapters")
+    base = embedded_xl_base
+    return {
+        "a": make_adapter(d / "a.safetensors", base=base, rank=4, alpha=2, seed=11, text_encoder=True, trigger="axl"),
+        "b": make_adapter(d / "b.safetensors", base=base, rank=8, alpha=16, seed=12, fmt="kohya", text_encoder=True,
+                          trigger="bxl"),
+        "c": make_adapter(d / "c.safetensors", base=base, rank=2, seed=13, fmt="kohya"),
+        "e": make_adapter(d / "e.safetensors", base=base, rank=4, seed=15,
+                          targets=("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")),
+    }
+
+
+def _reference(base: Path) -> Callable[..., Any]:
     from lorahub.base.resolve import load_pipeline
     from lorahub.pipeline.live import quiet
 
-    pipe = load_pipeline(embedded_base)
+    pipe = load_pipeline(base)
 
     def make(items: list[tuple[Path, Any]], seed: int = 0, prompt: str = PROMPT) -> Any:
         with quiet():
@@ -72,3 +93,16 @@ def reference(embedded_base: Path, one_thread: None) -> Callable[..., Any]:
 
     make.pipe = pipe  # type: ignore[attr-defined]
     return make
+
+
+@pytest.fixture(scope="module")
+def reference(embedded_base: Path, one_thread: None) -> Callable[..., Any]:
+    """``reference([(path, weight | {"unet": u, "text_encoder": t}), ...], seed=0)``: the image plain diffusers
+    makes with those adapters (``load_lora_weights`` + ``set_adapters``) on a separate pipeline."""
+    return _reference(embedded_base)
+
+
+@pytest.fixture(scope="module")
+def xl_reference(embedded_xl_base: Path, one_thread: None) -> Callable[..., Any]:
+    """The same on the embedded SDXL base (``StableDiffusionXLPipeline``; weights may name ``text_encoder_2``)."""
+    return _reference(embedded_xl_base)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import re
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from interop_kit import is_kohya_layout, load_collecting, quiet_logs, read_tensors  # noqa: E402
 from tool_rules import FAMILIES, comfy_load, kohya_check, plain_load  # noqa: E402
 
 STRENGTH = 0.7
@@ -68,22 +67,13 @@ def write_lycoris(path: Path, pipe: Any, algo: str, seed: int) -> Path:
 
     te = TextModel(pipe.text_encoder)
     torch.manual_seed(seed)
-    with _quiet_logs():
+    with quiet_logs():
         net = create_network(1.0, 4, 2, None, te, pipe.unet, algo=algo, preset="lorahub-test", factor=4)
     net.apply_to(te, pipe.unet, apply_text_encoder=True, apply_unet=True)  # registers the modules (and hooks pipe)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.2)
     net.save_weights(str(path), torch.float32, dict(LYCO_META))
     return path
-
-
-class _quiet_logs:
-    def __enter__(self) -> None:
-        self.level = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-
-    def __exit__(self, *exc: Any) -> None:
-        logging.disable(self.level)
 
 
 @pytest.fixture(scope="module")
@@ -163,56 +153,15 @@ def _targets(base_weights: dict[tuple[str, str], Any]) -> dict[tuple[str, str], 
     return {k: tuple(v.shape) for k, v in base_weights.items()}
 
 
-def _tensors(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def _is_kohya_layout(tensors: dict[str, Any]) -> bool:
-    return all(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in tensors)
-
-
 def _file_update(tensors: dict[str, Any], rules: Any, base_weights: dict) -> dict[tuple[str, str], Any]:
     """The update the file describes, computed by a loader that reads only tensors: ComfyUI's rule for the
     kohya layout, plain ``up @ down`` (alpha = rank) for the diffusers layout."""
-    if _is_kohya_layout(tensors):
+    if is_kohya_layout(tensors):
         loaded = comfy_load(tensors, rules)
     else:
         loaded = plain_load(tensors, _targets(base_weights))
     assert not loaded.unloaded and not loaded.shape_errors, (loaded.unloaded[:3], loaded.shape_errors[:3])
     return loaded.deltas
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def _load(pipe: Any, path: Path) -> tuple[list[str], Any]:
-    """``load_lora_weights`` with diffusers' and peft's warnings (logged or raised) collected."""
-    cap = _Capture()
-    loggers = [logging.getLogger(n) for n in ("diffusers", "peft")]
-    for lg in loggers:
-        lg.addHandler(cap)
-    stream = io.StringIO()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            from contextlib import redirect_stderr
-
-            with redirect_stderr(stream):
-                pipe.load_lora_weights(str(path), adapter_name="probe")
-    finally:
-        for lg in loggers:
-            lg.removeHandler(cap)
-    msgs = cap.messages + [str(w.message) for w in caught if "lora" in str(w.message).lower()
-                           or "key" in str(w.message).lower()]
-    return msgs, pipe.get_list_adapters()
 
 
 @pytest.fixture
@@ -235,9 +184,9 @@ def test_diffusers_loads_every_module_at_the_intended_strength(kind, written, pi
     path = _file(written, kind)
     report = inspect_file(path)
     assert report.diffusers_loadable, report.warnings
-    tensors = _tensors(path)
+    tensors = read_tensors(path)
     expected = _file_update(tensors, rules, base_weights)
-    messages, adapters = _load(pipe, path)
+    messages, adapters = load_collecting(pipe, path)
     assert not messages, messages[:3]
     components = {comp for comp, _ in expected}
     assert {c for c, names in adapters.items() if "probe" in names} == components
@@ -260,9 +209,9 @@ def test_key_layout_matches_the_tools_that_are_said_to_load_it(kind, written, ru
 
     path = _file(written, kind)
     report = inspect_file(path)
-    tensors = _tensors(path)
+    tensors = read_tensors(path)
     comfy = comfy_load(tensors, rules)
-    if _is_kohya_layout(tensors):
+    if is_kohya_layout(tensors):
         assert report.loaders == ["diffusers", "a1111", "comfyui", "kohya"]
         assert not comfy.unloaded and not comfy.shape_errors, (comfy.unloaded[:3], comfy.shape_errors[:3])
         kohya = kohya_check(tensors, rules)
@@ -294,7 +243,7 @@ def test_kohya_hashes_are_embedded_as_kohya_computes_them(kind, written) -> None
 
     path = _file(written, kind)
     md = read_header(path).string_metadata()
-    blob = save(_tensors(path), {k: v for k, v in md.items() if k.startswith("ss_")})
+    blob = save(read_tensors(path), {k: v for k, v in md.items() if k.startswith("ss_")})
     n = int.from_bytes(blob[:8], "little")
     assert md["sshs_model_hash"] == hashlib.sha256(blob[8 + n :]).hexdigest()
     legacy = hashlib.sha256()
@@ -313,7 +262,7 @@ def test_lycoris_inputs_are_refused_by_diffusers_and_inspect_says_so(written, pi
     for algo in ("loha", "lokr"):
         src = _file(written, algo)
         assert not inspect_file(src).diffusers_loadable
-        with pytest.raises(ValueError), _quiet_logs():
+        with pytest.raises(ValueError), quiet_logs():
             pipe.load_lora_weights(str(src), adapter_name="probe")
         pipe.unload_lora_weights()
 
@@ -326,14 +275,14 @@ def test_2d_factors_on_the_conv_projections_are_refused_and_reported(adapters, p
     from lorahub.base.synthetic import make_adapter
 
     good = make_adapter(tmp_path / "proj.safetensors", rank=2, fmt="kohya", targets=("proj_in",))
-    tensors = {k: v for k, v in _tensors(good).items()}
+    tensors = {k: v for k, v in read_tensors(good).items()}
     flat = {k: (v.reshape(v.shape[0], -1) if v.ndim == 4 else v).numpy() for k, v in tensors.items()}
     bad = write_numpy(tmp_path / "proj-2d.safetensors", flat, {"ss_base_model_version": "sd_v1"})
     assert inspect_file(good).diffusers_loadable
     report = inspect_file(bad)
     assert not report.diffusers_loadable and report.loaders == []
     assert any("2-D factors" in w and "convolution" in w for w in report.warnings), report.warnings
-    with pytest.raises(Exception), _quiet_logs():  # noqa: B017 - diffusers raises RuntimeError/ValueError
+    with pytest.raises(Exception), quiet_logs():  # noqa: B017 - diffusers raises RuntimeError/ValueError
         pipe.load_lora_weights(str(bad), adapter_name="probe")
 
 
@@ -361,7 +310,7 @@ def test_real_lycoris_fixture_converts_to_layouts_sd15_tools_load(tmp_path: Path
         out = Path(convert(fixture, tmp_path / f"falcon-{fmt}.safetensors", format=fmt, dtype="float32").path)
         report = inspect_file(out)
         assert report.base_family == "sd1" and report.diffusers_loadable
-        tensors = _tensors(out)
+        tensors = read_tensors(out)
         if fmt == "kohya":
             comfy, kohya = comfy_load(tensors, rules), kohya_check(tensors, rules)
             assert not comfy.unloaded and not comfy.shape_errors, comfy.shape_errors[:3]

@@ -68,7 +68,7 @@ def hub(tmp_path: Path):  # noqa: ANN201
 
 
 @pytest.fixture
-def space_url(embedded_home: Path, lorahub_home: Path, tmp_path: Path, hub):  # noqa: ANN001, ANN201
+def space_url(embedded_home: Path, embedded_xl_home: Path, lorahub_home: Path, tmp_path: Path, hub):  # noqa: ANN001, ANN201
     """``lorahub space`` on a free loopback port, its registry holding two synthetic adapters; it may push
     to ``hub`` (and the Hugging Face Hub)."""
     import httpx
@@ -205,6 +205,13 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     _, second = _image_bytes(page, previous=src1)
     assert first[:8] == b"\x89PNG\r\n\x1a\n" and second[:8] == b"\x89PNG\r\n\x1a\n"
     assert first != second, "changing a weight did not change the image"
+    # the base family: SDXL loads the embedded SDXL base (on this CPU), where these SD 1.x adapters are refused
+    # in one line; back on SD 1.x they render again
+    page.locator("#base-family").get_by_text("SDXL", exact=True).click()
+    page.locator("#generate").click()
+    expect(page.locator("#preview-status")).to_contain_text("does not fit the SDXL", timeout=120_000)
+    assert "Traceback" not in page.content()
+    page.locator("#base-family").get_by_text("SD 1.x", exact=True).click()
     page.locator("#bake").click()
     expect(page.locator("#preview-status")).to_contain_text("baked")
     expect(page.locator("#blend-file")).to_contain_text(".safetensors")

@@ -53,6 +53,60 @@ def test_space_base_defaults_to_embedded_without_gpu(monkeypatch: pytest.MonkeyP
     assert cb.space_base() == EMBEDDED_ID
 
 
+def test_space_bases_offer_the_embedded_sdxl_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lorahub.base.embedded import EMBEDDED_ID, SDXL_ID
+
+    monkeypatch.setenv(cb.ENV_BASE_SDXL, "stabilityai/stable-diffusion-xl-base-1.0")
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    assert cb.space_bases() == {"sd1": EMBEDDED_ID, "sdxl": SDXL_ID}
+    monkeypatch.setattr(cb, "_has_gpu", lambda: True)
+    assert cb.space_bases("mine")["sdxl"] == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert cb.space_bases("mine")["sd1"] == "mine"
+    st = cb.SpaceState(base="mine", workdir=Path(tempfile.mkdtemp()))
+    assert st.base_for(None) == "mine" and st.base_for("sdxl") == "stabilityai/stable-diffusion-xl-base-1.0"
+    with pytest.raises(UsageError, match="unknown base family"):
+        st.base_for("../etc")
+
+
+def test_sdxl_family_previews_and_trains_on_the_embedded_sdxl(state: cb.SpaceState, embedded_xl_home: Path,
+                                                                adapters: list[Path], tmp_path: Path) -> None:
+    """Picking SDXL loads the embedded SDXL base in place of SD 1.x's (one base at a time), previews SDXL adapters
+    at its native size, refuses SD 1.x ones in one line, trains on it and bakes SDXL blends."""
+    from PIL import Image
+
+    from lorahub.adapters.inspect import inspect_file
+    from lorahub.base import make_adapter
+    from lorahub.training.demo_data import make_demo_dataset
+
+    xl = [Path(make_adapter(tmp_path / f"xl{i}.safetensors", base=embedded_xl_home, rank=4, seed=20 + i, fmt=fmt,
+                            text_encoder=True, scale=3.0)) for i, fmt in enumerate(("kohya", "diffusers"))]
+    chosen = cb.add_file(cb.add_file([], xl[0]), xl[1])
+    one = cb.generate(state, chosen, [1.0, 1.0], "a photo", steps=1, seed=3, family="sdxl")
+    other = cb.generate(state, chosen, [0.0, 1.0], "a photo", steps=1, seed=3, family="sdxl")
+    assert one.image.size == (128, 128) and _png(one.image) != _png(other.image)
+    live = state.live("sdxl")
+    assert live.base.family == "sdxl" and live.stats["base_loads"] == 1 and state.loaded("sdxl")
+    with pytest.raises(LorahubError, match="SD 1.x") as err:
+        cb.generate(state, cb.add_file([], adapters[0]), [1.0], "a photo", steps=1, family="sdxl")
+    assert "SDXL" in str(err.value) and "\n" not in str(err.value)
+    sd1 = cb.generate(state, cb.add_file([], adapters[0]), [1.0], "a photo", steps=1, family="sd1")
+    assert sd1.image.size == (64, 64) and state.loaded("sd1") and not state.loaded("sdxl")
+    baked = cb.bake_blend(state, chosen, [1.0, 0.5])
+    assert inspect_file(baked).base_family == "sdxl"
+    with pytest.raises(UsageError, match="unknown base family"):
+        cb.generate(state, chosen, [1.0, 1.0], "a photo", family="sd3")
+
+    data = make_demo_dataset(tmp_path / "ds", count=2, size=64, trigger="zqx")
+    files = sorted(p for p in data.rglob("*") if p.is_file())
+    events = list(cb.train(state, files, "zqx", steps=2, rank=4, family="sdxl"))
+    done = events[-1]
+    assert done.done and done.result["base_family"] == "sdxl" and done.zip_path
+    kohya = inspect_file(done.result["kohya_weights"])
+    assert kohya.base_family == "sdxl" and kohya.loaders == ["diffusers", "a1111", "comfyui", "kohya"]
+    with Image.open(done.samples[-1]) as im:
+        assert im.size == (128, 128)
+
+
 def test_search_finds_indexed_adapter_and_adds_it(state: cb.SpaceState, adapters: list[Path]) -> None:
     from lorahub.registry.service import Registry
 

@@ -157,6 +157,12 @@ def test_package_inspects_as_sdxl(trained: dict[str, Any]) -> None:
     assert saved.upscale is False and saved.resolution == 128 and saved.base == str(trained["base"])
     card = (out / "README.md").read_text()
     assert "license: openrail++" in card and "StableDiffusionXLPipeline.from_pretrained(" in card
+    # the kohya-layout file beside it: the same modules under kohya's SDXL names
+    kohya = inspect_file(result.kohya_weights)
+    assert kohya.format == "kohya-lora" and kohya.base_family == "sdxl" and kohya.modules == r.modules
+    assert kohya.loaders == ["diffusers", "a1111", "comfyui", "kohya"] and Path(result.kohya_weights).name in card
+    assert kohya.metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert kohya.metadata["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
     from PIL import Image
 
     with Image.open(out / "samples" / "step-000060-0.png") as im:
@@ -253,21 +259,25 @@ def test_cli_sdxl_train_resume_samples_and_single_file(embedded_xl_base: Path, e
     assert r2["resumed_from"] == 1 and r2["steps"] == 3
     assert [h["step"] for h in json.loads((out / "loss_history.json").read_text())["history"]] == [1, 2, 3]
 
-    # kohya export of SDXL adapters is refused up front (no folder left behind)
-    bad = _train(str(data), "--out", str(tmp_path / "k"), *common, "--export", "kohya")
-    assert bad.exit_code == 2 and "SDXL" in bad.output and bad.output.strip().count("\n") == 0
-    assert not (tmp_path / "k").exists()
+    # both layouts by default: the kohya file with kohya's SDXL names (SGM UNet paths)
+    from lorahub.adapters.inspect import inspect_file
 
-    # a single-file SDXL checkpoint as --base, in bf16 mixed precision
+    kohya = inspect_file(r.kohya_weights)
+    assert Path(r.kohya_weights) == out / "run_kohya.safetensors"
+    assert kohya.base_family == "sdxl" and kohya.loaders == ["diffusers", "a1111", "comfyui", "kohya"]
+    assert kohya.modules == inspect_file(r.weights).modules
+    assert kohya.metadata["modelspec.implementation"] == "https://github.com/Stability-AI/generative-models"
+
+    # a single-file SDXL checkpoint as --base, in bf16 mixed precision, the kohya layout alone
     ckpt = export_single_file(embedded_xl_base, tmp_path / "tiny-sdxl.safetensors")
     one = _train(str(data), "--out", str(tmp_path / "sf"), *common[2:], "--base", str(ckpt), "--steps", "1",
-                 "--sample-steps", "1", "--resolution", "64", "--mixed-precision", "bf16", "--json")
+                 "--sample-steps", "1", "--resolution", "64", "--mixed-precision", "bf16", "--format", "kohya",
+                 "--json")
     assert one.exit_code == 0, one.output
     r3 = json.loads(one.stdout)
     assert r3["base_family"] == "sdxl" and r3["mixed_precision"] == "bf16" and r3["last_loss"] == r3["last_loss"]
-    from lorahub.adapters.inspect import inspect_file
-
-    md = inspect_file(tmp_path / "sf" / "pytorch_lora_weights.safetensors").metadata
+    assert r3["weights"] == r3["kohya_weights"] and not (tmp_path / "sf" / "pytorch_lora_weights.safetensors").exists()
+    md = inspect_file(r3["kohya_weights"]).metadata
     import hashlib
 
     assert md["ss_new_sd_model_hash"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
