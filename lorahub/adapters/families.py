@@ -31,8 +31,11 @@ Anima)                  ``transformer_blocks.N.norm1.linear_1`` (diffusers)
                         ``noise_refiner``, ``context_refiner``                           not a Lumina)
 ``pixart`` (α, Σ)       ``transformer_blocks.N.attn1/attn2`` of width 1152;              1152
                         ``blocks.N.cross_attn.kv_linear`` (original)
-``ltxv`` (LTX-Video)    ``transformer_blocks.N.attn1/attn2`` of width 2048 or 4096      2048 (2B) / 4096 (13B)
-``auraflow``            ``joint_transformer_blocks`` (diffusers),                        3072
+``ltxv`` (LTX-Video)    ``transformer_blocks.N.attn1/attn2`` of width 2048 or 4096      2048 (2B) / 4096 (13B),
+                        (Cosmos's diffusers names too: its cross-attention keys are      cross-attention keys as
+                        1024 wide)                                                       wide as the hidden
+``auraflow``            ``joint_transformer_blocks``, single blocks with                 3072
+                        ``ff.linear_1``/``out_projection`` (diffusers),
                         ``double_layers``/``single_layers`` (original)
 ``kolors``              an SDXL UNet plus ChatGLM3 text-encoder modules                  cross-attention 2048,
                         (``encoder.layers.N.self_attention.query_key_value``),           ChatGLM3 4096
@@ -185,7 +188,10 @@ _LUMINA = _rx(
 )
 _ATTN12 = _rx(r"^transformer_blocksS\d+Sattn[12]S(to_[qkv]|to_outS0)$")
 _PIXART_ORIG = _rx(r"^blocksS\d+S(attnS(qkv|proj)|cross_attnS(q_linear|kv_linear|proj)|mlpSfc[12])$")
-_AURAFLOW = _rx(r"^joint_transformer_blocksS\d+S|^(double|single)_layersS\d+S")
+_AURAFLOW = _rx(
+    r"^joint_transformer_blocksS\d+S|^(double|single)_layersS\d+S"
+    r"|^single_transformer_blocksS\d+S(ffS(linear_[12]|out_projection)|norm1Slinear|attnSto_outS0)$"
+)
 _CHATGLM = _rx(r"encoderSlayersS\d+S(self_attentionS(query_key_value|dense)|mlpSdense_(h_to_4h|4h_to_h))$")
 _KOLORS_UNET = _rx(r"(^|S)encoder_hid_proj$")
 _ADD_EMBEDDING = _rx(r"(^|S)add_embeddingSlinear_1$")
@@ -252,6 +258,9 @@ def detect(modules: Mapping[str, _Mod]) -> Guess:
         return out("qwen", "Qwen-Image transformer blocks (img_mlp/txt_mlp/img_mod/txt_mod)",
                    hidden=_hidden(mods, _QKV_IN))
 
+    if _matches(names, _CHROMA):
+        return out("chroma", "Chroma's distilled_guidance_layer (Flux.1-schnell's blocks without modulation layers)",
+                   hidden=_hidden(mods, _QKV_IN))
     raw = sorted(mods)
     hunyuan = _matches(names, _HUNYUAN) + [n for n in raw if _HUNYUAN_DOTTED.search(strip_prefix(n))]
     hunyuan += _matches(names, _HUNYUAN_DIFFUSERS)
@@ -267,15 +276,12 @@ def detect(modules: Mapping[str, _Mod]) -> Guess:
                else "more blocks than Flux.1 has (19 double, 38 single): HunyuanVideo has 20 and 40")
         return out("hunyuanvideo", why, hidden=_hidden(mods, _QKV_IN))
     if bfl or single or _matches(names, _XLABS):
-        fam = "chroma" if _matches(names, _CHROMA) else "flux"
         h = _hidden(mods, _QKV_IN)
         flux2 = _flux2_shapes(mods)
         if flux2:
             return out(None, flux2, hidden=h)
-        what = "Flux.1 transformer blocks (double_blocks/single_blocks)"
-        if fam == "chroma":
-            return out("chroma", what[:-1] + " with Chroma's distilled_guidance_layer)", hidden=h)
-        return out("flux", what + (f", hidden {h}" if h else ""), hidden=h)
+        return out("flux", "Flux.1 transformer blocks (double_blocks/single_blocks)" + (f", hidden {h}" if h else ""),
+                   hidden=h)
     if _matches(names, _JOINT):
         return out("sd3", "SD3 joint blocks (x_block/context_block)", hidden=_hidden(mods, _QKV_IN))
     if _matches(names, _MMDIT_DIFFUSERS) or (
@@ -303,6 +309,10 @@ def detect(modules: Mapping[str, _Mod]) -> Guess:
     attn12 = _matches(names, _ATTN12)
     if attn12:
         h = _hidden(mods, _rx(r"^transformer_blocksS\d+Sattn1Sto_q$"))
+        cross = _hidden(mods, _rx(r"^transformer_blocksS\d+Sattn2Sto_[kv]$"))
+        if h == 2048 and cross == 1024:
+            return out("cosmos", "attn1/attn2 transformer blocks of width 2048 with 1024-wide cross-attention keys "
+                       "(Cosmos Predict2 2B; LTX-Video's are 2048)", hidden=h)
         if h == 1152:
             return out("pixart", "attn1/attn2 transformer blocks of width 1152 (PixArt-α/Σ)", hidden=h)
         if h in (2048, 4096):
