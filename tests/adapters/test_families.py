@@ -174,3 +174,17 @@ def test_real_files_are_named_with_their_layout(name: str, tmp_path: Path) -> No
         assert not v.valid and any("output rows" in e for e in v.errors)
     else:
         assert v.valid, v.errors
+
+
+@pytest.mark.parametrize("name", ["qwen_image_peft", "kolors_peft_unet", "flux1_kohya"])
+def test_previews_refuse_other_families_in_one_line(name: str, tmp_path: Path) -> None:
+    from lorahub.errors import AdapterCompatibilityError
+    from lorahub.pipeline.compat import BaseInfo, check_report
+
+    report = inspect_file(write_fixture(name, tmp_path))
+    base = BaseInfo(name="lorahub/embedded-sdxl-tiny", family="sdxl", cross_attention_dim=2048,
+                    pipeline_class="StableDiffusionXLPipeline", components=("unet", "text_encoder", "text_encoder_2"))
+    with pytest.raises(AdapterCompatibilityError) as err:
+        check_report(report, base)
+    assert "cannot be used with the SDXL base" in str(err.value) and "\n" not in str(err.value)
+    assert "SD 1.x, SD 2.x and SDXL" in (err.value.hint or "")
