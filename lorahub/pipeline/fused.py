@@ -134,24 +134,18 @@ def _flux1_widths(group: dict[str, Factored]) -> bool:
 
 
 def _kohya_group(rest: dict[str, Factored]) -> dict[str, Factored]:
-    """BFL-named Flux.1 modules (any prefix) and CLIP-L ones, renamed as kohya names them, if diffusers can
-    convert them all; else nothing (lorahub maps them)."""
+    """BFL-named Flux.1 modules (any prefix) and CLIP-L ones, if diffusers can convert them all; else nothing
+    (lorahub maps them)."""
     group: dict[str, Factored] = {}
     for name, f in rest.items():
-        orig = mmdit.original_name("flux", name)
-        if orig is not None and ".processor." not in name:
+        if mmdit.original_name("flux", name) is not None and ".processor." not in name:
             group[name] = f
-        elif mmdit.text_encoder_target("flux", name) in _CLIP_KEYS(name):
+        elif (mmdit.text_encoder_target("flux", name) or "").startswith("text_encoder."):  # CLIP-L, not T5
             group[name] = f
     blocks = [n for n in group if mmdit.original_name("flux", n) is not None]
     if not blocks or not _flux1_widths(group):
         return {}
     return group
-
-
-def _CLIP_KEYS(name: str) -> tuple[str, ...]:  # noqa: N802 - a lookup, not a class
-    key = mmdit.text_encoder_target("flux", name)
-    return (key,) if key is not None and key.startswith("text_encoder.") else ()
 
 
 def _xlabs_group(rest: dict[str, Factored]) -> dict[str, Factored]:
