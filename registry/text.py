@@ -23,7 +23,10 @@ STOP_WORDS = frozenset(
     "a an and at by for from in is it of on or the to with lora loras locon lycoris".split()
 )
 
-FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
+FAMILIES = (
+    "sd1", "sd2", "sdxl", "sd3", "flux", "chroma", "qwen", "wan", "hunyuanvideo", "hidream", "lumina", "pixart",
+    "kolors", "auraflow", "ltxv", "cosmos", "unknown",
+)
 
 #: Facet prefixes.
 F_FAMILY, F_BASE_LABEL, F_FORMAT, F_TAG, F_AUTHOR, F_LICENSE = "zb", "zm", "zf", "zt", "za", "zl"

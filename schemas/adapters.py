@@ -24,10 +24,19 @@ AdapterFormat = Literal[
     "lycoris-glora",
     "lycoris-norm",
     "cloneofsimo",
+    "comfyui",
+    "xlabs",
+    "flux-control",
+    "bare",
     "unknown",
 ]
 
-BaseFamily = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "unknown"]
+#: Base families (lorahub/adapters/families.py says how each is recognised; only sd1, sd2, sdxl, sd3 and flux
+#: adapters are read for conversion and previews, the others are named for the registry).
+BaseFamily = Literal[
+    "sd1", "sd2", "sdxl", "sd3", "flux", "chroma", "qwen", "wan", "hunyuanvideo", "hidream", "lumina", "pixart",
+    "kolors", "auraflow", "ltxv", "cosmos", "unknown",
+]
 
 Component = Literal["unet", "text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "unknown"]
 
@@ -80,17 +89,25 @@ class InspectReport(_Model):
         description="The tools that load every module of the file, from its key layout and shapes: diffusers, "
         "a1111 (AUTOMATIC1111/Forge), comfyui, kohya (sd-scripts); docs/formats.md",
     )
-    base_family: BaseFamily = Field(description="Family inferred from key names and tensor shapes")
+    base_family: BaseFamily = Field(
+        description="Family inferred from key names and tensor shapes: sd1, sd2, sdxl, sd3 (SD3/3.5), flux "
+        "(Flux.1 dev/schnell), chroma, qwen (Qwen-Image), wan (Wan 2.x), hunyuanvideo, hidream, lumina, "
+        "pixart (α/Σ), kolors, auraflow, ltxv (LTX-Video), cosmos (Cosmos Predict2, Anima) or unknown"
+    )
     declared_base_family: BaseFamily | None = Field(None, description="Family the metadata declares, if any")
     family_evidence: list[str] = Field(default_factory=list)
     cross_attention_dim: int | None = Field(None, description="Width of the cross-attention keys (768 SD1, 1024 SD2, 2048 SDXL)")
+    hidden_size: int | None = Field(
+        None, description="Hidden width of a transformer family's modules (Flux.1 3072, SD3 1536, SD 3.5 Large 2432...)"
+    )
     training_resolution: list[int] | None = Field(
         None, description="[width, height] the adapter was trained at, from ss_resolution (else modelspec.resolution)"
     )
     text_encoders: list[TextEncoder] = Field(
         default_factory=list,
-        description="Text encoders the file adapts: text_encoder (TE1, CLIP ViT-L on SD 1.x and SDXL), "
-        "text_encoder_2 (TE2, SDXL's OpenCLIP ViT-bigG), text_encoder_3; empty when it adapts none",
+        description="Text encoders the file adapts, named as the diffusers pipeline names them: text_encoder (TE1, "
+        "CLIP ViT-L on SD 1.x, SDXL, SD3 and Flux.1), text_encoder_2 (SDXL's and SD3's OpenCLIP ViT-bigG, Flux.1's "
+        "T5-XXL), text_encoder_3 (SD3's T5-XXL); empty when it adapts none",
     )
     rank: int | None = Field(None, description="Most common module rank")
     ranks: list[int] = Field(default_factory=list, description="All distinct module ranks")

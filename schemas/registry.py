@@ -201,7 +201,7 @@ class SearchQuery(_Model):
     """A registry search: words plus filters, sorted and paginated."""
 
     query: str | None = Field(None, description="Words to find in name/title, trigger words/tags and description")
-    base: str | None = Field(None, description="Base family (sd1, sd2, sdxl, sd3, flux, unknown) or a base label (pony, illustrious...)")
+    base: str | None = Field(None, description="Base family (sd1, sd2, sdxl, sd3, flux, chroma, qwen, wan, hunyuanvideo, hidream, lumina, pixart, kolors, auraflow, ltxv, cosmos, unknown) or a base label (pony, illustrious...)")
     format: str | None = Field(None, description="Adapter format, e.g. kohya-lora")
     tags: list[str] = Field(default_factory=list, description="Every tag must be present")
     author: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from lorahub.adapters.families import READABLE_FAMILIES, family_name
 from lorahub.adapters.layouts import TOOL_NAMES
 from lorahub.cli.output import emit, json_option
 
@@ -28,11 +29,14 @@ def render(report, show_modules: bool = False) -> list[str]:  # noqa: ANN001
     alphas = ", ".join(_fmt_num(a) for a in r.alphas) if len(r.alphas) > 1 else _fmt_num(r.alpha)
     rows = [
         ("format", f"{r.format_name} [{r.format}]" + ("" if r.diffusers_loadable else "  (diffusers cannot load it as is)")),
-        ("loads fully in", ", ".join(TOOL_NAMES[t] for t in r.loaders) if r.loaders else "none of diffusers, "
-         "A1111/Forge, ComfyUI, kohya (see lorahub convert)"),
-        ("base family", family + (f"  [{'; '.join(r.family_evidence)}]" if r.family_evidence else "")),
+        ("loads fully in", ", ".join(TOOL_NAMES[t] for t in r.loaders) if r.loaders else (
+            "none of diffusers, A1111/Forge, ComfyUI, kohya (see lorahub convert)" if r.base_family in READABLE_FAMILIES
+            else f"not checked (lorahub names {family_name(r.base_family)} adapters for the registry only)")),
+        ("base family", family + (f" ({family_name(r.base_family)})" if r.base_family != "unknown" else "")
+         + (f"  [{'; '.join(r.family_evidence)}]" if r.family_evidence else "")),
         ("rank", ranks),
         ("alpha", alphas + ("" if r.alphas else "  (absent: loaders use alpha = rank)") if r.modules else "-"),
+        *([("hidden width", str(r.hidden_size))] if r.hidden_size else []),
         ("modules", f"{r.modules} ({cov or 'none'})" + (f", {r.conv_modules} conv" if r.conv_modules else "") + (", DoRA" if r.dora else "")),
         ("text encoders", " + ".join(_TE_NAMES[t] for t in r.text_encoders) if r.text_encoders else "none"),
         ("trained at", f"{r.training_resolution[0]}x{r.training_resolution[1]}" if r.training_resolution else "-"),
@@ -72,10 +76,13 @@ def render(report, show_modules: bool = False) -> list[str]:  # noqa: ANN001
 def inspect_cmd(files: tuple[str, ...], show_modules: bool, as_json: bool) -> None:
     """Describe adapter FILES from their safetensors header (no tensor data is read).
 
-    Reports the format (kohya, diffusers, peft, LyCORIS, DoRA, legacy), the base
-    family from key names and shapes (and the one the metadata declares), rank,
-    alpha, modules, dtype, trigger words, kohya training parameters and the
-    modelspec block. With --json: one object per file (a list for several files).
+    Reports the format (kohya, diffusers, peft, LyCORIS, DoRA, ComfyUI, XLabs,
+    Flux Control, legacy), the tools that load it fully, the base family from key
+    names and shapes (SD 1.x/2.x/XL, SD3, Flux.1, and for the registry Chroma,
+    Qwen-Image, Wan, HunyuanVideo, HiDream, Lumina, PixArt, Kolors, AuraFlow,
+    LTX-Video, Cosmos/Anima) and the one the metadata declares, rank and alpha per
+    module, dtype, trigger words, kohya training parameters and the modelspec
+    block. With --json: one object per file (a list for several files).
     """
     from lorahub.adapters.inspect import inspect_file
 

@@ -274,7 +274,9 @@ def _run_session(live, settings, output, script, as_json) -> None:  # noqa: ANN0
 FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha; SDXL: the SGM UNet's names and "
                "lora_te1_/lora_te2_, as kohya writes them) loads fully in AUTOMATIC1111/Forge, "
                "ComfyUI, kohya and diffusers; diffusers (unet./text_encoder. with lora_A/lora_B) loads in diffusers, "
-               "but ComfyUI skips its UNet attention modules. Both apply the same strength (docs/formats.md).")
+               "but ComfyUI skips its UNet attention modules. Flux.1/SD3: kohya writes the original model's modules "
+               "(fused qkv, ComfyUI and kohya load it), diffusers the split ones (diffusers and ComfyUI load it; "
+               "T5 modules only go to kohya). Both apply the same strength (docs/formats.md).")
 
 
 @click.command("blend")
@@ -343,7 +345,8 @@ def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, fmt, lo
 @click.option("--lora-dir", "lora_dirs", multiple=True, type=click.Path(file_okay=False), help="Folder where bare names are looked up.")
 @json_option
 def convert_cmd(source, output, fmt, rank, dtype, title, lora_dirs, as_json) -> None:  # noqa: ANN001
-    """Rewrite an adapter (kohya, diffusers, peft, LyCORIS LoHa/LoKr) as a plain LoRA in another layout.
+    """Rewrite an adapter (kohya, diffusers, peft, LyCORIS LoHa/LoKr; Flux.1 and SD3 in any layout: kohya,
+    ComfyUI/ai-toolkit, XLabs, OneTrainer, diffusers) as a plain LoRA in another layout.
 
     \b
     lorahub convert style_loha.safetensors -o style.safetensors            # kohya layout
@@ -351,7 +354,8 @@ def convert_cmd(source, output, fmt, rank, dtype, title, lora_dirs, as_json) -> 
 
     LoRA modules keep their factors; LyCORIS modules become LoRA factors (SVD at
     --rank, the error is reported). Alpha is folded in, conv modules keep their
-    4-D shapes, and the training metadata is kept (docs/formats.md).
+    4-D shapes, Flux.1/SD3 fused q/k/v are split and fused exactly, and the
+    training metadata is kept (docs/formats.md).
     """
     from lorahub.pipeline.convert import convert
     from lorahub.pipeline.resolver import Resolver

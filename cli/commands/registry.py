@@ -162,7 +162,7 @@ def _read_hash_file(path: Path) -> list[str]:
 
 @click.command("search")
 @click.argument("words", nargs=-1)
-@click.option("--base", metavar="FAMILY|LABEL", help="sd1, sd2, sdxl, sd3, flux, unknown, or a label such as pony.")
+@click.option("--base", metavar="FAMILY|LABEL", help="A base family (sd1, sd2, sdxl, sd3, flux, chroma, qwen, wan, hunyuanvideo, hidream, lumina, pixart, kolors, auraflow, ltxv, cosmos, unknown) or a label such as pony.")
 @click.option("--format", "fmt", metavar="FORMAT", help="Adapter format, e.g. kohya-lora, diffusers.")
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Required tag (repeatable: all must match).")
 @click.option("--author", metavar="NAME")

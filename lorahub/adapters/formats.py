@@ -2,8 +2,10 @@
 
 Everything here works from the parsed header alone (plus the few bytes of the
 scalar ``.alpha`` tensors): the formats of :data:`FORMAT_NAMES` (kohya-ss/sd-scripts,
-diffusers, peft, KohakuBlueleaf/LyCORIS, cloneofsimo/lora), told apart by their key
-names, and the base family from layer widths (:data:`FAMILY_BY_CROSS_WIDTH`).
+diffusers, peft, KohakuBlueleaf/LyCORIS, cloneofsimo/lora, ComfyUI, XLabs, BFL Control
+LoRAs), told apart by their key names, and the base family from layer widths
+(:data:`FAMILY_BY_CROSS_WIDTH`) or, for transformer (DiT) families, from module names
+and widths (:mod:`lorahub.adapters.families`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from . import families as fam
 from .header import SafetensorsHeader, TensorInfo, _short, read_scalars
 
 # --------------------------------------------------------------------------- key parsing
@@ -79,6 +82,9 @@ KOHYA_PREFIXES = {
     "lora_transformer_": "transformer",
 }
 DOTTED_PREFIXES = {
+    "text_encoders.clip_l.": "text_encoder",
+    "text_encoders.clip_g.": "text_encoder_2",
+    "text_encoders.t5xxl.": "text_encoder_3",
     "unet.": "unet",
     "text_encoder.": "text_encoder",
     "text_encoder_2.": "text_encoder_2",
@@ -242,6 +248,8 @@ def _resolve_module(mod: Module) -> None:
         mod.kind = "glora"
     elif "w_norm" in p or "b_norm" in p:
         mod.kind = "norm"
+    elif set(p) == {"scale_tensor"} and re.search(r"norm$", mod.name):
+        mod.kind = "set"  # a norm's new scale (BFL Control LoRAs; ComfyUI loads it as set_weight)
     elif "alpha" in p or "dora" in p or "scale_tensor" in p:
         mod.problems.append(f"module '{_short(mod.name)}': has {', '.join(sorted(p))} but no weights")
         mod.kind = "orphan"
@@ -270,6 +278,10 @@ FORMAT_NAMES = {
     "lycoris-glora": "LyCORIS GLoRA",
     "lycoris-norm": "LyCORIS norm layers",
     "cloneofsimo": "legacy cloneofsimo lora_diffusion",
+    "comfyui": "ComfyUI layout (diffusion_model.<original module path>; Flux: BFL names, as ai-toolkit writes them)",
+    "xlabs": "XLabs Flux LoRA (double_blocks.N.processor.qkv_lora1/proj_lora1, lora2 for the text stream)",
+    "flux-control": "BFL Flux Control LoRA (lora_A/lora_B with biases, new norm scales, a wider img_in)",
+    "bare": "LoRA without a component prefix (the model's own module paths)",
     "unknown": "unknown",
 }
 
@@ -284,6 +296,7 @@ NOT_LOADABLE_REASON = {
     "cloneofsimo": "legacy cloneofsimo lora_diffusion format: neither diffusers nor ComfyUI loads it",
     "peft-raw": "raw PEFT keys (base_model.model.*): pipe.load_lora_weights loads nothing; rewrite the prefix to unet.",
     "diffusers-attnprocs": "old attention-processor keys: current diffusers may not load them",
+    "bare": "keys without a component prefix: diffusers' loaders only convert such keys for some models",
     "unknown": "no LoRA keys lorahub recognises",
 }
 
@@ -306,10 +319,14 @@ class Analysis:
     shape_mismatches: list[str] = field(default_factory=list)
     #: Tools that miss modules because of how the file names them (tool -> why; :func:`layouts.naming_gaps`).
     naming_gaps: dict[str, str] = field(default_factory=dict)
+    #: Why diffusers does not load every module of a Flux.1/SD3 file (:func:`lorahub.adapters.mmdit.diffusers_problem`).
+    diffusers_problem: str | None = None
+    #: Hidden width of a transformer family's modules, when they say it.
+    hidden_size: int | None = None
 
     @property
     def diffusers_loadable(self) -> bool:
-        if self.format in NOT_LOADABLE_REASON or self.shape_mismatches:
+        if self.format in NOT_LOADABLE_REASON or self.shape_mismatches or self.diffusers_problem:
             return False
         return not any("mid" in m.parts for m in self.modules.values())
 
@@ -320,7 +337,9 @@ class Analysis:
 
         if self.errors or self.shape_mismatches:
             return []
-        return [t for t in full_loaders(self.format, self.diffusers_loadable) if t not in self.naming_gaps]
+        names = [n for n, m in self.modules.items() if m.kind not in ("set", "orphan")]
+        return [t for t in full_loaders(self.format, self.diffusers_loadable, self.base_family, names)
+                if t not in self.naming_gaps]
 
 
 def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
@@ -353,6 +372,11 @@ def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
         t = mod.parts.get("alpha")
         if t is not None and t.name in values:
             a = values[t.name]
+            if a != a or a in (float("inf"), float("-inf")):
+                mod.problems.append(f"module '{_short(mod.name)}': alpha is {a} (loaders would scale by it)")
+                a = 0.0
+            elif a < 0:
+                mod.problems.append(f"module '{_short(mod.name)}': alpha is negative ({a:g}): the update would be inverted")
             mod.alpha = a if a != 0 else None
         elif mod.kind in ("lora", "lokr", "loha") and peft_alpha is not None:
             mod.alpha = peft_alpha(mod)
@@ -377,13 +401,27 @@ def analyze(header: SafetensorsHeader, *, read_alpha: bool = True) -> Analysis:
     if not modules and not embeddings:
         warnings.append("no adapter weights found: this does not look like a LoRA file")
 
-    family, evidence, cross, shape_family = _infer_family(modules, fmt)
+    family, evidence, cross, shape_family, hidden = _infer_family(modules, fmt)
+    declared = declared_family(md)
+    named = fam.resolve(shape_family, declared)[0] if shape_family else (declared or family)
+    problem = None
+    if hidden is not None or named not in fam.UNET_FAMILIES + ("unknown",):
+        _transformer_components(modules, named)
+    if named in fam.MMDIT_FAMILIES:
+        from .mmdit import diffusers_problem, shape_problems
+
+        if fmt not in NOT_LOADABLE_REASON:
+            problem = diffusers_problem(named, fmt, modules)
+        for level, msg in shape_problems(named, modules, hidden):
+            (errors if level == "error" else warnings).append(msg)
     from .layouts import naming_gaps
 
-    gaps = naming_gaps(fmt, shape_family or declared_family(md) or family, list(modules))
+    gaps = naming_gaps(fmt, shape_family or declared or family, list(modules))
     warnings.extend(gaps.values())
     return Analysis(
         naming_gaps=gaps,
+        diffusers_problem=problem,
+        hidden_size=hidden or None,
         shape_mismatches=_shape_mismatches(modules, shape_family or declared_family(md) or family),
         modules=modules,
         unknown_keys=unknown,
@@ -482,6 +520,12 @@ def _detect_format(header: SafetensorsHeader, modules: dict[str, Module], md: di
         return "peft-raw"
     if any(_ATTNPROC.match(n) for n in names):
         return "diffusers-attnprocs"
+    if any(_XLABS_KEY.search(n) for n in names):
+        return "xlabs"
+    if kinds.get("set") and any(n.endswith(".lora_A.weight") for n in names):
+        return "flux-control"
+    if any(n.startswith(("diffusion_model.", "model.diffusion_model.", "text_encoders.")) for n in names):
+        return "comfyui"
     if any(".lora_A." in n or n.endswith(".lora_A.weight") for n in names):
         return "peft-dora" if any("lora_magnitude_vector" in n for n in names) else "peft"
     if any(".lora.down." in n or "lora_linear_layer" in n for n in names):
@@ -497,31 +541,34 @@ def _detect_format(header: SafetensorsHeader, modules: dict[str, Module], md: di
         if conv or "conv_dim" in args or '"locon"' in args:
             return "kohya-locon"
         return "kohya-lora"
+    if any(n.endswith((".lora_down.weight", ".lora_up.weight")) for n in names):
+        return "bare"
     return "unknown"
+
+
+_XLABS_KEY = re.compile(r"(^|\.)(double|single)_blocks\.\d+\.processor\.(qkv|proj)_lora[12]?\.(down|up)\.weight$")
 
 
 _CROSS_K = re.compile(r"attn2(?:[._]processor)?[._]to_[kv](?:_lora)?$")
 _SGM = re.compile(r"(input_blocks_\d+_\d+_|output_blocks_\d+_\d+_|middle_block_\d+_)")
 
 
-def _infer_family(modules: dict[str, Module], fmt: str) -> tuple[str, list[str], int | None, str | None]:
-    """Return (family, evidence, cross_attention_dim, family_from_shapes)."""
+def _infer_family(
+    modules: dict[str, Module], fmt: str
+) -> tuple[str, list[str], int | None, str | None, int | None]:
+    """Return (family, evidence, cross_attention_dim, family_from_shapes, hidden width of a transformer: 0 when
+    the names are a transformer's but no module says its width, None for a UNet's)."""
+    guess = fam.detect(modules)
+    if guess.transformer:
+        return guess.family or "unknown", guess.evidence, None, guess.family, guess.hidden or 0
     evidence: list[str] = []
     comps = Counter(m.component for m in modules.values())
     names = list(modules)
     joined = "\n".join(names)
 
-    if re.search(r"(double_blocks|single_blocks|single_transformer_blocks)", joined):
-        evidence.append("Flux transformer blocks (double_blocks/single_blocks)")
-        return "flux", evidence, None, "flux"
-    if re.search(r"joint_blocks", joined) or (
-        comps.get("transformer") and re.search(r"transformer_blocks\.\d+\.attn\.add_q_proj", joined)
-    ):
-        evidence.append("SD3 joint transformer blocks")
-        return "sd3", evidence, None, "sd3"
     if comps.get("text_encoder_3"):
         evidence.append("a third (T5) text encoder")
-        return "sd3", evidence, None, "sd3"
+        return "sd3", evidence, None, "sd3", None
 
     cross = None
     for m in modules.values():
@@ -556,26 +603,40 @@ def _infer_family(modules: dict[str, Module], fmt: str) -> tuple[str, list[str],
         if 768 in widths:
             shape_family = "sd1"
             evidence.append("768-wide text-encoder/attention weights")
+    if shape_family in ("sdxl", None):
+        kolors = fam.detect_kolors(modules)
+        if kolors:
+            evidence.append(kolors)
+            return "kolors", evidence, cross, "kolors", None
     if shape_family == "sdxl" and comps.get("text_encoder") and not comps.get("text_encoder_2") and cross != 2048:
         # SDXL files always carry both encoders when they carry one.
         evidence.append("only one text encoder, unusual for SDXL")
-    return shape_family or "unknown", evidence, cross, shape_family
+    return shape_family or "unknown", evidence, cross, shape_family, None
+
+
+def _transformer_components(modules: dict[str, Module], family: str) -> None:
+    """Components of a transformer family's modules: ``transformer`` for the denoiser (bare, ``lora_unet_``
+    and ``diffusion_model.`` names too) and the diffusers pipeline's name for each text encoder (Flux's
+    T5-XXL is ``text_encoder_2``, whether kohya calls it ``lora_te3_`` or OneTrainer ``lora_te2_``)."""
+    from . import mmdit
+
+    for m in modules.values():
+        if family in fam.MMDIT_FAMILIES:
+            key = mmdit.text_encoder_target(family, m.name)
+            if key is not None:
+                m.component = key.split(".", 1)[0]
+                continue
+        if m.component in ("unet", "unknown"):
+            m.component = "transformer"
 
 
 def declared_family(md: dict[str, str]) -> str | None:
     """The family the metadata declares (kohya ss_*, modelspec), or None."""
     arch = md.get("modelspec.architecture", "").lower()
     if arch:
-        for prefix, fam in (
-            ("stable-diffusion-xl", "sdxl"),
-            ("stable-diffusion-v1", "sd1"),
-            ("stable-diffusion-v2", "sd2"),
-            ("stable-diffusion-3", "sd3"),
-            ("flux", "flux"),
-            ("chroma", "flux"),
-        ):
+        for prefix, family in fam.ARCHITECTURES:
             if arch.startswith(prefix):
-                return fam
+                return family
     ver = md.get("ss_base_model_version", "").lower()
     if ver:
         if ver.startswith("sdxl"):
@@ -586,8 +647,9 @@ def declared_family(md: dict[str, str]) -> str | None:
             return "sd2"
         if ver.startswith(("sd3", "medium", "5-medium", "5-large", "sd35", "sd3.5")):
             return "sd3"
-        if ver.startswith(("flux", "chroma")):
-            return "flux"
+        for prefix, family in fam.BASE_VERSIONS:
+            if ver.startswith(prefix):
+                return family
         return None
     v2 = md.get("ss_v2")
     if v2 == "True":

@@ -9,6 +9,7 @@ from typing import Any
 
 from lorahub.schemas.adapters import Coverage, InspectReport, ModuleInfo
 
+from .families import disagree, resolve
 from .formats import FORMAT_NAMES, NOT_LOADABLE_REASON, Analysis, analyze, declared_family
 from .header import DTYPE_NAMES, SafetensorsHeader, read_header
 from .kohya import json_depth_ok, training_parameters, training_resolution, trigger_words, utf8
@@ -38,13 +39,18 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
     if an.shape_family is None and declared is not None:
         family = declared
         evidence.append(f"shapes are not conclusive; using the family the metadata declares ({declared})")
-    elif an.shape_family is not None and declared is not None and declared != an.shape_family:
+    elif disagree(an.shape_family, declared):
         warnings.append(
             f"metadata declares {declared} but the tensor shapes say {an.shape_family}"
             f" ({'; '.join(an.family_evidence)})"
         )
+    else:
+        resolved, note = resolve(an.shape_family, declared)
+        if note:
+            family = resolved or family
+            evidence.append(note)
     if not an.diffusers_loadable:
-        reason = NOT_LOADABLE_REASON.get(an.format)
+        reason = NOT_LOADABLE_REASON.get(an.format) or an.diffusers_problem
         if reason is None and any("mid" in m.parts for m in an.modules.values()):
             reason = "LoCon with lora_mid (Tucker) weights: diffusers cannot load them"
         if reason is None and an.shape_mismatches:
@@ -105,6 +111,7 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
         declared_base_family=declared,  # type: ignore[arg-type]
         family_evidence=evidence,
         cross_attention_dim=an.cross_attention_dim,
+        hidden_size=an.hidden_size,
         training_resolution=list(resolution) if resolution else None,
         text_encoders=encoders,  # type: ignore[arg-type]
         rank=_most_common(ranks),

@@ -49,9 +49,12 @@ TOOL_NAMES = {
     "kohya": "kohya-ss sd-scripts",
 }
 
-#: Families whose UNet module paths lorahub can name in the kohya layout. An adapter of unknown family
-#: with one text encoder is named as SD 1.x/2.x ones are.
-KOHYA_FAMILIES = ("sd1", "sd2", "sdxl", "unknown")
+#: Families whose modules lorahub can name in the kohya layout. UNets: SD 1.x/2.x diffusers paths, dots as
+#: ``_``; SDXL the SGM (original UNet) paths kohya trains on (:func:`sgm_module_path`); an adapter of unknown
+#: family with one text encoder is named as SD 1.x/2.x ones are. Flux.1 and SD3: the original model's paths
+#: with q/k/v fused (:func:`lorahub.adapters.mmdit.kohya_modules`, kohya ``networks/lora_flux.py`` /
+#: ``lora_sd3.py``).
+KOHYA_FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
 
 #: ``modelspec.implementation`` of kohya-layout SDXL files: the original (SGM) UNet their names belong to,
 #: as kohya-ss/sd-scripts writes it (``library/sai_model_spec.py``, ``IMPL_STABILITY_AI``).
@@ -197,9 +200,12 @@ def kohya_name(key: str, family: str | None, unet_config: dict | None = None) ->
     ``unet.down_blocks.1.attentions.0.proj_in`` -> ``lora_unet_input_blocks_4_1_proj_in``; text encoders
     ``lora_te1_`` and ``lora_te2_`` (``text_encoder_2``).
     """
+    if family in ("sd3", "flux"):
+        raise ValueError("Flux.1/SD3 modules are named by lorahub.adapters.mmdit.kohya_modules (fused q/k/v)")
     if family not in KOHYA_FAMILIES and not (family in (None, "unknown") and not key.startswith("text_encoder_2.")):
         raise UsageError(
-            f"lorahub writes the kohya layout for SD 1.x, SD 2.x and SDXL adapters, not for {family or 'unknown'} ones",
+            f"lorahub writes the kohya layout for SD 1.x, SD 2.x, SDXL, SD3 and Flux.1 adapters, not for "
+            f"{family or 'unknown'} ones",
             hint="use --format diffusers",
         )
     component, _, path = key.partition(".")
@@ -267,7 +273,7 @@ def naming_gaps(fmt: str, family: str | None, names: list[str]) -> dict[str, str
     return gaps
 
 
-def full_loaders(fmt: str, diffusers_loadable: bool) -> list[str]:
+def full_loaders(fmt: str, diffusers_loadable: bool, family: str = "unknown", modules: list[str] | None = None) -> list[str]:
     """The tools (:data:`TOOLS`) that load every module of a file of format ``fmt``.
 
     The UI rules come from the tools' key mappings: ComfyUI (``comfy/lora.py``
@@ -275,8 +281,53 @@ def full_loaders(fmt: str, diffusers_loadable: bool) -> list[str]:
     diffusers layout ``unet.<block>.attn1.processor.to_q``, so ``unet.<...>.to_q``
     keys are skipped with "lora key not loaded"; kohya-layout keys are mapped
     for every module. ``tests/adapters/test_tool_layouts.py`` checks these claims
-    against re-implementations of the tools' rules.
+    against re-implementations of the tools' rules. Flux.1 and SD3: :func:`mmdit_loaders`.
+    Other families are recognised, not checked: no tool is claimed for them.
     """
+    if family in ("flux", "sd3"):
+        return mmdit_loaders(fmt, diffusers_loadable, family, modules or [])
+    if family not in ("sd1", "sd2", "sdxl", "unknown"):
+        return []
     tools = ["diffusers"] if diffusers_loadable else []
     tools += list(_FULL_LOADERS.get(fmt, ()))
+    return [t for t in TOOLS if t in tools]
+
+
+def mmdit_loaders(fmt: str, diffusers_loadable: bool, family: str, modules: list[str]) -> list[str]:
+    """The tools that load every module of a Flux.1/SD3 file, from its layout (``docs/formats.md``).
+
+    - ComfyUI (``comfy/lora.py`` ``model_lora_keys_unet``/``model_lora_keys_clip``, ``comfy/lora_convert.py``):
+      ``lora_unet_``/``diffusion_model.`` + the original model's paths, ``transformer.`` and OneTrainer's
+      ``lora_transformer_`` + diffusers paths, ``lora_te1_``/``lora_te2_``/``lora_te3_`` and
+      ``text_encoder(_2).text_model.`` CLIP keys, BFL Control LoRAs; not XLabs' ``processor`` keys, not T5 keys
+      in the diffusers layout.
+    - kohya sd-scripts (``networks/lora_flux.py``/``lora_sd3.py`` ``create_network_from_weights``): its own
+      names only; for Flux.1 only the double/single-block modules (no ``img_in``, ``final_layer``...: its
+      ``in_dims`` are not read from weights) and ``lora_te1_``/``lora_te3_``.
+    AUTOMATIC1111 loads neither family; Forge is not checked, so it is not claimed.
+    """
+    from . import mmdit
+
+    tools = ["diffusers"] if diffusers_loadable else []
+    enc = mmdit.ENCODERS[family]
+    t5 = enc["t5"] + "."
+    comfy = fmt in ("kohya-lora", "kohya-dora", "comfyui", "lycoris-lokr", "lycoris-loha", "flux-control", "peft",
+                    "peft-dora", "diffusers")
+    if fmt in ("peft", "peft-dora", "diffusers") and any(m.startswith(t5) for m in modules):
+        comfy = False
+    if comfy and any(
+        mmdit.targets(family, m, None, None) is None and mmdit.text_encoder_target(family, m) is None
+        and mmdit.original_name(family, m) is None and mmdit.diffusers_name(family, m) is None
+        for m in modules
+    ):
+        comfy = False
+    if fmt == "flux-control" and "img_in" not in modules:
+        comfy = False  # comfy/lora_convert.py convert_lora recognises a Control LoRA by its img_in (and norm scales)
+    if comfy:
+        tools.append("comfyui")
+    if fmt == "kohya-lora" and all(m.startswith(("lora_unet_", "lora_te1_", "lora_te2_", "lora_te3_")) for m in modules):
+        blocks = (r"lora_unet_(double|single)_blocks_\d+_" if family == "flux" else r"lora_unet_")
+        te = ("lora_te1_", "lora_te3_") if family == "flux" else ("lora_te1_", "lora_te2_", "lora_te3_")
+        if all(m.startswith(te) or re.match(blocks, m) for m in modules):
+            tools.append("kohya")
     return [t for t in TOOLS if t in tools]

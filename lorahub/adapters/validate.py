@@ -14,6 +14,7 @@ from pathlib import Path
 from lorahub.errors import AdapterFileError, NotFoundError
 from lorahub.schemas.adapters import ValidationReport
 
+from .families import disagree
 from .formats import NOT_LOADABLE_REASON, analyze, declared_family
 from .header import PICKLE_SUFFIXES, SafetensorsHeader, _short, layout_problems, read_header
 from .kohya import training_resolution
@@ -42,11 +43,13 @@ def validate_file(path: str | os.PathLike[str], *, deep: bool = False, check_has
     warnings.extend(an.warnings)
     md = header.string_metadata()
     declared = declared_family(md)
-    if an.shape_family and declared and an.shape_family != declared:
+    if disagree(an.shape_family, declared):
         warnings.append(f"metadata declares {declared} but the tensor shapes say {an.shape_family}")
     warnings.extend(training_resolution(md)[1])
     if an.format in NOT_LOADABLE_REASON and an.modules:
         warnings.append(NOT_LOADABLE_REASON[an.format])
+    elif an.diffusers_problem:
+        warnings.append(an.diffusers_problem)
     if an.shape_mismatches:
         more = f" and {len(an.shape_mismatches) - 1} more" if len(an.shape_mismatches) > 1 else ""
         warnings.append(f"diffusers refuses the whole file: {an.shape_mismatches[0]}{more} (lorahub convert fixes it)")

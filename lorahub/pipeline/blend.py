@@ -60,7 +60,8 @@ METHODS = ("linear", "cat", "svd", "ties", "dare")
 #: Methods that work on full deltas entry by entry (need ``density``).
 DENSITY_METHODS = ("ties", "dare")
 
-FAMILY_ARCH = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-512", "sdxl": "stable-diffusion-xl-v1-base"}
+FAMILY_ARCH = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-512", "sdxl": "stable-diffusion-xl-v1-base",
+               "sd3": "stable-diffusion-3", "flux": "flux-1"}
 
 
 @dataclass
@@ -208,7 +209,8 @@ def blend(
     if format == "kohya" and out is not None and fams - set(KOHYA_FAMILIES):
         fam = next(iter(fams))
         raise UsageError(
-            f"lorahub writes the kohya layout for SD 1.x, SD 2.x and SDXL adapters, not for {family_name(fam)} ones",
+            f"lorahub writes the kohya layout for SD 1.x, SD 2.x, SDXL, SD3 and Flux.1 adapters, not for "
+            f"{family_name(fam)} ones",
             hint="use --format diffusers",
         )
     loras: list[CanonicalLora] = []
@@ -235,7 +237,7 @@ def blend(
             f = lo.modules.get(key)
             if f is None:
                 continue
-            w = item.weight_of(comp)
+            w = item.weight_of("unet" if comp == "transformer" else comp)
             if w == 0.0:
                 continue
             parts.append(f.scaled(w))

@@ -7,7 +7,12 @@ it into a :class:`CanonicalLora`:
 - module keys are diffusers module paths with the component in front:
   ``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``,
   ``text_encoder.text_model.encoder.layers.0.self_attn.q_proj``,
-  ``text_encoder_2.text_model...`` (SDXL);
+  ``text_encoder_2.text_model...`` (SDXL); Flux.1 and SD3:
+  ``transformer.transformer_blocks.0.attn.to_q`` with q/k/v split as diffusers
+  splits them, whatever the file's layout (kohya, ComfyUI/BFL, XLabs, ai-toolkit,
+  OneTrainer; :mod:`lorahub.pipeline.fused` says which conversions diffusers'
+  own converters do), and the text encoders as the pipelines name them (Flux.1's
+  T5-XXL is ``text_encoder_2``, SD3's ``text_encoder_3``);
 - every module is a pair of factors ``B @ A`` with the file's ``alpha / rank``
   (rsLoRA: ``alpha / sqrt(rank)``; LoKr with two full factors: 1) already
   folded into ``B``. A module loaded with ``lora_alpha == r`` therefore acts
@@ -21,8 +26,9 @@ it into a :class:`CanonicalLora`:
 
 Refused with :class:`~lorahub.errors.AdapterCompatibilityError`: the legacy
 cloneofsimo format (modules known only by index), DoRA (the magnitude vector
-has another normalisation axis than peft), LyCORIS (IA)^3/OFT/GLoRA/norm and
-Tucker-decomposed LoHa/LoKr.
+has another normalisation axis than peft), LyCORIS (IA)^3/OFT/GLoRA/norm,
+Tucker-decomposed LoHa/LoKr, BFL Flux Control LoRAs (more than a LoRA) and the
+families lorahub only recognises (Qwen-Image, Wan, ...).
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AdapterCompatibilityError
+from ..adapters.families import FAMILY_NAMES as _FAMILY_NAMES
+from ..adapters.families import MMDIT_FAMILIES, READABLE_FAMILIES, family_name
+from ..errors import AdapterCompatibilityError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from lorahub.schemas.adapters import InspectReport
@@ -74,22 +82,15 @@ REFUSED = {
         "use a plain LoRA version of the adapter",
     ),
     "peft-dora": ("DoRA adapters (lora_magnitude_vector) are not supported by the live pipeline", None),
+    "flux-control": (
+        "a Flux Control LoRA also adds biases, sets norm scales and widens img_in to take a control image: "
+        "it is no plain LoRA of Flux.1 and cannot be rewritten as one",
+        "load it as it is with diffusers' FluxControlPipeline or ComfyUI",
+    ),
     "unknown": ("no LoRA keys lorahub recognises", None),
 }
 
-FAMILY_NAMES = {
-    "sd1": "SD 1.x",
-    "sd2": "SD 2.x",
-    "sdxl": "SDXL",
-    "sd3": "SD3",
-    "flux": "Flux.1",
-    "unknown": "unknown",
-    None: "unknown",
-}
-
-
-def family_name(family: str | None) -> str:
-    return FAMILY_NAMES.get(family, str(family))
+FAMILY_NAMES: dict[str | None, str] = {**_FAMILY_NAMES, None: "unknown"}
 
 
 @dataclass
@@ -185,11 +186,14 @@ class CanonicalLora:
             return rec(torch.tensor(float(rank)), torch_dtype if exact else torch.float32)
 
         out: dict[str, tuple[str, list[int], bytes]] = {}
-        common = self.kohya_alpha()
-        for key, f in sorted(self.modules.items()):
+        modules = self.modules
+        if self.family in MMDIT_FAMILIES:
+            modules = self._mmdit_modules(fmt)
+        common = self.kohya_alpha(modules)
+        for key, f in sorted(modules.items()):
             a, b = f.weights()
             if fmt == "kohya":
-                name = kohya_name(key, self.family)
+                name = key if self.family in MMDIT_FAMILIES else kohya_name(key, self.family)
                 out[f"{name}.lora_down.weight"] = rec(a)
                 out[f"{name}.lora_up.weight"] = rec(b if f.rank == common else b * (f.rank / common))
                 out[f"{name}.alpha"] = alpha(common)
@@ -198,11 +202,33 @@ class CanonicalLora:
                 out[f"{key}.lora_B.weight"] = rec(b)
         return out
 
-    def kohya_alpha(self) -> int:
+    def _mmdit_modules(self, fmt: str) -> dict[str, Factored]:
+        """Flux.1/SD3 modules as ``fmt`` names them: kohya, fused (:func:`lorahub.pipeline.fused.kohya_factors`);
+        diffusers, as they are, refusing T5-XXL modules (diffusers' pipelines load no LoRA into T5)."""
+        from ..adapters.mmdit import ENCODERS
+        from .fused import kohya_factors
+
+        if fmt == "kohya":
+            try:
+                return kohya_factors(self.family, self.modules)
+            except ValueError as exc:
+                raise UsageError(f"{self.path}: {exc}") from None
+        t5 = ENCODERS[self.family]["t5"] + "."
+        left = [k for k in self.modules if k.startswith(t5)]
+        if left:
+            pipe = "FluxPipeline" if self.family == "flux" else "StableDiffusion3Pipeline"
+            raise UsageError(
+                f"{self.path}: the adapter changes the T5-XXL text encoder ({len(left)} modules), and diffusers' "
+                f"{pipe} loads LoRAs into the transformer and CLIP encoders only",
+                hint="write --format kohya (ComfyUI and kohya load T5 modules)",
+            )
+        return self.modules
+
+    def kohya_alpha(self, modules: dict[str, Factored] | None = None) -> int:
         """The one ``.alpha`` the kohya layout writes: the most common module rank (the largest on a tie)."""
         from collections import Counter
 
-        counts = Counter(f.rank for f in self.modules.values())
+        counts = Counter(f.rank for f in (self.modules if modules is None else modules).values())
         if not counts:
             return 1
         best = max(counts.values())
@@ -378,9 +404,15 @@ def load_adapter_file(
             + (f" (and {len(analysis.errors) - 1} more)" if len(analysis.errors) > 1 else ""),
             hint="run lorahub validate on it",
         )
+    if rep.base_family not in READABLE_FAMILIES:
+        raise AdapterCompatibilityError(
+            f"{path}: a {family_name(rep.base_family)} adapter: lorahub recognises that family for the registry "
+            "but does not convert, blend or preview its adapters"
+        )
+    mmdit = rep.base_family in MMDIT_FAMILIES
 
-    names = [m.name for m in analysis.modules.values() if m.kind != "orphan"]
-    keys = canonical_keys(names, layers_per_block=layers_per_block)
+    names = [m.name for m in analysis.modules.values() if m.kind not in ("orphan", "set")]
+    keys = {n: n for n in names} if mmdit else canonical_keys(names, layers_per_block=layers_per_block)
     target_rank = rank or DEFAULT_CONVERT_RANK
     modules: dict[str, Factored] = {}
     unmapped: list[str] = []
@@ -398,7 +430,7 @@ def load_adapter_file(
             return fh.get_tensor(mod.parts[part].name).float()
 
         for mod in analysis.modules.values():
-            if mod.kind == "orphan":
+            if mod.kind in ("orphan", "set"):
                 continue
             key = keys.get(mod.name)
             if key is None:
@@ -462,6 +494,12 @@ def load_adapter_file(
             worst = max(worst, err)
             modules[key] = tf
 
+    if mmdit:
+        from .fused import to_canonical
+
+        modules, unmapped_dit, more = to_canonical(rep.base_family, modules)
+        unmapped.extend(unmapped_dit)
+        warnings.extend(more)
     _restore_kernels(modules, rep.base_family, path)
     if unmapped:
         warnings.append(

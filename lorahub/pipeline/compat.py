@@ -111,7 +111,7 @@ def check_report(report: InspectReport, base: BaseInfo) -> CompatReport:
 
     fam = report.base_family if report.base_family != "unknown" else None
     evidence = "; ".join(report.family_evidence) or "metadata"
-    if fam in ("sd3", "flux"):
+    if fam and fam not in ("sd1", "sd2", "sdxl"):  # SD3, Flux.1 and the families lorahub only names
         raise AdapterCompatibilityError(
             f"{path}: a {family_name(fam)} adapter ({evidence}) cannot be used with the {base.family_label} base "
             f"{base.name}",

@@ -90,7 +90,7 @@ def convert(
     lora = load_adapter_file(src, rank=rank)
     if format == "kohya" and lora.family not in KOHYA_FAMILIES:
         raise UsageError(
-            f"lorahub writes the kohya layout for SD 1.x, SD 2.x and SDXL adapters, not for "
+            f"lorahub writes the kohya layout for SD 1.x, SD 2.x, SDXL, SD3 and Flux.1 adapters, not for "
             f"{family_name(lora.family)} ones", hint="use --format diffusers",
         )
     if not lora.modules:

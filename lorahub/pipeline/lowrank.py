@@ -181,7 +181,10 @@ def lokr_factors(w1: Tensor, w2: Tensor, scale: float, w1_factors: tuple[Tensor,
         U2, V2 = exact_factors(w2.float().reshape(w2.shape[0], -1))
     k1, i1 = V1.shape
     k2 = V2.shape[0]
-    B = torch.kron(U1.contiguous(), U2.reshape(U2.shape[0], -1).contiguous())
+    U2 = U2.reshape(U2.shape[0], -1)
+    # kron(U1, U2) as an outer product: torch.kron fails ("view size is not compatible") on a one-column U1
+    # whose strides are (1, rows), which exact_factors returns for a LoKr w1 of shape [n, 1]
+    B = (U1[:, None, :, None] * U2[None, :, None, :]).reshape(U1.shape[0] * U2.shape[0], U1.shape[1] * U2.shape[1])
     if len(w2_shape) == 4:
         i2 = w2_shape[1]
         spatial = w2_shape[2] * w2_shape[3]

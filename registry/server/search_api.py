@@ -68,7 +68,7 @@ def _json(data: bytes, status: int = 200) -> Response:
 #: SearchQuery (FastAPI's per-parameter machinery cost more than the search itself); documented here.
 SEARCH_PARAMS: list[tuple[str, dict, str]] = [
     ("q", {"type": "string", "maxLength": 500}, "Words to find"),
-    ("base", {"type": "string", "maxLength": 100}, "Base family (sd1, sd2, sdxl, sd3, flux, unknown) or base label (pony...)"),
+    ("base", {"type": "string", "maxLength": 100}, "Base family (sd1, sdxl, sd3, flux, qwen, wan... as inspect names them) or base label (pony...)"),
     ("format", {"type": "string", "maxLength": 64}, "Adapter format, e.g. kohya-lora"),
     ("tag", {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 20}, "Required tags (repeat for several)"),
     ("author", {"type": "string", "maxLength": 200}, "Author (Hub namespace or catalogue author)"),

@@ -15,7 +15,11 @@ from lorahub.schemas.registry import AdapterRecord, SearchQuery
     ("label", "family"),
     [("SD 1.5", "sd1"), ("SD 1.4", "sd1"), ("SD 2.1 768", "sd2"), ("SD 2.0", "sd2"), ("SDXL 1.0", "sdxl"),
      ("SDXL Turbo", "sdxl"), ("Pony", "sdxl"), ("Illustrious", "sdxl"), ("NoobAI", "sdxl"), ("Flux.1 D", "flux"),
-     ("SD 3.5 Large", "sd3"), ("Other", "unknown"), (None, "unknown"), ("Hunyuan 1", "unknown")],
+     ("SD 3.5 Large", "sd3"), ("Other", "unknown"), (None, "unknown"), ("Hunyuan 1", "unknown"),
+     ("Flux.1 S", "flux"), ("Flux.1 Kontext", "flux"), ("Flux.2 D", "unknown"), ("SD 3.5", "sd3"), ("SD 3", "sd3"),
+     ("Qwen", "qwen"), ("Wan Video", "wan"), ("Wan Video 2.2 I2V-A14B", "wan"), ("Hunyuan Video", "hunyuanvideo"),
+     ("Kolors", "kolors"), ("AuraFlow", "auraflow"), ("PixArt Σ", "pixart"), ("PixArt a", "pixart"),
+     ("Lumina", "lumina"), ("HiDream", "hidream"), ("LTXV", "ltxv"), ("Chroma", "chroma"), ("Anima", "cosmos")],
 )
 def test_family_from_label(label: str | None, family: str) -> None:
     assert family_from_label(label) == family
