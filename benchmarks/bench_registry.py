@@ -141,7 +141,7 @@ def pg_database(base_url: str) -> tuple[str, object]:
 
 
 def bench_search(backend: str, url: str, records: list, queries: list) -> dict:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
     from lorahub.schemas.registry import SearchQuery
 
     reg = Registry(url)
@@ -176,7 +176,7 @@ def bench_search(backend: str, url: str, records: list, queries: list) -> dict:
 
 def bench_index(n_files: int, workdir: Path) -> dict:
     from lorahub.base.synthetic import make_adapter
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     folder = workdir / "loras"
     folder.mkdir()

@@ -91,7 +91,7 @@ def _report(header: Any) -> Any:
 def _indexed_revisions(registry: Any, keys: list[str]) -> dict[str, str | None]:
     from sqlalchemy import select
 
-    from lorahub.registry.models import Adapter, AdapterVersion
+    from lorahub.registry.tables import Adapter, AdapterVersion
 
     out: dict[str, str | None] = {}
     if not keys:
@@ -123,7 +123,7 @@ def index_hub(
     progress: Callable[[str], None] | None = None,
     workers: int = WORKERS,
 ) -> IndexSummary:
-    """Index adapters of the repos of ``endpoint`` into ``registry`` (a :class:`lorahub.registry.service.Registry`)."""
+    """Index adapters of the repos of ``endpoint`` into ``registry`` (a :class:`lorahub.registry.catalogue.Registry`)."""
     from huggingface_hub.utils import HfHubHTTPError
 
     from lorahub.hub.endpoint import hf_api
@@ -213,7 +213,7 @@ def index_hub(
     if removed_keys:
         from sqlalchemy import select
 
-        from lorahub.registry.models import Adapter
+        from lorahub.registry.tables import Adapter
 
         with registry.connect() as conn:
             ids_to_remove = [r[0] for r in conn.execute(select(Adapter.id).where(Adapter.source_key.in_(removed_keys)))]

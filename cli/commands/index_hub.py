@@ -64,8 +64,8 @@ def run_hub_index(
     as_json: bool,
 ) -> None:
     from lorahub.cli.output import emit, info
+    from lorahub.registry.catalogue import Registry
     from lorahub.registry.hub_indexer import index_hub
-    from lorahub.registry.service import Registry
 
     with Registry(database) as registry:
         registry.ensure_schema()

@@ -29,7 +29,7 @@ database_option = click.option(
 
 
 def _registry(database: str | None) -> Any:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     return Registry(database)
 

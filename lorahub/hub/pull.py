@@ -134,7 +134,7 @@ def _download(api, repo_id: str, commit: str, names: list[str], staging: Path | 
 
 def _registry_hashes(repo_id: str, ep: str, registry_url: str | None) -> dict[str, str]:
     """repo path -> sha256 the registry recorded for this repo, if it knows the repo."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     try:
         with Registry(registry_url) as reg:
@@ -147,8 +147,8 @@ def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> boo
     try:
         from lorahub.adapters.inspect import inspect_file
         from lorahub.hub.card import split_card
+        from lorahub.registry.catalogue import Registry
         from lorahub.registry.hub.indexing import adapter_draft
-        from lorahub.registry.service import Registry
 
         readme = folder / "README.md"
         text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None

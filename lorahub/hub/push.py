@@ -292,8 +292,8 @@ def _register(*, repo_id: str, endpoint: str, commit: str, private: bool, card: 
     """Record the pushed adapter (repo, commit, URL, fingerprints) so `lorahub search` finds it."""
     try:
         from lorahub.hub.card import split_card
+        from lorahub.registry.catalogue import Registry
         from lorahub.registry.hub.indexing import adapter_draft
-        from lorahub.registry.service import Registry
 
         meta, _ = split_card(card)
         hashes = {k: v for k, v in fp.model_dump().items()

@@ -30,11 +30,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from lorahub.errors import NotFoundError, UsageError
-from lorahub.registry.models import Token, User, hash_token, utcnow
+from lorahub.registry.tables import Token, User, hash_token, utcnow
 
 from .errors import Unauthorized
-from .models import HubSecret
 from .names import check_user_name
+from .tables import HubSecret
 
 TOKEN_PREFIX = "lh_"
 UPLOAD_URL_TTL_S = 3600

@@ -217,8 +217,8 @@ def adapter_draft(
     readme: str | None,
     adapters: list[tuple[str, int, Any, dict[str, str]]],  # (path, size, InspectReport, hashes)
 ) -> Any:
-    """An ``AdapterDraft`` (lorahub.registry.store) for a repo whose head holds ``adapters``."""
-    from lorahub.registry.store import AdapterDraft, FileDraft, VersionDraft
+    """An ``AdapterDraft`` (lorahub.registry.writer) for a repo whose head holds ``adapters``."""
+    from lorahub.registry.writer import AdapterDraft, FileDraft, VersionDraft
 
     card = card or {}
     sizes = {p: s for p, s, _, _ in adapters}

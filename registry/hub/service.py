@@ -42,7 +42,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, select
 
-from lorahub.registry.models import User, utcnow
+from lorahub.registry.tables import User, utcnow
 
 from . import cards, indexing
 from .auth import Identity
@@ -60,7 +60,6 @@ from .errors import (
 )
 from .faults import fault_point
 from .gitobj import commit_id, git_blob_id, is_commit_id, is_sha256, lfs_pointer_info, tree_id
-from .models import HubBlob, HubCommit, HubFile, HubRef, HubRepo, HubRepoObject, HubRepoTag, HubSequence
 from .names import (
     URL_PREFIX,
     check_namespace,
@@ -70,6 +69,7 @@ from .names import (
     normalization_clash,
 )
 from .storage import LocalBlobStore
+from .tables import HubBlob, HubCommit, HubFile, HubRef, HubRepo, HubRepoObject, HubRepoTag, HubSequence
 
 log = logging.getLogger("lorahub.server")
 
@@ -195,7 +195,7 @@ def _retry_busy(exc: OperationalError, started: float) -> bool:
     """Try again after SQLite's "database is locked"? Only while less than one busy timeout has passed:
     a lock held past a whole timeout (a stuck writer) fails the request with 503 instead of waiting it
     out again and again."""
-    from lorahub.registry.db import busy_timeout_ms
+    from lorahub.registry.database import busy_timeout_ms
 
     return _is_busy(exc) and time.monotonic() - started < busy_timeout_ms() / 1000
 
@@ -1088,7 +1088,7 @@ class HubService:
         return hashes
 
     def _known_hashes(self, shas: set[str]) -> dict[str, dict[str, str]]:
-        from lorahub.registry.models import HASH_COLUMNS, AdapterFile
+        from lorahub.registry.tables import HASH_COLUMNS, AdapterFile
 
         cols = [getattr(AdapterFile, c) for c in HASH_COLUMNS]
         wanted = sorted(shas)
@@ -1257,8 +1257,8 @@ class HubService:
         adapters: list[tuple[str, int, Any, str]],
         hashes: dict[str, dict[str, str]],
     ) -> None:
-        from lorahub.registry.models import Adapter
-        from lorahub.registry.store import delete_adapters, write_adapters
+        from lorahub.registry.tables import Adapter
+        from lorahub.registry.writer import delete_adapters, write_adapters
 
         conn = s.connection()
         if not adapters:
@@ -1286,8 +1286,8 @@ class HubService:
     def _unindex(self, s: Session, repo: HubRepo) -> None:
         if not self.config.index_adapters:
             return
-        from lorahub.registry.models import Adapter
-        from lorahub.registry.store import delete_adapters
+        from lorahub.registry.tables import Adapter
+        from lorahub.registry.writer import delete_adapters
 
         conn = s.connection()
         ids = [r[0] for r in conn.execute(sa.select(Adapter.id).where(Adapter.source_key == self._source_key(repo)))]

@@ -1,7 +1,7 @@
 """The FastAPI application of ``lorahub serve``.
 
 :func:`create_app` wires the Hub service (:mod:`lorahub.registry.hub`), the registry
-(:class:`lorahub.registry.service.Registry`), the routes and the error handlers. It does not run
+(:class:`lorahub.registry.catalogue.Registry`), the routes and the error handlers. It does not run
 migrations: :func:`lorahub.registry.server.run.serve` does that before building the app.
 """
 
@@ -176,7 +176,7 @@ def db_unavailable(request: Request, exc: BaseException) -> JSONResponse:
 def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
     """The application. ``registry`` defaults to a :class:`Registry` on ``settings.database_url``."""
     if registry is None:
-        from lorahub.registry.service import Registry
+        from lorahub.registry.catalogue import Registry
 
         registry = Registry(settings.database_url, auto_migrate=False)
     extra: dict[str, Any] = {}

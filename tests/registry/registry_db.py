@@ -72,7 +72,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def registry(db_url: str) -> Iterator[object]:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     reg = Registry(db_url)
     reg.migrate()
@@ -93,7 +93,7 @@ def civitai_records() -> list:
 def civitai_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                      civitai_records: list) -> Iterator[object]:
     """The Civitai corpus imported once per backend per session. Read-only for tests."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     schema = None
     if request.param == "sqlite":
@@ -136,7 +136,7 @@ def corpus_records() -> list:
 def corpus_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                     corpus_records: list) -> Iterator[object]:
     """The generated catalogue imported once per backend per session. Read-only for tests."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     schema = None
     if request.param == "sqlite":

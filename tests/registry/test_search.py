@@ -8,8 +8,8 @@ import pytest
 from registry_db import civitai_records, civitai_registry, db_url, registry  # noqa: F401 - fixtures
 
 from lorahub.errors import UsageError
-from lorahub.registry.store import AdapterDraft, FileDraft, VersionDraft
 from lorahub.registry.text import words
+from lorahub.registry.writer import AdapterDraft, FileDraft, VersionDraft
 from lorahub.schemas.registry import SearchQuery
 
 
@@ -135,7 +135,7 @@ def test_hash_lookup_like_civitai(civitai_registry) -> None:  # noqa: ANN001
 def test_private_adapters_are_visible_to_their_owner_only(registry) -> None:  # noqa: ANN001
     from sqlalchemy import insert
 
-    from lorahub.registry.models import User
+    from lorahub.registry.tables import User
 
     with registry.writing() as conn:
         conn.execute(insert(User.__table__), [{"id": 1, "name": "alice", "created_at": __import__("datetime").datetime(2024, 1, 1)}])
@@ -159,7 +159,7 @@ def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None
     """Same records, same queries: the same adapters in the same order on both backends."""
     from registry_db import _create_schema, _drop_schema, pg_base_url
 
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     records = civitai_records[:1500]
     base = pg_base_url()

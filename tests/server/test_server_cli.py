@@ -110,8 +110,8 @@ def test_hf_cli_against_the_server(sqlite_server, tmp_path: Path) -> None:
 
 
 def test_index_hub_reads_headers_with_range_requests(sqlite_server, kohya_lora, lokr_file: Path, tmp_path: Path, monkeypatch) -> None:
+    from lorahub.registry.catalogue import Registry
     from lorahub.registry.hub_indexer import index_hub
-    from lorahub.registry.service import Registry
 
     srv = sqlite_server
     api = srv.api("bob")

@@ -310,9 +310,9 @@ def test_check_reports_and_repairs_damaged_storage(servers: Servers, tmp_path: P
     import sqlalchemy as sa
     from huggingface_hub import CommitOperationAdd
 
-    from lorahub.registry.db import make_engine
+    from lorahub.registry.database import make_engine
     from lorahub.registry.hub.gitobj import git_blob_id
-    from lorahub.registry.hub.models import HubBlob, HubRepo, HubRepoObject
+    from lorahub.registry.hub.tables import HubBlob, HubRepo, HubRepoObject
 
     data = servers.data
     server = servers.start()

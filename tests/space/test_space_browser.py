@@ -74,7 +74,7 @@ def space_url(embedded_home: Path, lorahub_home: Path, tmp_path: Path, hub):  # 
     import httpx
 
     from lorahub.base import make_adapter
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     lib = tmp_path / "adapters"
     lib.mkdir()

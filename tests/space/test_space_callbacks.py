@@ -54,7 +54,7 @@ def test_space_base_defaults_to_embedded_without_gpu(monkeypatch: pytest.MonkeyP
 
 
 def test_search_finds_indexed_adapter_and_adds_it(state: cb.SpaceState, adapters: list[Path]) -> None:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     with Registry() as reg:
         reg.index_paths(adapters)

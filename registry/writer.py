@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection
 from lorahub.schemas.registry import HASH_LENGTHS, DupeGroup, SearchResult
 
 from . import text as T
-from .models import HASH_COLUMNS, Adapter, AdapterFile, AdapterTag, AdapterVersion, TriggerWord, utcnow
 from .rawsql import Raw, as_datetime
+from .tables import HASH_COLUMNS, Adapter, AdapterFile, AdapterTag, AdapterVersion, TriggerWord, utcnow
 
 A = Adapter.__table__
 V = AdapterVersion.__table__

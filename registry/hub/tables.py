@@ -33,7 +33,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from lorahub.registry.models import utcnow
+from lorahub.registry.tables import utcnow
 
 
 def _hex(length: int) -> sa.types.TypeEngine:
