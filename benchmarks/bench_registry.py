@@ -47,7 +47,7 @@ WARM_INDEX_GOAL_S = 2.0
 
 
 def resampled_records(n: int, seed: int = 0) -> list:
-    from lorahub.registry.importers import civitai_to_record
+    from lorahub.registry.sources.records import civitai_to_record
 
     rng = random.Random(seed)
     base = [civitai_to_record(json.loads(line)) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line]

@@ -163,14 +163,14 @@ class Registry:
 
     def index_paths(self, paths: Iterable[str | os.PathLike[str]], *, progress: Any = None,
                     workers: int | None = None) -> IndexSummary:
-        """Index folders/files of ``.safetensors`` adapters (see :mod:`lorahub.registry.indexer`)."""
-        from .indexer import index_paths
+        """Index folders/files of ``.safetensors`` adapters (see :mod:`lorahub.registry.sources.folders`)."""
+        from .sources.folders import index_paths
 
         return index_paths(self, paths, progress=progress, workers=workers)
 
     def import_records(self, records: Iterable[AdapterRecord], *, batch: int = 2000) -> IndexSummary:
         """Add or replace metadata-only records (one transaction)."""
-        from .importers import record_to_draft
+        from .sources.records import record_to_draft
 
         started = time.perf_counter()
         count = 0
@@ -191,7 +191,7 @@ class Registry:
 
         Every line is checked first: one bad line fails the import and nothing is written.
         """
-        from .importers import read_records
+        from .sources.records import read_records
 
         records = read_records(Path(path), fmt=fmt)
         return self.import_records(records)

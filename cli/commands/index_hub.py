@@ -3,7 +3,7 @@
 The registry's command (``cli/commands/registry.py``) stays as it is apart from one decorator
 line, ``@hub_index_options``, placed right under ``@click.command("index")``. The decorator adds
 ``--hub``, ``--endpoint``, ``--author``, ``--hub-search``, ``--filter`` and ``--token``; with
-``--hub`` it runs :func:`lorahub.registry.hub_indexer.index_hub` instead of the folder indexer
+``--hub`` it runs :func:`lorahub.registry.sources.hub.index_hub` instead of the folder indexer
 (``--json`` and ``--database`` of the wrapped command are honoured when it has them).
 """
 
@@ -65,7 +65,7 @@ def run_hub_index(
 ) -> None:
     from lorahub.cli.output import emit, info
     from lorahub.registry.catalogue import Registry
-    from lorahub.registry.hub_indexer import index_hub
+    from lorahub.registry.sources.hub import index_hub
 
     with Registry(database) as registry:
         registry.ensure_schema()

@@ -84,7 +84,7 @@ def registry(db_url: str) -> Iterator[object]:
 def civitai_records() -> list:
     if not CIVITAI.exists():
         pytest.skip(f"{CIVITAI} is absent: the shared corpora live in ../shared beside the project")
-    from lorahub.registry.importers import read_records
+    from lorahub.registry.sources.records import read_records
 
     return read_records(CIVITAI, fmt="civitai")
 

@@ -1,5 +1,5 @@
 """``lorahub token ...``, ``lorahub serve`` errors, the stock ``hf`` CLI against the server, and
-indexing a Hub endpoint (``lorahub.registry.hub_indexer``, ``lorahub index --hub``)."""
+indexing a Hub endpoint (``lorahub.registry.sources.hub``, ``lorahub index --hub``)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_hf_cli_against_the_server(sqlite_server, tmp_path: Path) -> None:
 
 def test_index_hub_reads_headers_with_range_requests(sqlite_server, kohya_lora, lokr_file: Path, tmp_path: Path, monkeypatch) -> None:
     from lorahub.registry.catalogue import Registry
-    from lorahub.registry.hub_indexer import index_hub
+    from lorahub.registry.sources.hub import index_hub
 
     srv = sqlite_server
     api = srv.api("bob")

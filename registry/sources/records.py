@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from lorahub.errors import RegistryError, UsageError
 from lorahub.schemas.registry import AdapterRecord, RecordFile, RecordVersion
 
-from .writer import AdapterDraft, FileDraft, VersionDraft
+from ..writer import AdapterDraft, FileDraft, VersionDraft
 
 FORMATS = ("lorahub", "civitai")
 

@@ -34,13 +34,13 @@ from sqlalchemy import select
 from lorahub.errors import LorahubError, UsageError
 from lorahub.schemas.registry import IndexFailure, IndexSummary
 
-from .tables import HASH_COLUMNS
-from .writer import A, AdapterDraft, F, FileDraft, VersionDraft, delete_adapters, write_adapters
+from ..tables import HASH_COLUMNS
+from ..writer import A, AdapterDraft, F, FileDraft, VersionDraft, delete_adapters, write_adapters
 
 if TYPE_CHECKING:  # pragma: no cover
     from lorahub.schemas.adapters import InspectReport
 
-    from .catalogue import Registry
+    from ..catalogue import Registry
 
 SUFFIX = ".safetensors"
 LOCAL_PREFIX = "local:"
