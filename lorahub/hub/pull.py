@@ -148,7 +148,7 @@ def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> boo
         from lorahub.adapters.inspect import inspect_file
         from lorahub.hub.card import split_card
         from lorahub.registry.catalogue import Registry
-        from lorahub.registry.hub.indexing import adapter_draft
+        from lorahub.registry.hub.policy import adapter_draft
 
         readme = folder / "README.md"
         text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None

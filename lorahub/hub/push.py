@@ -293,7 +293,7 @@ def _register(*, repo_id: str, endpoint: str, commit: str, private: bool, card: 
     try:
         from lorahub.hub.card import split_card
         from lorahub.registry.catalogue import Registry
-        from lorahub.registry.hub.indexing import adapter_draft
+        from lorahub.registry.hub.policy import adapter_draft
 
         meta, _ = split_card(card)
         hashes = {k: v for k, v in fp.model_dump().items()

@@ -5,12 +5,12 @@ Modules (none of them imports FastAPI; the HTTP layer is :mod:`lorahub.registry.
 
 - :mod:`.names`    repo ids and file paths: what is allowed
 - :mod:`.gitobj`   git blob ids, LFS pointers, commit ids
-- :mod:`.storage`  content-addressed blob store (local folder; narrow interface for object stores)
-- :mod:`.models`   the ``hub_*`` tables (same SQLModel metadata as the registry)
+- :mod:`.blobstore` content-addressed blob store (local folder; narrow interface for object stores)
+- :mod:`.tables`   the ``hub_*`` tables (same SQLModel metadata as the registry)
 - :mod:`.auth`     users, bearer tokens (stored hashed), signed upload URLs
-- :mod:`.cards`    README.md YAML front matter -> ``cardData`` and tags
-- :mod:`.service`  the operations (create repo, commit, resolve, list, ...) on a database session
-- :mod:`.indexing` validation and registry indexing of committed ``.safetensors`` files
+- :mod:`.card_tags` README.md YAML front matter -> ``cardData`` and tags
+- :mod:`.commits`  the operations (create repo, commit, resolve, list, ...) on a database session
+- :mod:`.policy`   validation and registry indexing of committed ``.safetensors`` files
 - :mod:`.check`    ``lorahub registry check``: the database and the blob store agree (and repairs)
 - :mod:`.faults`   fault points for crash tests (inert unless ``$LORAHUB_TEST_FAULT`` is set)
 """

@@ -19,7 +19,7 @@ hashes every blob file (streamed, 1 MiB at a time, in a few threads), and report
 Anything that would be an orphan but is younger than the grace period (default 24 h: the row's
 ``created_at``, the file's mtime and the upload's time all count) is ``pending`` and left alone:
 an upload or a commit may be in progress. A blob stored again touches the file's mtime
-(:mod:`.storage`), so a reused orphan turns young again.
+(:mod:`.blobstore`), so a reused orphan turns young again.
 
 Without ``repair`` nothing is written: the check can run while the server runs. With ``repair``:
 orphans are removed (each in its own short transaction that re-checks, in SQL, that nothing
@@ -52,8 +52,8 @@ from lorahub.errors import RegistryError, UsageError
 from lorahub.registry.tables import utcnow
 from lorahub.schemas.hub import StorageCheck, StorageIssue
 
+from .blobstore import _fsync_dir
 from .gitobj import is_sha256
-from .storage import _fsync_dir
 from .tables import HubBlob, HubCommit, HubFile, HubRepo, HubRepoObject
 
 #: Orphans younger than this are "pending" (an upload or commit may be in progress).

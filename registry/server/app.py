@@ -25,9 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lorahub import __version__
 from lorahub.errors import LorahubError, RegistryError, UsageError
 from lorahub.registry.hub.auth import Authenticator, Identity, UrlSigner, load_secret
+from lorahub.registry.hub.blobstore import LocalBlobStore
+from lorahub.registry.hub.commits import HubConfig, HubService
 from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge, UnsupportedMediaType
-from lorahub.registry.hub.service import HubConfig, HubService
-from lorahub.registry.hub.storage import LocalBlobStore
 
 from .accesslog import AccessLogMiddleware
 from .hosts import add_host_and_cors, host_name

@@ -138,7 +138,7 @@ def serve(
     settings.ui_max_file_size = ui_max_file_size
     settings.allowed_hosts = list(allowed_hosts or [])
     settings.cors_origins = list(cors_origins or [])
-    from lorahub.registry.hub.storage import LocalBlobStore
+    from lorahub.registry.hub.blobstore import LocalBlobStore
 
     swept = LocalBlobStore(settings.blob_dir).sweep_tmp(older_than_s=3600)
     if swept:

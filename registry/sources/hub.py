@@ -127,7 +127,7 @@ def index_hub(
     from huggingface_hub.utils import HfHubHTTPError
 
     from lorahub.hub.endpoint import hf_api
-    from lorahub.registry.hub.indexing import adapter_draft
+    from lorahub.registry.hub.policy import adapter_draft
 
     started = time.perf_counter()
     api = hf_api(endpoint, token=token)

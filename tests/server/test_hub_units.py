@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lorahub.registry.hub import cards
+from lorahub.registry.hub import card_tags
 from lorahub.registry.hub.auth import UrlSigner, generate_token, looks_like_token
+from lorahub.registry.hub.blobstore import HashMismatch, LocalBlobStore, SizeMismatch
+from lorahub.registry.hub.commits import FileEntry, HubConfig, HubService
 from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge
 from lorahub.registry.hub.gitobj import git_blob_id, lfs_pointer, lfs_pointer_info
 from lorahub.registry.hub.names import (
@@ -22,8 +24,6 @@ from lorahub.registry.hub.names import (
     path_problem,
     split_repo_id,
 )
-from lorahub.registry.hub.service import FileEntry, HubConfig, HubService
-from lorahub.registry.hub.storage import HashMismatch, LocalBlobStore, SizeMismatch
 
 
 def test_git_blob_id_matches_git(tmp_path: Path) -> None:
@@ -176,23 +176,23 @@ def test_storage_errors_are_clean(tmp_path: Path) -> None:
 
 def test_cards_parse_check_and_derive() -> None:
     text = "---\nlicense: mit\ntags: [anime, 3d]\nbase_model: org/base\nbase_model_relation: adapter\npipeline_tag: text-to-image\nlibrary_name: diffusers\ndate: 2024-01-01\n---\nbody"
-    card = cards.parse_card(text)
+    card = card_tags.parse_card(text)
     assert card["license"] == "mit" and card["date"] == "2024-01-01"
-    assert cards.check_card(text) == ([], [])
-    d = cards.derive(card, has_safetensors=True, has_adapter=True)
+    assert card_tags.check_card(text) == ([], [])
+    d = card_tags.derive(card, has_safetensors=True, has_adapter=True)
     assert d["tags"][:2] == ["anime", "3d"]
     assert {"diffusers", "text-to-image", "safetensors", "license:mit", "base_model:org/base", "base_model:adapter:org/base", "lora"} <= set(d["tags"])
     assert d["pipeline_tag"] == "text-to-image" and d["library_name"] == "diffusers"
-    assert cards.parse_card("no front matter") is None
-    assert cards.parse_card("---\n---\n") == {}
-    errors, _ = cards.check_card("---\n- a list\n---\n")
+    assert card_tags.parse_card("no front matter") is None
+    assert card_tags.parse_card("---\n---\n") == {}
+    errors, _ = card_tags.check_card("---\n- a list\n---\n")
     assert errors and "mapping" in errors[0]
-    errors, _ = cards.check_card("---\ntags: {a: 1}\nlicense: [1]\n---\n")
+    errors, _ = card_tags.check_card("---\ntags: {a: 1}\nlicense: [1]\n---\n")
     assert len(errors) == 2
-    with pytest.raises(cards.CardError):
-        cards.parse_card("---\nkey: [unclosed\n---\n")
-    with pytest.raises(cards.CardError):  # no Python objects from YAML
-        cards.parse_card("---\nx: !!python/object/apply:os.system ['true']\n---\n")
+    with pytest.raises(card_tags.CardError):
+        card_tags.parse_card("---\nkey: [unclosed\n---\n")
+    with pytest.raises(card_tags.CardError):  # no Python objects from YAML
+        card_tags.parse_card("---\nx: !!python/object/apply:os.system ['true']\n---\n")
 
 
 def test_signed_upload_urls() -> None:
@@ -231,7 +231,7 @@ def test_upload_mode_and_tree_entries() -> None:
         HubService.tree_entries(files, "nope", False)
     assert [e["path"] for e in HubService.paths_info(files, ["a.txt", "d", "zz"])] == ["a.txt", "d"]
     # Applying operations: a path cannot be a file and a folder at once.
-    from lorahub.registry.hub.service import _Op
+    from lorahub.registry.hub.commits import _Op
 
     with pytest.raises(BadRequest):
         HubService._apply(files, [_Op("file", "a.txt/x", f)])

@@ -456,7 +456,7 @@ def test_check_refuses_what_is_not_a_server_folder(tmp_path: Path) -> None:
 
 def test_storing_a_blob_again_refreshes_its_mtime(tmp_path: Path) -> None:
     """An orphan that a new upload or commit stores again turns young: --repair leaves it alone."""
-    from lorahub.registry.hub.storage import LocalBlobStore
+    from lorahub.registry.hub.blobstore import LocalBlobStore
 
     store = LocalBlobStore(tmp_path / "blobs")
     first = store.put_bytes(b"same content")

@@ -104,9 +104,9 @@ def test_commit_without_parent_survives_a_head_that_always_moves(tmp_path: Path)
     from sqlmodel import Session
 
     from lorahub.registry.hub.auth import Authenticator, create_token
+    from lorahub.registry.hub.blobstore import LocalBlobStore
+    from lorahub.registry.hub.commits import COMMIT_ATTEMPTS, HubService
     from lorahub.registry.hub.errors import Conflict
-    from lorahub.registry.hub.service import COMMIT_ATTEMPTS, HubService
-    from lorahub.registry.hub.storage import LocalBlobStore
     from lorahub.registry.server.run import prepare
 
     _, _, registry = prepare(tmp_path / "srv", None)

@@ -25,8 +25,8 @@ from conftest import NDJSON, HubServer, commit_body, sha256, start_server, stop_
 from huggingface_hub.errors import HfHubHTTPError
 from testkit import on_ci
 
+from lorahub.registry.hub.blobstore import LocalBlobStore
 from lorahub.registry.hub.errors import HubError
-from lorahub.registry.hub.storage import LocalBlobStore
 
 FULL = "cannot store the upload: the server's blob storage is full"
 READ_ONLY = "cannot store the upload: the server's blob storage is read-only"
@@ -234,7 +234,7 @@ def test_read_only_blob_storage_fails_cleanly_then_succeeds(mounted, tmp_path: P
 EFBIG_SCRIPT = """
 import resource, signal, sys
 from lorahub.registry.hub.errors import HubError
-from lorahub.registry.hub.storage import LocalBlobStore
+from lorahub.registry.hub.blobstore import LocalBlobStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # write() fails with EFBIG instead of killing us
 store = LocalBlobStore(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))

@@ -187,7 +187,7 @@ def choose_primary(paths: list[str], sizes: dict[str, int]) -> str:
 
 
 def readme_body(text: str) -> str:
-    from .cards import split_front_matter
+    from .card_tags import split_front_matter
 
     block = split_front_matter(text)
     if block is None:

@@ -11,7 +11,7 @@ Access rules:
   the repo's namespace (``403`` for another user's public repo, ``404`` for their private one).
 
 Commits: the new file list is computed from the branch head and the operations, the added files
-are checked (see :mod:`.indexing`), then one transaction inserts the commit and its files and
+are checked (see :mod:`.policy`), then one transaction inserts the commit and its files and
 moves the branch with a compare-and-swap (``UPDATE ... WHERE commit_oid = <old head>``). When the
 head moved meanwhile, a commit that named a ``parentCommit`` gets ``409``; one without is rebuilt
 on the new head (what the Hub does) inside the landing transaction, with the branch row locked
@@ -44,8 +44,9 @@ from sqlmodel import Session, select
 
 from lorahub.registry.tables import User, utcnow
 
-from . import cards, indexing
+from . import card_tags, policy
 from .auth import Identity
+from .blobstore import LocalBlobStore
 from .errors import (
     BadRequest,
     Conflict,
@@ -68,7 +69,6 @@ from .names import (
     check_repo_type,
     normalization_clash,
 )
-from .storage import LocalBlobStore
 from .tables import HubBlob, HubCommit, HubFile, HubRef, HubRepo, HubRepoObject, HubRepoTag, HubSequence
 
 log = logging.getLogger("lorahub.server")
@@ -910,42 +910,42 @@ class HubService:
         tree = set(files)
         changed = [p for p, f in files.items() if base.get(p) is None or base[p].sha256 != f.sha256]
         for p in changed:
-            indexing.refuse_by_name(p)
+            policy.refuse_by_name(p)
         card = None
         readme = None
         adapters: list[tuple[str, int, Any, str]] = []
         for p, f in files.items():
             is_new = p in changed
-            if not is_new and not indexing.is_weights_path(p) and p != "README.md":
+            if not is_new and not policy.is_weights_path(p) and p != "README.md":
                 continue
             local = self.store.local_path(f.sha256)
             if local is None:  # pragma: no cover - object stores come later
                 continue
-            component = indexing.is_model_component(p, tree)
-            if is_new or indexing.is_weights_path(p):
-                res = indexing.check_blob(p, f.sha256, local, component=component)
+            component = policy.is_model_component(p, tree)
+            if is_new or policy.is_weights_path(p):
+                res = policy.check_blob(p, f.sha256, local, component=component)
                 if not res.ok:
                     if is_new:
-                        if indexing.is_weights_path(p) and not component:
-                            raise InvalidContent(indexing.refusal_message(p, res.errors))
+                        if policy.is_weights_path(p) and not component:
+                            raise InvalidContent(policy.refusal_message(p, res.errors))
                         raise InvalidContent(f"{p}: {'; '.join(res.errors[:3])}")
                     continue  # an old file that newer rules refuse: kept, not indexed
                 if res.is_adapter:
                     adapters.append((p, f.size, res.report, f.sha256))
         if "README.md" in files:
             f = files["README.md"]
-            if f.size <= cards.MAX_CARD_BYTES:
+            if f.size <= card_tags.MAX_CARD_BYTES:
                 local = self.store.local_path(f.sha256)
                 text = local.read_bytes().decode("utf-8", errors="replace") if local else ""
                 readme = text
                 try:
-                    card = cards.parse_card(text)
-                except cards.CardError as exc:
+                    card = card_tags.parse_card(text)
+                except card_tags.CardError as exc:
                     if "README.md" in changed:
                         raise BadRequest(str(exc)) from None
                     card = None
                 if card is not None and "README.md" in changed:
-                    errors, _ = cards.check_card(text)
+                    errors, _ = card_tags.check_card(text)
                     if errors:
                         raise BadRequest("Invalid metadata in README.md: " + "; ".join(errors))
         return card, adapters, readme
@@ -1084,7 +1084,7 @@ class HubService:
         for _p, _, _, sha in adapters:
             local = self.store.local_path(sha)
             if local is not None and sha not in hashes:
-                hashes[sha] = indexing.fingerprints(sha, local, known.get(sha))
+                hashes[sha] = policy.fingerprints(sha, local, known.get(sha))
         return hashes
 
     def _known_hashes(self, shas: set[str]) -> dict[str, dict[str, str]]:
@@ -1181,8 +1181,8 @@ class HubService:
                     card, adapters, readme = self._check_content(base_files, files)
                     hashes = self._fingerprints(adapters) if branch == DEFAULT_BRANCH else {}
                     base_oid = current
-            has_st = any(indexing.is_weights_path(p) for p in files)
-            derived = cards.derive(card, has_safetensors=has_st, has_adapter=bool(adapters))
+            has_st = any(policy.is_weights_path(p) for p in files)
+            derived = card_tags.derive(card, has_safetensors=has_st, has_adapter=bool(adapters))
             if plan.regular_blobs:
                 insert_ignore(
                     s,
@@ -1265,7 +1265,7 @@ class HubService:
             ids = [r[0] for r in conn.execute(sa.select(Adapter.id).where(Adapter.source_key == self._source_key(repo)))]
             delete_adapters(conn, ids)
             return
-        draft = indexing.adapter_draft(
+        draft = policy.adapter_draft(
             endpoint=self.config.public_url,
             repo_id=self.repo_id_of(repo),
             url_prefix=URL_PREFIX[repo.repo_type],
@@ -1306,7 +1306,7 @@ class HubService:
         for _, _, _, sha in adapters:
             local = self.store.local_path(sha)
             if local is not None:
-                hashes[sha] = indexing.fingerprints(sha, local, None)
+                hashes[sha] = policy.fingerprints(sha, local, None)
         self._index(s, repo, head.oid, head.title, card, readme, adapters, hashes)
 
 
