@@ -208,13 +208,9 @@ class TriggerWord(SQLModel, table=True):
     word: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
 
 
-#: The columns of adapter_files that hold fingerprints, in lookup order.
-HASH_COLUMNS = ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3")
-
 metadata = SQLModel.metadata
 
 __all__ = [
-    "HASH_COLUMNS",
     "Adapter",
     "AdapterFile",
     "AdapterTag",

@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
-from lorahub.schemas.registry import HASH_LENGTHS, DupeGroup, SearchResult
+from lorahub.schemas.registry import HASH_FIELDS, HASH_LENGTHS, DupeGroup, SearchResult
 
 from . import text as T
 from .rawsql import Raw, as_datetime
-from .tables import HASH_COLUMNS, Adapter, AdapterFile, AdapterTag, AdapterVersion, TriggerWord, utcnow
+from .tables import Adapter, AdapterFile, AdapterTag, AdapterVersion, TriggerWord, utcnow
 
 A = Adapter.__table__
 V = AdapterVersion.__table__
@@ -287,7 +287,7 @@ def write_adapters(conn: Connection, drafts: Sequence[AdapterDraft]) -> list[int
                 "url": f.url,
                 "indexed_at": now,
             }
-            for col in HASH_COLUMNS:
+            for col in HASH_FIELDS:
                 value = f.hashes.get(col)
                 row[col] = value.lower() if value else None
             file_rows.append(row)
@@ -321,7 +321,7 @@ f.filename, f.size, f.sha256, f.autov3, f.path, f.repo_path, f.url AS file_url, 
 v.revision
 """
 
-_HASHES = ", " + ", ".join(f"f.{c} AS h_{c}" for c in HASH_COLUMNS)
+_HASHES = ", " + ", ".join(f"f.{c} AS h_{c}" for c in HASH_FIELDS)
 
 
 def _source(row: Any) -> str:
@@ -420,7 +420,7 @@ def by_hash(conn: Connection, query: str, viewer: int | None = None) -> list[Sea
     n = len(query)
     params: dict[str, Any] = {"h": query, "h_hi": query + "g"}
     conds = []
-    for col in HASH_COLUMNS:
+    for col in HASH_FIELDS:
         length = HASH_LENGTHS[col]
         if n > length:
             continue
@@ -438,7 +438,7 @@ def by_hash(conn: Connection, query: str, viewer: int | None = None) -> list[Sea
     out = []
     for row in file_rows_where(conn, f"f.id IN ({union})", params, viewer):
         matched = []
-        for col in HASH_COLUMNS:
+        for col in HASH_FIELDS:
             value = getattr(row, f"h_{col}")
             if value and (value.startswith(query) if n < HASH_LENGTHS[col] else value == query):
                 matched.append(col)

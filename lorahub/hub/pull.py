@@ -149,6 +149,7 @@ def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> boo
         from lorahub.hub.card import split_card
         from lorahub.registry.catalogue import Registry
         from lorahub.registry.hub.policy import adapter_draft
+        from lorahub.schemas.registry import HASH_FIELDS
 
         readme = folder / "README.md"
         text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None
@@ -159,7 +160,7 @@ def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> boo
         for pf in files:
             fp = fingerprint_file(pf.local_path)
             hashes = {k: v for k, v in fp.model_dump().items()
-                      if k in ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3") and v}
+                      if k in HASH_FIELDS and v}
             adapters.append((pf.path, pf.size, inspect_file(pf.local_path), hashes))
         ns, name = repo_id.split("/", 1)
         draft = adapter_draft(endpoint=ep, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,

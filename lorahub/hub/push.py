@@ -294,10 +294,11 @@ def _register(*, repo_id: str, endpoint: str, commit: str, private: bool, card: 
         from lorahub.hub.card import split_card
         from lorahub.registry.catalogue import Registry
         from lorahub.registry.hub.policy import adapter_draft
+        from lorahub.schemas.registry import HASH_FIELDS
 
         meta, _ = split_card(card)
         hashes = {k: v for k, v in fp.model_dump().items()
-                  if k in ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3") and v}
+                  if k in HASH_FIELDS and v}
         ns, name = repo_id.split("/", 1)
         draft = adapter_draft(
             # the local registry is the pusher's own: a private repo stays findable there

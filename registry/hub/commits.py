@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, select
 
 from lorahub.registry.tables import User, utcnow
+from lorahub.schemas.registry import hub_source_key
 
 from . import card_tags, policy
 from .auth import Identity
@@ -1088,9 +1089,10 @@ class HubService:
         return hashes
 
     def _known_hashes(self, shas: set[str]) -> dict[str, dict[str, str]]:
-        from lorahub.registry.tables import HASH_COLUMNS, AdapterFile
+        from lorahub.registry.tables import AdapterFile
+        from lorahub.schemas.registry import HASH_FIELDS
 
-        cols = [getattr(AdapterFile, c) for c in HASH_COLUMNS]
+        cols = [getattr(AdapterFile, c) for c in HASH_FIELDS]
         wanted = sorted(shas)
         out: dict[str, dict[str, str]] = {}
         with self.session() as s:
@@ -1101,7 +1103,7 @@ class HubService:
                     )
                 )
                 for sha, *values in rows:
-                    out.setdefault(sha, {c: v for c, v in zip(HASH_COLUMNS, values, strict=True) if v})
+                    out.setdefault(sha, {c: v for c, v in zip(HASH_FIELDS, values, strict=True) if v})
         return out
 
     def _insert_commit(
@@ -1244,7 +1246,7 @@ class HubService:
     # -- registry ---------------------------------------------------------------------------
 
     def _source_key(self, repo: HubRepo) -> str:
-        return f"hub:{self.config.public_url}/{URL_PREFIX[repo.repo_type]}{self.repo_id_of(repo)}"
+        return hub_source_key(self.config.public_url, self.repo_id_of(repo), URL_PREFIX[repo.repo_type])
 
     def _index(
         self,

@@ -165,9 +165,10 @@ def fingerprints(sha256: str, local: Path, known: dict[str, str] | None = None) 
         out = {k: v for k, v in known.items() if v}
     else:
         from lorahub.adapters.fingerprint import fingerprint_record
+        from lorahub.schemas.registry import HASH_FIELDS
 
         rec = fingerprint_record(os.fspath(local), use_cache=False)
-        out = {k: rec[k] for k in ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3") if rec.get(k)}
+        out = {k: rec[k] for k in HASH_FIELDS if rec.get(k)}
     _HASHES.put(sha256, out)
     return out
 
@@ -219,6 +220,7 @@ def adapter_draft(
 ) -> Any:
     """An ``AdapterDraft`` (lorahub.registry.writer) for a repo whose head holds ``adapters``."""
     from lorahub.registry.writer import AdapterDraft, FileDraft, VersionDraft
+    from lorahub.schemas.registry import hub_source_key
 
     card = card or {}
     sizes = {p: s for p, s, _, _ in adapters}
@@ -254,7 +256,7 @@ def adapter_draft(
     ]
     return AdapterDraft(
         source_kind="hub",
-        source_key=f"hub:{endpoint}/{url_prefix}{repo_id}",
+        source_key=hub_source_key(endpoint, repo_id, url_prefix),
         name=name,
         title=title,
         description=(readme or None) and readme_body(readme)[:20000] or None,

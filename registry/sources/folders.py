@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from lorahub.errors import LorahubError, UsageError
-from lorahub.schemas.registry import IndexFailure, IndexSummary
+from lorahub.schemas.registry import HASH_FIELDS, IndexFailure, IndexSummary, local_source_key
 
-from ..tables import HASH_COLUMNS
 from ..writer import A, AdapterDraft, F, FileDraft, VersionDraft, delete_adapters, write_adapters
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..catalogue import Registry
 
 SUFFIX = ".safetensors"
-LOCAL_PREFIX = "local:"
 
 
 @dataclass
@@ -98,11 +96,11 @@ def _under(path: str, roots: list[str]) -> bool:
 
 
 def _stored(conn: Any) -> list[Stored]:
-    cols = [F.c.id, F.c.adapter_id, F.c.path, F.c.size, F.c.mtime_ns, F.c.inode, *(F.c[c] for c in HASH_COLUMNS)]
+    cols = [F.c.id, F.c.adapter_id, F.c.path, F.c.size, F.c.mtime_ns, F.c.inode, *(F.c[c] for c in HASH_FIELDS)]
     stmt = select(*cols).join(A, A.c.id == F.c.adapter_id).where(A.c.source_kind == "local", F.c.path.is_not(None))
     out = []
     for row in conn.execute(stmt):
-        out.append(Stored(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(HASH_COLUMNS, row[6:], strict=True))))
+        out.append(Stored(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(HASH_FIELDS, row[6:], strict=True))))
     return out
 
 
@@ -123,7 +121,7 @@ def draft_from_report(path: str, st: os.stat_result, report: InspectReport, hash
         rank=report.rank,
         alpha=report.alpha,
         dtype=report.dtype,
-        hashes={c: hashes[c] for c in HASH_COLUMNS if hashes.get(c)},
+        hashes={c: hashes[c] for c in HASH_FIELDS if hashes.get(c)},
         path=path,
         mtime_ns=st.st_mtime_ns,
         inode=st.st_ino,
@@ -137,7 +135,7 @@ def draft_from_report(path: str, st: os.stat_result, report: InspectReport, hash
         extra["declared_base_family"] = report.declared_base_family
     return AdapterDraft(
         source_kind="local",
-        source_key=LOCAL_PREFIX + path,
+        source_key=local_source_key(path),
         name=Path(path).stem,
         title=report.title,
         description=spec.get("modelspec.description") or None,

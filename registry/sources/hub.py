@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lorahub.errors import AdapterFileError, LorahubError
-from lorahub.schemas.registry import IndexFailure, IndexSummary
+from lorahub.schemas.registry import IndexFailure, IndexSummary, hub_source_key
 
 #: First range read: the 8-byte length and, usually, the whole header of a LoRA.
 FIRST_READ = 65536
@@ -145,7 +145,7 @@ def index_hub(
     except OSError as exc:
         raise HubIndexError(f"cannot reach {ep}: {exc}") from None
     summary = IndexSummary(scanned=len(ids), database=registry.display_url)
-    keys = {rid: f"hub:{ep}/{rid}" for rid in ids}
+    keys = {rid: hub_source_key(ep, rid) for rid in ids}
     known = _indexed_revisions(registry, list(keys.values()))
 
     def one(rid: str) -> tuple[str, str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lorahub.errors import RegistryError, UsageError
-from lorahub.schemas.registry import AdapterRecord, RecordFile, RecordVersion
+from lorahub.schemas.registry import AdapterRecord, RecordFile, RecordVersion, record_source_key
 
 from ..writer import AdapterDraft, FileDraft, VersionDraft
 
@@ -163,7 +163,7 @@ def record_to_draft(rec: AdapterRecord) -> AdapterDraft:
     dates = [v.created_at for v in rec.versions if v.created_at]
     return AdapterDraft(
         source_kind="record",
-        source_key=f"record:{rec.source}:{rec.id}",
+        source_key=record_source_key(rec.source, rec.id),
         name=rec.name,
         description=rec.description,
         author=rec.author,
