@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from lorahub.schemas.registry import HASH_FIELDS, HASH_LENGTHS, DupeGroup, SearchResult
 
 from . import text as T
-from .rawsql import Raw, as_datetime
+from .database import Raw, as_datetime
 from .tables import Adapter, AdapterFile, AdapterTag, AdapterVersion, TriggerWord, utcnow
 
 A = Adapter.__table__

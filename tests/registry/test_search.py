@@ -190,7 +190,7 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     PostgreSQL's own plan returns; each path is forced in turn."""
     import random
 
-    from lorahub.registry import rawsql
+    from lorahub.registry import database
     from lorahub.registry import search as S
 
     if civitai_registry.dialect != "postgresql":
@@ -214,13 +214,13 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     assert sum(map(len, expected)) > 500
 
     seen: list[str] = []
-    real = rawsql.Raw.all
+    real = database.Raw.all
 
     def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
         seen.append(sql + (" -- continued" if (params or {}).get("w_skip") else ""))
         return real(self, sql, params, **kw)
 
-    monkeypatch.setattr(rawsql.Raw, "all", spy)
+    monkeypatch.setattr(database.Raw, "all", spy)
     walks = lambda: sum("LIMIT :w_rows OFFSET :w_skip" in s for s in seen)  # noqa: E731
     gins = lambda: sum("MATERIALIZED" in s for s in seen)  # noqa: E731
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731
