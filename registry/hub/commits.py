@@ -1259,8 +1259,8 @@ class HubService:
         adapters: list[tuple[str, int, Any, str]],
         hashes: dict[str, dict[str, str]],
     ) -> None:
+        from lorahub.registry.rows import delete_adapters, write_adapters
         from lorahub.registry.tables import Adapter
-        from lorahub.registry.writer import delete_adapters, write_adapters
 
         conn = s.connection()
         if not adapters:
@@ -1288,8 +1288,8 @@ class HubService:
     def _unindex(self, s: Session, repo: HubRepo) -> None:
         if not self.config.index_adapters:
             return
+        from lorahub.registry.rows import delete_adapters
         from lorahub.registry.tables import Adapter
-        from lorahub.registry.writer import delete_adapters
 
         conn = s.connection()
         ids = [r[0] for r in conn.execute(sa.select(Adapter.id).where(Adapter.source_key == self._source_key(repo)))]

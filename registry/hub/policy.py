@@ -218,8 +218,8 @@ def adapter_draft(
     readme: str | None,
     adapters: list[tuple[str, int, Any, dict[str, str]]],  # (path, size, InspectReport, hashes)
 ) -> Any:
-    """An ``AdapterDraft`` (lorahub.registry.writer) for a repo whose head holds ``adapters``."""
-    from lorahub.registry.writer import AdapterDraft, FileDraft, VersionDraft
+    """An ``AdapterDraft`` (lorahub.registry.rows) for a repo whose head holds ``adapters``."""
+    from lorahub.registry.rows import AdapterDraft, FileDraft, VersionDraft
     from lorahub.schemas.registry import hub_source_key
 
     card = card or {}

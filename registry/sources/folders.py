@@ -34,7 +34,7 @@ from sqlalchemy import select
 from lorahub.errors import LorahubError, UsageError
 from lorahub.schemas.registry import HASH_FIELDS, IndexFailure, IndexSummary, local_source_key
 
-from ..writer import A, AdapterDraft, F, FileDraft, VersionDraft, delete_adapters, write_adapters
+from ..rows import A, AdapterDraft, F, FileDraft, VersionDraft, delete_adapters, write_adapters
 
 if TYPE_CHECKING:  # pragma: no cover
     from lorahub.schemas.adapters import InspectReport

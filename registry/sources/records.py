@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from lorahub.errors import RegistryError, UsageError
 from lorahub.schemas.registry import AdapterRecord, RecordFile, RecordVersion, record_source_key
 
-from ..writer import AdapterDraft, FileDraft, VersionDraft
+from ..rows import AdapterDraft, FileDraft, VersionDraft
 
 FORMATS = ("lorahub", "civitai")
 
