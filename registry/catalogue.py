@@ -33,9 +33,10 @@ from lorahub.schemas.registry import (
     SearchResult,
 )
 
-from . import rows
+from . import lookups, rows
 from . import search as _search
 from .database import database_url, display_url, make_engine, write_connection
+from .drafts import AdapterDraft, record_draft
 
 ENV_AUTO_MIGRATE = "LORAHUB_AUTO_MIGRATE"
 _HEX_RE = re.compile(r"[0-9a-f]+")
@@ -152,8 +153,8 @@ class Registry:
 
     # -- writing --------------------------------------------------------------------------
 
-    def upsert(self, drafts: Sequence[rows.AdapterDraft]) -> list[int]:
-        """Insert or replace adapters described by drafts (see :mod:`lorahub.registry.rows`)."""
+    def upsert(self, drafts: Sequence[AdapterDraft]) -> list[int]:
+        """Insert or replace adapters described by drafts (see :mod:`lorahub.registry.drafts`)."""
         with self.writing() as conn:
             return rows.write_adapters(conn, drafts)
 
@@ -170,14 +171,13 @@ class Registry:
 
     def import_records(self, records: Iterable[AdapterRecord], *, batch: int = 2000) -> IndexSummary:
         """Add or replace metadata-only records (one transaction)."""
-        from .sources.records import record_to_draft
 
         started = time.perf_counter()
         count = 0
         with self.writing() as conn:
-            drafts: list[rows.AdapterDraft] = []
+            drafts: list[AdapterDraft] = []
             for rec in records:
-                drafts.append(record_to_draft(rec))
+                drafts.append(record_draft(rec))
                 if len(drafts) >= batch:
                     count += len(rows.write_adapters(conn, drafts))
                     drafts = []
@@ -219,7 +219,7 @@ class Registry:
             query = SearchQuery(query=query, **filters)
         with self.connect() as conn:
             hits = _search.search(conn, query, viewer=viewer)
-            return rows.results_for(conn, [h.id for h in hits], {h.id: h.score for h in hits})
+            return lookups.results_for(conn, [h.id for h in hits], {h.id: h.score for h in hits})
 
     def source_files(self, source_key: str) -> dict[str, str]:
         """Files (repo path or file name -> sha256) of the adapter recorded under ``source_key``.
@@ -237,14 +237,14 @@ class Registry:
 
     def get(self, adapter_id: int) -> SearchResult | None:
         with self.connect() as conn:
-            found = rows.results_for(conn, [adapter_id])
+            found = lookups.results_for(conn, [adapter_id])
         return found[0] if found else None
 
     def by_hash(self, hash_or_prefix: str, *, viewer: int | None = None) -> list[SearchResult]:
         """Files whose fingerprint equals ``hash_or_prefix`` or starts with it (at least 8 hex)."""
         h = normalize_hash_query(hash_or_prefix)
         with self.connect() as conn:
-            return rows.by_hash(conn, h, viewer)
+            return lookups.by_hash(conn, h, viewer)
 
     def lookup(self, hashes: Iterable[str], *, viewer: int | None = None) -> list[HashLookup]:
         """Batch :meth:`by_hash` (one connection); every hash is checked before any lookup."""
@@ -252,12 +252,12 @@ class Registry:
         out = []
         with self.connect() as conn:
             for raw, h in queries:
-                out.append(HashLookup(query=raw, matches=rows.by_hash(conn, h, viewer)))
+                out.append(HashLookup(query=raw, matches=lookups.by_hash(conn, h, viewer)))
         return out
 
     def dupes(self, *, viewer: int | None = None) -> list[DupeGroup]:
         with self.connect() as conn:
-            return rows.dupes(conn, viewer)
+            return lookups.dupes(conn, viewer)
 
     def count(self) -> int:
         with self.connect() as conn:

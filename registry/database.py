@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
@@ -142,6 +142,15 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+#: Most values in one ``IN (...)`` list (SQLite's parameter limit, PostgreSQL's plan sizes).
+CHUNK = 500
+
+
+def chunks(seq: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
 # --------------------------------------------------------------------------------------------
 # Fast reads on the DB-API cursor
 
@@ -211,6 +220,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "ENV_BUSY_TIMEOUT",
     "busy_timeout_ms",
+    "chunks",
     "ENV_URL",
     "database_url",
     "default_url",

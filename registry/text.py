@@ -93,6 +93,30 @@ def base_facet(base: str) -> str | None:
     return facet(F_BASE_LABEL, value)
 
 
+def family_from_label(label: str | None) -> str:
+    """A base-model label (Civitai ``baseModel``, a card's base model...) -> base family.
+
+    ``SD 1.4``/``SD 1.5``... -> sd1; ``SD 2.x`` -> sd2; ``SDXL ...``, Pony,
+    Illustrious, NoobAI (SDXL underneath) -> sdxl; ``SD 3...`` -> sd3;
+    ``Flux...`` -> flux; anything else -> unknown (the label is kept beside it).
+    """
+    if not label:
+        return "unknown"
+    s = " ".join(label.lower().replace("_", " ").split())
+    compact = s.replace(" ", "")
+    if compact.startswith(("sdxl", "pony", "illustrious", "noobai")) or "stable-diffusion-xl" in s:
+        return "sdxl"
+    if compact.startswith(("sd1", "sdv1")) or "stable-diffusion-v1" in s:
+        return "sd1"
+    if compact.startswith(("sd2", "sdv2")) or "stable-diffusion-v2" in s:
+        return "sd2"
+    if compact.startswith(("sd3", "sdv3")) or "stable-diffusion-3" in s:
+        return "sd3"
+    if compact.startswith("flux"):
+        return "flux"
+    return "unknown"
+
+
 def popularity(downloads: int | None) -> float:
     """A number in [0, 1) that grows with downloads (the fraction part of a score)."""
     return min(math.log10(1 + max(int(downloads or 0), 0)) / 10.0, 0.999)

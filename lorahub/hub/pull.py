@@ -148,7 +148,7 @@ def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> boo
         from lorahub.adapters.inspect import inspect_file
         from lorahub.hub.card import split_card
         from lorahub.registry.catalogue import Registry
-        from lorahub.registry.hub.policy import adapter_draft
+        from lorahub.registry.drafts import hub_repo_draft
         from lorahub.schemas.registry import HASH_FIELDS
 
         readme = folder / "README.md"
@@ -163,7 +163,7 @@ def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> boo
                       if k in HASH_FIELDS and v}
             adapters.append((pf.path, pf.size, inspect_file(pf.local_path), hashes))
         ns, name = repo_id.split("/", 1)
-        draft = adapter_draft(endpoint=ep, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
+        draft = hub_repo_draft(endpoint=ep, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
                               owner_id=None, downloads=0, created_at=None, commit_oid=commit,
                               commit_title="pulled with lorahub", card=meta, readme=text, adapters=adapters)
         with Registry(registry_url) as reg:

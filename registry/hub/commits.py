@@ -1259,6 +1259,7 @@ class HubService:
         adapters: list[tuple[str, int, Any, str]],
         hashes: dict[str, dict[str, str]],
     ) -> None:
+        from lorahub.registry.drafts import hub_repo_draft
         from lorahub.registry.rows import delete_adapters, write_adapters
         from lorahub.registry.tables import Adapter
 
@@ -1267,7 +1268,7 @@ class HubService:
             ids = [r[0] for r in conn.execute(sa.select(Adapter.id).where(Adapter.source_key == self._source_key(repo)))]
             delete_adapters(conn, ids)
             return
-        draft = policy.adapter_draft(
+        draft = hub_repo_draft(
             endpoint=self.config.public_url,
             repo_id=self.repo_id_of(repo),
             url_prefix=URL_PREFIX[repo.repo_type],

@@ -1,4 +1,4 @@
-"""What the server checks in committed files, and how a repo becomes a registry adapter.
+"""What the server accepts in a commit: the checks of committed files.
 
 Checks (run on the stored blob, before the commit lands):
 
@@ -12,10 +12,8 @@ Checks (run on the stored blob, before the commit lands):
   as the embedded SD 1.x model, a transformers model). Those only need a sound safetensors
   layout (header, offsets, metadata), and are not indexed as adapters.
 
-Indexing: the valid adapters of a repo's main head become one registry adapter
-(``source_kind="hub"``, ``source_key="hub:<endpoint>/<repo_id>"``) with one version (the commit)
-and one file per adapter, carrying every fingerprint, the inspect report's format, family, rank
-and trigger words, and the model card's licence, base model, tags and instance prompt.
+The valid adapters of a repo's main head become its catalogue entry
+(:func:`lorahub.registry.drafts.hub_repo_draft`).
 """
 
 from __future__ import annotations
@@ -35,10 +33,6 @@ from .errors import InvalidContent
 REFUSED_SUFFIXES = tuple(sorted(set(PICKLE_SUFFIXES) - {".bin"}))
 #: Opcodes that follow ``\x80<proto>`` at the start of a pickle stream.
 _PICKLE_SECOND = frozenset(b"}]()cqXK\x8c\x95\x8a\x88\x89N")
-
-#: Preferred names of the primary adapter file of a repo, in order.
-PRIMARY_NAMES = ("pytorch_lora_weights.safetensors",)
-
 
 @dataclass
 class BlobCheck:
@@ -177,113 +171,3 @@ def refusal_message(path: str, errors: list[str]) -> str:
     shown = "; ".join(errors[:3])
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return f"{path}: invalid adapter: {shown}{more}"
-
-
-def choose_primary(paths: list[str], sizes: dict[str, int]) -> str:
-    for name in PRIMARY_NAMES:
-        for p in paths:
-            if PurePosixPath(p).name == name:
-                return p
-    return sorted(paths, key=lambda p: (-sizes.get(p, 0), p))[0]
-
-
-def readme_body(text: str) -> str:
-    from .card_tags import split_front_matter
-
-    block = split_front_matter(text)
-    if block is None:
-        return text.strip()
-    # drop the front matter: everything up to the second '---' line
-    lines = text.lstrip("\ufeff").splitlines()
-    for i in range(1, len(lines)):
-        if lines[i].strip() == "---":
-            return "\n".join(lines[i + 1 :]).strip()
-    return text.strip()
-
-
-def adapter_draft(
-    *,
-    endpoint: str,
-    repo_id: str,
-    url_prefix: str,
-    namespace: str,
-    name: str,
-    private: bool,
-    owner_id: int,
-    downloads: int,
-    created_at: Any,
-    commit_oid: str,
-    commit_title: str,
-    card: dict[str, Any] | None,
-    readme: str | None,
-    adapters: list[tuple[str, int, Any, dict[str, str]]],  # (path, size, InspectReport, hashes)
-) -> Any:
-    """An ``AdapterDraft`` (lorahub.registry.rows) for a repo whose head holds ``adapters``."""
-    from lorahub.registry.rows import AdapterDraft, FileDraft, VersionDraft
-    from lorahub.schemas.registry import hub_source_key
-
-    card = card or {}
-    sizes = {p: s for p, s, _, _ in adapters}
-    primary = choose_primary([p for p, _, _, _ in adapters], sizes)
-    prim_report = next(r for p, _, r, _ in adapters if p == primary)
-    base = card.get("base_model")
-    base_model = base if isinstance(base, str) else (base[0] if isinstance(base, list) and base else None)
-    lic = card.get("license") if isinstance(card.get("license"), str) else None
-    tags = [str(t) for t in card.get("tags", []) if isinstance(t, (str, int, float))] if isinstance(card.get("tags"), list) else []
-    words: list[str] = []
-    ip = card.get("instance_prompt")
-    if isinstance(ip, str) and ip.strip():
-        words.append(ip.strip())
-    for _, _, rep, _ in adapters:
-        words.extend(rep.trigger_words)
-    title = card.get("title") if isinstance(card.get("title"), str) else (prim_report.title or None)
-    web = f"{endpoint}/{url_prefix}{repo_id}"
-    files = [
-        FileDraft(
-            filename=PurePosixPath(p).name,
-            size=s,
-            format=rep.format,
-            base_family=rep.base_family,
-            rank=rep.rank,
-            alpha=rep.alpha,
-            dtype=rep.dtype,
-            hashes=h,
-            repo_path=p,
-            url=f"{web}/resolve/{commit_oid}/{p}",
-            is_primary=(p == primary),
-        )
-        for p, s, rep, h in sorted(adapters, key=lambda a: a[0])
-    ]
-    return AdapterDraft(
-        source_kind="hub",
-        source_key=hub_source_key(endpoint, repo_id, url_prefix),
-        name=name,
-        title=title,
-        description=(readme or None) and readme_body(readme)[:20000] or None,
-        author=namespace,
-        license=lic,
-        url=web,
-        repo_id=repo_id,
-        base_family=prim_report.base_family,
-        base_model=base_model,
-        format=prim_report.format,
-        rank=prim_report.rank,
-        alpha=prim_report.alpha,
-        downloads=downloads,
-        published_at=created_at,
-        tags=tags,
-        trigger_words=words,
-        private=private,
-        owner_id=owner_id,
-        versions=[
-            VersionDraft(
-                name=commit_title or commit_oid[:12],
-                external_id=commit_oid,
-                revision=commit_oid,
-                base_family=prim_report.base_family,
-                base_model=base_model,
-                url=f"{web}/tree/{commit_oid}",
-                files=files,
-            )
-        ],
-    )

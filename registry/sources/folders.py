@@ -25,20 +25,17 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from lorahub.errors import LorahubError, UsageError
-from lorahub.schemas.registry import HASH_FIELDS, IndexFailure, IndexSummary, local_source_key
+from lorahub.schemas.registry import HASH_FIELDS, IndexFailure, IndexSummary
 
-from ..rows import A, AdapterDraft, F, FileDraft, VersionDraft, delete_adapters, write_adapters
+from ..drafts import AdapterDraft, local_file_draft
+from ..rows import A, F, delete_adapters, write_adapters
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lorahub.schemas.adapters import InspectReport
-
     from ..catalogue import Registry
 
 SUFFIX = ".safetensors"
@@ -106,51 +103,6 @@ def _stored(conn: Any) -> list[Stored]:
 
 def _same(st: os.stat_result, s: Stored) -> bool:
     return (st.st_size, st.st_mtime_ns, st.st_ino) == (s.size, s.mtime_ns, s.inode)
-
-
-def draft_from_report(path: str, st: os.stat_result, report: InspectReport, hashes: dict[str, Any]) -> AdapterDraft:
-    """An adapter draft for one local file from its InspectReport and fingerprints."""
-    spec = report.modelspec
-    tags = [t.strip() for t in (spec.get("modelspec.tags") or "").split(",") if t.strip()]
-    published = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc).replace(tzinfo=None)
-    file = FileDraft(
-        filename=os.path.basename(path),
-        size=st.st_size,
-        format=report.format,
-        base_family=report.base_family,
-        rank=report.rank,
-        alpha=report.alpha,
-        dtype=report.dtype,
-        hashes={c: hashes[c] for c in HASH_FIELDS if hashes.get(c)},
-        path=path,
-        mtime_ns=st.st_mtime_ns,
-        inode=st.st_ino,
-        url=Path(path).as_uri(),
-        is_primary=True,
-    )
-    extra: dict[str, Any] = {}
-    if report.trigger_source:
-        extra["trigger_source"] = report.trigger_source
-    if report.declared_base_family and report.declared_base_family != report.base_family:
-        extra["declared_base_family"] = report.declared_base_family
-    return AdapterDraft(
-        source_kind="local",
-        source_key=local_source_key(path),
-        name=Path(path).stem,
-        title=report.title,
-        description=spec.get("modelspec.description") or None,
-        author=spec.get("modelspec.author") or None,
-        license=spec.get("modelspec.license") or None,
-        base_family=report.base_family,
-        format=report.format,
-        rank=report.rank,
-        alpha=report.alpha,
-        published_at=published,
-        tags=tags,
-        trigger_words=list(report.trigger_words),
-        extra=extra or None,
-        versions=[VersionDraft(base_family=report.base_family, published_at=published, files=[file])],
-    )
 
 
 def _default_workers() -> int:
@@ -274,7 +226,7 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
                 remove.add(old.adapter_id)
             continue
         report, hashes = res
-        draft = draft_from_report(path, found[path], report, hashes)
+        draft = local_file_draft(path, found[path], report, hashes)
         if old is not None:
             draft.existing_id = old.adapter_id
             summary.updated += 1
@@ -310,4 +262,4 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
     return summary
 
 
-__all__ = ["draft_from_report", "index_paths", "walk"]
+__all__ = ["index_paths", "walk"]

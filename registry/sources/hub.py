@@ -127,7 +127,7 @@ def index_hub(
     from huggingface_hub.utils import HfHubHTTPError
 
     from lorahub.hub.endpoint import hf_api
-    from lorahub.registry.hub.policy import adapter_draft
+    from lorahub.registry.drafts import hub_repo_draft
 
     started = time.perf_counter()
     api = hf_api(endpoint, token=token)
@@ -168,7 +168,7 @@ def index_hub(
                 return rid, "empty", None
             card = info.card_data.to_dict() if info.card_data is not None else None
             ns, name = rid.split("/", 1) if "/" in rid else ("", rid)
-            draft = adapter_draft(
+            draft = hub_repo_draft(
                 endpoint=ep,
                 repo_id=rid,
                 url_prefix="",

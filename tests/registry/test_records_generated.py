@@ -17,9 +17,9 @@ from lorahub.errors import RegistryError
 from lorahub.registry.sources.records import (
     CIVITAI_FAMILY_LICENSE,
     civitai_to_record,
-    family_from_label,
     read_records,
 )
+from lorahub.registry.text import family_from_label
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from registry_db import civitai_records, civitai_registry, db_url, registry  # noqa: F401 - fixtures
 
 from lorahub.errors import UsageError
-from lorahub.registry.rows import AdapterDraft, FileDraft, VersionDraft
+from lorahub.registry.drafts import AdapterDraft, FileDraft, VersionDraft
 from lorahub.registry.text import words
 from lorahub.schemas.registry import SearchQuery
 
