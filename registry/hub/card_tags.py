@@ -1,101 +1,15 @@
-"""Model cards: the YAML front matter of ``README.md`` -> ``cardData``, tags, pipeline tag.
+"""The tags the Hub derives from a model card's metadata (``cardData``).
 
 The Hub derives repo tags from the card: its ``tags`` list, ``library_name``, ``pipeline_tag``,
 ``license:<id>``, ``base_model:<id>`` and, when ``base_model_relation`` is ``adapter`` (or the
-repo holds a LoRA), ``base_model:adapter:<id>``. ``/api/validate-yaml`` and commits that change
-``README.md`` use :func:`check_card`.
+repo holds a LoRA), ``base_model:adapter:<id>``. Reading the card itself (its YAML, within
+bounds) and checking it against the Hub's rules is the library's :mod:`lorahub.hub.card`
+(``parse_card``, ``check_card``).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from lorahub import safeyaml
-from lorahub.errors import YamlError
-
-#: README files larger than this are stored but their metadata is not parsed.
-MAX_CARD_BYTES = 1 << 20
-#: Bounds of the metadata's YAML (see :func:`parse_card`).
-MAX_CARD_NODES = safeyaml.MAX_NODES
-MAX_CARD_DEPTH = safeyaml.MAX_DEPTH
-
-
-class CardError(ValueError):
-    pass
-
-
-def split_front_matter(text: str) -> str | None:
-    """The YAML between the leading ``---`` lines, or ``None`` when there is none."""
-    from lorahub.hub.card import front_matter
-
-    return front_matter(text)[0]
-
-
-def parse_card(text: str) -> dict[str, Any] | None:
-    """``cardData`` of a README; ``None`` without front matter. Raises :class:`CardError`.
-
-    The YAML is parsed within :mod:`lorahub.safeyaml`'s bounds (no anchors or aliases, at most
-    :data:`MAX_CARD_NODES` values nested at most :data:`MAX_CARD_DEPTH` deep, at most
-    :data:`MAX_CARD_BYTES`): a README is text from anyone with a write token, ``/api/validate-yaml``
-    text from anyone at all."""
-    block = split_front_matter(text)
-    if block is None:
-        return None
-    try:
-        data = (
-            safeyaml.load(
-                block,
-                max_bytes=MAX_CARD_BYTES,
-                max_nodes=MAX_CARD_NODES,
-                max_depth=MAX_CARD_DEPTH,
-                first_line=2,
-                what="README.md metadata",
-            )
-            if block.strip()
-            else {}
-        )
-    except YamlError as exc:
-        raise CardError(str(exc)) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CardError(f"README.md metadata must be a YAML mapping, not a {type(data).__name__}")
-    # Dates and other YAML types become plain JSON values.
-    return safeyaml.jsonable(data)
-
-
-def check_card(text: str) -> tuple[list[str], list[str]]:
-    """``(errors, warnings)`` for a README's metadata, as ``/api/validate-yaml`` reports them."""
-    try:
-        data = parse_card(text)
-    except CardError as exc:
-        return [str(exc)], []
-    if data is None:
-        return [], []
-    errors: list[str] = []
-    warnings: list[str] = []
-    for key in ("license", "pipeline_tag", "library_name", "base_model_relation", "language", "datasets"):
-        value = data.get(key)
-        if value is None:
-            continue
-        if key in ("language", "datasets"):
-            if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
-                errors.append(f'"{key}" must be a string or a list of strings')
-        elif not isinstance(value, str):
-            errors.append(f'"{key}" must be a string')
-    tags = data.get("tags")
-    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, (str, int, float)) for t in tags)):
-        errors.append('"tags" must be a list of strings')
-    base = data.get("base_model")
-    if base is not None and not (isinstance(base, str) or (isinstance(base, list) and all(isinstance(b, str) for b in base))):
-        errors.append('"base_model" must be a string or a list of strings')
-    widget = data.get("widget")
-    if widget is not None and not isinstance(widget, list):
-        errors.append('"widget" must be a list')
-    rel = data.get("base_model_relation")
-    if isinstance(rel, str) and rel not in ("adapter", "merge", "quantized", "finetune"):
-        warnings.append(f'"base_model_relation" {rel!r} is not one of adapter, merge, quantized, finetune')
-    return errors, warnings
 
 
 def _as_list(value: Any) -> list[str]:

@@ -42,6 +42,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, select
 
+from lorahub.errors import YamlError
+from lorahub.hub.card import MAX_CARD_BYTES, check_card, parse_card
 from lorahub.registry.tables import User, utcnow
 from lorahub.schemas.registry import hub_source_key
 
@@ -935,18 +937,18 @@ class HubService:
                     adapters.append((p, f.size, res.report, f.sha256))
         if "README.md" in files:
             f = files["README.md"]
-            if f.size <= card_tags.MAX_CARD_BYTES:
+            if f.size <= MAX_CARD_BYTES:
                 local = self.store.local_path(f.sha256)
                 text = local.read_bytes().decode("utf-8", errors="replace") if local else ""
                 readme = text
                 try:
-                    card = card_tags.parse_card(text)
-                except card_tags.CardError as exc:
+                    card = parse_card(text)
+                except YamlError as exc:
                     if "README.md" in changed:
                         raise BadRequest(str(exc)) from None
                     card = None
                 if card is not None and "README.md" in changed:
-                    errors, _ = card_tags.check_card(text)
+                    errors, _ = check_card(text)
                     if errors:
                         raise BadRequest("Invalid metadata in README.md: " + "; ".join(errors))
         return card, adapters, readme

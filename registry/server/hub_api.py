@@ -21,7 +21,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse
 
-from lorahub.registry.hub import card_tags
+from lorahub.hub.card import MAX_CARD_BYTES, check_card
 from lorahub.registry.hub.auth import UPLOAD_URL_TTL_S
 from lorahub.registry.hub.errors import (
     BadRequest,
@@ -183,13 +183,13 @@ async def repo_settings(tp: str, ns: str, name: str, request: Request) -> JSONRe
 async def validate_yaml(request: Request) -> JSONResponse:
     st = state_of(request)
     try:
-        body = await read_json(request, min(st.settings.max_json_bytes, 4 * card_tags.MAX_CARD_BYTES))
+        body = await read_json(request, min(st.settings.max_json_bytes, 4 * MAX_CARD_BYTES))
     except HubError as exc:
         return JSONResponse({"errors": [{"message": exc.message}], "warnings": []}, status_code=exc.status)
     content = body.get("content") if isinstance(body, dict) else None
     if not isinstance(content, str):
         return JSONResponse({"errors": [{"message": "'content' must be a string"}], "warnings": []}, status_code=400)
-    errors, warnings = card_tags.check_card(content)
+    errors, warnings = check_card(content)
     return JSONResponse(
         {"errors": [{"message": m} for m in errors], "warnings": [{"message": m} for m in warnings]},
         status_code=400 if errors else 200,

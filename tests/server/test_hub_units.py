@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lorahub.errors import YamlError
+from lorahub.hub.card import check_card, parse_card
 from lorahub.registry.hub import card_tags
 from lorahub.registry.hub.auth import UrlSigner, generate_token, looks_like_token
 from lorahub.registry.hub.blobstore import HashMismatch, LocalBlobStore, SizeMismatch
@@ -176,23 +178,23 @@ def test_storage_errors_are_clean(tmp_path: Path) -> None:
 
 def test_cards_parse_check_and_derive() -> None:
     text = "---\nlicense: mit\ntags: [anime, 3d]\nbase_model: org/base\nbase_model_relation: adapter\npipeline_tag: text-to-image\nlibrary_name: diffusers\ndate: 2024-01-01\n---\nbody"
-    card = card_tags.parse_card(text)
+    card = parse_card(text)
     assert card["license"] == "mit" and card["date"] == "2024-01-01"
-    assert card_tags.check_card(text) == ([], [])
+    assert check_card(text) == ([], [])
     d = card_tags.derive(card, has_safetensors=True, has_adapter=True)
     assert d["tags"][:2] == ["anime", "3d"]
     assert {"diffusers", "text-to-image", "safetensors", "license:mit", "base_model:org/base", "base_model:adapter:org/base", "lora"} <= set(d["tags"])
     assert d["pipeline_tag"] == "text-to-image" and d["library_name"] == "diffusers"
-    assert card_tags.parse_card("no front matter") is None
-    assert card_tags.parse_card("---\n---\n") == {}
-    errors, _ = card_tags.check_card("---\n- a list\n---\n")
+    assert parse_card("no front matter") is None
+    assert parse_card("---\n---\n") == {}
+    errors, _ = check_card("---\n- a list\n---\n")
     assert errors and "mapping" in errors[0]
-    errors, _ = card_tags.check_card("---\ntags: {a: 1}\nlicense: [1]\n---\n")
+    errors, _ = check_card("---\ntags: {a: 1}\nlicense: [1]\n---\n")
     assert len(errors) == 2
-    with pytest.raises(card_tags.CardError):
-        card_tags.parse_card("---\nkey: [unclosed\n---\n")
-    with pytest.raises(card_tags.CardError):  # no Python objects from YAML
-        card_tags.parse_card("---\nx: !!python/object/apply:os.system ['true']\n---\n")
+    with pytest.raises(YamlError):
+        parse_card("---\nkey: [unclosed\n---\n")
+    with pytest.raises(YamlError):  # no Python objects from YAML
+        parse_card("---\nx: !!python/object/apply:os.system ['true']\n---\n")
 
 
 def test_signed_upload_urls() -> None:
