@@ -1,4 +1,4 @@
-"""The registry's database: URLs, engines, write transactions and fast raw reads.
+"""The registry's database: URLs, engines, sessions, write transactions and fast raw reads.
 
 * ``LORAHUB_DATABASE_URL`` chooses the database; default SQLite at
   ``$LORAHUB_HOME/registry.sqlite``.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -142,6 +143,53 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+class Sessions:
+    """ORM sessions (sqlmodel) on one engine, for the objects that own their sessions (the Hub's
+    operations, see :mod:`lorahub.registry.hub`): :meth:`read` for reads, :meth:`write` for a write
+    transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_engine = engine.execution_options(lorahub_write=True)
+
+    def read(self) -> Any:  # a sqlmodel Session, used as a context manager
+        from sqlmodel import Session
+
+        return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        """A session whose transaction takes SQLite's write lock up front (``BEGIN IMMEDIATE``)."""
+        from sqlmodel import Session
+
+        with Session(self._write_engine, expire_on_commit=False) as s:
+            yield s
+
+
+def insert_ignore(session: Any, model: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` of ``rows`` into ``model``'s table, on either backend."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(model.__table__).values(rows).on_conflict_do_nothing(index_elements=keys))
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked" (or "busy"): another writer held the lock past the busy timeout."""
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def retry_busy(exc: BaseException, started: float) -> bool:
+    """Try again after SQLite's "database is locked"? Only while less than one busy timeout has passed:
+    a lock held past a whole timeout (a stuck writer) fails the request with 503 instead of waiting it
+    out again and again."""
+    return is_busy(exc) and time.monotonic() - started < busy_timeout_ms() / 1000
+
+
 #: Most values in one ``IN (...)`` list (SQLite's parameter limit, PostgreSQL's plan sizes).
 CHUNK = 500
 
@@ -225,9 +273,13 @@ __all__ = [
     "database_url",
     "default_url",
     "display_url",
+    "insert_ignore",
+    "is_busy",
     "is_sqlite",
     "make_engine",
     "Raw",
+    "Sessions",
     "as_datetime",
+    "retry_busy",
     "write_connection",
 ]

@@ -18,21 +18,24 @@ The valid adapters of a repo's main head become its catalogue entry
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.adapters.header import PICKLE_SUFFIXES, read_header, sniff_pickle
 
-from .errors import InvalidContent
+from .blobstore import BlobCache
+from .errors import BadRequest, InvalidContent
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .blobstore import BlobStore
+    from .trees import FileEntry
 
 #: Suffixes that are pickles (refused by name); ``.bin`` is judged by its content.
 REFUSED_SUFFIXES = tuple(sorted(set(PICKLE_SUFFIXES) - {".bin"}))
 #: Opcodes that follow ``\x80<proto>`` at the start of a pickle stream.
 _PICKLE_SECOND = frozenset(b"}]()cqXK\x8c\x95\x8a\x88\x89N")
+
 
 @dataclass
 class BlobCheck:
@@ -45,29 +48,7 @@ class BlobCheck:
     hashes: dict[str, str] | None = None
 
 
-class _Lru:
-    def __init__(self, size: int = 2048) -> None:
-        self._d: OrderedDict[Any, Any] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            v = self._d.get(key)
-            if v is not None:
-                self._d.move_to_end(key)
-            return v
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._d[key] = value
-            self._d.move_to_end(key)
-            while len(self._d) > self._size:
-                self._d.popitem(last=False)
-
-
-_CHECKS = _Lru()
-_HASHES = _Lru()
+_CHECKS = BlobCache()
 
 
 def is_weights_path(path: str) -> bool:
@@ -150,24 +131,60 @@ def _check(path: str, local: Path, *, component: bool) -> BlobCheck:
     return BlobCheck(True, is_adapter=True, report=report)
 
 
-def fingerprints(sha256: str, local: Path, known: dict[str, str] | None = None) -> dict[str, str]:
-    """Every fingerprint of a blob (cached by sha256; ``known`` from the registry skips hashing)."""
-    hit = _HASHES.get(sha256)
-    if hit is not None:
-        return hit
-    if known and all(known.get(k) for k in ("sha256", "blake3", "crc32")):
-        out = {k: v for k, v in known.items() if v}
-    else:
-        from lorahub.adapters.fingerprint import fingerprint_record
-        from lorahub.schemas.registry import HASH_FIELDS
-
-        rec = fingerprint_record(os.fspath(local), use_cache=False)
-        out = {k: rec[k] for k in HASH_FIELDS if rec.get(k)}
-    _HASHES.put(sha256, out)
-    return out
-
-
 def refusal_message(path: str, errors: list[str]) -> str:
     shown = "; ".join(errors[:3])
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return f"{path}: invalid adapter: {shown}{more}"
+
+
+def check_files(
+    store: BlobStore, base: dict[str, FileEntry], files: dict[str, FileEntry]
+) -> tuple[dict[str, Any] | None, list[tuple[str, int, Any, str]], str | None]:
+    """Check the files of a new tree (``files``) that differ from ``base``; return (card, adapters
+    [(path, size, report, sha256)], readme text). Raises :class:`InvalidContent` for a refused
+    file and :class:`BadRequest` for a changed README whose metadata is invalid."""
+    from lorahub.errors import YamlError
+    from lorahub.hub.card import MAX_CARD_BYTES, check_card, parse_card
+
+    tree = set(files)
+    changed = [p for p, f in files.items() if base.get(p) is None or base[p].sha256 != f.sha256]
+    for p in changed:
+        refuse_by_name(p)
+    card = None
+    readme = None
+    adapters: list[tuple[str, int, Any, str]] = []
+    for p, f in files.items():
+        is_new = p in changed
+        if not is_new and not is_weights_path(p) and p != "README.md":
+            continue
+        local = store.local_path(f.sha256)
+        if local is None:  # pragma: no cover - object stores come later
+            continue
+        component = is_model_component(p, tree)
+        if is_new or is_weights_path(p):
+            res = check_blob(p, f.sha256, local, component=component)
+            if not res.ok:
+                if is_new:
+                    if is_weights_path(p) and not component:
+                        raise InvalidContent(refusal_message(p, res.errors))
+                    raise InvalidContent(f"{p}: {'; '.join(res.errors[:3])}")
+                continue  # an old file that newer rules refuse: kept, not indexed
+            if res.is_adapter:
+                adapters.append((p, f.size, res.report, f.sha256))
+    if "README.md" in files:
+        f = files["README.md"]
+        if f.size <= MAX_CARD_BYTES:
+            local = store.local_path(f.sha256)
+            text = local.read_bytes().decode("utf-8", errors="replace") if local else ""
+            readme = text
+            try:
+                card = parse_card(text)
+            except YamlError as exc:
+                if "README.md" in changed:
+                    raise BadRequest(str(exc)) from None
+                card = None
+            if card is not None and "README.md" in changed:
+                errors, _ = check_card(text)
+                if errors:
+                    raise BadRequest("Invalid metadata in README.md: " + "; ".join(errors))
+    return card, adapters, readme

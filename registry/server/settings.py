@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorahub.registry.hub.commits import GiB, MiB
+from lorahub.registry.hub.config import GiB, MiB
 
 #: Database file name inside the data folder when no database URL is given.
 SQLITE_NAME = "lorahub-server.sqlite"
