@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from .errors import BadRequest, HubError, PayloadTooLarge, StorageError
+from .errors import BadRequest, HubApiError, PayloadTooLarge, StorageError
 from .gitobj import is_sha256
 
 log = logging.getLogger("lorahub.server.storage")
@@ -73,7 +73,7 @@ _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS: "read-only", errno.EACCES: "not writable (permission denied)", errno.EPERM: "not writable (permission denied)"}
 
 
-def _storage_error(exc: OSError, action: str) -> HubError:
+def _storage_error(exc: OSError, action: str) -> HubApiError:
     log.error("%s: %s (%s)", action, exc.strerror or exc, getattr(exc, "filename", None) or "blob storage")
     if exc.errno in _FULL:
         return StorageError(f"{action}: the server's blob storage is full")

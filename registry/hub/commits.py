@@ -38,7 +38,7 @@ from .auth import Identity
 from .blobstore import BlobStore
 from .catalogue_sync import CatalogueSync
 from .config import HubConfig
-from .errors import BadRequest, Conflict, EntryNotFound, HubError, PayloadTooLarge
+from .errors import BadRequest, Conflict, EntryNotFound, HubApiError, PayloadTooLarge
 from .faults import fault_point
 from .gitobj import git_blob_id, is_commit_id, is_sha256, lfs_pointer_info
 from .names import check_path, normalization_clash, repo_id_of
@@ -468,7 +468,7 @@ class Commits:
         return CommitResult(oid=oid, branch=target, pr_num=pr_num, repo_id=repo_id_of(repo))
 
 
-class _HeadMoved(HubError):
+class _HeadMoved(HubApiError):
     status = 409
 
     def __init__(self) -> None:

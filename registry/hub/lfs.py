@@ -27,7 +27,7 @@ from . import trees
 from .auth import Identity
 from .blobstore import BlobStore, StoredBlob
 from .config import HubConfig
-from .errors import BadRequest, HubError, RepoNotFound
+from .errors import BadRequest, HubApiError, RepoNotFound
 from .faults import fault_point
 from .gitobj import is_sha256
 from .names import check_path
@@ -192,7 +192,7 @@ class Lfs:
                 sa.select(HubRepoObject.sha256).where(HubRepoObject.repo_id == repo.id, HubRepoObject.sha256 == oid)
             ).first()
             if linked is None or not self.store.exists(oid):
-                raise HubError(f"object {oid} was not uploaded", status=404)
+                raise HubApiError(f"object {oid} was not uploaded", status=404)
             if self.store.size(oid) != size:
                 raise BadRequest(f"object {oid} has {self.store.size(oid)} bytes, not {size}")
 

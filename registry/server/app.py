@@ -29,7 +29,7 @@ from lorahub.registry.hub.blobstore import LocalBlobStore
 from lorahub.registry.hub.catalogue_sync import CatalogueSync
 from lorahub.registry.hub.commits import Commits
 from lorahub.registry.hub.config import HubConfig
-from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge, UnsupportedMediaType
+from lorahub.registry.hub.errors import BadRequest, HubApiError, PayloadTooLarge, UnsupportedMediaType
 from lorahub.registry.hub.lfs import Lfs
 from lorahub.registry.hub.repos import Repos
 
@@ -135,7 +135,7 @@ async def identify(request: Request) -> Identity | None:
     return await run_in_threadpool(st.identify, header)
 
 
-def error_response(exc: HubError) -> JSONResponse:
+def error_response(exc: HubApiError) -> JSONResponse:
     body: dict[str, Any] = {"error": exc.message}
     for k, v in exc.extra.items():
         if isinstance(v, (str, int, float, bool)) or v is None:
@@ -188,8 +188,8 @@ def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
     )
     app.state.lorahub = ServerState(settings, registry)
 
-    @app.exception_handler(HubError)
-    async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
+    @app.exception_handler(HubApiError)
+    async def _hub_error(request: Request, exc: HubApiError) -> JSONResponse:
         return error_response(exc)
 
     @app.exception_handler(UsageError)

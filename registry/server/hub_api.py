@@ -28,7 +28,7 @@ from lorahub.registry.hub.errors import (
     Conflict,
     EntryNotFound,
     Forbidden,
-    HubError,
+    HubApiError,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -60,7 +60,7 @@ def _truthy(value: str | None) -> bool:
 def _repo_type(tp: str) -> str:
     rt = PLURAL_TO_TYPE.get(tp)
     if rt is None:
-        raise HubError("Not Found", status=404)
+        raise HubApiError("Not Found", status=404)
     return rt
 
 
@@ -186,7 +186,7 @@ async def validate_yaml(request: Request) -> JSONResponse:
     st = state_of(request)
     try:
         body = await read_json(request, min(st.settings.max_json_bytes, 4 * MAX_CARD_BYTES))
-    except HubError as exc:
+    except HubApiError as exc:
         return JSONResponse({"errors": [{"message": exc.message}], "warnings": []}, status_code=exc.status)
     content = body.get("content") if isinstance(body, dict) else None
     if not isinstance(content, str):
@@ -386,7 +386,7 @@ async def preupload(tp: str, ns: str, name: str, rev: str, request: Request) -> 
 async def _lfs_batch(request: Request, rt: str, ns: str, repo_git: str) -> JSONResponse:
     st = state_of(request)
     if not repo_git.endswith(".git"):
-        raise HubError("Not Found", status=404)
+        raise HubApiError("Not Found", status=404)
     name = repo_git[: -len(".git")]
     body = await read_json(request, st.settings.max_json_bytes)
     base = base_url(request)

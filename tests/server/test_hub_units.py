@@ -15,7 +15,7 @@ from lorahub.hub.card import check_card, parse_card
 from lorahub.registry.hub import card_tags, lfs, trees
 from lorahub.registry.hub.auth import UrlSigner, generate_token, looks_like_token
 from lorahub.registry.hub.blobstore import HashMismatch, LocalBlobStore, SizeMismatch
-from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge
+from lorahub.registry.hub.errors import BadRequest, HubApiError, PayloadTooLarge
 from lorahub.registry.hub.gitobj import git_blob_id, lfs_pointer, lfs_pointer_info
 from lorahub.registry.hub.names import (
     check_path,
@@ -170,7 +170,7 @@ def test_storage_errors_are_clean(tmp_path: Path) -> None:
     try:
         if os.access(store.tmp_dir, os.W_OK):  # root ignores permissions
             pytest.skip("running as root: a read-only folder is still writable")
-        with pytest.raises(HubError) as err:
+        with pytest.raises(HubApiError) as err:
             store.begin(expected_size=1)
         assert err.value.status in (503, 507)
     finally:
@@ -231,7 +231,7 @@ def test_upload_mode_and_tree_entries() -> None:
     rec = tree_items(trees.tree_entries(files, "", True))
     assert [e["path"] for e in rec] == ["a.txt", "d", "d/b.txt", "d/e", "d/e/c.txt"]
     assert [e["path"] for e in tree_items(trees.tree_entries(files, "d", False))] == ["d/b.txt", "d/e"]
-    with pytest.raises(HubError):
+    with pytest.raises(HubApiError):
         trees.tree_entries(files, "nope", False)
     assert [e["path"] for e in tree_items(trees.paths_info(files, ["a.txt", "d", "zz"]))] == ["a.txt", "d"]
     # Applying operations: a path cannot be a file and a folder at once.
