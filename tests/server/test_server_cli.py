@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 HF = str(Path(sys.executable).with_name("hf"))
 LORAHUB = str(Path(sys.executable).with_name("lorahub"))
 
@@ -152,16 +150,10 @@ def test_index_hub_reads_headers_with_range_requests(sqlite_server, kohya_lora, 
     assert after.removed == 1 and "idx-style" not in {h.name for h in reg.search(author="bob", limit=50)}
     reg.close()
 
-    # The CLI: `lorahub index --hub` (when the registry's index command is there).
+    # The CLI: `lorahub index --hub`.
     env = {**os.environ, "LORAHUB_HOME": str(tmp_path / "cli-home"), "HF_TOKEN": srv.tokens["bob"]}
     env.pop("LORAHUB_DATABASE_URL", None)
-    import importlib.util
-
-    if importlib.util.find_spec("lorahub.cli.commands.registry") is None:
-        pytest.skip("the registry's `lorahub index` command is not there yet")
     proc = run([LORAHUB, "index", "--hub", "--endpoint", srv.url, "--author", "bob", "--json"], env)
-    if proc.returncode == 2 and "no such option" in proc.stderr.lower():
-        pytest.skip("lorahub index --hub is not wired into the registry's index command yet")
     assert proc.returncode == 0, proc.stderr
     found = run([LORAHUB, "search", "falcon", "--json"], env)
     assert found.returncode == 0 and "idx-lokr" in found.stdout
