@@ -47,7 +47,7 @@ WARM_INDEX_GOAL_S = 2.0
 
 
 def resampled_records(n: int, seed: int = 0) -> list:
-    from lorahub.registry.importers import civitai_to_record
+    from lorahub.registry.sources.records import civitai_to_record
 
     rng = random.Random(seed)
     base = [civitai_to_record(json.loads(line)) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line]
@@ -141,7 +141,7 @@ def pg_database(base_url: str) -> tuple[str, object]:
 
 
 def bench_search(backend: str, url: str, records: list, queries: list) -> dict:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
     from lorahub.schemas.registry import SearchQuery
 
     reg = Registry(url)
@@ -176,7 +176,7 @@ def bench_search(backend: str, url: str, records: list, queries: list) -> dict:
 
 def bench_index(n_files: int, workdir: Path) -> dict:
     from lorahub.base.synthetic import make_adapter
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     folder = workdir / "loras"
     folder.mkdir()

@@ -278,7 +278,7 @@ def run_demo(
 
 @step("registry", "Index the demo's adapters into the registry; search by words and by hash")
 def _registry(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
     from lorahub.schemas.registry import SearchQuery
 
     with Registry() as reg:

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 from lorahub.schemas.registry import SearchQuery
 
 from . import text as T
-from .rawsql import Raw
+from .database import Raw
 
 MASK = 4294967295
 #: SQLite: adapter id of an FTS row, and FTS rowid of an adapter row (see the migration).

@@ -18,9 +18,10 @@ from .adapters import AdapterFormat, BaseFamily
 
 SourceKind = Literal["local", "hub", "record"]
 SortOrder = Literal["relevance", "newest", "downloads"]
-HashType = Literal["sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3"]
 
-#: Hex length of every stored hash type (lower case in the database).
+#: The one definition of the fingerprint fields: name -> hex length (lower case in the database), in
+#: lookup order. :data:`HashType`, :data:`HASH_FIELDS`, the ``adapter_files`` hash columns, a record's
+#: ``hashes`` and what push and pull record all come from it.
 HASH_LENGTHS: dict[str, int] = {
     "sha256": 64,
     "autov1": 8,
@@ -30,20 +31,34 @@ HASH_LENGTHS: dict[str, int] = {
     "crc32": 8,
     "blake3": 64,
 }
+#: Every fingerprint field, in lookup order.
+HASH_FIELDS: tuple[str, ...] = tuple(HASH_LENGTHS)
+HashType = Literal[HASH_FIELDS]  # type: ignore[valid-type] - Literal["sha256", "autov1", ...]
 
 #: Spellings accepted as hash names in import records (compared lower case).
 HASH_ALIASES: dict[str, str] = {
-    "sha256": "sha256",
+    **{name: name for name in HASH_FIELDS},
     "sha-256": "sha256",
-    "autov1": "autov1",
-    "autov2": "autov2",
-    "autov3": "autov3",
-    "tensor_sha256": "tensor_sha256",
     "tensor-sha256": "tensor_sha256",
     "sshs_model_hash": "tensor_sha256",
-    "crc32": "crc32",
-    "blake3": "blake3",
 }
+
+
+def local_source_key(path: str) -> str:
+    """``adapters.source_key`` of a local file (its absolute real path)."""
+    return f"local:{path}"
+
+
+def hub_source_key(endpoint: str, repo_id: str, url_prefix: str = "") -> str:
+    """``adapters.source_key`` of a Hub repo: ``hub:<endpoint>/<URL prefix><repo id>`` (the prefix is
+    ``datasets/`` or ``spaces/`` for those repo types, empty for models)."""
+    return f"hub:{endpoint}/{url_prefix}{repo_id}"
+
+
+def record_source_key(source: str, record_id: str) -> str:
+    """``adapters.source_key`` of an imported record: ``record:<catalogue>:<id>``."""
+    return f"record:{source}:{record_id}"
+
 
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -112,7 +127,7 @@ class RecordFile(_Model):
     rank: int | None = Field(None, ge=1)
     hashes: dict[HashType, str] = Field(
         default_factory=dict,
-        description="Any of sha256, autov1, autov2, autov3, tensor_sha256, crc32, blake3 (Civitai spellings accepted; "
+        description=f"Any of {', '.join(HASH_FIELDS)} (Civitai spellings accepted; "
         "case-insensitive); autov2/autov3 are derived from sha256/tensor_sha256",
     )
 
@@ -301,6 +316,7 @@ class IndexSummary(_Model):
 __all__ = [
     "AdapterRecord",
     "DupeGroup",
+    "HASH_FIELDS",
     "HASH_LENGTHS",
     "HashLookup",
     "HashType",
@@ -313,5 +329,8 @@ __all__ = [
     "SearchResult",
     "SortOrder",
     "SourceKind",
+    "hub_source_key",
+    "local_source_key",
     "normalize_hashes",
+    "record_source_key",
 ]

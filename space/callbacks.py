@@ -80,7 +80,7 @@ def space_bases(explicit: str | None = None) -> dict[str, str]:
 class SpaceState:
     """What the Space keeps between clicks: the base spec, the loaded pipeline, a work folder, the registry.
 
-    ``shared_registry``: a :class:`~lorahub.registry.service.Registry` owned by the host (``lorahub serve``
+    ``shared_registry``: a :class:`~lorahub.registry.catalogue.Registry` owned by the host (``lorahub serve``
     passes its own, so the page never opens the hub's database a second time); else one is opened on
     ``registry_url`` at the first search and kept.
     """
@@ -135,7 +135,7 @@ class SpaceState:
             return
         with self.lock:
             if self._own_registry is None:
-                from lorahub.registry.service import Registry
+                from lorahub.registry.catalogue import Registry
 
                 self._own_registry = Registry(self.registry_url)
             reg = self._own_registry

@@ -361,7 +361,7 @@ def database_files(url: str | None) -> list[Path]:
     for PostgreSQL."""
     from sqlalchemy.engine import make_url
 
-    from lorahub.registry.db import database_url
+    from lorahub.registry.database import database_url
 
     parsed = make_url(database_url(url))
     db = parsed.database

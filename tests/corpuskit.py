@@ -3,7 +3,7 @@
 :func:`civitai_objects` returns a few thousand model objects shaped as Civitai's public API returns
 them (``/api/v1/models``: ``id, name, type, nsfw, tags, creator, description, stats, license,
 versions[trainedWords, baseModel, files[hashes]]``), the format ``lorahub index --from civitai`` and
-:func:`lorahub.registry.importers.civitai_to_record` read; :func:`records` converts them with that
+:func:`lorahub.registry.sources.records.civitai_to_record` read; :func:`records` converts them with that
 importer. Same seed, same corpus.
 
 The vocabulary is the one real LoRA catalogues use: art styles, invented characters and series,
@@ -264,7 +264,7 @@ def civitai_objects(n: int = COUNT, seed: int = SEED) -> list[dict[str, Any]]:
 
 def records(n: int = COUNT, seed: int = SEED) -> list[Any]:
     """The corpus as :class:`lorahub.schemas.registry.AdapterRecord` objects (through lorahub's Civitai importer)."""
-    from lorahub.registry.importers import civitai_to_record
+    from lorahub.registry.sources.records import civitai_to_record
 
     return [civitai_to_record(obj) for obj in civitai_objects(n, seed)]
 

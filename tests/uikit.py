@@ -356,7 +356,7 @@ def start_serve_ui(root: Path, env: dict[str, str], args: list[str] | None = Non
 
 def start_space_ui(root: Path, env: dict[str, str], args: list[str] | None = None) -> UiApp:
     """``lorahub space`` over a registry in its $LORAHUB_HOME that indexes a private adapter file (a target)."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     home = root / "home"
     home.mkdir(parents=True, exist_ok=True)

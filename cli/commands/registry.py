@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from lorahub.cli.commands.index_hub import hub_index_options
 from lorahub.cli.commands.serve import data_option as server_data_option
 from lorahub.cli.commands.serve import database_option as server_database_option
 from lorahub.cli.output import emit, emit_json, info, json_option, table, warn
@@ -29,7 +28,7 @@ database_option = click.option(
 
 
 def _registry(database: str | None) -> Any:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     return Registry(database)
 
@@ -70,7 +69,12 @@ HEADERS = ["name", "base", "format", "rank", "trigger words", "hash", "source"]
 
 
 @click.command("index")
-@hub_index_options  # --hub, --endpoint, --author...: lorahub.cli.commands.index_hub
+@click.option("--hub", is_flag=True, help="Index the LoRA repos of a Hub endpoint (headers read with range requests; no weights downloaded).")
+@click.option("--endpoint", default=None, metavar="URL", help="With --hub: the Hub or a `lorahub serve` (default $HF_ENDPOINT or https://huggingface.co).")
+@click.option("--author", default=None, metavar="NAME", help="With --hub: only this user's or organisation's repos.")
+@click.option("--hub-search", default=None, metavar="WORDS", help="With --hub: only repos whose id contains WORDS.")
+@click.option("--filter", "hub_filter", multiple=True, metavar="TAG", help="With --hub: only repos with this tag (repeatable), e.g. lora.")
+@click.option("--token", default=None, metavar="TOKEN", envvar="HF_TOKEN", help="With --hub: token for private repos (default $HF_TOKEN).")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--records", "records", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.jsonl",
               help="Import metadata-only records (JSON Lines) instead of / besides scanning folders.")
@@ -79,7 +83,8 @@ HEADERS = ["name", "base", "format", "rank", "trigger words", "hash", "source"]
 @click.option("--workers", type=click.IntRange(1, 32), default=None, help="Threads that read and hash files.")
 @database_option
 @json_option
-def index_cmd(paths: tuple[Path, ...], records: Path | None, source_format: str, workers: int | None,
+def index_cmd(hub: bool, endpoint: str | None, author: str | None, hub_search: str | None, hub_filter: tuple[str, ...],
+              token: str | None, paths: tuple[Path, ...], records: Path | None, source_format: str, workers: int | None,
               database: str | None, as_json: bool) -> None:
     """Index folders of .safetensors adapters and/or import catalogue records.
 
@@ -92,6 +97,16 @@ def index_cmd(paths: tuple[Path, ...], records: Path | None, source_format: str,
       lorahub index ~/sd/models/Lora
       lorahub index --records civitai.jsonl --from civitai
     """
+    if hub:
+        if paths or records:
+            raise click.UsageError("give either PATHS/--records or --hub, not both")
+        _index_hub(endpoint=endpoint, author=author, search=hub_search, filters=list(hub_filter), token=token,
+                   database=database, as_json=as_json)
+        return
+    flags = {"--endpoint": endpoint, "--author": author, "--hub-search": hub_search, "--filter": hub_filter}
+    extra = [flag for flag, value in flags.items() if value]  # --token may come from $HF_TOKEN
+    if extra:
+        raise click.UsageError(f"{', '.join(extra)} only go with --hub")
     if not paths and records is None:
         raise UsageError("give folders or files to index, or --records FILE.jsonl")
     if source_format != "lorahub" and records is None:
@@ -138,6 +153,36 @@ def index_cmd(paths: tuple[Path, ...], records: Path | None, source_format: str,
         info(f"{'; '.join(parts)} in {summary.seconds:.2f} s ({summary.database})")
     if summary.failed:
         sys.exit(1)
+
+
+def _index_hub(*, endpoint: str | None, author: str | None, search: str | None, filters: list[str],
+               token: str | None, database: str | None, as_json: bool) -> None:
+    """``lorahub index --hub``: :func:`lorahub.registry.sources.hub.index_hub` into the registry."""
+    from lorahub.registry.sources.hub import index_hub
+
+    with _registry(database) as registry:
+        registry.ensure_schema()
+        summary = index_hub(
+            registry,
+            endpoint=endpoint,
+            token=token,
+            author=author,
+            search=search,
+            filters=filters,
+            progress=None if as_json else info,
+        )
+
+    def human(s: Any) -> list[str]:
+        lines = [
+            f"{s.scanned} repos: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "
+            f"{s.removed} removed, {len(s.failed)} failed ({s.seconds:.1f} s) -> {s.database}"
+        ]
+        lines += [f"  failed: {f.path}: {f.error}" for f in s.failed]
+        return lines
+
+    emit(summary, as_json, human)
+    if summary.failed and not (summary.added or summary.updated or summary.unchanged):
+        raise SystemExit(1)
 
 
 # --------------------------------------------------------------------------------------------

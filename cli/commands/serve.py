@@ -166,7 +166,7 @@ def token_create(
 def token_list(user_name: str | None, data_dir: str | None, database: str | None, as_json: bool) -> None:
     """List tokens (never the secrets: only their first characters)."""
     from lorahub.registry.hub.auth import list_tokens
-    from lorahub.registry.hub.service import iso
+    from lorahub.registry.tables import iso
 
     registry, session = _session(data_dir, database)
     try:

@@ -281,19 +281,95 @@ def front_matter(text: str) -> tuple[str | None, str]:
     return None, text
 
 
+#: README files larger than this are stored but their metadata is not read (see :func:`parse_card`).
+MAX_CARD_BYTES = 1 << 20
+
+
+def _load_metadata(block: str) -> Any:
+    """The YAML of a card's front matter, within :mod:`lorahub.safeyaml`'s bounds (no anchors or
+    aliases, at most :data:`lorahub.safeyaml.MAX_NODES` values nested at most
+    :data:`lorahub.safeyaml.MAX_DEPTH` deep, at most :data:`MAX_CARD_BYTES`): a README is text from
+    anyone with a write token, ``/api/validate-yaml`` text from anyone at all. Raises YamlError."""
+    from lorahub import safeyaml
+
+    return safeyaml.load(
+        block,
+        max_bytes=MAX_CARD_BYTES,
+        max_nodes=safeyaml.MAX_NODES,
+        max_depth=safeyaml.MAX_DEPTH,
+        first_line=2,
+        what="README.md metadata",
+    )
+
+
 def split_card(text: str) -> tuple[dict[str, Any], str]:
     """Front matter (dict) and body of a card; a card without (valid) YAML has empty metadata."""
     block, body = front_matter(text)
     if block is None:
         return {}, text
     from lorahub.errors import YamlError
-    from lorahub.safeyaml import load
 
     try:
-        data = load(block, first_line=2, what="README.md metadata") or {}
+        data = _load_metadata(block) or {}
     except YamlError:
         data = {}
     return (data, body) if isinstance(data, dict) else ({}, body)
+
+
+def parse_card(text: str) -> dict[str, Any] | None:
+    """The card's metadata as plain JSON values (the Hub's ``cardData``); ``None`` without front
+    matter. Strict, unlike :func:`split_card`: YAML that cannot be read, or is not a mapping, raises
+    :class:`~lorahub.errors.YamlError` (the server refuses such a README in a commit)."""
+    from lorahub import safeyaml
+    from lorahub.errors import YamlError
+
+    block = front_matter(text)[0]
+    if block is None:
+        return None
+    data = _load_metadata(block) if block.strip() else {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise YamlError(f"README.md metadata must be a YAML mapping, not a {type(data).__name__}")
+    # Dates and other YAML types become plain JSON values.
+    return safeyaml.jsonable(data)
+
+
+def check_card(text: str) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` of a card's metadata against the Hub's rules (what
+    ``/api/validate-yaml`` answers, and what a commit that changes ``README.md`` must pass)."""
+    from lorahub.errors import YamlError
+
+    try:
+        data = parse_card(text)
+    except YamlError as exc:
+        return [str(exc)], []
+    if data is None:
+        return [], []
+    errors: list[str] = []
+    warnings: list[str] = []
+    for key in ("license", "pipeline_tag", "library_name", "base_model_relation", "language", "datasets"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if key in ("language", "datasets"):
+            if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+                errors.append(f'"{key}" must be a string or a list of strings')
+        elif not isinstance(value, str):
+            errors.append(f'"{key}" must be a string')
+    tags = data.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, (str, int, float)) for t in tags)):
+        errors.append('"tags" must be a list of strings')
+    base = data.get("base_model")
+    if base is not None and not (isinstance(base, str) or (isinstance(base, list) and all(isinstance(b, str) for b in base))):
+        errors.append('"base_model" must be a string or a list of strings')
+    widget = data.get("widget")
+    if widget is not None and not isinstance(widget, list):
+        errors.append('"widget" must be a list')
+    rel = data.get("base_model_relation")
+    if isinstance(rel, str) and rel not in ("adapter", "merge", "quantized", "finetune"):
+        warnings.append(f'"base_model_relation" {rel!r} is not one of adapter, merge, quantized, finetune')
+    return errors, warnings
 
 
 def is_generated(card: str) -> bool:

@@ -134,7 +134,7 @@ def _download(api, repo_id: str, commit: str, names: list[str], staging: Path | 
 
 def _registry_hashes(repo_id: str, ep: str, registry_url: str | None) -> dict[str, str]:
     """repo path -> sha256 the registry recorded for this repo, if it knows the repo."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     try:
         with Registry(registry_url) as reg:
@@ -147,8 +147,9 @@ def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> boo
     try:
         from lorahub.adapters.inspect import inspect_file
         from lorahub.hub.card import split_card
-        from lorahub.registry.hub.indexing import adapter_draft
-        from lorahub.registry.service import Registry
+        from lorahub.registry.catalogue import Registry
+        from lorahub.registry.drafts import hub_repo_draft
+        from lorahub.schemas.registry import HASH_FIELDS
 
         readme = folder / "README.md"
         text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None
@@ -159,10 +160,10 @@ def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> boo
         for pf in files:
             fp = fingerprint_file(pf.local_path)
             hashes = {k: v for k, v in fp.model_dump().items()
-                      if k in ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3") and v}
+                      if k in HASH_FIELDS and v}
             adapters.append((pf.path, pf.size, inspect_file(pf.local_path), hashes))
         ns, name = repo_id.split("/", 1)
-        draft = adapter_draft(endpoint=ep, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
+        draft = hub_repo_draft(endpoint=ep, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
                               owner_id=None, downloads=0, created_at=None, commit_oid=commit,
                               commit_title="pulled with lorahub", card=meta, readme=text, adapters=adapters)
         with Registry(registry_url) as reg:

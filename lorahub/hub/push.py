@@ -294,14 +294,15 @@ def _register(*, repo_id: str, endpoint: str, commit: str, private: bool, card: 
     """Record the pushed adapter (repo, commit, URL, fingerprints) so `lorahub search` finds it."""
     try:
         from lorahub.hub.card import split_card
-        from lorahub.registry.hub.indexing import adapter_draft
-        from lorahub.registry.service import Registry
+        from lorahub.registry.catalogue import Registry
+        from lorahub.registry.drafts import hub_repo_draft
+        from lorahub.schemas.registry import HASH_FIELDS
 
         meta, _ = split_card(card)
         hashes = {k: v for k, v in fp.model_dump().items()
-                  if k in ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3") and v}
+                  if k in HASH_FIELDS and v}
         ns, name = repo_id.split("/", 1)
-        draft = adapter_draft(
+        draft = hub_repo_draft(
             # the local registry is the pusher's own: a private repo stays findable there
             endpoint=endpoint, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
             owner_id=None, downloads=0, created_at=None, commit_oid=commit, commit_title="pushed with lorahub",

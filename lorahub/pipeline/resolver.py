@@ -197,7 +197,7 @@ def step_hub(name: str, resolver: Resolver) -> Resolved | None:
 
 def _registry_available() -> bool:
     try:
-        import lorahub.registry.service  # noqa: F401
+        import lorahub.registry.catalogue  # noqa: F401
     except Exception:  # noqa: BLE001 - the registry is optional
         return False
     if os.environ.get("LORAHUB_DATABASE_URL", "").strip():
@@ -205,7 +205,7 @@ def _registry_available() -> bool:
     from ..config import home
 
     try:
-        from lorahub.registry.db import SQLITE_FILENAME
+        from lorahub.registry.database import SQLITE_FILENAME
     except Exception:  # noqa: BLE001
         SQLITE_FILENAME = "registry.sqlite"  # noqa: N806
     return (home() / SQLITE_FILENAME).is_file()
@@ -217,7 +217,7 @@ def step_registry(name: str, resolver: Resolver) -> Resolved | None:
     reg = resolver.registry
     own = False
     if reg is None:
-        from lorahub.registry.service import Registry
+        from lorahub.registry.catalogue import Registry
 
         reg = Registry()
         own = True

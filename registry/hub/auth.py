@@ -30,11 +30,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from lorahub.errors import NotFoundError, UsageError
-from lorahub.registry.models import Token, User, hash_token, utcnow
+from lorahub.registry.database import Sessions
+from lorahub.registry.tables import Token, User, hash_token, utcnow
 
 from .errors import Unauthorized
-from .models import HubSecret
 from .names import check_user_name
+from .tables import HubSecret
 
 TOKEN_PREFIX = "lh_"
 UPLOAD_URL_TTL_S = 3600
@@ -132,16 +133,34 @@ def revoke_token(session: Session, token_or_id: str) -> tuple[Token, User]:
 
 
 class Authenticator:
-    """Turns an ``Authorization: Bearer ...`` header into an :class:`Identity`."""
+    """Turns an ``Authorization: Bearer ...`` header into an :class:`Identity`, and signs upload
+    URLs with the server's key (:attr:`upload_signer`). Opens its own sessions."""
 
-    def __init__(self) -> None:
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
         self._last_used: dict[int, float] = {}
         self._lock = threading.Lock()
+        self._signer: UrlSigner | None = None
+        self._signer_lock = threading.Lock()
 
-    def identify(self, session: Session, header: str | None) -> Identity | None:
+    def identify(self, header: str | None) -> Identity | None:
         """``None`` for anonymous requests; :class:`Unauthorized` for a bad token."""
         if not header:
             return None
+        with self.sessions.read() as session:
+            return self._identify(session, header)
+
+    @property
+    def upload_signer(self) -> UrlSigner:
+        """The signer of upload URLs, its key read (or created) on first use."""
+        if self._signer is None:
+            with self._signer_lock:
+                if self._signer is None:
+                    with self.sessions.read() as s:
+                        self._signer = UrlSigner(load_secret(s))
+        return self._signer
+
+    def _identify(self, session: Session, header: str) -> Identity:
         scheme, _, value = header.strip().partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value:

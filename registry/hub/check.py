@@ -19,7 +19,7 @@ hashes every blob file (streamed, 1 MiB at a time, in a few threads), and report
 Anything that would be an orphan but is younger than the grace period (default 24 h: the row's
 ``created_at``, the file's mtime and the upload's time all count) is ``pending`` and left alone:
 an upload or a commit may be in progress. A blob stored again touches the file's mtime
-(:mod:`.storage`), so a reused orphan turns young again.
+(:mod:`.blobstore`), so a reused orphan turns young again.
 
 Without ``repair`` nothing is written: the check can run while the server runs. With ``repair``:
 orphans are removed (each in its own short transaction that re-checks, in SQL, that nothing
@@ -49,12 +49,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from lorahub.errors import RegistryError, UsageError
-from lorahub.registry.models import utcnow
+from lorahub.registry.tables import utcnow
 from lorahub.schemas.hub import StorageCheck, StorageIssue
 
+from .blobstore import _fsync_dir
 from .gitobj import is_sha256
-from .models import HubBlob, HubCommit, HubFile, HubRepo, HubRepoObject
-from .storage import _fsync_dir
+from .tables import HubBlob, HubCommit, HubFile, HubRepo, HubRepoObject
 
 #: Orphans younger than this are "pending" (an upload or commit may be in progress).
 DEFAULT_GRACE_S = 24 * 3600.0
@@ -115,7 +115,7 @@ def check_storage(
     """
     from sqlalchemy.engine import make_url
 
-    from lorahub.registry.db import is_sqlite, make_engine
+    from lorahub.registry.database import is_sqlite, make_engine
     from lorahub.registry.server.settings import default_data_dir, server_database_url
 
     data = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -144,7 +144,7 @@ def check_store(
     workers: int | None = None,
 ) -> StorageCheck:
     """:func:`check_storage` on an engine and a blob folder."""
-    from lorahub.registry.db import display_url
+    from lorahub.registry.database import display_url
 
     started = time.monotonic()
     grace_s = parse_duration(grace_s)

@@ -1,5 +1,7 @@
-"""Errors of the Hub service. Each carries the HTTP status and the ``X-Error-Code`` that
-huggingface_hub maps to its exceptions (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``).
+"""Errors the server's Hub API answers with (:class:`HubApiError` and its subclasses). Each carries
+the HTTP status and the ``X-Error-Code`` that huggingface_hub maps to its exceptions
+(``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``). The client side's error, what push and
+pull raise when a Hub answers so, is the library's :class:`lorahub.hub.errors.HubError`.
 
 They are :class:`lorahub.errors.LorahubError` subclasses, so the CLI (``lorahub token ...``) prints
 them as one line like any other lorahub error.
@@ -12,7 +14,7 @@ from typing import Any
 from lorahub.errors import LorahubError
 
 
-class HubError(LorahubError):
+class HubApiError(LorahubError):
     status: int = 400
     code: str | None = None
 
@@ -34,19 +36,19 @@ class HubError(LorahubError):
         self.headers = headers or {}
 
 
-class BadRequest(HubError):
+class BadRequest(HubApiError):
     status = 400
 
 
-class Unauthorized(HubError):
+class Unauthorized(HubApiError):
     status = 401
 
 
-class Forbidden(HubError):
+class Forbidden(HubApiError):
     status = 403
 
 
-class RepoNotFound(HubError):
+class RepoNotFound(HubApiError):
     status = 404
     code = "RepoNotFound"
 
@@ -56,7 +58,7 @@ class RepoNotFound(HubError):
         )
 
 
-class RevisionNotFound(HubError):
+class RevisionNotFound(HubApiError):
     status = 404
     code = "RevisionNotFound"
 
@@ -64,28 +66,28 @@ class RevisionNotFound(HubError):
         super().__init__(f"Invalid rev id: {revision}", **kw)
 
 
-class EntryNotFound(HubError):
+class EntryNotFound(HubApiError):
     status = 404
     code = "EntryNotFound"
 
 
-class Conflict(HubError):
+class Conflict(HubApiError):
     status = 409
 
 
-class PayloadTooLarge(HubError):
+class PayloadTooLarge(HubApiError):
     status = 413
 
 
-class UnsupportedMediaType(HubError):
+class UnsupportedMediaType(HubApiError):
     status = 415
 
 
-class InvalidContent(HubError):
+class InvalidContent(HubApiError):
     """A committed file was refused (invalid adapter, pickle, bad README metadata)."""
 
     status = 422
 
 
-class StorageError(HubError):
+class StorageError(HubApiError):
     status = 507

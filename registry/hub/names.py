@@ -108,6 +108,16 @@ def check_repo_type(repo_type: str | None) -> str:
     return rt
 
 
+def repo_key(repo_type: str, namespace: str, name: str) -> str:
+    """``hub_repos.key``: ``type/namespace/name``, lower case (one repo per name, whatever its case)."""
+    return f"{repo_type}/{namespace}/{name}".lower()
+
+
+def repo_id_of(repo: object) -> str:
+    """The repo id (``namespace/name``) of a ``hub_repos`` row."""
+    return f"{repo.namespace}/{repo.name}"  # type: ignore[attr-defined]
+
+
 def check_path(path: object, *, what: str = "path") -> str:
     """Return ``path`` if it is an acceptable file path inside a repo, else raise BadRequest."""
     if not isinstance(path, str) or not path:

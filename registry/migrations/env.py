@@ -5,12 +5,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from lorahub.registry import models  # noqa: F401 - registers the tables
-from lorahub.registry.db import make_engine
+from lorahub.registry import tables  # noqa: F401 - registers the tables
+from lorahub.registry.database import make_engine
 from lorahub.registry.migrations import MIGRATION_LOCK_KEY, include_object
 
 config = context.config
-target_metadata = models.metadata
+target_metadata = tables.metadata
 
 
 def run_migrations(connection) -> None:  # noqa: ANN001

@@ -1,7 +1,7 @@
 """The FastAPI application of ``lorahub serve``.
 
-:func:`create_app` wires the Hub service (:mod:`lorahub.registry.hub`), the registry
-(:class:`lorahub.registry.service.Registry`), the routes and the error handlers. It does not run
+:func:`create_app` wires the Hub's operations (:mod:`lorahub.registry.hub`), the registry
+(:class:`lorahub.registry.catalogue.Registry`), the routes and the error handlers. It does not run
 migrations: :func:`lorahub.registry.server.run.serve` does that before building the app.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,10 +23,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorahub import __version__
 from lorahub.errors import LorahubError, RegistryError, UsageError
-from lorahub.registry.hub.auth import Authenticator, Identity, UrlSigner, load_secret
-from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge, UnsupportedMediaType
-from lorahub.registry.hub.service import HubConfig, HubService
-from lorahub.registry.hub.storage import LocalBlobStore
+from lorahub.registry.database import Sessions
+from lorahub.registry.hub.auth import Authenticator, Identity
+from lorahub.registry.hub.blobstore import LocalBlobStore
+from lorahub.registry.hub.catalogue_sync import CatalogueSync
+from lorahub.registry.hub.commits import Commits
+from lorahub.registry.hub.config import HubConfig
+from lorahub.registry.hub.errors import BadRequest, HubApiError, PayloadTooLarge, UnsupportedMediaType
+from lorahub.registry.hub.lfs import Lfs
+from lorahub.registry.hub.repos import Repos
 
 from .accesslog import AccessLogMiddleware
 from .hosts import add_host_and_cors, host_name
@@ -49,42 +53,32 @@ Authentication: `Authorization: Bearer <token>` with a token from `lorahub token
 
 
 class ServerState:
+    """What the routes use: the registry (the catalogue), the blob store and the Hub's operations
+    (:mod:`lorahub.registry.hub`), which own their database sessions: the routes open none."""
+
     def __init__(self, settings: ServerSettings, registry: Any) -> None:
         self.settings = settings
         self.registry = registry
         self.store = LocalBlobStore(settings.blob_dir)
-        self.service = HubService(
-            registry.engine,
-            self.store,
-            HubConfig(
-                max_upload_size=settings.max_upload_size,
-                max_commit_bytes=settings.max_commit_bytes,
-                public_url=settings.public_url.rstrip("/"),
-                index_adapters=settings.index_adapters,
-            ),
+        config = HubConfig(
+            max_upload_size=settings.max_upload_size,
+            max_commit_bytes=settings.max_commit_bytes,
+            public_url=settings.public_url.rstrip("/"),
+            index_adapters=settings.index_adapters,
         )
-        self.auth = Authenticator()
+        sessions = Sessions(registry.engine)
+        sync = CatalogueSync(self.store, config)
+        self.repos = Repos(sessions, self.store, sync)
+        self.lfs = Lfs(sessions, self.store, config)
+        self.commits = Commits(sessions, self.store, config, sync)
+        self.auth = Authenticator(sessions)
         public = settings.public_url.rstrip("/")
         public_host = urlsplit(public).hostname
         #: (host name, base URL) of ``--public-url``, see :func:`base_url`.
         self.public_base = (public_host.rstrip(".").lower(), public) if public_host else None
-        self._signer: UrlSigner | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def signer(self) -> UrlSigner:
-        if self._signer is None:
-            with self._lock:
-                if self._signer is None:
-                    with self.service.session() as s:
-                        self._signer = UrlSigner(load_secret(s))
-        return self._signer
 
     def identify(self, authorization: str | None) -> Identity | None:
-        if not authorization:
-            return None
-        with self.service.session() as s:
-            return self.auth.identify(s, authorization)
+        return self.auth.identify(authorization)
 
 
 def state_of(request: Request) -> ServerState:
@@ -141,7 +135,7 @@ async def identify(request: Request) -> Identity | None:
     return await run_in_threadpool(st.identify, header)
 
 
-def error_response(exc: HubError) -> JSONResponse:
+def error_response(exc: HubApiError) -> JSONResponse:
     body: dict[str, Any] = {"error": exc.message}
     for k, v in exc.extra.items():
         if isinstance(v, (str, int, float, bool)) or v is None:
@@ -176,7 +170,7 @@ def db_unavailable(request: Request, exc: BaseException) -> JSONResponse:
 def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
     """The application. ``registry`` defaults to a :class:`Registry` on ``settings.database_url``."""
     if registry is None:
-        from lorahub.registry.service import Registry
+        from lorahub.registry.catalogue import Registry
 
         registry = Registry(settings.database_url, auto_migrate=False)
     extra: dict[str, Any] = {}
@@ -194,8 +188,8 @@ def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
     )
     app.state.lorahub = ServerState(settings, registry)
 
-    @app.exception_handler(HubError)
-    async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
+    @app.exception_handler(HubApiError)
+    async def _hub_error(request: Request, exc: HubApiError) -> JSONResponse:
         return error_response(exc)
 
     @app.exception_handler(UsageError)

@@ -21,21 +21,23 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse
 
-from lorahub.registry.hub import cards
+from lorahub.hub.card import MAX_CARD_BYTES, check_card
 from lorahub.registry.hub.auth import UPLOAD_URL_TTL_S
 from lorahub.registry.hub.errors import (
     BadRequest,
     Conflict,
     EntryNotFound,
     Forbidden,
-    HubError,
-    RepoNotFound,
+    HubApiError,
     Unauthorized,
     UnsupportedMediaType,
 )
 from lorahub.registry.hub.gitobj import is_sha256
-from lorahub.registry.hub.names import PLURAL_TO_TYPE, URL_PREFIX, check_path
+from lorahub.registry.hub.names import PLURAL_TO_TYPE, URL_PREFIX, check_path, repo_id_of
+from lorahub.registry.hub.trees import paths_info as tree_paths_info
+from lorahub.registry.hub.trees import tree_page
 
+from . import hub_views
 from .app import base_url, error_response, identify, is_json_type, read_body, read_json, state_of
 
 router = APIRouter(include_in_schema=False)
@@ -58,7 +60,7 @@ def _truthy(value: str | None) -> bool:
 def _repo_type(tp: str) -> str:
     rt = PLURAL_TO_TYPE.get(tp)
     if rt is None:
-        raise HubError("Not Found", status=404)
+        raise HubApiError("Not Found", status=404)
     return rt
 
 
@@ -136,15 +138,15 @@ async def create_repo(request: Request) -> JSONResponse:
         raise BadRequest("'name' (and 'organization') must be strings")
     try:
         repo, _ = await run_in_threadpool(
-            st.service.create_repo, ident, repo_type=repo_type, name=body["name"], organization=body.get("organization"), private=bool(private)
+            st.repos.create, ident, repo_type=repo_type, name=body["name"], organization=body.get("organization"), private=bool(private)
         )
     except Conflict as exc:
         existing = exc.extra.get("repo")
         if existing is not None:
-            rid = f"{existing.namespace}/{existing.name}"
+            rid = repo_id_of(existing)
             return JSONResponse({"error": exc.message, "url": _repo_url(request, existing.repo_type, rid)}, status_code=409)
         raise
-    rid = f"{repo.namespace}/{repo.name}"
+    rid = repo_id_of(repo)
     return JSONResponse({"url": _repo_url(request, repo.repo_type, rid), "name": rid, "id": repo.public_id})
 
 
@@ -158,7 +160,7 @@ async def delete_repo(request: Request) -> JSONResponse:
     name = body["name"]
     org = body.get("organization")
     repo_id = f"{org}/{name}" if org else (name if "/" in name else f"{ident.name if ident else ''}/{name}")
-    await run_in_threadpool(st.service.delete_repo, ident, body.get("type") or "model", repo_id)
+    await run_in_threadpool(st.repos.delete, ident, body.get("type") or "model", repo_id)
     return JSONResponse({"deleted": repo_id})
 
 
@@ -175,7 +177,7 @@ async def repo_settings(tp: str, ns: str, name: str, request: Request) -> JSONRe
         private = body["visibility"] in ("private", "protected")
     if private is not None and not isinstance(private, bool):
         raise BadRequest("'private' must be a boolean")
-    repo = await run_in_threadpool(st.service.update_settings, ident, rt, f"{ns}/{name}", private)
+    repo = await run_in_threadpool(st.repos.update_settings, ident, rt, f"{ns}/{name}", private)
     return JSONResponse({"private": repo.private})
 
 
@@ -183,13 +185,13 @@ async def repo_settings(tp: str, ns: str, name: str, request: Request) -> JSONRe
 async def validate_yaml(request: Request) -> JSONResponse:
     st = state_of(request)
     try:
-        body = await read_json(request, min(st.settings.max_json_bytes, 4 * cards.MAX_CARD_BYTES))
-    except HubError as exc:
+        body = await read_json(request, min(st.settings.max_json_bytes, 4 * MAX_CARD_BYTES))
+    except HubApiError as exc:
         return JSONResponse({"errors": [{"message": exc.message}], "warnings": []}, status_code=exc.status)
     content = body.get("content") if isinstance(body, dict) else None
     if not isinstance(content, str):
         return JSONResponse({"errors": [{"message": "'content' must be a string"}], "warnings": []}, status_code=400)
-    errors, warnings = cards.check_card(content)
+    errors, warnings = check_card(content)
     return JSONResponse(
         {"errors": [{"message": m} for m in errors], "warnings": [{"message": m} for m in warnings]},
         status_code=400 if errors else 200,
@@ -214,25 +216,20 @@ def _list_repos(request: Request, rt: str) -> tuple[list[dict[str, Any]], str | 
     full = _truthy(q.get("full"))
     want_card = _truthy(q.get("cardData")) or full or "cardData" in expand
     want_files = full or "siblings" in expand
-    with st.service.session() as s:
-        repos, more = st.service.list_repos(
-            s,
-            ident,
-            repo_type=rt,
-            search=q.get("search"),
-            author=q.get("author"),
-            filters=[f for f in q.getlist("filter") if f],
-            pipeline_tag=q.get("pipeline_tag"),
-            sort=q.get("sort"),
-            offset=offset,
-            limit=page,
-        )
-        files = st.service.head_files(s, repos) if want_files else {}
+    repos, files, more = st.repos.listing(
+        ident,
+        with_files=want_files,
+        repo_type=rt,
+        search=q.get("search"),
+        author=q.get("author"),
+        filters=[f for f in q.getlist("filter") if f],
+        pipeline_tag=q.get("pipeline_tag"),
+        sort=q.get("sort"),
+        offset=offset,
+        limit=page,
+    )
     base = base_url(request)
-    items = [
-        st.service.repo_json(r, files=files.get(r.id) if want_files else None, base_url=base, card_data=want_card)
-        for r in repos
-    ]
+    items = [hub_views.repo_json(r, files=files.get(r.id) if want_files else None, card_data=want_card) for r in repos]
     nxt = None
     if more:
         params = [(k, v) for k, v in q.multi_items() if k != "offset"]
@@ -253,10 +250,8 @@ def _info(request: Request, rt: str, repo_id: str, rev: str | None) -> dict[str,
     st = state_of(request)
     ident = st.identify(request.headers.get("authorization"))
     blobs = _truthy(request.query_params.get("blobs"))
-    with st.service.session() as s:
-        repo = st.service.get_repo(s, rt, repo_id, ident)
-        commit = st.service.resolve_revision(s, repo, rev)
-        return st.service.repo_info(s, repo, commit, base_url=base_url(request), blobs=blobs)
+    repo, commit, files = st.repos.revision(ident, rt, repo_id, rev)
+    return hub_views.repo_json(repo, commit=commit, files=files, blobs=blobs)
 
 
 @router.get("/api/{tp}/{ns}/{name}")
@@ -285,11 +280,9 @@ def _tree(request: Request, rt: str, repo_id: str, rev: str, path: str) -> tuple
     limit = max(1, min(limit, 1000))
     if path:
         check_path(path)
-    with st.service.session() as s:
-        repo = st.service.get_repo(s, rt, repo_id, ident)
-        commit = st.service.resolve_revision(s, repo, rev)
-        files = st.service.files_of(s, commit)
-    page, total = st.service.tree_page(files, path, recursive, cursor, limit)
+    _, _, files = st.repos.revision(ident, rt, repo_id, rev)
+    items, total = tree_page(files, path, recursive, cursor, limit)
+    page = hub_views.tree_items(items)
     nxt = None
     if cursor + limit < total:
         params = [(k, v) for k, v in q.multi_items() if k != "cursor"]
@@ -331,11 +324,8 @@ async def paths_info(tp: str, ns: str, name: str, rev: str, request: Request) ->
 
     def work() -> list[dict[str, Any]]:
         ident = st.identify(request.headers.get("authorization"))
-        with st.service.session() as s:
-            repo = st.service.get_repo(s, rt, f"{ns}/{name}", ident)
-            commit = st.service.resolve_revision(s, repo, rev)
-            files = st.service.files_of(s, commit)
-        return st.service.paths_info(files, paths)
+        _, _, files = st.repos.revision(ident, rt, f"{ns}/{name}", rev)
+        return hub_views.tree_items(tree_paths_info(files, paths))
 
     return JSONResponse(await run_in_threadpool(work))
 
@@ -347,9 +337,7 @@ async def list_refs(tp: str, ns: str, name: str, request: Request) -> JSONRespon
 
     def work() -> dict[str, Any]:
         ident = st.identify(request.headers.get("authorization"))
-        with st.service.session() as s:
-            repo = st.service.get_repo(s, rt, f"{ns}/{name}", ident)
-            return st.service.refs_of(s, repo)
+        return hub_views.refs_json(st.repos.refs(ident, rt, f"{ns}/{name}"))
 
     return JSONResponse(await run_in_threadpool(work))
 
@@ -361,10 +349,7 @@ async def list_commits(tp: str, ns: str, name: str, rev: str, request: Request) 
 
     def work() -> list[dict[str, Any]]:
         ident = st.identify(request.headers.get("authorization"))
-        with st.service.session() as s:
-            repo = st.service.get_repo(s, rt, f"{ns}/{name}", ident)
-            commit = st.service.resolve_revision(s, repo, rev)
-            return st.service.commits_of(s, repo, commit)
+        return [hub_views.commit_json(c) for c in st.repos.history(ident, rt, f"{ns}/{name}", rev)]
 
     return JSONResponse(await run_in_threadpool(work))
 
@@ -393,9 +378,7 @@ async def preupload(tp: str, ns: str, name: str, rev: str, request: Request) -> 
 
     def work() -> list[dict[str, Any]]:
         ident = st.identify(request.headers.get("authorization"))
-        with st.service.session() as s:
-            repo = st.service.get_repo(s, rt, f"{ns}/{name}", ident, write=True)
-            return st.service.preupload(s, repo, rev, body.get("files"), create_pr=create_pr)
+        return st.lfs.preupload(ident, rt, f"{ns}/{name}", rev, body.get("files"), create_pr=create_pr)
 
     return JSONResponse({"files": await run_in_threadpool(work)})
 
@@ -403,18 +386,16 @@ async def preupload(tp: str, ns: str, name: str, rev: str, request: Request) -> 
 async def _lfs_batch(request: Request, rt: str, ns: str, repo_git: str) -> JSONResponse:
     st = state_of(request)
     if not repo_git.endswith(".git"):
-        raise HubError("Not Found", status=404)
+        raise HubApiError("Not Found", status=404)
     name = repo_git[: -len(".git")]
     body = await read_json(request, st.settings.max_json_bytes)
     base = base_url(request)
 
     def work() -> dict[str, Any]:
         ident = st.identify(request.headers.get("authorization"))
-        with st.service.session() as s:
-            repo = st.service.get_repo(s, rt, f"{ns}/{name}", ident, write=True)
-            objects, to_sign = st.service.lfs_batch(s, repo, body)
+        repo, objects, to_sign = st.lfs.batch(ident, rt, f"{ns}/{name}", body)
         assert ident is not None
-        signer = st.signer
+        signer = st.auth.upload_signer
         wanted = dict(to_sign)
         for obj in objects:
             if obj.get("error") or obj["oid"] not in wanted:
@@ -445,11 +426,6 @@ async def lfs_batch_space(ns: str, repo_git: str, request: Request) -> JSONRespo
     return await _lfs_batch(request, "space", ns, repo_git)
 
 
-def _repo_by_public_id(st: Any, public_id: str) -> Any:
-    with st.service.session() as s:
-        return st.service.repo_by_public_id(s, public_id)
-
-
 @router.put("/api/lorahub/lfs/{public_id}/objects/{oid}")
 async def lfs_upload(public_id: str, oid: str, request: Request) -> Response:
     """Basic-transfer PUT of one LFS object to a pre-signed URL (no Authorization header).
@@ -466,8 +442,8 @@ async def lfs_upload(public_id: str, oid: str, request: Request) -> Response:
         size, exp, user_id = int(q.get("size", "")), int(q.get("exp", "")), int(q.get("u", ""))
     except ValueError:
         raise Forbidden("invalid upload URL") from None
-    repo = await run_in_threadpool(_repo_by_public_id, st, public_id) if is_sha256(oid) else None
-    if repo is None or not st.signer.check(q.get("sig", ""), "upload", repo.id, repo.key, oid, size, user_id, exp):
+    repo = await run_in_threadpool(st.repos.by_public_id, public_id) if is_sha256(oid) else None
+    if repo is None or not st.auth.upload_signer.check(q.get("sig", ""), "upload", repo.id, repo.key, oid, size, user_id, exp):
         raise Forbidden("invalid upload URL signature")
     if exp < time.time():
         raise Forbidden("this upload URL has expired; ask the LFS batch API for a new one")
@@ -482,7 +458,7 @@ async def lfs_upload(public_id: str, oid: str, request: Request) -> Response:
     except BaseException:
         writer.abort()
         raise
-    await run_in_threadpool(st.service.record_upload, repo.id, stored)
+    await run_in_threadpool(st.lfs.record_upload, repo.id, stored)
     return Response(status_code=200)
 
 
@@ -497,15 +473,7 @@ async def lfs_verify(public_id: str, request: Request) -> JSONResponse:
 
     def work() -> None:
         ident = st.identify(request.headers.get("authorization"))
-        repo = _repo_by_public_id(st, public_id)
-        if repo is None:
-            raise RepoNotFound()
-        with st.service.session() as s:
-            st.service.get_repo(s, repo.repo_type, f"{repo.namespace}/{repo.name}", ident, write=True)
-            if not st.service.object_linked(s, repo.id, oid) or not st.store.exists(oid):
-                raise HubError(f"object {oid} was not uploaded", status=404)
-            if st.store.size(oid) != size:
-                raise BadRequest(f"object {oid} has {st.store.size(oid)} bytes, not {size}")
+        st.lfs.verify(ident, public_id, oid, size)
 
     await run_in_threadpool(work)
     return JSONResponse({"message": "ok"})
@@ -523,7 +491,7 @@ async def commit(tp: str, ns: str, name: str, rev: str, request: Request) -> JSO
         raise Unauthorized("authentication required: send a write token (Authorization: Bearer lh_...)")
     body = await read_body(request, st.settings.max_commit_bytes)
     create_pr = _truthy(request.query_params.get("create_pr"))
-    result = await run_in_threadpool(st.service.commit, ident, rt, f"{ns}/{name}", rev, body, create_pr=create_pr)
+    result = await run_in_threadpool(st.commits.commit, ident, rt, f"{ns}/{name}", rev, body, create_pr=create_pr)
     url = _repo_url(request, rt, result.repo_id or f"{ns}/{name}")
     return JSONResponse(
         {
@@ -545,10 +513,7 @@ class _BlobResponse(FileResponse):
 def _resolve(request: Request, rt: str, repo_id: str, rev: str, path: str) -> tuple[Any, Any, str, Any]:
     st = state_of(request)
     ident = st.identify(request.headers.get("authorization"))
-    with st.service.session() as s:
-        repo = st.service.get_repo(s, rt, repo_id, ident)
-        commit = st.service.resolve_revision(s, repo, rev)
-        entry = st.service.file_at(s, commit, path) if path else None
+    repo, commit, entry = st.repos.file(ident, rt, repo_id, rev, path)
     return repo, commit, path, entry
 
 
@@ -582,7 +547,7 @@ async def _download(request: Request, rt: str, prefix_len: int) -> Response:
         and "range" not in request.headers
         and (path.endswith(COUNTED_SUFFIXES) or PurePosixPath(path).name in COUNTED_NAMES)
     ):
-        background = BackgroundTask(run_in_threadpool, st.service.count_download, repo.id)
+        background = BackgroundTask(run_in_threadpool, st.repos.count_download, repo.id)
     if entry.size == 0:
         headers["Content-Length"] = "0"
         return Response(b"", headers=headers, media_type=media, background=background)

@@ -45,7 +45,7 @@ def setup_logging(level: str = "info", access_log: bool = True) -> None:
 
 def prepare(data_dir: str | Path | None, database: str | None) -> tuple[Path, str, Any]:
     """Create the data folder, migrate the database; ``(data_dir, url, registry)``."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     from .settings import default_data_dir
 
@@ -109,7 +109,7 @@ def serve(
     """Run the server until interrupted. ``workers > 1`` runs that many processes on one socket."""
     import uvicorn
 
-    from lorahub.registry.db import display_url
+    from lorahub.registry.database import display_url
 
     from .app import create_app
 
@@ -138,7 +138,7 @@ def serve(
     settings.ui_max_file_size = ui_max_file_size
     settings.allowed_hosts = list(allowed_hosts or [])
     settings.cors_origins = list(cors_origins or [])
-    from lorahub.registry.hub.storage import LocalBlobStore
+    from lorahub.registry.hub.blobstore import LocalBlobStore
 
     swept = LocalBlobStore(settings.blob_dir).sweep_tmp(older_than_s=3600)
     if swept:
@@ -187,7 +187,7 @@ def serve(
 
 def app_from_env():  # noqa: ANN201 - a FastAPI app
     """The app of one worker process (``--workers N``): settings from ``$LORAHUB_SERVE_SETTINGS``."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     from .app import create_app
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorahub.registry.hub.service import GiB, MiB
+from lorahub.registry.hub.config import GiB, MiB
 
 #: Database file name inside the data folder when no database URL is given.
 SQLITE_NAME = "lorahub-server.sqlite"
@@ -20,7 +20,7 @@ def default_data_dir() -> Path:
 
 def server_database_url(data_dir: Path, url: str | None = None) -> str:
     """``url``, else ``$LORAHUB_DATABASE_URL``, else SQLite in the data folder; normalised."""
-    from lorahub.registry.db import database_url
+    from lorahub.registry.database import database_url
 
     raw = url or os.environ.get("LORAHUB_DATABASE_URL", "").strip() or f"sqlite:///{Path(data_dir).resolve() / SQLITE_NAME}"
     return database_url(raw)

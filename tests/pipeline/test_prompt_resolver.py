@@ -132,7 +132,7 @@ def test_hub_ids_download_from_hf_endpoint(lora_file: Path, tmp_path: Path, monk
 def test_registry_names_and_hashes_resolve(lora_file: Path, tmp_path: Path) -> None:
     pytest.importorskip("sqlalchemy")
     from lorahub.adapters.fingerprint import fingerprint_file
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     folder = tmp_path / "indexed"
     folder.mkdir()

@@ -72,7 +72,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def registry(db_url: str) -> Iterator[object]:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     reg = Registry(db_url)
     reg.migrate()
@@ -84,7 +84,7 @@ def registry(db_url: str) -> Iterator[object]:
 def civitai_records() -> list:
     if not CIVITAI.exists():
         pytest.skip(f"{CIVITAI} is absent: the shared corpora live in ../shared beside the project")
-    from lorahub.registry.importers import read_records
+    from lorahub.registry.sources.records import read_records
 
     return read_records(CIVITAI, fmt="civitai")
 
@@ -93,7 +93,7 @@ def civitai_records() -> list:
 def civitai_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                      civitai_records: list) -> Iterator[object]:
     """The Civitai corpus imported once per backend per session. Read-only for tests."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     schema = None
     if request.param == "sqlite":
@@ -136,7 +136,7 @@ def corpus_records() -> list:
 def corpus_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                     corpus_records: list) -> Iterator[object]:
     """The generated catalogue imported once per backend per session. Read-only for tests."""
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     schema = None
     if request.param == "sqlite":

@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 from registry_db import civitai_records  # noqa: F401 - fixture
 
-from lorahub.registry.importers import civitai_to_record, family_from_label
+from lorahub.registry.sources.records import civitai_to_record
+from lorahub.registry.text import family_from_label
 from lorahub.schemas.registry import AdapterRecord, SearchQuery
 
 

@@ -8,9 +8,9 @@ from registry_db import db_url  # noqa: F401 - fixture
 from sqlalchemy import inspect
 
 from lorahub.errors import RegistryError
+from lorahub.registry.catalogue import Registry
 from lorahub.registry.migrations import alembic_config, head_revision
-from lorahub.registry.models import metadata
-from lorahub.registry.service import Registry
+from lorahub.registry.tables import metadata
 
 OWN_TABLES = {"users", "tokens", "adapters", "adapter_versions", "adapter_files", "adapter_tags", "trigger_words"}
 

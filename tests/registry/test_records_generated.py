@@ -14,12 +14,12 @@ from registry_db import corpus_records, db_url  # noqa: F401 - fixtures
 
 from lorahub.cli.main import cli
 from lorahub.errors import RegistryError
-from lorahub.registry.importers import (
+from lorahub.registry.sources.records import (
     CIVITAI_FAMILY_LICENSE,
     civitai_to_record,
-    family_from_label,
     read_records,
 )
+from lorahub.registry.text import family_from_label
 
 
 @pytest.fixture(scope="module")

@@ -121,3 +121,12 @@ def test_index_folder_from_the_cli(db_url: str, tmp_path: Path, make_lora) -> No
     (folder / "c.safetensors").write_bytes(b"not a safetensors file at all")
     code, out, err = run("index", str(folder), "--database", db_url, "--json")
     assert code == 1 and "c.safetensors" in err and json.loads(out)["failed"][0]["path"].endswith("c.safetensors")
+
+
+def test_index_hub_options_only_go_with_hub(tmp_path: Path) -> None:
+    """`lorahub index`'s Hub options: usage errors (exit 2) before any database or network is touched."""
+    code, _, err = run("index", str(tmp_path), "--endpoint", "http://127.0.0.1:9", "--filter", "lora")
+    assert code == 2 and "--endpoint, --filter only go with --hub" in err
+    code, _, err = run("index", "--hub", str(tmp_path))
+    assert code == 2 and "give either PATHS/--records or --hub, not both" in err
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -8,7 +8,7 @@ import pytest
 from registry_db import civitai_records, civitai_registry, db_url, registry  # noqa: F401 - fixtures
 
 from lorahub.errors import UsageError
-from lorahub.registry.store import AdapterDraft, FileDraft, VersionDraft
+from lorahub.registry.drafts import AdapterDraft, FileDraft, VersionDraft
 from lorahub.registry.text import words
 from lorahub.schemas.registry import SearchQuery
 
@@ -135,7 +135,7 @@ def test_hash_lookup_like_civitai(civitai_registry) -> None:  # noqa: ANN001
 def test_private_adapters_are_visible_to_their_owner_only(registry) -> None:  # noqa: ANN001
     from sqlalchemy import insert
 
-    from lorahub.registry.models import User
+    from lorahub.registry.tables import User
 
     with registry.writing() as conn:
         conn.execute(insert(User.__table__), [{"id": 1, "name": "alice", "created_at": __import__("datetime").datetime(2024, 1, 1)}])
@@ -159,7 +159,7 @@ def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None
     """Same records, same queries: the same adapters in the same order on both backends."""
     from registry_db import _create_schema, _drop_schema, pg_base_url
 
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     records = civitai_records[:1500]
     base = pg_base_url()
@@ -190,7 +190,7 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     PostgreSQL's own plan returns; each path is forced in turn."""
     import random
 
-    from lorahub.registry import rawsql
+    from lorahub.registry import database
     from lorahub.registry import search as S
 
     if civitai_registry.dialect != "postgresql":
@@ -214,13 +214,13 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     assert sum(map(len, expected)) > 500
 
     seen: list[str] = []
-    real = rawsql.Raw.all
+    real = database.Raw.all
 
     def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
         seen.append(sql + (" -- continued" if (params or {}).get("w_skip") else ""))
         return real(self, sql, params, **kw)
 
-    monkeypatch.setattr(rawsql.Raw, "all", spy)
+    monkeypatch.setattr(database.Raw, "all", spy)
     walks = lambda: sum("LIMIT :w_rows OFFSET :w_skip" in s for s in seen)  # noqa: E731
     gins = lambda: sum("MATERIALIZED" in s for s in seen)  # noqa: E731
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731

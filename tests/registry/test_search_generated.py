@@ -324,7 +324,7 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     GIN indexes, and reading every tier in one query (registry/search.py); whatever it chooses, the
     page is the one PostgreSQL's own plan returns. Each path is forced in turn (as test_search.py
     does on the real corpus)."""
-    from lorahub.registry import rawsql
+    from lorahub.registry import database
     from lorahub.registry import search as S
 
     if corpus_registry.dialect != "postgresql":
@@ -348,13 +348,13 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     assert sum(map(len, expected)) > 500
 
     seen: list[str] = []
-    real = rawsql.Raw.all
+    real = database.Raw.all
 
     def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
         seen.append(sql + (" -- continued" if (params or {}).get("w_skip") else ""))
         return real(self, sql, params, **kw)
 
-    monkeypatch.setattr(rawsql.Raw, "all", spy)
+    monkeypatch.setattr(database.Raw, "all", spy)
     walks = lambda: sum("LIMIT :w_rows OFFSET :w_skip" in s for s in seen)  # noqa: E731
     gins = lambda: sum("MATERIALIZED" in s for s in seen)  # noqa: E731
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from lorahub.registry.hub import cards
+from lorahub.errors import YamlError
+from lorahub.hub.card import check_card, parse_card
+from lorahub.registry.hub import card_tags, lfs, trees
 from lorahub.registry.hub.auth import UrlSigner, generate_token, looks_like_token
-from lorahub.registry.hub.errors import BadRequest, HubError, PayloadTooLarge
+from lorahub.registry.hub.blobstore import HashMismatch, LocalBlobStore, SizeMismatch
+from lorahub.registry.hub.errors import BadRequest, HubApiError, PayloadTooLarge
 from lorahub.registry.hub.gitobj import git_blob_id, lfs_pointer, lfs_pointer_info
 from lorahub.registry.hub.names import (
     check_path,
@@ -22,8 +25,8 @@ from lorahub.registry.hub.names import (
     path_problem,
     split_repo_id,
 )
-from lorahub.registry.hub.service import FileEntry, HubConfig, HubService
-from lorahub.registry.hub.storage import HashMismatch, LocalBlobStore, SizeMismatch
+from lorahub.registry.hub.trees import FileEntry
+from lorahub.registry.server.hub_views import tree_items
 
 
 def test_git_blob_id_matches_git(tmp_path: Path) -> None:
@@ -167,7 +170,7 @@ def test_storage_errors_are_clean(tmp_path: Path) -> None:
     try:
         if os.access(store.tmp_dir, os.W_OK):  # root ignores permissions
             pytest.skip("running as root: a read-only folder is still writable")
-        with pytest.raises(HubError) as err:
+        with pytest.raises(HubApiError) as err:
             store.begin(expected_size=1)
         assert err.value.status in (503, 507)
     finally:
@@ -176,23 +179,23 @@ def test_storage_errors_are_clean(tmp_path: Path) -> None:
 
 def test_cards_parse_check_and_derive() -> None:
     text = "---\nlicense: mit\ntags: [anime, 3d]\nbase_model: org/base\nbase_model_relation: adapter\npipeline_tag: text-to-image\nlibrary_name: diffusers\ndate: 2024-01-01\n---\nbody"
-    card = cards.parse_card(text)
+    card = parse_card(text)
     assert card["license"] == "mit" and card["date"] == "2024-01-01"
-    assert cards.check_card(text) == ([], [])
-    d = cards.derive(card, has_safetensors=True, has_adapter=True)
+    assert check_card(text) == ([], [])
+    d = card_tags.derive(card, has_safetensors=True, has_adapter=True)
     assert d["tags"][:2] == ["anime", "3d"]
     assert {"diffusers", "text-to-image", "safetensors", "license:mit", "base_model:org/base", "base_model:adapter:org/base", "lora"} <= set(d["tags"])
     assert d["pipeline_tag"] == "text-to-image" and d["library_name"] == "diffusers"
-    assert cards.parse_card("no front matter") is None
-    assert cards.parse_card("---\n---\n") == {}
-    errors, _ = cards.check_card("---\n- a list\n---\n")
+    assert parse_card("no front matter") is None
+    assert parse_card("---\n---\n") == {}
+    errors, _ = check_card("---\n- a list\n---\n")
     assert errors and "mapping" in errors[0]
-    errors, _ = cards.check_card("---\ntags: {a: 1}\nlicense: [1]\n---\n")
+    errors, _ = check_card("---\ntags: {a: 1}\nlicense: [1]\n---\n")
     assert len(errors) == 2
-    with pytest.raises(cards.CardError):
-        cards.parse_card("---\nkey: [unclosed\n---\n")
-    with pytest.raises(cards.CardError):  # no Python objects from YAML
-        cards.parse_card("---\nx: !!python/object/apply:os.system ['true']\n---\n")
+    with pytest.raises(YamlError):
+        parse_card("---\nkey: [unclosed\n---\n")
+    with pytest.raises(YamlError):  # no Python objects from YAML
+        parse_card("---\nx: !!python/object/apply:os.system ['true']\n---\n")
 
 
 def test_signed_upload_urls() -> None:
@@ -210,32 +213,33 @@ def test_signed_upload_urls() -> None:
 
 
 def test_upload_mode_and_tree_entries() -> None:
-    svc = HubService.__new__(HubService)
-    svc.config = HubConfig(lfs_threshold=1000)
-    assert svc.upload_mode("a.safetensors", 10, b"{}") == "lfs"
-    assert svc.upload_mode("README.md", 10, b"# hi") == "regular"
-    assert svc.upload_mode("README.md", 0, b"") == "regular"
-    assert svc.upload_mode("big.txt", 1000, b"aaaa") == "lfs"
-    assert svc.upload_mode("bin.dat", 10, b"\x00\x01") == "lfs"
-    assert svc.upload_mode("cut.txt", 512, "é".encode() * 255 + b"\xc3") == "regular"  # a character cut by the sample
-    assert svc.upload_mode("latin1.txt", 20, b"caf\xe9 au lait, more text") == "lfs"
+    def upload_mode(path: str, size: int, sample: bytes) -> str:
+        return lfs.upload_mode(path, size, sample, lfs_threshold=1000)
+
+    assert upload_mode("a.safetensors", 10, b"{}") == "lfs"
+    assert upload_mode("README.md", 10, b"# hi") == "regular"
+    assert upload_mode("README.md", 0, b"") == "regular"
+    assert upload_mode("big.txt", 1000, b"aaaa") == "lfs"
+    assert upload_mode("bin.dat", 10, b"\x00\x01") == "lfs"
+    assert upload_mode("cut.txt", 512, "é".encode() * 255 + b"\xc3") == "regular"  # a character cut by the sample
+    assert upload_mode("latin1.txt", 20, b"caf\xe9 au lait, more text") == "lfs"
 
     f = FileEntry(1, "0" * 64, "1" * 40, False)
     files = {"a.txt": f, "d/b.txt": f, "d/e/c.txt": f}
-    top = HubService.tree_entries(files, "", False)
+    top = tree_items(trees.tree_entries(files, "", False))
     assert [(e["type"], e["path"]) for e in top] == [("file", "a.txt"), ("directory", "d")]
-    rec = HubService.tree_entries(files, "", True)
+    rec = tree_items(trees.tree_entries(files, "", True))
     assert [e["path"] for e in rec] == ["a.txt", "d", "d/b.txt", "d/e", "d/e/c.txt"]
-    assert [e["path"] for e in HubService.tree_entries(files, "d", False)] == ["d/b.txt", "d/e"]
-    with pytest.raises(HubError):
-        HubService.tree_entries(files, "nope", False)
-    assert [e["path"] for e in HubService.paths_info(files, ["a.txt", "d", "zz"])] == ["a.txt", "d"]
+    assert [e["path"] for e in tree_items(trees.tree_entries(files, "d", False))] == ["d/b.txt", "d/e"]
+    with pytest.raises(HubApiError):
+        trees.tree_entries(files, "nope", False)
+    assert [e["path"] for e in tree_items(trees.paths_info(files, ["a.txt", "d", "zz"]))] == ["a.txt", "d"]
     # Applying operations: a path cannot be a file and a folder at once.
-    from lorahub.registry.hub.service import _Op
+    from lorahub.registry.hub.commits import Commits, _Op
 
     with pytest.raises(BadRequest):
-        HubService._apply(files, [_Op("file", "a.txt/x", f)])
+        Commits._apply(files, [_Op("file", "a.txt/x", f)])
     with pytest.raises(BadRequest):
-        HubService._apply(files, [_Op("file", "d", f)])
-    out = HubService._apply(files, [_Op("deletedFolder", "d"), _Op("file", "d", f)])
+        Commits._apply(files, [_Op("file", "d", f)])
+    out = Commits._apply(files, [_Op("deletedFolder", "d"), _Op("file", "d", f)])
     assert sorted(out) == ["a.txt", "d"]

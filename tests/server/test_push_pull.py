@@ -158,7 +158,7 @@ def test_private_push_and_pull(sqlite_server, trained_package: Path, tmp_path: P
 
 
 def test_pull_refuses_a_file_the_registry_knows_differently(sqlite_server, trained_package: Path, tmp_path: Path) -> None:  # noqa: ANN001
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     assert _push(sqlite_server, str(trained_package), "--repo", "alice/tamper").exit_code == 0
     with Registry() as reg:
@@ -225,7 +225,7 @@ def test_interrupted_push_registers_nothing_and_a_rerun_completes_it(
     import httpx
     from huggingface_hub import HfApi
 
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     real = HfApi.preupload_lfs_files
 

@@ -1,5 +1,5 @@
 """``lorahub token ...``, ``lorahub serve`` errors, the stock ``hf`` CLI against the server, and
-indexing a Hub endpoint (``lorahub.registry.hub_indexer``, ``lorahub index --hub``)."""
+indexing a Hub endpoint (``lorahub.registry.sources.hub``, ``lorahub index --hub``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 HF = str(Path(sys.executable).with_name("hf"))
 LORAHUB = str(Path(sys.executable).with_name("lorahub"))
@@ -110,8 +108,8 @@ def test_hf_cli_against_the_server(sqlite_server, tmp_path: Path) -> None:
 
 
 def test_index_hub_reads_headers_with_range_requests(sqlite_server, kohya_lora, lokr_file: Path, tmp_path: Path, monkeypatch) -> None:
-    from lorahub.registry.hub_indexer import index_hub
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
+    from lorahub.registry.sources.hub import index_hub
 
     srv = sqlite_server
     api = srv.api("bob")
@@ -152,16 +150,10 @@ def test_index_hub_reads_headers_with_range_requests(sqlite_server, kohya_lora, 
     assert after.removed == 1 and "idx-style" not in {h.name for h in reg.search(author="bob", limit=50)}
     reg.close()
 
-    # The CLI: `lorahub index --hub` (when the registry's index command is there).
+    # The CLI: `lorahub index --hub`.
     env = {**os.environ, "LORAHUB_HOME": str(tmp_path / "cli-home"), "HF_TOKEN": srv.tokens["bob"]}
     env.pop("LORAHUB_DATABASE_URL", None)
-    import importlib.util
-
-    if importlib.util.find_spec("lorahub.cli.commands.registry") is None:
-        pytest.skip("the registry's `lorahub index` command is not there yet")
     proc = run([LORAHUB, "index", "--hub", "--endpoint", srv.url, "--author", "bob", "--json"], env)
-    if proc.returncode == 2 and "no such option" in proc.stderr.lower():
-        pytest.skip("lorahub index --hub is not wired into the registry's index command yet")
     assert proc.returncode == 0, proc.stderr
     found = run([LORAHUB, "search", "falcon", "--json"], env)
     assert found.returncode == 0 and "idx-lokr" in found.stdout

@@ -310,9 +310,9 @@ def test_check_reports_and_repairs_damaged_storage(servers: Servers, tmp_path: P
     import sqlalchemy as sa
     from huggingface_hub import CommitOperationAdd
 
-    from lorahub.registry.db import make_engine
+    from lorahub.registry.database import make_engine
     from lorahub.registry.hub.gitobj import git_blob_id
-    from lorahub.registry.hub.models import HubBlob, HubRepo, HubRepoObject
+    from lorahub.registry.hub.tables import HubBlob, HubRepo, HubRepoObject
 
     data = servers.data
     server = servers.start()
@@ -456,7 +456,7 @@ def test_check_refuses_what_is_not_a_server_folder(tmp_path: Path) -> None:
 
 def test_storing_a_blob_again_refreshes_its_mtime(tmp_path: Path) -> None:
     """An orphan that a new upload or commit stores again turns young: --repair leaves it alone."""
-    from lorahub.registry.hub.storage import LocalBlobStore
+    from lorahub.registry.hub.blobstore import LocalBlobStore
 
     store = LocalBlobStore(tmp_path / "blobs")
     first = store.put_bytes(b"same content")

@@ -40,7 +40,7 @@ from fuzzkit import Seed, draw_case, real_excerpts, real_seeds, synthetic_seeds
 from testkit import raw_http
 
 from lorahub.adapters.header import MAX_HEADER_BYTES
-from lorahub.registry.hub import indexing
+from lorahub.registry.hub import policy
 
 SEED = int(os.environ.get("LORAHUB_FUZZ_SEED", "20240611"))
 MAX_CASES = int(os.environ.get("LORAHUB_FUZZ_SERVER_CASES", "1500"))
@@ -151,14 +151,14 @@ class Uploader:
         return self._call("POST", f"/api/models/{repo}/commit/main", content=body, headers=NDJSON)
 
 
-def expected(path: str, data: bytes, local: Path, *, component: bool) -> indexing.BlobCheck:
+def expected(path: str, data: bytes, local: Path, *, component: bool) -> policy.BlobCheck:
     """What lorahub's checks say of these bytes at this path (run here, in the test process)."""
-    if path.lower().endswith(indexing.REFUSED_SUFFIXES):
-        return indexing.BlobCheck(False, ["refused: pickle-based files"])
-    return indexing.check_blob(path, hashlib.sha256(data).hexdigest(), local, component=component)
+    if path.lower().endswith(policy.REFUSED_SUFFIXES):
+        return policy.BlobCheck(False, ["refused: pickle-based files"])
+    return policy.check_blob(path, hashlib.sha256(data).hexdigest(), local, component=component)
 
 
-def judge(up: Uploader, repo: str, path: str, data: bytes, want: indexing.BlobCheck, r: httpx.Response) -> str | None:
+def judge(up: Uploader, repo: str, path: str, data: bytes, want: policy.BlobCheck, r: httpx.Response) -> str | None:
     """The first broken promise of the server's answer ``r`` to committing ``data`` at ``path``, or None."""
     srv = up.srv
     if r.status_code >= 500:

@@ -103,19 +103,27 @@ def test_commit_without_parent_survives_a_head_that_always_moves(tmp_path: Path)
     lock); one with a parentCommit must get 409 and land nothing."""
     from sqlmodel import Session
 
+    from lorahub.registry.database import Sessions
+    from lorahub.registry.hub import repos as R
+    from lorahub.registry.hub import trees
     from lorahub.registry.hub.auth import Authenticator, create_token
+    from lorahub.registry.hub.blobstore import LocalBlobStore
+    from lorahub.registry.hub.catalogue_sync import CatalogueSync
+    from lorahub.registry.hub.commits import COMMIT_ATTEMPTS, Commits
+    from lorahub.registry.hub.config import HubConfig
     from lorahub.registry.hub.errors import Conflict
-    from lorahub.registry.hub.service import COMMIT_ATTEMPTS, HubService
-    from lorahub.registry.hub.storage import LocalBlobStore
     from lorahub.registry.server.run import prepare
 
     _, _, registry = prepare(tmp_path / "srv", None)
     try:
         with Session(registry.engine, expire_on_commit=False) as s:
             token, _, _ = create_token(s, "alice", write=True, name="t")
-            ident = Authenticator().identify(s, f"Bearer {token}")
-        svc = HubService(registry.engine, LocalBlobStore(tmp_path / "srv" / "blobs"))
-        svc.create_repo(ident, repo_type="model", name="race", organization="alice", private=False)
+        sessions = Sessions(registry.engine)
+        ident = Authenticator(sessions).identify(f"Bearer {token}")
+        store, config = LocalBlobStore(tmp_path / "srv" / "blobs"), HubConfig()
+        sync = CatalogueSync(store, config)
+        svc = Commits(sessions, store, config, sync)
+        R.Repos(sessions, store, sync).create(ident, repo_type="model", name="race", organization="alice", private=False)
         check, land = svc._check_content, svc._land
         state = {"landing": False, "others": 0}
 
@@ -139,18 +147,18 @@ def test_commit_without_parent_survives_a_head_that_always_moves(tmp_path: Path)
         svc._check_content, svc._land = racing_check, flagged_land
         mine = svc.commit(ident, "model", "alice/race", "main", _file_commit("mine.txt", b"mine"))
         assert state["others"] < COMMIT_ATTEMPTS  # it did not need every optimistic retry
-        with svc.session() as s:
-            repo = svc.find_repo(s, "model", "alice/race")
-            head = svc.resolve_revision(s, repo, "main")
-            files = svc.files_of(s, head)
-            history = svc.commits_of(s, repo, head)
+        with sessions.read() as s:
+            repo = R.find_repo(s, "model", "alice/race")
+            head = trees.resolve_revision(s, repo, "main")
+            files = trees.files_of(s, head)
+            history = trees.history(s, repo, head)
         assert head.oid == mine.oid
         assert {"mine.txt", *(f"other/{i}.txt" for i in range(state["others"]))} <= set(files)
         assert len(history) == 1 + state["others"] + 1  # initial + the others + mine: nothing lost, nothing twice
         stale = head.oid
         with pytest.raises(Conflict):  # a parentCommit made stale by the racing commit: 409, nothing lands
             svc.commit(ident, "model", "alice/race", "main", _file_commit("late.txt", b"late", parent=stale))
-        with svc.session() as s:
-            assert "late.txt" not in svc.files_of(s, svc.resolve_revision(s, svc.find_repo(s, "model", "alice/race"), "main"))
+        with sessions.read() as s:
+            assert "late.txt" not in trees.files_of(s, trees.resolve_revision(s, R.find_repo(s, "model", "alice/race"), "main"))
     finally:
         registry.close()

@@ -419,7 +419,7 @@ def _expired_token(srv) -> str:  # noqa: ANN001 - HubServer
     from sqlmodel import Session
 
     from lorahub.registry.hub.auth import create_token
-    from lorahub.registry.models import Token, utcnow
+    from lorahub.registry.tables import Token, utcnow
 
     engine = create_engine(srv.database)
     try:

@@ -25,8 +25,8 @@ from conftest import NDJSON, HubServer, commit_body, sha256, start_server, stop_
 from huggingface_hub.errors import HfHubHTTPError
 from testkit import on_ci
 
-from lorahub.registry.hub.errors import HubError
-from lorahub.registry.hub.storage import LocalBlobStore
+from lorahub.registry.hub.blobstore import LocalBlobStore
+from lorahub.registry.hub.errors import HubApiError
 
 FULL = "cannot store the upload: the server's blob storage is full"
 READ_ONLY = "cannot store the upload: the server's blob storage is read-only"
@@ -233,14 +233,14 @@ def test_read_only_blob_storage_fails_cleanly_then_succeeds(mounted, tmp_path: P
 
 EFBIG_SCRIPT = """
 import resource, signal, sys
-from lorahub.registry.hub.errors import HubError
-from lorahub.registry.hub.storage import LocalBlobStore
+from lorahub.registry.hub.errors import HubApiError
+from lorahub.registry.hub.blobstore import LocalBlobStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # write() fails with EFBIG instead of killing us
 store = LocalBlobStore(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
 try:
     store.put_bytes(b"x" * 300_000)
-except HubError as exc:
+except HubApiError as exc:
     print(exc.status, exc.message)
 """
 
@@ -257,7 +257,7 @@ def test_tmp_folder_removed_under_the_store_is_made_again(tmp_path: Path) -> Non
     stored = store.put_bytes(b"hello")
     assert store.exists(stored.sha256) and store.tmp_dir.is_dir()
     shutil.rmtree(store.root)  # the whole blob folder gone (an unmounted volume): an error, not a new folder
-    with pytest.raises(HubError) as err:
+    with pytest.raises(HubApiError) as err:
         store.put_bytes(b"again")
     assert err.value.status == 500 and "No such file or directory" in err.value.message
     assert not store.root.exists()

@@ -54,8 +54,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """``(A, B)``: two servers started at once on one empty database and one data folder."""
     from sqlmodel import Session
 
+    from lorahub.registry.catalogue import Registry
     from lorahub.registry.hub.auth import create_token
-    from lorahub.registry.service import Registry
 
     url = fresh_pg_database()
     data = tmp_path_factory.mktemp("two-processes") / "data"

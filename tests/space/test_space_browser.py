@@ -74,7 +74,7 @@ def space_url(embedded_home: Path, embedded_xl_home: Path, lorahub_home: Path, t
     import httpx
 
     from lorahub.base import make_adapter
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     lib = tmp_path / "adapters"
     lib.mkdir()

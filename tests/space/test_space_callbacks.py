@@ -108,7 +108,7 @@ def test_sdxl_family_previews_and_trains_on_the_embedded_sdxl(state: cb.SpaceSta
 
 
 def test_search_finds_indexed_adapter_and_adds_it(state: cb.SpaceState, adapters: list[Path]) -> None:
-    from lorahub.registry.service import Registry
+    from lorahub.registry.catalogue import Registry
 
     with Registry() as reg:
         reg.index_paths(adapters)

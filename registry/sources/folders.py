@@ -25,25 +25,20 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from lorahub.errors import LorahubError, UsageError
-from lorahub.schemas.registry import IndexFailure, IndexSummary
+from lorahub.schemas.registry import HASH_FIELDS, IndexFailure, IndexSummary
 
-from .models import HASH_COLUMNS
-from .store import A, AdapterDraft, F, FileDraft, VersionDraft, delete_adapters, write_adapters
+from ..drafts import AdapterDraft, local_file_draft
+from ..rows import A, F, delete_adapters, write_adapters
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lorahub.schemas.adapters import InspectReport
-
-    from .service import Registry
+    from ..catalogue import Registry
 
 SUFFIX = ".safetensors"
-LOCAL_PREFIX = "local:"
 
 
 @dataclass
@@ -98,61 +93,16 @@ def _under(path: str, roots: list[str]) -> bool:
 
 
 def _stored(conn: Any) -> list[Stored]:
-    cols = [F.c.id, F.c.adapter_id, F.c.path, F.c.size, F.c.mtime_ns, F.c.inode, *(F.c[c] for c in HASH_COLUMNS)]
+    cols = [F.c.id, F.c.adapter_id, F.c.path, F.c.size, F.c.mtime_ns, F.c.inode, *(F.c[c] for c in HASH_FIELDS)]
     stmt = select(*cols).join(A, A.c.id == F.c.adapter_id).where(A.c.source_kind == "local", F.c.path.is_not(None))
     out = []
     for row in conn.execute(stmt):
-        out.append(Stored(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(HASH_COLUMNS, row[6:], strict=True))))
+        out.append(Stored(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(HASH_FIELDS, row[6:], strict=True))))
     return out
 
 
 def _same(st: os.stat_result, s: Stored) -> bool:
     return (st.st_size, st.st_mtime_ns, st.st_ino) == (s.size, s.mtime_ns, s.inode)
-
-
-def draft_from_report(path: str, st: os.stat_result, report: InspectReport, hashes: dict[str, Any]) -> AdapterDraft:
-    """An adapter draft for one local file from its InspectReport and fingerprints."""
-    spec = report.modelspec
-    tags = [t.strip() for t in (spec.get("modelspec.tags") or "").split(",") if t.strip()]
-    published = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc).replace(tzinfo=None)
-    file = FileDraft(
-        filename=os.path.basename(path),
-        size=st.st_size,
-        format=report.format,
-        base_family=report.base_family,
-        rank=report.rank,
-        alpha=report.alpha,
-        dtype=report.dtype,
-        hashes={c: hashes[c] for c in HASH_COLUMNS if hashes.get(c)},
-        path=path,
-        mtime_ns=st.st_mtime_ns,
-        inode=st.st_ino,
-        url=Path(path).as_uri(),
-        is_primary=True,
-    )
-    extra: dict[str, Any] = {}
-    if report.trigger_source:
-        extra["trigger_source"] = report.trigger_source
-    if report.declared_base_family and report.declared_base_family != report.base_family:
-        extra["declared_base_family"] = report.declared_base_family
-    return AdapterDraft(
-        source_kind="local",
-        source_key=LOCAL_PREFIX + path,
-        name=Path(path).stem,
-        title=report.title,
-        description=spec.get("modelspec.description") or None,
-        author=spec.get("modelspec.author") or None,
-        license=spec.get("modelspec.license") or None,
-        base_family=report.base_family,
-        format=report.format,
-        rank=report.rank,
-        alpha=report.alpha,
-        published_at=published,
-        tags=tags,
-        trigger_words=list(report.trigger_words),
-        extra=extra or None,
-        versions=[VersionDraft(base_family=report.base_family, published_at=published, files=[file])],
-    )
 
 
 def _default_workers() -> int:
@@ -276,7 +226,7 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
                 remove.add(old.adapter_id)
             continue
         report, hashes = res
-        draft = draft_from_report(path, found[path], report, hashes)
+        draft = local_file_draft(path, found[path], report, hashes)
         if old is not None:
             draft.existing_id = old.adapter_id
             summary.updated += 1
@@ -312,4 +262,4 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
     return summary
 
 
-__all__ = ["draft_from_report", "index_paths", "walk"]
+__all__ = ["index_paths", "walk"]

@@ -43,6 +43,15 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def iso(dt: datetime | None) -> str | None:
+    """A stored time as the Hub's answers show it: ISO 8601 in UTC with milliseconds and ``Z``."""
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
 def hash_column(length: int, *, index: bool = True) -> sa.Column:
     """A lower-case hex column. PostgreSQL gets the C collation so that prefix
     ranges and ``LIKE 'abc%'`` use the B-tree index."""
@@ -208,13 +217,9 @@ class TriggerWord(SQLModel, table=True):
     word: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
 
 
-#: The columns of adapter_files that hold fingerprints, in lookup order.
-HASH_COLUMNS = ("sha256", "autov1", "autov2", "autov3", "tensor_sha256", "crc32", "blake3")
-
 metadata = SQLModel.metadata
 
 __all__ = [
-    "HASH_COLUMNS",
     "Adapter",
     "AdapterFile",
     "AdapterTag",
@@ -223,6 +228,7 @@ __all__ = [
     "TriggerWord",
     "User",
     "hash_token",
+    "iso",
     "metadata",
     "utcnow",
 ]

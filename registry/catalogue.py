@@ -33,9 +33,10 @@ from lorahub.schemas.registry import (
     SearchResult,
 )
 
+from . import lookups, rows
 from . import search as _search
-from . import store
-from .db import database_url, display_url, make_engine, write_connection
+from .database import database_url, display_url, make_engine, write_connection
+from .drafts import AdapterDraft, record_draft
 
 ENV_AUTO_MIGRATE = "LORAHUB_AUTO_MIGRATE"
 _HEX_RE = re.compile(r"[0-9a-f]+")
@@ -152,36 +153,35 @@ class Registry:
 
     # -- writing --------------------------------------------------------------------------
 
-    def upsert(self, drafts: Sequence[store.AdapterDraft]) -> list[int]:
-        """Insert or replace adapters described by drafts (see :mod:`lorahub.registry.store`)."""
+    def upsert(self, drafts: Sequence[AdapterDraft]) -> list[int]:
+        """Insert or replace adapters described by drafts (see :mod:`lorahub.registry.drafts`)."""
         with self.writing() as conn:
-            return store.write_adapters(conn, drafts)
+            return rows.write_adapters(conn, drafts)
 
     def remove(self, ids: Sequence[int]) -> int:
         with self.writing() as conn:
-            return store.delete_adapters(conn, ids)
+            return rows.delete_adapters(conn, ids)
 
     def index_paths(self, paths: Iterable[str | os.PathLike[str]], *, progress: Any = None,
                     workers: int | None = None) -> IndexSummary:
-        """Index folders/files of ``.safetensors`` adapters (see :mod:`lorahub.registry.indexer`)."""
-        from .indexer import index_paths
+        """Index folders/files of ``.safetensors`` adapters (see :mod:`lorahub.registry.sources.folders`)."""
+        from .sources.folders import index_paths
 
         return index_paths(self, paths, progress=progress, workers=workers)
 
     def import_records(self, records: Iterable[AdapterRecord], *, batch: int = 2000) -> IndexSummary:
         """Add or replace metadata-only records (one transaction)."""
-        from .importers import record_to_draft
 
         started = time.perf_counter()
         count = 0
         with self.writing() as conn:
-            drafts: list[store.AdapterDraft] = []
+            drafts: list[AdapterDraft] = []
             for rec in records:
-                drafts.append(record_to_draft(rec))
+                drafts.append(record_draft(rec))
                 if len(drafts) >= batch:
-                    count += len(store.write_adapters(conn, drafts))
+                    count += len(rows.write_adapters(conn, drafts))
                     drafts = []
-            count += len(store.write_adapters(conn, drafts))
+            count += len(rows.write_adapters(conn, drafts))
         if count >= OPTIMIZE_AFTER:
             self.optimize()
         return IndexSummary(records=count, seconds=round(time.perf_counter() - started, 3), database=self.display_url)
@@ -191,7 +191,7 @@ class Registry:
 
         Every line is checked first: one bad line fails the import and nothing is written.
         """
-        from .importers import read_records
+        from .sources.records import read_records
 
         records = read_records(Path(path), fmt=fmt)
         return self.import_records(records)
@@ -219,32 +219,32 @@ class Registry:
             query = SearchQuery(query=query, **filters)
         with self.connect() as conn:
             hits = _search.search(conn, query, viewer=viewer)
-            return store.results_for(conn, [h.id for h in hits], {h.id: h.score for h in hits})
+            return lookups.results_for(conn, [h.id for h in hits], {h.id: h.score for h in hits})
 
     def source_files(self, source_key: str) -> dict[str, str]:
         """Files (repo path or file name -> sha256) of the adapter recorded under ``source_key``.
 
         Used by ``lorahub pull`` to verify downloads against what the registry knows.
         """
-        A, F = store.A, store.F
+        A, F = rows.A, rows.F
         with self.connect() as conn:
-            rows = conn.execute(
+            files = conn.execute(
                 select(F.c.repo_path, F.c.filename, F.c.sha256)
                 .select_from(F.join(A, F.c.adapter_id == A.c.id))
                 .where(A.c.source_key == source_key)
             ).all()
-        return {(r.repo_path or r.filename): r.sha256 for r in rows if r.sha256}
+        return {(r.repo_path or r.filename): r.sha256 for r in files if r.sha256}
 
     def get(self, adapter_id: int) -> SearchResult | None:
         with self.connect() as conn:
-            found = store.results_for(conn, [adapter_id])
+            found = lookups.results_for(conn, [adapter_id])
         return found[0] if found else None
 
     def by_hash(self, hash_or_prefix: str, *, viewer: int | None = None) -> list[SearchResult]:
         """Files whose fingerprint equals ``hash_or_prefix`` or starts with it (at least 8 hex)."""
         h = normalize_hash_query(hash_or_prefix)
         with self.connect() as conn:
-            return store.by_hash(conn, h, viewer)
+            return lookups.by_hash(conn, h, viewer)
 
     def lookup(self, hashes: Iterable[str], *, viewer: int | None = None) -> list[HashLookup]:
         """Batch :meth:`by_hash` (one connection); every hash is checked before any lookup."""
@@ -252,16 +252,16 @@ class Registry:
         out = []
         with self.connect() as conn:
             for raw, h in queries:
-                out.append(HashLookup(query=raw, matches=store.by_hash(conn, h, viewer)))
+                out.append(HashLookup(query=raw, matches=lookups.by_hash(conn, h, viewer)))
         return out
 
     def dupes(self, *, viewer: int | None = None) -> list[DupeGroup]:
         with self.connect() as conn:
-            return store.dupes(conn, viewer)
+            return lookups.dupes(conn, viewer)
 
     def count(self) -> int:
         with self.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(store.A)).scalar_one())
+            return int(conn.execute(select(func.count()).select_from(rows.A)).scalar_one())
 
 
 __all__ = ["Registry", "RegistryError", "normalize_hash_query"]

@@ -23,43 +23,9 @@ from pydantic import ValidationError
 from lorahub.errors import RegistryError, UsageError
 from lorahub.schemas.registry import AdapterRecord, RecordFile, RecordVersion
 
-from .store import AdapterDraft, FileDraft, VersionDraft
+from ..text import family_from_label
 
 FORMATS = ("lorahub", "civitai")
-
-
-def family_from_label(label: str | None) -> str:
-    """A base-model label (Civitai ``baseModel``, a card's base model...) -> base family.
-
-    ``SD 1.4``/``SD 1.5``... -> sd1; ``SD 2.x`` -> sd2; ``SDXL ...``, Pony,
-    Illustrious, NoobAI (SDXL underneath) -> sdxl; ``SD 3...`` -> sd3;
-    ``Flux.1 ...`` (Kontext too) -> flux (``Flux.2`` is another model: unknown); ``Chroma``, ``Qwen``,
-    ``Wan Video ...``, ``Hunyuan Video``, ``HiDream``, ``Lumina``, ``PixArt α/Σ``, ``Kolors``,
-    ``AuraFlow``, ``LTXV``, ``Cosmos``/``Anima`` -> their families (lorahub/adapters/families.py);
-    anything else (``Hunyuan 1`` is HunyuanDiT) -> unknown (the label is kept beside it).
-    """
-    if not label:
-        return "unknown"
-    s = " ".join(label.lower().replace("_", " ").split())
-    compact = s.replace(" ", "").replace("-", "")
-    if compact.startswith(("sdxl", "pony", "illustrious", "noobai")) or "stable-diffusion-xl" in s:
-        return "sdxl"
-    if compact.startswith(("sd1", "sdv1")) or "stable-diffusion-v1" in s:
-        return "sd1"
-    if compact.startswith(("sd2", "sdv2")) or "stable-diffusion-v2" in s:
-        return "sd2"
-    if compact.startswith(("sd3", "sdv3")) or "stable-diffusion-3" in s:
-        return "sd3"
-    if compact.startswith(("flux.2", "flux2")):
-        return "unknown"
-    for prefix, family in (
-        ("flux", "flux"), ("chroma", "chroma"), ("qwen", "qwen"), ("wan", "wan"), ("hunyuanvideo", "hunyuanvideo"),
-        ("hidream", "hidream"), ("lumina", "lumina"), ("pixart", "pixart"), ("kolors", "kolors"),
-        ("auraflow", "auraflow"), ("ltx", "ltxv"), ("cosmos", "cosmos"), ("anima", "cosmos"),
-    ):
-        if compact.startswith(prefix):
-            return family
-    return "unknown"
 
 
 #: Licence Civitai shows for a base family (the uploader's extra permissions go to ``extra.permissions``).
@@ -141,58 +107,6 @@ def civitai_to_record(obj: dict[str, Any]) -> AdapterRecord:
     )
 
 
-def record_to_draft(rec: AdapterRecord) -> AdapterDraft:
-    versions = []
-    for v in rec.versions:
-        family = v.base_family or family_from_label(v.base_model or rec.base_model)
-        versions.append(
-            VersionDraft(
-                name=v.name,
-                external_id=v.id,
-                base_family=family,
-                base_model=v.base_model or rec.base_model,
-                url=v.url,
-                published_at=v.created_at,
-                trigger_words=list(v.trigger_words),
-                files=[
-                    FileDraft(
-                        filename=f.name,
-                        size=f.size,
-                        format=f.format,
-                        base_family=family,
-                        rank=f.rank,
-                        hashes=dict(f.hashes),
-                        url=f.url,
-                        is_primary=f.primary,
-                    )
-                    for f in v.files
-                ],
-            )
-        )
-    family = rec.base_family or family_from_label(rec.base_model)
-    dates = [v.created_at for v in rec.versions if v.created_at]
-    return AdapterDraft(
-        source_kind="record",
-        source_key=f"record:{rec.source}:{rec.id}",
-        name=rec.name,
-        description=rec.description,
-        author=rec.author,
-        license=rec.license,
-        url=rec.url,
-        base_family=family,
-        base_model=rec.base_model,
-        format=rec.format,
-        rank=rec.rank,
-        nsfw=rec.nsfw,
-        downloads=rec.downloads,
-        published_at=rec.created_at or (max(dates) if dates else None),
-        tags=list(rec.tags),
-        trigger_words=list(rec.trigger_words),
-        extra=rec.extra or None,
-        versions=versions,
-    )
-
-
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         fh = path.open("r", encoding="utf-8")
@@ -235,4 +149,4 @@ def read_records(path: Path, *, fmt: str = "lorahub") -> list[AdapterRecord]:
     return out
 
 
-__all__ = ["FORMATS", "civitai_to_record", "family_from_label", "read_records", "record_to_draft"]
+__all__ = ["FORMATS", "civitai_to_record", "read_records"]

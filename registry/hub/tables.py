@@ -33,7 +33,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from lorahub.registry.models import utcnow
+from lorahub.registry.tables import utcnow
 
 
 def _hex(length: int) -> sa.types.TypeEngine:
@@ -49,7 +49,7 @@ class HubRepo(SQLModel, table=True):
         sa.Index("ux_hub_repos_public_id", "public_id", unique=True),
     )
 
-    #: Never reused: taken from ``hub_sequences`` (see ``HubService.create_repo``), not SQLite's rowid.
+    #: Never reused: taken from ``hub_sequences`` (see ``repos.next_repo_pk``), not SQLite's rowid.
     id: int | None = Field(default=None, primary_key=True)
     #: 24 random hex digits: the ``_id`` of API answers and the repo part of upload URLs (the
     #: primary key would tell how many repos, private ones included, were ever created).

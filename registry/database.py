@@ -1,4 +1,4 @@
-"""Database URLs and engines of the registry.
+"""The registry's database: URLs, engines, sessions, write transactions and fast raw reads.
 
 * ``LORAHUB_DATABASE_URL`` chooses the database; default SQLite at
   ``$LORAHUB_HOME/registry.sqlite``.
@@ -7,14 +7,24 @@
   :func:`write_connection`) so that concurrent writers wait instead of failing.
 * PostgreSQL: ``postgresql+psycopg://user@host:5432/db`` (psycopg 3);
   ``postgresql://`` and ``postgres://`` are read as the same.
+* Fast reads (:class:`Raw`): the search path runs several small queries per request, and
+  SQLAlchemy's statement and result machinery costs about as much as SQLite itself there, so
+  reads that must be fast go straight to the driver's cursor. Their SQL is written once with
+  ``:name`` parameters (``IN :name`` for a list) and adapted to the driver's style.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+import time
+from collections import namedtuple
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -133,15 +143,143 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+class Sessions:
+    """ORM sessions (sqlmodel) on one engine, for the objects that own their sessions (the Hub's
+    operations, see :mod:`lorahub.registry.hub`): :meth:`read` for reads, :meth:`write` for a write
+    transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_engine = engine.execution_options(lorahub_write=True)
+
+    def read(self) -> Any:  # a sqlmodel Session, used as a context manager
+        from sqlmodel import Session
+
+        return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        """A session whose transaction takes SQLite's write lock up front (``BEGIN IMMEDIATE``)."""
+        from sqlmodel import Session
+
+        with Session(self._write_engine, expire_on_commit=False) as s:
+            yield s
+
+
+def insert_ignore(session: Any, model: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` of ``rows`` into ``model``'s table, on either backend."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(model.__table__).values(rows).on_conflict_do_nothing(index_elements=keys))
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked" (or "busy"): another writer held the lock past the busy timeout."""
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def retry_busy(exc: BaseException, started: float) -> bool:
+    """Try again after SQLite's "database is locked"? Only while less than one busy timeout has passed:
+    a lock held past a whole timeout (a stuck writer) fails the request with 503 instead of waiting it
+    out again and again."""
+    return is_busy(exc) and time.monotonic() - started < busy_timeout_ms() / 1000
+
+
+#: Most values in one ``IN (...)`` list (SQLite's parameter limit, PostgreSQL's plan sizes).
+CHUNK = 500
+
+
+def chunks(seq: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+# --------------------------------------------------------------------------------------------
+# Fast reads on the DB-API cursor
+
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+_IN_LIST = re.compile(r"\bIN :(\w+)")
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    sql = _IN_LIST.sub(r"= ANY(:\1)", sql)
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+@lru_cache(maxsize=256)
+def _row_type(names: tuple[str, ...]) -> Any:
+    return namedtuple("Row", names, rename=True)
+
+
+class Raw:
+    """Run read queries on ``conn``'s driver connection; rows are namedtuples."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.dbapi = conn.connection.dbapi_connection
+        self.pg = conn.dialect.name == "postgresql"
+
+    def all(self, sql: str, params: dict[str, Any] | None = None, *, prepare: bool = False) -> list[Any]:
+        """Rows of ``sql``. ``prepare``: PostgreSQL keeps the statement prepared on this connection
+        and, after a few runs, reuses a generic plan; only for statements whose best plan does not
+        depend on the values (see :mod:`lorahub.registry.search`)."""
+        params = dict(params or {})
+        if self.pg:
+            sql = _pg_sql(sql)
+        else:
+            for name in _IN_LIST.findall(sql):
+                values = list(params.pop(name))
+                keys = [f"{name}_{i}" for i in range(len(values))] or ["__none__"]
+                params.update(zip(keys, values, strict=False))
+                if not values:
+                    params["__none__"] = None
+                sql = sql.replace(f"IN :{name}", "IN (" + ", ".join(f":{k}" for k in keys) + ")")
+        cur = self.dbapi.cursor()
+        try:
+            if self.pg:
+                cur.execute(sql, params, prepare=prepare)
+            else:
+                cur.execute(sql, params)
+            rows = cur.fetchall()
+            if cur.description is None:
+                return []
+            kind = _row_type(tuple(d[0] for d in cur.description))
+        finally:
+            cur.close()
+        return [kind._make(r) for r in rows]
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """SQLite hands DateTime columns back as text on the raw cursor."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "ENV_BUSY_TIMEOUT",
     "busy_timeout_ms",
+    "chunks",
     "ENV_URL",
     "database_url",
     "default_url",
     "display_url",
+    "insert_ignore",
+    "is_busy",
     "is_sqlite",
     "make_engine",
+    "Raw",
+    "Sessions",
+    "as_datetime",
+    "retry_busy",
     "write_connection",
 ]

@@ -10,6 +10,9 @@ The interface is deliberately narrow (:class:`BlobStore`: ``begin``/``put_stream
 ``open``, ``exists``, ``size``, ``delete`` and optionally ``local_path``) so that an object store
 can implement it later: ``begin()`` returns a :class:`BlobWriter` fed chunk by chunk and
 committed with the expected hash.
+
+:class:`BlobCache` keeps what was computed from a blob (the server's checks, its fingerprints) by
+its sha256.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ import errno
 import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from .errors import BadRequest, HubError, PayloadTooLarge, StorageError
+from .errors import BadRequest, HubApiError, PayloadTooLarge, StorageError
 from .gitobj import is_sha256
 
 log = logging.getLogger("lorahub.server.storage")
@@ -68,7 +73,7 @@ _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS: "read-only", errno.EACCES: "not writable (permission denied)", errno.EPERM: "not writable (permission denied)"}
 
 
-def _storage_error(exc: OSError, action: str) -> HubError:
+def _storage_error(exc: OSError, action: str) -> HubApiError:
     log.error("%s: %s (%s)", action, exc.strerror or exc, getattr(exc, "filename", None) or "blob storage")
     if exc.errno in _FULL:
         return StorageError(f"{action}: the server's blob storage is full")
@@ -253,6 +258,30 @@ class LocalBlobStore:
         for p in self.objects.glob("*/*/*"):
             if is_sha256(p.name):
                 yield p.name
+
+
+class BlobCache:
+    """A bounded, thread-safe map of what was computed from a blob (a check, fingerprints), keyed by
+    its sha256: blobs never change, so an entry is never stale; the least recently used go first."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self._d: OrderedDict[Any, Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self._size:
+                self._d.popitem(last=False)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lorahub.errors import AdapterFileError, LorahubError
-from lorahub.schemas.registry import IndexFailure, IndexSummary
+from lorahub.schemas.registry import IndexFailure, IndexSummary, hub_source_key
 
 #: First range read: the 8-byte length and, usually, the whole header of a LoRA.
 FIRST_READ = 65536
@@ -91,7 +91,7 @@ def _report(header: Any) -> Any:
 def _indexed_revisions(registry: Any, keys: list[str]) -> dict[str, str | None]:
     from sqlalchemy import select
 
-    from lorahub.registry.models import Adapter, AdapterVersion
+    from lorahub.registry.tables import Adapter, AdapterVersion
 
     out: dict[str, str | None] = {}
     if not keys:
@@ -123,11 +123,11 @@ def index_hub(
     progress: Callable[[str], None] | None = None,
     workers: int = WORKERS,
 ) -> IndexSummary:
-    """Index adapters of the repos of ``endpoint`` into ``registry`` (a :class:`lorahub.registry.service.Registry`)."""
+    """Index adapters of the repos of ``endpoint`` into ``registry`` (a :class:`lorahub.registry.catalogue.Registry`)."""
     from huggingface_hub.utils import HfHubHTTPError
 
     from lorahub.hub.endpoint import hf_api
-    from lorahub.registry.hub.indexing import adapter_draft
+    from lorahub.registry.drafts import hub_repo_draft
 
     started = time.perf_counter()
     api = hf_api(endpoint, token=token)
@@ -145,7 +145,7 @@ def index_hub(
     except OSError as exc:
         raise HubIndexError(f"cannot reach {ep}: {exc}") from None
     summary = IndexSummary(scanned=len(ids), database=registry.display_url)
-    keys = {rid: f"hub:{ep}/{rid}" for rid in ids}
+    keys = {rid: hub_source_key(ep, rid) for rid in ids}
     known = _indexed_revisions(registry, list(keys.values()))
 
     def one(rid: str) -> tuple[str, str, Any]:
@@ -168,7 +168,7 @@ def index_hub(
                 return rid, "empty", None
             card = info.card_data.to_dict() if info.card_data is not None else None
             ns, name = rid.split("/", 1) if "/" in rid else ("", rid)
-            draft = adapter_draft(
+            draft = hub_repo_draft(
                 endpoint=ep,
                 repo_id=rid,
                 url_prefix="",
@@ -213,7 +213,7 @@ def index_hub(
     if removed_keys:
         from sqlalchemy import select
 
-        from lorahub.registry.models import Adapter
+        from lorahub.registry.tables import Adapter
 
         with registry.connect() as conn:
             ids_to_remove = [r[0] for r in conn.execute(select(Adapter.id).where(Adapter.source_key.in_(removed_keys)))]

@@ -1,0 +1,199 @@
+"""Reading adapters back as results: by id, by any fingerprint (exact or prefix), duplicates.
+
+Rows are read on the driver's cursor (:class:`lorahub.registry.database.Raw`) and built into
+:class:`~lorahub.schemas.registry.SearchResult` without re-validation; the text search that
+ranks ids is :mod:`lorahub.registry.search`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from lorahub.schemas.registry import HASH_FIELDS, HASH_LENGTHS, DupeGroup, SearchResult
+
+from . import text as T
+from .database import Raw, as_datetime, chunks
+
+_RESULT_COLUMNS = """
+a.id, a.name, a.title, a.source_kind, a.source_key, a.url, a.author, a.license, a.base_family,
+a.base_model, a.format, a.rank, a.tags_text, a.trigger_words_text, a.downloads, a.published_at,
+substr(a.description, 1, 200) AS description, a.repo_id,
+f.filename, f.size, f.sha256, f.autov3, f.path, f.repo_path, f.url AS file_url, v.name AS version_name,
+v.revision
+"""
+
+_HASHES = ", " + ", ".join(f"f.{c} AS h_{c}" for c in HASH_FIELDS)
+
+
+def _source(row: Any) -> str:
+    kind = row.source_kind
+    if kind == "local":
+        return row.path or row.source_key.split(":", 1)[-1]
+    if kind == "hub":
+        at = f"@{row.revision[:12]}" if row.revision else ""
+        inside = f":{row.repo_path}" if row.repo_path else ""
+        return f"{row.repo_id or row.source_key}{at}{inside}"
+    return row.source_key.split(":", 1)[-1] if row.source_key.startswith("record:") else row.source_key
+
+
+def _split(value: str | None) -> list[str]:
+    return [v for v in (value or "").split("\n") if v]
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    """Stored naive in UTC (see :mod:`lorahub.registry.rows`); results say so, so that their JSON carries the offset."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> SearchResult:
+    desc = row.description
+    if desc:
+        desc = " ".join(desc.split())
+    # Rows come from our own tables: build without re-validating every field.
+    return SearchResult.model_construct(
+        id=row.id,
+        name=row.name,
+        title=row.title,
+        source_kind=row.source_kind,
+        source=_source(row),
+        url=row.url or row.file_url,
+        author=row.author,
+        license=row.license,
+        base_family=row.base_family if row.base_family in T.FAMILIES else "unknown",
+        base_model=row.base_model,
+        format=row.format,
+        rank=row.rank,
+        tags=_split(row.tags_text),
+        trigger_words=_split(row.trigger_words_text),
+        downloads=int(row.downloads or 0),
+        published_at=_utc(as_datetime(row.published_at)),
+        description=desc or None,
+        version=row.version_name,
+        file_name=row.filename,
+        size=row.size,
+        sha256=row.sha256,
+        autov3=row.autov3.upper() if row.autov3 else None,
+        score=round(score, 6),
+        matched_hashes=list(matched),
+    )
+
+
+def results_for(conn: Connection, ids: Sequence[int], scores: dict[int, float] | None = None) -> list[SearchResult]:
+    """Search results for adapter ``ids`` (primary file shown), in the order given."""
+    if not ids:
+        return []
+    rows = Raw(conn).all(
+        f"SELECT {_RESULT_COLUMNS} FROM adapters a "
+        "LEFT JOIN adapter_files f ON f.adapter_id = a.id AND f.is_primary = :true "
+        "LEFT JOIN adapter_versions v ON v.id = f.version_id WHERE a.id IN :ids",
+        {"ids": list(ids), "true": True},
+        prepare=True,  # primary-key lookups: planning cost as much as running it
+    )
+    by_id = {r.id: r for r in rows}
+    scores = scores or {}
+    return [to_result(by_id[i], scores.get(i, 0.0)) for i in ids if i in by_id]
+
+
+def _visibility(viewer: int | None, params: dict[str, Any]) -> str:
+    params["false"] = False
+    if viewer is None:
+        return "a.private = :false"
+    params["viewer"] = viewer
+    return "(a.private = :false OR a.owner_id = :viewer)"
+
+
+def file_rows_where(conn: Connection, where: str, params: dict[str, Any], viewer: int | None,
+                    order: str = "a.downloads DESC, a.id DESC, f.id") -> list[Any]:
+    cond = _visibility(viewer, params)
+    return Raw(conn).all(
+        f"SELECT {_RESULT_COLUMNS}{_HASHES} FROM adapter_files f JOIN adapters a ON a.id = f.adapter_id "
+        f"JOIN adapter_versions v ON v.id = f.version_id WHERE ({where}) AND {cond} ORDER BY {order}",
+        params,
+    )
+
+
+def by_hash(conn: Connection, query: str, viewer: int | None = None) -> list[SearchResult]:
+    """Files matching a lower-case hex ``query`` exactly or as a prefix, on every fingerprint column.
+
+    A query of 8 hex also matches a CRC32 stored with its bytes reversed
+    (Civitai's scanner printed CRC32 little-endian).
+    """
+    n = len(query)
+    params: dict[str, Any] = {"h": query, "h_hi": query + "g"}
+    conds = []
+    for col in HASH_FIELDS:
+        length = HASH_LENGTHS[col]
+        if n > length:
+            continue
+        conds.append(f"{col} = :h" if n == length else f"{col} >= :h AND {col} < :h_hi")
+    reversed_crc = None
+    if n == 8:
+        reversed_crc = "".join(reversed([query[i : i + 2] for i in range(0, 8, 2)]))
+        if reversed_crc != query:
+            params["h_rev"] = reversed_crc
+            conds.append("crc32 = :h_rev")
+    if not conds:
+        return []
+    # One indexed lookup per column (an OR across columns would scan the table).
+    union = " UNION ".join(f"SELECT id FROM adapter_files WHERE {c}" for c in conds)
+    out = []
+    for row in file_rows_where(conn, f"f.id IN ({union})", params, viewer):
+        matched = []
+        for col in HASH_FIELDS:
+            value = getattr(row, f"h_{col}")
+            if value and (value.startswith(query) if n < HASH_LENGTHS[col] else value == query):
+                matched.append(col)
+        if reversed_crc and row.h_crc32 == reversed_crc and "crc32" not in matched:
+            matched.append("crc32")
+        out.append(to_result(row, 0.0, matched))
+    return out
+
+
+def dupes(conn: Connection, viewer: int | None = None) -> list[DupeGroup]:
+    """Groups of files with the same AutoV3 (identical tensor data), biggest groups first."""
+    raw = Raw(conn)
+    params: dict[str, Any] = {}
+    cond = _visibility(viewer, params)
+    keys = [
+        r[0]
+        for r in raw.all(
+            "SELECT f.autov3 FROM adapter_files f JOIN adapters a ON a.id = f.adapter_id "
+            f"WHERE f.autov3 IS NOT NULL AND {cond} GROUP BY f.autov3 HAVING count(*) > 1 "
+            "ORDER BY count(*) DESC, f.autov3",
+            params,
+        )
+    ]
+    groups = []
+    for part in chunks(keys):
+        params = {"keys": list(part)}
+        cond = _visibility(viewer, params)
+        members: dict[str, list[Any]] = {}
+        for row in raw.all(
+            f"SELECT {_RESULT_COLUMNS}{_HASHES} FROM adapter_files f JOIN adapters a ON a.id = f.adapter_id "
+            f"JOIN adapter_versions v ON v.id = f.version_id WHERE f.autov3 IN :keys AND {cond} "
+            "ORDER BY f.autov3, a.name, f.id",
+            params,
+        ):
+            members.setdefault(row.h_autov3, []).append(row)
+        for key in part:
+            rows = members.get(key, [])
+            if len(rows) < 2:
+                continue
+            shas = {r.h_sha256 for r in rows}
+            tensors = {r.h_tensor_sha256 for r in rows if r.h_tensor_sha256}
+            groups.append(
+                DupeGroup(
+                    autov3=key.upper(),
+                    tensor_sha256=next(iter(tensors)) if len(tensors) == 1 else None,
+                    identical_files=len(shas) == 1 and None not in shas,
+                    members=[to_result(r, 0.0, ["autov3"]) for r in rows],
+                )
+            )
+    return groups
+
+
+__all__ = ["by_hash", "dupes", "file_rows_where", "results_for", "to_result"]
