@@ -734,7 +734,7 @@ def push(path: str | os.PathLike[str] | None, *, repo: str, token: str | None = 
             p = subs[0] if len(subs) == 1 else unpacked
         try:
             result = hub_push(p, repo=repo, private=bool(private), endpoint=ep, token=token or False,
-                              dry_run=bool(dry_run), register=False)
+                              dry_run=bool(dry_run))
         except Exception as exc:  # noqa: BLE001 - one readable line, token blanked
             if _network_failure(exc):
                 raise LorahubError(NETWORK_FAILURE.format(endpoint=ep or "the Hub")) from None

@@ -134,9 +134,9 @@ def preview_cmd(base, base_config, loras, lora_dirs, prompt, negative, seeds, st
 
     from lorahub.adapters.inspect import inspect_file
     from lorahub.pipeline.live import DEFAULT_TARGET_RANK, LivePipeline
-    from lorahub.pipeline.resolver import Resolver
+    from lorahub.registry.resolving import registry_resolver
 
-    resolver = Resolver(lora_dirs=[*lora_dirs, "."])
+    resolver = registry_resolver([*lora_dirs, "."])
     resolved = [resolver.resolve(s.name) for s in specs]
     if target_rank is None:
         ranks = [max(inspect_file(r.path).ranks or [1]) for r in resolved]
@@ -308,9 +308,9 @@ def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, fmt, lo
     """
     from lorahub.pipeline.blend import blend
     from lorahub.pipeline.prompt import parse_spec
-    from lorahub.pipeline.resolver import Resolver
+    from lorahub.registry.resolving import registry_resolver
 
-    resolver = Resolver(lora_dirs=[*lora_dirs, "."])
+    resolver = registry_resolver([*lora_dirs, "."])
     items = []
     for text in inputs:
         tag = parse_spec(text, what="input")
@@ -358,9 +358,9 @@ def convert_cmd(source, output, fmt, rank, dtype, title, lora_dirs, as_json) -> 
     training metadata is kept (docs/formats.md).
     """
     from lorahub.pipeline.convert import convert
-    from lorahub.pipeline.resolver import Resolver
+    from lorahub.registry.resolving import registry_resolver
 
-    path = Resolver(lora_dirs=[*lora_dirs, "."]).resolve(source).path
+    path = registry_resolver([*lora_dirs, "."]).resolve(source).path
     result = convert(path, output, format=fmt, rank=rank, dtype=dtype, title=title)
     for w in result.warnings:
         warn(w)
@@ -391,10 +391,11 @@ def fuse_cmd(base, base_config, loras, output, dtype, overwrite, lora_dirs, as_j
     lorahub fuse --lora A.safetensors:0.8 -o merged/
     """
     from lorahub.pipeline.fuse import fuse
+    from lorahub.registry.resolving import registry_resolver
 
     info("loading the base model ...")
     result = fuse(base, list(loras), output, base_config=base_config, dtype=dtype, overwrite=overwrite,
-                  lora_dirs=[*lora_dirs, "."])
+                  resolver=registry_resolver([*lora_dirs, "."]))
     for w in result.warnings:
         warn(w)
 
