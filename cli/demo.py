@@ -156,7 +156,7 @@ def _train(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
 def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     from lorahub.base.synthetic import make_adapter
     from lorahub.pipeline.blend import blend
-    from lorahub.pipeline.grid import make_grid
+    from lorahub.pipeline.grid import Cell, render_grid
     from lorahub.pipeline.live import LivePipeline
 
     a = ctx.state.get("adapter") or make_adapter(ctx.workdir / "demo-style.safetensors", rank=4, seed=1)
@@ -165,19 +165,12 @@ def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     live.add("style", a)
     live.add("kohya", b)
     weights = (0.0, 1.0)
-    cells, times = [], []
-    for wb in weights:
-        row = []
-        for wa in weights:
-            live.set_weights({"style": wa, "kohya": wb})
-            r = live.render("a lighthouse at dusk", seed=0, steps=2, width=64, height=64)
-            row.append(r.image)
-            times.append(r.seconds)
-        cells.append(row)
-    grid = make_grid(cells, col_labels=[f"style {w:g}" for w in weights],
-                     row_labels=[f"kohya {w:g}" for w in weights], title="a lighthouse at dusk")
+    done = render_grid(live, "a lighthouse at dusk", [[Cell({"style": wa, "kohya": wb}) for wa in weights] for wb in weights],
+                       col_labels=[f"style {w:g}" for w in weights], row_labels=[f"kohya {w:g}" for w in weights],
+                       title="a lighthouse at dusk", seed=0, steps=2, width=64, height=64)
+    times = done.seconds
     grid_path = ctx.workdir / "blend-grid.png"
-    grid.save(grid_path)
+    done.image.save(grid_path)
 
     # the same blend baked into one file (cat: exact), hot-swapped into the "style" slot
     baked = blend([(a, 0.5), (b, 0.5)], method="cat", out=ctx.workdir / "blend-cat.safetensors")

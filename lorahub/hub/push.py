@@ -66,16 +66,13 @@ def _file_digests(src: Path | bytes, want_git: bool) -> tuple[int, str, str | No
 
 def _validate(pkg: AdapterPackage) -> list[str]:
     """Validate every adapter file of the package; raise on the first invalid one."""
-    from lorahub.adapters.header import PICKLE_SUFFIXES
+    from lorahub.adapters.pickles import is_pickle_name, pickle_refusal
     from lorahub.adapters.validate import validate_file
-    from lorahub.errors import PickleRefusedError
 
-    pickles = sorted(k for k in pkg.files if k.lower().endswith(PICKLE_SUFFIXES))
+    pickles = sorted(k for k in pkg.files if is_pickle_name(k))
     if pickles:
-        raise PickleRefusedError(
-            pickles[0], "refused: pickle files run code when loaded; lorahub does not share them",
-            hint="remove it from the package or convert it to .safetensors",
-        )
+        raise pickle_refusal(pickles[0], "a pickle file in the package, which lorahub does not share",
+                             hint="remove it from the package or convert it to .safetensors")
     warnings: list[str] = []
     targets = [pkg.weights] + [
         f for k, f in pkg.files.items() if k.endswith(".safetensors") and f != pkg.weights

@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.header import PICKLE_SUFFIXES
-from ..errors import AdapterFileError, NotFoundError, PickleRefusedError, UsageError
+from ..adapters.pickles import refuse_pickle_name
+from ..errors import AdapterFileError, NotFoundError, UsageError
 
 #: Weight files a package folder is searched for, best first.
 PACKAGE_WEIGHT_NAMES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")
@@ -54,12 +54,7 @@ Step = Callable[[str, "Resolver"], "Resolved | None"]
 
 
 def _check_file(path: Path) -> Path:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise PickleRefusedError(
-            str(path),
-            f"refused: '{path.suffix}' names a pickle file (lorahub never unpickles)",
-            hint="use the .safetensors version of the adapter",
-        )
+    refuse_pickle_name(path, hint="use the .safetensors version of the adapter")
     if path.suffix.lower() != ".safetensors":
         raise AdapterFileError(str(path), "adapters must be .safetensors files")
     return path
