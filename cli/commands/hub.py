@@ -91,6 +91,7 @@ def pull_cmd(spec: str, to: str | None, endpoint: str | None, token: str | None,
 
     Files are checked against the registry's fingerprints when it knows the repo
     (a mismatch is an error and nothing is kept) and against the Hub's LFS SHA-256.
+    A registry that cannot be read is an error too.
     """
     from lorahub.hub.endpoint import normalize_endpoint
     from lorahub.hub.pull import parse_spec, pull
