@@ -27,25 +27,17 @@ from pathlib import Path
 def start_server(data: Path) -> tuple[subprocess.Popen, str, str]:
     from sqlmodel import Session
 
+    from lorahub.cli.serving import start_serve
     from lorahub.registry.hub.auth import create_token
-    from lorahub.registry.server.run import READY_PREFIX, prepare
+    from lorahub.registry.server.run import prepare
 
     _, _, registry = prepare(data, None)
     with Session(registry.engine, expire_on_commit=False) as s:
         token, _, _ = create_token(s, "bench", write=True, name="bench")
     registry.close()
-    log = data / "server.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "lorahub.cli", "serve", "--port", "0", "--data", str(data),
-                                 "--no-ui", "--no-access-log"], stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(READY_PREFIX):
-                return proc, line[len(READY_PREFIX):].strip(), token
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("lorahub serve did not start")
+    proc, url = start_serve(["--port", "0", "--data", str(data), "--no-ui", "--no-access-log"], log=data / "server.log",
+                            timeout=60)
+    return proc, url, token
 
 
 def make_adapter(path: Path, size_mb: int) -> Path:
@@ -78,6 +70,7 @@ def main() -> int:
     os.environ["LORAHUB_HOME"] = str(work / "home")
     proc, url, token = start_server(work / "server")
     try:
+        from lorahub.cli.serving import stop_serve
         from lorahub.hub.endpoint import hf_api
         from lorahub.hub.push import push
 
@@ -110,8 +103,7 @@ def main() -> int:
               f"  (goal < 2 s and 0 bytes: {'PASS' if ok else 'FAIL'})")
         return 0 if ratio <= 1.2 and ok else 1
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        stop_serve(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

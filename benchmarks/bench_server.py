@@ -55,35 +55,18 @@ TREE_RATIO_GOAL = 5.0
 
 def start_server(data: Path, url: str, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
     """``lorahub serve`` on a free loopback port (no access log, no web UI), its endpoint once it listens."""
-    from lorahub.registry.server.run import READY_PREFIX
+    from lorahub.cli.serving import start_serve
 
-    log = data / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE"))}
     env["LORAHUB_HOME"] = str(data / "home")
-    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", url, "--no-access-log", "--no-ui",
-           *(extra or [])]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(data))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(READY_PREFIX):
-                return proc, line[len(READY_PREFIX):].strip()
-        if proc.poll() is not None:
-            raise RuntimeError(f"lorahub serve exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("lorahub serve did not start in 120 s")
+    return start_serve(["--port", "0", "--data", str(data), "--database", url, "--no-access-log", "--no-ui",
+                        *(extra or [])], log=data / "server.log", env=env, cwd=data, program=[LORAHUB], timeout=120)
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+    from lorahub.cli.serving import stop_serve
+
+    stop_serve(proc, timeout=20)
 
 
 def query_params(q) -> dict:  # noqa: ANN001 - a SearchQuery

@@ -7,6 +7,7 @@
 - :mod:`.rows`       drafts written as rows, in bulk
 - :mod:`.lookups`    results by id, by fingerprint, duplicates
 - :mod:`.search`     the text search (SQLite FTS5, PostgreSQL tsvector)
+- :mod:`.resolving`  the resolver's registry step: adapter names and hashes -> files (``RegistryStep``)
 - :mod:`.text`       words, names, base-model labels and filter tokens
 - :mod:`.sources`    what an index reads: folders, a Hub endpoint, JSON Lines records
 - :mod:`.hub`        the Hub's repos, commits, trees and blobs (no HTTP)

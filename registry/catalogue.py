@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lorahub.errors import RegistryError, UsageError
+from lorahub.schemas.hub import PullResult, PushResult
 from lorahub.schemas.registry import (
     AdapterRecord,
     DupeGroup,
@@ -31,12 +32,13 @@ from lorahub.schemas.registry import (
     IndexSummary,
     SearchQuery,
     SearchResult,
+    hub_source_key,
 )
 
 from . import lookups, rows
 from . import search as _search
 from .database import database_url, display_url, make_engine, write_connection
-from .drafts import AdapterDraft, record_draft
+from .drafts import AdapterDraft, hub_repo_draft, record_draft
 
 ENV_AUTO_MIGRATE = "LORAHUB_AUTO_MIGRATE"
 _HEX_RE = re.compile(r"[0-9a-f]+")
@@ -157,6 +159,31 @@ class Registry:
         """Insert or replace adapters described by drafts (see :mod:`lorahub.registry.drafts`)."""
         with self.writing() as conn:
             return rows.write_adapters(conn, drafts)
+
+    def record_hub_files(self, result: PushResult | PullResult) -> int:
+        """Record the repo a push or a pull left behind (its commit, card and adapter files with their
+        fingerprints) so that search finds it and a later pull is verified against it; returns the
+        adapter's id. The record is this registry's owner's: a private repo is not hidden here."""
+        from lorahub.hub.card import split_card
+
+        if not result.adapters or not result.commit:
+            raise UsageError(f"{result.repo_id}: nothing to record (no adapter file or no commit)")
+        pushed = isinstance(result, PushResult)
+        readme = result.card if pushed else result.readme
+        namespace, name = result.repo_id.split("/", 1)
+        draft = hub_repo_draft(
+            endpoint=result.endpoint, repo_id=result.repo_id, url_prefix="", namespace=namespace, name=name,
+            private=False, owner_id=None, downloads=0, created_at=None, commit_oid=result.commit,
+            commit_title="pushed with lorahub" if pushed else "pulled with lorahub",
+            card=split_card(readme)[0] if readme else {}, readme=readme,
+            adapters=[(a.path, a.size, a, a.hashes) for a in result.adapters],
+        )
+        return self.upsert([draft])[0]
+
+    def hub_files(self, endpoint: str, repo_id: str) -> dict[str, str]:
+        """Files (repo path -> sha256) this registry recorded for the Hub repo ``repo_id`` at ``endpoint``:
+        what ``lorahub pull`` verifies downloads against."""
+        return self.source_files(hub_source_key(endpoint, repo_id))
 
     def remove(self, ids: Sequence[int]) -> int:
         with self.writing() as conn:

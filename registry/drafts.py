@@ -179,7 +179,7 @@ def hub_repo_draft(
     commit_title: str,
     card: dict[str, Any] | None,
     readme: str | None,
-    adapters: list[tuple[str, int, Any, dict[str, str]]],  # (path, size, InspectReport, hashes)
+    adapters: list[tuple[str, int, Any, dict[str, str]]],  # (path, size, InspectReport or RepoAdapter, hashes)
 ) -> AdapterDraft:
     """A Hub repo whose head (``commit_oid``) holds ``adapters``: one version (the commit), one file
     per adapter with its fingerprints; the card gives licence, base model, tags and instance prompt.

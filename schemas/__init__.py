@@ -12,7 +12,7 @@ from .adapters import (
     ModuleInfo,
     ValidationReport,
 )
-from .hub import PullFile, PullResult, PushFile, PushResult, StorageCheck, StorageIssue
+from .hub import PullFile, PullResult, PushFile, PushResult, RepoAdapter, StorageCheck, StorageIssue
 from .registry import (
     AdapterRecord,
     DupeGroup,
@@ -59,6 +59,7 @@ __all__ = [
     "PullResult",
     "PushFile",
     "PushResult",
+    "RepoAdapter",
     "StorageCheck",
     "StorageIssue",
     "TrainConfig",

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .adapters import AdapterFormat, BaseFamily
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -17,6 +19,24 @@ class PushFile(_Model):
     size: int
     sha256: str
     status: Literal["new", "changed", "unchanged"]
+
+
+class RepoAdapter(_Model):
+    """One adapter file of a pushed or pulled repo, as push/pull read it: what a face needs to record the
+    repo in its registry (``Registry.record_hub_files``) without reading the file again."""
+
+    path: str = Field(description="Path inside the repo")
+    size: int
+    hashes: dict[str, str] = Field(
+        default_factory=dict, description="Fingerprints by hash name (sha256, autov2, autov3, crc32, blake3, ...)"
+    )
+    format: AdapterFormat
+    base_family: BaseFamily
+    rank: int | None = None
+    alpha: float | None = None
+    dtype: str | None = None
+    trigger_words: list[str] = Field(default_factory=list)
+    title: str | None = None
 
 
 class PushResult(_Model):
@@ -35,6 +55,7 @@ class PushResult(_Model):
     card_added: list[str] = Field(default_factory=list, description="Metadata keys lorahub filled into an existing card")
     card: str | None = Field(None, description="The README.md pushed (or, for a dry run, that would be pushed)")
     pull_request_url: str | None = None
+    adapters: list[RepoAdapter] = Field(default_factory=list, description="The adapter file pushed, as it was read")
     registered: bool = Field(False, description="Recorded in the registry")
     warnings: list[str] = Field(default_factory=list)
 
@@ -56,6 +77,8 @@ class PullResult(_Model):
     commit: str
     folder: str
     files: list[PullFile] = Field(default_factory=list)
+    adapters: list[RepoAdapter] = Field(default_factory=list, description="The adapter files pulled, as they were read")
+    readme: str | None = Field(None, description="The repo's README.md (model card), when it has one")
     registered: bool = False
     warnings: list[str] = Field(default_factory=list)
 

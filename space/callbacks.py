@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorahub.adapters.pickles import refuse_pickle_name
 from lorahub.errors import LorahubError, NotFoundError, UsageError
+from lorahub.safezip import extract_zip_file
 
 #: Environment variable naming the base model of a deployed Space (any ``--base`` spec).
 ENV_BASE = "LORAHUB_SPACE_BASE"
@@ -35,13 +37,7 @@ FAMILIES = {"sd1": "SD 1.x", "sdxl": "SDXL"}
 #: At most this many adapters in the preview list (one weight slider each).
 MAX_ADAPTERS = 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 RESULT_COLUMNS = ["name", "trigger words", "base", "format", "rank", "sha256", "AutoV3", "source"]
-#: Bounds of every zip the page extracts (a training set, an adapter package to push): members kept,
-#: their total uncompressed size, and the compression ratio of any member over 1 MiB (zip bombs).
-ZIP_MAX_FILES = 1000
-ZIP_MAX_BYTES = 2 << 30
-ZIP_MAX_RATIO = 100
 
 
 # --------------------------------------------------------------------------- base model
@@ -234,17 +230,15 @@ def add_file(chosen: list[dict[str, Any]], path: str | os.PathLike[str], *, name
     p = Path(path)
     if not p.is_file():
         raise NotFoundError(f"{p}: no such file")
-    _refuse_pickle(p)
+    refuse_pickle_name(p, subject=p.name)  # an upload's name only: never the server's folders
     out = list(chosen or [])
     if any(Path(c["path"]).resolve() == p.resolve() for c in out):
         return out
     if len(out) >= MAX_ADAPTERS:
         raise UsageError(f"the preview holds at most {MAX_ADAPTERS} adapters; remove one first")
-    base = adapter_name(name or p.name)
-    taken = {c["name"] for c in out}
-    unique, n = base, 2
-    while unique in taken:
-        unique, n = f"{base}_{n}", n + 1
+    from lorahub.pipeline.live import unique_name
+
+    unique = unique_name(adapter_name(name or p.name), (c["name"] for c in out), sep="_")
     out.append({"name": unique, "path": str(p), "weight": float(weight)})
     return out
 
@@ -272,12 +266,6 @@ def _sync(live: Any, chosen: Sequence[dict[str, Any]], weights: Sequence[float])
     return w
 
 
-def _size(live: Any) -> int:
-    unet = live.pipe.unet
-    factor = getattr(live.pipe, "vae_scale_factor", 8) or 8
-    return int(unet.config.sample_size) * int(factor)
-
-
 def _check_steps(steps: Any) -> int:
     try:
         n = int(steps)
@@ -289,18 +277,10 @@ def _check_steps(steps: Any) -> int:
 
 
 def parse_weights(text: str) -> list[float]:
-    """``"0, 0.5, 1"`` -> ``[0.0, 0.5, 1.0]`` (grid columns)."""
-    out = []
-    for part in split_tags(text):
-        try:
-            out.append(float(part))
-        except ValueError:
-            raise UsageError(f"grid weights: {part!r} is not a number (write e.g. 0, 0.5, 1)") from None
-    if not out:
-        raise UsageError("grid weights: give at least one number (e.g. 0, 0.5, 1)")
-    if len(out) > 8:
-        raise UsageError("grid weights: at most 8 values")
-    return out
+    """``"0, 0.5, 1"`` -> ``[0.0, 0.5, 1.0]`` (grid columns; at most 8)."""
+    from lorahub.pipeline.grid import parse_weights as parse
+
+    return parse(text, max_count=8)
 
 
 @dataclass
@@ -323,7 +303,7 @@ def generate(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Seque
     """One image with the chosen adapters at ``weights``, or (``grid``) a grid: one row per adapter, one
     column per grid weight (the other adapters keep their slider weights). ``family``: the base family
     (:data:`FAMILIES`; default SD 1.x)."""
-    from lorahub.pipeline.grid import make_grid
+    from lorahub.pipeline.grid import Cell, render_grid
 
     if not (prompt or "").strip():
         raise UsageError("write a prompt first")
@@ -334,26 +314,17 @@ def generate(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Seque
         raise UsageError("grid mode needs at least one adapter in the preview list")
     with state.lock:
         live = state.live(family)
-        size = _size(live)
+        width, height = live.native_size()
         base_w = _sync(live, chosen, weights)
-        kw = dict(negative=negative or None, seed=seed, steps=n_steps, width=size, height=size, tags=False)
+        kw = dict(negative=negative or None, seed=seed, steps=n_steps, width=width, height=height, tags=False)
         if not grid:
             r = live.render(prompt, **kw)
             return Generated(r.image, [r.seconds], r.infotext())
-        cells, seconds = [], []
-        for c in chosen:
-            row = []
-            for col in columns:
-                live.set_weights({**base_w, c["name"]: col}, exclusive=True)
-                r = live.render(prompt, **kw)
-                row.append(r.image)
-                seconds.append(r.seconds)
-            cells.append(row)
-        live.set_weights(base_w, exclusive=True)
-        image = make_grid(cells, col_labels=[f"{w:g}" for w in columns], row_labels=[c["name"] for c in chosen],
-                          title=prompt[:60])
-        return Generated(image, seconds, f"{prompt}\nGrid: {len(chosen)} adapters x weights {grid_weights}, "
-                                         f"Steps: {n_steps}, Seed: {seed}")
+        cells = [[Cell({**base_w, c["name"]: col}) for col in columns] for c in chosen]
+        done = render_grid(live, prompt, cells, col_labels=[f"{w:g}" for w in columns],
+                           row_labels=[c["name"] for c in chosen], title=prompt[:60], exclusive=True, restore=base_w, **kw)
+        return Generated(done.image, done.seconds, f"{prompt}\nGrid: {len(chosen)} adapters x weights {grid_weights}, "
+                                                   f"Steps: {n_steps}, Seed: {seed}")
 
 
 def bake_blend(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Sequence[float],
@@ -376,15 +347,6 @@ def bake_blend(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Seq
 # --------------------------------------------------------------------------- inspect
 
 
-def _refuse_pickle(path: Path) -> None:
-    from lorahub.adapters.header import PickleRefusedError
-
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise PickleRefusedError(path.name, f"pickle-based files ({path.suffix}) are refused without being "
-                                 "loaded: they can run code when opened",
-                                 hint="convert it to .safetensors in a sandbox you trust")
-
-
 def inspect(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     """Inspect, validate and fingerprint one uploaded file: ``{"inspect", "validate", "fingerprint"}``
     (pydantic dumps). Pickles are refused before anything is read."""
@@ -396,7 +358,7 @@ def inspect(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     if not path:
         raise UsageError("upload a .safetensors file first")
     p = Path(path)
-    _refuse_pickle(p)
+    refuse_pickle_name(p, subject=p.name)
     read_header(p)  # refuses pickles by their bytes, whatever the name, and bad headers in one line
     return {
         "inspect": inspect_file(p).model_dump(mode="json"),
@@ -452,61 +414,6 @@ def inspect_markdown(report: dict[str, Any], display_name: str | None = None) ->
 # --------------------------------------------------------------------------- train
 
 
-def _member_parts(name: str) -> tuple[str, ...] | None:
-    """The parts of a zip member's name, or None for one never written: a folder, a path that is absolute
-    or climbs (``..``), a hidden part (``.git``, ``.DS_Store``) or macOS resource forks."""
-    norm = name.replace("\\", "/")
-    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
-        return None
-    parts = tuple(p for p in norm.split("/") if p not in ("", "."))
-    if not parts or norm.endswith("/"):
-        return None
-    for p in parts:
-        if p == ".." or p.startswith(".") or p == "__MACOSX" or p.casefold() == "git~1" or "\x00" in p:
-            return None
-    return parts
-
-
-def extract_zip(zf: zipfile.ZipFile, dest: Path, *, keep: Callable[[str], bool] | None = None,
-                max_files: int = ZIP_MAX_FILES, max_bytes: int = ZIP_MAX_BYTES, max_ratio: float = ZIP_MAX_RATIO) -> int:
-    """Extract the members of ``zf`` that :func:`_member_parts` accepts (and ``keep``, given the name's
-    suffix) into ``dest``; returns the file count. The bounds are checked on the whole listing before
-    anything is written, and again on the bytes as they are decompressed."""
-    root = dest.resolve()
-    chosen = []
-    total = 0
-    for info in zf.infolist():
-        if info.is_dir():
-            continue
-        parts = _member_parts(info.filename)
-        if parts is None or (keep is not None and not keep(Path(parts[-1]).suffix.lower())):
-            continue
-        if info.file_size > (1 << 20) and info.file_size > max_ratio * max(info.compress_size, 1):
-            raise UsageError(f"{info.filename}: compressed {info.file_size // max(info.compress_size, 1)}:1, "
-                             "refused (a zip bomb?)")
-        total += info.file_size
-        chosen.append((info, parts))
-        if len(chosen) > max_files:
-            raise UsageError(f"the zip holds more than {max_files} files")
-        if total > max_bytes:
-            raise UsageError(f"the zip unpacks to more than {max_bytes >> 20} MiB")
-    written = 0
-    for info, parts in chosen:
-        target = (root / Path(*parts)).resolve()
-        if root not in target.parents:  # pragma: no cover - _member_parts already refuses these
-            raise UsageError(f"{info.filename}: the zip names a path outside its folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zf.open(info) as src, open(target, "wb") as dst:
-            left = info.file_size
-            while chunk := src.read(1 << 20):
-                left -= len(chunk)
-                written += len(chunk)
-                if left < 0 or written > max_bytes:
-                    raise UsageError(f"{info.filename}: unpacks to more than it declares")
-                dst.write(chunk)
-    return len(chosen)
-
-
 def prepare_dataset(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, trigger: str | None,
                     into: Path | None = None) -> Path:
     """Uploaded images + ``.txt`` captions (same stem) and/or zips -> a kohya folder ``<dir>/1_<trigger>``
@@ -520,11 +427,7 @@ def prepare_dataset(state: SpaceState, files: Sequence[str | os.PathLike[str]] |
     for p in paths:
         suffix = p.suffix.lower()
         if suffix == ".zip":
-            try:
-                with zipfile.ZipFile(p) as zf:
-                    extract_zip(zf, folder, keep=lambda sfx: sfx in (*IMAGE_SUFFIXES, ".txt"))
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError):
-                raise UsageError(f"{p.name}: not a readable zip file") from None
+            extract_zip_file(p, folder, keep=lambda sfx: sfx in (*IMAGE_SUFFIXES, ".txt"))
         elif suffix in (*IMAGE_SUFFIXES, ".txt"):
             shutil.copyfile(p, folder / p.name)
         else:
@@ -705,7 +608,7 @@ def push(path: str | os.PathLike[str] | None, *, repo: str, token: str | None = 
     one makes no request (never the process's ``HF_TOKEN`` nor its ``hf auth login``). The token is passed
     to the library for this one call, neither stored nor logged; error messages have it blanked out, and
     every transport failure reads the same (:data:`NETWORK_FAILURE`). A zip is unpacked, within
-    :func:`extract_zip`'s bounds, into a folder under ``workdir`` that is removed afterwards. The pushed
+    :func:`lorahub.safezip.extract_zip`'s bounds, into a folder under ``workdir`` that is removed afterwards. The pushed
     adapter is not recorded in any local registry. Returns ``{"card", "url", "repo_id", "dry_run", ...}``.
     """
     from lorahub.hub.push import push as hub_push
@@ -725,16 +628,12 @@ def push(path: str | os.PathLike[str] | None, *, repo: str, token: str | None = 
     try:
         if p.suffix.lower() == ".zip":
             unpacked = Path(tempfile.mkdtemp(prefix="lorahub-push-", dir=workdir))
-            try:
-                with zipfile.ZipFile(p) as zf:
-                    extract_zip(zf, unpacked)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError):
-                raise UsageError(f"{p.name}: not a readable zip file") from None
+            extract_zip_file(p, unpacked)
             subs = [d for d in unpacked.iterdir() if d.is_dir()]
             p = subs[0] if len(subs) == 1 else unpacked
         try:
             result = hub_push(p, repo=repo, private=bool(private), endpoint=ep, token=token or False,
-                              dry_run=bool(dry_run), register=False)
+                              dry_run=bool(dry_run))
         except Exception as exc:  # noqa: BLE001 - one readable line, token blanked
             if _network_failure(exc):
                 raise LorahubError(NETWORK_FAILURE.format(endpoint=ep or "the Hub")) from None

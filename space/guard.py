@@ -398,10 +398,10 @@ def make_policy(
     if max_file_size is None:
         env_size = os.environ.get(ENV_MAX_FILE_SIZE, "").strip()
         if env_size:
-            from lorahub.registry.server.settings import parse_size
+            from lorahub.units import parse_bytes
 
             try:
-                max_file_size = parse_size(env_size)
+                max_file_size = parse_bytes(env_size)
             except ValueError as exc:
                 raise UsageError(f"{ENV_MAX_FILE_SIZE}: {exc}") from None
         else:

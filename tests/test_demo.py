@@ -14,7 +14,7 @@ from lorahub.cli.main import cli
 @pytest.mark.slow
 def test_demo_runs_every_step(embedded_home: Path, tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
-    from lorahub import demo
+    from lorahub.cli import demo
 
     res = CliRunner().invoke(cli, ["demo", "--workdir", str(tmp_path / "demo"), "--json"])
     assert res.exit_code == 0, res.output

@@ -23,7 +23,7 @@ def demo_cmd(workdir: Path | None, only: tuple[str, ...], skip: tuple[str, ...],
     Builds the tiny base pipeline, writes an adapter for it, inspects, validates
     and fingerprints it; each capability of lorahub adds its step here.
     """
-    from lorahub import demo
+    from lorahub.cli import demo
     from lorahub.config import home
 
     if list_steps:

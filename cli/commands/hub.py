@@ -5,6 +5,19 @@ from __future__ import annotations
 import click
 
 from lorahub.cli.output import emit, info, json_option, warn
+from lorahub.errors import LorahubError
+
+
+def _record(res, registry_url: str | None, done: str) -> None:  # noqa: ANN001 - PushResult | PullResult
+    """Record a push or pull in the registry; a failure is a warning (the files were already moved)."""
+    try:
+        from lorahub.registry.catalogue import Registry
+
+        with Registry(registry_url) as reg:
+            reg.record_hub_files(res)
+        res.registered = True
+    except Exception as exc:  # noqa: BLE001 - say why the record is missing
+        res.warnings.append(f"{done}, but not recorded in the local registry: {type(exc).__name__}: {exc}")
 
 
 @click.command("push")
@@ -39,8 +52,9 @@ def push_cmd(path: str, repo: str | None, private: bool, endpoint: str | None, t
 
     res = push(path, repo=repo, private=private, endpoint=endpoint, token=token, revision=revision,
                create_pr=create_pr, message=message, dry_run=dry_run, overwrite_card=overwrite_card,
-               base_model=base_model, license=license_, tags=list(tags), register=not no_register,
-               registry_url=registry_url, log=info)
+               base_model=base_model, license=license_, tags=list(tags), log=info)
+    if not no_register and not res.dry_run and res.commit and not create_pr:
+        _record(res, registry_url, "pushed")
     for w in res.warnings:
         warn(w)
 
@@ -77,10 +91,24 @@ def pull_cmd(spec: str, to: str | None, endpoint: str | None, token: str | None,
 
     Files are checked against the registry's fingerprints when it knows the repo
     (a mismatch is an error and nothing is kept) and against the Hub's LFS SHA-256.
+    A registry that cannot be read is an error too.
     """
-    from lorahub.hub.pull import pull
+    from lorahub.hub.endpoint import normalize_endpoint
+    from lorahub.hub.pull import parse_spec, pull
+    from lorahub.registry.catalogue import Registry
 
-    res = pull(spec, to=to, endpoint=endpoint, token=token, register=not no_register, registry_url=registry_url)
+    repo_id, _ = parse_spec(spec)
+    # What the registry recorded for the repo: a download that differs is refused. A registry that
+    # cannot be read is an error (exit 1), not a silent pull without that check.
+    try:
+        with Registry(registry_url) as reg:
+            known = reg.hub_files(normalize_endpoint(endpoint), repo_id)
+    except LorahubError as exc:
+        exc.message = f"the registry could not be read to verify {repo_id} against: {exc.message}"
+        raise
+    res = pull(spec, to=to, endpoint=endpoint, token=token, known=known)
+    if not no_register and res.files:
+        _record(res, registry_url, "downloaded")
     for w in res.warnings:
         warn(w)
 

@@ -23,11 +23,10 @@ LORA_HELP = (
 
 def _user_name(spec_name: str, taken: set[str]) -> str:
     """The name an adapter is called by in a session: a file's stem, else what was typed."""
+    from lorahub.pipeline.live import unique_name
+
     p = Path(spec_name)
-    name = p.stem if (spec_name.lower().endswith(".safetensors") or p.exists()) else spec_name
-    base, n = name, 2
-    while name in taken:
-        name, n = f"{base}#{n}", n + 1
+    name = unique_name(p.stem if (spec_name.lower().endswith(".safetensors") or p.exists()) else spec_name, taken)
     taken.add(name)
     return name
 
@@ -53,33 +52,13 @@ def _numbered(output: Path, i: int) -> Path:
 
 
 def _weights(text: str) -> list[float]:
-    import math
+    from lorahub.errors import UsageError
+    from lorahub.pipeline.grid import parse_weights
 
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = float(part)
-        except ValueError:
-            raise click.BadParameter(f"'{part}' is not a number", param_hint="--grid-weights") from None
-        if not math.isfinite(v):
-            raise click.BadParameter(f"'{part}' is not finite", param_hint="--grid-weights")
-        out.append(v)
-    if not out:
-        raise click.BadParameter("give at least one weight", param_hint="--grid-weights")
-    return out
-
-
-def _default_size(live: Any) -> tuple[int, int]:
-    pipe = live.pipe
-    scale = getattr(pipe, "vae_scale_factor", 8) or 8
-    sample = getattr(pipe.unet.config, "sample_size", 64)
-    if isinstance(sample, (list, tuple)):
-        sample = sample[0]
-    side = int(sample) * int(scale)
-    return side, side
+    try:
+        return parse_weights(text)
+    except UsageError as exc:
+        raise click.BadParameter(exc.message.removeprefix("grid weights: "), param_hint="--grid-weights") from None
 
 
 @click.command("preview")
@@ -134,9 +113,9 @@ def preview_cmd(base, base_config, loras, lora_dirs, prompt, negative, seeds, st
 
     from lorahub.adapters.inspect import inspect_file
     from lorahub.pipeline.live import DEFAULT_TARGET_RANK, LivePipeline
-    from lorahub.pipeline.resolver import Resolver
+    from lorahub.registry.resolving import registry_resolver
 
-    resolver = Resolver(lora_dirs=[*lora_dirs, "."])
+    resolver = registry_resolver([*lora_dirs, "."])
     resolved = [resolver.resolve(s.name) for s in specs]
     if target_rank is None:
         ranks = [max(inspect_file(r.path).ranks or [1]) for r in resolved]
@@ -154,7 +133,7 @@ def preview_cmd(base, base_config, loras, lora_dirs, prompt, negative, seeds, st
         info(f"adapter {name}: {ad.format}, rank {ad.rank}, {'+'.join(ad.components)}, {ad.load_seconds * 1000:.0f} ms")
         for w in ad.warnings:
             warn(f"{name}: {w}")
-    width, height = width_height or _default_size(live)
+    width, height = width_height or live.native_size()
     settings = Settings(seed=seeds[0] if seeds else 0, steps=steps, width=width, height=height, guidance=guidance,
                         negative=negative)
 
@@ -172,39 +151,35 @@ def preview_cmd(base, base_config, loras, lora_dirs, prompt, negative, seeds, st
 
 
 def _run_grid(live, names, weights, seeds, prompt, settings, output, as_json) -> None:  # noqa: ANN001
-    from lorahub.pipeline.grid import make_grid
+    from lorahub.pipeline.grid import Cell, render_grid
 
     a = names[0]
     b = names[1] if len(names) > 1 else None
     rows_spec = [(wb, seed) for wb in (weights if b else [None]) for seed in seeds]
-    cells, row_labels, times = [], [], []
+    cells = [[Cell({a: wa, **({b: wb} if b is not None else {})}, seed) for wa in weights] for wb, seed in rows_spec]
+    row_labels = []
     for wb, seed in rows_spec:
-        row = []
-        for wa in weights:
-            w = {a: wa}
-            if b is not None:
-                w[b] = wb
-            live.set_weights(w)
-            r = live.render(prompt, negative=settings.negative, seed=seed, steps=settings.steps, width=settings.width,
-                            height=settings.height, guidance=settings.guidance)
-            times.append(r.seconds)
-            row.append(r.image)
-            info(f"  {a} {wa:g}" + (f", {b} {wb:g}" if b else "") + f", seed {seed}: {r.seconds:.2f} s")
-        cells.append(row)
         label = []
         if b is not None:
             label.append(f"{b} {wb:g}")
         if len(seeds) > 1 or b is None:
             label.append(f"seed {seed}")
         row_labels.append(", ".join(label))
-    image = make_grid(cells, col_labels=[f"{a} {w:g}" for w in weights], row_labels=row_labels, title=prompt[:120])
-    out = _save_png(image, output, f"{prompt}\nGrid: {a} x {b or 'seed'}, weights {','.join(format(w, 'g') for w in weights)}")
+
+    def said(r: int, c: int, out: Any) -> None:
+        wb, seed = rows_spec[r]
+        info(f"  {a} {weights[c]:g}" + (f", {b} {wb:g}" if b else "") + f", seed {seed}: {out.seconds:.2f} s")
+
+    grid = render_grid(live, prompt, cells, col_labels=[f"{a} {w:g}" for w in weights], row_labels=row_labels,
+                       title=prompt[:120], on_image=said, negative=settings.negative, steps=settings.steps,
+                       width=settings.width, height=settings.height, guidance=settings.guidance)
+    out = _save_png(grid.image, output, f"{prompt}\nGrid: {a} x {b or 'seed'}, weights {','.join(format(w, 'g') for w in weights)}")
     result = {
         "output": str(out),
         "columns": [f"{a} {w:g}" for w in weights],
         "rows": row_labels,
-        "images": len(times),
-        "seconds_per_image": round(sum(times) / len(times), 4),
+        "images": len(grid.seconds),
+        "seconds_per_image": round(grid.seconds_per_image, 4),
         "stats": live.summary()["stats"],
     }
     emit(result, as_json, lambda d: f"{d['output']}  ({d['images']} images, {d['seconds_per_image']:.2f} s each, "
@@ -308,9 +283,9 @@ def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, fmt, lo
     """
     from lorahub.pipeline.blend import blend
     from lorahub.pipeline.prompt import parse_spec
-    from lorahub.pipeline.resolver import Resolver
+    from lorahub.registry.resolving import registry_resolver
 
-    resolver = Resolver(lora_dirs=[*lora_dirs, "."])
+    resolver = registry_resolver([*lora_dirs, "."])
     items = []
     for text in inputs:
         tag = parse_spec(text, what="input")
@@ -358,9 +333,9 @@ def convert_cmd(source, output, fmt, rank, dtype, title, lora_dirs, as_json) -> 
     training metadata is kept (docs/formats.md).
     """
     from lorahub.pipeline.convert import convert
-    from lorahub.pipeline.resolver import Resolver
+    from lorahub.registry.resolving import registry_resolver
 
-    path = Resolver(lora_dirs=[*lora_dirs, "."]).resolve(source).path
+    path = registry_resolver([*lora_dirs, "."]).resolve(source).path
     result = convert(path, output, format=fmt, rank=rank, dtype=dtype, title=title)
     for w in result.warnings:
         warn(w)
@@ -391,10 +366,11 @@ def fuse_cmd(base, base_config, loras, output, dtype, overwrite, lora_dirs, as_j
     lorahub fuse --lora A.safetensors:0.8 -o merged/
     """
     from lorahub.pipeline.fuse import fuse
+    from lorahub.registry.resolving import registry_resolver
 
     info("loading the base model ...")
     result = fuse(base, list(loras), output, base_config=base_config, dtype=dtype, overwrite=overwrite,
-                  lora_dirs=[*lora_dirs, "."])
+                  resolver=registry_resolver([*lora_dirs, "."]))
     for w in result.warnings:
         warn(w)
 

@@ -29,10 +29,10 @@ database_option = click.option(
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
-    from lorahub.registry.server.settings import parse_size
+    from lorahub.units import parse_bytes
 
     try:
-        return parse_size(value)
+        return parse_bytes(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -98,6 +98,12 @@ def serve_cmd(
     """
     from lorahub.registry.server.run import serve
 
+    on_app = None
+    if ui:
+        from lorahub.cli.compose import check_ui, space_on_app
+
+        check_ui(workers)
+        on_app = space_on_app(push_endpoints=ui_push_endpoints, max_file_size=ui_max_file_size)
     serve(
         host=host,
         port=port,
@@ -112,9 +118,7 @@ def serve_cmd(
         access_log=not no_access_log,
         index_adapters=not no_index,
         workers=workers,
-        ui=ui,
-        ui_push_endpoints=ui_push_endpoints,
-        ui_max_file_size=ui_max_file_size,
+        on_app=on_app,
     )
 
 

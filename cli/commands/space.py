@@ -10,10 +10,10 @@ from lorahub.cli.output import info
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
-    from lorahub.registry.server.settings import parse_size
+    from lorahub.units import parse_bytes
 
     try:
-        return parse_size(value)
+        return parse_bytes(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import AdapterFileError, PickleRefusedError
+from ..errors import AdapterFileError
+from .pickles import PICKLE_SUFFIXES, pickle_refusal
 
 #: The safetensors library refuses headers above 100 MB; so do we.
 MAX_HEADER_BYTES = 100 * 1000 * 1000
@@ -76,7 +77,6 @@ DTYPE_NAMES: dict[str, str] = {
 #: Shapes and offsets are u64 in the format; larger numbers are refused per tensor.
 MAX_U64 = (1 << 64) - 1
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 
 @dataclass(frozen=True)
@@ -169,12 +169,7 @@ def read_header(path: str | os.PathLike[str], *, max_header_bytes: int = MAX_HEA
         looks_safetensors = _plausible_header(head, file_size) and peek[:1] == b"{"
         kind = None if looks_safetensors else sniff_pickle(p, head + peek)
         if kind is not None or (p.suffix.lower() in PICKLE_SUFFIXES and not _plausible_header(head, file_size)):
-            what = kind or f"a '{p.suffix}' file that is not safetensors"
-            raise PickleRefusedError(
-                spath,
-                f"refused: {what} (pickle formats can run code when loaded; lorahub never unpickles)",
-                hint="convert it to .safetensors with a tool you trust",
-            )
+            raise pickle_refusal(spath, kind or f"a '{p.suffix}' file that is not safetensors")
         if len(head) < 8:
             raise AdapterFileError(spath, f"not a safetensors file: {file_size} bytes, too short for a header")
         (n,) = struct.unpack("<Q", head)

@@ -16,8 +16,9 @@ from lorahub.schemas.adapters import ValidationReport
 
 from .families import disagree
 from .formats import NOT_LOADABLE_REASON, analyze, declared_family
-from .header import PICKLE_SUFFIXES, SafetensorsHeader, _short, layout_problems, read_header
+from .header import SafetensorsHeader, _short, layout_problems, read_header
 from .kohya import training_resolution
+from .pickles import PICKLE_SUFFIXES
 
 #: Suffixes ``validate`` picks up inside folders (pickles so they are reported).
 SCANNED_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES

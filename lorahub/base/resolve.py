@@ -35,7 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..adapters.header import PICKLE_SUFFIXES, read_header
+from ..adapters.header import read_header
+from ..adapters.pickles import HINT as PICKLE_HINT
+from ..adapters.pickles import PICKLE_SUFFIXES, pickle_refusal
 from ..errors import AdapterFileError, BaseModelError, PickleRefusedError
 from . import embedded as _embedded
 from .checkpoint import checkpoint_family, context_dim
@@ -203,12 +205,8 @@ def _refuse_pickle(path: Path) -> None:
     """Refuse a pickle-named file: by content when it exists, else by name."""
     if path.is_file():
         read_header(path)  # raises PickleRefusedError for real pickles
-    raise PickleRefusedError(
-        str(path),
-        f"refused: '{path.suffix}' names a pickle checkpoint (pickle formats can run code when loaded; "
-        "lorahub never unpickles)",
-        hint="convert it to .safetensors with a tool you trust; if it already is safetensors, rename it",
-    )
+    raise pickle_refusal(path, f"'{path.suffix}' names a pickle checkpoint",
+                         hint=f"{PICKLE_HINT}; if it already is safetensors, rename it")
 
 
 def read_pipeline_index(folder: Path) -> dict[str, Any]:
@@ -291,11 +289,8 @@ def _check_weights(folder: Path, index: dict[str, Any]) -> None:
             continue
         pickles = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickles:
-            raise PickleRefusedError(
-                str(sub),
-                f"refused: only pickle weights ({', '.join(pickles[:3])}); lorahub never unpickles",
-                hint="convert them to .safetensors with a tool you trust",
-            )
+            raise pickle_refusal(sub, f"only pickle weights ({', '.join(pickles[:3])})",
+                                 hint="convert them to .safetensors with a tool you trust")
         raise BaseModelError(f"{sub}: no .safetensors weights")
 
 

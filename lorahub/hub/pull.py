@@ -1,10 +1,17 @@
-"""``pull``: download an adapter repo (cache-aware), verify it, add it to the registry."""
+"""``pull``: download an adapter repo (cache-aware) and verify it.
+
+Every file is checked against the Hub's LFS SHA-256 and against ``known``: the hashes a registry
+recorded for the repo, which the caller reads from its own registry (``lorahub pull`` reads them with
+``Registry.source_files``). The result carries what was read of each adapter
+(:class:`~lorahub.schemas.hub.RepoAdapter`) and the card, for the caller to record.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from lorahub.errors import LorahubError, UnsafePathError, UsageError
@@ -29,9 +36,12 @@ def pull(
     to: str | os.PathLike[str] | None = None,
     endpoint: str | None = None,
     token: str | None = None,
-    register: bool = True,
-    registry_url: str | None = None,
+    known: Mapping[str, str] | None = None,
 ) -> PullResult:
+    """Download ``spec`` (``NAMESPACE/NAME[@REVISION]``) into ``to`` (else the huggingface_hub cache).
+
+    ``known``: repo path -> SHA-256 a registry recorded for this repo; a file that differs is an error
+    and nothing is kept."""
     repo_id, rev = parse_spec(spec)
     ep = normalize_endpoint(endpoint)
     api = hf_api(ep, token=token or None)
@@ -55,7 +65,7 @@ def pull(
             raise UnsafePathError(
                 f"refused to pull {repo_id}: it holds the file {name[:120]!r} ({problem}); nothing was downloaded"
             )
-    known = _registry_hashes(repo_id, ep, registry_url)
+    known = dict(known or {})
 
     target = Path(to).expanduser() if to else None
     staging = None
@@ -71,9 +81,13 @@ def pull(
             raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="download") from exc
         folder = Path(folder)
         from lorahub.adapters.fingerprint import fingerprint_file
+        from lorahub.adapters.inspect import inspect_file
+
+        from .push import repo_adapter
 
         files: list[PullFile] = []
-        reports = []
+        adapters = []
+        warnings: list[str] = []
         for f in sorted(folder.rglob("*")):
             rel = f.relative_to(folder).as_posix()
             if not f.is_file() or rel.startswith(".cache/") or "/.cache/" in rel:
@@ -90,7 +104,10 @@ def pull(
                 raise HubError(f"{repo_id}/{rel}: download does not match the Hub's SHA-256; nothing was kept")
             how = "registry" if rel in known else ("hub" if lfs.get(rel) else "unverified")
             files.append(PullFile(path=rel, local_path="", size=f.stat().st_size, sha256=fp.sha256, verified=how))
-            reports.append((rel, fp))
+            try:
+                adapters.append(repo_adapter(rel, inspect_file(f), fp))
+            except LorahubError as exc:  # kept and verified, but it cannot be described as an adapter
+                warnings.append(f"{rel}: not readable as an adapter ({exc})")
         if target is not None and staging is not None:
             if target.exists():
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
@@ -102,12 +119,10 @@ def pull(
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    warnings: list[str] = []
-    registered = False
-    if register and files:
-        registered = _register(repo_id, ep, commit, folder, files, registry_url, warnings)
+    readme = folder / "README.md"
+    text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None
     return PullResult(repo_id=repo_id, endpoint=ep, revision=rev or "main", commit=commit, folder=str(folder),
-                      files=files, registered=registered, warnings=warnings)
+                      files=files, adapters=adapters, readme=text, warnings=warnings)
 
 
 def _download(api, repo_id: str, commit: str, names: list[str], staging: Path | None) -> Path:  # noqa: ANN001
@@ -130,45 +145,3 @@ def _download(api, repo_id: str, commit: str, names: list[str], staging: Path | 
     # hf_hub_download answers <cache>/snapshots/<commit>/<name>: the folder is above the name's parts
     first = Path(paths[0])
     return first.parents[len(Path(names[0]).parts) - 1]
-
-
-def _registry_hashes(repo_id: str, ep: str, registry_url: str | None) -> dict[str, str]:
-    """repo path -> sha256 the registry recorded for this repo, if it knows the repo."""
-    from lorahub.registry.catalogue import Registry
-
-    try:
-        with Registry(registry_url) as reg:
-            return reg.source_files(f"hub:{ep}/{repo_id}")
-    except Exception:  # noqa: BLE001 - no usable registry: nothing to verify against
-        return {}
-
-
-def _register(repo_id, ep, commit, folder, files, registry_url, warnings) -> bool:  # noqa: ANN001
-    try:
-        from lorahub.adapters.inspect import inspect_file
-        from lorahub.hub.card import split_card
-        from lorahub.registry.catalogue import Registry
-        from lorahub.registry.drafts import hub_repo_draft
-        from lorahub.schemas.registry import HASH_FIELDS
-
-        readme = folder / "README.md"
-        text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None
-        meta = split_card(text)[0] if text else {}
-        adapters = []
-        from lorahub.adapters.fingerprint import fingerprint_file
-
-        for pf in files:
-            fp = fingerprint_file(pf.local_path)
-            hashes = {k: v for k, v in fp.model_dump().items()
-                      if k in HASH_FIELDS and v}
-            adapters.append((pf.path, pf.size, inspect_file(pf.local_path), hashes))
-        ns, name = repo_id.split("/", 1)
-        draft = hub_repo_draft(endpoint=ep, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
-                              owner_id=None, downloads=0, created_at=None, commit_oid=commit,
-                              commit_title="pulled with lorahub", card=meta, readme=text, adapters=adapters)
-        with Registry(registry_url) as reg:
-            reg.upsert([draft])
-        return True
-    except Exception as exc:  # noqa: BLE001
-        warnings.append(f"downloaded, but not recorded in the local registry: {type(exc).__name__}: {exc}")
-        return False

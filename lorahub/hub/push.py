@@ -1,11 +1,13 @@
 """``push``: an adapter package to the Hugging Face Hub or any Hub-compatible endpoint.
 
-Validate first (the adapter-file layer), write the model card, upload through
-huggingface_hub in one commit, and register the result. Idempotent: an
-unchanged package makes no commit and sends no file bytes; a changed one makes
-exactly one commit with only the changed files. An interrupted upload leaves
-nothing registered, and running the command again completes it (the server
-already holds the objects that were sent).
+Validate first (the adapter-file layer), write the model card and upload through
+huggingface_hub in one commit. Idempotent: an unchanged package makes no commit
+and sends no file bytes; a changed one makes exactly one commit with only the
+changed files; running it again after an interrupted upload completes it (the
+server already holds the objects that were sent). The result carries what was
+read of the adapter (:class:`~lorahub.schemas.hub.RepoAdapter`): recording it in
+a registry is the caller's choice (``lorahub push`` does, with
+``Registry.record_hub_files``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorahub.errors import InvalidAdapterError, UsageError
-from lorahub.schemas.hub import PushFile, PushResult
+from lorahub.schemas.hub import PushFile, PushResult, RepoAdapter
+from lorahub.schemas.registry import HASH_FIELDS
 
 from .card import CardInputs, Sample, hub_base_model, is_generated, merge_card, render_card, tool_files
 from .endpoint import hf_api, is_hf_hub, normalize_endpoint
@@ -63,16 +66,13 @@ def _file_digests(src: Path | bytes, want_git: bool) -> tuple[int, str, str | No
 
 def _validate(pkg: AdapterPackage) -> list[str]:
     """Validate every adapter file of the package; raise on the first invalid one."""
-    from lorahub.adapters.header import PICKLE_SUFFIXES
+    from lorahub.adapters.pickles import is_pickle_name, pickle_refusal
     from lorahub.adapters.validate import validate_file
-    from lorahub.errors import PickleRefusedError
 
-    pickles = sorted(k for k in pkg.files if k.lower().endswith(PICKLE_SUFFIXES))
+    pickles = sorted(k for k in pkg.files if is_pickle_name(k))
     if pickles:
-        raise PickleRefusedError(
-            pickles[0], "refused: pickle files run code when loaded; lorahub does not share them",
-            hint="remove it from the package or convert it to .safetensors",
-        )
+        raise pickle_refusal(pickles[0], "a pickle file in the package, which lorahub does not share",
+                             hint="remove it from the package or convert it to .safetensors")
     warnings: list[str] = []
     targets = [pkg.weights] + [
         f for k, f in pkg.files.items() if k.endswith(".safetensors") and f != pkg.weights
@@ -100,8 +100,6 @@ def push(
     base_model: str | None = None,
     license: str | None = None,
     tags: list[str] | None = None,
-    register: bool = True,
-    registry_url: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> PushResult:
     say = log or (lambda _m: None)
@@ -193,6 +191,7 @@ def push(
 
     web_url = f"{ep}/{repo_id}"
     rev = revision or "main"
+    adapters = [repo_adapter(pkg.weight_name, report, fp)]
     if dry_run:
         remote = _remote_state(api, repo_id, rev, ep) if user else {}
         files = [_status(item, remote) for item in local]
@@ -200,7 +199,7 @@ def push(
             repo_id=repo_id, endpoint=ep, url=web_url, revision=rev, commit=remote.get("__sha__"),
             changed=any(f.status != "unchanged" for f in files), dry_run=True, private=private,
             weight_name=pkg.weight_name, files=files, card_action=action, card_added=added, card=card,
-            warnings=warnings,
+            adapters=adapters, warnings=warnings,
         )
 
     try:
@@ -239,15 +238,20 @@ def push(
             raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="upload") from exc
         commit = info.oid
         pr_url = getattr(info, "pr_url", None)
-    registered = False
-    if register and commit and not create_pr:
-        registered = _register(repo_id=repo_id, endpoint=ep, commit=commit, private=private, card=card,
-                               pkg=pkg, report=report, fp=fp, registry_url=registry_url, warnings=warnings)
     return PushResult(
         repo_id=repo_id, endpoint=ep, url=web_url, revision=rev, commit=commit, changed=bool(changed),
         private=private, weight_name=pkg.weight_name, files=files,
         bytes_uploaded=sum(item.size for item in changed), card_action=action, card_added=added, card=card,
-        pull_request_url=pr_url, registered=registered, warnings=warnings,
+        pull_request_url=pr_url, adapters=adapters, warnings=warnings,
+    )
+
+
+def repo_adapter(path: str, report, fp) -> RepoAdapter:  # noqa: ANN001 - InspectReport, FingerprintReport
+    """What a registry needs of one adapter file of a repo: its fingerprints and its header's summary."""
+    return RepoAdapter(
+        path=path, size=fp.size, hashes={k: v for k, v in fp.model_dump().items() if k in HASH_FIELDS and v},
+        format=report.format, base_family=report.base_family, rank=report.rank, alpha=report.alpha,
+        dtype=report.dtype, trigger_words=list(report.trigger_words), title=report.title,
     )
 
 
@@ -289,31 +293,4 @@ def _status(item: _Local, remote: dict[str, object]) -> PushFile:
     return PushFile(path=item.path, size=item.size, sha256=item.sha256, status=status)
 
 
-def _register(*, repo_id: str, endpoint: str, commit: str, private: bool, card: str, pkg: AdapterPackage,
-              report, fp, registry_url: str | None, warnings: list[str]) -> bool:  # noqa: ANN001
-    """Record the pushed adapter (repo, commit, URL, fingerprints) so `lorahub search` finds it."""
-    try:
-        from lorahub.hub.card import split_card
-        from lorahub.registry.catalogue import Registry
-        from lorahub.registry.drafts import hub_repo_draft
-        from lorahub.schemas.registry import HASH_FIELDS
-
-        meta, _ = split_card(card)
-        hashes = {k: v for k, v in fp.model_dump().items()
-                  if k in HASH_FIELDS and v}
-        ns, name = repo_id.split("/", 1)
-        draft = hub_repo_draft(
-            # the local registry is the pusher's own: a private repo stays findable there
-            endpoint=endpoint, repo_id=repo_id, url_prefix="", namespace=ns, name=name, private=False,
-            owner_id=None, downloads=0, created_at=None, commit_oid=commit, commit_title="pushed with lorahub",
-            card=meta, readme=card, adapters=[(pkg.weight_name, fp.size, report, hashes)],
-        )
-        with Registry(registry_url) as reg:
-            reg.upsert([draft])
-        return True
-    except Exception as exc:  # noqa: BLE001 - the push itself succeeded; say why the record is missing
-        warnings.append(f"pushed, but not recorded in the local registry: {type(exc).__name__}: {exc}")
-        return False
-
-
-__all__ = ["push", "is_hf_hub"]
+__all__ = ["push", "is_hf_hub", "repo_adapter"]

@@ -9,7 +9,7 @@
 - :mod:`lorahub.pipeline.canonical`: any supported adapter file as LoRA factors
   with alpha folded in (LyCORIS LoHa/LoKr converted by SVD).
 - :mod:`lorahub.pipeline.resolver`: names -> files (paths, adapter folders, Hub
-  ids, registry names).
+  ids; a face may add registry names: ``lorahub.registry.resolving``).
 - :mod:`lorahub.pipeline.prompt`: the A1111 prompt syntax (no torch).
 - :mod:`lorahub.pipeline.blend`: ``blend`` (linear, cat, svd, ties, dare) to one file.
 - :mod:`lorahub.pipeline.fuse`: ``fuse`` adapters into a base and save it.

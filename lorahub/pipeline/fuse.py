@@ -76,13 +76,15 @@ def fuse(
     dtype: Any = None,
     overwrite: bool = False,
     lora_dirs: Sequence[Any] = (),
+    resolver: Any = None,
     log: Any = None,
 ) -> FuseResult:
     """Fuse ``loras`` into ``base`` and save the pipeline to ``out_dir`` (diffusers layout).
 
     ``loras``: ``"path:weight"`` / ``"path:te:unet"`` (``:te2=W``) specs, ``(path, weight)``,
-    ``(path, (te, unet))`` or ``(path, (te, unet, te2))``; names resolve as in previews (``lora_dirs``,
-    Hub ids, the registry). ``overwrite`` replaces an existing ``out_dir``.
+    ``(path, (te, unet))`` or ``(path, (te, unet, te2))``; names resolve as in previews: through
+    ``resolver`` (a :class:`~lorahub.pipeline.resolver.Resolver`; the CLI's also knows the registry), else
+    paths, ``lora_dirs`` and Hub ids. ``overwrite`` replaces an existing ``out_dir``.
     """
     from ..adapters.fingerprint import fingerprint_file
     from .live import LivePipeline, quiet
@@ -98,7 +100,7 @@ def fuse(
     from ..adapters.inspect import inspect_file
     from .resolver import Resolver
 
-    resolver = Resolver(lora_dirs=list(lora_dirs))
+    resolver = resolver if resolver is not None else Resolver(lora_dirs=list(lora_dirs))
     ranks = [max(inspect_file(resolver.resolve(s[0]).path).ranks or [1]) for s in specs]
     # slots as wide as the widest adapter: nothing is re-factored, the fuse is exact
     lp = LivePipeline(base, base_config=base_config, dtype=dtype, log=log, resolver=resolver,

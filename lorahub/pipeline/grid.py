@@ -1,9 +1,92 @@
-"""Labelled image grids, like A1111's X/Y plots (PIL only, default font)."""
+"""Labelled image grids, like A1111's X/Y plots (PIL only, default font), and rendering one on a
+:class:`~lorahub.pipeline.live.LivePipeline` (``lorahub preview --grid``, the Space's grid, the demo).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import UsageError
+
+
+def parse_weights(text: str, *, max_count: int | None = None) -> list[float]:
+    """``"0, 0.5, 1"`` -> ``[0.0, 0.5, 1.0]`` (grid weights; commas or new lines between them). Every value
+    must be a finite number; at least one, at most ``max_count``. Raises :class:`UsageError`."""
+    out = []
+    for part in (p.strip() for p in re.split(r"[,\n]", text or "")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise UsageError(f"grid weights: {part!r} is not a number (write e.g. 0, 0.5, 1)") from None
+        if not math.isfinite(value):
+            raise UsageError(f"grid weights: {part!r} is not finite")
+        out.append(value)
+    if not out:
+        raise UsageError("grid weights: give at least one number (e.g. 0, 0.5, 1)")
+    if max_count is not None and len(out) > max_count:
+        raise UsageError(f"grid weights: at most {max_count} values")
+    return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One image of a grid: the adapter weights it is rendered with (and its seed, if not the grid's)."""
+
+    weights: Mapping[str, float]
+    seed: int | None = None
+
+
+@dataclass
+class GridRender:
+    image: Any  # the labelled grid (PIL)
+    seconds: list[float] = field(default_factory=list)  # per image, row by row
+
+    @property
+    def seconds_per_image(self) -> float:
+        return sum(self.seconds) / len(self.seconds)
+
+
+def render_grid(
+    live: Any,
+    prompt: str,
+    cells: Sequence[Sequence[Cell]],
+    *,
+    col_labels: Sequence[str] = (),
+    row_labels: Sequence[str] = (),
+    title: str | None = None,
+    exclusive: bool = False,
+    restore: Mapping[str, float] | None = None,
+    on_image: Callable[[int, int, Any], None] | None = None,
+    **render: Any,
+) -> GridRender:
+    """Render ``cells[row][col]`` on one loaded pipeline (weights set before each image, never a reload)
+    and lay them out with :func:`make_grid`. ``render``: the other arguments of ``live.render`` (``seed``
+    is the default of cells without one). ``exclusive``: cells' weights switch every other adapter off.
+    ``restore``: weights set once the grid is done. ``on_image(row, col, render)`` after each image."""
+    images, seconds = [], []
+    for r, row in enumerate(cells):
+        line = []
+        for c, cell in enumerate(row):
+            live.set_weights(dict(cell.weights), exclusive=exclusive)
+            kw = dict(render)
+            if cell.seed is not None:
+                kw["seed"] = cell.seed
+            out = live.render(prompt, **kw)
+            line.append(out.image)
+            seconds.append(out.seconds)
+            if on_image is not None:
+                on_image(r, c, out)
+        images.append(line)
+    if restore is not None:
+        live.set_weights(dict(restore), exclusive=exclusive)
+    image = make_grid(images, col_labels=col_labels, row_labels=row_labels, title=title)
+    return GridRender(image, seconds)
 
 
 def _text_size(draw: Any, text: str, font: Any) -> tuple[int, int]:

@@ -223,6 +223,16 @@ def _lora_layers(model: Any) -> Iterator[Any]:
             yield module
 
 
+def unique_name(name: str, taken: Iterable[str], *, sep: str = "#") -> str:
+    """``name``, else ``name<sep>2``, ``name<sep>3``... : the first that is not ``taken`` (adapter names in
+    one session are unique)."""
+    used = set(taken)
+    unique, n = name, 2
+    while unique in used:
+        unique, n = f"{name}{sep}{n}", n + 1
+    return unique
+
+
 class LivePipeline:
     """A base pipeline kept loaded, with adapters managed by name (see the module docstring).
 
@@ -333,6 +343,15 @@ class LivePipeline:
     @property
     def dtype(self) -> Any:
         return self.pipe.unet.dtype
+
+    def native_size(self) -> tuple[int, int]:
+        """``(width, height)`` the base was trained at: the UNet's sample size times the VAE's scale."""
+        scale = getattr(self.pipe, "vae_scale_factor", 8) or 8
+        sample = getattr(self.pipe.unet.config, "sample_size", 64)
+        if isinstance(sample, (list, tuple)):
+            sample = sample[0]
+        side = int(sample) * int(scale)
+        return side, side
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -12,10 +12,9 @@ What users type after ``--lora`` or inside ``<lora:NAME:...>`` is tried, in orde
    ``namespace/name/file.safetensors`` or ``namespace/name:file.safetensors``),
    downloaded with ``huggingface_hub.hf_hub_download`` from ``$HF_ENDPOINT``
    (default huggingface.co) into the Hugging Face cache;
-5. a registry name or hash (``lorahub search`` results), when the registry
-   package is installed and a registry database exists: an exact name match, or
-   a fingerprint (8-64 hex digits); the record's source is then resolved by the
-   steps above.
+5. a registry name or hash (``lorahub search`` results): not a step of the library, which knows no
+   registry; the faces add it (``lorahub.registry.resolving.RegistryStep``, which the CLI's preview,
+   blend, convert and fuse use).
 
 Each step is a callable ``(name, resolver) -> Resolved | None``; pass your own
 list (``Resolver(steps=[...])``) or :meth:`Resolver.add_step` to extend it.
@@ -29,14 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.header import PICKLE_SUFFIXES
-from ..errors import AdapterFileError, NotFoundError, PickleRefusedError, UsageError
+from ..adapters.pickles import refuse_pickle_name
+from ..errors import AdapterFileError, NotFoundError, UsageError
 
 #: Weight files a package folder is searched for, best first.
 PACKAGE_WEIGHT_NAMES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")
 
 _HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HEX = re.compile(r"^(0x)?[0-9a-fA-F]{8,64}$")
 
 
 @dataclass(frozen=True)
@@ -56,12 +54,7 @@ Step = Callable[[str, "Resolver"], "Resolved | None"]
 
 
 def _check_file(path: Path) -> Path:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise PickleRefusedError(
-            str(path),
-            f"refused: '{path.suffix}' names a pickle file (lorahub never unpickles)",
-            hint="use the .safetensors version of the adapter",
-        )
+    refuse_pickle_name(path, hint="use the .safetensors version of the adapter")
     if path.suffix.lower() != ".safetensors":
         raise AdapterFileError(str(path), "adapters must be .safetensors files")
     return path
@@ -195,69 +188,8 @@ def step_hub(name: str, resolver: Resolver) -> Resolved | None:
     return Resolved(name, _check_file(Path(local)), "hub", f"{repo}{'@' + rev if rev else ''}/{filename}")
 
 
-def _registry_available() -> bool:
-    try:
-        import lorahub.registry.catalogue  # noqa: F401
-    except Exception:  # noqa: BLE001 - the registry is optional
-        return False
-    if os.environ.get("LORAHUB_DATABASE_URL", "").strip():
-        return True
-    from ..config import home
-
-    try:
-        from lorahub.registry.database import SQLITE_FILENAME
-    except Exception:  # noqa: BLE001
-        SQLITE_FILENAME = "registry.sqlite"  # noqa: N806
-    return (home() / SQLITE_FILENAME).is_file()
-
-
-def step_registry(name: str, resolver: Resolver) -> Resolved | None:
-    if resolver.registry is None and not _registry_available():
-        return None
-    reg = resolver.registry
-    own = False
-    if reg is None:
-        from lorahub.registry.catalogue import Registry
-
-        reg = Registry()
-        own = True
-    try:
-        if _HEX.match(name):
-            results = reg.by_hash(name)
-        else:
-            results = [
-                r for r in reg.search(name, limit=20)
-                if r.name.lower() == name.lower() or (r.title or "").lower() == name.lower()
-            ]
-    finally:
-        if own:
-            reg.close()
-    usable = [r for r in results if r.source_kind in ("local", "hub")]
-    if not usable:
-        if results:
-            raise NotFoundError(
-                f"'{name}': the registry knows it only as a catalogue record ({results[0].source}), not as a file",
-                hint=f"download it first{' from ' + results[0].url if results[0].url else ''}",
-            )
-        return None
-    distinct = {r.sha256 or r.source for r in usable}
-    if len(distinct) > 1:
-        listing = ", ".join(r.source for r in usable[:4])
-        raise UsageError(f"'{name}' names {len(distinct)} different adapters in the registry: {listing}",
-                         hint="use a path, a hash or a Hub id")
-    chosen = usable[0]
-    source = chosen.source
-    if chosen.source_kind == "hub":
-        repo_rev, _, inside = source.partition(":")
-        source = f"{repo_rev}:{inside}" if inside else repo_rev
-    for step in (step_path, step_hub):
-        hit = step(source, resolver)
-        if hit is not None:
-            return Resolved(name, hit.path, "registry", chosen.source)
-    raise NotFoundError(f"'{name}': the registry points at {chosen.source}, which is not reachable")
-
-
-DEFAULT_STEPS: tuple[Step, ...] = (step_path, step_dirs, step_hub, step_registry)
+#: The library's steps: paths, adapter folders, search folders, Hub ids (a face may append a registry step).
+DEFAULT_STEPS: tuple[Step, ...] = (step_path, step_dirs, step_hub)
 
 
 class Resolver:
@@ -268,11 +200,9 @@ class Resolver:
         steps: Sequence[Step] | None = None,
         *,
         lora_dirs: Sequence[str | os.PathLike[str]] = (),
-        registry: object | None = None,
     ) -> None:
         self.steps: list[Step] = list(DEFAULT_STEPS if steps is None else steps)
         self.lora_dirs = [Path(d) for d in lora_dirs]
-        self.registry = registry
         self._cache: dict[str, Resolved] = {}
         #: why steps passed (e.g. an unreachable Hub), shown when nothing resolves
         self.notes: list[str] = []

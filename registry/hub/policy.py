@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from lorahub.adapters.header import PICKLE_SUFFIXES, read_header, sniff_pickle
+from lorahub.adapters.header import read_header, sniff_pickle
+from lorahub.adapters.pickles import HINT as PICKLE_HINT
+from lorahub.adapters.pickles import PICKLE_SUFFIXES
+from lorahub.adapters.pickles import REASON as PICKLE_REASON
 
 from .blobstore import BlobCache
 from .errors import BadRequest, InvalidContent
@@ -66,10 +69,8 @@ def is_model_component(path: str, tree_paths: set[str]) -> bool:
 
 def refuse_by_name(path: str) -> None:
     if path.lower().endswith(REFUSED_SUFFIXES):
-        raise InvalidContent(
-            f"{path}: refused: pickle-based files ({', '.join(REFUSED_SUFFIXES)}) can run code when loaded; "
-            "convert it to .safetensors"
-        )
+        raise InvalidContent(f"{path}: refused: '{PurePosixPath(path).suffix}' names a pickle file ({PICKLE_REASON}); "
+                             f"{PICKLE_HINT}")
 
 
 def looks_like_pickle(local: Path) -> str | None:
@@ -102,7 +103,7 @@ def _check(path: str, local: Path, *, component: bool) -> BlobCheck:
     if not is_weights_path(path):
         kind = looks_like_pickle(local)
         if kind:
-            return BlobCheck(False, [f"refused: the file is {kind} (pickles can run code when loaded)"])
+            return BlobCheck(False, [f"refused: {kind} ({PICKLE_REASON})"])
         return BlobCheck(True)
     if component:
         from lorahub.adapters.header import layout_problems

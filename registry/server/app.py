@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -167,8 +168,12 @@ def db_unavailable(request: Request, exc: BaseException) -> JSONResponse:
     )
 
 
-def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
-    """The application. ``registry`` defaults to a :class:`Registry` on ``settings.database_url``."""
+def create_app(settings: ServerSettings, registry: Any = None, *,
+               on_app: Callable[[FastAPI], None] | None = None) -> FastAPI:
+    """The application. ``registry`` defaults to a :class:`Registry` on ``settings.database_url``.
+
+    ``on_app``: called with the finished app, last (so the API's routes keep precedence over what it
+    mounts): how ``lorahub serve --ui`` adds the web UI; the server itself knows no face."""
     if registry is None:
         from lorahub.registry.catalogue import Registry
 
@@ -241,28 +246,6 @@ def create_app(settings: ServerSettings, registry: Any = None) -> FastAPI:
         app, public_url=settings.public_url, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins
     )
     app.add_middleware(AccessLogMiddleware)
-    if settings.ui:
-        mount_ui(app, settings)  # last: the API routes above keep precedence over the UI's
+    if on_app is not None:
+        on_app(app)  # last: the API routes above keep precedence over what it mounts
     return app
-
-
-def mount_ui(app: FastAPI, settings: ServerSettings) -> None:
-    """The web UI (lorahub.space) at ``/``, hardened (see :func:`lorahub.space.ui.mount`): it searches
-    through this server's own registry object (the hub's database is never opened a second time), never
-    reads the data folder or the database, and pushes only to this hub, the Hugging Face Hub and the
-    endpoints the operator allows."""
-    import importlib.util
-
-    if importlib.util.find_spec("gradio") is None:
-        raise UsageError("the web UI (--ui) needs gradio", hint="pip install 'lorahub-toolkit[space]'")
-    from lorahub.space import guard
-    from lorahub.space.ui import mount
-
-    policy = guard.make_policy(
-        serving_url=settings.public_url,
-        push_endpoints=settings.ui_push_endpoints,
-        max_file_size=settings.ui_max_file_size,
-        blocked=[settings.data_dir],
-        database_url=settings.database_url,
-    )
-    mount(app, "/", registry=app.state.lorahub.registry, policy=policy)

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,26 +103,20 @@ def serve(
     access_log: bool = True,
     index_adapters: bool = True,
     workers: int = 1,
-    ui: bool = False,
-    ui_push_endpoints: tuple[str, ...] = (),
-    ui_max_file_size: int | None = None,
+    on_app: Callable[[Any], None] | None = None,
 ) -> None:
-    """Run the server until interrupted. ``workers > 1`` runs that many processes on one socket."""
+    """Run the server until interrupted. ``workers > 1`` runs that many processes on one socket.
+
+    ``on_app``: called with the app before it serves (:func:`.app.create_app`); a process-local hook,
+    so only with one worker (``lorahub serve --ui`` mounts the web UI this way)."""
     import uvicorn
 
     from lorahub.registry.database import display_url
 
     from .app import create_app
 
-    if ui and workers > 1:
-        # Gradio keeps its queue, sessions and uploads in the process: a page's calls would land on
-        # processes that never saw its session or its files.
-        raise UsageError("the web UI (--ui) needs --workers 1", hint="serve the UI from its own process: lorahub space")
-    if ui:
-        import importlib.util
-
-        if importlib.util.find_spec("gradio") is None:
-            raise UsageError("the web UI (--ui) needs gradio", hint="pip install 'lorahub-toolkit[space]'")
+    if on_app is not None and workers > 1:
+        raise UsageError("an app hook (on_app) needs one worker: worker processes build their own app")
     setup_logging(log_level, access_log)
     data, url, registry = prepare(data_dir, database)
     sock = bind(host, port)
@@ -133,9 +128,6 @@ def serve(
     if max_commit_bytes:
         settings.max_commit_bytes = max_commit_bytes
     settings.index_adapters = index_adapters
-    settings.ui = ui
-    settings.ui_push_endpoints = tuple(ui_push_endpoints)
-    settings.ui_max_file_size = ui_max_file_size
     settings.allowed_hosts = list(allowed_hosts or [])
     settings.cors_origins = list(cors_origins or [])
     from lorahub.registry.hub.blobstore import LocalBlobStore
@@ -154,7 +146,7 @@ def serve(
     log.info("data %s, database %s, %d worker(s)", data, display_url(url), workers)
     try:
         if workers <= 1:
-            app = _frozen(create_app(settings, registry))
+            app = _frozen(create_app(settings, registry, on_app=on_app))
             server = uvicorn.Server(uvicorn.Config(app, **common))
             print(READY_PREFIX + listen_url, file=sys.stderr, flush=True)
             server.run(sockets=[sock])
@@ -170,7 +162,6 @@ def serve(
                     "max_upload_size": settings.max_upload_size,
                     "max_commit_bytes": settings.max_commit_bytes,
                     "index_adapters": settings.index_adapters,
-                    "ui": settings.ui,
                     "allowed_hosts": settings.allowed_hosts,
                     "cors_origins": settings.cors_origins,
                     "log_level": log_level,
@@ -200,7 +191,6 @@ def app_from_env():  # noqa: ANN201 - a FastAPI app
         max_upload_size=cfg["max_upload_size"],
         max_commit_bytes=cfg["max_commit_bytes"],
         index_adapters=cfg["index_adapters"],
-        ui=cfg.get("ui", False),
         allowed_hosts=cfg.get("allowed_hosts", []),
         cors_origins=cfg.get("cors_origins", []),
     )

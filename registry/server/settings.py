@@ -37,12 +37,6 @@ class ServerSettings:
     #: Largest JSON body of the other routes (create repo, preupload, LFS batch, validate-yaml).
     max_json_bytes: int = 8 * MiB
     index_adapters: bool = True
-    #: Serve the lorahub web UI (the Space, lorahub.space) at ``/``: only when asked (``--ui``).
-    ui: bool = False
-    #: Endpoints the web UI may push to besides this hub and the Hugging Face Hub (``--ui-push-endpoint``).
-    ui_push_endpoints: tuple[str, ...] = ()
-    #: Largest file the web UI accepts (``--ui-max-file-size``; None: ``$LORAHUB_UI_MAX_FILE_SIZE`` or 1 GiB).
-    ui_max_file_size: int | None = None
     #: ``Host`` names answered besides the public URL's, ``localhost`` and IP addresses (see .hosts).
     allowed_hosts: list[str] = field(default_factory=list)
     #: Browser origins allowed to read answers (CORS, no credentials); none by default.
@@ -51,25 +45,6 @@ class ServerSettings:
     @property
     def blob_dir(self) -> Path:
         return Path(self.data_dir) / "blobs"
-
-
-def parse_size(text: str | int) -> int:
-    """``"20G"``, ``"500M"``, ``"1048576"`` -> bytes (binary units)."""
-    if isinstance(text, int):
-        return text
-    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
-        if t.endswith(suffix):
-            t, mult = t[:-1], m
-            break
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"not a size: {text!r} (e.g. 500M, 20G)") from None
-    if value <= 0:
-        raise ValueError(f"size must be positive: {text!r}")
-    return int(value * mult)
 
 
 def check_origin(value: str) -> str:

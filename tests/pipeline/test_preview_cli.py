@@ -171,7 +171,7 @@ def test_fuse_cli(home, adapters, tmp_path: Path) -> None:
 def test_demo_step_renders_a_blend_grid(home, tmp_path: Path) -> None:
     from PIL import Image
 
-    from lorahub.demo import run_demo
+    from lorahub.cli.demo import run_demo
 
     results = run_demo(tmp_path / "demo", only=["base", "adapter", "preview"], log=lambda _m: None)
     step = results[-1]

@@ -133,6 +133,7 @@ def test_registry_names_and_hashes_resolve(lora_file: Path, tmp_path: Path) -> N
     pytest.importorskip("sqlalchemy")
     from lorahub.adapters.fingerprint import fingerprint_file
     from lorahub.registry.catalogue import Registry
+    from lorahub.registry.resolving import registry_resolver
 
     folder = tmp_path / "indexed"
     folder.mkdir()
@@ -140,7 +141,9 @@ def test_registry_names_and_hashes_resolve(lora_file: Path, tmp_path: Path) -> N
     shutil.copy(lora_file, target)
     with Registry() as reg:  # $LORAHUB_HOME/registry.sqlite of this test
         reg.index_paths([folder])
-    hit = Resolver().resolve("neon-nights")
+    hit = registry_resolver().resolve("neon-nights")  # the default registry, found without being named
     assert hit.kind == "registry" and hit.path == target.resolve()
-    by_hash = Resolver().resolve(fingerprint_file(target).sha256[:12])
+    by_hash = registry_resolver().resolve(fingerprint_file(target).sha256[:12])
     assert by_hash.path == target.resolve()
+    with pytest.raises(NotFoundError):  # the library's own resolver knows no registry
+        Resolver().resolve("neon-nights")

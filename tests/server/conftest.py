@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ LORAHUB = str(Path(sys.executable).with_name("lorahub"))
 from testkit import on_ci as _on_ci  # noqa: E402,F401
 from testkit import pg_admin_url as _admin_url  # noqa: E402 - PostgreSQL probe shared with tests/registry
 
-from lorahub.registry.server.run import READY_PREFIX as READY  # noqa: E402 - the line `lorahub serve` prints
+from lorahub.cli.serving import start_serve, stop_serve  # noqa: E402 - the one way to run `lorahub serve`
+from lorahub.registry.server.run import READY_PREFIX as READY  # noqa: E402,F401 - the line `lorahub serve` prints
 
 
 def fresh_pg_database() -> str:
@@ -173,37 +173,13 @@ def start_server(
     server_env["LORAHUB_HOME"] = str(data / "home")
     server_env.update(env or {})
     # no --ui: the web UI is served only when asked for (tests/server/test_server_ui.py, tests/space)
-    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", database, *(extra_args or [])]
-    cmd = [*(wrap or []), *cmd]
-    fh = open(log, "w")  # noqa: SIM115 - closed by the process end
-    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=server_env, cwd=str(data))
-    fh.close()
-    deadline = time.monotonic() + 90
-    endpoint = None
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        for line in text.splitlines():
-            if line.startswith(READY):
-                endpoint = line[len(READY):].strip()
-        if endpoint:
-            break
-        if proc.poll() is not None:
-            raise RuntimeError(f"lorahub serve exited with {proc.returncode}:\n{text[-3000:]}")
-        time.sleep(0.05)
-    if endpoint is None:
-        proc.kill()
-        raise RuntimeError(f"lorahub serve did not start in 90 s:\n{log.read_text(errors='replace')[-3000:]}")
+    proc, endpoint = start_serve(["--port", "0", "--data", str(data), "--database", database, *(extra_args or [])],
+                                 log=log, env=server_env, cwd=data, program=[LORAHUB], wrap=wrap or ())
     return HubServer(url=endpoint, data=data, database=url, backend=backend, log=log, proc=proc, tokens=tokens)
 
 
 def stop_server(server: HubServer) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=15)
+    stop_serve(server.proc)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

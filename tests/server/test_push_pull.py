@@ -174,6 +174,20 @@ def test_pull_refuses_a_file_the_registry_knows_differently(sqlite_server, train
     assert not (tmp_path / "t").exists()
 
 
+def test_pull_with_an_unreadable_registry_is_an_error(sqlite_server, trained_package: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """A registry that cannot be read is not an empty one: the pull stops in one line (exit 1) instead of
+    going on without the registry's check, and nothing is downloaded."""
+    assert _push(sqlite_server, str(trained_package), "--repo", "alice/unverifiable").exit_code == 0
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(b"not a database, " * 64)
+    res = CliRunner().invoke(cli, ["pull", "alice/unverifiable", "--endpoint", sqlite_server.url, "--to",
+                                   str(tmp_path / "u"), "--token", sqlite_server.tokens["alice"],
+                                   "--registry", f"sqlite:///{broken}"])
+    assert res.exit_code == 1, res.output
+    assert res.output.count("\n") == 1 and "the registry could not be read to verify alice/unverifiable" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "u").exists()
+
+
 def test_push_errors_are_one_line(sqlite_server, trained_package: Path, tmp_path: Path) -> None:  # noqa: ANN001
     # no token
     res = CliRunner().invoke(cli, ["push", str(trained_package), "--endpoint", sqlite_server.url],

@@ -40,6 +40,7 @@ from fuzzkit import Seed, draw_case, real_excerpts, real_seeds, synthetic_seeds
 from testkit import raw_http
 
 from lorahub.adapters.header import MAX_HEADER_BYTES
+from lorahub.adapters.pickles import REASON as PICKLE_REASON
 from lorahub.registry.hub import policy
 
 SEED = int(os.environ.get("LORAHUB_FUZZ_SEED", "20240611"))
@@ -154,7 +155,7 @@ class Uploader:
 def expected(path: str, data: bytes, local: Path, *, component: bool) -> policy.BlobCheck:
     """What lorahub's checks say of these bytes at this path (run here, in the test process)."""
     if path.lower().endswith(policy.REFUSED_SUFFIXES):
-        return policy.BlobCheck(False, ["refused: pickle-based files"])
+        return policy.BlobCheck(False, [PICKLE_REASON])  # the one pickle message (lorahub.adapters.pickles)
     return policy.check_blob(path, hashlib.sha256(data).hexdigest(), local, component=component)
 
 

@@ -15,38 +15,27 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import LORAHUB, READY, HubServer, drop_pg_database, fresh_pg_database, sha256, write_kohya_lora
+from conftest import LORAHUB, HubServer, drop_pg_database, fresh_pg_database, sha256, write_kohya_lora
 from huggingface_hub import CommitOperationAdd, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
+
+from lorahub.cli.serving import wait_listening
 
 
 def launch(data: Path, database: str, name: str) -> tuple[subprocess.Popen, Path]:
     log = data.parent / f"server-{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE"))}
     env["LORAHUB_HOME"] = str(data.parent / f"home-{name}")
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", database, "--no-ui"],
             stdout=fh, stderr=subprocess.STDOUT, env=env,
         )
     return proc, log
-
-
-def wait_ready(proc: subprocess.Popen, log: Path) -> str:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        for line in text.splitlines():
-            if line.startswith(READY):
-                return line[len(READY):].strip()
-        if proc.poll() is not None:
-            raise AssertionError(f"lorahub serve exited with {proc.returncode}:\n{text[-3000:]}")
-        time.sleep(0.05)
-    raise AssertionError(f"lorahub serve did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +50,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     data = tmp_path_factory.mktemp("two-processes") / "data"
     started = [launch(data, url, "a"), launch(data, url, "b")]
     try:
-        endpoints = [wait_ready(proc, log) for proc, log in started]
+        endpoints = [wait_listening(proc, log) for proc, log in started]  # both start at once
         registry = Registry(url, auto_migrate=False)
         tokens: dict[str, str] = {}
         try:
@@ -222,7 +211,7 @@ def test_started_together_on_an_empty_sqlite_database(tmp_path: Path) -> None:
     data.mkdir()
     started = [launch(data, database, name) for name in "abc"]
     try:
-        endpoints = [wait_ready(proc, log) for proc, log in started]
+        endpoints = [wait_listening(proc, log) for proc, log in started]  # all three start at once
         for ep in endpoints:
             assert httpx.get(f"{ep}/api/lorahub/health").json()["database"] == "sqlite"
     finally:

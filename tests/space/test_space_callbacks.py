@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lorahub import safezip
 from lorahub.errors import LorahubError, NotFoundError, PickleRefusedError, UsageError
 from lorahub.space import callbacks as cb
 
@@ -327,19 +328,19 @@ def test_training_zips_are_bounded_before_anything_is_written(state: cb.SpaceSta
     assert bomb.stat().st_size < 200_000
     with pytest.raises(UsageError, match="bomb"):
         cb.prepare_dataset(state, [bomb], "zqx")
-    many = _zip_of(tmp_path / "many.zip", {f"{i}.txt": b"x" for i in range(cb.ZIP_MAX_FILES + 1)})
+    many = _zip_of(tmp_path / "many.zip", {f"{i}.txt": b"x" for i in range(safezip.MAX_FILES + 1)})
     with pytest.raises(UsageError, match="more than"):
         cb.prepare_dataset(state, [many], "zqx")
     assert not [p for p in state.workdir.rglob("*") if p.is_file()], "a refused zip left files behind"
-    # the total is bounded too (small limits here; the real ones are ZIP_MAX_BYTES and ZIP_MAX_FILES)
+    # the total is bounded too (small limits here; the real ones are safezip.MAX_BYTES and MAX_FILES)
     big = _zip_of(tmp_path / "big.zip", {"a.png": b"\1" * 3000, "b.png": b"\2" * 3000}, compress=zipfile.ZIP_STORED)
     with zipfile.ZipFile(big) as zf, pytest.raises(UsageError, match="unpacks to more"):
-        cb.extract_zip(zf, tmp_path / "out", max_bytes=5000)
+        safezip.extract_zip(zf, tmp_path / "out", max_bytes=5000)
     # hidden parts (.git, .GIT), climbing paths and Windows aliases are never written
     odd = _zip_of(tmp_path / "odd.zip", {".git/config": b"x", "sub/.GIT/hooks/post": b"x", "git~1/config": b"x",
                                          "../up.png": b"x", "/abs.png": b"x", "ok/fine.png": b"png"})
     with zipfile.ZipFile(odd) as zf:
-        assert cb.extract_zip(zf, tmp_path / "odd") == 1
+        assert safezip.extract_zip(zf, tmp_path / "odd") == 1
     assert [p.relative_to(tmp_path / "odd").as_posix() for p in (tmp_path / "odd").rglob("*") if p.is_file()] == ["ok/fine.png"]
 
 

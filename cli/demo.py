@@ -3,7 +3,8 @@ the embedded SDXL base).
 
 Each capability registers one step with :func:`step`; the demo runs them in
 order inside one working folder and reports what each did. Steps must run
-offline, on CPU, in seconds to a minute.
+offline, on CPU, in seconds to a minute. The demo belongs to the CLI: it
+composes the library, the registry and the server (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def _train(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
 def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     from lorahub.base.synthetic import make_adapter
     from lorahub.pipeline.blend import blend
-    from lorahub.pipeline.grid import make_grid
+    from lorahub.pipeline.grid import Cell, render_grid
     from lorahub.pipeline.live import LivePipeline
 
     a = ctx.state.get("adapter") or make_adapter(ctx.workdir / "demo-style.safetensors", rank=4, seed=1)
@@ -164,19 +165,12 @@ def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     live.add("style", a)
     live.add("kohya", b)
     weights = (0.0, 1.0)
-    cells, times = [], []
-    for wb in weights:
-        row = []
-        for wa in weights:
-            live.set_weights({"style": wa, "kohya": wb})
-            r = live.render("a lighthouse at dusk", seed=0, steps=2, width=64, height=64)
-            row.append(r.image)
-            times.append(r.seconds)
-        cells.append(row)
-    grid = make_grid(cells, col_labels=[f"style {w:g}" for w in weights],
-                     row_labels=[f"kohya {w:g}" for w in weights], title="a lighthouse at dusk")
+    done = render_grid(live, "a lighthouse at dusk", [[Cell({"style": wa, "kohya": wb}) for wa in weights] for wb in weights],
+                       col_labels=[f"style {w:g}" for w in weights], row_labels=[f"kohya {w:g}" for w in weights],
+                       title="a lighthouse at dusk", seed=0, steps=2, width=64, height=64)
+    times = done.seconds
     grid_path = ctx.workdir / "blend-grid.png"
-    grid.save(grid_path)
+    done.image.save(grid_path)
 
     # the same blend baked into one file (cat: exact), hot-swapped into the "style" slot
     baked = blend([(a, 0.5), (b, 0.5)], method="cat", out=ctx.workdir / "blend-cat.safetensors")
@@ -297,16 +291,15 @@ def _registry(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
 @step("share", "Start `lorahub serve` on loopback, push the trained adapter with its model card, pull it back, "
       "check the server's storage")
 def _share(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
-    import subprocess
-    import sys
-    import time
-
     from sqlmodel import Session
 
+    from lorahub.cli.serving import start_serve, stop_serve
     from lorahub.hub.pull import pull
     from lorahub.hub.push import push
+    from lorahub.registry.catalogue import Registry
     from lorahub.registry.hub.auth import create_token
-    from lorahub.registry.server.run import READY_PREFIX, prepare
+    from lorahub.registry.hub.check import check_storage
+    from lorahub.registry.server.run import prepare
 
     trained = ctx.state.get("trained")
     if trained is None:
@@ -322,33 +315,21 @@ def _share(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
             token, _, _ = create_token(s, "demo", write=True, name="demo")
     finally:
         registry.close()
-    log = data / "server.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "lorahub.cli", "serve", "--port", "0", "--data", str(data), "--no-ui"],
-                                stdout=fh, stderr=subprocess.STDOUT)
+    proc, endpoint = start_serve(["--port", "0", "--data", str(data), "--no-ui"], log=data / "server.log", timeout=60)
     try:
-        endpoint = None
-        deadline = time.monotonic() + 60
-        while endpoint is None and time.monotonic() < deadline:
-            for line in log.read_text(errors="replace").splitlines():
-                if line.startswith(READY_PREFIX):
-                    endpoint = line[len(READY_PREFIX):].strip()
-            if proc.poll() is not None:
-                raise RuntimeError(f"lorahub serve exited: {log.read_text(errors='replace')[-500:]}")
-            time.sleep(0.1)
-        if endpoint is None:
-            raise RuntimeError("lorahub serve did not start within 60 s")
-        first = push(package, repo="demo/demo-trained", endpoint=endpoint, token=token)
-        again = push(package, repo="demo/demo-trained", endpoint=endpoint, token=token)
-        got = pull("demo/demo-trained", to=ctx.workdir / "pulled", endpoint=endpoint, token=token)
+        # as `lorahub push` and `lorahub pull` do: the push is recorded in the local registry, the pull is
+        # verified against that record and recorded in turn
+        with Registry() as reg:
+            first = push(package, repo="demo/demo-trained", endpoint=endpoint, token=token)
+            reg.record_hub_files(first)
+            first.registered = True
+            again = push(package, repo="demo/demo-trained", endpoint=endpoint, token=token)
+            got = pull("demo/demo-trained", to=ctx.workdir / "pulled", endpoint=endpoint, token=token,
+                       known=reg.hub_files(endpoint, "demo/demo-trained"))
+            reg.record_hub_files(got)
+            got.registered = True
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    from lorahub.registry.hub.check import check_storage
-
+        stop_serve(proc)
     checked = check_storage(data)  # `lorahub registry check --data DIR`: every blob hashed, every reference
     if not checked.ok:
         raise RuntimeError(f"the server's storage check found {checked.errors} problem(s)")
