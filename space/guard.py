@@ -445,14 +445,21 @@ class UiGate:
     * a result stream (``queue/data``, ``call/<name>/<event id>``) of a session or event the queue does not
       hold (Gradio would start the stream, then fail it).
 
+    * a keyword call (``call/v2/<name>``) whose body is not an object of that function's parameters, each
+      given once (Gradio turns an unknown or missing parameter into a 500).
+
     ``fn_indices`` and ``api_names`` give the page's functions (Gradio answers 500 for unknown ones);
+    ``api_params(name)`` the parameters of a named function (Gradio's API info: ``parameter_name``,
+    ``parameter_has_default``), None for a name that has none;
     ``stream_exists(session_hash, event_id)`` says whether the queue holds messages for either.
     """
 
     def __init__(self, app: Any, policy: UiPolicy, fn_indices: Callable[[], Collection[int]] | None = None,
                  api_names: Callable[[], Collection[str]] | None = None,
-                 stream_exists: Callable[[str | None, str | None], bool] | None = None) -> None:
+                 stream_exists: Callable[[str | None, str | None], bool] | None = None,
+                 api_params: Callable[[str], Sequence[Mapping[str, Any]] | None] | None = None) -> None:
         self.app = app
+        self.api_params = api_params
         self.policy = policy
         self.fn_indices = fn_indices
         self.api_names = api_names
@@ -525,6 +532,8 @@ class UiGate:
                 await _answer(send, 413, "request body too large")
                 return
         problem = self._screen(bytes(body), ctype)
+        if problem is None and named and path.startswith("/gradio_api/call/v2/"):
+            problem = self._keywords(named.group(1), bytes(body))
         if problem:
             await _answer(send, 400, problem)
             return
@@ -564,6 +573,31 @@ class UiGate:
             index = data["fn_index"]
             if not isinstance(index, int) or isinstance(index, bool) or index not in self.fn_indices():
                 return "no such function"
+        return None
+
+
+    def _keywords(self, name: str, body: bytes) -> str | None:
+        """What Gradio's ``call/v2`` route would fail on with a 500: a body that is not an object of the
+        function's parameters, an unknown one, or a required one missing (as ``construct_args`` checks)."""
+        if self.api_params is None:
+            return None
+        try:
+            data = json.loads(body) if body.strip() else None
+        except ValueError:  # pragma: no cover - _screen refused it already
+            return "the request body is not valid JSON"
+        if not isinstance(data, dict):
+            return "send the function's parameters as a JSON object"
+        params = self.api_params(name)
+        if params is None:
+            return "no such function"
+        names = {p.get("parameter_name") for p in params}
+        unknown = sorted(k for k in data if k not in names and k != "oauth_token")
+        if unknown:
+            return f"unknown parameter: {unknown[0][:40]}"
+        missing = [p.get("parameter_name") or f"argument {i}" for i, p in enumerate(params)
+                   if not p.get("parameter_has_default") and p.get("parameter_name") not in data]
+        if missing:
+            return f"missing parameter: {missing[0]}"
         return None
 
 

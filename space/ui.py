@@ -370,9 +370,18 @@ def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = N
                 (s for s, ids in queue.pending_event_ids_session.items() if event_id in ids), event_id)
         return session_hash in queue.pending_messages_per_session
 
+    api_info: dict[str, Any] = {}
+
+    def api_params(name: str) -> list[dict[str, Any]] | None:
+        # what Gradio's call/v2 route builds the call from (gradio.routes: get_api_info's named endpoints)
+        if not api_info:
+            api_info.update(demo.get_api_info()["named_endpoints"])
+        endpoint = api_info.get("/" + name)
+        return None if endpoint is None else list(endpoint.get("parameters", []))
+
     mounts[0].app = guard.UiGate(mounts[0].app, pol, fn_indices=lambda: demo.fns,
                                  api_names=lambda: {fn.api_name for fn in demo.fns.values() if fn.api_name},
-                                 stream_exists=stream_exists)
+                                 stream_exists=stream_exists, api_params=api_params)
     return app
 
 

@@ -119,6 +119,22 @@ def test_the_ui_never_opens_the_database_itself(ui: uikit.UiApp) -> None:
     assert len(connects) <= 2, f"{len(connects)} new SQLite connections for 20 searches: not the server's engine"
 
 
+def test_keyword_calls_are_checked_before_gradio(ui: uikit.UiApp) -> None:
+    """``call/v2/<name>`` takes the parameters by name; Gradio answers 500 with a traceback in the log for a
+    body that is not an object of them (found by the fuzz below: ``{}`` on ``do_inspect``)."""
+    params = [p["parameter_name"] for p in ui.info()["/do_search"]["parameters"]]
+    with ui.client("127.0.0.71") as c:
+        for body in ({}, {"data": 5}, {"data": []}, {params[0]: "x", "nope": 1}, {p: "" for p in params[1:]}):
+            r = c.post("/gradio_api/call/v2/do_search", json=body)
+            assert r.status_code == 400, (body, r.status_code, r.text[:200])
+            assert "Traceback" not in r.text
+        r = c.post("/gradio_api/call/v2/do_inspect", json={})
+        assert r.status_code == 400 and "missing parameter" in r.json()["error"], r.text[:200]
+        r = c.post("/gradio_api/call/v2/do_search", json=dict.fromkeys(params, ""))
+        assert r.status_code == 200 and r.json()["event_id"], r.text[:200]  # a well-formed call still runs
+        assert c.get(f"/gradio_api/call/do_search/{r.json()['event_id']}").status_code == 200
+
+
 def test_push_never_spends_ambient_credentials(ui: uikit.UiApp) -> None:
     src = "127.0.0.31"
     fd = ui.upload("alpha.safetensors", uikit.adapter_bytes(ui.root / "src", "alpha"), source=src)
