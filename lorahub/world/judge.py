@@ -25,7 +25,6 @@ The method, step by step (docs/world.md has the measured accuracy):
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -77,12 +76,17 @@ def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     )
 
 
+_PALETTE_LAB = {name: _srgb_to_lab(np.asarray(rgb, dtype=np.float64)) for name, rgb in PALETTE.items()}
+_SCHEMES_LAB = {
+    name: (_srgb_to_lab(np.asarray(t, dtype=np.float64)), _srgb_to_lab(np.asarray(b, dtype=np.float64)))
+    for name, (t, b) in SCHEMES.items()
+}
+
+
 def name_colour(rgb: Any, names: tuple[str, ...] = COLOURS) -> tuple[str, float]:
     """The named colour nearest ``rgb`` in CIELAB, and its distance (Delta E 1976)."""
     lab = _srgb_to_lab(np.asarray(rgb, dtype=np.float64))
-    dists = [
-        float(np.linalg.norm(lab - _srgb_to_lab(np.asarray(PALETTE[n], dtype=np.float64)))) for n in names
-    ]
+    dists = [float(np.linalg.norm(lab - _PALETTE_LAB[n])) for n in names]
     i = int(np.argmin(dists))
     return names[i], dists[i]
 
@@ -91,33 +95,45 @@ def name_colour(rgb: Any, names: tuple[str, ...] = COLOURS) -> tuple[str, float]
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected group of True pixels (breadth-first search over them)."""
-    h, w = mask.shape
-    seen = np.zeros_like(mask)
-    best: list[tuple[int, int]] = []
-    ys, xs = np.nonzero(mask)
-    for y0, x0 in zip(ys.tolist(), xs.tolist(), strict=True):
-        if seen[y0, x0]:
-            continue
-        seen[y0, x0] = True
-        group = [(y0, x0)]
-        queue = deque(group)
-        while queue:
-            y, x = queue.popleft()
-            for ny in (y - 1, y, y + 1):
-                if ny < 0 or ny >= h:
-                    continue
-                for nx in (x - 1, x, x + 1):
-                    if 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        group.append((ny, nx))
-                        queue.append((ny, nx))
-        if len(group) > len(best):
-            best = group
+    """The largest 8-connected group of True pixels (runs of each row, joined by union-find)."""
+    runs: list[tuple[int, int, int]] = []  # (row, first, last)
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
+    for y, x0, x1 in zip(starts[0].tolist(), starts[1].tolist(), (ends[1] - 1).tolist(), strict=True):
+        runs.append((y, x0, x1))
+    if not runs:
+        return np.zeros_like(mask)
+    parent = list(range(len(runs)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    prev: list[int] = []  # run indices of the previous row
+    cur: list[int] = []
+    row = -1
+    for i, (y, x0, x1) in enumerate(runs):
+        if y != row:
+            prev = cur if y == row + 1 else []
+            cur, row = [], y
+        for j in prev:
+            _, p0, p1 = runs[j]
+            if p0 <= x1 + 1 and x0 <= p1 + 1:
+                parent[find(i)] = find(j)
+        cur.append(i)
+    sizes: dict[int, int] = {}
+    for i, (_, x0, x1) in enumerate(runs):
+        r = find(i)
+        sizes[r] = sizes.get(r, 0) + x1 - x0 + 1
+    best = max(sizes, key=lambda r: sizes[r])
     out = np.zeros_like(mask)
-    if best:
-        idx = np.array(best)
-        out[idx[:, 0], idx[:, 1]] = True
+    for i, (y, x0, x1) in enumerate(runs):
+        if find(i) == best:
+            out[y, x0 : x1 + 1] = True
     return out
 
 
@@ -177,12 +193,22 @@ def _corner_count(mask: np.ndarray, cx: float, cy: float) -> int:
         return 0  # round
     peaks = 0
     for i in range(36):
-        if prof[i] > prof[(i - 1) % 36] and prof[i] >= prof[(i + 1) % 36]:
-            # prominence: it must stand above the lowest point on each side up to the next higher peak
-            left = min(prof[(i - k) % 36] for k in range(1, 10))
-            right = min(prof[(i + k) % 36] for k in range(1, 10))
-            if prof[i] - max(left, right) > 0.15 * rng:
-                peaks += 1
+        if not (prof[i] > prof[(i - 1) % 36] and prof[i] >= prof[(i + 1) % 36]):
+            continue
+        # prominence: how far it stands above the deepest point on the way to a higher peak, on the
+        # side where that point is highest (ties go to the lower bin index)
+        key = (prof[i], -i)
+        bases = []
+        for step in (-1, 1):
+            low = prof[i]
+            for k in range(1, 36):
+                j = (i + step * k) % 36
+                if (prof[j], -j) > key:
+                    break
+                low = min(low, prof[j])
+            bases.append(low)
+        if prof[i] - max(bases) > 0.2 * rng:
+            peaks += 1
     return peaks
 
 
@@ -282,9 +308,11 @@ def judge(image: Any) -> Judgement:
     bx0, bx1, by0, by1 = xs.min(), xs.max(), ys.min(), ys.max()
     bw, bh = bx1 - bx0 + 1, by1 - by0 + 1
     cx, cy = float(xs.mean()), float(ys.mean())
-    corners = np.concatenate(
-        [np.stack([xs + dx, ys + dy], axis=1) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]
-    )
+    rows = np.unique(ys)
+    left = np.array([xs[ys == r].min() for r in rows])
+    right = np.array([xs[ys == r].max() for r in rows])
+    ends = np.concatenate([np.stack([left - 0.5, rows], 1), np.stack([right + 0.5, rows], 1)])
+    corners = np.concatenate([ends + [0, -0.5], ends + [0, 0.5]])
     hull_area, hull_perim = _polygon_area_perimeter(_hull(corners))
     features.update(
         area=area / (h * w),
@@ -313,23 +341,13 @@ def judge(image: Any) -> Judgement:
 
 
 def _name_background(top: np.ndarray, bottom: np.ndarray) -> str:
-    best, best_d = "", math.inf
-    for name in BACKGROUNDS:
-        rgb = np.asarray(PALETTE[name], dtype=np.float64)
-        d = float(
-            np.linalg.norm(_srgb_to_lab(top) - _srgb_to_lab(rgb))
-            + np.linalg.norm(_srgb_to_lab(bottom) - _srgb_to_lab(rgb))
-        )
-        if d < best_d:
-            best, best_d = name, d
-    for name, (t, bo) in SCHEMES.items():
-        d = float(
-            np.linalg.norm(_srgb_to_lab(top) - _srgb_to_lab(np.asarray(t, dtype=np.float64)))
-            + np.linalg.norm(_srgb_to_lab(bottom) - _srgb_to_lab(np.asarray(bo, dtype=np.float64)))
-        )
-        if d < best_d:
-            best, best_d = name, d
-    return best
+    """The plain background or scheme whose top and bottom colours are nearest (CIELAB)."""
+    lab_t, lab_b = _srgb_to_lab(top), _srgb_to_lab(bottom)
+    options = {name: (_PALETTE_LAB[name], _PALETTE_LAB[name]) for name in BACKGROUNDS} | _SCHEMES_LAB
+    return min(
+        options,
+        key=lambda n: float(np.linalg.norm(lab_t - options[n][0]) + np.linalg.norm(lab_b - options[n][1])),
+    )
 
 
 def _depth(mask: np.ndarray) -> np.ndarray:

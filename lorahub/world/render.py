@@ -1,13 +1,15 @@
 """Draw a scene: anti-aliased shapes on a background, in numpy alone.
 
-Each pixel averages ``supersample**2`` point samples of the exact geometry (circle, polygons, the
-heart's implicit curve), so edges are anti-aliased and the picture is byte-identical for the same
+Each pixel's coverage is the share of its ``supersample**2`` point samples inside the exact geometry
+(circle, polygons, the heart's implicit curve); the pixel mixes shape and background colour by it, so
+edges are anti-aliased and the picture is byte-identical for the same
 scene and size on any machine (float64 arithmetic, no font or drawing library involved).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -104,23 +106,39 @@ def render(scene: Scene, size: int = 64, *, supersample: int = 4) -> np.ndarray:
     if not isinstance(supersample, int) or not 1 <= supersample <= 8:
         raise UsageError("supersample must be an integer from 1 to 8")
     k = supersample
-    n = size * k
-    coords = (np.arange(n, dtype=np.float64) + 0.5) / n
-    y, x = np.meshgrid(coords, coords, indexing="ij")
-    top, bottom = background_colours(scene.background)
-    bg = top[None, None, :] + (bottom - top)[None, None, :] * y[:, :, None]
-
+    x, y = _grid(size * k)
     cx, cy, side = scene.box()
     inside = shape_mask(scene.shape, (x - cx) / side, (y - cy) / side)
     fg = np.asarray(PALETTE[scene.colour], dtype=np.float64)
-    img = bg.copy()
-    img[inside] = fg
+    top, bottom = background_colours(scene.background)
+    centres = (np.arange(size, dtype=np.float64) + 0.5) / size
+    bg = top[None, None, :] + (bottom - top)[None, None, :] * centres[:, None, None]  # (size, 1, 3)
     if scene.texture is not None:
         half = TEXTURE_PERIOD / 2
         if scene.texture == "striped":
             band = np.floor((x + y) / math.sqrt(2) / half).astype(np.int64) % 2 == 1
         else:  # checkered
             band = (np.floor(x / half).astype(np.int64) + np.floor(y / half).astype(np.int64)) % 2 == 1
-        img[inside & band] = second_tone(PALETTE[scene.colour], (top + bottom) / 2)
-    img = img.reshape(size, k, size, k, 3).mean(axis=(1, 3))
+        second = inside & band
+        inside = inside & ~band
+    a = _coverage(inside, size, k)[:, :, None]
+    img = bg * (1 - a) + fg * a
+    if scene.texture is not None:
+        a2 = _coverage(second, size, k)[:, :, None]
+        img += (second_tone(PALETTE[scene.colour], (top + bottom) / 2) - bg) * a2
     return np.rint(np.clip(img, 0, 255)).astype(np.uint8)
+
+
+def _coverage(samples: np.ndarray, size: int, k: int) -> np.ndarray:
+    """Fraction of each pixel's ``k * k`` samples that are True."""
+    return samples.reshape(size, k, size, k).sum(axis=(1, 3)) / (k * k)
+
+
+@lru_cache(maxsize=8)
+def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample points ``x, y`` (image fractions) of an ``n x n`` grid, read-only."""
+    coords = (np.arange(n, dtype=np.float64) + 0.5) / n
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
