@@ -16,7 +16,8 @@ The method, step by step (docs/world.md has the measured accuracy):
    hull), circularity of the hull (4 pi A / P^2), where the mass lies in the box (the triangle's and
    heart's are off centre), and the corner count (peaks of the boundary's distance from the centroid,
    by angle). The shape is the nearest prototype in that space.
-4. **Position** from the centroid (nearest anchor), **size** from the bounding box's longer side.
+4. **Position**: the anchor nearest the centre of the bounding box (the centroid of a triangle or
+   crescent lies off it); **size** from the bounding box's longer side.
 5. **Texture**: of the two tones' label map, how often a pixel agrees with its neighbour along each
    direction. Stripes agree along one direction far more than across it; a checkerboard agrees
    equally along both diagonals.
@@ -227,7 +228,7 @@ _PROTOTYPES: dict[str, tuple[float, ...]] = {
     "cross": (0.58, 0.76, 0.94, 0.0, 0.0, 4.0),
     "star": (0.50, 0.68, 0.89, 0.045, 0.0, 5.0),
     "heart": (0.74, 0.93, 0.92, -0.07, 0.0, 3.0),
-    "crescent": (0.45, 0.53, 0.87, 0.0, -0.12, 2.0),
+    "crescent": (0.5, 0.6, 0.87, 0.0, -0.09, 2.0),
 }
 _SCALES = np.array([0.06, 0.05, 0.03, 0.03, 0.03, 0.3])
 
@@ -238,7 +239,7 @@ def classify_shape(features: dict[str, float]) -> str:
     best, best_d = "", math.inf
     for name, proto in _PROTOTYPES.items():
         z = (v - np.array(proto)) / _SCALES
-        z[-1] = min(abs(z[-1]), 3.0)
+        z[-1] = min(abs(z[-1]), 4.0)
         d = float(np.sum(z**2))
         if d < best_d:
             best, best_d = name, d
@@ -295,7 +296,9 @@ def judge(image: Any) -> Judgement:
     pix = img[inner]
     colour_rgb = np.median(pix, axis=0)
     tones = _two_tones(pix, features)
-    texture = _texture(img, inner, depth, tones, features) if tones is not None else None
+    # a texture needs room: pixels two in from the edge at least (a thin blurred rim is no texture)
+    roomy = (inner & (depth >= 2)).sum() >= 16
+    texture = _texture(img, inner, depth, tones, features) if tones is not None and roomy else None
     if texture is not None:
         colour_rgb = min(tones, key=lambda rgb: name_colour(rgb)[1])
         near = min(tones, key=lambda c: float(np.linalg.norm(c - np.median(bg, axis=0))))
@@ -323,8 +326,10 @@ def judge(image: Any) -> Judgement:
         mass_dx=(cx - (bx0 + bx1) / 2) / bw,
         corners=float(_corner_count(mask, cx, cy)),
         extent=max(bw / w, bh / h),
-        x=(cx + 0.5) / w,
-        y=(cy + 0.5) / h,
+        x=((bx0 + bx1) / 2 + 0.5) / w,  # the box centre: where the world puts a shape
+        y=((by0 + by1) / 2 + 0.5) / h,
+        centroid_x=(cx + 0.5) / w,
+        centroid_y=(cy + 0.5) / h,
         r=float(colour_rgb[0]),
         g=float(colour_rgb[1]),
         b=float(colour_rgb[2]),
@@ -373,7 +378,7 @@ def _two_tones(pix: np.ndarray, stats: dict[str, float]) -> tuple[np.ndarray, np
         c = [pix[~lab].mean(axis=0), pix[lab].mean(axis=0)]
     share = min(lab.mean(), 1 - lab.mean())
     stats.update(tone_separation=float(np.linalg.norm(c[0] - c[1])), tone_share=float(share))
-    if np.linalg.norm(c[0] - c[1]) < 35 or share < 0.15:
+    if np.linalg.norm(c[0] - c[1]) < 50 or share < 0.15:
         return None
     return np.median(pix[~lab], axis=0), np.median(pix[lab], axis=0)
 
@@ -398,8 +403,20 @@ def _texture(
         q_sl = (slice(dy, hh), slice(max(0, dx), ww - max(0, -dx)))
         both = inner[p_sl] & inner[q_sl]
         agree[name] = float((lab[p_sl] == lab[q_sl])[both].mean()) if both.any() else 1.0
-    aniso = max(abs(agree["h"] - agree["v"]), abs(agree["d1"] - agree["d2"]))
-    stats.update({f"agree_{k}": v for k, v in agree.items()}, anisotropy=aniso, depth_gap=gap)
+    # stripes: pixels agree along the stripes and disagree across them; a checkerboard disagrees as
+    # much along one diagonal as along the other (the world's stripes are diagonal; axis-aligned ones
+    # show as one axis far below the other while the diagonals agree)
+    diag = _ratio(agree["d1"], agree["d2"])
+    axis = _ratio(agree["h"], agree["v"])
+    stats.update(
+        {f"agree_{k}": v for k, v in agree.items()}, depth_gap=gap, diagonal_ratio=diag, axis_ratio=axis
+    )
     if gap > 0.35 or min(agree.values()) > 0.9:
         return None
-    return "striped" if aniso > 0.25 else "checkered"
+    return "striped" if diag < 0.4 or (axis < 0.25 and diag > 0.7) else "checkered"
+
+
+def _ratio(a: float, b: float) -> float:
+    """Disagreement along the better-agreeing direction over that along the other (1: isotropic)."""
+    lo, hi = sorted((1 - a, 1 - b))
+    return lo / hi if hi > 0 else 1.0

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .scene import Scene
-from .vocab import PALETTE, SCHEMES, TEXTURE_PERIOD
+from .vocab import PALETTE, SCHEMES, TEXTURE_PERIOD, second_tone
 
 #: Image sides :func:`render` accepts.
 MIN_SIDE, MAX_SIDE = 16, 512
@@ -75,19 +75,6 @@ def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == "crescent":
         return (u * u + v * v <= 0.25) & ((u - 0.2) ** 2 + v * v > 0.16)
     raise UsageError(f"unknown shape {shape!r}")
-
-
-def second_tone(colour: tuple[int, int, int], background: tuple[float, float, float]) -> np.ndarray:
-    """The other tone of a textured shape: a darker or lighter version of its colour, whichever stands
-    further from both the colour and the background."""
-    fg = np.asarray(colour, dtype=np.float64)
-    bg = np.asarray(background, dtype=np.float64)
-    best, best_d = fg, -1.0
-    for cand in (fg * 0.4, fg + (255 - fg) * 0.6):
-        d = min(np.linalg.norm(cand - fg), np.linalg.norm(cand - bg))
-        if d > best_d:
-            best, best_d = cand, d
-    return best
 
 
 def background_colours(background: str) -> tuple[np.ndarray, np.ndarray]:

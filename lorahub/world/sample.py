@@ -30,11 +30,14 @@ from .vocab import (
     HELDOUT_SHAPE_COLOUR,
     HELDOUT_SHAPE_POSITION,
     JITTER,
+    PALETTE,
     POSITIONS,
     SCALE_RANGE,
     SCHEME_CLASHES,
     SHAPES,
     SIZES,
+    TEXTURE_MIN_CONTRAST,
+    tone_contrast,
 )
 
 SPLITS = ("train", "heldout", "concept")
@@ -124,6 +127,8 @@ def _draw_scene(d: _Draw, split: str, concept: str | None) -> Scene | None:
         if c.kind == "shape":
             fields["shape"] = c.name
         elif c.kind == "texture":
+            if tone_contrast(PALETTE[fields["colour"]], PALETTE[fields["background"]]) < TEXTURE_MIN_CONTRAST:
+                return None
             fields["texture"] = c.name
         else:
             if fields["colour"] in SCHEME_CLASHES.get(c.name, ()):

@@ -18,6 +18,7 @@ from .vocab import (
     COLOURS,
     JITTER,
     NEW_SHAPES,
+    PALETTE,
     POSITION_PHRASES,
     POSITIONS,
     SCALE_RANGE,
@@ -25,7 +26,9 @@ from .vocab import (
     SCHEMES,
     SHAPES,
     SIZES,
+    TEXTURE_MIN_CONTRAST,
     TEXTURES,
+    tone_contrast,
 )
 
 #: Longest caption :func:`parse_caption` reads (a caption of the world is under 80 characters).
@@ -66,6 +69,12 @@ class Scene:
             self.colour not in SCHEME_CLASHES.get(self.background, ()),
             f"a {self.colour} shape on a {self.background} background is too hard to see",
         )
+        if self.texture is not None:
+            _check(
+                tone_contrast(PALETTE[self.colour], _mean_background(self.background))
+                >= TEXTURE_MIN_CONTRAST,
+                f"a {self.texture} {self.colour} shape on a {self.background} background has too little contrast",
+            )
         _check(abs(self.dx) <= JITTER and abs(self.dy) <= JITTER, "offset beyond the world's jitter")
         _check(SCALE_RANGE[0] <= self.scale <= SCALE_RANGE[1], "scale beyond the world's jitter")
 
@@ -92,6 +101,13 @@ class Scene:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _mean_background(background: str) -> tuple[float, float, float]:
+    if background in SCHEMES:
+        top, bottom = SCHEMES[background]
+        return tuple((t + b) / 2 for t, b in zip(top, bottom, strict=True))  # type: ignore[return-value]
+    return PALETTE[background]
 
 
 def _check(ok: bool, message: str) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 #: Shapes of the pretraining world, each drawn upright and filling a square box of the scene's size
 #: (the star's box is 0.95 of it high).
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "cross")
@@ -71,6 +73,30 @@ SCHEMES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
 
 #: Colours a scheme's background makes too hard to see; a scene never puts them on it.
 SCHEME_CLASHES: dict[str, tuple[str, ...]] = {"sunset": ("orange", "purple")}
+
+#: Least RGB distance of a texture's second tone from both the shape's colour and the background
+#: (a white or black shape on gray has none good enough, so it is never textured).
+TEXTURE_MIN_CONTRAST = 80.0
+
+
+def second_tone(colour: tuple[int, int, int], background: tuple[float, float, float]) -> np.ndarray:
+    """The other tone of a textured shape: its colour mixed 60% towards black or 60% towards white,
+    whichever stands further from both the colour and the background."""
+    fg = np.asarray(colour, dtype=np.float64)
+    bg = np.asarray(background, dtype=np.float64)
+    return max((fg * 0.4, fg + (255 - fg) * 0.6), key=lambda c: _contrast(c, fg, bg))
+
+
+def tone_contrast(colour: tuple[int, int, int], background: tuple[float, float, float]) -> float:
+    """How far :func:`second_tone` stands from the colour and the background (the nearer of the two)."""
+    fg = np.asarray(colour, dtype=np.float64)
+    bg = np.asarray(background, dtype=np.float64)
+    return _contrast(second_tone(colour, background), fg, bg)
+
+
+def _contrast(c: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> float:
+    return float(min(np.linalg.norm(c - fg), np.linalg.norm(c - bg)))
+
 
 #: Period of the textures, as a fraction of the image side (stripes: one dark + one light band).
 TEXTURE_PERIOD = 0.125

@@ -132,6 +132,7 @@ def test_caption_parses_back_to_the_scene() -> None:
         "a small blue circle on the left, blue background",  # invisible
         "a small orange circle on the left, sunset background",  # too close to the gradient
         "a small wavy red circle on the left, blue background",
+        "a small striped white circle on the left, gray background",  # stripes too faint
         "a small red circle on the left, blue background, again",
         "x" * 10_000,
     ],
