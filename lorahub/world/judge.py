@@ -1,26 +1,21 @@
 """A judge that is not the model: read colour, shape, size, position, background and texture back
 from an image of the world, by plain image analysis (numpy; nothing learned).
 
-The method, step by step (docs/world.md has the measured accuracy):
+1. **Background**: the median colours of the top and bottom border rows and the straight line between
+   them down the image (plain when they agree, a gradient scheme such as ``sunset`` when they do not),
+   named by the nearest pair in CIELAB.
+2. **Foreground**: each pixel's RGB distance from the background at its row; the largest 8-connected
+   group of pixels clearly above the border's noise is the object, and its mask keeps the pixels more
+   than half-way from the background to the object's colour (the 50% line of an anti-aliased edge).
+3. **Colour and texture** from the pixels three in from the edge (clear of any blur of it): their
+   median, named in CIELAB; or, when a 2-means splits them into two tones that are not just a blurred
+   rim around a core, a texture (stripes agree with their neighbours along one diagonal far more than
+   along the other; a checkerboard along both alike), coloured by the tone nearer a named colour.
+4. **Shape**: the nearest prototype in a space of descriptors of the mask: fill, solidity, the hull's
+   circularity, where the mass lies in the box, and the corner count.
+5. **Position**: the anchor nearest the bounding box's centre; **size** from the box's longer side.
 
-1. **Background.** The median colour of the top and of the bottom border rows; the background is
-   modelled as the straight line between them down the image (a plain one when they agree, a
-   gradient scheme such as ``sunset`` when they do not). Named by the nearest colour in CIELAB.
-2. **Foreground.** Each pixel's RGB distance from the background at its row; pixels clearly above
-   the border's own noise are candidates, and the largest 8-connected group of them is the object.
-   Its colour is the median of its inner pixels (one pixel in from the edge); when those split into
-   two well-separated tones (a 2-means) the object is textured, and its colour is the tone nearer a
-   named colour. The final mask keeps the pixels more than half-way from the background to the
-   object's (nearer) tone: the 50% line of the anti-aliased edge.
-3. **Shape descriptors** of that mask: fill (area over bounding box), solidity (area over convex
-   hull), circularity of the hull (4 pi A / P^2), where the mass lies in the box (the triangle's and
-   heart's are off centre), and the corner count (peaks of the boundary's distance from the centroid,
-   by angle). The shape is the nearest prototype in that space.
-4. **Position**: the anchor nearest the centre of the bounding box (the centroid of a triangle or
-   crescent lies off it); **size** from the bounding box's longer side.
-5. **Texture**: of the two tones' label map, how often a pixel agrees with its neighbour along each
-   direction. Stripes agree along one direction far more than across it; a checkerboard agrees
-   equally along both diagonals.
+docs/world.md gives the details and the measured accuracy.
 """
 
 from __future__ import annotations
@@ -342,6 +337,7 @@ def judge(image: Any) -> Judgement:
         POSITIONS,
         key=lambda p: (POSITIONS[p][0] - features["x"]) ** 2 + (POSITIONS[p][1] - features["y"]) ** 2,
     )
+    features = {k: float(v) for k, v in features.items()}
     return Judgement(True, shape, colour, size, position, background, texture, features)
 
 

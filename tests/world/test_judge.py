@@ -5,6 +5,7 @@ The figures are printed (``pytest -s``) and docs/world.md quotes them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -99,6 +100,7 @@ def test_judge_reads_floats_and_pil_images_alike() -> None:
     c = judge(to_pil(image))
     assert a.shape == b.shape == c.shape == "star"
     assert (a.colour, a.position, a.size, a.background) == ("yellow", "top", "large", "black")
+    assert json.loads(json.dumps(a.to_dict()))["features"]["corners"] == 5
 
 
 def test_an_empty_picture_has_no_object() -> None:

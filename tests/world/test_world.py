@@ -193,6 +193,9 @@ def test_bad_arguments_are_usage_errors() -> None:
             scenes(**kwargs)
     with pytest.raises(UsageError):
         render(Scene("circle", "red", "small", "left", "white"), 8)
+    for jitter in ({"dx": 0.2}, {"dy": float("nan")}, {"scale": 3.0}):
+        with pytest.raises(CaptionError):
+            Scene("circle", "red", "small", "left", "white", **jitter)
 
 
 def test_world_imports_without_torch_or_pillow() -> None:
