@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -28,3 +29,9 @@ def jpeg(img: np.ndarray, quality: int = 85) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=quality)
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def pixel_noise(img: np.ndarray, sigma: float = 16.0, seed: int = 0) -> np.ndarray:
+    """Independent Gaussian noise on every channel of every pixel (seeded by the image's bytes and ``seed``)."""
+    rng = np.random.default_rng([seed, int(hashlib.sha256(img.tobytes()).hexdigest()[:15], 16)])
+    return np.clip(np.rint(img + rng.normal(0, sigma, img.shape)), 0, 255).astype(np.uint8)

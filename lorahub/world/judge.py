@@ -275,7 +275,7 @@ def judge(image: Any) -> Judgement:
     dist = np.linalg.norm(img - bg[:, None, :], axis=2)
     border = np.concatenate([dist[:b].ravel(), dist[-b:].ravel(), dist[:, :b].ravel(), dist[:, -b:].ravel()])
     noise = float(np.median(border)) + 1.4826 * float(np.median(np.abs(border - np.median(border))))
-    cand = _largest_component(dist > max(24.0, 4 * noise))
+    cand = _largest_component(dist > max(24.0, 2 * noise))
     nothing = Judgement(False, None, None, None, None, background, None, features)
     if cand.sum() < 4:
         return nothing

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from worldkit import gaussian_blur, jpeg
+from worldkit import gaussian_blur, jpeg, pixel_noise
 
 from lorahub.errors import UsageError
 from lorahub.world import CONCEPTS, PALETTE, Scene, judge, render, scenes
@@ -61,6 +61,7 @@ def test_judge_at_128() -> None:
         # small shapes (12-14 px) blurred with sigma 1 lose their corners: stars then read as crosses
         ("Gaussian blur sigma 1", gaussian_blur, {"shape": 0.9, "texture": 0.95}),
         ("JPEG quality 85", jpeg, {"shape": 0.9, "texture": 0.95}),
+        ("Gaussian pixel noise sigma 16", pixel_noise, {"shape": 0.95}),
     ],
 )
 def test_judge_survives_mild_blur_and_noise(name: str, degrade: Callable, floors: dict[str, float]) -> None:
