@@ -120,7 +120,7 @@ def _draw_scene(d: _Draw, split: str, concept: str | None) -> Scene | None:
     }
     if fields["colour"] == fields["background"]:
         return None
-    if split == "train" and is_heldout(Scene(**fields)):
+    if split != "heldout" and is_heldout(Scene(**fields)):
         return None
     if concept is not None:
         c = CONCEPTS[concept]

@@ -177,6 +177,9 @@ def test_concepts_never_reach_pretraining_captions() -> None:
         shown = scenes(2, 40, "concept", concept=concept.name)
         assert all(concept.name in s.concepts and concept.trigger in s.caption.split() for s in shown)
         assert all(len(s.concepts) == 1 for s in shown)
+    # apart from their concept, concept scenes are pretraining scenes: no held-out combination
+    for s in scenes(2, 300, "concept", concept="striped") + scenes(2, 300, "concept", concept="sunset"):
+        assert not world.is_heldout(s), s.caption
 
 
 def test_bad_arguments_are_usage_errors() -> None:
