@@ -112,6 +112,10 @@ class TrainingInterrupted(TrainingError):
     exit_code = 130
 
 
+class CaptionError(LorahubError):
+    """A caption or scene outside the world of :mod:`lorahub.world` (unknown word, wrong grammar, invisible shape)."""
+
+
 class AdapterCompatibilityError(LorahubError):
     """An adapter does not fit the base model (family, width, shapes) or its format cannot be used."""
 
