@@ -21,7 +21,7 @@ class quiet_logs:
         logging.disable(self.level)
 
 
-def read_tensors(path: Path) -> dict[str, Any]:
+def read_tensors(path: str | Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
@@ -31,7 +31,9 @@ def is_kohya_layout(tensors: dict[str, Any]) -> bool:
     return all(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in tensors)
 
 
-class _Capture(logging.Handler):
+class WarningCapture(logging.Handler):
+    """A logging handler that keeps the messages of the warnings (and worse) it sees."""
+
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
@@ -42,7 +44,7 @@ class _Capture(logging.Handler):
 
 def load_collecting(pipe: Any, path: Path) -> tuple[list[str], Any]:
     """``load_lora_weights`` with diffusers' and peft's warnings (logged or raised) collected."""
-    cap = _Capture()
+    cap = WarningCapture()
     loggers = [logging.getLogger(n) for n in ("diffusers", "peft")]
     for lg in loggers:
         lg.addHandler(cap)
