@@ -7,7 +7,8 @@ values, so random weights measure what the real model would. The tokenizer is lo
 embedded byte-level one (the real CLIP BPE vocabulary is a download); it yields ids below
 514, valid for the 49408-entry embedding.
 
-Used by ``bench_train.py`` (adapter size) and ``bench_train_gpu.py`` (memory and speed).
+Used by ``bench_train.py`` (adapter size) and ``bench_train_gpu.py`` (memory and speed); ``sdxl_arch.py``
+takes its VAE and text encoder configurations.
 """
 
 from __future__ import annotations

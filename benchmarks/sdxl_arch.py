@@ -3,9 +3,10 @@
 The configurations are those of ``stabilityai/stable-diffusion-xl-base-1.0`` (``unet/config.json``,
 ``vae/config.json``, ``text_encoder/config.json``: CLIP ViT-L/14, ``text_encoder_2/config.json``:
 OpenCLIP ViT-bigG/14 with projection, ``scheduler/scheduler_config.json``), written out here so that
-nothing is downloaded. Memory use and speed do not depend on the weights' values, so random weights
-measure what the real model would. The tokenizers are lorahub's embedded byte-level ones (the real
-CLIP BPE vocabulary is a download); they yield ids below 514, valid for the 49408-entry embeddings.
+nothing is downloaded (the VAE and the first text encoder have SD 1.5's architecture: ``sd15_arch.py``).
+Memory use and speed do not depend on the weights' values, so random weights measure what the real model
+would. The tokenizers are lorahub's embedded byte-level ones (the real CLIP BPE vocabulary is a download);
+they yield ids below 514, valid for the 49408-entry embeddings.
 
 ``tiny=True`` gives the embedded tiny SDXL model's configuration instead (``lorahub.base.embedded``),
 for ``--smoke`` runs on a CPU. :func:`lora_shapes` builds the real UNet on the meta device (no memory)
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import benchkit
+import sd15_arch
 
 UNET = {
     "sample_size": 128,
@@ -48,35 +50,11 @@ UNET = {
     "projection_class_embeddings_input_dim": 2816,
 }
 
-VAE = {
-    "sample_size": 1024,
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "act_fn": "silu",
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "scaling_factor": 0.13025,
-    "force_upcast": True,
-}
+#: SD 1.5's VAE architecture; SDXL's sample size and latent scaling, and fp32 decoding (its VAE overflows in fp16)
+VAE = {**sd15_arch.VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
 
 #: lorahub's offline tokenizer: <|startoftext|> = 0, <|endoftext|> = 1; the second pads with "!" (id 2)
-TEXT = {
-    "vocab_size": 49408,
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_attention_heads": 12,
-    "num_hidden_layers": 12,
-    "max_position_embeddings": 77,
-    "hidden_act": "quick_gelu",
-    "projection_dim": 768,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-    "pad_token_id": 1,
-}
+TEXT = sd15_arch.TEXT  # CLIP ViT-L/14's text tower, as in SD 1.5
 
 TEXT2 = {
     "vocab_size": 49408,
