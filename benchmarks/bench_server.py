@@ -185,22 +185,30 @@ def _best(fn, rounds: int) -> float:  # noqa: ANN001
     return best
 
 
+def _server_with_token(data: Path) -> tuple[str, str]:
+    """A server data folder ``data`` with its SQLite database prepared and a token made in it:
+    (database URL, token)."""
+    from sqlmodel import Session
+
+    from lorahub.registry.hub.auth import create_token
+    from lorahub.registry.server.run import prepare
+
+    _, url, registry = prepare(data, f"sqlite:///{data / 'lorahub-server.sqlite'}")
+    with Session(registry.engine) as s:
+        token, _, _ = create_token(s, "bench")
+    registry.close()
+    return url, token
+
+
 def bench_download(work: Path, mb: int, rounds: int) -> dict:
     import hashlib
 
     from huggingface_hub import hf_hub_download
-    from sqlmodel import Session
 
     from lorahub.hub.endpoint import hf_api
-    from lorahub.registry.hub.auth import create_token
-    from lorahub.registry.server.run import prepare
 
     data = work / "srv-download"
-    url = f"sqlite:///{data / 'lorahub-server.sqlite'}"
-    _, url, registry = prepare(data, url)
-    with Session(registry.engine) as s:
-        token, _, _ = create_token(s, "bench")
-    registry.close()
+    url, token = _server_with_token(data)
     src = work / "big.bin"
     with open(src, "wb") as fh:
         for _ in range(mb):
@@ -250,17 +258,9 @@ def bench_tree(work: Path, n_files: int, rounds: int) -> dict:
     import json
 
     import httpx
-    from sqlmodel import Session
-
-    from lorahub.registry.hub.auth import create_token
-    from lorahub.registry.server.run import prepare
 
     data = work / "srv-tree"
-    url = f"sqlite:///{data / 'lorahub-server.sqlite'}"
-    _, url, registry = prepare(data, url)
-    with Session(registry.engine) as s:
-        token, _, _ = create_token(s, "bench")
-    registry.close()
+    url, token = _server_with_token(data)
     sizes = (n_files // 4, n_files)
     proc, endpoint = start_server(data, url)
     out: dict = {"sizes": sizes, "commit_s": {}, "calls": {}}

@@ -111,7 +111,8 @@ def get_peer(path: str | None, url: str, name: str = PEER_NAME, sha256: str = PE
     return p
 
 
-def prepare(work: Path, threads: int) -> tuple[Path, Path, dict[str, str]]:
+def prepare(work: Path, threads: int, family: str = "sd1", resolution: int = 64) -> tuple[Path, Path, dict[str, str]]:
+    """The environment of both tools, the embedded ``family`` base and 8 captioned ``resolution`` images in ``work``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LORAHUB_", "ACCELERATE_"))}
     env.update({
         "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
@@ -119,19 +120,18 @@ def prepare(work: Path, threads: int) -> tuple[Path, Path, dict[str, str]]:
         "HF_HOME": str(work / "hf"), "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
         "CUDA_VISIBLE_DEVICES": "",
     })
-    base = work / "base"
-    data = work / "data"
+    base, data = work / "base", work / "data"
     code = (
-        "import json, sys\n"
+        "import json\n"
         "from pathlib import Path\n"
         "from PIL import Image\n"
         "from lorahub.base.embedded import ensure_embedded\n"
         "from lorahub.training.demo_data import demo_image, demo_caption\n"
-        f"ensure_embedded(path={str(base)!r})\n"
+        f"ensure_embedded(path={str(base)!r}, family={family!r})\n"
         f"d = Path({str(data)!r}); d.mkdir(parents=True)\n"
         "rows = []\n"
         "for i in range(8):\n"
-        "    Image.fromarray(demo_image(i)).save(d / f'img{i}.png')\n"
+        f"    Image.fromarray(demo_image(i, {resolution})).save(d / f'img{{i}}.png')\n"
         "    rows.append(json.dumps({'file_name': f'img{i}.png', 'text': demo_caption(i)}))\n"
         "(d / 'metadata.jsonl').write_text('\\n'.join(rows) + '\\n')\n"
     )
@@ -139,18 +139,19 @@ def prepare(work: Path, threads: int) -> tuple[Path, Path, dict[str, str]]:
     return base, data, env
 
 
-def commands(tool: str, steps: int, base: Path, data: Path, out: Path, peer: Path) -> list[str]:
+def commands(tool: str, steps: int, base: Path, data: Path, out: Path, peer: Path, resolution: int = 64) -> list[str]:
+    res = str(resolution)
     if tool == "peer":
         return [
-            sys.executable, str(HERE / "peer_shim" / "run_peer.py"), str(peer), "--pretrained_model_name_or_path", str(base), "--train_data_dir", str(data),
-            "--resolution", "64", "--center_crop", "--train_batch_size", "1", "--max_train_steps", str(steps),
-            "--learning_rate", "1e-4", "--lr_scheduler", "constant", "--lr_warmup_steps", "0", "--rank", "4",
-            "--seed", "42", "--output_dir", str(out), "--report_to", "all", "--checkpointing_steps", "1000000",
-            "--mixed_precision", "no", "--dataloader_num_workers", "0",
+            sys.executable, str(HERE / "peer_shim" / "run_peer.py"), str(peer), "--pretrained_model_name_or_path",
+            str(base), "--train_data_dir", str(data), "--resolution", res, "--center_crop", "--train_batch_size", "1",
+            "--max_train_steps", str(steps), "--learning_rate", "1e-4", "--lr_scheduler", "constant",
+            "--lr_warmup_steps", "0", "--rank", "4", "--seed", "42", "--output_dir", str(out), "--report_to", "all",
+            "--checkpointing_steps", "1000000", "--mixed_precision", "no", "--dataloader_num_workers", "0",
         ]
     return [
         sys.executable, "-m", "lorahub.cli", "train", str(data), "--out", str(out), "--base", str(base),
-        "--steps", str(steps), "--rank", "4", "--alpha", "4", "--resolution", "64", "--no-buckets",
+        "--steps", str(steps), "--rank", "4", "--alpha", "4", "--resolution", res, "--no-buckets",
         "--batch-size", "1", "--lr", "1e-4", "--lr-scheduler", "constant", "--seed", "42",
         "--mixed-precision", "no", "--no-progress", "--json",
     ]
@@ -169,10 +170,12 @@ def loop_speed(tool: str, log: Path, timing: Path) -> float:
     return doc["steps"] / doc["seconds"]
 
 
-def bench_speed(args: argparse.Namespace, work: Path) -> tuple[dict, bool]:
-    peer = get_peer(args.peer, args.peer_url)
-    base, data, env = prepare(work, args.threads)
-    peer_env = env
+def bench_speed(args: argparse.Namespace, work: Path, peer_name: str = PEER_NAME, peer_sha256: str = PEER_SHA256,
+                family: str = "sd1", resolution: int = 64) -> tuple[dict, bool]:
+    """Both tools, ``--short`` and ``--steps`` steps, ``--rounds`` times interleaved, on the embedded ``family``
+    base at ``resolution``; the peer is ``peer_name``. The figures and whether both goals pass."""
+    peer = get_peer(args.peer, args.peer_url, peer_name, peer_sha256)
+    base, data, env = prepare(work, args.threads, family, resolution)
     best: dict[tuple[str, int], dict] = {}
     n = 0
     for rnd in range(args.rounds):
@@ -181,15 +184,16 @@ def bench_speed(args: argparse.Namespace, work: Path) -> tuple[dict, bool]:
                 n += 1
                 out = work / f"run{n}-{tool}-{steps}"
                 timing = work / f"run{n}.timing.json"
-                run_env = dict(peer_env if tool == "peer" else env, HF_DATASETS_CACHE=str(work / f"dscache{n}"),
-                               BENCH_PEER_TIMING=str(timing))
-                r = run_measured(commands(tool, steps, base, data, out, peer), run_env, work / f"run{n}.log")
+                run_env = dict(env, HF_DATASETS_CACHE=str(work / f"dscache{n}"), BENCH_PEER_TIMING=str(timing))
+                r = run_measured(commands(tool, steps, base, data, out, peer, resolution), run_env,
+                                 work / f"run{n}.log")
                 r["loop_steps_per_s"] = loop_speed(tool, work / f"run{n}.log", timing)
                 weights = out / "pytorch_lora_weights.safetensors"
                 if not weights.is_file():
                     raise SystemExit(f"{tool} wrote no {weights}")
                 print(f"  round {rnd + 1}: {tool:<8} {steps:>4} steps  {r['wall']:7.2f} s  "
-                      f"loop {r['loop_steps_per_s']:6.2f} steps/s  peak RSS {r['maxrss_kib'] / 1024:7.1f} MiB")
+                      f"loop {r['loop_steps_per_s']:6.2f} steps/s  peak RSS {r['maxrss_kib'] / 1024:7.1f} MiB",
+                      flush=True)
                 key = (tool, steps)
                 prev = best.get(key)
                 best[key] = {
@@ -199,7 +203,7 @@ def bench_speed(args: argparse.Namespace, work: Path) -> tuple[dict, bool]:
                 }
                 shutil.rmtree(out, ignore_errors=True)
                 shutil.rmtree(work / f"dscache{n}", ignore_errors=True)
-    figures = {}
+    figures: dict = {}
     for tool in ("peer", "lorahub"):
         dt = best[(tool, args.steps)]["wall"] - best[(tool, args.short)]["wall"]
         figures[tool] = {
@@ -216,7 +220,7 @@ def bench_speed(args: argparse.Namespace, work: Path) -> tuple[dict, bool]:
     print(f"| tool | wall {args.short} steps (s) | wall {args.steps} steps (s) | steps/s, loop | "
           f"steps/s, from walls | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|")
-    for tool, label in (("peer", "diffusers train_text_to_image_lora.py"), ("lorahub", "lorahub train")):
+    for tool, label in (("peer", f"diffusers {peer_name}"), ("lorahub", "lorahub train")):
         f = figures[tool]
         walls_txt = "n/a (noise)" if f["steps_per_s_from_walls"] != f["steps_per_s_from_walls"] else \
             f"{f['steps_per_s_from_walls']:.2f}"
@@ -255,19 +259,30 @@ def bench_size(work: Path) -> tuple[dict, bool]:
     return {"modules": len(unet), "parameters": params, "bytes": size, "kohya_bytes": ksize}, ok
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--short", type=int, default=10)
+def speed_arguments(doc: str, steps: int, short: int, peer_name: str, peer_url: str) -> argparse.ArgumentParser:
+    """The options of a training speed benchmark against a peer script (``--steps`` .. ``--keep``)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--short", type=int, default=short)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each tool (OMP_NUM_THREADS)")
-    ap.add_argument("--peer", default=None, help=f"path of {PEER_NAME} (default: benchmarks/out/peer/)")
-    ap.add_argument("--peer-url", default=PEER_URL)
-    ap.add_argument("--size-only", action="store_true", help="only the adapter-size goal")
+    ap.add_argument("--peer", default=None, help=f"path of {peer_name} (default: benchmarks/out/peer/)")
+    ap.add_argument("--peer-url", default=peer_url)
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
+    return ap
+
+
+def parse_speed_arguments(ap: argparse.ArgumentParser) -> argparse.Namespace:
     args = ap.parse_args()
     if args.steps <= args.short:
         ap.error("--steps must be larger than --short")
+    return args
+
+
+def main() -> int:
+    ap = speed_arguments(__doc__, 60, 10, PEER_NAME, PEER_URL)
+    ap.add_argument("--size-only", action="store_true", help="only the adapter-size goal")
+    args = parse_speed_arguments(ap)
 
     load = load_average()
     print(load_note())

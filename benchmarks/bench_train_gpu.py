@@ -26,16 +26,15 @@ included).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from benchkit import gpu_run_start, report_training, steps_per_second, train_random_base, training_figures  # noqa: E402
 
 GOAL_BYTES = 6 * 1024**3
 
@@ -54,39 +53,18 @@ def main() -> int:
     if args.smoke:
         args.steps, args.resolution, args.mixed_precision = min(args.steps, 3), 64, "no"
 
-    import torch
-
-    if not args.smoke and not torch.cuda.is_available():
-        print("no CUDA GPU here: run it on a GPU machine, or use --smoke to check the script on the CPU")
+    started = gpu_run_start(args.smoke, "bench-train-gpu-")
+    if started is None:
         return 2
-    device = "cpu" if args.smoke else "cuda"
-    if args.smoke:
-        torch.set_num_threads(1)  # the tiny model gains nothing from threads; busy 2-core boxes crawl with 2
-    card = "CPU (smoke)" if args.smoke else torch.cuda.get_device_name(0)
-    work = Path(tempfile.mkdtemp(prefix="bench-train-gpu-"))
-    os.environ["LORAHUB_HOME"] = str(work / "home")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device, card, work = started
     phases: dict[str, float] = {}
     try:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.set_verbosity_error()
+        import torch
         from sd15_arch import save_pipeline
-
-        from lorahub.schemas.training import TrainConfig
-        from lorahub.training.demo_data import make_demo_dataset
-        from lorahub.training.trainer import Trainer
 
         t = time.perf_counter()
         base = save_pipeline(work / "sd15-random", tiny=args.smoke, device=device, dtype="float16")
         phases["build_and_save_pipeline"] = time.perf_counter() - t
-        data = make_demo_dataset(work / "data", count=8, size=args.resolution, trigger="lhstripes")
-
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
         marks: dict[int, float] = {}
         peaks = {"before_step_2": 0, "training_steps": 0}
 
@@ -100,28 +78,15 @@ def main() -> int:
                     peaks["training_steps"] = torch.cuda.max_memory_allocated()
             marks[step] = time.perf_counter()
 
-        cfg = TrainConfig(
-            data=str(data), out=str(work / "out"), base=str(base), trigger="lhstripes", rank=args.rank,
-            steps=args.steps, lr=1e-4, resolution=args.resolution, batch_size=args.batch_size,
-            mixed_precision=args.mixed_precision, gradient_checkpointing=args.gc, device=device, sample_steps=20,
-            seed=0,
-        )
-        t = time.perf_counter()
-        trainer = Trainer(cfg, log=lambda m: print(f"  [{time.perf_counter() - t:6.1f} s] {m}"), progress=False,
-                          callback=on_step)
-        result = trainer.run()
-        phases["train_run_total"] = time.perf_counter() - t
+        result = train_random_base(work, base, device=device, resolution=args.resolution, on_step=on_step,
+                                   phases=phases, rank=args.rank, steps=args.steps, batch_size=args.batch_size,
+                                   mixed_precision=args.mixed_precision, gradient_checkpointing=args.gc)
         overall = 0
         if device == "cuda":
             torch.cuda.synchronize()
             # after the run the counter also covers the final preview
             overall = max(peaks["before_step_2"], torch.cuda.max_memory_allocated())
 
-        warm = max(1, args.steps // 10)
-        steps_per_s = None
-        if len(marks) > warm + 1:
-            last = max(marks)
-            steps_per_s = (last - warm) / (marks[last] - marks[warm])
         figures = {
             "card": card,
             "torch": torch.__version__,
@@ -134,12 +99,7 @@ def main() -> int:
             "peak_gpu_bytes": overall if device == "cuda" else None,
             "peak_gpu_bytes_before_step_2": peaks["before_step_2"] if device == "cuda" else None,
             "peak_gpu_bytes_training_steps": peaks["training_steps"] if device == "cuda" else None,
-            "steps_per_s_after_warmup": steps_per_s,
-            "steps_per_s_trainer": result.steps_per_second,
-            "adapter_bytes": Path(result.weights).stat().st_size,
-            "first_loss": result.first_loss,
-            "last_loss": result.last_loss,
-            "phases_s": phases,
+            **training_figures(result, steps_per_second(marks, args.steps), phases),
         }
         print()
         print(f"card: {card}")
@@ -157,13 +117,7 @@ def main() -> int:
         else:
             ok = True
             print("- smoke run on the CPU: the script works; no GPU figures")
-        if steps_per_s:
-            print(f"- steps/s after warm-up: {steps_per_s:.2f} (trainer's own count: {result.steps_per_second:.2f})")
-        print(f"- adapter file: {figures['adapter_bytes']:,} bytes; loss {result.first_loss:.4f} -> {result.last_loss:.4f}")
-        print("- phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
-        (HERE / "out").mkdir(exist_ok=True)
-        name = "bench_train_gpu_smoke.json" if args.smoke else "bench_train_gpu.json"
-        (HERE / "out" / name).write_text(json.dumps(figures, indent=2) + "\n")
+        report_training(figures, result, "bench_train_gpu_smoke.json" if args.smoke else "bench_train_gpu.json")
         return 0 if ok else 1
     finally:
         if not args.keep:

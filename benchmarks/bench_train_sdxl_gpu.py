@@ -28,16 +28,15 @@ no mixed precision) to check the script itself without a GPU.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from benchkit import gpu_run_start, report_training, steps_per_second, train_random_base, training_figures  # noqa: E402
 
 GOAL_BYTES = 8 * 1024**3
 
@@ -53,31 +52,16 @@ def main() -> int:
     if args.smoke:
         args.steps, args.resolution = min(args.steps, 3), 128
 
-    import torch
-
-    if not args.smoke and not torch.cuda.is_available():
-        print("no CUDA GPU here: run it on a GPU machine, or use --smoke to check the script on the CPU")
+    started = gpu_run_start(args.smoke, "bench-train-sdxl-gpu-")
+    if started is None:
         return 2
-    device = "cpu" if args.smoke else "cuda"
-    if args.smoke:
-        torch.set_num_threads(1)
-    card = "CPU (smoke)" if args.smoke else torch.cuda.get_device_name(0)
-    work = Path(tempfile.mkdtemp(prefix="bench-train-sdxl-gpu-"))
-    os.environ["LORAHUB_HOME"] = str(work / "home")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device, card, work = started
     phases: dict[str, float] = {}
     try:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.set_verbosity_error()
+        import torch
         from sdxl_arch import save_pipeline
 
-        from lorahub.schemas.training import TrainConfig
         from lorahub.training.config import small_gpu_settings
-        from lorahub.training.demo_data import make_demo_dataset
-        from lorahub.training.trainer import Trainer
 
         settings = small_gpu_settings()
         if args.smoke:
@@ -86,11 +70,6 @@ def main() -> int:
         t = time.perf_counter()
         base = save_pipeline(work / "sdxl-random", tiny=args.smoke, device=device, dtype=dtype)
         phases["build_and_save_pipeline"] = time.perf_counter() - t
-        data = make_demo_dataset(work / "data", count=8, size=args.resolution, trigger="lhstripes")
-
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
         marks: dict[int, float] = {}
         peaks = {"to_step_1": 0, "steps": 0, "preview": 0}
 
@@ -104,26 +83,13 @@ def main() -> int:
                 torch.cuda.reset_peak_memory_stats()
             marks[step] = time.perf_counter()
 
-        cfg = TrainConfig(
-            data=str(data), out=str(work / "out"), base=str(base), trigger="lhstripes", rank=args.rank,
-            steps=args.steps, lr=1e-4, resolution=args.resolution, batch_size=1, device=device, sample_steps=20,
-            seed=0, **settings,
-        )
-        t = time.perf_counter()
-        trainer = Trainer(cfg, log=lambda m: print(f"  [{time.perf_counter() - t:6.1f} s] {m}", flush=True),
-                          progress=False, callback=on_step)
-        result = trainer.run()
-        phases["train_run_total"] = time.perf_counter() - t
+        result = train_random_base(work, base, device=device, resolution=args.resolution, on_step=on_step,
+                                   phases=phases, rank=args.rank, steps=args.steps, batch_size=1, **settings)
         if device == "cuda":
             torch.cuda.synchronize()
             peaks["preview"] = torch.cuda.max_memory_allocated()  # since the last step: preview and packaging
         training_peak = max(peaks["to_step_1"], peaks["steps"])
 
-        warm = max(1, args.steps // 10)
-        steps_per_s = None
-        if len(marks) > warm + 1:
-            last = max(marks)
-            steps_per_s = (last - warm) / (marks[last] - marks[warm])
         cuda = device == "cuda"
         figures = {
             "card": card,
@@ -136,12 +102,7 @@ def main() -> int:
             "peak_gpu_bytes_to_step_1": peaks["to_step_1"] if cuda else None,
             "peak_gpu_bytes_steps_2_on": peaks["steps"] if cuda else None,
             "peak_gpu_bytes_preview": peaks["preview"] if cuda else None,
-            "steps_per_s_after_warmup": steps_per_s,
-            "steps_per_s_trainer": result.steps_per_second,
-            "adapter_bytes": Path(result.weights).stat().st_size,
-            "first_loss": result.first_loss,
-            "last_loss": result.last_loss,
-            "phases_s": phases,
+            **training_figures(result, steps_per_second(marks, args.steps), phases),
         }
         print()
         print(f"card: {card}")
@@ -158,13 +119,8 @@ def main() -> int:
         else:
             ok = True
             print("- smoke run on the CPU: the script works; no GPU figures")
-        if steps_per_s:
-            print(f"- steps/s after warm-up: {steps_per_s:.2f} (trainer's own count: {result.steps_per_second:.2f})")
-        print(f"- adapter file: {figures['adapter_bytes']:,} bytes; loss {result.first_loss:.4f} -> {result.last_loss:.4f}")
-        print("- phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
-        (HERE / "out").mkdir(exist_ok=True)
-        name = "bench_train_sdxl_gpu_smoke.json" if args.smoke else "bench_train_sdxl_gpu.json"
-        (HERE / "out" / name).write_text(json.dumps(figures, indent=2) + "\n")
+        report_training(figures, result,
+                        "bench_train_sdxl_gpu_smoke.json" if args.smoke else "bench_train_sdxl_gpu.json")
         return 0 if ok else 1
     finally:
         if not args.keep:

@@ -7,7 +7,8 @@ values, so random weights measure what the real model would. The tokenizer is lo
 embedded byte-level one (the real CLIP BPE vocabulary is a download); it yields ids below
 514, valid for the 49408-entry embedding.
 
-Used by ``bench_train.py`` (adapter size) and ``bench_train_gpu.py`` (memory and speed).
+Used by ``bench_train.py`` (adapter size) and ``bench_train_gpu.py`` (memory and speed); ``sdxl_arch.py``
+takes its VAE and text encoder configurations.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+import benchkit
 
 UNET = {
     "sample_size": 64,
@@ -107,32 +110,9 @@ def build_pipeline(*, tiny: bool = False, device: str = "cpu", seed: int = 0) ->
 def save_pipeline(folder: str | os.PathLike[str], *, tiny: bool = False, device: str = "cpu",
                   dtype: str = "float16") -> Path:
     """Build and save the pipeline as a diffusers folder (safetensors) that ``--base`` accepts."""
-    import torch
-
-    pipe = build_pipeline(tiny=tiny, device=device)
-    pipe.to(dtype=getattr(torch, dtype))
-    out = Path(folder)
-    pipe.save_pretrained(out, safe_serialization=True)
-    del pipe
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return out
+    return benchkit.save_pipeline(build_pipeline(tiny=tiny, device=device), folder, dtype)
 
 
 def lora_shapes(target_modules: list[str], rank: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """module path -> (lora_A shape, lora_B shape) for SD 1.5's UNet, without allocating its weights."""
-    import diffusers
-    from accelerate import init_empty_weights
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    with init_empty_weights():
-        unet = diffusers.UNet2DConditionModel(**UNET)
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=target_modules, init_lora_weights="gaussian"))
-    state = get_peft_model_state_dict(unet)
-    out: dict[str, list[Any]] = {}
-    for key, t in state.items():
-        module, _, rest = key.rpartition(".lora_")
-        pair = out.setdefault(module, [None, None])
-        pair[0 if rest.startswith("A") else 1] = tuple(t.shape)
-    return {k: (v[0], v[1]) for k, v in out.items()}
+    return benchkit.unet_lora_shapes(UNET, target_modules, rank)

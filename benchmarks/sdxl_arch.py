@@ -3,9 +3,10 @@
 The configurations are those of ``stabilityai/stable-diffusion-xl-base-1.0`` (``unet/config.json``,
 ``vae/config.json``, ``text_encoder/config.json``: CLIP ViT-L/14, ``text_encoder_2/config.json``:
 OpenCLIP ViT-bigG/14 with projection, ``scheduler/scheduler_config.json``), written out here so that
-nothing is downloaded. Memory use and speed do not depend on the weights' values, so random weights
-measure what the real model would. The tokenizers are lorahub's embedded byte-level ones (the real
-CLIP BPE vocabulary is a download); they yield ids below 514, valid for the 49408-entry embeddings.
+nothing is downloaded (the VAE and the first text encoder have SD 1.5's architecture: ``sd15_arch.py``).
+Memory use and speed do not depend on the weights' values, so random weights measure what the real model
+would. The tokenizers are lorahub's embedded byte-level ones (the real CLIP BPE vocabulary is a download);
+they yield ids below 514, valid for the 49408-entry embeddings.
 
 ``tiny=True`` gives the embedded tiny SDXL model's configuration instead (``lorahub.base.embedded``),
 for ``--smoke`` runs on a CPU. :func:`lora_shapes` builds the real UNet on the meta device (no memory)
@@ -19,6 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+import benchkit
+import sd15_arch
 
 UNET = {
     "sample_size": 128,
@@ -46,35 +50,11 @@ UNET = {
     "projection_class_embeddings_input_dim": 2816,
 }
 
-VAE = {
-    "sample_size": 1024,
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "act_fn": "silu",
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "scaling_factor": 0.13025,
-    "force_upcast": True,
-}
+#: SD 1.5's VAE architecture; SDXL's sample size and latent scaling, and fp32 decoding (its VAE overflows in fp16)
+VAE = {**sd15_arch.VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
 
 #: lorahub's offline tokenizer: <|startoftext|> = 0, <|endoftext|> = 1; the second pads with "!" (id 2)
-TEXT = {
-    "vocab_size": 49408,
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_attention_heads": 12,
-    "num_hidden_layers": 12,
-    "max_position_embeddings": 77,
-    "hidden_act": "quick_gelu",
-    "projection_dim": 768,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-    "pad_token_id": 1,
-}
+TEXT = sd15_arch.TEXT  # CLIP ViT-L/14's text tower, as in SD 1.5
 
 TEXT2 = {
     "vocab_size": 49408,
@@ -126,31 +106,9 @@ def build_pipeline(*, tiny: bool = False, device: str = "cpu", seed: int = 0) ->
 def save_pipeline(folder: str | os.PathLike[str], *, tiny: bool = False, device: str = "cpu",
                   dtype: str = "float16") -> Path:
     """Build and save the pipeline as a diffusers folder (safetensors) that ``--base`` accepts."""
-    import torch
-
-    pipe = build_pipeline(tiny=tiny, device=device)
-    pipe.to(dtype=getattr(torch, dtype))
-    out = Path(folder)
-    pipe.save_pretrained(out, safe_serialization=True)
-    del pipe
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return out
+    return benchkit.save_pipeline(build_pipeline(tiny=tiny, device=device), folder, dtype)
 
 
 def lora_shapes(target_modules: list[str], rank: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """module path -> (lora_A shape, lora_B shape) for SDXL's UNet, without allocating its weights."""
-    import diffusers
-    from accelerate import init_empty_weights
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    with init_empty_weights():
-        unet = diffusers.UNet2DConditionModel(**UNET)
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=target_modules, init_lora_weights="gaussian"))
-    out: dict[str, list[Any]] = {}
-    for key, t in get_peft_model_state_dict(unet).items():
-        module, _, rest = key.rpartition(".lora_")
-        pair = out.setdefault(module, [None, None])
-        pair[0 if rest.startswith("A") else 1] = tuple(t.shape)
-    return {k: (v[0], v[1]) for k, v in out.items()}
+    return benchkit.unet_lora_shapes(UNET, target_modules, rank)

@@ -26,7 +26,8 @@ database_option = click.option(
 )
 
 
-def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+def size_value(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """Click callback of a SIZE option (``500M``, ``20G``; also ``lorahub space``): bytes, or None when not given."""
     if value is None:
         return None
     from lorahub.units import parse_bytes
@@ -51,8 +52,8 @@ def _origins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
 @data_option
 @database_option
-@click.option("--max-upload-size", default=None, callback=_size, metavar="SIZE", help="Largest LFS object, e.g. 500M, 20G (default 20G).")
-@click.option("--max-commit-size", default=None, callback=_size, metavar="SIZE", help="Largest NDJSON commit body (default 64M).")
+@click.option("--max-upload-size", default=None, callback=size_value, metavar="SIZE", help="Largest LFS object, e.g. 500M, 20G (default 20G).")
+@click.option("--max-commit-size", default=None, callback=size_value, metavar="SIZE", help="Largest NDJSON commit body (default 64M).")
 @click.option("--public-url", default=None, metavar="URL", help="URL clients reach the server at, when behind a proxy (default http://HOST:PORT).")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="Also answer requests whose Host is NAME (repeatable; '*' turns the check off). Always answered: "
@@ -70,7 +71,7 @@ def _origins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
 @click.option("--ui-push-endpoint", "ui_push_endpoints", multiple=True, metavar="URL",
               help="An endpoint the web UI may push to besides this hub and https://huggingface.co (repeatable; "
                    "also $LORAHUB_UI_PUSH_ENDPOINTS).")
-@click.option("--ui-max-file-size", default=None, callback=_size, metavar="SIZE",
+@click.option("--ui-max-file-size", default=None, callback=size_value, metavar="SIZE",
               help="Largest file the web UI accepts (default $LORAHUB_UI_MAX_FILE_SIZE, else 1G).")
 def serve_cmd(
     host: str,

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import click
 
+from lorahub.cli.commands.serve import size_value
 from lorahub.cli.output import info
-
-
-def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    from lorahub.units import parse_bytes
-
-    try:
-        return parse_bytes(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("space")
@@ -28,7 +18,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--push-endpoint", "push_endpoints", multiple=True, metavar="URL",
               help="A Hub endpoint the Push tab may push to (repeatable; also $LORAHUB_UI_PUSH_ENDPOINTS). "
                    "Besides these, only https://huggingface.co.")
-@click.option("--max-file-size", default=None, callback=_size, metavar="SIZE",
+@click.option("--max-file-size", default=None, callback=size_value, metavar="SIZE",
               help="Largest file the page accepts, e.g. 500M (default $LORAHUB_UI_MAX_FILE_SIZE, else 1G).")
 def space_cmd(host: str, port: int, base: str | None, database: str | None, push_endpoints: tuple[str, ...],
               max_file_size: int | None) -> None:

@@ -399,35 +399,40 @@ def build_embedded(
     return target
 
 
-def build_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipeline
-    """The embedded SD 1.x pipeline in memory (float32, CPU), initialised from ``seed``."""
+def _seeded_components(seed: int, prefix: str, pipeline: str,
+                       makers: dict[str, Callable[[Any, Any], Any]]) -> tuple[Any, dict[str, Any]]:
+    """(the diffusers class ``pipeline``, name -> module in eval mode): each module made by ``makers[name]``
+    (called with diffusers and transformers) right after seeding torch with ``component_seed(seed, prefix +
+    name)``, on a forked RNG (the caller's stream is left alone) and with transformers quiet."""
     from ..errors import require
 
     torch = require("torch", "ml")
     diffusers = require("diffusers", "ml")
     transformers = require("transformers", "ml")
 
-    def seeded(component: str) -> Any:
-        torch.manual_seed(component_seed(seed, component))
-
+    modules: dict[str, Any] = {}
     with _quiet_transformers(transformers), torch.random.fork_rng(devices=[]):
-        pipeline_cls = diffusers.StableDiffusionPipeline  # (importing it makes transformers chatty)
-        seeded("unet")
-        unet = diffusers.UNet2DConditionModel(**UNET_CONFIG)
-        seeded("vae")
-        vae = diffusers.AutoencoderKL(**VAE_CONFIG)
-        seeded("text_encoder")
-        text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(**TEXT_CONFIG))
-    tokenizer = build_tokenizer()
-    scheduler = diffusers.DDIMScheduler(**SCHEDULER_CONFIG)
-    for module in (unet, vae, text_encoder):
+        pipeline_cls = getattr(diffusers, pipeline)  # (importing it makes transformers chatty)
+        for name, make in makers.items():
+            torch.manual_seed(component_seed(seed, prefix + name))
+            modules[name] = make(diffusers, transformers)
+    for module in modules.values():
         module.eval()
+    return pipeline_cls, modules
+
+
+def build_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipeline
+    """The embedded SD 1.x pipeline in memory (float32, CPU), initialised from ``seed``."""
+    pipeline_cls, modules = _seeded_components(seed, "", "StableDiffusionPipeline", {
+        "unet": lambda d, _t: d.UNet2DConditionModel(**UNET_CONFIG),
+        "vae": lambda d, _t: d.AutoencoderKL(**VAE_CONFIG),
+        "text_encoder": lambda _d, t: t.CLIPTextModel(t.CLIPTextConfig(**TEXT_CONFIG)),
+    })
+    from diffusers import DDIMScheduler  # (there: _seeded_components required it)
     return pipeline_cls(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
+        **modules,
+        tokenizer=build_tokenizer(),
+        scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -436,41 +441,22 @@ def build_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipelin
 
 def build_xl_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipeline
     """The embedded SDXL pipeline in memory (float32, CPU), initialised from ``seed``."""
-    from ..errors import require
-
-    torch = require("torch", "ml")
-    diffusers = require("diffusers", "ml")
-    transformers = require("transformers", "ml")
-
-    def seeded(component: str) -> Any:
-        torch.manual_seed(component_seed(seed, "sdxl/" + component))
-
-    with _quiet_transformers(transformers), torch.random.fork_rng(devices=[]):
-        pipeline_cls = diffusers.StableDiffusionXLPipeline
-        seeded("unet")
-        unet = diffusers.UNet2DConditionModel(**SDXL_UNET_CONFIG)
-        seeded("vae")
-        vae = diffusers.AutoencoderKL(**SDXL_VAE_CONFIG)
-        seeded("text_encoder")
-        text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(**SDXL_TEXT_CONFIG))
-        seeded("text_encoder_2")
-        text_encoder_2 = transformers.CLIPTextModelWithProjection(transformers.CLIPTextConfig(**SDXL_TEXT2_CONFIG))
-    tokenizer = build_tokenizer()
+    pipeline_cls, modules = _seeded_components(seed, "sdxl/", "StableDiffusionXLPipeline", {
+        "unet": lambda d, _t: d.UNet2DConditionModel(**SDXL_UNET_CONFIG),
+        "vae": lambda d, _t: d.AutoencoderKL(**SDXL_VAE_CONFIG),
+        "text_encoder": lambda _d, t: t.CLIPTextModel(t.CLIPTextConfig(**SDXL_TEXT_CONFIG)),
+        "text_encoder_2": lambda _d, t: t.CLIPTextModelWithProjection(t.CLIPTextConfig(**SDXL_TEXT2_CONFIG)),
+    })
+    from diffusers import EulerDiscreteScheduler  # (there: _seeded_components required it)
     tokenizer_2 = build_tokenizer(pad_token="!")
     if tokenizer_2.pad_token_id != SDXL_TEXT2_CONFIG["pad_token_id"]:  # pragma: no cover - guard
         raise BaseModelError(f"the second tokenizer pads with id {tokenizer_2.pad_token_id}, "
                              f"not {SDXL_TEXT2_CONFIG['pad_token_id']}")
-    scheduler = diffusers.EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG)
-    for module in (unet, vae, text_encoder, text_encoder_2):
-        module.eval()
     return pipeline_cls(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
+        **modules,
+        tokenizer=build_tokenizer(),
         tokenizer_2=tokenizer_2,
-        unet=unet,
-        scheduler=scheduler,
+        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG),
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )

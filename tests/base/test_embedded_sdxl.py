@@ -7,11 +7,11 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from threadkit import one_thread  # noqa: F401 - autouse
 
 from lorahub.base.embedded import (
     MARKER,
@@ -25,18 +25,6 @@ from lorahub.base.resolve import load_pipeline, resolve_base
 from lorahub.cli.main import cli
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """The tiny model runs fastest on one thread (two OpenMP threads on a busy 2-core box crawl)."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def digests(folder: Path, pattern: str = "*.safetensors") -> dict[str, str]:

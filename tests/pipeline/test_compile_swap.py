@@ -9,32 +9,39 @@ to the target rank, optional inductor) is benchmarks/bench_pipeline.py.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def micro_base(embedded_base: Path, tmp_path_factory, one_thread) -> Path:
+def with_micro_unet(base: Path, out: Path, **unet: Any) -> Path:
+    """``base`` saved to ``out`` with its UNet replaced by a micro one (two levels of 32 and 64 channels, one
+    resnet each, 8x8 latents; ``unet`` gives the rest of its config), initialised from seed 0."""
     import diffusers
     import torch
 
     from lorahub.base.resolve import load_pipeline
     from lorahub.pipeline.live import quiet
 
-    pipe = load_pipeline(embedded_base)
+    pipe = load_pipeline(base)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        pipe.unet = diffusers.UNet2DConditionModel(
-            sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=32,
-        )
-    out = tmp_path_factory.mktemp("micro") / "micro-sd"
+        pipe.unet = diffusers.UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
+                                                   **unet)
     with quiet():
         pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def micro_base(embedded_base: Path, tmp_path_factory, one_thread) -> Path:
+    return with_micro_unet(
+        embedded_base, tmp_path_factory.mktemp("micro") / "micro-sd",
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=32,
+    )
 
 
 def test_swaps_and_weight_changes_do_not_recompile(micro_base: Path, tmp_path: Path) -> None:
@@ -71,27 +78,15 @@ def micro_xl_base(embedded_xl_base: Path, tmp_path_factory, one_thread) -> Path:
     """The embedded SDXL pipeline (both text encoders, VAE, tokenizers) with a micro SDXL UNet: one level without
     and one with attention, one resnet per level (SGM numbering from layers_per_block=1), SDXL's added
     conditioning (text embeds + time ids) and linear projections."""
-    import diffusers
-    import torch
-
     from lorahub.base.embedded import SDXL_TIME_EMBED_DIM, SDXL_UNET_CONFIG
-    from lorahub.base.resolve import load_pipeline
-    from lorahub.pipeline.live import quiet
 
-    pipe = load_pipeline(embedded_xl_base)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        pipe.unet = diffusers.UNet2DConditionModel(
-            sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=SDXL_UNET_CONFIG["cross_attention_dim"], attention_head_dim=(2, 4),
-            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
-            projection_class_embeddings_input_dim=SDXL_UNET_CONFIG["projection_class_embeddings_input_dim"],
-        )
-    out = tmp_path_factory.mktemp("micro-xl") / "micro-sdxl"
-    with quiet():
-        pipe.save_pretrained(out, safe_serialization=True)
-    return out
+    return with_micro_unet(
+        embedded_xl_base, tmp_path_factory.mktemp("micro-xl") / "micro-sdxl",
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=SDXL_UNET_CONFIG["cross_attention_dim"], attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
+        projection_class_embeddings_input_dim=SDXL_UNET_CONFIG["projection_class_embeddings_input_dim"],
+    )
 
 
 def test_sdxl_swaps_and_weight_changes_do_not_recompile(micro_xl_base: Path, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 import mmditkit as K  # noqa: E402
+from interop_kit import WarningCapture, read_tensors  # noqa: E402
 from testkit import FIXTURES  # noqa: E402
 from tool_rules_flux import comfy_key_map, comfy_load, kohya_modules, kohya_problems, weight_shapes  # noqa: E402
 
@@ -155,22 +156,13 @@ def _loaded_updates(models: dict[str, Any], adapter: str) -> dict[str, Any]:
     return out
 
 
-class _Warnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.mark.parametrize(("family", "layout"), LAYOUTS)
 def test_diffusers_loads_every_written_diffusers_file_fully(tmp_path: Path, family: str, layout: str) -> None:
     b = build(tmp_path / "src.safetensors", family, layout, t5=False)
     out = convert(b.path, tmp_path / "d.safetensors", format="diffusers", dtype="float32").path
     assert "diffusers" in inspect_file(out).loaders
     pipe, models = _tiny_pipe(family)
-    catcher = _Warnings()
+    catcher = WarningCapture()
     logger = logging.getLogger("diffusers")
     logger.addHandler(catcher)
     try:
@@ -182,12 +174,6 @@ def test_diffusers_loads_every_written_diffusers_file_fully(tmp_path: Path, fami
            or any(f"prefix='{c}'" in m for c in comps if "no lora keys" in m.lower())]
     assert not bad, bad
     K.assert_same(_loaded_updates(models, "x"), b.expected)
-
-
-def _tensors(path: str | Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
 
 
 def _expected_weights(family: str, expected: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +210,7 @@ def test_comfyui_and_kohya_rules_load_the_written_files(tmp_path: Path, family: 
     shapes = weight_shapes(family, CFG[family], encoders)
     want = _expected_weights(family, b.expected)
     k = convert(b.path, tmp_path / "k.safetensors", format="kohya", dtype="float32").path
-    tensors = _tensors(k)
+    tensors = read_tensors(k)
     got, not_loaded = comfy_load(tensors, key_map, shapes)
     assert not not_loaded, not_loaded[:5]
     K.assert_same(got, want)
@@ -236,12 +222,12 @@ def test_comfyui_and_kohya_rules_load_the_written_files(tmp_path: Path, family: 
         only = K.write_original(tmp_path / "blocks.safetensors", family, "kohya", modules=[
             n for n in K.original_modules(family) if n.startswith(("double_blocks", "single_blocks", "joint_blocks"))])
         k2 = convert(only.path, tmp_path / "k2.safetensors", format="kohya", dtype="float32").path
-        assert not kohya_problems(_tensors(k2), kohya_modules(family, CFG[family], encoders))
+        assert not kohya_problems(read_tensors(k2), kohya_modules(family, CFG[family], encoders))
         assert "kohya" in inspect_file(k2).loaders
     if family == "flux" or layout != "kohya":
         bt = build(tmp_path / "src-not5.safetensors", family, layout, t5=False)
         d = convert(bt.path, tmp_path / "d.safetensors", format="diffusers", dtype="float32").path
-        got, not_loaded = comfy_load(_tensors(d), key_map, shapes)
+        got, not_loaded = comfy_load(read_tensors(d), key_map, shapes)
         assert not not_loaded, not_loaded[:5]
         K.assert_same(got, _expected_weights(family, bt.expected))
         assert "comfyui" in inspect_file(d).loaders
@@ -271,7 +257,7 @@ def test_t5_modules_go_to_kohya_not_diffusers(tmp_path: Path) -> None:
     assert "kohya" in (info.value.hint or "")
     assert not (tmp_path / "d.safetensors").exists()
     k = convert(b.path, tmp_path / "k.safetensors", format="kohya", dtype="float32").path
-    assert any(n.startswith("lora_te3_encoder_block_") for n in _tensors(k))  # kohya's and ComfyUI's T5 prefix
+    assert any(n.startswith("lora_te3_encoder_block_") for n in read_tensors(k))  # kohya's and ComfyUI's T5 prefix
     K.assert_same(read(k), b.expected)
     r = inspect_file(k)
     assert r.text_encoders == ["text_encoder", "text_encoder_2"] and not r.diffusers_loadable

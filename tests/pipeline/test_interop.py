@@ -29,51 +29,26 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from interop_kit import is_kohya_layout, load_collecting, quiet_logs, read_tensors  # noqa: E402
+from interop_kit import (  # noqa: E402
+    COMMON_KINDS,
+    LAYOUTS,
+    STRENGTH,
+    file_update,
+    fused_changes,
+    is_kohya_layout,
+    kind_file,
+    load_collecting,
+    module_weights,
+    quiet_logs,
+    read_tensors,
+    restore,
+    write_kinds,
+)
 from tool_rules import FAMILIES, comfy_load, kohya_check, plain_load  # noqa: E402
 
-STRENGTH = 0.7
-METHODS = ("linear", "cat", "svd", "ties", "dare")
-LAYOUTS = ("kohya", "diffusers")
-KINDS = (
-    ["train-diffusers", "train-kohya", "convert-a-kohya", "convert-b-diffusers"]
-    + [f"blend-{m}-{f}" for m in METHODS for f in LAYOUTS]
-    + [f"{algo}-{job}-{f}" for algo in ("loha", "lokr") for job in ("blend", "convert") for f in LAYOUTS]
-)
+KINDS = COMMON_KINDS + [f"{algo}-{job}-{f}" for algo in ("loha", "lokr") for job in ("blend", "convert") for f in LAYOUTS]
 LYCO_META = {"ss_base_model_version": "sd_v1", "ss_v2": "False", "ss_network_module": "lycoris.kohya",
              "modelspec.architecture": "stable-diffusion-v1/lora"}
-
-
-def write_lycoris(path: Path, pipe: Any, algo: str, seed: int) -> Path:
-    """A LyCORIS LoHa/LoKr file for ``pipe`` (which it hooks), made and saved by the lycoris-lora package itself.
-
-    Targets the transformer blocks (proj_in/proj_out are 1x1 convolutions in SD 1.x), the resnets and the
-    samplers (3x3 convolutions) and the text encoder. The factors are random (lycoris initialises one side
-    to zero, which would make every update 0).
-    """
-    lycoris_config = pytest.importorskip("lycoris.config")
-    from lycoris.kohya import create_network
-
-    preset = {"enable_conv": True, "unet_target_module": ["Transformer2DModel", "ResnetBlock2D", "Downsample2D",
-                                                          "Upsample2D"],
-              "unet_target_name": [], "text_encoder_target_module": ["CLIPAttention", "CLIPMLP"],
-              "text_encoder_target_name": []}
-    lycoris_config.PRESET["lorahub-test"] = preset
-
-    class TextModel(torch.nn.Module):  # transformers 5 has no text_model level; real files name it
-        def __init__(self, te: Any) -> None:
-            super().__init__()
-            self.text_model = te
-
-    te = TextModel(pipe.text_encoder)
-    torch.manual_seed(seed)
-    with quiet_logs():
-        net = create_network(1.0, 4, 2, None, te, pipe.unet, algo=algo, preset="lorahub-test", factor=4)
-    net.apply_to(te, pipe.unet, apply_text_encoder=True, apply_unet=True)  # registers the modules (and hooks pipe)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    net.save_weights(str(path), torch.float32, dict(LYCO_META))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -85,53 +60,15 @@ def pipe(embedded_base: Path, one_thread: None) -> Any:
 
 @pytest.fixture(scope="module")
 def written(adapters: dict[str, Path], pipe: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """kind -> a file lorahub wrote, for every kind in KINDS (LyCORIS kinds only with lycoris-lora)."""
-    from lorahub.pipeline.blend import DENSITY_METHODS, blend
-    from lorahub.pipeline.convert import convert
-    from lorahub.schemas.training import TrainConfig
-    from lorahub.training.demo_data import make_demo_dataset
-    from lorahub.training.trainer import train
+    """kind -> a file lorahub wrote, for every kind in KINDS (LyCORIS kinds only with lycoris-lora).
 
-    d = tmp_path_factory.mktemp("written")
-    out: dict[str, Path] = {}
-    # a: diffusers rank 4 alpha 2 + TE; b: kohya rank 8 alpha 16 + TE; c: kohya rank 2, UNet only
-    items = [(adapters["a"], 0.6), (adapters["b"], 0.4), (adapters["c"], 0.7)]
-    for method in METHODS:
-        for fmt in LAYOUTS:
-            kw: dict[str, Any] = {"density": 0.6} if method in DENSITY_METHODS else {}
-            res = blend(items, method=method, rank=None if method in ("linear", "cat") else 6, format=fmt,
-                        out=d / f"blend-{method}-{fmt}.safetensors", dtype="float32", **kw)
-            out[f"blend-{method}-{fmt}"] = Path(res.path)
-    out["convert-a-kohya"] = Path(convert(adapters["a"], d / "a-kohya.safetensors", dtype="float32").path)
-    out["convert-b-diffusers"] = Path(convert(adapters["b"], d / "b-diffusers.safetensors", format="diffusers",
-                                              dtype="float32").path)
-    data = make_demo_dataset(d / "data", count=2, size=64)
-    res = train(TrainConfig(data=str(data), out=str(d / "trained"), trigger="tstyle", rank=4, alpha=2, steps=2,
-                            lr=1e-2, resolution=64, train_text_encoder=True, save_precision="fp32", sample_steps=1,
-                            seed=3), log=lambda _m: None, progress=False)
-    out["train-diffusers"], out["train-kohya"] = Path(res.weights), Path(res.kohya_weights)
-    try:
-        import lycoris  # noqa: F401
-    except ImportError:
-        return out
+    a: diffusers rank 4 alpha 2 + TE; b: kohya rank 8 alpha 16 + TE; c: kohya rank 2, UNet only. The LyCORIS
+    files target the transformer blocks (proj_in/proj_out are 1x1 convolutions in SD 1.x), the resnets and
+    the samplers (3x3 convolutions) and the text encoder."""
     from lorahub.base.embedded import build_pipeline
 
-    for seed, algo in enumerate(("loha", "lokr")):
-        src = write_lycoris(d / f"{algo}.safetensors", build_pipeline(0), algo, seed)  # lycoris hooks its pipeline
-        out[algo] = src
-        for fmt in LAYOUTS:
-            res = blend([(src, 0.8), (adapters["a"], 0.5)], method="linear", format=fmt, dtype="float32",
-                        out=d / f"{algo}-blend-{fmt}.safetensors")
-            out[f"{algo}-blend-{fmt}"] = Path(res.path)
-            out[f"{algo}-convert-{fmt}"] = Path(convert(src, d / f"{algo}-convert-{fmt}.safetensors", format=fmt,
-                                                        dtype="float32", rank=64).path)
-    return out
-
-
-def _file(written: dict[str, Path], kind: str) -> Path:
-    if kind not in written:
-        pytest.skip("lycoris-lora is not installed: no LyCORIS file to start from")
-    return written[kind]
+    return write_kinds(tmp_path_factory.mktemp("written"), adapters, {"trigger": "tstyle"},
+                       {"loha": 0, "lokr": 1}, build_pipeline, LYCO_META)
 
 
 @pytest.fixture(scope="module")
@@ -141,62 +78,30 @@ def rules(pipe: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def base_weights(pipe: Any) -> dict[tuple[str, str], Any]:
-    out = {}
-    for comp in ("unet", "text_encoder"):
-        for name, mod in getattr(pipe, comp).named_modules():
-            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
-                out[(comp, name)] = mod.weight.detach().clone()
-    return out
-
-
-def _targets(base_weights: dict[tuple[str, str], Any]) -> dict[tuple[str, str], tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in base_weights.items()}
-
-
-def _file_update(tensors: dict[str, Any], rules: Any, base_weights: dict) -> dict[tuple[str, str], Any]:
-    """The update the file describes, computed by a loader that reads only tensors: ComfyUI's rule for the
-    kohya layout, plain ``up @ down`` (alpha = rank) for the diffusers layout."""
-    if is_kohya_layout(tensors):
-        loaded = comfy_load(tensors, rules)
-    else:
-        loaded = plain_load(tensors, _targets(base_weights))
-    assert not loaded.unloaded and not loaded.shape_errors, (loaded.unloaded[:3], loaded.shape_errors[:3])
-    return loaded.deltas
+    return module_weights(pipe, ("unet", "text_encoder"))
 
 
 @pytest.fixture
 def clean(pipe: Any, base_weights: dict) -> Iterator[None]:
     yield
-    try:
-        pipe.unfuse_lora()
-    except Exception:  # noqa: BLE001 - nothing fused
-        pass
-    pipe.unload_lora_weights()
-    for (comp, name), w in base_weights.items():  # exact base weights back, whatever happened
-        mod = getattr(pipe, comp).get_submodule(name)
-        mod.weight.data.copy_(w)
+    restore(pipe, base_weights)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_diffusers_loads_every_module_at_the_intended_strength(kind, written, pipe, rules, base_weights, clean) -> None:
     from lorahub.adapters.inspect import inspect_file
 
-    path = _file(written, kind)
+    path = kind_file(written, kind)
     report = inspect_file(path)
     assert report.diffusers_loadable, report.warnings
     tensors = read_tensors(path)
-    expected = _file_update(tensors, rules, base_weights)
+    expected = file_update(tensors, rules, base_weights)
     messages, adapters = load_collecting(pipe, path)
     assert not messages, messages[:3]
     components = {comp for comp, _ in expected}
     assert {c for c, names in adapters.items() if "probe" in names} == components
     pipe.fuse_lora(components=sorted(components), lora_scale=STRENGTH, adapter_names=["probe"])
-    changed = {}
-    for (comp, name), w in base_weights.items():
-        now = getattr(pipe, comp).get_submodule(name)
-        weight = now.base_layer.weight if hasattr(now, "base_layer") else now.weight
-        if not torch.equal(weight.detach(), w):
-            changed[(comp, name)] = weight.detach() - w
+    changed = fused_changes(pipe, base_weights)
     assert set(changed) == set(expected), sorted(set(changed) ^ set(expected))[:3]
     for key, delta in expected.items():
         want = STRENGTH * delta
@@ -207,7 +112,7 @@ def test_diffusers_loads_every_module_at_the_intended_strength(kind, written, pi
 def test_key_layout_matches_the_tools_that_are_said_to_load_it(kind, written, rules, base_weights) -> None:
     from lorahub.adapters.inspect import inspect_file
 
-    path = _file(written, kind)
+    path = kind_file(written, kind)
     report = inspect_file(path)
     tensors = read_tensors(path)
     comfy = comfy_load(tensors, rules)
@@ -241,7 +146,7 @@ def test_kohya_hashes_are_embedded_as_kohya_computes_them(kind, written) -> None
     from lorahub.adapters.fingerprint import fingerprint_file
     from lorahub.adapters.header import read_header
 
-    path = _file(written, kind)
+    path = kind_file(written, kind)
     md = read_header(path).string_metadata()
     blob = save(read_tensors(path), {k: v for k, v in md.items() if k.startswith("ss_")})
     n = int.from_bytes(blob[:8], "little")
@@ -260,7 +165,7 @@ def test_lycoris_inputs_are_refused_by_diffusers_and_inspect_says_so(written, pi
     from lorahub.adapters.inspect import inspect_file
 
     for algo in ("loha", "lokr"):
-        src = _file(written, algo)
+        src = kind_file(written, algo)
         assert not inspect_file(src).diffusers_loadable
         with pytest.raises(ValueError), quiet_logs():
             pipe.load_lora_weights(str(src), adapter_name="probe")

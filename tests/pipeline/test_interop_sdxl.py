@@ -32,47 +32,27 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from interop_kit import is_kohya_layout, load_collecting, quiet_logs, read_tensors  # noqa: E402
-from tool_rules import FAMILIES, a1111_load, comfy_load, kohya_check, plain_load  # noqa: E402
-
-STRENGTH = 0.7
-METHODS = ("linear", "cat", "svd", "ties", "dare")
-LAYOUTS = ("kohya", "diffusers")
-KINDS = (
-    ["train-diffusers", "train-kohya", "convert-a-kohya", "convert-b-diffusers"]
-    + [f"blend-{m}-{f}" for m in METHODS for f in LAYOUTS]
-    + [f"lokr-{job}-{f}" for job in ("blend", "convert") for f in LAYOUTS]
+from interop_kit import (  # noqa: E402
+    COMMON_KINDS,
+    LAYOUTS,
+    STRENGTH,
+    file_update,
+    fused_changes,
+    is_kohya_layout,
+    kind_file,
+    load_collecting,
+    module_weights,
+    read_tensors,
+    restore,
+    write_kinds,
 )
+from tool_rules import FAMILIES, a1111_load, comfy_load, kohya_check  # noqa: E402
+
+KINDS = COMMON_KINDS + [f"lokr-{job}-{f}" for job in ("blend", "convert") for f in LAYOUTS]
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 SGM_UNET = re.compile(r"^lora_unet_(?:input_blocks|middle_block|output_blocks|time_embed|label_emb|out)_")
-
-
-def write_lycoris_xl(path: Path, pipe: Any, seed: int) -> Path:
-    """A LyCORIS LoKr file for the SDXL ``pipe`` (which it hooks), made and saved by lycoris-lora itself:
-    transformer blocks, resnets, samplers (3x3 convolutions) and both text encoders; random factors."""
-    lycoris_config = pytest.importorskip("lycoris.config")
-    from lycoris.kohya import create_network
-
-    lycoris_config.PRESET["lorahub-test-xl"] = {
-        "enable_conv": True, "unet_target_module": ["Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D"],
-        "unet_target_name": [], "text_encoder_target_module": ["CLIPAttention", "CLIPMLP"], "text_encoder_target_name": [],
-    }
-
-    class TextModel(torch.nn.Module):  # transformers 5's CLIPTextModel has no text_model level; real files name it
-        def __init__(self, te: Any) -> None:
-            super().__init__()
-            self.text_model = te
-
-    encoders = [TextModel(pipe.text_encoder), pipe.text_encoder_2]
-    torch.manual_seed(seed)
-    with quiet_logs():
-        net = create_network(1.0, 4, 2, None, encoders, pipe.unet, algo="lokr", preset="lorahub-test-xl", factor=4)
-    net.apply_to(encoders, pipe.unet, apply_text_encoder=True, apply_unet=True)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    net.save_weights(str(path), torch.float32, {"ss_base_model_version": "sdxl_base_v1-0", "ss_network_module": "lycoris.kohya",
-                                                "modelspec.architecture": "stable-diffusion-xl-v1-base/lora"})
-    return path
+LYCO_META = {"ss_base_model_version": "sdxl_base_v1-0", "ss_network_module": "lycoris.kohya",
+             "modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}
 
 
 @pytest.fixture(scope="module")
@@ -87,52 +67,14 @@ def pipe(embedded_xl_base: Path, one_thread: None) -> Any:
 @pytest.fixture(scope="module")
 def written(xl_adapters: dict[str, Path], pipe: Any, embedded_xl_base: Path,
             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """kind -> a file lorahub wrote for the SDXL base (LyCORIS kinds only with lycoris-lora)."""
-    from lorahub.pipeline.blend import DENSITY_METHODS, blend
-    from lorahub.pipeline.convert import convert
-    from lorahub.schemas.training import TrainConfig
-    from lorahub.training.demo_data import make_demo_dataset
-    from lorahub.training.trainer import train
+    """kind -> a file lorahub wrote for the SDXL base (LyCORIS kinds only with lycoris-lora).
 
-    d = tmp_path_factory.mktemp("written-xl")
-    out: dict[str, Path] = {}
-    # a: diffusers rank 4 alpha 2 + TE1/TE2; b: kohya rank 8 alpha 16 + TE1/TE2; c: kohya rank 2, UNet only
-    items = [(xl_adapters["a"], 0.6), (xl_adapters["b"], 0.4), (xl_adapters["c"], 0.7)]
-    for method in METHODS:
-        for fmt in LAYOUTS:
-            kw: dict[str, Any] = {"density": 0.6} if method in DENSITY_METHODS else {}
-            res = blend(items, method=method, rank=None if method in ("linear", "cat") else 6, format=fmt,
-                        out=d / f"blend-{method}-{fmt}.safetensors", dtype="float32", **kw)
-            out[f"blend-{method}-{fmt}"] = Path(res.path)
-    out["convert-a-kohya"] = Path(convert(xl_adapters["a"], d / "a-kohya.safetensors", dtype="float32").path)
-    out["convert-b-diffusers"] = Path(convert(xl_adapters["b"], d / "b-diffusers.safetensors", format="diffusers",
-                                              dtype="float32").path)
-    data = make_demo_dataset(d / "data", count=2, size=64)
-    res = train(TrainConfig(data=str(data), out=str(d / "trained"), base=str(embedded_xl_base), trigger="txl", rank=4,
-                            alpha=2, steps=2, lr=1e-2, resolution=64, train_text_encoder=True, save_precision="fp32",
-                            sample_steps=1, seed=3), log=lambda _m: None, progress=False)
-    out["train-diffusers"], out["train-kohya"] = Path(res.weights), Path(res.kohya_weights)
-    try:
-        import lycoris  # noqa: F401
-    except ImportError:
-        return out
+    a: diffusers rank 4 alpha 2 + TE1/TE2; b: kohya rank 8 alpha 16 + TE1/TE2; c: kohya rank 2, UNet only.
+    The LoKr file: transformer blocks, resnets, samplers (3x3 convolutions) and both text encoders."""
     from lorahub.base.embedded import build_xl_pipeline
 
-    src = write_lycoris_xl(d / "lokr.safetensors", build_xl_pipeline(0), seed=7)  # lycoris hooks its pipeline
-    out["lokr"] = src
-    for fmt in LAYOUTS:
-        res = blend([(src, 0.8), (xl_adapters["a"], 0.5)], method="linear", format=fmt, dtype="float32",
-                    out=d / f"lokr-blend-{fmt}.safetensors")
-        out[f"lokr-blend-{fmt}"] = Path(res.path)
-        out[f"lokr-convert-{fmt}"] = Path(convert(src, d / f"lokr-convert-{fmt}.safetensors", format=fmt,
-                                                  dtype="float32", rank=64).path)
-    return out
-
-
-def _file(written: dict[str, Path], kind: str) -> Path:
-    if kind not in written:
-        pytest.skip("lycoris-lora is not installed: no LyCORIS file to start from")
-    return written[kind]
+    return write_kinds(tmp_path_factory.mktemp("written-xl"), xl_adapters,
+                       {"base": str(embedded_xl_base), "trigger": "txl"}, {"lokr": 7}, build_xl_pipeline, LYCO_META)
 
 
 @pytest.fixture(scope="module")
@@ -142,34 +84,13 @@ def rules(pipe: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def base_weights(pipe: Any) -> dict[tuple[str, str], Any]:
-    out = {}
-    for comp in COMPONENTS:
-        for name, mod in getattr(pipe, comp).named_modules():
-            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
-                out[(comp, name)] = mod.weight.detach().clone()
-    return out
-
-
-def _file_update(tensors: dict[str, Any], rules: Any, base_weights: dict) -> dict[tuple[str, str], Any]:
-    """ComfyUI's update for the kohya layout, plain ``up @ down`` (alpha = rank) for the diffusers layout."""
-    if is_kohya_layout(tensors):
-        loaded = comfy_load(tensors, rules)
-    else:
-        loaded = plain_load(tensors, {k: tuple(v.shape) for k, v in base_weights.items()})
-    assert not loaded.unloaded and not loaded.shape_errors, (loaded.unloaded[:3], loaded.shape_errors[:3])
-    return loaded.deltas
+    return module_weights(pipe, COMPONENTS)
 
 
 @pytest.fixture
 def clean(pipe: Any, base_weights: dict) -> Iterator[None]:
     yield
-    try:
-        pipe.unfuse_lora()
-    except Exception:  # noqa: BLE001 - nothing fused
-        pass
-    pipe.unload_lora_weights()
-    for (comp, name), w in base_weights.items():  # exact base weights back, whatever happened
-        getattr(pipe, comp).get_submodule(name).weight.data.copy_(w)
+    restore(pipe, base_weights)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -177,23 +98,18 @@ def test_diffusers_sdxl_loads_every_module_at_the_intended_strength(kind, writte
                                                                     clean) -> None:
     from lorahub.adapters.inspect import inspect_file
 
-    path = _file(written, kind)
+    path = kind_file(written, kind)
     report = inspect_file(path)
     assert report.base_family == "sdxl" and report.diffusers_loadable, report.warnings
     tensors = read_tensors(path)
-    expected = _file_update(tensors, rules, base_weights)
+    expected = file_update(tensors, rules, base_weights)
     messages, adapters = load_collecting(pipe, path)
     assert not messages, messages[:3]
     components = {comp for comp, _ in expected}
     assert components == set(COMPONENTS)  # every kind carries UNet, TE1 and TE2 modules
     assert {c for c, names in adapters.items() if "probe" in names} == components
     pipe.fuse_lora(components=sorted(components), lora_scale=STRENGTH, adapter_names=["probe"])
-    changed = {}
-    for (comp, name), w in base_weights.items():
-        now = getattr(pipe, comp).get_submodule(name)
-        weight = now.base_layer.weight if hasattr(now, "base_layer") else now.weight
-        if not torch.equal(weight.detach(), w):
-            changed[(comp, name)] = weight.detach() - w
+    changed = fused_changes(pipe, base_weights)
     # SDXL conditions on the penultimate layer of both encoders: a trained file's last-layer TE modules get no
     # gradient and stay zero (so they change nothing)
     moving = {k for k, d in expected.items() if bool(d.abs().max() > 0)}
@@ -207,7 +123,7 @@ def test_diffusers_sdxl_loads_every_module_at_the_intended_strength(kind, writte
 def test_sdxl_key_layout_matches_comfyui_kohya_and_a1111(kind, written, rules) -> None:
     from lorahub.adapters.inspect import inspect_file
 
-    path = _file(written, kind)
+    path = kind_file(written, kind)
     report = inspect_file(path)
     tensors = read_tensors(path)
     comfy = comfy_load(tensors, rules)
@@ -263,7 +179,7 @@ def test_diffusers_unet_names_are_what_kohya_and_a1111_miss(written, rules, tmp_
     from lorahub.adapters.writer import write_numpy
     from lorahub.pipeline.canonical import canonical_keys
 
-    src = _file(written, "lokr-convert-kohya")
+    src = kind_file(written, "lokr-convert-kohya")
     tensors = read_tensors(src)
     modules = sorted({k.split(".", 1)[0] for k in tensors})
     keys = canonical_keys(modules)

@@ -46,6 +46,7 @@ rules): SD 1.x and SDXL, the two families of lorahub's embedded bases.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,9 +242,41 @@ def kohya_sgm_path(path: str, conversion: dict[str, str]) -> str | None:
     return None
 
 
+def _comfy_diffusers_names(rules: ToolRules, path: str, t: Target) -> None:
+    """ComfyUI's keys for a UNet module under its diffusers ``path``: lora_unet_/lycoris_ + the path, and the
+    path with attention processor spelling (bare and under ``unet.``)."""
+    rules.comfy["lora_unet_" + path.replace(".", "_")] = t
+    rules.comfy["lycoris_" + path.replace(".", "_")] = t
+    for p in ("", "unet."):
+        key = p + path.replace(".to_", ".processor.to_")
+        if key.endswith(".to_out.0"):
+            key = key[:-2]
+        rules.comfy[key] = t
+
+
+def _kohya_modules(rules: ToolRules, target: Any, models: tuple[tuple[str, Any, str], ...],
+                   kohya_path: Callable[[str, str], str | None]) -> None:
+    """kohya's create_modules: every Linear/Conv2d inside a module of its target classes, for each
+    (component, model, prefix) of ``models``, named ``prefix`` + ``kohya_path(component, path)`` (None: not
+    reachable by that name, left out)."""
+    import torch
+
+    for comp, model, prefix in models:
+        classes = KOHYA_UNET_CLASSES if comp == "unet" else KOHYA_TE_CLASSES
+        for name, mod in model.named_modules():
+            if type(mod).__name__ not in classes:
+                continue
+            for child, sub in mod.named_modules():
+                if not child or not isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d)):
+                    continue
+                path = f"{name}.{child}"
+                named = kohya_path(comp, path)
+                if named is not None:
+                    rules.kohya[(prefix + "." + named).replace(".", "_")] = target(comp, path)
+
+
 def sd1_rules(pipe: Any) -> ToolRules:
     """SD 1.x: the rules of both tools over the module tree of ``pipe`` (a diffusers SD 1.x pipeline)."""
-    import torch
 
     unet, te = pipe.unet, pipe.text_encoder
     target = _targets(pipe)
@@ -254,13 +287,7 @@ def sd1_rules(pipe: Any) -> ToolRules:
         t = target("unet", k)
         if t is None:
             continue
-        rules.comfy["lora_unet_" + k.replace(".", "_")] = t
-        rules.comfy["lycoris_" + k.replace(".", "_")] = t
-        for p in ("", "unet."):
-            key = p + k.replace(".to_", ".processor.to_")
-            if key.endswith(".to_out.0"):
-                key = key[:-2]
-            rules.comfy[key] = t
+        _comfy_diffusers_names(rules, k, t)
     # ComfyUI CLIP (SD 1.x: clip_l): model_lora_keys_clip
     layers = te.config.num_hidden_layers
     for b in range(layers):
@@ -273,17 +300,8 @@ def sd1_rules(pipe: Any) -> ToolRules:
             rules.comfy[f"text_encoder.text_model.encoder.layers.{b}.{c}"] = t
             rules.comfy[f"text_encoders.clip_l.transformer.text_model.encoder.layers.{b}.{c}"] = t
     # kohya: create_modules over the module classes
-    for comp, model, prefix, classes in (("unet", unet, "lora_unet", KOHYA_UNET_CLASSES),
-                                         ("text_encoder", te, "lora_te", KOHYA_TE_CLASSES)):
-        for name, mod in model.named_modules():
-            if type(mod).__name__ not in classes:
-                continue
-            for child, sub in mod.named_modules():
-                if not child or not isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d)):
-                    continue
-                path = f"{name}.{child}"
-                real = _te_real(path) if comp == "text_encoder" else path
-                rules.kohya[(prefix + "." + real).replace(".", "_")] = target(comp, path)
+    _kohya_modules(rules, target, (("unet", unet, "lora_unet"), ("text_encoder", te, "lora_te")),
+                   lambda comp, path: _te_real(path) if comp == "text_encoder" else path)
     return rules
 
 
@@ -315,7 +333,6 @@ def _te_layer(te: Any, b: int, c: str) -> str:
 def sdxl_rules(pipe: Any) -> ToolRules:
     """SDXL: ComfyUI's, kohya's and AUTOMATIC1111's rules over the module tree of ``pipe``
     (a diffusers ``StableDiffusionXLPipeline``; see the module docstring)."""
-    import torch
 
     unet, te1, te2 = pipe.unet, pipe.text_encoder, pipe.text_encoder_2
     target = _targets(pipe)
@@ -328,14 +345,7 @@ def sdxl_rules(pipe: Any) -> ToolRules:
             continue
         rules.comfy["lora_unet_" + sgm.replace(".", "_")] = t
         rules.comfy[f"diffusion_model.{sgm}"] = t  # generic format
-        # second loop: unet_to_diffusers' diffusers names
-        rules.comfy["lora_unet_" + diff.replace(".", "_")] = t
-        rules.comfy["lycoris_" + diff.replace(".", "_")] = t
-        for p in ("", "unet."):
-            key = p + diff.replace(".to_", ".processor.to_")
-            if key.endswith(".to_out.0"):
-                key = key[:-2]
-            rules.comfy[key] = t
+        _comfy_diffusers_names(rules, diff, t)  # second loop: unet_to_diffusers' diffusers names
         # AUTOMATIC1111: the SGM model's layer names
         rules.a1111["diffusion_model_" + sgm.replace(".", "_")] = t
     # ComfyUI CLIP (clip_l and clip_g present): model_lora_keys_clip
@@ -361,23 +371,9 @@ def sdxl_rules(pipe: Any) -> ToolRules:
                     rules.a1111[f"1_model_transformer_resblocks_{b}_{open_clip}"] = t
     # kohya: create_modules over its SDXL UNet's classes; names through make_unet_conversion_map
     conversion = kohya_sdxl_conversion_map()
-    for comp, model, prefix, classes in (("unet", unet, "lora_unet", KOHYA_UNET_CLASSES),
-                                         ("text_encoder", te1, "lora_te1", KOHYA_TE_CLASSES),
-                                         ("text_encoder_2", te2, "lora_te2", KOHYA_TE_CLASSES)):
-        for name, mod in model.named_modules():
-            if type(mod).__name__ not in classes:
-                continue
-            for child, sub in mod.named_modules():
-                if not child or not isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d)):
-                    continue
-                path = f"{name}.{child}"
-                if comp == "unet":
-                    kohya_path = kohya_sgm_path(path, conversion)
-                    if kohya_path is None:
-                        continue
-                else:
-                    kohya_path = _te_real(path)
-                rules.kohya[(prefix + "." + kohya_path).replace(".", "_")] = target(comp, path)
+    _kohya_modules(rules, target, (("unet", unet, "lora_unet"), ("text_encoder", te1, "lora_te1"),
+                                   ("text_encoder_2", te2, "lora_te2")),
+                   lambda comp, path: kohya_sgm_path(path, conversion) if comp == "unet" else _te_real(path))
     return rules
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from train_testkit import TRIGGER, demo_data, one_thread, quiet, read_tensors  # noqa: F401
+from train_testkit import TRIGGER, demo_data, one_thread, quiet, read_tensors, training_run  # noqa: F401
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -30,22 +30,12 @@ STEPS = 60
 def trained(embedded_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One real training run (60 steps, 64x64, rank 4) on the generated stripes dataset."""
     from lorahub.schemas.training import TrainConfig
-    from lorahub.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("honesty")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LORAHUB_HOME", str(root / "home"))
-        data = demo_data(root / "data")
-        cfg = TrainConfig(
-            data=str(data), out=str(root / "mystyle"), base=str(embedded_base), trigger=TRIGGER, rank=4,
-            steps=STEPS, lr=1e-2, save_precision="fp32", export=["kohya"], sample_steps=4, sample_every=30,
-        )
-        trainer = Trainer(cfg, log=quiet, progress=False)
-        result = trainer.run()
-        yield {"trainer": trainer, "result": result, "out": Path(result.out), "data": data, "base": embedded_base}
-    torch.set_num_threads(before)
+    yield from training_run(root, embedded_base, lambda data: TrainConfig(
+        data=str(data), out=str(root / "mystyle"), base=str(embedded_base), trigger=TRIGGER, rank=4,
+        steps=STEPS, lr=1e-2, save_precision="fp32", export=["kohya"], sample_steps=4, sample_every=30,
+    ))
 
 
 def _latents(pipe: Any, seed: int, steps: int = 8) -> Any:

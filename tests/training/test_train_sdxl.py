@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from train_testkit import TRIGGER, demo_data, one_thread, quiet, read_tensors  # noqa: F401
+from train_testkit import TRIGGER, demo_data, one_thread, quiet, read_tensors, training_run  # noqa: F401
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -52,17 +52,8 @@ def _train(*args: str):  # noqa: ANN202
 def trained(embedded_xl_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One real SDXL training run (60 steps, rank 4, lr 3e-2) on the generated stripes dataset (64 px images)."""
     root = tmp_path_factory.mktemp("xl-honesty")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LORAHUB_HOME", str(root / "home"))
-        data = demo_data(root / "data")
-        cfg = _config(data, root / "xlstyle", base=str(embedded_xl_base), steps=STEPS, lr=3e-2, sample_every=30,
-                      sample_steps=2)
-        trainer = Trainer(cfg, log=quiet, progress=False)
-        result = trainer.run()
-        yield {"trainer": trainer, "result": result, "out": Path(result.out), "data": data, "base": embedded_xl_base}
-    torch.set_num_threads(before)
+    yield from training_run(root, embedded_xl_base, lambda data: _config(
+        data, root / "xlstyle", base=str(embedded_xl_base), steps=STEPS, lr=3e-2, sample_every=30, sample_steps=2))
 
 
 def _denoising_error(pipe: Any, cond: Any, dataset: Any, caption: str) -> float:
