@@ -7,11 +7,12 @@ helpers are imported by name from the ``*kit.py`` modules.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["adapter_fixtures"]
+pytest_plugins = ["adapter_fixtures", "hub_fixtures", "registry_fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +70,14 @@ def embedded_xl_home(embedded_xl_base: Path, lorahub_home: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(embedded_xl_base, target_is_directory=True)
     return target
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test module: the models are tiny, and on a shared 2-core machine two
+    OpenMP threads spin against other processes and run 5-10x slower."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import NDJSON, commit_body, ndjson, sha256
+from hubkit import NDJSON, commit_body, ndjson, sha256
 from test_safeyaml import alias_bomb
 from test_server_hostile import needs_proc, peak, reset_peak
 
@@ -413,7 +413,7 @@ def test_cors_answers_no_foreign_origin(sqlite_server) -> None:
 @pytest.fixture(scope="module")
 def proxied_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A server configured as behind a TLS proxy, with an extra name and one allowed web origin."""
-    from conftest import start_server, stop_server
+    from hubkit import start_server, stop_server
 
     srv = start_server(
         tmp_path_factory.mktemp("serve-proxied"), None, "sqlite",
@@ -461,7 +461,7 @@ def test_serve_refuses_a_malformed_cors_origin(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     pytest.importorskip("gradio")
-    from conftest import start_server, stop_server
+    from hubkit import start_server, stop_server
 
     srv = start_server(tmp_path_factory.mktemp("serve-ui"), None, "sqlite", extra_args=["--ui"])
     try:

@@ -18,7 +18,7 @@ import os
 
 import pytest
 import schemathesis
-from conftest import write_kohya_lora
+from hubkit import write_kohya_lora
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error

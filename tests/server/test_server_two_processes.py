@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LORAHUB, READY, HubServer, drop_pg_database, fresh_pg_database, sha256, write_kohya_lora
+from hubkit import LORAHUB, READY, HubServer, drop_pg_database, fresh_pg_database, sha256, write_kohya_lora
 from huggingface_hub import CommitOperationAdd, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 

@@ -1,25 +1,11 @@
-"""Helpers shared by the training tests (imported by name; not a test module)."""
+"""Helpers shared by the training tests (imported by name; not a test module; the fixtures are in
+tests/training/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 TRIGGER = "lhstripes"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """The tiny model trains fastest on one thread; two OpenMP threads on a busy 2-core CI box crawl."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def demo_data(folder: Path, count: int = 8) -> Path:

@@ -1,0 +1,230 @@
+"""A real ``lorahub serve`` subprocess on a free loopback port, against SQLite or a fresh PostgreSQL
+database, with tokens for a few users; raw Hub API bodies; a small kohya LoRA writer.
+
+Plain helpers (``from hubkit import start_server, ...``); the fixtures built on them (``hub_server``,
+``sqlite_server``, ``kohya_lora``) are in tests/hub_fixtures.py.
+
+PostgreSQL: 127.0.0.1:5432, trust auth; every server gets its own database, dropped afterwards.
+Where PostgreSQL is unreachable the PostgreSQL variants skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testkit import pg_admin_url as _admin_url
+
+from lorahub.registry.server.run import READY_PREFIX as READY  # the line `lorahub serve` prints
+
+LORAHUB = str(Path(sys.executable).with_name("lorahub"))
+
+
+def fresh_pg_database() -> str:
+    """Create an empty database; return its URL (skips, or fails under CI, without PostgreSQL)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = _admin_url()
+    name = f"lorahub_srv_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return make_url(admin).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    try:
+        engine = create_engine(_admin_url(), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+
+
+@dataclass
+class HubServer:
+    url: str
+    data: Path
+    database: str
+    backend: str
+    log: Path
+    proc: subprocess.Popen
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def api(self, user: str | None = "alice"):  # noqa: ANN201 - HfApi
+        from lorahub.hub.endpoint import hf_api
+
+        return hf_api(self.url, token=self.tokens[user] if user else False)
+
+    def env(self, user: str | None = "alice", **extra: str) -> dict[str, str]:
+        """Environment for a client subprocess (hf CLI, diffusers) talking to this server."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+        env.update(
+            HF_ENDPOINT=self.url,
+            HF_HUB_DISABLE_XET="1",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_UPDATE_CHECK="1",
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+            HF_HOME=str(self.data.parent / f"hf-home-{user or 'anon'}"),
+        )
+        if user:
+            env["HF_TOKEN"] = self.tokens[user]
+        env.update(extra)
+        return env
+
+    def request(self, method: str, path: str, *, user: str | None = "alice", **kw):  # noqa: ANN201 - httpx.Response
+        import httpx
+
+        headers = dict(kw.pop("headers", {}) or {})
+        if user:
+            headers["Authorization"] = f"Bearer {self.tokens[user]}"
+        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+    def lfs_upload_url(self, repo: str, content: bytes, *, user: str | None = "alice") -> str:
+        """The signed PUT URL the LFS batch API hands out for ``content`` (asserting the server wants it)."""
+        r = self.request(
+            "POST",
+            f"/{repo}.git/info/lfs/objects/batch",
+            user=user,
+            json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": sha256(content), "size": len(content)}]},
+            headers={"Accept": "application/vnd.git-lfs+json"},
+        )
+        assert r.status_code == 200, r.text
+        (obj,) = r.json()["objects"]
+        assert "actions" in obj, f"the server says it already has the object: {obj}"
+        return obj["actions"]["upload"]["href"]
+
+
+# -- raw Hub API bodies, for the tests that go below huggingface_hub ---------------------------------
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ndjson(*items: dict) -> bytes:
+    return b"\n".join(json.dumps(i).encode() for i in items)
+
+
+def commit_body(path: str, content: bytes = b"x", parent: str | None = None, summary: str = "test") -> bytes:
+    """An NDJSON commit adding one regular file (base64 inline)."""
+    header = {"summary": summary, "description": ""}
+    if parent:
+        header["parentCommit"] = parent
+    return ndjson(
+        {"key": "header", "value": header},
+        {"key": "file", "value": {"path": path, "content": base64.b64encode(content).decode(), "encoding": "base64"}},
+    )
+
+
+def start_server(
+    data: Path,
+    database: str | None,
+    backend: str,
+    extra_args: list[str] | None = None,
+    wrap: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> HubServer:
+    """Create users/tokens in the database, start ``lorahub serve --port 0`` and wait until it listens.
+
+    ``wrap``: a command prefix that execs the server (e.g. ``unshare`` into a mount namespace).
+    ``env``: variables added to the server's environment (after HF_* and LORAHUB_DATABASE* are removed)."""
+    from sqlmodel import Session
+
+    from lorahub.registry.hub.auth import create_token, revoke_token
+    from lorahub.registry.server.run import prepare
+    from lorahub.registry.server.settings import SQLITE_NAME
+
+    data.mkdir(parents=True, exist_ok=True)
+    database = database or f"sqlite:///{data / SQLITE_NAME}"
+    _, url, registry = prepare(data, database)
+    tokens: dict[str, str] = {}
+    try:
+        with Session(registry.engine, expire_on_commit=False) as s:
+            for key, user, write in (("alice", "alice", True), ("bob", "bob", True), ("alice_ro", "alice", False), ("revoked", "alice", True)):
+                tokens[key], _, _ = create_token(s, user, write=write, name=key)
+            revoke_token(s, tokens["revoked"])
+    finally:
+        registry.close()
+    log = data / "server.log"
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE", "LORAHUB_UI"))}
+    server_env["LORAHUB_HOME"] = str(data / "home")
+    server_env.update(env or {})
+    # no --ui: the web UI is served only when asked for (tests/server/test_server_ui.py, tests/space)
+    cmd = [LORAHUB, "serve", "--port", "0", "--data", str(data), "--database", database, *(extra_args or [])]
+    cmd = [*(wrap or []), *cmd]
+    fh = open(log, "w")  # noqa: SIM115 - closed by the process end
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=server_env, cwd=str(data))
+    fh.close()
+    deadline = time.monotonic() + 90
+    endpoint = None
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        for line in text.splitlines():
+            if line.startswith(READY):
+                endpoint = line[len(READY):].strip()
+        if endpoint:
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"lorahub serve exited with {proc.returncode}:\n{text[-3000:]}")
+        time.sleep(0.05)
+    if endpoint is None:
+        proc.kill()
+        raise RuntimeError(f"lorahub serve did not start in 90 s:\n{log.read_text(errors='replace')[-3000:]}")
+    return HubServer(url=endpoint, data=data, database=url, backend=backend, log=log, proc=proc, tokens=tokens)
+
+
+def stop_server(server: HubServer) -> None:
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(timeout=15)
+
+
+def write_kohya_lora(
+    path: Path, *, rank: int = 4, seed: int = 0, up_rank: int | None = None, title: str = "tinystyle", trigger: str | None = None
+) -> Path:
+    """A small, real SD 1.x kohya LoRA (random weights); ``up_rank != rank`` makes it invalid."""
+    import numpy as np
+
+    from lorahub.adapters.writer import write_numpy
+
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for blk, inn in (("attn1_to_q", 320), ("attn1_to_k", 320), ("attn2_to_k", 768), ("attn2_to_v", 768)):
+        base = f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_{blk}"
+        tensors[f"{base}.lora_down.weight"] = rng.standard_normal((rank, inn)).astype(np.float16)
+        tensors[f"{base}.lora_up.weight"] = rng.standard_normal((320, up_rank or rank)).astype(np.float16)
+        tensors[f"{base}.alpha"] = np.array(float(rank), dtype=np.float16)
+    word = trigger or title
+    metadata = {"ss_output_name": title, "ss_tag_frequency": json.dumps({f"10_{word}": {word: 10}})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_numpy(path, tensors, metadata=metadata)
+    return path
+
+
