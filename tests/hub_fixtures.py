@@ -1,4 +1,5 @@
-"""Fixtures: a real ``lorahub serve`` per test module (tests/hubkit.py), small kohya LoRAs.
+"""Fixtures: a real ``lorahub serve`` per test module, or its app in this process (tests/hubkit.py);
+small kohya LoRAs.
 
 A pytest plugin (declared in tests/conftest.py ``pytest_plugins``).
 """
@@ -8,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hubkit import drop_pg_database, fresh_pg_database, start_server, stop_server, write_kohya_lora
+from hubkit import (
+    drop_pg_database,
+    fresh_pg_database,
+    start_local_hub,
+    start_server,
+    stop_server,
+    write_kohya_lora,
+)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -22,6 +30,21 @@ def hub_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         yield server
     finally:
         stop_server(server)
+        if url:
+            drop_pg_database(url)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def local_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The app of ``lorahub serve`` in this process (one per test module and backend; tests/hubkit.py
+    ``LocalHub``): for plain HTTP answers, where a subprocess proves nothing more."""
+    backend = request.param
+    url = fresh_pg_database() if backend == "postgres" else None
+    hub = start_local_hub(tmp_path_factory.mktemp(f"local-{backend}"), url, backend)
+    try:
+        yield hub
+    finally:
+        hub.close()
         if url:
             drop_pg_database(url)
 

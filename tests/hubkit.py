@@ -139,6 +139,20 @@ def commit_body(path: str, content: bytes = b"x", parent: str | None = None, sum
     )
 
 
+def make_tokens(registry) -> dict[str, str]:  # noqa: ANN001 - a Registry
+    """Tokens of a few users in the server's database: alice and bob (write), alice_ro (read), revoked."""
+    from sqlmodel import Session
+
+    from lorahub.registry.hub.auth import create_token, revoke_token
+
+    tokens: dict[str, str] = {}
+    with Session(registry.engine, expire_on_commit=False) as s:
+        for key, user, write in (("alice", "alice", True), ("bob", "bob", True), ("alice_ro", "alice", False), ("revoked", "alice", True)):
+            tokens[key], _, _ = create_token(s, user, write=write, name=key)
+        revoke_token(s, tokens["revoked"])
+    return tokens
+
+
 def start_server(
     data: Path,
     database: str | None,
@@ -151,21 +165,14 @@ def start_server(
 
     ``wrap``: a command prefix that execs the server (e.g. ``unshare`` into a mount namespace).
     ``env``: variables added to the server's environment (after HF_* and LORAHUB_DATABASE* are removed)."""
-    from sqlmodel import Session
-
-    from lorahub.registry.hub.auth import create_token, revoke_token
     from lorahub.registry.server.run import prepare
     from lorahub.registry.server.settings import SQLITE_NAME
 
     data.mkdir(parents=True, exist_ok=True)
     database = database or f"sqlite:///{data / SQLITE_NAME}"
     _, url, registry = prepare(data, database)
-    tokens: dict[str, str] = {}
     try:
-        with Session(registry.engine, expire_on_commit=False) as s:
-            for key, user, write in (("alice", "alice", True), ("bob", "bob", True), ("alice_ro", "alice", False), ("revoked", "alice", True)):
-                tokens[key], _, _ = create_token(s, user, write=write, name=key)
-            revoke_token(s, tokens["revoked"])
+        tokens = make_tokens(registry)
     finally:
         registry.close()
     log = data / "server.log"
@@ -228,3 +235,93 @@ def write_kohya_lora(
     return path
 
 
+
+
+# -- the same app in this process ---------------------------------------------------------------------
+
+#: Where LocalHub's client sends requests: a loopback address, as for ``lorahub serve`` (no socket: the
+#: TestClient hands each request to the app).
+LOCAL_URL = "http://127.0.0.1"
+#: The in-process app's default public URL: the host other ASGI clients send (schemathesis' ``from_asgi``).
+LOCAL_PUBLIC_URL = "http://testserver"
+
+
+@dataclass
+class LocalHub:
+    """lorahub's Hub app in this process, reached through Starlette's ``TestClient`` (ASGI, no socket).
+
+    The same application ``lorahub serve`` runs (``create_app`` on the same settings and database), for
+    tests of plain HTTP answers where a subprocess proves nothing more. Not for the real huggingface_hub
+    client over HTTP, HTTP parsing (raw_http), faults, memory or several processes: those use
+    :class:`HubServer`."""
+
+    url: str
+    data: Path
+    database: str
+    backend: str
+    app: object
+    client: object
+    registry: object
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, *, user: str | None = "alice", **kw):  # noqa: ANN201 - httpx.Response
+        headers = dict(kw.pop("headers", {}) or {})
+        if user:
+            headers["Authorization"] = f"Bearer {self.tokens[user]}"
+        return self.client.request(method, path, headers=headers, **kw)
+
+    def upload(self, repo: str, path: str, content: bytes, *, user: str = "alice") -> str:
+        """Commit ``content`` at ``path`` the way huggingface_hub does for an LFS file (LFS batch, PUT to the
+        signed URL, verify, commit of an ``lfsFile``); returns the commit id."""
+        oid = sha256(content)
+        batch = self.request("POST", f"/{repo}.git/info/lfs/objects/batch", user=user,
+                             json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(content)}]},
+                             headers={"Accept": "application/vnd.git-lfs+json"})
+        assert batch.status_code == 200, batch.text
+        actions = batch.json()["objects"][0].get("actions")
+        if actions:  # absent when the repo already holds the object
+            put = self.request("PUT", actions["upload"]["href"], user=None, content=content)
+            assert put.status_code == 200, put.text
+            verify = self.request("POST", actions["verify"]["href"], user=user, json={"oid": oid, "size": len(content)})
+            assert verify.status_code == 200, verify.text
+        body = ndjson({"key": "header", "value": {"summary": f"upload {path}"}},
+                      {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": oid, "size": len(content)}})
+        r = self.request("POST", f"/api/models/{repo}/commit/main", user=user, content=body, headers=NDJSON)
+        assert r.status_code == 200, r.text
+        return r.json()["commitOid"]
+
+    def create_repo(self, repo: str, *, private: bool = False, user: str = "alice") -> None:
+        owner, name = repo.split("/")
+        r = self.request("POST", "/api/repos/create", user=user,
+                         json={"name": name, "organization": owner, "type": "model", "private": private})
+        assert r.status_code == 200, r.text
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+        self.registry.close()
+
+
+def start_local_hub(data: Path, database: str | None = None, backend: str = "sqlite", **settings: object) -> LocalHub:
+    """The app of ``lorahub serve --data DATA --database DATABASE`` in this process, with the tokens of
+    :func:`start_server`. ``settings``: :class:`ServerSettings` fields (``public_url``, ``allowed_hosts``,
+    ``cors_origins``, ``max_upload_size``, ...), as the matching ``lorahub serve`` options set them."""
+    from starlette.testclient import TestClient
+
+    from lorahub.registry.server.app import create_app
+    from lorahub.registry.server.run import prepare
+    from lorahub.registry.server.settings import SQLITE_NAME, ServerSettings
+
+    data.mkdir(parents=True, exist_ok=True)
+    database = database or f"sqlite:///{data / SQLITE_NAME}"
+    _, url, registry = prepare(data, database)
+    tokens = make_tokens(registry)
+    config = ServerSettings(data_dir=data, database_url=url, public_url=str(settings.pop("public_url", LOCAL_PUBLIC_URL)))
+    for key, value in settings.items():
+        if not hasattr(config, key):
+            raise TypeError(f"ServerSettings has no {key!r}")
+        setattr(config, key, value)
+    app = create_app(config, registry)
+    client = TestClient(app, base_url=LOCAL_URL, raise_server_exceptions=False)
+    client.__enter__()  # runs the app's startup
+    return LocalHub(url=LOCAL_URL, data=data, database=url, backend=backend, app=app, client=client,
+                    registry=registry, tokens=tokens)
