@@ -47,7 +47,7 @@ def a1111_model_hash(path: Path) -> str:
 
 
 def expected(path: Path) -> dict:
-    """The definitions of lora-files.md section 7, computed the plain way."""
+    """The definitions of docs/hashes.md, computed the plain way."""
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
     tensor = hashlib.sha256(data[8 + n :]).hexdigest()
