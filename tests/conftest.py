@@ -1,11 +1,18 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures shared by the whole suite.
+
+Fixtures used in more than one folder live in plugin modules beside this file, declared once here
+(``pytest_plugins``): a test asks for a fixture by its parameter name and never imports one. Plain
+helpers are imported by name from the ``*kit.py`` modules.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testkit import CORPORA, FIXTURES, REPO, SHARED, manifest_to_safetensors, on_ci  # noqa: F401
+
+pytest_plugins = ["adapter_fixtures", "hub_fixtures", "registry_fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -16,69 +23,6 @@ def lorahub_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.delenv("LORAHUB_DEBUG", raising=False)
     monkeypatch.delenv("LORAHUB_DATABASE_URL", raising=False)
     return home
-
-
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the shared fixtures live in ../shared beside the project")
-    return path
-
-
-@pytest.fixture
-def shared_fixtures() -> Path:
-    return _need(FIXTURES)
-
-
-@pytest.fixture
-def lokr_file() -> Path:
-    return _need(FIXTURES / "lycoris" / "smart_falcon_4_lokr.safetensors")
-
-
-@pytest.fixture
-def legacy_files() -> list[Path]:
-    _need(FIXTURES / "legacy")
-    return sorted((FIXTURES / "legacy").glob("*.safetensors"))
-
-
-@pytest.fixture
-def civitai_corpus() -> Path:
-    return _need(CORPORA / "civitai-lora-models-2023-07.jsonl")
-
-
-@pytest.fixture(scope="session")
-def sd15_kohya_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A full kohya LoRA for SD 1.5 (264 modules, 1x1-conv proj_in/out; rank 8, alpha 4, float16) written
-    at test time by lorahub's writer (tests/kohyakit.py). Read-only: shared by the session."""
-    from kohyakit import write_kohya
-
-    path = write_kohya(tmp_path_factory.mktemp("kohya-sd15") / "sd15_style_kohya.safetensors", "sd1", rank=8, alpha=4)
-    path.chmod(0o444)
-    return path
-
-
-@pytest.fixture(scope="session")
-def sdxl_kohya_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A full kohya LoRA for SDXL (986 modules, lora_te1_/lora_te2_; rank 4, alpha 4, bfloat16), as above."""
-    from kohyakit import write_kohya
-
-    path = write_kohya(tmp_path_factory.mktemp("kohya-sdxl") / "sdxl_style_kohya.safetensors", "sdxl", rank=4,
-                       dtype="bfloat16")
-    path.chmod(0o444)
-    return path
-
-
-@pytest.fixture
-def sd15_kohya_manifest_file(tmp_path: Path) -> Path:
-    """A real SD 1.5 kohya LoRA's keys and shapes (rank 128, float16), zero-filled; skips without ../shared."""
-    manifest = _need(FIXTURES / "shapes" / "shinkai_makoto_offset.shapes.json")
-    return manifest_to_safetensors(manifest, tmp_path / "shinkai_makoto_offset.safetensors")
-
-
-@pytest.fixture
-def sdxl_kohya_manifest_file(tmp_path: Path) -> Path:
-    """A real SDXL kohya LoRA's keys and shapes (rank 32, bfloat16), zero-filled; skips without ../shared."""
-    manifest = _need(FIXTURES / "shapes" / "alien_style_sdxl.shapes.json")
-    return manifest_to_safetensors(manifest, tmp_path / "alien_style_sdxl.safetensors")
 
 
 # --- the embedded base model (lorahub.base.embedded), built once per test session ---------------
@@ -126,3 +70,14 @@ def embedded_xl_home(embedded_xl_base: Path, lorahub_home: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.symlink_to(embedded_xl_base, target_is_directory=True)
     return target
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test module: the models are tiny, and on a shared 2-core machine two
+    OpenMP threads spin against other processes and run 5-10x slower."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,8 +20,8 @@ The layout is kohya's (kohya-ss/sd-scripts ``networks/lora.py``, ``LoRANetwork._
 SD 1.x paths are diffusers' (``down_blocks_1_attentions_0_...``; ``proj_in``/``proj_out`` are 1x1
 convolutions); SDXL paths are those of kohya's own UNet (``library/sdxl_original_unet.py``:
 ``input_blocks_{4,5,7,8}_1_``, ``middle_block_1_``, ``output_blocks_{0..5}_1_``, linear projections),
-as ../shared/reference/lora-files.md documents them (sections 2 and 4, "Key formats and detection",
-"Base model family"). Widths: SD 1.5 UNet channels 320/640/1280, cross-attention 768, CLIP ViT-L 768 x 12
+as the reference notes on LoRA file layouts describe them ("Key formats and detection", "Base model
+family"). Widths: SD 1.5 UNet channels 320/640/1280, cross-attention 768, CLIP ViT-L 768 x 12
 layers (MLP 3072); SDXL channels 640/1280 with 2/10 transformer blocks, cross-attention 2048,
 CLIP ViT-L plus OpenCLIP ViT-bigG 1280 x 32 layers (MLP 5120).
 """

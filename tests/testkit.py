@@ -1,8 +1,7 @@
 """Plain helpers shared by the test suite (import them as ``from testkit import ...``).
 
-They live here and not in ``conftest.py`` because several folders have a
-conftest of their own, and ``from conftest import`` would pick whichever was
-imported last.
+Helpers are imported by name from here and the other ``*kit.py`` modules; fixtures never are: they
+live in the plugin modules tests/conftest.py declares (``pytest_plugins``).
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LORAHUB_TEST_SHARED") or (REPO / ".." / "shared")).resolve()
 FIXTURES = SHARED / "fixtures"
 CORPORA = SHARED / "corpora"
+CIVITAI = CORPORA / "civitai-lora-models-2023-07.jsonl"
 
 
 def manifest_to_safetensors(manifest: Path, out: Path, metadata: dict[str, str] | None = None) -> Path:
@@ -77,23 +78,32 @@ def pg_admin_url() -> str:
     pytest.skip(reason)
 
 
-def server_fixtures():  # noqa: ANN201 - the module tests/server/conftest.py
-    """``tests/server/conftest.py`` as a module of its own name (start_server, stop_server, ...).
+def pg_schema_url(base: str, schema: str) -> str:
+    from sqlalchemy.engine import make_url
 
-    For tests outside that folder (or needing a server with other options) that start a real `lorahub serve`.
-    """
-    import importlib.util
-    import sys
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
 
-    name = "lorahub_server_test_fixtures"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "server" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+
+def create_pg_schema(base: str) -> tuple[str, str]:
+    """A fresh schema in the PostgreSQL database at ``base``: (its name, a URL whose search_path is it)."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"lh_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return schema, pg_schema_url(base, schema)
+
+
+def drop_pg_schema(base: str, schema: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
 
 
 def wait_for(predicate, what: str, timeout: float = 30.0):  # noqa: ANN001, ANN201

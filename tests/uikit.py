@@ -325,11 +325,10 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
 
 def start_serve_ui(root: Path, env: dict[str, str], args: list[str] | None = None) -> UiApp:
     """``lorahub serve --ui`` on SQLite; a private repo of alice holds an adapter (its blob: a target)."""
-    from testkit import server_fixtures
+    import hubkit as srv
 
     from lorahub.registry.server.settings import SQLITE_NAME
 
-    srv = server_fixtures()
     data = root / "serve"
     database = data / SQLITE_NAME
     full_env = _env(root, {"LORAHUB_TEST_AUDIT_NAMES": os.pathsep.join(database.name + s for s in ("", "-wal", "-shm", "-journal")), **env})
@@ -390,9 +389,9 @@ def start_space_ui(root: Path, env: dict[str, str], args: list[str] | None = Non
 
 def stop(app: UiApp) -> None:
     if app.hub is not None:
-        from testkit import server_fixtures
+        from hubkit import stop_server
 
-        server_fixtures().stop_server(app.hub)
+        stop_server(app.hub)
         return
     if app.proc.poll() is None:
         app.proc.terminate()

@@ -47,7 +47,7 @@ def a1111_model_hash(path: Path) -> str:
 
 
 def expected(path: Path) -> dict:
-    """The definitions of lora-files.md section 7, computed the plain way."""
+    """The definitions of docs/hashes.md, computed the plain way."""
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
     tensor = hashlib.sha256(data[8 + n :]).hexdigest()
@@ -108,21 +108,46 @@ def test_real_fixtures(shared_fixtures: Path) -> None:
         assert rec["warnings"] == []
 
 
-def test_lokr_fixture_embedded_hash_is_the_tensor_hash(lokr_file: Path) -> None:
-    # The LyCORIS fixture predates the 0x hashes: its sshs_model_hash is kohya's tensor hash.
+def test_lokr_embedded_hash_is_the_tensor_hash(lokr_file: Path) -> None:
+    # sd-scripts recorded kohya's tensor hash in sshs_model_hash (tests/lycoriskit.py, kohya_hashes=True).
     rep = fingerprint_file(lokr_file, use_cache=False)
+    assert isinstance(rep, FingerprintReport)
+    exp = expected(lokr_file)
+    assert rep.embedded_sshs_model_hash == exp["tensor_sha256"] == rep.tensor_sha256
+    assert rep.embedded_hash == "match"
+    assert rep.autov3 == exp["tensor_sha256"][:12].upper()
+    assert lokr_file.stat().st_size < MiB and rep.autov1 == "E3B0C442"  # the hash of the empty read past the end
+    check(fingerprint_record(lokr_file, use_cache=False), lokr_file)
+
+
+def test_lycoris_4_embedded_hash_is_unverifiable(tmp_path: Path) -> None:
+    """LyCORIS 4 writes its own ``0x`` hash (SHA-256 over per-tensor serialisations): not a tensor hash."""
+    pytest.importorskip("lycoris")
+    from lycoriskit import write_lycoris
+
+    f = write_lycoris(tmp_path / "loha.safetensors", "loha")
+    rec = fingerprint_record(f, use_cache=False)
+    assert rec["embedded_sshs_model_hash"].startswith("0x") and rec["embedded_hash"] == "unverifiable"
+    check(rec, f)
+
+
+def test_real_lokr_embedded_hash_is_the_tensor_hash(real_lokr_file: Path) -> None:
+    # The real LyCORIS file predates the 0x hashes: its sshs_model_hash is kohya's tensor hash.
+    rep = fingerprint_file(real_lokr_file, use_cache=False)
     assert isinstance(rep, FingerprintReport)
     assert rep.embedded_sshs_model_hash == "150ef207aad02214f69756f53c3fc56efacdf6c79e32dd76e5fcbcf6c6a5350f"
     assert rep.tensor_sha256 == rep.embedded_sshs_model_hash
     assert rep.embedded_hash == "match"
     assert rep.autov3 == "150EF207AAD0"
     assert rep.autov1 == "E3B0C442"  # 647,722 bytes: A1111 and kohya hash the empty read past the end
-    assert rep.size == lokr_file.stat().st_size
+    assert rep.size == real_lokr_file.stat().st_size
 
 
-def test_legacy_fixture_has_no_embedded_hash(legacy_files: list[Path]) -> None:
+def test_legacy_files_have_no_embedded_hash(legacy_files: list[Path]) -> None:
     for f in legacy_files:
-        assert fingerprint_record(f, use_cache=False)["embedded_hash"] == "absent"
+        rec = fingerprint_record(f, use_cache=False)
+        assert rec["embedded_hash"] == "absent"
+        check(rec, f)
 
 
 # --- synthetic sizes around the edges ------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lycoriskit import tensor_region_sha256
 
 from lorahub.adapters.formats import split_key
 from lorahub.adapters.inspect import inspect_file
@@ -38,8 +39,26 @@ def test_sdxl_kohya_manifest(sdxl_kohya_manifest_file: Path) -> None:
     assert r.dtype == "bfloat16"
 
 
-def test_lycoris_lokr_fixture(lokr_file: Path) -> None:
+def test_lycoris_lokr(lokr_file: Path) -> None:
     r = inspect_file(lokr_file)
+    assert r.format == "lycoris-lokr"
+    assert not r.diffusers_loadable
+    assert r.base_family == "sd1" and r.declared_base_family == "sd1"
+    assert r.rank == 4 and r.alpha == 4.0
+    assert r.coverage.unet > 0 and r.coverage.text_encoder > 0 and r.coverage.text_encoder_2 == 0
+    assert r.modules == r.coverage.unet + r.coverage.text_encoder == len(split_modules(lokr_file))
+    assert r.training["network_module"] == "lycoris.kohya"
+    assert r.training["resolution"] == [512, 512]
+    assert r.training["network_args"] == {"conv_rank": "4", "conv_alpha": "4", "algo": "lokr"}
+    assert r.title == "falcon_lokr"
+    assert r.trigger_words[0] == "lhfalcon" and r.trigger_source == "ss_tag_frequency"
+    assert r.embedded_hashes["sshs_model_hash"] == tensor_region_sha256(lokr_file)
+    assert r.metadata["ss_seed"] == "42"
+    assert any("LoKr" in w for w in r.warnings)
+
+
+def test_real_lycoris_lokr_file(real_lokr_file: Path) -> None:
+    r = inspect_file(real_lokr_file)
     assert r.format == "lycoris-lokr"
     assert not r.diffusers_loadable
     assert r.base_family == "sd1" and r.declared_base_family == "sd1"
@@ -59,21 +78,101 @@ def test_lycoris_lokr_fixture(lokr_file: Path) -> None:
     assert any("LoKr" in w for w in r.warnings)
 
 
+def test_lokr_writer_names_modules_like_the_real_file(lokr_file: Path, real_lokr_file: Path) -> None:
+    """The generated LoKr's modules exist in the real one, with the same tensors and the same Kronecker
+    product's shape (checks tests/lycoriskit.py; which factor is the larger differs between LyCORIS versions)."""
+    generated, real = split_modules(lokr_file), split_modules(real_lokr_file)
+    assert set(generated) <= set(real)
+
+    def kron_shape(t: dict[str, tuple]) -> tuple[int, int]:
+        return (t["lokr_w1_a"][0] * t["lokr_w2_a"][0], t["lokr_w1_b"][1] * t["lokr_w2_b"][1])
+
+    for name, tensors in generated.items():
+        assert set(tensors) == set(real[name]), name
+        assert kron_shape(tensors) == kron_shape(real[name]), name
+
+
+@pytest.mark.parametrize("rank", [8, 16])
+def test_lycoris_ranks_generated(tmp_path: Path, rank: int) -> None:
+    pytest.importorskip("lycoris")
+    from lycoriskit import write_lycoris
+
+    r = inspect_file(write_lycoris(tmp_path / f"lokr{rank}.safetensors", "lokr", rank=rank, alpha=rank))
+    assert r.format == "lycoris-lokr" and r.rank == rank and r.alpha == rank
+
+
 @pytest.mark.parametrize("rank_file", ["smart_falcon_8_lokr.safetensors", "smart_falcon_16_lokr.safetensors"])
 def test_lycoris_ranks(shared_fixtures: Path, rank_file: str) -> None:
     r = inspect_file(shared_fixtures / "lycoris" / rank_file)
     assert r.rank == int(rank_file.split("_")[2])
 
 
-def test_legacy_cloneofsimo(legacy_files: list[Path]) -> None:
-    assert legacy_files
-    for f in legacy_files:
+@pytest.mark.parametrize(("algo", "fmt"), [
+    ("lokr", "lycoris-lokr"), ("loha", "lycoris-loha"), ("ia3", "lycoris-ia3"), ("glora", "lycoris-glora"),
+    ("diag-oft", "lycoris-oft"), ("dylora", "kohya-lora"), ("locon", "kohya-locon"),
+])
+def test_every_lycoris_algorithm_is_recognised(tmp_path: Path, algo: str, fmt: str) -> None:
+    """Files lycoris-lora itself writes, one per algorithm: format, family and coverage from the keys."""
+    pytest.importorskip("lycoris")
+    from lycoriskit import write_lycoris
+
+    path = write_lycoris(tmp_path / f"{algo}.safetensors", algo, rank=4, alpha=2)
+    r = inspect_file(path)
+    assert r.format == fmt
+    assert r.base_family == "sd1"
+    assert r.coverage.unet > 0 and r.coverage.text_encoder > 0
+    assert r.diffusers_loadable == fmt.startswith("kohya-")
+    assert r.embedded_hashes["sshs_model_hash"].startswith("0x")  # LyCORIS 4 hashes its own way
+
+
+def _legacy_checks(files: list[Path]) -> None:
+    assert files
+    for f in files:
         r = inspect_file(f)
         assert r.format == "cloneofsimo"
         assert not r.diffusers_loadable
         assert any("neither diffusers nor ComfyUI" in w for w in r.warnings)
         assert r.base_family == "sd1"
         assert r.coverage.unet > 0
+
+
+def test_legacy_cloneofsimo(legacy_files: list[Path]) -> None:
+    _legacy_checks(legacy_files)
+    r = inspect_file(legacy_files[0])
+    assert r.coverage.unet == 144 and r.coverage.text_encoder == 48
+
+
+def test_real_legacy_cloneofsimo(real_legacy_files: list[Path]) -> None:
+    _legacy_checks(real_legacy_files)
+
+
+def test_legacy_writer_has_the_real_files_layout(real_legacy_files: list[Path], tmp_path: Path) -> None:
+    """tests/legacykit.py against real cloneofsimo files: the same tensors (names, shapes, dtypes) and the
+    same metadata keys, for the same rank, dtype and embeddings."""
+    from legacykit import write_cloneofsimo
+
+    from lorahub.adapters.header import read_header
+
+    for real in real_legacy_files:
+        h = read_header(real)
+        rank = h.tensors["unet:0:down"].shape[0]
+        dtype = {"F16": "float16", "F32": "float32"}[h.tensors["unet:0:down"].dtype]
+        embeddings = tuple(sorted(n for n in h.tensors if ":" not in n))
+        ours = read_header(write_cloneofsimo(tmp_path / real.name, rank=rank, dtype=dtype, embeddings=embeddings))
+        assert {n: (t.dtype, t.shape) for n, t in ours.tensors.items()} == {
+            n: (t.dtype, t.shape) for n, t in h.tensors.items()}, real.name
+        assert set(ours.metadata) == set(h.metadata), real.name
+
+
+def split_modules(path: Path) -> dict[str, dict[str, tuple]]:
+    """module -> {tensor suffix: shape} of a kohya-named file."""
+    from lorahub.adapters.header import read_header
+
+    out: dict[str, dict[str, tuple]] = {}
+    for name, t in read_header(path).tensors.items():
+        module, _, suffix = name.partition(".")
+        out.setdefault(module, {})[suffix] = tuple(t.shape)
+    return out
 
 
 def _lora_pair(rank: int, out: int, inp: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

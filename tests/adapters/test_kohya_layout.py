@@ -2,7 +2,7 @@
 lorahub and mapped by diffusers onto the real SD 1.5 / SDXL architectures; against the real kohya
 files' shape manifests when ../shared has them (extra check).
 
-The layout (../shared/reference/lora-files.md, sections 2 and 4; kohya-ss/sd-scripts
+The layout (kohya-ss/sd-scripts
 ``networks/lora.py``, ``LoRANetwork.__init__.create_modules`` and ``LoRAModule.__init__``): every
 Linear/Conv2d of a ``Transformer2DModel`` and of ``CLIPAttention``/``CLIPMLP`` is one module
 ``<prefix>_<path with _>`` with ``lora_down.weight`` [r, in(, kh, kw)], ``lora_up.weight`` [out, r(, 1, 1)]

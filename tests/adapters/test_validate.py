@@ -93,6 +93,13 @@ def test_well_formed_kohya_file_is_valid(tmp_path: Path) -> None:
     assert r.valid and r.errors == [] and r.warnings == []
 
 
+def test_other_tools_files_are_valid(lokr_file: Path, legacy_files: list[Path], sd15_kohya_file: Path) -> None:
+    """Files written at test time by lycoris-lora, the cloneofsimo layout and the kohya layout."""
+    for f in (lokr_file, *legacy_files, sd15_kohya_file):
+        r = check(f, deep=True)
+        assert r.valid and r.errors == [], (f, r.errors)
+
+
 def test_real_fixtures_are_valid(shared_fixtures: Path) -> None:
     files = sorted(shared_fixtures.rglob("*.safetensors"))
     assert files

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from threadkit import one_thread  # noqa: F401 - autouse
 
 from lorahub.base.embedded import (
     MARKER,
@@ -24,7 +23,7 @@ from lorahub.base.embedded import (
 from lorahub.base.resolve import load_pipeline, resolve_base
 from lorahub.cli.main import cli
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_thread")]  # tiny models: fastest on one torch thread
 
 
 def digests(folder: Path, pattern: str = "*.safetensors") -> dict[str, str]:

@@ -1,27 +1,17 @@
 """Fixtures of the preview-pipeline tests: synthetic adapters for the embedded base, a reference pipeline.
 
-Pipelines are module-scoped (one base load per test module). torch runs on one
-thread in these modules: the models are tiny, and on a shared 2-core machine
-two OpenMP threads spin against other processes and run 5-10x slower.
+Pipelines are module-scoped (one base load per test module); they run torch on one thread
+(``one_thread``, tests/conftest.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pipeline_testkit import PROMPT, render_np
-
-
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    torch = pytest.importorskip("torch")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def test_sd15_adapter_on_the_tiny_base_is_a_width_error(live, sd15_kohya_file: P
     assert not live.slots
 
 
-def test_real_lokr_on_the_tiny_base_is_refused_by_width(live, lokr_file: Path) -> None:
+def test_lokr_on_the_tiny_base_is_refused_by_width(live, lokr_file: Path) -> None:
     from lorahub.errors import AdapterCompatibilityError
 
     with pytest.raises(AdapterCompatibilityError, match="768"):
@@ -171,16 +171,29 @@ def test_loha_is_converted_and_smaller_ranks_report_larger_errors(live, lycoris_
     assert errors[0] > 0.1 and errors[3] < 1e-6
 
 
-def test_real_lokr_fixture_converts_with_a_reported_error(lokr_file: Path, one_thread) -> None:
+def _lokr_converts_with_a_reported_error(path: Path) -> None:
+    """Both Kronecker factors rank 4: the product has rank <= 16, so rank 16 is exact and rank 8 is not."""
+    from lorahub.adapters.inspect import inspect_file
     from lorahub.pipeline.canonical import load_adapter_file
 
-    low = load_adapter_file(lokr_file, rank=8)
-    assert low.conversion.source_format == "LoKr" and low.conversion.modules == 350
+    low = load_adapter_file(path, rank=8)
+    assert low.conversion.source_format == "LoKr" and low.conversion.modules == inspect_file(path).modules
     assert 0.05 < low.conversion.relative_error < 1
     assert low.max_rank() == 8
     assert any(k.startswith("text_encoder.text_model.encoder.layers.0.") for k in low.modules)
-    exact = load_adapter_file(lokr_file, rank=16)
+    exact = load_adapter_file(path, rank=16)
     assert exact.conversion.exact_rank == 16 and exact.conversion.relative_error < 1e-5
+
+
+def test_lokr_converts_with_a_reported_error(lokr_file: Path, one_thread) -> None:
+    _lokr_converts_with_a_reported_error(lokr_file)
+
+
+def test_real_lokr_converts_with_a_reported_error(real_lokr_file: Path, one_thread) -> None:
+    from lorahub.adapters.inspect import inspect_file
+
+    assert inspect_file(real_lokr_file).modules == 350
+    _lokr_converts_with_a_reported_error(real_lokr_file)
 
 
 # ---------------------------------------------------------------------------------------------- no-ops

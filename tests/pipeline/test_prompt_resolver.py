@@ -107,9 +107,8 @@ def test_hub_references_are_parsed() -> None:
 def test_hub_ids_download_from_hf_endpoint(lora_file: Path, tmp_path: Path, monkeypatch) -> None:
     """A Hub id resolves through huggingface_hub against a real `lorahub serve` on loopback (HF_ENDPOINT)."""
     pytest.importorskip("fastapi")
-    from testkit import server_fixtures
+    import hubkit as srv
 
-    srv = server_fixtures()
     server = srv.start_server(tmp_path / "serve", None, "sqlite")
     try:
         api = server.api("alice")

@@ -1,11 +1,9 @@
-# ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
 """Import records: the schema, the Civitai converter and base-family labels."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from registry_db import civitai_records  # noqa: F401 - fixture
 
 from lorahub.registry.sources.records import civitai_to_record
 from lorahub.registry.text import family_from_label

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
 """Indexing folders of real (synthetic) LoRA files: add, re-index, move, delete, change; hashes; dupes."""
 
 from __future__ import annotations
@@ -8,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from registry_db import db_url, make_lora, registry  # noqa: F401 - fixtures
 
 from lorahub.adapters.fingerprint import fingerprint_file
 from lorahub.errors import UsageError

@@ -1,10 +1,8 @@
-# ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
 """Alembic migrations upgrade an empty database on both backends, and match the models."""
 
 from __future__ import annotations
 
 import pytest
-from registry_db import db_url  # noqa: F401 - fixture
 from sqlalchemy import inspect
 
 from lorahub.errors import RegistryError
@@ -158,18 +156,18 @@ def test_processes_migrating_one_empty_database_at_once(backend: str, tmp_path) 
     when updating '0101_hub'"); it failed about one round in ten with three processes."""
     import multiprocessing
 
-    from registry_db import _create_schema, _drop_schema, pg_base_url
     from sqlalchemy import create_engine, text
+    from testkit import create_pg_schema, drop_pg_schema, pg_admin_url
 
     ctx = multiprocessing.get_context("fork")
     rounds, processes = (6, 4) if backend == "sqlite" else (3, 4)
-    base = pg_base_url() if backend == "postgres" else None
+    base = pg_admin_url() if backend == "postgres" else None
     for round_ in range(rounds):
         schema = None
         if base is None:
             url = f"sqlite:///{tmp_path / f'round-{round_}.sqlite'}"
         else:
-            schema, url = _create_schema(base)
+            schema, url = create_pg_schema(base)
         try:
             barrier, results = ctx.Barrier(processes), ctx.Queue()
             procs = [ctx.Process(target=_migrate_at_the_barrier, args=(url, barrier, results)) for _ in range(processes)]
@@ -187,7 +185,7 @@ def test_processes_migrating_one_empty_database_at_once(backend: str, tmp_path) 
                 engine.dispose()
         finally:
             if schema is not None:
-                _drop_schema(base, schema)
+                drop_pg_schema(base, schema)
 
 
 def _migrate_slowly_between_transactions(url: str, results) -> None:  # noqa: ANN001 - multiprocessing objects

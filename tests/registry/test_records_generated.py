@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
 """The Civitai importer and the registry commands on the generated catalogue (tests/corpuskit.py),
 without ../shared; test_importers.py and test_registry_cli.py repeat them on the real corpus."""
 
@@ -10,7 +9,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from corpuskit import PLANTED_SPECS, civitai_objects, digest
-from registry_db import corpus_records, db_url  # noqa: F401 - fixtures
 
 from lorahub.cli.main import cli
 from lorahub.errors import RegistryError

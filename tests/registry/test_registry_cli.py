@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
 """The registry commands through click's CliRunner (--json), on both backends."""
 
 from __future__ import annotations
@@ -8,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from registry_db import CIVITAI, db_url, make_lora  # noqa: F401 - fixtures
+from testkit import CIVITAI
 
 from lorahub.cli.main import cli
 

@@ -1,11 +1,9 @@
-# ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
 """Search on the imported Civitai corpus (5,291 models, ../shared), on SQLite and PostgreSQL: extra checks on
 real data that skip without it; test_search_generated.py tests every behaviour on a generated catalogue."""
 
 from __future__ import annotations
 
 import pytest
-from registry_db import civitai_records, civitai_registry, db_url, registry  # noqa: F401 - fixtures
 
 from lorahub.errors import UsageError
 from lorahub.registry.drafts import AdapterDraft, FileDraft, VersionDraft
@@ -157,13 +155,13 @@ def test_private_adapters_are_visible_to_their_owner_only(registry) -> None:  # 
 @pytest.mark.postgres
 def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None:  # noqa: ANN001
     """Same records, same queries: the same adapters in the same order on both backends."""
-    from registry_db import _create_schema, _drop_schema, pg_base_url
+    from testkit import create_pg_schema, drop_pg_schema, pg_admin_url
 
     from lorahub.registry.catalogue import Registry
 
     records = civitai_records[:1500]
-    base = pg_base_url()
-    schema, pg_url = _create_schema(base)
+    base = pg_admin_url()
+    schema, pg_url = create_pg_schema(base)
     regs = [Registry(f"sqlite:///{tmp_path / 'parity.sqlite'}"), Registry(pg_url)]
     try:
         for reg in regs:
@@ -180,7 +178,7 @@ def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None
     finally:
         for reg in regs:
             reg.close()
-        _drop_schema(base, schema)
+        drop_pg_schema(base, schema)
 
 
 def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, civitai_records, monkeypatch) -> None:  # noqa: ANN001

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
 """Search on the generated catalogue (tests/corpuskit.py), on SQLite and PostgreSQL: every search
 behaviour without ../shared. test_search.py repeats the main checks on the real Civitai corpus
 when it is present.
@@ -18,7 +17,6 @@ from datetime import datetime
 
 import pytest
 from corpuskit import PLANTED_IDS
-from registry_db import corpus_records, corpus_registry  # noqa: F401 - fixtures
 
 from lorahub.errors import UsageError
 from lorahub.registry.text import norm_name, popularity, query_terms, words

@@ -269,9 +269,8 @@ def test_server_refusals_are_one_line(trained_package: Path, tmp_path: Path) -> 
     """A server that refuses the upload (here: too large) gives one readable line; pickles never leave."""
     import shutil
 
-    from testkit import server_fixtures
+    import hubkit as srv
 
-    srv = server_fixtures()
     server = srv.start_server(tmp_path / "small", None, "sqlite", extra_args=["--max-upload-size", "1K"])
     try:
         res = _push(server, str(trained_package), "--repo", "alice/big")

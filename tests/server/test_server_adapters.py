@@ -133,8 +133,8 @@ def test_invalid_adapters_and_pickles_are_refused(hub_server, kohya_lora, tmp_pa
     assert [h for h in search(srv, author="alice") if h["name"] == "refusals"] == []
 
 
-def test_real_lycoris_and_pipeline_weights(hub_server, lokr_file: Path, tmp_path: Path) -> None:
-    """A real LyCORIS LoKr file is indexed; a model folder's weights (config.json beside) are only layout-checked."""
+def test_lycoris_and_pipeline_weights(hub_server, lokr_file: Path, tmp_path: Path) -> None:
+    """A LyCORIS LoKr file (written by lycoris-lora) is indexed; a model folder's weights (config.json beside) are only layout-checked."""
     srv = hub_server
     api = srv.api("bob")
     api.create_repo("bob/falcon")

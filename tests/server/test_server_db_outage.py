@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import NDJSON, HubServer, commit_body, sha256, start_server, stop_server, write_kohya_lora
+from hubkit import NDJSON, HubServer, commit_body, sha256, start_server, stop_server, write_kohya_lora
 from pgcluster import PgCluster, private_cluster
 from testkit import wait_for
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import (
+from hubkit import (
     HubServer,
     drop_pg_database,
     fresh_pg_database,

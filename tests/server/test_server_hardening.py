@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import NDJSON, commit_body, ndjson, sha256
+from hubkit import NDJSON, commit_body, ndjson, sha256
 from test_safeyaml import alias_bomb
 from test_server_hostile import needs_proc, peak, reset_peak
 
@@ -412,23 +412,22 @@ def test_cors_answers_no_foreign_origin(sqlite_server) -> None:
 
 @pytest.fixture(scope="module")
 def proxied_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """A server configured as behind a TLS proxy, with an extra name and one allowed web origin."""
-    from conftest import start_server, stop_server
+    """A server configured as behind a TLS proxy, with an extra name and one allowed web origin: the app of
+    ``lorahub serve --public-url https://hub.example.test --allowed-host alias.example.test --cors-origin
+    https://app.example.test`` in this process (the Host and CORS rules are the app's own middleware)."""
+    from hubkit import start_local_hub
 
-    srv = start_server(
-        tmp_path_factory.mktemp("serve-proxied"), None, "sqlite",
-        extra_args=["--public-url", "https://hub.example.test", "--allowed-host", "alias.example.test",
-                    "--cors-origin", "https://app.example.test"],
-    )
+    srv = start_local_hub(tmp_path_factory.mktemp("serve-proxied"), public_url="https://hub.example.test",
+                          allowed_hosts=["alias.example.test"], cors_origins=["https://app.example.test"])
     try:
         yield srv
     finally:
-        stop_server(srv)
+        srv.close()
 
 
 def test_public_url_allowed_hosts_and_configured_origins(proxied_server) -> None:
     srv = proxied_server
-    srv.api().create_repo("alice/behind-proxy")
+    srv.create_repo("alice/behind-proxy")
     # the proxy forwards Host: hub.example.test; answers name the public URL (https), not the request's http
     r = srv.request("POST", "/alice/behind-proxy.git/info/lfs/objects/batch", headers={"Host": "hub.example.test"},
                     json={"operation": "upload", "objects": [{"oid": "c" * 64, "size": 3}]})
@@ -461,7 +460,7 @@ def test_serve_refuses_a_malformed_cors_origin(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     pytest.importorskip("gradio")
-    from conftest import start_server, stop_server
+    from hubkit import start_server, stop_server
 
     srv = start_server(tmp_path_factory.mktemp("serve-ui"), None, "sqlite", extra_args=["--ui"])
     try:

@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import NDJSON, ndjson
 from fuzzkit import Seed, draw_case, real_excerpts, real_seeds, synthetic_seeds
+from hubkit import NDJSON, ndjson
 from testkit import raw_http
 
 from lorahub.adapters.header import MAX_HEADER_BYTES

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import sha256
+from hubkit import sha256
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,

@@ -36,14 +36,14 @@ def _harness():  # noqa: ANN202 - the module benchmarks/bench_load.py
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_search_and_push_under_load(backend: str, tmp_path: Path) -> None:
     from corpuskit import records as generated_records
-    from testkit import CORPORA, server_fixtures
+    from testkit import CORPORA
 
     L, BR = _harness()
     # The Civitai corpus resampled when ../shared has it, else the generated catalogue (tests/corpuskit.py).
     real = (CORPORA / "civitai-lora-models-2023-07.jsonl").exists()
     records = BR.resampled_records(RECORDS) if real else generated_records(RECORDS)
     params = [L.query_params(q) for q in BR.query_mix(records, 100)]
-    srv = server_fixtures()
+    import hubkit as srv
     url = srv.fresh_pg_database() if backend == "postgres" else f"sqlite:///{tmp_path / 'srv-sqlite' / 'lorahub-server.sqlite'}"
     checker: dict = {}
 

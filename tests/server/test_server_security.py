@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import NDJSON, commit_body, ndjson
+from hubkit import NDJSON, commit_body, ndjson
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from testkit import raw_http
@@ -236,7 +236,7 @@ def test_no_secrets_in_the_log(repos) -> None:
 
 
 def test_size_limits(tmp_path_factory) -> None:
-    from conftest import start_server, stop_server
+    from hubkit import start_server, stop_server
 
     srv = start_server(tmp_path_factory.mktemp("limits"), None, "sqlite", ["--max-upload-size", "100K", "--max-commit-size", "64K"])
     try:

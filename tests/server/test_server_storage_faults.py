@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import NDJSON, HubServer, commit_body, sha256, start_server, stop_server, write_kohya_lora
+from hubkit import NDJSON, HubServer, commit_body, sha256, start_server, stop_server, write_kohya_lora
 from huggingface_hub.errors import HfHubHTTPError
 from testkit import on_ci
 

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import LORAHUB, HubServer, drop_pg_database, fresh_pg_database, sha256, write_kohya_lora
+from hubkit import LORAHUB, HubServer, drop_pg_database, fresh_pg_database, sha256, write_kohya_lora
 from huggingface_hub import CommitOperationAdd, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 

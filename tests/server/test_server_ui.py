@@ -15,9 +15,8 @@ pytest.importorskip("gradio")
 
 
 def test_ui_at_root_and_api_still_answers(tmp_path) -> None:  # noqa: ANN001
-    from testkit import server_fixtures
+    import hubkit as srv
 
-    srv = server_fixtures()
     server = srv.start_server(tmp_path / "serve", None, "sqlite", extra_args=["--ui"])
     try:
         page = httpx.get(server.url + "/", timeout=60, follow_redirects=True)
@@ -36,9 +35,8 @@ def test_ui_at_root_and_api_still_answers(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_ui_is_served_only_when_asked(tmp_path) -> None:  # noqa: ANN001
-    from testkit import server_fixtures
+    import hubkit as srv
 
-    srv = server_fixtures()
     server = srv.start_server(tmp_path / "serve", None, "sqlite")  # neither --ui nor --no-ui
     try:
         for path in ("/", "/config", "/gradio_api/info", "/gradio_api/upload"):
@@ -51,9 +49,8 @@ def test_ui_is_served_only_when_asked(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_ui_with_several_workers_is_refused_in_one_line(tmp_path) -> None:  # noqa: ANN001
-    from testkit import server_fixtures
+    import hubkit as srv
 
-    srv = server_fixtures()
     out = subprocess.run([srv.LORAHUB, "serve", "--port", "0", "--data", str(tmp_path / "d"), "--ui", "--workers", "2"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]

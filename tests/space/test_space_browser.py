@@ -56,9 +56,8 @@ def _free_port() -> int:
 @pytest.fixture
 def hub(tmp_path: Path):  # noqa: ANN201
     """A ``lorahub serve`` to push to."""
-    from testkit import server_fixtures
+    import hubkit as srv
 
-    srv = server_fixtures()
     server = srv.start_server(tmp_path / "serve", None, "sqlite")
     try:
         yield server

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from train_testkit import TRIGGER, demo_data, one_thread  # noqa: F401
+from train_testkit import TRIGGER, demo_data
 
 from lorahub.cli.main import cli
 

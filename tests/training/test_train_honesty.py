@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from train_testkit import TRIGGER, demo_data, one_thread, quiet, read_tensors, training_run  # noqa: F401
+from train_testkit import TRIGGER, demo_data, quiet, training_run
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")

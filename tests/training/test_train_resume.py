@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_testkit import TRIGGER, demo_data, one_thread, quiet, read_tensors  # noqa: F401
+from train_testkit import TRIGGER, demo_data, quiet, read_tensors
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")

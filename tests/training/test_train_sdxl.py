@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from train_testkit import TRIGGER, demo_data, one_thread, quiet, read_tensors, training_run  # noqa: F401
+from train_testkit import TRIGGER, demo_data, quiet, read_tensors, training_run
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")

@@ -1,4 +1,5 @@
-"""Helpers shared by the training tests (imported by name; not a test module)."""
+"""Helpers shared by the training tests (imported by name; not a test module; the fixtures are in
+tests/training/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from threadkit import one_thread  # noqa: F401 - re-exported: the training tests import it from here
 
 TRIGGER = "lhstripes"
 

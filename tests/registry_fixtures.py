@@ -1,4 +1,6 @@
-"""Registry fixtures and helpers: every storage/search test runs on SQLite and on PostgreSQL.
+"""Fixtures: registry databases; every storage/search test runs on SQLite and on PostgreSQL.
+
+A pytest plugin (declared in tests/conftest.py ``pytest_plugins``).
 
 PostgreSQL: the server at 127.0.0.1:5432 (trust auth; user postgres, else root;
 database ``test``), or ``LORAHUB_TEST_DATABASE_URL``. Each test gets a fresh
@@ -7,53 +9,15 @@ catalogue (tests/corpuskit.py) and the Civitai corpus (../shared, extra checks)
 are imported once per backend per session into schemas of their own. When the
 server is unreachable the PostgreSQL cases skip, except under CI=true, where
 they fail.
-
-The fixtures live here, not in a conftest.py (a second module named ``conftest`` would
-shadow ``tests/conftest.py`` for ``from conftest import ...``); test modules import them.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testkit import CORPORA, on_ci, pg_admin_url  # noqa: F401 - on_ci is re-exported to the registry tests
-
-CIVITAI = CORPORA / "civitai-lora-models-2023-07.jsonl"
-
-
-def pg_base_url() -> str:
-    """A reachable PostgreSQL URL, or pytest.skip (pytest.fail under CI)."""
-    return pg_admin_url()
-
-
-def _schema_url(base: str, schema: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
-
-
-def _create_schema(base: str) -> tuple[str, str]:
-    from sqlalchemy import create_engine, text
-
-    schema = f"lh_test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    return schema, _schema_url(base, schema)
-
-
-def _drop_schema(base: str, schema: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
+from testkit import CIVITAI, create_pg_schema, drop_pg_schema, pg_admin_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -62,12 +26,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'registry.sqlite'}"
         return
-    base = pg_base_url()
-    schema, url = _create_schema(base)
+    base = pg_admin_url()
+    schema, url = create_pg_schema(base)
     try:
         yield url
     finally:
-        _drop_schema(base, schema)
+        drop_pg_schema(base, schema)
 
 
 @pytest.fixture
@@ -99,8 +63,8 @@ def civitai_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('civitai') / 'registry.sqlite'}"
     else:
-        base = pg_base_url()
-        schema, url = _create_schema(base)
+        base = pg_admin_url()
+        schema, url = create_pg_schema(base)
     reg = Registry(url)
     try:
         reg.migrate()
@@ -109,7 +73,7 @@ def civitai_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     finally:
         reg.close()
         if schema:
-            _drop_schema(pg_base_url(), schema)
+            drop_pg_schema(pg_admin_url(), schema)
 
 
 @pytest.fixture
@@ -142,8 +106,8 @@ def corpus_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('corpus') / 'registry.sqlite'}"
     else:
-        base = pg_base_url()
-        schema, url = _create_schema(base)
+        base = pg_admin_url()
+        schema, url = create_pg_schema(base)
     reg = Registry(url)
     try:
         reg.migrate()
@@ -152,4 +116,4 @@ def corpus_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     finally:
         reg.close()
         if schema:
-            _drop_schema(pg_base_url(), schema)
+            drop_pg_schema(pg_admin_url(), schema)
