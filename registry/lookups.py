@@ -169,9 +169,12 @@ def dupes(raw: Raw, viewer: int | None = None) -> list[DupeGroup]:
         params = {"keys": list(part)}
         cond = _visibility(viewer, params)
         members: dict[str, list[Any]] = {}
+        # CROSS JOIN: SQLite then reads the files through the autov3 index (its statistics count the
+        # NULLs of files without AutoV3 as one value, and it scanned every adapter instead: 3x slower
+        # at 100k). PostgreSQL plans it as the inner join it is.
         for row in raw.all(
-            f"SELECT {_RESULT_COLUMNS}{_HASHES} FROM adapter_files f JOIN adapters a ON a.id = f.adapter_id "
-            f"JOIN adapter_versions v ON v.id = f.version_id WHERE f.autov3 IN :keys AND {cond} "
+            f"SELECT {_RESULT_COLUMNS}{_HASHES} FROM adapter_files f CROSS JOIN adapters a CROSS JOIN adapter_versions v "
+            f"WHERE a.id = f.adapter_id AND v.id = f.version_id AND f.autov3 IN :keys AND {cond} "
             "ORDER BY f.autov3, a.name, f.id",
             params,
         ):
