@@ -7,7 +7,13 @@
 >>> reg.dupes()
 
 The database schema is brought to the newest migration on first use unless
-``LORAHUB_AUTO_MIGRATE=0`` (then ``lorahub registry migrate`` must run first).
+``LORAHUB_AUTO_MIGRATE=0`` (then ``lorahub registry migrate`` must run first); checking it
+costs one query (Alembic is imported only to migrate).
+
+Fast start: importing this module imports neither SQLAlchemy nor the schemas, and the engine
+is made on first use. ``Registry(url, pooled=False)`` (a one-shot command) reads on a driver
+connection of its own and never imports SQLAlchemy for reads; the queries are the same
+(:mod:`.search`, :mod:`.lookups` run on a :class:`~.database.Raw` reader either way).
 """
 
 from __future__ import annotations
@@ -15,30 +21,39 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import RegistryError, UsageError
-from lorahub.schemas.hub import PullResult, PushResult
-from lorahub.schemas.registry import (
-    AdapterRecord,
-    DupeGroup,
-    HashLookup,
-    IndexSummary,
-    SearchQuery,
-    SearchResult,
-    hub_source_key,
+
+from .database import (
+    Raw,
+    can_connect_driver,
+    connect_driver,
+    database_url,
+    db_errors,
+    display_url,
+    make_engine,
+    parse_url,
+    write_connection,
 )
 
-from . import lookups, rows
-from . import search as _search
-from .database import database_url, display_url, make_engine, write_connection
-from .drafts import AdapterDraft, hub_repo_draft, record_draft
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import Connection, Engine
+
+    from lorahub.schemas.hub import PullResult, PushResult
+    from lorahub.schemas.registry import (
+        AdapterRecord,
+        DupeGroup,
+        HashLookup,
+        IndexSummary,
+        SearchQuery,
+        SearchResult,
+    )
+
+    from .drafts import AdapterDraft
 
 ENV_AUTO_MIGRATE = "LORAHUB_AUTO_MIGRATE"
 _HEX_RE = re.compile(r"[0-9a-f]+")
@@ -66,11 +81,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Registry:
-    """One registry database. Thread-safe (a pool of connections); call :meth:`close` when done."""
+    """One registry database. Thread-safe (a pool of connections); call :meth:`close` when done.
 
-    def __init__(self, url: str | None = None, *, auto_migrate: bool | None = None) -> None:
+    ``pooled=False``: reads go through one driver connection of the registry's own (opened on
+    the first read, closed by :meth:`close`), for one thread: a command's registry, which then
+    starts without SQLAlchemy. Writes use the engine in both cases."""
+
+    def __init__(self, url: str | None = None, *, auto_migrate: bool | None = None, pooled: bool = True) -> None:
         self.url = database_url(url)
-        self.engine = make_engine(self.url)
+        self._engine: Engine | None = None
+        self.pooled = pooled
+        self._driver: Any = None
         if auto_migrate is None:
             auto_migrate = os.environ.get(ENV_AUTO_MIGRATE, "1").strip().lower() not in ("0", "false", "no")
         self.auto_migrate = auto_migrate
@@ -79,15 +100,27 @@ class Registry:
     # -- lifecycle ------------------------------------------------------------------------
 
     @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (made on first use)."""
+        if self._engine is None:
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    @property
     def display_url(self) -> str:
         return display_url(self.url)
 
     @property
     def dialect(self) -> str:
-        return self.engine.dialect.name
+        """``sqlite`` or ``postgresql``."""
+        return parse_url(self.url).backend
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._driver is not None:
+            driver, self._driver = self._driver, None
+            driver.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def __enter__(self) -> Registry:
         return self
@@ -104,7 +137,7 @@ class Registry:
 
         try:
             result = upgrade(self.engine)
-        except (OperationalError, DBAPIError) as exc:
+        except db_errors() as exc:
             raise self._wrap(exc) from exc
         except Exception as exc:  # alembic: unknown revision (a newer lorahub wrote this database)
             if type(exc).__name__ in ("CommandError", "ResolutionError"):
@@ -116,15 +149,13 @@ class Registry:
         return result
 
     def ensure_schema(self) -> None:
+        """Migrate unless the schema is current (one query; Alembic is imported only to migrate)."""
         if self._ready:
             return
-        from .migrations import current_revision, head_revision
+        from .migrations import head_revision, stored_revision
 
-        try:
-            with self.engine.connect() as conn:
-                current = current_revision(conn)
-        except (OperationalError, DBAPIError) as exc:
-            raise self._wrap(exc) from exc
+        with self._raw() as raw:
+            current = stored_revision(raw)
         if current != head_revision():
             if not self.auto_migrate:
                 raise RegistryError(
@@ -140,13 +171,36 @@ class Registry:
         On PostgreSQL it runs in autocommit: a search's few statements need no common snapshot,
         and BEGIN and ROLLBACK were two of its round trips."""
         self.ensure_schema()
+        return self._connect()
+
+    def _connect(self) -> Connection:
         try:
             conn = self.engine.connect()
-        except (OperationalError, DBAPIError) as exc:
+        except db_errors() as exc:
             raise self._wrap(exc) from exc
         if self.dialect == "postgresql":
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         return conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Raw]:
+        """A reader for the read queries (:class:`~.database.Raw`; schema ensured)."""
+        self.ensure_schema()
+        with self._raw() as raw:
+            yield raw
+
+    @contextmanager
+    def _raw(self) -> Iterator[Raw]:
+        if self.pooled or not can_connect_driver(self.url):
+            with self._connect() as conn:
+                yield Raw(conn)
+            return
+        if self._driver is None:
+            try:
+                self._driver = connect_driver(self.url)
+            except db_errors() as exc:
+                raise self._wrap(exc) from exc
+        yield Raw.on_driver(self._driver, self.url)
 
     def writing(self):  # noqa: ANN201 - a context manager of a Connection
         """A write transaction (SQLite: BEGIN IMMEDIATE), committed on success."""
@@ -157,6 +211,8 @@ class Registry:
 
     def upsert(self, drafts: Sequence[AdapterDraft]) -> list[int]:
         """Insert or replace adapters described by drafts (see :mod:`lorahub.registry.drafts`)."""
+        from . import rows
+
         with self.writing() as conn:
             return rows.write_adapters(conn, drafts)
 
@@ -165,6 +221,9 @@ class Registry:
         fingerprints) so that search finds it and a later pull is verified against it; returns the
         adapter's id. The record is this registry's owner's: a private repo is not hidden here."""
         from lorahub.hub.card import split_card
+        from lorahub.schemas.hub import PushResult
+
+        from .drafts import hub_repo_draft
 
         if not result.adapters or not result.commit:
             raise UsageError(f"{result.repo_id}: nothing to record (no adapter file or no commit)")
@@ -183,9 +242,13 @@ class Registry:
     def hub_files(self, endpoint: str, repo_id: str) -> dict[str, str]:
         """Files (repo path -> sha256) this registry recorded for the Hub repo ``repo_id`` at ``endpoint``:
         what ``lorahub pull`` verifies downloads against."""
+        from lorahub.schemas.registry import hub_source_key
+
         return self.source_files(hub_source_key(endpoint, repo_id))
 
     def remove(self, ids: Sequence[int]) -> int:
+        from . import rows
+
         with self.writing() as conn:
             return rows.delete_adapters(conn, ids)
 
@@ -198,6 +261,10 @@ class Registry:
 
     def import_records(self, records: Iterable[AdapterRecord], *, batch: int = 2000) -> IndexSummary:
         """Add or replace metadata-only records (one transaction)."""
+        from lorahub.schemas.registry import IndexSummary
+
+        from . import rows
+        from .drafts import record_draft
 
         started = time.perf_counter()
         count = 0
@@ -242,17 +309,26 @@ class Registry:
     def search(self, query: SearchQuery | str | None = None, *, viewer: int | None = None,
                **filters: Any) -> list[SearchResult]:
         """One page of results. ``viewer`` (a user id) also sees that user's private adapters."""
+        from lorahub.schemas.registry import SearchQuery
+
+        from . import lookups
+        from . import search as _search
+
         if not isinstance(query, SearchQuery):
             query = SearchQuery(query=query, **filters)
-        with self.connect() as conn:
-            hits = _search.search(conn, query, viewer=viewer)
-            return lookups.results_for(conn, [h.id for h in hits], {h.id: h.score for h in hits})
+        with self.reading() as raw:
+            hits = _search.search(raw, query, viewer=viewer)
+            return lookups.results_for(raw, [h.id for h in hits], {h.id: h.score for h in hits})
 
     def source_files(self, source_key: str) -> dict[str, str]:
         """Files (repo path or file name -> sha256) of the adapter recorded under ``source_key``.
 
         Used by ``lorahub pull`` to verify downloads against what the registry knows.
         """
+        from sqlalchemy import select
+
+        from . import rows
+
         A, F = rows.A, rows.F
         with self.connect() as conn:
             files = conn.execute(
@@ -263,32 +339,42 @@ class Registry:
         return {(r.repo_path or r.filename): r.sha256 for r in files if r.sha256}
 
     def get(self, adapter_id: int) -> SearchResult | None:
-        with self.connect() as conn:
-            found = lookups.results_for(conn, [adapter_id])
+        from . import lookups
+
+        with self.reading() as raw:
+            found = lookups.results_for(raw, [adapter_id])
         return found[0] if found else None
 
     def by_hash(self, hash_or_prefix: str, *, viewer: int | None = None) -> list[SearchResult]:
         """Files whose fingerprint equals ``hash_or_prefix`` or starts with it (at least 8 hex)."""
+        from . import lookups
+
         h = normalize_hash_query(hash_or_prefix)
-        with self.connect() as conn:
-            return lookups.by_hash(conn, h, viewer)
+        with self.reading() as raw:
+            return lookups.by_hash(raw, h, viewer)
 
     def lookup(self, hashes: Iterable[str], *, viewer: int | None = None) -> list[HashLookup]:
         """Batch :meth:`by_hash` (one connection); every hash is checked before any lookup."""
-        queries = [(raw.strip(), normalize_hash_query(raw)) for raw in hashes]
+        from lorahub.schemas.registry import HashLookup
+
+        from . import lookups
+
+        queries = [(given.strip(), normalize_hash_query(given)) for given in hashes]
         out = []
-        with self.connect() as conn:
-            for raw, h in queries:
-                out.append(HashLookup(query=raw, matches=lookups.by_hash(conn, h, viewer)))
+        with self.reading() as raw:
+            for given, h in queries:
+                out.append(HashLookup(query=given, matches=lookups.by_hash(raw, h, viewer)))
         return out
 
     def dupes(self, *, viewer: int | None = None) -> list[DupeGroup]:
-        with self.connect() as conn:
-            return lookups.dupes(conn, viewer)
+        from . import lookups
+
+        with self.reading() as raw:
+            return lookups.dupes(raw, viewer)
 
     def count(self) -> int:
-        with self.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(rows.A)).scalar_one())
+        with self.reading() as raw:
+            return int(raw.all("SELECT count(*) FROM adapters")[0][0])
 
 
 __all__ = ["Registry", "RegistryError", "normalize_hash_query"]

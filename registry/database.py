@@ -10,27 +10,34 @@
 * Fast reads (:class:`Raw`): the search path runs several small queries per request, and
   SQLAlchemy's statement and result machinery costs about as much as SQLite itself there, so
   reads that must be fast go straight to the driver's cursor. Their SQL is written once with
-  ``:name`` parameters (``IN :name`` for a list) and adapted to the driver's style.
+  ``:name`` parameters (``IN :name`` for a list) and adapted to the driver's style. A
+  :class:`Raw` runs on a pooled SQLAlchemy connection (the server) or on a driver connection
+  of its own (:func:`connect_driver`: a one-shot command, which then never imports SQLAlchemy;
+  importing SQLAlchemy costs more than a whole search).
+* Nothing here imports SQLAlchemy at module level: URLs are parsed by :func:`parse_url` (the
+  grammar of SQLAlchemy's ``make_url``, which tests/registry/test_fast_start.py compares it with).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 from lorahub.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import Connection, Engine
 
 ENV_URL = "LORAHUB_DATABASE_URL"
 SQLITE_FILENAME = "registry.sqlite"
@@ -56,32 +63,117 @@ def default_url() -> str:
     return f"sqlite:///{home() / SQLITE_FILENAME}"
 
 
+@dataclass(frozen=True)
+class DbUrl:
+    """A database URL's parts, as SQLAlchemy's ``URL`` holds them (components unquoted)."""
+
+    drivername: str
+    username: str | None = None
+    password: str | None = None
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    query: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql`` (the part before ``+driver``)."""
+        return self.drivername.split("+", 1)[0]
+
+    def render(self, hide_password: bool = True) -> str:
+        """The URL as SQLAlchemy's ``URL.render_as_string`` writes it."""
+        s = self.drivername + "://"
+        if self.username is not None:
+            s += quote(self.username, safe=" +")
+            if self.password is not None:
+                s += ":" + ("***" if hide_password else quote(self.password, safe=" +"))
+            s += "@"
+        if self.host is not None:
+            s += f"[{self.host}]" if ":" in self.host else self.host
+        if self.port is not None:
+            s += f":{self.port}"
+        if self.database is not None:
+            s += "/" + quote(self.database, safe=" +/")
+        if self.query:
+            s += "?" + "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in sorted(self.query, key=lambda kv: kv[0]))
+        return s
+
+
+# The pattern of SQLAlchemy's make_url (sqlalchemy/engine/url.py, _parse_url).
+_URL_RE = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+
+
+def parse_url(raw: str) -> DbUrl:
+    """``raw`` split as SQLAlchemy's ``make_url`` splits it; UsageError when it is not a URL."""
+    m = _URL_RE.match(raw)
+    port = m.group("port") if m else None
+    if m is None or (port and not port.isdigit()):
+        raise UsageError(f"not a database URL: {raw!r}", hint="e.g. sqlite:///path/registry.sqlite or postgresql://user@host/db")
+    # Repeated keys keep their order among themselves (a stable sort by key, as SQLAlchemy's).
+    query = tuple(parse_qsl(m.group("query"))) if m.group("query") is not None else ()
+    username, password, database = (unquote(v) if v is not None else None
+                                    for v in m.group("username", "password", "database"))
+    return DbUrl(m.group("name"), username, password, m.group("ipv4host") or m.group("ipv6host"),
+                 int(port) if port else None, database, query)
+
+
+def _normalised(raw: str) -> DbUrl:
+    parsed = parse_url(raw)
+    name = parsed.drivername
+    if name in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        return DbUrl("postgresql+psycopg", *_rest(parsed))
+    if name in ("sqlite", "sqlite+pysqlite"):
+        return DbUrl("sqlite", *_rest(parsed))
+    raise UsageError(f"unsupported database {name!r}", hint="use sqlite:///... or postgresql://...")
+
+
+def _rest(u: DbUrl) -> tuple[Any, ...]:
+    return u.username, u.password, u.host, u.port, u.database, u.query
+
+
 def database_url(url: str | None = None) -> str:
     """The URL to use: ``url``, else ``$LORAHUB_DATABASE_URL``, else the SQLite default; normalised."""
     raw = url or os.environ.get(ENV_URL, "").strip() or default_url()
-    try:
-        parsed = make_url(raw)
-    except ArgumentError:
-        raise UsageError(f"not a database URL: {raw!r}", hint="e.g. sqlite:///path/registry.sqlite or postgresql://user@host/db") from None
-    name = parsed.drivername
-    if name in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    elif name in ("sqlite", "sqlite+pysqlite"):
-        parsed = parsed.set(drivername="sqlite")
-    else:
-        raise UsageError(f"unsupported database {name!r}", hint="use sqlite:///... or postgresql://...")
-    return parsed.render_as_string(hide_password=False)
+    return _normalised(raw).render(hide_password=False)
 
 
 def display_url(url: str) -> str:
     """The URL with its password hidden (for messages and logs)."""
-    return make_url(url).render_as_string(hide_password=True)
+    return parse_url(url).render(hide_password=True)
 
 
 def is_sqlite(url_or_engine: str | Engine | Connection) -> bool:
     if isinstance(url_or_engine, str):
-        return make_url(url_or_engine).get_backend_name() == "sqlite"
+        return parse_url(url_or_engine).backend == "sqlite"
     return url_or_engine.dialect.name == "sqlite"
+
+
+def _sqlite_file(parsed: DbUrl, *, create_folder: bool = True) -> str | None:
+    """The file of a SQLite URL (its folder created); None for an in-memory database."""
+    db = parsed.database
+    if db and db != ":memory:" and not db.startswith("file:"):
+        if create_folder:
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return db
+    return None
 
 
 def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
@@ -89,21 +181,14 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
     from sqlalchemy import create_engine
 
     url = database_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        db = parsed.database
-        if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    parsed = parse_url(url)
+    if parsed.backend == "sqlite":
+        _sqlite_file(parsed)
         timeout_ms = busy_timeout_ms()
         engine = create_engine(url, echo=echo, connect_args={"timeout": timeout_ms / 1000, "check_same_thread": False})
         _sqlite_events(engine, timeout_ms)
         return engine
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:  # pragma: no cover - depends on the install
-        from lorahub.errors import MissingDependencyError
-
-        raise MissingDependencyError("psycopg", "postgres") from None
+    _need_psycopg()
     # No server-side prepared statements: a generic plan cannot know how rare a
     # word is, and walks the popularity index over every row for a rare one.
     return create_engine(
@@ -111,22 +196,84 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
     )
 
 
+def _need_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - depends on the install
+        from lorahub.errors import MissingDependencyError
+
+        raise MissingDependencyError("psycopg", "postgres") from None
+    return psycopg
+
+
+def can_connect_driver(url: str) -> bool:
+    """Whether :func:`connect_driver` opens ``url`` (SQLite files without URL options, and PostgreSQL)."""
+    parsed = parse_url(url)
+    if parsed.backend == "postgresql":
+        return len({k for k, _ in parsed.query}) == len(parsed.query)  # not several hosts
+    return _sqlite_file(parsed, create_folder=False) is not None and not parsed.query
+
+
+def connect_driver(url: str) -> Any:
+    """A DB-API connection to ``url`` opened by the driver itself, set up as the engine's are
+    (SQLite: the same pragmas; PostgreSQL: no prepared statements), in autocommit: for the reads
+    of a one-shot command, which then never imports SQLAlchemy. See :func:`can_connect_driver`."""
+    parsed = parse_url(database_url(url))
+    if parsed.backend == "sqlite":
+        import sqlite3
+
+        if not can_connect_driver(url):
+            raise UsageError(f"{display_url(url)}: not a database a command can open directly")
+        path = _sqlite_file(parsed)
+        timeout_ms = busy_timeout_ms()
+        conn = sqlite3.connect(path, timeout=timeout_ms / 1000, check_same_thread=False)
+        _sqlite_setup(conn, timeout_ms)
+        return conn
+    if not can_connect_driver(url):
+        raise UsageError(f"{display_url(url)}: not a database a command can open directly")
+    psycopg = _need_psycopg()
+    # The connection arguments SQLAlchemy's dialect passes (URL.translate_connect_args + the query).
+    args: dict[str, Any] = {k: v for k, v in (("host", parsed.host), ("port", parsed.port), ("user", parsed.username),
+                                              ("password", parsed.password), ("dbname", parsed.database)) if v is not None}
+    for key, value in parsed.query:
+        args[key] = value
+    return psycopg.connect(autocommit=True, prepare_threshold=None, **args)
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes of a failed database call, from whichever layers this process has
+    imported (the drivers, SQLAlchemy): a layer never imported raised nothing."""
+    out: list[type[BaseException]] = []
+    for module, name in (("sqlite3", "Error"), ("psycopg", "Error"), ("sqlalchemy.exc", "DBAPIError")):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            out.append(getattr(mod, name))
+    return tuple(out)
+
+
+def _sqlite_setup(dbapi_conn: Any, timeout_ms: int) -> None:
+    """The settings of every SQLite connection (the engine's and :func:`connect_driver`'s)."""
+    # pysqlite's own transaction handling is switched off: SQLAlchemy's
+    # "begin" event below emits BEGIN, which makes DDL transactional and
+    # lets writers take the lock up front (BEGIN IMMEDIATE).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+    try:
+        cur.execute("PRAGMA journal_mode = WAL")
+    except Exception:  # noqa: BLE001 - read-only folder or :memory:: keep the default journal
+        pass
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
 def _sqlite_events(engine: Engine, timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    from sqlalchemy import event
+
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):  # noqa: ANN001
-        # pysqlite's own transaction handling is switched off: SQLAlchemy's
-        # "begin" event below emits BEGIN, which makes DDL transactional and
-        # lets writers take the lock up front (BEGIN IMMEDIATE).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
-        try:
-            cur.execute("PRAGMA journal_mode = WAL")
-        except Exception:  # noqa: BLE001 - read-only folder or :memory:: keep the default journal
-            pass
-        cur.execute("PRAGMA synchronous = NORMAL")
-        cur.execute("PRAGMA foreign_keys = ON")
-        cur.close()
+        _sqlite_setup(dbapi_conn, timeout_ms)
 
     @event.listens_for(engine, "begin")
     def _begin(conn):  # noqa: ANN001
@@ -218,11 +365,26 @@ def _row_type(names: tuple[str, ...]) -> Any:
 
 
 class Raw:
-    """Run read queries on ``conn``'s driver connection; rows are namedtuples."""
+    """Run read queries on a driver connection; rows are namedtuples.
+
+    ``Raw(conn)`` reads on a SQLAlchemy connection's driver connection; ``Raw.on_driver(dbapi,
+    url)`` on one from :func:`connect_driver`. ``dialect`` is ``sqlite`` or ``postgresql``;
+    ``key`` names the database (its URL, password hidden)."""
 
     def __init__(self, conn: Connection) -> None:
         self.dbapi = conn.connection.dbapi_connection
-        self.pg = conn.dialect.name == "postgresql"
+        self.dialect = conn.dialect.name
+        self.pg = self.dialect == "postgresql"
+        self.key = conn.engine.url.render_as_string(hide_password=True)
+
+    @classmethod
+    def on_driver(cls, dbapi: Any, url: str) -> Raw:
+        raw = cls.__new__(cls)
+        raw.dbapi = dbapi
+        raw.dialect = parse_url(url).backend
+        raw.pg = raw.dialect == "postgresql"
+        raw.key = display_url(url)
+        return raw
 
     def all(self, sql: str, params: dict[str, Any] | None = None, *, prepare: bool = False) -> list[Any]:
         """Rows of ``sql``. ``prepare``: PostgreSQL keeps the statement prepared on this connection
@@ -254,6 +416,20 @@ class Raw:
         return [kind._make(r) for r in rows]
 
 
+def utcnow() -> datetime:
+    """Naive UTC (stored as such on both backends)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """A stored time as the Hub's answers show it: ISO 8601 in UTC with milliseconds and ``Z``."""
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
 def as_datetime(value: Any) -> datetime | None:
     """SQLite hands DateTime columns back as text on the raw cursor."""
     if value is None or isinstance(value, datetime):
@@ -277,9 +453,16 @@ __all__ = [
     "is_busy",
     "is_sqlite",
     "make_engine",
+    "DbUrl",
     "Raw",
     "Sessions",
+    "can_connect_driver",
+    "connect_driver",
+    "db_errors",
+    "parse_url",
     "as_datetime",
+    "iso",
+    "utcnow",
     "retry_busy",
     "write_connection",
 ]

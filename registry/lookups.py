@@ -1,6 +1,6 @@
 """Reading adapters back as results: by id, by any fingerprint (exact or prefix), duplicates.
 
-Rows are read on the driver's cursor (:class:`lorahub.registry.database.Raw`) and built into
+Rows are read on the driver's cursor (a :class:`lorahub.registry.database.Raw` reader) and built into
 :class:`~lorahub.schemas.registry.SearchResult` without re-validation; the text search that
 ranks ids is :mod:`lorahub.registry.search`.
 """
@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
-
-from sqlalchemy.engine import Connection
 
 from lorahub.schemas.registry import HASH_FIELDS, HASH_LENGTHS, DupeGroup, SearchResult
 
@@ -82,11 +80,11 @@ def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> Sear
     )
 
 
-def results_for(conn: Connection, ids: Sequence[int], scores: dict[int, float] | None = None) -> list[SearchResult]:
+def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = None) -> list[SearchResult]:
     """Search results for adapter ``ids`` (primary file shown), in the order given."""
     if not ids:
         return []
-    rows = Raw(conn).all(
+    rows = raw.all(
         f"SELECT {_RESULT_COLUMNS} FROM adapters a "
         "LEFT JOIN adapter_files f ON f.adapter_id = a.id AND f.is_primary = :true "
         "LEFT JOIN adapter_versions v ON v.id = f.version_id WHERE a.id IN :ids",
@@ -106,17 +104,17 @@ def _visibility(viewer: int | None, params: dict[str, Any]) -> str:
     return "(a.private = :false OR a.owner_id = :viewer)"
 
 
-def file_rows_where(conn: Connection, where: str, params: dict[str, Any], viewer: int | None,
+def file_rows_where(raw: Raw, where: str, params: dict[str, Any], viewer: int | None,
                     order: str = "a.downloads DESC, a.id DESC, f.id") -> list[Any]:
     cond = _visibility(viewer, params)
-    return Raw(conn).all(
+    return raw.all(
         f"SELECT {_RESULT_COLUMNS}{_HASHES} FROM adapter_files f JOIN adapters a ON a.id = f.adapter_id "
         f"JOIN adapter_versions v ON v.id = f.version_id WHERE ({where}) AND {cond} ORDER BY {order}",
         params,
     )
 
 
-def by_hash(conn: Connection, query: str, viewer: int | None = None) -> list[SearchResult]:
+def by_hash(raw: Raw, query: str, viewer: int | None = None) -> list[SearchResult]:
     """Files matching a lower-case hex ``query`` exactly or as a prefix, on every fingerprint column.
 
     A query of 8 hex also matches a CRC32 stored with its bytes reversed
@@ -141,7 +139,7 @@ def by_hash(conn: Connection, query: str, viewer: int | None = None) -> list[Sea
     # One indexed lookup per column (an OR across columns would scan the table).
     union = " UNION ".join(f"SELECT id FROM adapter_files WHERE {c}" for c in conds)
     out = []
-    for row in file_rows_where(conn, f"f.id IN ({union})", params, viewer):
+    for row in file_rows_where(raw, f"f.id IN ({union})", params, viewer):
         matched = []
         for col in HASH_FIELDS:
             value = getattr(row, f"h_{col}")
@@ -153,16 +151,16 @@ def by_hash(conn: Connection, query: str, viewer: int | None = None) -> list[Sea
     return out
 
 
-def dupes(conn: Connection, viewer: int | None = None) -> list[DupeGroup]:
+def dupes(raw: Raw, viewer: int | None = None) -> list[DupeGroup]:
     """Groups of files with the same AutoV3 (identical tensor data), biggest groups first."""
-    raw = Raw(conn)
     params: dict[str, Any] = {}
     cond = _visibility(viewer, params)
     keys = [
         r[0]
         for r in raw.all(
             "SELECT f.autov3 FROM adapter_files f JOIN adapters a ON a.id = f.adapter_id "
-            f"WHERE f.autov3 IS NOT NULL AND {cond} GROUP BY f.autov3 HAVING count(*) > 1 "
+            f"WHERE f.id IN (SELECT id FROM adapter_files WHERE autov3 IS NOT NULL) AND {cond} "
+            "GROUP BY f.autov3 HAVING count(*) > 1 "
             "ORDER BY count(*) DESC, f.autov3",
             params,
         )
@@ -172,9 +170,13 @@ def dupes(conn: Connection, viewer: int | None = None) -> list[DupeGroup]:
         params = {"keys": list(part)}
         cond = _visibility(viewer, params)
         members: dict[str, list[Any]] = {}
+        # The files by id, their ids by AutoV3 (as by_hash does; also above): with the AutoV3 condition
+        # on the join, SQLite (whose statistics count the NULLs of files without AutoV3 as one value)
+        # scanned every adapter to build a Bloom filter, 6-20x slower at 100k.
         for row in raw.all(
             f"SELECT {_RESULT_COLUMNS}{_HASHES} FROM adapter_files f JOIN adapters a ON a.id = f.adapter_id "
-            f"JOIN adapter_versions v ON v.id = f.version_id WHERE f.autov3 IN :keys AND {cond} "
+            "JOIN adapter_versions v ON v.id = f.version_id "
+            f"WHERE f.id IN (SELECT id FROM adapter_files WHERE autov3 IN :keys) AND {cond} "
             "ORDER BY f.autov3, a.name, f.id",
             params,
         ):

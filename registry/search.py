@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy.engine import Connection
-
-from lorahub.schemas.registry import SearchQuery
+from typing import TYPE_CHECKING, Any
 
 from . import text as T
-from .database import Raw
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lorahub.schemas.registry import SearchQuery
+
+    from .database import Raw
 
 MASK = 4294967295
 #: SQLite: adapter id of an FTS row, and FTS rowid of an adapter row (see the migration).
@@ -98,10 +98,11 @@ def plan_for(q: SearchQuery, viewer: int | None) -> _Plan:
     )
 
 
-def search(conn: Connection, q: SearchQuery, *, viewer: int | None = None) -> list[Hit]:
-    """Adapter ids (and scores) of one page of results, best first."""
+def search(raw: Raw, q: SearchQuery, *, viewer: int | None = None) -> list[Hit]:
+    """Adapter ids (and scores) of one page of results, best first (read on ``raw``, a
+    :class:`~lorahub.registry.database.Raw` reader)."""
     plan = plan_for(q, viewer)
-    backend: _Backend = _SQLite(conn, plan) if conn.dialect.name == "sqlite" else _Postgres(conn, plan)
+    backend: _Backend = _Postgres(raw, plan) if raw.pg else _SQLite(raw, plan)
     offset = (q.page - 1) * q.limit
     if not plan.terms:
         return backend.browse(q.sort, offset, q.limit)
@@ -113,9 +114,8 @@ def search(conn: Connection, q: SearchQuery, *, viewer: int | None = None) -> li
 
 
 class _Backend:
-    def __init__(self, conn: Connection, plan: _Plan) -> None:
-        self.conn = conn
-        self.raw = Raw(conn)
+    def __init__(self, raw: Raw, plan: _Plan) -> None:
+        self.raw = raw
         self.plan = plan
 
     # -- shared SQL on the adapters table (alias a) ---------------------------------------
@@ -360,9 +360,9 @@ class _PgStats:
 _stats_cache: dict[str, _PgStats] = {}
 
 
-def _pg_stats(conn: Connection, raw: Raw) -> _PgStats:
+def _pg_stats(raw: Raw) -> _PgStats:
     """Lexeme and facet frequencies of the adapters table (cached per database for ``STATS_TTL_S``)."""
-    key = conn.engine.url.render_as_string(hide_password=True)
+    key = raw.key
     now = time.monotonic()
     cached = _stats_cache.get(key)
     if cached is not None and now - cached.loaded < STATS_TTL_S:
@@ -457,7 +457,7 @@ class _Postgres(_Backend):
         order = _order(sort)
         density = None
         if vector is not None or self.plan.facets:
-            stats = _pg_stats(self.conn, self.raw)
+            stats = _pg_stats(self.raw)
             density = self.density(stats, vector, inner)
         if density is None:  # no words nor facets (a plain walk), or no statistics yet: the planner decides
             return self.run(f"SELECT a.id, a.downloads FROM adapters a WHERE {cond} ORDER BY {order} LIMIT :n OFFSET :o",
@@ -494,7 +494,7 @@ class _Postgres(_Backend):
     # -- queries ----------------------------------------------------------------------------
 
     def relevance(self, offset: int, limit: int) -> list[Hit]:
-        stats = _pg_stats(self.conn, self.raw)
+        stats = _pg_stats(self.raw)
         density = self.density(stats, "search_vector")
         if density is None or density * stats.rows > FUSED_MAX_MATCHES:
             return super().relevance(offset, limit)

@@ -32,24 +32,13 @@ code never calls ``create_all``.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    """Naive UTC (stored as such on both backends)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def iso(dt: datetime | None) -> str | None:
-    """A stored time as the Hub's answers show it: ISO 8601 in UTC with milliseconds and ``Z``."""
-    if dt is None:
-        return None
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+# The stored-time helpers live with the database (no SQLAlchemy there); kept importable from here.
+from .database import iso, utcnow
 
 
 def hash_column(length: int, *, index: bool = True) -> sa.Column:

@@ -1,45 +1,85 @@
 """Shared contracts (pydantic models) of lorahub's library, CLI, Space and registry.
 
 ``python -m lorahub.schemas`` re-exports the JSON Schema files in ``schemas/json``.
+
+The names below are imported from their modules on first use (PEP 562), so that importing one
+module (``lorahub.schemas.registry`` for a search) does not build every other model: commands
+start faster.
 """
 
-from .adapters import (
-    AdapterFormat,
-    BaseFamily,
-    Coverage,
-    FingerprintReport,
-    InspectReport,
-    ModuleInfo,
-    ValidationReport,
-)
-from .hub import PullFile, PullResult, PushFile, PushResult, RepoAdapter, StorageCheck, StorageIssue
-from .registry import (
-    AdapterRecord,
-    DupeGroup,
-    HashLookup,
-    IndexSummary,
-    SearchQuery,
-    SearchResult,
-)
-from .training import TrainConfig, TrainResult
+from __future__ import annotations
 
-#: Every model whose JSON Schema is exported, by file stem.
-EXPORTED = {
-    "inspect-report": InspectReport,
-    "validation-report": ValidationReport,
-    "fingerprint-report": FingerprintReport,
-    "adapter-record": AdapterRecord,
-    "search-query": SearchQuery,
-    "search-result": SearchResult,
-    "hash-lookup": HashLookup,
-    "dupe-group": DupeGroup,
-    "index-summary": IndexSummary,
-    "train-config": TrainConfig,
-    "train-result": TrainResult,
-    "push-result": PushResult,
-    "pull-result": PullResult,
-    "storage-check": StorageCheck,
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+#: name -> module that defines it.
+_WHERE = {
+    **dict.fromkeys(
+        ("AdapterFormat", "BaseFamily", "Coverage", "FingerprintReport", "InspectReport", "ModuleInfo",
+         "ValidationReport"), "adapters"),
+    **dict.fromkeys(("PullFile", "PullResult", "PushFile", "PushResult", "RepoAdapter", "StorageCheck", "StorageIssue"), "hub"),
+    **dict.fromkeys(("AdapterRecord", "DupeGroup", "HashLookup", "IndexSummary", "SearchQuery", "SearchResult"),
+                    "registry"),
+    **dict.fromkeys(("TrainConfig", "TrainResult"), "training"),
 }
+
+#: Every model whose JSON Schema is exported: file stem -> model name (see :data:`EXPORTED`).
+_EXPORTED_NAMES = {
+    "inspect-report": "InspectReport",
+    "validation-report": "ValidationReport",
+    "fingerprint-report": "FingerprintReport",
+    "adapter-record": "AdapterRecord",
+    "search-query": "SearchQuery",
+    "search-result": "SearchResult",
+    "hash-lookup": "HashLookup",
+    "dupe-group": "DupeGroup",
+    "index-summary": "IndexSummary",
+    "train-config": "TrainConfig",
+    "train-result": "TrainResult",
+    "push-result": "PushResult",
+    "pull-result": "PullResult",
+    "storage-check": "StorageCheck",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .adapters import (
+        AdapterFormat,
+        BaseFamily,
+        Coverage,
+        FingerprintReport,
+        InspectReport,
+        ModuleInfo,
+        ValidationReport,
+    )
+    from .hub import PullFile, PullResult, PushFile, PushResult, RepoAdapter, StorageCheck, StorageIssue
+    from .registry import (
+        AdapterRecord,
+        DupeGroup,
+        HashLookup,
+        IndexSummary,
+        SearchQuery,
+        SearchResult,
+    )
+    from .training import TrainConfig, TrainResult
+
+    #: Every model whose JSON Schema is exported, by file stem.
+    EXPORTED: dict[str, Any]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EXPORTED":
+        value: Any = {stem: __getattr__(model) for stem, model in _EXPORTED_NAMES.items()}
+    elif name in _WHERE:
+        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
 
 __all__ = [
     "AdapterFormat",

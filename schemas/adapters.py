@@ -46,7 +46,7 @@ EmbeddedHashStatus = Literal["match", "mismatch", "absent", "unverifiable"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ModuleInfo(_Model):

@@ -67,7 +67,7 @@ MAX_SEARCH_WINDOW = 10_000
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def normalize_hashes(value: Any) -> dict[str, str]:

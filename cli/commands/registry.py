@@ -28,9 +28,11 @@ database_option = click.option(
 
 
 def _registry(database: str | None) -> Any:
+    """The registry of one command: reads on a driver connection of its own (no SQLAlchemy: a fast
+    start, see lorahub.registry.catalogue)."""
     from lorahub.registry.catalogue import Registry
 
-    return Registry(database)
+    return Registry(database, pooled=False)
 
 
 def _short(text: str | None, width: int) -> str:

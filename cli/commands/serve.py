@@ -170,28 +170,30 @@ def token_create(
 @json_option
 def token_list(user_name: str | None, data_dir: str | None, database: str | None, as_json: bool) -> None:
     """List tokens (never the secrets: only their first characters)."""
+    from lorahub.registry.database import as_datetime, iso
     from lorahub.registry.hub.auth import list_tokens
-    from lorahub.registry.tables import iso
+    from lorahub.registry.server.run import prepare
 
-    registry, session = _session(data_dir, database)
+    # A driver connection of its own, no SQLAlchemy: a fast start (see lorahub.registry.catalogue).
+    registry = prepare(data_dir, database, pooled=False)[2]
     try:
-        with session:
-            rows = list_tokens(session, user_name)
+        with registry.reading() as raw:
+            rows = list_tokens(raw, user_name)
     finally:
         registry.close()
     items = [
         {
             "id": t.id,
-            "user": u.name,
+            "user": t.user_name,
             "name": t.name,
             "prefix": t.token_prefix + "...",
             "access": "write" if t.can_write else "read",
-            "created_at": iso(t.created_at),
-            "last_used_at": iso(t.last_used_at),
-            "expires_at": iso(t.expires_at),
+            "created_at": iso(as_datetime(t.created_at)),
+            "last_used_at": iso(as_datetime(t.last_used_at)),
+            "expires_at": iso(as_datetime(t.expires_at)),
             "revoked": t.revoked_at is not None,
         }
-        for t, u in rows
+        for t in rows
     ]
 
     def human(objs: list[dict]) -> list[str]:

@@ -24,18 +24,22 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import NotFoundError, UsageError
-from lorahub.registry.database import Sessions
-from lorahub.registry.tables import Token, User, hash_token, utcnow
+from lorahub.registry.database import utcnow
 
 from .errors import Unauthorized
 from .names import check_user_name
-from .tables import HubSecret
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlmodel import Session
+
+    from lorahub.registry.database import Raw, Sessions
+    from lorahub.registry.tables import Token, User
+
+# SQLAlchemy, sqlmodel and the tables are imported inside the functions that write or run ORM
+# queries: ``lorahub token list`` reads on a driver connection and starts without them.
 
 TOKEN_PREFIX = "lh_"
 UPLOAD_URL_TTL_S = 3600
@@ -66,6 +70,12 @@ def looks_like_token(value: str) -> bool:
 
 
 def get_or_create_user(session: Session, name: str) -> User:
+    import sqlalchemy as sa
+    from sqlalchemy.exc import IntegrityError
+    from sqlmodel import select
+
+    from lorahub.registry.tables import User
+
     check_user_name(name)
     user = session.exec(select(User).where(sa.func.lower(User.name) == name.lower())).first()
     if user is not None:
@@ -87,6 +97,8 @@ def create_token(
 
     Returns ``(token, row, user)``; ``token`` is the only copy of the secret.
     """
+    from lorahub.registry.tables import Token, hash_token
+
     user = get_or_create_user(session, user_name)
     token = generate_token()
     row = Token(
@@ -104,15 +116,29 @@ def create_token(
     return token, row, user
 
 
-def list_tokens(session: Session, user_name: str | None = None) -> list[tuple[Token, User]]:
-    stmt = select(Token, User).join(User, User.id == Token.user_id).order_by(Token.id)
+def list_tokens(raw: Raw, user_name: str | None = None) -> list[Any]:
+    """Every token (of ``user_name`` only, compared case-insensitively), oldest first, read on ``raw``
+    (a :class:`~lorahub.registry.database.Raw` reader): rows of ``id, user_name, name, token_prefix,
+    can_write, created_at, last_used_at, expires_at, revoked_at`` (times as stored: see
+    :func:`lorahub.registry.database.as_datetime`)."""
+    params: dict[str, Any] = {}
+    where = ""
     if user_name:
-        stmt = stmt.where(sa.func.lower(User.name) == user_name.lower())
-    return list(session.exec(stmt).all())
+        where = "WHERE lower(u.name) = :user "
+        params["user"] = user_name.lower()
+    return raw.all(
+        "SELECT t.id, u.name AS user_name, t.name, t.token_prefix, t.can_write, t.created_at, t.last_used_at, "
+        f"t.expires_at, t.revoked_at FROM tokens t JOIN users u ON u.id = t.user_id {where}ORDER BY t.id",
+        params,
+    )
 
 
 def revoke_token(session: Session, token_or_id: str) -> tuple[Token, User]:
     """Revoke by the token itself or by its id (as ``lorahub token list`` shows it)."""
+    from sqlmodel import select
+
+    from lorahub.registry.tables import Token, User, hash_token
+
     value = token_or_id.strip()
     if looks_like_token(value):
         stmt = select(Token, User).join(User, User.id == Token.user_id).where(Token.token_hash == hash_token(value))
@@ -161,6 +187,10 @@ class Authenticator:
         return self._signer
 
     def _identify(self, session: Session, header: str) -> Identity:
+        from sqlmodel import select
+
+        from lorahub.registry.tables import Token, User, hash_token
+
         scheme, _, value = header.strip().partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
@@ -186,6 +216,10 @@ class Authenticator:
             if last is not None and mono - last < LAST_USED_EVERY_S:
                 return
             self._last_used[token_id] = mono
+        import sqlalchemy as sa
+
+        from lorahub.registry.tables import Token
+
         try:
             session.execute(sa.update(Token).where(Token.id == token_id).values(last_used_at=now))
             session.commit()
@@ -202,6 +236,10 @@ def _invalid() -> Unauthorized:
 
 def load_secret(session: Session, name: str = "upload-url-key") -> bytes:
     """The named server secret, created on first use (shared by every server process)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from .tables import HubSecret
+
     row = session.get(HubSecret, name)
     if row is None:
         session.add(HubSecret(name=name, value=secrets.token_hex(32)))

@@ -9,14 +9,23 @@ Developers: a new revision goes in ``versions/`` (``alembic revision`` with
 ``-c`` pointing at a config whose ``script_location`` is this folder, or by
 hand); ``tests/registry/test_migrations.py`` checks that the migrated schema
 equals the models.
+
+Checking that a database is current costs no Alembic (a command's start): :func:`stored_revision`
+reads ``alembic_version`` with one query, :func:`head_revision` reads the revision ids from the
+files in ``versions/``; Alembic is imported only to migrate.
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Connection, Engine
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import Connection, Engine
+
+    from lorahub.registry.database import Raw
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,7 +65,29 @@ def alembic_config(url: str | None = None, connection: Connection | None = None)
     return cfg
 
 
+_REVISION_RE = re.compile(r"^revision\s*(?::[^=]*)?=\s*[\"']([^\"']+)[\"']", re.M)
+_DOWN_RE = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.*)$", re.M)
+_QUOTED_RE = re.compile(r"[\"']([^\"']+)[\"']")
+
+
+@lru_cache(maxsize=1)
 def head_revision() -> str:
+    """The newest revision, read from the files in ``versions/`` (``revision = "..."`` and
+    ``down_revision = ...`` lines; Alembic's own answer when they do not name exactly one head)."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for path in (HERE / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        rev, down = _REVISION_RE.search(text), _DOWN_RE.search(text)
+        if rev is None or down is None:
+            return _alembic_head()
+        revisions.add(rev.group(1))
+        downs.update(_QUOTED_RE.findall(down.group(1)))
+    heads = revisions - downs
+    return heads.pop() if len(heads) == 1 else _alembic_head()
+
+
+def _alembic_head() -> str:
     from alembic.script import ScriptDirectory
 
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
@@ -69,6 +100,22 @@ def current_revision(conn: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(conn).get_current_revision()
+
+
+def stored_revision(raw: Raw) -> str | None:
+    """The revision recorded in ``alembic_version`` (one query); None when there is none (an empty
+    database), and ``"?"`` when there are several (Alembic sorts that out when it migrates)."""
+    try:
+        rows = raw.all("SELECT version_num FROM alembic_version")
+    except Exception as exc:  # no such table: an empty database
+        from lorahub.registry.database import db_errors
+
+        if not isinstance(exc, db_errors()):
+            raise
+        return None
+    if len(rows) > 1:
+        return "?"
+    return rows[0][0] if rows else None
 
 
 #: PostgreSQL advisory lock key of the migrations (also taken in env.py).
@@ -128,4 +175,5 @@ def downgrade(engine: Engine, revision: str) -> None:
         conn.commit()
 
 
-__all__ = ["MIGRATION_LOCK_KEY", "include_object", "alembic_config", "current_revision", "downgrade", "head_revision", "upgrade"]
+__all__ = ["MIGRATION_LOCK_KEY", "include_object", "alembic_config", "current_revision", "downgrade", "head_revision", "stored_revision",
+           "upgrade"]

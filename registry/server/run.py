@@ -44,8 +44,9 @@ def setup_logging(level: str = "info", access_log: bool = True) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def prepare(data_dir: str | Path | None, database: str | None) -> tuple[Path, str, Any]:
-    """Create the data folder, migrate the database; ``(data_dir, url, registry)``."""
+def prepare(data_dir: str | Path | None, database: str | None, *, pooled: bool = True) -> tuple[Path, str, Any]:
+    """Create the data folder, migrate the database unless it is current; ``(data_dir, url, registry)``.
+    ``pooled=False``: the registry of one command (see :class:`lorahub.registry.catalogue.Registry`)."""
     from lorahub.registry.catalogue import Registry
 
     from .settings import default_data_dir
@@ -57,8 +58,12 @@ def prepare(data_dir: str | Path | None, database: str | None) -> tuple[Path, st
     except OSError as exc:
         raise UsageError(f"cannot use the data folder {data}: {exc.strerror or exc}") from None
     url = server_database_url(data, database)
-    registry = Registry(url, auto_migrate=False)
-    registry.migrate()
+    registry = Registry(url, auto_migrate=True, pooled=pooled)
+    try:
+        registry.ensure_schema()
+    except BaseException:
+        registry.close()
+        raise
     return data, url, registry
 
 

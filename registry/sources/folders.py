@@ -14,6 +14,10 @@ One pass:
    indexed file that no longer exists is a **move**: the adapter keeps its id;
 6. indexed files under the scanned folders that are gone are **removed**;
 7. everything is written in one transaction.
+
+Re-indexing an unchanged folder imports neither SQLAlchemy nor the tables (a command's fast
+start): the stored files are read on a :class:`~lorahub.registry.database.Raw` reader, and the
+writing modules are imported only when there is something to write.
 """
 
 from __future__ import annotations
@@ -27,16 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from lorahub.errors import LorahubError, UsageError
 from lorahub.schemas.registry import HASH_FIELDS, IndexFailure, IndexSummary
 
-from ..drafts import AdapterDraft, local_file_draft
-from ..rows import A, F, delete_adapters, write_adapters
-
 if TYPE_CHECKING:  # pragma: no cover
     from ..catalogue import Registry
+    from ..database import Raw
+    from ..drafts import AdapterDraft
 
 SUFFIX = ".safetensors"
 
@@ -92,13 +93,11 @@ def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
-def _stored(conn: Any) -> list[Stored]:
-    cols = [F.c.id, F.c.adapter_id, F.c.path, F.c.size, F.c.mtime_ns, F.c.inode, *(F.c[c] for c in HASH_FIELDS)]
-    stmt = select(*cols).join(A, A.c.id == F.c.adapter_id).where(A.c.source_kind == "local", F.c.path.is_not(None))
-    out = []
-    for row in conn.execute(stmt):
-        out.append(Stored(row[0], row[1], row[2], row[3], row[4], row[5], dict(zip(HASH_FIELDS, row[6:], strict=True))))
-    return out
+def _stored(raw: Raw) -> list[Stored]:
+    cols = ", ".join(["f.id", "f.adapter_id", "f.path", "f.size", "f.mtime_ns", "f.inode", *(f"f.{c}" for c in HASH_FIELDS)])
+    rows = raw.all(f"SELECT {cols} FROM adapter_files f JOIN adapters a ON a.id = f.adapter_id "
+                   "WHERE a.source_kind = :local AND f.path IS NOT NULL", {"local": "local"})
+    return [Stored(r[0], r[1], r[2], r[3], r[4], r[5], dict(zip(HASH_FIELDS, r[6:], strict=True))) for r in rows]
 
 
 def _same(st: os.stat_result, s: Stored) -> bool:
@@ -164,8 +163,8 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
     summary = IndexSummary(scanned=len(found), database=registry.display_url)
     summary.failed.extend(IndexFailure(path=p.split(": ", 1)[0], error=p.split(": ", 1)[-1]) for p in problems)
 
-    with registry.connect() as conn:
-        stored = _stored(conn)
+    with registry.reading() as raw:
+        stored = _stored(raw)
     by_path = {s.path: s for s in stored}
 
     todo: list[str] = []
@@ -210,6 +209,8 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
             except LorahubError as exc:
                 results[path] = str(exc)
 
+    from ..drafts import local_file_draft
+
     by_sha: dict[str, list[Stored]] = {}
     for s in [*vanished.values(), *elsewhere]:
         if s.hashes.get("sha256"):
@@ -253,6 +254,8 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
     summary.removed = len(remove)
 
     if drafts or remove:
+        from ..rows import delete_adapters, write_adapters
+
         with registry.writing() as conn:
             # Paths are unique: free the paths of rows about to be removed or moved first.
             if remove:
