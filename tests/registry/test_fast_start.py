@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from registry_db are parameters here
 """Registry commands start fast (issue 24): `search` (text, --json, --hash), `dupes`, a warm `index`
 and `token list` import neither SQLAlchemy, sqlmodel nor Alembic (nor huggingface_hub or torch),
 and print exactly what the full path prints.
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from registry_db import civitai_records, civitai_registry, corpus_records, corpus_registry, db_url  # noqa: F401
 
 from lorahub.cli.main import cli
 
