@@ -1,0 +1,233 @@
+"""The Xet protocol of ``lorahub serve``: the unchanged huggingface_hub with hf_xet, and no
+``HF_HUB_DISABLE_XET``, uploads, downloads and deduplicates (SQLite and PostgreSQL); hostile xorbs
+and shards are refused with nothing stored.
+
+The stock client runs in a subprocess whose environment has no ``HF_HUB_DISABLE_XET`` (the
+in-process fixtures switch Xet off for the LFS tests), with its own ``HF_XET_CACHE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import write_kohya_lora
+
+from lorahub.registry.hub import xet
+
+pytest.importorskip("hf_xet")
+
+CLIENT = r"""
+import json, os, sys
+from huggingface_hub import HfApi, hf_hub_download, constants
+assert not constants.HF_HUB_DISABLE_XET
+args = json.loads(sys.argv[1])
+api = HfApi(endpoint=os.environ["HF_ENDPOINT"], token=os.environ.get("HF_TOKEN"))
+op = args["op"]
+if op == "upload_file":
+    ci = api.upload_file(path_or_fileobj=args["src"], path_in_repo=args["dst"], repo_id=args["repo"])
+    print(json.dumps({"oid": ci.oid}))
+elif op == "upload_folder":
+    ci = api.upload_folder(folder_path=args["src"], repo_id=args["repo"])
+    print(json.dumps({"oid": ci.oid}))
+elif op == "download":
+    from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url
+    meta = get_hf_file_metadata(hf_hub_url(args["repo"], args["path"], endpoint=os.environ["HF_ENDPOINT"]), token=os.environ.get("HF_TOKEN"))
+    p = hf_hub_download(args["repo"], args["path"], cache_dir=args["cache"], endpoint=os.environ["HF_ENDPOINT"])
+    print(json.dumps({"path": p, "xet": meta.xet_file_data is not None}))
+"""
+
+
+def _client(server, tmp: Path, user: str, **args) -> dict:
+    env = server.env(user)
+    env.pop("HF_HUB_DISABLE_XET")
+    env["HF_XET_CACHE"] = str(tmp / f"xet-cache-{user}")
+    r = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(args)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _chunk_files(server) -> dict[str, int]:
+    root = server.data / "xet" / "chunks"
+    return {p.name: p.stat().st_size for p in root.glob("*/*")} if root.exists() else {}
+
+
+def _token(server, repo: str, user: str = "alice", kind: str = "write") -> tuple[str, str]:
+    r = server.request("GET", f"/api/models/{repo}/xet-{kind}-token/main", user=user)
+    assert r.status_code == 200, r.text
+    return r.headers["X-Xet-Cas-Url"], r.headers["X-Xet-Access-Token"]
+
+
+def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) -> None:
+    api = hub_server.api()
+    api.create_repo("alice/xet-lora")
+    lora = write_kohya_lora(tmp_path / "a" / "style.safetensors", rank=128, title="firststyle")
+    data = lora.read_bytes()
+    assert len(data) > 500_000  # several ~64 KiB chunks
+
+    before = _chunk_files(hub_server)
+    _client(hub_server, tmp_path, "alice", op="upload_file", src=str(lora), dst="style.safetensors", repo="alice/xet-lora")
+    after_first = _chunk_files(hub_server)
+    first_bytes = sum(after_first[h] for h in set(after_first) - set(before))
+    assert len(after_first) - len(before) >= 5 and first_bytes > 0
+
+    # Committed and indexed exactly like an LFS upload: the tree names its sha256, the registry has it.
+    info = api.model_info("alice/xet-lora", files_metadata=True)
+    (sib,) = [s for s in info.siblings if s.rfilename == "style.safetensors"]
+    assert sib.lfs is not None and sib.lfs.sha256 == hashlib.sha256(data).hexdigest() and sib.lfs.size == len(data)
+    assert api.parse_safetensors_file_metadata("alice/xet-lora", "style.safetensors").metadata["ss_output_name"] == "firststyle"
+
+    # The resolve HEAD carries the Xet headers, so the stock client reconstructs from the CAS ...
+    got = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora", path="style.safetensors", cache=str(tmp_path / "dl"))
+    assert got["xet"] is True
+    assert Path(got["path"]).read_bytes() == data
+    # ... and a plain GET still answers the bytes (curl, browsers).
+    plain = httpx.get(f"{hub_server.url}/alice/xet-lora/resolve/main/style.safetensors")
+    assert plain.status_code == 200 and plain.content == data
+
+    # A re-labelled copy (same tensors, another metadata header) stores only its new chunks.
+    relabelled = write_kohya_lora(tmp_path / "b" / "style.safetensors", rank=128, title="secondstyle")
+    other = relabelled.read_bytes()
+    assert other != data
+    api.create_repo("alice/xet-lora-copy")
+    _client(hub_server, tmp_path, "alice", op="upload_folder", src=str(relabelled.parent), repo="alice/xet-lora-copy")
+    after_second = _chunk_files(hub_server)
+    new = set(after_second) - set(after_first)
+    new_bytes = sum(after_second[h] for h in new)
+    assert 0 < len(new) <= 3, (len(new), len(after_first) - len(before))
+    assert new_bytes < len(other) / 4
+    got2 = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora-copy", path="style.safetensors", cache=str(tmp_path / "dl2"))
+    assert Path(got2["path"]).read_bytes() == other
+
+
+def test_private_files_never_reconstruct_for_others(hub_server, tmp_path: Path) -> None:
+    api = hub_server.api()
+    api.create_repo("alice/xet-private", private=True)
+    blob = os.urandom(200_000)
+    (tmp_path / "secret.bin").write_bytes(blob)
+    _client(hub_server, tmp_path, "alice", op="upload_file", src=str(tmp_path / "secret.bin"), dst="secret.safetensors.bin", repo="alice/xet-private")
+    head = hub_server.request("HEAD", "/alice/xet-private/resolve/main/secret.safetensors.bin")
+    file_hash = head.headers["X-Xet-Hash"]
+    # bob cannot get a token for the private repo, and his token for his own repo does not reach it.
+    assert hub_server.request("GET", "/api/models/alice/xet-private/xet-read-token/main", user="bob").status_code in (401, 404)
+    hub_server.api("bob").create_repo("bob/mine")
+    cas, tok = _token(hub_server, "bob/mine", user="bob", kind="read")
+    r = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {tok}"})
+    assert r.status_code == 404
+    # A read token never writes.
+    cas, ro = _token(hub_server, "alice/xet-private", kind="read")
+    assert httpx.post(f"{cas}/v1/shards", content=b"x", headers={"Authorization": f"Bearer {ro}"}).status_code == 403
+    # alice's own read token reconstructs, ranges included.
+    r = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {ro}", "Range": "bytes=1000-1999"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    out = bytearray()
+    for term in body["terms"]:
+        (fi,) = [f for f in body["fetch_info"][term["hash"]] if f["range"] == term["range"]]
+        raw = httpx.get(fi["url"], headers={"Range": f"bytes={fi['url_range']['start']}-{fi['url_range']['end']}"}).content
+        pos = 0
+        while pos < len(raw):
+            clen = int.from_bytes(raw[pos + 1 : pos + 4], "little")
+            out += xet.decode_record(raw[pos : pos + 8 + clen])
+            pos += 8 + clen
+    start = body["offset_into_first_range"]
+    assert bytes(out[start : start + 1000]) == blob[1000:2000]
+    tampered = body["fetch_info"][body["terms"][0]["hash"]][0]["url"].replace("sig=", "sig=A")
+    assert httpx.get(tampered).status_code == 403
+    past = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {ro}", "Range": f"bytes={len(blob)}-{len(blob) + 5}"})
+    assert past.status_code == 416
+
+
+# -- hostile inputs ----------------------------------------------------------------------------
+
+
+def _record(data: bytes) -> bytes:
+    return bytes([0]) + len(data).to_bytes(3, "little") + bytes([0]) + len(data).to_bytes(3, "little") + data
+
+
+def _xorb(chunks: list[bytes]) -> tuple[str, bytes]:
+    h = xet.xorb_hash([(xet.chunk_hash(c), len(c)) for c in chunks])
+    return xet.hex_of(h), b"".join(_record(c) for c in chunks)
+
+
+def _shard(files: list[tuple[bytes, list[tuple[bytes, int, int, int]], bytes | None]]) -> bytes:
+    out = bytearray(xet.SHARD_TAG + struct.pack("<QQ", 2, 0))
+    for fh, terms, sha in files:
+        flags = xet.FLAG_METADATA_EXT if sha is not None else 0
+        out += fh + struct.pack("<IIQ", flags, len(terms), 0)
+        for xh, unpacked, start, end in terms:
+            out += xh + struct.pack("<IIII", 0, unpacked, start, end)
+        if sha is not None:
+            out += sha + bytes(16)
+    out += xet.BOOKEND + bytes(16) + xet.BOOKEND + bytes(16)
+    return bytes(out)
+
+
+def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
+    api = hub_server.api()
+    api.create_repo("alice/xet-hostile")
+    hub_server.api("bob").create_repo("bob/xet-hostile")
+    cas, tok = _token(hub_server, "alice/xet-hostile")
+    auth = {"Authorization": f"Bearer {tok}"}
+    chunks = [os.urandom(30_000), os.urandom(20_000)]
+    good_hash, good = _xorb(chunks)
+    stored = _chunk_files(hub_server)
+
+    def post_xorb(h: str, body: bytes, headers: dict = auth) -> httpx.Response:
+        return httpx.post(f"{cas}/v1/xorbs/default/{h}", content=body, headers=headers, timeout=60)
+
+    assert post_xorb(good_hash, good, {}).status_code == 401
+    assert post_xorb(good_hash, good, {"Authorization": f"Bearer {tok[:-2]}xx"}).status_code == 401
+    assert post_xorb("0" * 64, good).status_code == 400  # wrong xorb hash
+    assert post_xorb(good_hash, good[:-10]).status_code == 400  # truncated
+    flipped = bytearray(good)
+    flipped[100] ^= 1
+    assert post_xorb(good_hash, bytes(flipped)).status_code == 400  # a chunk's bytes changed
+    lying = bytearray(good)
+    lying[5:8] = (30_001).to_bytes(3, "little")  # header says another length
+    assert post_xorb(good_hash, bytes(lying)).status_code == 400
+    huge = _record(b"\0" * (xet.MAX_CHUNK_SIZE + 1))
+    assert post_xorb(good_hash, huge).status_code == 400  # oversized chunk
+    assert post_xorb(good_hash, b"\0" * (xet.MAX_XORB_BYTES + 1)).status_code == 413  # oversized xorb
+    assert post_xorb(good_hash, b"").status_code == 400
+    assert _chunk_files(hub_server) == stored  # nothing stored
+
+    # bob uploads a xorb: alice may not name it in her shard (it is refused like one that does not exist).
+    _, bob_tok = _token(hub_server, "bob/xet-hostile", user="bob")
+    bob_chunks = [os.urandom(25_000)]
+    bob_hash, bob_body = _xorb(bob_chunks)
+    assert post_xorb(bob_hash, bob_body, {"Authorization": f"Bearer {bob_tok}"}).json() == {"was_inserted": True}
+    assert post_xorb(good_hash, good).json() == {"was_inserted": True}
+
+    leaves = [(xet.chunk_hash(c), len(c)) for c in chunks]
+    fh = xet.file_hash(leaves)
+    sha = hashlib.sha256(b"".join(chunks)).digest()
+    gx = xet.hash_of_hex(good_hash)
+
+    def post_shard(body: bytes) -> httpx.Response:
+        return httpx.post(f"{cas}/v1/shards", content=body, headers=auth, timeout=60)
+
+    bx = xet.hash_of_hex(bob_hash)
+    bob_fh = xet.file_hash([(xet.chunk_hash(bob_chunks[0]), 25_000)])
+    assert post_shard(_shard([(bob_fh, [(bx, 25_000, 0, 1)], None)])).status_code == 400  # not her xorb
+    assert post_shard(_shard([(fh, [(gx, 50_000, 0, 3)], sha)])).status_code == 400  # range past the xorb
+    assert post_shard(_shard([(fh, [(gx, 49_999, 0, 2)], sha)])).status_code == 400  # wrong unpacked length
+    assert post_shard(_shard([(bytes(32), [(gx, 50_000, 0, 2)], sha)])).status_code == 400  # wrong file hash
+    assert post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], bytes(32))])).status_code == 400  # wrong sha256
+    assert post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)])[:-20]).status_code == 400  # truncated
+    assert post_shard(b"not a shard" * 10).status_code == 400
+    bomb = xet.SHARD_TAG + struct.pack("<QQ", 2, 0) + fh + struct.pack("<IIQ", 0, 0xFFFFFFFF, 0)
+    assert post_shard(bomb).status_code == 400  # a count larger than the body
+    blobs = hub_server.data / "blobs" / "sha256"
+    assert not (blobs / sha.hex()[:2] / sha.hex()[2:4] / sha.hex()).exists()  # nothing registered
+
+    ok = post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)]))
+    assert ok.status_code == 200 and ok.json() == {"result": 1}
+    assert (blobs / sha.hex()[:2] / sha.hex()[2:4] / sha.hex()).read_bytes() == b"".join(chunks)
