@@ -320,6 +320,18 @@ def parse_shard(body: bytes, *, max_files: int = MAX_SHARD_FILES) -> list[ShardF
         files.append(ShardFile(fhash, terms, sha))
         if len(files) > max_files:
             raise XetFormatError(f"shard declares more than {max_files} files")
+    # The xorb section: read through (well formed, bookend present); its content is not needed.
+    while True:
+        if n - pos < ENTRY:
+            raise XetFormatError("shard ends inside its xorb section (truncated)")
+        at = pos
+        pos += ENTRY
+        if body[at : at + 32] == BOOKEND:
+            break
+        (count,) = struct.unpack_from("<I", body, at + 36)
+        if count > MAX_XORB_CHUNKS or n - pos < count * ENTRY:
+            raise XetFormatError("shard ends inside its xorb section (truncated)")
+        pos += count * ENTRY
     return files
 
 

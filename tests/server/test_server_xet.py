@@ -40,15 +40,15 @@ elif op == "upload_folder":
 elif op == "download":
     from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url
     meta = get_hf_file_metadata(hf_hub_url(args["repo"], args["path"], endpoint=os.environ["HF_ENDPOINT"]), token=os.environ.get("HF_TOKEN"))
-    p = hf_hub_download(args["repo"], args["path"], cache_dir=args["cache"], endpoint=os.environ["HF_ENDPOINT"])
+    p = hf_hub_download(args["repo"], args["path"], cache_dir=args["dl"], endpoint=os.environ["HF_ENDPOINT"])
     print(json.dumps({"path": p, "xet": meta.xet_file_data is not None}))
 """
 
 
-def _client(server, tmp: Path, user: str, **args) -> dict:
+def _client(server, tmp: Path, user: str, cache: str | None = None, **args) -> dict:
     env = server.env(user)
     env.pop("HF_HUB_DISABLE_XET")
-    env["HF_XET_CACHE"] = str(tmp / f"xet-cache-{user}")
+    env["HF_XET_CACHE"] = str(tmp / f"xet-cache-{cache or user}")
     r = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(args)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -85,7 +85,7 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     assert api.parse_safetensors_file_metadata("alice/xet-lora", "style.safetensors").metadata["ss_output_name"] == "firststyle"
 
     # The resolve HEAD carries the Xet headers, so the stock client reconstructs from the CAS ...
-    got = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora", path="style.safetensors", cache=str(tmp_path / "dl"))
+    got = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora", path="style.safetensors", dl=str(tmp_path / "dl"))
     assert got["xet"] is True
     assert Path(got["path"]).read_bytes() == data
     # ... and a plain GET still answers the bytes (curl, browsers).
@@ -103,8 +103,22 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     new_bytes = sum(after_second[h] for h in new)
     assert 0 < len(new) <= 3, (len(new), len(after_first) - len(before))
     assert new_bytes < len(other) / 4
-    got2 = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora-copy", path="style.safetensors", cache=str(tmp_path / "dl2"))
+    got2 = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora-copy", path="style.safetensors", dl=str(tmp_path / "dl2"))
     assert Path(got2["path"]).read_bytes() == other
+
+    # bob, another user with a fresh client, uploads the same copy: the server stores no chunk again.
+    hub_server.api("bob").create_repo("bob/xet-copy")
+    _client(hub_server, tmp_path, "bob", op="upload_file", src=str(relabelled), dst="copy.safetensors", repo="bob/xet-copy")
+    assert _chunk_files(hub_server) == after_second
+
+    # alice on a fresh client (no local cache) uploads her file again: the global dedupe query
+    # answers a shard naming her xorb, so the client sends no xorb at all, only the shard.
+    api.create_repo("alice/xet-again")
+    posts = hub_server.log_text().count("POST /api/lorahub/xet/v1/xorbs/")
+    _client(hub_server, tmp_path, "alice", cache="alice-fresh", op="upload_file", src=str(lora), dst="again.safetensors", repo="alice/xet-again")
+    assert hub_server.log_text().count("POST /api/lorahub/xet/v1/xorbs/") == posts
+    assert "GET /api/lorahub/xet/v1/chunks/" in hub_server.log_text()
+    assert api.model_info("alice/xet-again", files_metadata=True).siblings[-1].lfs.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_private_files_never_reconstruct_for_others(hub_server, tmp_path: Path) -> None:
@@ -205,10 +219,16 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     bob_hash, bob_body = _xorb(bob_chunks)
     assert post_xorb(bob_hash, bob_body, {"Authorization": f"Bearer {bob_tok}"}).json() == {"was_inserted": True}
     assert post_xorb(good_hash, good).json() == {"was_inserted": True}
+    # The global dedupe query answers alice (a shard listing her xorb), not bob, who never uploaded it.
+    first = xet.hex_of(xet.chunk_hash(chunks[0]))
+    dd = httpx.get(f"{cas}/v1/chunks/default-merkledb/{first}", headers=auth)
+    assert dd.status_code == 200 and xet.parse_shard(dd.content) == []
+    assert good_hash in dd.content.hex() or xet.hash_of_hex(good_hash) in dd.content
+    assert httpx.get(f"{cas}/v1/chunks/default/{first}", headers={"Authorization": f"Bearer {bob_tok}"}).status_code == 404
 
     leaves = [(xet.chunk_hash(c), len(c)) for c in chunks]
     fh = xet.file_hash(leaves)
-    sha = hashlib.sha256(b"".join(chunks)).digest()
+    sha = xet.hash_of_hex(hashlib.sha256(b"".join(chunks)).hexdigest())  # shards hold it word-reversed
     gx = xet.hash_of_hex(good_hash)
 
     def post_shard(body: bytes) -> httpx.Response:
@@ -222,12 +242,23 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     assert post_shard(_shard([(bytes(32), [(gx, 50_000, 0, 2)], sha)])).status_code == 400  # wrong file hash
     assert post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], bytes(32))])).status_code == 400  # wrong sha256
     assert post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)])[:-20]).status_code == 400  # truncated
+    assert post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)])[:100]).status_code == 400
     assert post_shard(b"not a shard" * 10).status_code == 400
     bomb = xet.SHARD_TAG + struct.pack("<QQ", 2, 0) + fh + struct.pack("<IIQ", 0, 0xFFFFFFFF, 0)
     assert post_shard(bomb).status_code == 400  # a count larger than the body
     blobs = hub_server.data / "blobs" / "sha256"
-    assert not (blobs / sha.hex()[:2] / sha.hex()[2:4] / sha.hex()).exists()  # nothing registered
+    oid = hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert not (blobs / oid[:2] / oid[2:4] / oid).exists()  # nothing registered
 
     ok = post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)]))
     assert ok.status_code == 200 and ok.json() == {"result": 1}
-    assert (blobs / sha.hex()[:2] / sha.hex()[2:4] / sha.hex()).read_bytes() == b"".join(chunks)
+    assert (blobs / oid[:2] / oid[2:4] / oid).read_bytes() == b"".join(chunks)
+    # Registered for alice's repo: a commit may name it (checked like an LFS object); bob's repo may not.
+    from conftest import NDJSON, ndjson
+
+    line = {"key": "lfsFile", "value": {"path": "data.bin", "algo": "sha256", "oid": oid, "size": 50_000}}
+    head = {"key": "header", "value": {"summary": "xet file"}}
+    r = hub_server.request("POST", "/api/models/alice/xet-hostile/commit/main", content=ndjson(head, line), headers=NDJSON)
+    assert r.status_code == 200, r.text
+    r = hub_server.request("POST", "/api/models/bob/xet-hostile/commit/main", user="bob", content=ndjson(head, line), headers=NDJSON)
+    assert r.status_code >= 400
