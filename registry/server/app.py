@@ -48,8 +48,8 @@ A self-hosted, Hugging Face Hub compatible hub for Stable Diffusion LoRA adapter
 * **lorahub API** (below): search the registry by words and filters, or look an adapter up by any
   fingerprint (SHA-256, AutoV2, AutoV3, BLAKE3, CRC32 or a prefix of at least 8 hex digits).
 * **Hub API** (not listed here): the subset of the Hugging Face Hub HTTP API that `huggingface_hub`,
-  the `hf` CLI and diffusers use. Point them at this server with `HF_ENDPOINT=<this URL>` and, to
-  upload, `HF_HUB_DISABLE_XET=1`. See `docs/server.md`.
+  the `hf` CLI and diffusers use, including the Xet protocol of `hf_xet` (classic LFS too). Point
+  them at this server with `HF_ENDPOINT=<this URL>`. See `docs/server.md`.
 
 Authentication: `Authorization: Bearer <token>` with a token from `lorahub token create --user NAME`.
 """
