@@ -262,3 +262,41 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     assert r.status_code == 200, r.text
     r = hub_server.request("POST", "/api/models/bob/xet-hostile/commit/main", user="bob", content=ndjson(head, line), headers=NDJSON)
     assert r.status_code >= 400
+
+
+def test_registry_check_covers_xet(hub_server, tmp_path: Path) -> None:
+    from lorahub.registry.hub.check import check_storage
+
+    api = hub_server.api()
+    api.create_repo("alice/xet-check-a")
+    api.create_repo("alice/xet-check-b")
+    one = write_kohya_lora(tmp_path / "one" / "m.safetensors", rank=64, title="checkone")
+    two = write_kohya_lora(tmp_path / "two" / "m.safetensors", rank=64, title="checktwo")
+    _client(hub_server, tmp_path, "alice", op="upload_file", src=str(one), dst="m.safetensors", repo="alice/xet-check-a")
+    _client(hub_server, tmp_path, "alice", op="upload_file", src=str(two), dst="m.safetensors", repo="alice/xet-check-b")
+
+    report = check_storage(hub_server.data, hub_server.database, grace_s=3600)
+    assert report.ok, [i.message for i in report.issues if i.severity == "error"]
+    assert report.xet_xorbs >= 2 and report.xet_files >= 2 and report.xet_chunks >= 5
+    # the second file shares all but its header chunks with the first
+    assert report.xet_bytes_saved >= two.stat().st_size // 2
+
+    # A chunk file whose bytes changed is an error, named; --repair quarantines it (still an error:
+    # a xorb needs it); putting it back makes the store whole again.
+    chunk = sorted((hub_server.data / "xet" / "chunks").glob("*/*"))[0]
+    good = chunk.read_bytes()
+    chunk.chmod(0o644)
+    chunk.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    bad = check_storage(hub_server.data, hub_server.database)
+    assert not bad.ok and [i.kind for i in bad.issues if i.severity == "error"] == ["xet_corrupt_chunk"]
+    chunk.write_bytes(good)
+    # A chunk file no xorb names (a crashed upload) is an orphan; --repair removes it once old.
+    stray = xet.hex_of(xet.chunk_hash(b"never in a xorb"))
+    orphan = hub_server.data / "xet" / "chunks" / stray[:2] / stray
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(_record(b"never in a xorb"))
+    os.utime(orphan, (1, 1))
+    found = check_storage(hub_server.data, hub_server.database)
+    assert found.ok and [i.kind for i in found.issues if i.kind.startswith("xet")] == ["xet_orphan_chunk"]
+    fixed = check_storage(hub_server.data, hub_server.database, repair=True)
+    assert fixed.repaired >= 1 and not orphan.exists()
