@@ -22,7 +22,10 @@ query (the wire formats are in :mod:`.xet`; the HTTP routes in ``registry/server
   Nothing is recorded unless every file of the shard passed.
 * Reconstruction answers only for a file whose SHA-256 the token's repo holds
   (``hub_repo_objects``), so private data never reconstructs through another repo's token.
-  Xorb byte ranges are fetched from URLs signed for one xorb and a short time.
+  Xorb bytes are fetched from URLs signed for one byte range of one xorb (a xorb may also hold
+  chunks of other files, which the token may not read) and a short time.
+* Tokens are re-checked on every call: the repo still there under the same name, still readable
+  by the token's user (a repo made private stops answering), the ``lh_`` token not revoked.
 * Global dedupe: chunks whose hash is ``0 mod 1024`` (and each file's first chunk) map to a xorb;
   the query answers a shard listing that xorb's chunks, only for xorbs the asking user owns.
 """
@@ -42,7 +45,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from lorahub.registry.database import Sessions, insert_ignore
-from lorahub.registry.tables import utcnow
+from lorahub.registry.tables import Token, utcnow
 
 from . import xet
 from .auth import Identity, UrlSigner
@@ -73,6 +76,8 @@ class XetClaims:
     repo_key: str
     write: bool
     exp: int
+    token_id: int = 0  # the lh_ token it was issued for (0: anonymous)
+    admin: bool = False
 
 
 def _b64(data: bytes) -> str:
@@ -109,6 +114,8 @@ class XetCas:
                 "k": repo.key,
                 "w": 1 if write else 0,
                 "e": int(time.time()) + TOKEN_TTL_S,
+                "t": ident.token_id if ident is not None else 0,
+                "a": 1 if ident is not None and ident.is_admin else 0,
             }
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{TOKEN_PREFIX}{payload}.{self.signer.sign('xet-token', payload)}", claims["e"]
@@ -123,7 +130,7 @@ class XetCas:
             raise Unauthorized("invalid Xet token")
         try:
             c = json.loads(_unb64(payload))
-            claims = XetClaims(int(c["u"]), int(c["r"]), str(c["k"]), bool(c["w"]), int(c["e"]))
+            claims = XetClaims(int(c["u"]), int(c["r"]), str(c["k"]), bool(c["w"]), int(c["e"]), int(c["t"]), bool(c["a"]))
         except (ValueError, KeyError, TypeError):
             raise Unauthorized("invalid Xet token") from None
         if claims.exp < time.time():
@@ -131,9 +138,16 @@ class XetCas:
         if write and not claims.write:
             raise Forbidden("this Xet token is read-only")
         with self.sessions.read() as s:
+            # Re-checked on every call: the repo (same name), its visibility, the lh_ token behind it.
             repo = s.get(HubRepo, claims.repo_pk)
             if repo is None or repo.key != claims.repo_key:
                 raise Unauthorized("the repo of this Xet token no longer exists")
+            if repo.private and not (claims.admin or (claims.user_id and claims.user_id == repo.owner_id)):
+                raise Unauthorized("this Xet token no longer gives access to its repo")
+            if claims.token_id:
+                tok = s.get(Token, claims.token_id)
+                if tok is None or tok.revoked_at is not None or tok.user_id != claims.user_id:
+                    raise Unauthorized("the token this Xet token was issued for has been revoked")
         return claims
 
     # -- chunks ---------------------------------------------------------------------------
@@ -238,9 +252,11 @@ class XetCas:
             for part in _batches(sorted(owned), 500):
                 for h, chunks in s.execute(sa.select(HubXetXorb.hash, HubXetXorb.chunks).where(HubXetXorb.hash.in_(part))):
                     xorbs[h] = json.loads(chunks)
-        plans = []
-        for f in files:
-            plans.append(self._check_file(f, xorbs))
+        plans = [self._check_file(f, xorbs) for f in files]
+        total = sum(p[1] for p in plans)
+        if total > self.config.max_upload_size:
+            # Bounds what one small shard can make the server write (terms may repeat chunks).
+            raise PayloadTooLarge(f"the files of one shard add up to {total} bytes, over the server's limit of {self.config.max_upload_size}")
         # Every file passed: reconstruct each into the blob store through its SHA-256.
         for f, (fhex, size, terms) in zip(files, plans, strict=True):
             expected = xet.hex_of(f.sha256) if f.sha256 is not None else None  # stored like a Xet hash: 8-byte words reversed
@@ -354,25 +370,28 @@ class XetCas:
             out_terms.append({"hash": xh, "unpacked_length": unpacked, "range": {"start": first, "end": last + 1}})
             b0 = sum(c[2] for c in chunks[:first])
             b1 = b0 + sum(c[2] for c in chunks[first : last + 1]) - 1
-            sig = self.signer.sign("xet-xorb", xh, exp)
+            # Signed for these bytes only: a xorb may also hold chunks of files this token may not read.
+            sig = self.signer.sign("xet-xorb", xh, b0, b1, exp)
             fetch.setdefault(xh, []).append(
-                {"range": {"start": first, "end": last + 1}, "url": f"{base}/xorbs/{xh}?exp={exp}&sig={sig}", "url_range": {"start": b0, "end": b1}}
+                {"range": {"start": first, "end": last + 1}, "url": f"{base}/xorbs/{xh}?r={b0}-{b1}&exp={exp}&sig={sig}", "url_range": {"start": b0, "end": b1}}
             )
         return {"offset_into_first_range": offset_first, "terms": out_terms, "fetch_info": fetch}
 
-    def check_fetch(self, xh: str, exp: str, sig: str) -> list[list]:
+    def check_fetch(self, xh: str, allowed: str, exp: str, sig: str) -> tuple[list[list], int, int]:
+        """The xorb's chunks and the byte range ``[b0, b1]`` its signed URL allows."""
         try:
             exp_i = int(exp)
+            b0, b1 = (int(x) for x in allowed.split("-", 1))
         except ValueError:
             raise Forbidden("invalid xorb URL") from None
-        if not xet.is_hex_hash(xh) or not self.signer.check(sig, "xet-xorb", xh, exp_i):
+        if not xet.is_hex_hash(xh) or not self.signer.check(sig, "xet-xorb", xh, b0, b1, exp_i):
             raise Forbidden("invalid xorb URL signature")
         if exp_i < time.time():
             raise Forbidden("this xorb URL has expired; ask for the reconstruction again")
         chunks = self.xorb_chunks(xh)
         if not chunks:
             raise XetError("no such xorb", status=404)
-        return chunks
+        return chunks, b0, b1
 
     def xorb_bytes(self, chunks: list[list], start: int, end: int) -> Iterator[bytes]:
         """Bytes ``[start, end]`` (inclusive) of a xorb as served (its stored records, in order)."""

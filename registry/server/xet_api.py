@@ -8,7 +8,8 @@
 * ``GET /v1/reconstructions/<file hash>`` (``Range: bytes=a-b``): V1 answer; ``/v2/...`` is a 404,
   so the client falls back to V1.
 * ``GET /v1/chunks/default-merkledb/<chunk hash>``: the global dedupe query -> a shard, or 404.
-* ``GET /xorbs/<hash>?exp=&sig=`` (``Range``): the xorb bytes a reconstruction points to.
+* ``GET /xorbs/<hash>?r=A-B&exp=&sig=`` (``Range`` within ``A-B``): the xorb bytes a reconstruction
+  points to; the URL is signed for that byte range only.
 * ``POST /v1/telemetry``: accepted and dropped.
 """
 
@@ -112,17 +113,14 @@ async def dedupe_query(prefix: str, hash: str, request: Request) -> Response:
 async def fetch_xorb(hash: str, request: Request) -> Response:
     st = state_of(request)
     q = request.query_params
-    chunks = await run_in_threadpool(st.xet.check_fetch, hash, q.get("exp", ""), q.get("sig", ""))
+    chunks, b0, b1 = await run_in_threadpool(st.xet.check_fetch, hash, q.get("r", ""), q.get("exp", ""), q.get("sig", ""))
     total = sum(c[2] for c in chunks)
     rng = _range(request)
-    start, end = (0, total - 1) if rng is None else (rng[0], min(total - 1, rng[1] if rng[1] is not None else total - 1))
-    if start >= total or end < start:
-        raise HubApiError("range outside the xorb", status=416)
-    headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes"}
-    status = 200
-    if rng is not None:
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+    start, end = (b0, b1) if rng is None else (rng[0], rng[1] if rng[1] is not None else b1)
+    if start < b0 or end > b1 or end >= total or end < start:
+        raise HubApiError("range outside what this URL allows", status=416)
+    headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes", "Content-Range": f"bytes {start}-{end}/{total}"}
+    status = 206 if (start, end) != (0, total - 1) else 200
     body = iterate_in_threadpool(st.xet.xorb_bytes(chunks, start, end))
     return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -153,10 +154,54 @@ def test_private_files_never_reconstruct_for_others(hub_server, tmp_path: Path) 
             pos += 8 + clen
     start = body["offset_into_first_range"]
     assert bytes(out[start : start + 1000]) == blob[1000:2000]
-    tampered = body["fetch_info"][body["terms"][0]["hash"]][0]["url"].replace("sig=", "sig=A")
-    assert httpx.get(tampered).status_code == 403
+    url = body["fetch_info"][body["terms"][0]["hash"]][0]["url"]
+    assert httpx.get(url.replace("sig=", "sig=A")).status_code == 403
+    # A fetch URL is signed for its byte range only (a xorb may hold chunks of other files).
+    assert httpx.get(re.sub(r"\?r=\d+-\d+", "?r=0-99999999", url)).status_code == 403
+    assert httpx.get(url, headers={"Range": "bytes=0-999999999"}).status_code == 416
     past = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {ro}", "Range": f"bytes={len(blob)}-{len(blob) + 5}"})
     assert past.status_code == 416
+
+
+def test_xet_tokens_are_rechecked_on_every_call(hub_server, tmp_path: Path) -> None:
+    from sqlmodel import Session
+
+    from lorahub.registry.database import make_engine
+    from lorahub.registry.hub.auth import create_token, revoke_token
+
+    api = hub_server.api()
+    api.create_repo("alice/xet-open")
+    (tmp_path / "w.bin").write_bytes(os.urandom(100_000))
+    _client(hub_server, tmp_path, "alice", op="upload_file", src=str(tmp_path / "w.bin"), dst="w.safetensors.bin", repo="alice/xet-open")
+    file_hash = hub_server.request("HEAD", "/alice/xet-open/resolve/main/w.safetensors.bin", user=None).headers["X-Xet-Hash"]
+    # Anyone may read a public repo: an anonymous read token reconstructs ...
+    r = httpx.get(f"{hub_server.url}/api/models/alice/xet-open/xet-read-token/main")
+    cas, anon = r.headers["X-Xet-Cas-Url"], r.headers["X-Xet-Access-Token"]
+    recon = f"{cas}/v1/reconstructions/{file_hash}"
+    assert httpx.get(recon, headers={"Authorization": f"Bearer {anon}"}).status_code == 200
+    _, bob = _token(hub_server, "alice/xet-open", user="bob", kind="read")
+    # ... until the repo is made private: the tokens already handed out stop answering at once.
+    api.update_repo_settings("alice/xet-open", private=True)
+    assert httpx.get(recon, headers={"Authorization": f"Bearer {anon}"}).status_code == 401
+    assert httpx.get(recon, headers={"Authorization": f"Bearer {bob}"}).status_code == 401
+    # A Xet token dies with the lh_ token it was issued for.
+    engine = make_engine(hub_server.database)
+    try:
+        with Session(engine) as s:
+            temp, _, _ = create_token(s, "alice", write=True, name="temp")
+        r = httpx.get(f"{hub_server.url}/api/models/alice/xet-open/xet-write-token/main", headers={"Authorization": f"Bearer {temp}"})
+        tok = r.headers["X-Xet-Access-Token"]
+        assert httpx.get(recon, headers={"Authorization": f"Bearer {tok}"}).status_code == 200
+        with Session(engine) as s:
+            revoke_token(s, temp)
+        assert httpx.get(recon, headers={"Authorization": f"Bearer {tok}"}).status_code == 401
+    finally:
+        engine.dispose()
+    # A token of a deleted repo is dead even when a repo of the same name is created again.
+    _, w = _token(hub_server, "alice/xet-open")
+    api.delete_repo("alice/xet-open")
+    api.create_repo("alice/xet-open")
+    assert httpx.post(f"{cas}/v1/shards", content=b"x", headers={"Authorization": f"Bearer {w}"}).status_code == 401
 
 
 # -- hostile inputs ----------------------------------------------------------------------------
