@@ -52,6 +52,7 @@ from .auth import Identity, UrlSigner
 from .blobstore import BlobStore
 from .config import HubConfig
 from .errors import BadRequest, Forbidden, HubApiError, PayloadTooLarge, Unauthorized
+from .faults import fault_point
 from .lfs import Lfs
 from .repos import get_repo
 from .tables import HubRepo, HubRepoObject, HubXetDedupe, HubXetFile, HubXetXorb, HubXetXorbOwner
@@ -196,6 +197,7 @@ class XetCas:
                 h = xet.hex_of(c.hash)
                 stored, _ = self._put_chunk(h, c.record)
                 listing.append([h, c.length, stored])
+            fault_point("xet-xorb-before-row")  # inert outside crash tests (see .faults)
             with self.sessions.write() as s:
                 insert_ignore(
                     s,

@@ -345,3 +345,58 @@ def test_registry_check_covers_xet(hub_server, tmp_path: Path) -> None:
     assert found.ok and [i.kind for i in found.issues if i.kind.startswith("xet")] == ["xet_orphan_chunk"]
     fixed = check_storage(hub_server.data, hub_server.database, repair=True)
     assert fixed.repaired >= 1 and not orphan.exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_sigkill_mid_upload_then_check_and_repush(backend: str, tmp_path: Path) -> None:
+    """Killed after a xorb's chunks are on disk, before its row: the check sees orphan chunks (no
+    error), and pushing again completes the upload with nothing left over."""
+    import signal
+
+    from conftest import drop_pg_database, fresh_pg_database, start_server, stop_server
+    from testkit import wait_for
+
+    from lorahub.registry.hub.check import check_storage
+    from lorahub.registry.hub.faults import ENV, ENV_DIR
+
+    url = fresh_pg_database() if backend == "postgres" else None
+    data = tmp_path / "data"
+    started = []
+    try:
+        server = start_server(data, url, backend, env={ENV: "xet-xorb-before-row", ENV_DIR: str(tmp_path / "faults")})
+        started.append(server)
+        (tmp_path / "faults").mkdir()
+        server.api().create_repo("alice/crash")
+        lora = write_kohya_lora(tmp_path / "m.safetensors", rank=64)
+        env = server.env("alice")
+        env.pop("HF_HUB_DISABLE_XET")
+        env["HF_XET_CACHE"] = str(tmp_path / "xet-cache-1")
+        args = json.dumps({"op": "upload_file", "src": str(lora), "dst": "m.safetensors", "repo": "alice/crash"})
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: (tmp_path / "faults" / "xet-xorb-before-row.reached").exists(), "the xet-xorb-before-row fault point")
+            os.kill(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(timeout=15)
+        finally:
+            client.kill()
+            client.wait(timeout=30)
+        assert _chunk_files(server)  # the chunks landed, the xorb row did not
+
+        server = start_server(data, server.database, backend)
+        started.append(server)
+        report = check_storage(data, server.database)
+        assert report.ok and report.xet_xorbs == 0
+        assert {(i.kind, i.severity) for i in report.issues} == {("xet_orphan_chunk", "pending")}
+        assert not server.api().file_exists("alice/crash", "m.safetensors")
+
+        got = _client(server, tmp_path, "alice", cache="2", op="upload_file", src=str(lora), dst="m.safetensors", repo="alice/crash")
+        assert got["oid"]
+        down = _client(server, tmp_path, "bob", op="download", repo="alice/crash", path="m.safetensors", dl=str(tmp_path / "dl"))
+        assert down["xet"] and Path(down["path"]).read_bytes() == lora.read_bytes()
+        clean = check_storage(data, server.database, grace_s=0)
+        assert clean.ok and clean.issues == [], clean.issues
+    finally:
+        for s in started:
+            stop_server(s)
+        if url:
+            drop_pg_database(url)
