@@ -39,6 +39,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,11 +193,12 @@ class XetCas:
         with self.sessions.read() as s:
             known = s.get(HubXetXorb, hex_hash) is not None
         if not known:
-            listing = []
-            for c in chunks:
-                h = xet.hex_of(c.hash)
-                stored, _ = self._put_chunk(h, c.record)
-                listing.append([h, c.length, stored])
+            names = [xet.hex_of(c.hash) for c in chunks]
+            # One fsync per chunk file, run side by side: the journal commits them together (a
+            # 64 MiB xorb of ~1000 chunks: ~0.2 s instead of ~3.5 s one after the other).
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                sizes = list(pool.map(lambda hc: self._put_chunk(hc[0], hc[1].record)[0], zip(names, chunks, strict=True)))
+            listing = [[h, c.length, n] for h, c, n in zip(names, chunks, sizes, strict=True)]
             fault_point("xet-xorb-before-row")  # inert outside crash tests (see .faults)
             with self.sessions.write() as s:
                 insert_ignore(
