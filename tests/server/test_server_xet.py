@@ -400,3 +400,47 @@ def test_sigkill_mid_upload_then_check_and_repush(backend: str, tmp_path: Path) 
             stop_server(s)
         if url:
             drop_pg_database(url)
+
+
+DIFFUSERS = r"""
+import json
+import torch
+from diffusers import StableDiffusionPipeline
+from huggingface_hub import constants
+assert not constants.HF_HUB_DISABLE_XET
+pipe = StableDiffusionPipeline.from_pretrained("alice/xet-sd1-tiny", safety_checker=None, requires_safety_checker=False)
+pipe.set_progress_bar_config(disable=True)
+def run():
+    g = torch.Generator().manual_seed(0)
+    return pipe("a tnystl painting", num_inference_steps=2, generator=g, output_type="np", height=64, width=64).images
+before = run()
+pipe.load_lora_weights("alice/xet-tiny-lora")
+after = run()
+print("RESULT " + json.dumps({"adapters": pipe.get_list_adapters(), "diff": float(abs(after - before).max())}))
+"""
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_diffusers_loads_a_lora_uploaded_and_downloaded_through_xet(sqlite_server, embedded_base: Path, tmp_path: Path) -> None:
+    from lorahub.base.synthetic import make_adapter
+
+    srv = sqlite_server
+    api = srv.api()
+    api.create_repo("alice/xet-sd1-tiny")
+    api.upload_folder(folder_path=embedded_base, repo_id="alice/xet-sd1-tiny")  # LFS (in-process: Xet off)
+    lora = make_adapter(tmp_path / "lora" / "pytorch_lora_weights.safetensors", base=embedded_base, rank=4, fmt="diffusers", trigger="tnystl")
+    api.create_repo("alice/xet-tiny-lora", private=True)
+    _client(srv, tmp_path, "alice", op="upload_folder", src=str(lora.parent), repo="alice/xet-tiny-lora")  # Xet
+
+    env = srv.env("alice")
+    env.pop("HF_HUB_DISABLE_XET")
+    env["HF_XET_CACHE"] = str(tmp_path / "xet-cache-diffusers")
+    proc = subprocess.run([sys.executable, "-c", DIFFUSERS], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
+    assert result["adapters"]["unet"] and result["diff"] > 1e-4
+    log = srv.log_text()
+    assert '"GET /api/models/alice/xet-tiny-lora/xet-read-token/' in log and "/api/lorahub/xet/v1/reconstructions/" in log
+    hits = srv.request("GET", "/api/lorahub/search", params={"q": "xet-tiny-lora"}).json()
+    assert [h["name"] for h in hits] == ["xet-tiny-lora"]  # indexed like an LFS upload
