@@ -19,7 +19,7 @@ query (the wire formats are in :mod:`.xet`; the HTTP routes in ``registry/server
   announces) and recorded for the token's repo exactly like an LFS upload
   (:meth:`.lfs.Lfs.record_upload`): a commit naming that oid goes through the same checks
   (safetensors validation, pickles refused, registry entry) as one whose object came through LFS.
-  Nothing is recorded unless every file of the shard passed.
+  Nothing is recorded unless every file of the shard passed every check, its SHA-256 included.
 * Reconstruction answers only for a file whose SHA-256 the token's repo holds
   (``hub_repo_objects``), so private data never reconstructs through another repo's token.
   Xorb bytes are fetched from URLs signed for one byte range of one xorb (a xorb may also hold
@@ -261,17 +261,21 @@ class XetCas:
         if total > self.config.max_upload_size:
             # Bounds what one small shard can make the server write (terms may repeat chunks).
             raise PayloadTooLarge(f"the files of one shard add up to {total} bytes, over the server's limit of {self.config.max_upload_size}")
-        # Every file passed: reconstruct each into the blob store through its SHA-256.
+        # Every file passed: rebuild each into the blob store through its SHA-256 (a file whose
+        # SHA-256 is not the one the shard states fails the whole shard) ...
+        stored_files = []
         for f, (fhex, size, terms) in zip(files, plans, strict=True):
             expected = xet.hex_of(f.sha256) if f.sha256 is not None else None  # stored like a Xet hash: 8-byte words reversed
             writer = self.store.begin(expected_size=size)
             try:
                 for chunk in self._file_bytes(terms, xorbs):
                     writer.write(chunk)
-                stored = writer.commit(expected)
+                stored_files.append((fhex, size, terms, writer.commit(expected)))
             except BaseException:
                 writer.abort()
                 raise
+        # ... then record them all (a crash in between leaves complete, unrecorded blobs: orphans).
+        for fhex, size, terms, stored in stored_files:
             self.lfs.record_upload(claims.repo_pk, stored)
             with self.sessions.write() as s:
                 insert_ignore(

@@ -295,14 +295,20 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     oid = hashlib.sha256(b"".join(chunks)).hexdigest()
     assert not (blobs / oid[:2] / oid[2:4] / oid).exists()  # nothing registered
 
+    # Two files, the second with a wrong SHA-256: the shard fails whole, the first is not recorded either.
+    from conftest import NDJSON, ndjson
+
+    fh1 = xet.file_hash(leaves[:1])
+    assert post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha), (fh1, [(gx, 30_000, 0, 1)], bytes(32))])).status_code == 400
+    line = {"key": "lfsFile", "value": {"path": "data.bin", "algo": "sha256", "oid": oid, "size": 50_000}}
+    head = {"key": "header", "value": {"summary": "xet file"}}
+    r = hub_server.request("POST", "/api/models/alice/xet-hostile/commit/main", content=ndjson(head, line), headers=NDJSON)
+    assert r.status_code >= 400, r.text
+
     ok = post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)]))
     assert ok.status_code == 200 and ok.json() == {"result": 1}
     assert (blobs / oid[:2] / oid[2:4] / oid).read_bytes() == b"".join(chunks)
     # Registered for alice's repo: a commit may name it (checked like an LFS object); bob's repo may not.
-    from conftest import NDJSON, ndjson
-
-    line = {"key": "lfsFile", "value": {"path": "data.bin", "algo": "sha256", "oid": oid, "size": 50_000}}
-    head = {"key": "header", "value": {"summary": "xet file"}}
     r = hub_server.request("POST", "/api/models/alice/xet-hostile/commit/main", content=ndjson(head, line), headers=NDJSON)
     assert r.status_code == 200, r.text
     r = hub_server.request("POST", "/api/models/bob/xet-hostile/commit/main", user="bob", content=ndjson(head, line), headers=NDJSON)
