@@ -38,7 +38,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +91,9 @@ def _unb64(text: str) -> bytes:
 
 
 class XetCas:
-    def __init__(self, sessions: Sessions, store: BlobStore, lfs: Lfs, config: HubConfig, root: Path, signer: callable) -> None:  # type: ignore[valid-type]
+    def __init__(
+        self, sessions: Sessions, store: BlobStore, lfs: Lfs, config: HubConfig, root: Path, signer: Callable[[], UrlSigner]
+    ) -> None:
         self.sessions = sessions
         self.store = store
         self.lfs = lfs
@@ -440,9 +442,23 @@ class XetCas:
         return xet.build_dedupe_shard(listing, timestamp=int(time.time()))
 
 
+def sweep_parts(tmp: Path, older_than_s: float) -> int:
+    """Remove ``tmp/*.part`` chunk files (a xorb upload cut off) older than ``older_than_s``."""
+    n = 0
+    now = time.time()
+    for p in tmp.glob("*.part") if tmp.is_dir() else ():
+        try:
+            if now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
-__all__ = ["TOKEN_TTL_S", "XetCas", "XetClaims", "XetError"]
+__all__ = ["TOKEN_TTL_S", "XetCas", "XetClaims", "XetError", "sweep_parts"]
