@@ -50,7 +50,7 @@ from lorahub.registry.tables import Token, utcnow
 
 from . import xet
 from .auth import Identity, UrlSigner
-from .blobstore import BlobStore
+from .blobstore import BlobStore, _fsync_dir, _storage_error
 from .config import HubConfig
 from .errors import BadRequest, Forbidden, HubApiError, PayloadTooLarge, Unauthorized
 from .faults import fault_point
@@ -160,21 +160,32 @@ class XetCas:
         return self.chunk_dir / hex_hash[:2] / hex_hash
 
     def _put_chunk(self, hex_hash: str, record: bytes) -> tuple[int, bool]:
-        """Store a verified chunk record unless one is stored; ``(stored record length, created)``."""
+        """Store a verified chunk record unless one is stored; ``(stored record length, created)``.
+        A chunk stored again gets a fresh mtime, so ``registry check --repair`` does not remove an
+        old orphan chunk that a new xorb is reusing (as for blobs, see :mod:`.blobstore`)."""
         final = self.chunk_path(hex_hash)
         try:
-            return final.stat().st_size, False
+            size = final.stat().st_size
+            try:
+                os.utime(final)
+            except OSError:
+                pass
+            return size, False
         except FileNotFoundError:
             pass
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
-        with open(tmp, "xb") as fh:
-            fh.write(record)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, final)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as fh:
+                fh.write(record)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _storage_error(exc, "cannot store the xorb") from None
         return len(record), True
 
     def read_chunk_record(self, hex_hash: str) -> bytes:
@@ -200,6 +211,8 @@ class XetCas:
             # 64 MiB xorb of ~1000 chunks: ~0.2 s instead of ~3.5 s one after the other).
             with ThreadPoolExecutor(max_workers=16) as pool:
                 sizes = list(pool.map(lambda hc: self._put_chunk(hc[0], hc[1].record)[0], zip(names, chunks, strict=True)))
+                # the renames are durable before the row names the chunks
+                list(pool.map(_fsync_dir, {self.chunk_path(h).parent for h in names}))
             listing = [[h, c.length, n] for h, c, n in zip(names, chunks, sizes, strict=True)]
             fault_point("xet-xorb-before-row")  # inert outside crash tests (see .faults)
             with self.sessions.write() as s:
