@@ -122,6 +122,27 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     assert api.model_info("alice/xet-again", files_metadata=True).siblings[-1].lfs.sha256 == hashlib.sha256(data).hexdigest()
 
 
+def test_upload_folder_of_several_files_in_one_shard(hub_server, tmp_path: Path) -> None:
+    api = hub_server.api()
+    api.create_repo("alice/xet-folder")
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    files = {
+        "a.safetensors.bin": os.urandom(150_000),
+        "sub/b.bin": os.urandom(90_000) * 3,  # repeats itself: chunks shared within the file
+        "sub/c.bin": b"\0" * 70_000,
+        "notes.txt": b"regular file, inline in the commit\n",
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    _client(hub_server, tmp_path, "alice", op="upload_folder", src=str(folder), repo="alice/xet-folder")
+    assert sorted(api.list_repo_files("alice/xet-folder")) == sorted([".gitattributes", *files])
+    for name, content in files.items():
+        got = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-folder", path=name, dl=str(tmp_path / "dl"))
+        assert Path(got["path"]).read_bytes() == content
+        assert got["xet"] is (name != "notes.txt")
+
+
 def test_private_files_never_reconstruct_for_others(hub_server, tmp_path: Path) -> None:
     api = hub_server.api()
     api.create_repo("alice/xet-private", private=True)
