@@ -20,8 +20,9 @@ query (the wire formats are in :mod:`.xet`; the HTTP routes in ``registry/server
   (:meth:`.lfs.Lfs.record_upload`): a commit naming that oid goes through the same checks
   (safetensors validation, pickles refused, registry entry) as one whose object came through LFS.
   Nothing is recorded unless every file of the shard passed every check, its SHA-256 included.
-* Reconstruction answers only for a file whose SHA-256 the token's repo holds
-  (``hub_repo_objects``), so private data never reconstructs through another repo's token.
+* Reconstruction answers only for a file whose SHA-256 the token's repo holds (uploaded to it,
+  ``hub_repo_objects``, or in one of its commits), so private data never reconstructs through
+  another repo's token; a resolve answer carries the Xet headers under the same rule.
   Xorb bytes are fetched from URLs signed for one byte range of one xorb (a xorb may also hold
   chunks of other files, which the token may not read) and a short time.
 * Tokens are re-checked on every call: the repo still there under the same name, still readable
@@ -56,7 +57,16 @@ from .errors import BadRequest, Forbidden, HubApiError, PayloadTooLarge, Unautho
 from .faults import fault_point
 from .lfs import Lfs
 from .repos import get_repo
-from .tables import HubRepo, HubRepoObject, HubXetDedupe, HubXetFile, HubXetXorb, HubXetXorbOwner
+from .tables import (
+    HubCommit,
+    HubFile,
+    HubRepo,
+    HubRepoObject,
+    HubXetDedupe,
+    HubXetFile,
+    HubXetXorb,
+    HubXetXorbOwner,
+)
 
 log = logging.getLogger("lorahub.server.xet")
 
@@ -343,19 +353,19 @@ class XetCas:
 
     # -- reconstruction -------------------------------------------------------------------
 
-    def file_for_sha256(self, sha256: str) -> str | None:
+    def file_for_sha256(self, sha256: str, repo_pk: int) -> str | None:
+        """The Xet hash of the content ``sha256`` when it came through Xet and repo ``repo_pk`` holds
+        it (the same rule :meth:`reconstruction` applies), else None."""
         with self.sessions.read() as s:
             row = s.execute(sa.select(HubXetFile.file_hash).where(HubXetFile.sha256 == sha256).limit(1)).first()
-            return row[0] if row else None
+            return row[0] if row and _repo_holds(s, repo_pk, sha256) else None
 
     def reconstruction(self, claims: XetClaims, file_hex: str, byte_range: tuple[int, int | None] | None, base: str) -> dict | None:
         """The V1 reconstruction answer; ``None`` for a range starting past the end (416)."""
         xet.hash_of_hex(file_hex)
         with self.sessions.read() as s:
             row = s.get(HubXetFile, file_hex)
-            allowed = row is not None and s.execute(
-                sa.select(HubRepoObject.sha256).where(HubRepoObject.repo_id == claims.repo_pk, HubRepoObject.sha256 == row.sha256)
-            ).first() is not None
+            allowed = row is not None and _repo_holds(s, claims.repo_pk, row.sha256)
             if not allowed:
                 raise XetError(f"no file {file_hex} in this repo", status=404)
             terms = json.loads(row.terms)
@@ -453,6 +463,19 @@ class XetCas:
                 pos += rec
             listing.append((xet.hash_of_hex(h), stored, entries))
         return xet.build_dedupe_shard(listing, timestamp=int(time.time()))
+
+
+def _repo_holds(s: object, repo_pk: int, sha256: str) -> bool:
+    """Repo ``repo_pk`` holds the content: uploaded to it, or in one of its commits."""
+    if s.execute(sa.select(HubRepoObject.sha256).where(HubRepoObject.repo_id == repo_pk, HubRepoObject.sha256 == sha256).limit(1)).first():
+        return True
+    in_commit = (
+        sa.select(HubFile.id)
+        .join(HubCommit, HubCommit.id == HubFile.commit_id)
+        .where(HubCommit.repo_id == repo_pk, HubFile.sha256 == sha256)
+        .limit(1)
+    )
+    return s.execute(in_commit).first() is not None
 
 
 def sweep_parts(tmp: Path, older_than_s: float) -> int:

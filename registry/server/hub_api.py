@@ -553,7 +553,7 @@ async def _download(request: Request, rt: str, prefix_len: int) -> Response:
     if entry.lfs:
         headers["X-Linked-Etag"] = f'"{entry.sha256}"'
         headers["X-Linked-Size"] = str(entry.size)
-        xet_hash = await run_in_threadpool(st.xet.file_for_sha256, entry.sha256)
+        xet_hash = await run_in_threadpool(st.xet.file_for_sha256, entry.sha256, repo.id)
         if xet_hash is not None:
             # Stock clients with hf_xet reconstruct from the CAS; curl and browsers GET the bytes below.
             tp = {"model": "models", "dataset": "datasets", "space": "spaces"}.get(rt, f"{rt}s")
