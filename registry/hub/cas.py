@@ -12,8 +12,10 @@ query (the wire formats are in :mod:`.xet`; the HTTP routes in ``registry/server
 * A xorb upload is verified whole (every chunk's hash, the xorb hash in the URL) before any chunk
   is kept; the uploader is recorded as one of its owners (they proved holding its bytes).
 * A shard upload names files as terms over stored xorbs. Each term must name a xorb the uploader
-  owns (anything else is refused, exactly like a xorb that does not exist: no probing), a chunk
-  range inside it whose unpacked length is what the term says (and, when given, whose verification
+  owns, or carry the verification hash of exactly its chunk range (proof of knowing those chunks'
+  hashes, which only their bytes give: two users sharing one client cache reference each other's
+  xorbs this way); anything else is refused exactly like a xorb that does not exist (no probing);
+  a chunk range inside it whose unpacked length is what the term says (and, when given, whose verification
   hash matches); the file hash is recomputed over all the file's chunks. The file is then
   reconstructed through a SHA-256 into the blob store (checked against the SHA-256 the shard
   announces) and recorded for the token's repo exactly like an LFS upload
@@ -278,10 +280,10 @@ class XetCas:
                         sa.select(HubXetXorbOwner.xorb).where(HubXetXorbOwner.user_id == claims.user_id, HubXetXorbOwner.xorb.in_(part))
                     )
                 }
-            for part in _batches(sorted(owned), 500):
+            for part in _batches(sorted(names), 500):
                 for h, chunks in s.execute(sa.select(HubXetXorb.hash, HubXetXorb.chunks).where(HubXetXorb.hash.in_(part))):
                     xorbs[h] = json.loads(chunks)
-        plans = [self._check_file(f, xorbs) for f in files]
+        plans = [self._check_file(f, xorbs, owned) for f in files]
         total = sum(p[1] for p in plans)
         if total > self.config.max_upload_size:
             # Bounds what one small shard can make the server write (terms may repeat chunks).
@@ -314,7 +316,7 @@ class XetCas:
                 s.commit()
         return len(files)
 
-    def _check_file(self, f: xet.ShardFile, xorbs: dict[str, list[list]]) -> tuple[str, int, list[list]]:
+    def _check_file(self, f: xet.ShardFile, xorbs: dict[str, list[list]], owned: set[str]) -> tuple[str, int, list[list]]:
         fhex = xet.hex_of(f.hash)
         leaves: list[tuple[bytes, int]] = []
         terms: list[list] = []
@@ -322,8 +324,18 @@ class XetCas:
         for t in f.terms:
             xh = xet.hex_of(t.xorb)
             chunks = xorbs.get(xh)
+            refused = BadRequest(f"file {fhex} names xorb {xh}, which you have not uploaded and whose chunks the shard does not prove")
             if chunks is None:
-                raise BadRequest(f"file {fhex} names xorb {xh}, which you have not uploaded")
+                raise refused
+            if xh not in owned:
+                # Another user's xorb (two users sharing one client cache do this): accepted only for a
+                # term whose verification hash proves knowing the hashes of exactly its chunks, which
+                # only the chunks' bytes give (this server never tells chunk hashes of xorbs one does
+                # not own). Refused exactly like a xorb that does not exist: no probing.
+                if t.range_hash is None or not (0 <= t.start < t.end <= len(chunks)):
+                    raise refused
+                if xet.range_hash([xet.hash_of_hex(c[0]) for c in chunks[t.start : t.end]]) != t.range_hash:
+                    raise refused
             if t.end > len(chunks):
                 raise BadRequest(f"file {fhex}: chunk range [{t.start}, {t.end}) is outside xorb {xh} ({len(chunks)} chunks)")
             part = chunks[t.start : t.end]

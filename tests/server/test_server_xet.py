@@ -122,6 +122,32 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     assert api.model_info("alice/xet-again", files_metadata=True).siblings[-1].lfs.sha256 == hashlib.sha256(data).hexdigest()
 
 
+def test_two_users_sharing_one_client_cache(hub_server, tmp_path: Path) -> None:
+    """bob's client knows alice's xorbs from the cache they share and names them in its shard,
+    with the verification hashes that prove holding the chunks: accepted; bob gains no other right
+    to alice's xorb (the dedupe query still answers him nothing)."""
+    hub_server.api().create_repo("alice/shared-cache")
+    hub_server.api("bob").create_repo("bob/shared-cache")
+    content = os.urandom(300_000)
+    (tmp_path / "f.bin").write_bytes(content)
+    _client(hub_server, tmp_path, "alice", cache="shared", op="upload_file", src=str(tmp_path / "f.bin"), dst="f.bin", repo="alice/shared-cache")
+    posts = hub_server.log_text().count("POST /api/lorahub/xet/v1/xorbs/")
+    _client(hub_server, tmp_path, "bob", cache="shared", op="upload_file", src=str(tmp_path / "f.bin"), dst="f.bin", repo="bob/shared-cache")
+    assert hub_server.log_text().count("POST /api/lorahub/xet/v1/xorbs/") == posts  # bob sent no xorb
+    got = _client(hub_server, tmp_path, "bob", op="download", repo="bob/shared-cache", path="f.bin", dl=str(tmp_path / "dl"))
+    assert got["xet"] and Path(got["path"]).read_bytes() == content
+    cas, tok = _token(hub_server, "bob/shared-cache", user="bob", kind="read")
+    file_hash = hub_server.request("HEAD", "/bob/shared-cache/resolve/main/f.bin", user="bob").headers["X-Xet-Hash"]
+    body = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {tok}"}).json()
+    term = body["terms"][0]
+    (fi,) = [f for f in body["fetch_info"][term["hash"]] if f["range"] == term["range"]]
+    raw = httpx.get(fi["url"], headers={"Range": f"bytes={fi['url_range']['start']}-{fi['url_range']['end']}"}).content
+    first_chunk = xet.hex_of(xet.chunk_hash(xet.decode_record(raw[: 8 + int.from_bytes(raw[1:4], "little")])))
+    assert httpx.get(f"{cas}/v1/chunks/default/{first_chunk}", headers={"Authorization": f"Bearer {tok}"}).status_code == 404
+    _, alice_tok = _token(hub_server, "alice/shared-cache", kind="read")
+    assert httpx.get(f"{cas}/v1/chunks/default/{first_chunk}", headers={"Authorization": f"Bearer {alice_tok}"}).status_code == 200
+
+
 def test_upload_folder_of_several_files_in_one_shard(hub_server, tmp_path: Path) -> None:
     api = hub_server.api()
     api.create_repo("alice/xet-folder")
@@ -242,13 +268,16 @@ def _xorb(chunks: list[bytes]) -> tuple[str, bytes]:
     return xet.hex_of(h), b"".join(_record(c) for c in chunks)
 
 
-def _shard(files: list[tuple[bytes, list[tuple[bytes, int, int, int]], bytes | None]]) -> bytes:
+def _shard(files: list[tuple[bytes, list[tuple[bytes, int, int, int]], bytes | None]], proofs: list[bytes] | None = None) -> bytes:
+    """A shard upload; ``proofs``: one verification hash per term (of a one-file shard)."""
     out = bytearray(xet.SHARD_TAG + struct.pack("<QQ", 2, 0))
     for fh, terms, sha in files:
-        flags = xet.FLAG_METADATA_EXT if sha is not None else 0
+        flags = (xet.FLAG_METADATA_EXT if sha is not None else 0) | (xet.FLAG_VERIFICATION if proofs else 0)
         out += fh + struct.pack("<IIQ", flags, len(terms), 0)
         for xh, unpacked, start, end in terms:
             out += xh + struct.pack("<IIII", 0, unpacked, start, end)
+        for proof in proofs or ():
+            out += proof + bytes(16)
         if sha is not None:
             out += sha + bytes(16)
     out += xet.BOOKEND + bytes(16) + xet.BOOKEND + bytes(16)
@@ -308,6 +337,7 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     bx = xet.hash_of_hex(bob_hash)
     bob_fh = xet.file_hash([(xet.chunk_hash(bob_chunks[0]), 25_000)])
     assert post_shard(_shard([(bob_fh, [(bx, 25_000, 0, 1)], None)])).status_code == 400  # not her xorb
+    assert post_shard(_shard([(bob_fh, [(bx, 25_000, 0, 1)], None)], proofs=[bytes(32)])).status_code == 400  # a wrong proof
     assert post_shard(_shard([(fh, [(gx, 50_000, 0, 3)], sha)])).status_code == 400  # range past the xorb
     assert post_shard(_shard([(fh, [(gx, 49_999, 0, 2)], sha)])).status_code == 400  # wrong unpacked length
     assert post_shard(_shard([(bytes(32), [(gx, 50_000, 0, 2)], sha)])).status_code == 400  # wrong file hash
@@ -330,6 +360,12 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     head = {"key": "header", "value": {"summary": "xet file"}}
     r = hub_server.request("POST", "/api/models/alice/xet-hostile/commit/main", content=ndjson(head, line), headers=NDJSON)
     assert r.status_code >= 400, r.text
+
+    # With the verification hash of exactly the chunks (which only their bytes give), another
+    # user's xorb may be named: what two users sharing one client cache send.
+    proof = xet.range_hash([xet.chunk_hash(bob_chunks[0])])
+    bob_sha = xet.hash_of_hex(hashlib.sha256(bob_chunks[0]).hexdigest())
+    assert post_shard(_shard([(bob_fh, [(bx, 25_000, 0, 1)], bob_sha)], proofs=[proof])).json() == {"result": 1}
 
     ok = post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)]))
     assert ok.status_code == 200 and ok.json() == {"result": 1}
