@@ -87,13 +87,17 @@ class StorageIssue(_Model):
     """One finding of ``lorahub registry check``."""
 
     kind: Literal[
-        "missing", "corrupt", "size_mismatch", "unrecorded", "orphan_blob", "orphan_file", "orphan_object", "stale_part", "stray"
+        "missing", "corrupt", "size_mismatch", "unrecorded", "orphan_blob", "orphan_file", "orphan_object", "stale_part", "stray",
+        "xet_missing_chunk", "xet_corrupt_chunk", "xet_missing_xorb", "xet_orphan_chunk",
     ] = Field(
         description="missing: a referenced blob has no file; corrupt: a blob file's SHA-256 is not its name; size_mismatch: "
         "the database records another size than the verified file has; unrecorded: a referenced blob file has no "
         "hub_blobs row; orphan_blob/orphan_file: a blob (with/without its hub_blobs row) that no commit and no recent "
         "upload references; orphan_object: an LFS upload to a repo that no commit of the repo uses; stale_part: an "
-        "unfinished upload (tmp/*.part); stray: a file in the blob folder that is not a blob at its place"
+        "unfinished upload (tmp/*.part); stray: a file in the blob folder that is not a blob at its place; "
+        "xet_missing_chunk: a xorb names a chunk that has no file; xet_corrupt_chunk: a chunk file whose bytes do not hash "
+        "to its name; xet_missing_xorb: a file registered through Xet names a xorb the database does not have; "
+        "xet_orphan_chunk: a chunk file no xorb names"
     )
     severity: Literal["error", "orphan", "pending"] = Field(
         description="error: the database and the blob store disagree (exit code 1 unless repaired); orphan: garbage that "
@@ -126,6 +130,15 @@ class StorageCheck(_Model):
     bytes_verified: int = Field(0, description="Bytes hashed to verify the blob files")
     blob_rows: int = Field(0, description="Rows of hub_blobs")
     referenced: int = Field(0, description="Distinct blobs that commits (hub_files) reference")
+    xet_xorbs: int = Field(0, description="Xorbs received through the Xet CAS (hub_xet_xorbs)")
+    xet_files: int = Field(0, description="Files registered by Xet shards (hub_xet_files)")
+    xet_chunks: int = Field(0, description="Chunk files under xet/chunks/ (each chunk is stored once)")
+    xet_chunk_bytes: int = Field(0, description="Bytes of the chunk files (as stored, compressed)")
+    xet_bytes_saved: int = Field(
+        0,
+        description="Bytes the chunk store did not store again: the sizes of the files registered through Xet, minus the "
+        "unpacked bytes of the distinct chunks they use",
+    )
     issues: list[StorageIssue] = Field(default_factory=list)
     errors: int = Field(0, description="Error-level issues left (not fixed)")
     orphans: int = Field(0, description="Orphans left (not removed)")

@@ -384,6 +384,11 @@ def check_cmd(data_dir: str | None, database: str | None, repair: bool, grace: f
             f"{report.blob_rows} rows, {report.referenced} committed; {report.errors} error(s), {report.orphans} orphan(s), "
             f"{report.pending} pending, {report.repaired} repaired in {report.seconds:.2f} s ({report.database})"
         )
+        if report.xet_xorbs or report.xet_chunks:
+            info(
+                f"Xet: {report.xet_xorbs} xorbs, {report.xet_files} files, {report.xet_chunks} chunks "
+                f"({report.xet_chunk_bytes / 2**20:.1f} MiB stored); chunk dedupe saved {report.xet_bytes_saved / 2**20:.1f} MiB"
+            )
     if not report.ok:
         sys.exit(1)
 

@@ -93,8 +93,9 @@ def serve_cmd(
 ) -> None:
     """Run a self-hosted, Hugging Face Hub compatible adapter hub.
 
-    Clients: set HF_ENDPOINT=http://HOST:PORT (and HF_HUB_DISABLE_XET=1 to upload with the
-    stock huggingface_hub / hf CLI). Create tokens with `lorahub token create --user NAME`.
+    Clients: set HF_ENDPOINT=http://HOST:PORT; the stock huggingface_hub / hf CLI upload and
+    download as they are (Xet with hf_xet, or classic LFS). Create tokens with
+    `lorahub token create --user NAME`.
     The lorahub search API and its docs are at /docs; with --ui, the web UI (the Space) at /.
     """
     from lorahub.registry.server.run import serve

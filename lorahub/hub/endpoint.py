@@ -1,10 +1,13 @@
 """Hub endpoints: the real Hugging Face Hub or a ``lorahub serve``.
 
 huggingface_hub 2.x uploads every LFS-mode file through Xet whenever ``hf_xet`` is importable,
-with no fallback; ``lorahub serve`` (like any self-hosted hub) only speaks the classic LFS
-protocol. :func:`hf_api` therefore switches Xet off (``huggingface_hub.constants.HF_HUB_DISABLE_XET``,
-checked at call time) for every endpoint that is not the real Hub. The switch is process-wide:
-a later upload to the real Hub from the same process uses LFS, which the Hub still accepts.
+with no fallback. ``lorahub serve`` speaks Xet too (docs/server.md), but other self-hosted hubs and
+older ``lorahub serve`` versions speak only the classic LFS protocol, which every hub accepts; and
+with LFS an upload is one commit (Xet splits ``upload_folder`` into several) of exactly the bytes
+lorahub already hashed. :func:`hf_api` therefore keeps switching Xet off
+(``huggingface_hub.constants.HF_HUB_DISABLE_XET``, checked at call time) for every endpoint that is
+not the real Hub. The switch is process-wide: a later upload to the real Hub from the same process
+uses LFS, which the Hub still accepts.
 
 Used by ``lorahub push``, ``pull`` and ``index --hub``.
 """

@@ -16,6 +16,14 @@ hashes every blob file (streamed, 1 MiB at a time, in a few threads), and report
 * ``stale_part`` [orphan]: an unfinished upload (``blobs/tmp/*.part``);
 * ``stray`` [orphan]: a file under ``blobs/sha256/`` that is not a blob at its place.
 
+The Xet CAS (``<data>/xet``, see :mod:`.cas`): every chunk file is decoded and its hash checked
+against its name; ``xet_missing_chunk`` [error]: a xorb row names a chunk without a file;
+``xet_corrupt_chunk`` [error]: a chunk file whose bytes do not hash to its name (moved to
+``blobs/quarantine/`` by ``--repair``); ``xet_missing_xorb`` [error]: a registered file names a xorb
+without its row; ``xet_orphan_chunk`` [orphan]: a chunk file no xorb names (a xorb upload that
+crashed before its row was written); ``xet/tmp/*.part`` are ``stale_part``. The report counts the
+xorbs, files, chunks, and the bytes the chunk store saved (files' sizes minus distinct chunks).
+
 Anything that would be an orphan but is younger than the grace period (default 24 h: the row's
 ``created_at``, the file's mtime and the upload's time all count) is ``pending`` and left alone:
 an upload or a commit may be in progress. A blob stored again touches the file's mtime
@@ -192,6 +200,8 @@ def check_store(
             issue.fixed = True
         issues.append(issue)
     issues += _parts(blob_dir / "tmp", blob_dir, now_ts, cutoff_ts, fixer)
+    xet_dir = (Path(data_dir) if data_dir is not None else blob_dir.parent) / "xet"
+    issues += _check_xet(engine, xet_dir, blob_dir, report, now_ts, cutoff_ts, fixer)
 
     report.issues = issues
     report.errors = sum(1 for i in issues if i.severity == "error" and not i.fixed)
@@ -450,6 +460,78 @@ def _parts(tmp: Path, blob_dir: Path, now_ts: float, cutoff_ts: float, fixer: _F
             issue.action, issue.fixed = "removed", True
         out.append(issue)
     return out
+
+
+def _check_xet(
+    engine: Engine, xet_dir: Path, blob_dir: Path, report: StorageCheck, now_ts: float, cutoff_ts: float, fixer: _Fixer | None
+) -> list[StorageIssue]:
+    import json
+
+    from . import xet
+    from .tables import HubXetFile, HubXetXorb
+
+    if not sa.inspect(engine).has_table(HubXetXorb.__tablename__):
+        return []
+    with _snapshot(engine) as conn:
+        xorbs = {h: json.loads(c) for h, c in conn.execute(sa.select(HubXetXorb.hash, HubXetXorb.chunks))}
+        files = [(h, size, json.loads(t)) for h, size, t in conn.execute(sa.select(HubXetFile.file_hash, HubXetFile.size, HubXetFile.terms))]
+    report.xet_xorbs, report.xet_files = len(xorbs), len(files)
+    named: dict[str, int] = {}
+    for chunks in xorbs.values():
+        for h, n, _ in chunks:
+            named[h] = n
+    issues: list[StorageIssue] = []
+    chunk_dir = xet_dir / "chunks"
+    on_disk: dict[str, Path] = {}
+    if chunk_dir.is_dir():
+        for path in chunk_dir.glob("*/*"):
+            if xet.is_hex_hash(path.name) and path.parent.name == path.name[:2]:
+                on_disk[path.name] = path
+    report.xet_chunks = len(on_disk)
+    for h, path in sorted(on_disk.items()):
+        try:
+            record = path.read_bytes()
+            st = path.stat()
+        except OSError:
+            continue
+        report.xet_chunk_bytes += len(record)
+        try:
+            good = xet.chunk_hash(xet.decode_record(record)) == xet.hash_of_hex(h)
+        except xet.XetFormatError:
+            good = False
+        rel = _rel(path, blob_dir)
+        if not good:
+            issue = StorageIssue(kind="xet_corrupt_chunk", severity="error", path=rel, size=len(record),
+                                 message="chunk file whose bytes do not hash to its name")
+            if fixer is not None and fixer.quarantine(path, issue):
+                issue.fixed = h not in named
+            issues.append(issue)
+        elif h not in named:
+            old = st.st_mtime < cutoff_ts
+            issue = StorageIssue(
+                kind="xet_orphan_chunk", severity="orphan" if old else "pending", path=rel, size=len(record),
+                message="chunk file that no xorb names" + ("" if old else "; younger than the grace period, left alone"),
+            )
+            if old and fixer is not None and fixer.remove_part(path):
+                issue.action, issue.fixed = "removed", True
+            issues.append(issue)
+    for xh, chunks in sorted(xorbs.items()):
+        for h, _, _ in chunks:
+            if h not in on_disk:
+                issues.append(StorageIssue(kind="xet_missing_chunk", severity="error", path=_rel(chunk_dir / h[:2] / h, blob_dir),
+                                           message=f"xorb {xh} names chunk {h}, which has no file"))
+    used: set[str] = set()
+    logical = 0
+    for fh, size, terms in files:
+        logical += size
+        for xh, start, end, _ in terms:
+            if xh not in xorbs:
+                issues.append(StorageIssue(kind="xet_missing_xorb", severity="error", message=f"file {fh} names xorb {xh}, which the database does not have"))
+                continue
+            used.update(c[0] for c in xorbs[xh][start:end])
+    report.xet_bytes_saved = max(0, logical - sum(named.get(h, 0) for h in used))
+    issues += _parts(xet_dir / "tmp", blob_dir, now_ts, cutoff_ts, fixer)
+    return issues
 
 
 def _ago(seconds: float) -> str:

@@ -9,7 +9,8 @@ precise moment (``tests/server/test_server_faults.py``). Points:
   are checked, before the database transaction that inserts the commit and moves the branch;
 * ``commit-after-land``: right after that transaction committed, before the response is sent;
 * ``upload-before-record``: an LFS upload whose blob was renamed into place, before its
-  ``hub_blobs``/``hub_repo_objects`` rows are written.
+  ``hub_blobs``/``hub_repo_objects`` rows are written (a Xet shard's files pass here too);
+* ``xet-xorb-before-row``: a Xet xorb whose chunk files are in place, before its row is written.
 
 Unset (always, outside tests), :func:`fault_point` is one dictionary lookup.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 ENV = "LORAHUB_TEST_FAULT"
 ENV_DIR = "LORAHUB_TEST_FAULT_DIR"
-POINTS = ("commit-before-land", "commit-after-land", "upload-before-record")
+POINTS = ("commit-before-land", "commit-after-land", "upload-before-record", "xet-xorb-before-row")
 
 
 def fault_point(name: str) -> None:

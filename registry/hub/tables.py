@@ -9,6 +9,7 @@
     hub_blobs      (every stored blob: sha256, size, git blob id of the content)
     hub_secrets    (server-side secrets, e.g. the key that signs upload URLs)
     hub_sequences  (counters that never go back: the last repo id handed out)
+    hub_xet_xorbs --< hub_xet_xorb_owners, hub_xet_files, hub_xet_dedupe   (the Xet CAS, see .cas)
 
 * A commit stores its whole file list (``hub_files``), not a diff: reading a tree at any
   revision is one indexed query; a commit copies the parent's rows (cheap for adapter repos,
@@ -23,7 +24,7 @@
   transaction as the ref, so listing models needs no join over commits.
 * Users and tokens are the registry's ``users`` and ``tokens`` tables.
 
-Created by the Alembic revisions ``0101_hub`` and ``0104_hub_repo_ids`` (never by ``create_all``).
+Created by the Alembic revisions ``0101_hub``, ``0104_hub_repo_ids`` and ``0105_hub_xet`` (never by ``create_all``).
 """
 
 from __future__ import annotations
@@ -181,6 +182,59 @@ class HubSecret(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
 
 
+class HubXetXorb(SQLModel, table=True):
+    """A xorb received through the Xet CAS: its chunks (``[[chunk hash hex, unpacked length,
+    stored record length], ...]`` as JSON), whose records live once each in ``<data>/xet/chunks``."""
+
+    __tablename__ = "hub_xet_xorbs"
+
+    hash: str = Field(sa_column=sa.Column(_hex(64), primary_key=True))
+    num_chunks: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    unpacked_bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    #: Bytes of the xorb as this server serves it (the sum of its stored chunk records).
+    stored_bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    #: Bytes the client sent for it (the first time).
+    received_bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    chunks: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
+
+
+class HubXetXorbOwner(SQLModel, table=True):
+    """Who uploaded a xorb (proved holding its bytes): only they may name it in a shard or get it
+    from the global dedupe query."""
+
+    __tablename__ = "hub_xet_xorb_owners"
+
+    xorb: str = Field(sa_column=sa.Column(_hex(64), primary_key=True))
+    user_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    )
+
+
+class HubXetFile(SQLModel, table=True):
+    """A file registered by a shard: its Xet file hash, the SHA-256 of its content (the LFS oid,
+    whose blob is stored like an LFS upload) and its terms (``[[xorb hex, first chunk, end chunk,
+    unpacked bytes], ...]`` as JSON)."""
+
+    __tablename__ = "hub_xet_files"
+    __table_args__ = (sa.Index("ix_hub_xet_files_sha256", "sha256"),)
+
+    file_hash: str = Field(sa_column=sa.Column(_hex(64), primary_key=True))
+    sha256: str = Field(sa_column=sa.Column(_hex(64), nullable=False))
+    size: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    terms: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
+
+
+class HubXetDedupe(SQLModel, table=True):
+    """The global dedupe index: a chunk (one the client may ask about) -> a xorb holding it."""
+
+    __tablename__ = "hub_xet_dedupe"
+
+    chunk: str = Field(sa_column=sa.Column(_hex(64), primary_key=True))
+    xorb: str = Field(sa_column=sa.Column(_hex(64), primary_key=True))
+
+
 HUB_TABLES = (
     "hub_repos",
     "hub_refs",
@@ -191,6 +245,10 @@ HUB_TABLES = (
     "hub_repo_tags",
     "hub_secrets",
     "hub_sequences",
+    "hub_xet_xorbs",
+    "hub_xet_xorb_owners",
+    "hub_xet_files",
+    "hub_xet_dedupe",
 )
 
 __all__ = [
@@ -204,4 +262,8 @@ __all__ = [
     "HubRepoTag",
     "HubSecret",
     "HubSequence",
+    "HubXetDedupe",
+    "HubXetFile",
+    "HubXetXorb",
+    "HubXetXorbOwner",
 ]

@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from lorahub.errors import LorahubError, RegistryError, UsageError
 from lorahub.registry.database import Sessions
 from lorahub.registry.hub.auth import Authenticator, Identity
 from lorahub.registry.hub.blobstore import LocalBlobStore
+from lorahub.registry.hub.cas import XetCas
 from lorahub.registry.hub.catalogue_sync import CatalogueSync
 from lorahub.registry.hub.commits import Commits
 from lorahub.registry.hub.config import HubConfig
@@ -46,8 +48,8 @@ A self-hosted, Hugging Face Hub compatible hub for Stable Diffusion LoRA adapter
 * **lorahub API** (below): search the registry by words and filters, or look an adapter up by any
   fingerprint (SHA-256, AutoV2, AutoV3, BLAKE3, CRC32 or a prefix of at least 8 hex digits).
 * **Hub API** (not listed here): the subset of the Hugging Face Hub HTTP API that `huggingface_hub`,
-  the `hf` CLI and diffusers use. Point them at this server with `HF_ENDPOINT=<this URL>` and, to
-  upload, `HF_HUB_DISABLE_XET=1`. See `docs/server.md`.
+  the `hf` CLI and diffusers use, including the Xet protocol of `hf_xet` (classic LFS too). Point
+  them at this server with `HF_ENDPOINT=<this URL>`. See `docs/server.md`.
 
 Authentication: `Authorization: Bearer <token>` with a token from `lorahub token create --user NAME`.
 """
@@ -73,6 +75,7 @@ class ServerState:
         self.lfs = Lfs(sessions, self.store, config)
         self.commits = Commits(sessions, self.store, config, sync)
         self.auth = Authenticator(sessions)
+        self.xet = XetCas(sessions, self.store, self.lfs, config, Path(settings.data_dir) / "xet", lambda: self.auth.upload_signer)
         public = settings.public_url.rstrip("/")
         public_host = urlsplit(public).hostname
         #: (host name, base URL) of ``--public-url``, see :func:`base_url`.
@@ -237,9 +240,10 @@ def create_app(settings: ServerSettings, registry: Any = None, *,
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
 
-    from . import hub_api, search_api
+    from . import hub_api, search_api, xet_api
 
     app.include_router(search_api.router)
+    app.include_router(xet_api.router)
     app.include_router(hub_api.router)
     # Outermost last: the access log sees every request, the Host check runs before CORS and routing.
     add_host_and_cors(

@@ -42,12 +42,6 @@ from .app import base_url, error_response, identify, is_json_type, read_body, re
 
 router = APIRouter(include_in_schema=False)
 
-XET_HELP = (
-    "lorahub serve does not speak the Xet protocol. Upload with the classic LFS protocol: set "
-    "HF_HUB_DISABLE_XET=1 in the environment before starting Python or the hf CLI "
-    "(or huggingface_hub.constants.HF_HUB_DISABLE_XET = True); lorahub's own commands do this themselves."
-)
-
 #: GETs of these files count as downloads of the repo (as on the Hub: weights and pipeline index).
 COUNTED_SUFFIXES = (".safetensors",)
 COUNTED_NAMES = ("model_index.json",)
@@ -354,14 +348,33 @@ async def list_commits(tp: str, ns: str, name: str, rev: str, request: Request) 
     return JSONResponse(await run_in_threadpool(work))
 
 
-# -- Xet: answered, never spoken -------------------------------------------------------------
+# -- Xet: the token routes (the CAS itself is xet_api) ---------------------------------------
 
 
 @router.get("/api/{tp}/{ns}/{name}/xet-write-token/{rev:path}")
+async def xet_write_token(tp: str, ns: str, name: str, rev: str, request: Request) -> JSONResponse:
+    return await _xet_token(request, tp, ns, name, write=True)
+
+
 @router.get("/api/{tp}/{ns}/{name}/xet-read-token/{rev:path}")
-async def xet_token(tp: str, ns: str, name: str, rev: str) -> JSONResponse:
-    short = "lorahub serve does not speak Xet: set HF_HUB_DISABLE_XET=1"
-    return JSONResponse({"error": XET_HELP}, status_code=404, headers={"X-Error-Message": short})
+async def xet_read_token(tp: str, ns: str, name: str, rev: str, request: Request) -> JSONResponse:
+    return await _xet_token(request, tp, ns, name, write=False)
+
+
+async def _xet_token(request: Request, tp: str, ns: str, name: str, *, write: bool) -> JSONResponse:
+    """A short-lived CAS token bound to the user, the repo and the right (read or write): in the
+    headers huggingface_hub reads and in the JSON body hf_xet reads when it refreshes."""
+    from .xet_api import cas_url
+
+    rt = _repo_type(tp)
+    st = state_of(request)
+    ident = await identify(request)
+    token, exp = await run_in_threadpool(st.xet.issue_token, ident, rt, f"{ns}/{name}", write=write)
+    url = cas_url(request)
+    return JSONResponse(
+        {"casUrl": url, "accessToken": token, "exp": exp},
+        headers={"X-Xet-Cas-Url": url, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(exp), "Cache-Control": "no-store"},
+    )
 
 
 # -- upload --------------------------------------------------------------------------------
@@ -540,6 +553,12 @@ async def _download(request: Request, rt: str, prefix_len: int) -> Response:
     if entry.lfs:
         headers["X-Linked-Etag"] = f'"{entry.sha256}"'
         headers["X-Linked-Size"] = str(entry.size)
+        xet_hash = await run_in_threadpool(st.xet.file_for_sha256, entry.sha256, repo.id)
+        if xet_hash is not None:
+            # Stock clients with hf_xet reconstruct from the CAS; curl and browsers GET the bytes below.
+            tp = {"model": "models", "dataset": "datasets", "space": "spaces"}.get(rt, f"{rt}s")
+            headers["X-Xet-Hash"] = xet_hash
+            headers["Link"] = f'<{base_url(request)}/api/{tp}/{repo.namespace}/{repo.name}/xet-read-token/{commit.oid}>; rel="xet-auth"'
     media = mimetypes.guess_type(PurePosixPath(path).name)[0] or "application/octet-stream"
     background = None
     if (

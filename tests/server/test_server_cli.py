@@ -94,17 +94,16 @@ def test_hf_cli_against_the_server(sqlite_server, tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "alice/from-hf-cli" in {m["id"] for m in json.loads(listed.stdout)}
 
-    # Without HF_HUB_DISABLE_XET the stock client tries Xet: the server's 404 names the fix.
+    # Without HF_HUB_DISABLE_XET the stock client uploads through Xet (with hf_xet) and downloads it back.
     xet_env = {k: v for k, v in env.items() if k != "HF_HUB_DISABLE_XET"}
-    (folder / "big.safetensors.part").write_bytes(os.urandom(20_000))
+    xet_env["HF_XET_CACHE"] = str(tmp_path / "xet-cache")
+    big = os.urandom(300_000)
+    (folder / "big.safetensors.part").write_bytes(big)
     xet = run([HF, "upload", "alice/from-hf-cli", str(folder / "big.safetensors.part"), "big.bin"], xet_env)
-    try:
-        import hf_xet  # noqa: F401
-    except ImportError:  # pragma: no cover - without hf_xet the client uses LFS anyway
-        assert xet.returncode == 0
-    else:
-        assert xet.returncode != 0
-        assert "HF_HUB_DISABLE_XET" in xet.stdout + xet.stderr or "404" in xet.stdout + xet.stderr
+    assert xet.returncode == 0, xet.stdout + xet.stderr
+    down = run([HF, "download", "alice/from-hf-cli", "big.bin", "--local-dir", str(tmp_path / "down-xet")], xet_env)
+    assert down.returncode == 0, down.stderr
+    assert (tmp_path / "down-xet" / "big.bin").read_bytes() == big
 
 
 def test_index_hub_reads_headers_with_range_requests(sqlite_server, kohya_lora, lokr_file: Path, tmp_path: Path, monkeypatch) -> None:

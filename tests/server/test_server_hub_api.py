@@ -323,8 +323,13 @@ def test_validate_yaml_xet_and_delete(hub_server) -> None:
     with pytest.raises(ValueError):  # the client checks README metadata with /api/validate-yaml first
         api.upload_file(path_or_fileobj=b"---\ntags: [a\n---\n", path_in_repo="README.md", repo_id="alice/gone")
 
-    xet = httpx.get(f"{hub_server.url}/api/models/alice/gone/xet-write-token/main")
-    assert xet.status_code == 404 and "HF_HUB_DISABLE_XET=1" in xet.json()["error"]
+    # Xet tokens: a write token needs a write token of the namespace; anonymous gets none.
+    assert httpx.get(f"{hub_server.url}/api/models/alice/gone/xet-write-token/main").status_code == 401
+    assert hub_server.request("GET", "/api/models/alice/gone/xet-write-token/main", user="bob").status_code == 403
+    xet = hub_server.request("GET", "/api/models/alice/gone/xet-write-token/main")
+    assert xet.status_code == 200 and xet.headers["X-Xet-Cas-Url"] == f"{hub_server.url}/api/lorahub/xet"
+    assert xet.json()["accessToken"] == xet.headers["X-Xet-Access-Token"]
+    assert int(xet.headers["X-Xet-Token-Expiration"]) == xet.json()["exp"]
 
     api.delete_repo("alice/gone")
     with pytest.raises(RepositoryNotFoundError):

@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Benchmark: the stock client uploading a 100 MB adapter and a re-labelled copy to `lorahub serve`,
+through Xet (hf_xet) against the classic LFS path.
+
+    python benchmarks/bench_xet.py [--size-mb 100]
+
+Starts `lorahub serve` on a loopback port (temp data folder, SQLite), writes a valid ~100 MB kohya LoRA and a
+re-labelled copy (same tensors, another metadata header), and uploads each with `HfApi.upload_file` in a fresh
+client process: once with `HF_HUB_DISABLE_XET=1` (LFS: every byte is sent), once with hf_xet (the second upload from
+the same client, whose local Xet cache knows the first). Prints seconds, the bytes each Xet upload sent (the xorbs the
+server received for the first time, from its database) and the new chunk bytes the server stored. Goals (issue 22):
+the re-labelled copy through Xet sends and stores < 2 % of the file, in at most 1.5x the time LFS takes on loopback
+(where sending costs nothing: the time is the client chunking and hashing the file and the server rebuilding the blob;
+the script also prints what sending the bytes would add at 100 Mbit/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_push import make_adapter, start_server  # noqa: E402
+
+UPLOAD = """
+import os, sys
+from huggingface_hub import HfApi
+api = HfApi(endpoint=os.environ["HF_ENDPOINT"], token=os.environ["HF_TOKEN"])
+api.create_repo(sys.argv[2])
+api.upload_file(path_or_fileobj=sys.argv[1], path_in_repo="pytorch_lora_weights.safetensors", repo_id=sys.argv[2])
+"""
+
+
+def upload(url: str, token: str, path: Path, repo: str, *, xet: bool, cache: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HF_ENDPOINT=url, HF_TOKEN=token, HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HOME=str(cache / "hf-home"), HF_XET_CACHE=str(cache / "xet"))
+    if not xet:
+        env["HF_HUB_DISABLE_XET"] = "1"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", UPLOAD, str(path), repo], env=env, check=True)
+    return time.perf_counter() - t0
+
+
+def relabel(src: Path, dst: Path, **metadata: str) -> Path:
+    """A copy of safetensors ``src`` whose metadata header says more (tensor bytes unchanged)."""
+    raw = src.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = {**header.get("__metadata__", {}), **metadata}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n :])
+    return dst
+
+
+def xet_figures(data: Path) -> tuple[int, int]:
+    """(bytes of xorbs received, bytes of chunk files stored) so far."""
+    import sqlite3
+
+    with sqlite3.connect(data / "lorahub-server.sqlite") as db:
+        received = db.execute("SELECT COALESCE(SUM(received_bytes), 0) FROM hub_xet_xorbs").fetchone()[0]
+    stored = sum(p.stat().st_size for p in (data / "xet" / "chunks").glob("*/*"))
+    return received, stored
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mb", type=int, default=100)
+    args = ap.parse_args()
+    try:
+        import hf_xet  # noqa: F401
+    except ImportError:
+        print("hf_xet is not installed: nothing to compare")
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="bench-xet-"))
+    os.environ["LORAHUB_HOME"] = str(work / "home")
+    data = work / "server"
+    proc, url, token = start_server(data)
+    try:
+        first = make_adapter(work / "a" / "pytorch_lora_weights.safetensors", args.size_mb)
+        copy = relabel(first, work / "b" / "pytorch_lora_weights.safetensors", ss_output_name="relabelled",
+                       **{"modelspec.title": "A re-labelled copy"})
+        size = first.stat().st_size
+        print(f"server {url}; adapter {size / 1e6:.1f} MB")
+
+        lfs_a = upload(url, token, first, "bench/lfs-a", xet=False, cache=work / "client-lfs")
+        lfs_b = upload(url, token, copy, "bench/lfs-b", xet=False, cache=work / "client-lfs")
+        r0, s0 = xet_figures(data)
+        xet_a = upload(url, token, first, "bench/xet-a", xet=True, cache=work / "client-xet")
+        r1, s1 = xet_figures(data)
+        xet_b = upload(url, token, copy, "bench/xet-b", xet=True, cache=work / "client-xet")
+        r2, s2 = xet_figures(data)
+
+        rows = [
+            ("LFS, adapter", lfs_a, size, None),
+            ("LFS, re-labelled copy", lfs_b, size, None),
+            ("Xet, adapter", xet_a, r1 - r0, s1 - s0),
+            ("Xet, re-labelled copy", xet_b, r2 - r1, s2 - s1),
+        ]
+        for name, secs, sent, stored in rows:
+            extra = f", {stored / 1e6:8.3f} MB new chunks stored" if stored is not None else ""
+            print(f"{name:<24} {secs:7.2f} s  {sent / 1e6:8.3f} MB sent{extra}")
+        ok = (r2 - r1) < 0.02 * size and (s2 - s1) < 0.02 * size and xet_b <= 1.5 * lfs_b
+        wire = 100e6 / 8
+        print(f"at 100 Mbit/s the re-labelled copy would take about {lfs_b + size / wire:.1f} s by LFS, "
+              f"{xet_b + (r2 - r1) / wire:.1f} s by Xet")
+        print(json.dumps({"size": size, "lfs_s": [lfs_a, lfs_b], "xet_s": [xet_a, xet_b], "xet_sent": [r1 - r0, r2 - r1],
+                          "xet_stored": [s1 - s0, s2 - s1]}))
+        print(f"re-labelled copy via Xet: < 2 % of the file sent and stored, <= 1.5x LFS time on loopback: {'PASS' if ok else 'FAIL'}")
+        return 0 if ok else 1
+    finally:
+        from lorahub.cli.serving import stop_serve
+
+        stop_serve(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The Xet CAS routes of ``lorahub serve`` (see :mod:`lorahub.registry.hub.cas` and
+``docs/server.md``): what ``hf_xet`` calls at the ``X-Xet-Cas-Url`` the token routes hand out,
+``<base>/api/lorahub/xet``.
+
+* ``POST /v1/xorbs/default/<hash>``: a xorb (write token) -> ``{"was_inserted": bool}``.
+* ``POST /v1/shards``: a shard registering files (write token) -> ``{"result": 0|1}``. The client
+  tries ``/v2/shards`` first and falls back to v1 on this server's 404.
+* ``GET /v1/reconstructions/<file hash>`` (``Range: bytes=a-b``): V1 answer; ``/v2/...`` is a 404,
+  so the client falls back to V1.
+* ``GET /v1/chunks/default-merkledb/<chunk hash>``: the global dedupe query -> a shard, or 404.
+* ``GET /xorbs/<hash>?r=A-B&exp=&sig=`` (``Range`` within ``A-B``): the xorb bytes a reconstruction
+  points to; the URL is signed for that byte range only.
+* ``POST /v1/telemetry``: accepted and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from lorahub.registry.hub import xet
+from lorahub.registry.hub.errors import BadRequest, HubApiError
+
+from .app import base_url, read_body, state_of
+
+router = APIRouter(include_in_schema=False)
+log = logging.getLogger("lorahub.server.xet")
+PREFIX = "/api/lorahub/xet"
+_RANGE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})$")
+
+
+def cas_url(request: Request) -> str:
+    return base_url(request) + PREFIX
+
+
+def _range(request: Request) -> tuple[int, int | None] | None:
+    value = request.headers.get("range")
+    if value is None:
+        return None
+    m = _RANGE.match(value.strip())
+    if m is None:
+        raise BadRequest("Range must be bytes=START-END (one range)")
+    return int(m.group(1)), int(m.group(2)) if m.group(2) else None
+
+
+async def _logged(request: Request, fn, *args):  # noqa: ANN001, ANN202
+    """Run a CAS operation in the thread pool; a refusal is logged with its reason (the client
+    shows only the status)."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except HubApiError as exc:
+        log.info("xet: %s %s refused (%d): %s", request.method, request.url.path, exc.status, exc)
+        raise
+
+
+def _hash(value: str, what: str) -> str:
+    if not xet.is_hex_hash(value):
+        raise BadRequest(f"{what} must be 64 lower-case hex digits")
+    return value
+
+
+@router.post(PREFIX + "/v1/xorbs/{prefix}/{hash}")
+async def upload_xorb(prefix: str, hash: str, request: Request) -> JSONResponse:
+    st = state_of(request)
+    if prefix != "default":
+        raise BadRequest("the xorb prefix must be 'default'")
+    _hash(hash, "the xorb hash")
+    claims = await run_in_threadpool(st.xet.check_token, request.headers.get("authorization"), write=True)
+    body = await read_body(request, xet.MAX_XORB_BYTES)
+    inserted = await _logged(request, st.xet.put_xorb, claims, hash, body)
+    return JSONResponse({"was_inserted": inserted})
+
+
+@router.post(PREFIX + "/v1/shards")
+async def upload_shard(request: Request) -> JSONResponse:
+    st = state_of(request)
+    claims = await run_in_threadpool(st.xet.check_token, request.headers.get("authorization"), write=True)
+    body = await read_body(request, xet.MAX_SHARD_BYTES)
+    n = await _logged(request, st.xet.put_shard, claims, body)
+    return JSONResponse({"result": 1 if n else 0})
+
+
+@router.get(PREFIX + "/v1/reconstructions/{file_id}")
+async def reconstruction(file_id: str, request: Request) -> Response:
+    st = state_of(request)
+    _hash(file_id, "the file hash")
+    claims = await run_in_threadpool(st.xet.check_token, request.headers.get("authorization"), write=False)
+    rng = _range(request)
+    answer = await _logged(request, st.xet.reconstruction, claims, file_id, rng, cas_url(request))
+    if answer is None:
+        return JSONResponse({"error": "range starts past the end of the file"}, status_code=416)
+    return JSONResponse(answer)
+
+
+@router.get(PREFIX + "/v1/chunks/{prefix}/{hash}")
+async def dedupe_query(prefix: str, hash: str, request: Request) -> Response:
+    st = state_of(request)
+    if prefix not in ("default-merkledb", "default"):  # hf_xet 1.8.0 asks under "default"
+        raise BadRequest("the dedupe prefix must be 'default-merkledb' or 'default'")
+    _hash(hash, "the chunk hash")
+    claims = await run_in_threadpool(st.xet.check_token, request.headers.get("authorization"), write=False)
+    shard = await run_in_threadpool(st.xet.dedupe_shard, claims, hash)
+    if shard is None:
+        return JSONResponse({"error": "chunk not known"}, status_code=404)
+    return Response(shard, media_type="application/octet-stream")
+
+
+@router.get(PREFIX + "/xorbs/{hash}")
+async def fetch_xorb(hash: str, request: Request) -> Response:
+    st = state_of(request)
+    q = request.query_params
+    chunks, b0, b1 = await run_in_threadpool(st.xet.check_fetch, hash, q.get("r", ""), q.get("exp", ""), q.get("sig", ""))
+    total = sum(c[2] for c in chunks)
+    rng = _range(request)
+    start, end = (b0, b1) if rng is None else (rng[0], rng[1] if rng[1] is not None else b1)
+    if start < b0 or end > b1 or end >= total or end < start:
+        raise HubApiError("range outside what this URL allows", status=416)
+    headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes", "Content-Range": f"bytes {start}-{end}/{total}"}
+    status = 206 if (start, end) != (0, total - 1) else 200
+    body = iterate_in_threadpool(st.xet.xorb_bytes(chunks, start, end))
+    return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
+
+
+@router.post(PREFIX + "/v1/telemetry")
+async def telemetry(request: Request) -> Response:
+    await read_body(request, 1 << 20)
+    return Response(status_code=200)
