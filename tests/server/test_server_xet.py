@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import write_kohya_lora
+from hubkit import write_kohya_lora
 
 from lorahub.registry.hub import xet
 
@@ -352,7 +352,7 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     assert not (blobs / oid[:2] / oid[2:4] / oid).exists()  # nothing registered
 
     # Two files, the second with a wrong SHA-256: the shard fails whole, the first is not recorded either.
-    from conftest import NDJSON, ndjson
+    from hubkit import NDJSON, ndjson
 
     fh1 = xet.file_hash(leaves[:1])
     assert post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha), (fh1, [(gx, 30_000, 0, 1)], bytes(32))])).status_code == 400
@@ -421,7 +421,7 @@ def test_sigkill_mid_upload_then_check_and_repush(backend: str, tmp_path: Path) 
     error), and pushing again completes the upload with nothing left over."""
     import signal
 
-    from conftest import drop_pg_database, fresh_pg_database, start_server, stop_server
+    from hubkit import drop_pg_database, fresh_pg_database, start_server, stop_server
     from testkit import wait_for
 
     from lorahub.registry.hub.check import check_storage
