@@ -107,10 +107,44 @@ async def whoami(request: Request) -> JSONResponse:
             "isPro": False,
             "canPay": False,
             "emailVerified": False,
-            "orgs": [],
-            "auth": {"type": "access_token", "accessToken": {"displayName": f"token {ident.token_id}", "role": "write" if ident.can_write else "read"}},
+            "orgs": [
+                {
+                    "type": "org",
+                    "id": str(org_id),
+                    "name": org,
+                    "fullname": org,
+                    "roleInOrg": role,
+                    "isEnterprise": False,
+                    "canPay": False,
+                    "avatarUrl": "",
+                }
+                for org, org_id, role in ident.orgs
+            ],
+            "auth": {"type": "access_token", "accessToken": _access_token_view(ident)},
         }
     )
+
+
+def _access_token_view(ident: Any) -> dict[str, Any]:
+    """``auth.accessToken`` as the Hub shapes it: role ``read``/``write``, or ``fineGrained`` with the
+    scopes (``entity`` and ``permissions``) for a token limited to named repos and namespaces."""
+    out: dict[str, Any] = {"displayName": f"token {ident.token_id}", "role": "write" if ident.can_write else "read"}
+    if ident.scopes is not None:
+        perms = ["repo.content.read", "repo.write"] if ident.can_write else ["repo.content.read"]
+        own = ident.name.lower()
+        out["role"] = "fineGrained"
+        out["fineGrained"] = {
+            "canReadGatedRepos": False,
+            "global": [],
+            "scoped": [
+                {
+                    "entity": {"type": "model" if kind == "repo" else ("user" if name == own else "org"), "name": name},
+                    "permissions": perms,
+                }
+                for kind, name in ident.scopes
+            ],
+        }
+    return out
 
 
 # -- repos -------------------------------------------------------------------------------
