@@ -88,7 +88,7 @@ def get_repo(
     """The repo, if ``ident`` may read it and do ``action`` (``write`` for ``write=True``) on it; else the
     error the rules say."""
     action = action or ("write" if write else "read")
-    if action != "read" and ident is None:
+    if action not in ("read", "xet-read") and ident is None:
         raise Unauthorized("authentication required: send a write token (Authorization: Bearer lh_...)")
     repo = find_repo(session, repo_type, repo_id)
     if repo is None or not allowed(ident, "read", repo):
