@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from lorahub.errors import NotFoundError, UsageError
+from lorahub.errors import NotFoundError, RegistryError, UsageError
 from lorahub.registry.database import utcnow
 
 from .errors import Unauthorized
@@ -126,7 +126,7 @@ def create_token(
         scopes.add(("repo", f"{ns.lower()}/{rname.lower()}"))
     user = get_or_create_user(session, user_name)
     if session.get(Org, user.id) is not None:
-        raise UsageError(f"'{user.name}' is an organisation: tokens are issued to its members")
+        raise RegistryError(f"'{user.name}' is an organisation: tokens are issued to its members")
     for org in orgs:
         check_namespace(org)
         if org.lower() != user.name.lower():

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lorahub.errors import NotFoundError, UsageError
+from lorahub.errors import NotFoundError, RegistryError, UsageError
 
 from .access import ROLES, RepoRef, allowed
-from .errors import Forbidden, Unauthorized
+from .errors import BadRequest, Forbidden, HubApiError, Unauthorized
 from .names import check_user_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlmodel import Session
 
-    from lorahub.registry.database import Raw
+    from lorahub.registry.database import Raw, Sessions
     from lorahub.registry.tables import User
 
     from .auth import Identity
@@ -74,14 +74,14 @@ def create_org(session: Session, name: str, *, admin: str | None = None) -> tupl
 
     check_user_name(name)
     if _user(session, name) is not None:
-        raise UsageError(f"the name '{name}' is taken (by a user or an organisation)")
+        raise RegistryError(f"the name '{name}' is taken (by a user or an organisation)")
     org = User(name=name)
     session.add(org)
     try:
         session.flush()
     except IntegrityError:
         session.rollback()
-        raise UsageError(f"the name '{name}' is taken (by a user or an organisation)") from None
+        raise RegistryError(f"the name '{name}' is taken (by a user or an organisation)") from None
     session.add(Org(id=org.id))
     session.flush()
     member = None
@@ -95,19 +95,25 @@ def create_org(session: Session, name: str, *, admin: str | None = None) -> tupl
     return org, member
 
 
-def _member_user(session: Session, name: str) -> User:
+def _member_user(session: Session, name: str, *, create: bool = True) -> User:
     from .auth import get_or_create_user
 
-    user = get_or_create_user(session, name)
+    if create:
+        user = get_or_create_user(session, name)
+    else:
+        user = _user(session, name)
+        if user is None:
+            raise NotFoundError(f"no user named '{name[:100]}'")
     if is_org(session, user.id):
-        raise UsageError(f"'{user.name}' is an organisation: members are users")
+        raise RegistryError(f"'{user.name}' is an organisation: members are users")
     return user
 
 
 def set_member(session: Session, org: str, user: str, role: str, *, actor: Identity | None = None,
                as_operator: bool = False) -> tuple[User, User, str | None]:
-    """Add ``user`` (created if needed) to ``org`` with ``role``, or change their role. Without
-    ``as_operator``, ``actor`` must be allowed ``manage-members`` on the organisation.
+    """Add ``user`` to ``org`` with ``role``, or change their role. The operator (``as_operator``:
+    ``lorahub org add``) creates the user if needed; otherwise ``actor`` must be allowed
+    ``manage-members`` on the organisation and the user must exist.
     Returns ``(org, user, previous role or None)``."""
     from lorahub.registry.tables import OrgMember
 
@@ -115,7 +121,7 @@ def set_member(session: Session, org: str, user: str, role: str, *, actor: Ident
     if not as_operator:
         _check_actor(actor, org)
     org_row = find_org(session, org)
-    member = _member_user(session, user)
+    member = _member_user(session, user, create=as_operator)
     row = session.get(OrgMember, (org_row.id, member.id))
     previous = row.role if row is not None else None
     if row is None:
@@ -167,4 +173,67 @@ def list_members(raw: Raw, *, org: str | None = None, user: str | None = None) -
     )
 
 
-__all__ = ["check_role", "create_org", "find_org", "is_org", "list_members", "remove_member", "set_member"]
+class Orgs:
+    """The member operations of the Hub API, each in a session of its own. Errors are the API's:
+    an organisation that does not exist, or whose members the caller may not see, is a ``404``."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+
+    def members(self, ident: Identity | None, org: str) -> list[tuple[str, str]]:
+        """``(user, role)`` of every member; only members (any role) and server admins see them."""
+        import sqlalchemy as sa
+
+        from lorahub.registry.tables import OrgMember, User
+
+        with self.sessions.read() as s:
+            org_row = self._org(s, org, ident)
+            rows = s.execute(
+                sa.select(User.name, OrgMember.role).join(OrgMember, OrgMember.user_id == User.id)
+                .where(OrgMember.org_id == org_row.id).order_by(sa.func.lower(User.name))
+            ).all()
+        return [(str(n), str(r)) for n, r in rows]
+
+    def set_role(self, ident: Identity | None, org: str, user: str, role: str) -> tuple[str, str | None]:
+        if ident is None:
+            raise Unauthorized("authentication required: send a write token (Authorization: Bearer lh_...)")
+        with self.sessions.write() as s:
+            org_row = self._org(s, org, ident)
+            try:
+                _, member, previous = set_member(s, org_row.name, user, _role(role), actor=ident)
+            except (UsageError, RegistryError, BadRequest) as exc:
+                raise BadRequest(str(exc)) from None
+            except NotFoundError as exc:
+                raise HubApiError(str(exc), status=404) from None
+            return member.name, previous
+
+    def remove(self, ident: Identity | None, org: str, user: str) -> str:
+        if ident is None:
+            raise Unauthorized("authentication required: send a write token (Authorization: Bearer lh_...)")
+        with self.sessions.write() as s:
+            org_row = self._org(s, org, ident)
+            try:
+                _, member, role = remove_member(s, org_row.name, user, actor=ident)
+            except NotFoundError as exc:
+                raise HubApiError(str(exc), status=404) from None
+            return role
+
+    @staticmethod
+    def _org(s: Session, org: str, ident: Identity | None) -> User:
+        """The organisation, if ``ident`` may see its members (a member, any role; a server admin)."""
+        try:
+            row = find_org(s, org)
+        except NotFoundError:
+            row = None
+        if row is None or not allowed(ident, "read", RepoRef(namespace=org, private=True)):
+            raise HubApiError(f"no organisation named '{org[:100]}' (or you are no member of it)", status=404)
+        return row
+
+
+def _role(role: object) -> str:
+    if not isinstance(role, str) or role not in ROLES:
+        raise BadRequest(f"'role' must be one of {', '.join(ROLES)}")
+    return role
+
+
+__all__ = ["Orgs", "check_role", "create_org", "find_org", "is_org", "list_members", "remove_member", "set_member"]
