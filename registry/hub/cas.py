@@ -91,8 +91,7 @@ class XetClaims:
     repo_key: str
     write: bool
     exp: int
-    token_id: int = 0  # the lh_ token it was issued for (0: anonymous)
-    admin: bool = False
+    token_id: int = 0  # the lh_ token it was issued for (0: anonymous); its rights are read again at each call
 
 
 def _b64(data: bytes) -> str:
@@ -132,7 +131,6 @@ class XetCas:
                 "w": 1 if write else 0,
                 "e": int(time.time()) + TOKEN_TTL_S,
                 "t": ident.token_id if ident is not None else 0,
-                "a": 1 if ident is not None and ident.is_admin else 0,
             }
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{TOKEN_PREFIX}{payload}.{self.signer.sign('xet-token', payload)}", claims["e"]
@@ -147,7 +145,7 @@ class XetCas:
             raise Unauthorized("invalid Xet token")
         try:
             c = json.loads(_unb64(payload))
-            claims = XetClaims(int(c["u"]), int(c["r"]), str(c["k"]), bool(c["w"]), int(c["e"]), int(c["t"]), bool(c["a"]))
+            claims = XetClaims(int(c["u"]), int(c["r"]), str(c["k"]), bool(c["w"]), int(c["e"]), int(c["t"]))
         except (ValueError, KeyError, TypeError):
             raise Unauthorized("invalid Xet token") from None
         if claims.exp < time.time():
