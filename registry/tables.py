@@ -2,7 +2,8 @@
 
 ::
 
-    users --< tokens
+    users --< tokens --< token_scopes          (fine-grained tokens: the repos/namespaces they reach)
+    users --- orgs --< org_members >-- users   (an organisation is a users row marked in orgs)
     users --< adapters --< adapter_versions --< adapter_files
                  |--< adapter_tags
                  '--< trigger_words
@@ -24,6 +25,8 @@
   format, tags, author, licence...) so that filters run inside the text index.
 * **users** and **tokens** are minimal now: the server (``lorahub serve``)
   adds repositories and commits on top. Tokens are stored as SHA-256 hashes.
+  Organisations, their members' roles and token scopes are read by the server's
+  policy (``lorahub.registry.hub.access``).
 
 Schema changes go through Alembic (``lorahub.registry.migrations``); production
 code never calls ``create_all``.
