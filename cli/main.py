@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "registry": "lorahub.cli.commands.registry:registry_group",
     "serve": "lorahub.cli.commands.serve:serve_cmd",
     "token": "lorahub.cli.commands.serve:token_group",
+    "org": "lorahub.cli.commands.orgs:org_group",
     "push": "lorahub.cli.commands.hub:push_cmd",
     "pull": "lorahub.cli.commands.hub:pull_cmd",
 }

@@ -306,9 +306,10 @@ class Registry:
 
     # -- reading --------------------------------------------------------------------------
 
-    def search(self, query: SearchQuery | str | None = None, *, viewer: int | None = None,
+    def search(self, query: SearchQuery | str | None = None, *, viewer: Any = None,
                **filters: Any) -> list[SearchResult]:
-        """One page of results. ``viewer`` (a user id) also sees that user's private adapters."""
+        """One page of results. ``viewer`` (a user id, or the Hub server's ``access.PrivateView``: the
+        owners whose private adapters the caller may read, or all) also sees those private adapters."""
         from lorahub.schemas.registry import SearchQuery
 
         from . import lookups
@@ -345,7 +346,7 @@ class Registry:
             found = lookups.results_for(raw, [adapter_id])
         return found[0] if found else None
 
-    def by_hash(self, hash_or_prefix: str, *, viewer: int | None = None) -> list[SearchResult]:
+    def by_hash(self, hash_or_prefix: str, *, viewer: Any = None) -> list[SearchResult]:
         """Files whose fingerprint equals ``hash_or_prefix`` or starts with it (at least 8 hex)."""
         from . import lookups
 
@@ -353,7 +354,7 @@ class Registry:
         with self.reading() as raw:
             return lookups.by_hash(raw, h, viewer)
 
-    def lookup(self, hashes: Iterable[str], *, viewer: int | None = None) -> list[HashLookup]:
+    def lookup(self, hashes: Iterable[str], *, viewer: Any = None) -> list[HashLookup]:
         """Batch :meth:`by_hash` (one connection); every hash is checked before any lookup."""
         from lorahub.schemas.registry import HashLookup
 
@@ -366,7 +367,7 @@ class Registry:
                 out.append(HashLookup(query=given, matches=lookups.by_hash(raw, h, viewer)))
         return out
 
-    def dupes(self, *, viewer: int | None = None) -> list[DupeGroup]:
+    def dupes(self, *, viewer: Any = None) -> list[DupeGroup]:
         from . import lookups
 
         with self.reading() as raw:

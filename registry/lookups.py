@@ -96,15 +96,33 @@ def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = 
     return [to_result(by_id[i], scores.get(i, 0.0)) for i in ids if i in by_id]
 
 
-def _visibility(viewer: int | None, params: dict[str, Any]) -> str:
-    params["false"] = False
+def viewer_owners(viewer: Any) -> tuple[bool, tuple[int, ...]]:
+    """``(every private adapter, owner ids whose private adapters)`` a viewer sees: ``viewer`` is None
+    (anonymous), a user id, or a ``PrivateView`` of :func:`lorahub.registry.hub.access.private_view`
+    (the Hub server's policy: the caller's own and their organisations' adapters)."""
     if viewer is None:
+        return False, ()
+    if isinstance(viewer, int):
+        return False, (viewer,)
+    return bool(viewer.everything), tuple(sorted({int(o) for o in viewer.owners}))
+
+
+def visibility_sql(viewer: Any, params: dict[str, Any]) -> str:
+    """The SQL condition on ``adapters a`` of what ``viewer`` (see :func:`viewer_owners`) may see."""
+    params["false"] = False
+    everything, owners = viewer_owners(viewer)
+    if everything:
+        return "(a.private = :false OR a.private <> :false)"
+    if not owners:
         return "a.private = :false"
-    params["viewer"] = viewer
-    return "(a.private = :false OR a.owner_id = :viewer)"
+    params["viewers"] = list(owners)
+    return "(a.private = :false OR a.owner_id IN :viewers)"
 
 
-def file_rows_where(raw: Raw, where: str, params: dict[str, Any], viewer: int | None,
+_visibility = visibility_sql
+
+
+def file_rows_where(raw: Raw, where: str, params: dict[str, Any], viewer: Any,
                     order: str = "a.downloads DESC, a.id DESC, f.id") -> list[Any]:
     cond = _visibility(viewer, params)
     return raw.all(
@@ -114,7 +132,7 @@ def file_rows_where(raw: Raw, where: str, params: dict[str, Any], viewer: int | 
     )
 
 
-def by_hash(raw: Raw, query: str, viewer: int | None = None) -> list[SearchResult]:
+def by_hash(raw: Raw, query: str, viewer: Any = None) -> list[SearchResult]:
     """Files matching a lower-case hex ``query`` exactly or as a prefix, on every fingerprint column.
 
     A query of 8 hex also matches a CRC32 stored with its bytes reversed
@@ -151,7 +169,7 @@ def by_hash(raw: Raw, query: str, viewer: int | None = None) -> list[SearchResul
     return out
 
 
-def dupes(raw: Raw, viewer: int | None = None) -> list[DupeGroup]:
+def dupes(raw: Raw, viewer: Any = None) -> list[DupeGroup]:
     """Groups of files with the same AutoV3 (identical tensor data), biggest groups first."""
     params: dict[str, Any] = {}
     cond = _visibility(viewer, params)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import text as T
+from .lookups import viewer_owners, visibility_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     from lorahub.schemas.registry import SearchQuery
@@ -68,12 +69,12 @@ class _Plan:
     facets: list[str]
     min_rank: int | None
     max_rank: int | None
-    viewer: int | None
+    viewer: Any
     mode: str = "and"  # or "or"
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_for(q: SearchQuery, viewer: int | None) -> _Plan:
+def plan_for(q: SearchQuery, viewer: Any) -> _Plan:
     facets: list[str] = []
     if q.base:
         f = T.base_facet(q.base)
@@ -98,7 +99,7 @@ def plan_for(q: SearchQuery, viewer: int | None) -> _Plan:
     )
 
 
-def search(raw: Raw, q: SearchQuery, *, viewer: int | None = None) -> list[Hit]:
+def search(raw: Raw, q: SearchQuery, *, viewer: Any = None) -> list[Hit]:
     """Adapter ids (and scores) of one page of results, best first (read on ``raw``, a
     :class:`~lorahub.registry.database.Raw` reader)."""
     plan = plan_for(q, viewer)
@@ -132,10 +133,7 @@ class _Backend:
         return out
 
     def visibility(self, params: dict[str, Any]) -> str:
-        if self.plan.viewer is None:
-            return "a.private = :false"
-        params["viewer"] = self.plan.viewer
-        return "(a.private = :false OR a.owner_id = :viewer)"
+        return visibility_sql(self.plan.viewer, params)
 
     def run(self, sql: str, params: dict[str, Any], *, prepare: bool = False) -> list[Any]:
         params.setdefault("false", False)
@@ -219,9 +217,13 @@ class _SQLite(_Backend):
         out = " AND ".join(parts)
         if not self.has_private():
             return out
-        if self.plan.viewer is None:
+        everything, owners = viewer_owners(self.plan.viewer)
+        if everything:
+            return out
+        if not owners:
             return f"({out}) NOT {{facets}} : \"{T.F_PRIVATE}\""
-        return f'({out}) NOT ({{facets}} : ("{T.F_PRIVATE}" NOT "{T.F_OWNER}{int(self.plan.viewer)}"))'
+        mine = " OR ".join(f'"{T.F_OWNER}{o}"' for o in owners)
+        return f'({out}) NOT ({{facets}} : ("{T.F_PRIVATE}" NOT ({mine})))'
 
     def has_private(self) -> bool:
         """Whether any adapter is private (else the visibility rule is left out of the FTS query)."""

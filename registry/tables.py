@@ -2,7 +2,8 @@
 
 ::
 
-    users --< tokens
+    users --< tokens --< token_scopes          (fine-grained tokens: the repos/namespaces they reach)
+    users --- orgs --< org_members >-- users   (an organisation is a users row marked in orgs)
     users --< adapters --< adapter_versions --< adapter_files
                  |--< adapter_tags
                  '--< trigger_words
@@ -24,6 +25,8 @@
   format, tags, author, licence...) so that filters run inside the text index.
 * **users** and **tokens** are minimal now: the server (``lorahub serve``)
   adds repositories and commits on top. Tokens are stored as SHA-256 hashes.
+  Organisations, their members' roles and token scopes are read by the server's
+  policy (``lorahub.registry.hub.access``).
 
 Schema changes go through Alembic (``lorahub.registry.migrations``); production
 code never calls ``create_all``.
@@ -75,6 +78,43 @@ class Token(SQLModel, table=True):
     last_used_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime, nullable=True))
     expires_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime, nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime, nullable=True))
+
+
+class Org(SQLModel, table=True):
+    """An organisation: a namespace of its own, held in ``users`` (so a user and an organisation never
+    share a name, and an organisation's repos have it as ``owner_id`` as a user's have the user);
+    this row marks that ``users`` row as an organisation. No token is ever issued to it."""
+
+    __tablename__ = "orgs"
+
+    id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
+
+
+class OrgMember(SQLModel, table=True):
+    """A user's role in an organisation: ``read``, ``contributor``, ``write`` or ``admin`` (see
+    :mod:`lorahub.registry.hub.access`)."""
+
+    __tablename__ = "org_members"
+
+    org_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True))
+    user_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
+    role: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
+
+
+class TokenScope(SQLModel, table=True):
+    """What a fine-grained token is limited to: a repo (``kind = "repo"``, ``name`` = ``ns/name`` lower
+    case) or a whole namespace (``kind = "org"``, ``name`` = the organisation's or the user's own name,
+    lower case). A token without rows here is limited only by its user's rights."""
+
+    __tablename__ = "token_scopes"
+
+    token_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True))
+    kind: str = Field(sa_column=sa.Column(sa.String(8), primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))
 
 
 def hash_token(token: str) -> str:

@@ -143,23 +143,42 @@ def _session(data_dir: str | None, database: str | None):  # noqa: ANN202
 @click.option("--read-only", is_flag=True, help="A token that can read (private repos of the user included) but not write.")
 @click.option("--name", "token_name", default="", help="A label for the token (shown by `token list`).")
 @click.option("--expires-days", type=click.FloatRange(min=0, min_open=True), default=None, help="Expire after this many days.")
+@click.option("--repo", "repos", multiple=True, metavar="NS/NAME",
+              help="Fine-grained: the token acts only on this repo (repeatable; with --org, on those too).")
+@click.option("--org", "orgs", multiple=True, metavar="ORG",
+              help="Fine-grained: the token acts only on the repos of this organisation (or, given the user's own "
+                   "name, of the user; repeatable).")
 @data_option
 @database_option
 def token_create(
-    user_name: str, read_only: bool, token_name: str, expires_days: float | None, data_dir: str | None, database: str | None
+    user_name: str,
+    read_only: bool,
+    token_name: str,
+    expires_days: float | None,
+    repos: tuple[str, ...],
+    orgs: tuple[str, ...],
+    data_dir: str | None,
+    database: str | None,
 ) -> None:
-    """Create a token; it is printed once, alone on the last line of stdout."""
+    """Create a token; it is printed once, alone on the last line of stdout.
+
+    It has its user's rights (their namespace, their organisations' repos as their roles allow),
+    limited to reading with --read-only and to the named repos and organisations with --repo/--org
+    (public repos stay readable by every token)."""
     from lorahub.registry.hub.auth import create_token
 
     registry, session = _session(data_dir, database)
     try:
         with session:
             token, row, user = create_token(
-                session, user_name, write=not read_only, name=token_name, expires_in_days=expires_days
+                session, user_name, write=not read_only, name=token_name, expires_in_days=expires_days,
+                repos=repos, orgs=orgs,
             )
     finally:
         registry.close()
-    access = "read" if read_only else f"read, write to {user.name}/*"
+    access = "read" if read_only else f"read, write to {user.name}/* and as its roles allow"
+    if repos or orgs:
+        access = ("read" if read_only else "read, write") + " only on " + ", ".join([*repos, *(f"{o}/*" for o in orgs)])
     info(f"token {row.id} for user {user.name} ({access}); store it now, it is not shown again")
     click.echo(token)
 
@@ -172,7 +191,7 @@ def token_create(
 def token_list(user_name: str | None, data_dir: str | None, database: str | None, as_json: bool) -> None:
     """List tokens (never the secrets: only their first characters)."""
     from lorahub.registry.database import as_datetime, iso
-    from lorahub.registry.hub.auth import list_tokens
+    from lorahub.registry.hub.auth import list_tokens, token_scopes
     from lorahub.registry.server.run import prepare
 
     # A driver connection of its own, no SQLAlchemy: a fast start (see lorahub.registry.catalogue).
@@ -180,6 +199,7 @@ def token_list(user_name: str | None, data_dir: str | None, database: str | None
     try:
         with registry.reading() as raw:
             rows = list_tokens(raw, user_name)
+            scopes = token_scopes(raw, [t.id for t in rows])
     finally:
         registry.close()
     items = [
@@ -189,6 +209,7 @@ def token_list(user_name: str | None, data_dir: str | None, database: str | None
             "name": t.name,
             "prefix": t.token_prefix + "...",
             "access": "write" if t.can_write else "read",
+            "scopes": scopes.get(int(t.id), []),
             "created_at": iso(as_datetime(t.created_at)),
             "last_used_at": iso(as_datetime(t.last_used_at)),
             "expires_at": iso(as_datetime(t.expires_at)),
@@ -205,7 +226,7 @@ def token_list(user_name: str | None, data_dir: str | None, database: str | None
                 [
                     str(o["id"]),
                     o["user"],
-                    o["access"],
+                    o["access"] + (" on " + ",".join(o["scopes"]) if o["scopes"] else ""),
                     o["prefix"],
                     o["name"] or "-",
                     (o["created_at"] or "")[:16].replace("T", " "),

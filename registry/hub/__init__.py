@@ -4,8 +4,11 @@ through a Hugging Face Hub compatible HTTP API (see ``docs/server.md``).
 Modules, one job each (none of them imports FastAPI; the HTTP layer, with the Hub API's JSON
 views, is :mod:`lorahub.registry.server`):
 
-- :mod:`.repos`          repos and access: find, the visibility rules, create, delete, settings,
+- :mod:`.access`         the policy: who may do what (``allowed(identity, action, repo)``), roles,
+                         token scopes, and the private repos a listing or search may show
+- :mod:`.repos`          repos: find (with the error a refusal is), create, delete, settings,
                          list, read a repo at a revision (:class:`~.repos.Repos`)
+- :mod:`.orgs`           organisations and their members (``lorahub org``)
 - :mod:`.trees`          revisions and their trees: resolve a revision, a commit's files, tree
                          listings, paths-info, history, refs; writing one commit's rows
 - :mod:`.lfs`            uploads: preupload, the LFS batch API, recording and verifying an object

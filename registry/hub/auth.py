@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from lorahub.errors import NotFoundError, UsageError
+from lorahub.errors import NotFoundError, RegistryError, UsageError
 from lorahub.registry.database import utcnow
 
 from .errors import Unauthorized
@@ -51,14 +51,18 @@ INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 
 @dataclass(frozen=True)
 class Identity:
+    """Who a token speaks for. What they may do is decided by :func:`.access.allowed` alone."""
+
     user_id: int
     name: str
     can_write: bool
     token_id: int
     is_admin: bool = False
-
-    def may_write_namespace(self, namespace: str) -> bool:
-        return self.can_write and (self.is_admin or namespace.lower() == self.name.lower())
+    #: ``(organisation name, organisation id, role)`` of every membership.
+    orgs: tuple[tuple[str, int, str], ...] = ()
+    #: ``(kind, name)`` pairs a fine-grained token is limited to (``repo``: ``ns/name``, ``org``: a
+    #: namespace; lower case), None for a token limited only by its user's rights.
+    scopes: tuple[tuple[str, str], ...] | None = None
 
 
 def generate_token() -> str:
@@ -91,15 +95,47 @@ def get_or_create_user(session: Session, name: str) -> User:
 
 
 def create_token(
-    session: Session, user_name: str, *, write: bool = True, name: str = "", expires_in_days: float | None = None
+    session: Session,
+    user_name: str,
+    *,
+    write: bool = True,
+    name: str = "",
+    expires_in_days: float | None = None,
+    repos: list[str] | tuple[str, ...] = (),
+    orgs: list[str] | tuple[str, ...] = (),
 ) -> tuple[str, Token, User]:
     """Create (and commit) a token for ``user_name``, creating the user if needed.
 
+    ``repos`` (``ns/name``) and ``orgs`` (an organisation, or the user's own name for all of the
+    user's repos) make it fine-grained: it acts only there (see :mod:`.access`).
     Returns ``(token, row, user)``; ``token`` is the only copy of the secret.
     """
-    from lorahub.registry.tables import Token, hash_token
+    from sqlmodel import select
 
+    from lorahub.registry.tables import Org, Token, TokenScope, User, hash_token
+
+    from .names import check_namespace, check_repo_name
+
+    scopes: set[tuple[str, str]] = set()
+    for repo in repos:
+        ns, sep, rname = repo.partition("/")
+        if not sep:
+            raise UsageError(f"--repo {repo[:100]!r}: expected NAMESPACE/NAME")
+        check_namespace(ns)
+        check_repo_name(rname)
+        scopes.add(("repo", f"{ns.lower()}/{rname.lower()}"))
     user = get_or_create_user(session, user_name)
+    if session.get(Org, user.id) is not None:
+        raise RegistryError(f"'{user.name}' is an organisation: tokens are issued to its members")
+    for org in orgs:
+        check_namespace(org)
+        if org.lower() != user.name.lower():
+            found = session.exec(
+                select(User).join(Org, Org.id == User.id).where(sa_lower(User.name) == org.lower())
+            ).first()
+            if found is None:
+                raise NotFoundError(f"no organisation named '{org[:100]}'")
+        scopes.add(("org", org.lower()))
     token = generate_token()
     row = Token(
         user_id=user.id,
@@ -110,10 +146,19 @@ def create_token(
         expires_at=(utcnow() + timedelta(days=expires_in_days)) if expires_in_days else None,
     )
     session.add(row)
+    session.flush()
+    for kind, value in sorted(scopes):
+        session.add(TokenScope(token_id=row.id, kind=kind, name=value))
     session.commit()
     session.refresh(row)
     session.refresh(user)
     return token, row, user
+
+
+def sa_lower(column: Any) -> Any:
+    import sqlalchemy as sa
+
+    return sa.func.lower(column)
 
 
 def list_tokens(raw: Raw, user_name: str | None = None) -> list[Any]:
@@ -131,6 +176,19 @@ def list_tokens(raw: Raw, user_name: str | None = None) -> list[Any]:
         f"t.expires_at, t.revoked_at FROM tokens t JOIN users u ON u.id = t.user_id {where}ORDER BY t.id",
         params,
     )
+
+
+def token_scopes(raw: Raw, token_ids: list[int]) -> dict[int, list[str]]:
+    """The scopes of these tokens, as ``repo:ns/name`` and ``org:name``, read on ``raw``."""
+    if not token_ids:
+        return {}
+    out: dict[int, list[str]] = {}
+    for r in raw.all(
+        "SELECT token_id, kind, name FROM token_scopes WHERE token_id IN :ids ORDER BY token_id, kind, name",
+        {"ids": list(token_ids)},
+    ):
+        out.setdefault(int(r[0]), []).append(f"{r[1]}:{r[2]}")
+    return out
 
 
 def revoke_token(session: Session, token_or_id: str) -> tuple[Token, User]:
@@ -205,9 +263,7 @@ class Authenticator:
         if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
             raise _invalid()
         self._touch(session, tok.id, now)
-        return Identity(
-            user_id=user.id, name=user.name, can_write=bool(tok.can_write), token_id=tok.id, is_admin=bool(user.is_admin)
-        )
+        return identity_of(session, tok, user)
 
     def _touch(self, session: Session, token_id: int, now: datetime) -> None:
         mono = time.monotonic()
@@ -225,6 +281,44 @@ class Authenticator:
             session.commit()
         except Exception:  # noqa: BLE001 - bookkeeping must never fail a request
             session.rollback()
+
+
+def identity_of(session: Session, tok: Token, user: User) -> Identity:
+    """The :class:`Identity` of a valid token: its user, memberships and scopes, read now."""
+    import sqlalchemy as sa
+
+    from lorahub.registry.tables import OrgMember, TokenScope, User
+
+    org = sa.orm.aliased(User)
+    orgs = session.execute(
+        sa.select(org.name, OrgMember.org_id, OrgMember.role)
+        .join(org, org.id == OrgMember.org_id)
+        .where(OrgMember.user_id == user.id)
+        .order_by(org.name)
+    ).all()
+    scopes = session.execute(
+        sa.select(TokenScope.kind, TokenScope.name).where(TokenScope.token_id == tok.id).order_by(TokenScope.kind, TokenScope.name)
+    ).all()
+    return Identity(
+        user_id=user.id,
+        name=user.name,
+        can_write=bool(tok.can_write),
+        token_id=tok.id,
+        is_admin=bool(user.is_admin),
+        orgs=tuple((str(n), int(i), str(r)) for n, i, r in orgs),
+        scopes=tuple((str(k), str(n)) for k, n in scopes) or None,
+    )
+
+
+def identity_for_token_id(session: Session, token_id: int) -> Identity | None:
+    """The identity of token ``token_id`` if it is still valid (not revoked, not expired), else None."""
+    from lorahub.registry.tables import Token, User
+
+    tok = session.get(Token, token_id)
+    if tok is None or tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= utcnow()):
+        return None
+    user = session.get(User, tok.user_id)
+    return None if user is None else identity_of(session, tok, user)
 
 
 def _invalid() -> Unauthorized:

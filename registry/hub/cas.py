@@ -52,7 +52,8 @@ from lorahub.registry.database import Sessions, insert_ignore
 from lorahub.registry.tables import Token, utcnow
 
 from . import xet
-from .auth import Identity, UrlSigner
+from .access import allowed
+from .auth import Identity, UrlSigner, identity_for_token_id
 from .blobstore import BlobStore, _fsync_dir, _storage_error
 from .config import HubConfig
 from .errors import BadRequest, Forbidden, HubApiError, PayloadTooLarge, Unauthorized
@@ -90,8 +91,7 @@ class XetClaims:
     repo_key: str
     write: bool
     exp: int
-    token_id: int = 0  # the lh_ token it was issued for (0: anonymous)
-    admin: bool = False
+    token_id: int = 0  # the lh_ token it was issued for (0: anonymous); its rights are read again at each call
 
 
 def _b64(data: bytes) -> str:
@@ -123,7 +123,7 @@ class XetCas:
 
     def issue_token(self, ident: Identity | None, repo_type: str, repo_id: str, *, write: bool) -> tuple[str, int]:
         with self.sessions.read() as s:
-            repo = get_repo(s, repo_type, repo_id, ident, write=write)
+            repo = get_repo(s, repo_type, repo_id, ident, action="xet-write" if write else "xet-read")
             claims = {
                 "u": ident.user_id if ident is not None else 0,
                 "r": repo.id,
@@ -131,7 +131,6 @@ class XetCas:
                 "w": 1 if write else 0,
                 "e": int(time.time()) + TOKEN_TTL_S,
                 "t": ident.token_id if ident is not None else 0,
-                "a": 1 if ident is not None and ident.is_admin else 0,
             }
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{TOKEN_PREFIX}{payload}.{self.signer.sign('xet-token', payload)}", claims["e"]
@@ -146,7 +145,7 @@ class XetCas:
             raise Unauthorized("invalid Xet token")
         try:
             c = json.loads(_unb64(payload))
-            claims = XetClaims(int(c["u"]), int(c["r"]), str(c["k"]), bool(c["w"]), int(c["e"]), int(c["t"]), bool(c["a"]))
+            claims = XetClaims(int(c["u"]), int(c["r"]), str(c["k"]), bool(c["w"]), int(c["e"]), int(c["t"]))
         except (ValueError, KeyError, TypeError):
             raise Unauthorized("invalid Xet token") from None
         if claims.exp < time.time():
@@ -158,12 +157,16 @@ class XetCas:
             repo = s.get(HubRepo, claims.repo_pk)
             if repo is None or repo.key != claims.repo_key:
                 raise Unauthorized("the repo of this Xet token no longer exists")
-            if repo.private and not (claims.admin or (claims.user_id and claims.user_id == repo.owner_id)):
-                raise Unauthorized("this Xet token no longer gives access to its repo")
+            ident = None
             if claims.token_id:
                 tok = s.get(Token, claims.token_id)
-                if tok is None or tok.revoked_at is not None or tok.user_id != claims.user_id:
+                ident = identity_for_token_id(s, claims.token_id)
+                if tok is None or ident is None or tok.user_id != claims.user_id:
                     raise Unauthorized("the token this Xet token was issued for has been revoked")
+            # the policy, read now: a repo made private, a membership removed or a role lowered
+            # stops a Xet token issued before at its next call
+            if not allowed(ident, "xet-write" if claims.write else "xet-read", repo):
+                raise Unauthorized("this Xet token no longer gives access to its repo")
         return claims
 
     # -- chunks ---------------------------------------------------------------------------

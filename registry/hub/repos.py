@@ -1,12 +1,12 @@
 """Repos and who may see them: finding a repo, the access rules, creating, deleting, changing
 visibility, listing, and reading a repo at a revision (its files, a file, its refs and history).
 
-Access rules:
+Access rules (decided by :func:`.access.allowed`; here is only which error each refusal is):
 
-* a public repo is readable by anyone; a private repo only by its owner (and admins): everyone
-  else gets the same ``404 RepoNotFound`` as for a repo that does not exist;
+* a repo the caller may not read (a private repo outside their namespaces, or outside a
+  fine-grained token's scope) is the same ``404 RepoNotFound`` as a repo that does not exist;
 * writing needs a token (``401`` without one), a write token (``403`` for a read-only one) and
-  the repo's namespace (``403`` for another user's public repo, ``404`` for their private one).
+  the right to write there (``403`` for a repo the caller may read but not change).
 
 The functions take the caller's session; :class:`Repos` is the operations, each opening its own
 session (see :mod:`lorahub.registry.hub`).
@@ -26,6 +26,7 @@ from lorahub.registry.database import Sessions, insert_ignore
 from lorahub.registry.tables import User, utcnow
 
 from . import trees
+from .access import RepoRef, allowed, in_scope, private_view
 from .auth import Identity
 from .blobstore import BlobStore
 from .catalogue_sync import CatalogueSync
@@ -65,24 +66,35 @@ def repo_by_public_id(session: Session, public_id: str) -> HubRepo | None:
 
 
 def can_read(repo: HubRepo, ident: Identity | None) -> bool:
-    if not repo.private:
-        return True
-    return ident is not None and (ident.user_id == repo.owner_id or ident.is_admin)
+    return allowed(ident, "read", repo)
 
 
-def get_repo(session: Session, repo_type: str, repo_id: str, ident: Identity | None, *, write: bool = False) -> HubRepo:
-    """The repo, if ``ident`` may read it (and, with ``write``, write to it); else the error the rules say."""
-    if write and ident is None:
+def check_allowed(ident: Identity | None, action: str, repo: HubRepo | RepoRef, label: str) -> None:
+    """Raise the error a refused ``action`` on a readable repo (or a namespace) is."""
+    if ident is None:
+        raise Unauthorized("authentication required: send a write token (Authorization: Bearer lh_...)")
+    if allowed(ident, action, repo):
+        return
+    if not ident.can_write:
+        raise Forbidden("this token is read-only: create a write token with `lorahub token create --user NAME`")
+    if ident.scopes is not None and not in_scope(ident, repo.namespace, repo.name):
+        raise Forbidden(f"this token is limited to other repos than {label}")
+    raise Forbidden(f"you ({ident.name}) cannot {action} {label}")
+
+
+def get_repo(
+    session: Session, repo_type: str, repo_id: str, ident: Identity | None, *, write: bool = False, action: str | None = None
+) -> HubRepo:
+    """The repo, if ``ident`` may read it and do ``action`` (``write`` for ``write=True``) on it; else the
+    error the rules say."""
+    action = action or ("write" if write else "read")
+    if action not in ("read", "xet-read") and ident is None:
         raise Unauthorized("authentication required: send a write token (Authorization: Bearer lh_...)")
     repo = find_repo(session, repo_type, repo_id)
-    if repo is None or not can_read(repo, ident):
+    if repo is None or not allowed(ident, "read", repo):
         raise RepoNotFound(repo_id)
-    if write:
-        assert ident is not None
-        if not ident.can_write:
-            raise Forbidden("this token is read-only: create a write token with `lorahub token create --user NAME`")
-        if not ident.may_write_namespace(repo.namespace):
-            raise Forbidden(f"you ({ident.name}) cannot write to the namespace '{repo.namespace}'")
+    if action not in ("read", "xet-read"):
+        check_allowed(ident, action, repo, f"the repo '{repo.namespace}/{repo.name}'")
     return repo
 
 
@@ -101,10 +113,15 @@ def list_repos(
 ) -> tuple[list[HubRepo], bool]:
     """One page of the repos ``ident`` may see; ``(repos, more)``."""
     stmt = select(HubRepo).where(HubRepo.repo_type == repo_type)
-    if ident is None:
-        stmt = stmt.where(HubRepo.private == sa.false())
-    elif not ident.is_admin:
-        stmt = stmt.where(sa.or_(HubRepo.private == sa.false(), HubRepo.owner_id == ident.user_id))
+    view = private_view(ident)
+    if not view.everything:
+        visible = [HubRepo.private == sa.false()]
+        if view.namespaces:
+            visible.append(HubRepo.namespace_lower.in_(view.namespaces))
+        if view.repos:
+            # key is "type/namespace/name", lower case
+            visible.append(HubRepo.key.in_([f"{repo_type}/{r}" for r in view.repos]))
+        stmt = stmt.where(sa.or_(*visible))
     if search:
         term = search.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         # key is "type/namespace/name": match inside "namespace/name" only
@@ -174,10 +191,7 @@ class Repos:
         ns = organization or ident.name
         check_namespace(ns)
         check_repo_name(name)
-        if not ident.can_write:
-            raise Forbidden("this token is read-only")
-        if not ident.may_write_namespace(ns):
-            raise Forbidden(f"you ({ident.name}) cannot create repos in the namespace '{ns}'")
+        check_allowed(ident, "create", RepoRef(namespace=ns, name=name, private=bool(private)), f"repos in the namespace '{ns}'")
         key = repo_key(rt, ns, name)
         for attempt in range(5):
             with self.sessions.write() as s:
@@ -197,6 +211,7 @@ class Repos:
                     namespace_lower=ns.lower(),
                     key=key,
                     owner_id=owner.id,
+                    created_by=ident.user_id,
                     private=bool(private),
                     created_at=now,
                     updated_at=now,
@@ -230,14 +245,14 @@ class Repos:
     def delete(self, ident: Identity | None, repo_type: str | None, repo_id: str) -> None:
         rt = check_repo_type(repo_type)
         with self.sessions.write() as s:
-            repo = get_repo(s, rt, repo_id, ident, write=True)
+            repo = get_repo(s, rt, repo_id, ident, action="delete")
             self.sync.unindex(s, repo)
             s.delete(repo)
             s.commit()
 
     def update_settings(self, ident: Identity | None, repo_type: str, repo_id: str, private: bool | None) -> HubRepo:
         with self.sessions.write() as s:
-            repo = get_repo(s, repo_type, repo_id, ident, write=True)
+            repo = get_repo(s, repo_type, repo_id, ident, action="settings")
             if private is not None and bool(private) != repo.private:
                 repo.private = bool(private)
                 s.add(repo)
@@ -298,4 +313,4 @@ class Repos:
             log.debug("could not count a download", exc_info=True)
 
 
-__all__ = ["GITATTRIBUTES", "Repos", "can_read", "find_repo", "get_repo", "list_repos", "repo_by_public_id"]
+__all__ = ["GITATTRIBUTES", "Repos", "can_read", "check_allowed", "find_repo", "get_repo", "list_repos", "repo_by_public_id"]

@@ -24,7 +24,7 @@
   transaction as the ref, so listing models needs no join over commits.
 * Users and tokens are the registry's ``users`` and ``tokens`` tables.
 
-Created by the Alembic revisions ``0101_hub``, ``0104_hub_repo_ids`` and ``0105_hub_xet`` (never by ``create_all``).
+Created by the Alembic revisions ``0101_hub``, ``0104_hub_repo_ids``, ``0105_hub_xet`` and ``0107_orgs`` (never by ``create_all``).
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ class HubRepo(SQLModel, table=True):
     pipeline_tag: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
     library_name: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
     next_pr: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
+    #: The user who created the repo (an organisation's ``contributor`` members may write to the repos
+    #: they created); no foreign key: users are never deleted, and SQLite drops such a column simply.
+    created_by: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
 
 
 class HubRef(SQLModel, table=True):

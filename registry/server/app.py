@@ -34,6 +34,7 @@ from lorahub.registry.hub.commits import Commits
 from lorahub.registry.hub.config import HubConfig
 from lorahub.registry.hub.errors import BadRequest, HubApiError, PayloadTooLarge, UnsupportedMediaType
 from lorahub.registry.hub.lfs import Lfs
+from lorahub.registry.hub.orgs import Orgs
 from lorahub.registry.hub.repos import Repos
 
 from .accesslog import AccessLogMiddleware
@@ -72,6 +73,7 @@ class ServerState:
         sessions = Sessions(registry.engine)
         sync = CatalogueSync(self.store, config)
         self.repos = Repos(sessions, self.store, sync)
+        self.orgs = Orgs(sessions)
         self.lfs = Lfs(sessions, self.store, config)
         self.commits = Commits(sessions, self.store, config, sync)
         self.auth = Authenticator(sessions)

@@ -107,10 +107,78 @@ async def whoami(request: Request) -> JSONResponse:
             "isPro": False,
             "canPay": False,
             "emailVerified": False,
-            "orgs": [],
-            "auth": {"type": "access_token", "accessToken": {"displayName": f"token {ident.token_id}", "role": "write" if ident.can_write else "read"}},
+            "orgs": [
+                {
+                    "type": "org",
+                    "id": str(org_id),
+                    "name": org,
+                    "fullname": org,
+                    "roleInOrg": role,
+                    "isEnterprise": False,
+                    "canPay": False,
+                    "avatarUrl": "",
+                }
+                for org, org_id, role in ident.orgs
+            ],
+            "auth": {"type": "access_token", "accessToken": _access_token_view(ident)},
         }
     )
+
+
+def _access_token_view(ident: Any) -> dict[str, Any]:
+    """``auth.accessToken`` as the Hub shapes it: role ``read``/``write``, or ``fineGrained`` with the
+    scopes (``entity`` and ``permissions``) for a token limited to named repos and namespaces."""
+    out: dict[str, Any] = {"displayName": f"token {ident.token_id}", "role": "write" if ident.can_write else "read"}
+    if ident.scopes is not None:
+        perms = ["repo.content.read", "repo.write"] if ident.can_write else ["repo.content.read"]
+        own = ident.name.lower()
+        out["role"] = "fineGrained"
+        out["fineGrained"] = {
+            "canReadGatedRepos": False,
+            "global": [],
+            "scoped": [
+                {
+                    "entity": {"type": "model" if kind == "repo" else ("user" if name == own else "org"), "name": name},
+                    "permissions": perms,
+                }
+                for kind, name in ident.scopes
+            ],
+        }
+    return out
+
+
+# -- organisations ---------------------------------------------------------------------
+
+
+@router.get("/api/organizations/{org}/members")
+async def org_members(org: str, request: Request) -> JSONResponse:
+    """``list_organization_members``: to members (any role) and server admins; others get ``404``."""
+    st = state_of(request)
+    ident = await identify(request)
+    rows = await run_in_threadpool(st.orgs.members, ident, org)
+    return JSONResponse([{"type": "user", "user": u, "fullname": u, "avatarUrl": "", "role": r} for u, r in rows])
+
+
+@router.put("/api/organizations/{org}/members/{user}/role")
+async def org_member_role(org: str, user: str, request: Request) -> JSONResponse:
+    """Set a member's role (the Hub's route); here it also adds an existing user who is no member yet.
+    Org admins and server admins only (``manage-members``)."""
+    st = state_of(request)
+    body = await read_json(request, st.settings.max_json_bytes)
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object with 'role'")
+    ident = await identify(request)
+    name, previous = await run_in_threadpool(st.orgs.set_role, ident, org, user, body.get("role"))
+    return JSONResponse({"user": name, "role": body.get("role"), "previous": previous})
+
+
+@router.delete("/api/organizations/{org}/members/{user}")
+async def org_member_remove(org: str, user: str, request: Request) -> JSONResponse:
+    """Remove a member (lorahub's route; the Hub removes members in its web pages). ``manage-members``."""
+    st = state_of(request)
+    ident = await identify(request)
+    role = await run_in_threadpool(st.orgs.remove, ident, org, user)
+    return JSONResponse({"user": user, "removed": role})
 
 
 # -- repos -------------------------------------------------------------------------------

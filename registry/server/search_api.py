@@ -2,7 +2,8 @@
 
 The same queries as ``lorahub search`` (words, ``--base``, ``--format``, ``--tag``, ``--author``,
 ``--license``, ``--min-rank``/``--max-rank``, ``--sort``, pages) and ``lorahub search --hash``.
-With a token, the caller also sees their own private adapters.
+With a token, the caller also sees the private adapters they may read (their own, their
+organisations'; :func:`lorahub.registry.hub.access.private_view`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
 from lorahub import __version__
+from lorahub.registry.hub.access import search_viewer
 from lorahub.schemas.registry import HashLookup, SearchQuery, SearchResult
 
 from .app import state_of
@@ -142,7 +144,7 @@ async def search(request: Request) -> Response:
         # One thread hop for the whole request (token, query, JSON): the results are serialised here,
         # not re-validated by FastAPI's response_model (which stays for the OpenAPI schema).
         ident = st.identify(authorization)
-        results = st.registry.search(query, viewer=ident.user_id if ident is not None else None)
+        results = st.registry.search(query, viewer=search_viewer(ident))
         return _RESULTS.dump_json(results)
 
     return _json(await _in_search_thread(work))
@@ -165,7 +167,7 @@ async def by_hash(
 
     def work() -> bytes:
         ident = st.identify(authorization)
-        matches = st.registry.by_hash(hash, viewer=ident.user_id if ident is not None else None)
+        matches = st.registry.by_hash(hash, viewer=search_viewer(ident))
         return HashLookup(query=hash, matches=matches).model_dump_json().encode()
 
     return _json(await _in_search_thread(work))

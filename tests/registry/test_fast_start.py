@@ -1,5 +1,5 @@
 """Registry commands start fast (issue 24): `search` (text, --json, --hash), `dupes`, a warm `index`
-and `token list` import neither SQLAlchemy, sqlmodel nor Alembic (nor huggingface_hub or torch),
+, `token list` and `org list` import neither SQLAlchemy, sqlmodel nor Alembic (nor huggingface_hub or torch),
 and print exactly what the full path prints.
 
 The fast path is a command's registry (``Registry(url, pooled=False)``: reads on a driver connection
@@ -106,7 +106,12 @@ def populated(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
         known = recs[7].versions[0].files[0].hashes["sha256"]
     finally:
         reg.close()
-    for user, extra in (("alice", []), ("Bob", ["--read-only", "--name", "ci"])):
+    for args in (["org", "create", "Studio", "--admin", "alice"], ["org", "add", "studio", "Bob", "--role", "contributor"],
+                 ["org", "create", "empty"]):
+        code, _ = full([*args, "--database", db_url], pytest.MonkeyPatch())
+        assert code == 0
+    for user, extra in (("alice", []), ("Bob", ["--read-only", "--name", "ci"]),
+                        ("Bob", ["--org", "studio", "--repo", "alice/x", "--name", "scoped"])):
         code, _ = full(["token", "create", "--user", user, *extra, "--database", db_url], pytest.MonkeyPatch())
         assert code == 0
     yield db_url, folder, known
@@ -137,8 +142,16 @@ def test_registry_commands_start_light_and_print_what_the_full_path_prints(
     assert summary["unchanged"] == 4 and summary["added"] == summary["updated"] == summary["removed"] == 0
 
     tokens = json.loads(same_both_ways(["token", "list", "--json", *db], tmp_path, monkeypatch))
-    assert [(t["user"], t["access"], t["name"]) for t in tokens] == [("alice", "write", ""), ("Bob", "read", "ci")]
+    assert [(t["user"], t["access"], t["name"], t["scopes"]) for t in tokens] == [
+        ("alice", "write", "", []), ("Bob", "read", "ci", []), ("Bob", "write", "scoped", ["org:studio", "repo:alice/x"])]
     same_both_ways(["token", "list", "--user", "BOB", *db], tmp_path, monkeypatch)
+
+    orgs = json.loads(same_both_ways(["org", "list", "--json", *db], tmp_path, monkeypatch))
+    assert orgs == [{"org": "empty", "members": []},
+                    {"org": "Studio", "members": [{"user": "alice", "role": "admin"}, {"user": "Bob", "role": "contributor"}]}]
+    assert json.loads(same_both_ways(["org", "list", "--user", "bob", "--json", *db], tmp_path, monkeypatch)) == [
+        {"org": "Studio", "members": [{"user": "Bob", "role": "contributor"}]}]
+    same_both_ways(["org", "list", *db], tmp_path, monkeypatch)
 
 
 QUERIES = [

@@ -134,6 +134,32 @@ def test_small_files_indexed_before_get_the_autov1_the_tools_show(db_url: str, t
         reg.close()
 
 
+def test_repos_made_before_organisations_were_created_by_their_owner(db_url: str) -> None:
+    """0107: ``hub_repos.created_by`` of existing repos is their owner (every namespace was a user's),
+    so a contributor-style check never treats an old repo as created by nobody."""
+    from alembic import command
+    from sqlalchemy import text
+
+    reg = Registry(db_url)
+    try:
+        reg.migrate()
+        with reg.engine.connect() as conn:
+            command.downgrade(alembic_config(connection=conn), "0105_hub_xet")
+            conn.commit()
+            conn.execute(text("INSERT INTO users (id, name, is_admin, created_at) VALUES (5, 'alice', :f, '2026-01-01')"),
+                         {"f": False})
+            conn.execute(text(
+                "INSERT INTO hub_repos (id, public_id, repo_type, namespace, name, namespace_lower, key, owner_id, private, "
+                "created_at, updated_at, downloads, likes, tags, next_pr) VALUES (9, 'ab', 'model', 'alice', 'x', 'alice', "
+                "'model/alice/x', 5, :f, '2026-01-01', '2026-01-01', 0, 0, '[]', 1)"), {"f": False})
+            conn.commit()
+        assert reg.migrate()[1] == head_revision()
+        with reg.engine.connect() as conn:
+            assert conn.execute(text("SELECT created_by FROM hub_repos WHERE id = 9")).scalar_one() == 5
+    finally:
+        reg.close()
+
+
 def _migrate_at_the_barrier(url: str, barrier, results) -> None:  # noqa: ANN001 - multiprocessing objects
     reg = Registry(url, auto_migrate=False)
     try:

@@ -150,6 +150,17 @@ def test_private_adapters_are_visible_to_their_owner_only(registry) -> None:  # 
     assert registry.by_hash("ab" * 32) == []
     secret = registry.by_hash("ab" * 32, viewer=1)[0]
     assert secret.source == "alice/secret@aaaaaaaaaaaa:" or secret.source.startswith("alice/secret@aaaaaaaaaaaa")
+    # the Hub server's viewers (lorahub.registry.hub.access.private_view): several owners (a user and
+    # their organisations), or everything (a server admin)
+    from lorahub.registry.hub.access import PrivateView
+
+    for view, sees in ((PrivateView(owners=(7, 1)), True), (PrivateView(owners=(7,)), False),
+                       (PrivateView(), False), (PrivateView(everything=True), True)):
+        names = sorted(r.name for r in registry.search(SearchQuery(query="sauce"), viewer=view))
+        assert names == (["open sauce", "secret sauce"] if sees else ["open sauce"]), view
+        assert [r.name for r in registry.search(SearchQuery(tags=["style"]), viewer=view)] != [] and \
+            ("secret sauce" in [r.name for r in registry.search(SearchQuery(tags=["style"]), viewer=view)]) == sees
+        assert bool(registry.by_hash("ab" * 32, viewer=view)) == sees, view
 
 
 @pytest.mark.postgres
