@@ -251,7 +251,7 @@ def repo_adapter(path: str, report, fp) -> RepoAdapter:  # noqa: ANN001 - Inspec
     return RepoAdapter(
         path=path, size=fp.size, hashes={k: v for k, v in fp.model_dump().items() if k in HASH_FIELDS and v},
         format=report.format, base_family=report.base_family, rank=report.rank, alpha=report.alpha,
-        dtype=report.dtype, trigger_words=list(report.trigger_words), title=report.title,
+        dtype=report.dtype, trigger_words=list(report.trigger_words), title=report.title, recipe=report.recipe,
     )
 
 
