@@ -305,7 +305,7 @@ def blend_cmd(ctx, inputs, output, method, rank, density, seed, dtype, title, fm
 
     from lorahub.pipeline.blend import blend, blend_inputs
     from lorahub.pipeline.prompt import parse_spec
-    from lorahub.pipeline.recipe import bake, load_recipe, reference_of
+    from lorahub.pipeline.recipe import bake, hub_card_licence, load_recipe, reference_of
     from lorahub.pipeline.recipe import save_recipe as write_recipe
     from lorahub.registry.resolving import registry_resolver
 
@@ -325,6 +325,10 @@ def blend_cmd(ctx, inputs, output, method, rank, density, seed, dtype, title, fm
             hit = resolver.resolve(tag.name)
             item = blend_inputs([(str(hit.path), tag.weights)])[0]
             item.ref = reference_of(hit)
+            if "hub" in item.ref:
+                lic = hub_card_licence(item.ref["hub"])
+                if lic:
+                    item.ref["license"] = lic
             items.append(item)
         result = blend(items, method=method, rank=rank, density=density, out=output, seed=seed, dtype=dtype,
                        title=title, format=fmt)

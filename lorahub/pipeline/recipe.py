@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The safetensors metadata key that holds a blend's recipe (JSON).
 METADATA_KEY = "lorahub.recipe"
+#: The recipe file ``push`` writes beside a blend.
+RECIPE_FILE = "recipe.yaml"
 #: A recipe file is small: a few sources and numbers.
 MAX_RECIPE_BYTES = 256 * 1024
 
@@ -138,6 +140,25 @@ def reference_of(resolved: Resolved) -> dict[str, str]:
     return {"path": str(Path(resolved.path).resolve())}
 
 
+def hub_card_licence(hub: str, endpoint: str | None = None) -> str | None:
+    """The ``license`` of the model card of a Hub source (``namespace/name@revision``), read from the
+    Hugging Face cache or downloaded into it; None when the repo has no card or it names none."""
+    from huggingface_hub import hf_hub_download
+
+    from ..hub.card import parse_card
+
+    repo, _, rev = hub.partition("@")
+    ep = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    try:
+        path = hf_hub_download(repo, "README.md", revision=rev or None, endpoint=ep, library_name="lorahub")
+        with open(path, "rb") as fh:
+            text = fh.read(1 << 20).decode("utf-8", errors="replace")
+        lic = (parse_card(text) or {}).get("license")
+    except Exception:  # noqa: BLE001 - no card, no network, a card that does not parse: the licence is unknown
+        return None
+    return lic.strip()[:200] if isinstance(lic, str) and lic.strip() else None
+
+
 def hub_url(source: RecipeSource, endpoint: str | None = None) -> str | None:
     """The page of a Hub source on ``endpoint`` ($HF_ENDPOINT, else huggingface.co)."""
     if not source.hub:
@@ -145,6 +166,40 @@ def hub_url(source: RecipeSource, endpoint: str | None = None) -> str | None:
     ep = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     repo, _, rev = source.hub.partition("@")
     return f"{ep}/{repo}/blob/{rev or 'main'}/{source.file}"
+
+
+_NON_COMMERCIAL = re.compile(r"(^|[-_ ])nc([-_ ]|$)|non[-_ ]?commercial|research[-_ ]only", re.IGNORECASE)
+_NO_DERIVATIVES = re.compile(r"(^|[-_ ])nd([-_ ]|$)|no[-_ ]?deriv", re.IGNORECASE)
+_SHARE_ALIKE = re.compile(r"^cc-by(-nc)?-sa-", re.IGNORECASE)
+
+
+def is_non_commercial(license_id: str | None) -> bool:
+    """Whether a licence id forbids commercial use (``cc-by-nc-4.0``, ``*-non-commercial-*``...)."""
+    return bool(license_id) and bool(_NON_COMMERCIAL.search(str(license_id)))
+
+
+def licence_conflicts(recipe: BlendRecipe, published: str | None) -> list[str]:
+    """Warnings (one line each) when the sources' licences do not allow publishing the blend under
+    ``published``: a non-commercial source in a blend published under a licence that allows
+    commercial use, a no-derivatives source (a blend is a derivative), a share-alike source under
+    another licence. Sources of unknown licence are named too: their terms are not known."""
+    out: list[str] = []
+    pub = (published or "").strip()
+    for s in recipe.sources:
+        who = s.name or s.reference()
+        lic = (s.license or "").strip()
+        if not lic:
+            continue
+        if is_non_commercial(lic) and pub and not is_non_commercial(pub):
+            out.append(f"licence conflict: source {who} is {lic} (non-commercial), the blend is published as {pub}")
+        if _NO_DERIVATIVES.search(lic):
+            out.append(f"licence conflict: source {who} is {lic} (no derivatives): a blend is a derivative")
+        if _SHARE_ALIKE.match(lic) and pub and pub.lower() != lic.lower():
+            out.append(f"licence conflict: source {who} is {lic} (share-alike), the blend is published as {pub}")
+    unknown = [s.name or s.reference() for s in recipe.sources if not (s.license or "").strip()]
+    if unknown and len(unknown) < len(recipe.sources):
+        out.append(f"licence unknown for source(s) {', '.join(unknown)}: check their terms before publishing")
+    return out
 
 
 def _weight(source: RecipeSource) -> tuple[float, float, float | None]:
@@ -199,9 +254,13 @@ def bake(
 
 __all__ = [
     "METADATA_KEY",
+    "RECIPE_FILE",
     "bake",
     "dump_recipe",
+    "hub_card_licence",
     "hub_url",
+    "is_non_commercial",
+    "licence_conflicts",
     "load_recipe",
     "parse_recipe",
     "recipe_from_metadata",

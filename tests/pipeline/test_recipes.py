@@ -155,3 +155,26 @@ def test_recipe_options_are_the_recipes(adapters, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "drop --rank" in res.stderr
     res = CliRunner().invoke(cli, ["blend", "-o", str(tmp_path / "n.safetensors")])
     assert res.exit_code == 2 and "--recipe" in res.stderr
+
+
+def test_licence_conflicts() -> None:
+    from lorahub.pipeline.recipe import licence_conflicts, parse_recipe
+
+    def recipe(*licences: str | None) -> object:
+        srcs = "".join(
+            f"- {{path: s{i}.safetensors, name: s{i}, sha256: '{i:064x}', autov3: '{i:012X}'"
+            + (f", license: {lic}" if lic else "") + "}\n"
+            for i, lic in enumerate(licences)
+        )
+        return parse_recipe(f"lorahub_version: '0'\nmethod: linear\nsources:\n{srcs}")
+
+    assert licence_conflicts(recipe("mit", "creativeml-openrail-m"), "apache-2.0") == []
+    nc = licence_conflicts(recipe("mit", "cc-by-nc-4.0"), "creativeml-openrail-m")
+    assert nc == ["licence conflict: source s1 is cc-by-nc-4.0 (non-commercial), the blend is published as "
+                  "creativeml-openrail-m"]
+    # published non-commercial, under the share-alike source's own licence: no conflict
+    assert licence_conflicts(recipe("cc-by-nc-4.0", "cc-by-nc-sa-4.0"), "cc-by-nc-sa-4.0") == []
+    assert any("no derivatives" in w for w in licence_conflicts(recipe("cc-by-nd-4.0"), "cc-by-nd-4.0"))
+    assert any("share-alike" in w for w in licence_conflicts(recipe("cc-by-sa-4.0"), "mit"))
+    assert licence_conflicts(recipe("mit", None), "mit") == [
+        "licence unknown for source(s) s1: check their terms before publishing"]

@@ -72,3 +72,51 @@ def test_a_recipe_of_hub_sources_rebakes_from_the_pinned_commits(sqlite_server, 
     assert res.returncode == 1
     assert "not the one the recipe names" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (two / "moved.safetensors").exists()
+
+
+def test_push_of_a_blend_writes_its_recipe_and_a_card_of_its_sources(sqlite_server, tmp_path: Path) -> None:  # noqa: ANN001
+    from huggingface_hub import ModelCard
+
+    from lorahub.pipeline.recipe import parse_recipe
+
+    api = sqlite_server.api("alice")
+    shas = {}
+    for name, seed, licence in (("nc", 3, "cc-by-nc-4.0"), ("free", 4, "mit")):
+        path = write_kohya_lora(tmp_path / f"{name}.safetensors", seed=seed, title=name)
+        shas[name] = fingerprint_file(path).sha256
+        api.create_repo(f"alice/{name}")
+        api.upload_file(path_or_fileobj=str(path), path_in_repo="pytorch_lora_weights.safetensors",
+                        repo_id=f"alice/{name}")
+        api.upload_file(path_or_fileobj=f"---\nlicense: {licence}\n---\n# {name}\n".encode(), path_in_repo="README.md",
+                        repo_id=f"alice/{name}")
+    commit = api.model_info("alice/nc").sha
+    work = tmp_path / "work"
+    work.mkdir()
+    res = _lorahub(sqlite_server, work, "blend", "alice/nc:0.5", "alice/free:0.5", "-o", "mix.safetensors")
+    assert res.returncode == 0, res.stderr
+    res = _lorahub(sqlite_server, work, "push", "mix.safetensors", "--repo", "alice/mix", "--license", "apache-2.0",
+                   "--endpoint", sqlite_server.url, "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    conflict = [w for w in out["warnings"] if "licence conflict" in w]
+    assert len(conflict) == 1 and "nc is cc-by-nc-4.0 (non-commercial)" in conflict[0] and "apache-2.0" in conflict[0]
+    assert "licence conflict: source nc" in res.stderr  # said on the terminal too
+    assert "recipe.yaml" in {s.rfilename for s in api.model_info("alice/mix").siblings}
+    recipe = parse_recipe(Path(api.hf_hub_download("alice/mix", "recipe.yaml")).read_text())
+    assert [(s.hub, s.license) for s in recipe.sources] == [
+        (f"alice/nc@{commit}", "cc-by-nc-4.0"), (f"alice/free@{api.model_info('alice/free').sha}", "mit")]
+    card = ModelCard.load(api.hf_hub_download("alice/mix", "README.md"))
+    assert "lorahub-blend" in card.data.to_dict()["tags"]
+    link = f"[nc]({sqlite_server.url}/alice/nc/blob/{commit}/pytorch_lora_weights.safetensors)"
+    assert "## Blend of" in card.text and f"| {link} | 0.5 | cc-by-nc-4.0 |" in card.text
+    assert "lorahub blend --recipe recipe.yaml" in card.text
+
+    # the push recorded the blend in this home's registry: it is found from its sources
+    res = _lorahub(sqlite_server, work, "search", "--uses", shas["nc"], "--json")
+    assert res.returncode == 0, res.stderr
+    assert [r["name"] for r in json.loads(res.stdout)] == ["mix"]
+    # and the server's catalogue indexed it from the commit
+    res = _lorahub(sqlite_server, work, "search", "--uses", shas["free"][:12], "--json", "--database",
+                   sqlite_server.database)
+    assert res.returncode == 0, res.stderr
+    assert [r["name"] for r in json.loads(res.stdout)] == ["mix"]
