@@ -118,7 +118,7 @@ def recipe_from_metadata(metadata: Mapping[str, Any]) -> BlendRecipe | None:
         raise RecipeError(f"{METADATA_KEY} is not a recipe")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile file may nest [[[... deeper than the stack
         raise RecipeError(f"{METADATA_KEY} is not JSON") from None
     return _validate(data, METADATA_KEY)
 

@@ -178,3 +178,22 @@ def test_licence_conflicts() -> None:
     assert any("share-alike" in w for w in licence_conflicts(recipe("cc-by-sa-4.0"), "mit"))
     assert licence_conflicts(recipe("mit", None), "mit") == [
         "licence unknown for source(s) s1: check their terms before publishing"]
+
+
+@pytest.mark.parametrize("value", ["[" * 200_000, "{\"method\": 1}", "x" * 300_000, "{" * 100 + "}" * 100])
+def test_a_hostile_recipe_in_the_metadata_is_a_warning(adapters, tmp_path: Path, value: str) -> None:
+    """inspect reads strangers' files (the server validates every pushed adapter with it): a recipe key that is
+    not a recipe, nested deeper than the stack or larger than a recipe is a warning, never a crash."""
+    from safetensors.torch import load_file, save_file
+
+    from lorahub.adapters.header import read_header
+    from lorahub.adapters.inspect import inspect_file
+
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(adapters["a"])), str(bad),
+              metadata={**read_header(adapters["a"]).string_metadata(), "lorahub.recipe": value})
+    rep = inspect_file(bad)
+    assert rep.recipe is None
+    assert any("blend recipe in the metadata cannot be read" in w for w in rep.warnings)
+    res = CliRunner().invoke(cli, ["inspect", str(bad)])
+    assert res.exit_code == 0 and "cannot be read" in res.output
