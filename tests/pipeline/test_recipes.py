@@ -197,3 +197,19 @@ def test_a_hostile_recipe_in_the_metadata_is_a_warning(adapters, tmp_path: Path,
     assert any("blend recipe in the metadata cannot be read" in w for w in rep.warnings)
     res = CliRunner().invoke(cli, ["inspect", str(bad)])
     assert res.exit_code == 0 and "cannot be read" in res.output
+
+
+def test_component_weights_and_cat_round_trip(adapters, tmp_path: Path) -> None:
+    from lorahub.pipeline.recipe import load_recipe
+
+    first = tmp_path / "cat.safetensors"
+    res = invoke("blend", f"{adapters['a']}:0.5:1:te2=0.8", f"{adapters['b']}:-0.25", "-o", str(first),
+                 "--method", "cat", "--save-recipe", str(tmp_path / "cat.yaml"))
+    assert res.exit_code == 0, res.output
+    recipe = load_recipe(tmp_path / "cat.yaml")
+    w = recipe.sources[0].weight
+    assert (w.te, w.unet, w.te2) == (0.5, 1.0, 0.8) and recipe.sources[1].weight == -0.25
+    assert recipe.method == "cat" and recipe.rank is None
+    again = tmp_path / "again.safetensors"
+    assert invoke("blend", "--recipe", str(tmp_path / "cat.yaml"), "-o", str(again)).exit_code == 0
+    assert autov3(again) == autov3(first)
