@@ -84,6 +84,10 @@ class YamlError(LorahubError):
     """YAML that cannot be read, or that breaks the bounds of :mod:`lorahub.safeyaml` (aliases, size, depth)."""
 
 
+class RecipeError(LorahubError):
+    """A blend recipe that cannot be read, or a source that is not the file the recipe names."""
+
+
 class UnsafePathError(LorahubError):
     """A repo file path that must never be written to disk (a ``.git`` folder under any of its aliases)."""
 

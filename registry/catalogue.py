@@ -367,6 +367,18 @@ class Registry:
                 out.append(HashLookup(query=given, matches=lookups.by_hash(raw, h, viewer)))
         return out
 
+    def uses(self, source: str, *, viewer: Any = None) -> list[SearchResult]:
+        """The blends made from ``source``: a registry name (or title), or a hash (SHA-256, AutoV3, any
+        fingerprint of a registry file; a prefix of at least 8 hex) of the adapter."""
+        from . import lookups
+
+        text = source.strip()
+        if not text:
+            raise UsageError("--uses needs a name or a hash")
+        hex_query = normalize_hash_query(text) if re.fullmatch(r"(0x)?[0-9a-fA-F]{8,64}", text) else None
+        with self.reading() as raw:
+            return lookups.used_by(raw, text, viewer, hex_query=hex_query)
+
     def dupes(self, *, viewer: Any = None) -> list[DupeGroup]:
         from . import lookups
 

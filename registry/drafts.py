@@ -90,6 +90,17 @@ class AdapterDraft:
     versions: list[VersionDraft] = field(default_factory=list)
     #: Replace this adapter (e.g. a moved file) instead of looking it up by source_key.
     existing_id: int | None = None
+    #: A lorahub blend's sources (:func:`blend_sources`): ``sha256``, ``autov3``, ``name``, ``reference``.
+    blend_sources: list[dict[str, str | None]] = field(default_factory=list)
+
+
+def blend_sources(report: Any) -> list[dict[str, str | None]]:
+    """The sources of the recipe a blend's InspectReport carries (none for other adapters)."""
+    recipe = getattr(report, "recipe", None)
+    if recipe is None:
+        return []
+    return [{"sha256": s.sha256.lower(), "autov3": s.autov3.lower(), "name": s.name, "reference": s.reference()}
+            for s in recipe.sources]
 
 
 #: Preferred names of the primary adapter file of a repo, in order.
@@ -138,6 +149,7 @@ def local_file_draft(path: str, st: os.stat_result, report: InspectReport, hashe
         trigger_words=list(report.trigger_words),
         extra=extra or None,
         versions=[VersionDraft(base_family=report.base_family, published_at=published, files=[file])],
+        blend_sources=blend_sources(report),
     )
 
 
@@ -237,6 +249,7 @@ def hub_repo_draft(
         trigger_words=words,
         private=private,
         owner_id=owner_id,
+        blend_sources=blend_sources(prim_report),
         versions=[
             VersionDraft(
                 name=commit_title or commit_oid[:12],

@@ -132,12 +132,7 @@ def file_rows_where(raw: Raw, where: str, params: dict[str, Any], viewer: Any,
     )
 
 
-def by_hash(raw: Raw, query: str, viewer: Any = None) -> list[SearchResult]:
-    """Files matching a lower-case hex ``query`` exactly or as a prefix, on every fingerprint column.
-
-    A query of 8 hex also matches a CRC32 stored with its bytes reversed
-    (Civitai's scanner printed CRC32 little-endian).
-    """
+def _hash_conds(query: str) -> tuple[list[str], dict[str, Any], str | None]:
     n = len(query)
     params: dict[str, Any] = {"h": query, "h_hi": query + "g"}
     conds = []
@@ -152,12 +147,29 @@ def by_hash(raw: Raw, query: str, viewer: Any = None) -> list[SearchResult]:
         if reversed_crc != query:
             params["h_rev"] = reversed_crc
             conds.append("crc32 = :h_rev")
+    return conds, params, reversed_crc
+
+
+def by_hash_rows(raw: Raw, query: str, viewer: Any = None) -> list[Any]:
+    """The file rows (with ``h_<hash>`` columns) :func:`by_hash` reports."""
+    conds, params, _ = _hash_conds(query)
     if not conds:
         return []
     # One indexed lookup per column (an OR across columns would scan the table).
     union = " UNION ".join(f"SELECT id FROM adapter_files WHERE {c}" for c in conds)
+    return file_rows_where(raw, f"f.id IN ({union})", params, viewer)
+
+
+def by_hash(raw: Raw, query: str, viewer: Any = None) -> list[SearchResult]:
+    """Files matching a lower-case hex ``query`` exactly or as a prefix, on every fingerprint column.
+
+    A query of 8 hex also matches a CRC32 stored with its bytes reversed
+    (Civitai's scanner printed CRC32 little-endian).
+    """
+    n = len(query)
+    _, _, reversed_crc = _hash_conds(query)
     out = []
-    for row in file_rows_where(raw, f"f.id IN ({union})", params, viewer):
+    for row in by_hash_rows(raw, query, viewer):
         matched = []
         for col in HASH_FIELDS:
             value = getattr(row, f"h_{col}")
@@ -167,6 +179,40 @@ def by_hash(raw: Raw, query: str, viewer: Any = None) -> list[SearchResult]:
             matched.append("crc32")
         out.append(to_result(row, 0.0, matched))
     return out
+
+
+def used_by(raw: Raw, source: str, viewer: Any = None, *, hex_query: str | None = None) -> list[SearchResult]:
+    """Blends (adapters whose recipe names their sources) made from ``source``.
+
+    ``hex_query`` (lower-case hex, 8-64 digits): a source's SHA-256 or AutoV3, exact or a prefix, or
+    any fingerprint of a registry file whose SHA-256 a blend names. Else ``source`` is a name: the
+    adapters called (or titled) so, whose files' SHA-256 a blend names, or a source the recipe itself
+    calls so."""
+    params: dict[str, Any] = {}
+    if hex_query is not None:
+        params.update(h=hex_query, h_hi=hex_query + "g")
+        conds = ["b.sha256 >= :h AND b.sha256 < :h_hi"]
+        if len(hex_query) <= 12:
+            conds.append("b.autov3 >= :h AND b.autov3 < :h_hi")
+        files = [r.h_sha256 for r in by_hash_rows(raw, hex_query, viewer) if r.h_sha256]
+    else:
+        params["n"] = source.strip().lower()
+        conds = ["lower(b.name) = :n"]
+        vis: dict[str, Any] = {"n": params["n"]}
+        named = raw.all(
+            "SELECT f.sha256 FROM adapters a JOIN adapter_files f ON f.adapter_id = a.id "
+            f"WHERE (lower(a.name) = :n OR lower(a.title) = :n) AND {_visibility(viewer, vis)}",
+            vis,
+        )
+        files = [r[0] for r in named if r[0]]
+    if files:
+        params["files"] = sorted(set(files))
+        conds.append("b.sha256 IN :files")
+    cond = _visibility(viewer, params)
+    union = " UNION ".join(f"SELECT b.adapter_id FROM blend_sources b WHERE {c}" for c in conds)
+    rows = raw.all(f"SELECT a.id FROM adapters a WHERE a.id IN ({union}) AND {cond} "
+                   "ORDER BY a.downloads DESC, a.id DESC", params)
+    return results_for(raw, [r[0] for r in rows])
 
 
 def dupes(raw: Raw, viewer: Any = None) -> list[DupeGroup]:

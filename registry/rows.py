@@ -22,13 +22,14 @@ from lorahub.schemas.registry import HASH_FIELDS
 from . import text as T
 from .database import chunks
 from .drafts import AdapterDraft, FileDraft, VersionDraft
-from .tables import Adapter, AdapterFile, AdapterTag, AdapterVersion, TriggerWord, utcnow
+from .tables import Adapter, AdapterFile, AdapterTag, AdapterVersion, BlendSource, TriggerWord, utcnow
 
 A = Adapter.__table__
 V = AdapterVersion.__table__
 F = AdapterFile.__table__
 TG = AdapterTag.__table__
 TW = TriggerWord.__table__
+BS = BlendSource.__table__
 
 #: Longest description kept (PostgreSQL's tsvector has a 1 MB limit).
 MAX_DESCRIPTION = 65_536
@@ -130,7 +131,7 @@ def allocate_ids(conn: Connection, table: Any, n: int) -> list[int]:
 
 def delete_children(conn: Connection, ids: Sequence[int]) -> None:
     for part in chunks(list(ids)):
-        for table in (TW, TG, F, V):
+        for table in (BS, TW, TG, F, V):
             conn.execute(delete(table).where(table.c.adapter_id.in_(part)))
 
 
@@ -239,9 +240,13 @@ def write_adapters(conn: Connection, drafts: Sequence[AdapterDraft]) -> list[int
         conn.execute(insert(TW), word_rows)
     if tag_rows:
         conn.execute(insert(TG), tag_rows)
+    blend_rows = [{"adapter_id": aid, "position": pos, **src}
+                  for aid, d in zip(ids, todo, strict=True) for pos, src in enumerate(d.blend_sources)]
+    if blend_rows:
+        conn.execute(insert(BS), blend_rows)
 
     by_key = {d.source_key: aid for d, aid in zip(todo, ids, strict=True)}
     return [int(by_key[d.source_key]) for d in drafts]
 
 
-__all__ = ["A", "F", "TG", "TW", "V", "allocate_ids", "delete_adapters", "write_adapters"]
+__all__ = ["A", "BS", "F", "TG", "TW", "V", "allocate_ids", "delete_adapters", "write_adapters"]

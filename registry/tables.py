@@ -6,7 +6,8 @@
     users --- orgs --< org_members >-- users   (an organisation is a users row marked in orgs)
     users --< adapters --< adapter_versions --< adapter_files
                  |--< adapter_tags
-                 '--< trigger_words
+                 |--< trigger_words
+                 '--< blend_sources   (a lorahub blend's sources, from its recipe)
 
 * An **adapter** is what a search finds: a local file, a Hub repository, or an
   imported catalogue record. ``source_kind`` + ``source_key`` identify it
@@ -246,6 +247,21 @@ class TriggerWord(SQLModel, table=True):
     word: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
 
 
+class BlendSource(SQLModel, table=True):
+    """One source of an adapter that is a lorahub blend (from the recipe in its metadata), lower-case hex."""
+
+    __tablename__ = "blend_sources"
+
+    adapter_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("adapters.id", ondelete="CASCADE"), primary_key=True)
+    )
+    position: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
+    sha256: str | None = Field(default=None, sa_column=hash_column(64))
+    autov3: str | None = Field(default=None, sa_column=hash_column(12))
+    name: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    reference: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+
 metadata = SQLModel.metadata
 
 __all__ = [
@@ -253,6 +269,7 @@ __all__ = [
     "AdapterFile",
     "AdapterTag",
     "AdapterVersion",
+    "BlendSource",
     "Token",
     "TriggerWord",
     "User",

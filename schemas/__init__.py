@@ -21,6 +21,7 @@ _WHERE = {
     **dict.fromkeys(("AdapterRecord", "DupeGroup", "HashLookup", "IndexSummary", "SearchQuery", "SearchResult"),
                     "registry"),
     **dict.fromkeys(("TrainConfig", "TrainResult"), "training"),
+    **dict.fromkeys(("BlendRecipe", "ComponentWeights", "RecipeParams", "RecipeSource"), "recipes"),
 }
 
 #: Every model whose JSON Schema is exported: file stem -> model name (see :data:`EXPORTED`).
@@ -39,6 +40,7 @@ _EXPORTED_NAMES = {
     "push-result": "PushResult",
     "pull-result": "PullResult",
     "storage-check": "StorageCheck",
+    "blend-recipe": "BlendRecipe",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ValidationReport,
     )
     from .hub import PullFile, PullResult, PushFile, PushResult, RepoAdapter, StorageCheck, StorageIssue
+    from .recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource
     from .registry import (
         AdapterRecord,
         DupeGroup,
@@ -83,6 +86,10 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AdapterFormat",
+    "BlendRecipe",
+    "ComponentWeights",
+    "RecipeParams",
+    "RecipeSource",
     "AdapterRecord",
     "DupeGroup",
     "HashLookup",

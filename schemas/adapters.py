@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .recipes import BlendRecipe
+
 AdapterFormat = Literal[
     "kohya-lora",
     "kohya-locon",
@@ -128,6 +130,10 @@ class InspectReport(_Model):
     modelspec: dict[str, str] = Field(default_factory=dict, description="The modelspec.* block")
     embedded_hashes: dict[str, str] = Field(default_factory=dict, description="sshs_model_hash, sshs_legacy_hash, modelspec.hash_sha256")
     metadata: dict[str, Any] = Field(default_factory=dict, description="The raw __metadata__ object")
+    recipe: BlendRecipe | None = Field(
+        None, description="The recipe of a lorahub blend (metadata lorahub.recipe): its sources by stable reference "
+        "and fingerprints, weights, method; `lorahub blend --recipe` rebuilds the file from it"
+    )
     module_details: list[ModuleInfo] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 

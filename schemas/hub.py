@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .adapters import AdapterFormat, BaseFamily
+from .recipes import BlendRecipe
 
 
 class _Model(BaseModel):
@@ -37,6 +38,7 @@ class RepoAdapter(_Model):
     dtype: str | None = None
     trigger_words: list[str] = Field(default_factory=list)
     title: str | None = None
+    recipe: BlendRecipe | None = Field(None, description="The recipe of a lorahub blend (its sources), if it is one")
 
 
 class PushResult(_Model):

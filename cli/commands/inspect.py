@@ -64,6 +64,17 @@ def render(report, show_modules: bool = False) -> list[str]:  # noqa: ANN001
                 f"    {m.name}  {m.kind}  rank {m.rank if m.rank is not None else '-'}  alpha {_fmt_num(m.alpha)}"
                 f"  {m.out_features or '?'}x{m.in_features or '?'}{' conv' if m.conv else ''}"
             )
+    if r.recipe is not None:
+        rec = r.recipe
+        params = ", ".join(f"{k} {v}" for k, v in (("rank", rec.rank), ("density", rec.params.density)) if v is not None)
+        lines.append(f"  recipe: {rec.method} blend{' (' + params + ')' if params else ''}, {rec.format} layout, "
+                     f"{rec.dtype}, lorahub {rec.lorahub_version}; rebuild with lorahub blend --recipe")
+        for src in rec.sources:
+            w = src.weight
+            weight = f"{w:g}" if isinstance(w, float) else f"te {w.te:g}, unet {w.unet:g}" + (
+                f", te2 {w.te2:g}" if w.te2 is not None else "")
+            lines.append(f"    {src.reference()}  weight {weight}  AutoV3 {src.autov3}"
+                         + (f"  licence {src.license}" if src.license else ""))
     for w in r.warnings:
         lines.append(click.style("  warning: ", fg="yellow") + w)
     return lines

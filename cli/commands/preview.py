@@ -254,8 +254,12 @@ FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha; SD
                "T5 modules only go to kohya). Both apply the same strength (docs/formats.md).")
 
 
+#: The options a recipe sets (given with --recipe: a usage error).
+_RECIPE_SETS = ("method", "rank", "density", "seed", "dtype", "title", "fmt")
+
+
 @click.command("blend")
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .safetensors file to write.")
 @click.option("--method", type=click.Choice(["linear", "cat", "svd", "ties", "dare"]), default="linear", show_default=True,
               help="cat: exact (rank = sum); linear: exact sum re-factored; svd/ties/dare: re-factored at --rank.")
@@ -267,12 +271,21 @@ FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha; SD
 @click.option("--format", "fmt", type=click.Choice(["kohya", "diffusers"]), default="kohya", show_default=True,
               help=FORMAT_HELP)
 @click.option("--lora-dir", "lora_dirs", multiple=True, type=click.Path(file_okay=False), help="Folder where bare names are looked up.")
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Bake this recipe (YAML: sources by Hub repo@revision and file, registry name or path, with their "
+              "SHA-256 and AutoV3; weights; method): every source is checked by hash before use.")
+@click.option("--save-recipe", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the blend's recipe (YAML) to this file.")
 @json_option
-def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, fmt, lora_dirs, as_json) -> None:  # noqa: ANN001
+@click.pass_context
+def blend_cmd(ctx, inputs, output, method, rank, density, seed, dtype, title, fmt, lora_dirs, recipe_file,  # noqa: ANN001
+              save_recipe, as_json) -> None:  # noqa: ANN001
     """Blend adapters into one LoRA file: INPUT is FILE, FILE:W or FILE:TE:UNET (SDXL: add :te2=W).
 
     \b
     lorahub blend A.safetensors:0.6 B.safetensors:0.4 -o blend.safetensors --method cat
+    lorahub blend A:0.6 B:0.4 -o blend.safetensors --save-recipe blend.yaml
+    lorahub blend --recipe blend.yaml -o blend.safetensors
 
     Blends full weight deltas (never A and B factors separately), handles
     different ranks, alphas, formats and modules present in only some inputs,
@@ -280,28 +293,58 @@ def blend_cmd(inputs, output, method, rank, density, seed, dtype, title, fmt, lo
     method) and the merged trigger words. The default kohya layout is the one
     AUTOMATIC1111/Forge, ComfyUI, kohya and diffusers all load fully, at the
     same strength (docs/formats.md).
+
+    Every blend carries its recipe in its metadata (lorahub.recipe; `lorahub
+    inspect` shows it): the sources by stable reference (a Hub
+    namespace/name@commit and file, a registry name, or the absolute path)
+    with their fingerprints. --recipe bakes one anywhere to the same tensors
+    (the same AutoV3); a source that is not the file the recipe names stops
+    it before anything is written.
     """
-    from lorahub.pipeline.blend import blend
+    from click.core import ParameterSource
+
+    from lorahub.pipeline.blend import blend, blend_inputs
     from lorahub.pipeline.prompt import parse_spec
+    from lorahub.pipeline.recipe import bake, hub_card_licence, load_recipe, reference_of
+    from lorahub.pipeline.recipe import save_recipe as write_recipe
     from lorahub.registry.resolving import registry_resolver
 
     resolver = registry_resolver([*lora_dirs, "."])
-    items = []
-    for text in inputs:
-        tag = parse_spec(text, what="input")
-        path = resolver.resolve(tag.name).path
-        items.append((str(path), tag.weights))
-    result = blend(items, method=method, rank=rank, density=density, out=output, seed=seed, dtype=dtype, title=title,
-                   format=fmt)
+    if recipe_file is not None:
+        given = [f"--{'format' if n == 'fmt' else n}" for n in _RECIPE_SETS
+                 if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+        if inputs or given:
+            raise click.UsageError(f"--recipe sets the sources and the method: drop {', '.join([*inputs, *given])}")
+        result = bake(load_recipe(recipe_file), output, resolver=resolver, base_dir=recipe_file.parent)
+    else:
+        if not inputs:
+            raise click.UsageError("give the adapters to blend (INPUT...), or --recipe FILE")
+        items = []
+        for text in inputs:
+            tag = parse_spec(text, what="input")
+            hit = resolver.resolve(tag.name)
+            item = blend_inputs([(str(hit.path), tag.weights)])[0]
+            item.ref = reference_of(hit)
+            if "hub" in item.ref:
+                lic = hub_card_licence(item.ref["hub"])
+                if lic:
+                    item.ref["license"] = lic
+            items.append(item)
+        result = blend(items, method=method, rank=rank, density=density, out=output, seed=seed, dtype=dtype,
+                       title=title, format=fmt)
     for w in result.warnings:
         warn(w)
+    report = result.to_dict()
+    if save_recipe is not None:
+        report["recipe_file"] = str(write_recipe(result.recipe, save_recipe))
 
     def human(r: dict) -> str:
         names = ", ".join(f"{Path(i['path']).name} ({i['unet_weight']:g})" for i in r["inputs"])
-        return (f"{r['path']}: {r['method']} blend of {names}; rank {r['rank']}, {r['modules']} modules, "
+        line = (f"{r['path']}: {r['method']} blend of {names}; rank {r['rank']}, {r['modules']} modules, "
                 f"relative error {r['relative_error']:.2%}, {r['seconds']:.1f} s")
+        return line + (f"\nrecipe: {r['recipe_file']}" if r.get("recipe_file") else "")
 
-    emit(result.to_dict(), as_json, human)
+    emit(report, as_json, human)
 
 
 # ---------------------------------------------------------------------------------------------- convert

@@ -223,11 +223,15 @@ def _read_hash_file(path: Path) -> list[str]:
               help="Look up by any fingerprint or a prefix of >= 8 hex (repeatable).")
 @click.option("--hash-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Look up every hash in FILE (one per line; sha256sum output works).")
+@click.option("--uses", metavar="NAME|HASH",
+              help="The blends made from this adapter (a registry name, or its SHA-256, AutoV3 or another "
+              "fingerprint): lorahub blends name their sources in their recipe.")
 @database_option
 @json_option
 def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: tuple[str, ...], author: str | None,
                min_rank: int | None, max_rank: int | None, license_: str | None, sort: str, limit: int, page: int,
-               hashes: tuple[str, ...], hash_file: Path | None, database: str | None, as_json: bool) -> None:
+               hashes: tuple[str, ...], hash_file: Path | None, uses: str | None, database: str | None,
+               as_json: bool) -> None:
     """Find adapters by words, filters or hash.
 
     Words are matched in names, trigger words, tags and descriptions (best
@@ -235,14 +239,23 @@ def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: 
     words/tags, anywhere; then by downloads). With --hash/--hash-file the
     lookup is by AutoV1, AutoV2, AutoV3, CRC32, SHA-256, tensor SHA-256 or
     BLAKE3, exact or by a prefix of at least 8 hex digits, case-insensitive;
-    the exit code is 1 when no hash is found.
+    the exit code is 1 when no hash is found. With --uses, the blends made
+    from an adapter (lorahub blends name their sources in their recipe).
 
     \b
     Examples:
       lorahub search anime --base sd1 --tag style
       lorahub search --hash 47AAAF0D29
       lorahub search --hash-file hashes.txt --json
+      lorahub search --uses mystyle
     """
+    if uses is not None:
+        if words or hashes or hash_file:
+            raise UsageError("give --uses alone, without words or --hash/--hash-file")
+        with _registry(database) as reg:
+            results = reg.uses(uses)
+        emit(results, as_json, _human_results)
+        return
     if hashes or hash_file:
         if words:
             raise UsageError("give words or --hash/--hash-file, not both")

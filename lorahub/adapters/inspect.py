@@ -9,6 +9,8 @@ from typing import Any
 
 from lorahub.schemas.adapters import Coverage, InspectReport, ModuleInfo
 
+from ..errors import RecipeError
+from ..pipeline.recipe import recipe_from_metadata
 from .families import disagree, resolve
 from .formats import FORMAT_NAMES, NOT_LOADABLE_REASON, Analysis, analyze, declared_family
 from .header import DTYPE_NAMES, SafetensorsHeader, read_header
@@ -97,6 +99,11 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
     card_title = (card or {}).get("title")
     title = md.get("ss_output_name") or md.get("modelspec.title") or (utf8(card_title) if isinstance(card_title, str) else None) or None
     resolution, resolution_problems = training_resolution(md)
+    recipe = None
+    try:
+        recipe = recipe_from_metadata(md)
+    except RecipeError as exc:
+        warnings.append(f"the blend recipe in the metadata cannot be read: {exc}")
     warnings.extend(resolution_problems)
     encoders = [c for c in ("text_encoder", "text_encoder_2", "text_encoder_3") if getattr(coverage, c)]
     return InspectReport(
@@ -134,6 +141,7 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
         embedded_hashes={k: md[k] for k in EMBEDDED_HASH_KEYS if md.get(k)},
         # Non-string values break the format; deep ones would also break JSON output.
         metadata={k: v if json_depth_ok(v) else "<value nested too deeply to show>" for k, v in header.metadata.items()},
+        recipe=recipe,
         module_details=details,
         warnings=warnings,
     )

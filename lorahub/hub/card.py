@@ -103,6 +103,8 @@ class CardInputs:
     #: tool (lorahub.adapters.layouts.TOOLS) -> the file of the repo that tool loads fully; default: what the
     #: report says of ``weight_name`` alone (see :func:`tool_files`).
     tool_files: dict[str, str] | None = None
+    #: the Hub the repo is on: links to a blend's Hub sources
+    endpoint: str | None = None
 
     def files_for_tools(self) -> dict[str, str]:
         if self.tool_files is not None:
@@ -140,6 +142,8 @@ def card_metadata(inp: CardInputs) -> dict[str, Any]:
         tags.append("lycoris")
     if r.dora:
         tags.append("dora")
+    if r.recipe is not None:
+        tags.append("lorahub-blend")
     for t in inp.tags:
         if t and t not in tags:
             tags.append(t)
@@ -250,12 +254,40 @@ def card_body(inp: CardInputs) -> str:
         lines += ["## Training parameters", "", "| parameter | value |", "|---|---|"]
         lines += [f"| {k} | `{_cell(v)}` |" for k, v in sorted(params.items())]
         lines.append("")
+    if r.recipe is not None:
+        lines += blend_section(r.recipe, inp.endpoint)
     if inp.samples:
         lines += ["## Samples", ""]
         for s in inp.samples:
             lines += [f"![{_cell(s.prompt)}]({s.path})", f"*{_cell(s.prompt)}*", ""]
     lines += ["---", "", "Card written by [lorahub](https://github.com/lorahub/lorahub).", "", GENERATED_MARK]
     return "\n".join(lines) + "\n"
+
+
+def blend_section(recipe: Any, endpoint: str | None = None) -> list[str]:
+    """The card section of a lorahub blend: its sources with links, weights, licences and AutoV3, and how
+    to rebuild it from ``recipe.yaml``."""
+    from lorahub.pipeline.recipe import hub_url
+
+    params = ", ".join(f"{k} {v}" for k, v in (("rank", recipe.rank), ("density", recipe.params.density))
+                       if v is not None)
+    lines = ["## Blend of", "",
+             f"A `{recipe.method}` blend{' (' + params + ')' if params else ''} made by lorahub "
+             f"{recipe.lorahub_version} from these adapters:", "",
+             "| source | weight | licence | AutoV3 |", "|---|---|---|---|"]
+    for s in recipe.sources:
+        url = hub_url(s, endpoint)
+        label = _cell(s.name or s.reference())
+        # a local source: its file name only (the card is public, the user's folders are not)
+        ref = s.path.replace("\\", "/").rsplit("/", 1)[-1] if s.path else s.reference()
+        where = f"[{label}]({url})" if url else f"{label} (`{_cell(ref)}`)"
+        w = s.weight
+        weight = f"{w:g}" if isinstance(w, float) else f"te {w.te:g}, unet {w.unet:g}" + (
+            f", te2 {w.te2:g}" if w.te2 is not None else "")
+        lines.append(f"| {where} | {weight} | {_cell(s.license or 'unknown')} | `{s.autov3}` |")
+    lines += ["", "Rebuild the same file (same AutoV3) from the recipe beside it, every source checked by hash: "
+              "`lorahub blend --recipe recipe.yaml -o blend.safetensors`.", ""]
+    return lines
 
 
 def _cell(value: Any) -> str:

@@ -19,11 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorahub.errors import InvalidAdapterError, UsageError
+from lorahub.errors import InvalidAdapterError, UsageError, YamlError
 from lorahub.schemas.hub import PushFile, PushResult, RepoAdapter
 from lorahub.schemas.registry import HASH_FIELDS
 
-from .card import CardInputs, Sample, hub_base_model, is_generated, merge_card, render_card, tool_files
+from .card import (
+    CardInputs,
+    Sample,
+    hub_base_model,
+    is_generated,
+    merge_card,
+    parse_card,
+    render_card,
+    tool_files,
+)
 from .endpoint import hf_api, is_hf_hub, normalize_endpoint
 from .errors import HubError, hub_error
 from .package import AdapterPackage, load_package
@@ -164,6 +173,7 @@ def push(
         tags=list(tags or []),
         samples=[Sample(p, prompt or ", ".join(report.trigger_words)) for p, prompt in pkg.samples],
         training={k: v for k, v in pkg.training.items() if isinstance(v, (str, int, float, bool))},
+        endpoint=ep,
     )
     added: list[str] = []
     if pkg.card is None:
@@ -187,6 +197,18 @@ def push(
     card_bytes = card.encode("utf-8")
     size, sha, git = _file_digests(card_bytes, want_git=True)
     local.append(_Local("README.md", size, sha, git, card_bytes))
+    if report.recipe is not None:  # a lorahub blend: its recipe beside it, and its sources' licences checked
+        from lorahub.pipeline.recipe import RECIPE_FILE, dump_recipe, licence_conflicts
+
+        if RECIPE_FILE not in pkg.files:
+            recipe_bytes = dump_recipe(report.recipe).encode("utf-8")
+            size, sha, git = _file_digests(recipe_bytes, want_git=True)
+            local.append(_Local(RECIPE_FILE, size, sha, git, recipe_bytes))
+        try:
+            published = (parse_card(card) or {}).get("license")
+        except YamlError:
+            published = None
+        warnings.extend(licence_conflicts(report.recipe, published if isinstance(published, str) else None))
     local.sort(key=lambda item: item.path)
 
     web_url = f"{ep}/{repo_id}"
@@ -251,7 +273,7 @@ def repo_adapter(path: str, report, fp) -> RepoAdapter:  # noqa: ANN001 - Inspec
     return RepoAdapter(
         path=path, size=fp.size, hashes={k: v for k, v in fp.model_dump().items() if k in HASH_FIELDS and v},
         format=report.format, base_family=report.base_family, rank=report.rank, alpha=report.alpha,
-        dtype=report.dtype, trigger_words=list(report.trigger_words), title=report.title,
+        dtype=report.dtype, trigger_words=list(report.trigger_words), title=report.title, recipe=report.recipe,
     )
 
 

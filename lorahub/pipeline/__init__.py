@@ -12,6 +12,8 @@
   ids; a face may add registry names: ``lorahub.registry.resolving``).
 - :mod:`lorahub.pipeline.prompt`: the A1111 prompt syntax (no torch).
 - :mod:`lorahub.pipeline.blend`: ``blend`` (linear, cat, svd, ties, dare) to one file.
+- :mod:`lorahub.pipeline.recipe`: blend recipes (sources by stable reference and hash): read,
+  write, ``bake`` (verify every source, then blend), the recipe a blend carries.
 - :mod:`lorahub.pipeline.fuse`: ``fuse`` adapters into a base and save it.
 - :mod:`lorahub.pipeline.grid`, :mod:`lorahub.pipeline.script`: X/Y grids and
   scripted/interactive sessions.

@@ -38,9 +38,11 @@ diffusers load it fully) or, with ``format="diffusers"``, in diffusers' peft
 layout (``unet.<module>.lora_A.weight`` / ``.lora_B.weight``; ComfyUI does not
 map its UNet attention modules). Conv modules keep their 4-D shapes
 (``docs/formats.md``). Its metadata records the method, the weights and the
-sources' fingerprints (``lorahub.blend``, JSON), the merged trigger words
-(``modelspec.trigger_phrase``), ``modelspec.merged_from``, the minimum kohya
-``ss_*`` keys and kohya's ``sshs_model_hash``/``sshs_legacy_hash``.
+sources' fingerprints (``lorahub.blend``, JSON), its recipe (``lorahub.recipe``, JSON: the sources
+by stable reference, see :mod:`lorahub.pipeline.recipe`), the merged trigger words
+(``modelspec.trigger_phrase``), ``modelspec.merged_from`` (the sources' titles, comma separated, as
+kohya's ``sai_model_spec.build_merged_from`` writes it), the minimum kohya ``ss_*`` keys and kohya's
+``sshs_model_hash``/``sshs_legacy_hash``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class BlendInput:
     unet: float
     name: str | None = None
     te2: float | None = None  # SDXL's second text encoder (None: te)
+    #: the source's stable reference in the recipe (``hub``+``file``, ``registry`` or ``path``; also
+    #: ``license``, ``url``); None: the absolute path (lorahub.pipeline.recipe)
+    ref: dict[str, str] | None = None
 
     def weight_of(self, component: str) -> float:
         if component == "unet":
@@ -99,6 +104,7 @@ class BlendResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     lora: Any = None  # the CanonicalLora of the blend
+    recipe: Any = None  # the BlendRecipe of a written blend (lorahub.pipeline.recipe)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,7 +118,13 @@ class BlendResult:
             "path": self.path,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
+            "recipe": self.recipe.model_dump(mode="json", exclude_none=True) if self.recipe is not None else None,
         }
+
+
+def blend_inputs(inputs: Sequence[Any]) -> list[BlendInput]:
+    """``inputs`` as :func:`blend` takes them (``path``, ``(path, w)``, ``(path, (te, unet[, te2]))``) as :class:`BlendInput`."""
+    return _inputs(inputs)
 
 
 def _inputs(inputs: Sequence[Any]) -> list[BlendInput]:
@@ -304,7 +316,7 @@ def blend(
     )
     if out is not None:
         result.path = str(write_blend(out, result, items, density=density, seed=seed, dtype=dtype, title=title,
-                                      fmt=format))
+                                      fmt=format, rank=rank))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -368,16 +380,35 @@ def write_blend(
     dtype: str,
     title: str | None,
     fmt: str = "kohya",
+    rank: int | None = None,
 ) -> Path:
-    """Write the blend (atomically) in the layout ``fmt`` with its provenance metadata."""
+    """Write the blend (atomically) in the layout ``fmt`` with its provenance metadata and its recipe
+    (``result.recipe``; ``rank``: the rank asked for, as the recipe records it)."""
+    from lorahub import __version__
+    from lorahub.schemas.recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource
+
     from ..adapters.fingerprint import fingerprint_file
+    from ..adapters.header import read_header
+    from .recipe import METADATA_KEY, recipe_json
 
     path = Path(out)
     if path.suffix.lower() != ".safetensors":
         raise UsageError(f"{path}: the blend must be written to a .safetensors file")
     sources = []
+    recipe_sources = []
     for item in items:
         fp = fingerprint_file(item.path)
+        ref = dict(item.ref) if item.ref else {"path": str(Path(item.path).resolve())}
+        if not ref.get("license"):
+            lic = read_header(item.path).string_metadata().get("modelspec.license")
+            if lic and lic.strip():
+                ref["license"] = lic.strip()[:200]
+        if item.te == item.unet and item.te2 is None:
+            weight: float | ComponentWeights = item.unet
+        else:
+            weight = ComponentWeights(te=item.te, unet=item.unet, te2=item.te2)
+        recipe_sources.append(RecipeSource(**ref, name=item.name, sha256=str(fp.sha256).lower(),
+                                           autov3=str(fp.autov3).upper(), weight=weight))
         sources.append(
             {
                 "name": item.name,
@@ -399,10 +430,22 @@ def write_blend(
         "relative_error": round(result.relative_error, 8),
         "sources": sources,
     }
+    result.recipe = BlendRecipe(
+        lorahub_version=__version__,
+        method=result.method,  # type: ignore[arg-type]
+        params=RecipeParams(density=density, seed=seed),
+        rank=rank,
+        format=fmt,  # type: ignore[arg-type]
+        dtype=dtype,  # type: ignore[arg-type]
+        title=title,
+        sources=recipe_sources,
+    )
     names = ", ".join(f"{s['name']} ({s['unet_weight']:g})" for s in sources)
     md = {
         "lorahub.blend": json.dumps(provenance, sort_keys=True),
-        "modelspec.merged_from": names,
+        METADATA_KEY: recipe_json(result.recipe),
+        # kohya's sai_model_spec.build_merged_from: the sources' titles, comma separated
+        "modelspec.merged_from": ", ".join(str(s["name"]) for s in sources),
         "modelspec.description": f"{result.method} blend of {names}, made by lorahub",
     }
     return write_lora(path, result.lora, fmt=fmt, dtype=dtype, title=title or path.stem, metadata=md,

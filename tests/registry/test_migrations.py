@@ -144,7 +144,7 @@ def test_repos_made_before_organisations_were_created_by_their_owner(db_url: str
     try:
         reg.migrate()
         with reg.engine.connect() as conn:
-            command.downgrade(alembic_config(connection=conn), "0105_hub_xet")
+            command.downgrade(alembic_config(connection=conn), "0106_blend_sources")
             conn.commit()
             conn.execute(text("INSERT INTO users (id, name, is_admin, created_at) VALUES (5, 'alice', :f, '2026-01-01')"),
                          {"f": False})

@@ -200,6 +200,15 @@ def test_bake_blend_writes_a_valid_adapter(state: cb.SpaceState, adapters: list[
     out = cb.bake_blend(state, chosen, [1.0, 0.5])
     assert out.is_file() and out.suffix == ".safetensors"
     assert validate_file(out).valid
+    # the recipe in the download names the sources by file name: nothing of the server's folders
+    import json
+
+    from lorahub.adapters.header import read_header
+
+    md = read_header(out).string_metadata()
+    recipe = json.loads(md["lorahub.recipe"])
+    assert [s["path"] for s in recipe["sources"]] == [Path(c["path"]).name for c in chosen]
+    assert str(Path(chosen[0]["path"]).parent) not in json.dumps(md)
     with pytest.raises(UsageError):
         cb.bake_blend(state, [], [])
 

@@ -10,7 +10,7 @@ New tables and a new column without a foreign key only (no table rebuild on SQLi
 ``0104_hub_repo_ids``; SQLite drops such a column in place).
 
 Revision ID: 0107_orgs
-Revises: 0105_hub_xet
+Revises: 0106_blend_sources
 Create Date: 2026-12-03
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0107_orgs"
-down_revision = "0105_hub_xet"
+down_revision = "0106_blend_sources"
 branch_labels = None
 depends_on = None
 
