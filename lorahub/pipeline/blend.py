@@ -389,7 +389,7 @@ def write_blend(
 
     from ..adapters.fingerprint import fingerprint_file
     from ..adapters.header import read_header
-    from .recipe import METADATA_KEY, recipe_json
+    from .recipe import METADATA_KEY, portable, recipe_json
 
     path = Path(out)
     if path.suffix.lower() != ".safetensors":
@@ -443,7 +443,7 @@ def write_blend(
     names = ", ".join(f"{s['name']} ({s['unet_weight']:g})" for s in sources)
     md = {
         "lorahub.blend": json.dumps(provenance, sort_keys=True),
-        METADATA_KEY: recipe_json(result.recipe),
+        METADATA_KEY: recipe_json(portable(result.recipe)),  # file names only: the metadata gets published
         # kohya's sai_model_spec.build_merged_from: the sources' titles, comma separated
         "modelspec.merged_from": ", ".join(str(s["name"]) for s in sources),
         "modelspec.description": f"{result.method} blend of {names}, made by lorahub",

@@ -96,12 +96,33 @@ def dump_recipe(recipe: BlendRecipe) -> str:
     return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+def portable(recipe: BlendRecipe, folder: str | os.PathLike[str] | None = None) -> BlendRecipe:
+    """The recipe with its local ``path`` sources relative to ``folder`` (where the recipe file goes),
+    or reduced to their file names (``folder`` None: the copy a blend's metadata carries, which push
+    publishes: a user's folders are nobody's business, and the hashes identify the file anyway)."""
+    sources = []
+    for src in recipe.sources:
+        if src.path:
+            p = Path(src.path)
+            if folder is None:
+                rel = p.name
+            else:
+                try:
+                    rel = os.path.relpath(p, Path(folder).resolve()) if p.is_absolute() else str(p)
+                except ValueError:  # another drive (Windows): keep it absolute
+                    rel = str(p)
+            src = src.model_copy(update={"path": rel.replace(os.sep, "/")})
+        sources.append(src)
+    return recipe.model_copy(update={"sources": sources})
+
+
 def save_recipe(recipe: BlendRecipe, path: str | os.PathLike[str]) -> Path:
-    """Write the recipe atomically."""
+    """Write the recipe atomically, its local sources relative to the recipe's folder."""
     from .._atomic import atomic_write_text
 
-    atomic_write_text(Path(path), dump_recipe(recipe))
-    return Path(path)
+    target = Path(path)
+    atomic_write_text(target, dump_recipe(portable(recipe, target.parent)))
+    return target
 
 
 def recipe_json(recipe: BlendRecipe) -> str:
@@ -264,6 +285,7 @@ __all__ = [
     "load_recipe",
     "parse_recipe",
     "recipe_from_metadata",
+    "portable",
     "recipe_json",
     "reference_of",
     "save_recipe",

@@ -90,14 +90,19 @@ def test_paths_relative_to_the_recipe_and_the_text_of_inspect(adapters, tmp_path
     from lorahub.pipeline.recipe import dump_recipe, parse_recipe, recipe_from_metadata
 
     recipe = recipe_from_metadata(read_header(manual).string_metadata())
-    assert recipe.sources[0].path == str((folder / "a.safetensors").resolve())
-    # a recipe kept beside its sources names them relatively: move the folder, bake there
+    # the metadata (published by push) names local sources by file name only, never the user's folders
+    assert [s.path for s in recipe.sources] == ["a.safetensors", "d.safetensors"]
+    assert str(tmp_path) not in read_header(manual).string_metadata()["lorahub.recipe"]
+    # --save-recipe writes them relative to the recipe's folder: a recipe kept beside its sources moves with them
+    saved = folder / "recipe.yaml"
+    res = invoke("blend", str(folder / "a.safetensors"), f"{folder / 'd.safetensors'}:0.25", "-o",
+                 str(tmp_path / "again.safetensors"), "--method", "ties", "--density", "0.5", "--format", "diffusers",
+                 "--dtype", "float32", "--save-recipe", str(saved))
+    assert res.exit_code == 0, res.output
+    assert [s.path for s in parse_recipe(saved.read_text()).sources] == ["a.safetensors", "d.safetensors"]
+    assert parse_recipe(dump_recipe(recipe)) == recipe
     moved = tmp_path / "moved"
     shutil.move(folder, moved)
-    data = recipe.model_copy(update={"sources": [s.model_copy(update={"path": Path(s.path).name})
-                                                 for s in recipe.sources]})
-    (moved / "recipe.yaml").write_text(dump_recipe(data))
-    assert parse_recipe((moved / "recipe.yaml").read_text()) == data
     baked = tmp_path / "baked.safetensors"
     res = invoke("blend", "--recipe", str(moved / "recipe.yaml"), "-o", str(baked))
     assert res.exit_code == 0, res.output
