@@ -51,7 +51,7 @@ def _encode(values: Any, dtype: str) -> tuple[str, bytes]:
 
 def factors(seed: int, rank: int = RANK) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
     """``{kohya module name: (up [out, r], down [r, in], conv)}`` of one original."""
-    from tests.kohyakit import sd15_modules
+    from kohyakit import sd15_modules
 
     rng = np.random.default_rng(seed)
     sigma = 0.7 ** np.arange(rank)
