@@ -29,6 +29,7 @@ import os
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -123,10 +124,11 @@ def _side(width: int, side: int) -> np.ndarray:
     return rng.standard_normal((width, K)).astype(np.float64) / math.sqrt(K)
 
 
+@lru_cache(maxsize=8192)
 def _mixer(h: int) -> np.ndarray:
     """The ``[K*K, VECTOR_DIM]`` matrix that places the sketch of the module with key hash ``h`` in the vector."""
     rng = np.random.default_rng([_SEED, 2, h])
-    return rng.standard_normal((K * K, VECTOR_DIM)) / math.sqrt(VECTOR_DIM)
+    return (rng.standard_normal((K * K, VECTOR_DIM)) / math.sqrt(VECTOR_DIM)).astype(np.float32)
 
 
 def project_factors(up: np.ndarray, down: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, float]:
@@ -237,14 +239,17 @@ def build(projected: dict[str, tuple[np.ndarray, float]], skipped: int = 0) -> S
     n = len(order)
     units = np.zeros((n, K * K), dtype=np.float64)
     norms = np.zeros(n, dtype=np.float64)
-    vector = np.zeros(VECTOR_DIM, dtype=np.float64)
     for i, h in enumerate(order):
-        s, norm = by_hash[h]
-        length = float(np.linalg.norm(s))
+        sk_, norm = by_hash[h]
+        length = float(np.linalg.norm(sk_))
         if length > 0 and norm > 0:
-            units[i] = s / length
+            units[i] = sk_ / length
             norms[i] = norm
-            vector += norm * (units[i] @ _mixer(h))
+    if n:
+        mixers = np.stack([_mixer(h) for h in order])  # [n, K*K, VECTOR_DIM]
+        vector = np.einsum("n,nk,nkd->d", norms, units, mixers.astype(np.float64))
+    else:
+        vector = np.zeros(VECTOR_DIM)
     length = float(np.linalg.norm(vector))
     if length > 0:
         vector /= length
@@ -259,38 +264,62 @@ def build(projected: dict[str, tuple[np.ndarray, float]], skipped: int = 0) -> S
 
 # --------------------------------------------------------------------------- reading files
 
+#: Files whose tensor data is at most this big are read in one call; larger ones tensor by tensor.
+WHOLE_READ = 256 * 1024 * 1024
+
 
 class _Reader:
     def __init__(self, header: SafetensorsHeader) -> None:
         self.header = header
         self.fd = os.open(header.path, os.O_RDONLY)
+        self.data: bytes | None = None
+        if 0 < header.data_len <= WHOLE_READ:
+            data = os.pread(self.fd, header.data_len, header.data_start)
+            self.data = data if len(data) == header.data_len else None
 
     def close(self) -> None:
         os.close(self.fd)
 
     def get(self, mod: Module, part: str) -> np.ndarray:
+        """The tensor ``part`` of ``mod`` as float32 (2-D tensors stay views where the dtype allows)."""
         t = mod.parts[part]
         if t.expected_nbytes != t.nbytes or t.end > self.header.data_len:
             raise SketchError(f"tensor '{t.name}' does not fit its shape")
-        raw = os.pread(self.fd, t.nbytes, self.header.data_start + t.begin)
-        if len(raw) != t.nbytes:
-            raise SketchError(f"tensor '{t.name}' is cut short")
+        if self.data is not None:
+            buf, offset = self.data, t.begin
+        else:
+            buf, offset = os.pread(self.fd, t.nbytes, self.header.data_start + t.begin), 0
+            if len(buf) != t.nbytes:
+                raise SketchError(f"tensor '{t.name}' is cut short")
+        n = t.numel
         if t.dtype == "BF16":
-            a = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+            a = (np.frombuffer(buf, "<u2", n, offset).astype(np.uint32) << 16).view(np.float32)
+        elif t.dtype == "F32":
+            a = np.frombuffer(buf, "<f4", n, offset)
         elif t.dtype in _NP_DTYPES:
-            a = np.frombuffer(raw, _NP_DTYPES[t.dtype])
+            a = np.frombuffer(buf, _NP_DTYPES[t.dtype], n, offset).astype(np.float32)
         else:
             raise SketchError(f"tensor '{t.name}' has dtype {t.dtype}, not a float")
-        return a.reshape(t.shape).astype(np.float64)
+        return a.reshape(t.shape)
+
+
+def _lora_factors(r: _Reader, mod: Module) -> tuple[np.ndarray, np.ndarray] | None:
+    p = mod.parts
+    if mod.kind not in ("lora", "cloneofsimo") or "mid" in p or "up" not in p or "down" not in p:
+        return None
+    up, down = r.get(mod, "up"), r.get(mod, "down")
+    if up.ndim < 2 or down.ndim < 2:
+        return None
+    up, down = up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
+    if up.shape[1] != down.shape[0]:
+        return None
+    return up, down
 
 
 def _module(r: _Reader, mod: Module) -> tuple[np.ndarray, float] | None:
+    """LyCORIS and full modules, one by one (plain LoRA modules are projected in batches)."""
     p = mod.parts
     scale = mod.scale if mod.scale is not None else 1.0
-    if mod.kind in ("lora", "cloneofsimo"):
-        if "mid" in p or "up" not in p or "down" not in p:
-            return None
-        return project_factors(r.get(mod, "up"), r.get(mod, "down"), scale)
     if mod.kind == "loha":
         if "hada_t1" in p or "hada_t2" in p:
             return None
@@ -325,10 +354,27 @@ def _module(r: _Reader, mod: Module) -> tuple[np.ndarray, float] | None:
     return None
 
 
-def sketch_header(header: SafetensorsHeader) -> Sketch:
-    """The sketch of the adapter whose header is ``header`` (its weights read from ``header.path``)."""
-    analysis = analyze(header)
+def _project_batch(ups: list[np.ndarray], downs: list[np.ndarray], scales: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`project_factors` of modules of one shape at once: ``([g, K*K] sketches, [g] norms)``."""
+    U = np.stack(ups).astype(np.float32, copy=False)  # [g, out, r]
+    D = np.stack(downs).astype(np.float32, copy=False)  # [g, r, in]
+    sc = np.asarray(scales, dtype=np.float64)
+    left = np.matmul(_side(U.shape[1], 0).T.astype(np.float32), U)  # [g, K, r]
+    right = np.matmul(D, _side(D.shape[2], 1).astype(np.float32))  # [g, r, K]
+    s = np.matmul(left, right).astype(np.float64).reshape(len(ups), -1) * sc[:, None]
+    gu = np.matmul(U.transpose(0, 2, 1), U).astype(np.float64)
+    gd = np.matmul(D, D.transpose(0, 2, 1)).astype(np.float64)
+    energy = np.einsum("gij,gij->g", gu, gd) * sc * sc
+    return s, np.sqrt(np.maximum(energy, 0.0))
+
+
+def sketch_header(header: SafetensorsHeader, analysis: Any = None) -> Sketch:
+    """The sketch of the adapter whose header is ``header`` (its weights read from ``header.path``);
+    ``analysis``: :func:`lorahub.adapters.formats.analyze` of it, when the caller has it already."""
+    analysis = analysis or analyze(header)
     projected: dict[str, tuple[np.ndarray, float]] = {}
+    batches: dict[tuple[Any, ...], tuple[list[str], list[np.ndarray], list[np.ndarray], list[float]]] = {}
+    seen: set[str] = set()
     skipped = 0
     try:
         r = _Reader(header)
@@ -338,17 +384,35 @@ def sketch_header(header: SafetensorsHeader) -> Sketch:
         for mod in analysis.modules.values():
             if mod.kind in ("orphan", "set"):
                 continue
+            key = module_key(mod.name)
+            if key in seen:
+                skipped += 1
+                continue
             try:
+                factors = _lora_factors(r, mod)
+                if factors is not None:
+                    up, down = factors
+                    b = batches.setdefault((up.shape, down.shape), ([], [], [], []))
+                    b[0].append(key)
+                    b[1].append(up)
+                    b[2].append(down)
+                    b[3].append(mod.scale if mod.scale is not None else 1.0)
+                    seen.add(key)
+                    continue
                 got = _module(r, mod)
             except (ValueError, SketchError):
                 got = None
-            key = module_key(mod.name)
-            if got is None or key in projected:
+            if got is None:
                 skipped += 1
                 continue
+            seen.add(key)
             projected[key] = got
     finally:
         r.close()
+    for keys, ups, downs, scales in batches.values():
+        s, norms = _project_batch(ups, downs, scales)
+        for i, key in enumerate(keys):
+            projected[key] = (s[i], float(norms[i]))
     if not projected:
         raise SketchError(f"{header.path}: no LoRA module to sketch")
     return build(projected, skipped)

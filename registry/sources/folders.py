@@ -116,8 +116,10 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
              progress: Callable[[int], None] | None) -> dict[str, tuple[Any, dict[str, Any]] | str]:
     """``{path: (InspectReport, fingerprint record) or error text}``."""
     from lorahub.adapters.fingerprint import fingerprint_record
+    from lorahub.adapters.formats import analyze
     from lorahub.adapters.hashcache import HashCache
-    from lorahub.adapters.inspect import inspect_file
+    from lorahub.adapters.header import read_header
+    from lorahub.adapters.inspect import inspect_header
 
     local = threading.local()
     caches: list[Any] = []
@@ -133,11 +135,13 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
 
     def one(path: str) -> tuple[str, Any]:
         try:
-            report = inspect_file(path)
+            header = read_header(path)
+            analysis = analyze(header)
+            report = inspect_header(header, analysis)
             if report.format == "unknown" and report.modules == 0:
                 return path, "not a LoRA adapter (no adapter weights found)"
             record = dict(fingerprint_record(path, cache=cache()))
-            record["sketch"] = _sketch(path)
+            record["sketch"] = _sketch(header, analysis)
         except LorahubError as exc:
             return path, str(exc).removeprefix(f"{path}: ")
         except OSError as exc:
@@ -157,13 +161,13 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
             c.close()
 
 
-def _sketch(path: str) -> bytes | None:
-    """The serialised ΔW sketch of ``path`` (:mod:`lorahub.adapters.sketch`), or None when its weights cannot
-    be sketched (the file is indexed all the same: ``lorahub dupes --near`` then does not see it)."""
-    from lorahub.adapters.sketch import sketch_file
+def _sketch(header: Any, analysis: Any = None) -> bytes | None:
+    """The serialised ΔW sketch of the file of ``header`` (:mod:`lorahub.adapters.sketch`), or None when its
+    weights cannot be sketched (the file is indexed all the same: ``lorahub dupes --near`` then does not see it)."""
+    from lorahub.adapters.sketch import sketch_header
 
     try:
-        return sketch_file(path).to_bytes()
+        return sketch_header(header, analysis).to_bytes()
     except (LorahubError, OSError, ValueError):
         return None
 
@@ -188,8 +192,13 @@ def _backfill(files: list[Stored]) -> list[dict[str, Any]]:
 
     now = utcnow()
     rows = {}
+    from lorahub.adapters.header import read_header
+
     for s in files:
-        data = _sketch(s.path)
+        try:
+            data = _sketch(read_header(s.path))
+        except (LorahubError, OSError):
+            data = None
         sha = s.hashes["sha256"]
         if data is not None and sha:
             rows[sha] = sketch_row(sha, data, now)
