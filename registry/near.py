@@ -5,16 +5,17 @@ Both read the ΔW sketches stored on index (table ``adapter_sketches``, :mod:`lo
 
 1. **candidates** from the 64-value adapter-wide vectors alone: every pair whose vectors' cosine is at least
    :data:`CANDIDATE` (an exact matrix product, block by block, up to :data:`EXACT_LIMIT` sketches; above it,
-   locality-sensitive hashing: :data:`BANDS` bands of :data:`BITS` random-hyperplane signs, pairs that share
-   a band). Independent adapters' vectors have a cosine near 0 (standard deviation about 1/8); a copy,
+   locality-sensitive hashing: :data:`BANDS` bands of :data:`BITS` random-hyperplane signs, pairs that
+   share a band's key). Independent adapters' vectors have a cosine near 0 (standard deviation about 1/8); a copy,
    re-save, conversion or rank cut near 1; a module subset ``sqrt(share of the energy it keeps)``;
 2. **verification** of each candidate with the whole sketches: :func:`lorahub.adapters.sketch.compare`
    (cosine over the common modules weighted by energy) at least ``threshold``, and one adapter's modules
    holding at least :data:`COVERED` of the other's energy.
 
 With hashing (over :data:`EXACT_LIMIT` sketches) a pair whose vector cosine is 0.87 (a subset keeping 75% of
-the energy) is a candidate with probability 0.9995, one at 0.8 with 0.96, one at 0.7 (half the energy) with
-0.7 (``1 - (1 - (1 - acos(c)/pi)^BITS)^BANDS``); in a group, a member needs only one such link.
+the energy) is a candidate with probability 0.996, one at 0.8 0.86, one at 0.7 (half the energy) 0.43
+(``1 - (1 - (1 - acos(c)/pi)^BITS)^BANDS``); in a group, a member needs only one such link. Two unrelated adapters share a band's key
+with probability about ``2^-BITS`` per band: a few million pairs to check at 100k sketches.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ DEFAULT_THRESHOLD = 0.8
 LIKE_FLOOR = 0.5
 #: Up to this many sketches, candidates come from the exact all-pairs product.
 EXACT_LIMIT = 20_000
-BANDS = 128
-BITS = 16
+#: Hashing: BANDS bands of BITS random-hyperplane signs each (independent hyperplanes for every band).
+BANDS = 192
+BITS = 20
+_PER_DRAW = 12
 _BLOCK = 2048
 _MAX_RUN = 256  # a hash bucket larger than this is left out (degenerate vectors)
 _DTYPE_WIDTH = {"float64": 4, "float32": 3, "bfloat16": 2, "float16": 1}
@@ -95,17 +98,18 @@ def candidate_pairs(vectors: np.ndarray, floor: float = CANDIDATE, *, exact_limi
 def _hashed_pairs(vectors: np.ndarray, floor: float) -> np.ndarray:
     n = vectors.shape[0]
     rng = np.random.default_rng(0x5EED)
-    planes = rng.standard_normal((vectors.shape[1], BANDS * BITS)).astype(np.float32)
     live = np.nonzero(np.abs(vectors).sum(axis=1) > 0)[0]
+    lv = vectors[live]
+    pow2 = (2.0 ** np.arange(BITS)).astype(np.float32)  # keys up to 2^BITS are exact in float32
     found: list[np.ndarray] = []
-    for first in range(0, BANDS, 16):  # 16 bands at a time: [live, 16 * BITS] signs
-        bands = min(16, BANDS - first)
-        signs = (vectors[live] @ planes[:, first * BITS : (first + bands) * BITS]) > 0
-        keys = np.packbits(signs.reshape(len(live), bands, BITS), axis=2, bitorder="little")
-        keys = keys.view("<u2").reshape(len(live), bands) if BITS == 16 else keys.reshape(len(live), -1)
-        for band in range(bands):
-            order = np.argsort(keys[:, band], kind="stable")
-            k = keys[order, band]
+    for first in range(0, BANDS, _PER_DRAW):
+        count = min(_PER_DRAW, BANDS - first)
+        planes = rng.standard_normal((vectors.shape[1], count * BITS)).astype(np.float32)
+        bits = ((lv @ planes) > 0).astype(np.float32).reshape(len(live), count, BITS)
+        keys = np.ascontiguousarray((bits @ pow2).astype(np.int64).T)  # [count, live]
+        for band in range(count):
+            order = np.argsort(keys[band])
+            k = keys[band][order]
             edges = np.flatnonzero(k[1:] != k[:-1]) + 1
             starts = np.concatenate([[0], edges])
             lengths = np.diff(np.concatenate([starts, [k.size]]))
