@@ -13,7 +13,7 @@ Both read the ΔW sketches stored on index (table ``adapter_sketches``, :mod:`lo
    holding at least :data:`COVERED` of the other's energy.
 
 With hashing (over :data:`EXACT_LIMIT` sketches) a pair whose vector cosine is 0.87 (a subset keeping 75% of
-the energy) is a candidate with probability 0.996, one at 0.8 0.86, one at 0.7 (half the energy) 0.43
+the energy) is a candidate with probability 0.9999, one at 0.8 0.97, one at 0.7 (half the energy) 0.64
 (``1 - (1 - (1 - acos(c)/pi)^BITS)^BANDS``); in a group, a member needs only one such link. Two unrelated adapters share a band's key
 with probability about ``2^-BITS`` per band: a few million pairs to check at 100k sketches.
 """
@@ -43,8 +43,8 @@ LIKE_FLOOR = 0.5
 #: Up to this many sketches, candidates come from the exact all-pairs product.
 EXACT_LIMIT = 20_000
 #: Hashing: BANDS bands of BITS random-hyperplane signs each (independent hyperplanes for every band).
-BANDS = 192
-BITS = 20
+BANDS = 264
+BITS = 19
 _PER_DRAW = 12
 _BLOCK = 2048
 _MAX_RUN = 256  # a hash bucket larger than this is left out (degenerate vectors)
