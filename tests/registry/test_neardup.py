@@ -62,6 +62,7 @@ def test_dupes_near_finds_every_copy_and_only_copies(registry, generated) -> Non
     tp = len(found & positives)
     precision = tp / len(found)
     recall = tp / len(positives)
+    print(f"precision {precision:.3f}, recall {recall:.3f} over {len(positives)} positive pairs")
     assert precision >= 0.95 and recall >= 0.95, (precision, recall)
     assert len(groups) == N  # one group per original, nothing merged across
 
@@ -87,6 +88,23 @@ def test_dupes_near_finds_every_copy_and_only_copies(registry, generated) -> Non
     # a stricter threshold drops the rank cut (0.957) and keeps the rest
     strict = _pairs(registry.near_dupes(0.99))
     assert not any(any(n.endswith("-rank4") for n in p) for p in strict) and len(strict) >= len(found) // 2
+
+
+def test_unchanged_files_without_sketches_are_sketched_on_the_next_index(registry, generated) -> None:  # noqa: ANN001
+    """Files indexed before sketches existed (no row in adapter_sketches) get one from a re-index of their
+    unchanged folder; nothing else is rewritten."""
+    folder, truth = generated
+    registry.index_paths([folder])
+    with registry.writing() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("DELETE FROM adapter_sketches"))
+    assert registry.near_dupes() == []
+    again = registry.index_paths([folder])
+    assert again.unchanged == len(truth) and again.added == again.updated == 0
+    with registry.reading() as raw:
+        assert raw.all("SELECT count(*) FROM adapter_sketches")[0][0] == len(truth)
+    assert len(registry.near_dupes()) == N
 
 
 def test_independent_adapters_are_not_duplicates(generated, tmp_path: Path) -> None:  # noqa: ANN001
