@@ -49,6 +49,8 @@ if TYPE_CHECKING:  # pragma: no cover
         DupeGroup,
         HashLookup,
         IndexSummary,
+        NearGroup,
+        NearMember,
         SearchQuery,
         SearchResult,
     )
@@ -384,6 +386,28 @@ class Registry:
 
         with self.reading() as raw:
             return lookups.dupes(raw, viewer)
+
+    def near_dupes(self, threshold: float | None = None, *, viewer: int | None = None) -> list[NearGroup]:
+        """Groups of adapters whose weight changes agree (:mod:`lorahub.registry.near`)."""
+        from . import near
+
+        with self.reading() as raw:
+            return near.near_dupes(raw, near.DEFAULT_THRESHOLD if threshold is None else threshold, viewer)
+
+    def like(self, path: str, *, limit: int = 20, viewer: int | None = None) -> list[NearMember]:
+        """The indexed adapters whose weight change is nearest to the adapter file ``path``'s."""
+        from lorahub.adapters.fingerprint import fingerprint_file
+        from lorahub.adapters.inspect import inspect_file
+        from lorahub.adapters.sketch import Facts, sketch_file
+
+        from . import near
+
+        report = inspect_file(path)
+        query = sketch_file(path)
+        fp = fingerprint_file(path)
+        facts = Facts(report.format, report.dtype, report.rank, fp.tensor_sha256)
+        with self.reading() as raw:
+            return near.like(raw, query, facts, limit=limit, viewer=viewer)
 
     def count(self) -> int:
         with self.reading() as raw:

@@ -48,6 +48,8 @@ class FileDraft:
     repo_path: str | None = None
     url: str | None = None
     is_primary: bool = False
+    #: The serialised ΔW sketch of the file's weights (:mod:`lorahub.adapters.sketch`), when they were read.
+    sketch: bytes | None = None
 
 
 @dataclass
@@ -121,6 +123,7 @@ def local_file_draft(path: str, st: os.stat_result, report: InspectReport, hashe
         alpha=report.alpha,
         dtype=report.dtype,
         hashes={c: hashes[c] for c in HASH_FIELDS if hashes.get(c)},
+        sketch=hashes.get("sketch"),
         path=path,
         mtime_ns=st.st_mtime_ns,
         inode=st.st_ino,

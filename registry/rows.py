@@ -22,7 +22,16 @@ from lorahub.schemas.registry import HASH_FIELDS
 from . import text as T
 from .database import chunks
 from .drafts import AdapterDraft, FileDraft, VersionDraft
-from .tables import Adapter, AdapterFile, AdapterTag, AdapterVersion, BlendSource, TriggerWord, utcnow
+from .tables import (
+    Adapter,
+    AdapterFile,
+    AdapterSketch,
+    AdapterTag,
+    AdapterVersion,
+    BlendSource,
+    TriggerWord,
+    utcnow,
+)
 
 A = Adapter.__table__
 V = AdapterVersion.__table__
@@ -200,6 +209,7 @@ def write_adapters(conn: Connection, drafts: Sequence[AdapterDraft]) -> list[int
         conn.execute(insert(V), version_rows)
 
     file_rows: list[dict[str, Any]] = []
+    sketch_rows: dict[str, dict[str, Any]] = {}
     word_rows: list[dict[str, Any]] = []
     primaries = {id(_primary(d)) for d in todo}
     for vid, (aid, v) in zip(version_ids, version_owner, strict=True):
@@ -226,6 +236,8 @@ def write_adapters(conn: Connection, drafts: Sequence[AdapterDraft]) -> list[int
                 value = f.hashes.get(col)
                 row[col] = value.lower() if value else None
             file_rows.append(row)
+            if f.sketch and row["sha256"]:
+                sketch_rows[row["sha256"]] = sketch_row(row["sha256"], f.sketch, now)
         for pos, w in enumerate(_dedupe(v.trigger_words)):
             word_rows.append({"adapter_id": aid, "version_id": vid, "position": pos, "word": w})
     tag_rows = []
@@ -236,6 +248,8 @@ def write_adapters(conn: Connection, drafts: Sequence[AdapterDraft]) -> list[int
             tag_rows.append({"adapter_id": aid, "tag": t[:200]})
     if file_rows:
         conn.execute(insert(F), file_rows)
+    if sketch_rows:
+        write_sketches(conn, list(sketch_rows.values()))
     if word_rows:
         conn.execute(insert(TW), word_rows)
     if tag_rows:
@@ -249,4 +263,25 @@ def write_adapters(conn: Connection, drafts: Sequence[AdapterDraft]) -> list[int
     return [int(by_key[d.source_key]) for d in drafts]
 
 
-__all__ = ["A", "BS", "F", "TG", "TW", "V", "allocate_ids", "delete_adapters", "write_adapters"]
+def sketch_row(sha256: str, data: bytes, now: datetime) -> dict[str, Any]:
+    """The ``adapter_sketches`` row of a serialised sketch (its version and vector read from it)."""
+    from lorahub.adapters.sketch import VERSION, stored_parts
+
+    version, modules, vector = stored_parts(data)
+    return {"sha256": sha256.lower(), "version": version if version == VERSION else -1, "modules": modules,
+            "vector": vector, "data": data, "created_at": now}
+
+
+def write_sketches(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert sketches; a SHA-256 already sketched keeps its row (the same bytes give the same sketch)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    for part in chunks(rows, 200):
+        conn.execute(upsert(AdapterSketch.__table__).values(list(part)).on_conflict_do_nothing(index_elements=["sha256"]))
+
+
+__all__ = [
+    "A", "BS", "F", "TG", "TW", "V", "allocate_ids", "delete_adapters", "sketch_row", "write_adapters", "write_sketches",
+]

@@ -262,11 +262,27 @@ class BlendSource(SQLModel, table=True):
     reference: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
 
+class AdapterSketch(SQLModel, table=True):
+    """The ΔW sketch of a file's weights (:mod:`lorahub.adapters.sketch`), by the file's SHA-256: every copy,
+    move or re-index of the same bytes shares it. ``vector`` is the adapter-wide summary (read alone by
+    ``lorahub dupes --near``), ``data`` the whole serialised sketch."""
+
+    __tablename__ = "adapter_sketches"
+
+    sha256: str = Field(sa_column=sa.Column(hash_column(64, index=False).type, primary_key=True))
+    version: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+    modules: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    vector: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    data: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
+
+
 metadata = SQLModel.metadata
 
 __all__ = [
     "Adapter",
     "AdapterFile",
+    "AdapterSketch",
     "AdapterTag",
     "AdapterVersion",
     "BlendSource",

@@ -293,6 +293,35 @@ class DupeGroup(_Model):
     members: list[SearchResult]
 
 
+class NearMember(_Model):
+    """One adapter of a near-duplicate group (or a ``search --like`` match), and how it relates to the
+    group's reference (or to the query file)."""
+
+    adapter: SearchResult
+    dtype: str | None = None
+    similarity: float = Field(
+        description="Cosine of the two weight changes (ΔW) over their common modules, each module weighted by "
+        "its energy; 1 for the reference itself"
+    )
+    relations: list[str] = Field(
+        default_factory=list,
+        description="How it relates: identical-tensors, module-subset, rank-reduction, scaled-copy, "
+        "layout-conversion, dtype-change, same-weights or similar (several may apply)",
+    )
+    scale: float = Field(1.0, description="Its ΔW norm over the reference's, over their common modules")
+    coverage: float = Field(
+        1.0, description="Share of the smaller adapter's ΔW energy in the modules both have (1: one holds the other)"
+    )
+
+
+class NearGroup(_Model):
+    """Adapters whose weight changes agree (``lorahub dupes --near``): the reference (most modules, highest
+    rank, widest dtype) first, then the others with their relation to it."""
+
+    reference: NearMember
+    members: list[NearMember]
+
+
 class IndexFailure(_Model):
     path: str
     error: str
@@ -316,6 +345,8 @@ class IndexSummary(_Model):
 __all__ = [
     "AdapterRecord",
     "DupeGroup",
+    "NearGroup",
+    "NearMember",
     "HASH_FIELDS",
     "HASH_LENGTHS",
     "HashLookup",

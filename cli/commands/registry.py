@@ -226,12 +226,15 @@ def _read_hash_file(path: Path) -> list[str]:
 @click.option("--uses", metavar="NAME|HASH",
               help="The blends made from this adapter (a registry name, or its SHA-256, AutoV3 or another "
               "fingerprint): lorahub blends name their sources in their recipe.")
+@click.option("--like", "like_file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="The indexed adapters whose weight change (ΔW) is nearest to FILE's, whatever their dtype, "
+              "layout or rank, with how they relate to it.")
 @database_option
 @json_option
 def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: tuple[str, ...], author: str | None,
                min_rank: int | None, max_rank: int | None, license_: str | None, sort: str, limit: int, page: int,
-               hashes: tuple[str, ...], hash_file: Path | None, uses: str | None, database: str | None,
-               as_json: bool) -> None:
+               hashes: tuple[str, ...], hash_file: Path | None, uses: str | None, like_file: Path | None,
+               database: str | None, as_json: bool) -> None:
     """Find adapters by words, filters or hash.
 
     Words are matched in names, trigger words, tags and descriptions (best
@@ -241,6 +244,8 @@ def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: 
     BLAKE3, exact or by a prefix of at least 8 hex digits, case-insensitive;
     the exit code is 1 when no hash is found. With --uses, the blends made
     from an adapter (lorahub blends name their sources in their recipe).
+    With --like FILE, the indexed adapters whose weight change is nearest
+    to FILE's (any dtype, layout or rank), with how they relate to it.
 
     \b
     Examples:
@@ -248,13 +253,23 @@ def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: 
       lorahub search --hash 47AAAF0D29
       lorahub search --hash-file hashes.txt --json
       lorahub search --uses mystyle
+      lorahub search --like my_lora.safetensors
     """
     if uses is not None:
-        if words or hashes or hash_file:
-            raise UsageError("give --uses alone, without words or --hash/--hash-file")
+        if words or hashes or hash_file or like_file:
+            raise UsageError("give --uses alone, without words, --hash/--hash-file or --like")
         with _registry(database) as reg:
             results = reg.uses(uses)
         emit(results, as_json, _human_results)
+        return
+    if like_file is not None:
+        if words or hashes or hash_file:
+            raise UsageError("give --like FILE alone, not with words or hashes")
+        if not like_file.is_file():
+            raise UsageError(f"{like_file}: no such file")
+        with _registry(database) as reg:
+            matches = reg.like(str(like_file), limit=limit)
+        emit(matches, as_json, _human_like)
         return
     if hashes or hash_file:
         if words:
@@ -308,13 +323,58 @@ def _human_lookups(found: list[Any]) -> list[str]:
 
 
 @click.command("dupes")
+@click.option("--near", is_flag=True,
+              help="Group adapters whose weight changes (ΔW) agree, not only identical tensors: dtype changes, "
+              "kohya/diffusers conversions, rank cuts, rescaled and module-subset copies.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, metavar="T",
+              help="With --near: the least similarity (energy-weighted cosine of ΔW over common modules) "
+              "[default: 0.8].")
 @database_option
 @json_option
-def dupes_cmd(database: str | None, as_json: bool) -> None:
-    """Adapters whose tensor data is identical (same AutoV3) under other names or metadata."""
+def dupes_cmd(near: bool, threshold: float | None, database: str | None, as_json: bool) -> None:
+    """Adapters whose tensor data is identical (same AutoV3) under other names or metadata.
+
+    With --near, adapters that do the same thing: the ΔW sketches stored by
+    `lorahub index` are compared, and each group names its reference (most
+    modules, highest rank, widest dtype) and how every other member relates
+    to it: identical-tensors, dtype-change, layout-conversion,
+    rank-reduction, scaled-copy, module-subset (or similar).
+    """
+    if threshold is not None and not near:
+        raise UsageError("--threshold goes with --near")
+    if near:
+        with _registry(database) as reg:
+            near_groups = reg.near_dupes(threshold)
+        emit(near_groups, as_json, _human_near)
+        return
     with _registry(database) as reg:
         groups = reg.dupes()
     emit(groups, as_json, _human_dupes)
+
+
+def _near_line(m: Any) -> str:
+    rel = ", ".join(m.relations) or "reference"
+    scale = f" x{m.scale:.2f}" if "scaled-copy" in m.relations else ""
+    return (f"  {_short(m.adapter.name, 40):<40}  {m.similarity:6.3f}  {rel}{scale}  "
+            f"[{m.adapter.format or '-'} {m.dtype or '-'} r{m.adapter.rank or '-'}]  {m.adapter.source}")
+
+
+def _human_near(groups: list[Any]) -> list[str]:
+    if not groups:
+        info("no near-duplicates (an adapter is compared once `lorahub index` has sketched its weights)")
+        return []
+    lines: list[str] = []
+    for g in groups:
+        lines.append(f"{g.reference.adapter.name}: {len(g.members) + 1} adapters do the same thing")
+        lines.extend(_near_line(m) for m in [g.reference, *g.members])
+    return lines
+
+
+def _human_like(matches: list[Any]) -> list[str]:
+    if not matches:
+        info("no indexed adapter does the same thing")
+        return []
+    return [_near_line(m).strip() for m in matches]
 
 
 def _human_dupes(groups: list[Any]) -> list[str]:

@@ -8,8 +8,8 @@ One pass:
 3. a file whose path, size, mtime and inode are those stored is unchanged:
    nothing is read, nothing is written (re-indexing 1,000 unchanged files is a
    walk, one query and nothing else);
-4. new or changed files are inspected (header only) and fingerprinted (cached by
-   path/size/mtime/inode), in a few threads;
+4. new or changed files are inspected (header only), fingerprinted (cached by
+   path/size/mtime/inode) and sketched (their ΔW, :mod:`lorahub.adapters.sketch`), in a few threads;
 5. a new path whose inode/size/mtime, or else whose SHA-256, belongs to an
    indexed file that no longer exists is a **move**: the adapter keeps its id;
 6. indexed files under the scanned folders that are gone are **removed**;
@@ -116,8 +116,10 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
              progress: Callable[[int], None] | None) -> dict[str, tuple[Any, dict[str, Any]] | str]:
     """``{path: (InspectReport, fingerprint record) or error text}``."""
     from lorahub.adapters.fingerprint import fingerprint_record
+    from lorahub.adapters.formats import analyze
     from lorahub.adapters.hashcache import HashCache
-    from lorahub.adapters.inspect import inspect_file
+    from lorahub.adapters.header import read_header
+    from lorahub.adapters.inspect import inspect_header
 
     local = threading.local()
     caches: list[Any] = []
@@ -133,10 +135,13 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
 
     def one(path: str) -> tuple[str, Any]:
         try:
-            report = inspect_file(path)
+            header = read_header(path)
+            analysis = analyze(header)
+            report = inspect_header(header, analysis)
             if report.format == "unknown" and report.modules == 0:
                 return path, "not a LoRA adapter (no adapter weights found)"
-            record = fingerprint_record(path, cache=cache())
+            record = dict(fingerprint_record(path, cache=cache()))
+            record["sketch"] = _sketch(header, analysis)
         except LorahubError as exc:
             return path, str(exc).removeprefix(f"{path}: ")
         except OSError as exc:
@@ -156,6 +161,50 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
             c.close()
 
 
+def _sketch(header: Any, analysis: Any = None) -> bytes | None:
+    """The serialised ΔW sketch of the file of ``header`` (:mod:`lorahub.adapters.sketch`), or None when its
+    weights cannot be sketched (the file is indexed all the same: ``lorahub dupes --near`` then does not see it)."""
+    from lorahub.adapters.sketch import sketch_header
+
+    try:
+        return sketch_header(header, analysis).to_bytes()
+    except (LorahubError, OSError, ValueError):
+        return None
+
+
+def _unsketched(registry: Registry, unchanged: list[Stored]) -> list[Stored]:
+    """Unchanged files that have no sketch of the current version (indexed before sketches existed)."""
+    if not unchanged:
+        return []
+    from lorahub.adapters.sketch import VERSION
+
+    with registry.reading() as raw:
+        have = {r[0] for r in raw.all("SELECT sha256 FROM adapter_sketches WHERE version = :v", {"v": VERSION})}
+    return [s for s in unchanged if s.hashes.get("sha256") and s.hashes["sha256"] not in have]
+
+
+def _backfill(files: list[Stored]) -> list[dict[str, Any]]:
+    """Sketch rows for ``files`` (unchanged files indexed before sketches existed)."""
+    if not files:
+        return []
+    from ..database import utcnow
+    from ..rows import sketch_row
+
+    now = utcnow()
+    rows = {}
+    from lorahub.adapters.header import read_header
+
+    for s in files:
+        try:
+            data = _sketch(read_header(s.path))
+        except (LorahubError, OSError):
+            data = None
+        sha = s.hashes["sha256"]
+        if data is not None and sha:
+            rows[sha] = sketch_row(sha, data, now)
+    return list(rows.values())
+
+
 def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
                 progress: Callable[[int], None] | None = None, workers: int | None = None) -> IndexSummary:
     started = time.perf_counter()
@@ -168,12 +217,15 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
     by_path = {s.path: s for s in stored}
 
     todo: list[str] = []
+    unchanged: list[Stored] = []
     for path, st in found.items():
         s = by_path.get(path)
         if s is not None and _same(st, s):
             summary.unchanged += 1
+            unchanged.append(s)
         else:
             todo.append(path)
+    backfill = _unsketched(registry, unchanged)
 
     # Indexed files that are not where they were: under a scanned root and not found,
     # or anywhere else and gone from the disk (checked lazily).
@@ -253,14 +305,17 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
     remove -= keep
     summary.removed = len(remove)
 
-    if drafts or remove:
-        from ..rows import delete_adapters, write_adapters
+    sketched = _backfill(backfill)
+    if drafts or remove or sketched:
+        from ..rows import delete_adapters, write_adapters, write_sketches
 
         with registry.writing() as conn:
             # Paths are unique: free the paths of rows about to be removed or moved first.
             if remove:
                 delete_adapters(conn, sorted(remove))
             write_adapters(conn, drafts)
+            if sketched:
+                write_sketches(conn, sketched)
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 

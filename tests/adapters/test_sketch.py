@@ -1,0 +1,128 @@
+"""The ΔW sketch (lorahub.adapters.sketch): module names of every layout, projections equal to the dense
+ones (linear and conv), invariance to dtype, rank padding and layout, serialisation, and independent
+adapters far apart."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lorahub.adapters import sketch as sk
+from lorahub.adapters.writer import write_safetensors
+
+
+def test_module_keys_agree_across_layouts() -> None:
+    unet = "unet/down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0"
+    for name in ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0",
+                 "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
+                 "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora",
+                 "base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
+                 "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0.lora_linear_layer"):
+        assert sk.module_key(name) == unet, name
+    te = "text_encoder/text_model_encoder_layers_3_self_attn_q_proj"
+    for name in ("lora_te_text_model_encoder_layers_3_self_attn_q_proj",
+                 "text_encoder.text_model.encoder.layers.3.self_attn.q_proj",
+                 "text_encoder.encoder.layers.3.self_attn.q_proj",
+                 "lora_te1_text_model_encoder_layers_3_self_attn_q_proj"):
+        assert sk.module_key(name) == te, name
+    assert sk.module_key("lora_te2_text_model_encoder_layers_3_self_attn_q_proj").startswith("text_encoder_2/")
+    assert sk.module_key("lora_unet_mid_block_attentions_0_proj_in") != sk.module_key("lora_unet_mid_block_attentions_0_proj_out")
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_projection_of_factors_is_the_dense_projection(conv: bool) -> None:
+    rng = np.random.default_rng(1)
+    out, inp, r = 40, 24, 6
+    down = rng.standard_normal((r, inp, 3, 3) if conv else (r, inp))
+    up = rng.standard_normal((out, r, 1, 1) if conv else (out, r))
+    s, norm = sk.project_factors(up, down, 0.25)
+    dense = (up.reshape(out, r) @ down.reshape(r, -1)) * 0.25
+    s2, norm2 = sk.project_dense(dense)
+    assert np.allclose(s, s2)
+    assert math.isclose(norm, float(np.linalg.norm(dense)), rel_tol=1e-9) and math.isclose(norm, norm2, rel_tol=1e-9)
+    # a rank padded with zeros is the same ΔW, hence the same sketch
+    pad_up = np.concatenate([up.reshape(out, r), np.zeros((out, 3))], axis=1)
+    pad_down = np.concatenate([down.reshape(r, -1), rng.standard_normal((3, down.reshape(r, -1).shape[1]))])
+    assert np.allclose(sk.project_factors(pad_up, pad_down, 0.25)[0], s)
+
+
+def _encode(a: np.ndarray, dtype: str) -> tuple[str, bytes]:
+    a = np.asarray(a, dtype="<f4")
+    if dtype == "BF16":
+        return "BF16", (a.view("<u4") >> 16).astype("<u2").tobytes()
+    return dtype, a.astype({"F16": "<f2", "F32": "<f4"}[dtype]).tobytes()
+
+
+def _kohya(path: Path, mods: dict[str, tuple[np.ndarray, np.ndarray]], dtype: str = "F32", alpha: float | None = None) -> Path:
+    t = {}
+    for name, (up, down) in mods.items():
+        t[f"{name}.lora_up.weight"] = (*_encode(up, dtype)[:1], list(up.shape), _encode(up, dtype)[1])
+        t[f"{name}.lora_down.weight"] = (*_encode(down, dtype)[:1], list(down.shape), _encode(down, dtype)[1])
+        t[f"{name}.alpha"] = ("F32", [], np.float32(alpha if alpha is not None else down.shape[0]).tobytes())
+    return write_safetensors(path, t, {"ss_base_model_version": "sd_v1"})
+
+
+def _mods(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    mods = {}
+    for i in range(12):
+        inp, out = (320, 768)[i % 2], (320, 640)[i % 2]
+        mods[f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_{i}_attn2_to_k"] = (
+            rng.standard_normal((out, 4)) * 0.01, rng.standard_normal((4, inp)) / math.sqrt(inp))
+    mods["lora_unet_down_blocks_0_attentions_0_proj_in"] = (
+        rng.standard_normal((320, 4, 1, 1)) * 0.01, rng.standard_normal((4, 320, 1, 1)) / math.sqrt(320))
+    return mods
+
+
+def test_file_sketch_is_independent_of_dtype_and_layout_and_roundtrips(tmp_path: Path) -> None:
+    mods = _mods(0)
+    a = sk.sketch_file(_kohya(tmp_path / "a.safetensors", mods))
+    assert a.modules == 13 and a.skipped == 0
+    for dtype in ("F16", "BF16"):
+        b = sk.sketch_file(_kohya(tmp_path / f"{dtype}.safetensors", mods, dtype))
+        c = sk.compare(a, b)
+        assert c.similarity > 0.999 and abs(c.scale - 1) < 0.01 and c.coverage_a == c.coverage_b == 1.0
+    # diffusers/peft keys, alpha folded into B (no alpha tensor): the same ΔW
+    peft = {}
+    for name, (up, down) in mods.items():
+        key = "unet." + sk.module_key(name).split("/", 1)[1]
+        peft[f"{key}.lora_B.weight"] = ("F32", list(up.shape), up.astype("<f4").tobytes())
+        peft[f"{key}.lora_A.weight"] = ("F32", list(down.shape), down.astype("<f4").tobytes())
+    # module_key flattens dots, so the peft names above use underscores: still one key per module
+    p = sk.sketch_file(write_safetensors(tmp_path / "peft.safetensors", peft))
+    assert sk.compare(a, p).similarity > 0.999
+    # half the alpha: the same directions at half the norm
+    h = sk.compare(a, sk.sketch_file(_kohya(tmp_path / "half.safetensors", mods, alpha=2.0)))
+    assert h.similarity > 0.999 and abs(h.scale - 0.5) < 1e-3
+    back = sk.Sketch.from_bytes(a.to_bytes())
+    assert len(a.to_bytes()) == 13 * 40 + 146
+    assert sk.compare(a, back).similarity > 0.999 and np.array_equal(back.hashes, a.hashes)
+    with pytest.raises(sk.SketchError):
+        sk.Sketch.from_bytes(a.to_bytes()[:-1])
+
+
+def test_independent_adapters_and_subsets(tmp_path: Path) -> None:
+    a = sk.sketch_file(_kohya(tmp_path / "a.safetensors", _mods(0)))
+    b = sk.sketch_file(_kohya(tmp_path / "b.safetensors", _mods(1)))
+    assert abs(sk.compare(a, b).similarity) < 0.5
+    some = dict(list(_mods(0).items())[:6])
+    s = sk.compare(a, sk.sketch_file(_kohya(tmp_path / "s.safetensors", some)))
+    assert s.similarity > 0.999 and s.coverage_b == 1.0 and s.coverage_a < 0.9
+    assert "module-subset" in sk.relations(s, sk.Facts(), sk.Facts())
+
+
+def test_loha_sketch_is_its_dense_update(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    w1a, w1b, w2a, w2b = (rng.standard_normal(s) for s in ((64, 4), (4, 32), (64, 4), (4, 32)))
+    t = {f"lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q.{n}": ("F32", list(v.shape), v.astype("<f4").tobytes())
+         for n, v in (("hada_w1_a", w1a), ("hada_w1_b", w1b), ("hada_w2_a", w2a), ("hada_w2_b", w2b))}
+    t["lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q.alpha"] = ("F32", [], np.float32(2).tobytes())
+    got = sk.sketch_file(write_safetensors(tmp_path / "loha.safetensors", t))
+    dense = (w1a @ w1b) * (w2a @ w2b) * 0.5
+    s, norm = sk.project_dense(dense)
+    want = sk.build({sk.module_key("lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"): (s, norm)})
+    c = sk.compare(want, got)
+    assert c.similarity > 0.999 and abs(c.scale - 1) < 1e-4
