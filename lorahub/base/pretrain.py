@@ -3,8 +3,10 @@
 ``lorahub base pretrain --out DIR`` calls :func:`pretrain`. Two phases, both on
 ``world.sample(seed, images, "train")`` rendered at 64 px:
 
-1. **the autoencoder**: the ``AutoencoderKL`` alone, mean squared error of its
-   reconstruction plus a small KL term (``vae_steps`` steps); then every training
+1. **the autoencoder**: the ``AutoencoderKL`` alone, trained as a plain autoencoder
+   (the mean squared error of the reconstruction of the latent mean, ``vae_steps``
+   steps; its log-variance is then set to -20, so its posterior is as good as
+   deterministic, as SD's nearly is), then every training
    image is encoded once (the latent mean), and the VAE's ``scaling_factor`` set
    to one over the latents' standard deviation, as SD's 0.18215 was;
 2. **the diffusion model**: the UNet and the text encoder together, on those
@@ -62,8 +64,8 @@ class PretrainConfig:
     vae_lr: float = 1e-3
     #: Share of the steps the learning rate warms up over, before a cosine decay to zero.
     warmup: float = 0.02
-    #: Weight of the VAE's KL term.
-    kl: float = 1e-6
+    #: Side of the random square crops the autoencoder trains on (64: whole images).
+    vae_crop: int = 64
     #: Share of captions replaced by the empty prompt.
     uncond: float = 0.1
     #: Decay of the UNet's and text encoder's exponential moving average (0: none).
@@ -72,7 +74,7 @@ class PretrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        for name in ("seed", "steps", "vae_steps", "images", "batch", "vae_batch"):
+        for name in ("seed", "steps", "vae_steps", "images", "batch", "vae_batch", "vae_crop"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, not {value!r}")
@@ -109,7 +111,6 @@ def train_vae(vae: Any, images: Any, cfg: PretrainConfig, say: Callable[[str], N
 
     device = torch.device(cfg.device)
     rng = np.random.default_rng([cfg.seed, 1])
-    gen = torch.Generator(device="cpu").manual_seed(drawing.component_seed(cfg.seed, "vae/noise"))
     vae.to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     started = time.monotonic()
@@ -118,18 +119,25 @@ def train_vae(vae: Any, images: Any, cfg: PretrainConfig, say: Callable[[str], N
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
         idx = rng.integers(0, len(images), cfg.vae_batch)
-        x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
-        posterior = vae.encode(x).latent_dist
-        eps = torch.randn(posterior.mean.shape, generator=gen).to(device)
-        z = posterior.mean + posterior.std * eps
-        recon = vae.decode(z).sample
-        loss = torch.nn.functional.mse_loss(recon, x) + cfg.kl * posterior.kl().mean()
+        crop = min(cfg.vae_crop, images.shape[1])
+        if crop < images.shape[1]:
+            top, left = rng.integers(0, images.shape[1] - crop + 1, 2) // 4 * 4
+            batch = images[idx, top:top + crop, left:left + crop]
+        else:
+            batch = images[idx]
+        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
+        z = vae.encode(x).latent_dist.mean
+        loss = torch.nn.functional.mse_loss(vae.decode(z).sample, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if (step + 1) % max(1, cfg.vae_steps // 20) == 0 or step + 1 == cfg.vae_steps:
             say(f"vae {step + 1}/{cfg.vae_steps} loss {running:.5f} ({time.monotonic() - started:.0f} s)")
+    with torch.no_grad():  # a deterministic posterior: log-variance -20 whatever the image
+        half = vae.quant_conv.out_channels // 2
+        vae.quant_conv.weight[half:] = 0.0
+        vae.quant_conv.bias[half:] = -20.0
     vae.eval()
 
 
