@@ -128,3 +128,18 @@ def test_pretrain_refuses_bad_input(tmp_path: Path) -> None:
     assert res.exit_code == 2 and not (tmp_path / "x").exists()
     with pytest.raises(UsageError):
         PretrainConfig(uncond=1.5).check()
+
+
+def test_evaluate_judges_the_drawn_captions(smoke: Path) -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from lorahub import world
+    from lorahub.base.pretrain import evaluate
+
+    pipe = StableDiffusionPipeline.from_pretrained(smoke, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    res = evaluate(pipe, "heldout", 3, steps=2, batch=2)
+    assert [p["caption"] for p in res["per"]] == [world.caption(s) for s in world.scenes(1, 3, "heldout")]
+    for key in ("colour", "shape", "position", "size", "background"):
+        assert res[key] == sum(p[key] for p in res["per"]) / 3
