@@ -69,6 +69,9 @@ class PretrainConfig:
     vae_crop: int = 32
     #: Share of captions replaced by the empty prompt.
     uncond: float = 0.1
+    #: What the UNet predicts: "v_prediction" (as SD 2.x; weighs the noisy timesteps, which decide the
+    #: layout, far more than "epsilon" does) or "epsilon" (as SD 1.x). Written into the scheduler's config.
+    prediction: str = "v_prediction"
     #: Min-SNR loss weighting (``min(SNR, gamma) / SNR`` per sample; 0: plain MSE), which weighs the
     #: noisy timesteps that decide the layout more than the nearly clean ones.
     snr_gamma: float = 5.0
@@ -84,6 +87,8 @@ class PretrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, not {value!r}")
         if self.images > 100_000:
             raise UsageError(f"images must be at most 100000, not {self.images}")
+        if self.prediction not in ("epsilon", "v_prediction"):
+            raise UsageError(f"prediction must be epsilon or v_prediction, not {self.prediction!r}")
         if self.snr_gamma < 0:
             raise UsageError("snr_gamma must not be negative")
         if not 0.0 <= self.uncond < 1.0 or not 0.0 <= self.ema < 1.0 or not 0.0 <= self.warmup < 1.0:
@@ -199,10 +204,11 @@ def train_diffusion(pipe: Any, latents: Any, captions: Sequence[str], cfg: Pretr
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(tok.to(device))[0]
         pred = unet(xt, t, encoder_hidden_states=cond).sample
-        per = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
+        target = noise if cfg.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        per = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
             snr = a.view(-1) / (1 - a.view(-1))
-            per = per * torch.clamp(snr, max=cfg.snr_gamma) / snr
+            per = per * torch.clamp(snr, max=cfg.snr_gamma) / (snr if cfg.prediction == "epsilon" else snr + 1)
         loss = per.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -243,6 +249,7 @@ def pretrain_pipeline(cfg: PretrainConfig, *, progress: Callable[[str], None] | 
         raise UsageError("--device cuda: no CUDA device is available here")
     with torch.random.fork_rng(devices=[]):
         pipe = drawing.build_pipeline(cfg.seed)
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=cfg.prediction)
         images, captions = _images(cfg.seed, cfg.images, say)
         if vae_from is not None:
             from diffusers import AutoencoderKL

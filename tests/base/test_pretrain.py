@@ -69,6 +69,7 @@ def test_pretrain_writes_a_loadable_fp16_pipeline(smoke: Path) -> None:
             assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, weights
     pipe = StableDiffusionPipeline.from_pretrained(smoke)
     assert pipe.vae_scale_factor == 4
+    assert pipe.scheduler.config.prediction_type == "v_prediction"  # what it was trained for
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
     assert pipe.vae.config.scaling_factor > 0 and pipe.vae.config.scaling_factor != 1.0  # set from the latents
     # SD 1.5's module names, so LoRA targets are the same
