@@ -64,9 +64,9 @@ class PretrainConfig:
     vae_lr: float = 3e-3
     #: Share of the steps the learning rate warms up over, before a cosine decay to zero.
     warmup: float = 0.02
-    #: Side of the random square crops the autoencoder trains on (64: whole images; 32 learned
-    #: faster per CPU second in the experiments of docs/drawing-base.md).
-    vae_crop: int = 32
+    #: Side of the random square crops the autoencoder trains on (64: whole images). 32 px crops
+    #: learned faster per step but did not carry over to whole images (docs/drawing-base.md).
+    vae_crop: int = 64
     #: Share of captions replaced by the empty prompt.
     uncond: float = 0.1
     #: What the UNet predicts: "v_prediction" (as SD 2.x; weighs the noisy timesteps, which decide the
