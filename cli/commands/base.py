@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from lorahub.base.pretrain import PretrainConfig
 from lorahub.cli.output import emit, info, json_option, warn
 
 base_config_option = click.option(
@@ -20,6 +21,9 @@ base_config_option = click.option(
     default=None,
     help="Local diffusers pipeline folder whose configs describe a single-file checkpoint.",
 )
+
+
+_PRETRAIN = PretrainConfig()
 
 
 @click.group("base")
@@ -54,6 +58,40 @@ def build_cmd(family: str, seed: int | None, force: bool, as_json: bool) -> None
     path = embedded.ensure_embedded(seed=0 if seed is None else seed, force=force, progress=info, family=family)
     marker = embedded.read_marker(path) or {}
     payload = {"id": model.id, "path": str(path), "seed": marker.get("seed"), "family": model.family}
+    emit(payload, as_json, lambda p: p["path"])
+
+
+@base_group.command("pretrain")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+              help="Folder to write the pretrained pipeline to (created; replaced only if it holds a lorahub base).")
+@click.option("--steps", type=click.IntRange(min=1), default=_PRETRAIN.steps, show_default=True,
+              help="UNet + text encoder training steps.")
+@click.option("--vae-steps", type=click.IntRange(min=1), default=_PRETRAIN.vae_steps, show_default=True,
+              help="Autoencoder training steps.")
+@click.option("--images", type=click.IntRange(min=1, max=100_000), default=_PRETRAIN.images, show_default=True,
+              help="Distinct training images drawn from the world.")
+@click.option("--batch", type=click.IntRange(min=1, max=4096), default=_PRETRAIN.batch, show_default=True,
+              help="UNet batch size.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the weights, the training images and every random draw.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to train.")
+@json_option
+def pretrain_cmd(out: Path, steps: int, vae_steps: int, images: int, batch: int,
+                 seed: int, device: str, as_json: bool) -> None:
+    """Pretrain the tiny drawing base from scratch on the shape world (see docs/drawing-base.md).
+
+    Trains a 64 px SD 1.x-architecture pipeline (autoencoder, then UNet and
+    text encoder) on captioned images of lorahub.world and writes it as a
+    float16 safetensors diffusers folder. Progress goes to stderr; the folder
+    appears only once it is complete.
+    """
+    from lorahub.base.pretrain import pretrain
+
+    cfg = PretrainConfig(seed=seed, device=device, steps=steps, vae_steps=vae_steps, images=images, batch=batch)
+    path = pretrain(out, cfg, progress=info)
+    payload = {"path": str(path), "seed": seed, "steps": cfg.steps, "vae_steps": cfg.vae_steps,
+               "images": cfg.images, "device": device}
     emit(payload, as_json, lambda p: p["path"])
 
 

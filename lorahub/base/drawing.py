@@ -1,0 +1,212 @@
+"""The drawing base: a tiny SD 1.x pipeline sized to be pretrained on :mod:`lorahub.world` on a CPU.
+
+The same diffusers and transformers classes as the embedded base
+(:mod:`lorahub.base.embedded`): ``UNet2DConditionModel`` with SD 1.5's block
+layout and module names (so LoRA targets are the same), ``AutoencoderKL``,
+``CLIPTextModel`` + ``CLIPTokenizer`` and a ``DDIMScheduler`` with SD 1.x's
+schedule, loadable with ``StableDiffusionPipeline.from_pretrained``. What
+differs, so that it learns in minutes on two CPU cores (SD 1.5 in brackets):
+
+- AutoencoderKL: three levels ``block_out_channels=(16, 32, 64)`` [(128, 256,
+  512, 512)], so it down-samples by 4 [8]: a 64x64 image is a 16x16x4 latent
+  (the pipeline's ``vae_scale_factor`` is 4; ``sample_size=16`` of the UNet
+  makes 64 px the native size). ``norm_num_groups=16``.
+- UNet2DConditionModel: down blocks ``CrossAttnDownBlock2D`` x3 +
+  ``DownBlock2D``, up blocks ``UpBlock2D`` + ``CrossAttnUpBlock2D`` x3, a
+  cross-attention mid block, ``layers_per_block=2``, 1x1 conv ``proj_in`` /
+  ``proj_out`` (all as SD 1.5); ``block_out_channels=(32, 64, 64, 64)``,
+  ``cross_attention_dim=64``, heads of 8 channels, ``norm_num_groups=16``.
+- CLIPTextModel: ``hidden_size=64``, 4 layers, 4 heads, 77 positions.
+- CLIPTokenizer: the byte-level fallback of the embedded tokenizer (every
+  byte and byte + ``</w>``) plus one token per word of the world's captions
+  and per concept trigger word (:func:`words`), made whole by BPE merges, so
+  ``"a small red circle"`` is four tokens while any other word is still
+  spelled byte by byte.
+
+:func:`build_pipeline` gives the untrained pipeline (random weights from a
+seed); :mod:`lorahub.base.pretrain` trains it on the world.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..errors import BaseModelError
+
+#: Image side the base is pretrained at, and the VAE's down-sampling factor.
+RESOLUTION = 64
+VAE_FACTOR = 4
+
+UNET_CONFIG: dict[str, Any] = {
+    "sample_size": RESOLUTION // VAE_FACTOR,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (32, 64, 64, 64),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 64,
+    "attention_head_dim": 8,
+    "norm_num_groups": 16,
+    "use_linear_projection": False,
+}
+
+VAE_CONFIG: dict[str, Any] = {
+    "sample_size": RESOLUTION,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": (16, 32, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "norm_num_groups": 16,
+    # replaced after pretraining by 1 / the standard deviation of the training latents
+    "scaling_factor": 1.0,
+}
+
+TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": 0,  # set from the tokenizer
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 4,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 64,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 1,
+}
+
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+}
+
+MODEL_MAX_LENGTH = 77
+
+
+def words() -> tuple[str, ...]:
+    """Every word of the world's captions and every concept's trigger word, sorted (the whole-word tokens)."""
+    from ..world import vocab
+
+    out: set[str] = {"a", "background"}
+    out.update(vocab.SHAPES, vocab.PALETTE, vocab.BACKGROUNDS, vocab.SIZES, vocab.TEXTURES, vocab.SCHEMES)
+    for phrase in vocab.POSITION_PHRASES.values():
+        out.update(phrase.split())
+    out.update(c.trigger for c in vocab.CONCEPTS.values())
+    return tuple(sorted(out))
+
+
+def tokenizer_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The vocabulary (byte fallback first, then whole words) and the BPE merges that build each word.
+
+    Each word is merged left to right from what the merges before it make of it, every
+    new merge ranking after all earlier ones, so adding a word never changes how an
+    earlier one tokenizes (:func:`build_tokenizer` checks every word is one token).
+    """
+    from .embedded import tokenizer_vocab
+
+    vocab = dict(tokenizer_vocab())
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    for word in words():
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        symbols = _bpe(symbols, ranks)
+        while len(symbols) > 1:
+            pair = (symbols[0], symbols[1])
+            if pair not in ranks:
+                ranks[pair] = len(merges)
+                merges.append(pair)
+                vocab.setdefault(pair[0] + pair[1], len(vocab))
+            symbols = [symbols[0] + symbols[1], *symbols[2:]]
+    return vocab, merges
+
+
+def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair merging as CLIP does it: the lowest-ranked adjacent pair first, until none applies."""
+    symbols = list(symbols)
+    while len(symbols) > 1:
+        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:], strict=False))]
+        known = [(r, i) for r, i in pairs if r is not None]
+        if not known:
+            break
+        best = min(known)[0]
+        out: list[str] = []
+        i = 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and ranks.get((symbols[i], symbols[i + 1])) == best:
+                out.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                out.append(symbols[i])
+                i += 1
+        symbols = out
+    return symbols
+
+
+def build_tokenizer():  # noqa: ANN201 - returns a CLIPTokenizer
+    """The drawing base's CLIP tokenizer: whole world words, byte fallback, ``model_max_length=77``."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = tokenizer_vocab_and_merges()
+    tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH)
+    if tok.bos_token_id != 0 or tok.eos_token_id != 1 or tok.pad_token_id != 1:  # pragma: no cover - guard
+        raise BaseModelError("the drawing tokenizer has unexpected special ids")
+    for word in words():
+        ids = tok(word, add_special_tokens=False)["input_ids"]
+        if ids != [vocab[word + "</w>"]]:  # pragma: no cover - guard
+            raise BaseModelError(f"the drawing tokenizer splits {word!r} into {ids}")
+    return tok
+
+
+def component_seed(seed: int, component: str) -> int:
+    """The torch seed of one component: 63 bits of SHA-256("drawing/<seed>:<component>")."""
+    digest = hashlib.sha256(f"drawing/{seed}:{component}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def build_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers StableDiffusionPipeline
+    """The untrained drawing pipeline (float32, CPU), every component initialised from ``seed``."""
+    from ..errors import require
+    from .embedded import _quiet_transformers
+
+    torch = require("torch", "ml")
+    diffusers = require("diffusers", "ml")
+    transformers = require("transformers", "ml")
+    tokenizer = build_tokenizer()
+    text_config = dict(TEXT_CONFIG, vocab_size=len(tokenizer))
+    with _quiet_transformers(transformers), torch.random.fork_rng(devices=[]):
+        pipeline_cls = diffusers.StableDiffusionPipeline
+        torch.manual_seed(component_seed(seed, "unet"))
+        unet = diffusers.UNet2DConditionModel(**UNET_CONFIG)
+        torch.manual_seed(component_seed(seed, "vae"))
+        vae = diffusers.AutoencoderKL(**VAE_CONFIG)
+        torch.manual_seed(component_seed(seed, "text_encoder"))
+        text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(**text_config))
+    scheduler = diffusers.DDIMScheduler(**SCHEDULER_CONFIG)
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return pipeline_cls(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}

@@ -1,0 +1,146 @@
+"""The drawing base: its tokenizer, and `lorahub base pretrain` (tiny smoke runs, seconds each)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lorahub.base import drawing
+from lorahub.base.pretrain import MARKER, PretrainConfig, pretrain
+from lorahub.cli.main import cli
+from lorahub.errors import UsageError
+
+pytestmark = pytest.mark.torch
+
+#: A run of a few steps on a few images: seconds.
+TINY = ("--steps", "3", "--vae-steps", "2", "--images", "12", "--batch", "2")
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.safetensors"))}
+
+
+def run(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(cli, ["base", "pretrain", *args])
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "base"
+    res = run("--out", str(out), *TINY, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["path"] == str(out)
+    return out
+
+
+def test_tokenizer_has_whole_words_and_byte_fallback() -> None:
+    tok = drawing.build_tokenizer()
+    vocab = tok.get_vocab()
+    ids = tok("a small red circle on the left, blue background")["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    words = [w.removesuffix("</w>") for w in tok.convert_ids_to_tokens(ids[1:-1])]
+    assert words == ["a", "small", "red", "circle", "on", "the", "left", ",", "blue", "background"]
+    for trigger in ("heart", "crescent", "striped", "checkered", "sunset"):
+        assert trigger in drawing.words()
+        assert len(tok(trigger, add_special_tokens=False)["input_ids"]) == 1
+    # a word outside the world is spelled byte by byte, not dropped
+    zebra = tok.convert_ids_to_tokens(tok("zebra", add_special_tokens=False)["input_ids"])
+    assert zebra == ["z", "e", "b", "r", "a</w>"]
+    assert len(vocab) == len(tok) == len(drawing.tokenizer_vocab_and_merges()[0]) > 514
+
+
+def test_pretrain_writes_a_loadable_fp16_pipeline(smoke: Path) -> None:
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    marker = json.loads((smoke / MARKER).read_text())
+    assert marker["seed"] == 0 and marker["pretrain"]["steps"] == 3 and marker["wall_time_s"] >= 0
+    assert sum(p.stat().st_size for p in smoke.rglob("*") if p.is_file()) <= 20 * 1024 * 1024
+    from safetensors import safe_open
+
+    for weights in smoke.rglob("*.safetensors"):
+        with safe_open(str(weights), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, weights
+    pipe = StableDiffusionPipeline.from_pretrained(smoke)
+    assert pipe.vae_scale_factor == 4
+    assert pipe.scheduler.config.prediction_type == "v_prediction"  # what it was trained for
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    assert pipe.vae.config.scaling_factor > 0 and pipe.vae.config.scaling_factor != 1.0  # set from the latents
+    # SD 1.5's module names, so LoRA targets are the same
+    names = dict(pipe.unet.named_modules())
+    for name in ("down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k", "mid_block.attentions.0.proj_in",
+                 "up_blocks.3.attentions.2.transformer_blocks.0.attn1.to_out.0"):
+        assert name in names
+    pipe = pipe.to(torch.float32)
+    image = pipe("a small red circle on the left, blue background", num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+def test_pretrain_is_deterministic_for_a_seed(smoke: Path, tmp_path: Path) -> None:
+    again = run("--out", str(tmp_path / "again"), *TINY)
+    assert again.exit_code == 0, again.output
+    assert digests(tmp_path / "again") == digests(smoke)
+    other = run("--out", str(tmp_path / "other"), *TINY, "--seed", "1")
+    assert other.exit_code == 0, other.output
+    theirs, ours = digests(tmp_path / "other"), digests(smoke)
+    assert theirs.keys() == ours.keys() and all(theirs[k] != ours[k] for k in ours)
+
+
+def test_training_geometry_reads_the_folder(smoke: Path) -> None:
+    from lorahub.training.trainer import base_geometry
+
+    assert base_geometry(str(smoke))[:2] == (64, 32)  # native 64 px; 4 (VAE) x 2^3 (UNet) per bucket step
+
+
+def test_pretrain_is_atomic_on_failure(smoke: Path, tmp_path: Path) -> None:
+    out = tmp_path / "base"
+    before = digests(smoke)
+
+    def boom(message: str) -> None:
+        if message.startswith("unet 2/"):
+            raise KeyboardInterrupt
+
+    cfg = PretrainConfig(steps=3, vae_steps=2, images=12, batch=2)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(out, cfg, progress=boom)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # a failed rerun over a finished base leaves it as it was
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(smoke, cfg, progress=boom)
+    assert digests(smoke) == before
+    assert [p.name for p in smoke.parent.iterdir()] == [smoke.name]
+
+
+def test_pretrain_refuses_bad_input(tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("mine")
+    res = run("--out", str(stranger), *TINY)
+    assert res.exit_code == 2 and "not an empty folder" in res.output
+    assert [p.name for p in stranger.iterdir()] == ["keep.txt"]
+    res = run("--out", str(tmp_path / "x"), "--steps", "0")
+    assert res.exit_code == 2 and not (tmp_path / "x").exists()
+    with pytest.raises(UsageError):
+        PretrainConfig(uncond=1.5).check()
+
+
+def test_evaluate_judges_the_drawn_captions(smoke: Path) -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from lorahub import world
+    from lorahub.base.pretrain import evaluate
+
+    pipe = StableDiffusionPipeline.from_pretrained(smoke, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    res = evaluate(pipe, "heldout", 3, steps=2, batch=2)
+    assert [p["caption"] for p in res["per"]] == [world.caption(s) for s in world.scenes(1, 3, "heldout")]
+    for key in ("colour", "shape", "position", "size", "background"):
+        assert res[key] == sum(p[key] for p in res["per"]) / 3
