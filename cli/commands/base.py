@@ -85,6 +85,10 @@ def pretrain_cmd(out: Path, steps: int, vae_steps: int, images: int, batch: int,
     text encoder) on captioned images of lorahub.world and writes it as a
     float16 safetensors diffusers folder. Progress goes to stderr; the folder
     appears only once it is complete.
+
+    Experimental: no run measured so far draws the world's shapes and
+    positions reliably (docs/drawing-base.md has every figure), so lorahub
+    does not ship or use such a base yet.
     """
     from lorahub.base.pretrain import pretrain
 
