@@ -53,27 +53,32 @@ def civitai_records() -> list:
     return read_records(CIVITAI, fmt="civitai")
 
 
-@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def civitai_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                     civitai_records: list) -> Iterator[object]:
-    """The Civitai corpus imported once per backend per session. Read-only for tests."""
+def _imported_registry(backend: str, folder: Path, records: list) -> Iterator[object]:
+    """``records`` imported into a new registry on ``backend`` (SQLite in ``folder``, or a private PostgreSQL
+    schema dropped afterwards)."""
     from lorahub.registry.catalogue import Registry
 
     schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('civitai') / 'registry.sqlite'}"
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'registry.sqlite'}"
     else:
-        base = pg_admin_url()
-        schema, url = create_pg_schema(base)
+        schema, url = create_pg_schema(pg_admin_url())
     reg = Registry(url)
     try:
         reg.migrate()
-        reg.import_records(civitai_records)
+        reg.import_records(records)
         yield reg
     finally:
         reg.close()
         if schema:
             drop_pg_schema(pg_admin_url(), schema)
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def civitai_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                     civitai_records: list) -> Iterator[object]:
+    """The Civitai corpus imported once per backend per session. Read-only for tests."""
+    yield from _imported_registry(request.param, tmp_path_factory.mktemp("civitai"), civitai_records)
 
 
 @pytest.fixture
@@ -100,20 +105,4 @@ def corpus_records() -> list:
 def corpus_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                     corpus_records: list) -> Iterator[object]:
     """The generated catalogue imported once per backend per session. Read-only for tests."""
-    from lorahub.registry.catalogue import Registry
-
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('corpus') / 'registry.sqlite'}"
-    else:
-        base = pg_admin_url()
-        schema, url = create_pg_schema(base)
-    reg = Registry(url)
-    try:
-        reg.migrate()
-        reg.import_records(corpus_records)
-        yield reg
-    finally:
-        reg.close()
-        if schema:
-            drop_pg_schema(pg_admin_url(), schema)
+    yield from _imported_registry(request.param, tmp_path_factory.mktemp("corpus"), corpus_records)

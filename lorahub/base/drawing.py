@@ -33,6 +33,9 @@ import hashlib
 from typing import Any
 
 from ..errors import BaseModelError
+from .embedded import MODEL_MAX_LENGTH
+from .embedded import SCHEDULER_CONFIG as _SD1_SCHEDULER_CONFIG
+from .embedded import TEXT_CONFIG as _SD1_TEXT_CONFIG
 
 #: Image side the base is pretrained at, and the VAE's down-sampling factor.
 RESOLUTION = 64
@@ -66,33 +69,13 @@ VAE_CONFIG: dict[str, Any] = {
     "scaling_factor": 1.0,
 }
 
+#: The embedded SD 1.x base's text encoder, twice as wide; the vocabulary size comes from the tokenizer.
 TEXT_CONFIG: dict[str, Any] = {
-    "vocab_size": 0,  # set from the tokenizer
-    "hidden_size": 64,
-    "intermediate_size": 256,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 4,
-    "max_position_embeddings": 77,
-    "hidden_act": "quick_gelu",
-    "projection_dim": 64,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-    "pad_token_id": 1,
+    **_SD1_TEXT_CONFIG, "vocab_size": 0, "hidden_size": 64, "intermediate_size": 256, "projection_dim": 64,
 }
 
-SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-    "timestep_spacing": "leading",
-}
-
-MODEL_MAX_LENGTH = 77
+#: SD 1.x's schedule, as the embedded base's.
+SCHEDULER_CONFIG: dict[str, Any] = dict(_SD1_SCHEDULER_CONFIG)
 
 
 def words() -> tuple[str, ...]:

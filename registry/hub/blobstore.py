@@ -50,6 +50,20 @@ class BlobWriter(Protocol):
     def abort(self) -> None: ...
 
 
+def sweep_parts(tmp: Path, older_than_s: float) -> int:
+    """Remove the ``tmp/*.part`` files (uploads cut off) older than ``older_than_s``; return how many."""
+    n = 0
+    now = time.time()
+    for p in tmp.glob("*.part") if tmp.is_dir() else ():
+        try:
+            if now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
 class BlobStore(Protocol):
     def begin(self, *, expected_size: int | None = None, max_size: int | None = None, git_sha1: bool = False) -> BlobWriter: ...
     def open(self, sha256: str) -> BinaryIO: ...
@@ -243,16 +257,7 @@ class LocalBlobStore:
 
     def sweep_tmp(self, older_than_s: float = 24 * 3600) -> int:
         """Remove leftover ``tmp/*.part`` files older than ``older_than_s``; return how many."""
-        now = time.time()
-        n = 0
-        for p in self.tmp_dir.glob("*.part"):
-            try:
-                if now - p.stat().st_mtime >= older_than_s:
-                    p.unlink()
-                    n += 1
-            except OSError:
-                continue
-        return n
+        return sweep_parts(self.tmp_dir, older_than_s)
 
     def iter_blobs(self) -> Iterable[str]:
         for p in self.objects.glob("*/*/*"):

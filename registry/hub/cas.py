@@ -493,23 +493,9 @@ def _repo_holds(s: object, repo_pk: int, sha256: str) -> bool:
     return s.execute(in_commit).first() is not None
 
 
-def sweep_parts(tmp: Path, older_than_s: float) -> int:
-    """Remove ``tmp/*.part`` chunk files (a xorb upload cut off) older than ``older_than_s``."""
-    n = 0
-    now = time.time()
-    for p in tmp.glob("*.part") if tmp.is_dir() else ():
-        try:
-            if now - p.stat().st_mtime >= older_than_s:
-                p.unlink()
-                n += 1
-        except OSError:
-            continue
-    return n
-
-
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
-__all__ = ["TOKEN_TTL_S", "XetCas", "XetClaims", "XetError", "sweep_parts"]
+__all__ = ["TOKEN_TTL_S", "XetCas", "XetClaims", "XetError"]

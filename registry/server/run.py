@@ -135,8 +135,7 @@ def serve(
     settings.index_adapters = index_adapters
     settings.allowed_hosts = list(allowed_hosts or [])
     settings.cors_origins = list(cors_origins or [])
-    from lorahub.registry.hub.blobstore import LocalBlobStore
-    from lorahub.registry.hub.cas import sweep_parts
+    from lorahub.registry.hub.blobstore import LocalBlobStore, sweep_parts
 
     swept = LocalBlobStore(settings.blob_dir).sweep_tmp(older_than_s=3600)
     swept += sweep_parts(Path(settings.data_dir) / "xet" / "tmp", older_than_s=3600)
