@@ -337,8 +337,6 @@ def bake_blend(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Seq
     inputs = blend_inputs([
         (c["path"], float(weights[i]) if i < len(weights) and weights[i] is not None else c.get("weight", 1.0))
         for i, c in enumerate(chosen)])
-    for item in inputs:  # the recipe in the file names each source by its file name, not the server's folders
-        item.ref = {"path": Path(item.path).name}
     name = "blend-" + "-".join(c["name"] for c in chosen)[:80]
     out = state.new_dir("blends") / f"{name}.safetensors"
     blend(inputs, method=method or "linear", rank=int(rank) if rank else None, out=out, title=name)

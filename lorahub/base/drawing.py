@@ -36,23 +36,20 @@ from ..errors import BaseModelError
 from .embedded import MODEL_MAX_LENGTH
 from .embedded import SCHEDULER_CONFIG as _SD1_SCHEDULER_CONFIG
 from .embedded import TEXT_CONFIG as _SD1_TEXT_CONFIG
+from .embedded import UNET_CONFIG as _SD1_UNET_CONFIG
 
 #: Image side the base is pretrained at, and the VAE's down-sampling factor.
 RESOLUTION = 64
 VAE_FACTOR = 4
 
+#: The embedded SD 1.x base's UNet (SD 1.5's blocks and module names, so LoRA targets are the same), wider.
 UNET_CONFIG: dict[str, Any] = {
+    **_SD1_UNET_CONFIG,
     "sample_size": RESOLUTION // VAE_FACTOR,
-    "in_channels": 4,
-    "out_channels": 4,
     "block_out_channels": (32, 64, 64, 64),
-    "layers_per_block": 2,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     "cross_attention_dim": 64,
     "attention_head_dim": 8,
     "norm_num_groups": 16,
-    "use_linear_projection": False,
 }
 
 VAE_CONFIG: dict[str, Any] = {

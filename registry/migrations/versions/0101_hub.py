@@ -1,5 +1,5 @@
 """The Hub server's tables (``lorahub serve``): repos, refs, commits, file lists, blobs,
-LFS objects per repo, repo tags and server secrets. See ``lorahub.registry.hub.models``.
+LFS objects per repo, repo tags and server secrets. See ``lorahub.registry.hub.tables``.
 
 Revision ID: 0101_hub
 Revises: 0001_initial
