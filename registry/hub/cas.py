@@ -36,6 +36,10 @@ query (the wire formats are in :mod:`.xet`; the HTTP routes in ``registry/server
 from __future__ import annotations
 
 import base64
+import bisect
+import errno
+import hashlib
+import io
 import json
 import logging
 import os
@@ -45,6 +49,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import sqlalchemy as sa
 
@@ -54,7 +59,7 @@ from lorahub.registry.tables import Token, utcnow
 from . import xet
 from .access import allowed
 from .auth import Identity, UrlSigner, identity_for_token_id
-from .blobstore import BlobStore, _fsync_dir, _storage_error
+from .blobstore import BlobCache, BlobStore, StoredBlob, _fsync_dir, _storage_error
 from .config import HubConfig
 from .errors import BadRequest, Forbidden, HubApiError, PayloadTooLarge, Unauthorized
 from .faults import fault_point
@@ -114,6 +119,7 @@ class XetCas:
         self.chunk_dir = self.root / "chunks"
         self.tmp_dir = self.root / "tmp"
         self._signer = signer  # () -> UrlSigner, read lazily (the secret lives in the database)
+        self._plans = BlobCache(256)
 
     @property
     def signer(self) -> UrlSigner:
@@ -206,28 +212,94 @@ class XetCas:
     def read_chunk_record(self, hex_hash: str) -> bytes:
         return self.chunk_path(hex_hash).read_bytes()
 
+    # -- files stored as chunks (the blob store's ChunkSource) -------------------------------
+
+    def _chunk_plan(self, sha256: str) -> tuple[int, list[tuple[str, int]]] | None:
+        """``(size, [(chunk hex, unpacked length), ...])`` of the content ``sha256`` when it came
+        through Xet (cached: a registered file never changes), else None."""
+        hit = self._plans.get(sha256)
+        if hit is not None:
+            return hit
+        with self.sessions.read() as s:
+            row = s.execute(sa.select(HubXetFile.size, HubXetFile.terms).where(HubXetFile.sha256 == sha256).limit(1)).first()
+            if row is None:
+                return None
+            terms = json.loads(row[1])
+            xorbs: dict[str, list[list]] = {}
+            for xh in {t[0] for t in terms}:
+                x = s.get(HubXetXorb, xh)
+                if x is None:
+                    log.error("xet: file %s names xorb %s, which has no row", sha256, xh)
+                    return None
+                xorbs[xh] = json.loads(x.chunks)
+        chunks = [(c[0], int(c[1])) for xh, a, b, _ in terms for c in xorbs[xh][a:b]]
+        plan = (int(row[0]), chunks)
+        self._plans.put(sha256, plan)
+        return plan
+
+    def chunked_size(self, sha256: str) -> int | None:
+        plan = self._chunk_plan(sha256)
+        return plan[0] if plan is not None else None
+
+    def open_chunked(self, sha256: str) -> BinaryIO | None:
+        plan = self._chunk_plan(sha256)
+        return open_chunks(self.chunk_dir, plan[1]) if plan is not None else None
+
     # -- xorbs ----------------------------------------------------------------------------
 
-    def put_xorb(self, claims: XetClaims, hex_hash: str, body: bytes) -> bool:
-        """Verify and store a xorb; ``True`` when it was new to the server."""
+    def spool_path(self) -> Path:
+        """A fresh ``xet/tmp/*.part`` path for an upload body on its way in (the route writes it
+        within the size bound, :meth:`put_xorb` reads it, the route removes it; a crash leaves a
+        ``.part`` that the sweep and ``registry check`` remove)."""
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _storage_error(exc, "cannot store the xorb") from None
+        return self.tmp_dir / f"{uuid.uuid4().hex}.part"
+
+    def put_xorb(self, claims: XetClaims, hex_hash: str, body: Path, size: int) -> bool:
+        """Verify and store a xorb whose upload body is the file ``body`` (``size`` bytes); ``True``
+        when it was new to the server. Reads one chunk record at a time: the xorb is never whole
+        in memory."""
         want = xet.hash_of_hex(hex_hash)
         try:
-            chunks = xet.parse_xorb(body)
-        except xet.XetFormatError as exc:
-            raise BadRequest(f"xorb {hex_hash}: {exc}") from None
+            with open(body, "rb") as fh:
+                try:
+                    chunks = xet.parse_xorb(fh, size)
+                except xet.XetFormatError as exc:
+                    raise BadRequest(f"xorb {hex_hash}: {exc}") from None
+        except OSError as exc:
+            raise _storage_error(exc, "cannot read the xorb") from None
         got = xet.xorb_hash([(c.hash, c.length) for c in chunks])
         if got != want:
             raise BadRequest(f"xorb hash mismatch: the chunks hash to {xet.hex_of(got)}, not {hex_hash}")
         with self.sessions.read() as s:
             known = s.get(HubXetXorb, hex_hash) is not None
+        names = [xet.hex_of(c.hash) for c in chunks]
+        if known:
+            # Stored already; chunk files lost since (quarantined by `registry check --repair`) are
+            # written again from these verified bytes.
+            lost = [(h, c) for h, c in zip(names, chunks, strict=True) if not self.chunk_path(h).is_file()]
+            if lost:
+                with open(body, "rb") as fh:
+                    for h, c in lost:
+                        fh.seek(c.offset)
+                        self._put_chunk(h, fh.read(c.record_length))
         if not known:
-            names = [xet.hex_of(c.hash) for c in chunks]
-            # One fsync per chunk file, run side by side: the journal commits them together (a
-            # 64 MiB xorb of ~1000 chunks: ~0.2 s instead of ~3.5 s one after the other).
-            with ThreadPoolExecutor(max_workers=16) as pool:
-                sizes = list(pool.map(lambda hc: self._put_chunk(hc[0], hc[1].record)[0], zip(names, chunks, strict=True)))
-                # the renames are durable before the row names the chunks
-                list(pool.map(_fsync_dir, {self.chunk_path(h).parent for h in names}))
+            fd = os.open(body, os.O_RDONLY)
+            try:
+                def put(hc: tuple[str, xet.XorbChunk]) -> int:
+                    record = os.pread(fd, hc[1].record_length, hc[1].offset)
+                    return self._put_chunk(hc[0], record)[0]
+
+                # One fsync per chunk file, run side by side: the journal commits them together (a
+                # 64 MiB xorb of ~1000 chunks: ~0.2 s instead of ~3.5 s one after the other).
+                with ThreadPoolExecutor(max_workers=16) as pool:
+                    sizes = list(pool.map(put, zip(names, chunks, strict=True)))
+                    # the renames are durable before the row names the chunks
+                    list(pool.map(_fsync_dir, {self.chunk_path(h).parent for h in names}))
+            finally:
+                os.close(fd)
             listing = [[h, c.length, n] for h, c, n in zip(names, chunks, sizes, strict=True)]
             fault_point("xet-xorb-before-row")  # inert outside crash tests (see .faults)
             with self.sessions.write() as s:
@@ -240,7 +312,7 @@ class XetCas:
                             "num_chunks": len(listing),
                             "unpacked_bytes": sum(c[1] for c in listing),
                             "stored_bytes": sum(c[2] for c in listing),
-                            "received_bytes": len(body),
+                            "received_bytes": size,
                             "chunks": json.dumps(listing, separators=(",", ":")),
                             "created_at": utcnow(),
                         }
@@ -291,22 +363,22 @@ class XetCas:
         if total > self.config.max_upload_size:
             # Bounds what one small shard can make the server write (terms may repeat chunks).
             raise PayloadTooLarge(f"the files of one shard add up to {total} bytes, over the server's limit of {self.config.max_upload_size}")
-        # Every file passed: rebuild each into the blob store through its SHA-256 (a file whose
-        # SHA-256 is not the one the shard states fails the whole shard) ...
+        # Every file passed: read each through its SHA-256 (a file whose SHA-256 is not the one the
+        # shard states fails the whole shard). Its bytes stay where they are, in the chunks: the
+        # blob store serves them from there (no second copy of the file).
         stored_files = []
         for f, (fhex, size, terms) in zip(files, plans, strict=True):
             expected = xet.hex_of(f.sha256) if f.sha256 is not None else None  # stored like a Xet hash: 8-byte words reversed
-            writer = self.store.begin(expected_size=size)
-            try:
-                for chunk in self._file_bytes(terms, xorbs):
-                    writer.write(chunk)
-                stored_files.append((fhex, size, terms, writer.commit(expected)))
-            except BaseException:
-                writer.abort()
-                raise
-        # ... then record them all (a crash in between leaves complete, unrecorded blobs: orphans).
+            digest = hashlib.sha256()
+            for chunk in self._file_bytes(terms, xorbs):
+                digest.update(chunk)
+            got = digest.hexdigest()
+            if expected is not None and got != expected:
+                raise BadRequest(f"file {fhex}: its sha256 is {got}, not the announced {expected}")
+            stored_files.append((fhex, size, terms, StoredBlob(sha256=got, size=size, git_sha1=None, created=False)))
+        # ... then record them all: the file's chunk plan first, then the blob row and the upload
+        # to the repo (a crash in between leaves a file row no repo holds, which nothing serves).
         for fhex, size, terms, stored in stored_files:
-            self.lfs.record_upload(claims.repo_pk, stored)
             with self.sessions.write() as s:
                 insert_ignore(
                     s,
@@ -317,6 +389,7 @@ class XetCas:
                 first = xorbs[terms[0][0]][terms[0][1]][0]
                 insert_ignore(s, HubXetDedupe, [{"chunk": first, "xorb": terms[0][0]}], ["chunk", "xorb"])
                 s.commit()
+            self.lfs.record_upload(claims.repo_pk, stored)
         return len(files)
 
     def _check_file(self, f: xet.ShardFile, xorbs: dict[str, list[list]], owned: set[str]) -> tuple[str, int, list[list]]:
@@ -480,6 +553,72 @@ class XetCas:
         return xet.build_dedupe_shard(listing, timestamp=int(time.time()))
 
 
+class ChunkReader(io.RawIOBase):
+    """A seekable reader of a file stored as chunks (``[(chunk hex, unpacked length), ...]`` in
+    ``chunk_dir``): a read decodes only the chunks it spans, each checked against its hash (a
+    corrupt or missing chunk file is an ``OSError`` naming it)."""
+
+    def __init__(self, chunk_dir: Path, chunks: list[tuple[str, int]]) -> None:
+        self._dir = chunk_dir
+        self._chunks = chunks
+        self._starts = []
+        pos = 0
+        for _, n in chunks:
+            self._starts.append(pos)
+            pos += n
+        self._size = pos
+        self._pos = 0
+        self._cur: tuple[int, bytes] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def _chunk(self, i: int) -> bytes:
+        if self._cur is not None and self._cur[0] == i:
+            return self._cur[1]
+        h, n = self._chunks[i]
+        path = self._dir / h[:2] / h
+        record = path.read_bytes()
+        try:
+            data = xet.decode_record(record)
+            good = len(data) == n and xet.chunk_hash(data) == xet.hash_of_hex(h)
+        except xet.XetFormatError:
+            good = False
+        if not good:
+            raise OSError(errno.EIO, f"stored chunk {h} is corrupt", str(path))
+        self._cur = (i, data)
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._pos >= self._size or not len(b):
+            return 0
+        i = bisect.bisect_right(self._starts, self._pos) - 1
+        data = self._chunk(i)
+        off = self._pos - self._starts[i]
+        n = min(len(b), len(data) - off)
+        b[:n] = data[off : off + n]
+        self._pos += n
+        return n
+
+
+def open_chunks(chunk_dir: Path, chunks: list[tuple[str, int]]) -> BinaryIO:
+    """A buffered, seekable reader of the file made of ``chunks`` (see :class:`ChunkReader`)."""
+    return io.BufferedReader(ChunkReader(chunk_dir, chunks), buffer_size=1 << 20)  # type: ignore[return-value]
+
+
 def _repo_holds(s: object, repo_pk: int, sha256: str) -> bool:
     """Repo ``repo_pk`` holds the content: uploaded to it, or in one of its commits."""
     if s.execute(sa.select(HubRepoObject.sha256).where(HubRepoObject.repo_id == repo_pk, HubRepoObject.sha256 == sha256).limit(1)).first():
@@ -498,4 +637,4 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-__all__ = ["TOKEN_TTL_S", "XetCas", "XetClaims", "XetError"]
+__all__ = ["TOKEN_TTL_S", "ChunkReader", "XetCas", "XetClaims", "XetError", "open_chunks"]

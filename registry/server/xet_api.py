@@ -2,7 +2,9 @@
 ``docs/server.md``): what ``hf_xet`` calls at the ``X-Xet-Cas-Url`` the token routes hand out,
 ``<base>/api/lorahub/xet``.
 
-* ``POST /v1/xorbs/default/<hash>``: a xorb (write token) -> ``{"was_inserted": bool}``.
+* ``POST /v1/xorbs/default/<hash>``: a xorb (write token) -> ``{"was_inserted": bool}``. The body
+  is written to ``xet/tmp/*.part`` as it arrives (cut off with a 413 past the xorb limit), then
+  verified and stored chunk by chunk: a xorb is never whole in memory.
 * ``POST /v1/shards``: a shard registering files (write token) -> ``{"result": 0|1}``. The client
   tries ``/v2/shards`` first and falls back to v1 on this server's 404.
 * ``GET /v1/reconstructions/<file hash>`` (``Range: bytes=a-b``): V1 answer; ``/v2/...`` is a 404,
@@ -17,19 +19,22 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from lorahub.registry.hub import xet
-from lorahub.registry.hub.errors import BadRequest, HubApiError
+from lorahub.registry.hub.blobstore import _storage_error
+from lorahub.registry.hub.errors import BadRequest, HubApiError, PayloadTooLarge
 
 from .app import base_url, read_body, state_of
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("lorahub.server.xet")
 PREFIX = "/api/lorahub/xet"
+SPOOL_BLOCK = 1 << 20
 _RANGE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})$")
 
 
@@ -70,9 +75,44 @@ async def upload_xorb(prefix: str, hash: str, request: Request) -> JSONResponse:
         raise BadRequest("the xorb prefix must be 'default'")
     _hash(hash, "the xorb hash")
     claims = await run_in_threadpool(st.xet.check_token, request.headers.get("authorization"), write=True)
-    body = await read_body(request, xet.MAX_XORB_BYTES)
-    inserted = await _logged(request, st.xet.put_xorb, claims, hash, body)
+    path = st.xet.spool_path()
+    try:
+        size = await _spool(request, path, xet.MAX_XORB_BYTES)
+        inserted = await _logged(request, st.xet.put_xorb, claims, hash, path, size)
+    finally:
+        await run_in_threadpool(path.unlink, True)
     return JSONResponse({"was_inserted": inserted})
+
+
+async def _spool(request: Request, path: Path, limit: int) -> int:
+    """Write the request body to ``path`` (created here) and return its size; past ``limit`` bytes
+    (announced or received) a 413, with the reading stopped there."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body of {length} bytes exceeds the server's limit of {limit} bytes")
+    try:
+        fh = await run_in_threadpool(open, path, "xb")
+    except OSError as exc:
+        raise _storage_error(exc, "cannot store the upload") from None
+    n = 0
+    buf = bytearray()
+    try:
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit:
+                log.info("xet: %s %s cut off past %d bytes (413)", request.method, request.url.path, limit)
+                raise PayloadTooLarge(f"request body exceeds the server's limit of {limit} bytes")
+            buf += chunk
+            if len(buf) >= SPOOL_BLOCK:
+                await run_in_threadpool(fh.write, bytes(buf))
+                buf.clear()
+        if buf:
+            await run_in_threadpool(fh.write, bytes(buf))
+    except OSError as exc:
+        raise _storage_error(exc, "cannot store the upload") from None
+    finally:
+        await run_in_threadpool(fh.close)
+    return n
 
 
 @router.post(PREFIX + "/v1/shards")

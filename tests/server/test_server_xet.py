@@ -60,6 +60,22 @@ def _chunk_files(server) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in root.glob("*/*")} if root.exists() else {}
 
 
+def _first_chunk(server, sha256: str) -> Path:
+    """The chunk file holding the first bytes of the content ``sha256`` uploaded through Xet."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server.database)
+    try:
+        with engine.connect() as conn:
+            terms = conn.execute(sa.text("SELECT terms FROM hub_xet_files WHERE sha256 = :s"), {"s": sha256}).scalar_one()
+            xh, start = json.loads(terms)[0][:2]
+            chunks = conn.execute(sa.text("SELECT chunks FROM hub_xet_xorbs WHERE hash = :h"), {"h": xh}).scalar_one()
+    finally:
+        engine.dispose()
+    h = json.loads(chunks)[start][0]
+    return server.data / "xet" / "chunks" / h[:2] / h
+
+
 def _token(server, repo: str, user: str = "alice", kind: str = "write") -> tuple[str, str]:
     r = server.request("GET", f"/api/models/{repo}/xet-{kind}-token/main", user=user)
     assert r.status_code == 200, r.text
@@ -89,9 +105,26 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     got = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora", path="style.safetensors", dl=str(tmp_path / "dl"))
     assert got["xet"] is True
     assert Path(got["path"]).read_bytes() == data
-    # ... and a plain GET still answers the bytes (curl, browsers).
-    plain = httpx.get(f"{hub_server.url}/alice/xet-lora/resolve/main/style.safetensors")
-    assert plain.status_code == 200 and plain.content == data
+    # ... and a plain GET still answers the bytes (curl, browsers), rebuilt from the chunks: the
+    # file is stored once, as its chunks, with no blob file besides.
+    sha = hashlib.sha256(data).hexdigest()
+    assert not (hub_server.data / "blobs" / "sha256" / sha[:2] / sha[2:4] / sha).exists()
+    url = f"{hub_server.url}/alice/xet-lora/resolve/main/style.safetensors"
+    plain = httpx.get(url)
+    assert plain.status_code == 200 and plain.content == data and plain.headers["content-length"] == str(len(data))
+    head = httpx.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(data)) and head.content == b""
+    # Range requests, across chunk boundaries (chunks are ~64 KiB), as for a blob file.
+    for rng, want in [("bytes=100-300000", data[100:300001]), ("bytes=-5000", data[-5000:]), (f"bytes={len(data) - 10}-", data[-10:])]:
+        r = httpx.get(url, headers={"Range": rng})
+        assert r.status_code == 206 and r.content == want, rng
+        assert r.headers["content-range"].endswith(f"/{len(data)}")
+    assert httpx.get(url, headers={"Range": f"bytes={len(data)}-"}).status_code == 416
+    # The header range reads of `lorahub index --hub` (what the registry indexer does against a hub).
+    from lorahub.registry.sources.hub import read_remote_header
+
+    header = read_remote_header(hub_server.url, "alice/xet-lora", "main", "style.safetensors", len(data), None)
+    assert header.metadata["ss_output_name"] == "firststyle"
 
     # A re-labelled copy (same tensors, another metadata header) stores only its new chunks.
     relabelled = write_kohya_lora(tmp_path / "b" / "style.safetensors", rank=128, title="secondstyle")
@@ -104,6 +137,8 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     new_bytes = sum(after_second[h] for h in new)
     assert 0 < len(new) <= 3, (len(new), len(after_first) - len(before))
     assert new_bytes < len(other) / 4
+    other_sha = hashlib.sha256(other).hexdigest()
+    assert not (hub_server.data / "blobs" / "sha256" / other_sha[:2] / other_sha[2:4] / other_sha).exists()  # only the new chunks
     got2 = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora-copy", path="style.safetensors", dl=str(tmp_path / "dl2"))
     assert Path(got2["path"]).read_bytes() == other
 
@@ -369,10 +404,11 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
 
     ok = post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)]))
     assert ok.status_code == 200 and ok.json() == {"result": 1}
-    assert (blobs / oid[:2] / oid[2:4] / oid).read_bytes() == b"".join(chunks)
+    assert not (blobs / oid[:2] / oid[2:4] / oid).exists()  # stored once: as its chunks, no blob file
     # Registered for alice's repo: a commit may name it (checked like an LFS object); bob's repo may not.
     r = hub_server.request("POST", "/api/models/alice/xet-hostile/commit/main", content=ndjson(head, line), headers=NDJSON)
     assert r.status_code == 200, r.text
+    assert hub_server.request("GET", "/alice/xet-hostile/resolve/main/data.bin").content == b"".join(chunks)
     r = hub_server.request("POST", "/api/models/bob/xet-hostile/commit/main", user="bob", content=ndjson(head, line), headers=NDJSON)
     assert r.status_code >= 400
 
@@ -390,18 +426,28 @@ def test_registry_check_covers_xet(hub_server, tmp_path: Path) -> None:
 
     report = check_storage(hub_server.data, hub_server.database, grace_s=3600)
     assert report.ok, [i.message for i in report.issues if i.severity == "error"]
+    # Both files are stored only as chunks (no blob file), and verified by rebuilding them.
+    assert report.chunked_blobs >= 2
+    for f in (one, two):
+        sha = hashlib.sha256(f.read_bytes()).hexdigest()
+        assert not (hub_server.data / "blobs" / "sha256" / sha[:2] / sha[2:4] / sha).exists()
+    assert report.bytes_verified >= one.stat().st_size + two.stat().st_size
     assert report.xet_xorbs >= 2 and report.xet_files >= 2 and report.xet_chunks >= 5
     # the second file shares all but its header chunks with the first
     assert report.xet_bytes_saved >= two.stat().st_size // 2
 
     # A chunk file whose bytes changed is an error, named; --repair quarantines it (still an error:
     # a xorb needs it); putting it back makes the store whole again.
-    chunk = sorted((hub_server.data / "xet" / "chunks").glob("*/*"))[0]
+    chunk = _first_chunk(hub_server, hashlib.sha256(one.read_bytes()).hexdigest())  # one's header: its own
     good = chunk.read_bytes()
     chunk.chmod(0o644)
     chunk.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     bad = check_storage(hub_server.data, hub_server.database)
-    assert not bad.ok and [i.kind for i in bad.issues if i.severity == "error"] == ["xet_corrupt_chunk"]
+    errors = [i for i in bad.issues if i.severity == "error"]
+    assert not bad.ok and [i.kind for i in errors if i.kind.startswith("xet")] == ["xet_corrupt_chunk"]
+    # ... and so is each committed file built on it, named with its commits (its bytes live only in the chunks)
+    damaged = [i for i in errors if i.kind == "corrupt"]
+    assert damaged and all(chunk.name in i.message and i.path is None and i.references for i in damaged), damaged
     chunk.write_bytes(good)
     # A chunk file no xorb names (a crashed upload) is an orphan; --repair removes it once old.
     stray = xet.hex_of(xet.chunk_hash(b"never in a xorb"))
@@ -454,7 +500,9 @@ def test_sigkill_mid_upload_then_check_and_repush(backend: str, tmp_path: Path) 
         started.append(server)
         report = check_storage(data, server.database)
         assert report.ok and report.xet_xorbs == 0
-        assert {(i.kind, i.severity) for i in report.issues} == {("xet_orphan_chunk", "pending")}
+        # the chunks, and the xorb body the killed server was reading (xet/tmp/*.part)
+        assert {(i.kind, i.severity) for i in report.issues} == {("xet_orphan_chunk", "pending"), ("stale_part", "pending")}
+        assert all("xet/tmp/" in i.path for i in report.issues if i.kind == "stale_part")
         assert not server.api().file_exists("alice/crash", "m.safetensors")
 
         got = _client(server, tmp_path, "alice", cache="2", op="upload_file", src=str(lora), dst="m.safetensors", repo="alice/crash")
@@ -462,7 +510,10 @@ def test_sigkill_mid_upload_then_check_and_repush(backend: str, tmp_path: Path) 
         down = _client(server, tmp_path, "bob", op="download", repo="alice/crash", path="m.safetensors", dl=str(tmp_path / "dl"))
         assert down["xet"] and Path(down["path"]).read_bytes() == lora.read_bytes()
         clean = check_storage(data, server.database, grace_s=0)
-        assert clean.ok and clean.issues == [], clean.issues
+        # the re-push reused the orphan chunks; the killed request's body is the only leftover
+        assert clean.ok and [(i.kind, i.severity) for i in clean.issues] == [("stale_part", "orphan")], clean.issues
+        assert check_storage(data, server.database, grace_s=0, repair=True).repaired == 1
+        assert check_storage(data, server.database, grace_s=0).issues == []
     finally:
         for s in started:
             stop_server(s)
