@@ -9,16 +9,18 @@ query (the wire formats are in :mod:`.xet`; the HTTP routes in ``registry/server
   8-byte header and compressed bytes, as first received) at ``<data>/xet/chunks/ab/<hex>``, written
   to a temporary file and renamed only after its hash was computed from its decompressed bytes.
   A xorb is a row listing its chunks; its bytes are served by concatenating the records.
-* A xorb upload is verified whole (every chunk's hash, the xorb hash in the URL) before any chunk
-  is kept; the uploader is recorded as one of its owners (they proved holding its bytes).
+* A xorb upload (its body spooled to ``<data>/xet/tmp`` by the route, within the size bound) is
+  verified whole, one chunk record at a time (every chunk's hash, the xorb hash in the URL) before
+  any chunk is kept; the uploader is recorded as one of its owners (they proved holding its bytes).
 * A shard upload names files as terms over stored xorbs. Each term must name a xorb the uploader
   owns, or carry the verification hash of exactly its chunk range (proof of knowing those chunks'
   hashes, which only their bytes give: two users sharing one client cache reference each other's
   xorbs this way); anything else is refused exactly like a xorb that does not exist (no probing);
   a chunk range inside it whose unpacked length is what the term says (and, when given, whose verification
   hash matches); the file hash is recomputed over all the file's chunks. The file is then
-  reconstructed through a SHA-256 into the blob store (checked against the SHA-256 the shard
-  announces) and recorded for the token's repo exactly like an LFS upload
+  read from its chunks through a SHA-256 (checked against the SHA-256 the shard announces;
+  nothing is written: the chunks are the file's only copy, which the blob store serves through
+  :meth:`XetCas.open_chunked`) and recorded for the token's repo exactly like an LFS upload
   (:meth:`.lfs.Lfs.record_upload`): a commit naming that oid goes through the same checks
   (safetensors validation, pickles refused, registry entry) as one whose object came through LFS.
   Nothing is recorded unless every file of the shard passed every check, its SHA-256 included.

@@ -1,12 +1,15 @@
 """``lorahub registry check``: do the database and the blob store of ``lorahub serve`` agree?
 
 :func:`check_storage` reads the ``hub_*`` tables (one snapshot), then walks ``<data>/blobs`` and
-hashes every blob file (streamed, 1 MiB at a time, in a few threads), and reports
+hashes every blob file (streamed, 1 MiB at a time, in a few threads), and every blob stored only
+as Xet chunks (a file uploaded through Xet: no blob file, its bytes rebuilt from its chunks), and
+reports
 (:class:`~lorahub.schemas.hub.StorageIssue`, severity in brackets):
 
 * ``missing`` [error]: a blob that a commit (``hub_files``), an upload (``hub_repo_objects``) or a
   ``hub_blobs`` row names has no file;
-* ``corrupt`` [error]: a blob file whose SHA-256 is not its name (bit rot, a truncated copy);
+* ``corrupt`` [error]: a blob file whose SHA-256 is not its name (bit rot, a truncated copy), or a
+  chunk-backed blob that cannot be rebuilt (a chunk missing or corrupt) or does not hash to its name;
 * ``size_mismatch`` [error]: the database records another size than the verified file has;
 * ``unrecorded`` [error]: a referenced blob file without its ``hub_blobs`` row;
 * ``orphan_blob`` / ``orphan_file`` [orphan]: a blob (with / without its row) that no commit uses,
@@ -22,7 +25,8 @@ against its name; ``xet_missing_chunk`` [error]: a xorb row names a chunk withou
 ``blobs/quarantine/`` by ``--repair``); ``xet_missing_xorb`` [error]: a registered file names a xorb
 without its row; ``xet_orphan_chunk`` [orphan]: a chunk file no xorb names (a xorb upload that
 crashed before its row was written); ``xet/tmp/*.part`` are ``stale_part``. The report counts the
-xorbs, files, chunks, and the bytes the chunk store saved (files' sizes minus distinct chunks).
+xorbs, files, chunk-backed blobs, chunks, and the bytes the chunk store saved (files' sizes minus
+distinct chunks).
 
 Anything that would be an orphan but is younger than the grace period (default 24 h: the row's
 ``created_at``, the file's mtime and the upload's time all count) is ``pending`` and left alone:

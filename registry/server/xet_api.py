@@ -101,7 +101,9 @@ async def _spool(request: Request, path: Path, limit: int) -> int:
             n += len(chunk)
             if n > limit:
                 log.info("xet: %s %s cut off past %d bytes (413)", request.method, request.url.path, limit)
-                raise PayloadTooLarge(f"request body exceeds the server's limit of {limit} bytes")
+                # "Connection: close": the server closes the connection after the answer instead of
+                # reading (and dropping) the rest of the body
+                raise PayloadTooLarge(f"request body exceeds the server's limit of {limit} bytes", headers={"Connection": "close"})
             buf += chunk
             if len(buf) >= SPOOL_BLOCK:
                 await run_in_threadpool(fh.write, bytes(buf))

@@ -346,6 +346,26 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     assert post_xorb(good_hash, huge).status_code == 400  # oversized chunk
     assert post_xorb(good_hash, b"\0" * (xet.MAX_XORB_BYTES + 1)).status_code == 413  # oversized xorb
     assert post_xorb(good_hash, b"").status_code == 400
+
+    # Without a Content-Length (chunked), an oversized body is cut off while it streams in: 413,
+    # the server stops reading there (it never holds a xorb in memory: the body goes to xet/tmp).
+    sent = 0
+
+    def endless():  # noqa: ANN202
+        nonlocal sent
+        block = good * (1 << 20 // len(good) + 1)
+        while sent < 4 * xet.MAX_XORB_BYTES:
+            sent += len(block)
+            yield block
+
+    try:
+        r = post_xorb(good_hash, endless())
+        assert r.status_code == 413, r.text
+    except httpx.TransportError:
+        pass  # the server may close the connection before the client reads its answer
+    assert sent < 2 * xet.MAX_XORB_BYTES  # stopped soon after the limit, not read to the end
+    assert "cut off past" in hub_server.log_text()
+    assert not list((hub_server.data / "xet" / "tmp").glob("*.part"))  # the spooled part removed
     assert _chunk_files(hub_server) == stored  # nothing stored
 
     # bob uploads a xorb: alice may not name it in her shard (it is refused like one that does not exist).
