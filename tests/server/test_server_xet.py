@@ -1,6 +1,7 @@
 """The Xet protocol of ``lorahub serve``: the unchanged huggingface_hub with hf_xet, and no
-``HF_HUB_DISABLE_XET``, uploads, downloads and deduplicates (SQLite and PostgreSQL); hostile xorbs
-and shards are refused with nothing stored.
+``HF_HUB_DISABLE_XET``, uploads, downloads, deduplicates and resumes an interrupted upload (SQLite
+and PostgreSQL); a Xet file is stored once, as its chunks, and served from them (GET, Range, HEAD,
+header range reads); hostile xorbs and shards are refused with nothing stored.
 
 The stock client runs in a subprocess whose environment has no ``HF_HUB_DISABLE_XET`` (the
 in-process fixtures switch Xet off for the LFS tests), with its own ``HF_XET_CACHE``.
@@ -534,6 +535,89 @@ def test_sigkill_mid_upload_then_check_and_repush(backend: str, tmp_path: Path) 
         assert clean.ok and [(i.kind, i.severity) for i in clean.issues] == [("stale_part", "orphan")], clean.issues
         assert check_storage(data, server.database, grace_s=0, repair=True).repaired == 1
         assert check_storage(data, server.database, grace_s=0).issues == []
+    finally:
+        for s in started:
+            stop_server(s)
+        if url:
+            drop_pg_database(url)
+
+
+def _xorb_rows(database: str) -> dict[str, int]:
+    """hash -> bytes received, of every xorb the server stored."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT hash, received_bytes FROM hub_xet_xorbs")).all())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_interrupted_upload_resumes_sending_only_what_is_missing(backend: str, tmp_path: Path) -> None:
+    """A file of three xorbs: the first is stored, the second is on its way when the client is
+    SIGKILLed and the server stopped. Re-running the same upload (the unchanged client, its own
+    cache) completes it; the client learns the stored xorb from the global dedupe query and sends
+    only the others: the server receives about the file's size minus the first xorb."""
+    import re
+    import signal
+
+    from hubkit import drop_pg_database, fresh_pg_database, start_server, stop_server
+    from testkit import wait_for
+
+    from lorahub.registry.hub.faults import ENV, ENV_DIR
+
+    url = fresh_pg_database() if backend == "postgres" else None
+    data = tmp_path / "data"
+    content = os.urandom(140 * 10**6)  # incompressible: xorbs of 64 MiB, 64 MiB and the rest
+    src = tmp_path / "big.bin"
+    src.write_bytes(content)
+    del content
+    started = []
+    try:
+        # the second xorb to arrive blocks before its row (its chunks land); the first one passes
+        server = start_server(data, url, backend, env={ENV: "xet-xorb-before-row@2", ENV_DIR: str(tmp_path / "faults")})
+        started.append(server)
+        (tmp_path / "faults").mkdir()
+        server.api().create_repo("alice/resume")
+        env = server.env("alice")
+        env.pop("HF_HUB_DISABLE_XET")
+        env["HF_XET_CACHE"] = str(tmp_path / "xet-cache")
+        args = json.dumps({"op": "upload_file", "src": str(src), "dst": "big.bin", "repo": "alice/resume"})
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: (tmp_path / "faults" / "xet-xorb-before-row.reached").exists(), "the second xorb", timeout=240)
+        finally:
+            client.send_signal(signal.SIGKILL)
+            client.wait(timeout=30)
+            os.kill(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(timeout=15)
+        before = _xorb_rows(server.database)
+        assert len(before) == 1, before  # the first xorb is stored, the rest is not
+        ((first, first_bytes),) = before.items()
+        assert first_bytes > 60 * 2**20
+
+        server = start_server(data, server.database, backend)
+        started.append(server)
+        assert not server.api().file_exists("alice/resume", "big.bin")
+        log_from = len(server.log_text())
+        _client(server, tmp_path, "alice", cache="xet-cache", op="upload_file", src=str(src), dst="big.bin", repo="alice/resume")
+        log = server.log_text()[log_from:]
+        posted = re.findall(r"POST /api/lorahub/xet/v1/xorbs/default/([0-9a-f]{64})", log)
+        after = _xorb_rows(server.database)
+        assert first not in posted  # the stored xorb was not sent again ...
+        assert "GET /api/lorahub/xet/v1/chunks/" in log  # ... the dedupe query told the client about it
+        assert posted and set(posted) == set(after) - {first} and len(posted) == len(set(posted))
+        received = sum(after[h] for h in posted)
+        assert received <= src.stat().st_size - first_bytes + 2**20, (received, first_bytes)
+        assert first_bytes + received >= src.stat().st_size  # every byte arrived exactly once overall
+
+        info = server.api().model_info("alice/resume", files_metadata=True)
+        (sib,) = [x for x in info.siblings if x.rfilename == "big.bin"]
+        assert sib.lfs.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+        r = httpx.get(f"{server.url}/alice/resume/resolve/main/big.bin", headers={"Range": "bytes=67000000-67200000"})
+        assert r.status_code == 206 and r.content == src.read_bytes()[67_000_000:67_200_001]
     finally:
         for s in started:
             stop_server(s)
