@@ -83,6 +83,8 @@ log = logging.getLogger("lorahub.server.xet")
 TOKEN_PREFIX = "lhx."
 TOKEN_TTL_S = 1800
 FETCH_URL_TTL_S = 3600
+#: Most byte ranges one signed xorb URL of a V2 reconstruction covers (the URL stays short).
+MAX_URL_RANGES = 200
 #: Most distinct xorbs one shard's files may name (bounds the rows read per shard).
 MAX_SHARD_XORBS = 20_000
 
@@ -363,7 +365,7 @@ class XetCas:
         plans = [self._check_file(f, xorbs, owned) for f in files]
         total = sum(p[1] for p in plans)
         if total > self.config.max_upload_size:
-            # Bounds what one small shard can make the server write (terms may repeat chunks).
+            # Bounds what one small shard can make the server read and hash (terms may repeat chunks).
             raise PayloadTooLarge(f"the files of one shard add up to {total} bytes, over the server's limit of {self.config.max_upload_size}")
         # Every file passed: read each through its SHA-256 (a file whose SHA-256 is not the one the
         # shard states fails the whole shard). Its bytes stay where they are, in the chunks: the
@@ -450,8 +452,12 @@ class XetCas:
             row = s.execute(sa.select(HubXetFile.file_hash).where(HubXetFile.sha256 == sha256).limit(1)).first()
             return row[0] if row and _repo_holds(s, repo_pk, sha256) else None
 
-    def reconstruction(self, claims: XetClaims, file_hex: str, byte_range: tuple[int, int | None] | None, base: str) -> dict | None:
-        """The V1 reconstruction answer; ``None`` for a range starting past the end (416)."""
+    def reconstruction(
+        self, claims: XetClaims, file_hex: str, byte_range: tuple[int, int | None] | None, base: str, *, version: int = 1
+    ) -> dict | None:
+        """The V1 (``fetch_info``: one signed URL per term) or V2 (``xorbs``: per xorb, one signed
+        URL for all its byte ranges the file needs, overlapping and adjacent ones merged)
+        reconstruction answer; ``None`` for a range starting past the end (416)."""
         xet.hash_of_hex(file_hex)
         with self.sessions.read() as s:
             row = s.get(HubXetFile, file_hex)
@@ -467,8 +473,7 @@ class XetCas:
             if start >= size or end < start:
                 return None
         out_terms: list[dict] = []
-        fetch: dict[str, list[dict]] = {}
-        exp = int(time.time()) + FETCH_URL_TTL_S
+        spans: list[tuple[str, int, int, int, int]] = []  # (xorb, first chunk, end chunk, first byte, last byte)
         pos = 0
         offset_first = 0
         cache: dict[str, list[list]] = {}
@@ -493,28 +498,59 @@ class XetCas:
             out_terms.append({"hash": xh, "unpacked_length": unpacked, "range": {"start": first, "end": last + 1}})
             b0 = sum(c[2] for c in chunks[:first])
             b1 = b0 + sum(c[2] for c in chunks[first : last + 1]) - 1
-            # Signed for these bytes only: a xorb may also hold chunks of files this token may not read.
-            sig = self.signer.sign("xet-xorb", xh, b0, b1, exp)
-            fetch.setdefault(xh, []).append(
-                {"range": {"start": first, "end": last + 1}, "url": f"{base}/xorbs/{xh}?r={b0}-{b1}&exp={exp}&sig={sig}", "url_range": {"start": b0, "end": b1}}
-            )
-        return {"offset_into_first_range": offset_first, "terms": out_terms, "fetch_info": fetch}
+            spans.append((xh, first, last + 1, b0, b1))
+        exp = int(time.time()) + FETCH_URL_TTL_S
 
-    def check_fetch(self, xh: str, allowed: str, exp: str, sig: str) -> tuple[list[list], int, int]:
-        """The xorb's chunks and the byte range ``[b0, b1]`` its signed URL allows."""
+        def url(xh: str, ranges: list[tuple[int, int]]) -> str:
+            # Signed for these bytes only: a xorb may also hold chunks of files this token may not read.
+            r = ",".join(f"{a}-{b}" for a, b in ranges)
+            return f"{base}/xorbs/{xh}?r={r}&exp={exp}&sig={self.signer.sign('xet-xorb-ranges', xh, r, exp)}"
+
+        answer: dict = {"offset_into_first_range": offset_first, "terms": out_terms}
+        if version == 1:
+            fetch: dict[str, list[dict]] = {}
+            for xh, c0, c1, b0, b1 in spans:
+                fetch.setdefault(xh, []).append({"range": {"start": c0, "end": c1}, "url": url(xh, [(b0, b1)]), "url_range": {"start": b0, "end": b1}})
+            answer["fetch_info"] = fetch
+            return answer
+        merged: dict[str, list[list[int]]] = {}
+        for xh, c0, c1, b0, b1 in sorted(spans, key=lambda x: (x[0], x[1])):
+            runs = merged.setdefault(xh, [])
+            if runs and c0 <= runs[-1][1]:  # overlapping or adjacent chunks: one range
+                if c1 > runs[-1][1]:
+                    runs[-1][1], runs[-1][3] = c1, b1
+            else:
+                runs.append([c0, c1, b0, b1])
+        xorbs: dict[str, list[dict]] = {}
+        for xh, runs in merged.items():
+            for i in range(0, len(runs), MAX_URL_RANGES):
+                part = runs[i : i + MAX_URL_RANGES]
+                xorbs.setdefault(xh, []).append(
+                    {
+                        "url": url(xh, [(b0, b1) for _, _, b0, b1 in part]),
+                        "ranges": [{"chunks": {"start": c0, "end": c1}, "bytes": {"start": b0, "end": b1}} for c0, c1, b0, b1 in part],
+                    }
+                )
+        answer["xorbs"] = xorbs
+        return answer
+
+    def check_fetch(self, xh: str, allowed: str, exp: str, sig: str) -> tuple[list[list], list[tuple[int, int]]]:
+        """The xorb's chunks and the byte ranges (inclusive, sorted, disjoint) its signed URL allows."""
         try:
             exp_i = int(exp)
-            b0, b1 = (int(x) for x in allowed.split("-", 1))
+            ranges = [tuple(int(x) for x in part.split("-", 1)) for part in allowed.split(",")] if len(allowed) < 64 * MAX_URL_RANGES else []
         except ValueError:
             raise Forbidden("invalid xorb URL") from None
-        if not xet.is_hex_hash(xh) or not self.signer.check(sig, "xet-xorb", xh, b0, b1, exp_i):
+        if not ranges or len(ranges) > MAX_URL_RANGES or any(len(r) != 2 for r in ranges):
+            raise Forbidden("invalid xorb URL")
+        if not xet.is_hex_hash(xh) or not self.signer.check(sig, "xet-xorb-ranges", xh, allowed, exp_i):
             raise Forbidden("invalid xorb URL signature")
         if exp_i < time.time():
             raise Forbidden("this xorb URL has expired; ask for the reconstruction again")
         chunks = self.xorb_chunks(xh)
         if not chunks:
             raise XetError("no such xorb", status=404)
-        return chunks, b0, b1
+        return chunks, ranges  # type: ignore[return-value]
 
     def xorb_bytes(self, chunks: list[list], start: int, end: int) -> Iterator[bytes]:
         """Bytes ``[start, end]`` (inclusive) of a xorb as served (its stored records, in order)."""

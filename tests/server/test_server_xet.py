@@ -47,10 +47,11 @@ elif op == "download":
 """
 
 
-def _client(server, tmp: Path, user: str, cache: str | None = None, **args) -> dict:
+def _client(server, tmp: Path, user: str, cache: str | None = None, env_extra: dict | None = None, **args) -> dict:
     env = server.env(user)
     env.pop("HF_HUB_DISABLE_XET")
     env["HF_XET_CACHE"] = str(tmp / f"xet-cache-{cache or user}")
+    env.update(env_extra or {})
     r = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(args)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -246,6 +247,7 @@ def test_private_files_never_reconstruct_for_others(hub_server, tmp_path: Path) 
     assert httpx.get(url.replace("sig=", "sig=A")).status_code == 403
     # A fetch URL is signed for its byte range only (a xorb may hold chunks of other files).
     assert httpx.get(re.sub(r"\?r=\d+-\d+", "?r=0-99999999", url)).status_code == 403
+    assert httpx.get(re.sub(r"\?r=\d+-\d+", lambda m: m.group(0) + ",0-99999999", url)).status_code == 403
     assert httpx.get(url, headers={"Range": "bytes=0-999999999"}).status_code == 416
     past = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {ro}", "Range": f"bytes={len(blob)}-{len(blob) + 5}"})
     assert past.status_code == 416
@@ -318,6 +320,67 @@ def _shard(files: list[tuple[bytes, list[tuple[bytes, int, int, int]], bytes | N
             out += sha + bytes(16)
     out += xet.BOOKEND + bytes(16) + xet.BOOKEND + bytes(16)
     return bytes(out)
+
+
+def test_v2_reconstruction_one_url_per_xorb_and_multirange(hub_server, tmp_path: Path) -> None:
+    """A file whose terms use chunks 2, 0 and 2 again of one xorb: the V2 answer gives that xorb one
+    URL for two byte ranges (chunk 1 is not the file's: not fetchable); the stock client reconstructs
+    through V2, with single-range fetches (its default) and with one multi-range fetch
+    (multipart/byteranges); V1 still answers."""
+    api = hub_server.api()
+    api.create_repo("alice/xet-v2")
+    cas, tok = _token(hub_server, "alice/xet-v2")
+    auth = {"Authorization": f"Bearer {tok}"}
+    chunks = [os.urandom(30_000), os.urandom(20_000), os.urandom(25_000)]
+    xh, body = _xorb(chunks)
+    assert httpx.post(f"{cas}/v1/xorbs/default/{xh}", content=body, headers=auth).json() == {"was_inserted": True}
+    order = [2, 0, 2]
+    content = b"".join(chunks[i] for i in order)
+    fh = xet.file_hash([(xet.chunk_hash(chunks[i]), len(chunks[i])) for i in order])
+    sha = hashlib.sha256(content).hexdigest()
+    raw = xet.hash_of_hex(xh)
+    terms = [(raw, len(chunks[i]), i, i + 1) for i in order]
+    assert httpx.post(f"{cas}/v1/shards", content=_shard([(fh, terms, xet.hash_of_hex(sha))]), headers=auth).json() == {"result": 1}
+    from hubkit import NDJSON, ndjson
+
+    line = {"key": "lfsFile", "value": {"path": "v2.bin", "algo": "sha256", "oid": sha, "size": len(content)}}
+    r = hub_server.request("POST", "/api/models/alice/xet-v2/commit/main", content=ndjson({"key": "header", "value": {"summary": "v2"}}, line), headers=NDJSON)
+    assert r.status_code == 200, r.text
+
+    v2 = httpx.get(f"{cas}/v2/reconstructions/{xet.hex_of(fh)}", headers=auth)
+    assert v2.status_code == 200, v2.text
+    answer = v2.json()
+    assert [t["range"] for t in answer["terms"]] == [{"start": 2, "end": 3}, {"start": 0, "end": 1}, {"start": 2, "end": 3}]
+    (fetch,) = answer["xorbs"][xh]  # one URL for the xorb ...
+    rec = [len(_record(c)) for c in chunks]
+    assert fetch["ranges"] == [  # ... covering chunks 0 and 2, each once
+        {"chunks": {"start": 0, "end": 1}, "bytes": {"start": 0, "end": rec[0] - 1}},
+        {"chunks": {"start": 2, "end": 3}, "bytes": {"start": rec[0] + rec[1], "end": sum(rec) - 1}},
+    ]
+    (a0, a1), (b0, b1) = [(d["bytes"]["start"], d["bytes"]["end"]) for d in fetch["ranges"]]
+    one = httpx.get(fetch["url"], headers={"Range": f"bytes={b0}-{b1}"})
+    assert one.status_code == 206 and one.content == _record(chunks[2])
+    both = httpx.get(fetch["url"], headers={"Range": f"bytes={a0}-{a1},{b0}-{b1}"})
+    assert both.status_code == 206 and both.headers["content-type"].startswith("multipart/byteranges")
+    assert _record(chunks[0]) in both.content and _record(chunks[2]) in both.content and len(both.content) == int(both.headers["content-length"])
+    # chunk 1 is not the file's: this URL does not give its bytes, alone or among others
+    assert httpx.get(fetch["url"], headers={"Range": f"bytes={a1 + 1}-{b0 - 1}"}).status_code == 416
+    assert httpx.get(fetch["url"], headers={"Range": f"bytes={a0}-{a1},{a1 + 1}-{b0 - 1}"}).status_code == 416
+    assert httpx.get(fetch["url"], headers={"Range": f"bytes={a0}-{b1}"}).status_code == 416
+    assert httpx.get(re.sub(r"r=[0-9,-]+", f"r={a0}-{b1}", fetch["url"])).status_code == 403  # the ranges are signed
+    v1 = httpx.get(f"{cas}/v1/reconstructions/{xet.hex_of(fh)}", headers=auth).json()
+    assert set(v1["fetch_info"]) == {xh} and len(v1["fetch_info"][xh]) == 3
+
+    fetches = []
+    for n, extra in enumerate([{}, {"HF_XET_CLIENT_ENABLE_MULTIRANGE_FETCHING": "true"}, {"HF_XET_CLIENT_RECONSTRUCTION_API_VERSION": "1"}]):
+        log_from = len(hub_server.log_text())
+        got = _client(hub_server, tmp_path, "bob", cache=f"v2-{n}", env_extra=extra, op="download", repo="alice/xet-v2", path="v2.bin", dl=str(tmp_path / f"dl{n}"))
+        assert got["xet"] and Path(got["path"]).read_bytes() == content, extra
+        log = hub_server.log_text()[log_from:]
+        fetches.append((log.count("/xet/v2/reconstructions/"), log.count("/xet/v1/reconstructions/"), log.count(f"GET /api/lorahub/xet/xorbs/{xh}")))
+    assert fetches[0][:2] == (1, 0) and fetches[1][:2] == (1, 0) and fetches[2][:2] == (0, 1)  # V2 unless told otherwise
+    # V2 by default: one request per range; with multi-range fetching: both ranges in one request
+    assert fetches[0][2] == 2 and fetches[1][2] == 1
 
 
 def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
