@@ -727,6 +727,6 @@ def test_diffusers_loads_a_lora_uploaded_and_downloaded_through_xet(sqlite_serve
     result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
     assert result["adapters"]["unet"] and result["diff"] > 1e-4
     log = srv.log_text()
-    assert '"GET /api/models/alice/xet-tiny-lora/xet-read-token/' in log and "/api/lorahub/xet/v1/reconstructions/" in log
+    assert '"GET /api/models/alice/xet-tiny-lora/xet-read-token/' in log and "/api/lorahub/xet/v2/reconstructions/" in log
     hits = srv.request("GET", "/api/lorahub/search", params={"q": "xet-tiny-lora"}).json()
     assert [h["name"] for h in hits] == ["xet-tiny-lora"]  # indexed like an LFS upload
