@@ -75,6 +75,22 @@ def xet_figures(data: Path) -> tuple[int, int, int]:
     return received, stored, stored + blobs
 
 
+def timed_get(url: str, token: str, headers: dict[str, str] | None = None, rounds: int = 3) -> tuple[float, int]:
+    """(seconds, bytes) of a plain GET, the body streamed and dropped: the best of ``rounds``."""
+    import httpx
+
+    best, n = float("inf"), 0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        n = 0
+        with httpx.stream("GET", url, headers={"Authorization": f"Bearer {token}", **(headers or {})}, timeout=300) as r:
+            r.raise_for_status()
+            for block in r.iter_bytes(1 << 20):
+                n += len(block)
+        best = min(best, time.perf_counter() - t0)
+    return best, n
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=100)
@@ -117,15 +133,27 @@ def main() -> int:
             ("Xet, adapter", xet_a, r1, s1, e1 - e0),
             ("Xet, re-labelled copy", xet_b, r2 - r1, s2 - s1, e2 - e1),
         ]
+        # Plain GETs (curl, browsers), best of 3: the LFS blob file, and the Xet file served from its
+        # chunks; and the header range read of `lorahub index --hub` (64 KiB).
+        path = "resolve/main/pytorch_lora_weights.safetensors"
+        gets = {
+            "GET LFS blob": timed_get(f"{url}/bench/lfs-a/{path}", token),
+            "GET Xet file (from chunks)": timed_get(f"{url2}/bench/xet-a/{path}", token2),
+            "Range 64 KiB, LFS blob": timed_get(f"{url}/bench/lfs-a/{path}", token, {"Range": "bytes=0-65535"}),
+            "Range 64 KiB, Xet file": timed_get(f"{url2}/bench/xet-a/{path}", token2, {"Range": "bytes=0-65535"}),
+        }
         for name, secs, sent, stored, disk in rows:
             extra = f", {stored / 1e6:8.3f} MB new chunks stored" if stored is not None else ""
             print(f"{name:<24} {secs:7.2f} s  {sent / 1e6:8.3f} MB sent{extra}, {disk / 1e6:8.3f} MB more on disk")
+        for name, (secs, n) in gets.items():
+            print(f"{name:<28} {secs:7.3f} s  {n / 1e6:8.3f} MB" + (f"  ({n / secs / 1e6:.0f} MB/s)" if n > 1e6 else ""))
         ok = (r2 - r1) < 0.02 * size and (s2 - s1) < 0.02 * size and (e2 - e1) < 0.02 * size and xet_b <= 1.5 * lfs_b
         wire = 100e6 / 8
         print(f"at 100 Mbit/s the re-labelled copy would take about {lfs_b + size / wire:.1f} s by LFS, "
               f"{xet_b + (r2 - r1) / wire:.1f} s by Xet")
         print(json.dumps({"size": size, "lfs_s": [lfs_a, lfs_b], "xet_s": [xet_a, xet_b], "xet_sent": [r1, r2 - r1],
-                          "xet_stored": [s1, s2 - s1], "lfs_disk": [d1 - d0, d2 - d1], "xet_disk": [e1 - e0, e2 - e1]}))
+                          "xet_stored": [s1, s2 - s1], "lfs_disk": [d1 - d0, d2 - d1], "xet_disk": [e1 - e0, e2 - e1],
+                          "get_s": {k: v[0] for k, v in gets.items()}}))
         print("re-labelled copy via Xet: < 2 % of the file sent, stored and added on disk, <= 1.5x LFS time on loopback: "
               f"{'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1

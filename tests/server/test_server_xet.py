@@ -681,6 +681,12 @@ def test_interrupted_upload_resumes_sending_only_what_is_missing(backend: str, t
         assert sib.lfs.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
         r = httpx.get(f"{server.url}/alice/resume/resolve/main/big.bin", headers={"Range": "bytes=67000000-67200000"})
         assert r.status_code == 206 and r.content == src.read_bytes()[67_000_000:67_200_001]
+        # Stored once, as chunks, and whole: the check rebuilds it; the killed request's body is the only leftover.
+        from lorahub.registry.hub.check import check_storage
+
+        report = check_storage(data, server.database, grace_s=0)
+        assert report.ok and report.chunked_blobs == 1 and report.bytes_verified >= src.stat().st_size
+        assert {i.kind for i in report.issues} <= {"stale_part"}, report.issues
     finally:
         for s in started:
             stop_server(s)
