@@ -13,16 +13,16 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.responses import FileResponse
 
 from lorahub.hub.card import MAX_CARD_BYTES, check_card
@@ -608,6 +608,16 @@ class _AsyncReader:
         return await run_in_threadpool(self._fh.seek, pos)
 
 
+#: FileResponse reads its file through ``_open_file`` (Starlette 1.x): a chunk-backed blob plugs in there.
+_CHUNKED_RANGES = hasattr(FileResponse, "_open_file")
+
+
+def _read_blocks(store: Any, sha256: str) -> Iterator[bytes]:
+    with store.open(sha256) as fh:
+        while block := fh.read(1 << 20):
+            yield block
+
+
 class _ChunkedBlobResponse(_BlobResponse):
     """A blob stored as Xet chunks, answered like a blob file (Range, HEAD, If-Range: FileResponse's
     own handling) with its bytes read from the chunks."""
@@ -680,6 +690,10 @@ async def _download(request: Request, rt: str, prefix_len: int) -> Response:
         return Response(b"", headers=headers, media_type=media, background=background)
     local = await run_in_threadpool(st.store.local_path, entry.sha256)
     if local is None:  # stored as Xet chunks: the same answers (Range included), rebuilt from them
+        if not _CHUNKED_RANGES:  # a Starlette without FileResponse._open_file: the whole file (a Range may be ignored)
+            headers["Content-Length"] = str(entry.size)
+            body = iterate_in_threadpool(_read_blocks(st.store, entry.sha256)) if request.method == "GET" else iter(())
+            return StreamingResponse(body, headers=headers, media_type=media, background=background)
         return _ChunkedBlobResponse(st.store, entry.sha256, entry.size, headers=headers, media_type=media, background=background)
     if not local.is_file():
         return JSONResponse({"error": f"blob {entry.sha256} of {path} is missing from the server's storage"}, status_code=500)

@@ -220,6 +220,7 @@ def test_private_files_never_reconstruct_for_others(hub_server, tmp_path: Path) 
     cas, tok = _token(hub_server, "bob/mine", user="bob", kind="read")
     r = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {tok}"})
     assert r.status_code == 404
+    assert httpx.get(f"{cas}/v2/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {tok}"}).status_code == 404
     assert "X-Xet-Hash" not in hub_server.request("HEAD", "/alice/xet-private/resolve/main/secret.safetensors.bin", user="bob").headers
     # Once bob's repo holds the same bytes (his own LFS upload), his file answers through Xet too.
     hub_server.api("bob").upload_file(path_or_fileobj=blob, path_in_repo="same.bin", repo_id="bob/mine")
