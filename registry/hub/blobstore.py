@@ -282,10 +282,6 @@ class LocalBlobStore:
                 raise
             return n
 
-    def is_chunked(self, sha256: str) -> bool:
-        """Stored only as chunks (no blob file)."""
-        return not self.path_of(sha256).is_file() and self.chunks is not None and self.chunks.chunked_size(sha256) is not None
-
     def local_path(self, sha256: str) -> Path | None:
         """The blob file's path; None for a blob stored only as chunks (see :meth:`materialized`)."""
         p = self.path_of(sha256)

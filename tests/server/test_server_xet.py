@@ -111,6 +111,7 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     # file is stored once, as its chunks, with no blob file besides.
     sha = hashlib.sha256(data).hexdigest()
     assert not (hub_server.data / "blobs" / "sha256" / sha[:2] / sha[2:4] / sha).exists()
+    assert not list((hub_server.data / "blobs" / "tmp").glob("*.part"))  # the copy the commit checked is gone
     url = f"{hub_server.url}/alice/xet-lora/resolve/main/style.safetensors"
     plain = httpx.get(url)
     assert plain.status_code == 200 and plain.content == data and plain.headers["content-length"] == str(len(data))
