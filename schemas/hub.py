@@ -92,7 +92,7 @@ class StorageIssue(_Model):
         "missing", "corrupt", "size_mismatch", "unrecorded", "orphan_blob", "orphan_file", "orphan_object", "stale_part", "stray",
         "xet_missing_chunk", "xet_corrupt_chunk", "xet_missing_xorb", "xet_orphan_chunk",
     ] = Field(
-        description="missing: a referenced blob has no file; corrupt: a blob file's SHA-256 is not its name; size_mismatch: "
+        description="missing: a referenced blob has no file (nor Xet chunks); corrupt: a blob's SHA-256 is not its name (a blob file, or one rebuilt from its Xet chunks); size_mismatch: "
         "the database records another size than the verified file has; unrecorded: a referenced blob file has no "
         "hub_blobs row; orphan_blob/orphan_file: a blob (with/without its hub_blobs row) that no commit and no recent "
         "upload references; orphan_object: an LFS upload to a repo that no commit of the repo uses; stale_part: an "
@@ -129,7 +129,10 @@ class StorageCheck(_Model):
     repair: bool
     grace_seconds: float = Field(description="Orphans younger than this are pending, not orphans")
     blob_files: int = Field(0, description="Blob files found under blobs/sha256/")
-    bytes_verified: int = Field(0, description="Bytes hashed to verify the blob files")
+    chunked_blobs: int = Field(
+        0, description="Blobs the database names that are stored only as Xet chunks (uploaded through Xet), verified by rebuilding them"
+    )
+    bytes_verified: int = Field(0, description="Bytes hashed to verify the blobs (files and those rebuilt from Xet chunks)")
     blob_rows: int = Field(0, description="Rows of hub_blobs")
     referenced: int = Field(0, description="Distinct blobs that commits (hub_files) reference")
     xet_xorbs: int = Field(0, description="Xorbs received through the Xet CAS (hub_xet_xorbs)")

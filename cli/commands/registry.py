@@ -459,7 +459,7 @@ def check_cmd(data_dir: str | None, database: str | None, repair: bool, grace: f
         )
         if report.xet_xorbs or report.xet_chunks:
             info(
-                f"Xet: {report.xet_xorbs} xorbs, {report.xet_files} files, {report.xet_chunks} chunks "
+                f"Xet: {report.xet_xorbs} xorbs, {report.xet_files} files ({report.chunked_blobs} blobs stored only as chunks), {report.xet_chunks} chunks "
                 f"({report.xet_chunk_bytes / 2**20:.1f} MiB stored); chunk dedupe saved {report.xet_bytes_saved / 2**20:.1f} MiB"
             )
     if not report.ok:

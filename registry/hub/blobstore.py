@@ -6,6 +6,14 @@ SHA-256 (and size) checked against what the client announced, and only then rena
 (and the folder fsynced): a blob path exists only when the blob is complete and correct. A crash
 leaves at most a ``tmp/*.part`` file, which :meth:`LocalBlobStore.sweep_tmp` removes.
 
+A file uploaded through the Xet CAS has no blob file: its bytes live once, as the CAS's chunks
+(shared with every other file holding them). The store reads those through its
+:class:`ChunkSource` (:meth:`LocalBlobStore.attach_chunks`): ``exists``, ``size`` and ``open`` (a
+seekable reader rebuilding any byte range from the chunks it spans) answer for both kinds alike;
+``local_path`` is the blob file's path (None for a chunk-backed blob), and whoever needs a real file
+(the adapter checks, the fingerprints) asks :meth:`LocalBlobStore.materialized`, which rebuilds a
+chunk-backed blob into ``tmp/`` for as long as it is held.
+
 The interface is deliberately narrow (:class:`BlobStore`: ``begin``/``put_stream``/``put_bytes``,
 ``open``, ``exists``, ``size``, ``delete`` and optionally ``local_path``) so that an object store
 can implement it later: ``begin()`` returns a :class:`BlobWriter` fed chunk by chunk and
@@ -25,7 +33,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -71,6 +80,15 @@ class BlobStore(Protocol):
     def size(self, sha256: str) -> int: ...
     def delete(self, sha256: str) -> None: ...
     def local_path(self, sha256: str) -> Path | None: ...
+    def materialized(self, sha256: str) -> AbstractContextManager[Path]: ...
+    def holding(self, shas: Iterable[str]) -> AbstractContextManager[None]: ...
+
+
+class ChunkSource(Protocol):
+    """Where blobs stored as chunks are read from (the Xet CAS, :class:`.cas.XetCas`)."""
+
+    def chunked_size(self, sha256: str) -> int | None: ...
+    def open_chunked(self, sha256: str) -> BinaryIO | None: ...
 
 
 class SizeMismatch(BadRequest):
@@ -199,6 +217,13 @@ class LocalBlobStore:
         self.objects = self.root / "sha256"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.objects.mkdir(parents=True, exist_ok=True)
+        self.chunks: ChunkSource | None = None
+        self._held: dict[str, list] = {}  # sha256 -> [tmp path, holders]: chunk-backed blobs rebuilt in tmp/
+        self._held_lock = threading.Lock()
+
+    def attach_chunks(self, source: ChunkSource) -> None:
+        """Serve the blobs stored as chunks (Xet uploads) from ``source``."""
+        self.chunks = source
 
     def path_of(self, sha256: str) -> Path:
         if not is_sha256(sha256):
@@ -234,16 +259,102 @@ class LocalBlobStore:
     # -- reading -------------------------------------------------------------------------
 
     def open(self, sha256: str) -> BinaryIO:
-        return open(self.path_of(sha256), "rb")  # noqa: SIM115
+        """The blob's bytes: its file, else (stored as chunks) a seekable reader over its chunks."""
+        try:
+            return open(self.path_of(sha256), "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            fh = self.chunks.open_chunked(sha256) if self.chunks is not None else None
+            if fh is None:
+                raise
+            return fh
 
     def exists(self, sha256: str) -> bool:
-        return self.path_of(sha256).is_file()
+        if self.path_of(sha256).is_file():
+            return True
+        return self.chunks is not None and self.chunks.chunked_size(sha256) is not None
 
     def size(self, sha256: str) -> int:
-        return self.path_of(sha256).stat().st_size
+        try:
+            return self.path_of(sha256).stat().st_size
+        except FileNotFoundError:
+            n = self.chunks.chunked_size(sha256) if self.chunks is not None else None
+            if n is None:
+                raise
+            return n
 
     def local_path(self, sha256: str) -> Path | None:
-        return self.path_of(sha256)
+        """The blob file's path; None for a blob stored only as chunks (see :meth:`materialized`)."""
+        p = self.path_of(sha256)
+        if self.chunks is not None and not p.is_file() and self.chunks.chunked_size(sha256) is not None:
+            return None
+        return p
+
+    @contextmanager
+    def materialized(self, sha256: str) -> Iterator[Path]:
+        """A real file with the blob's bytes while held: the blob file, or for a blob stored as
+        chunks a copy rebuilt in ``tmp/`` (shared by its holders, removed by the last one; a crash
+        leaves a ``tmp/*.part`` that the sweep removes). FileNotFoundError when neither."""
+        p = self.path_of(sha256)
+        if p.is_file() or self.chunks is None or self.chunks.chunked_size(sha256) is None:
+            yield p
+            return
+        entry = self._hold(sha256)
+        try:
+            with entry[2]:
+                if entry[0] is None:
+                    entry[0] = self._rebuild(sha256)
+            yield entry[0]
+        finally:
+            self._release(sha256, entry)
+
+    @contextmanager
+    def holding(self, shas: Iterable[str]) -> Iterator[None]:
+        """Keep what :meth:`materialized` rebuilds for these blobs until the block ends (a commit
+        checks and then fingerprints a file: one rebuild for both)."""
+        held = [(sha, self._hold(sha)) for sha in sorted(set(shas))]
+        try:
+            yield
+        finally:
+            for sha, entry in held:
+                self._release(sha, entry)
+
+    def _hold(self, sha256: str) -> list:
+        with self._held_lock:
+            entry = self._held.get(sha256)
+            if entry is None:
+                entry = self._held[sha256] = [None, 0, threading.Lock()]  # [rebuilt file, holders, lock]
+            entry[1] += 1
+            return entry
+
+    def _release(self, sha256: str, entry: list) -> None:
+        with self._held_lock:
+            entry[1] -= 1
+            last = entry[1] == 0
+            if last:
+                self._held.pop(sha256, None)
+        if last and entry[0] is not None:
+            entry[0].unlink(missing_ok=True)
+
+    def _rebuild(self, sha256: str) -> Path:
+        assert self.chunks is not None
+        src = self.chunks.open_chunked(sha256)
+        if src is None:
+            raise FileNotFoundError(sha256)
+        tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            with src, open(tmp, "xb") as out:
+                while True:
+                    block = src.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _storage_error(exc, "cannot rebuild a blob from its chunks") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
 
     def delete(self, sha256: str) -> None:
         p = self.path_of(sha256)

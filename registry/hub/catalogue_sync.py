@@ -11,6 +11,9 @@ change re-indexes the head. Everything here works in the caller's session (see
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +35,12 @@ Adapters = list[tuple[str, int, Any, str]]
 _FINGERPRINTS = BlobCache()
 
 
-def blob_fingerprints(sha256: str, local: Path, known: dict[str, str] | None = None) -> dict[str, str]:
-    """Every fingerprint of a blob (cached by sha256; ``known`` from the registry skips hashing)."""
+def blob_fingerprints(
+    sha256: str, local: Path | Callable[[], AbstractContextManager[Path]], known: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Every fingerprint of a blob (cached by sha256; ``known`` from the registry skips hashing).
+    ``local``: its file, or a function holding one (a blob stored as chunks is rebuilt only when
+    its fingerprints must be computed)."""
     hit = _FINGERPRINTS.get(sha256)
     if hit is not None:
         return hit
@@ -42,7 +49,11 @@ def blob_fingerprints(sha256: str, local: Path, known: dict[str, str] | None = N
     else:
         from lorahub.adapters.fingerprint import fingerprint_record
 
-        rec = fingerprint_record(os.fspath(local), use_cache=False)
+        if callable(local):
+            with local() as held:
+                rec = fingerprint_record(os.fspath(held), use_cache=False)
+        else:
+            rec = fingerprint_record(os.fspath(local), use_cache=False)
         out = {k: rec[k] for k in HASH_FIELDS if rec.get(k)}
     _FINGERPRINTS.put(sha256, out)
     return out
@@ -79,9 +90,8 @@ class CatalogueSync:
         """Fingerprints of the adapters to index: cached by sha256, else ``known`` to the registry, else computed."""
         hashes: dict[str, dict[str, str]] = {}
         for _p, _, _, sha in adapters:
-            local = self.store.local_path(sha)
-            if local is not None and sha not in hashes:
-                hashes[sha] = blob_fingerprints(sha, local, known.get(sha))
+            if sha not in hashes:
+                hashes[sha] = blob_fingerprints(sha, partial(self.store.materialized, sha), known.get(sha))
         return hashes
 
     def index(
@@ -144,9 +154,7 @@ class CatalogueSync:
         card, adapters, readme = policy.check_files(self.store, files, files)
         hashes = {}
         for _, _, _, sha in adapters:
-            local = self.store.local_path(sha)
-            if local is not None:
-                hashes[sha] = blob_fingerprints(sha, local, None)
+            hashes[sha] = blob_fingerprints(sha, partial(self.store.materialized, sha), None)
         self.index(s, repo, head.oid, head.title, card, readme, adapters, hashes)
 
 

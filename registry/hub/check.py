@@ -1,12 +1,15 @@
 """``lorahub registry check``: do the database and the blob store of ``lorahub serve`` agree?
 
 :func:`check_storage` reads the ``hub_*`` tables (one snapshot), then walks ``<data>/blobs`` and
-hashes every blob file (streamed, 1 MiB at a time, in a few threads), and reports
+hashes every blob file (streamed, 1 MiB at a time, in a few threads), and every blob stored only
+as Xet chunks (a file uploaded through Xet: no blob file, its bytes rebuilt from its chunks), and
+reports
 (:class:`~lorahub.schemas.hub.StorageIssue`, severity in brackets):
 
 * ``missing`` [error]: a blob that a commit (``hub_files``), an upload (``hub_repo_objects``) or a
   ``hub_blobs`` row names has no file;
-* ``corrupt`` [error]: a blob file whose SHA-256 is not its name (bit rot, a truncated copy);
+* ``corrupt`` [error]: a blob file whose SHA-256 is not its name (bit rot, a truncated copy), or a
+  chunk-backed blob that cannot be rebuilt (a chunk missing or corrupt) or does not hash to its name;
 * ``size_mismatch`` [error]: the database records another size than the verified file has;
 * ``unrecorded`` [error]: a referenced blob file without its ``hub_blobs`` row;
 * ``orphan_blob`` / ``orphan_file`` [orphan]: a blob (with / without its row) that no commit uses,
@@ -22,7 +25,8 @@ against its name; ``xet_missing_chunk`` [error]: a xorb row names a chunk withou
 ``blobs/quarantine/`` by ``--repair``); ``xet_missing_xorb`` [error]: a registered file names a xorb
 without its row; ``xet_orphan_chunk`` [orphan]: a chunk file no xorb names (a xorb upload that
 crashed before its row was written); ``xet/tmp/*.part`` are ``stale_part``. The report counts the
-xorbs, files, chunks, and the bytes the chunk store saved (files' sizes minus distinct chunks).
+xorbs, files, chunk-backed blobs, chunks, and the bytes the chunk store saved (files' sizes minus
+distinct chunks).
 
 Anything that would be an orphan but is younger than the grace period (default 24 h: the row's
 ``created_at``, the file's mtime and the upload's time all count) is ``pending`` and left alone:
@@ -52,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -106,6 +111,17 @@ class _Blob:
     commit_refs: int = 0
     ref_sizes: tuple[int, int] | None = None
     links: list[_Link] = field(default_factory=list)
+    #: Stored as Xet chunks, without a blob file: ``[(chunk hex, unpacked length), ...]`` in ``chunk_dir``
+    chunks: list[tuple[str, int]] | None = None
+    chunk_dir: Path | None = None
+
+    def open(self) -> BinaryIO:
+        if self.file is not None:
+            return open(self.file, "rb")  # noqa: SIM115
+        assert self.chunks is not None and self.chunk_dir is not None
+        from .cas import open_chunks
+
+        return open_chunks(self.chunk_dir, self.chunks)
 
 
 def check_storage(
@@ -179,11 +195,15 @@ def check_store(
     # The database first, then the files: a row is always written after its file, so every row
     # of the snapshot has its file on disk by the time the folder is walked.
     blobs = _read_database(engine)
+    xet_dir = (Path(data_dir) if data_dir is not None else blob_dir.parent) / "xet"
+    xet_state = _read_xet(engine)
     report.blob_rows = sum(1 for b in blobs.values() if b.row)
     report.referenced = sum(1 for b in blobs.values() if b.commit_refs)
     objects = blob_dir / "sha256"
     strays = _walk_objects(objects, blobs)
     report.blob_files = sum(1 for b in blobs.values() if b.file is not None)
+    if xet_state is not None:
+        report.chunked_blobs = _mark_chunked(blobs, xet_state, xet_dir / "chunks")
     report.bytes_verified = _verify(blobs, workers)
     repo_names = _repo_names(engine, {ln.repo_id for b in blobs.values() for ln in b.links})
     fixer = _Fixer(engine, blob_dir, cutoff_dt, cutoff_ts) if repair else None
@@ -200,8 +220,8 @@ def check_store(
             issue.fixed = True
         issues.append(issue)
     issues += _parts(blob_dir / "tmp", blob_dir, now_ts, cutoff_ts, fixer)
-    xet_dir = (Path(data_dir) if data_dir is not None else blob_dir.parent) / "xet"
-    issues += _check_xet(engine, xet_dir, blob_dir, report, now_ts, cutoff_ts, fixer)
+    if xet_state is not None:
+        issues += _check_xet(xet_state, xet_dir, blob_dir, report, now_ts, cutoff_ts, fixer)
 
     report.issues = issues
     report.errors = sum(1 for i in issues if i.severity == "error" and not i.fixed)
@@ -261,6 +281,41 @@ def _read_database(engine: Engine) -> dict[str, _Blob]:
     return blobs
 
 
+def _read_xet(engine: Engine) -> tuple[dict[str, list[list]], list[tuple[str, str, int, list[list]]]] | None:
+    """The xorbs (hash -> chunk listing) and the files registered through Xet (file hash, sha256,
+    size, terms); None before the Xet tables exist."""
+    import json
+
+    from .tables import HubXetFile, HubXetXorb
+
+    if not sa.inspect(engine).has_table(HubXetXorb.__tablename__):
+        return None
+    with _snapshot(engine) as conn:
+        xorbs = {h: json.loads(c) for h, c in conn.execute(sa.select(HubXetXorb.hash, HubXetXorb.chunks))}
+        files = [
+            (h, sha, int(size), json.loads(t))
+            for h, sha, size, t in conn.execute(sa.select(HubXetFile.file_hash, HubXetFile.sha256, HubXetFile.size, HubXetFile.terms))
+        ]
+    return xorbs, files
+
+
+def _mark_chunked(blobs: dict[str, _Blob], xet_state: tuple, chunk_dir: Path) -> int:
+    """Mark the blobs the database names that have no blob file but are stored as Xet chunks (a
+    file registered through Xet whose xorbs all have rows); return how many."""
+    xorbs, files = xet_state
+    n = 0
+    for _fh, sha, _size, terms in files:
+        b = blobs.get(sha)
+        if b is None or b.file is not None or b.chunks is not None:
+            continue
+        if any(xh not in xorbs for xh, *_ in terms):
+            continue  # xet_missing_xorb says why; the blob is missing
+        b.chunks = [(c[0], int(c[1])) for xh, start, end, _ in terms for c in xorbs[xh][start:end]]
+        b.chunk_dir = chunk_dir
+        n += 1
+    return n
+
+
 def _walk_objects(objects: Path, blobs: dict[str, _Blob]) -> list[tuple[Path, int]]:
     """Record the well-placed blob files in ``blobs``; return the strays (path, size)."""
     strays: list[tuple[Path, int]] = []
@@ -283,12 +338,13 @@ def _walk_objects(objects: Path, blobs: dict[str, _Blob]) -> list[tuple[Path, in
     return strays
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
+def _hash_file(b: _Blob) -> tuple[str, int]:
+    """SHA-256 and size of the blob's bytes (its file, or rebuilt from its chunks)."""
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
-    with open(path, "rb") as fh:
+    with b.open() as fh:
         while True:
             n = fh.readinto(buf)
             if not n:
@@ -299,14 +355,16 @@ def _hash_file(path: Path) -> tuple[str, int]:
 
 
 def _verify(blobs: dict[str, _Blob], workers: int | None) -> int:
-    todo = [b for b in blobs.values() if b.file is not None]
+    todo = [b for b in blobs.values() if b.file is not None or b.chunks is not None]
 
     def one(b: _Blob) -> int:
-        assert b.file is not None
         try:
-            b.digest, b.size = _hash_file(b.file)
-        except FileNotFoundError:
-            b.file = None  # removed meanwhile
+            b.digest, b.size = _hash_file(b)
+        except FileNotFoundError as exc:
+            if b.file is not None:
+                b.file = None  # removed meanwhile
+            else:
+                b.read_error = f"chunk file {Path(exc.filename or '?').name} is missing"
             return 0
         except OSError as exc:
             b.read_error = exc.strerror or str(exc)
@@ -369,10 +427,14 @@ def _classify(
 
     used_by = f"{b.commit_refs} committed file(s)" if b.commit_refs else None
 
-    bad_file = b.file is not None and (b.read_error is not None or b.digest != sha)
+    chunked = b.file is None and b.chunks is not None
+    if chunked:
+        path = None  # no blob file: its bytes are Xet chunks (xet/chunks/), each checked by _check_xet
+    bad_file = (b.file is not None or chunked) and (b.read_error is not None or b.digest != sha)
     if bad_file:
         why = f"cannot be read ({b.read_error})" if b.read_error else f"its content hashes to {b.digest}, not its name"
-        issue = StorageIssue(kind="corrupt", severity="error", sha256=sha, path=path, size=b.size, message=f"blob {why}",
+        what = "blob stored as Xet chunks" if chunked else "blob"
+        issue = StorageIssue(kind="corrupt", severity="error", sha256=sha, path=path, size=b.size, message=f"{what} {why}",
                              references=refs())
         if fixer is not None and b.file is not None and fixer.quarantine(b.file, issue):
             if b.commit_refs:
@@ -383,7 +445,7 @@ def _classify(
             issue.message += f" ({used_by} name it)"
         return [issue]
 
-    if b.file is None:  # named by the database, no file
+    if b.file is None and not chunked:  # named by the database, no file
         issue = StorageIssue(kind="missing", severity="error", sha256=sha, path=path, references=refs(),
                              message="blob file is missing" + (f": {used_by} name it" if used_by else
                                                               " (only an upload record or a hub_blobs row names it)"))
@@ -463,18 +525,11 @@ def _parts(tmp: Path, blob_dir: Path, now_ts: float, cutoff_ts: float, fixer: _F
 
 
 def _check_xet(
-    engine: Engine, xet_dir: Path, blob_dir: Path, report: StorageCheck, now_ts: float, cutoff_ts: float, fixer: _Fixer | None
+    xet_state: tuple, xet_dir: Path, blob_dir: Path, report: StorageCheck, now_ts: float, cutoff_ts: float, fixer: _Fixer | None
 ) -> list[StorageIssue]:
-    import json
-
     from . import xet
-    from .tables import HubXetFile, HubXetXorb
 
-    if not sa.inspect(engine).has_table(HubXetXorb.__tablename__):
-        return []
-    with _snapshot(engine) as conn:
-        xorbs = {h: json.loads(c) for h, c in conn.execute(sa.select(HubXetXorb.hash, HubXetXorb.chunks))}
-        files = [(h, size, json.loads(t)) for h, size, t in conn.execute(sa.select(HubXetFile.file_hash, HubXetFile.size, HubXetFile.terms))]
+    xorbs, files = xet_state
     report.xet_xorbs, report.xet_files = len(xorbs), len(files)
     named: dict[str, int] = {}
     for chunks in xorbs.values():
@@ -522,7 +577,7 @@ def _check_xet(
                                            message=f"xorb {xh} names chunk {h}, which has no file"))
     used: set[str] = set()
     logical = 0
-    for fh, size, terms in files:
+    for fh, _sha, size, terms in files:
         logical += size
         for xh, start, end, _ in terms:
             if xh not in xorbs:
@@ -624,11 +679,11 @@ class _Fixer:
         return True
 
     def record(self, b: _Blob) -> bool:
-        """Add the missing ``hub_blobs`` row of a verified blob file."""
-        assert b.file is not None and b.size is not None
+        """Add the missing ``hub_blobs`` row of a verified blob (file or chunks)."""
+        assert b.size is not None
         git = hashlib.sha1(b"blob %d\0" % b.size, usedforsecurity=False)
         try:
-            with open(b.file, "rb") as fh:
+            with b.open() as fh:
                 for chunk in iter(lambda: fh.read(CHUNK), b""):
                     git.update(chunk)
         except OSError:

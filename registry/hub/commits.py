@@ -295,8 +295,10 @@ class Commits:
                 base_files = trees.files_of(s, head)
                 self._resolve_lfs(s, repo, plan)
             files = self._apply(base_files, plan.ops)
-            card, adapters, readme = self._check_content(base_files, files)
-            hashes = self._fingerprints(adapters) if not create_pr and branch == trees.DEFAULT_BRANCH else {}
+            # A new file stored as Xet chunks is rebuilt once for its checks and its fingerprints.
+            with self.store.holding(op.entry.sha256 for op in plan.ops if op.kind == "lfsFile" and op.entry is not None):
+                card, adapters, readme = self._check_content(base_files, files)
+                hashes = self._fingerprints(adapters) if not create_pr and branch == trees.DEFAULT_BRANCH else {}
             fault_point("commit-before-land")  # inert outside crash tests (see .faults)
             try:
                 result = self._land(

@@ -1,6 +1,7 @@
 """Fault injection for crash tests: inert unless ``$LORAHUB_TEST_FAULT`` is set.
 
-``LORAHUB_TEST_FAULT=<point>[,<point>...]`` makes the server stop dead at those points: it writes
+``LORAHUB_TEST_FAULT=<point>[@<n>][,<point>...]`` makes the server stop dead at those points (with
+``@n``: from the n-th time the process reaches it, the earlier ones pass): it writes
 ``<point>.reached`` (holding the process id) into ``$LORAHUB_TEST_FAULT_DIR`` (default: the
 current folder) and then blocks that request forever, so that a test can SIGKILL the process at a
 precise moment (``tests/server/test_server_faults.py``). Points:
@@ -18,6 +19,7 @@ Unset (always, outside tests), :func:`fault_point` is one dictionary lookup.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -26,10 +28,21 @@ ENV_DIR = "LORAHUB_TEST_FAULT_DIR"
 POINTS = ("commit-before-land", "commit-after-land", "upload-before-record", "xet-xorb-before-row")
 
 
+_hits: dict[str, int] = {}
+_hits_lock = threading.Lock()
+
+
 def fault_point(name: str) -> None:
     """Block forever at ``name`` when ``$LORAHUB_TEST_FAULT`` names it (after writing the marker)."""
     spec = os.environ.get(ENV)
-    if not spec or name not in {p.strip() for p in spec.split(",")}:
+    if not spec:
+        return
+    points = dict((p.strip().partition("@")[0], p.strip().partition("@")[2]) for p in spec.split(","))
+    if name not in points:
+        return
+    with _hits_lock:
+        _hits[name] = n = _hits.get(name, 0) + 1
+    if points[name].isdigit() and n < int(points[name]):
         return
     marker = Path(os.environ.get(ENV_DIR) or ".") / f"{name}.reached"
     tmp = marker.with_suffix(".tmp")

@@ -18,7 +18,10 @@ The valid adapters of a repo's main head become its catalogue entry
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -88,13 +91,21 @@ def looks_like_pickle(local: Path) -> str | None:
     return None
 
 
-def check_blob(path: str, sha256: str, local: Path, *, component: bool) -> BlobCheck:
-    """Check one committed file (``path`` in the repo, content at ``local``). Never raises."""
+def check_blob(
+    path: str, sha256: str, local: Path | Callable[[], AbstractContextManager[Path]], *, component: bool
+) -> BlobCheck:
+    """Check one committed file (``path`` in the repo, content at ``local``, or held while
+    ``local()`` is: a blob stored as chunks is rebuilt only when the check is not cached). Never
+    raises."""
     key = (sha256, component, is_weights_path(path))
     hit = _CHECKS.get(key)
     if hit is not None:
         return hit
-    res = _check(path, local, component=component)
+    if callable(local):
+        with local() as held:
+            res = _check(path, held, component=component)
+    else:
+        res = _check(path, local, component=component)
     _CHECKS.put(key, res)
     return res
 
@@ -158,12 +169,9 @@ def check_files(
         is_new = p in changed
         if not is_new and not is_weights_path(p) and p != "README.md":
             continue
-        local = store.local_path(f.sha256)
-        if local is None:  # pragma: no cover - object stores come later
-            continue
         component = is_model_component(p, tree)
         if is_new or is_weights_path(p):
-            res = check_blob(p, f.sha256, local, component=component)
+            res = check_blob(p, f.sha256, partial(store.materialized, f.sha256), component=component)
             if not res.ok:
                 if is_new:
                     if is_weights_path(p) and not component:
@@ -175,8 +183,8 @@ def check_files(
     if "README.md" in files:
         f = files["README.md"]
         if f.size <= MAX_CARD_BYTES:
-            local = store.local_path(f.sha256)
-            text = local.read_bytes().decode("utf-8", errors="replace") if local else ""
+            with store.open(f.sha256) as fh:
+                text = fh.read(MAX_CARD_BYTES + 1).decode("utf-8", errors="replace")
             readme = text
             try:
                 card = parse_card(text)

@@ -38,9 +38,11 @@ Every parse here is bounded (sizes, counts) and raises :class:`XetFormatError` o
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import blake3
 
@@ -206,25 +208,32 @@ def decode_chunk(scheme: int, payload: bytes, uncompressed: int) -> bytes:
 class XorbChunk:
     hash: bytes
     length: int  # uncompressed
-    record: bytes  # header + payload, as received
+    offset: int  # of its record (header + payload, as received) in the xorb
+    record_length: int
 
 
-def parse_xorb(body: bytes) -> list[XorbChunk]:
-    """The verified chunks of a xorb upload body (each chunk's hash computed from its bytes)."""
-    n = len(body)
+def parse_xorb(body: bytes | BinaryIO, size: int | None = None) -> list[XorbChunk]:
+    """The verified chunks of a xorb upload (each chunk's hash computed from its bytes), read
+    record by record from ``body`` (bytes, or a file of ``size`` bytes): one chunk in memory at a
+    time, never the whole xorb."""
+    fh = io.BytesIO(body) if isinstance(body, (bytes, bytearray)) else body
+    n = len(body) if isinstance(body, (bytes, bytearray)) else size
+    if n is None:
+        raise ValueError("parse_xorb of a file needs its size")
     if n > MAX_XORB_BYTES:
         raise XetFormatError(f"xorb of {n} bytes exceeds the limit of {MAX_XORB_BYTES}")
     out: list[XorbChunk] = []
     pos = 0
     while pos < n:
-        if body.startswith(XORB_FOOTER_IDENT, pos):
+        head = fh.read(min(CHUNK_HEADER, n - pos))
+        if head.startswith(XORB_FOOTER_IDENT):
             break  # an old client's footer: the chunk records are what count
-        if n - pos < CHUNK_HEADER:
+        if len(head) < CHUNK_HEADER:
             raise XetFormatError("xorb ends inside a chunk header (truncated)")
-        version = body[pos]
-        clen = int.from_bytes(body[pos + 1 : pos + 4], "little")
-        scheme = body[pos + 4]
-        ulen = int.from_bytes(body[pos + 5 : pos + 8], "little")
+        version = head[0]
+        clen = int.from_bytes(head[1:4], "little")
+        scheme = head[4]
+        ulen = int.from_bytes(head[5:8], "little")
         if version != 0:
             raise XetFormatError(f"chunk header version {version} (only 0 is known)")
         if ulen == 0 or ulen > MAX_CHUNK_SIZE or clen > 2 * MAX_CHUNK_SIZE:
@@ -232,8 +241,11 @@ def parse_xorb(body: bytes) -> list[XorbChunk]:
         end = pos + CHUNK_HEADER + clen
         if end > n:
             raise XetFormatError("xorb ends inside a chunk (truncated)")
-        data = decode_chunk(scheme, body[pos + CHUNK_HEADER : end], ulen)
-        out.append(XorbChunk(chunk_hash(data), ulen, body[pos:end]))
+        payload = fh.read(clen)
+        if len(payload) != clen:
+            raise XetFormatError("xorb ends inside a chunk (truncated)")
+        data = decode_chunk(scheme, payload, ulen)
+        out.append(XorbChunk(chunk_hash(data), ulen, pos, CHUNK_HEADER + clen))
         if len(out) > MAX_XORB_CHUNKS:
             raise XetFormatError(f"xorb has more than {MAX_XORB_CHUNKS} chunks")
         pos = end

@@ -78,6 +78,7 @@ class ServerState:
         self.commits = Commits(sessions, self.store, config, sync)
         self.auth = Authenticator(sessions)
         self.xet = XetCas(sessions, self.store, self.lfs, config, Path(settings.data_dir) / "xet", lambda: self.auth.upload_signer)
+        self.store.attach_chunks(self.xet)  # files uploaded through Xet are served from their chunks
         public = settings.public_url.rstrip("/")
         public_host = urlsplit(public).hostname
         #: (host name, base URL) of ``--public-url``, see :func:`base_url`.

@@ -1,6 +1,7 @@
 """The Xet protocol of ``lorahub serve``: the unchanged huggingface_hub with hf_xet, and no
-``HF_HUB_DISABLE_XET``, uploads, downloads and deduplicates (SQLite and PostgreSQL); hostile xorbs
-and shards are refused with nothing stored.
+``HF_HUB_DISABLE_XET``, uploads, downloads, deduplicates and resumes an interrupted upload (SQLite
+and PostgreSQL); a Xet file is stored once, as its chunks, and served from them (GET, Range, HEAD,
+header range reads); hostile xorbs and shards are refused with nothing stored.
 
 The stock client runs in a subprocess whose environment has no ``HF_HUB_DISABLE_XET`` (the
 in-process fixtures switch Xet off for the LFS tests), with its own ``HF_XET_CACHE``.
@@ -46,10 +47,11 @@ elif op == "download":
 """
 
 
-def _client(server, tmp: Path, user: str, cache: str | None = None, **args) -> dict:
+def _client(server, tmp: Path, user: str, cache: str | None = None, env_extra: dict | None = None, **args) -> dict:
     env = server.env(user)
     env.pop("HF_HUB_DISABLE_XET")
     env["HF_XET_CACHE"] = str(tmp / f"xet-cache-{cache or user}")
+    env.update(env_extra or {})
     r = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(args)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -58,6 +60,22 @@ def _client(server, tmp: Path, user: str, cache: str | None = None, **args) -> d
 def _chunk_files(server) -> dict[str, int]:
     root = server.data / "xet" / "chunks"
     return {p.name: p.stat().st_size for p in root.glob("*/*")} if root.exists() else {}
+
+
+def _first_chunk(server, sha256: str) -> Path:
+    """The chunk file holding the first bytes of the content ``sha256`` uploaded through Xet."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server.database)
+    try:
+        with engine.connect() as conn:
+            terms = conn.execute(sa.text("SELECT terms FROM hub_xet_files WHERE sha256 = :s"), {"s": sha256}).scalar_one()
+            xh, start = json.loads(terms)[0][:2]
+            chunks = conn.execute(sa.text("SELECT chunks FROM hub_xet_xorbs WHERE hash = :h"), {"h": xh}).scalar_one()
+    finally:
+        engine.dispose()
+    h = json.loads(chunks)[start][0]
+    return server.data / "xet" / "chunks" / h[:2] / h
 
 
 def _token(server, repo: str, user: str = "alice", kind: str = "write") -> tuple[str, str]:
@@ -89,9 +107,27 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     got = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora", path="style.safetensors", dl=str(tmp_path / "dl"))
     assert got["xet"] is True
     assert Path(got["path"]).read_bytes() == data
-    # ... and a plain GET still answers the bytes (curl, browsers).
-    plain = httpx.get(f"{hub_server.url}/alice/xet-lora/resolve/main/style.safetensors")
-    assert plain.status_code == 200 and plain.content == data
+    # ... and a plain GET still answers the bytes (curl, browsers), rebuilt from the chunks: the
+    # file is stored once, as its chunks, with no blob file besides.
+    sha = hashlib.sha256(data).hexdigest()
+    assert not (hub_server.data / "blobs" / "sha256" / sha[:2] / sha[2:4] / sha).exists()
+    assert not list((hub_server.data / "blobs" / "tmp").glob("*.part"))  # the copy the commit checked is gone
+    url = f"{hub_server.url}/alice/xet-lora/resolve/main/style.safetensors"
+    plain = httpx.get(url)
+    assert plain.status_code == 200 and plain.content == data and plain.headers["content-length"] == str(len(data))
+    head = httpx.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(data)) and head.content == b""
+    # Range requests, across chunk boundaries (chunks are ~64 KiB), as for a blob file.
+    for rng, want in [("bytes=100-300000", data[100:300001]), ("bytes=-5000", data[-5000:]), (f"bytes={len(data) - 10}-", data[-10:])]:
+        r = httpx.get(url, headers={"Range": rng})
+        assert r.status_code == 206 and r.content == want, rng
+        assert r.headers["content-range"].endswith(f"/{len(data)}")
+    assert httpx.get(url, headers={"Range": f"bytes={len(data)}-"}).status_code == 416
+    # The header range reads of `lorahub index --hub` (what the registry indexer does against a hub).
+    from lorahub.registry.sources.hub import read_remote_header
+
+    header = read_remote_header(hub_server.url, "alice/xet-lora", "main", "style.safetensors", len(data), None)
+    assert header.metadata["ss_output_name"] == "firststyle"
 
     # A re-labelled copy (same tensors, another metadata header) stores only its new chunks.
     relabelled = write_kohya_lora(tmp_path / "b" / "style.safetensors", rank=128, title="secondstyle")
@@ -104,6 +140,8 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
     new_bytes = sum(after_second[h] for h in new)
     assert 0 < len(new) <= 3, (len(new), len(after_first) - len(before))
     assert new_bytes < len(other) / 4
+    other_sha = hashlib.sha256(other).hexdigest()
+    assert not (hub_server.data / "blobs" / "sha256" / other_sha[:2] / other_sha[2:4] / other_sha).exists()  # only the new chunks
     got2 = _client(hub_server, tmp_path, "bob", op="download", repo="alice/xet-lora-copy", path="style.safetensors", dl=str(tmp_path / "dl2"))
     assert Path(got2["path"]).read_bytes() == other
 
@@ -183,6 +221,7 @@ def test_private_files_never_reconstruct_for_others(hub_server, tmp_path: Path) 
     cas, tok = _token(hub_server, "bob/mine", user="bob", kind="read")
     r = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {tok}"})
     assert r.status_code == 404
+    assert httpx.get(f"{cas}/v2/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {tok}"}).status_code == 404
     assert "X-Xet-Hash" not in hub_server.request("HEAD", "/alice/xet-private/resolve/main/secret.safetensors.bin", user="bob").headers
     # Once bob's repo holds the same bytes (his own LFS upload), his file answers through Xet too.
     hub_server.api("bob").upload_file(path_or_fileobj=blob, path_in_repo="same.bin", repo_id="bob/mine")
@@ -210,6 +249,7 @@ def test_private_files_never_reconstruct_for_others(hub_server, tmp_path: Path) 
     assert httpx.get(url.replace("sig=", "sig=A")).status_code == 403
     # A fetch URL is signed for its byte range only (a xorb may hold chunks of other files).
     assert httpx.get(re.sub(r"\?r=\d+-\d+", "?r=0-99999999", url)).status_code == 403
+    assert httpx.get(re.sub(r"\?r=\d+-\d+", lambda m: m.group(0) + ",0-99999999", url)).status_code == 403
     assert httpx.get(url, headers={"Range": "bytes=0-999999999"}).status_code == 416
     past = httpx.get(f"{cas}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {ro}", "Range": f"bytes={len(blob)}-{len(blob) + 5}"})
     assert past.status_code == 416
@@ -284,6 +324,67 @@ def _shard(files: list[tuple[bytes, list[tuple[bytes, int, int, int]], bytes | N
     return bytes(out)
 
 
+def test_v2_reconstruction_one_url_per_xorb_and_multirange(hub_server, tmp_path: Path) -> None:
+    """A file whose terms use chunks 2, 0 and 2 again of one xorb: the V2 answer gives that xorb one
+    URL for two byte ranges (chunk 1 is not the file's: not fetchable); the stock client reconstructs
+    through V2, with single-range fetches (its default) and with one multi-range fetch
+    (multipart/byteranges); V1 still answers."""
+    api = hub_server.api()
+    api.create_repo("alice/xet-v2")
+    cas, tok = _token(hub_server, "alice/xet-v2")
+    auth = {"Authorization": f"Bearer {tok}"}
+    chunks = [os.urandom(30_000), os.urandom(20_000), os.urandom(25_000)]
+    xh, body = _xorb(chunks)
+    assert httpx.post(f"{cas}/v1/xorbs/default/{xh}", content=body, headers=auth).json() == {"was_inserted": True}
+    order = [2, 0, 2]
+    content = b"".join(chunks[i] for i in order)
+    fh = xet.file_hash([(xet.chunk_hash(chunks[i]), len(chunks[i])) for i in order])
+    sha = hashlib.sha256(content).hexdigest()
+    raw = xet.hash_of_hex(xh)
+    terms = [(raw, len(chunks[i]), i, i + 1) for i in order]
+    assert httpx.post(f"{cas}/v1/shards", content=_shard([(fh, terms, xet.hash_of_hex(sha))]), headers=auth).json() == {"result": 1}
+    from hubkit import NDJSON, ndjson
+
+    line = {"key": "lfsFile", "value": {"path": "v2.bin", "algo": "sha256", "oid": sha, "size": len(content)}}
+    r = hub_server.request("POST", "/api/models/alice/xet-v2/commit/main", content=ndjson({"key": "header", "value": {"summary": "v2"}}, line), headers=NDJSON)
+    assert r.status_code == 200, r.text
+
+    v2 = httpx.get(f"{cas}/v2/reconstructions/{xet.hex_of(fh)}", headers=auth)
+    assert v2.status_code == 200, v2.text
+    answer = v2.json()
+    assert [t["range"] for t in answer["terms"]] == [{"start": 2, "end": 3}, {"start": 0, "end": 1}, {"start": 2, "end": 3}]
+    (fetch,) = answer["xorbs"][xh]  # one URL for the xorb ...
+    rec = [len(_record(c)) for c in chunks]
+    assert fetch["ranges"] == [  # ... covering chunks 0 and 2, each once
+        {"chunks": {"start": 0, "end": 1}, "bytes": {"start": 0, "end": rec[0] - 1}},
+        {"chunks": {"start": 2, "end": 3}, "bytes": {"start": rec[0] + rec[1], "end": sum(rec) - 1}},
+    ]
+    (a0, a1), (b0, b1) = [(d["bytes"]["start"], d["bytes"]["end"]) for d in fetch["ranges"]]
+    one = httpx.get(fetch["url"], headers={"Range": f"bytes={b0}-{b1}"})
+    assert one.status_code == 206 and one.content == _record(chunks[2])
+    both = httpx.get(fetch["url"], headers={"Range": f"bytes={a0}-{a1},{b0}-{b1}"})
+    assert both.status_code == 206 and both.headers["content-type"].startswith("multipart/byteranges")
+    assert _record(chunks[0]) in both.content and _record(chunks[2]) in both.content and len(both.content) == int(both.headers["content-length"])
+    # chunk 1 is not the file's: this URL does not give its bytes, alone or among others
+    assert httpx.get(fetch["url"], headers={"Range": f"bytes={a1 + 1}-{b0 - 1}"}).status_code == 416
+    assert httpx.get(fetch["url"], headers={"Range": f"bytes={a0}-{a1},{a1 + 1}-{b0 - 1}"}).status_code == 416
+    assert httpx.get(fetch["url"], headers={"Range": f"bytes={a0}-{b1}"}).status_code == 416
+    assert httpx.get(re.sub(r"r=[0-9,-]+", f"r={a0}-{b1}", fetch["url"])).status_code == 403  # the ranges are signed
+    v1 = httpx.get(f"{cas}/v1/reconstructions/{xet.hex_of(fh)}", headers=auth).json()
+    assert set(v1["fetch_info"]) == {xh} and len(v1["fetch_info"][xh]) == 3
+
+    fetches = []
+    for n, extra in enumerate([{}, {"HF_XET_CLIENT_ENABLE_MULTIRANGE_FETCHING": "true"}, {"HF_XET_CLIENT_RECONSTRUCTION_API_VERSION": "1"}]):
+        log_from = len(hub_server.log_text())
+        got = _client(hub_server, tmp_path, "bob", cache=f"v2-{n}", env_extra=extra, op="download", repo="alice/xet-v2", path="v2.bin", dl=str(tmp_path / f"dl{n}"))
+        assert got["xet"] and Path(got["path"]).read_bytes() == content, extra
+        log = hub_server.log_text()[log_from:]
+        fetches.append((log.count("/xet/v2/reconstructions/"), log.count("/xet/v1/reconstructions/"), log.count(f"GET /api/lorahub/xet/xorbs/{xh}")))
+    assert fetches[0][:2] == (1, 0) and fetches[1][:2] == (1, 0) and fetches[2][:2] == (0, 1)  # V2 unless told otherwise
+    # V2 by default: one request per range; with multi-range fetching: both ranges in one request
+    assert fetches[0][2] == 2 and fetches[1][2] == 1
+
+
 def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     api = hub_server.api()
     api.create_repo("alice/xet-hostile")
@@ -311,6 +412,26 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
     assert post_xorb(good_hash, huge).status_code == 400  # oversized chunk
     assert post_xorb(good_hash, b"\0" * (xet.MAX_XORB_BYTES + 1)).status_code == 413  # oversized xorb
     assert post_xorb(good_hash, b"").status_code == 400
+
+    # Without a Content-Length (chunked), an oversized body is cut off while it streams in: 413,
+    # the server stops reading there (it never holds a xorb in memory: the body goes to xet/tmp).
+    sent = 0
+
+    def endless():  # noqa: ANN202
+        nonlocal sent
+        block = good * (1 << 20 // len(good) + 1)
+        while sent < 4 * xet.MAX_XORB_BYTES:
+            sent += len(block)
+            yield block
+
+    try:
+        r = post_xorb(good_hash, endless())
+        assert r.status_code == 413, r.text
+    except httpx.TransportError:
+        pass  # the server may close the connection before the client reads its answer
+    assert sent < 2 * xet.MAX_XORB_BYTES  # stopped soon after the limit, not read to the end
+    assert "cut off past" in hub_server.log_text()
+    assert not list((hub_server.data / "xet" / "tmp").glob("*.part"))  # the spooled part removed
     assert _chunk_files(hub_server) == stored  # nothing stored
 
     # bob uploads a xorb: alice may not name it in her shard (it is refused like one that does not exist).
@@ -369,10 +490,11 @@ def test_hostile_xorbs_and_shards_are_refused(hub_server) -> None:
 
     ok = post_shard(_shard([(fh, [(gx, 50_000, 0, 2)], sha)]))
     assert ok.status_code == 200 and ok.json() == {"result": 1}
-    assert (blobs / oid[:2] / oid[2:4] / oid).read_bytes() == b"".join(chunks)
+    assert not (blobs / oid[:2] / oid[2:4] / oid).exists()  # stored once: as its chunks, no blob file
     # Registered for alice's repo: a commit may name it (checked like an LFS object); bob's repo may not.
     r = hub_server.request("POST", "/api/models/alice/xet-hostile/commit/main", content=ndjson(head, line), headers=NDJSON)
     assert r.status_code == 200, r.text
+    assert hub_server.request("GET", "/alice/xet-hostile/resolve/main/data.bin").content == b"".join(chunks)
     r = hub_server.request("POST", "/api/models/bob/xet-hostile/commit/main", user="bob", content=ndjson(head, line), headers=NDJSON)
     assert r.status_code >= 400
 
@@ -390,18 +512,28 @@ def test_registry_check_covers_xet(hub_server, tmp_path: Path) -> None:
 
     report = check_storage(hub_server.data, hub_server.database, grace_s=3600)
     assert report.ok, [i.message for i in report.issues if i.severity == "error"]
+    # Both files are stored only as chunks (no blob file), and verified by rebuilding them.
+    assert report.chunked_blobs >= 2
+    for f in (one, two):
+        sha = hashlib.sha256(f.read_bytes()).hexdigest()
+        assert not (hub_server.data / "blobs" / "sha256" / sha[:2] / sha[2:4] / sha).exists()
+    assert report.bytes_verified >= one.stat().st_size + two.stat().st_size
     assert report.xet_xorbs >= 2 and report.xet_files >= 2 and report.xet_chunks >= 5
     # the second file shares all but its header chunks with the first
     assert report.xet_bytes_saved >= two.stat().st_size // 2
 
     # A chunk file whose bytes changed is an error, named; --repair quarantines it (still an error:
     # a xorb needs it); putting it back makes the store whole again.
-    chunk = sorted((hub_server.data / "xet" / "chunks").glob("*/*"))[0]
+    chunk = _first_chunk(hub_server, hashlib.sha256(one.read_bytes()).hexdigest())  # one's header: its own
     good = chunk.read_bytes()
     chunk.chmod(0o644)
     chunk.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     bad = check_storage(hub_server.data, hub_server.database)
-    assert not bad.ok and [i.kind for i in bad.issues if i.severity == "error"] == ["xet_corrupt_chunk"]
+    errors = [i for i in bad.issues if i.severity == "error"]
+    assert not bad.ok and [i.kind for i in errors if i.kind.startswith("xet")] == ["xet_corrupt_chunk"]
+    # ... and so is each committed file built on it, named with its commits (its bytes live only in the chunks)
+    damaged = [i for i in errors if i.kind == "corrupt"]
+    assert damaged and all(chunk.name in i.message and i.path is None and i.references for i in damaged), damaged
     chunk.write_bytes(good)
     # A chunk file no xorb names (a crashed upload) is an orphan; --repair removes it once old.
     stray = xet.hex_of(xet.chunk_hash(b"never in a xorb"))
@@ -454,7 +586,9 @@ def test_sigkill_mid_upload_then_check_and_repush(backend: str, tmp_path: Path) 
         started.append(server)
         report = check_storage(data, server.database)
         assert report.ok and report.xet_xorbs == 0
-        assert {(i.kind, i.severity) for i in report.issues} == {("xet_orphan_chunk", "pending")}
+        # the chunks, and the xorb body the killed server was reading (xet/tmp/*.part)
+        assert {(i.kind, i.severity) for i in report.issues} == {("xet_orphan_chunk", "pending"), ("stale_part", "pending")}
+        assert all("xet/tmp/" in i.path for i in report.issues if i.kind == "stale_part")
         assert not server.api().file_exists("alice/crash", "m.safetensors")
 
         got = _client(server, tmp_path, "alice", cache="2", op="upload_file", src=str(lora), dst="m.safetensors", repo="alice/crash")
@@ -462,7 +596,99 @@ def test_sigkill_mid_upload_then_check_and_repush(backend: str, tmp_path: Path) 
         down = _client(server, tmp_path, "bob", op="download", repo="alice/crash", path="m.safetensors", dl=str(tmp_path / "dl"))
         assert down["xet"] and Path(down["path"]).read_bytes() == lora.read_bytes()
         clean = check_storage(data, server.database, grace_s=0)
-        assert clean.ok and clean.issues == [], clean.issues
+        # the re-push reused the orphan chunks; the killed request's body is the only leftover
+        assert clean.ok and [(i.kind, i.severity) for i in clean.issues] == [("stale_part", "orphan")], clean.issues
+        assert check_storage(data, server.database, grace_s=0, repair=True).repaired == 1
+        assert check_storage(data, server.database, grace_s=0).issues == []
+    finally:
+        for s in started:
+            stop_server(s)
+        if url:
+            drop_pg_database(url)
+
+
+def _xorb_rows(database: str) -> dict[str, int]:
+    """hash -> bytes received, of every xorb the server stored."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT hash, received_bytes FROM hub_xet_xorbs")).all())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_interrupted_upload_resumes_sending_only_what_is_missing(backend: str, tmp_path: Path) -> None:
+    """A file of three xorbs: the first is stored, the second is on its way when the client is
+    SIGKILLed and the server stopped. Re-running the same upload (the unchanged client, its own
+    cache) completes it; the client learns the stored xorb from the global dedupe query and sends
+    only the others: the server receives about the file's size minus the first xorb."""
+    import re
+    import signal
+
+    from hubkit import drop_pg_database, fresh_pg_database, start_server, stop_server
+    from testkit import wait_for
+
+    from lorahub.registry.hub.faults import ENV, ENV_DIR
+
+    url = fresh_pg_database() if backend == "postgres" else None
+    data = tmp_path / "data"
+    content = os.urandom(140 * 10**6)  # incompressible: xorbs of 64 MiB, 64 MiB and the rest
+    src = tmp_path / "big.bin"
+    src.write_bytes(content)
+    del content
+    started = []
+    try:
+        # the second xorb to arrive blocks before its row (its chunks land); the first one passes
+        server = start_server(data, url, backend, env={ENV: "xet-xorb-before-row@2", ENV_DIR: str(tmp_path / "faults")})
+        started.append(server)
+        (tmp_path / "faults").mkdir()
+        server.api().create_repo("alice/resume")
+        env = server.env("alice")
+        env.pop("HF_HUB_DISABLE_XET")
+        env["HF_XET_CACHE"] = str(tmp_path / "xet-cache")
+        args = json.dumps({"op": "upload_file", "src": str(src), "dst": "big.bin", "repo": "alice/resume"})
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: (tmp_path / "faults" / "xet-xorb-before-row.reached").exists(), "the second xorb", timeout=240)
+        finally:
+            client.send_signal(signal.SIGKILL)
+            client.wait(timeout=30)
+            os.kill(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(timeout=15)
+        before = _xorb_rows(server.database)
+        assert len(before) == 1, before  # the first xorb is stored, the rest is not
+        ((first, first_bytes),) = before.items()
+        assert first_bytes > 60 * 2**20
+
+        server = start_server(data, server.database, backend)
+        started.append(server)
+        assert not server.api().file_exists("alice/resume", "big.bin")
+        log_from = len(server.log_text())
+        _client(server, tmp_path, "alice", cache="xet-cache", op="upload_file", src=str(src), dst="big.bin", repo="alice/resume")
+        log = server.log_text()[log_from:]
+        posted = re.findall(r"POST /api/lorahub/xet/v1/xorbs/default/([0-9a-f]{64})", log)
+        after = _xorb_rows(server.database)
+        assert first not in posted  # the stored xorb was not sent again ...
+        assert "GET /api/lorahub/xet/v1/chunks/" in log  # ... the dedupe query told the client about it
+        assert posted and set(posted) == set(after) - {first} and len(posted) == len(set(posted))
+        received = sum(after[h] for h in posted)
+        assert received <= src.stat().st_size - first_bytes + 2**20, (received, first_bytes)
+        assert first_bytes + received >= src.stat().st_size  # every byte arrived exactly once overall
+
+        info = server.api().model_info("alice/resume", files_metadata=True)
+        (sib,) = [x for x in info.siblings if x.rfilename == "big.bin"]
+        assert sib.lfs.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+        r = httpx.get(f"{server.url}/alice/resume/resolve/main/big.bin", headers={"Range": "bytes=67000000-67200000"})
+        assert r.status_code == 206 and r.content == src.read_bytes()[67_000_000:67_200_001]
+        # Stored once, as chunks, and whole: the check rebuilds it; the killed request's body is the only leftover.
+        from lorahub.registry.hub.check import check_storage
+
+        report = check_storage(data, server.database, grace_s=0)
+        assert report.ok and report.chunked_blobs == 1 and report.bytes_verified >= src.stat().st_size
+        assert {i.kind for i in report.issues} <= {"stale_part"}, report.issues
     finally:
         for s in started:
             stop_server(s)
@@ -509,6 +735,6 @@ def test_diffusers_loads_a_lora_uploaded_and_downloaded_through_xet(sqlite_serve
     result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
     assert result["adapters"]["unet"] and result["diff"] > 1e-4
     log = srv.log_text()
-    assert '"GET /api/models/alice/xet-tiny-lora/xet-read-token/' in log and "/api/lorahub/xet/v1/reconstructions/" in log
+    assert '"GET /api/models/alice/xet-tiny-lora/xet-read-token/' in log and "/api/lorahub/xet/v2/reconstructions/" in log
     hits = srv.request("GET", "/api/lorahub/search", params={"q": "xet-tiny-lora"}).json()
     assert [h["name"] for h in hits] == ["xet-tiny-lora"]  # indexed like an LFS upload
