@@ -22,7 +22,8 @@ from lorahub.registry.hub.errors import HubApiError
 
 from .app import base_url, read_json, state_of
 
-router = APIRouter(tags=["civitai"])
+#: Not in the OpenAPI document: like the Hub routes, they follow another API's protocol (docs/server.md).
+router = APIRouter(tags=["civitai"], include_in_schema=False)
 
 #: Largest batch body: 100 hashes of 64 hex digits, quoted, with room for spaces.
 MAX_BATCH_BODY = 16 * 1024
