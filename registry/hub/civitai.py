@@ -201,52 +201,86 @@ class CivitaiApi:
     # -- reading one model ---------------------------------------------------------------------------
 
     def _entry(self, s: Any, repo: HubRepo, adapter: Any = None) -> Entry | None:
-        from lorahub.registry.tables import Adapter, AdapterFile, AdapterVersion, TriggerWord
+        from lorahub.registry.tables import Adapter
 
-        if repo.repo_type != "model" or not repo.sha:
-            return None
         if adapter is None:
             adapter = s.execute(sa.select(Adapter).where(Adapter.source_key == self.source_key(repo))).scalar_one_or_none()
             if adapter is None:
                 return None
-        version = s.execute(
-            sa.select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id).order_by(AdapterVersion.position)
-        ).scalars().first()
-        if version is None or not version.revision:
-            return None
-        files = list(s.execute(
-            sa.select(AdapterFile).where(AdapterFile.version_id == version.id)
-            .order_by(AdapterFile.is_primary.desc(), AdapterFile.repo_path)
-        ).scalars())
-        if not files:
-            return None
-        words = [w for (w,) in s.execute(
-            sa.select(TriggerWord.word).where(TriggerWord.adapter_id == adapter.id, TriggerWord.version_id.is_(None))
-            .order_by(TriggerWord.position)
-        )]
-        head = s.execute(sa.select(HubCommit).where(HubCommit.repo_id == repo.id, HubCommit.oid == version.revision)).scalar_one_or_none()
-        if head is None:
-            return None
-        first = self._version_commit(s, repo, head)
-        return Entry(repo, adapter, files, words, first, head)
+        return self._entries(s, [(repo, adapter)]).get(adapter.id)
+
+    def _entries(self, s: Any, pairs: list[tuple[HubRepo, Any]]) -> dict[int, Entry]:
+        """Entries of (repo, catalogue adapter) pairs, by adapter id, in a few queries for all of them."""
+        from lorahub.registry.tables import AdapterFile, AdapterVersion, TriggerWord
+
+        pairs = [(r, a) for r, a in pairs if r.repo_type == "model" and r.sha]
+        if not pairs:
+            return {}
+        ids = [a.id for _, a in pairs]
+        versions: dict[int, Any] = {}
+        for v in s.execute(sa.select(AdapterVersion).where(AdapterVersion.adapter_id.in_(ids))
+                           .order_by(AdapterVersion.adapter_id, AdapterVersion.position)).scalars():
+            versions.setdefault(v.adapter_id, v)
+        files: dict[int, list[Any]] = {}
+        vids = [v.id for v in versions.values()]
+        for f in s.execute(sa.select(AdapterFile).where(AdapterFile.version_id.in_(vids))
+                           .order_by(AdapterFile.is_primary.desc(), AdapterFile.repo_path)).scalars():
+            files.setdefault(f.adapter_id, []).append(f)
+        words: dict[int, list[str]] = {}
+        for aid, w in s.execute(sa.select(TriggerWord.adapter_id, TriggerWord.word)
+                                .where(TriggerWord.adapter_id.in_(ids), TriggerWord.version_id.is_(None))
+                                .order_by(TriggerWord.adapter_id, TriggerWord.position)):
+            words.setdefault(aid, []).append(w)
+        wanted = {(r.id, versions[a.id].revision) for r, a in pairs if a.id in versions and versions[a.id].revision}
+        heads = self._commits(s, wanted)
+        firsts = self._version_commits(s, {key: c for key, c in heads.items()})
+        out: dict[int, Entry] = {}
+        for repo, a in pairs:
+            v = versions.get(a.id)
+            key = (repo.id, v.revision) if v is not None else None
+            if key not in heads or not files.get(a.id):
+                continue
+            out[a.id] = Entry(repo, a, files[a.id], words.get(a.id, []), firsts[key], heads[key])
+        return out
 
     @staticmethod
-    def _weights(s: Any, commit_pk: int) -> set[tuple[str, str]]:
-        rows = s.execute(sa.select(HubFile.path, HubFile.sha256).where(HubFile.commit_id == commit_pk))
-        return {(p, h) for p, h in rows if p.lower().endswith(".safetensors")}
+    def _commits(s: Any, keys: set[tuple[int, str]]) -> dict[tuple[int, str], HubCommit]:
+        if not keys:
+            return {}
+        rows = s.execute(sa.select(HubCommit).where(HubCommit.repo_id.in_({r for r, _ in keys}),
+                                                    HubCommit.oid.in_({o for _, o in keys}))).scalars()
+        return {(c.repo_id, c.oid): c for c in rows if (c.repo_id, c.oid) in keys}
 
-    def _version_commit(self, s: Any, repo: HubRepo, head: HubCommit) -> HubCommit:
-        """The oldest commit of the head's run of commits with the head's ``.safetensors`` files."""
-        current, files = head, self._weights(s, head.id)
+    @staticmethod
+    def _weights(s: Any, commit_pks: list[int]) -> dict[int, set[tuple[str, str]]]:
+        out: dict[int, set[tuple[str, str]]] = {pk: set() for pk in commit_pks}
+        if commit_pks:
+            for cid, p, h in s.execute(sa.select(HubFile.commit_id, HubFile.path, HubFile.sha256)
+                                       .where(HubFile.commit_id.in_(commit_pks))):
+                if p.lower().endswith(".safetensors"):
+                    out[cid].add((p, h))
+        return out
+
+    def _version_commits(self, s: Any, heads: dict[Any, HubCommit]) -> dict[Any, HubCommit]:
+        """For each head: the oldest commit of its run of commits with the head's ``.safetensors`` files
+        (at most :data:`VERSION_WALK` back), walking all heads a step at a time."""
+        weights = self._weights(s, [c.id for c in heads.values()])
+        target = {key: weights[c.id] for key, c in heads.items()}
+        current = dict(heads)
+        walking = {key for key, c in heads.items() if c.parent_oid}
         for _ in range(VERSION_WALK):
-            if not current.parent_oid:
+            if not walking:
                 break
-            parent = s.execute(
-                sa.select(HubCommit).where(HubCommit.repo_id == repo.id, HubCommit.oid == current.parent_oid)
-            ).scalar_one_or_none()
-            if parent is None or self._weights(s, parent.id) != files:
-                break
-            current = parent
+            parents = self._commits(s, {(current[k].repo_id, current[k].parent_oid) for k in walking})
+            pw = self._weights(s, [c.id for c in parents.values()])
+            still = set()
+            for k in walking:
+                parent = parents.get((current[k].repo_id, current[k].parent_oid))
+                if parent is not None and pw[parent.id] == target[k]:
+                    current[k] = parent
+                    if parent.parent_oid:
+                        still.add(k)
+            walking = still
         return current
 
     # -- JSON ------------------------------------------------------------------------------------------
@@ -391,15 +425,9 @@ class CivitaiApi:
         adapters = {a.id: a for a in s.execute(sa.select(Adapter).where(Adapter.id.in_(adapter_ids))).scalars()}
         keys = {f"model/{a.repo_id}".lower(): a for a in adapters.values() if a.source_kind == "hub" and a.repo_id}
         repos = s.execute(sa.select(HubRepo).where(HubRepo.key.in_(list(keys)))).scalars() if keys else []
-        out: dict[int, Entry] = {}
-        for repo in repos:
-            a = keys[repo.key]
-            if a.source_key != self.source_key(repo) or not self._visible(ident, repo):
-                continue
-            e = self._entry(s, repo, a)
-            if e is not None:
-                out[a.id] = e
-        return out
+        pairs = [(repo, keys[repo.key]) for repo in repos
+                 if keys[repo.key].source_key == self.source_key(repo) and self._visible(ident, repo)]
+        return self._entries(s, pairs)
 
     def by_hashes(self, ident: Identity | None, hashes: list[str], base: str) -> list[dict[str, Any]]:
         """The versions holding a file with any of ``hashes`` (checked by :func:`parse_hash`), each once, in
@@ -461,7 +489,8 @@ class ListQuery:
     types: tuple[str, ...] = ()
     base_models: tuple[str, ...] = ()
     sort: str = "downloads"
-    nsfw: bool | None = None
+    #: Civitai's default: no mature content unless ``nsfw=true``
+    nsfw: bool = False
     page_mode: bool = False
 
     def family(self) -> str | None:
@@ -473,7 +502,7 @@ class ListQuery:
             return False
         if self.base_models and label.lower() not in self.base_models:
             return False
-        if self.nsfw is False and e.adapter.nsfw:
+        if not self.nsfw and e.adapter.nsfw:
             return False
         return True
 
@@ -494,8 +523,6 @@ def parse_list(params: Any) -> ListQuery:
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
         q.limit = int(raw_limit)
-    else:
-        q.limit = 20
     cursor, page = params.get("cursor"), params.get("page")
     q.query = (params.get("query") or "").strip() or None
     if cursor not in (None, "") and page not in (None, ""):

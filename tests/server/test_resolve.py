@@ -37,7 +37,7 @@ def world(hub_side, hub_server, tmp_path_factory):  # noqa: ANN001, ANN201
     for server, names in ((hub_side, ("on_hub", "on_both")), (hub_server, ("on_civ", "on_both"))):
         api = server.api("alice")
         for name in names:
-            api.create_repo(f"alice/{name}")
+            api.create_repo(f"alice/{name}", exist_ok=True)  # the Hub side outlives a backend
             api.upload_file(path_or_fileobj=str(files[name]), path_in_repo=f"{name}.safetensors", repo_id=f"alice/{name}")
             api.upload_file(path_or_fileobj=CARD.encode(), path_in_repo="README.md", repo_id=f"alice/{name}")
     return hub_side, hub_server, files
@@ -157,3 +157,86 @@ def test_write_metadata(world, tmp_path) -> None:  # noqa: ANN001
     # the rewritten copy is no longer found by hash: as the help says
     code, out, _ = resolve(str(mine), "--civitai", civ.url, "--json")
     assert code == 0 and json.loads(out)[0]["found"] == []
+
+
+# -- a hostile server: what resolve reads from a stranger's answers ------------------------------------
+
+
+@pytest.fixture
+def hostile():  # noqa: ANN201
+    """A real HTTP server on loopback whose answers are chosen per test: (status, body bytes)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answer: dict[str, object] = {"status": 200, "body": b"[]"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self) -> None:
+            body = answer["body"]
+            self.send_response(int(answer["status"]))  # type: ignore[arg-type]
+            self.send_header("Content-Type", "application/json")
+            if isinstance(body, bytes):
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:  # a generator: an endless answer, chunk by chunk
+                self.end_headers()
+                try:
+                    for chunk in body:  # type: ignore[union-attr]
+                        self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._send()
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._send()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", answer
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_hostile_answers(hostile, tmp_path) -> None:  # noqa: ANN001
+    from lorahub.hub.resolve import ResolveCache
+    from lorahub.hub.resolve import resolve as lookup
+
+    url, answer = hostile
+    sha = "ab" * 32
+    files = [("x.safetensors", sha, 10)]
+
+    def run(**kw):  # noqa: ANN003, ANN202
+        return lookup(files, cache=ResolveCache(tmp_path / "cache", ttl_s=0), **kw)[0]
+
+    # junk entries are skipped, a good one among them is read, long strings are cut
+    good = {"id": 5, "modelId": 7, "name": "v" * 5000, "baseModel": "Pony", "trainedWords": ["a", 3, None, "b"],
+            "model": {"name": "M"}, "files": [{"name": "f", "hashes": {"SHA256": sha.upper()}}]}
+    answer["body"] = json.dumps([1, "x", None, {"files": "no"}, {"files": [{"hashes": "no"}]}, good]).encode()
+    r = run(civitai=[url])
+    (p,) = r.found
+    assert (p.model_id, p.version_id, p.base_family, p.trigger_words) == (7, 5, "sdxl", ["a", "b"]) and len(p.version) == 2000
+    # a version naming another file is not this file's
+    answer["body"] = json.dumps([{**good, "files": [{"hashes": {"SHA256": "cd" * 32}}]}]).encode()
+    assert run(civitai=[url]).found == []
+    # not JSON, not a list, an error status: an error of that endpoint, nothing found, nothing raised
+    for status, body in ((200, b"<html>"), (200, b'{"items": []}'), (500, b"[]"), (429, b'{"error": "slow down"}')):
+        answer.update(status=status, body=body)
+        r = run(civitai=[url], hubs=[url])
+        assert r.found == [] and len(r.errors) == 2, (status, body)
+    # an answer without end is cut at 16 MiB
+    answer.update(status=200, body=(b"[" + b" " * (1 << 20) for _ in range(40)))
+    r = run(civitai=[url])
+    assert r.found == [] and "larger than 16 MiB" in r.errors[0]
+    # a Hub answer whose matches are another file's (a prefix match) is not this file's
+    answer.update(status=200, body=json.dumps({"query": sha, "matches": [{"sha256": "cd" * 32, "name": "n"}]}).encode())
+    assert run(hubs=[url]).found == []

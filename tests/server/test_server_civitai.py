@@ -40,8 +40,10 @@ DOC_VERSION = json.loads("""
   "images": [], "downloadUrl": "https://civitai.com/api/download/models/2514310"
 }
 """)
-# https://developer.civitai.com/site/guide/pagination ("Cursor metadata"), and the model item fields of
-# https://github.com/civitai/civitai/wiki/REST-API-Reference ("GET /api/v1/models", response fields).
+# A model item of "List models", https://developer.civitai.com/site/reference/models (its example begins
+# {"id": 827184, "name": "WAI-illustrious-SDXL", "description": "<p>...</p>", "type": "Checkpoint", ...}), with the
+# fields of "GET /api/v1/models" in Civitai's REST API reference, https://civitai.com/github/wiki/REST-API-Reference
+# (values of its LoRA example); and the cursor metadata of https://developer.civitai.com/site/guide/pagination.
 DOC_MODEL_ITEM = json.loads("""
 {
   "id": 58390, "name": "Detail Tweaker LoRA", "description": "...", "type": "LORA", "poi": false, "nsfw": false,
@@ -91,10 +93,11 @@ CARD = b"---\nlicense: mit\nbase_model: stable-diffusion-v1-5/stable-diffusion-v
 
 @pytest.fixture(scope="module")
 def civ(local_hub, tmp_path_factory):  # noqa: ANN001, ANN201
-    """alice/pub (public, card), alice/secret (private), bob/other (public), alice/pair (two adapters)."""
+    """alice/pub (public, card), alice/secret (private), bob/other (public), alice/spicy (public, marked
+    not-for-all-audiences), alice/pair (two adapters)."""
     d = tmp_path_factory.mktemp("civ-loras")
     files = {name: write_kohya_lora(d / f"{name}.safetensors", seed=i, title=name, trigger=f"{name}word").read_bytes()
-             for i, name in enumerate(("pub", "secret", "other", "pair_a", "pair_b"))}
+             for i, name in enumerate(("pub", "secret", "other", "pair_a", "pair_b", "spicy"))}
     local_hub.create_repo("alice/pub")
     local_hub.upload("alice/pub", "pub.safetensors", files["pub"])
     r = local_hub.request("POST", "/api/models/alice/pub/commit/main", content=commit_body("README.md", CARD, summary="card"),
@@ -104,6 +107,11 @@ def civ(local_hub, tmp_path_factory):  # noqa: ANN001, ANN201
     local_hub.upload("alice/secret", "secret.safetensors", files["secret"])
     local_hub.create_repo("bob/other", user="bob")
     local_hub.upload("bob/other", "other.safetensors", files["other"], user="bob")
+    local_hub.create_repo("alice/spicy")
+    local_hub.upload("alice/spicy", "spicy.safetensors", files["spicy"])
+    r = local_hub.request("POST", "/api/models/alice/spicy/commit/main", headers=NDJSON,
+                          content=commit_body("README.md", b"---\ntags: [not-for-all-audiences]\n---\n", summary="card"))
+    assert r.status_code == 200, r.text
     local_hub.create_repo("alice/pair")
     local_hub.upload("alice/pair", "a.safetensors", files["pair_a"])
     local_hub.upload("alice/pair", "b.safetensors", files["pair_b"])
@@ -284,7 +292,11 @@ def test_search(civ) -> None:  # noqa: ANN001
     assert names("types=Checkpoint") == []
     assert sorted(names("baseModels=SD%201.5")) == ["other", "pair_a", "pub"]
     assert names("baseModels=SDXL%201.0") == [] and names("baseModels=Pony,Illustrious") == []
+    # the Hub's adult-content tag (not-for-all-audiences) is Civitai's nsfw: hidden unless nsfw=true
     assert sorted(names("nsfw=false")) == ["other", "pair_a", "pub"]
+    assert sorted(names("nsfw=true")) == ["other", "pair_a", "pub", "spicy"]
+    spicy = by_hash(hub, sha(civ[1]["spicy"])).json()  # a hash lookup finds it whatever the setting
+    assert spicy["model"]["nsfw"] is True and spicy["nsfwLevel"] > 1
     newest = names("sort=Newest")
     assert newest[0] == "pair_a" and set(newest) == {"other", "pair_a", "pub"}
     assert sorted(names("sort=Most%20Downloaded")) == ["other", "pair_a", "pub"]
@@ -301,7 +313,11 @@ def test_search(civ) -> None:  # noqa: ANN001
     # page paging
     p1 = get(hub, "/api/v1/models?limit=2&page=1&sort=Newest").json()
     assert [i["name"] for i in p1["items"]] == newest[:2] and p1["metadata"]["currentPage"] == 1
-    assert "page=2" in p1["metadata"]["nextPage"]
+    # its nextPage goes on where it stopped (by page, or by cursor when a filtered row made the page short)
+    rest = get(hub, "/api/v1/models?" + p1["metadata"]["nextPage"].split("?", 1)[1]).json()
+    assert [i["name"] for i in rest["items"]] == newest[2:4]
+    p2 = get(hub, "/api/v1/models?limit=1&page=2&sort=Most%20Downloaded&types=LORA").json()
+    assert p2["metadata"]["currentPage"] == 2 and len(p2["items"]) == 1
 
 
 @pytest.mark.parametrize(
