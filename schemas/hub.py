@@ -171,6 +171,10 @@ class Publication(_Model):
     tags: list[str] = Field(default_factory=list)
     url: str | None = Field(None, description="The page of the model or repo")
     download_url: str | None = None
+    via: Literal["server", "index"] = Field(
+        "server", description="server: the server answered; index: the local registry's record of that Hub's repos "
+        "(lorahub index --hub, push, pull), asked for a Hub without lorahub's by-hash API"
+    )
 
 
 class ResolveResult(_Model):

@@ -54,6 +54,17 @@ def _record(pub: Any, result: Any) -> Any:
     )
 
 
+def _from_index(endpoint: str, r: Any) -> Any:
+    """A Publication of a registry SearchResult of a Hub repo's file (source ``repo@commit:path``)."""
+    from lorahub.schemas.hub import Publication
+
+    repo_id, _, rest = r.source.partition("@")
+    return Publication(kind="hub", endpoint=endpoint, name=r.title or r.name, repo_id=repo_id or None,
+                       version=r.version, revision=rest.split(":", 1)[0] or None, file_name=r.file_name,
+                       trigger_words=r.trigger_words, base_model=r.base_model, base_family=r.base_family,
+                       license=r.license, author=r.author, tags=r.tags, url=r.url)
+
+
 def _write_metadata(result: Any) -> str:
     """Write the first publication into the file's metadata (atomically); its new SHA-256."""
     from lorahub.adapters.fingerprint import fingerprint_record
@@ -84,7 +95,8 @@ def _human(results: list[Any]) -> list[str]:
                 facts.append(f"licence {p.license}")
             if p.trigger_words:
                 facts.append("triggers: " + ", ".join(p.trigger_words))
-            lines.append(f"  {p.kind:<8} {p.endpoint}  {p.name!r} ({where}); " + "; ".join(facts))
+            via = " (local index)" if p.via == "index" else ""
+            lines.append(f"  {p.kind:<8} {p.endpoint}{via}  {p.name!r} ({where}); " + "; ".join(facts))
             if p.url:
                 lines.append(f"           {p.url}")
         if not r.found:
@@ -116,8 +128,9 @@ def resolve_cmd(paths: tuple[str, ...], hubs: tuple[str, ...], civitai: tuple[st
     """Where adapter files are published: name, version, trigger words, base, licence and page.
 
     Each .safetensors file in PATH (files or folders) is looked up by SHA-256 on every Hub-compatible
-    (--endpoint) and Civitai-compatible (--civitai, 100 hashes per request) server named. Answers are
-    cached in $LORAHUB_HOME/cache/resolve. Exit code 0 when every server answered (found or not), 1
+    (--endpoint) and Civitai-compatible (--civitai, 100 hashes per request) server named. A Hub without
+    lorahub's by-hash API (the Hugging Face Hub) is looked up in the local registry's index of its repos
+    (lorahub index --hub, push, pull) instead. Answers are cached in $LORAHUB_HOME/cache/resolve. Exit code 0 when every server answered (found or not), 1
     when one could not.
 
     \b
@@ -144,7 +157,30 @@ def resolve_cmd(paths: tuple[str, ...], hubs: tuple[str, ...], civitai: tuple[st
         rec = fingerprint_record(f)
         triples.append((os.fspath(f), rec["sha256"], int(rec["size"])))
     cache = ResolveCache(cache_dir() / "resolve", ttl_s=ttl)
-    results = resolve(triples, hubs=hubs, civitai=civitai, cache=cache, progress=info) if triples else []
+    opened: list[Any] = []
+
+    def index(endpoint: str, sha256: str) -> list[Any] | None:
+        """The local registry's records of that Hub's repos (lorahub index --hub, push, pull); None when
+        it has none of that Hub."""
+        from lorahub.registry.catalogue import Registry
+
+        if not opened:
+            opened.append(Registry(database))
+        reg = opened[0]
+        prefix = f"hub:{endpoint}/"
+        with reg.reading() as raw:
+            indexed = raw.all("SELECT 1 FROM adapters WHERE source_kind = 'hub' AND substr(source_key, 1, :n) = :p LIMIT 1",
+                              {"n": len(prefix), "p": prefix})
+        if not indexed:
+            return None
+        return [_from_index(endpoint, r) for r in reg.by_hash(sha256)
+                if r.source_kind == "hub" and r.sha256 == sha256 and (r.url or "").startswith(endpoint + "/")]
+
+    try:
+        results = resolve(triples, hubs=hubs, civitai=civitai, cache=cache, progress=info, index=index) if triples else []
+    finally:
+        for reg in opened:
+            reg.close()
 
     found = [r for r in results if r.found]
     if write_metadata:

@@ -89,6 +89,10 @@ class _Failed(Exception):
     """One endpoint could not answer (one line)."""
 
 
+class _NoByHash(_Failed):
+    """A Hub that has no lorahub by-hash API (the Hugging Face Hub)."""
+
+
 def _read_json(client: Any, method: str, url: str, **kw: Any) -> tuple[int, Any]:
     """(status, parsed JSON or None) of one request, reading at most :data:`MAX_ANSWER` bytes."""
     import httpx
@@ -135,7 +139,7 @@ def _family(value: Any) -> str:
 def hub_lookup(client: Any, endpoint: str, sha256: str) -> list[Publication]:
     status, data = _read_json(client, "GET", f"{endpoint}/api/lorahub/by-hash/{sha256}")
     if status == 404 and not (isinstance(data, dict) and "matches" in data):
-        raise _Failed(f"{endpoint} has no lorahub by-hash API (404): not a lorahub server")
+        raise _NoByHash(f"{endpoint} has no lorahub by-hash API (404): not a lorahub server")
     if status != 200 or not isinstance(data, dict) or not isinstance(data.get("matches"), list):
         raise _Failed(f"{endpoint}: by-hash lookup failed ({status})")
     out = []
@@ -223,11 +227,15 @@ def resolve(
     transport: Any = None,
     cache: ResolveCache | None = None,
     progress: Callable[[str], None] | None = None,
+    index: Callable[[str, str], list[Publication] | None] | None = None,
 ) -> list[ResolveResult]:
     """Where each of ``files`` ((path, sha256, size)) is published on the servers named.
 
     ``client``: an ``httpx.Client`` to send the requests with (else one is made, on ``transport`` if
-    given). Endpoint failures are reported in each result's ``errors``; nothing is raised for them."""
+    given). Endpoint failures are reported in each result's ``errors``; nothing is raised for them.
+    ``index(endpoint, sha256)``: what a face knows of a Hub's files (publications ``via="index"``; None:
+    it knows nothing of that Hub), asked for a Hub without lorahub's by-hash API instead of reporting it
+    as an error (not cached here)."""
     import httpx
 
     hub_list = list(dict.fromkeys(normalize_endpoint(h) for h in hubs))
@@ -257,7 +265,16 @@ def resolve(
                     progress(f"asking {endpoint} about {len(todo)} file(s)")
                 try:
                     if kind == "hub":
-                        answers = {h: hub_lookup(client, endpoint, h) for h in todo}
+                        try:
+                            answers = {h: hub_lookup(client, endpoint, h) for h in todo}
+                        except _NoByHash as exc:
+                            known = {h: index(endpoint, h) for h in todo} if index is not None else {}
+                            if not known or any(v is None for v in known.values()):
+                                raise _Failed(f"{exc}, and the local registry has no index of its repos "
+                                              f"(lorahub index --hub --endpoint {endpoint})") from None
+                            for h, pubs in known.items():
+                                found[h] += [p.model_copy(update={"via": "index"}) for p in pubs or []]
+                            continue
                     else:
                         answers = {}
                         for i in range(0, len(todo), CIVITAI_BATCH):

@@ -104,9 +104,11 @@ def test_unreachable_server_is_a_failure(world, tmp_path) -> None:  # noqa: ANN0
     assert code == 1
     (r,) = json.loads(out)
     assert [p["kind"] for p in r["found"]] == ["hub"] and len(r["errors"]) == 1 and "cannot reach" in r["errors"][0]
-    # a Hub without lorahub's by-hash API is an error of that endpoint, not "not published"
+    # a Hub without lorahub's by-hash API, of which the local registry knows nothing, is an error of that
+    # endpoint, not "not published"
     code, out, _ = resolve(str(files["on_hub"]), "--endpoint", hub.url + "/nothing-here", "--json")
-    assert code == 1 and "no lorahub by-hash API" in json.loads(out)[0]["errors"][0]
+    (err,) = json.loads(out)[0]["errors"]
+    assert code == 1 and "no lorahub by-hash API" in err and "lorahub index --hub" in err
 
 
 @pytest.mark.parametrize(
@@ -240,3 +242,36 @@ def test_hostile_answers(hostile, tmp_path) -> None:  # noqa: ANN001
     # a Hub answer whose matches are another file's (a prefix match) is not this file's
     answer.update(status=200, body=json.dumps({"query": sha, "matches": [{"sha256": "cd" * 32, "name": "n"}]}).encode())
     assert run(hubs=[url]).found == []
+
+
+def test_hub_without_by_hash_api_uses_the_local_index(hostile, tmp_path) -> None:  # noqa: ANN001
+    """The Hugging Face Hub has no by-hash API: its repos are found through the local registry's index of
+    them (what ``lorahub index --hub``, ``push`` and ``pull`` record), per endpoint."""
+    from lorahub.adapters.fingerprint import fingerprint_record
+    from lorahub.adapters.inspect import inspect_file
+    from lorahub.registry.catalogue import Registry
+    from lorahub.registry.drafts import hub_repo_draft
+
+    url, answer = hostile
+    answer.update(status=404, body=b'{"error": "Not Found"}')
+    lora = write_kohya_lora(tmp_path / "indexed.safetensors", seed=77, title="indexed", trigger="idxword")
+    other = write_kohya_lora(tmp_path / "stranger.safetensors", seed=78, title="stranger")
+    code, out, _ = resolve(str(lora), "--endpoint", url, "--json")
+    assert code == 1 and "lorahub index --hub" in json.loads(out)[0]["errors"][0]
+    rec = fingerprint_record(lora)
+    draft = hub_repo_draft(
+        endpoint=url, repo_id="bob/indexed", url_prefix="", namespace="bob", name="indexed", private=False,
+        owner_id=None, downloads=0, created_at=None, commit_oid="a" * 40, commit_title="first", card={"license": "mit"},
+        readme=None, adapters=[("indexed.safetensors", rec["size"], inspect_file(lora), {"sha256": rec["sha256"]})],
+    )
+    with Registry() as reg:
+        reg.upsert([draft])
+    code, out, err = resolve(str(lora), str(other), "--endpoint", url, "--json")
+    assert code == 0, err
+    found = {Path(r["path"]).stem: r["found"] for r in json.loads(out)}
+    (p,) = found["indexed"]
+    assert (p["repo_id"], p["via"], p["license"], p["endpoint"]) == ("bob/indexed", "index", "mit", url)
+    assert "idxword" in p["trigger_words"] and found["stranger"] == []
+    # another endpoint's index is not this one's
+    code, out, _ = resolve(str(lora), "--endpoint", url + "/other", "--json")
+    assert code == 1 and json.loads(out)[0]["found"] == []
