@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "org": "lorahub.cli.commands.orgs:org_group",
     "push": "lorahub.cli.commands.hub:push_cmd",
     "pull": "lorahub.cli.commands.hub:pull_cmd",
+    "resolve": "lorahub.cli.commands.resolve:resolve_cmd",
 }
 
 

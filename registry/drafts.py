@@ -249,6 +249,8 @@ def hub_repo_draft(
         downloads=downloads,
         published_at=created_at,
         tags=tags,
+        # the Hub's mark of adult content (its model cards' tag): what Civitai calls nsfw
+        nsfw="not-for-all-audiences" in {t.lower() for t in tags},
         trigger_words=words,
         private=private,
         owner_id=owner_id,

@@ -16,6 +16,9 @@ import math
 import re
 from collections.abc import Iterable
 
+# One copy, in the library (``lorahub resolve`` reads Civitai's labels too); importable from here.
+from lorahub.adapters.families import family_from_label
+
 WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 #: Dropped from queries when other words remain ("detail tweaker lora" finds "Detail Tweaker").
@@ -96,40 +99,6 @@ def base_facet(base: str) -> str | None:
     return facet(F_BASE_LABEL, value)
 
 
-def family_from_label(label: str | None) -> str:
-    """A base-model label (Civitai ``baseModel``, a card's base model...) -> base family.
-
-    ``SD 1.4``/``SD 1.5``... -> sd1; ``SD 2.x`` -> sd2; ``SDXL ...``, Pony,
-    Illustrious, NoobAI (SDXL underneath) -> sdxl; ``SD 3...`` -> sd3;
-    ``Flux.1 ...`` (Kontext too) -> flux (``Flux.2`` is another model: unknown); ``Chroma``, ``Qwen``,
-    ``Wan Video ...``, ``Hunyuan Video``, ``HiDream``, ``Lumina``, ``PixArt α/Σ``, ``Kolors``,
-    ``AuraFlow``, ``LTXV``, ``Cosmos``/``Anima`` -> their families (lorahub/adapters/families.py);
-    anything else (``Hunyuan 1`` is HunyuanDiT) -> unknown (the label is kept beside it).
-    """
-    if not label:
-        return "unknown"
-    s = " ".join(label.lower().replace("_", " ").split())
-    compact = s.replace(" ", "").replace("-", "")
-    if compact.startswith(("sdxl", "pony", "illustrious", "noobai")) or "stable-diffusion-xl" in s:
-        return "sdxl"
-    if compact.startswith(("sd1", "sdv1")) or "stable-diffusion-v1" in s:
-        return "sd1"
-    if compact.startswith(("sd2", "sdv2")) or "stable-diffusion-v2" in s:
-        return "sd2"
-    if compact.startswith(("sd3", "sdv3")) or "stable-diffusion-3" in s:
-        return "sd3"
-    if compact.startswith(("flux.2", "flux2")):
-        return "unknown"
-    for prefix, family in (
-        ("flux", "flux"), ("chroma", "chroma"), ("qwen", "qwen"), ("wan", "wan"), ("hunyuanvideo", "hunyuanvideo"),
-        ("hidream", "hidream"), ("lumina", "lumina"), ("pixart", "pixart"), ("kolors", "kolors"),
-        ("auraflow", "auraflow"), ("ltx", "ltxv"), ("cosmos", "cosmos"), ("anima", "cosmos"),
-    ):
-        if compact.startswith(prefix):
-            return family
-    return "unknown"
-
-
 def popularity(downloads: int | None) -> float:
     """A number in [0, 1) that grows with downloads (the fraction part of a score)."""
     return min(math.log10(1 + max(int(downloads or 0), 0)) / 10.0, 0.999)
@@ -141,6 +110,7 @@ __all__ = [
     "adapter_facets",
     "base_facet",
     "facet",
+    "family_from_label",
     "norm_name",
     "popularity",
     "query_terms",

@@ -17,7 +17,8 @@ _WHERE = {
     **dict.fromkeys(
         ("AdapterFormat", "BaseFamily", "Coverage", "FingerprintReport", "InspectReport", "ModuleInfo",
          "ValidationReport"), "adapters"),
-    **dict.fromkeys(("PullFile", "PullResult", "PushFile", "PushResult", "RepoAdapter", "StorageCheck", "StorageIssue"), "hub"),
+    **dict.fromkeys(("Publication", "PullFile", "PullResult", "PushFile", "PushResult", "RepoAdapter", "ResolveResult",
+                     "StorageCheck", "StorageIssue"), "hub"),
     **dict.fromkeys(("AdapterRecord", "DupeGroup", "HashLookup", "IndexSummary", "NearGroup", "NearMember", "SearchQuery",
                      "SearchResult"),
                     "registry"),
@@ -43,6 +44,7 @@ _EXPORTED_NAMES = {
     "push-result": "PushResult",
     "pull-result": "PullResult",
     "storage-check": "StorageCheck",
+    "resolve-result": "ResolveResult",
     "blend-recipe": "BlendRecipe",
 }
 
@@ -56,7 +58,17 @@ if TYPE_CHECKING:  # pragma: no cover
         ModuleInfo,
         ValidationReport,
     )
-    from .hub import PullFile, PullResult, PushFile, PushResult, RepoAdapter, StorageCheck, StorageIssue
+    from .hub import (
+        Publication,
+        PullFile,
+        PullResult,
+        PushFile,
+        PushResult,
+        RepoAdapter,
+        ResolveResult,
+        StorageCheck,
+        StorageIssue,
+    )
     from .recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource
     from .registry import (
         AdapterRecord,
@@ -109,11 +121,13 @@ __all__ = [
     "FingerprintReport",
     "InspectReport",
     "ModuleInfo",
+    "Publication",
     "PullFile",
     "PullResult",
     "PushFile",
     "PushResult",
     "RepoAdapter",
+    "ResolveResult",
     "StorageCheck",
     "StorageIssue",
     "TrainConfig",

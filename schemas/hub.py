@@ -151,3 +151,45 @@ class StorageCheck(_Model):
     repaired: int = Field(0, description="Issues --repair fixed")
     ok: bool = Field(description="No error-level issue is left: the database and the blob store agree")
     seconds: float = 0.0
+
+
+class Publication(_Model):
+    """Where one file is published: a repo of a Hub-compatible server, or a model version of a
+    Civitai-compatible one (``lorahub resolve``)."""
+
+    kind: Literal["hub", "civitai"] = Field(description="hub: lorahub's by-hash API; civitai: Civitai's by-hash API")
+    endpoint: str = Field(description="The server asked")
+    name: str = Field(description="Model (Civitai) or repo (Hub) name")
+    repo_id: str | None = Field(None, description="Hub repo id (namespace/name)")
+    model_id: int | None = Field(None, description="Civitai model id")
+    version_id: int | None = Field(None, description="Civitai model version id")
+    version: str | None = Field(None, description="Version name (Civitai) or commit title (Hub)")
+    revision: str | None = Field(None, description="Hub commit the file was found at")
+    file_name: str | None = Field(None, description="The file's name there")
+    trigger_words: list[str] = Field(default_factory=list)
+    base_model: str | None = Field(None, description="Base model label as the server says it (SD 1.5, Pony...)")
+    base_family: BaseFamily = "unknown"
+    license: str | None = Field(None, description="Licence id, when the server gives one")
+    author: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    url: str | None = Field(None, description="The page of the model or repo")
+    download_url: str | None = None
+    via: Literal["server", "index"] = Field(
+        "server", description="server: the server answered; index: the local registry's record of that Hub's repos "
+        "(lorahub index --hub, push, pull), asked for a Hub without lorahub's by-hash API"
+    )
+
+
+class ResolveResult(_Model):
+    """``lorahub resolve``: one file and where it is published."""
+
+    path: str
+    sha256: str
+    size: int
+    found: list[Publication] = Field(default_factory=list, description="Empty: published on none of the servers asked")
+    cached: bool = Field(False, description="Every answer came from the cache (none was asked again)")
+    errors: list[str] = Field(default_factory=list, description="Servers that could not answer, one line each")
+    applied: bool = Field(False, description="--apply recorded what was found into the local registry")
+    new_sha256: str | None = Field(
+        None, description="--write-metadata rewrote the file's metadata: its new SHA-256 (Civitai lookups by the old one)"
+    )

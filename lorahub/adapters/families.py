@@ -389,3 +389,105 @@ BASE_VERSIONS = (
     ("anima", "cosmos"),
     ("cosmos", "cosmos"),
 )
+
+
+# ---------------------------------------------------------------------------------------------- base-model labels
+
+#: Civitai's ``baseModel`` label of each family (the names of Civitai's ``BaseModel`` enum), when nothing
+#: names the base more precisely: the Civitai-compatible API of ``lorahub serve`` answers with them and
+#: ``lorahub resolve`` reads them back (:func:`family_from_label`).
+CIVITAI_BASE_MODELS = {
+    "sd1": "SD 1.5",
+    "sd2": "SD 2.1",
+    "sdxl": "SDXL 1.0",
+    "sd3": "SD 3.5",
+    "flux": "Flux.1 D",
+    "chroma": "Chroma",
+    "qwen": "Qwen",
+    "wan": "Wan Video",
+    "hunyuanvideo": "Hunyuan Video",
+    "hidream": "HiDream",
+    "lumina": "Lumina",
+    "pixart": "PixArt E",
+    "kolors": "Kolors",
+    "auraflow": "AuraFlow",
+    "ltxv": "LTXV",
+    "cosmos": "Cosmos",
+    "unknown": "Other",
+}
+
+#: More precise labels, by a word of the base model a card or a record names (lower case, without
+#: spaces, dashes or underscores), per family; the first match wins. Pony, Illustrious and NoobAI are
+#: SDXL underneath, which only such a label tells.
+_REFINED_LABELS: dict[str, tuple[tuple[str, str], ...]] = {
+    "sdxl": (("pony", "Pony"), ("illustrious", "Illustrious"), ("noob", "NoobAI"), ("turbo", "SDXL Turbo"),
+             ("lightning", "SDXL Lightning")),
+    "sd1": (("1.4", "SD 1.4"), ("v14", "SD 1.4"), ("inpaint", "SD 1.5")),
+    "sd2": (("2.0", "SD 2.0"), ("v20", "SD 2.0")),
+    "sd3": (("3.5large", "SD 3.5 Large"), ("35large", "SD 3.5 Large"), ("3.5medium", "SD 3.5 Medium"),
+            ("35medium", "SD 3.5 Medium"), ("3medium", "SD 3"), ("sd3medium", "SD 3")),
+    "flux": (("schnell", "Flux.1 S"), ("kontext", "Flux.1 Kontext"), ("krea", "Flux.1 Krea")),
+    "pixart": (("alpha", "PixArt a"), ("xl2", "PixArt a"), ("sigma", "PixArt E")),
+}
+
+#: Every label :func:`civitai_base_model` answers, lower case -> as Civitai spells it.
+CIVITAI_LABELS = {label.lower(): label for label in [*CIVITAI_BASE_MODELS.values(),
+                                                      *(lab for refs in _REFINED_LABELS.values() for _, lab in refs)]}
+
+
+def _compact(label: str) -> str:
+    return "".join(label.lower().replace("_", " ").replace("-", " ").split())
+
+
+def civitai_base_model(family: str | None, label: str | None = None) -> str:
+    """Civitai's ``baseModel`` label of an adapter of ``family``, refined by the base model its card or record
+    names (``label``: ``Pony``, ``stabilityai/stable-diffusion-3.5-large``, Civitai's own ``SD 1.5``...).
+
+    A label that is already Civitai's and agrees with the family is kept; a label of another family than
+    the weights say is ignored (the weights decide); ``family`` unknown takes the label's family."""
+    family = family if family in CIVITAI_BASE_MODELS else "unknown"
+    if label and family == "unknown":
+        family = family_from_label(label)
+    if label:
+        known = CIVITAI_LABELS.get(" ".join(label.split()).lower())
+        if known and family_from_label(known) == family and family != "unknown":
+            return known
+        compact = _compact(label)
+        for word, refined in _REFINED_LABELS.get(family, ()):
+            if word in compact:
+                return refined
+    return CIVITAI_BASE_MODELS[family]
+
+
+def family_from_label(label: str | None) -> str:
+    """A base-model label (Civitai ``baseModel``, a card's base model...) -> base family.
+
+    ``SD 1.4``/``SD 1.5``... -> sd1; ``SD 2.x`` -> sd2; ``SDXL ...``, Pony,
+    Illustrious, NoobAI (SDXL underneath) -> sdxl; ``SD 3...`` -> sd3;
+    ``Flux.1 ...`` (Kontext too) -> flux (``Flux.2`` is another model: unknown); ``Chroma``, ``Qwen``,
+    ``Wan Video ...``, ``Hunyuan Video``, ``HiDream``, ``Lumina``, ``PixArt α/Σ``, ``Kolors``,
+    ``AuraFlow``, ``LTXV``, ``Cosmos``/``Anima`` -> their families;
+    anything else (``Hunyuan 1`` is HunyuanDiT) -> unknown (the label is kept beside it).
+    """
+    if not label:
+        return "unknown"
+    s = " ".join(label.lower().replace("_", " ").split())
+    compact = s.replace(" ", "").replace("-", "")
+    if compact.startswith(("sdxl", "pony", "illustrious", "noobai")) or "stable-diffusion-xl" in s:
+        return "sdxl"
+    if compact.startswith(("sd1", "sdv1")) or "stable-diffusion-v1" in s:
+        return "sd1"
+    if compact.startswith(("sd2", "sdv2")) or "stable-diffusion-v2" in s:
+        return "sd2"
+    if compact.startswith(("sd3", "sdv3")) or "stable-diffusion-3" in s:
+        return "sd3"
+    if compact.startswith(("flux.2", "flux2")):
+        return "unknown"
+    for prefix, family in (
+        ("flux", "flux"), ("chroma", "chroma"), ("qwen", "qwen"), ("wan", "wan"), ("hunyuanvideo", "hunyuanvideo"),
+        ("hidream", "hidream"), ("lumina", "lumina"), ("pixart", "pixart"), ("kolors", "kolors"),
+        ("auraflow", "auraflow"), ("ltx", "ltxv"), ("cosmos", "cosmos"), ("anima", "cosmos"),
+    ):
+        if compact.startswith(prefix):
+            return family
+    return "unknown"

@@ -151,20 +151,25 @@ def list_repos(
     return rows[:limit], len(rows) > limit
 
 
-def next_repo_pk(s: Session) -> int:
-    """The next repo primary key: one past both the last one handed out (``hub_sequences``) and
-    the largest in use, so that no id is ever given twice, even after a delete. Runs in the
-    creating write transaction (SQLite: the write lock; PostgreSQL: the counter row's lock)."""
-    counter = sa.update(HubSequence).where(HubSequence.name == "hub_repos").values(value=HubSequence.value + 1)
+def next_pk(s: Session, counter_name: str, model: Any) -> int:
+    """The next primary key of ``model``'s table: one past both the last one handed out (``hub_sequences``
+    row ``counter_name``) and the largest in use, so that no id is ever given twice, even after a delete.
+    Runs in the creating write transaction (SQLite: the write lock; PostgreSQL: the counter row's lock)."""
+    counter = sa.update(HubSequence).where(HubSequence.name == counter_name).values(value=HubSequence.value + 1)
     value = s.execute(counter.returning(HubSequence.value)).scalar_one_or_none()
     if value is None:  # a database whose counter row is missing: start from the ids in use
-        insert_ignore(s, HubSequence, [{"name": "hub_repos", "value": 0}], ["name"])
+        insert_ignore(s, HubSequence, [{"name": counter_name, "value": 0}], ["name"])
         value = s.execute(counter.returning(HubSequence.value)).scalar_one()
-    top = s.execute(sa.select(sa.func.coalesce(sa.func.max(HubRepo.id), 0))).scalar_one()
+    top = s.execute(sa.select(sa.func.coalesce(sa.func.max(model.id), 0))).scalar_one()
     if value <= top:
         value = int(top) + 1
-        s.execute(sa.update(HubSequence).where(HubSequence.name == "hub_repos").values(value=value))
+        s.execute(sa.update(HubSequence).where(HubSequence.name == counter_name).values(value=value))
     return int(value)
+
+
+def next_repo_pk(s: Session) -> int:
+    """The next repo primary key (:func:`next_pk` on the counter ``hub_repos``)."""
+    return next_pk(s, "hub_repos", HubRepo)
 
 
 # -- the operations (each opens its own session) -------------------------------------------------

@@ -8,7 +8,7 @@
                   '------< hub_repo_tags               (tags of the main head, for list filters)
     hub_blobs      (every stored blob: sha256, size, git blob id of the content)
     hub_secrets    (server-side secrets, e.g. the key that signs upload URLs)
-    hub_sequences  (counters that never go back: the last repo id handed out)
+    hub_sequences  (counters that never go back: the last repo id, on SQLite the last commit id handed out)
     hub_xet_xorbs --< hub_xet_xorb_owners, hub_xet_files, hub_xet_dedupe   (the Xet CAS, see .cas)
 
 * A commit stores its whole file list (``hub_files``), not a diff: reading a tree at any
@@ -169,7 +169,9 @@ class HubRepoTag(SQLModel, table=True):
 
 
 class HubSequence(SQLModel, table=True):
-    """Counters that never go back: ``hub_repos`` is the last repo primary key handed out."""
+    """Counters that never go back: ``hub_repos`` is the last repo primary key handed out, ``hub_commits``
+    the last commit primary key (SQLite only: PostgreSQL's sequence never goes back; see
+    ``trees.next_commit_pk``)."""
 
     __tablename__ = "hub_sequences"
 

@@ -192,6 +192,19 @@ def paths_info(files: dict[str, FileEntry], paths: list[str]) -> list[TreeItem]:
 # -- writing ---------------------------------------------------------------------------------
 
 
+def next_commit_pk(s: Session) -> int | None:
+    """The primary key of a new commit, never one a commit ever had: commit ids name model versions in the
+    Civitai-compatible API (:mod:`lorahub.registry.hub.civitai`). PostgreSQL's sequence never goes back
+    (None: let it choose, without a counter row every commit would lock); SQLite gives the largest rowid
+    + 1, which a deleted repo's newest commits would hand out again, so the ``hub_sequences`` counter
+    ``hub_commits`` does it (the caller holds SQLite's write lock)."""
+    if s.get_bind().dialect.name == "postgresql":
+        return None
+    from .repos import next_pk
+
+    return next_pk(s, "hub_commits", HubCommit)
+
+
 def insert_commit(
     s: Session,
     repo: HubRepo,
@@ -212,6 +225,7 @@ def insert_commit(
     )
     derived = derived or {"tags": [], "pipeline_tag": None, "library_name": None}
     c = HubCommit(
+        id=next_commit_pk(s),
         repo_id=repo.id,
         oid=oid,
         parent_oid=parent,

@@ -30,6 +30,7 @@ from lorahub.registry.hub.auth import Authenticator, Identity
 from lorahub.registry.hub.blobstore import LocalBlobStore
 from lorahub.registry.hub.cas import XetCas
 from lorahub.registry.hub.catalogue_sync import CatalogueSync
+from lorahub.registry.hub.civitai import CivitaiApi
 from lorahub.registry.hub.commits import Commits
 from lorahub.registry.hub.config import HubConfig
 from lorahub.registry.hub.errors import BadRequest, HubApiError, PayloadTooLarge, UnsupportedMediaType
@@ -77,6 +78,7 @@ class ServerState:
         self.lfs = Lfs(sessions, self.store, config)
         self.commits = Commits(sessions, self.store, config, sync)
         self.auth = Authenticator(sessions)
+        self.civitai = CivitaiApi(sessions, registry, sync.source_key)
         self.xet = XetCas(sessions, self.store, self.lfs, config, Path(settings.data_dir) / "xet", lambda: self.auth.upload_signer)
         self.store.attach_chunks(self.xet)  # files uploaded through Xet are served from their chunks
         public = settings.public_url.rstrip("/")
@@ -243,9 +245,10 @@ def create_app(settings: ServerSettings, registry: Any = None, *,
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
 
-    from . import hub_api, search_api, xet_api
+    from . import civitai_api, hub_api, search_api, xet_api
 
     app.include_router(search_api.router)
+    app.include_router(civitai_api.router)
     app.include_router(xet_api.router)
     app.include_router(hub_api.router)
     # Outermost last: the access log sees every request, the Host check runs before CORS and routing.

@@ -188,3 +188,44 @@ def test_previews_refuse_other_families_in_one_line(name: str, tmp_path: Path) -
         check_report(report, base)
     assert "cannot be used with the SDXL base" in str(err.value) and "\n" not in str(err.value)
     assert "SD 1.x, SD 2.x and SDXL" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    "family, label, civitai",
+    [
+        ("sd1", None, "SD 1.5"),
+        ("sd1", "CompVis/stable-diffusion-v1-4", "SD 1.4"),
+        ("sd2", None, "SD 2.1"),
+        ("sdxl", None, "SDXL 1.0"),
+        ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "SDXL 1.0"),
+        ("sdxl", "Pony", "Pony"),
+        ("sdxl", "OnomaAIResearch/Illustrious-xl-early-release-v0", "Illustrious"),
+        ("sdxl", "Laxhar/noobai-XL-1.1", "NoobAI"),
+        ("sd3", None, "SD 3.5"),
+        ("sd3", "stabilityai/stable-diffusion-3.5-large", "SD 3.5 Large"),
+        ("sd3", "stabilityai/stable-diffusion-3-medium", "SD 3"),
+        ("flux", None, "Flux.1 D"),
+        ("flux", "black-forest-labs/FLUX.1-schnell", "Flux.1 S"),
+        ("chroma", None, "Chroma"),
+        ("qwen", None, "Qwen"),
+        ("unknown", None, "Other"),
+        ("unknown", "Pony", "Pony"),  # the weights cannot tell: the card's label does
+        ("sd1", "Pony", "SD 1.5"),  # the weights say SD 1.x: a card naming an SDXL model is wrong
+        ("sdxl", "SDXL 1.0", "SDXL 1.0"),  # already Civitai's
+        ("bogus", None, "Other"),
+    ],
+)
+def test_civitai_base_model(family: str, label: str | None, civitai: str) -> None:
+    from lorahub.adapters.families import civitai_base_model
+
+    assert civitai_base_model(family, label) == civitai
+
+
+def test_civitai_labels_read_back_as_their_family() -> None:
+    """`lorahub resolve` reads Civitai's labels back (family_from_label): every label the server answers
+    with names the family it was made from."""
+    from lorahub.adapters.families import CIVITAI_BASE_MODELS, FAMILIES, civitai_base_model, family_from_label
+
+    assert set(CIVITAI_BASE_MODELS) == set(FAMILIES)
+    for family in FAMILIES:
+        assert family_from_label(civitai_base_model(family)) == family, family
