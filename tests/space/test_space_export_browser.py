@@ -1,0 +1,115 @@
+"""End-to-end: an exported Space installed from its own ``requirements.txt`` into a fresh virtual environment,
+started with ``python app.py`` as the Hub starts it, and driven in headless Chromium: the page opens on a
+non-empty search gallery (the demo adapters the Space put in its registry when it started) and renders a
+preview of one of them.
+
+The fresh venv runs ``pip install -r requirements.txt`` inside the folder: lorahub from the wheel in it,
+the rest as pinned. To stay fast and offline, the pinned third-party packages (torch, diffusers, gradio:
+gigabytes) are not downloaded again: the venv sees this test environment's packages through a ``.pth``
+line naming a folder of symlinks to them, from which lorahub itself (the editable install of this tree) is
+left out. pip finds every pinned requirement satisfied at the pinned version (a pin that did not match
+would send pip to the package index) and installs lorahub from the wheel; the Space then runs the wheel's
+code, not this tree's (checked).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.torch]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _venv_seeing_these_packages(venv: Path, deps: Path) -> Path:
+    """A fresh venv (with pip) that also sees this environment's packages, lorahub left out."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    here = Path(sysconfig.get_paths()["purelib"])
+    deps.mkdir()
+    for entry in here.iterdir():
+        name = entry.name.lower()
+        if name.startswith(("lorahub", "__editable__", "_lorahub", "pip", "_distutils_hack")) or name.endswith(".pth"):
+            continue
+        (deps / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "zz_test_deps.pth").write_text(str(deps) + "\n")
+    return py
+
+
+@pytest.fixture
+def exported_space(embedded_home: Path, lorahub_home: Path, tmp_path: Path):  # noqa: ANN201
+    from lorahub.cli.main import cli
+
+    folder = tmp_path / "space"
+    res = CliRunner().invoke(cli, ["space", "export", str(folder)])
+    assert res.exit_code == 0, res.output
+    py = _venv_seeing_these_packages(tmp_path / "venv", tmp_path / "deps")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "LORAHUB_SPACE", "LORAHUB_UI", "LORAHUB_DATABASE", "PYTHON", "VIRTUAL_ENV"))}
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", LORAHUB_HOME=str(lorahub_home),
+               GRADIO_ANALYTICS_ENABLED="False", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-r", "requirements.txt"], cwd=folder, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
+    assert "Successfully installed lorahub-toolkit-0.1.0" in pip.stdout, pip.stdout[-3000:]
+    where = subprocess.run([str(py), "-c", "import lorahub.cli.spacehost as m; print(m.__file__)"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where).is_relative_to(tmp_path / "venv"), where  # the wheel's code, not this tree's
+    port = _free_port()
+    env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
+    log = tmp_path / "app.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(py), "app.py"], cwd=folder, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while "lorahub space: listening on" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "app.py did not listen in 180 s:\n" + log.read_text()[-3000:]
+            time.sleep(0.2)
+        yield {"url": f"http://127.0.0.1:{port}/", "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
+
+
+def test_exported_space_installs_starts_and_previews(exported_space: dict, page) -> None:  # noqa: ANN001
+    from browserkit import image_bytes
+    from playwright.sync_api import expect
+
+    page.goto(exported_space["url"])
+    # the gallery is filled when the page opens: no search typed
+    results = page.locator("#search-results")
+    for name in ("inkwash_style", "neon_glow", "pastel_dream"):
+        expect(results).to_contain_text(name)
+    expect(page.locator("#search-status")).to_contain_text("6 results")
+    results.get_by_role("gridcell", name="inkwash_style", exact=True).first.click()
+    expect(page.locator("#search-status")).to_contain_text("added inkwash_style".replace("`", ""))
+    page.get_by_role("tab", name="Preview & blend").click()
+    expect(page.locator("#preview-chosen")).to_contain_text("inkwash_style")
+    page.locator("#steps input[type=number]").fill("2")
+    page.locator("#steps input[type=number]").press("Enter")
+    page.locator("#generate").click()
+    _, png = image_bytes(page)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    expect(page.locator("#preview-status")).to_contain_text("ms per image")
