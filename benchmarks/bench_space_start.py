@@ -89,11 +89,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="lorahub-bench-space-"))
     proc = None
     try:
-        os.environ.setdefault("LORAHUB_HOME", str(work / "home"))
+        os.environ["LORAHUB_HOME"] = str(work / "home")
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         proc, url, token = start_server(work / "serve")
         print(f"filling {url} with {args.repos} repos...", file=sys.stderr)
         print(f"fill: {fill(url, token, args.repos, work):.1f} s (not part of the figure)")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE", "LORAHUB_SPACE"))}
+        env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         env.update(LORAHUB_HOME=str(work / "space-home"), LORAHUB_SPACE_INDEX=f"endpoint={url}, author=bench",
                    HF_HUB_DISABLE_XET="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
         # the Space's own home starts with the embedded base already built (as the test session's does):
