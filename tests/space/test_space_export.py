@@ -175,6 +175,16 @@ def test_the_host_fills_the_registry_and_previews_hub_results_on_demand(
         with pytest.raises(LorahubError, match="does not match the catalogue"):
             cb.add_result([], other, state)
         assert not any(p.name == "neonhub.safetensors" and p.is_file() for p in (tmp_path / "work").rglob("*"))
+        # a file over the page's cap is refused before a byte of it is read
+        state.max_download = 1000
+        with pytest.raises(LorahubError, match="more than the 1,000 allowed"):
+            cb.add_result([], dict(results[0], source=results[0]["source"].replace("inkhub", "neonhub"),
+                                   url=results[0]["url"].replace("inkhub", "neonhub")), state)
+        state.max_download = 1 << 30
+        # a catalogue record naming a path outside the cache (a hostile index) is refused unread
+        with pytest.raises(LorahubError, match="refused to fetch"):
+            cb.add_result([], dict(results[0], source="alice/inkhub@abc:../../../etc/passwd"), state)
+        assert not any(p.name == "neonhub.safetensors" and p.is_file() for p in (tmp_path / "work").rglob("*"))
         # a result of an endpoint the page was not given is refused before any request
         state.hub_endpoints = ("http://127.0.0.1:9",)
         with pytest.raises(UsageError, match="previews adapters only from http://127.0.0.1:9"):
