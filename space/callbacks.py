@@ -208,6 +208,41 @@ def search(state: SpaceState, query: str = "", base: str = "", fmt: str = "", ta
     return rows, results
 
 
+#: Size of a result's card in the search gallery.
+CARD_SIZE = (256, 160)
+_CARD_COLOURS = ("#3b4cc0", "#7b3294", "#c2185b", "#00796b", "#ef6c00", "#455a64", "#2e7d32", "#5d4037")
+
+
+def result_card(result: dict[str, Any]) -> Any:
+    """A search result as a card of the gallery (a PIL image): name, trigger words, base, format and rank
+    on a colour of its own (from its hash). Drawn here: nothing of the adapter is downloaded."""
+    import hashlib
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    key = str(result.get("sha256") or result.get("name") or "")
+    colour = _CARD_COLOURS[int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(_CARD_COLOURS)]
+    img = Image.new("RGB", CARD_SIZE, colour)
+    draw = ImageDraw.Draw(img)
+    big, small = ImageFont.load_default(size=20), ImageFont.load_default(size=14)
+    base = result.get("base_model") or result.get("base_family") or "?"
+    lines = [(str(result.get("name") or "")[:22], big),
+             (", ".join(result.get("trigger_words") or [])[:30] or "-", small),
+             (f"{base} · {result.get('format') or '?'}"[:32], small),
+             (f"rank {result.get('rank')}" if result.get("rank") is not None else "", small),
+             (str(result.get("source_kind") or ""), small)]
+    y = 14
+    for text, font in lines:
+        draw.text((14, y), text, fill="white", font=font)
+        y += 30 if font is big else 22
+    return img
+
+
+def gallery_items(results: Sequence[dict[str, Any]]) -> list[tuple[Any, str]]:
+    """The search gallery: one ``(card, caption)`` per result, in the results' order."""
+    return [(result_card(r), str(r.get("name") or "")) for r in results]
+
+
 def _local_file(source: str | None) -> Path | None:
     if not source:
         return None

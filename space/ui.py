@@ -141,6 +141,8 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
                 fmt_f = gr.Textbox(label="Format", placeholder="kohya-lora, diffusers...", elem_id="search-format")
                 tags_f = gr.Textbox(label="Tags", placeholder="comma separated", elem_id="search-tags")
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+            gallery = gr.Gallery(label="Adapters (click one to add it to the preview)", columns=6, height=360,
+                                 allow_preview=False, object_fit="contain", elem_id="search-gallery")
             table = gr.Dataframe(headers=cb.RESULT_COLUMNS, value=[], interactive=False, wrap=True,
                                  elem_id="search-results", label="Results (click a row to add it to the preview)")
             search_status = gr.Markdown("", elem_id="search-status")
@@ -237,15 +239,16 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
 
         chosen_outputs = [chosen, chosen_md, remove_name, *sliders]
 
-        @_guard(3)
+        @_guard(4)
         def do_search(q: str, b: str, f: str, t: str) -> Any:
             rows, res = cb.search(state, q, b, f, t)
-            return rows, res, f"{len(rows)} result{'s' if len(rows) != 1 else ''}"
+            return cb.gallery_items(res), rows, res, f"{len(rows)} result{'s' if len(rows) != 1 else ''}"
 
-        search_btn.click(do_search, [query, base_f, fmt_f, tags_f], [table, results, search_status])
-        query.submit(do_search, [query, base_f, fmt_f, tags_f], [table, results, search_status])
+        search_outputs = [gallery, table, results, search_status]
+        search_btn.click(do_search, [query, base_f, fmt_f, tags_f], search_outputs)
+        query.submit(do_search, [query, base_f, fmt_f, tags_f], search_outputs)
         # the page opens on the catalogue: the first results without typing anything
-        demo.load(do_search, [query, base_f, fmt_f, tags_f], [table, results, search_status])
+        demo.load(do_search, [query, base_f, fmt_f, tags_f], search_outputs)
 
         @_guard(len(chosen_outputs) + 1)
         def do_select(request: gr.Request, res: list[dict[str, Any]], ch: list[dict[str, Any]], evt: gr.SelectData) -> Any:
@@ -257,6 +260,7 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
             return (*chosen_view(new), f"added `{res[int(row)]['name']}` to the preview ({len(new)} chosen)")
 
         table.select(do_select, [results, chosen], [*chosen_outputs, search_status])
+        gallery.select(do_select, [results, chosen], [*chosen_outputs, search_status])
 
         def weights_of(ch: list[dict[str, Any]], values: tuple[Any, ...]) -> list[float]:
             return [float(values[i]) for i in range(len(ch))]

@@ -93,20 +93,25 @@ def exported_space(embedded_home: Path, lorahub_home: Path, tmp_path: Path):  # 
     assert "Traceback" not in text, text[-3000:]
 
 
-def test_exported_space_installs_starts_and_previews(exported_space: dict, page) -> None:  # noqa: ANN001
+def test_exported_space_installs_starts_and_previews(exported_space: dict, page, tmp_path: Path) -> None:  # noqa: ANN001
     from browserkit import image_bytes
     from playwright.sync_api import expect
 
     page.goto(exported_space["url"])
     # the gallery is filled when the page opens: no search typed
-    results = page.locator("#search-results")
+    gallery, results = page.locator("#search-gallery"), page.locator("#search-results")
+    expect(page.locator("#search-status")).to_contain_text("6 results")
+    expect(gallery.locator("img")).to_have_count(6)
     for name in ("inkwash_style", "neon_glow", "pastel_dream"):
         expect(results).to_contain_text(name)
-    expect(page.locator("#search-status")).to_contain_text("6 results")
-    results.get_by_role("gridcell", name="inkwash_style", exact=True).first.click()
-    expect(page.locator("#search-status")).to_contain_text("added inkwash_style".replace("`", ""))
+    page.screenshot(path=str(tmp_path / "gallery.png"), full_page=True)
+    # a card of the gallery goes into the preview (its name is the card's caption)
+    gallery.locator("img").first.click()
+    expect(page.locator("#search-status")).to_contain_text("added")
+    name = page.locator("#search-status").inner_text().split("added", 1)[1].split()[0].strip("`")
+    assert name in {"inkwash_style", "neon_glow", "pastel_dream", "woodcut_print", "retro_poster", "clay_figure"}
     page.get_by_role("tab", name="Preview & blend").click()
-    expect(page.locator("#preview-chosen")).to_contain_text("inkwash_style")
+    expect(page.locator("#preview-chosen")).to_contain_text(name)
     page.locator("#steps input[type=number]").fill("2")
     page.locator("#steps input[type=number]").press("Enter")
     page.locator("#generate").click()
