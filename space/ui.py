@@ -245,10 +245,13 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
             return cb.gallery_items(res), rows, res, f"{len(rows)} result{'s' if len(rows) != 1 else ''}"
 
         search_outputs = [gallery, table, results, search_status]
-        search_btn.click(do_search, [query, base_f, fmt_f, tags_f], search_outputs)
-        query.submit(do_search, [query, base_f, fmt_f, tags_f], search_outputs)
+        # one search at a time, in order: a search typed while the page's first one runs lands after it
+        # (searches take milliseconds)
+        in_order = dict(concurrency_limit=1, concurrency_id="search")
+        search_btn.click(do_search, [query, base_f, fmt_f, tags_f], search_outputs, **in_order)
+        query.submit(do_search, [query, base_f, fmt_f, tags_f], search_outputs, **in_order)
         # the page opens on the catalogue: the first results without typing anything
-        demo.load(do_search, [query, base_f, fmt_f, tags_f], search_outputs)
+        demo.load(do_search, [query, base_f, fmt_f, tags_f], search_outputs, **in_order)
 
         @_guard(len(chosen_outputs) + 1)
         def do_select(request: gr.Request, res: list[dict[str, Any]], ch: list[dict[str, Any]], evt: gr.SelectData) -> Any:

@@ -119,7 +119,10 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     page.goto(space_url["url"])
     expect(page.get_by_text("Base model: `lorahub/embedded-sd1-tiny`").or_(page.get_by_text("lorahub/embedded-sd1-tiny"))).to_be_visible()
 
-    # ---- Search: find both synthetic adapters and click them into the preview list
+    # ---- Search: the page opens on the registry's adapters (a gallery and the table), no search typed
+    expect(page.locator("#search-status")).to_contain_text("2 results")
+    expect(page.locator("#search-gallery img")).to_have_count(2)
+    # find both synthetic adapters and click them into the preview list
     for word, name in (("alphaword", "alpha_style"), ("betaword", "beta_style")):
         _fill(page, "search-query", word)
         page.locator("#search-btn").click()
