@@ -209,3 +209,26 @@ def test_the_host_blocks_the_files_of_its_database(tmp_path: Path, monkeypatch: 
     assert database_files("sqlite://") == []
     monkeypatch.setenv("LORAHUB_DATABASE_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
     assert database_files(None)[0] == tmp_path / "env.sqlite"
+
+
+def test_export_needs_the_source_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lorahub installed from a wheel (a Space itself) has no tree to build the wheel from: one line."""
+    import lorahub
+    from lorahub.cli import spaceexport
+
+    fake = tmp_path / "site-packages" / "lorahub" / "__init__.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("")
+    monkeypatch.setattr(lorahub, "__file__", str(fake))
+    with pytest.raises(UsageError, match="not installed from one"):
+        spaceexport.source_tree()
+    res = CliRunner().invoke(cli, ["space", "export", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "not installed from one" in res.output and not (tmp_path / "out").exists()
+
+
+def test_lorahub_space_refuses_a_bad_index_setting_before_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    res = CliRunner().invoke(cli, ["space", "--index-hub", "owner=alice"])
+    assert res.exit_code == 2 and "is not KEY=VALUE" in res.output and "Traceback" not in res.output
+    monkeypatch.setenv(spacehost.ENV_INDEX, "repo=a/b/c")
+    res = CliRunner().invoke(cli, ["space"])
+    assert res.exit_code == 2 and "is not a repo id" in res.output
