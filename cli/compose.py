@@ -27,6 +27,7 @@ def mount_space(app: Any, *, push_endpoints: Sequence[str] = (), max_file_size: 
     :func:`lorahub.space.ui.mount`): it searches through the server's own registry object (the hub's
     database is never opened a second time), never reads the data folder or the database, and pushes only
     to this hub, the Hugging Face Hub and the endpoints the operator allows (``push_endpoints``)."""
+    from lorahub.registry.database import database_files
     from lorahub.space import guard
     from lorahub.space.ui import mount
 
@@ -36,10 +37,9 @@ def mount_space(app: Any, *, push_endpoints: Sequence[str] = (), max_file_size: 
         serving_url=settings.public_url,
         push_endpoints=tuple(push_endpoints),
         max_file_size=max_file_size,
-        blocked=[settings.data_dir],
-        database_url=settings.database_url,
+        blocked=[settings.data_dir, *database_files(settings.database_url)],
     )
-    mount(app, "/", registry=state.registry, policy=policy)
+    mount(app, "/", search=state.registry.search, policy=policy)
 
 
 def space_on_app(*, push_endpoints: Sequence[str] = (), max_file_size: int | None = None) -> Callable[[Any], None]:

@@ -176,6 +176,19 @@ def _sqlite_file(parsed: DbUrl, *, create_folder: bool = True) -> str | None:
     return None
 
 
+def database_files(url: str | None = None) -> list[Path]:
+    """The files of the SQLite database at ``url`` (see :func:`database_url`), its journals included; none
+    for PostgreSQL or an in-memory database. A host that serves the web UI blocks them from its visitors."""
+    parsed = parse_url(database_url(url))
+    if parsed.backend != "sqlite":
+        return []
+    db = _sqlite_file(parsed, create_folder=False)
+    if db is None:
+        return []
+    path = Path(db).expanduser()
+    return [path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))]
+
+
 def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
     """An engine for ``url`` (see :func:`database_url`)."""
     from sqlalchemy import create_engine
@@ -446,6 +459,7 @@ __all__ = [
     "busy_timeout_ms",
     "chunks",
     "ENV_URL",
+    "database_files",
     "database_url",
     "default_url",
     "display_url",

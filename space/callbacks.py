@@ -19,7 +19,6 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,11 @@ RESULT_COLUMNS = ["name", "trigger words", "base", "format", "rank", "sha256", "
 
 
 def _has_gpu() -> bool:
+    """A GPU to render on: CUDA here, or a ZeroGPU Space (which attaches one per call: :mod:`.gpu`)."""
+    from .gpu import hardware
+
+    if hardware() == "zero-gpu":
+        return True
     try:
         import torch
     except ImportError:
@@ -72,25 +76,34 @@ def space_bases(explicit: str | None = None) -> dict[str, str]:
     env = os.environ.get(ENV_BASE_SDXL, "").strip()
     return {"sd1": space_base(explicit), "sdxl": env if env and _has_gpu() else SDXL_ID}
 
+#: What the page searches with: a query in, results out (the host's catalogue; the page opens none).
+Searcher = Callable[[Any], Sequence[Any]]
+
+
 @dataclass
 class SpaceState:
-    """What the Space keeps between clicks: the base spec, the loaded pipeline, a work folder, the registry.
+    """What the Space keeps between clicks: the base spec, the loaded pipeline, a work folder, the search.
 
-    ``shared_registry``: a :class:`~lorahub.registry.catalogue.Registry` owned by the host (``lorahub serve``
-    passes its own, so the page never opens the hub's database a second time); else one is opened on
-    ``registry_url`` at the first search and kept.
+    ``searcher``: the host's search (``Registry.search`` of the catalogue the host opened: ``lorahub serve``
+    passes its own, ``lorahub space`` and an exported Space's ``app.py`` the one they opened); the page
+    never opens a registry itself (docs/architecture.md). ``hub_endpoints``: the Hub endpoints whose
+    search results may be previewed (their adapter file is downloaded on the first preview, checked against
+    the SHA-256 the catalogue holds and cached in the work folder); results from other endpoints are
+    refused.
     """
 
     base: str
-    registry_url: str | None = None
+    searcher: Searcher | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lorahub-space-")))
     lock: threading.RLock = field(default_factory=threading.RLock)
-    shared_registry: Any = None
     #: family -> base spec (:func:`space_bases`); ``base`` is the SD 1.x one
     bases: dict[str, str] = field(default_factory=dict)
+    hub_endpoints: tuple[str, ...] = ()
+    #: largest adapter file a preview downloads
+    max_download: int = 1 << 30
     _live: Any = None
     _live_family: str | None = None
-    _own_registry: Any = None
+    _fetch_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.bases = {**space_bases(), **self.bases, "sd1": self.base}
@@ -123,26 +136,17 @@ class SpaceState:
         """Whether ``family``'s base is the one loaded."""
         return self._live is not None and self._live_family == (family or "sd1")
 
-    @contextmanager
-    def registry(self) -> Iterator[Any]:
-        """The registry to search (kept open: never closed by the caller)."""
-        if self.shared_registry is not None:
-            yield self.shared_registry
-            return
-        with self.lock:
-            if self._own_registry is None:
-                from lorahub.registry.catalogue import Registry
-
-                self._own_registry = Registry(self.registry_url)
-            reg = self._own_registry
-        yield reg
+    def search(self, query: Any) -> Sequence[Any]:
+        if self.searcher is None:
+            raise UsageError("this page has no registry to search", hint="run it with `lorahub space` or `lorahub serve --ui`")
+        return self.searcher(query)
 
     def close(self) -> None:
-        """Close the registry this state opened itself (never a shared one)."""
+        """Release the loaded base (the searcher belongs to the host)."""
         with self.lock:
-            if self._own_registry is not None:
-                self._own_registry.close()
-                self._own_registry = None
+            if self._live is not None:
+                self._live.close()
+                self._live = None
 
     def new_dir(self, kind: str) -> Path:
         d = self.workdir / kind / uuid.uuid4().hex[:12]
@@ -154,14 +158,16 @@ _STATE: SpaceState | None = None
 _STATE_LOCK = threading.Lock()
 
 
-def get_state(base: str | None = None, registry_url: str | None = None, *, registry: Any = None,
-              workdir: Path | None = None) -> SpaceState:
+def get_state(base: str | None = None, *, searcher: Searcher | None = None, workdir: Path | None = None,
+              hub_endpoints: Sequence[str] = (), max_download: int | None = None) -> SpaceState:
     """The process-wide state (created on the first call)."""
     global _STATE
     with _STATE_LOCK:
         if _STATE is None:
             kw: dict[str, Any] = {"workdir": workdir} if workdir is not None else {}
-            _STATE = SpaceState(base=space_base(base), registry_url=registry_url, shared_registry=registry, **kw)
+            if max_download is not None:
+                kw["max_download"] = int(max_download)
+            _STATE = SpaceState(base=space_base(base), searcher=searcher, hub_endpoints=tuple(hub_endpoints), **kw)
         return _STATE
 
 
@@ -192,8 +198,7 @@ def search(state: SpaceState, query: str = "", base: str = "", fmt: str = "", ta
 
     q = SearchQuery(query=(query or "").strip() or None, base=(base or "").strip() or None,
                     format=(fmt or "").strip() or None, tags=split_tags(tags), limit=limit)
-    with state.registry() as reg:
-        found = reg.search(q)
+    found = state.search(q)
     results = [r.model_dump(mode="json") for r in found]
     rows = [
         [r["name"], ", ".join(r["trigger_words"]), r["base_model"] or r["base_family"], r["format"] or "",
@@ -203,6 +208,41 @@ def search(state: SpaceState, query: str = "", base: str = "", fmt: str = "", ta
     return rows, results
 
 
+#: Size of a result's card in the search gallery.
+CARD_SIZE = (256, 160)
+_CARD_COLOURS = ("#3b4cc0", "#7b3294", "#c2185b", "#00796b", "#ef6c00", "#455a64", "#2e7d32", "#5d4037")
+
+
+def result_card(result: dict[str, Any]) -> Any:
+    """A search result as a card of the gallery (a PIL image): name, trigger words, base, format and rank
+    on a colour of its own (from its hash). Drawn here: nothing of the adapter is downloaded."""
+    import hashlib
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    key = str(result.get("sha256") or result.get("name") or "")
+    colour = _CARD_COLOURS[int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(_CARD_COLOURS)]
+    img = Image.new("RGB", CARD_SIZE, colour)
+    draw = ImageDraw.Draw(img)
+    big, small = ImageFont.load_default(size=20), ImageFont.load_default(size=14)
+    base = result.get("base_model") or result.get("base_family") or "?"
+    lines = [(str(result.get("name") or "")[:22], big),
+             (", ".join(result.get("trigger_words") or [])[:30] or "-", small),
+             (f"{base} · {result.get('format') or '?'}"[:32], small),
+             (f"rank {result.get('rank')}" if result.get("rank") is not None else "", small),
+             (str(result.get("source_kind") or ""), small)]
+    y = 14
+    for text, font in lines:
+        draw.text((14, y), text, fill="white", font=font)
+        y += 30 if font is big else 22
+    return img
+
+
+def gallery_items(results: Sequence[dict[str, Any]]) -> list[tuple[Any, str]]:
+    """The search gallery: one ``(card, caption)`` per result, in the results' order."""
+    return [(result_card(r), str(r.get("name") or "")) for r in results]
+
+
 def _local_file(source: str | None) -> Path | None:
     if not source:
         return None
@@ -210,13 +250,42 @@ def _local_file(source: str | None) -> Path | None:
     return p if p.is_file() else None
 
 
-def add_result(chosen: list[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Add a search result to the preview list (a new list); only results with a local file can be previewed."""
+def add_result(chosen: list[dict[str, Any]], result: dict[str, Any], state: SpaceState | None = None) -> list[dict[str, Any]]:
+    """Add a search result to the preview list (a new list). A local file is used as it is; a Hub result
+    of an endpoint the page may preview from (``state.hub_endpoints``) is downloaded first (:func:`hub_file`)."""
+    if result.get("source_kind") == "hub" and state is not None:
+        return add_file(chosen, hub_file(state, result), name=result.get("name"))
     path = _local_file(result.get("source"))
     if path is None:
         raise NotFoundError(f"{result.get('name')}: no local file to preview (source {result.get('source')})",
                             hint="index the file with `lorahub registry index`, or pull it from the Hub first")
     return add_file(chosen, path, name=result.get("name"))
+
+
+def hub_location(result: dict[str, Any]) -> tuple[str, str, str]:
+    """``(endpoint, repo id, file path)`` of a Hub search result (``source`` ``NS/NAME@REV:PATH``, ``url``
+    the repo's page on its endpoint)."""
+    source, url = str(result.get("source") or ""), str(result.get("url") or "")
+    head, _, path = source.partition(":")
+    repo_id = head.split("@", 1)[0]
+    if repo_id.count("/") != 1 or not path or not url.endswith("/" + repo_id):
+        raise NotFoundError(f"{result.get('name')}: not a Hub adapter this page can preview (source {source[:200]})")
+    return url[: -len(repo_id) - 1].rstrip("/"), repo_id, path
+
+
+def hub_file(state: SpaceState, result: dict[str, Any]) -> Path:
+    """The adapter file of a Hub search result, downloaded on its first preview into the work folder's
+    cache and checked against the SHA-256 the catalogue recorded; only from ``state.hub_endpoints``,
+    without credentials, and at most ``state.max_download`` bytes."""
+    from lorahub.hub.pull import fetch_file
+
+    endpoint, repo_id, path = hub_location(result)
+    if endpoint.lower() not in {e.rstrip("/").lower() for e in state.hub_endpoints}:
+        raise UsageError(f"{result.get('name')}: this page previews adapters only from "
+                         f"{', '.join(state.hub_endpoints) or 'no Hub endpoint'}")
+    with state._fetch_lock:  # one download at a time: the same file clicked twice is fetched once
+        return fetch_file(repo_id, path, sha256=str(result.get("sha256") or ""), endpoint=endpoint,
+                          cache_dir=state.workdir / "hub-cache", max_size=state.max_download)
 
 
 def adapter_name(text: str) -> str:

@@ -356,36 +356,21 @@ def _hf_home() -> list[Path]:
     return [Path(constants.HF_HOME), Path(constants.HF_TOKEN_PATH)]
 
 
-def database_files(url: str | None) -> list[Path]:
-    """The files of the SQLite database at ``url`` (default: the registry's), its journals included; none
-    for PostgreSQL."""
-    from sqlalchemy.engine import make_url
-
-    from lorahub.registry.database import database_url
-
-    parsed = make_url(database_url(url))
-    db = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
-        return []
-    path = Path(db).expanduser()
-    return [path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))]
-
-
 def make_policy(
     *,
     serving_url: str | None = None,
     push_endpoints: Sequence[str] = (),
     max_file_size: int | None = None,
     blocked: Sequence[str | os.PathLike[str]] = (),
-    database_url: str | None = None,
     rate_limits: Mapping[str, tuple[int, float]] | None = None,
 ) -> UiPolicy:
     """The policy of this process: the arguments, then ``$LORAHUB_UI_*``, then the defaults.
 
     Push endpoints: ``serving_url`` (the hub serving the page), ``push_endpoints``,
-    ``$LORAHUB_UI_PUSH_ENDPOINTS`` (comma separated), and the Hugging Face Hub. Blocked: ``blocked`` (the
-    data folder), the files of the database at ``database_url`` (default: the registry's), ``$LORAHUB_HOME``,
-    the Hugging Face home, ``/proc``, ``/etc``, ``/sys`` and ``/dev``.
+    ``$LORAHUB_UI_PUSH_ENDPOINTS`` (comma separated), and the Hugging Face Hub. Blocked: ``blocked`` (what
+    the host names: the data folder, the files of the registry's database), ``$LORAHUB_HOME``, the Hugging
+    Face home, ``/proc``, ``/etc``, ``/sys`` and ``/dev``. The page knows no database of its own: the host
+    that opens one names its files here (``lorahub.cli.spacehost``).
     """
     from lorahub.config import home
 
@@ -410,7 +395,7 @@ def make_policy(
     limits.update(parse_rate_limits(os.environ.get(ENV_RATE_LIMITS, "")))
     limits.update(rate_limits or {})
     deny: list[Path] = []
-    for b in [*blocked, *database_files(database_url), home(), *_hf_home(), *ALWAYS_BLOCKED]:
+    for b in [*blocked, home(), *_hf_home(), *ALWAYS_BLOCKED]:
         p = Path(os.path.abspath(os.fspath(b)))
         for q in (p, p.resolve()):
             if q not in deny:

@@ -21,6 +21,7 @@ from lorahub.errors import LorahubError, UsageError
 
 from . import callbacks as cb
 from . import guard
+from .gpu import on_gpu
 
 log = logging.getLogger("lorahub.space")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -72,24 +73,54 @@ def _guard(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     return deco
 
 
+# The heavy work, at module level and without a state argument: on ZeroGPU it runs under ``spaces.GPU``
+# in a worker process, where arguments and results must pickle (:mod:`lorahub.space.gpu`).
+#: Longest a render or a blend may hold a ZeroGPU slice (seconds).
+RENDER_GPU_S = 120
+#: Longest a training run may hold one.
+TRAIN_GPU_S = 600
+
+
+def render_job(*args: Any, **kw: Any) -> cb.Generated:
+    """:func:`callbacks.generate` on the process-wide state."""
+    return cb.generate(cb.get_state(), *args, **kw)
+
+
+def bake_job(*args: Any, **kw: Any) -> Any:
+    """:func:`callbacks.bake_blend` on the process-wide state."""
+    return cb.bake_blend(cb.get_state(), *args, **kw)
+
+
+def train_job(*args: Any, **kw: Any) -> Any:
+    """:func:`callbacks.train` on the process-wide state (a generator of events)."""
+    yield from cb.train(cb.get_state(), *args, **kw)
+
+
 def _client(request: Any) -> str:
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or "unknown"
 
 
-def create_blocks(base: str | None = None, registry_url: str | None = None, *, registry: Any = None,
-                  policy: guard.UiPolicy | None = None) -> Any:
+def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
+                  policy: guard.UiPolicy | None = None, hub_endpoints: tuple[str, ...] = ()) -> Any:
     """The whole page as a ``gr.Blocks``; serve it with :func:`mount` or :func:`serve` (never ``.launch()``:
     the guard's settings are applied there).
 
-    ``registry``: a registry object to search (``lorahub serve`` passes its own), else one is opened on
-    ``registry_url``. ``policy``: the guard's rules (default: :func:`guard.make_policy` from the environment).
+    ``search``: the host's catalogue search (``Registry.search``; the page opens no registry itself:
+    ``lorahub serve --ui`` passes its own registry's, ``lorahub space`` and an exported Space's ``app.py``
+    the one they opened, see :mod:`lorahub.cli.spacehost`). ``hub_endpoints``: the Hub endpoints whose
+    results may be previewed (downloaded on the first preview). ``policy``: the guard's rules (default:
+    :func:`guard.make_policy` from the environment).
     """
     policy = policy or guard.make_policy()
     guard.install(policy)  # Gradio's upload cache into the private folder, before any component exists
     import gradio as gr
 
-    state = cb.get_state(base, registry_url, registry=registry, workdir=policy.work_dir)
+    state = cb.get_state(base, searcher=search, workdir=policy.work_dir, hub_endpoints=hub_endpoints,
+                         max_download=policy.max_file_size)
+    render = on_gpu(render_job, duration=RENDER_GPU_S)
+    bake = on_gpu(bake_job, duration=RENDER_GPU_S)
+    training = on_gpu(train_job, duration=TRAIN_GPU_S)
     n = cb.MAX_ADAPTERS
     limit = policy.limiter.check
 
@@ -110,6 +141,8 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
                 fmt_f = gr.Textbox(label="Format", placeholder="kohya-lora, diffusers...", elem_id="search-format")
                 tags_f = gr.Textbox(label="Tags", placeholder="comma separated", elem_id="search-tags")
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+            gallery = gr.Gallery(label="Adapters (click one to add it to the preview)", columns=6, height=360,
+                                 allow_preview=False, object_fit="contain", elem_id="search-gallery")
             table = gr.Dataframe(headers=cb.RESULT_COLUMNS, value=[], interactive=False, wrap=True,
                                  elem_id="search-results", label="Results (click a row to add it to the preview)")
             search_status = gr.Markdown("", elem_id="search-status")
@@ -206,21 +239,31 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
 
         chosen_outputs = [chosen, chosen_md, remove_name, *sliders]
 
-        @_guard(3)
+        @_guard(4)
         def do_search(q: str, b: str, f: str, t: str) -> Any:
             rows, res = cb.search(state, q, b, f, t)
-            return rows, res, f"{len(rows)} result{'s' if len(rows) != 1 else ''}"
+            return cb.gallery_items(res), rows, res, f"{len(rows)} result{'s' if len(rows) != 1 else ''}"
 
-        search_btn.click(do_search, [query, base_f, fmt_f, tags_f], [table, results, search_status])
-        query.submit(do_search, [query, base_f, fmt_f, tags_f], [table, results, search_status])
+        search_outputs = [gallery, table, results, search_status]
+        # one search at a time, in order: a search typed while the page's first one runs lands after it
+        # (searches take milliseconds)
+        in_order = dict(concurrency_limit=1, concurrency_id="search")
+        search_btn.click(do_search, [query, base_f, fmt_f, tags_f], search_outputs, **in_order)
+        query.submit(do_search, [query, base_f, fmt_f, tags_f], search_outputs, **in_order)
+        # the page opens on the catalogue: the first results without typing anything
+        demo.load(do_search, [query, base_f, fmt_f, tags_f], search_outputs, **in_order)
 
         @_guard(len(chosen_outputs) + 1)
-        def do_select(res: list[dict[str, Any]], ch: list[dict[str, Any]], evt: gr.SelectData) -> Any:
+        def do_select(request: gr.Request, res: list[dict[str, Any]], ch: list[dict[str, Any]], evt: gr.SelectData) -> Any:
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-            new = cb.add_result(ch, res[int(row)])
+            picked = res[int(row)]
+            if picked.get("source_kind") == "hub":  # a download on its first preview: counted like an upload
+                limit("inspect", _client(request))
+            new = cb.add_result(ch, picked, state)
             return (*chosen_view(new), f"added `{res[int(row)]['name']}` to the preview ({len(new)} chosen)")
 
         table.select(do_select, [results, chosen], [*chosen_outputs, search_status])
+        gallery.select(do_select, [results, chosen], [*chosen_outputs, search_status])
 
         def weights_of(ch: list[dict[str, Any]], values: tuple[Any, ...]) -> list[float]:
             return [float(values[i]) for i in range(len(ch))]
@@ -251,8 +294,7 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
                         g: bool, gw: str, fam: str, *values: Any, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
             limit("render", _client(request))
             progress(0, desc="rendering" if state.loaded(fam) else "loading the base model")
-            out = cb.generate(state, ch, weights_of(ch, values), p, neg, int(s or 0), int(st), grid=g, grid_weights=gw,
-                              family=fam)
+            out = render(ch, weights_of(ch, values), p, neg, int(s or 0), int(st), grid=g, grid_weights=gw, family=fam)
             return out.image, out.infotext, out.status
 
         gen_btn.click(do_generate, [chosen, prompt, negative, seed, steps, grid, grid_weights, family, *sliders],
@@ -262,7 +304,7 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
         def do_bake(request: gr.Request, ch: list[dict[str, Any]], method: str, *values: Any) -> Any:
             limit("bake", _client(request))
             started = time.perf_counter()
-            path = cb.bake_blend(state, ch, weights_of(ch, values), method)
+            path = bake(ch, weights_of(ch, values), method)
             return str(path), f"baked `{path.name}` in {cb.elapsed(started)}"
 
         bake_btn.click(do_bake, [chosen, blend_method, *sliders], [blend_file, preview_status],
@@ -285,8 +327,8 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
             uploads = policy.uploaded_many(files)
             limit("train", _client(request))
             yield "**preparing**: loading the base model and the images", [], None, None, ""
-            for ev in cb.train(state, uploads, trig, int(st or 0), int(rk or 0), sample_every=int(every or 0),
-                               family=fam):
+            for ev in training([str(u) for u in uploads], trig, int(st or 0), int(rk or 0),
+                               sample_every=int(every or 0), family=fam):
                 progress((ev.step, ev.steps), desc=f"loss {ev.loss:.4f}" if ev.loss is not None else "training")
                 if ev.done:
                     yield cb.loss_text(ev), ev.samples, ev.zip_path, ev.zip_path, ""
@@ -336,8 +378,8 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
     return demo
 
 
-def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = None, registry_url: str | None = None,
-          registry: Any = None, policy: guard.UiPolicy | None = None) -> Any:
+def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = None,
+          search: cb.Searcher | None = None, policy: guard.UiPolicy | None = None) -> Any:
     """Mount the page (``blocks``, else :func:`create_blocks` of the other arguments) inside a FastAPI
     ``app`` at ``path``, hardened; returns the app.
 
@@ -350,7 +392,7 @@ def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = N
     import gradio as gr
     from starlette.routing import Mount
 
-    demo = blocks if blocks is not None else create_blocks(base, registry_url, registry=registry, policy=policy)
+    demo = blocks if blocks is not None else create_blocks(base, search=search, policy=policy)
     pol: guard.UiPolicy = demo.lorahub_policy
     before = list(app.router.routes)
     gr.mount_gradio_app(app, demo, path=path, allowed_paths=[], blocked_paths=pol.gradio_blocked_paths(),
@@ -386,7 +428,7 @@ def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = N
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, *, blocks: Any = None, base: str | None = None,
-          registry_url: str | None = None, policy: guard.UiPolicy | None = None,
+          search: cb.Searcher | None = None, policy: guard.UiPolicy | None = None,
           on_ready: Callable[[str], None] | None = None) -> None:
     """Serve the page alone (``lorahub space``, the Hugging Face Space) until interrupted: the same
     hardened mount as inside ``lorahub serve``, in its own FastAPI app under uvicorn."""
@@ -395,7 +437,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, *, blocks: Any = None, base
     import uvicorn
     from fastapi import FastAPI
 
-    demo = blocks if blocks is not None else create_blocks(base, registry_url, policy=policy)
+    demo = blocks if blocks is not None else create_blocks(base, search=search, policy=policy)
     app = mount(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), "/", blocks=demo)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

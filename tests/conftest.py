@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["adapter_fixtures", "hub_fixtures", "registry_fixtures"]
+pytest_plugins = ["adapter_fixtures", "browser_fixtures", "hub_fixtures", "registry_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -29,14 +29,10 @@ ALLOWED = {
     "space": {"library", "schemas"},
     "cli": {"library", "schemas", "registry", "space"},  # the CLI composes the faces
 }
-#: The one edge between two faces other than the CLI's, module to module: the Space searches a catalogue
-#: (``lorahub space`` and a Hugging Face Space run it without the CLI or the server around it, so it
-#: opens one itself when none is given) and blocks the files of that catalogue's database from its
-#: visitors. It uses the registry's public API only; the registry never imports the Space.
-EXCEPTIONS = {
-    ("lorahub.space.callbacks", "lorahub.registry.catalogue"),
-    ("lorahub.space.guard", "lorahub.registry.database"),
-}
+#: Edges between two faces other than the CLI's, module to module. None: the Space runs on its own only
+#: composed by the CLI (``lorahub space``, an exported Space's ``app.py``: lorahub.cli.spacehost), which
+#: opens the registry and hands the page its search function and its database's files.
+EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def part_of(name: str) -> str | None:

@@ -364,3 +364,31 @@ def _metadata(
             config.update({f"{prefix}.{k}": v for k, v in peft.items()})
         md["lora_adapter_metadata"] = json.dumps(config, indent=2, sort_keys=True)
     return md
+
+
+#: The adapters an empty catalogue starts with (an exported Space shows them offline, on a CPU):
+#: (file stem, format, rank, seed, trigger word, title). Small and random, for the embedded SD 1.x base.
+DEMO_ADAPTERS: tuple[tuple[str, str, int, int, str, str], ...] = (
+    ("inkwash_style", "kohya", 4, 11, "inkwash", "Ink wash style"),
+    ("neon_glow", "kohya", 8, 12, "neonglow", "Neon glow"),
+    ("pastel_dream", "diffusers", 4, 13, "pasteldream", "Pastel dream"),
+    ("woodcut_print", "kohya", 4, 14, "woodcut", "Woodcut print"),
+    ("retro_poster", "diffusers", 8, 15, "retroposter", "Retro poster"),
+    ("clay_figure", "kohya", 4, 16, "clayfig", "Clay figure"),
+)
+
+
+def write_demo_adapters(folder: str | os.PathLike[str], *, base: Any = None) -> list[Path]:
+    """Write :data:`DEMO_ADAPTERS` into ``folder`` (for ``base``, default the embedded model), the same
+    bytes every time; files already there are kept. Returns their paths."""
+    out_dir = Path(folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for stem, fmt, rank, seed, trigger, title in DEMO_ADAPTERS:
+        path = out_dir / f"{stem}.safetensors"
+        if not path.is_file():
+            make_adapter(path, base=base, rank=rank, seed=seed, fmt=fmt, trigger=trigger, title=title, scale=3.0,
+                         metadata={"modelspec.description": f"{title}: a demo adapter of lorahub's embedded base "
+                                                            f"(random weights). Trigger word: {trigger}."})
+        paths.append(path)
+    return paths

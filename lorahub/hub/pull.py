@@ -145,3 +145,56 @@ def _download(api, repo_id: str, commit: str, names: list[str], staging: Path | 
     # hf_hub_download answers <cache>/snapshots/<commit>/<name>: the folder is above the name's parts
     first = Path(paths[0])
     return first.parents[len(Path(names[0]).parts) - 1]
+
+
+def fetch_file(
+    repo_id: str,
+    filename: str,
+    *,
+    sha256: str,
+    cache_dir: str | os.PathLike[str],
+    endpoint: str | None = None,
+    revision: str | None = None,
+    max_size: int | None = None,
+    token: str | bool | None = False,
+) -> Path:
+    """One file of a repo, downloaded into ``cache_dir`` (the huggingface_hub cache layout: a second call
+    finds it there) and checked against ``sha256`` (the hash a catalogue recorded when it indexed the
+    repo from its header, without the weights); a file that differs is removed and refused.
+
+    ``max_size``: a file the endpoint says is larger is refused before any byte of it is read.
+    ``token``: default ``False``, no credentials at all (a page that previews for strangers never sends
+    its host's)."""
+    import hashlib
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    problem = local_path_problem(filename)
+    if problem is not None or filename.startswith("/"):
+        raise UnsafePathError(f"refused to fetch {repo_id}/{filename[:120]}: {problem or 'absolute path'}")
+    want = (sha256 or "").strip().lower()
+    if len(want) != 64:
+        raise UsageError(f"{repo_id}/{filename}: no SHA-256 recorded to check the download against")
+    api = hf_api(endpoint, token=token)
+    ep = api.endpoint.rstrip("/")
+    try:
+        if max_size is not None:
+            meta = get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=ep), token=token)
+            if meta.size is not None and meta.size > max_size:
+                raise HubError(f"{repo_id}/{filename}: {meta.size:,} bytes, more than the {max_size:,} allowed")
+        path = Path(api.hf_hub_download(repo_id, filename, revision=revision, cache_dir=str(cache_dir)))
+    except LorahubError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise hub_error(exc, endpoint=ep, repo_id=repo_id, action="download") from exc
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != want:
+        real = path.resolve()
+        path.unlink(missing_ok=True)
+        real.unlink(missing_ok=True)
+        raise HubError(f"{repo_id}/{filename}: SHA-256 {h.hexdigest()[:12]}... does not match the catalogue's "
+                       f"{want[:12]}...: the file changed since it was indexed; nothing was kept")
+    return path

@@ -8,7 +8,6 @@ Chromium missing: skipped with the reason, except under CI=true, where it fails.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -22,29 +21,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "space"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LORAHUB = str(Path(sys.executable).with_name("lorahub"))
 
-from testkit import on_ci  # noqa: E402
+from browserkit import image_bytes as _image_bytes  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.torch]
-
-
-def _need_browser() -> None:
-    problems = []
-    if not Path(CHROMIUM).is_file():
-        problems.append(f"{CHROMIUM} is missing (apt-get install chromium, or run scripts/ensure-services)")
-    if importlib.util.find_spec("playwright") is None:
-        problems.append("the playwright package is not installed (pip install -e '.[dev]')")
-    if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("diffusers") is None:
-        problems.append("gradio/diffusers are not installed (the space and ml extras)")
-    if problems:
-        msg = "browser tests need: " + "; ".join(problems)
-        if on_ci():
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 def _free_port() -> int:
@@ -116,25 +97,6 @@ def space_url(embedded_home: Path, embedded_xl_home: Path, lorahub_home: Path, t
     assert "Traceback" not in text, text[-3000:]
 
 
-@pytest.fixture
-def page(tmp_path: Path):  # noqa: ANN201
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    profile = tmp_path / "chromium-profile"
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1280, "height": 1000},
-        )
-        ctx.set_default_timeout(60_000)
-        try:
-            yield ctx.new_page()
-        finally:
-            ctx.close()
-
-
 def _text(page, sel: str) -> str:  # noqa: ANN001
     return page.locator(sel).inner_text()
 
@@ -148,33 +110,19 @@ def _tab(page, name: str) -> None:  # noqa: ANN001
     page.get_by_role("tab", name=name).click()
 
 
-def _image_bytes(page, previous: str | None = None) -> tuple[str, bytes]:  # noqa: ANN001
-    img = page.locator("#preview-image img").first
-    deadline = time.monotonic() + 90
-    while True:
-        src = img.get_attribute("src") if img.count() else None
-        if src and src != previous:
-            break
-        status = _text(page, "#preview-status")
-        assert "Error" not in status, status
-        assert time.monotonic() < deadline, "no new image appeared"
-        time.sleep(0.2)
-    if src.startswith("data:"):
-        import base64
-
-        return src, base64.b64decode(src.split(",", 1)[1])
-    return src, page.request.get(src).body()
-
-
 def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noqa: ANN001
     from playwright.sync_api import expect
 
     from lorahub.adapters.fingerprint import fingerprint_file
 
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.goto(space_url["url"])
     expect(page.get_by_text("Base model: `lorahub/embedded-sd1-tiny`").or_(page.get_by_text("lorahub/embedded-sd1-tiny"))).to_be_visible()
 
-    # ---- Search: find both synthetic adapters and click them into the preview list
+    # ---- Search: the page opens on the registry's adapters (a gallery and the table), no search typed
+    expect(page.locator("#search-status")).to_contain_text("2 results")
+    expect(page.locator("#search-gallery img")).to_have_count(2)
+    # find both synthetic adapters and click them into the preview list
     for word, name in (("alphaword", "alpha_style"), ("betaword", "beta_style")):
         _fill(page, "search-query", word)
         page.locator("#search-btn").click()
