@@ -12,7 +12,11 @@ from browserkit import CHROMIUM, CHROMIUM_ARGS, need_browser
 @pytest.fixture
 def page(tmp_path: Path):  # noqa: ANN201
     need_browser()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # expect() keeps its own 5 s default, which the context's default timeout does not change: a busy 2-core
+    # machine takes longer than that to answer an upload, so assertions wait as long as actions do
+    expect.set_options(timeout=60_000)
 
     profile = tmp_path / "chromium-profile"
     with sync_playwright() as p:
