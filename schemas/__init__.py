@@ -22,7 +22,7 @@ _WHERE = {
                      "SearchResult"),
                     "registry"),
     **dict.fromkeys(("TrainConfig", "TrainResult"), "training"),
-    **dict.fromkeys(("BlendRecipe", "ComponentWeights", "RecipeParams", "RecipeSource"), "recipes"),
+    **dict.fromkeys(("BlendRecipe", "ComponentWeights", "RecipeParams", "RecipeSource", "SearchRecord"), "recipes"),
 }
 
 #: Every model whose JSON Schema is exported: file stem -> model name (see :data:`EXPORTED`).
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ValidationReport,
     )
     from .hub import PullFile, PullResult, PushFile, PushResult, RepoAdapter, StorageCheck, StorageIssue
-    from .recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource
+    from .recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource, SearchRecord
     from .registry import (
         AdapterRecord,
         DupeGroup,
@@ -95,6 +95,7 @@ __all__ = [
     "ComponentWeights",
     "RecipeParams",
     "RecipeSource",
+    "SearchRecord",
     "AdapterRecord",
     "DupeGroup",
     "HashLookup",

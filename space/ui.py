@@ -145,6 +145,28 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
             info = gr.Textbox(label="Parameters", interactive=False, lines=3, elem_id="preview-info")
             blend_file = gr.File(label="Blended adapter", interactive=False, elem_id="blend-file")
             preview_status = gr.Markdown("", elem_id="preview-status")
+            with gr.Accordion("Blend search: find the weights from example images", open=False,
+                              elem_id="search-blend"):
+                gr.Markdown(f"Upload up to {cb.MAX_SEARCH_IMAGES} target images (with `.txt` captions of the same "
+                            "name, or write a prompt below): the search finds the weights at which the chosen "
+                            "adapters reproduce them best (the base's denoising loss, plus L1 on the weights, "
+                            "which drops adapters that do not help).")
+                search_files = gr.File(label="Target images (+ .txt captions)", file_count="multiple",
+                                       type="filepath", elem_id="search-files")
+                with gr.Row():
+                    search_prompt = gr.Textbox(label="Prompt (for images without a caption)", value="",
+                                               elem_id="search-prompt", scale=3)
+                    search_budget = gr.Number(label=f"Budget (evaluations, at most {cb.MAX_SEARCH_BUDGET})", value=60,
+                                              precision=0, elem_id="search-budget")
+                    search_l1 = gr.Number(label="L1", value=0.002, elem_id="search-l1")
+                search_btn_b = gr.Button("Search weights", elem_id="search-weights")
+                search_grid = gr.Image(label="Targets, found blend, base alone", type="pil", format="png",
+                                       interactive=False, elem_id="search-grid")
+                search_summary = gr.Markdown("", elem_id="search-summary")
+                search_recipe = gr.Code(label="Recipe (lorahub blend --recipe)", language="yaml",
+                                        elem_id="search-recipe")
+                search_recipe_file = gr.File(label="Recipe file", interactive=False, elem_id="search-recipe-file")
+                search_blend_status = gr.Markdown("", elem_id="search-blend-status")
 
         # ------------------------------------------------------------ Inspect
         with gr.Tab("Inspect", id="inspect"):
@@ -267,6 +289,22 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
 
         bake_btn.click(do_bake, [chosen, blend_method, *sliders], [blend_file, preview_status],
                        concurrency_limit=1, concurrency_id="pipeline")
+
+        @_guard(len(chosen_outputs) + 5)
+        def do_search_blend(request: gr.Request, ch: list[dict[str, Any]], files: list[str] | None, p: str, b: Any,
+                            lam: Any, s: Any, fam: str, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+            uploads = policy.uploaded_many(files)  # only this page's uploads, before anything is opened
+            limit("search", _client(request))
+            progress(0, desc="searching" if state.loaded(fam) else "loading the base model")
+            out = cb.blend_search(state, ch, uploads, p, int(b or 0), float(lam or 0.0), int(s or 0), family=fam,
+                                  on_progress=lambda i, n, best: progress((min(i, n), n), desc=f"best {best:.5f}"))
+            new = [dict(c, weight=float(out.weights.get(c["name"], 0.0))) for c in ch]
+            return (*chosen_view(new), out.grid, out.summary, out.recipe_yaml, str(out.recipe_path), "")
+
+        search_btn_b.click(do_search_blend,
+                           [chosen, search_files, search_prompt, search_budget, search_l1, seed, family],
+                           [*chosen_outputs, search_grid, search_summary, search_recipe, search_recipe_file,
+                            search_blend_status], concurrency_limit=1, concurrency_id="pipeline")
 
         @_guard(3)
         def do_inspect(request: gr.Request, path: str | None) -> Any:

@@ -370,6 +370,29 @@ def _dare(deltas: list[Any], density: float, gen: Any) -> Any:
     return out
 
 
+def recipe_source(item: BlendInput, fingerprint: Any = None) -> Any:
+    """The recipe's entry (:class:`~lorahub.schemas.recipes.RecipeSource`) of one input: its stable reference
+    (``item.ref``, else the absolute path), its fingerprints (``fingerprint``: the file's report, computed
+    when not given), its weights, and its licence (``modelspec.license`` when the reference names none)."""
+    from lorahub.schemas.recipes import ComponentWeights, RecipeSource
+
+    from ..adapters.fingerprint import fingerprint_file
+    from ..adapters.header import read_header
+
+    fp = fingerprint if fingerprint is not None else fingerprint_file(item.path)
+    ref = dict(item.ref) if item.ref else {"path": str(Path(item.path).resolve())}
+    if not ref.get("license"):
+        lic = read_header(item.path).string_metadata().get("modelspec.license")
+        if lic and lic.strip():
+            ref["license"] = lic.strip()[:200]
+    if item.te == item.unet and item.te2 is None:
+        weight: float | ComponentWeights = item.unet
+    else:
+        weight = ComponentWeights(te=item.te, unet=item.unet, te2=item.te2)
+    return RecipeSource(**ref, name=item.name, sha256=str(fp.sha256).lower(), autov3=str(fp.autov3).upper(),
+                        weight=weight)
+
+
 def write_blend(
     out: str | os.PathLike[str],
     result: BlendResult,
@@ -385,10 +408,9 @@ def write_blend(
     """Write the blend (atomically) in the layout ``fmt`` with its provenance metadata and its recipe
     (``result.recipe``; ``rank``: the rank asked for, as the recipe records it)."""
     from lorahub import __version__
-    from lorahub.schemas.recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource
+    from lorahub.schemas.recipes import BlendRecipe, RecipeParams
 
     from ..adapters.fingerprint import fingerprint_file
-    from ..adapters.header import read_header
     from .recipe import METADATA_KEY, portable, recipe_json
 
     path = Path(out)
@@ -398,17 +420,7 @@ def write_blend(
     recipe_sources = []
     for item in items:
         fp = fingerprint_file(item.path)
-        ref = dict(item.ref) if item.ref else {"path": str(Path(item.path).resolve())}
-        if not ref.get("license"):
-            lic = read_header(item.path).string_metadata().get("modelspec.license")
-            if lic and lic.strip():
-                ref["license"] = lic.strip()[:200]
-        if item.te == item.unet and item.te2 is None:
-            weight: float | ComponentWeights = item.unet
-        else:
-            weight = ComponentWeights(te=item.te, unet=item.unet, te2=item.te2)
-        recipe_sources.append(RecipeSource(**ref, name=item.name, sha256=str(fp.sha256).lower(),
-                                           autov3=str(fp.autov3).upper(), weight=weight))
+        recipe_sources.append(recipe_source(item, fp))
         sources.append(
             {
                 "name": item.name,
