@@ -50,6 +50,8 @@ DEFAULT_BUDGET = 120
 DEFAULT_L1 = 0.002
 #: Weights within this of 0 after the search are set to 0 (their adapter is dropped).
 DROP_BELOW = 0.05
+#: After the search, weights up to this are tried at 0 (kept there when the objective is no worse).
+PRUNE_BELOW = 0.2
 DEFAULT_BOUNDS = (0.0, 1.5)
 #: Images per UNet call (bounds the memory of one evaluation).
 MAX_BATCH = 16
@@ -362,7 +364,8 @@ def search_weights(objective: BlendObjective, *, optimizer: str = "cma", budget:
                    lr: float = 0.05, on_progress: Callable[[SearchProgress], None] | None = None) -> SearchResult:
     """Minimise ``objective`` + ``l1`` * sum |w| over the weights within ``bounds`` with ``budget``
     evaluations (see the module docstring); the result's weights have those within ``drop_below`` of 0 set
-    to 0 and their adapters listed in ``dropped``."""
+    to 0, and those up to :data:`PRUNE_BELOW` too when the objective is no worse without them; adapters at 0
+    are listed in ``dropped``."""
     if optimizer not in OPTIMIZERS:
         raise UsageError(f"unknown optimiser {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
     if not isinstance(budget, int) or not 4 <= budget <= 100_000:
@@ -386,7 +389,7 @@ def search_weights(objective: BlendObjective, *, optimizer: str = "cma", budget:
     history: list[float] = []
 
     def penalised(x: Sequence[float], value: float) -> float:
-        f = value + l1 * sum(abs(v) for v in x)
+        f = float(value + l1 * sum(abs(float(v)) for v in x))
         if f < best["f"]:
             best["f"], best["x"] = f, [float(v) for v in x]
         history.append(best["f"])
@@ -402,6 +405,16 @@ def search_weights(objective: BlendObjective, *, optimizer: str = "cma", budget:
         _gradient(objective, x0, lo, hi, budget, l1, lr, penalised)
     x = [0.0 if abs(v) < drop_below else v for v in best["x"]]
     loss = objective.loss(x)
+    # An L1 optimum has exact zeros, which CMA-ES only approaches: try each small weight at 0 (smallest first)
+    # and keep the zero when the penalised objective is no worse.
+    for i in sorted(range(d), key=lambda j: abs(x[j])):
+        if x[i] == 0.0 or abs(x[i]) > PRUNE_BELOW:
+            continue
+        trial = list(x)
+        trial[i] = 0.0
+        value = objective.loss(trial)
+        if value + l1 * sum(abs(v) for v in trial) <= loss + l1 * sum(abs(v) for v in x):
+            x, loss = trial, value
     weights = objective.recipe_weights(x)
     dropped = [n for n in objective.names if not any(v != 0.0 for (nm, _), v in zip(objective.dims, x, strict=True)
                                                     if nm == n)]
