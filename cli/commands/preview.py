@@ -265,6 +265,7 @@ class CommandWithSubcommands(click.Group):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("invoke_without_command", True)
         super().__init__(*args, **kwargs)
+        self.allow_interspersed_args = True  # a command's options may follow its arguments (groups forbid it)
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:

@@ -430,9 +430,13 @@ def search_weights(objective: BlendObjective, *, optimizer: str = "cma", budget:
 
 def _cma(objective: BlendObjective, x0: list[float], lo: float, hi: float, budget: int, seed: int,
          penalised: Callable[[Sequence[float], float], float]) -> None:
+    import warnings
+
     from ..errors import require
 
-    cma = require("cma", "ml")
+    with warnings.catch_warnings():  # cma warns on import when matplotlib (its plots) is missing
+        warnings.simplefilter("ignore")
+        cma = require("cma", "ml")
     d = len(x0)
     pad = d == 1  # CMA-ES needs two dimensions: a second, ignored coordinate
     opts = {"bounds": [lo, hi], "seed": int(seed) % (2**31 - 2) + 1, "maxfevals": budget, "verbose": -9,
