@@ -168,3 +168,32 @@ def test_cli_plain_blend_still_works_and_bad_input_is_one_line(embedded_home: Pa
     help_text = runner.invoke(cli, ["blend", "--help"], prog_name="lorahub").output
     assert "search" in help_text and "Usage: lorahub blend [OPTIONS] [INPUTS]..." in help_text
     assert runner.invoke(cli, ["blend", "search", "--help"], prog_name="lorahub").output.startswith("Usage: lorahub blend search [OPTIONS]")
+
+
+def test_per_component_search_weighs_text_encoder_and_unet_apart(embedded_base: Path, three: list[Path],
+                                                                   tmp_path: Path) -> None:
+    """An adapter with text-encoder modules gets two weights (te, unet): the text encoder runs at each candidate,
+    the gradient reaches both, and the recipe records them per component."""
+    from lorahub.base import make_adapter
+    from lorahub.pipeline.blend import BlendInput
+    from lorahub.pipeline.blendsearch import BlendObjective, encode_images, search_recipe, search_weights
+    from lorahub.pipeline.live import LivePipeline
+
+    te = make_adapter(tmp_path / "te.safetensors", base=embedded_base, rank=4, seed=7, scale=2.0, text_encoder=True)
+    with LivePipeline(str(embedded_base)) as lp:
+        lp.add("t", str(te))
+        lp.add("a", str(three[0]))
+        lat = encode_images(lp.pipe, [_image(0)])
+        obj = BlendObjective(lp, ["t", "a"], lat, CAPTIONS[:1], samples=2, per_component=True,
+                             reference={"t": (0.2, 0.9), "a": 0.5})
+        assert obj.dims == [("t", "te"), ("t", "unet"), ("a", "all")]
+        assert obj.loss([0.2, 0.9, 0.5]) == 0.0 and obj.loss([0.9, 0.9, 0.5]) > 0.0  # the te weight matters
+        _, grad = obj.loss_and_grad([0.5, 0.5, 0.5])
+        assert all(g != 0.0 for g in grad)
+        res = search_weights(obj, optimizer="gradient", budget=4, l1=0.0)
+        assert set(res.weights["t"]) == {"te", "unet"} and isinstance(res.weights["a"], float)
+        recipe = search_recipe(res, [BlendInput(str(te), 1, 1, name="t"), BlendInput(str(three[0]), 1, 1, name="a")],
+                               budget=4)
+        by = {s.name: s.weight for s in recipe.sources}
+        assert by["t"].te == res.weights["t"]["te"] and by["t"].unet == res.weights["t"]["unet"]
+        assert recipe.search.per_component
