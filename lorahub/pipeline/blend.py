@@ -164,6 +164,7 @@ def blend(
     title: str | None = None,
     convert_rank: int | None = None,
     format: str = "kohya",  # noqa: A002 - the CLI option's name
+    search: Any = None,
 ) -> BlendResult:
     """Blend ``inputs`` (``[(path, weight)]`` or ``[(path, (te, unet))]``) and write the result to ``out``.
 
@@ -174,7 +175,8 @@ def blend(
     ``float16`` or ``bfloat16`` for the written tensors. ``format``: the
     layout of the written file, ``kohya`` (default: AUTOMATIC1111/Forge,
     ComfyUI, kohya and diffusers load it fully) or ``diffusers``
-    (``docs/formats.md``).
+    (``docs/formats.md``). ``search``: how the weights were found (a recipe's
+    :class:`~lorahub.schemas.recipes.SearchRecord`), kept in the written recipe.
     """
     import torch
 
@@ -316,7 +318,7 @@ def blend(
     )
     if out is not None:
         result.path = str(write_blend(out, result, items, density=density, seed=seed, dtype=dtype, title=title,
-                                      fmt=format, rank=rank))
+                                      fmt=format, rank=rank, search=search))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -404,6 +406,7 @@ def write_blend(
     title: str | None,
     fmt: str = "kohya",
     rank: int | None = None,
+    search: Any = None,
 ) -> Path:
     """Write the blend (atomically) in the layout ``fmt`` with its provenance metadata and its recipe
     (``result.recipe``; ``rank``: the rank asked for, as the recipe records it)."""
@@ -451,6 +454,7 @@ def write_blend(
         dtype=dtype,  # type: ignore[arg-type]
         title=title,
         sources=recipe_sources,
+        search=search,
     )
     names = ", ".join(f"{s['name']} ({s['unet_weight']:g})" for s in sources)
     md = {

@@ -270,7 +270,8 @@ def bake(
                if v is not None}
         inputs.append(BlendInput(str(path), te, unet, name=src.name, te2=te2, ref=ref))
     return blend(inputs, method=recipe.method, rank=recipe.rank, density=recipe.params.density, out=out,
-                 seed=recipe.params.seed, dtype=recipe.dtype, title=recipe.title, format=recipe.format)
+                 seed=recipe.params.seed, dtype=recipe.dtype, title=recipe.title, format=recipe.format,
+                 search=recipe.search)
 
 
 __all__ = [

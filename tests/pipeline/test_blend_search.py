@@ -146,7 +146,9 @@ def test_cli_writes_a_recipe_that_bakes_a_grid_and_json(embedded_home: Path, thr
     baked = CliRunner().invoke(cli, ["blend", "--recipe", str(out), "-o", str(tmp_path / "found.safetensors"),
                                      "--json"], catch_exceptions=False)
     assert baked.exit_code == 0, baked.output
-    baked_weights = {s["name"]: s["weight"] for s in json.loads(baked.stdout)["recipe"]["sources"]}
+    baked_recipe = json.loads(baked.stdout)["recipe"]
+    assert baked_recipe["search"]["optimizer"] == "cma"  # the baked file's recipe says how its weights were found
+    baked_weights = {s["name"]: s["weight"] for s in baked_recipe["sources"]}
     assert baked_weights == {n: pytest.approx(report["weights"][n]) for n in report["kept"]}
 
 
