@@ -203,6 +203,17 @@ def search(state: SpaceState, query: str = "", base: str = "", fmt: str = "", ta
     return rows, results
 
 
+def used_in(state: SpaceState, result: dict[str, Any], limit: int = 20) -> list[str]:
+    """The names of the blends made from a search result (the registry's blend sources, by the adapter's
+    SHA-256; as an anonymous visitor sees them), at most ``limit``."""
+    sha = str(result.get("sha256") or "").strip()
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+        return []
+    with state.registry() as reg:
+        found = reg.uses(sha)
+    return [r.name for r in found][:limit]
+
+
 def _local_file(source: str | None) -> Path | None:
     if not source:
         return None

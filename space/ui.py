@@ -239,8 +239,11 @@ def create_blocks(base: str | None = None, registry_url: str | None = None, *, r
         @_guard(len(chosen_outputs) + 1)
         def do_select(res: list[dict[str, Any]], ch: list[dict[str, Any]], evt: gr.SelectData) -> Any:
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-            new = cb.add_result(ch, res[int(row)])
-            return (*chosen_view(new), f"added `{res[int(row)]['name']}` to the preview ({len(new)} chosen)")
+            picked = res[int(row)]
+            blends = cb.used_in(state, picked)
+            made = (" — blends made from it: " + ", ".join(f"`{cb._md_escape(b)}`" for b in blends)) if blends else ""
+            new = cb.add_result(ch, picked)
+            return (*chosen_view(new), f"added `{picked['name']}` to the preview ({len(new)} chosen){made}")
 
         table.select(do_select, [results, chosen], [*chosen_outputs, search_status])
 

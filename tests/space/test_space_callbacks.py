@@ -526,3 +526,22 @@ def test_blend_search_is_bounded_and_names_no_server_path(state: cb.SpaceState, 
     assert str(tmp_path) not in out.recipe_yaml and str(state.workdir) not in out.recipe_yaml
     assert out.recipe_path.is_file() and out.recipe_path.is_relative_to(state.workdir)
     assert set(out.weights) == {c["name"] for c in chosen} and "denoising loss" in out.summary
+
+
+def test_a_search_result_lists_the_blends_made_from_it(state: cb.SpaceState, adapters: list[Path],
+                                                        tmp_path: Path) -> None:
+    """Picking a result in Search names the blends made from that adapter (the registry's blend sources)."""
+    from lorahub.pipeline.blend import blend, blend_inputs
+    from lorahub.registry.catalogue import Registry
+
+    out = tmp_path / "blends"
+    out.mkdir()
+    blend(blend_inputs([(adapters[0], 0.5), (adapters[1], 0.5)]), out=out / "ab_mix.safetensors")
+    with Registry() as reg:
+        reg.index_paths([*adapters, out / "ab_mix.safetensors"])
+    _, results = cb.search(state, "alphaword")
+    alpha = next(r for r in results if r["name"] == "alpha_style")
+    assert cb.used_in(state, alpha) == ["ab_mix"]
+    _, results = cb.search(state, "ab_mix")
+    assert cb.used_in(state, next(r for r in results if r["name"] == "ab_mix")) == []
+    assert cb.used_in(state, {"name": "x", "sha256": "../../etc/passwd"}) == []
