@@ -39,7 +39,7 @@ def mount_space(app: Any, *, push_endpoints: Sequence[str] = (), max_file_size: 
         max_file_size=max_file_size,
         blocked=[settings.data_dir, *database_files(settings.database_url)],
     )
-    mount(app, "/", search=state.registry.search, policy=policy)
+    mount(app, "/", search=state.registry.search, uses=state.registry.uses, policy=policy)
 
 
 def space_on_app(*, push_endpoints: Sequence[str] = (), max_file_size: int | None = None) -> Callable[[Any], None]:

@@ -187,6 +187,7 @@ Stable Diffusion LoRA adapters in the browser, on [lorahub](https://github.com/l
   base{' and the Hub repos named by `LORAHUB_SPACE_INDEX`' if index else ''}; a Hub result's file is
   downloaded on its first preview (checked against the SHA-256 recorded when it was indexed) and cached.
 - **Preview & blend**: one base model stays loaded, the chosen adapters are hot-swapped between clicks.
+- **Blend search**: a few example images in, the chosen adapters' weights found (denoising loss plus L1).
 - **Inspect** an uploaded `.safetensors` adapter (pickles are refused unread).
 - **Train** a LoRA from a few captioned images, with live loss and samples.
 - **Push** a package to the Hub or a `lorahub serve`, with the visitor's own token (never the Space's).

@@ -182,7 +182,7 @@ def space_blocks(*, base: str | None = None, database: str | None = None, demo_a
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     host = open_host(database, demo_adapters=demo_adapters, index=spec, say=say)
     policy = guard.make_policy(push_endpoints=push_endpoints, max_file_size=max_file_size, blocked=host.blocked)
-    blocks = create_blocks(base, search=host.registry.search, policy=policy, hub_endpoints=host.hub_endpoints)
+    blocks = create_blocks(base, search=host.registry.search, uses=host.registry.uses, policy=policy, hub_endpoints=host.hub_endpoints)
     blocks.lorahub_host = host
     return blocks
 

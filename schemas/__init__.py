@@ -23,7 +23,7 @@ _WHERE = {
                      "SearchResult"),
                     "registry"),
     **dict.fromkeys(("TrainConfig", "TrainResult"), "training"),
-    **dict.fromkeys(("BlendRecipe", "ComponentWeights", "RecipeParams", "RecipeSource"), "recipes"),
+    **dict.fromkeys(("BlendRecipe", "ComponentWeights", "RecipeParams", "RecipeSource", "SearchRecord"), "recipes"),
 }
 
 #: Every model whose JSON Schema is exported: file stem -> model name (see :data:`EXPORTED`).
@@ -69,7 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
         StorageCheck,
         StorageIssue,
     )
-    from .recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource
+    from .recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource, SearchRecord
     from .registry import (
         AdapterRecord,
         DupeGroup,
@@ -107,6 +107,7 @@ __all__ = [
     "ComponentWeights",
     "RecipeParams",
     "RecipeSource",
+    "SearchRecord",
     "AdapterRecord",
     "DupeGroup",
     "HashLookup",

@@ -76,6 +76,25 @@ class RecipeParams(_Model):
     seed: int = Field(0, description="dare: seed of the random drops")
 
 
+class SearchRecord(_Model):
+    """How ``lorahub blend search`` found the weights (absent from hand-made recipes)."""
+
+    optimizer: Literal["cma", "gradient"] = Field(description="cma: CMA-ES (gradient-free); gradient: Adam on the weights")
+    budget: int = Field(ge=1, description="Objective evaluations allowed")
+    evaluations: int = Field(ge=0, description="Objective evaluations made")
+    l1: float = Field(ge=0.0, description="Weight of the L1 penalty on the weights", allow_inf_nan=False)
+    seed: int = Field(description="Seed of the noise draws and of the optimiser")
+    samples: int = Field(ge=1, description="Noise draws (timestep and noise) per target image")
+    per_component: bool = Field(False, description="Text-encoder and UNet weights searched apart")
+    bounds: tuple[float, float] = Field(description="Range of each weight")
+    size: tuple[int, int] | None = Field(None, description="Width and height the targets were compared at")
+    targets: int = Field(ge=1, description="Number of target images")
+    base: str | None = Field(None, max_length=500, description="The base model the loss was measured on")
+    loss: float = Field(description="Denoising loss at the found weights", allow_inf_nan=False)
+    base_loss: float = Field(description="Denoising loss of the base alone (every weight 0)", allow_inf_nan=False)
+    dropped: list[str] = Field(default_factory=list, max_length=64, description="Adapters the search set to 0 (left out)")
+
+
 class BlendRecipe(_Model):
     """A blend, rebuildable anywhere: sources (by stable reference and fingerprints), weights, method."""
 
@@ -88,3 +107,4 @@ class BlendRecipe(_Model):
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float16", description="dtype of the baked tensors")
     title: str | None = Field(None, max_length=300, description="modelspec.title of the baked file")
     sources: list[RecipeSource] = Field(min_length=1, max_length=64)
+    search: SearchRecord | None = Field(None, description="How `lorahub blend search` found the weights")

@@ -78,6 +78,8 @@ def space_bases(explicit: str | None = None) -> dict[str, str]:
 
 #: What the page searches with: a query in, results out (the host's catalogue; the page opens none).
 Searcher = Callable[[Any], Sequence[Any]]
+#: the host's blends-made-from lookup (``Registry.uses``): a SHA-256 in, the blends' records out
+Uses = Callable[[str], Sequence[Any]]
 
 
 @dataclass
@@ -94,6 +96,8 @@ class SpaceState:
 
     base: str
     searcher: Searcher | None = None
+    #: the host's ``Registry.uses`` (the blends made from an adapter); None: the page shows none
+    uses: Uses | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lorahub-space-")))
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: family -> base spec (:func:`space_bases`); ``base`` is the SD 1.x one
@@ -158,7 +162,8 @@ _STATE: SpaceState | None = None
 _STATE_LOCK = threading.Lock()
 
 
-def get_state(base: str | None = None, *, searcher: Searcher | None = None, workdir: Path | None = None,
+def get_state(base: str | None = None, *, searcher: Searcher | None = None, uses: Uses | None = None,
+              workdir: Path | None = None,
               hub_endpoints: Sequence[str] = (), max_download: int | None = None) -> SpaceState:
     """The process-wide state (created on the first call)."""
     global _STATE
@@ -167,7 +172,8 @@ def get_state(base: str | None = None, *, searcher: Searcher | None = None, work
             kw: dict[str, Any] = {"workdir": workdir} if workdir is not None else {}
             if max_download is not None:
                 kw["max_download"] = int(max_download)
-            _STATE = SpaceState(base=space_base(base), searcher=searcher, hub_endpoints=tuple(hub_endpoints), **kw)
+            _STATE = SpaceState(base=space_base(base), searcher=searcher, uses=uses,
+                                 hub_endpoints=tuple(hub_endpoints), **kw)
         return _STATE
 
 
@@ -241,6 +247,16 @@ def result_card(result: dict[str, Any]) -> Any:
 def gallery_items(results: Sequence[dict[str, Any]]) -> list[tuple[Any, str]]:
     """The search gallery: one ``(card, caption)`` per result, in the results' order."""
     return [(result_card(r), str(r.get("name") or "")) for r in results]
+
+
+def used_in(state: SpaceState, result: dict[str, Any], limit: int = 20) -> list[str]:
+    """The names of the blends made from a search result (the host's ``uses``: the registry's blend sources,
+    by the adapter's SHA-256, as an anonymous visitor sees them), at most ``limit``; none when the host
+    gave no ``uses``."""
+    sha = str(result.get("sha256") or "").strip()
+    if state.uses is None or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+        return []
+    return [str(getattr(r, "name", r)) for r in state.uses(sha)][:limit]
 
 
 def _local_file(source: str | None) -> Path | None:
@@ -412,6 +428,117 @@ def bake_blend(state: SpaceState, chosen: Sequence[dict[str, Any]], weights: Seq
     if not out.is_file():
         raise LorahubError(f"the blend was not written to {out}")
     return out
+
+
+# --------------------------------------------------------------------------- blend search
+
+#: Blend search: at most this many target images, each at most this many bytes and pixels.
+MAX_SEARCH_IMAGES = 8
+MAX_SEARCH_IMAGE_BYTES = 16 << 20
+MAX_SEARCH_PIXELS = 4096 * 4096
+#: The largest budget (objective evaluations) a visitor may ask for.
+MAX_SEARCH_BUDGET = 200
+
+
+@dataclass
+class SearchOutcome:
+    grid: Any  # PIL image: targets, the found blend, the base alone
+    weights: dict[str, Any]
+    dropped: list[str]
+    recipe_yaml: str
+    recipe_path: Path
+    summary: str
+
+
+def _search_images(files: Sequence[str | os.PathLike[str]] | None) -> tuple[list[Any], list[str | None]]:
+    """Uploaded images (and same-stem ``.txt`` captions among the uploads), bounded in number, bytes and pixels.
+    Only the files given are opened: the caller's paths are checked by the UI's policy first."""
+    from PIL import Image
+
+    from lorahub.training.dataset import to_rgb
+
+    paths = [Path(f) for f in files or []]
+    captions = {p.stem: p for p in paths if p.suffix.lower() == ".txt"}
+    images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
+    other = [p.name for p in paths if p.suffix.lower() not in (*IMAGE_SUFFIXES, ".txt")]
+    if other:
+        raise UsageError(f"{other[0]}: not an image or a .txt caption")
+    if not images:
+        raise UsageError("upload a few target images (with .txt captions of the same name, or write a prompt)")
+    if len(images) > MAX_SEARCH_IMAGES:
+        raise UsageError(f"at most {MAX_SEARCH_IMAGES} target images")
+    out, caps = [], []
+    for p in images:
+        if p.stat().st_size > MAX_SEARCH_IMAGE_BYTES:
+            raise UsageError(f"{p.name}: a target image is at most {MAX_SEARCH_IMAGE_BYTES >> 20} MB")
+        try:
+            with Image.open(p) as im:
+                if im.width * im.height > MAX_SEARCH_PIXELS:
+                    raise UsageError(f"{p.name}: {im.width}x{im.height} is too large (at most 4096x4096 pixels)")
+                im.load()
+                out.append(to_rgb(im))
+        except UsageError:
+            raise
+        except Exception:  # noqa: BLE001 - any decoder failure: one line
+            raise UsageError(f"{p.name}: not a readable image") from None
+        cap = captions.get(p.stem)
+        text = None
+        if cap is not None:
+            if cap.stat().st_size > 4096:
+                raise UsageError(f"{cap.name}: a caption is at most 4096 bytes")
+            text = " ".join(cap.read_text(encoding="utf-8", errors="replace").split()) or None
+        caps.append(text)
+    return out, caps
+
+
+def blend_search(state: SpaceState, chosen: Sequence[dict[str, Any]], files: Sequence[str | os.PathLike[str]] | None,
+                 prompt: str = "", budget: int = 60, l1: float = 0.002, seed: int = 0, *,
+                 family: str | None = None, on_progress: Callable[[int, int, float], None] | None = None) -> SearchOutcome:
+    """Search the weights of the chosen adapters on uploaded target images (bounded: :data:`MAX_SEARCH_IMAGES`
+    images of :data:`MAX_SEARCH_IMAGE_BYTES` and :data:`MAX_SEARCH_PIXELS`, a budget up to
+    :data:`MAX_SEARCH_BUDGET`); returns the grid, the weights and the recipe (sources by file name only)."""
+    import math
+
+    from lorahub.pipeline.blend import BlendInput
+    from lorahub.pipeline.blendsearch import run_search, search_size, targets_from_images
+    from lorahub.pipeline.recipe import dump_recipe, portable
+
+    if not chosen:
+        raise UsageError("add the adapters to weigh to the preview list first")
+    try:
+        n_budget, lam, n_seed = int(budget), float(l1), int(seed or 0)
+    except (TypeError, ValueError):
+        raise UsageError("budget and seed must be whole numbers, L1 a number") from None
+    if not 4 <= n_budget <= MAX_SEARCH_BUDGET:
+        raise UsageError(f"the budget must be between 4 and {MAX_SEARCH_BUDGET}")
+    if not (math.isfinite(lam) and 0.0 <= lam <= 1.0):
+        raise UsageError("L1 must be between 0 and 1")
+    images, caps = _search_images(files)
+    prompt = (prompt or "").strip()[:500]
+    captions = [c or prompt for c in caps]
+    sources = [BlendInput(c["path"], 1.0, 1.0, name=c["name"], ref={"path": Path(c["path"]).name}) for c in chosen]
+
+    def progress(p: Any) -> None:
+        if on_progress is not None:
+            on_progress(p.evaluation, p.budget, p.best)
+
+    with state.lock:
+        live = state.live(family)
+        size = search_size(live)
+        targets = targets_from_images(images, captions, size=size)
+        run = run_search(live, sources, targets, size=size, budget=n_budget, l1=lam, seed=n_seed, grid=True,
+                         grid_steps=8, title="blend-search", on_progress=progress)
+    res = run.result
+    if run.recipe is None:
+        raise UsageError("the search kept no adapter: the base alone reproduces the targets best (try a smaller L1)")
+    text = dump_recipe(portable(run.recipe))
+    out = state.new_dir("search") / "blend-search.yaml"
+    out.write_text(text, encoding="utf-8")
+    weights = ", ".join(f"`{n}` {res.weights[n]:.3f}" for n in res.kept)
+    summary = (f"found {weights}" + (f"; dropped {', '.join(f'`{n}`' for n in res.dropped)}" if res.dropped else "")
+               + f" — denoising loss {res.loss:.5f} (base alone {res.base_loss:.5f}), {res.evaluations} evaluations "
+               f"in {res.seconds:.1f} s")
+    return SearchOutcome(run.grid, res.weights, res.dropped, text, out, summary)
 
 
 # --------------------------------------------------------------------------- inspect

@@ -46,6 +46,7 @@ DEFAULT_MAX_FILE_SIZE = 1 << 30
 DEFAULT_RATE_LIMITS: dict[str, tuple[int, float]] = {
     "render": (20, 60.0),
     "bake": (6, 60.0),
+    "search": (4, 600.0),
     "train": (3, 3600.0),
     "push": (10, 600.0),
     "inspect": (60, 60.0),

@@ -101,14 +101,15 @@ def _client(request: Any) -> str:
     return getattr(client, "host", None) or "unknown"
 
 
-def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
+def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None, uses: cb.Uses | None = None,
                   policy: guard.UiPolicy | None = None, hub_endpoints: tuple[str, ...] = ()) -> Any:
     """The whole page as a ``gr.Blocks``; serve it with :func:`mount` or :func:`serve` (never ``.launch()``:
     the guard's settings are applied there).
 
     ``search``: the host's catalogue search (``Registry.search``; the page opens no registry itself:
     ``lorahub serve --ui`` passes its own registry's, ``lorahub space`` and an exported Space's ``app.py``
-    the one they opened, see :mod:`lorahub.cli.spacehost`). ``hub_endpoints``: the Hub endpoints whose
+    the one they opened, see :mod:`lorahub.cli.spacehost`). ``uses``: the host's ``Registry.uses`` (a picked
+    result names the blends made from it). ``hub_endpoints``: the Hub endpoints whose
     results may be previewed (downloaded on the first preview). ``policy``: the guard's rules (default:
     :func:`guard.make_policy` from the environment).
     """
@@ -116,7 +117,7 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
     guard.install(policy)  # Gradio's upload cache into the private folder, before any component exists
     import gradio as gr
 
-    state = cb.get_state(base, searcher=search, workdir=policy.work_dir, hub_endpoints=hub_endpoints,
+    state = cb.get_state(base, searcher=search, uses=uses, workdir=policy.work_dir, hub_endpoints=hub_endpoints,
                          max_download=policy.max_file_size)
     render = on_gpu(render_job, duration=RENDER_GPU_S)
     bake = on_gpu(bake_job, duration=RENDER_GPU_S)
@@ -178,6 +179,28 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
             info = gr.Textbox(label="Parameters", interactive=False, lines=3, elem_id="preview-info")
             blend_file = gr.File(label="Blended adapter", interactive=False, elem_id="blend-file")
             preview_status = gr.Markdown("", elem_id="preview-status")
+            with gr.Accordion("Blend search: find the weights from example images", open=False,
+                              elem_id="search-blend"):
+                gr.Markdown(f"Upload up to {cb.MAX_SEARCH_IMAGES} target images (with `.txt` captions of the same "
+                            "name, or write a prompt below): the search finds the weights at which the chosen "
+                            "adapters reproduce them best (the base's denoising loss, plus L1 on the weights, "
+                            "which drops adapters that do not help).")
+                search_files = gr.File(label="Target images (+ .txt captions)", file_count="multiple",
+                                       type="filepath", elem_id="search-files")
+                with gr.Row():
+                    search_prompt = gr.Textbox(label="Prompt (for images without a caption)", value="",
+                                               elem_id="search-prompt", scale=3)
+                    search_budget = gr.Number(label=f"Budget (evaluations, at most {cb.MAX_SEARCH_BUDGET})", value=60,
+                                              precision=0, elem_id="search-budget")
+                    search_l1 = gr.Number(label="L1", value=0.002, elem_id="search-l1")
+                search_btn_b = gr.Button("Search weights", elem_id="search-weights")
+                search_grid = gr.Image(label="Targets, found blend, base alone", type="pil", format="png",
+                                       interactive=False, elem_id="search-grid")
+                search_summary = gr.Markdown("", elem_id="search-summary")
+                search_recipe = gr.Code(label="Recipe (lorahub blend --recipe)", language="yaml",
+                                        elem_id="search-recipe")
+                search_recipe_file = gr.File(label="Recipe file", interactive=False, elem_id="search-recipe-file")
+                search_blend_status = gr.Markdown("", elem_id="search-blend-status")
 
         # ------------------------------------------------------------ Inspect
         with gr.Tab("Inspect", id="inspect"):
@@ -259,8 +282,10 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
             picked = res[int(row)]
             if picked.get("source_kind") == "hub":  # a download on its first preview: counted like an upload
                 limit("inspect", _client(request))
+            blends = cb.used_in(state, picked)
+            made = (" — blends made from it: " + ", ".join(f"`{cb._md_escape(b)}`" for b in blends)) if blends else ""
             new = cb.add_result(ch, picked, state)
-            return (*chosen_view(new), f"added `{res[int(row)]['name']}` to the preview ({len(new)} chosen)")
+            return (*chosen_view(new), f"added `{picked['name']}` to the preview ({len(new)} chosen){made}")
 
         table.select(do_select, [results, chosen], [*chosen_outputs, search_status])
         gallery.select(do_select, [results, chosen], [*chosen_outputs, search_status])
@@ -309,6 +334,22 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
 
         bake_btn.click(do_bake, [chosen, blend_method, *sliders], [blend_file, preview_status],
                        concurrency_limit=1, concurrency_id="pipeline")
+
+        @_guard(len(chosen_outputs) + 5)
+        def do_search_blend(request: gr.Request, ch: list[dict[str, Any]], files: list[str] | None, p: str, b: Any,
+                            lam: Any, s: Any, fam: str, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+            uploads = policy.uploaded_many(files)  # only this page's uploads, before anything is opened
+            limit("search", _client(request))
+            progress(0, desc="searching" if state.loaded(fam) else "loading the base model")
+            out = cb.blend_search(state, ch, uploads, p, int(b or 0), float(lam or 0.0), int(s or 0), family=fam,
+                                  on_progress=lambda i, n, best: progress((min(i, n), n), desc=f"best {best:.5f}"))
+            new = [dict(c, weight=float(out.weights.get(c["name"], 0.0))) for c in ch]
+            return (*chosen_view(new), out.grid, out.summary, out.recipe_yaml, str(out.recipe_path), "")
+
+        search_btn_b.click(do_search_blend,
+                           [chosen, search_files, search_prompt, search_budget, search_l1, seed, family],
+                           [*chosen_outputs, search_grid, search_summary, search_recipe, search_recipe_file,
+                            search_blend_status], concurrency_limit=1, concurrency_id="pipeline")
 
         @_guard(3)
         def do_inspect(request: gr.Request, path: str | None) -> Any:
@@ -379,7 +420,8 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
 
 
 def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = None,
-          search: cb.Searcher | None = None, policy: guard.UiPolicy | None = None) -> Any:
+          search: cb.Searcher | None = None, uses: cb.Uses | None = None,
+          policy: guard.UiPolicy | None = None) -> Any:
     """Mount the page (``blocks``, else :func:`create_blocks` of the other arguments) inside a FastAPI
     ``app`` at ``path``, hardened; returns the app.
 
@@ -392,7 +434,7 @@ def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = N
     import gradio as gr
     from starlette.routing import Mount
 
-    demo = blocks if blocks is not None else create_blocks(base, search=search, policy=policy)
+    demo = blocks if blocks is not None else create_blocks(base, search=search, uses=uses, policy=policy)
     pol: guard.UiPolicy = demo.lorahub_policy
     before = list(app.router.routes)
     gr.mount_gradio_app(app, demo, path=path, allowed_paths=[], blocked_paths=pol.gradio_blocked_paths(),

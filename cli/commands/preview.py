@@ -258,8 +258,45 @@ FORMAT_HELP = ("Key layout of the file: kohya (lora_unet_*/lora_te_*, .alpha; SD
 _RECIPE_SETS = ("method", "rank", "density", "seed", "dtype", "title", "fmt")
 
 
-@click.command("blend")
-@click.argument("inputs", nargs=-1)
+class CommandWithSubcommands(click.Group):
+    """A command that also has subcommands: ``lorahub blend A B -o out`` runs the command itself (its own
+    arguments and options), ``lorahub blend search ...`` the subcommand named by the first argument."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("invoke_without_command", True)
+        super().__init__(*args, **kwargs)
+        self.allow_interspersed_args = True  # a command's options may follow its arguments (groups forbid it)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        if args and args[0] in self.commands:
+            ctx = click.Context(self, info_name=info_name, parent=parent, **extra)  # the command's own: unparsed
+            name = args[0]
+            return self.commands[name].make_context(name, list(args[1:]), parent=ctx)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return click.Command.parse_args(self, ctx, args)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return click.Command.collect_usage_pieces(self, ctx)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.command is not self:  # main() of this command with a subcommand's context
+            return ctx.command.invoke(ctx)
+        return click.Command.invoke(self, ctx)
+
+
+class _OwnArgument(click.Argument):
+    """An argument of a :class:`CommandWithSubcommands` shown in its own usage line, not in its subcommands'
+    (``lorahub blend search [OPTIONS]``, not ``lorahub blend [INPUTS]... search``)."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return super().get_usage_pieces(ctx) if isinstance(ctx.command, CommandWithSubcommands) else []
+
+
+@click.command("blend", cls=CommandWithSubcommands)
+@click.argument("inputs", nargs=-1, cls=_OwnArgument)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .safetensors file to write.")
 @click.option("--method", type=click.Choice(["linear", "cat", "svd", "ties", "dare"]), default="linear", show_default=True,
               help="cat: exact (rank = sum); linear: exact sum re-factored; svd/ties/dare: re-factored at --rank.")
@@ -286,6 +323,7 @@ def blend_cmd(ctx, inputs, output, method, rank, density, seed, dtype, title, fm
     lorahub blend A.safetensors:0.6 B.safetensors:0.4 -o blend.safetensors --method cat
     lorahub blend A:0.6 B:0.4 -o blend.safetensors --save-recipe blend.yaml
     lorahub blend --recipe blend.yaml -o blend.safetensors
+    lorahub blend search --lora A --lora B --target examples/ -o found.yaml
 
     Blends full weight deltas (never A and B factors separately), handles
     different ranks, alphas, formats and modules present in only some inputs,
@@ -300,6 +338,9 @@ def blend_cmd(ctx, inputs, output, method, rank, density, seed, dtype, title, fm
     with their fingerprints. --recipe bakes one anywhere to the same tensors
     (the same AutoV3); a source that is not the file the recipe names stops
     it before anything is written.
+
+    `lorahub blend search` finds the weights from example images instead
+    (see `lorahub blend search --help`).
     """
     from click.core import ParameterSource
 
@@ -345,6 +386,15 @@ def blend_cmd(ctx, inputs, output, method, rank, density, seed, dtype, title, fm
         return line + (f"\nrecipe: {r['recipe_file']}" if r.get("recipe_file") else "")
 
     emit(report, as_json, human)
+
+
+def _add_blend_search() -> None:
+    from lorahub.cli.commands.blendsearch import blend_search_cmd
+
+    blend_cmd.add_command(blend_search_cmd)
+
+
+_add_blend_search()
 
 
 # ---------------------------------------------------------------------------------------------- convert

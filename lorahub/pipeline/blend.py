@@ -164,6 +164,7 @@ def blend(
     title: str | None = None,
     convert_rank: int | None = None,
     format: str = "kohya",  # noqa: A002 - the CLI option's name
+    search: Any = None,
 ) -> BlendResult:
     """Blend ``inputs`` (``[(path, weight)]`` or ``[(path, (te, unet))]``) and write the result to ``out``.
 
@@ -174,7 +175,8 @@ def blend(
     ``float16`` or ``bfloat16`` for the written tensors. ``format``: the
     layout of the written file, ``kohya`` (default: AUTOMATIC1111/Forge,
     ComfyUI, kohya and diffusers load it fully) or ``diffusers``
-    (``docs/formats.md``).
+    (``docs/formats.md``). ``search``: how the weights were found (a recipe's
+    :class:`~lorahub.schemas.recipes.SearchRecord`), kept in the written recipe.
     """
     import torch
 
@@ -316,7 +318,7 @@ def blend(
     )
     if out is not None:
         result.path = str(write_blend(out, result, items, density=density, seed=seed, dtype=dtype, title=title,
-                                      fmt=format, rank=rank))
+                                      fmt=format, rank=rank, search=search))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -370,6 +372,29 @@ def _dare(deltas: list[Any], density: float, gen: Any) -> Any:
     return out
 
 
+def recipe_source(item: BlendInput, fingerprint: Any = None) -> Any:
+    """The recipe's entry (:class:`~lorahub.schemas.recipes.RecipeSource`) of one input: its stable reference
+    (``item.ref``, else the absolute path), its fingerprints (``fingerprint``: the file's report, computed
+    when not given), its weights, and its licence (``modelspec.license`` when the reference names none)."""
+    from lorahub.schemas.recipes import ComponentWeights, RecipeSource
+
+    from ..adapters.fingerprint import fingerprint_file
+    from ..adapters.header import read_header
+
+    fp = fingerprint if fingerprint is not None else fingerprint_file(item.path)
+    ref = dict(item.ref) if item.ref else {"path": str(Path(item.path).resolve())}
+    if not ref.get("license"):
+        lic = read_header(item.path).string_metadata().get("modelspec.license")
+        if lic and lic.strip():
+            ref["license"] = lic.strip()[:200]
+    if item.te == item.unet and item.te2 is None:
+        weight: float | ComponentWeights = item.unet
+    else:
+        weight = ComponentWeights(te=item.te, unet=item.unet, te2=item.te2)
+    return RecipeSource(**ref, name=item.name, sha256=str(fp.sha256).lower(), autov3=str(fp.autov3).upper(),
+                        weight=weight)
+
+
 def write_blend(
     out: str | os.PathLike[str],
     result: BlendResult,
@@ -381,14 +406,14 @@ def write_blend(
     title: str | None,
     fmt: str = "kohya",
     rank: int | None = None,
+    search: Any = None,
 ) -> Path:
     """Write the blend (atomically) in the layout ``fmt`` with its provenance metadata and its recipe
     (``result.recipe``; ``rank``: the rank asked for, as the recipe records it)."""
     from lorahub import __version__
-    from lorahub.schemas.recipes import BlendRecipe, ComponentWeights, RecipeParams, RecipeSource
+    from lorahub.schemas.recipes import BlendRecipe, RecipeParams
 
     from ..adapters.fingerprint import fingerprint_file
-    from ..adapters.header import read_header
     from .recipe import METADATA_KEY, portable, recipe_json
 
     path = Path(out)
@@ -398,17 +423,7 @@ def write_blend(
     recipe_sources = []
     for item in items:
         fp = fingerprint_file(item.path)
-        ref = dict(item.ref) if item.ref else {"path": str(Path(item.path).resolve())}
-        if not ref.get("license"):
-            lic = read_header(item.path).string_metadata().get("modelspec.license")
-            if lic and lic.strip():
-                ref["license"] = lic.strip()[:200]
-        if item.te == item.unet and item.te2 is None:
-            weight: float | ComponentWeights = item.unet
-        else:
-            weight = ComponentWeights(te=item.te, unet=item.unet, te2=item.te2)
-        recipe_sources.append(RecipeSource(**ref, name=item.name, sha256=str(fp.sha256).lower(),
-                                           autov3=str(fp.autov3).upper(), weight=weight))
+        recipe_sources.append(recipe_source(item, fp))
         sources.append(
             {
                 "name": item.name,
@@ -439,6 +454,7 @@ def write_blend(
         dtype=dtype,  # type: ignore[arg-type]
         title=title,
         sources=recipe_sources,
+        search=search,
     )
     names = ", ".join(f"{s['name']} ({s['unet_weight']:g})" for s in sources)
     md = {

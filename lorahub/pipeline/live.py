@@ -538,6 +538,28 @@ class LivePipeline:
                         ad.enabled = False
             self._apply()
 
+    @contextlib.contextmanager
+    def scaling_tensors(self, weights: dict[str, dict[str, Any]]) -> Iterator[None]:
+        """Within the block, the LoRA layers of each named adapter scale by the given tensors, per component
+        (``{name: {"unet": t, "text_encoder": t, "text_encoder_2": t}}``): e.g. tensors that require grad, so
+        that autograd reaches the weights through the scaled deltas (``lorahub.pipeline.blendsearch``). The
+        adapters must be enabled; afterwards every scaling is the adapters' weights again."""
+        with self._lock:
+            slots = {self.adapter(name).slot: per for name, per in weights.items()}
+            saved: list[tuple[Any, str, Any]] = []
+            try:
+                for comp in ("unet", *TEXT_ENCODERS):
+                    for module in self._lora_layers(comp):
+                        for slot, per in slots.items():
+                            if slot in module.scaling and comp in per:
+                                saved.append((module, slot, module.scaling[slot]))
+                                module.scaling[slot] = per[comp] * (module.lora_alpha[slot] / module.r[slot])
+                yield
+            finally:
+                for module, slot, value in saved:
+                    module.scaling[slot] = value
+                self._apply()
+
     def apply_tags(self, tags: list[LoraTag], *, exclusive: bool = True) -> None:
         """Load what the tags name and give them their weights; with ``exclusive``, others are disabled (A1111)."""
         with self._lock:

@@ -268,9 +268,10 @@ def bake(
         te, unet, te2 = _weight(src)
         ref = {k: v for k, v in src.model_dump(include={"hub", "file", "registry", "path", "license", "url"}).items()
                if v is not None}
-        inputs.append(BlendInput(str(path), te, unet, te2=te2, ref=ref))
+        inputs.append(BlendInput(str(path), te, unet, name=src.name, te2=te2, ref=ref))
     return blend(inputs, method=recipe.method, rank=recipe.rank, density=recipe.params.density, out=out,
-                 seed=recipe.params.seed, dtype=recipe.dtype, title=recipe.title, format=recipe.format)
+                 seed=recipe.params.seed, dtype=recipe.dtype, title=recipe.title, format=recipe.format,
+                 search=recipe.search)
 
 
 __all__ = [

@@ -164,6 +164,25 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     expect(page.locator("#blend-file")).to_contain_text(".safetensors")
     page.screenshot(path=str(ARTIFACTS / "2-preview.png"), full_page=True)
 
+    # ---- Blend search: two uploaded example images (one captioned), a tiny budget, the grid and the recipe
+    from PIL import Image
+
+    examples = []
+    for i, color in enumerate(((200, 40, 40), (40, 40, 200))):
+        Image.new("RGB", (64, 64), color).save(tmp_path / f"ex{i}.png")
+        examples.append(str(tmp_path / f"ex{i}.png"))
+    (tmp_path / "ex0.txt").write_text("a red picture")
+    page.get_by_text("Blend search: find the weights from example images").click()
+    page.locator("#search-files input[type=file]").set_input_files([*examples, str(tmp_path / "ex0.txt")])
+    expect(page.locator("#search-files")).to_contain_text("ex0 .txt")
+    page.locator("#search-budget input[type=number]").fill("4")
+    page.locator("#search-weights").click()
+    expect(page.locator("#search-summary")).to_contain_text("denoising loss", timeout=120_000)
+    expect(page.locator("#search-recipe")).to_contain_text("lorahub.blend-recipe/1")
+    expect(page.locator("#search-grid img")).to_be_visible()
+    assert "Traceback" not in page.content()
+    page.screenshot(path=str(ARTIFACTS / "2b-blend-search.png"), full_page=True)
+
     # ---- Inspect: the AutoV3 hash of an uploaded file; a pickle is refused
     target = space_url["adapters"] / "alpha_style.safetensors"
     autov3 = fingerprint_file(target).autov3

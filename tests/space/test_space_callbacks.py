@@ -461,3 +461,76 @@ def test_guard_policy_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         (tmp_path / name / "pid").write_text(pid)
     guard._remove_orphans(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("lorahub-ui-*")) == ["lorahub-ui-live"]
+
+
+def test_blend_search_is_bounded_and_names_no_server_path(state: cb.SpaceState, adapters: list[Path],
+                                                            tmp_path: Path) -> None:
+    """Upload a few images, pick adapters, search, see the grid; every bound is checked before the base is
+    loaded, and the recipe names the sources by file name only."""
+    from PIL import Image
+
+    from lorahub.pipeline.recipe import parse_recipe
+
+    up = tmp_path / "uploads"
+    up.mkdir()
+    files = []
+    for i, color in enumerate(((200, 30, 30), (30, 30, 200))):
+        Image.new("RGB", (80, 80), color).save(up / f"t{i}.png")
+        files.append(str(up / f"t{i}.png"))
+    (up / "t0.txt").write_text("a red picture\n")
+    files.append(str(up / "t0.txt"))
+    chosen = cb.add_file(cb.add_file([], adapters[0]), adapters[1])
+    with pytest.raises(UsageError, match="add the adapters"):
+        cb.blend_search(state, [], files)
+    with pytest.raises(UsageError, match="budget"):
+        cb.blend_search(state, chosen, files, budget=cb.MAX_SEARCH_BUDGET + 1)
+    with pytest.raises(UsageError, match="L1"):
+        cb.blend_search(state, chosen, files, l1=float("nan"))
+    many = [str(up / "t1.png")] * (cb.MAX_SEARCH_IMAGES + 1)
+    with pytest.raises(UsageError, match=f"at most {cb.MAX_SEARCH_IMAGES}"):
+        cb.blend_search(state, chosen, many)
+    (up / "x.safetensors").write_bytes(b"x")
+    with pytest.raises(UsageError, match="not an image"):
+        cb.blend_search(state, chosen, [*files, str(up / "x.safetensors")])
+    Image.new("1", (4200, 4100)).save(up / "huge.png")  # a few KB on disk, 17 M pixels
+    with pytest.raises(UsageError, match="too large"):
+        cb.blend_search(state, chosen, [str(up / "huge.png")])
+    (up / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(UsageError, match="not a readable image"):
+        cb.blend_search(state, chosen, [str(up / "bad.png")])
+    assert not state.loaded()  # refused before the base model was loaded
+
+    seen: list[tuple[int, int, float]] = []
+    out = cb.blend_search(state, chosen, files, prompt="a blue picture", budget=6, l1=0.0,
+                          on_progress=lambda i, n, best: seen.append((i, n, best)))
+    assert out.grid.width > 2 * 128 and out.grid.height > 3 * 128
+    assert seen and seen[-1][1] == 6
+    recipe = parse_recipe(out.recipe_yaml)
+    assert recipe.search is not None and recipe.search.targets == 2 and recipe.search.budget == 6
+    assert all(s.path and "/" not in s.path for s in recipe.sources), out.recipe_yaml
+    assert str(tmp_path) not in out.recipe_yaml and str(state.workdir) not in out.recipe_yaml
+    assert out.recipe_path.is_file() and out.recipe_path.is_relative_to(state.workdir)
+    assert set(out.weights) == {c["name"] for c in chosen} and "denoising loss" in out.summary
+
+
+def test_a_search_result_lists_the_blends_made_from_it(state: cb.SpaceState, adapters: list[Path],
+                                                        tmp_path: Path) -> None:
+    """Picking a result in Search names the blends made from that adapter (the registry's blend sources)."""
+    from lorahub.pipeline.blend import blend, blend_inputs
+    from lorahub.registry.catalogue import Registry
+
+    out = tmp_path / "blends"
+    out.mkdir()
+    blend(blend_inputs([(adapters[0], 0.5), (adapters[1], 0.5)]), out=out / "ab_mix.safetensors")
+    reg = Registry()
+    reg.index_paths([*adapters, out / "ab_mix.safetensors"])
+    state.searcher = reg.search  # what the host (lorahub.cli.spacehost) hands the page
+    _, results = cb.search(state, "alphaword")
+    alpha = next(r for r in results if r["name"] == "alpha_style")
+    assert cb.used_in(state, alpha) == []  # a host that gives no ``uses``: the page names none
+    state.uses = reg.uses
+    assert cb.used_in(state, alpha) == ["ab_mix"]
+    _, results = cb.search(state, "ab_mix")
+    assert cb.used_in(state, next(r for r in results if r["name"] == "ab_mix")) == []
+    assert cb.used_in(state, {"name": "x", "sha256": "../../etc/passwd"}) == []
+    reg.close()

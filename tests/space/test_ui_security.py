@@ -73,7 +73,7 @@ def _status(res: uikit.CallResult) -> str:
 
 def test_file_inputs_take_only_files_uploaded_through_the_page(ui: uikit.UiApp) -> None:
     params = ui.file_params()
-    assert {"do_inspect", "do_upload", "do_train", "do_dry", "do_push"} <= set(params), params
+    assert {"do_inspect", "do_upload", "do_train", "do_dry", "do_push", "do_search_blend"} <= set(params), params
     uploaded = ui.upload("mine.safetensors", uikit.adapter_bytes(ui.root / "src", "mine"))
     sent_before = len(ui.allowed.requests)
     targets = [*ui.targets.values(), "../../../../../../../../../etc/passwd", "file:///etc/passwd",
