@@ -15,7 +15,9 @@ When no adapter has every word, a query of several words matches any of them
 Modes (``SearchQuery.mode``): the tiers above are ``keyword``; ``semantic`` ranks by the sentence
 embeddings of :mod:`.semantic` (``score`` = cosine + tag bonus); ``hybrid`` fuses both lists by
 reciprocal rank fusion (:func:`fuse`: ``score`` = 100 x the fused value, below 4), after the exact names
-(tier 4) and, for a query of 8-64 hex digits, the adapters with a file of that fingerprint (score 5).
+(tier 4) and, for a query of 8-64 hex digits, the adapters with a file of that fingerprint (score 5);
+hybrid finds nothing by meaning when no word of the query (nor its crude stem) occurs in the registry
+(see :func:`fuse`).
 ``auto`` (the default) is hybrid where the registry has embeddings and the model is installed, else
 keyword; semantic and hybrid rank by relevance only (other orders sort the keyword matches).
 
@@ -36,7 +38,7 @@ column conditions.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import text as T
@@ -115,10 +117,19 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None) -> list[Hit]:
     if not plan.terms:
         return backend.browse(q.sort, offset, q.limit)
     mode = resolve_mode(raw, q)
-    if len(plan.terms) > 1 and not backend.any_match():
-        plan.mode = "or"
+    found: bool | None = None  # whether some adapter has a word of the query
+    if len(plan.terms) > 1:
+        found = backend.any_match()
+        if not found:
+            plan.mode = "or"
+            found = None
     if mode != "keyword":
-        return fuse(raw, backend, q, mode, offset)
+        if mode == "hybrid" and not found:
+            # Any word of the query in what the viewer may see, filters aside (a paraphrase's words need not
+            # occur among the filtered adapters).
+            unfiltered = type(backend)(raw, replace(plan, facets=[], min_rank=None, max_rank=None))
+            found = backend.any_match() or unfiltered.any_prefix(_stems(plan.terms))
+        return fuse(raw, backend, q, mode, offset, words_found=bool(found) or mode == "semantic")
     if q.sort == "relevance":
         return backend.relevance(offset, q.limit)
     return backend.sorted_matches(q.sort, offset, q.limit)
@@ -147,6 +158,13 @@ def resolve_mode(raw: Raw, q: SearchQuery) -> str:
     return "hybrid" if wanted == "auto" else wanted
 
 
+def _stems(terms: list[str]) -> list[str]:
+    """Crude stems of the query's words for "does any word of it occur in the registry": a word less its
+    last two letters, at least four (``monsters`` -> ``monste``, which begins ``monster``); shorter words
+    whole. Only for that question: the keyword tiers never stem."""
+    return list(dict.fromkeys(t[: max(4, len(t) - 2)] for t in terms))
+
+
 #: Reciprocal rank fusion: a list's item at rank r (from 1) adds weight / (RRF_K + r).
 RRF_K = 60
 #: Weight of a keyword match by tier (name, trigger words/tags, description), halved for "any word" matches.
@@ -162,9 +180,13 @@ def depth_for(n: int) -> int:
     return max(100, 1 << max(n - 1, 1).bit_length())
 
 
-def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int) -> list[Hit]:
+def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *, words_found: bool = True) -> list[Hit]:
     """Semantic or hybrid relevance: pinned hash and exact-name matches, then the vector list (semantic) or
-    the keyword and vector lists fused by reciprocal rank (hybrid)."""
+    the keyword and vector lists fused by reciprocal rank (hybrid).
+
+    Hybrid finds nothing by meaning for a query none of whose words occurs in the registry
+    (``words_found`` False): a static embedding gives gibberish ("qqxyzzy") a vector as close to some
+    records as a real paraphrase's, and no similarity threshold tells them apart."""
     from . import semantic
     from .lookups import by_hash_rows
 
@@ -185,7 +207,7 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int) ->
         for aid in ids:
             if aid in keep:
                 pin(Hit(aid, HASH_SCORE))
-    vector = semantic.top(raw, q.query or "", depth, backend.allowed)
+    vector = semantic.top(raw, q.query or "", depth, backend.allowed) if words_found else []
     if mode == "semantic":
         for aid, score in vector:
             pin(Hit(aid, round(score, 6)))
@@ -278,6 +300,9 @@ class _Backend:
     def any_match(self) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def any_prefix(self, prefixes: list[str]) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def tier(self, tier: int, limit: int) -> list[Hit]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -366,6 +391,11 @@ class _SQLite(_Backend):
 
     def any_match(self) -> bool:
         m = self.constrain(self.words_expr("name keywords description"))
+        return bool(self.run("SELECT 1 FROM adapter_fts WHERE adapter_fts MATCH :m LIMIT 1", {"m": m}))
+
+    def any_prefix(self, prefixes: list[str]) -> bool:
+        inner = " OR ".join(f'"{p}" *' for p in prefixes)  # letters/digits only
+        m = self.constrain(f"{{name keywords description}} : ({inner})")
         return bool(self.run("SELECT 1 FROM adapter_fts WHERE adapter_fts MATCH :m LIMIT 1", {"m": m}))
 
     def tier(self, tier: int, limit: int) -> list[Hit]:
@@ -621,6 +651,11 @@ class _Postgres(_Backend):
 
     def any_match(self) -> bool:
         params: dict[str, Any] = {"q": self.tsquery()}
+        where = ["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)]
+        return bool(self.run(f"SELECT 1 FROM adapters a WHERE {' AND '.join(where)} LIMIT 1", params))
+
+    def any_prefix(self, prefixes: list[str]) -> bool:
+        params: dict[str, Any] = {"q": " | ".join(f"'{p}':*" for p in prefixes)}  # letters/digits only
         where = ["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)]
         return bool(self.run(f"SELECT 1 FROM adapters a WHERE {' AND '.join(where)} LIMIT 1", params))
 

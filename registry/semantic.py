@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lorahub.errors import UsageError
+from lorahub.errors import LorahubError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -60,8 +60,10 @@ TAG_NEIGHBOURS = 5
 TAG_WEIGHT = 0.5
 #: Tags on fewer adapters than this are not among a query's nearest tags (one-off tags are noise).
 MIN_TAG_COUNT = 2
-#: Least score of a semantic hit (cosine + tag bonus); below it a record is not a match.
-MIN_SCORE = 0.30
+#: Least score of a semantic hit (cosine to the query, both centred on the records' mean, + tag bonus):
+#: closer to the query than the average record. (No threshold tells gibberish from a paraphrase with static
+#: embeddings: hybrid search asks for a query word that occurs in the registry instead, see search.fuse.)
+MIN_SCORE = 0.0
 #: A full reload of the cached matrix after this many seconds (deleted rows, changed tags, a new mean).
 FULL_RELOAD_S = 3600.0
 #: PostgreSQL advisory lock taken by writers of embeddings (``seq`` then grows in commit order).
@@ -70,8 +72,8 @@ SEQ_LOCK_KEY = 0x6C68656D62  # "lhemb"
 MODES = ("keyword", "semantic", "hybrid")
 
 
-class SemanticUnavailable(UsageError):
-    """Semantic or hybrid search was asked for where it cannot run (no model, or no vectors)."""
+class SemanticUnavailable(LorahubError):
+    """Semantic or hybrid search was asked for where it cannot run (no model, or no vectors): exit code 1."""
 
 
 def _package_dir() -> str | None:
