@@ -65,8 +65,11 @@ MIN_TAG_COUNT = 2
 #: closer to the query than the average record. (No threshold tells gibberish from a paraphrase with static
 #: embeddings: hybrid search asks for a query word that occurs in the registry instead, see search.fuse.)
 MIN_SCORE = 0.0
-#: A full reload of the cached matrix after this many seconds (deleted rows, changed tags, a new mean).
+#: A full reload of the cached matrix after this many seconds (deleted rows, changed tags, a new mean), and
+#: whenever the records doubled since the last one.
 FULL_RELOAD_S = 3600.0
+#: Fewer records than this are not centred on their mean (too few to have a meaningful one).
+MIN_CENTRE_ROWS = 100
 #: PostgreSQL advisory lock taken by writers of embeddings (``seq`` then grows in commit order).
 SEQ_LOCK_KEY = 0x6C68656D62  # "lhemb"
 
@@ -227,13 +230,15 @@ def write_embeddings(conn: Any, ids: list[int], rows: list[dict[str, Any]], *, r
 def _next_seq(conn: Any, n: int) -> int:
     """The first of ``n`` new ``seq`` values. Writers serialise here (SQLite: the write lock they hold;
     PostgreSQL: an advisory lock to the end of the transaction), so ``seq`` grows in commit order and a reader
-    that has seen ``seq`` N has seen every row below it."""
+    that has seen ``seq`` N has seen every row below it. Never a value used before, even when the rows that
+    held the largest ones were deleted: at least the time in microseconds (a reader compares the largest
+    ``seq`` with the one it last read)."""
     from sqlalchemy import text
 
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEQ_LOCK_KEY})
     top = conn.execute(text("SELECT coalesce(max(seq), 0) FROM adapter_embeddings")).scalar_one()
-    return int(top) + 1
+    return max(int(top) + 1, time.time_ns() // 1000)
 
 
 @dataclass
@@ -290,6 +295,7 @@ class _Index:
     row_of: dict[int, int] = field(default_factory=dict)
     seq: int = 0
     loaded: float = 0.0
+    built_n: int = 0
     # tag vocabulary: tag -> position; vectors; postings (positions of rows carrying the tag)
     tag_pos: dict[str, int] = field(default_factory=dict)
     tag_names: list[str] = field(default_factory=list)
@@ -319,7 +325,8 @@ def _refresh(raw: Raw, model: Embedder, index: _Index) -> None:
 
     top = raw.all("SELECT max(seq) AS s FROM adapter_embeddings")[0][0] or 0
     now = time.monotonic()
-    full = index.matrix is None or top < index.seq or now - index.loaded > FULL_RELOAD_S
+    full = (index.matrix is None or top < index.seq or now - index.loaded > FULL_RELOAD_S
+            or index.n > 2 * max(index.built_n, MIN_CENTRE_ROWS // 2))  # doubled since the mean was taken
     if not full and top == index.seq:
         return
     with index.lock:
@@ -355,7 +362,10 @@ def _build(index: _Index, model: Embedder, rows: list[Any]) -> None:
     import numpy as np
 
     vectors = _vectors(rows, model.dim)
-    index.mean = vectors.mean(axis=0) if len(rows) else np.zeros(model.dim, np.float32)
+    # Centre on the records' mean once there are enough of them to have one (one record minus itself is 0).
+    centre = len(rows) >= MIN_CENTRE_ROWS
+    index.mean = vectors.mean(axis=0) if centre else np.zeros(model.dim, np.float32)
+    index.built_n = len(rows)
     index.matrix = np.empty((max(len(rows), 1024), model.dim), np.float32)
     index.ids = np.zeros(index.matrix.shape[0], np.int64)
     index.n = 0

@@ -100,6 +100,12 @@ def test_every_record_is_embedded_when_written_and_follows_its_changes(filled) -
     reg.remove([aid])
     assert aid not in _vectors(reg)
     assert "Pastel Robots" not in _names(reg.search(SearchQuery(query="cute machines", mode="semantic", limit=50)))
+    # The newest vector removed, then one written: a counter is never reused, so the cache sees the new one.
+    newest = next(r.id for r in reg.search(SearchQuery(query="Spectral Phantoms", mode="keyword")))
+    reg.remove([newest])
+    assert "Spectral Phantoms" not in _names(reg.search(SearchQuery(query="haunted apparitions", mode="semantic")))
+    reg.import_records([rec(41, "Phantom Cathedral", ["ghost", "horror"])])
+    assert "Phantom Cathedral" in _names(reg.search(SearchQuery(query="haunted apparitions", mode="semantic", limit=3)))
 
 
 def test_paraphrases_find_what_words_miss(filled) -> None:  # noqa: ANN001
