@@ -302,6 +302,9 @@ class _Index:
     tag_matrix: Any = None
     tag_counts: Any = None
     postings: list[list[int]] = field(default_factory=list)
+    # filter tokens (adapters.search_facets: family, base label, format, tags, author, licence...) -> positions
+    facets: dict[str, list[int]] = field(default_factory=dict)
+    facet_arrays: dict[str, Any] = field(default_factory=dict)
     posting_arrays: dict[int, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -337,7 +340,7 @@ def _refresh(raw: Raw, model: Embedder, index: _Index) -> None:
         else:
             since = index.seq
         rows = raw.all(
-            "SELECT e.adapter_id, e.vector, e.seq, a.tags_text FROM adapter_embeddings e "
+            "SELECT e.adapter_id, e.vector, e.seq, a.tags_text, a.search_facets FROM adapter_embeddings e "
             "JOIN adapters a ON a.id = e.adapter_id WHERE e.seq > :s AND e.model = :m AND e.model_version = :v",
             {"s": since, "m": model.name, "v": model.version},
         )
@@ -371,6 +374,7 @@ def _build(index: _Index, model: Embedder, rows: list[Any]) -> None:
     index.n = 0
     index.row_of = {}
     index.tag_pos, index.tag_names, index.postings, index.posting_arrays = {}, [], [], {}
+    index.facets, index.facet_arrays = {}, {}
     index.tag_matrix = np.zeros((0, model.dim), np.float32)
     _place(index, model, rows, vectors)
 
@@ -399,6 +403,9 @@ def _place(index: _Index, model: Embedder, rows: list[Any], vectors: np.ndarray)
             index.row_of[aid] = pos
             index.ids[pos] = aid
         index.matrix[pos] = centred[i]
+        for token in (r[4] or "").split():
+            index.facets.setdefault(token, []).append(pos)
+            index.facet_arrays.pop(token, None)
         for tag in (r[3] or "").split("\n"):
             if not tag:
                 continue
@@ -463,23 +470,34 @@ def scores(raw: Raw, query: str) -> tuple[np.ndarray, np.ndarray]:
     return index.ids[:n], s
 
 
-def top(raw: Raw, query: str, depth: int, allowed: Any) -> list[tuple[int, float]]:
+def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = ()) -> list[tuple[int, float]]:
     """The best ``depth`` (adapter id, score) pairs with a score above :data:`MIN_SCORE` that ``allowed``
-    keeps (a function: ids -> the subset the search's filters and visibility keep), best first. Candidates
-    are checked best first, a few more than needed, then four times as many while filters reject them."""
+    keeps (a function: ids -> the subset the search's filters and visibility keep), best first. ``facets``
+    (filter tokens, all required) are applied to the cached matrix first; candidates are then checked in
+    SQL best first, a few more than needed, then four times as many while ``allowed`` rejects them."""
     import numpy as np
 
     ids, s = scores(raw, query)
-    good = np.flatnonzero(s > MIN_SCORE)
+    if facets:
+        index = _index_for(raw, embedder())
+        keep_rows = None
+        for token in facets:
+            arr = index.facet_arrays.get(token)
+            if arr is None:
+                arr = index.facet_arrays[token] = np.asarray(index.facets.get(token, []), np.int64)
+            mask = np.zeros(len(s), bool)
+            mask[arr[arr < len(s)]] = True
+            keep_rows = mask if keep_rows is None else keep_rows & mask
+        s = np.where(keep_rows, s, -np.inf)
     out: list[tuple[int, float]] = []
-    start, step = 0, depth + 16
-    while len(out) < depth and start < len(good):
-        k = min(len(good), start + step)
-        if k < len(good):
-            part = good[np.argpartition(-s[good], k - 1)[:k]]
-        else:
-            part = good
+    start, step, n = 0, depth + 16, len(s)
+    while len(out) < depth and start < n:
+        k = min(n, start + step)
+        part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
+        part = part[s[part] > MIN_SCORE]
         chunk = part[np.lexsort((-ids[part], -s[part]))][start:]
+        if not len(chunk):
+            break
         keep = allowed(ids[chunk].tolist())
         out.extend((aid, score) for aid, score in zip(ids[chunk].tolist(), s[chunk].tolist(), strict=True)
                    if aid in keep)
