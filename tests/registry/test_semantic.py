@@ -212,3 +212,40 @@ def test_generated_catalogue_semantic_search(corpus_registry) -> None:  # noqa: 
         assert sum(any(w in t for w in wanted) for t in text) >= least, (query, _names(found))
     keyword = reg.search(SearchQuery(query="snowy winter weather", mode="keyword", limit=10))
     assert sum("snow" in (r.name + " " + " ".join(r.tags)).lower() for r in keyword) < 3  # no stemming
+
+
+def test_the_commands(registry, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """`lorahub search --mode` and `lorahub registry embed`: JSON on stdout, one line and exit 1 where semantic
+    search cannot run, exit 2 for a mode that cannot go with the other options."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lorahub.cli.main import cli
+
+    with monkeypatch.context() as m:
+        m.setattr(semantic, "embedder", lambda: None)
+        registry.import_records(RECORDS)
+    db = ["--database", registry.url]
+    run = CliRunner().invoke
+    res = run(cli, ["search", "spooky", "monsters", "--mode", "semantic", *db])
+    assert res.exit_code == 1 and "registry embed" in res.output and "Traceback" not in res.output
+    res = run(cli, ["search", "spooky", "monsters", "--json", *db])  # auto: keyword without vectors
+    assert res.exit_code == 0 and json.loads(res.stdout) == []
+    res = run(cli, ["registry", "embed", "--json", *db])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert (out["embedded"], out["kept"], out["model"]) == (len(RECORDS), 0, semantic.MODEL)
+    semantic.reset_cache()
+    found = json.loads(run(cli, ["search", "spooky", "monsters", "--json", *db]).stdout)
+    assert found and "horror" in found[0]["tags"]
+    res = run(cli, ["search", "giant", "robots", "--mode", "semantic", "--limit", "1", "--json", *db])
+    assert json.loads(res.stdout)[0]["name"] == "Steel Titans"
+    for bad in (["search", "anime", "--mode", "hybrid", "--sort", "newest"], ["search", "--hash", "abcdef0123", "--mode", "keyword"],
+                ["search", "anime", "--mode", "fuzzy"]):
+        res = run(cli, [*bad, *db])
+        assert res.exit_code == 2 and "Traceback" not in res.output, bad
+    monkeypatch.setattr(semantic, "installed", lambda: False)
+    monkeypatch.setattr(semantic, "_embedder", None)
+    res = run(cli, ["registry", "embed", *db])
+    assert res.exit_code == 1 and "[semantic]" in res.output
