@@ -207,7 +207,8 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
         for aid in ids:
             if aid in keep:
                 pin(Hit(aid, HASH_SCORE))
-    vector = semantic.top(raw, q.query or "", depth, backend.allowed, backend.plan.facets) if words_found else []
+    vector = (semantic.top(raw, q.query or "", depth, backend.allowed, backend.plan.facets, near_best=mode == "hybrid")
+              if words_found else [])
     if mode == "semantic":
         for aid, score in vector:
             pin(Hit(aid, round(score, 6)))

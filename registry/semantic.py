@@ -65,6 +65,12 @@ MIN_TAG_COUNT = 2
 #: closer to the query than the average record. (No threshold tells gibberish from a paraphrase with static
 #: embeddings: hybrid search asks for a query word that occurs in the registry instead, see search.fuse.)
 MIN_SCORE = 0.0
+#: Hybrid search: records by meaning only with a score of at least this fraction of the best one (0.4: the
+#: paraphrase set's P@10 0.78; 0.6 cut it to 0.68); in a registry of fewer than MIN_CENTRE_ROWS records (not
+#: centred: every cosine is high) at least UNCENTRED_NEAR_BEST of the best and a cosine of UNCENTRED_FLOOR.
+NEAR_BEST = 0.4
+UNCENTRED_NEAR_BEST = 0.75
+UNCENTRED_FLOOR = 0.3
 #: A full reload of the cached matrix after this many seconds (deleted rows, changed tags, a new mean), and
 #: whenever the records doubled since the last one.
 FULL_RELOAD_S = 3600.0
@@ -470,11 +476,16 @@ def scores(raw: Raw, query: str) -> tuple[np.ndarray, np.ndarray]:
     return index.ids[:n], s
 
 
-def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = ()) -> list[tuple[int, float]]:
+def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = (), *,
+        near_best: bool = False) -> list[tuple[int, float]]:
     """The best ``depth`` (adapter id, score) pairs with a score above :data:`MIN_SCORE` that ``allowed``
     keeps (a function: ids -> the subset the search's filters and visibility keep), best first. ``facets``
     (filter tokens, all required) are applied to the cached matrix first; candidates are then checked in
-    SQL best first, a few more than needed, then four times as many while ``allowed`` rejects them."""
+    SQL best first, a few more than needed, then four times as many while ``allowed`` rejects them.
+
+    ``near_best`` (hybrid search): only scores of at least :data:`NEAR_BEST` x the best one (in a registry
+    too small to be centred, :data:`UNCENTRED_NEAR_BEST` x the best and at least :data:`UNCENTRED_FLOOR`):
+    meaning adds the records close to the query to the keyword matches, not every record of a library."""
     import numpy as np
 
     ids, s = scores(raw, query)
@@ -489,12 +500,19 @@ def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = ()) 
             mask[arr[arr < len(s)]] = True
             keep_rows = mask if keep_rows is None else keep_rows & mask
         s = np.where(keep_rows, s, -np.inf)
+    floor = MIN_SCORE
+    if near_best and len(s):
+        best = float(s.max())
+        if _index_for(raw, embedder()).built_n < MIN_CENTRE_ROWS:
+            floor = max(floor, UNCENTRED_NEAR_BEST * best, UNCENTRED_FLOOR)
+        else:
+            floor = max(floor, NEAR_BEST * best)
     out: list[tuple[int, float]] = []
     start, step, n = 0, depth + 16, len(s)
     while len(out) < depth and start < n:
         k = min(n, start + step)
         part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
-        part = part[s[part] > MIN_SCORE]
+        part = part[s[part] > floor]
         chunk = part[np.lexsort((-ids[part], -s[part]))][start:]
         if not len(chunk):
             break
