@@ -382,7 +382,40 @@ def _build(index: _Index, model: Embedder, rows: list[Any]) -> None:
     index.tag_pos, index.tag_names, index.postings, index.posting_arrays = {}, [], [], {}
     index.facets, index.facet_arrays = {}, {}
     index.tag_matrix = np.zeros((0, model.dim), np.float32)
-    _place(index, model, rows, vectors)
+    n = len(rows)
+    if not n:
+        index.tag_counts = np.zeros(0, np.int64)
+        return
+    # The whole table at once (a command's search loads it every time): no per-row bookkeeping of _place.
+    index.matrix[:n] = _normalised(vectors - index.mean)
+    index.ids[:n] = [r[0] for r in rows]
+    index.n = n
+    index.row_of = {aid: i for i, aid in enumerate(index.ids[:n].tolist())}
+    facets: dict[str, list[int]] = {}
+    tags: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r[4]:
+            for token in r[4].split():
+                found = facets.get(token)
+                if found is None:
+                    facets[token] = [i]
+                else:
+                    found.append(i)
+        if r[3]:
+            for tag in r[3].split("\n"):
+                found = tags.get(tag)
+                if found is None:
+                    tags[tag] = [i]
+                else:
+                    found.append(i)
+    tags.pop("", None)
+    index.facets = facets
+    index.tag_names = list(tags)
+    index.tag_pos = {t: k for k, t in enumerate(index.tag_names)}
+    index.postings = list(tags.values())
+    if index.tag_names:
+        index.tag_matrix = model.terms(index.tag_names)
+    index.tag_counts = np.fromiter((len(p) for p in index.postings), np.int64, len(index.postings))
 
 
 def _extend(index: _Index, model: Embedder, rows: list[Any]) -> None:
