@@ -11,7 +11,7 @@ the names), imported, and queried in-process through ``Registry.search`` (the
 full call: the ranked page of 20 and its hydration into SearchResult objects).
 Query mix (fixed seed): common single words (anime, girl, style...), one or two
 words from real names, exact names, trigger words, words + a base/tag filter,
-and words that match nothing. Goal: p99 <= 10 ms on SQLite at 100k.
+and words that match nothing, in keyword mode (hybrid: bench_semantic.py). Goal: p99 <= 10 ms on SQLite at 100k.
 PostgreSQL runs in a fresh database that is dropped afterwards.
 
 Index: ``--files`` synthetic LoRAs (lorahub.base.synthetic.make_adapter, kohya
@@ -153,6 +153,9 @@ def bench_search(backend: str, url: str, records: list, queries: list) -> dict:
         with reg.engine.connect() as c:
             c.exec_driver_sql("ANALYZE")
             c.commit()
+    # Keyword search: the 10 ms goal is the keyword tiers' (with the [semantic] extra installed the default is
+    # hybrid, measured by bench_semantic.py against its own goal).
+    queries = [q.model_copy(update={"mode": "keyword"}) for q in queries]
     # Warm-up: one pass over the queries (page cache, statement caches).
     for q in queries:
         reg.search(q)

@@ -1,6 +1,6 @@
 """``lorahub serve`` benchmarks: search over HTTP under concurrency, downloading a big file, and tree listings.
 
-    python benchmarks/bench_server.py [--records 100000] [--requests 3000] [--clients 16]
+    python benchmarks/bench_server.py [--records 100000] [--requests 3000] [--clients 16] [--mode hybrid]
         [--workers 1,2] [--backends sqlite,postgres] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
         [--download-mb 100] [--rounds 3] [--tree-files 25000] [--skip-search] [--skip-download] [--skip-tree]
 
@@ -11,7 +11,9 @@ send ``GET /api/lorahub/search`` requests (stdlib ``http.client``) of the regist
 exact names, trigger words, filters, misses; pages of 20) as fast as they can, closed loop,
 until ``--requests`` are done; the clients are spread over 4 processes (16 threads of one
 Python process would measure the client's own GIL). Latency = client-side wall time of one
-request (connection reused). One warm-up pass first. Each ``--workers`` count (server processes on one socket) is
+request (connection reused). ``--mode`` sets every request's search mode (semantic/hybrid apply to the
+relevance-ordered queries; the server's default is auto: hybrid where the records have embeddings,
+which the import writes when the [semantic] extra is installed). One warm-up pass first. Each ``--workers`` count (server processes on one socket) is
 measured on the same database. Goal: p99 <= 50 ms at 16 clients and 100k records.
 PostgreSQL runs in a fresh database that is dropped afterwards.
 
@@ -69,8 +71,10 @@ def stop_server(proc: subprocess.Popen) -> None:
     stop_serve(proc, timeout=20)
 
 
-def query_params(q) -> dict:  # noqa: ANN001 - a SearchQuery
+def query_params(q, mode: str | None = None) -> dict:  # noqa: ANN001 - a SearchQuery
     p: dict = {"limit": q.limit, "page": q.page, "sort": q.sort}
+    if mode and (q.sort == "relevance" or mode in ("auto", "keyword")):  # semantic/hybrid rank by relevance only
+        p["mode"] = mode
     if q.query:
         p["q"] = q.query
     if q.base:
@@ -142,7 +146,7 @@ def load(url: str, params: list[dict], clients: int, procs: int = 4) -> tuple[li
 
 
 def bench_search(backend: str, url: str, work: Path, records: list, queries: list, n_requests: int, clients: int,
-                 workers: list[int]) -> dict:
+                 workers: list[int], mode: str | None = None) -> dict:
     from lorahub.registry.server.run import prepare
 
     data = work / f"srv-{backend}"
@@ -155,7 +159,7 @@ def bench_search(backend: str, url: str, work: Path, records: list, queries: lis
             c.exec_driver_sql("ANALYZE")
             c.commit()
     registry.close()
-    params = [query_params(q) for q in queries]
+    params = [query_params(q, mode) for q in queries]
     reqs = (params * (n_requests // len(params) + 1))[:n_requests]
     runs = {}
     for w in workers:
@@ -316,6 +320,9 @@ def main() -> int:
     ap.add_argument("--skip-download", action="store_true")
     ap.add_argument("--tree-files", type=int, default=25_000, help="files of the larger repo of the tree benchmark")
     ap.add_argument("--skip-tree", action="store_true")
+    ap.add_argument("--mode", choices=["auto", "keyword", "semantic", "hybrid"], default=None,
+                    help="search mode of every request (default: the server's, auto: hybrid where the records "
+                    "have embeddings, i.e. with the [semantic] extra installed)")
     args = ap.parse_args()
 
     if not BR.CORPUS.exists() and not args.skip_search:
@@ -347,11 +354,13 @@ def main() -> int:
                         continue
                 workers = [int(w) for w in args.workers.split(",") if w.strip()]
                 try:
-                    res = bench_search(backend, url, work, records, queries, args.requests, args.clients, workers)
+                    res = bench_search(backend, url, work, records, queries, args.requests, args.clients, workers,
+                                       args.mode)
                 finally:
                     if drop:
                         drop()
-                print(f"\n## search over HTTP, {backend}, {len(records)} records (import {res['import_s']:.1f} s)")
+                print(f"\n## search over HTTP, {backend}, {len(records)} records, mode {args.mode or 'auto'} "
+                      f"(import {res['import_s']:.1f} s)")
                 print("| server processes | clients | requests | p50 ms | p95 ms | p99 ms | max ms | req/s | errors |")
                 print("|---|---|---|---|---|---|---|---|---|")
                 best = None

@@ -24,6 +24,7 @@ from .database import chunks
 from .drafts import AdapterDraft, FileDraft, VersionDraft
 from .tables import (
     Adapter,
+    AdapterEmbedding,
     AdapterFile,
     AdapterSketch,
     AdapterTag,
@@ -39,6 +40,7 @@ F = AdapterFile.__table__
 TG = AdapterTag.__table__
 TW = TriggerWord.__table__
 BS = BlendSource.__table__
+EMB = AdapterEmbedding.__table__
 
 #: Longest description kept (PostgreSQL's tsvector has a 1 MB limit).
 MAX_DESCRIPTION = 65_536
@@ -140,7 +142,7 @@ def allocate_ids(conn: Connection, table: Any, n: int) -> list[int]:
 
 def delete_children(conn: Connection, ids: Sequence[int]) -> None:
     for part in chunks(list(ids)):
-        for table in (BS, TW, TG, F, V):
+        for table in (EMB, BS, TW, TG, F, V):
             conn.execute(delete(table).where(table.c.adapter_id.in_(part)))
 
 
@@ -258,6 +260,11 @@ def write_adapters(conn: Connection, drafts: Sequence[AdapterDraft]) -> list[int
                   for aid, d in zip(ids, todo, strict=True) for pos, src in enumerate(d.blend_sources)]
     if blend_rows:
         conn.execute(insert(BS), blend_rows)
+
+    # The records' sentence embeddings (semantic search), in the same transaction.
+    from .semantic import write_embeddings
+
+    write_embeddings(conn, [int(aid) for aid in ids], rows, replace=False)  # delete_children removed theirs
 
     by_key = {d.source_key: aid for d, aid in zip(todo, ids, strict=True)}
     return [int(by_key[d.source_key]) for d in drafts]

@@ -12,6 +12,15 @@ Results come in **tiers**, and by popularity (downloads, then newest) inside a t
 When no adapter has every word, a query of several words matches any of them
 (same tiers). ``score`` = tier + popularity in [0, 1).
 
+Modes (``SearchQuery.mode``): the tiers above are ``keyword``; ``semantic`` ranks by the sentence
+embeddings of :mod:`.semantic` (``score`` = cosine + tag bonus); ``hybrid`` fuses both lists by
+reciprocal rank fusion (:func:`fuse`: ``score`` = 100 x the fused value, below 4), after the exact names
+(tier 4) and, for a query of 8-64 hex digits, the adapters with a file of that fingerprint (score 5);
+hybrid finds nothing by meaning when no word of the query (nor its crude stem) occurs in the registry
+(see :func:`fuse`).
+``auto`` (the default) is hybrid where the registry has embeddings and the model is installed, else
+keyword; semantic and hybrid rank by relevance only (other orders sort the keyword matches).
+
 Why tiers and not BM25/ts_rank_cd over every match: scoring every match costs
 time proportional to the number of matches (90 ms for ``anime`` at 100k records
 on SQLite, more on PostgreSQL), against a 10 ms goal. A tier is one index query
@@ -29,7 +38,7 @@ column conditions.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import text as T
@@ -107,11 +116,117 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None) -> list[Hit]:
     offset = (q.page - 1) * q.limit
     if not plan.terms:
         return backend.browse(q.sort, offset, q.limit)
-    if len(plan.terms) > 1 and not backend.any_match():
-        plan.mode = "or"
+    mode = resolve_mode(raw, q)
+    found: bool | None = None  # whether some adapter has a word of the query
+    if len(plan.terms) > 1:
+        found = backend.any_match()
+        if not found:
+            plan.mode = "or"
+            found = None
+    if mode != "keyword":
+        if mode == "hybrid" and not found:
+            # Any word of the query in what the viewer may see, filters aside (a paraphrase's words need not
+            # occur among the filtered adapters).
+            unfiltered = type(backend)(raw, replace(plan, facets=[], min_rank=None, max_rank=None))
+            found = backend.any_match() or unfiltered.any_prefix(_stems(plan.terms))
+        return fuse(raw, backend, q, mode, offset, words_found=bool(found) or mode == "semantic")
     if q.sort == "relevance":
         return backend.relevance(offset, q.limit)
     return backend.sorted_matches(q.sort, offset, q.limit)
+
+
+def resolve_mode(raw: Raw, q: SearchQuery) -> str:
+    """The mode a query runs in (``auto`` resolved); SemanticUnavailable when semantic or hybrid was asked
+    for where it cannot run. The keyword path imports nothing of the model's (the package is looked up,
+    not imported)."""
+    from . import semantic
+
+    wanted = q.mode
+    if wanted == "keyword" or (wanted == "auto" and q.sort != "relevance"):
+        return "keyword"
+    if not semantic.installed():
+        if wanted == "auto":
+            return "keyword"
+        raise semantic.SemanticUnavailable(f"{wanted} search needs the embedding model",
+                                           hint="pip install 'lorahub-toolkit[semantic]', then: lorahub registry embed")
+    if not semantic.ready(raw):
+        if wanted == "auto":
+            return "keyword"
+        raise semantic.SemanticUnavailable(f"{wanted} search: this registry has no sentence embeddings of "
+                                           f"{semantic.MODEL} {semantic.model_version()}",
+                                           hint="run: lorahub registry embed")
+    return "hybrid" if wanted == "auto" else wanted
+
+
+def _stems(terms: list[str]) -> list[str]:
+    """Crude stems of the query's words for "does any word of it occur in the registry": a word less its
+    last two letters, at least four (``monsters`` -> ``monste``, which begins ``monster``); shorter words
+    whole. Only for that question: the keyword tiers never stem."""
+    return list(dict.fromkeys(t[: max(4, len(t) - 2)] for t in terms))
+
+
+#: Reciprocal rank fusion: a list's item at rank r (from 1) adds weight / (RRF_K + r).
+RRF_K = 60
+#: Weight of a keyword match by tier (name, trigger words/tags, description), halved for "any word" matches.
+KEYWORD_WEIGHTS = {TIER_NAME: 1.0, TIER_KEYWORDS: 1.0, TIER_ANY: 0.5}
+VECTOR_WEIGHT = 1.0
+#: Score of a hybrid/semantic hit whose file has the fingerprint the query is.
+HASH_SCORE = 5.0
+
+
+def depth_for(n: int) -> int:
+    """How deep each list is read for a window of ``n`` results (the same for every page of a
+    usual size, so pages agree)."""
+    return max(100, 1 << max(n - 1, 1).bit_length())
+
+
+def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *, words_found: bool = True) -> list[Hit]:
+    """Semantic or hybrid relevance: pinned hash and exact-name matches, then the vector list (semantic) or
+    the keyword and vector lists fused by reciprocal rank (hybrid).
+
+    Hybrid finds nothing by meaning for a query none of whose words occurs in the registry
+    (``words_found`` False): a static embedding gives gibberish ("qqxyzzy") a vector as close to some
+    records as a real paraphrase's, and no similarity threshold tells them apart."""
+    from . import semantic
+    from .lookups import by_hash_rows
+
+    depth = depth_for(offset + q.limit)
+    out: list[Hit] = []
+    seen: set[int] = set()
+
+    def pin(hit: Hit) -> None:
+        if hit.id not in seen:
+            seen.add(hit.id)
+            out.append(hit)
+
+    text = (q.query or "").strip().lower()
+    text = text[2:] if text.startswith("0x") else text
+    if 8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text):
+        ids = list(dict.fromkeys(int(r.id) for r in by_hash_rows(raw, text, backend.plan.viewer)))
+        keep = backend.allowed(ids)
+        for aid in ids:
+            if aid in keep:
+                pin(Hit(aid, HASH_SCORE))
+    vector = (semantic.top(raw, q.query or "", depth, backend.allowed, backend.plan.facets, near_best=mode == "hybrid")
+              if words_found else [])
+    if mode == "semantic":
+        for aid, score in vector:
+            pin(Hit(aid, round(score, 6)))
+        return out[offset : offset + q.limit]
+    keyword = backend.relevance(0, depth)
+    fused: dict[int, float] = {}
+    factor = 0.5 if backend.plan.mode == "or" else 1.0
+    for rank, hit in enumerate(keyword, 1):
+        tier = int(hit.score)
+        if tier >= TIER_EXACT:
+            pin(hit)
+            continue
+        fused[hit.id] = fused.get(hit.id, 0.0) + factor * KEYWORD_WEIGHTS.get(tier, 0.5) / (RRF_K + rank)
+    for rank, (aid, _score) in enumerate(vector, 1):
+        fused[aid] = fused.get(aid, 0.0) + VECTOR_WEIGHT / (RRF_K + rank)
+    for aid in sorted(fused, key=lambda i: (-fused[i], -i)):
+        pin(Hit(aid, round(100 * fused[aid], 6)))
+    return out[offset : offset + q.limit]
 
 
 class _Backend:
@@ -138,6 +253,15 @@ class _Backend:
     def run(self, sql: str, params: dict[str, Any], *, prepare: bool = False) -> list[Any]:
         params.setdefault("false", False)
         return self.raw.all(sql, params, prepare=prepare)
+
+    def allowed(self, ids: list[int]) -> set[int]:
+        """Those of ``ids`` that the query's filters and the viewer's visibility keep."""
+        out: set[int] = set()
+        for i in range(0, len(ids), 500):
+            params: dict[str, Any] = {"ids": ids[i : i + 500]}
+            where = ["a.id IN :ids", self.visibility(params), *self.column_filters(params), *self.facet_sql(params)]
+            out.update(r[0] for r in self.run(f"SELECT a.id FROM adapters a WHERE {' AND '.join(where)}", params))
+        return out
 
     def exact(self, limit: int) -> list[Hit]:
         """Tier 4: the whole name equals the query."""
@@ -175,6 +299,9 @@ class _Backend:
         raise NotImplementedError
 
     def any_match(self) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def any_prefix(self, prefixes: list[str]) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def tier(self, tier: int, limit: int) -> list[Hit]:  # pragma: no cover - abstract
@@ -265,6 +392,11 @@ class _SQLite(_Backend):
 
     def any_match(self) -> bool:
         m = self.constrain(self.words_expr("name keywords description"))
+        return bool(self.run("SELECT 1 FROM adapter_fts WHERE adapter_fts MATCH :m LIMIT 1", {"m": m}))
+
+    def any_prefix(self, prefixes: list[str]) -> bool:
+        inner = " OR ".join(f'"{p}" *' for p in prefixes)  # letters/digits only
+        m = self.constrain(f"{{name keywords description}} : ({inner})")
         return bool(self.run("SELECT 1 FROM adapter_fts WHERE adapter_fts MATCH :m LIMIT 1", {"m": m}))
 
     def tier(self, tier: int, limit: int) -> list[Hit]:
@@ -523,6 +655,11 @@ class _Postgres(_Backend):
         where = ["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)]
         return bool(self.run(f"SELECT 1 FROM adapters a WHERE {' AND '.join(where)} LIMIT 1", params))
 
+    def any_prefix(self, prefixes: list[str]) -> bool:
+        params: dict[str, Any] = {"q": " | ".join(f"'{p}':*" for p in prefixes)}  # letters/digits only
+        where = ["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)]
+        return bool(self.run(f"SELECT 1 FROM adapters a WHERE {' AND '.join(where)} LIMIT 1", params))
+
     def tier(self, tier: int, limit: int) -> list[Hit]:
         params: dict[str, Any] = {"q": self.tsquery()}
         if tier == TIER_NAME:
@@ -548,4 +685,4 @@ class _Postgres(_Backend):
         return _hits(self.select(where, params, sort, limit, offset, vector="search_vector"))
 
 
-__all__ = ["Hit", "search", "TIER_ANY", "TIER_EXACT", "TIER_KEYWORDS", "TIER_NAME"]
+__all__ = ["Hit", "depth_for", "fuse", "resolve_mode", "search", "TIER_ANY", "TIER_EXACT", "TIER_KEYWORDS", "TIER_NAME"]

@@ -7,6 +7,7 @@
     users --< adapters --< adapter_versions --< adapter_files
                  |--< adapter_tags
                  |--< trigger_words
+                 |--- adapter_embeddings  (the record's sentence embedding, for semantic search)
                  '--< blend_sources   (a lorahub blend's sources, from its recipe)
 
 * An **adapter** is what a search finds: a local file, a Hub repository, or an
@@ -277,10 +278,30 @@ class AdapterSketch(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
 
 
+class AdapterEmbedding(SQLModel, table=True):
+    """The sentence embedding of an adapter's record (name, tags, trigger words, description or card), for
+    semantic search (:mod:`lorahub.registry.semantic`): float16 bytes of ``dim`` values, made by ``model`` at
+    ``model_version``. ``seq`` grows with every write (a search process reloads the rows above the largest
+    it has read)."""
+
+    __tablename__ = "adapter_embeddings"
+
+    adapter_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("adapters.id", ondelete="CASCADE"), primary_key=True)
+    )
+    model: str = Field(sa_column=sa.Column(sa.String(96), nullable=False))
+    model_version: str = Field(sa_column=sa.Column(sa.String(48), nullable=False))
+    dim: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+    vector: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
+
+
 metadata = SQLModel.metadata
 
 __all__ = [
     "Adapter",
+    "AdapterEmbedding",
     "AdapterFile",
     "AdapterSketch",
     "AdapterTag",

@@ -18,6 +18,9 @@ from .adapters import AdapterFormat, BaseFamily
 
 SourceKind = Literal["local", "hub", "record"]
 SortOrder = Literal["relevance", "newest", "downloads"]
+#: How words are matched: ``auto`` is ``hybrid`` where the registry has sentence embeddings and the model is
+#: installed, else ``keyword``.
+SearchMode = Literal["auto", "keyword", "semantic", "hybrid"]
 
 #: The one definition of the fingerprint fields: name -> hex length (lower case in the database), in
 #: lookup order. :data:`HashType`, :data:`HASH_FIELDS`, the ``adapter_files`` hash columns, a record's
@@ -226,6 +229,12 @@ class SearchQuery(_Model):
     sort: SortOrder = "relevance"
     limit: int = Field(20, ge=1, le=500)
     page: int = Field(1, ge=1)
+    mode: SearchMode = Field(
+        "auto",
+        description="keyword: words as written (tiers); semantic: by meaning (sentence embeddings); hybrid: both "
+        "fused (exact names, trigger words and hashes still first); auto: hybrid where the registry has "
+        "embeddings, else keyword. semantic and hybrid rank by relevance only",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> SearchQuery:
@@ -233,6 +242,8 @@ class SearchQuery(_Model):
             raise ValueError(f"page * limit must be at most {MAX_SEARCH_WINDOW}; narrow the search instead")
         if self.min_rank and self.max_rank and self.min_rank > self.max_rank:
             raise ValueError("min_rank is larger than max_rank")
+        if self.mode in ("semantic", "hybrid") and self.sort != "relevance":
+            raise ValueError(f"mode {self.mode} ranks by relevance: use sort=relevance (or mode keyword)")
         return self
 
 

@@ -198,12 +198,14 @@ def split_tags(text: str | None) -> list[str]:
 
 
 def search(state: SpaceState, query: str = "", base: str = "", fmt: str = "", tags: str = "",
-           limit: int = 50) -> tuple[list[list[Any]], list[dict[str, Any]]]:
-    """Search the registry: ``(table rows, result dicts)``; rows follow :data:`RESULT_COLUMNS`."""
+           limit: int = 50, mode: str = "auto") -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """Search the registry: ``(table rows, result dicts)``; rows follow :data:`RESULT_COLUMNS`. The registry's
+    own search (``Registry.search``): hybrid (words and meaning) where the registry has embeddings."""
     from lorahub.schemas.registry import SearchQuery
 
     q = SearchQuery(query=(query or "").strip() or None, base=(base or "").strip() or None,
-                    format=(fmt or "").strip() or None, tags=split_tags(tags), limit=limit)
+                    format=(fmt or "").strip() or None, tags=split_tags(tags), limit=limit,
+                    mode=mode)  # type: ignore[arg-type]
     found = state.search(q)
     results = [r.model_dump(mode="json") for r in found]
     rows = [

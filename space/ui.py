@@ -137,7 +137,7 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
         # ------------------------------------------------------------ Search
         with gr.Tab("Search", id="search"):
             with gr.Row():
-                query = gr.Textbox(label="Search", placeholder="name, trigger word, tag...", elem_id="search-query", scale=3)
+                query = gr.Textbox(label="Search", placeholder="name, trigger word, tag, or what it looks like...", elem_id="search-query", scale=3)
                 base_f = gr.Textbox(label="Base family", placeholder="sd1, sdxl, pony...", elem_id="search-base")
                 fmt_f = gr.Textbox(label="Format", placeholder="kohya-lora, diffusers...", elem_id="search-format")
                 tags_f = gr.Textbox(label="Tags", placeholder="comma separated", elem_id="search-tags")

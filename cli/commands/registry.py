@@ -219,6 +219,10 @@ def _read_hash_file(path: Path) -> list[str]:
 @click.option("--sort", type=click.Choice(["relevance", "newest", "downloads"]), default="relevance", show_default=True)
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--mode", type=click.Choice(["keyword", "semantic", "hybrid"]), default=None,
+              help="keyword: the words as written; semantic: by meaning (sentence embeddings); hybrid: both, "
+              "fused (exact names, trigger words and hashes first). Default: hybrid where the registry has "
+              "embeddings and the [semantic] extra is installed, else keyword.")
 @click.option("--hash", "hashes", multiple=True, metavar="HASH",
               help="Look up by any fingerprint or a prefix of >= 8 hex (repeatable).")
 @click.option("--hash-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
@@ -233,13 +237,17 @@ def _read_hash_file(path: Path) -> list[str]:
 @json_option
 def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: tuple[str, ...], author: str | None,
                min_rank: int | None, max_rank: int | None, license_: str | None, sort: str, limit: int, page: int,
-               hashes: tuple[str, ...], hash_file: Path | None, uses: str | None, like_file: Path | None,
+               mode: str | None, hashes: tuple[str, ...], hash_file: Path | None, uses: str | None, like_file: Path | None,
                database: str | None, as_json: bool) -> None:
     """Find adapters by words, filters or hash.
 
     Words are matched in names, trigger words, tags and descriptions (best
     matches first: the whole name, every word in the name, in trigger
-    words/tags, anywhere; then by downloads). With --hash/--hash-file the
+    words/tags, anywhere; then by downloads). Where the registry has
+    sentence embeddings (the [semantic] extra; lorahub registry embed), the
+    default is hybrid: those tiers fused with a search by meaning, so
+    "spooky monsters" finds horror and creature LoRAs; exact names and
+    hashes still come first. --mode picks one. With --hash/--hash-file the
     lookup is by AutoV1, AutoV2, AutoV3, CRC32, SHA-256, tensor SHA-256 or
     BLAKE3, exact or by a prefix of at least 8 hex digits, case-insensitive;
     the exit code is 1 when no hash is found. With --uses, the blends made
@@ -250,11 +258,14 @@ def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: 
     \b
     Examples:
       lorahub search anime --base sd1 --tag style
+      lorahub search giant fighting robots --mode semantic
       lorahub search --hash 47AAAF0D29
       lorahub search --hash-file hashes.txt --json
       lorahub search --uses mystyle
       lorahub search --like my_lora.safetensors
     """
+    if mode is not None and (uses is not None or like_file is not None or hashes or hash_file):
+        raise UsageError("--mode is for word searches, not --uses, --like or --hash")
     if uses is not None:
         if words or hashes or hash_file or like_file:
             raise UsageError("give --uses alone, without words, --hash/--hash-file or --like")
@@ -289,6 +300,7 @@ def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: 
         query = SearchQuery(
             query=" ".join(words) or None, base=base, format=fmt, tags=list(tags), author=author, license=license_,
             min_rank=min_rank, max_rank=max_rank, sort=sort, limit=limit, page=page,  # type: ignore[arg-type]
+            mode=mode or "auto",  # type: ignore[arg-type]
         )
     except ValidationError as exc:
         raise UsageError(exc.errors()[0].get("msg", "invalid search")) from None
@@ -396,7 +408,7 @@ def _human_dupes(groups: list[Any]) -> list[str]:
 
 @click.group("registry")
 def registry_group() -> None:
-    """The registry database (schema migrations) and the storage of `lorahub serve` (check, repair)."""
+    """The registry database (schema migrations, embeddings for semantic search) and the storage of `lorahub serve` (check, repair)."""
 
 
 @registry_group.command("migrate")
@@ -413,6 +425,37 @@ def migrate_cmd(database: str | None, as_json: bool) -> None:
         info(f"{url}: already at {after}")
     else:
         info(f"{url}: upgraded from {before or 'an empty database'} to {after}")
+
+
+@registry_group.command("embed")
+@click.option("--all", "everything", is_flag=True, help="Embed every adapter again, not only those without a vector of the installed model.")
+@database_option
+@json_option
+def embed_cmd(everything: bool, database: str | None, as_json: bool) -> None:
+    """Compute the sentence embeddings semantic search reads.
+
+    Records are embedded when they are written (index, import, push, pull,
+    commits to lorahub serve) if the [semantic] extra is installed; this
+    command embeds those written without it and, after the model changed
+    (another version of the package), every vector of another model. Exit
+    code 1 without the model.
+
+    \b
+    Examples:
+      lorahub registry embed
+      lorahub registry embed --all --database postgresql://hub@db/hub
+    """
+    from lorahub.registry.catalogue import Registry
+    from lorahub.registry.semantic import embed_missing
+
+    with Registry(database) as reg:
+        url = reg.display_url
+        summary = embed_missing(reg, everything=everything)
+    if as_json:
+        emit_json({"database": url, **vars(summary)})
+        return
+    info(f"{url}: {summary.embedded} adapter(s) embedded, {summary.kept} already had a vector "
+         f"({summary.model} {summary.model_version}) in {summary.seconds:.2f} s")
 
 
 def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:

@@ -152,6 +152,7 @@ def serve(
     log.info("data %s, database %s, %d worker(s)", data, display_url(url), workers)
     try:
         if workers <= 1:
+            _warm_semantic(registry)
             app = _frozen(create_app(settings, registry, on_app=on_app))
             server = uvicorn.Server(uvicorn.Config(app, **common))
             print(READY_PREFIX + listen_url, file=sys.stderr, flush=True)
@@ -200,7 +201,23 @@ def app_from_env():  # noqa: ANN201 - a FastAPI app
         allowed_hosts=cfg.get("allowed_hosts", []),
         cors_origins=cfg.get("cors_origins", []),
     )
-    return _frozen(create_app(settings, Registry(settings.database_url, auto_migrate=False)))
+    registry = Registry(settings.database_url, auto_migrate=False)
+    _warm_semantic(registry)
+    return _frozen(create_app(settings, registry))
+
+
+def _warm_semantic(registry: Any) -> None:
+    """Load the semantic search index (model and vectors, registry/semantic.py) before serving, where the
+    registry has embeddings: the first search would otherwise wait for it (4 s at 100k records)."""
+    from lorahub.registry import semantic
+
+    if not semantic.installed():
+        return
+    try:
+        with registry.reading() as raw:
+            semantic.ready(raw)
+    except Exception as exc:  # noqa: BLE001 - the database may not be ready yet: the first search says so
+        log.debug("semantic index not loaded at start: %s", exc)
 
 
 def _frozen(app):  # noqa: ANN001, ANN202

@@ -80,6 +80,9 @@ SEARCH_PARAMS: list[tuple[str, dict, str]] = [
     ("sort", {"type": "string", "enum": ["relevance", "newest", "downloads"], "default": "relevance"}, "Order"),
     ("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 20}, "Results per page"),
     ("page", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1}, "Page number (page * limit <= 10000)"),
+    ("mode", {"type": "string", "enum": ["auto", "keyword", "semantic", "hybrid"], "default": "auto"},
+     "keyword: words as written; semantic: by meaning; hybrid: both fused (exact names and hashes first); "
+     "auto: hybrid where the registry has embeddings, else keyword. semantic and hybrid need sort=relevance"),
 ]
 _LIMITS = {name: schema.get("maxLength") for name, schema, _ in SEARCH_PARAMS}
 
@@ -122,8 +125,9 @@ def _parse_search(params: Any) -> SearchQuery:
     response_model=list[SearchResult],
     responses=ERRORS,
     summary="Search adapters",
-    description="Full-text search over names, titles, trigger words, tags and descriptions, with filters. "
-    "Results come best first (see `score`).",
+    description="Full-text search over names, titles, trigger words, tags and descriptions, with filters, fused "
+    "with a search by meaning (sentence embeddings) where the registry has them (`mode`). Results come best "
+    "first (see `score`).",
     openapi_extra={
         "parameters": [
             {"name": name, "in": "query", "required": False, "schema": schema, "description": desc}

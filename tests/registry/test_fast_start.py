@@ -273,3 +273,30 @@ def test_a_database_behind_or_empty_is_migrated_and_one_that_is_current_is_not(d
     with Registry(db_url, auto_migrate=False, pooled=False) as reg:
         assert reg.count() == 0
         assert reg._engine is None  # current: no migration (which needs the engine)
+
+
+#: What semantic search loads (registry/semantic.py): never on a keyword search's path.
+MODEL_MODULES = ("numpy", "tokenizers", "safetensors", "wordllama")
+
+
+def _imported(args: list[str], tmp_path: Path) -> tuple[int, set[str]]:
+    out = tmp_path / "modules.json"
+    env = {**os.environ, "LH_MODULES_OUT": str(out), "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=env, timeout=120)
+    return res.returncode, {m.split(".")[0] for m in json.loads(out.read_text())}
+
+
+def test_keyword_search_loads_no_model_and_semantic_search_stays_light(corpus_registry, tmp_path: Path,  # noqa: ANN001
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generated records have sentence embeddings (the dev install has the [semantic] extra), so a plain
+    search is hybrid; --mode keyword and --sort newest load nothing of the model's; semantic and hybrid load
+    numpy and the tokenizer, none of the heavy packages, and print what the full path prints."""
+    db = ["--database", corpus_registry.url]
+    for args in (["search", "anime", "--mode", "keyword"], ["search", "girl", "--sort", "newest"], ["search", "--tag", "style"]):
+        code, modules = _imported([*args, *db], tmp_path)
+        assert code == 0 and not modules & set(MODEL_MODULES), (args, modules & set(MODEL_MODULES))
+    code, modules = _imported(["search", "spooky monsters", *db], tmp_path)
+    assert code == 0 and {"numpy", "tokenizers"} <= modules and "wordllama" not in modules
+    for args in (["search", "spooky", "monsters", "--json"], ["search", "giant", "robots", "--mode", "semantic"],
+                 ["search", "velvet", "lantern", "--mode", "hybrid", "--limit", "5"]):
+        same_both_ways([*args, *db], tmp_path, monkeypatch)

@@ -17,7 +17,7 @@ def _has_word(r, word: str) -> bool:  # noqa: ANN001
 
 
 def test_anime_puts_relevant_adapters_first(civitai_registry) -> None:  # noqa: ANN001
-    results = civitai_registry.search(SearchQuery(query="anime", limit=30))
+    results = civitai_registry.search(SearchQuery(query="anime", limit=30, mode="keyword"))
     assert len(results) == 30
     assert all(_has_word(r, "anime") for r in results), [r.name for r in results if not _has_word(r, "anime")]
     # The first ones have it in the name, most downloaded first.
@@ -45,7 +45,7 @@ def test_trigger_word_and_tag_queries(civitai_registry) -> None:  # noqa: ANN001
 def test_no_stemming_anime_does_not_find_animal(civitai_registry, civitai_records) -> None:  # noqa: ANN001
     """Every match really contains the word 'anime' (no stemming: 'animal' and 'animation' do not match)."""
     by_source = {f"civitai:{r.id}": r for r in civitai_records}
-    results = civitai_registry.search(SearchQuery(query="anime", limit=500, page=2))
+    results = civitai_registry.search(SearchQuery(query="anime", limit=500, page=2, mode="keyword"))
     assert len(results) == 500
     for res in results:
         rec = by_source[res.source]
@@ -54,10 +54,12 @@ def test_no_stemming_anime_does_not_find_animal(civitai_registry, civitai_record
 
 
 def test_several_words_and_the_or_fallback(civitai_registry) -> None:  # noqa: ANN001
-    both = civitai_registry.search(SearchQuery(query="chinese dress", limit=10))
+    both = civitai_registry.search(SearchQuery(query="chinese dress", limit=10, mode="keyword"))
     assert both and all(_has_word(r, "chinese") or "chinese" in words(r.description or "") for r in both[:3])
-    fallback = civitai_registry.search(SearchQuery(query="anime qqxyzzy", limit=5))
+    fallback = civitai_registry.search(SearchQuery(query="anime qqxyzzy", limit=5, mode="keyword"))
     assert fallback and all("anime" in words(r.name) for r in fallback)
+    # Words that occur nowhere find nothing, by words or (the default, hybrid) by meaning.
+    assert civitai_registry.search(SearchQuery(query="qqxyzzy zzqqx", mode="keyword")) == []
     assert civitai_registry.search(SearchQuery(query="qqxyzzy zzqqx")) == []
 
 
@@ -98,7 +100,7 @@ def test_sort_orders(civitai_registry) -> None:  # noqa: ANN001
 
 
 def test_results_carry_the_contract_fields(civitai_registry) -> None:  # noqa: ANN001
-    r = civitai_registry.search(SearchQuery(query="Detail Tweaker LoRA"))[0]
+    r = civitai_registry.search(SearchQuery(query="Detail Tweaker LoRA", mode="keyword"))[0]
     data = r.model_dump(mode="json")
     for key in ("name", "source", "base_family", "format", "rank", "tags", "trigger_words", "sha256", "autov3", "score"):
         assert key in data
@@ -165,7 +167,8 @@ def test_private_adapters_are_visible_to_their_owner_only(registry) -> None:  # 
 
 @pytest.mark.postgres
 def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None:  # noqa: ANN001
-    """Same records, same queries: the same adapters in the same order on both backends."""
+    """Same records, same queries: the same adapters in the same order on both backends (hybrid, the
+    default, and keyword)."""
     from testkit import create_pg_schema, drop_pg_schema, pg_admin_url
 
     from lorahub.registry.catalogue import Registry
@@ -183,7 +186,7 @@ def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None
             SearchQuery(tags=["anime"]), SearchQuery(query="anime qqxyzzy"), SearchQuery(query="Cute_girl_mix4"),
             SearchQuery(query="character", tags=["girl"], limit=50), SearchQuery(author="mpmp"),
         ]
-        for q in queries:
+        for q in [*queries, *(q.model_copy(update={"mode": "keyword"}) for q in queries)]:
             a, b = ([(r.name, r.score) for r in reg.search(q)] for reg in regs)
             assert a == b, q
     finally:
@@ -207,10 +210,10 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     civitai_registry.optimize()  # ANALYZE: the strategies need the statistics
     S._stats_cache.clear()
     rng = random.Random(5)
-    queries = [SearchQuery(query=w, sort=s, page=p, limit=lim)
+    queries = [SearchQuery(query=w, sort=s, page=p, limit=lim, mode="keyword")
                for w in ("anime", "girl", "style", "concept", "hanfu", "chinese dress", "anime qqxyzzy", "zzqqx")
                for s, p, lim in (("relevance", 1, 20), ("relevance", 3, 20), ("newest", 1, 20), ("downloads", 2, 30))]
-    queries += [SearchQuery(query=rng.choice(r.name.split() or ["x"]), tags=r.tags[:1], base=b)
+    queries += [SearchQuery(query=rng.choice(r.name.split() or ["x"]), tags=r.tags[:1], base=b, mode="keyword")
                 for r, b in zip(rng.sample(civitai_records, 12), ["sd1", "sd2", None] * 4, strict=True)]
     queries += [SearchQuery(tags=["hanfu"]), SearchQuery(base="sd2", sort="newest"), SearchQuery(tags=["style"], page=3)]
 

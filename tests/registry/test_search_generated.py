@@ -14,6 +14,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import pytest
 from corpuskit import PLANTED_IDS
@@ -21,6 +22,10 @@ from corpuskit import PLANTED_IDS
 from lorahub.errors import UsageError
 from lorahub.registry.text import norm_name, popularity, query_terms, words
 from lorahub.schemas.registry import AdapterRecord, SearchQuery
+
+#: The rules tested here are keyword search's (tiers, no stemming, the "any word" fallback): queries name that
+#: mode, since the default is hybrid where the registry has embeddings (test_semantic.py tests that one).
+KeywordQuery = partial(SearchQuery, mode="keyword")
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
 
@@ -141,17 +146,17 @@ def _queries(records: list[AdapterRecord]) -> list[SearchQuery]:
         "水彩", "한복", "акварель", "ölgemälde", "ドット絵", "velvet lantern", "neon noir", "anime qqxyzzy",
         "velvet qqxyzzy", "qqxyzzy zzqqx", "kaede mori", "Aria Nightshade - kitsune mask", "sks style",
     ]
-    out = [SearchQuery(query=w, limit=50) for w in words_]
-    out += [SearchQuery(query=w, sort=s, page=p, limit=20) for w in ("anime", "style", "girl")
+    out = [KeywordQuery(query=w, limit=50) for w in words_]
+    out += [KeywordQuery(query=w, sort=s, page=p, limit=20) for w in ("anime", "style", "girl")
             for s in ("relevance", "newest", "downloads") for p in (1, 3)]
     out += [
-        SearchQuery(query="anime", base="sdxl", limit=50), SearchQuery(query="style", base="pony", limit=50),
-        SearchQuery(query="girl", base="unknown", limit=50), SearchQuery(query="style", base="sd2", limit=50),
-        SearchQuery(query="girl", tags=["hanfu"], limit=50), SearchQuery(tags=["anime", "style"], limit=50),
-        SearchQuery(tags=["art style"], sort="newest", limit=30), SearchQuery(author=prolific, limit=50),
-        SearchQuery(query="style", license="openrail++", limit=50), SearchQuery(base="flux", sort="newest"),
-        SearchQuery(limit=25), SearchQuery(limit=25, page=7, sort="newest"), SearchQuery(query="anime", min_rank=4),
-        SearchQuery(query="watercolor", tags=["watercolor"], base="sd1", sort="downloads", limit=40),
+        KeywordQuery(query="anime", base="sdxl", limit=50), KeywordQuery(query="style", base="pony", limit=50),
+        KeywordQuery(query="girl", base="unknown", limit=50), KeywordQuery(query="style", base="sd2", limit=50),
+        KeywordQuery(query="girl", tags=["hanfu"], limit=50), KeywordQuery(tags=["anime", "style"], limit=50),
+        KeywordQuery(tags=["art style"], sort="newest", limit=30), KeywordQuery(author=prolific, limit=50),
+        KeywordQuery(query="style", license="openrail++", limit=50), KeywordQuery(base="flux", sort="newest"),
+        KeywordQuery(limit=25), KeywordQuery(limit=25, page=7, sort="newest"), KeywordQuery(query="anime", min_rank=4),
+        KeywordQuery(query="watercolor", tags=["watercolor"], base="sd1", sort="downloads", limit=40),
     ]
     return out
 
@@ -168,7 +173,7 @@ def test_pages_are_what_the_documented_rules_give(corpus_registry, corpus_record
 
 def test_the_planted_tiers_in_order(corpus_registry) -> None:  # noqa: ANN001
     """'velvet lantern': every tier present, popularity reversed against the tiers."""
-    results = corpus_registry.search(SearchQuery(query="velvet lantern", limit=50))
+    results = corpus_registry.search(KeywordQuery(query="velvet lantern", limit=50))
     assert [(r.name, int(r.score)) for r in results] == [
         ("Velvet Lantern", 4),  # the name is the query
         ("VELVET-LANTERN", 4),  # ... compared as words (fewer downloads: second)
@@ -191,7 +196,7 @@ def test_the_planted_tiers_in_order(corpus_registry) -> None:  # noqa: ANN001
     ("cute girl MIX7", "Cute_girl_mix7", None),
 ])
 def test_exact_name_beats_a_more_popular_superset(corpus_registry, query: str, exact: str, superset: str | None) -> None:  # noqa: ANN001
-    results = corpus_registry.search(SearchQuery(query=query, limit=50))
+    results = corpus_registry.search(KeywordQuery(query=query, limit=50))
     assert (results[0].name, int(results[0].score)) == (exact, 4)
     if superset:
         other = next(r for r in results if r.name == superset)
@@ -205,12 +210,12 @@ def test_generated_names_rank_first(corpus_registry, corpus_records) -> None:  #
     sample = random.Random(7).sample(unique, 40)
     assert any(not r.name.isascii() for r in sample) and any("_" in r.name or "[" in r.name for r in sample)
     for rec in sample:
-        first = corpus_registry.search(SearchQuery(query=rec.name, limit=3))[0]
+        first = corpus_registry.search(KeywordQuery(query=rec.name, limit=3))[0]
         assert (first.source, int(first.score)) == (f"civitai:{rec.id}", 4), rec.name
 
 
 def test_a_trigger_word_outranks_the_description(corpus_registry) -> None:  # noqa: ANN001
-    results = corpus_registry.search(SearchQuery(query="qxlibrary"))
+    results = corpus_registry.search(KeywordQuery(query="qxlibrary"))
     assert [(r.name, int(r.score)) for r in results] == [("Quiet Library", 2), ("Old Archives", 1)]
 
 
@@ -221,68 +226,68 @@ def test_no_stemming(corpus_registry, corpus_records) -> None:  # noqa: ANN001
 
     near = [r for r in corpus_records if text(r) & {"animal", "animation", "animatronic"} and "anime" not in text(r)]
     assert len(near) > 20  # the catalogue has the near-misses that make this meaningful
-    found = {r.source for r in corpus_registry.search(SearchQuery(query="anime", limit=500))}
-    found |= {r.source for r in corpus_registry.search(SearchQuery(query="anime", limit=500, page=2))}
+    found = {r.source for r in corpus_registry.search(KeywordQuery(query="anime", limit=500))}
+    found |= {r.source for r in corpus_registry.search(KeywordQuery(query="anime", limit=500, page=2))}
     assert not found & {f"civitai:{r.id}" for r in near}
     by_source = {f"civitai:{r.id}": r for r in corpus_records}
     assert all("anime" in text(by_source[s]) for s in found) and len(found) > 400
-    assert "Velvet Paper Lanterns" not in [r.name for r in corpus_registry.search(SearchQuery(query="lantern", limit=50))]
+    assert "Velvet Paper Lanterns" not in [r.name for r in corpus_registry.search(KeywordQuery(query="lantern", limit=50))]
 
 
 def test_stop_words_and_the_or_fallback(corpus_registry) -> None:  # noqa: ANN001
-    plain = corpus_registry.search(SearchQuery(query="velvet lantern", limit=50))
+    plain = corpus_registry.search(KeywordQuery(query="velvet lantern", limit=50))
     # "the" and "lora" are dropped; the name no longer equals the query, so no tier 4.
-    worded = corpus_registry.search(SearchQuery(query="The velvet LANTERN lora", limit=50))
+    worded = corpus_registry.search(KeywordQuery(query="The velvet LANTERN lora", limit=50))
     assert {r.id for r in worded} == {r.id for r in plain} and max(int(r.score) for r in worded) == 3
     # No adapter has both words: either one is enough.
-    either = corpus_registry.search(SearchQuery(query="velvet qqxyzzy", limit=50))
+    either = corpus_registry.search(KeywordQuery(query="velvet qqxyzzy", limit=50))
     names = {r.name for r in either}
     assert {"Velvet Skies", "Velvet Paper Lanterns", "Velvet Lantern"} <= names
     assert all("velvet" in words(" ".join([r.name, *r.tags, *r.trigger_words, r.description or ""])) for r in either)
-    assert corpus_registry.search(SearchQuery(query="qqxyzzy zzqqx")) == []
+    assert corpus_registry.search(KeywordQuery(query="qqxyzzy zzqqx")) == []
 
 
 def test_filters(corpus_registry, corpus_records) -> None:  # noqa: ANN001
-    sdxl = corpus_registry.search(SearchQuery(query="anime", base="sdxl", limit=50))
+    sdxl = corpus_registry.search(KeywordQuery(query="anime", base="sdxl", limit=50))
     assert sdxl and all(r.base_family == "sdxl" for r in sdxl)
-    pony = corpus_registry.search(SearchQuery(base="pony", limit=50))
+    pony = corpus_registry.search(KeywordQuery(base="pony", limit=50))
     assert pony and all(r.base_family == "sdxl" and r.base_model == "Pony" for r in pony)
-    tagged = corpus_registry.search(SearchQuery(query="girl", tags=["hanfu"], limit=50))
+    tagged = corpus_registry.search(KeywordQuery(query="girl", tags=["hanfu"], limit=50))
     assert tagged and all("hanfu" in r.tags for r in tagged)
-    two_tags = corpus_registry.search(SearchQuery(tags=["anime", "style"], limit=50))
+    two_tags = corpus_registry.search(KeywordQuery(tags=["anime", "style"], limit=50))
     assert two_tags and all({"anime", "style"} <= set(r.tags) for r in two_tags)
     author = Counter(r.author for r in corpus_records).most_common(1)[0][0]
-    mine = corpus_registry.search(SearchQuery(author=author, limit=100))
+    mine = corpus_registry.search(KeywordQuery(author=author, limit=100))
     assert len(mine) == sum(r.author == author for r in corpus_records) > 1
-    lic = corpus_registry.search(SearchQuery(query="style", license="openrail++", limit=50))
+    lic = corpus_registry.search(KeywordQuery(query="style", license="openrail++", limit=50))
     assert lic and all(r.license == "openrail++" and r.base_family == "sdxl" for r in lic)
-    other = corpus_registry.search(SearchQuery(base="unknown", limit=20))
+    other = corpus_registry.search(KeywordQuery(base="unknown", limit=20))
     assert other and all(r.base_family == "unknown" for r in other)
-    assert corpus_registry.search(SearchQuery(query="anime", min_rank=4)) == []  # records carry no rank
+    assert corpus_registry.search(KeywordQuery(query="anime", min_rank=4)) == []  # records carry no rank
 
 
 def test_pagination_is_consistent(corpus_registry) -> None:  # noqa: ANN001
     for sort in ("relevance", "downloads", "newest"):
-        whole = corpus_registry.search(SearchQuery(query="style", sort=sort, limit=40))
-        p1 = corpus_registry.search(SearchQuery(query="style", sort=sort, limit=20, page=1))
-        p2 = corpus_registry.search(SearchQuery(query="style", sort=sort, limit=20, page=2))
+        whole = corpus_registry.search(KeywordQuery(query="style", sort=sort, limit=40))
+        p1 = corpus_registry.search(KeywordQuery(query="style", sort=sort, limit=20, page=1))
+        p2 = corpus_registry.search(KeywordQuery(query="style", sort=sort, limit=20, page=2))
         assert [r.id for r in p1 + p2] == [r.id for r in whole], sort
         assert len({r.id for r in whole}) == 40
 
 
 def test_sort_orders(corpus_registry, corpus_records) -> None:  # noqa: ANN001
-    by_dl = corpus_registry.search(SearchQuery(query="girl", sort="downloads", limit=50))
+    by_dl = corpus_registry.search(KeywordQuery(query="girl", sort="downloads", limit=50))
     assert [r.downloads for r in by_dl] == sorted((r.downloads for r in by_dl), reverse=True)
-    newest = corpus_registry.search(SearchQuery(query="girl", sort="newest", limit=50))
+    newest = corpus_registry.search(KeywordQuery(query="girl", sort="newest", limit=50))
     dates = [r.published_at for r in newest]
     assert len(dates) == 50 and dates == sorted(dates, reverse=True)
     top = max(corpus_records, key=lambda r: r.downloads)
-    assert corpus_registry.search(SearchQuery(limit=5))[0].name == top.name  # browsing: the most downloaded
+    assert corpus_registry.search(KeywordQuery(limit=5))[0].name == top.name  # browsing: the most downloaded
 
 
 def test_results_carry_the_contract_fields(corpus_registry, corpus_records) -> None:  # noqa: ANN001
     rec = next(r for r in corpus_records if r.name == "Night Market")
-    r = corpus_registry.search(SearchQuery(query="Night Market"))[0]
+    r = corpus_registry.search(KeywordQuery(query="Night Market"))[0]
     data = r.model_dump(mode="json")
     for key in ("name", "source", "base_family", "format", "rank", "tags", "trigger_words", "sha256", "autov3", "score"):
         assert key in data
@@ -330,12 +335,12 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     corpus_registry.optimize()  # ANALYZE: the strategies need the statistics
     S._stats_cache.clear()
     rng = random.Random(5)
-    queries = [SearchQuery(query=w, sort=s, page=p, limit=lim)
+    queries = [KeywordQuery(query=w, sort=s, page=p, limit=lim)
                for w in ("anime", "girl", "style", "concept", "hanfu", "chinese dress", "anime qqxyzzy", "zzqqx")
                for s, p, lim in (("relevance", 1, 20), ("relevance", 3, 20), ("newest", 1, 20), ("downloads", 2, 30))]
-    queries += [SearchQuery(query=rng.choice(r.name.split() or ["x"]), tags=r.tags[:1], base=b)
+    queries += [KeywordQuery(query=rng.choice(r.name.split() or ["x"]), tags=r.tags[:1], base=b)
                 for r, b in zip(rng.sample(corpus_records, 12), ["sd1", "sdxl", None] * 4, strict=True)]
-    queries += [SearchQuery(tags=["hanfu"]), SearchQuery(base="sdxl", sort="newest"), SearchQuery(tags=["style"], page=3)]
+    queries += [KeywordQuery(tags=["hanfu"]), KeywordQuery(base="sdxl", sort="newest"), KeywordQuery(tags=["style"], page=3)]
 
     def pages() -> list[list[int]]:
         return [[r.id for r in corpus_registry.search(q)] for q in queries]

@@ -63,6 +63,11 @@ def test_pushed_adapter_is_searchable_at_once(hub_server, kohya_lora) -> None:
     assert [h["name"] for h in search(srv, q="tiny", base="sd1", format="kohya-lora", tag="anime")] == ["tiny-style"]
     assert search(srv, q="tiny", base="sdxl") == []
     assert [h["name"] for h in search(srv, author="alice", min_rank=8, max_rank=8)] == ["tiny-style"]
+    # By meaning too: the commit wrote the record's sentence embedding; the API's modes are the registry's.
+    for mode in ("semantic", "hybrid", "auto"):
+        assert [h["name"] for h in search(srv, q="pictures painted with water colours", mode=mode)] == ["tiny-style"], mode
+    assert search(srv, q="pictures painted with water colours", mode="keyword") == []
+    assert search(srv, q="pictures painted with water colours", mode="semantic", base="sdxl") == []
 
     for h in (fp.sha256, fp.autov2, fp.autov3, fp.blake3, fp.crc32, fp.sha256[:8].upper()):
         r = srv.request("GET", f"/api/lorahub/by-hash/{h}", user=None)
@@ -97,6 +102,9 @@ def test_private_adapters_only_for_their_owner(hub_server, kohya_lora) -> None:
     assert search(srv, q="hidden-style") == []
     assert search(srv, user="bob", q="hidden-style") == []
     assert [h["name"] for h in search(srv, user="alice", q="hidden-style")] == ["hidden-style"]
+    for mode in ("semantic", "hybrid"):  # by meaning: the same rule
+        assert "hidden-style" not in [h["name"] for h in search(srv, user="bob", q="hidden style", mode=mode)]
+        assert "hidden-style" in [h["name"] for h in search(srv, user="alice", q="hidden style", mode=mode)]
     assert srv.request("GET", f"/api/lorahub/by-hash/{sha}", user=None).json()["matches"] == []
     assert len(srv.request("GET", f"/api/lorahub/by-hash/{sha}", user="alice").json()["matches"]) == 1
     # Made public: everyone finds it.
@@ -170,3 +178,6 @@ def test_openapi_documents_the_search_api(hub_server) -> None:
     assert health["status"] == "ok" and health["database"] == ("sqlite" if hub_server.backend == "sqlite" else "postgresql")
     bad = httpx.get(f"{hub_server.url}/api/lorahub/search", params={"limit": 0})
     assert bad.status_code == 422 and "error" in bad.json()
+    for params in ({"q": "x", "mode": "fuzzy"}, {"q": "x", "mode": "semantic", "sort": "newest"}):
+        bad = httpx.get(f"{hub_server.url}/api/lorahub/search", params=params)
+        assert bad.status_code == 422 and "mode" in bad.json()["error"], params
