@@ -8,7 +8,7 @@ The folder holds:
 * ``README.md``: the Space's front matter (``sdk: gradio`` at the installed Gradio version, the Python
   version, licence, short description, ``suggested_hardware``) and what the Space does;
 * ``requirements.txt``: lorahub from the wheel in ``wheels/`` (built here from this source tree, offline),
-  and the ``ml`` and ``space`` extras pinned to the versions installed here (``spaces`` too on ZeroGPU);
+  and the ``ml``, ``space`` and ``semantic`` extras pinned to the versions installed here (``spaces`` too on ZeroGPU);
 * ``wheels/lorahub_toolkit-VERSION-py3-none-any.whl``.
 
 Everything is written into a temporary folder beside ``DIR`` and moved into place at once.
@@ -31,8 +31,8 @@ from typing import Any
 from lorahub.errors import LorahubError, UsageError
 
 DIST = "lorahub-toolkit"
-#: The extras a Space needs: the models and the page.
-EXTRAS = ("ml", "space")
+#: The extras a Space needs: the models, the page and search by meaning (16 MB of static embeddings).
+EXTRAS = ("ml", "space", "semantic")
 #: ``--hardware`` -> the Hub's ``suggested_hardware``.
 SUGGESTED_HARDWARE = {"cpu": "cpu-basic", "zero-gpu": "zero-a10g", "gpu": "a10g-small"}
 SHORT_DESCRIPTION = "Search, preview, blend, train and push LoRA adapters"  # the Hub allows 60 characters
@@ -49,7 +49,7 @@ def source_tree() -> Path:
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or f'name = "{DIST}"' not in pyproject.read_text(encoding="utf-8"):
         raise UsageError("lorahub space export builds lorahub's wheel from its source tree, and this lorahub was "
-                         "not installed from one", hint="clone the repository and pip install -e '.[ml,space]'")
+                         "not installed from one", hint="clone the repository and pip install -e '.[ml,space,semantic]'")
     return root
 
 
@@ -84,7 +84,7 @@ def build_wheel(out_dir: Path, *, root: Path | None = None) -> Path:
 
 
 def pinned_extras(hardware: str) -> list[str]:
-    """``name==version`` of every requirement of the ``ml`` and ``space`` extras, as installed here (and
+    """``name==version`` of every requirement of the ``ml``, ``space`` and ``semantic`` extras, as installed here (and
     ``spaces`` on ZeroGPU)."""
     from packaging.requirements import Requirement
 
@@ -105,7 +105,7 @@ def pinned_extras(hardware: str) -> list[str]:
             pins.append(pin)
     if missing:
         raise UsageError(f"the Space's extras are pinned to the installed versions, and {', '.join(missing)} "
-                         "is not installed", hint=f"pip install '{DIST}[ml,space]'")
+                         "is not installed", hint=f"pip install '{DIST}[ml,space,semantic]'")
     if hardware == "zero-gpu":
         try:
             pins.append(f"spaces=={md.version('spaces')}")
@@ -235,7 +235,7 @@ def requirements_text(wheel: Path, pins: list[str], *, space_id: str | None, end
         where = f"./wheels/{wheel.name}"
     return "\n".join([
         "# Written by `lorahub space export`: lorahub from its wheel (no package index knows it),",
-        "# the ml and space extras pinned to the versions it was exported with.",
+        "# the ml, space and semantic extras pinned to the versions it was exported with.",
         f"{DIST} @ {where}" if space_id else where,
         *pins,
         "",
