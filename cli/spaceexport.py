@@ -292,10 +292,14 @@ def export_space(dest: str | os.PathLike[str], *, base: str | None = None, index
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = ["app.py", "README.md", "requirements.txt", f"wheels/{wheel.name}"]
-    target = space_id or "OWNER/NAME"
+    if space_id:
+        deploy = f"hf upload {space_id} {out} . --repo-type space"
+    else:  # the Hub installs requirements.txt before the folder's files: the wheel must be named by its URL
+        deploy = (f"run here with: cd {out} && pip install -r requirements.txt && python app.py; for the Hub, "
+                  "export again with --space-id OWNER/NAME, then: hf upload OWNER/NAME DIR . --repo-type space")
     return {"folder": str(out), "files": files, "wheel": f"wheels/{wheel.name}", "hardware": hardware,
             "sdk_version": gradio.__version__, "pins": pins, "index": index_text, "base": base,
-            "deploy": f"hf upload {target} {out} . --repo-type space"}
+            "deploy": deploy}
 
 
 __all__ = ["build_wheel", "export_space", "pinned_extras", "source_tree"]

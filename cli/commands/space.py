@@ -72,7 +72,9 @@ def export_cmd(dest: str, base: str | None, index_hub: str | None, hardware: str
     DIR gets app.py (opens the registry, fills it, serves the page), README.md (the Space's settings:
     sdk gradio at the installed version, licence, hardware), requirements.txt (lorahub from the wheel in
     wheels/, built here from this tree, and its extras pinned to the installed versions) and the wheel.
-    Nothing is downloaded. Deploy it with:
+    Nothing is downloaded. Deploy it, exported with --space-id OWNER/NAME (the Hub
+    installs requirements.txt before the folder's files, so the wheel is named by
+    its URL in the Space), with:
 
       hf upload OWNER/NAME DIR . --repo-type space
 
