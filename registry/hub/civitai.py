@@ -297,7 +297,10 @@ class CivitaiApi:
         :data:`VERSION_WALK` back from its newest (for the head's run: the id it has always had); at most
         :data:`MAX_VERSIONS`, within :data:`HISTORY_WALK` commits. Runs without adapter files are no version;
         a run cut off by the window (its oldest commit unknown) is left out."""
-        rows = s.execute(sa.select(HubCommit).where(HubCommit.repo_id == head.repo_id)
+        from sqlalchemy.orm import load_only
+
+        cols = (HubCommit.id, HubCommit.repo_id, HubCommit.oid, HubCommit.parent_oid, HubCommit.title, HubCommit.created_at)
+        rows = s.execute(sa.select(HubCommit).options(load_only(*cols)).where(HubCommit.repo_id == head.repo_id)
                          .order_by(HubCommit.id.desc()).limit(_HISTORY_ROWS)).scalars()
         by_oid = {c.oid: c for c in rows}
         chain, seen, c = [head], {head.oid}, head
