@@ -5,13 +5,17 @@ What maps to what:
 * a **model** is a model repo of this server whose main head holds adapters (its catalogue entry,
   :mod:`.catalogue_sync`); its ``id`` is derived from the repo's primary key, which is never reused
   (``hub_sequences``);
-* a **model version** is the repo's adapters as they are at the head: its ``id`` is derived from the
-  primary key of the oldest commit of the head's unbroken run of commits that left the adapter files
-  (``*.safetensors``: path and SHA-256) as they are, looking back at most :data:`VERSION_WALK` commits. A
-  commit that changes only the card keeps the version; one that changes an adapter makes a new one (the
-  old id then answers 404, as a version Civitai unpublished). Commit keys are never reused either
+* a **model version** is a run of commits of the main branch (first parents, from the head) that left
+  the adapter files (``*.safetensors``: path and SHA-256) as they are: its ``id`` is derived from the
+  primary key of the run's oldest commit, looking back at most :data:`VERSION_WALK` commits from the
+  run's newest. A commit that changes only the card keeps the version; one that changes an adapter
+  makes a new one, and the old one stays listed and answers (its files from its commit's tree, whose
+  blobs stay stored while a commit uses them), up to :data:`MAX_VERSIONS` versions within
+  :data:`HISTORY_WALK` commits of the head. Commit keys are never reused either
   (:func:`.trees.next_commit_pk`);
-* a **file** is one adapter of that version (its id from the version's and the file's place).
+* a **file** is one adapter of a version (its id from the version's and the file's place). The current
+  version's files are the catalogue's (every hash); a superseded version's are its commit's tree (SHA256
+  and AutoV2 only, the hashes a tree row holds).
 
 Ids go out through a keyed permutation (a Feistel network over 30 bits, 52 for files, keyed by a server
 secret in ``hub_secrets``): stable, never two alike, never reused, and they do not tell how many repos
@@ -44,6 +48,13 @@ from .tables import HubCommit, HubFile, HubRepo
 
 #: Commits looked back through to find where the head's adapter files were last changed.
 VERSION_WALK = 32
+#: Versions listed per model (newest first), and the first-parent commits looked through for them.
+MAX_VERSIONS = 50
+HISTORY_WALK = 200
+#: Commits of a repo read (newest keys first) to follow the main branch's first parents.
+_HISTORY_ROWS = 1000
+#: Repos looked at per SHA-256 asked for in superseded versions (by-hash).
+_OLD_HITS = 20
 #: Files of one version (index packed into the file id).
 MAX_FILES = 4096
 MAX_BATCH = 100
@@ -143,8 +154,36 @@ def parse_hash(raw: str) -> str:
 
 
 @dataclass
+class Version:
+    """One version: the commit its id comes from, its newest commit, its adapter files (path, sha256, size)."""
+
+    commit: HubCommit
+    newest: HubCommit
+    files: list[tuple[str, str, int]]
+
+
+@dataclass
+class OldFile:
+    """A superseded version's file, from its commit's tree: what :meth:`CivitaiApi.file_json` reads."""
+
+    filename: str
+    size: int
+    sha256: str
+    indexed_at: datetime | None
+    dtype: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "autov2":
+            return self.sha256[:10]
+        if name in HASH_FIELDS:
+            return None
+        raise AttributeError(name)
+
+
+@dataclass
 class Entry:
-    """One model: the repo, its catalogue adapter (row), its files (rows, primary first), the version's commit."""
+    """One model: the repo, its catalogue adapter (row), its files (rows, primary first), the version's commit,
+    the head, and every version listed (newest first; the current one's ``commit`` is ``version``)."""
 
     repo: HubRepo
     adapter: Any
@@ -152,10 +191,14 @@ class Entry:
     words: list[str]
     version: HubCommit
     head: HubCommit
+    versions: list[Version]
 
     @property
     def version_pk(self) -> int:
         return int(self.version.id)
+
+    def find(self, pk: int) -> Version | None:
+        return next((v for v in self.versions if int(v.commit.id) == pk), None)
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -233,14 +276,57 @@ class CivitaiApi:
             words.setdefault(aid, []).append(w)
         wanted = {(r.id, versions[a.id].revision) for r, a in pairs if a.id in versions and versions[a.id].revision}
         heads = self._commits(s, wanted)
-        firsts = self._version_commits(s, {key: c for key, c in heads.items()})
         out: dict[int, Entry] = {}
         for repo, a in pairs:
             v = versions.get(a.id)
             key = (repo.id, v.revision) if v is not None else None
             if key not in heads or not files.get(a.id):
                 continue
-            out[a.id] = Entry(repo, a, files[a.id], words.get(a.id, []), firsts[key], heads[key])
+            head = heads[key]
+            history = self._history(s, head)
+            if not history or int(history[0].newest.id) != int(head.id):
+                # the head holds no adapter file by the tree (cannot be with a catalogue entry): itself alone
+                history = [Version(head, head, [])]
+            out[a.id] = Entry(repo, a, files[a.id], words.get(a.id, []), history[0].commit, head, history)
+        return out
+
+    @staticmethod
+    def _history(s: Any, head: HubCommit) -> list[Version]:
+        """The versions of the main branch ending at ``head``, newest first: runs of first-parent commits with
+        the same ``.safetensors`` files (path, SHA-256), each named by its oldest commit, at most
+        :data:`VERSION_WALK` back from its newest (for the head's run: the id it has always had); at most
+        :data:`MAX_VERSIONS`, within :data:`HISTORY_WALK` commits. Runs without adapter files are no version;
+        a run cut off by the window (its oldest commit unknown) is left out."""
+        from sqlalchemy.orm import load_only
+
+        cols = (HubCommit.id, HubCommit.repo_id, HubCommit.oid, HubCommit.parent_oid, HubCommit.title, HubCommit.created_at)
+        rows = s.execute(sa.select(HubCommit).options(load_only(*cols)).where(HubCommit.repo_id == head.repo_id)
+                         .order_by(HubCommit.id.desc()).limit(_HISTORY_ROWS)).scalars()
+        by_oid = {c.oid: c for c in rows}
+        chain, seen, c = [head], {head.oid}, head
+        while len(chain) < HISTORY_WALK and c.parent_oid and c.parent_oid in by_oid and c.parent_oid not in seen:
+            c = by_oid[c.parent_oid]
+            seen.add(c.oid)
+            chain.append(c)
+        files: dict[int, list[tuple[str, str, int]]] = {int(c.id): [] for c in chain}
+        for cid, p, h, size in s.execute(
+                sa.select(HubFile.commit_id, HubFile.path, HubFile.sha256, HubFile.size)
+                .where(HubFile.commit_id.in_(list(files)), sa.func.lower(HubFile.path).like("%.safetensors"))):
+            if p.lower().endswith(".safetensors"):
+                files[int(cid)].append((p, h, int(size)))
+        keys = [frozenset((p, h) for p, h, _ in files[int(c.id)]) for c in chain]
+        out: list[Version] = []
+        i = 0
+        while i < len(chain) and len(out) < MAX_VERSIONS:
+            j = i
+            while j + 1 < len(chain) and keys[j + 1] == keys[i]:
+                j += 1
+            ended = j + 1 < len(chain) or not chain[j].parent_oid
+            if i > 0 and not ended and j - i < VERSION_WALK:
+                break  # cut off by the window: where the run began is not known
+            if keys[i]:
+                out.append(Version(chain[min(j, i + VERSION_WALK)], chain[i], sorted(files[int(chain[i].id)])))
+            i = j + 1
         return out
 
     @staticmethod
@@ -251,46 +337,15 @@ class CivitaiApi:
                                                     HubCommit.oid.in_({o for _, o in keys}))).scalars()
         return {(c.repo_id, c.oid): c for c in rows if (c.repo_id, c.oid) in keys}
 
-    @staticmethod
-    def _weights(s: Any, commit_pks: list[int]) -> dict[int, set[tuple[str, str]]]:
-        out: dict[int, set[tuple[str, str]]] = {pk: set() for pk in commit_pks}
-        if commit_pks:
-            for cid, p, h in s.execute(sa.select(HubFile.commit_id, HubFile.path, HubFile.sha256)
-                                       .where(HubFile.commit_id.in_(commit_pks))):
-                if p.lower().endswith(".safetensors"):
-                    out[cid].add((p, h))
-        return out
-
-    def _version_commits(self, s: Any, heads: dict[Any, HubCommit]) -> dict[Any, HubCommit]:
-        """For each head: the oldest commit of its run of commits with the head's ``.safetensors`` files
-        (at most :data:`VERSION_WALK` back), walking all heads a step at a time."""
-        weights = self._weights(s, [c.id for c in heads.values()])
-        target = {key: weights[c.id] for key, c in heads.items()}
-        current = dict(heads)
-        walking = {key for key, c in heads.items() if c.parent_oid}
-        for _ in range(VERSION_WALK):
-            if not walking:
-                break
-            parents = self._commits(s, {(current[k].repo_id, current[k].parent_oid) for k in walking})
-            pw = self._weights(s, [c.id for c in parents.values()])
-            still = set()
-            for k in walking:
-                parent = parents.get((current[k].repo_id, current[k].parent_oid))
-                if parent is not None and pw[parent.id] == target[k]:
-                    current[k] = parent
-                    if parent.parent_oid:
-                        still.add(k)
-            walking = still
-        return current
-
     # -- JSON ------------------------------------------------------------------------------------------
 
     def _file_id(self, version_pk: int, index: int) -> int:
         return self.ids.encode("file", version_pk * MAX_FILES + index)
 
-    def file_json(self, e: Entry, base: str, index: int, f: Any) -> dict[str, Any]:
-        version_id = self.ids.encode("version", e.version_pk)
-        file_id = self._file_id(e.version_pk, index)
+    def file_json(self, e: Entry, base: str, index: int, f: Any, version_pk: int | None = None) -> dict[str, Any]:
+        pk = e.version_pk if version_pk is None else version_pk
+        version_id = self.ids.encode("version", pk)
+        file_id = self._file_id(pk, index)
         hashes = {HASH_NAMES[c]: getattr(f, c).upper() for c in HASH_FIELDS
                   if c in HASH_NAMES and getattr(f, c) and not (c == "autov1" and getattr(f, c) == EMPTY_AUTOV1)}
         url = f"{base}/api/download/models/{version_id}"
@@ -315,19 +370,27 @@ class CivitaiApi:
     def base_model(self, e: Entry) -> str:
         return civitai_base_model(e.adapter.base_family, e.adapter.base_model)
 
-    def version_json(self, e: Entry, base: str, *, with_model: bool) -> dict[str, Any]:
+    def version_files(self, e: Entry, v: Version | None) -> list[Any]:
+        """The files of version ``v`` (None: the current one), primary first, at most :data:`MAX_FILES`."""
+        if v is None or int(v.commit.id) == e.version_pk:
+            return e.files[:MAX_FILES]
+        return [OldFile(p.rsplit("/", 1)[-1], size, h, v.newest.created_at) for p, h, size in v.files[:MAX_FILES]]
+
+    def version_json(self, e: Entry, base: str, *, with_model: bool, v: Version | None = None) -> dict[str, Any]:
         a = e.adapter
-        version_id = self.ids.encode("version", e.version_pk)
+        commit = e.version if v is None else v.commit
+        newest = e.head if v is None or int(v.commit.id) == e.version_pk else v.newest
+        version_id = self.ids.encode("version", int(commit.id))
         model_id = self.ids.encode("model", int(e.repo.id))
         mtype = model_type(a.format)
         label = self.base_model(e)
         out: dict[str, Any] = {
             "id": version_id,
             "modelId": model_id,
-            "name": (e.version.title or e.version.oid[:12])[:200],
-            "createdAt": _iso(e.version.created_at),
-            "updatedAt": _iso(e.head.created_at),
-            "publishedAt": _iso(e.version.created_at),
+            "name": (commit.title or commit.oid[:12])[:200],
+            "createdAt": _iso(commit.created_at),
+            "updatedAt": _iso(newest.created_at),
+            "publishedAt": _iso(commit.created_at),
             "status": "Published",
             "availability": "Private" if e.repo.private else "Public",
             "trainedWords": list(e.words),
@@ -339,7 +402,7 @@ class CivitaiApi:
             "uploadType": "Created",
             "stats": {"downloadCount": int(e.repo.downloads or 0), "ratingCount": 0, "rating": 0,
                       "thumbsUpCount": 0, "thumbsDownCount": 0},
-            "files": [self.file_json(e, base, i, f) for i, f in enumerate(e.files[:MAX_FILES])],
+            "files": [self.file_json(e, base, i, f, int(commit.id)) for i, f in enumerate(self.version_files(e, v))],
             "images": [],
             "downloadUrl": f"{base}/api/download/models/{version_id}",
         }
@@ -375,7 +438,7 @@ class CivitaiApi:
                       "thumbsDownCount": 0, "commentCount": 0, "ratingCount": 0, "rating": 0, "tippedAmountCount": 0},
             "creator": {"username": e.repo.namespace, "image": None},
             "tags": [t for t in (a.tags_text or "").split("\n") if t],
-            "modelVersions": [self.version_json(e, base, with_model=False)],
+            "modelVersions": [self.version_json(e, base, with_model=False, v=v) for v in e.versions],
         }
 
     # -- the routes' reads -----------------------------------------------------------------------------
@@ -392,25 +455,28 @@ class CivitaiApi:
                 raise NotFound(f"No model with id {public_id}")
             return self.model_json(e, base)
 
-    def _version_entry(self, s: Any, ident: Identity | None, public_id: int) -> Entry:
+    def _version_entry(self, s: Any, ident: Identity | None, public_id: int) -> tuple[Entry, Version]:
         pk = self.ids.decode("version", public_id)
         commit = s.get(HubCommit, pk) if pk is not None else None
         repo = s.get(HubRepo, commit.repo_id) if commit is not None else None
         e = self._entry(s, repo) if self._visible(ident, repo) else None
-        if e is None or e.version_pk != pk:
+        v = e.find(pk) if e is not None and pk is not None else None
+        if e is None or v is None:
             raise NotFound(f"No model version with id {public_id}")
-        return e
+        return e, v
 
     def version(self, ident: Identity | None, public_id: int, base: str) -> dict[str, Any]:
         with self.sessions.read() as s:
-            return self.version_json(self._version_entry(s, ident, public_id), base, with_model=True)
+            e, v = self._version_entry(s, ident, public_id)
+            return self.version_json(e, base, with_model=True, v=v)
 
     def download(self, ident: Identity | None, public_id: int, file_id: int | None) -> tuple[str, int, str, int]:
         """(sha256, size, file name, repo key) of the version's primary file, or of ``file_id``."""
         with self.sessions.read() as s:
-            e = self._version_entry(s, ident, public_id)
-            for i, f in enumerate(e.files[:MAX_FILES]):
-                if (file_id is None and i == 0) or (file_id is not None and self._file_id(e.version_pk, i) == file_id):
+            e, v = self._version_entry(s, ident, public_id)
+            pk = int(v.commit.id)
+            for i, f in enumerate(self.version_files(e, v)):
+                if (file_id is None and i == 0) or (file_id is not None and self._file_id(pk, i) == file_id):
                     if not f.sha256:
                         break
                     return f.sha256, int(f.size or 0), f.filename, int(e.repo.id)
@@ -431,23 +497,51 @@ class CivitaiApi:
 
     def by_hashes(self, ident: Identity | None, hashes: list[str], base: str) -> list[dict[str, Any]]:
         """The versions holding a file with any of ``hashes`` (checked by :func:`parse_hash`), each once, in
-        the order of the hashes; the columns a hash's length allows are compared exactly (as Civitai does)."""
+        the order of the hashes; the columns a hash's length allows are compared exactly (as Civitai does).
+        A SHA-256 no current version holds is looked up in the trees of superseded versions (the newest
+        listed version of each visible model holding it)."""
         viewer = search_viewer(ident)
+        found: dict[str, list[int]] = {}
         order: list[int] = []
         for h in hashes:
+            found[h] = []
             for r in self.registry.by_hash(h, viewer=viewer):
                 cols = set(_BY_LENGTH[len(h)]) - ({"autov1"} if h == EMPTY_AUTOV1 else set())
-                if (set(r.matched_hashes) & cols) and r.source_kind == "hub" and r.id not in order:
-                    order.append(r.id)
+                if (set(r.matched_hashes) & cols) and r.source_kind == "hub" and r.id not in found[h]:
+                    found[h].append(r.id)
+                    if r.id not in order:
+                        order.append(r.id)
         with self.sessions.read() as s:
             entries = self._entries_for_adapters(s, ident, order)
             out, seen = [], set()
-            for aid in order:
-                e = entries.get(aid)
-                if e is not None and e.version_pk not in seen:
-                    seen.add(e.version_pk)
-                    out.append(self.version_json(e, base, with_model=True))
+            for h in hashes:
+                hits = [(e, None) for e in (entries.get(aid) for aid in found[h]) if e is not None]
+                if not hits and len(h) == 64:
+                    hits = self._old_hits(s, ident, h)
+                for e, v in hits:
+                    pk = e.version_pk if v is None else int(v.commit.id)
+                    if pk not in seen:
+                        seen.add(pk)
+                        out.append(self.version_json(e, base, with_model=True, v=v))
             return out
+
+    def _old_hits(self, s: Any, ident: Identity | None, sha256: str) -> list[tuple[Entry, Version]]:
+        """(model, newest listed version holding a file with this SHA-256) of the visible models whose
+        commits' trees hold it (the :data:`_OLD_HITS` that committed it last)."""
+        newest = sa.func.max(HubCommit.id)
+        repo_ids = list(s.execute(
+            sa.select(HubCommit.repo_id).join(HubFile, HubFile.commit_id == HubCommit.id)
+            .where(HubFile.sha256 == sha256).group_by(HubCommit.repo_id).order_by(newest.desc()).limit(_OLD_HITS)).scalars())
+        out = []
+        for rid in repo_ids:
+            repo = s.get(HubRepo, rid)
+            e = self._entry(s, repo) if self._visible(ident, repo) else None
+            if e is None:
+                continue
+            v = next((v for v in e.versions if any(h == sha256 for _, h, _ in v.files)), None)
+            if v is not None:
+                out.append((e, v))
+        return out
 
     def search(self, ident: Identity | None, q: ListQuery, base: str) -> tuple[list[dict[str, Any]], int | None]:
         """One page of models and the offset of the next (None at the end)."""

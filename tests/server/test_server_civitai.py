@@ -350,13 +350,14 @@ def test_ids_stable_and_never_reused(civ) -> None:  # noqa: ANN001
     assert r.status_code == 200
     after = by_hash(hub, sha(files["other"])).json()
     assert after["id"] == before["id"] and after["modelId"] == before["modelId"]
-    # a new adapter makes a new version; the old id is gone, the model stays
+    # a new adapter makes a new version; the old one stays (with its one file), the model stays
     extra = write_kohya_lora(hub.data / "extra.safetensors", seed=9, title="extra").read_bytes()
     hub.upload("bob/other", "extra.safetensors", extra, user="bob")
     new = by_hash(hub, sha(extra)).json()
     assert new["modelId"] == before["modelId"] and new["id"] != before["id"]
-    assert get(hub, f"/api/v1/model-versions/{before['id']}").status_code == 404
-    assert by_hash(hub, sha(files["other"])).json()["id"] == new["id"]
+    old_version = get(hub, f"/api/v1/model-versions/{before['id']}").json()
+    assert [f["hashes"]["SHA256"] for f in old_version["files"]] == [sha(files["other"]).upper()]
+    assert by_hash(hub, sha(files["other"])).json()["id"] == new["id"]  # the newest version holding it
     # a deleted repo's ids are never handed out again, even to the next repo (the newest rows on SQLite)
     hub.create_repo("alice/gone")
     gone = write_kohya_lora(hub.data / "gone.safetensors", seed=10, title="gone").read_bytes()
@@ -370,6 +371,59 @@ def test_ids_stable_and_never_reused(civ) -> None:  # noqa: ANN001
     assert reborn["modelId"] != old["modelId"] and reborn["id"] != old["id"]
     assert get(hub, f"/api/v1/model-versions/{old['id']}").status_code == 404
     assert hub.request("DELETE", "/api/repos/delete", json={"name": "next", "organization": "alice", "type": "model"}).status_code == 200
+
+
+def test_superseded_versions_stay(civ) -> None:  # noqa: ANN001
+    """An adapter pushed, then changed, then a card-only commit: two versions, newest first, ids stable; the
+    old id still answers with the old file (by id, by hash, download), and privacy holds for old ones too."""
+    hub, _ = civ
+    v1 = write_kohya_lora(hub.data / "evolve1.safetensors", seed=11, title="evolve").read_bytes()
+    v2 = write_kohya_lora(hub.data / "evolve2.safetensors", seed=12, title="evolve").read_bytes()
+    hub.create_repo("alice/evolve")
+    hub.upload("alice/evolve", "style.safetensors", v1)
+    first = by_hash(hub, sha(v1)).json()
+    hub.upload("alice/evolve", "style.safetensors", v2)
+    second = by_hash(hub, sha(v2)).json()
+    r = hub.request("POST", "/api/models/alice/evolve/commit/main", content=commit_body("README.md", CARD, summary="card"),
+                    headers=NDJSON)
+    assert r.status_code == 200, r.text
+    assert second["id"] != first["id"] and second["modelId"] == first["modelId"]
+    model = get(hub, f"/api/v1/models/{first['modelId']}").json()
+    assert [v["id"] for v in model["modelVersions"]] == [second["id"], first["id"]]  # newest first
+    assert [v["files"][0]["hashes"]["SHA256"] for v in model["modelVersions"]] == [sha(v2).upper(), sha(v1).upper()]
+    # the ids did not move with the card commit, and each answers with its own file
+    assert by_hash(hub, sha(v2)).json()["id"] == second["id"]
+    old = by_hash(hub, sha(v1)).json()  # only the old version holds it
+    assert old["id"] == first["id"] and old["modelId"] == first["modelId"]
+    (f,) = old["files"]
+    assert f["hashes"] == {"SHA256": sha(v1).upper(), "AutoV2": sha(v1)[:10].upper()} and f["name"] == "style.safetensors"
+    assert f["id"] == first["files"][0]["id"] and f["sizeKB"] == len(v1) / 1024
+    assert get(hub, f"/api/v1/model-versions/{first['id']}").json() == old
+    batch = hub.request("POST", "/api/v1/model-versions/by-hash", user=None, json=[sha(v1), sha(v2)]).json()
+    assert [v["id"] for v in batch] == [first["id"], second["id"]]
+    got = get(hub, f"/api/download/models/{first['id']}")
+    assert got.status_code == 200 and got.content == v1
+    got = get(hub, f"/api/download/models/{first['id']}?fileId={f['id']}")
+    assert got.status_code == 200 and got.content == v1
+    assert get(hub, f"/api/download/models/{second['id']}").content == v2
+    assert get(hub, f"/api/download/models/{first['id']}?fileId={second['files'][0]['id']}").status_code == 404
+    # a private repo's old versions: only to those who may read it
+    hub.create_repo("alice/evolve-secret", private=True)
+    s1 = write_kohya_lora(hub.data / "es1.safetensors", seed=13, title="es").read_bytes()
+    s2 = write_kohya_lora(hub.data / "es2.safetensors", seed=14, title="es").read_bytes()
+    hub.upload("alice/evolve-secret", "es.safetensors", s1)
+    hub.upload("alice/evolve-secret", "es.safetensors", s2)
+    mine = by_hash(hub, sha(s1), "alice")
+    assert mine.status_code == 200 and mine.json()["files"][0]["hashes"]["SHA256"] == sha(s1).upper()
+    assert by_hash(hub, sha(s1)).status_code == 404 and by_hash(hub, sha(s1), "bob").status_code == 404
+    assert hub.request("POST", "/api/v1/model-versions/by-hash", user=None, json=[sha(s1)]).json() == []
+    for user in (None, "bob"):
+        assert get(hub, f"/api/v1/model-versions/{mine.json()['id']}", user).status_code == 404
+        assert get(hub, f"/api/download/models/{mine.json()['id']}", user).status_code == 404
+    assert get(hub, f"/api/download/models/{mine.json()['id']}", "alice").content == s1
+    for name in ("evolve", "evolve-secret"):
+        assert hub.request("DELETE", "/api/repos/delete", json={"name": name, "organization": "alice", "type": "model"}).status_code == 200
+    assert get(hub, f"/api/v1/model-versions/{first['id']}").status_code == 404
 
 
 # -- a published Civitai client, against a real server ---------------------------------------------------
