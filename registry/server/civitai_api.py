@@ -15,12 +15,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import FileResponse
 
 from lorahub.registry.hub.civitai import CivitaiApi, dumps, parse_batch, parse_hash, parse_id, parse_list
-from lorahub.registry.hub.errors import HubApiError
 
 from .app import base_url, read_json, state_of
+from .blobs import blob_response
 
 #: Not in the OpenAPI document: like the Hub routes, they follow another API's protocol (docs/server.md).
 router = APIRouter(tags=["civitai"], include_in_schema=False)
@@ -103,10 +102,6 @@ async def models(request: Request) -> Response:
     return _json({"items": items, "metadata": metadata})
 
 
-class _BlobResponse(FileResponse):
-    chunk_size = 1 << 20
-
-
 @router.api_route("/api/download/models/{version_id}", methods=["GET", "HEAD"], summary="Civitai: download a version's file")
 async def download(version_id: str, request: Request) -> Response:
     vid = parse_id(version_id, "model version id")
@@ -122,10 +117,8 @@ async def download(version_id: str, request: Request) -> Response:
     }
     if size == 0:
         return Response(b"", headers=headers, media_type="application/octet-stream")
-    local = st.store.local_path(sha)
-    if local is None or not local.is_file():
-        raise HubApiError(f"the file of model version {vid} is missing from the server's storage", status=500)
     background = None
     if request.method == "GET" and "range" not in request.headers:
         background = BackgroundTask(run_in_threadpool, st.repos.count_download, repo_pk)
-    return _BlobResponse(local, headers=headers, media_type="application/octet-stream", background=background)
+    return await blob_response(st.store, sha, size, request.method, headers=headers,
+                               media_type="application/octet-stream", background=background, what=name)

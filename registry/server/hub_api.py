@@ -11,19 +11,14 @@ router has already decoded; the tree and resolve routes therefore split the *raw
 from __future__ import annotations
 
 import mimetypes
-import os
-import stat
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
-from starlette.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from lorahub.hub.card import MAX_CARD_BYTES, check_card
 from lorahub.registry.hub.auth import UPLOAD_URL_TTL_S
@@ -43,6 +38,7 @@ from lorahub.registry.hub.trees import tree_page
 
 from . import hub_views
 from .app import base_url, error_response, identify, is_json_type, read_body, read_json, state_of
+from .blobs import blob_response
 
 router = APIRouter(include_in_schema=False)
 
@@ -591,56 +587,6 @@ async def commit(tp: str, ns: str, name: str, rev: str, request: Request) -> JSO
 # -- download ------------------------------------------------------------------------------
 
 
-class _BlobResponse(FileResponse):
-    chunk_size = 1 << 20
-
-
-class _AsyncReader:
-    """The two calls FileResponse makes on its file, on a blob store reader (in the thread pool)."""
-
-    def __init__(self, fh: Any) -> None:
-        self._fh = fh
-
-    async def read(self, n: int) -> bytes:
-        return await run_in_threadpool(self._fh.read, n)
-
-    async def seek(self, pos: int) -> int:
-        return await run_in_threadpool(self._fh.seek, pos)
-
-
-#: FileResponse reads its file through ``_open_file`` (Starlette 1.x): a chunk-backed blob plugs in there.
-_CHUNKED_RANGES = hasattr(FileResponse, "_open_file")
-
-
-def _read_blocks(store: Any, sha256: str) -> Iterator[bytes]:
-    with store.open(sha256) as fh:
-        while block := fh.read(1 << 20):
-            yield block
-
-
-class _ChunkedBlobResponse(_BlobResponse):
-    """A blob stored as Xet chunks, answered like a blob file (Range, HEAD, If-Range: FileResponse's
-    own handling) with its bytes read from the chunks."""
-
-    def __init__(self, store: Any, sha256: str, size: int, **kw: Any) -> None:
-        # content-addressed, never modified: a fixed modification time
-        st = os.stat_result((stat.S_IFREG | 0o444, 0, 0, 1, 0, 0, size, 0, 0, 0))
-        super().__init__(f"/{sha256}", stat_result=st, **kw)
-        self._store, self._sha256 = store, sha256
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        ext = {k: v for k, v in (scope.get("extensions") or {}).items() if k != "http.response.pathsend"}
-        await super().__call__({**scope, "extensions": ext}, receive, send)
-
-    @asynccontextmanager
-    async def _open_file(self) -> AsyncIterator[Any]:
-        fh = await run_in_threadpool(self._store.open, self._sha256)
-        try:
-            yield _AsyncReader(fh)
-        finally:
-            fh.close()
-
-
 def _resolve(request: Request, rt: str, repo_id: str, rev: str, path: str) -> tuple[Any, Any, str, Any]:
     st = state_of(request)
     ident = st.identify(request.headers.get("authorization"))
@@ -688,16 +634,8 @@ async def _download(request: Request, rt: str, prefix_len: int) -> Response:
     if entry.size == 0:
         headers["Content-Length"] = "0"
         return Response(b"", headers=headers, media_type=media, background=background)
-    local = await run_in_threadpool(st.store.local_path, entry.sha256)
-    if local is None:  # stored as Xet chunks: the same answers (Range included), rebuilt from them
-        if not _CHUNKED_RANGES:  # a Starlette without FileResponse._open_file: the whole file (a Range may be ignored)
-            headers["Content-Length"] = str(entry.size)
-            body = iterate_in_threadpool(_read_blocks(st.store, entry.sha256)) if request.method == "GET" else iter(())
-            return StreamingResponse(body, headers=headers, media_type=media, background=background)
-        return _ChunkedBlobResponse(st.store, entry.sha256, entry.size, headers=headers, media_type=media, background=background)
-    if not local.is_file():
-        return JSONResponse({"error": f"blob {entry.sha256} of {path} is missing from the server's storage"}, status_code=500)
-    return _BlobResponse(local, headers=headers, media_type=media, background=background)
+    return await blob_response(st.store, entry.sha256, entry.size, request.method, headers=headers, media_type=media,
+                               background=background, what=path)
 
 
 @router.api_route("/datasets/{ns}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])

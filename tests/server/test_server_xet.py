@@ -123,6 +123,14 @@ def test_stock_client_uploads_downloads_and_dedupes(hub_server, tmp_path: Path) 
         assert r.status_code == 206 and r.content == want, rng
         assert r.headers["content-range"].endswith(f"/{len(data)}")
     assert httpx.get(url, headers={"Range": f"bytes={len(data)}-"}).status_code == 416
+    # The Civitai-compatible download route answers the same bytes from the chunks (it shares the Hub's
+    # blob answer; it once looked only for a blob file and answered 500).
+    found = httpx.get(f"{hub_server.url}/api/v1/model-versions/by-hash/{sha}")
+    assert found.status_code == 200, found.text
+    civitai = httpx.get(f"{hub_server.url}/api/download/models/{found.json()['id']}")
+    assert civitai.status_code == 200 and civitai.content == data
+    part = httpx.get(f"{hub_server.url}/api/download/models/{found.json()['id']}", headers={"Range": "bytes=70000-70009"})
+    assert part.status_code == 206 and part.content == data[70000:70010]
     # The header range reads of `lorahub index --hub` (what the registry indexer does against a hub).
     from lorahub.registry.sources.hub import read_remote_header
 
