@@ -17,27 +17,12 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def start_server(data: Path) -> tuple[subprocess.Popen, str, str]:
-    from sqlmodel import Session
-
-    from lorahub.cli.serving import start_serve
-    from lorahub.registry.hub.auth import create_token
-    from lorahub.registry.server.run import prepare
-
-    _, _, registry = prepare(data, None)
-    with Session(registry.engine, expire_on_commit=False) as s:
-        token, _, _ = create_token(s, "bench", write=True, name="bench")
-    registry.close()
-    proc, url = start_serve(["--port", "0", "--data", str(data), "--no-ui", "--no-access-log"], log=data / "server.log",
-                            timeout=60)
-    return proc, url, token
+from benchkit import start_writable_server
 
 
 def make_adapter(path: Path, size_mb: int) -> Path:
@@ -68,7 +53,7 @@ def main() -> int:
     os.environ["HF_HUB_DISABLE_XET"] = "1"
     work = Path(tempfile.mkdtemp(prefix="bench-push-"))
     os.environ["LORAHUB_HOME"] = str(work / "home")
-    proc, url, token = start_server(work / "server")
+    proc, url, token = start_writable_server(work / "server")
     try:
         from lorahub.cli.serving import stop_serve
         from lorahub.hub.endpoint import hf_api

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchkit import load_note
+from benchkit import load_note, start_writable_server
 
 GOAL_S = 60.0
 
@@ -39,22 +39,6 @@ n = blocks.lorahub_host.registry.count() - len(DEMO_ADAPTERS)
 blocks.lorahub_host.close()
 print(f"{took:.2f} {n}")
 """
-
-
-def start_server(data: Path) -> tuple[subprocess.Popen, str, str]:
-    from sqlmodel import Session
-
-    from lorahub.cli.serving import start_serve
-    from lorahub.registry.hub.auth import create_token
-    from lorahub.registry.server.run import prepare
-
-    _, _, registry = prepare(data, None)
-    with Session(registry.engine, expire_on_commit=False) as s:
-        token, _, _ = create_token(s, "bench", write=True, name="bench")
-    registry.close()
-    proc, url = start_serve(["--port", "0", "--data", str(data), "--no-ui", "--no-access-log"], log=data / "server.log",
-                            timeout=60)
-    return proc, url, token
 
 
 def fill(url: str, token: str, n: int, work: Path) -> float:
@@ -91,7 +75,7 @@ def main() -> int:
     try:
         os.environ["LORAHUB_HOME"] = str(work / "home")
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-        proc, url, token = start_server(work / "serve")
+        proc, url, token = start_writable_server(work / "serve")
         print(f"filling {url} with {args.repos} repos...", file=sys.stderr)
         print(f"fill: {fill(url, token, args.repos, work):.1f} s (not part of the figure)")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_DATABASE", "LORAHUB_SPACE"))}

@@ -158,3 +158,21 @@ def report_training(figures: dict[str, Any], result: Any, name: str) -> None:
     out = Path(__file__).resolve().parent / "out"
     out.mkdir(exist_ok=True)
     (out / name).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def start_writable_server(data: Path) -> tuple[Any, str, str]:
+    """``lorahub serve`` on SQLite in ``data`` (a free loopback port, no web UI): its process, its endpoint and
+    a write token of the user ``bench``."""
+    from sqlmodel import Session
+
+    from lorahub.cli.serving import start_serve
+    from lorahub.registry.hub.auth import create_token
+    from lorahub.registry.server.run import prepare
+
+    _, _, registry = prepare(data, None)
+    with Session(registry.engine, expire_on_commit=False) as s:
+        token, _, _ = create_token(s, "bench", write=True, name="bench")
+    registry.close()
+    proc, url = start_serve(["--port", "0", "--data", str(data), "--no-ui", "--no-access-log"], log=data / "server.log",
+                            timeout=60)
+    return proc, url, token
