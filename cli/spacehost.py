@@ -1,6 +1,7 @@
 """The Space run on its own, composed: ``lorahub space`` and the ``app.py`` of an exported Space
 (``lorahub space export``) open the registry the page searches, fill it, and hand the page its search
-function and the files of its database (which the page keeps from its visitors). The page itself
+function, its blends-made-from lookup (``Registry.uses``) and the files of its database (which the page
+keeps from its visitors). The page itself
 (:mod:`lorahub.space`) never imports the registry (docs/architecture.md).
 
 What an exported Space's registry holds when it starts:
