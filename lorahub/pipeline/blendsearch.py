@@ -34,7 +34,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -103,26 +103,9 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "names": self.names,
-            "weights": self.weights,
-            "kept": self.kept,
-            "dropped": self.dropped,
-            "optimizer": self.optimizer,
-            "loss": self.loss,
-            "objective": self.objective,
-            "base_loss": self.base_loss,
-            "start_loss": self.start_loss,
-            "evaluations": self.evaluations,
-            "seconds": round(self.seconds, 3),
-            "l1": self.l1,
-            "samples": self.samples,
-            "seed": self.seed,
-            "per_component": self.per_component,
-            "bounds": list(self.bounds),
-            "targets": self.targets,
-            "warnings": self.warnings,
-        }
+        """The JSON of ``blend search --json`` (every field but ``history``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "history"}
+        return {**out, "seconds": round(self.seconds, 3), "bounds": list(self.bounds)}
 
 
 # ------------------------------------------------------------------------------------------ targets

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from uikit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "space"
@@ -26,12 +26,6 @@ LORAHUB = str(Path(sys.executable).with_name("lorahub"))
 from browserkit import image_bytes as _image_bytes  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.torch]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -62,7 +56,7 @@ def space_url(embedded_home: Path, embedded_xl_home: Path, lorahub_home: Path, t
     make_adapter(lib / "beta_style.safetensors", rank=4, seed=2, fmt="diffusers", trigger="betaword", scale=3.0)
     with Registry() as reg:
         reg.index_paths([lib])
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "space.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LORAHUB_SPACE", "LORAHUB_UI"))}
     env.update(LORAHUB_HOME=str(lorahub_home), GRADIO_ANALYTICS_ENABLED="False",
@@ -87,12 +81,9 @@ def space_url(embedded_home: Path, embedded_xl_home: Path, lorahub_home: Path, t
             time.sleep(0.2)
         yield {"url": url, "adapters": lib, "log": log, "hub": hub}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        from lorahub.cli.serving import stop_serve
+
+        stop_serve(proc)
     text = log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
 

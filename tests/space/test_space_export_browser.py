@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -30,14 +29,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from uikit import free_port
 
 pytestmark = [pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _venv_seeing_these_packages(venv: Path, deps: Path) -> Path:
@@ -111,7 +105,7 @@ def deployed_space(embedded_home: Path, lorahub_home: Path, sqlite_server, tmp_p
     # the start: app.py in a checkout of the Space repo
     app = Path(snapshot_download("alice/lorahub-demo", repo_type="space", endpoint=sqlite_server.url, token=False,
                                  local_dir=str(tmp_path / "app")))
-    port = _free_port()
+    port = free_port()
     env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
     log = tmp_path / "app.log"
     with open(log, "w") as fh:
@@ -124,12 +118,9 @@ def deployed_space(embedded_home: Path, lorahub_home: Path, sqlite_server, tmp_p
             time.sleep(0.2)
         yield {"url": f"http://127.0.0.1:{port}/", "log": log}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        from lorahub.cli.serving import stop_serve
+
+        stop_serve(proc)
     text = log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
 
