@@ -287,3 +287,34 @@ def test_int8_quantized_base_trains(embedded_sd3_base: Path, tmp_path: Path) -> 
     assert type(layer.base_layer.weight).__name__ == "Int8Tensor"  # the frozen weight is int8 (torchao)
     assert layer.lora_A["default"].weight.dtype == torch.float32  # the LoRA trains in full precision
     assert result.last_loss == result.last_loss and Path(result.weights).is_file()
+
+
+def test_ctrl_c_then_resume_is_bit_for_bit_on_flux(embedded_flux_base: Path, tmp_path: Path) -> None:
+    """The flow path draws its sigmas from the step's seeded generator: a resumed run ends where the straight one
+    does (with caption dropout, so the text encoders run in the loop, the dynamic shift and batches of 2)."""
+    from train_testkit import demo_data, quiet, read_tensors
+
+    from lorahub.errors import TrainingInterrupted
+    from lorahub.schemas.training import TrainConfig
+    from lorahub.training.trainer import train
+
+    data = demo_data(tmp_path / "data", count=4)
+
+    def config(out: Path) -> TrainConfig:
+        return TrainConfig(data=str(data), out=str(out), base=str(embedded_flux_base), trigger=TRIGGER, rank=4,
+                           steps=4, lr=5e-3, batch_size=2, caption_dropout=0.3, dynamic_shift=True,
+                           timestep_sampling="logit_normal", loss_weighting="cosmap", max_sequence_length=SEQ,
+                           save_precision="fp32", sample_steps=1, checkpoint_every=2, format="diffusers")
+
+    def stop_at_3(step: int, _loss: float) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    straight = train(config(tmp_path / "straight"), log=quiet, progress=False)
+    with pytest.raises(TrainingInterrupted, match="checkpoint of step 2 is intact"):
+        train(config(tmp_path / "stopped"), log=quiet, progress=False, callback=stop_at_3)
+    resumed = train(config(tmp_path / "stopped"), resume=True, log=quiet, progress=False)
+    assert resumed.resumed_from == 2
+    a, b = read_tensors(Path(straight.weights)), read_tensors(Path(resumed.weights))
+    assert a.keys() == b.keys() and a == b
+    assert straight.first_loss != straight.last_loss
