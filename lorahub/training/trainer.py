@@ -284,6 +284,8 @@ class Trainer:
         if is_main and not resume:  # first thing: a run that is stopped later can be resumed
             save_config(cfg, out / CONFIG_NAME, header=header)
 
+        flow_mod.check_quantize(cfg.quantize, device)  # before a 12 B transformer is loaded for nothing
+
         # -- the base model
         ref = resolve_base(cfg.base, base_config=cfg.base_config)
         self.log(f"loading base model {ref.name}")
@@ -301,7 +303,6 @@ class Trainer:
                 if given is not None:
                     raise UsageError(f"{option} is for SD 1.x/2.x and SDXL; {family} bases train by flow matching",
                                      hint="see --timestep-sampling and --loss-weighting")
-            flow_mod.check_quantize(cfg.quantize, device)
             prediction_type = "flow"
             sampling = flow_mod.sampling_of(cfg, family)
             sched_cfg = dict(pipe.scheduler.config)
