@@ -318,3 +318,22 @@ def test_ctrl_c_then_resume_is_bit_for_bit_on_flux(embedded_flux_base: Path, tmp
     a, b = read_tensors(Path(straight.weights)), read_tensors(Path(resumed.weights))
     assert a.keys() == b.keys() and a == b
     assert straight.first_loss != straight.last_loss
+
+
+def test_the_trained_adapter_previews_and_blend_search_refuses_in_one_line(trained: dict[str, Any]) -> None:
+    """The package loads into lorahub's live pipeline (hot-swap slots); blend search, whose objective is the DDPM
+    loss, says in one line that it does not run on flow-matching bases."""
+    from lorahub.errors import UsageError
+    from lorahub.pipeline.blendsearch import BlendObjective
+    from lorahub.pipeline.live import LivePipeline
+
+    lp = LivePipeline(trained["base"], target_rank=8, lora_dirs=[trained["out"]])
+    try:
+        lp.add("mystyle", str(trained["out"] / "mystyle_kohya.safetensors"))
+        image = lp.render(TRIGGER, seed=0, steps=2, output_type="np").image
+        assert image.shape[:2] == (64, 64)
+        with pytest.raises(UsageError, match="blend search runs on SD 1.x/2.x and SDXL bases") as err:
+            BlendObjective(lp, ["mystyle"], torch.zeros(1, 16, 8, 8), [TRIGGER])
+        assert "\n" not in str(err.value)
+    finally:
+        lp.close()
