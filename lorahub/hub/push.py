@@ -122,12 +122,12 @@ def push(
     report = inspect_file(pkg.weights)
     fp = fingerprint_file(pkg.weights)
     base = base_model or pkg.base_model
-    if base in (None, "", "embedded") and report.base_family != "sdxl":
+    if base in (None, "", "embedded") and report.base_family not in ("sdxl", "flux", "sd3"):
         from lorahub.base.embedded import EMBEDDED_ID
 
         base = EMBEDDED_ID if pkg.training else base
     if not base_model:  # what the user names is kept as is
-        base = hub_base_model(base, report.base_family)
+        base = hub_base_model(base, report.base_family, report)
     # None: the token of the environment (HF_TOKEN, `hf auth login`), as huggingface_hub does; False: none
     # at all, ever (a web page pushing for a visitor): a dry run then makes no request, a push is refused.
     token = token if token is False else (token or None)
