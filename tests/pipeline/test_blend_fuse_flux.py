@@ -137,3 +137,74 @@ def test_blend_cli_on_flux_writes_both_layouts_and_refuses_a_mix(pairs, tmp_path
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "different base families" in lines[0], r.output
     assert not (tmp_path / "mix.safetensors").exists()
+
+
+# --------------------------------------------------------------------------------------------- fuse
+
+
+def _render(pipe: Any, family: str) -> Any:
+    """Two denoising steps at 64x64 from a fixed seed, as a numpy image (the text encoders run too)."""
+    kw: dict[str, Any] = {"max_sequence_length": 16} if family == "flux" else {}
+    return pipe("a lighthouse at dusk", num_inference_steps=2, height=64, width=64, guidance_scale=3.5,
+                generator=torch.Generator().manual_seed(0), output_type="np", **kw).images[0]
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_fuse_writes_a_base_that_renders_as_the_loaded_adapters(pairs, request: pytest.FixtureRequest,
+                                                                 tmp_path: Path, family: str) -> None:
+    """fuse = base + sum w dW (a kohya fused-qkv file and a diffusers split one, transformer and CLIP weights
+    apart): the saved folder loads as a FluxPipeline / StableDiffusion3Pipeline without adapters and renders
+    what the base renders with both adapters loaded by diffusers (load_lora_weights + set_adapters)."""
+    import json
+
+    from lorahub.base.resolve import load_pipeline
+    from lorahub.pipeline.convert import convert
+    from lorahub.pipeline.fuse import MANIFEST, fuse
+    from lorahub.pipeline.live import quiet
+
+    base: Path = request.getfixturevalue(f"embedded_{family}_base")
+    a, b = pairs[family]
+    res = fuse(base, [(a.path, WA), (b.path, WB)], tmp_path / "merged")
+    merged = Path(res.path)
+    manifest = json.loads((merged / MANIFEST).read_text())
+    assert manifest["family"] == family and [x["unet_weight"] for x in manifest["adapters"]] == [WA[1], WB[1]]
+    fused = load_pipeline(merged)
+    assert type(fused).__name__ == ("FluxPipeline" if family == "flux" else "StableDiffusion3Pipeline")
+    assert not fused.get_list_adapters()
+
+    ref = load_pipeline(base)
+    plain = _render(ref, family)
+    with quiet():
+        for name, built in (("a", a), ("b", b)):
+            out = convert(built.path, tmp_path / f"{name}-diffusers.safetensors", format="diffusers", dtype="float32")
+            ref.load_lora_weights(out.path, adapter_name=name)
+        comps = ["transformer", "text_encoder"] + (["text_encoder_2"] if family == "sd3" else [])
+        ref.set_adapters(["a", "b"], adapter_weights=[{c: w[c == "transformer"] for c in comps} for w in (WA, WB)])
+    loaded = _render(ref, family)
+    image = _render(fused, family)
+    assert float(abs(image - loaded).max()) < 1e-3
+    assert float(abs(image - plain).max()) > 1e-2  # the adapters change the picture: the comparison means something
+
+
+def test_fuse_adds_t5_deltas_exactly_and_refuses_other_families(pairs, embedded_flux_base: Path,
+                                                                sdxl_kohya_file: Path, tmp_path: Path) -> None:
+    """A kohya file's T5 modules (which diffusers' LoRA loader does not take) fuse into text_encoder_2 as
+    W + w dW exactly; SD3 and SDXL adapters on the Flux base are one-line errors that write nothing."""
+    from lorahub.base.resolve import load_pipeline
+    from lorahub.errors import AdapterCompatibilityError
+    from lorahub.pipeline.fuse import fuse
+
+    t5 = K.write_original(tmp_path / "t5.safetensors", "flux", "kohya", rank=4, t5=True, seed=7)
+    key = next(k for k in t5.expected if k.startswith("text_encoder_2."))
+    res = fuse(embedded_flux_base, [(t5.path, (0.5, 1.0))], tmp_path / "t5-merged")
+    path = key.split(".", 1)[1]
+    before = load_pipeline(embedded_flux_base).text_encoder_2.get_submodule(path).weight
+    after = load_pipeline(res.path).text_encoder_2.get_submodule(path).weight
+    assert torch.allclose(after - before, 0.5 * K.full(t5.expected[key]), atol=1e-6)
+
+    for other, name in ((pairs["sd3"][0].path, "SD3"), (sdxl_kohya_file, "SDXL")):
+        with pytest.raises(AdapterCompatibilityError) as info:
+            fuse(embedded_flux_base, [(pairs["flux"][0].path, 1.0), (other, 1.0)], tmp_path / "mix")
+        msg = str(info.value)
+        assert "\n" not in msg and f"a {name} adapter does not fit the Flux.1 base" in msg, msg
+        assert not (tmp_path / "mix").exists()
