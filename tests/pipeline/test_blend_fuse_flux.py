@@ -208,3 +208,26 @@ def test_fuse_adds_t5_deltas_exactly_and_refuses_other_families(pairs, embedded_
         msg = str(info.value)
         assert "\n" not in msg and f"a {name} adapter does not fit the Flux.1 base" in msg, msg
         assert not (tmp_path / "mix").exists()
+
+
+def test_a_blend_keeps_the_checkpoint_its_sources_declare(pairs, tmp_path: Path) -> None:
+    """Two FLUX.1-schnell adapters blend into one that still says schnell (its card names FLUX.1-schnell);
+    sources that disagree, or one that declares nothing, leave the family's generic architecture."""
+    import shutil
+
+    from lorahub.adapters.metadata import set_metadata
+    from lorahub.hub.card import CHECKPOINTS, reference_checkpoint
+
+    a, b = (shutil.copy(x.path, tmp_path / Path(x.path).name) for x in pairs["flux"])
+    for f in (a, b):
+        set_metadata(f, {"modelspec.architecture": "flux-1-schnell/lora"})
+    from lorahub.pipeline.blend import blend
+
+    out = blend([(a, 1.0), (b, 1.0)], method="cat", out=tmp_path / "s.safetensors").path
+    report = inspect_file(out)
+    assert report.metadata["modelspec.architecture"] == "flux-1-schnell/lora"
+    assert reference_checkpoint(report) == CHECKPOINTS["flux-schnell"]
+    set_metadata(b, {"modelspec.architecture": "flux-1-dev/lora"})
+    mixed = inspect_file(blend([(a, 1.0), (b, 1.0)], method="cat", out=tmp_path / "m.safetensors").path)
+    assert mixed.metadata["modelspec.architecture"] == "flux-1/lora"
+    assert reference_checkpoint(mixed) == CHECKPOINTS["flux-dev"]
