@@ -186,3 +186,18 @@ def test_licence_fields_are_ones_the_hub_accepts() -> None:
         if c.license_link:
             assert c.license_link == f"https://huggingface.co/{c.id}/blob/main/LICENSE.md"
     assert "text-to-image" in tasks["library_to_tasks"]["diffusers"]
+
+
+def test_a_push_takes_the_checkpoint_from_the_file_that_declares_it(tmp_path: Path) -> None:
+    """A package whose diffusers file carries no modelspec (diffusers writes none) beside a kohya file that says
+    flux-1-schnell: the card names FLUX.1-schnell and its licence."""
+    from lorahub.hub.push import push
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    flux_diffusers(pkg / "pytorch_lora_weights.safetensors")
+    flux_kohya(pkg / "style_kohya.safetensors", {"modelspec.architecture": "flux-1-schnell/lora"})
+    res = push(pkg, repo="me/style", endpoint="http://127.0.0.1:9", token=False, dry_run=True)
+    meta, body = split_card(res.card)
+    assert meta["base_model"] == "black-forest-labs/FLUX.1-schnell" and meta["license"] == "apache-2.0"
+    assert "num_inference_steps=4" in body
