@@ -182,7 +182,7 @@ def test_fuse_writes_a_base_that_renders_as_the_loaded_adapters(pairs, request: 
         ref.set_adapters(["a", "b"], adapter_weights=[{c: w[c == "transformer"] for c in comps} for w in (WA, WB)])
     loaded = _render(ref, family)
     image = _render(fused, family)
-    assert float(abs(image - loaded).max()) < 1e-3
+    assert float(abs(image - loaded).max()) < 1e-4  # measured 1.1e-6 (Flux.1), 2.7e-6 (SD3)
     assert float(abs(image - plain).max()) > 1e-2  # the adapters change the picture: the comparison means something
 
 
