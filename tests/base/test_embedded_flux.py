@@ -242,3 +242,29 @@ def test_cli_build(lorahub_home: Path) -> None:
         again = CliRunner().invoke(cli, ["base", "build", "--family", family])
         assert again.exit_code == 0 and "already built" in again.stderr
     assert not embedded_path(lorahub_home).exists()
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_synthetic_adapters_for_the_transformer_bases(family: str, request: pytest.FixtureRequest,
+                                                      tmp_path: Path) -> None:
+    from lorahub.adapters.header import read_header
+    from lorahub.adapters.inspect import inspect_file
+    from lorahub.base.synthetic import make_adapter
+    from lorahub.errors import UsageError
+
+    folder: Path = request.getfixturevalue(BASES[family])
+    path = make_adapter(tmp_path / "a.safetensors", base=folder, rank=4, alpha=2, text_encoder=True)
+    header = read_header(path)
+    comps = {name.split(".", 1)[0] for name in header.tensors}
+    # the CLIP encoders get LoRA parts, the T5 ones (Flux's text_encoder_2, SD3's text_encoder_3) none
+    assert comps == ({"transformer", "text_encoder"} if family == "flux" else
+                     {"transformer", "text_encoder", "text_encoder_2"})
+    assert "transformer.single_transformer_blocks.1.attn.to_q.lora_A.weight" in header.tensors or family == "sd3"
+    assert "transformer.transformer_blocks.0.attn2.to_q.lora_A.weight" in header.tensors or family == "flux"
+    md = header.string_metadata()
+    assert md["modelspec.architecture"] == {"flux": "flux-1-dev/lora", "sd3": "stable-diffusion-3.5-medium/lora"}[family]
+    assert md["modelspec.resolution"] == "64x64" and "modelspec.prediction_type" not in md
+    report = inspect_file(path)
+    assert (report.base_family, report.rank) == (family, 4)
+    with pytest.raises(UsageError, match="kohya names"):
+        make_adapter(tmp_path / "k.safetensors", base=folder, fmt="kohya")
