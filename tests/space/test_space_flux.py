@@ -1,6 +1,7 @@
 """The Space's callbacks on Flux.1 and SD 3.5 adapters and bases (no browser): the families a visitor picks
 (embedded tiny bases on a CPU, the Space's variables on a GPU), inspect, a baked blend of a kohya fused-qkv file
-with a diffusers split one, a mix of families refused in one line, and a push's card."""
+with a diffusers split one, a mix of families refused in one line, a push's card, and previews on the embedded
+Flux.1 and SD 3.5 bases."""
 
 from __future__ import annotations
 
@@ -89,3 +90,50 @@ def test_push_dry_run_card_names_flux_dev_and_its_licence(files: dict[str, Path]
     assert "base_model: black-forest-labs/FLUX.1-dev" in card
     assert "license_name: flux-1-dev-non-commercial-license" in card
     assert "## Use it in ComfyUI" in card and "Download `flux_kohya.safetensors`" in card
+
+
+def test_flux_previews_hot_swap_and_refuse_an_sd3_adapter(tmp_path: Path, embedded_flux_base: Path,
+                                                          files: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Picking Flux.1 loads its base (here the embedded tiny one's folder) once; a kohya fused-qkv file and a
+    diffusers split one preview together, weights change the image, a grid renders, an SD3 adapter is refused in
+    one line naming both families."""
+    import io
+
+    def png(image) -> bytes:  # noqa: ANN001
+        bio = io.BytesIO()
+        image.save(bio, "PNG")
+        return bio.getvalue()
+
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    st = cb.SpaceState(base=cb.space_base(None), workdir=tmp_path / "work", bases={"flux": str(embedded_flux_base)})
+    try:
+        chosen = cb.add_file(cb.add_file([], files["flux_kohya"]), files["flux_peft"])
+        one = cb.generate(st, chosen, [1.0, 1.0], "a photo", steps=1, seed=3, family="flux")
+        other = cb.generate(st, chosen, [0.0, 1.0], "a photo", steps=1, seed=3, family="flux")
+        assert one.image.size == (64, 64) and png(one.image) != png(other.image)
+        live = st.live("flux")
+        assert live.base.family == "flux" and live.stats["base_loads"] == 1 and st.loaded("flux")
+        grid = cb.generate(st, chosen, [1.0, 1.0], "a photo", steps=1, grid=True, grid_weights="0, 1", family="flux")
+        assert len(grid.seconds) == 4
+        with pytest.raises(LorahubError) as err:
+            cb.generate(st, cb.add_file([], files["sd3_kohya"]), [1.0], "a photo", steps=1, family="flux")
+        msg = str(err.value)
+        assert "SD3" in msg and "Flux.1" in msg and "\n" not in msg
+        assert live.stats["base_loads"] == 1
+    finally:
+        st.close()
+
+
+def test_sd35_previews_on_its_base(tmp_path: Path, embedded_sd3_base: Path, files: dict[str, Path],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    st = cb.SpaceState(base=cb.space_base(None), workdir=tmp_path / "work", bases={"sd3": str(embedded_sd3_base)})
+    try:
+        chosen = cb.add_file([], files["sd3_kohya"])
+        on = cb.generate(st, chosen, [1.0], "a photo", steps=1, seed=1, family="sd3")
+        off = cb.generate(st, chosen, [0.0], "a photo", steps=1, seed=1, family="sd3")
+        assert on.image.size == off.image.size and on.image.tobytes() != off.image.tobytes()
+        assert st.live("sd3").base.family == "sd3"
+    finally:
+        st.close()
