@@ -1,5 +1,5 @@
 """A Flux.1 adapter package's whole life through the command line: inspect -> validate -> push to a real
-``lorahub serve`` (huggingface_hub over HTTP) -> pull -> blend -> fuse into the embedded tiny Flux.1 base.
+``lorahub serve`` (huggingface_hub over HTTP) -> pull -> preview -> blend -> fuse into the embedded tiny Flux.1 base.
 
 The package holds what a trainer writes: the diffusers-layout weights and the kohya/ComfyUI file (fused qkv),
 made by ``tests/mmditkit.py`` at the embedded base's widths."""
@@ -27,7 +27,7 @@ def _run(*args: str):  # noqa: ANN202
     return json.loads(res.stdout) if "--json" in args else res
 
 
-def test_flux_inspect_validate_push_pull_blend_fuse(sqlite_server, embedded_flux_base: Path,  # noqa: ANN001
+def test_flux_inspect_validate_push_pull_preview_blend_fuse(sqlite_server, embedded_flux_base: Path,  # noqa: ANN001
                                                     tmp_path: Path) -> None:
     import mmditkit as K
 
@@ -75,6 +75,13 @@ def test_flux_inspect_validate_push_pull_blend_fuse(sqlite_server, embedded_flux
     assert pulled["registered"]
     for f in (diffusers_file, kohya_file):
         assert (copy / f.name).read_bytes() == f.read_bytes()
+
+    # preview the pulled files on the embedded Flux.1 base: both layouts, one base load
+    out = tmp_path / "preview.png"
+    shown = _run("preview", "--base", str(embedded_flux_base), "--lora", f"{copy / diffusers_file.name}:0.5",
+                 "--lora", f"{copy / kohya_file.name}:0.3", "--prompt", "a lighthouse", "--steps", "1",
+                 "--size", "64x64", "-o", str(out), "--json")
+    assert out.is_file() and shown["stats"]["base_loads"] == 1
 
     # blend the two pulled layouts (cat: exact; the same update twice, 0.6 + 0.4)
     blended = tmp_path / "fluxblend.safetensors"
