@@ -5,9 +5,9 @@ folder, a single-file checkpoint or a Hub id, through
 :func:`lorahub.base.resolve.load_pipeline`; SD 1.x/2.x, SDXL, Flux.1 and SD3
 pipeline classes) and then manages adapters by the names users give them. On
 Flux.1 and SD3 the transformer plays the UNet's part everywhere below (its
-weight is an adapter's "unet" weight); T5 parts of their adapters are left
-out with a warning, as diffusers' pipelines load LoRAs into the transformer and
-the CLIP encoders only. Changing
+weight is an adapter's "unet" weight); the T5 parts of their adapters, which
+diffusers' pipelines do not load, are loaded as diffusers loads CLIP parts
+(transformers' ``load_adapter``), Flux's T5 weighed as ``te2``, SD3's as ``te``. Changing
 which adapters are active, their weights, or replacing an adapter with another
 file never reloads the base and, under ``torch.compile``, never recompiles.
 
@@ -124,7 +124,8 @@ class Adapter:
 
     @property
     def te2(self) -> float:
-        """The weight of the second text encoder (SDXL): ``te2_weight``, else ``te_weight``."""
+        """The weight of the second text encoder (SDXL's and SD3's CLIP-G, Flux.1's T5): ``te2_weight``, else
+        ``te_weight``."""
         return self.te_weight if self.te2_weight is None else self.te2_weight
 
     def weight_of(self, component: str) -> float:
@@ -408,7 +409,7 @@ class LivePipeline:
         """Load ``source`` (default: ``name``, resolved by the resolver) as adapter ``name``.
 
         ``weight`` sets every component; ``te``/``unet`` the text encoders' and the UNet's
-        (A1111's ``<lora:name:te:unet>``); ``te2`` SDXL's second text encoder's alone.
+        (A1111's ``<lora:name:te:unet>``); ``te2`` the second text encoder's alone (SDXL/SD3: CLIP-G, Flux.1: T5).
 
         If ``name`` is already loaded, this is :meth:`swap`. A free slot whose
         modules cover the new adapter's is reused by hot-swapping.
@@ -718,16 +719,6 @@ class LivePipeline:
         notes = list(compat.warnings) + list(lora.warnings)
         if lora.conversion:
             notes.append(lora.conversion.summary())
-        loadable = set(getattr(type(self.pipe), "_lora_loadable_modules", None) or (self.denoiser, *TEXT_ENCODERS))
-        unloadable = sorted({k.split(".", 1)[0] for k in lora.modules} - loadable - {self.denoiser})
-        if unloadable:
-            # diffusers' FluxPipeline loads LoRAs into the transformer and CLIP-L only, StableDiffusion3Pipeline
-            # into the transformer and the two CLIPs: T5 parts (Flux's text_encoder_2, SD3's text_encoder_3) stay out
-            dropped = [k for k in lora.modules if k.split(".", 1)[0] in unloadable]
-            for key in dropped:
-                del lora.modules[key]
-            notes.append(f"{len(dropped)} module(s) of the {', '.join(unloadable)} (T5) ignored: "
-                         f"diffusers' {type(self.pipe).__name__} does not load LoRAs into it")
         targets, missing = map_modules(self.pipe, lora, self.base)
         if missing:
             notes.append(f"{len(missing)} of {len(lora.modules)} module(s) have no match in the base (e.g. '{missing[0]}')")
@@ -832,7 +823,11 @@ class LivePipeline:
                         delete_adapter_layers(model, slot.id)
                         slot.te[comp] = False
                         changed = True
-                    if te_sds[comp]:
+                    if te_sds[comp] and comp not in self._diffusers_loadable():
+                        _load_t5_part(model, comp, te_sds[comp], slot.id)
+                        slot.te[comp] = True
+                        changed = True
+                    elif te_sds[comp]:
                         type(pipe).load_lora_into_text_encoder(
                             te_sds[comp], network_alphas=None, text_encoder=model, prefix=comp,
                             adapter_name=slot.id, _pipeline=self._offload_pipeline(), hotswap=False,
@@ -856,6 +851,11 @@ class LivePipeline:
             with contextlib.suppress(Exception):
                 self._apply()
             raise
+
+    def _diffusers_loadable(self) -> tuple[str, ...]:
+        """The components diffusers' pipeline class loads LoRAs into (``_lora_loadable_modules``): FluxPipeline's
+        leave out its T5 (``text_encoder_2``), StableDiffusion3Pipeline's its T5 (``text_encoder_3``)."""
+        return tuple(getattr(type(self.pipe), "_lora_loadable_modules", None) or (self.denoiser, *TEXT_ENCODERS))
 
     def _offload_pipeline(self) -> Any:
         """The pipeline when offloading hooks are on it (diffusers then takes them off around a load and puts them
@@ -1020,6 +1020,19 @@ class LivePipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _load_t5_part(model: Any, comp: str, sd: dict[str, Any], slot: str) -> None:
+    """Load a T5 encoder's LoRA part (``<comp>.<module>.lora_A/B.weight``, alpha folded in, one padded rank) as
+    adapter ``slot``, the way diffusers loads a CLIP part (transformers' ``load_adapter``, peft layers):
+    diffusers' Flux/SD3 pipelines do not load LoRAs into their T5 encoder themselves."""
+    from peft import LoraConfig
+
+    local = {k[len(comp) + 1 :]: v for k, v in sd.items()}
+    paths = sorted(k[: -len(".lora_A.weight")] for k in local if k.endswith(".lora_A.weight"))
+    rank = max(int(local[f"{p}.lora_A.weight"].shape[0]) for p in paths)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=paths, init_lora_weights=False)
+    model.load_adapter(adapter_name=slot, adapter_state_dict=local, peft_config=config)
 
 
 def _group_offloaded(pipe: Any) -> bool:

@@ -85,8 +85,6 @@ def reference(embedded_flux_base: Path, embedded_sd3_base: Path):  # noqa: ANN20
             for built, weight in loras:
                 for key, update in built.expected.items():
                     comp, path = key.split(".", 1)
-                    if comp in ("text_encoder_3",) or (family == "flux" and comp == "text_encoder_2"):
-                        continue  # T5 parts: diffusers' pipelines do not load them (nor does lorahub's live one)
                     w = weight if not isinstance(weight, dict) else weight.get(
                         "unet" if comp == "transformer" else comp, weight.get("text_encoder", 1.0))
                     model = getattr(pipe, comp)
@@ -176,15 +174,29 @@ def test_flux_per_component_weights_and_prompt_tags(flux, files, reference) -> N
     assert max_diff(r.image, want) < TOL
 
 
-def test_t5_parts_are_reported_not_loaded(flux, sd3, files, reference) -> None:
+def test_t5_parts_load_and_weigh(flux, sd3, files, reference) -> None:
+    """T5 parts (kohya lora_te3_), which diffusers' FluxPipeline/StableDiffusion3Pipeline do not load, are loaded
+    into the T5 encoder: Flux's weighed as te2 (its text_encoder_2), SD3's as te."""
     for live, fam in ((flux, "flux"), (sd3, "sd3")):
         _reset(live)
-        ad = live.add("t5", files[f"{fam}-t5"].path)
+        built = files[f"{fam}-t5"]
+        ad = live.add("t5", built.path)
         t5 = "text_encoder_2" if fam == "flux" else "text_encoder_3"
-        assert t5 not in ad.components
-        assert any(f"the {t5} (T5) ignored" in w for w in ad.warnings), ad.warnings
-        assert not getattr(getattr(live.pipe, t5), "peft_config", None)
-        assert max_diff(_img(live), reference(fam, [(files[f"{fam}-t5"], 1.0)])) < TOL
+        assert t5 in ad.components and not ad.warnings
+        assert ad.slot in getattr(live.pipe, t5).peft_config
+        with_t5 = _img(live)
+        assert max_diff(with_t5, reference(fam, [(built, 1.0)])) < TOL
+        if fam == "flux":
+            live.set_weight("t5", te=1.0, unet=1.0, te2=0.0)
+            assert _scalings(live, t5, ad.slot) == {0.0} and _scalings(live, "text_encoder", ad.slot) == {1.0}
+            off = _img(live)
+            assert max_diff(off, reference(fam, [(built, {"unet": 1.0, "text_encoder": 1.0, t5: 0.0})])) < TOL
+            assert max_diff(off, with_t5) > 1e-4  # the T5 part matters
+        live.swap("t5", files[f"{fam}-comfyui"].path)  # no T5 part: the slot's T5 layers go
+        assert max_diff(_img(live), reference(fam, [(files[f"{fam}-comfyui"], 1.0)])) < TOL
+        live.swap("t5", built.path)
+        assert max_diff(_img(live), with_t5 if fam == "sd3" else reference(fam, [(built, {
+            "unet": 1.0, "text_encoder": 1.0, t5: 0.0})])) < TOL
 
 
 def test_sd3_layouts_weights_and_swap(sd3, files, reference) -> None:
