@@ -71,7 +71,8 @@ def _weights(text: str) -> list[float]:
 @click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable: a grid gets one row per seed). Default 0.")
 @click.option("--steps", default=20, show_default=True, type=click.IntRange(1, 1000), help="Denoising steps.")
 @click.option("--size", default=None, help="WIDTHxHEIGHT (multiples of 8; default: the base's native size).")
-@click.option("--guidance", default=7.5, show_default=True, type=float, help="Classifier-free guidance scale.")
+@click.option("--guidance", default=None, type=float,
+              help="Guidance scale [the base's default: 7.5 SD 1.x/2.x/SDXL, 7.0 SD3, 3.5 Flux.1-dev, 0 schnell].")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Output PNG (numbered files for sessions; a folder also works).")
 @click.option("--grid", is_flag=True, help="A labelled grid: first adapter's weights across, second's (or the seeds) down.")
 @click.option("--grid-weights", default="0,0.5,1", show_default=True, help="Comma-separated weights for --grid.")

@@ -184,6 +184,7 @@ class Render:
     seconds: float
     adapters: list[dict[str, Any]]
     tags: list[LoraTag] = field(default_factory=list)
+    sampler: str = "DDIM"
 
     def infotext(self) -> str:
         """A1111-style parameters text (saved into PNGs)."""
@@ -195,7 +196,7 @@ class Render:
         if self.negative:
             lines.append(f"Negative prompt: {self.negative}")
         lines.append(
-            f"Steps: {self.steps}, Sampler: DDIM, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
+            f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
             f"Size: {self.width}x{self.height}, Generator: lorahub"
         )
         return "\n".join(lines)
@@ -362,6 +363,25 @@ class LivePipeline:
     @property
     def dtype(self) -> Any:
         return self.denoiser_model.dtype
+
+    def default_guidance(self) -> float:
+        """The guidance scale the base's own pipeline uses by default: Flux.1-dev's guidance embedding 3.5,
+        0 for a Flux model without one (schnell, which ignores it), SD3's 7.0, classifier-free 7.5 for SD 1.x/2.x and
+        SDXL (the diffusers pipelines' defaults)."""
+        kind = type(self.pipe).__name__
+        if kind.startswith("Flux"):
+            return 3.5 if getattr(self.denoiser_model.config, "guidance_embeds", False) else 0.0
+        if kind.startswith("StableDiffusion3"):
+            return 7.0
+        return 7.5
+
+    def sampler_name(self) -> str:
+        """The sampler written into an image's parameters text, from the pipeline's scheduler."""
+        name = type(getattr(self.pipe, "scheduler", None)).__name__
+        return {"DDIMScheduler": "DDIM", "FlowMatchEulerDiscreteScheduler": "Euler (flow matching)",
+                "EulerDiscreteScheduler": "Euler", "EulerAncestralDiscreteScheduler": "Euler a",
+                "DPMSolverMultistepScheduler": "DPM++ 2M", "PNDMScheduler": "PLMS",
+                "LMSDiscreteScheduler": "LMS"}.get(name, name.removesuffix("Scheduler") or "DDIM")
 
     def native_size(self) -> tuple[int, int]:
         """``(width, height)`` the base was trained at: the UNet's (SD3 transformer's) sample size times the VAE's
@@ -604,12 +624,17 @@ class LivePipeline:
         steps: int = 20,
         width: int = 64,
         height: int = 64,
-        guidance: float = 7.5,
+        guidance: float | None = None,
         output_type: str = "pil",
         tags: bool = True,
     ) -> Render:
-        """Generate one image. ``<lora:...>`` tags in ``prompt`` are applied first (A1111 semantics)."""
+        """Generate one image. ``<lora:...>`` tags in ``prompt`` are applied first (A1111 semantics).
+
+        ``guidance`` defaults to the base's own (:meth:`default_guidance`)."""
         import torch
+
+        if guidance is None:
+            guidance = self.default_guidance()
 
         with self._lock:
             text, found = parse_prompt(prompt) if tags else (prompt, [])
@@ -658,6 +683,7 @@ class LivePipeline:
                 seconds=elapsed,
                 adapters=active,
                 tags=found,
+                sampler=self.sampler_name(),
             )
 
     # ------------------------------------------------------------------ compile

@@ -39,7 +39,7 @@ class Settings:
     steps: int = 20
     width: int = 64
     height: int = 64
-    guidance: float = 7.5
+    guidance: float | None = None  # the base's own default (LivePipeline.default_guidance)
     negative: str | None = None
 
 

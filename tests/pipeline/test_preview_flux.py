@@ -96,7 +96,7 @@ def reference(embedded_flux_base: Path, embedded_sd3_base: Path):  # noqa: ANN20
                     mod.weight += w * K.full(update).reshape(mod.weight.shape)
             try:
                 gen = torch.Generator("cpu").manual_seed(seed)
-                return pipe(PROMPT, num_inference_steps=2, guidance_scale=7.5, height=64, width=64, generator=gen,
+                return pipe(PROMPT, num_inference_steps=2, height=64, width=64, generator=gen,  # the pipeline's own guidance
                             output_type="np").images[0]
             finally:
                 for param, value in reversed(saved):
@@ -172,6 +172,10 @@ def test_flux_per_component_weights_and_prompt_tags(flux, files, reference) -> N
         "flux-comfyui": (0.5, 1.0), "flux-peft": (0.8, 0.8)}
     want = reference("flux", [(files["flux-comfyui"], {"unet": 1.0, "text_encoder": 0.5}), (files["flux-peft"], 0.8)])
     assert max_diff(r.image, want) < TOL
+    # the base's own defaults (the oracle above calls FluxPipeline without a guidance scale): Flux.1-dev's guidance
+    # embedding 3.5, not SD's classifier-free 7.5, and the flow-matching sampler in the parameters text
+    assert r.guidance == 3.5 == flux.default_guidance()
+    assert "Sampler: Euler (flow matching), CFG scale: 3.5," in r.infotext()
 
 
 def test_t5_parts_load_and_weigh(flux, sd3, files, reference) -> None:
@@ -215,6 +219,7 @@ def test_sd3_layouts_weights_and_swap(sd3, files, reference) -> None:
     assert max_diff(_img(sd3), reference("sd3", [(c, 0.8), (p, want_p)])) < TOL
     sd3.swap("k", k.path)
     assert max_diff(_img(sd3), first) < TOL
+    assert sd3.default_guidance() == 7.0  # StableDiffusion3Pipeline's default; the oracle calls it without one
 
 
 def test_families_do_not_mix(flux, sd3, files, adapters, xl_adapters) -> None:
