@@ -7,10 +7,21 @@ helpers are imported by name from the ``*kit.py`` modules.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# torch on one thread for the whole session, in this process and in every process a test starts (the
+# `lorahub` CLI, `lorahub serve`, the Space): every model of the suite is tiny, and two OpenMP threads on a
+# 2-core machine spin against the rest (a server, Chromium, another job): measured on the blend-search
+# objective, 10 evaluations took 6 s on one thread and 74-138 s on two (12x the CPU time). A CI that sets
+# OMP_NUM_THREADS keeps its own value.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # a plugin imported it before this file: the variable came too late for it
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 pytest_plugins = ["adapter_fixtures", "browser_fixtures", "hub_fixtures", "registry_fixtures"]
 
