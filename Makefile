@@ -26,7 +26,7 @@ services:
 	bash scripts/ensure-services
 
 test: install services
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 schemas: install
 	$(BIN)/python -m lorahub.schemas
