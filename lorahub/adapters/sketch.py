@@ -216,15 +216,70 @@ class Sketch:
         return cls(hashes=hashes, norms=norms, units=units, vector=vector, skipped=skipped)
 
 
+#: Modules picked per adapter for the candidates of ``dupes --near`` (min-hashing over module names).
+PICKS = 8
+_PICK_SEEDS = np.random.default_rng([_SEED, 3]).integers(1, 2**63, PICKS, dtype=np.uint64)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (a bijection of uint64 that scrambles every bit into every other)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+#: Bytes of a summary: the vector, then the picks' key hashes (uint32) and unit sketches (fp16).
+SUMMARY_BYTES = 2 * VECTOR_DIM + PICKS * (4 + 2 * K * K)
+
+
+def picks(s: Sketch) -> tuple[np.ndarray, np.ndarray]:
+    """``(key hashes uint32 [PICKS], unit sketches fp16 [PICKS, K*K])``: for each of :data:`PICKS` hash
+    functions of the module key hashes, the module with the least value among those with a weight change.
+
+    Min-hashing: two adapters of which one holds a share ``J`` of the other's modules (a module subset)
+    pick the same module with probability ``J`` for each function, and there their unit sketches agree
+    (the same weights); two unrelated adapters of one layout pick the same modules with other sketches.
+    An adapter with no weight change picks nothing (zeros)."""
+    live = np.nonzero(s.norms > 0)[0]
+    if not live.size:
+        return np.zeros(PICKS, np.uint32), np.zeros((PICKS, K * K), np.float16)
+    h = s.hashes[live].astype(np.uint64)
+    scores = _mix64(h[None, :] ^ _PICK_SEEDS[:, None])  # [PICKS, live]
+    chosen = live[np.argmin(scores, axis=1)]
+    return s.hashes[chosen].astype(np.uint32), s.units[chosen].astype(np.float16)
+
+
+def summary(s: Sketch) -> bytes:
+    """What a registry keeps beside a serialised sketch, read alone for ``dupes --near`` candidates
+    (:data:`SUMMARY_BYTES`): the unit vector, then the :func:`picks`."""
+    ph, pu = picks(s)
+    return s.vector.astype("<f2").tobytes() + ph.astype("<u4").tobytes() + pu.astype("<f2").tobytes()
+
+
+def summary_parts(raw: bytes) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(vector, pick hashes or None, pick units or None)`` of a stored summary (rows written before picks
+    existed hold the vector alone)."""
+    vector = np.frombuffer(raw, "<f2", VECTOR_DIM)
+    if len(raw) != SUMMARY_BYTES:
+        return vector, None, None
+    pos = 2 * VECTOR_DIM
+    hashes = np.frombuffer(raw, "<u4", PICKS, pos)
+    units = np.frombuffer(raw, "<f2", PICKS * K * K, pos + 4 * PICKS).reshape(PICKS, K * K)
+    return vector, hashes, units
+
+
 def stored_parts(raw: bytes) -> tuple[int, int, bytes]:
-    """``(version, modules, vector bytes)`` of a serialised sketch (what a registry row keeps beside it)."""
+    """``(version, modules, summary bytes)`` of a serialised sketch (what a registry row keeps beside it:
+    :func:`summary`)."""
     if len(raw) < _HEAD.size + 4 + 2 * VECTOR_DIM:
         raise SketchError("sketch is truncated")
     magic, version, _k, dim, n = _HEAD.unpack_from(raw)
     if magic != _MAGIC:
         raise SketchError("not a lorahub sketch")
-    start = _HEAD.size + 4
-    return version, n, raw[start : start + 2 * dim]
+    if version != VERSION:
+        start = _HEAD.size + 4
+        return version, n, raw[start : start + 2 * dim]
+    return version, n, summary(Sketch.from_bytes(raw))
 
 
 def vector_of(raw: bytes) -> np.ndarray:
@@ -733,6 +788,11 @@ __all__ = [
     "relations",
     "sketch_file",
     "sketch_header",
+    "PICKS",
+    "SUMMARY_BYTES",
+    "picks",
     "stored_parts",
+    "summary",
+    "summary_parts",
     "vector_of",
 ]

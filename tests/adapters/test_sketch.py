@@ -207,3 +207,22 @@ def test_fingerprint_feeds_a_sink_the_data_region_from_its_one_read(tmp_path: Pa
     stream = sk.StreamSketch(header)
     fingerprint_record(path, use_cache=False, header=header, sink=stream)
     assert stream.complete and stream.result().to_bytes() == sk.sketch_file(path).to_bytes()
+
+
+def test_picks_agree_on_every_module_a_subset_kept(tmp_path: Path) -> None:
+    """Min-hashing: a subset picks what the original picked wherever it kept that module, with the same unit
+    sketch; the summary a registry row keeps is the vector and the picks."""
+    full = sk.sketch_file(_kohya(tmp_path / "full.safetensors", _mods(4)))
+    some = sk.sketch_file(_kohya(tmp_path / "some.safetensors", dict(list(_mods(4).items())[:7])))
+    fh, fu = sk.picks(full)
+    sh, su = sk.picks(some)
+    kept = set(some.hashes.tolist())
+    assert len(set(fh.tolist())) > 2  # the functions pick different modules
+    for t in range(sk.PICKS):
+        if int(fh[t]) in kept:
+            assert sh[t] == fh[t] and np.array_equal(su[t], fu[t])
+        else:
+            assert sh[t] != fh[t]
+    vector, hashes, units = sk.summary_parts(sk.summary(full))
+    assert np.array_equal(vector, full.vector) and np.array_equal(hashes, fh) and np.array_equal(units, fu)
+    assert sk.summary_parts(full.vector.astype("<f2").tobytes())[1] is None  # a row stored before picks
