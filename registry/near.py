@@ -139,8 +139,18 @@ def _codes(n: int, pairs: np.ndarray) -> np.ndarray:
     return pairs[:, 0].astype(np.int64) * n + pairs[:, 1]
 
 
+def _distinct(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted distinct codes, how often each occurs)`` (a sort: numpy's hash-based ``unique`` takes
+    seconds on millions of int64)."""
+    codes = np.sort(codes)
+    if not codes.size:
+        return codes, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    return codes[starts], np.diff(np.concatenate([starts, [codes.size]]))
+
+
 def _union(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    codes = np.unique(np.concatenate([_codes(n, a), _codes(n, b)]))
+    codes = _distinct(np.concatenate([_codes(n, a), _codes(n, b)]))[0]
     return np.stack([codes // n, codes % n], axis=1)
 
 
@@ -159,8 +169,9 @@ def _bucket_pairs(keys: np.ndarray, owners: np.ndarray) -> np.ndarray:
         st = starts[lengths == length]
         a, b = np.triu_indices(int(length), 1)
         members = owners[order[st[:, None] + np.arange(length)[None, :]]]  # [runs, length]
-        found.append(np.stack([members[:, a].ravel(), members[:, b].ravel()], axis=1))
-    return np.sort(np.concatenate(found), axis=1)
+        x, y = members[:, a].ravel(), members[:, b].ravel()
+        found.append(np.stack([np.minimum(x, y), np.maximum(x, y)], axis=1))
+    return np.concatenate(found)
 
 
 def _picked_pairs(vectors: np.ndarray, hashes: np.ndarray, units: np.ndarray) -> np.ndarray:
@@ -184,7 +195,7 @@ def _picked_pairs(vectors: np.ndarray, hashes: np.ndarray, units: np.ndarray) ->
     pairs = _bucket_pairs(keys.ravel(), owners)
     if not len(pairs):
         return pairs
-    codes, counts = np.unique(_codes(n, pairs), return_counts=True)
+    codes, counts = _distinct(_codes(n, pairs))
     pairs = np.stack([codes // n, codes % n], axis=1)
     cos = np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]])
     return pairs[(counts >= PICK_MATCHES) | (cos >= PICK_FLOOR)]
@@ -207,7 +218,7 @@ def _hashed_pairs(vectors: np.ndarray, floor: float) -> np.ndarray:
     pairs = np.concatenate(found)
     if not len(pairs):
         return pairs
-    codes = np.unique(_codes(n, pairs))
+    codes = _distinct(_codes(n, pairs))[0]
     pairs = np.stack([codes // n, codes % n], axis=1)
     keep = np.zeros(len(pairs), dtype=bool)
     for start in range(0, len(pairs), 1 << 20):
