@@ -48,6 +48,15 @@ BITS = 19
 _PER_DRAW = 12
 _BLOCK = 2048
 _MAX_RUN = 256  # a hash bucket larger than this is left out (degenerate vectors)
+#: Picks (:func:`lorahub.adapters.sketch.picks`): a picked module's unit sketch is keyed by the bins of
+#: PICK_PROJECTIONS random projections, PICK_BIN wide (a copy's unit sketch is the same to fp16 rounding:
+#: it shares all bins with probability about 0.98; two unrelated ones share each bin with probability
+#: about 0.07); a pair is a candidate when it shares PICK_MATCHES buckets, or one and its vectors' cosine
+#: is at least PICK_FLOOR.
+PICK_PROJECTIONS = 6
+PICK_BIN = 0.25
+PICK_MATCHES = 2
+PICK_FLOOR = 0.25
 _DTYPE_WIDTH = {"float64": 4, "float32": 3, "bfloat16": 2, "float16": 1}
 
 
@@ -59,7 +68,17 @@ class Entry:
     modules: int
 
 
-def _load(raw: Raw, viewer: int | None) -> tuple[list[Entry], np.ndarray]:
+@dataclass
+class Loaded:
+    """What ``dupes --near`` reads of every sketch: the entries, their vectors and their picks."""
+
+    entries: list[Entry]
+    vectors: np.ndarray  # float32 [n, VECTOR_DIM]
+    pick_hashes: np.ndarray  # uint32 [n, PICKS] (zeros: none)
+    pick_units: np.ndarray  # float16 [n, PICKS, K*K]
+
+
+def _load(raw: Raw, viewer: int | None) -> Loaded:
     from .lookups import _visibility
 
     params: dict[str, Any] = {"version": sk.VERSION, "true": True}
@@ -70,16 +89,33 @@ def _load(raw: Raw, viewer: int | None) -> tuple[list[Entry], np.ndarray]:
         f"WHERE f.is_primary = :true AND s.version = :version AND {cond} ORDER BY f.adapter_id",
         params,
     )
+    n = len(rows)
     entries: list[Entry] = []
-    vectors = np.zeros((len(rows), sk.VECTOR_DIM), dtype=np.float32)
+    vectors = np.zeros((n, sk.VECTOR_DIM), dtype=np.float32)
+    hashes = np.zeros((n, sk.PICKS), dtype=np.uint32)
+    units = np.zeros((n, sk.PICKS, sk.K * sk.K), dtype=np.float16)
+    legacy: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         entries.append(Entry(r[0], r[1], sk.Facts(r[2], r[3], r[4], r[5]), r[6]))
-        vectors[i] = np.frombuffer(bytes(r[7]), "<f2")
-    return entries, vectors
+        vec, ph, pu = sk.summary_parts(bytes(r[7]))
+        vectors[i] = vec
+        if ph is None:
+            legacy.setdefault(r[1], []).append(i)
+        else:
+            hashes[i], units[i] = ph, pu
+    if legacy:  # rows stored before picks existed: picked from their whole sketches
+        for sha, s in _sketches(raw, list(legacy)).items():
+            ph, pu = sk.picks(s)
+            for i in legacy[sha]:
+                hashes[i], units[i] = ph, pu
+    return Loaded(entries, vectors, hashes, units)
 
 
-def candidate_pairs(vectors: np.ndarray, floor: float = CANDIDATE, *, exact_limit: int = EXACT_LIMIT) -> np.ndarray:
-    """``[m, 2]`` index pairs ``i < j`` whose unit vectors' cosine is at least ``floor`` (see the module doc)."""
+def candidate_pairs(vectors: np.ndarray, floor: float = CANDIDATE, *, exact_limit: int = EXACT_LIMIT,
+                    pick_hashes: np.ndarray | None = None, pick_units: np.ndarray | None = None) -> np.ndarray:
+    """``[m, 2]`` index pairs ``i < j`` to verify (see the module doc): those whose unit vectors' cosine is at
+    least ``floor``, and, given the picks, those that agree on :data:`PICK_MATCHES` picks or on one and have a
+    vector cosine of at least :data:`PICK_FLOOR`."""
     n = vectors.shape[0]
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
@@ -91,8 +127,78 @@ def candidate_pairs(vectors: np.ndarray, floor: float = CANDIDATE, *, exact_limi
             i = i + start
             keep = j > i
             out.append(np.stack([i[keep], j[keep]], axis=1))
-        return np.concatenate(out).astype(np.int64)
-    return _hashed_pairs(vectors, floor)
+        pairs = np.concatenate(out).astype(np.int64)
+    else:
+        pairs = _hashed_pairs(vectors, floor)
+    if pick_hashes is not None and pick_units is not None:
+        pairs = _union(n, pairs, _picked_pairs(vectors, pick_hashes, pick_units))
+    return pairs
+
+
+def _codes(n: int, pairs: np.ndarray) -> np.ndarray:
+    return pairs[:, 0].astype(np.int64) * n + pairs[:, 1]
+
+
+def _distinct(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted distinct codes, how often each occurs)`` (a sort: numpy's hash-based ``unique`` takes
+    seconds on millions of int64)."""
+    codes = np.sort(codes)
+    if not codes.size:
+        return codes, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    return codes[starts], np.diff(np.concatenate([starts, [codes.size]]))
+
+
+def _union(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    codes = _distinct(np.concatenate([_codes(n, a), _codes(n, b)]))[0]
+    return np.stack([codes // n, codes % n], axis=1)
+
+
+def _bucket_pairs(keys: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """``[m, 2]`` pairs of ``owners`` whose ``keys`` are equal (buckets over :data:`_MAX_RUN` are left out),
+    sorted within a pair, not deduplicated."""
+    order = np.argsort(keys)
+    k = keys[order]
+    edges = np.flatnonzero(k[1:] != k[:-1]) + 1
+    starts = np.concatenate([[0], edges])
+    lengths = np.diff(np.concatenate([starts, [k.size]]))
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    for length in np.flatnonzero(np.bincount(lengths)):
+        if length < 2 or length > _MAX_RUN:
+            continue
+        st = starts[lengths == length]
+        a, b = np.triu_indices(int(length), 1)
+        members = owners[order[st[:, None] + np.arange(length)[None, :]]]  # [runs, length]
+        x, y = members[:, a].ravel(), members[:, b].ravel()
+        found.append(np.stack([np.minimum(x, y), np.maximum(x, y)], axis=1))
+    return np.concatenate(found)
+
+
+def _picked_pairs(vectors: np.ndarray, hashes: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Pairs that picked one module with the same bins of its unit sketch (:data:`PICK_PROJECTIONS` random
+    projections in bins :data:`PICK_BIN` wide), for :data:`PICK_MATCHES` picks or more, or for one with a
+    vector cosine of at least :data:`PICK_FLOOR`."""
+    n, t = hashes.shape
+    live = np.nonzero(hashes.any(axis=1))[0]
+    if live.size < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    rng = np.random.default_rng(0x91C5)
+    planes = rng.standard_normal((units.shape[2], PICK_PROJECTIONS)).astype(np.float32)
+    offsets = rng.uniform(0, 1, PICK_PROJECTIONS).astype(np.float32)
+    bins = np.floor((units[live].astype(np.float32) @ planes) / PICK_BIN + offsets).astype(np.int64)
+    bins = np.clip(bins + 16, 0, 31)  # [live, t, PICK_PROJECTIONS], 5 bits each
+    code = (bins << (5 * np.arange(PICK_PROJECTIONS, dtype=np.int64))).sum(axis=2)  # < 2^30
+    # one key per (pick function, module, bins): the function and 28 bits of the module's hash, the bins
+    module = (hashes[live].astype(np.int64) & 0x0FFFFFFF) * t + np.arange(t, dtype=np.int64)[None, :]
+    keys = (module << (5 * PICK_PROJECTIONS)) | code
+    owners = np.repeat(live, t)
+    pairs = _bucket_pairs(keys.ravel(), owners)
+    if not len(pairs):
+        return pairs
+    codes, counts = _distinct(_codes(n, pairs))
+    pairs = np.stack([codes // n, codes % n], axis=1)
+    cos = np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]])
+    return pairs[(counts >= PICK_MATCHES) | (cos >= PICK_FLOOR)]
 
 
 def _hashed_pairs(vectors: np.ndarray, floor: float) -> np.ndarray:
@@ -101,31 +207,18 @@ def _hashed_pairs(vectors: np.ndarray, floor: float) -> np.ndarray:
     live = np.nonzero(np.abs(vectors).sum(axis=1) > 0)[0]
     lv = vectors[live]
     pow2 = (2.0 ** np.arange(BITS)).astype(np.float32)  # keys up to 2^BITS are exact in float32
-    found: list[np.ndarray] = []
+    found: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)]
     for first in range(0, BANDS, _PER_DRAW):
         count = min(_PER_DRAW, BANDS - first)
         planes = rng.standard_normal((vectors.shape[1], count * BITS)).astype(np.float32)
         bits = ((lv @ planes) > 0).astype(np.float32).reshape(len(live), count, BITS)
-        keys = np.ascontiguousarray((bits @ pow2).astype(np.int64).T)  # [count, live]
+        keys = np.ascontiguousarray((bits @ pow2).astype(np.int32).T)  # [count, live]
         for band in range(count):
-            order = np.argsort(keys[band])
-            k = keys[band][order]
-            edges = np.flatnonzero(k[1:] != k[:-1]) + 1
-            starts = np.concatenate([[0], edges])
-            lengths = np.diff(np.concatenate([starts, [k.size]]))
-            for length in np.flatnonzero(np.bincount(lengths)):
-                if length < 2 or length > _MAX_RUN:
-                    continue
-                st = starts[lengths == length]
-                a, b = np.triu_indices(int(length), 1)
-                members = live[order[st[:, None] + np.arange(length)[None, :]]]  # [runs, length]
-                found.append(np.stack([members[:, a].ravel(), members[:, b].ravel()], axis=1))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.sort(np.concatenate(found), axis=1)
-    codes = pairs[:, 0].astype(np.int64) * n + pairs[:, 1]
-    codes.sort()
-    codes = codes[np.concatenate([[True], codes[1:] != codes[:-1]])]
+            found.append(_bucket_pairs(keys[band], live))
+    pairs = np.concatenate(found)
+    if not len(pairs):
+        return pairs
+    codes = _distinct(_codes(n, pairs))[0]
     pairs = np.stack([codes // n, codes % n], axis=1)
     keep = np.zeros(len(pairs), dtype=bool)
     for start in range(0, len(pairs), 1 << 20):
@@ -174,8 +267,10 @@ def near_dupes(raw: Raw, threshold: float = DEFAULT_THRESHOLD, viewer: int | Non
 
     from .lookups import results_for
 
-    entries, vectors = _load(raw, viewer)
-    pairs = candidate_pairs(vectors, min(CANDIDATE, threshold), exact_limit=exact_limit)
+    loaded = _load(raw, viewer)
+    entries = loaded.entries
+    pairs = candidate_pairs(loaded.vectors, min(CANDIDATE, threshold), exact_limit=exact_limit,
+                            pick_hashes=loaded.pick_hashes, pick_units=loaded.pick_units)
     if not len(pairs):
         return []
     sketches = _sketches(raw, [entries[i].sha256 for i in np.unique(pairs)])
@@ -219,7 +314,8 @@ def like(raw: Raw, query: sk.Sketch, facts: sk.Facts, *, limit: int = 20, viewer
     """The indexed adapters nearest to the adapter sketched as ``query`` (similarity at least ``floor``)."""
     from .lookups import results_for
 
-    entries, vectors = _load(raw, viewer)
+    loaded = _load(raw, viewer)
+    entries, vectors = loaded.entries, loaded.vectors
     if not entries:
         return []
     q = query.vector.astype(np.float32)

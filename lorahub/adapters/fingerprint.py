@@ -310,25 +310,28 @@ def _open(path: str) -> tuple[Any, os.stat_result]:
     return open_regular(path, buffering=0)
 
 
-def _tensor_region(path: str, size: int) -> tuple[int | None, object, list[str]]:
-    """``(data_start or None, embedded sshs_model_hash or None, warnings)``."""
+def _tensor_region(path: str, size: int, header: Any = None) -> tuple[int | None, object, list[str]]:
+    """``(data_start or None, embedded sshs_model_hash or None, warnings)``; ``header``: the file's, when the
+    caller has read it already."""
     from .header import read_header
 
-    try:
-        header = read_header(path)
-    except AdapterFileError as exc:
-        return None, None, [f"no tensor hash: {exc.reason}"]
+    if header is None:
+        try:
+            header = read_header(path)
+        except AdapterFileError as exc:
+            return None, None, [f"no tensor hash: {exc.reason}"]
     if header.file_size != size:
         raise AdapterFileError(path, "changed while it was read (size differs); try again")
     md = header.metadata
     return header.data_start, md.get("sshs_model_hash"), []
 
 
-def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, chunk: int) -> dict[str, Any]:
+def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, chunk: int,
+             header: Any = None, sink: Any = None) -> dict[str, Any]:
     import blake3
 
     size = st.st_size
-    data_start, embedded, warnings = _tensor_region(path, size)
+    data_start, embedded, warnings = _tensor_region(path, size, header)
     sha = _Job("sha256", hashlib.sha256(), 0, size, chunk)
     crc = _Job("crc32", _Crc32(), 0, size, chunk)
     b3 = _Job("blake3", blake3.blake3(), 0, size, chunk)
@@ -341,6 +344,8 @@ def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, 
     # most 1 MiB (an empty range here: the job starts finished and hashes no bytes).
     autov1 = _Job("autov1", hashlib.sha256(), AUTOV1_OFFSET, min(size, AUTOV1_OFFSET + AUTOV1_LENGTH), chunk)
     jobs.append(autov1)
+    if sink is not None and data_start is not None:
+        jobs.append(_Job("sink", sink, data_start, size, chunk))
     workers = _workers() if size >= THREADED_MIN_SIZE else 1
     try:
         _hash_file(fh, size, jobs, chunk=chunk, workers=workers, progress=progress)
@@ -405,9 +410,18 @@ def fingerprint_record(
     use_cache: bool = True,
     progress: Progress | None = None,
     cache: Any = None,
+    header: Any = None,
+    sink: Any = None,
     _chunk: int = CHUNK_SIZE,
 ) -> dict[str, Any]:
-    """Like :func:`fingerprint_file` but a plain dict (no pydantic import)."""
+    """Like :func:`fingerprint_file` but a plain dict (no pydantic import).
+
+    ``header``: the file's :class:`~lorahub.adapters.header.SafetensorsHeader` when the caller has read it
+    (it is not read again). ``sink``: an object whose ``update(view)`` is handed the file's data region
+    (``[8 + N, EOF)``) in order, in slices, from the same read as the hashes, in a worker thread beside them
+    (``lorahub index`` sketches ΔW so: :class:`lorahub.adapters.sketch.StreamSketch`); it must not raise, and
+    it is fed only when the hashes are computed, not on a cache hit.
+    """
     spath = os.fspath(path)
     fh, st = _open(spath)
     with fh:
@@ -426,14 +440,14 @@ def fingerprint_record(
                         progress(st.st_size)
                     return _record(spath, hit, cached=True)
                 started = time.time_ns()
-                body = _compute(spath, fh, st, progress, _chunk)
+                body = _compute(spath, fh, st, progress, _chunk, header, sink)
                 if started - st.st_mtime_ns >= RACY_WINDOW_NS:
                     cache.put(key, body)
                 return _record(spath, body, cached=False)
             finally:
                 if own_cache is not None:
                     own_cache.close()
-        body = _compute(spath, fh, st, progress, _chunk)
+        body = _compute(spath, fh, st, progress, _chunk, header, sink)
         return _record(spath, body, cached=False)
 
 

@@ -140,8 +140,9 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
             report = inspect_header(header, analysis)
             if report.format == "unknown" and report.modules == 0:
                 return path, "not a LoRA adapter (no adapter weights found)"
-            record = dict(fingerprint_record(path, cache=cache()))
-            record["sketch"] = _sketch(header, analysis)
+            stream = _stream(header, analysis)
+            record = dict(fingerprint_record(path, cache=cache(), header=header, sink=stream))
+            record["sketch"] = _sketch(header, analysis, stream)
         except LorahubError as exc:
             return path, str(exc).removeprefix(f"{path}: ")
         except OSError as exc:
@@ -161,12 +162,28 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
             c.close()
 
 
-def _sketch(header: Any, analysis: Any = None) -> bytes | None:
+def _stream(header: Any, analysis: Any) -> Any:
+    """A :class:`~lorahub.adapters.sketch.StreamSketch` of the file of ``header``, fed by its fingerprint's
+    read (None when there is nothing to sketch)."""
+    from lorahub.adapters.sketch import StreamSketch
+
+    try:
+        stream = StreamSketch(header, analysis)
+    except (LorahubError, ValueError):
+        return None
+    return stream if stream.wanted else None
+
+
+def _sketch(header: Any, analysis: Any = None, stream: Any = None) -> bytes | None:
     """The serialised ΔW sketch of the file of ``header`` (:mod:`lorahub.adapters.sketch`), or None when its
-    weights cannot be sketched (the file is indexed all the same: ``lorahub dupes --near`` then does not see it)."""
+    weights cannot be sketched (the file is indexed all the same: ``lorahub dupes --near`` then does not see it).
+    ``stream``: the :func:`_stream` its fingerprint fed; when it was not fed (a cached fingerprint), the file's
+    weights are read here."""
     from lorahub.adapters.sketch import sketch_header
 
     try:
+        if stream is not None and stream.complete:
+            return stream.result().to_bytes()
         return sketch_header(header, analysis).to_bytes()
     except (LorahubError, OSError, ValueError):
         return None

@@ -126,3 +126,103 @@ def test_loha_sketch_is_its_dense_update(tmp_path: Path) -> None:
     want = sk.build({sk.module_key("lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"): (s, norm)})
     c = sk.compare(want, got)
     assert c.similarity > 0.999 and abs(c.scale - 1) < 1e-4
+
+
+def test_float16_conversion_by_bits_is_numpys_for_every_value() -> None:
+    bits = np.arange(65536, dtype="<u2")
+    want = bits.view("<f2").astype(np.float32)
+    got = sk.floats(bits.tobytes(), 0, bits.size, "F16")  # holds infinities and NaN: numpy's conversion
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    finite = bits[np.isfinite(want)]
+    fast = sk.floats(finite.tobytes(), 0, finite.size, "F16", check=False)
+    assert np.array_equal(fast.view(np.uint32), finite.view("<f2").astype(np.float32).view(np.uint32))
+    b = np.arange(0, 65536, 7, dtype="<u2")
+    assert np.array_equal(sk.floats(b.tobytes(), 0, b.size, "BF16").view(np.uint32), b.astype(np.uint32) << 16)
+
+
+def test_stream_sketch_equals_the_file_sketch_in_any_slices(tmp_path: Path) -> None:
+    """Fed in slices of any size (tensors cut across slices, windows flushed mid-file), the streamed sketch is
+    the one of the file; an F16 infinity takes numpy's conversion, as the whole-file path does."""
+    from lorahub.adapters.header import read_header
+
+    mods = _mods(2)
+    path = _kohya(tmp_path / "a.safetensors", mods, "F16")
+    header = read_header(path)
+    whole = sk.sketch_file(path)
+    data = path.read_bytes()[header.data_start :]
+    old = sk.WINDOW
+    try:
+        sk.WINDOW = 5000  # many windows, each flushed with a tensor cut at its end
+        for step in (1, 777, 4096, len(data)):
+            st = sk.StreamSketch(header)
+            for i in range(0, len(data), step):
+                st.update(memoryview(data)[i : i + step])
+            assert st.complete and st.result().to_bytes() == whole.to_bytes(), step
+    finally:
+        sk.WINDOW = old
+    half = sk.StreamSketch(header)
+    half.update(data[: len(data) // 2])
+    with pytest.raises(sk.SketchError, match="fed"):
+        half.result()
+    # an infinity in one up: its batch is converted by numpy (a NaN sketch: the module weighs nothing, as
+    # before streaming), the other modules are unchanged
+    name = next(iter(mods))
+    bad = dict(mods)
+    up = mods[name][0].copy()
+    up[0, 0] = np.inf
+    bad[name] = (up, mods[name][1])
+    got = sk.sketch_file(_kohya(tmp_path / "inf.safetensors", bad, "F16"))
+    h = sk.key_hash(sk.module_key(name))
+    i = int(np.searchsorted(got.hashes, h))
+    assert got.norms[i] == 0 and not got.units[i].any()
+    others = np.arange(got.modules) != i
+    assert np.array_equal(got.units[others], whole.units[others])
+
+
+def test_fingerprint_feeds_a_sink_the_data_region_from_its_one_read(tmp_path: Path) -> None:
+    """The fingerprint's read hands the data region to a sink in order (threaded: a file over 8 MiB), and
+    lorahub index's sketch from it is the file's."""
+    from lorahub.adapters.fingerprint import THREADED_MIN_SIZE, fingerprint_record
+    from lorahub.adapters.header import read_header
+
+    rng = np.random.default_rng(5)
+    mods = {f"lora_unet_down_blocks_1_attentions_0_transformer_blocks_{i}_ff_net_2": (
+        rng.standard_normal((640, 8)) * 0.01, rng.standard_normal((8, 2560)) * 0.05) for i in range(84)}
+    path = _kohya(tmp_path / "big.safetensors", mods, "F32")
+    assert path.stat().st_size > THREADED_MIN_SIZE
+    header = read_header(path)
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+
+        def update(self, view: memoryview) -> None:
+            self.parts.append(bytes(view))
+
+    rec = Recorder()
+    plain = fingerprint_record(path, use_cache=False)
+    got = fingerprint_record(path, use_cache=False, header=header, sink=rec, _chunk=1 << 16)
+    assert got == plain
+    assert b"".join(rec.parts) == path.read_bytes()[header.data_start :] and len(rec.parts) > 1
+    stream = sk.StreamSketch(header)
+    fingerprint_record(path, use_cache=False, header=header, sink=stream)
+    assert stream.complete and stream.result().to_bytes() == sk.sketch_file(path).to_bytes()
+
+
+def test_picks_agree_on_every_module_a_subset_kept(tmp_path: Path) -> None:
+    """Min-hashing: a subset picks what the original picked wherever it kept that module, with the same unit
+    sketch; the summary a registry row keeps is the vector and the picks."""
+    full = sk.sketch_file(_kohya(tmp_path / "full.safetensors", _mods(4)))
+    some = sk.sketch_file(_kohya(tmp_path / "some.safetensors", dict(list(_mods(4).items())[:7])))
+    fh, fu = sk.picks(full)
+    sh, su = sk.picks(some)
+    kept = set(some.hashes.tolist())
+    assert len(set(fh.tolist())) > 2  # the functions pick different modules
+    for t in range(sk.PICKS):
+        if int(fh[t]) in kept:
+            assert sh[t] == fh[t] and np.array_equal(su[t], fu[t])
+        else:
+            assert sh[t] != fh[t]
+    vector, hashes, units = sk.summary_parts(sk.summary(full))
+    assert np.array_equal(vector, full.vector) and np.array_equal(hashes, fh) and np.array_equal(units, fu)
+    assert sk.summary_parts(full.vector.astype("<f2").tobytes())[1] is None  # a row stored before picks
