@@ -69,7 +69,11 @@ def build_cmd(family: str, seed: int | None, force: bool, as_json: bool) -> None
 @click.option("--steps", type=click.IntRange(min=1), default=_PRETRAIN.steps, show_default=True,
               help="UNet + text encoder training steps.")
 @click.option("--vae-steps", type=click.IntRange(min=1), default=_PRETRAIN.vae_steps, show_default=True,
-              help="Autoencoder training steps.")
+              help="Autoencoder training steps, at most (it stops once --vae-check images read right).")
+@click.option("--vae-check", "vae_check", type=click.IntRange(min=0, max=10_000), default=_PRETRAIN.vae_check_images,
+              show_default=True,
+              help=f"Unseen images the autoencoder's round trip is judged on every {_PRETRAIN.vae_check_every} steps; "
+                   "it stops early once they read right (0: no check).")
 @click.option("--images", type=click.IntRange(min=1, max=100_000), default=_PRETRAIN.images, show_default=True,
               help="Distinct training images drawn from the world.")
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=_PRETRAIN.batch, show_default=True,
@@ -79,7 +83,7 @@ def build_cmd(family: str, seed: int | None, force: bool, as_json: bool) -> None
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to train.")
 @json_option
-def pretrain_cmd(out: Path, steps: int, vae_steps: int, images: int, batch: int,
+def pretrain_cmd(out: Path, steps: int, vae_steps: int, vae_check: int, images: int, batch: int,
                  seed: int, device: str, as_json: bool) -> None:
     """Pretrain the tiny drawing base from scratch on the shape world (see docs/drawing-base.md).
 
@@ -94,7 +98,8 @@ def pretrain_cmd(out: Path, steps: int, vae_steps: int, images: int, batch: int,
     """
     from lorahub.base.pretrain import pretrain
 
-    cfg = PretrainConfig(seed=seed, device=device, steps=steps, vae_steps=vae_steps, images=images, batch=batch)
+    cfg = PretrainConfig(seed=seed, device=device, steps=steps, vae_steps=vae_steps, images=images, batch=batch,
+                         vae_check_images=max(1, vae_check), vae_check_every=_PRETRAIN.vae_check_every if vae_check else 0)
     path = pretrain(out, cfg, progress=info)
     payload = {"path": str(path), "seed": seed, "steps": cfg.steps, "vae_steps": cfg.vae_steps,
                "images": cfg.images, "device": device}

@@ -10,7 +10,8 @@ differs, so that it learns in minutes on two CPU cores (SD 1.5 in brackets):
 - AutoencoderKL: three levels ``block_out_channels=(16, 32, 64)`` [(128, 256,
   512, 512)], so it down-samples by 4 [8]: a 64x64 image is a 16x16x4 latent
   (the pipeline's ``vae_scale_factor`` is 4; ``sample_size=16`` of the UNet
-  makes 64 px the native size). ``norm_num_groups=16``.
+  makes 64 px the native size). ``norm_num_groups=4`` [32], so every group
+  norm has at least 4 channels (see :func:`lorahub.base.pretrain.init_vae_as_pooling`).
 - UNet2DConditionModel: down blocks ``CrossAttnDownBlock2D`` x3 +
   ``DownBlock2D``, up blocks ``UpBlock2D`` + ``CrossAttnUpBlock2D`` x3, a
   cross-attention mid block, ``layers_per_block=2``, 1x1 conv ``proj_in`` /
@@ -61,7 +62,9 @@ VAE_CONFIG: dict[str, Any] = {
     "layers_per_block": 1,
     "down_block_types": ("DownEncoderBlock2D",) * 3,
     "up_block_types": ("UpDecoderBlock2D",) * 3,
-    "norm_num_groups": 16,
+    # groups of 4 channels in the 16-channel stage (16 groups there would normalise each channel alone, which
+    # erases every channel's mean, the absolute colour, right before the output); see pretrain.init_vae_as_pooling
+    "norm_num_groups": 4,
     # replaced after pretraining by 1 / the standard deviation of the training latents
     "scaling_factor": 1.0,
 }

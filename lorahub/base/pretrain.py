@@ -3,9 +3,12 @@
 ``lorahub base pretrain --out DIR`` calls :func:`pretrain`. Two phases, both on
 ``world.sample(seed, images, "train")`` rendered at 64 px:
 
-1. **the autoencoder**: the ``AutoencoderKL`` alone, trained as a plain autoencoder
-   (the mean squared error of the reconstruction of the latent mean, ``vae_steps``
-   steps; its log-variance is then set to -20, so its posterior is as good as
+1. **the autoencoder**: the ``AutoencoderKL`` alone, started as a 4x4 average pool
+   and nearest up-sampling (:func:`init_vae_as_pooling`), then trained as a plain
+   autoencoder (the mean squared error of the reconstruction of the latent mean,
+   at most ``vae_steps`` steps: it stops once the judge reads its round trip of
+   unseen images right, ``vae_target``; :func:`judge_round_trip`); its log-variance
+   is then set to -20, so its posterior is as good as
    deterministic, as SD's nearly is), then every training
    image is encoded once (the latent mean), and the VAE's ``scaling_factor`` set
    to one over the latents' standard deviation, as SD's 0.18215 was;
@@ -46,6 +49,12 @@ from . import drawing
 MARKER = "lorahub_base.json"
 DRAWING_ID = "lorahub/drawing-sd1-tiny"
 
+#: What the judge must read back after the autoencoder's round trip before phase 2 starts.
+VAE_TARGET: dict[str, float] = {"colour": 0.98, "shape": 0.9, "position": 0.98, "size": 0.98, "background": 0.98}
+_JUDGED = ("colour", "shape", "position", "size", "background")
+#: World seed (plus the run's) of the unseen train-split images the autoencoder's round trip is checked on.
+_CHECK_SEED = 1_000_000
+
 
 @dataclass
 class PretrainConfig:
@@ -54,19 +63,29 @@ class PretrainConfig:
     seed: int = 0
     #: UNet + text encoder steps.
     steps: int = 6000
-    #: Autoencoder steps.
-    vae_steps: int = 3000
+    #: Autoencoder steps at most (fewer once ``vae_target`` is met); about 0.65 CPU s each on one thread.
+    vae_steps: int = 1000
     #: Distinct training images (``world.sample(seed, images, "train")``).
     images: int = 20000
     batch: int = 32
     vae_batch: int = 16
     lr: float = 1.5e-3
-    vae_lr: float = 3e-3
+    #: 2e-3 upsets the pooling start for the first hundred steps (colour 99% -> 94%); 1e-3 does not.
+    vae_lr: float = 1e-3
     #: Share of the steps the learning rate warms up over, before a cosine decay to zero.
     warmup: float = 0.02
     #: Side of the random square crops the autoencoder trains on (64: whole images). 32 px crops
     #: learned faster per step but did not carry over to whole images (docs/drawing-base.md).
     vae_crop: int = 64
+    #: How the autoencoder starts: "pooling" (:func:`init_vae_as_pooling`: a 4x4 average pool into
+    #: the latent, nearest up-sampling back; its round trip already reads colours) or "random".
+    vae_init: str = "pooling"
+    #: The autoencoder phase stops early once its judged round trip (:func:`judge_round_trip`) of
+    #: ``vae_check_images`` unseen images reads at least these shares right; checked every
+    #: ``vae_check_every`` steps (0: never; the phase then runs its ``vae_steps``).
+    vae_target: dict[str, float] = field(default_factory=lambda: dict(VAE_TARGET))
+    vae_check_every: int = 100
+    vae_check_images: int = 100
     #: Share of captions replaced by the empty prompt.
     uncond: float = 0.1
     #: What the UNet predicts: "v_prediction" (as SD 2.x; weighs the noisy timesteps, which decide the
@@ -81,12 +100,19 @@ class PretrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        for name in ("seed", "steps", "vae_steps", "images", "batch", "vae_batch", "vae_crop"):
+        for name in ("seed", "steps", "vae_steps", "images", "batch", "vae_batch", "vae_crop", "vae_check_every",
+                     "vae_check_images"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
+            least = 0 if name in ("seed", "vae_check_every") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, not {value!r}")
         if self.images > 100_000:
             raise UsageError(f"images must be at most 100000, not {self.images}")
+        if self.vae_init not in ("pooling", "random"):
+            raise UsageError(f"vae_init must be pooling or random, not {self.vae_init!r}")
+        if not isinstance(self.vae_target, dict) or not set(self.vae_target) <= set(_JUDGED) or not all(
+                isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in self.vae_target.values()):
+            raise UsageError(f"vae_target maps some of {', '.join(_JUDGED)} to shares in [0, 1]")
         if self.prediction not in ("epsilon", "v_prediction"):
             raise UsageError(f"prediction must be epsilon or v_prediction, not {self.prediction!r}")
         if self.snr_gamma < 0:
@@ -115,18 +141,185 @@ def _images(seed: int, n: int, say: Callable[[str], None]):  # noqa: ANN202 - (u
     return np.stack([s.image for s in samples]), [s.caption for s in samples]
 
 
-def train_vae(vae: Any, images: Any, cfg: PretrainConfig, say: Callable[[str], None]) -> None:
-    """Phase 1: the autoencoder on ``images`` ((N, 64, 64, 3) uint8)."""
+def init_vae_as_pooling(vae: Any, carrier: float = 4.0, free: float = 0.3) -> None:
+    """Start ``vae`` (an ``AutoencoderKL`` of :data:`drawing.VAE_CONFIG`'s layout) as a plain resampler.
+
+    The encoder becomes a 4x4 average pool of the image into latent channels 0-2 (red,
+    green, blue in [-1, 1]) and channel 3 (a "detail" channel: a small random feature,
+    for training to put to use); the decoder becomes nearest up-sampling of channels 0-2
+    back. Every resnet's and attention's residual branch starts at zero (its last layer
+    zeroed, so it is the identity and learns from there), the down-samplers average 2x2,
+    the up-samplers and shortcuts copy their channels. Group norms on the main path (the
+    encoder's and decoder's ``conv_norm_out``) would erase each image's mean colour, so
+    each carried channel x enters them as ``x, -x, carrier, -carrier`` in one group: the
+    group's mean is then 0 and its spread nearly ``carrier`` whatever the image (within
+    3% for ``carrier=4``), and ``SiLU(x) - SiLU(-x) = x`` after them gives x back exactly.
+    Other channels start as ``free`` times their random initialisation. The round trip
+    of this start already reads colour, position, size and background right (measured in
+    docs/drawing-base.md); training then sharpens the shapes.
+    """
+    import math
+
+    import torch
+
+    enc, dec = vae.encoder, vae.decoder
+    groups = vae.config.norm_num_groups
+    widths = tuple(vae.config.block_out_channels)
+    latent = vae.config.latent_channels
+    g_enc, g_dec = widths[-1] // groups, widths[0] // groups
+    if (len(widths) != 3 or latent < 4 or vae.config.in_channels != 3 or vae.config.out_channels != 3
+            or g_enc < 4 or g_dec < 4 or groups < latent or widths[-2] == widths[-1] or widths[0] == widths[1]):
+        raise BaseModelError("the pooling start needs three levels of distinct widths and group norms of >= 4 "
+                             f"channels in >= {latent} groups, not {widths} in {groups} groups")
+
+    def copy_channels(conv: Any) -> None:  # channel i -> i at the centre tap, nothing else
+        conv.weight.zero_()
+        c = conv.weight.shape[-1] // 2
+        for i in range(min(conv.weight.shape[:2])):
+            conv.weight[i, i, c, c] = 1.0
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+    def pass_through(conv: Any, n: int) -> None:  # channels < n copied, the others kept as `free` x random
+        conv.weight.mul_(free)
+        conv.bias.mul_(free)
+        conv.weight[:n] = 0.0
+        conv.bias[:n] = 0.0
+        c = conv.weight.shape[-1] // 2
+        for i in range(n):
+            conv.weight[i, i, c, c] = 1.0
+
+    def into_groups(conv: Any, n: int, size: int) -> list[int]:  # x_k -> (x, -x, carrier, -carrier) of group k
+        conv.weight.zero_()
+        conv.bias.zero_()
+        used = []
+        for k in range(n):
+            base = k * size
+            conv.weight[base, k, 0, 0], conv.weight[base + 1, k, 0, 0] = 1.0, -1.0
+            conv.bias[base + 2], conv.bias[base + 3] = carrier, -carrier
+            used += range(base, base + 4)
+        rest = [c for c in range(conv.weight.shape[0]) if c not in used]
+        for c, src in zip(rest, range(n, conv.weight.shape[1]), strict=False):
+            conv.weight[c, src, 0, 0] = 1.0 if src < latent else free
+        return rest
+
+    with torch.no_grad():
+        for name, module in vae.named_modules():
+            if name.endswith(".conv2") or name.endswith(".to_out.0"):  # residual branches start at zero
+                module.weight.zero_()
+                module.bias.zero_()
+        # encoder: RGB in channels 0-2 of the stream, pooled 2x2 twice, then into carrier groups
+        pass_through(enc.conv_in, 3)
+        for block in enc.down_blocks:
+            for resnet in block.resnets:
+                if resnet.conv_shortcut is not None:
+                    copy_channels(resnet.conv_shortcut)
+            for down in block.downsamplers or []:  # padded (0, 1, 0, 1), stride 2: taps 0-1 are the 2x2 cell
+                down.conv.weight.zero_()
+                down.conv.bias.zero_()
+                for i in range(down.conv.weight.shape[0]):
+                    down.conv.weight[i, i, :2, :2] = 0.25
+        into_groups(enc.down_blocks[-1].resnets[0].conv_shortcut, latent, g_enc)
+        enc.conv_norm_out.weight.fill_(carrier * math.sqrt(2.0 / g_enc))
+        enc.conv_norm_out.bias.zero_()
+        enc.conv_out.weight.zero_()
+        enc.conv_out.bias.zero_()
+        for k in range(latent):  # the latent mean; the log-variance half starts at 0
+            enc.conv_out.weight[k, k * g_enc, 1, 1], enc.conv_out.weight[k, k * g_enc + 1, 1, 1] = 1.0, -1.0
+        copy_channels(vae.quant_conv)
+        # decoder: latent channels into the stream, nearest up-sampling, RGB into carrier groups
+        copy_channels(vae.post_quant_conv)
+        pass_through(dec.conv_in, latent)
+        for block in dec.up_blocks:
+            for resnet in block.resnets:
+                if resnet.conv_shortcut is not None:
+                    copy_channels(resnet.conv_shortcut)
+            for up in block.upsamplers or []:
+                copy_channels(up.conv)
+        rest = into_groups(dec.up_blocks[-1].resnets[0].conv_shortcut, 3, g_dec)
+        dec.conv_norm_out.weight.fill_(carrier * math.sqrt(2.0 / g_dec))
+        dec.conv_norm_out.weight[rest] = 1.0
+        dec.conv_norm_out.bias.zero_()
+        out = dec.conv_out.weight
+        keep = out[:, rest].clone() * 0.1 * free
+        out.zero_()
+        out[:, rest] = keep
+        dec.conv_out.bias.zero_()
+        for k in range(3):
+            out[k, k * g_dec, 1, 1], out[k, k * g_dec + 1, 1, 1] = 1.0, -1.0
+
+
+def judge_round_trip(vae: Any, samples: Sequence[Any], device: str = "cpu", batch: int = 50) -> dict[str, Any]:
+    """Encode (latent mean) and decode ``samples`` (``world.Sample``), and judge the images against their scenes.
+
+    Returns the share read right per attribute (colour, shape, position, size,
+    background) and ``mse``, the mean squared error in [-1, 1] units.
+    """
     import numpy as np
     import torch
 
+    from .. import world
+
+    was_training = vae.training
+    vae.eval()
+    hits = dict.fromkeys(_JUDGED, 0)
+    sq = 0.0
+    with torch.no_grad():
+        for start in range(0, len(samples), batch):
+            chunk = samples[start:start + batch]
+            x = torch.from_numpy(np.stack([s.image for s in chunk])).permute(0, 3, 1, 2).float()
+            x = x.div(127.5).sub(1.0).to(device)
+            y = vae.decode(vae.encode(x).latent_dist.mean).sample.float()
+            sq += float((y - x).pow(2).sum())
+            images = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            for image, sample in zip(images, chunk, strict=True):
+                agrees = world.judge(image).agrees(sample.scene)
+                for key in _JUDGED:
+                    hits[key] += bool(agrees[key])
+    vae.train(was_training)
+    n = max(1, len(samples))
+    return {**{k: hits[k] / n for k in _JUDGED}, "mse": sq / (n * 3 * drawing.RESOLUTION ** 2), "n": len(samples)}
+
+
+def _meets(figures: dict[str, Any], target: dict[str, float]) -> bool:
+    return all(figures[k] >= v for k, v in target.items())
+
+
+def train_vae(vae: Any, images: Any, cfg: PretrainConfig, say: Callable[[str], None]) -> dict[str, Any]:
+    """Phase 1: the autoencoder on ``images`` ((N, 64, 64, 3) uint8); returns its last judged round trip.
+
+    Starts as :func:`init_vae_as_pooling` (``cfg.vae_init="pooling"``) and stops at
+    ``cfg.vae_steps``, or earlier once the round trip of ``cfg.vae_check_images`` images
+    it never trained on meets ``cfg.vae_target`` (checked every ``cfg.vae_check_every`` steps).
+    """
+    import numpy as np
+    import torch
+
+    from .. import world
+
     device = torch.device(cfg.device)
+    if cfg.vae_init == "pooling":
+        init_vae_as_pooling(vae)
     rng = np.random.default_rng([cfg.seed, 1])
     vae.to(device).train()
+    checks = world.sample(_CHECK_SEED + cfg.seed, cfg.vae_check_images, "train") if cfg.vae_check_every else []
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     started = time.monotonic()
     running = None
-    for step in range(cfg.vae_steps):
+    figures: dict[str, Any] = {}
+
+    def check(step: int) -> bool:
+        nonlocal figures
+        figures = {**judge_round_trip(vae, checks, cfg.device), "step": step}
+        met = _meets(figures, cfg.vae_target)
+        say(f"vae {step}/{cfg.vae_steps} round trip read right: "
+            + ", ".join(f"{k} {figures[k]:.0%}" for k in _JUDGED)
+            + (" (target met)" if met else ""))
+        return met
+
+    done = bool(checks) and check(0)
+    step = 0
+    while not done and step < cfg.vae_steps:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
         idx = rng.integers(0, len(images), cfg.vae_batch)
@@ -142,14 +335,20 @@ def train_vae(vae: Any, images: Any, cfg: PretrainConfig, say: Callable[[str], N
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        step += 1
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if (step + 1) % max(1, cfg.vae_steps // 20) == 0 or step + 1 == cfg.vae_steps:
-            say(f"vae {step + 1}/{cfg.vae_steps} loss {running:.5f} ({time.monotonic() - started:.0f} s)")
+        if step % max(1, cfg.vae_steps // 20) == 0 or step == cfg.vae_steps:
+            say(f"vae {step}/{cfg.vae_steps} loss {running:.5f} ({time.monotonic() - started:.0f} s)")
+        if checks and (step % cfg.vae_check_every == 0 or step == cfg.vae_steps):
+            done = check(step)
+    if checks and not done:
+        say(f"vae: the round trip did not reach the target {cfg.vae_target} in {cfg.vae_steps} steps")
     with torch.no_grad():  # a deterministic posterior: log-variance -20 whatever the image
         half = vae.quant_conv.out_channels // 2
         vae.quant_conv.weight[half:] = 0.0
         vae.quant_conv.bias[half:] = -20.0
     vae.eval()
+    return {**figures, "target_met": bool(done)} if figures else {}
 
 
 def encode_latents(vae: Any, images: Any, device: str, batch: int = 64) -> Any:
@@ -233,11 +432,13 @@ def train_diffusion(pipe: Any, latents: Any, captions: Sequence[str], cfg: Pretr
 
 
 def pretrain_pipeline(cfg: PretrainConfig, *, progress: Callable[[str], None] | None = None,
-                      vae_from: str | os.PathLike[str] | None = None):  # noqa: ANN201 - a pipeline
+                      vae_from: str | os.PathLike[str] | None = None,
+                      stats: dict[str, Any] | None = None):  # noqa: ANN201 - a pipeline
     """Train the drawing pipeline in memory (float32) and return it.
 
     ``vae_from`` (a drawing base folder) reuses its trained autoencoder instead of phase 1
-    (for experiments on the diffusion phase alone).
+    (for experiments on the diffusion phase alone). ``stats``, when given, receives
+    ``vae_round_trip``: phase 1's last judged round trip (:func:`train_vae`).
     """
     from ..errors import require
 
@@ -258,7 +459,9 @@ def pretrain_pipeline(cfg: PretrainConfig, *, progress: Callable[[str], None] | 
             pipe.vae.register_to_config(scaling_factor=1.0)
             pipe.vae.eval()
         else:
-            train_vae(pipe.vae, images, cfg, say)
+            figures = train_vae(pipe.vae, images, cfg, say)
+            if stats is not None:
+                stats["vae_round_trip"] = figures
         say("encoding the training images")
         latents = encode_latents(pipe.vae, images, cfg.device)
         scale = float(1.0 / latents.std())
@@ -323,9 +526,10 @@ def pretrain(out: str | os.PathLike[str], cfg: PretrainConfig | None = None, *,
     if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / MARKER).is_file())):
         raise UsageError(f"{target} exists and is not an empty folder or a lorahub base folder")
     started = time.monotonic()
-    pipe = pretrain_pipeline(cfg, progress=progress, vae_from=vae_from)
+    stats: dict[str, Any] = {}
+    pipe = pretrain_pipeline(cfg, progress=progress, vae_from=vae_from, stats=stats)
     wall = time.monotonic() - started
-    path = save_pipeline(pipe, target, cfg, {"wall_time_s": round(wall, 1)})
+    path = save_pipeline(pipe, target, cfg, {"wall_time_s": round(wall, 1), **stats})
     if progress:
         progress(f"saved {path} ({wall:.0f} s)")
     return path

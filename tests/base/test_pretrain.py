@@ -17,7 +17,7 @@ from lorahub.errors import UsageError
 pytestmark = pytest.mark.torch
 
 #: A run of a few steps on a few images: seconds.
-TINY = ("--steps", "3", "--vae-steps", "2", "--images", "12", "--batch", "2")
+TINY = ("--steps", "3", "--vae-steps", "2", "--vae-check", "4", "--images", "12", "--batch", "2")
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -61,6 +61,7 @@ def test_pretrain_writes_a_loadable_fp16_pipeline(smoke: Path) -> None:
 
     marker = json.loads((smoke / MARKER).read_text())
     assert marker["seed"] == 0 and marker["pretrain"]["steps"] == 3 and marker["wall_time_s"] >= 0
+    assert marker["vae_round_trip"]["step"] == 2 and 0 <= marker["vae_round_trip"]["colour"] <= 1
     assert sum(p.stat().st_size for p in smoke.rglob("*") if p.is_file()) <= 20 * 1024 * 1024
     from safetensors import safe_open
 
@@ -107,7 +108,7 @@ def test_pretrain_is_atomic_on_failure(smoke: Path, tmp_path: Path) -> None:
         if message.startswith("unet 2/"):
             raise KeyboardInterrupt
 
-    cfg = PretrainConfig(steps=3, vae_steps=2, images=12, batch=2)
+    cfg = PretrainConfig(steps=3, vae_steps=2, images=12, batch=2, vae_check_every=0)
     with pytest.raises(KeyboardInterrupt):
         pretrain(out, cfg, progress=boom)
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -144,3 +145,77 @@ def test_evaluate_judges_the_drawn_captions(smoke: Path) -> None:
     assert [p["caption"] for p in res["per"]] == [world.caption(s) for s in world.scenes(1, 3, "heldout")]
     for key in ("colour", "shape", "position", "size", "background"):
         assert res[key] == sum(p[key] for p in res["per"]) / 3
+
+
+# ------------------------------------------------------------------------------ the autoencoder phase
+
+
+@pytest.fixture(scope="module")
+def heldout_samples():  # noqa: ANN201
+    from lorahub import world
+
+    return world.sample(1, 24, "heldout")
+
+
+def fresh_vae(**config):  # noqa: ANN001, ANN201
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(drawing.component_seed(0, "vae"))
+    return AutoencoderKL(**{**drawing.VAE_CONFIG, **config})
+
+
+def test_pooling_start_is_a_resampler_the_judge_reads(heldout_samples) -> None:  # noqa: ANN001
+    import numpy as np
+    import torch
+
+    from lorahub.base.pretrain import init_vae_as_pooling, judge_round_trip
+
+    vae = fresh_vae()
+    before = judge_round_trip(vae, heldout_samples)
+    init_vae_as_pooling(vae)
+    x = torch.from_numpy(np.stack([s.image for s in heldout_samples[:4]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean
+        y = vae.decode(z).sample
+    pooled = torch.nn.functional.avg_pool2d(x, 4)
+    assert z.shape == (4, 4, 16, 16)
+    # the latent's first three channels are the 4x4 mean colour; the decoder up-samples them back (nearest),
+    # up to the carriers' few-percent error
+    assert (z[:, :3] - pooled).abs().max() < 0.02
+    assert (y - torch.nn.functional.interpolate(pooled, scale_factor=4, mode="nearest")).abs().max() < 0.1
+    after = judge_round_trip(vae, heldout_samples)
+    assert after["n"] == len(heldout_samples) and after["mse"] < before["mse"] / 10
+    assert after["colour"] >= 0.95 and after["position"] == after["size"] == after["background"] == 1.0
+    assert before["colour"] < 0.5 and before["background"] < 0.5  # a random autoencoder reads nothing back
+
+
+def test_pooling_start_needs_group_norms_it_can_carry_colour_through() -> None:
+    from lorahub.base.pretrain import init_vae_as_pooling
+    from lorahub.errors import BaseModelError
+
+    with pytest.raises(BaseModelError, match="group norms"):
+        init_vae_as_pooling(fresh_vae(norm_num_groups=16))  # one channel a group: its mean is erased
+
+
+def test_vae_phase_stops_once_the_round_trip_meets_its_target() -> None:
+    import numpy as np
+
+    from lorahub import world
+    from lorahub.base.pretrain import train_vae
+
+    images = np.stack([s.image for s in world.sample(0, 8, "train")])
+    said: list[str] = []
+    cfg = PretrainConfig(vae_steps=50, vae_batch=2, vae_check_every=1, vae_check_images=6,
+                         vae_target={"colour": 0.8, "background": 1.0})
+    met = train_vae(fresh_vae(), images, cfg, said.append)
+    assert met["target_met"] and met["step"] == 0  # the pooling start already reads colours and backgrounds
+    assert not any("loss" in line for line in said) and "target met" in said[-1]
+    cfg = PretrainConfig(vae_steps=2, vae_batch=2, vae_check_every=1, vae_check_images=6, vae_target={"shape": 1.0})
+    missed = train_vae(fresh_vae(), images, cfg, said.append)
+    assert not missed["target_met"] and missed["step"] == 2 and "did not reach" in said[-1]
+    cfg = PretrainConfig(vae_steps=2, vae_batch=2, vae_check_every=0, vae_init="random")
+    assert train_vae(fresh_vae(), images, cfg, said.append) == {}  # no check: just the steps
+    for bad in ({"sharpness": 0.5}, {"colour": 1.5}):
+        with pytest.raises(UsageError):
+            PretrainConfig(vae_target=bad).check()
