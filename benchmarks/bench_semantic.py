@@ -72,6 +72,7 @@ def main() -> int:
     ap.add_argument("--db", type=Path, default=None, help="SQLite file to build or reuse")
     ap.add_argument("--million", action="store_true", help="also score 1M vectors in-process")
     ap.add_argument("--skip-embed", action="store_true")
+    ap.add_argument("--only-million", action="store_true", help="only the 1M part (on --db's vectors)")
     args = ap.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     if not BR.CORPUS.exists():
@@ -97,6 +98,13 @@ def main() -> int:
     else:
         print(f"reusing {db} ({args.records} records)")
 
+    if args.only_million:
+        records = BR.resampled_records(args.records)
+        mix = BR.query_mix(records, args.queries)
+        paraphrases = json.loads(PARAPHRASES.read_text(encoding="utf-8"))["queries"]
+        million(reg, [q["query"] for q in paraphrases] + [q.query for q in mix if q.query][:200])
+        reg.close()
+        return 0
     if not args.skip_embed:
         summary = semantic.embed_missing(reg, everything=True)
         ok = summary.seconds <= EMBED_GOAL_S * args.records / 100_000

@@ -435,6 +435,8 @@ def _full(raw: Raw, model: Embedder, top_seq: int) -> VectorIndex:
 def _catch_up(raw: Raw, model: Embedder, index: VectorIndex, top_seq: int) -> None:
     """Apply what changed between the index's counter and ``top_seq``: removed vectors, then new ones."""
     since = index.generation
+    if not _keep_loaded and index.ann is None:
+        index.drop_graph()  # a one-shot command does not check and copy the file's graph to change it
     gone = raw.all("SELECT adapter_id FROM adapter_embedding_removals WHERE seq > :s AND seq <= :g",
                    {"s": since, "g": top_seq})
     index.remove([int(r[0]) for r in gone])

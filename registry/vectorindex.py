@@ -522,6 +522,11 @@ class VectorIndex:
         index.generation = int(header["generation"])
         return index
 
+    def drop_graph(self) -> None:
+        """Forget the graph (in memory or in the file): exact search until :meth:`build_ann`."""
+        self.ann = None
+        self._ann_source = None
+
     def has_graph(self) -> bool:
         return self.ann is not None or self._ann_source is not None
 
