@@ -46,6 +46,9 @@ ANN_CANDIDATES = 400
 #: A nearest tag's rows are scored exactly (beside the graph's candidates) when it has at most this many;
 #: a larger tag's rows near the query are among the graph's candidates.
 POSTING_EXACT = 8192
+#: A filtered search scores exactly when the filters keep at most this many rows (else the graph's
+#: candidates that pass them).
+FILTERED_EXACT = 4096
 #: Query -> its nearest tags of the registry's vocabulary, and how much a record's matching tag adds.
 TAG_NEIGHBOURS = 5
 TAG_WEIGHT = 0.5
@@ -319,26 +322,43 @@ class VectorIndex:
         nearest = np.argpartition(-sims, k - 1)[:k]
         return [(int(t), float(sims[t])) for t in nearest if sims[t] > 0]
 
+    def _bonus(self, near: list[tuple[int, float]]) -> np.ndarray | None:
+        """Each row's tag bonus (before :data:`TAG_WEIGHT`): the similarity of its best tag among ``near``."""
+        import numpy as np
+
+        if not near:
+            return None
+        bonus = np.zeros(self.n, np.float32)
+        for t, sim in near:
+            p = self.posting(t)
+            bonus[p] = np.maximum(bonus[p], sim)
+        return bonus
+
     def _score(self, rows: np.ndarray | None, qc: np.ndarray, near: list[tuple[int, float]]) -> np.ndarray:
         """Scores of ``rows`` (None: rows ``[:n]``, dead ones at -inf): cosine + the tag bonus."""
         import numpy as np
 
+        bonus = self._bonus(near)
+        # einsum, not BLAS: OpenBLAS's threads for one small product cost more than the product on a busy machine
         if rows is None:
             s = np.einsum("ij,j->i", self.matrix[: self.n], qc)
             s[~self.alive[: self.n]] = -np.inf
-            bonus = np.zeros(self.n, np.float32)
-            for t, sim in near:
-                p = self.posting(t)
-                bonus[p] = np.maximum(bonus[p], sim)
-            return s + TAG_WEIGHT * bonus
-        # einsum, not BLAS: OpenBLAS's threads for one small product cost more than the product on a busy machine
+            return s if bonus is None else s + TAG_WEIGHT * bonus
         s = np.einsum("ij,j->i", self.matrix[rows], qc)
-        if near:
-            bonus = np.zeros(len(rows), np.float32)
-            for t, sim in near:
-                bonus = np.where(np.isin(rows, self.posting(t)), np.maximum(bonus, sim), bonus)
-            s = s + TAG_WEIGHT * bonus
-        return s
+        return s if bonus is None else s + TAG_WEIGHT * bonus[rows]
+
+    def _facet_mask(self, facets: list[str]) -> np.ndarray | None:
+        """Live rows carrying every filter token of ``facets`` (a boolean mask over rows ``[:n]``)."""
+        import numpy as np
+
+        if not facets:
+            return None
+        keep = self.alive[: self.n].copy()
+        for token in facets:
+            mask = np.zeros(self.n, bool)
+            mask[self.facet(token)] = True
+            keep &= mask
+        return keep
 
     def top(self, q: np.ndarray, depth: int, allowed: Callable[[list[int]], set[int]], facets: list[str], *,
             floor_of: Callable[[float], float], use_ann: bool) -> list[tuple[int, float]]:
@@ -350,38 +370,39 @@ class VectorIndex:
             return []
         qc = normalised(q - self.mean)
         near = self._tag_bonus(q)
-        keep: np.ndarray | None = None  # rows every filter token keeps
-        for token in facets:
-            rows = self.facet(token)
-            keep = rows if keep is None else np.intersect1d(keep, rows, assume_unique=True)
-        if keep is not None:
-            keep = np.unique(keep)
-            keep = keep[self.alive[keep]]
+        keep = self._facet_mask(facets)  # rows every filter token keeps
+        kept = None if keep is None else int(np.count_nonzero(keep))
         ann = self.ensure_ann() if use_ann else None
-        small = keep is not None and len(keep) < ANN_MIN_ROWS
+        small = kept is not None and kept <= FILTERED_EXACT
         k = max(ANN_CANDIDATES, 4 * depth)
+        if kept is not None and kept:
+            k = max(k, int(k * self.live / kept))  # as many candidates that pass the filters
         # The most a row left out of the candidates can add by a tag: its tag's rows were not all scored.
         unscored_bonus = max((TAG_WEIGHT * sim for t, sim in near if len(self.posting(t)) > POSTING_EXACT), default=0.0)
         while True:
             bound = -np.inf  # the best score a row outside the candidates can have (approximately)
-            if ann is None or small or k >= self.live // 4:
-                rows = keep  # exact: every row (None) or those the filters keep
+            exact = ann is None or small or k >= self.live // 4
+            if exact:
+                rows = None if keep is None else np.flatnonzero(keep)
             else:
                 found = ann.search(qc, k)
                 if len(found):
                     bound = float(np.einsum("j,j->", self.matrix[found[-1]], qc)) + unscored_bonus
-                extra = [self.posting(t) for t, _ in near if len(self.posting(t)) <= POSTING_EXACT]
-                rows = np.unique(np.concatenate([found, *extra])) if extra else np.unique(found)
-                rows = rows[self.alive[rows]]
-                if keep is not None:
-                    rows = rows[np.isin(rows, keep, assume_unique=True)]
+                mask = np.zeros(self.n, bool)
+                mask[found] = True
+                for t, _ in near:
+                    p = self.posting(t)
+                    if len(p) <= POSTING_EXACT:
+                        mask[p] = True
+                mask &= self.alive[: self.n] if keep is None else keep
+                rows = np.flatnonzero(mask)
             s = self._score(rows, qc, near)
             ids = self.ids[: self.n] if rows is None else self.ids[rows]
             floor = floor_of(float(s.max()) if len(s) else 0.0)
             out, exhausted = _walk(ids, s, depth, allowed, floor)
             # Done when exact, or when no row left out could rank: the last one kept (or the floor, when
             # fewer were kept and every candidate was looked at) scores at least the bound.
-            if rows is keep or (len(out) >= depth and out[-1][1] >= bound) or (
+            if exact or (len(out) >= depth and out[-1][1] >= bound) or (
                     len(out) < depth and (not exhausted or floor >= bound)):
                 return out
             k *= 4
