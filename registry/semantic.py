@@ -124,7 +124,6 @@ class Embedder:
     """The model: token vectors and tokenizer, read from the installed package."""
 
     def __init__(self) -> None:
-        import numpy as np
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -133,7 +132,9 @@ class Embedder:
             raise SemanticUnavailable("semantic search needs the model", hint="pip install 'lorahub-toolkit[semantic]'")
         self.name = MODEL
         self.version = model_version()
-        self.table = np.ascontiguousarray(load_file(os.path.join(folder, _WEIGHTS))["embedding.weight"], dtype=np.float32)
+        # float16 as shipped: a text's few rows are widened when averaged (widening the whole table cost a
+        # one-shot command 0.1 s)
+        self.table = load_file(os.path.join(folder, _WEIGHTS))["embedding.weight"]
         self.dim = int(self.table.shape[1])
         tok = Tokenizer.from_file(os.path.join(folder, _TOKENIZER))
         tok.no_padding()
@@ -157,7 +158,7 @@ class Embedder:
         for i, enc in enumerate(encoded):
             ids = enc.ids[:MAX_TOKENS]
             if ids:
-                out[i] = self.table[np.clip(np.asarray(ids, np.int64), 0, last)].mean(axis=0)
+                out[i] = self.table[np.clip(np.asarray(ids, np.int64), 0, last)].mean(axis=0, dtype=np.float32)
         return out
 
     def query(self, text: str) -> np.ndarray:
