@@ -437,8 +437,7 @@ class VectorIndex:
             arrays[name] = arr
             places[name] = [offset, int(arr.nbytes), str(arr.dtype), list(arr.shape)]
             offset += -(-int(arr.nbytes) // _ALIGN) * _ALIGN
-            digests[name] = _sample_digest(memoryview(arr).cast("B")) if name == "matrix" else _digest(
-                memoryview(arr).cast("B"))
+            digests[name] = _sample_digest(_bytes(arr)) if name == "matrix" else _digest(_bytes(arr))
         header = dict(meta, format=FORMAT, dim=self.dim, n=n, live=self.live, built_n=self.built_n,
                       generation=self.generation, places=places, digests=digests, tag_names=self.tag_names,
                       facet_tokens=tokens)
@@ -451,7 +450,7 @@ class VectorIndex:
                 f.write(MAGIC + struct.pack("<Q", len(raw)) + bytes.fromhex(_digest(raw)) + raw)
                 f.write(b"\0" * (start - head_len))
                 for arr in arrays.values():
-                    f.write(memoryview(arr).cast("B"))
+                    f.write(_bytes(arr))
                     f.write(b"\0" * (-int(arr.nbytes) % _ALIGN))
                 f.flush()
                 os.fsync(f.fileno())
@@ -550,6 +549,11 @@ class VectorIndex:
 
     def has_graph(self) -> bool:
         return self.ann is not None or self._ann_source is not None
+
+
+def _bytes(arr: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array, without a copy (an empty array: none)."""
+    return memoryview(arr.reshape(-1)).cast("B") if arr.nbytes else memoryview(b"")
 
 
 def _grown(arr: np.ndarray, n: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -236,3 +236,21 @@ def test_a_database_that_went_back_is_read_again(tmp_path) -> None:  # noqa: ANN
         assert _index(reg).live == 110
     finally:
         reg.close()
+
+
+def test_a_registry_without_tags_writes_and_maps_its_file(tmp_path) -> None:  # noqa: ANN001
+    """Empty arrays (no tag, no filter token) survive the file."""
+    from lorahub.registry.catalogue import Registry
+
+    reg = Registry(f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    reg.migrate()
+    try:
+        reg.import_records([AdapterRecord(source="t", id=str(i), name=f"Plain {w}", files=[
+            {"name": f"{i}.safetensors", "hashes": {"sha256": hashlib.sha256(w.encode()).hexdigest()}}])
+            for i, w in enumerate(["castle", "robot", "ghost"])])
+        first = _names(reg, "haunted spirit")
+        assert (tmp_path / "registry.sqlite-vectors").is_file()
+        semantic.reset_cache()
+        assert _names(reg, "haunted spirit") == first and _index(reg)._map is not None
+    finally:
+        reg.close()
