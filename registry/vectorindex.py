@@ -187,12 +187,18 @@ class VectorIndex:
             from .ann import Ann
 
             view = memoryview(self._map)[offset : offset + length]
-            if _digest(view) != digest:
+            loaded = None
+            if _digest(view) == digest:
+                try:
+                    loaded = Ann.load(view)
+                except Exception as exc:  # noqa: BLE001 - e.g. written by another usearch version
+                    log.warning("semantic: the graph in the vector cache file does not load (%s)", exc)
+            if loaded is None:
                 log.warning("semantic: the graph in the vector cache file is damaged; rebuilding it")
                 self.build_ann()
                 self.graph_rebuilt = True
             else:
-                self.ann = Ann.load(view)
+                self.ann = loaded
         return self.ann
 
     # -- rows, tags, filter tokens -----------------------------------------------------------------
