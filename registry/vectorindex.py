@@ -66,6 +66,8 @@ _DTYPES = {"matrix": "float32", "ids": "int64", "alive": "bool", "mean": "float3
            "tag_counts": "int64", "post_off": "int64", "post_val": "int32", "facet_off": "int64",
            "facet_val": "int32", "ann": "uint8"}
 _MAX_HEADER = 256 << 20
+#: Large tags whose rows are kept as a mask (one byte per row each).
+_TAG_MASKS = 64
 
 
 class BadCacheFile(ValueError):
@@ -112,6 +114,7 @@ class VectorIndex:
         self._post_off = np.zeros(1, np.int64)
         self._post_val = np.zeros(0, np.int32)
         self._post_extra: dict[int, np.ndarray] = {}
+        self._tag_masks: dict[int, np.ndarray] = {}  # large tags' rows as masks (a search's candidates test them)
         self.facet_tokens: list[str] = []
         self._facet_pos: dict[str, int] | None = None
         self._facet_off = np.zeros(1, np.int64)
@@ -303,6 +306,7 @@ class VectorIndex:
         elif not self.tag_counts.flags.writeable:
             self.tag_counts = self.tag_counts.copy()
         for t, ps in tag_rows.items():
+            self._tag_masks.pop(t, None)
             self._post_extra[t] = np.concatenate([self.posting(t), np.asarray(ps, np.int32)])
             self.tag_counts[t] += len(ps)
         for token, ps in facet_rows.items():
@@ -344,14 +348,35 @@ class VectorIndex:
         """Scores of ``rows`` (None: rows ``[:n]``, dead ones at -inf): cosine + the tag bonus."""
         import numpy as np
 
-        bonus = self._bonus(near)
         # einsum, not BLAS: OpenBLAS's threads for one small product cost more than the product on a busy machine
         if rows is None:
+            bonus = self._bonus(near)
             s = np.einsum("ij,j->i", self.matrix[: self.n], qc)
             s[~self.alive[: self.n]] = -np.inf
             return s if bonus is None else s + TAG_WEIGHT * bonus
         s = np.einsum("ij,j->i", self.matrix[rows], qc)
-        return s if bonus is None else s + TAG_WEIGHT * bonus[rows]
+        if near:  # candidates only: what they cost does not grow with the registry
+            bonus = np.zeros(len(rows), np.float32)
+            for t, sim in near:
+                bonus = np.where(self._tag_member(t, rows), np.maximum(bonus, sim), bonus)
+            s = s + TAG_WEIGHT * bonus
+        return s
+
+    def _tag_member(self, t: int, rows: np.ndarray) -> np.ndarray:
+        """Which of ``rows`` carry tag ``t``: a search of a small tag's rows, a cached mask of a large tag's."""
+        import numpy as np
+
+        p = self.posting(t)
+        if len(p) <= POSTING_EXACT:
+            return np.isin(rows, p)
+        mask = self._tag_masks.get(t)
+        if mask is None or len(mask) < self.n:
+            if len(self._tag_masks) >= _TAG_MASKS:
+                self._tag_masks.pop(next(iter(self._tag_masks)))
+            mask = np.zeros(self.n, bool)
+            mask[p] = True
+            self._tag_masks[t] = mask
+        return mask[rows]
 
     def _facet_mask(self, facets: list[str]) -> np.ndarray | None:
         """Live rows carrying every filter token of ``facets`` (a boolean mask over rows ``[:n]``)."""

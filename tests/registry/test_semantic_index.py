@@ -52,8 +52,10 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def graph(monkeypatch: pytest.MonkeyPatch) -> None:
-    """This process keeps its index and searches the graph from 50 vectors up."""
+    """This process keeps its index and searches the graph from 50 vectors up (a tag of more than 10 rows is
+    a large one: tested through its mask, and its bonus bounds what a row outside the candidates can score)."""
     monkeypatch.setattr(vectorindex, "ANN_MIN_ROWS", 50)
+    monkeypatch.setattr(vectorindex, "POSTING_EXACT", 10)
     semantic.keep_loaded()
 
 
