@@ -152,7 +152,8 @@ def bench_search(backend: str, url: str, work: Path, records: list, queries: lis
     data = work / f"srv-{backend}"
     _, url, registry = prepare(data, url)
     t = time.perf_counter()
-    registry.import_records(records)
+    if registry.count() != len(records):  # --sqlite-db: a database that holds them already is reused
+        registry.import_records(records)
     import_s = time.perf_counter() - t
     if backend == "postgres":
         with registry.engine.connect() as c:
@@ -317,6 +318,8 @@ def main() -> int:
     ap.add_argument("--download-mb", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument("--sqlite-db", type=Path, default=None,
+                    help="SQLite file to search (reused when it holds --records records, e.g. bench_semantic.py's --db)")
     ap.add_argument("--skip-download", action="store_true")
     ap.add_argument("--tree-files", type=int, default=25_000, help="files of the larger repo of the tree benchmark")
     ap.add_argument("--skip-tree", action="store_true")
@@ -345,7 +348,7 @@ def main() -> int:
             for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
                 drop = None
                 if backend == "sqlite":
-                    url = f"sqlite:///{work / f'srv-{backend}' / 'lorahub-server.sqlite'}"
+                    url = f"sqlite:///{args.sqlite_db or work / f'srv-{backend}' / 'lorahub-server.sqlite'}"
                 else:
                     try:
                         url, drop = BR.pg_database(args.pg_url)

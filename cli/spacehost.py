@@ -162,6 +162,9 @@ def open_host(database: str | None = None, *, demo_adapters: bool = False, index
                 summaries.append(s)
                 say(f"lorahub space: indexed {endpoints[0]}: {s.scanned} repos, {s.added} added, {s.updated} updated, "
                     f"{s.unchanged} unchanged, {len(s.failed)} failed in {s.seconds:.1f} s")
+        from lorahub.registry import semantic
+
+        semantic.keep_loaded()  # the page's process keeps its search index (an HNSW graph above 20k vectors)
     except BaseException:
         reg.close()
         raise

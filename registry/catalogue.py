@@ -413,10 +413,5 @@ class Registry:
         with self.reading() as raw:
             return int(raw.all("SELECT count(*) FROM adapters")[0][0])
 
-    def vector_count(self) -> int:
-        """How many sentence embeddings the registry holds (what a semantic or hybrid search loads)."""
-        with self.reading() as raw:
-            return int(raw.all("SELECT count(*) FROM adapter_embeddings")[0][0])
-
 
 __all__ = ["Registry", "RegistryError", "normalize_hash_query"]

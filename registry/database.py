@@ -176,9 +176,14 @@ def _sqlite_file(parsed: DbUrl, *, create_folder: bool = True) -> str | None:
     return None
 
 
+#: The semantic search's cache file beside a SQLite database (``registry.sqlite-vectors``, registry/semantic.py).
+VECTOR_CACHE_SUFFIX = "-vectors"
+
+
 def database_files(url: str | None = None) -> list[Path]:
-    """The files of the SQLite database at ``url`` (see :func:`database_url`), its journals included; none
-    for PostgreSQL or an in-memory database. A host that serves the web UI blocks them from its visitors."""
+    """The files of the SQLite database at ``url`` (see :func:`database_url`), its journals and the semantic
+    search's cache file included; none for PostgreSQL or an in-memory database. A host that serves the web UI
+    blocks them from its visitors."""
     parsed = parse_url(database_url(url))
     if parsed.backend != "sqlite":
         return []
@@ -186,7 +191,7 @@ def database_files(url: str | None = None) -> list[Path]:
     if db is None:
         return []
     path = Path(db).expanduser()
-    return [path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))]
+    return [path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal", VECTOR_CACHE_SUFFIX))]
 
 
 def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
@@ -459,6 +464,7 @@ __all__ = [
     "busy_timeout_ms",
     "chunks",
     "ENV_URL",
+    "VECTOR_CACHE_SUFFIX",
     "database_files",
     "database_url",
     "default_url",

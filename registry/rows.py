@@ -141,6 +141,9 @@ def allocate_ids(conn: Connection, table: Any, n: int) -> list[int]:
 
 
 def delete_children(conn: Connection, ids: Sequence[int]) -> None:
+    from .semantic import note_removed
+
+    note_removed(conn, list(ids))  # search processes and the vector cache file catch up on removed vectors
     for part in chunks(list(ids)):
         for table in (EMB, BS, TW, TG, F, V):
             conn.execute(delete(table).where(table.c.adapter_id.in_(part)))

@@ -21,31 +21,43 @@ when records were written without the extra.
 
 Searching
 ---------
-Each process keeps, per database, the vectors in one float32 matrix (centred on their mean, normalised) and
-reloads only the rows whose ``seq`` grew (one indexed query per search). A query's score against a record is
-its cosine plus :data:`TAG_WEIGHT` x the best similarity between the query and one of the record's tags among
-the query's :data:`TAG_NEIGHBOURS` nearest tags of the registry's own tag vocabulary: paraphrases reach the
-words people tag with ("spooky monsters" -> horror, monster, creature). Exact search over the matrix costs
-one matrix-vector product: about 5 ms per 100k records on one core (benchmarks/bench_semantic.py); see
-docs/registry.md for 1M records and where an ANN index would take over.
+Each process keeps, per database, a :class:`~.vectorindex.VectorIndex`: the vectors in one float32 matrix
+(centred on their mean, normalised), the tag vocabulary and the filter tokens' rows; and in a process that
+keeps it (:func:`keep_loaded`: ``lorahub serve``, the Space) an HNSW graph above
+:data:`~.vectorindex.ANN_MIN_ROWS` vectors. Each search compares the database's change counter
+(:func:`generation`: the largest ``seq`` of ``adapter_embeddings`` and ``adapter_embedding_removals``, one
+query) with the index's and applies what changed (vectors removed, then vectors written). A process first
+maps the cache file beside the database (:func:`cache_path`), made by whichever process last built or
+caught up far enough, checked against the database's counter and the model. A query's score against a
+record is its cosine plus :data:`TAG_WEIGHT` x the best similarity between the query and one of the
+record's tags among the query's :data:`TAG_NEIGHBOURS` nearest tags of the registry's own tag vocabulary:
+paraphrases reach the words people tag with ("spooky monsters" -> horror, monster, creature). See
+docs/registry.md for the figures at 100k and 1M records.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import LorahubError
+
+from . import ann, vectorindex
+from .vectorindex import MIN_TAG_COUNT, TAG_NEIGHBOURS, TAG_WEIGHT, BadCacheFile, VectorIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from .database import Raw
+
+log = logging.getLogger(__name__)
 
 PACKAGE = "wordllama"
 MODEL = "wordllama/l2_supercat_256"
@@ -56,11 +68,6 @@ RECIPE = "lorahub1"
 FIELD_WEIGHTS = (("name", 0.5), ("tags", 1.0), ("words", 0.5), ("description", 0.25))
 DESCRIPTION_CHARS = 400
 MAX_TOKENS = 256
-#: Query -> its nearest tags of the registry's vocabulary, and how much a record's matching tag adds.
-TAG_NEIGHBOURS = 5
-TAG_WEIGHT = 0.5
-#: Tags on fewer adapters than this are not among a query's nearest tags (one-off tags are noise).
-MIN_TAG_COUNT = 2
 #: Least score of a semantic hit (cosine to the query, both centred on the records' mean, + tag bonus):
 #: closer to the query than the average record. (No threshold tells gibberish from a paraphrase with static
 #: embeddings: hybrid search asks for a query word that occurs in the registry instead, see search.fuse.)
@@ -71,9 +78,16 @@ MIN_SCORE = 0.0
 NEAR_BEST = 0.4
 UNCENTRED_NEAR_BEST = 0.75
 UNCENTRED_FLOOR = 0.3
-#: A full reload of the cached matrix after this many seconds (deleted rows, changed tags, a new mean), and
-#: whenever the records doubled since the last one.
-FULL_RELOAD_S = 3600.0
+#: Removals are kept this long in ``adapter_embedding_removals``; an index (or cache file) whose counter is
+#: older than STALE_S is rebuilt rather than caught up.
+REMOVALS_KEPT_S = 7 * 86400.0
+STALE_S = 6 * 86400.0
+#: The cache file is rewritten once the changes caught up since it was written exceed this fraction of the
+#: vectors (and 1,000).
+FILE_LAG = 0.05
+#: ``$LORAHUB_VECTOR_CACHE=0``: no cache file (beside a SQLite database: ``registry.sqlite-vectors``,
+#: database.VECTOR_CACHE_SUFFIX).
+ENV_CACHE = "LORAHUB_VECTOR_CACHE"
 #: Fewer records than this are not centred on their mean (too few to have a meaningful one).
 MIN_CENTRE_ROWS = 100
 #: PostgreSQL advisory lock taken by writers of embeddings (``seq`` then grows in commit order).
@@ -110,7 +124,6 @@ class Embedder:
     """The model: token vectors and tokenizer, read from the installed package."""
 
     def __init__(self) -> None:
-        import numpy as np
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -119,7 +132,9 @@ class Embedder:
             raise SemanticUnavailable("semantic search needs the model", hint="pip install 'lorahub-toolkit[semantic]'")
         self.name = MODEL
         self.version = model_version()
-        self.table = np.ascontiguousarray(load_file(os.path.join(folder, _WEIGHTS))["embedding.weight"], dtype=np.float32)
+        # float16 as shipped: a text's few rows are widened when averaged (widening the whole table cost a
+        # one-shot command 0.1 s)
+        self.table = load_file(os.path.join(folder, _WEIGHTS))["embedding.weight"]
         self.dim = int(self.table.shape[1])
         tok = Tokenizer.from_file(os.path.join(folder, _TOKENIZER))
         tok.no_padding()
@@ -143,7 +158,7 @@ class Embedder:
         for i, enc in enumerate(encoded):
             ids = enc.ids[:MAX_TOKENS]
             if ids:
-                out[i] = self.table[np.clip(np.asarray(ids, np.int64), 0, last)].mean(axis=0)
+                out[i] = self.table[np.clip(np.asarray(ids, np.int64), 0, last)].mean(axis=0, dtype=np.float32)
         return out
 
     def query(self, text: str) -> np.ndarray:
@@ -162,11 +177,7 @@ class Embedder:
         return _normalised(total)
 
 
-def _normalised(x: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-9)
+_normalised = vectorindex.normalised
 
 
 _embedder: Embedder | None = None
@@ -216,6 +227,7 @@ def write_embeddings(conn: Any, ids: list[int], rows: list[dict[str, Any]], *, r
 
     table = AdapterEmbedding.__table__
     if replace:
+        note_removed(conn, ids)
         for part in chunks(list(ids)):
             conn.execute(delete(table).where(table.c.adapter_id.in_(part)))
     model = embedder()
@@ -233,6 +245,30 @@ def write_embeddings(conn: Any, ids: list[int], rows: list[dict[str, Any]], *, r
     return len(values)
 
 
+def note_removed(conn: Any, ids: list[int]) -> int:
+    """Record, inside the caller's transaction, that the vectors of those of ``ids`` that have one are about
+    to be deleted (``adapter_embedding_removals``: a search process and the cache file catch up on them);
+    prune the records older than :data:`REMOVALS_KEPT_S`. Call before deleting. Returns how many."""
+    from sqlalchemy import insert, select, text
+
+    from .database import chunks
+    from .tables import AdapterEmbedding, AdapterEmbeddingRemoval
+
+    table = AdapterEmbedding.__table__
+    had: list[int] = []
+    for part in chunks(list(ids)):
+        had.extend(int(r[0]) for r in conn.execute(select(table.c.adapter_id).where(table.c.adapter_id.in_(part))))
+    if not had:
+        return 0
+    seq = _next_seq(conn, len(had))
+    conn.execute(text("DELETE FROM adapter_embedding_removals WHERE seq < :cut"),
+                 {"cut": time.time_ns() // 1000 - int(REMOVALS_KEPT_S * 1e6)})
+    values = [{"adapter_id": aid, "seq": seq + i} for i, aid in enumerate(had)]
+    for part in chunks(values, 1000):
+        conn.execute(insert(AdapterEmbeddingRemoval.__table__), list(part))
+    return len(had)
+
+
 def _next_seq(conn: Any, n: int) -> int:
     """The first of ``n`` new ``seq`` values. Writers serialise here (SQLite: the write lock they hold;
     PostgreSQL: an advisory lock to the end of the transaction), so ``seq`` grows in commit order and a reader
@@ -244,7 +280,8 @@ def _next_seq(conn: Any, n: int) -> int:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEQ_LOCK_KEY})
     top = conn.execute(text("SELECT coalesce(max(seq), 0) FROM adapter_embeddings")).scalar_one()
-    return max(int(top) + 1, time.time_ns() // 1000)
+    gone = conn.execute(text("SELECT coalesce(max(seq), 0) FROM adapter_embedding_removals")).scalar_one()
+    return max(int(top) + 1, int(gone) + 1, time.time_ns() // 1000)
 
 
 @dataclass
@@ -289,74 +326,48 @@ def embed_missing(registry: Any, *, everything: bool = False, batch: int = 2000,
 
 
 @dataclass
-class _Index:
-    """One database's vectors in memory (rows ``[:n]`` of ``matrix`` are live)."""
+class _Slot:
+    """One database's index for one model in this process (``index`` None until first loaded)."""
 
     key: str
-    version: str
-    matrix: Any = None  # float32 (capacity, dim), centred and normalised
-    ids: Any = None  # int64 (capacity,)
-    n: int = 0
-    mean: Any = None
-    row_of: dict[int, int] = field(default_factory=dict)
-    seq: int = 0
+    index: VectorIndex | None = None
     loaded: float = 0.0
-    built_n: int = 0
-    # tag vocabulary: tag -> position; vectors; postings (positions of rows carrying the tag)
-    tag_pos: dict[str, int] = field(default_factory=dict)
-    tag_names: list[str] = field(default_factory=list)
-    tag_matrix: Any = None
-    tag_counts: Any = None
-    postings: list[list[int]] = field(default_factory=list)
-    # filter tokens (adapters.search_facets: family, base label, format, tags, author, licence...) -> positions
-    facets: dict[str, list[int]] = field(default_factory=dict)
-    facet_arrays: dict[str, Any] = field(default_factory=dict)
-    posting_arrays: dict[int, Any] = field(default_factory=dict)
+    checked: float = 0.0  # when the database's counter was last compared (time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_indexes: dict[str, _Index] = {}
-_indexes_lock = threading.Lock()
+_slots: dict[str, _Slot] = {}
+_slots_lock = threading.Lock()
+_keep_loaded = False
 
 
-def _index_for(raw: Raw, model: Embedder) -> _Index:
+def keep_loaded() -> None:
+    """This process keeps its indexes between searches (``lorahub serve``, the Space): it builds an HNSW
+    graph above :data:`~.vectorindex.ANN_MIN_ROWS` vectors. A one-shot command searches its mapped cache
+    file exactly (one product over the mapped matrix costs less than checking and copying a graph)."""
+    global _keep_loaded
+    _keep_loaded = True
+
+
+def _slot_for(raw: Raw, model: Embedder) -> _Slot:
     key = f"{raw.key}#{model.name}#{model.version}"
-    with _indexes_lock:
-        index = _indexes.get(key)
-        if index is None:
-            index = _indexes[key] = _Index(key, model.version)
-    return index
+    with _slots_lock:
+        slot = _slots.get(key)
+        if slot is None:
+            slot = _slots[key] = _Slot(key)
+    return slot
 
 
-def _refresh(raw: Raw, model: Embedder, index: _Index) -> None:
-    """Read the rows written since the index last looked (all of them on the first call, after
-    :data:`FULL_RELOAD_S`, or when the table went back: a rebuilt database)."""
+def generation(raw: Raw) -> int:
+    """The database's change counter for vectors: the largest ``seq`` of a vector written or removed."""
+    row = raw.all("SELECT (SELECT max(seq) FROM adapter_embeddings) AS e, "
+                  "(SELECT max(seq) FROM adapter_embedding_removals) AS r")[0]
+    return max(int(row[0] or 0), int(row[1] or 0))
 
-    top = raw.all("SELECT max(seq) AS s FROM adapter_embeddings")[0][0] or 0
-    now = time.monotonic()
-    full = (index.matrix is None or top < index.seq or now - index.loaded > FULL_RELOAD_S
-            or index.n > 2 * max(index.built_n, MIN_CENTRE_ROWS // 2))  # doubled since the mean was taken
-    if not full and top == index.seq:
-        return
-    with index.lock:
-        if full:
-            since = 0
-        elif top == index.seq:
-            return
-        else:
-            since = index.seq
-        rows = raw.all(
-            "SELECT e.adapter_id, e.vector, e.seq, a.tags_text, a.search_facets FROM adapter_embeddings e "
-            "JOIN adapters a ON a.id = e.adapter_id WHERE e.seq > :s AND e.model = :m AND e.model_version = :v",
-            {"s": since, "m": model.name, "v": model.version},
-        )
-        new_seq = max([index.seq if not full else 0, top])
-        if full:
-            _build(index, model, rows)
-            index.loaded = now
-        else:
-            _extend(index, model, rows)
-        index.seq = new_seq
+
+_ROWS_SQL = ("SELECT e.adapter_id, e.vector, a.tags_text, a.search_facets FROM adapter_embeddings e "
+             "JOIN adapters a ON a.id = e.adapter_id WHERE e.seq > :s AND e.seq <= :g AND e.model = :m "
+             "AND e.model_version = :v")
 
 
 def _vectors(rows: list[Any], dim: int) -> np.ndarray:
@@ -367,98 +378,119 @@ def _vectors(rows: list[Any], dim: int) -> np.ndarray:
     return np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float16).reshape(len(rows), dim).astype(np.float32)
 
 
-def _build(index: _Index, model: Embedder, rows: list[Any]) -> None:
-    import numpy as np
+def cache_path(raw: Raw) -> Path | None:
+    """Where the vector cache file of ``raw``'s database lives: beside a SQLite file (``NAME-vectors``), or
+    for PostgreSQL in lorahub's cache folder under a name made from the database's URL (password hidden);
+    None for an in-memory database or when ``$LORAHUB_VECTOR_CACHE`` is ``0``."""
+    from lorahub import config
 
-    vectors = _vectors(rows, model.dim)
-    # Centre on the records' mean once there are enough of them to have one (one record minus itself is 0).
-    centre = len(rows) >= MIN_CENTRE_ROWS
-    index.mean = vectors.mean(axis=0) if centre else np.zeros(model.dim, np.float32)
-    index.built_n = len(rows)
-    index.matrix = np.empty((max(len(rows), 1024), model.dim), np.float32)
-    index.ids = np.zeros(index.matrix.shape[0], np.int64)
-    index.n = 0
-    index.row_of = {}
-    index.tag_pos, index.tag_names, index.postings, index.posting_arrays = {}, [], [], {}
-    index.facets, index.facet_arrays = {}, {}
-    index.tag_matrix = np.zeros((0, model.dim), np.float32)
-    n = len(rows)
-    if not n:
-        index.tag_counts = np.zeros(0, np.int64)
+    from .database import VECTOR_CACHE_SUFFIX, parse_url
+
+    if os.environ.get(ENV_CACHE, "").strip() == "0":
+        return None
+    if raw.pg:
+        import hashlib
+
+        folder = config.cache_dir() / "vectors"
+        return folder / (hashlib.sha256(raw.key.encode()).hexdigest()[:32] + ".lhvec")
+    db = parse_url(raw.key).database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    path = Path(db).expanduser()
+    return path.with_name(path.name + VECTOR_CACHE_SUFFIX)
+
+
+def _expect(model: Embedder) -> dict[str, Any]:
+    return {"model": model.name, "model_version": model.version, "dim": model.dim}
+
+
+def _open_file(raw: Raw, model: Embedder) -> VectorIndex | None:
+    path = cache_path(raw)
+    if path is None or not path.exists():
+        return None
+    try:
+        return VectorIndex.open(path, _expect(model))
+    except (OSError, BadCacheFile) as exc:
+        log.warning("semantic: the vector cache file %s is not usable (%s); rebuilding it", path, exc)
+        return None
+
+
+def _save_file(raw: Raw, model: Embedder, index: VectorIndex) -> None:
+    path = cache_path(raw)
+    if path is None:
         return
-    # The whole table at once (a command's search loads it every time): no per-row bookkeeping of _place.
-    index.matrix[:n] = _normalised(vectors - index.mean)
-    index.ids[:n] = [r[0] for r in rows]
-    index.n = n
-    index.row_of = {aid: i for i, aid in enumerate(index.ids[:n].tolist())}
-    facets: dict[str, list[int]] = {}
-    tags: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        if r[4]:
-            for token in r[4].split():
-                found = facets.get(token)
-                if found is None:
-                    facets[token] = [i]
-                else:
-                    found.append(i)
-        if r[3]:
-            for tag in r[3].split("\n"):
-                found = tags.get(tag)
-                if found is None:
-                    tags[tag] = [i]
-                else:
-                    found.append(i)
-    tags.pop("", None)
-    index.facets = facets
-    index.tag_names = list(tags)
-    index.tag_pos = {t: k for k, t in enumerate(index.tag_names)}
-    index.postings = list(tags.values())
-    if index.tag_names:
-        index.tag_matrix = model.terms(index.tag_names)
-    index.tag_counts = np.fromiter((len(p) for p in index.postings), np.int64, len(index.postings))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        index.save(path, _expect(model))
+    except OSError as exc:
+        log.info("semantic: the vector cache file %s was not written: %s", path, exc)
 
 
-def _extend(index: _Index, model: Embedder, rows: list[Any]) -> None:
-    _place(index, model, rows, _vectors(rows, model.dim))
+def _full(raw: Raw, model: Embedder, top_seq: int) -> VectorIndex:
+    rows = raw.all(_ROWS_SQL, {"s": 0, "g": top_seq, "m": model.name, "v": model.version})
+    index = VectorIndex.build(rows, _vectors(rows, model.dim), model.terms, centre_min=MIN_CENTRE_ROWS)
+    index.generation = top_seq
+    return index
 
 
-def _place(index: _Index, model: Embedder, rows: list[Any], vectors: np.ndarray) -> None:
-    import numpy as np
+def _catch_up(raw: Raw, model: Embedder, index: VectorIndex, top_seq: int) -> None:
+    """Apply what changed between the index's counter and ``top_seq``: removed vectors, then new ones."""
+    since = index.generation
+    if not _keep_loaded and index.ann is None:
+        index.drop_graph()  # a one-shot command does not check and copy the file's graph to change it
+    gone = raw.all("SELECT adapter_id FROM adapter_embedding_removals WHERE seq > :s AND seq <= :g",
+                   {"s": since, "g": top_seq})
+    index.remove([int(r[0]) for r in gone])
+    rows = raw.all(_ROWS_SQL, {"s": since, "g": top_seq, "m": model.name, "v": model.version})
+    index.add(rows, _vectors(rows, model.dim), model.terms)
+    index.generation = top_seq
 
-    if not rows:
-        return
-    centred = _normalised(vectors - index.mean)
-    new_tags: list[str] = []
-    for i, r in enumerate(rows):
-        aid = int(r[0])
-        pos = index.row_of.get(aid)
-        if pos is None:
-            if index.n == index.matrix.shape[0]:
-                grow = index.matrix.shape[0] * 2
-                index.matrix = np.concatenate([index.matrix, np.empty_like(index.matrix)])[:grow]
-                index.ids = np.concatenate([index.ids, np.zeros_like(index.ids)])[:grow]
-            pos = index.n
-            index.n += 1
-            index.row_of[aid] = pos
-            index.ids[pos] = aid
-        index.matrix[pos] = centred[i]
-        for token in (r[4] or "").split():
-            index.facets.setdefault(token, []).append(pos)
-            index.facet_arrays.pop(token, None)
-        for tag in (r[3] or "").split("\n"):
-            if not tag:
-                continue
-            t = index.tag_pos.get(tag)
-            if t is None:
-                t = index.tag_pos[tag] = len(index.tag_names)
-                index.tag_names.append(tag)
-                index.postings.append([])
-                new_tags.append(tag)
-            index.postings[t].append(pos)
-            index.posting_arrays.pop(t, None)
-    if new_tags:
-        index.tag_matrix = np.concatenate([index.tag_matrix, model.terms(new_tags)])
-    index.tag_counts = np.fromiter((len(p) for p in index.postings), np.int64, len(index.postings))
+
+def _needs_rebuild(index: VectorIndex, top_seq: int) -> bool:
+    return (top_seq < index.generation  # the database went back (restored, replaced)
+            or index.generation < time.time_ns() // 1000 - int(STALE_S * 1e6)  # removals older are pruned
+            or index.n > 2 * max(index.live, 1)  # more dead rows than live ones
+            or index.live > 2 * max(index.built_n, MIN_CENTRE_ROWS // 2))  # doubled since the mean was taken
+
+
+def _refresh(raw: Raw, model: Embedder, slot: _Slot) -> VectorIndex:
+    """The slot's index brought up to the database's counter: loaded from the cache file or built from the
+    database the first time, then caught up (rows above its counter, removals), rebuilt when it drifted
+    (see :func:`_needs_rebuild`); the cache file is rewritten after a rebuild and once it lags by more than
+    :data:`FILE_LAG` of the vectors."""
+    top_seq = generation(raw)
+    index = slot.index
+    if index is not None and index.generation == top_seq:
+        return index
+    with slot.lock:
+        index = slot.index
+        if index is not None and index.generation == top_seq:
+            return index
+        write = False
+        if index is None:
+            index = _open_file(raw, model)
+            if index is not None and index.generation != top_seq and _needs_rebuild(index, top_seq):
+                index = None
+            if index is not None and _keep_loaded and index.has_graph():
+                index.ensure_ann()  # checked and copied now, not at the first search
+                write = index.graph_rebuilt
+        if index is not None and index.generation != top_seq:
+            _catch_up(raw, model, index, top_seq)
+            if _needs_rebuild(index, top_seq):
+                index = None
+            else:
+                write = index.changes_since_file > max(1000, FILE_LAG * index.live)
+        if index is None:
+            index = _full(raw, model, top_seq)
+            write = True
+            slot.loaded = time.monotonic()
+        if _keep_loaded and index.live >= vectorindex.ANN_MIN_ROWS and not index.has_graph() and ann.available():
+            index.build_ann()
+            write = True
+        if write:
+            _save_file(raw, model, index)
+        slot.index = index
+        return index
 
 
 def ready(raw: Raw) -> bool:
@@ -469,101 +501,71 @@ def ready(raw: Raw) -> bool:
     model = embedder()
     if model is None:
         return False
-    index = _index_for(raw, model)
-    _refresh(raw, model, index)
-    return index.n > 0
+    return _refresh(raw, model, _slot_for(raw, model)).live > 0
 
 
-def scores(raw: Raw, query: str) -> tuple[np.ndarray, np.ndarray]:
-    """(adapter ids, scores) of every vector of this database against ``query``."""
-    import numpy as np
-
+def index_for(raw: Raw) -> VectorIndex:
+    """This database's index, up to date (benchmarks and tests)."""
     model = embedder()
     if model is None:
         raise SemanticUnavailable("semantic search needs the model", hint="pip install 'lorahub-toolkit[semantic]'")
-    index = _index_for(raw, model)
-    _refresh(raw, model, index)
-    n = index.n
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    q = model.query(query)
-    # einsum, not BLAS: OpenBLAS's threads for one matrix-vector product cost more than the product on a busy
-    # machine (4.6 ms instead of 0.2 at 3k rows, measured under load; see docs/registry.md).
-    s = np.einsum("ij,j->i", index.matrix[:n], _normalised(q - index.mean))
-    if index.tag_matrix is not None and len(index.tag_matrix):
-        tag_sims = np.einsum("ij,j->i", index.tag_matrix, q)
-        tag_sims = np.where(index.tag_counts >= MIN_TAG_COUNT, tag_sims, -1.0)
-        k = min(TAG_NEIGHBOURS, len(tag_sims))
-        nearest = np.argpartition(-tag_sims, k - 1)[:k]
-        bonus = np.zeros(n, np.float32)
-        for t in nearest:
-            sim = float(tag_sims[t])
-            if sim <= 0:
-                continue
-            arr = index.posting_arrays.get(int(t))
-            if arr is None:
-                arr = index.posting_arrays[int(t)] = np.asarray(index.postings[int(t)], np.int64)
-            arr = arr[arr < n]
-            bonus[arr] = np.maximum(bonus[arr], sim)
-        s = s + TAG_WEIGHT * bonus
-    return index.ids[:n], s
+    return _refresh(raw, model, _slot_for(raw, model))
 
 
 def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = (), *,
-        near_best: bool = False) -> list[tuple[int, float]]:
+        near_best: bool = False, exact: bool = False) -> list[tuple[int, float]]:
     """The best ``depth`` (adapter id, score) pairs with a score above :data:`MIN_SCORE` that ``allowed``
-    keeps (a function: ids -> the subset the search's filters and visibility keep), best first. ``facets``
-    (filter tokens, all required) are applied to the cached matrix first; candidates are then checked in
-    SQL best first, a few more than needed, then four times as many while ``allowed`` rejects them.
+    keeps (a function: ids -> the subset the search's filters and visibility keep), best first. A score is
+    the cosine of the query's and the record's vectors (centred) plus :data:`TAG_WEIGHT` x the best
+    similarity between the query and one of the record's tags among the query's :data:`TAG_NEIGHBOURS`
+    nearest tags of the registry. ``facets`` (filter tokens, all required) are applied to the index first;
+    candidates are then checked in SQL best first (:class:`~.vectorindex.VectorIndex` ``top``: exactly, or
+    from the HNSW graph above :data:`~.vectorindex.ANN_MIN_ROWS` vectors; ``exact`` forces the former).
 
     ``near_best`` (hybrid search): only scores of at least :data:`NEAR_BEST` x the best one (in a registry
     too small to be centred, :data:`UNCENTRED_NEAR_BEST` x the best and at least :data:`UNCENTRED_FLOOR`):
     meaning adds the records close to the query to the keyword matches, not every record of a library."""
+    model = embedder()
+    if model is None:
+        raise SemanticUnavailable("semantic search needs the model", hint="pip install 'lorahub-toolkit[semantic]'")
+    slot = _slot_for(raw, model)
+    index = _refresh(raw, model, slot)
+    small = index.built_n < MIN_CENTRE_ROWS
+
+    def floor_of(best: float) -> float:
+        if not near_best:
+            return MIN_SCORE
+        if small:
+            return max(MIN_SCORE, UNCENTRED_NEAR_BEST * best, UNCENTRED_FLOOR)
+        return max(MIN_SCORE, NEAR_BEST * best)
+
+    q = model.query(query)
+    with slot.lock:  # the graph and the arrays change under catch-ups
+        return index.top(q, depth, allowed, list(facets), floor_of=floor_of, use_ann=_keep_loaded and not exact)
+
+
+def scores(raw: Raw, query: str) -> tuple[np.ndarray, np.ndarray]:
+    """(adapter ids, scores) of every live vector of this database against ``query`` (exact)."""
     import numpy as np
 
-    ids, s = scores(raw, query)
-    if facets:
-        index = _index_for(raw, embedder())
-        keep_rows = None
-        for token in facets:
-            arr = index.facet_arrays.get(token)
-            if arr is None:
-                arr = index.facet_arrays[token] = np.asarray(index.facets.get(token, []), np.int64)
-            mask = np.zeros(len(s), bool)
-            mask[arr[arr < len(s)]] = True
-            keep_rows = mask if keep_rows is None else keep_rows & mask
-        s = np.where(keep_rows, s, -np.inf)
-    floor = MIN_SCORE
-    if near_best and len(s):
-        best = float(s.max())
-        if _index_for(raw, embedder()).built_n < MIN_CENTRE_ROWS:
-            floor = max(floor, UNCENTRED_NEAR_BEST * best, UNCENTRED_FLOOR)
-        else:
-            floor = max(floor, NEAR_BEST * best)
-    out: list[tuple[int, float]] = []
-    start, step, n = 0, depth + 16, len(s)
-    while len(out) < depth and start < n:
-        k = min(n, start + step)
-        part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
-        part = part[s[part] > floor]
-        chunk = part[np.lexsort((-ids[part], -s[part]))][start:]
-        if not len(chunk):
-            break
-        keep = allowed(ids[chunk].tolist())
-        out.extend((aid, score) for aid, score in zip(ids[chunk].tolist(), s[chunk].tolist(), strict=True)
-                   if aid in keep)
-        start = k
-        step *= 4
-    return out[:depth]
+    index = index_for(raw)
+    model = embedder()
+    live = np.flatnonzero(index.alive[: index.n])
+    q = model.query(query)
+    s = index._score(live, vectorindex.normalised(q - index.mean), index._tag_bonus(q))
+    return index.ids[live], s
 
 
 def reset_cache() -> None:
     """Forget every process cache (tests)."""
-    with _indexes_lock:
-        _indexes.clear()
+    global _keep_loaded
+    with _slots_lock:
+        _slots.clear()
+    _keep_loaded = False
 
 
 __all__ = [
-    "MODEL", "MODES", "Embedder", "EmbedSummary", "SemanticUnavailable", "embed_missing", "embedder", "installed",
-    "model_version", "ready", "record_fields", "reset_cache", "scores", "top", "write_embeddings",
+    "MIN_TAG_COUNT", "MODEL", "MODES", "TAG_NEIGHBOURS", "TAG_WEIGHT", "Embedder", "EmbedSummary", "SemanticUnavailable", "cache_path", "embed_missing", "embedder",
+    "generation", "index_for", "installed", "keep_loaded", "model_version", "note_removed", "ready", "record_fields",
+    "reset_cache", "scores", "top", "write_embeddings",
 ]

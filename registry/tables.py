@@ -8,6 +8,7 @@
                  |--< adapter_tags
                  |--< trigger_words
                  |--- adapter_embeddings  (the record's sentence embedding, for semantic search)
+                 |    adapter_embedding_removals  (deleted embeddings, for search processes to catch up)
                  '--< blend_sources   (a lorahub blend's sources, from its recipe)
 
 * An **adapter** is what a search finds: a local file, a Hub repository, or an
@@ -297,11 +298,24 @@ class AdapterEmbedding(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime, nullable=False))
 
 
+class AdapterEmbeddingRemoval(SQLModel, table=True):
+    """A deleted sentence embedding: the adapter and the ``seq`` of the deletion (the counter of
+    ``adapter_embeddings.seq``), so a search process removes it from its index as it adds new vectors. No
+    foreign key: the adapter may be gone. Pruned after a week (:mod:`lorahub.registry.semantic`)."""
+
+    __tablename__ = "adapter_embedding_removals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
+
+
 metadata = SQLModel.metadata
 
 __all__ = [
     "Adapter",
     "AdapterEmbedding",
+    "AdapterEmbeddingRemoval",
     "AdapterFile",
     "AdapterSketch",
     "AdapterTag",

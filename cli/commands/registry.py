@@ -213,11 +213,6 @@ def _read_hash_file(path: Path) -> list[str]:
     return out
 
 
-#: Above this many vectors a plain `lorahub search` (no --mode) searches by words: loading them costs
-#: about 1 s per 100k records in a one-shot command (docs/registry.md, benchmarks/bench_cli_startup.py).
-ONE_SHOT_VECTORS = 10_000
-
-
 @click.command("search")
 @click.argument("words", nargs=-1)
 @click.option("--base", metavar="FAMILY|LABEL", help="A base family (sd1, sd2, sdxl, sd3, flux, chroma, qwen, wan, hunyuanvideo, hidream, lumina, pixart, kolors, auraflow, ltxv, cosmos, unknown) or a label such as pony.")
@@ -233,8 +228,7 @@ ONE_SHOT_VECTORS = 10_000
 @click.option("--mode", type=click.Choice(["keyword", "semantic", "hybrid"]), default=None,
               help="keyword: the words as written; semantic: by meaning (sentence embeddings); hybrid: both, "
               "fused (exact names, trigger words and hashes first). Default: hybrid where the registry has "
-              "embeddings (at most 10,000: more load too slowly for one command) and the [semantic] extra is "
-              "installed, else keyword.")
+              "embeddings and the [semantic] extra is installed, else keyword.")
 @click.option("--hash", "hashes", multiple=True, metavar="HASH",
               help="Look up by any fingerprint or a prefix of >= 8 hex (repeatable).")
 @click.option("--hash-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
@@ -259,8 +253,8 @@ def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: 
     sentence embeddings (the [semantic] extra; lorahub registry embed), the
     default is hybrid: those tiers fused with a search by meaning, so
     "spooky monsters" finds horror and creature LoRAs; exact names and
-    hashes still come first (past 10,000 vectors a plain search is by
-    words, since one command would load them all: --mode hybrid). --mode picks one. With --hash/--hash-file the
+    hashes still come first (the vectors are mapped from a cache file beside
+    the database, rebuilt when the database changed). --mode picks one. With --hash/--hash-file the
     lookup is by AutoV1, AutoV2, AutoV3, CRC32, SHA-256, tensor SHA-256 or
     BLAKE3, exact or by a prefix of at least 8 hex digits, case-insensitive;
     the exit code is 1 when no hash is found. With --uses, the blends made
@@ -318,14 +312,6 @@ def search_cmd(words: tuple[str, ...], base: str | None, fmt: str | None, tags: 
     except ValidationError as exc:
         raise UsageError(exc.errors()[0].get("msg", "invalid search")) from None
     with _registry(database) as reg:
-        if mode is None and query.query and query.sort == "relevance":
-            vectors = reg.vector_count()
-            if vectors > ONE_SHOT_VECTORS:
-                # a one-shot command would load every vector for one query (about 1 s per 100k records);
-                # lorahub serve and the Space keep them loaded and search hybrid at any size
-                query = query.model_copy(update={"mode": "keyword"})
-                info(f"searching by words: {vectors:,} vectors are too many to load for one command "
-                     "(--mode hybrid searches by meaning too; lorahub serve keeps them loaded)")
         results = reg.search(query)
     emit(results, as_json, _human_results)
 

@@ -207,12 +207,14 @@ def app_from_env():  # noqa: ANN201 - a FastAPI app
 
 
 def _warm_semantic(registry: Any) -> None:
-    """Load the semantic search index (model and vectors, registry/semantic.py) before serving, where the
-    registry has embeddings: the first search would otherwise wait for it (4 s at 100k records)."""
+    """Load the semantic search index (model, vectors and HNSW graph, registry/semantic.py: mapped from the
+    cache file beside the database, or built and written) before serving, where the registry has embeddings:
+    the first search would otherwise wait for it."""
     from lorahub.registry import semantic
 
     if not semantic.installed():
         return
+    semantic.keep_loaded()  # this process searches an HNSW graph above 20k vectors, kept in step with the database
     try:
         with registry.reading() as raw:
             semantic.ready(raw)

@@ -204,7 +204,7 @@ def test_the_host_blocks_the_files_of_its_database(tmp_path: Path, monkeypatch: 
     from lorahub.registry.database import database_files
 
     db = tmp_path / "r.sqlite"
-    assert database_files(f"sqlite:///{db}") == [db, *(tmp_path / f"r.sqlite{s}" for s in ("-wal", "-shm", "-journal"))]
+    assert database_files(f"sqlite:///{db}") == [db, *(tmp_path / f"r.sqlite{s}" for s in ("-wal", "-shm", "-journal", "-vectors"))]
     assert database_files("postgresql://u@127.0.0.1:5432/test") == []
     assert database_files("sqlite://") == []
     monkeypatch.setenv("LORAHUB_DATABASE_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")

@@ -1,0 +1,258 @@
+"""The semantic index (registry/vectorindex.py, registry/ann.py) and its cache file, on SQLite and PostgreSQL:
+the HNSW graph finds what exact search finds, additions, changes and removals (made through another
+registry object, as another process would) show in the next search, the cache file beside the database is
+mapped by a new process, and a damaged, truncated or stale file is detected and rebuilt. The graph is used
+here from a few records up (``ANN_MIN_ROWS`` lowered); docs/registry.md has the 100k figures."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from lorahub.registry import semantic, vectorindex
+from lorahub.schemas.registry import AdapterRecord, SearchQuery
+
+THEMES = {
+    "horror": ["monster", "creepy", "dark", "ghost", "zombie"],
+    "mecha": ["robot", "armor", "pilot", "machine", "sci-fi"],
+    "ink": ["monochrome", "brush", "lineart", "sketch", "sumi-e"],
+    "food": ["cake", "dessert", "cute", "kitchen", "fruit"],
+    "landscape": ["mountain", "forest", "sky", "river", "scenery"],
+    "portrait": ["face", "woman", "photorealistic", "studio", "man"],
+}
+
+
+def _records(n: int, start: int = 0) -> list[AdapterRecord]:
+    names = list(THEMES)
+    out = []
+    for i in range(start, start + n):
+        theme = names[i % len(names)]
+        words = THEMES[theme]
+        tags = [theme, words[i % 5], words[(i // 5) % 5]]
+        out.append(AdapterRecord(source="t", id=str(i), name=f"{words[(i // 3) % 5].title()} {theme.title()} {i}",
+                                 tags=tags, description=f"A {words[i % 5]} {theme} style, number {i}.",
+                                 downloads=i, base_model="SD 1.5" if i % 2 else "SDXL 1.0",
+                                 files=[{"name": f"f{i}.safetensors",
+                                         "hashes": {"sha256": hashlib.sha256(str(i).encode()).hexdigest()}}]))
+    return out
+
+
+QUERIES = ["spooky creatures", "giant fighting robots", "black and white drawing", "sweet treats",
+           "nature views", "headshot of a lady", "horror", "Pilot Mecha 7"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    semantic.reset_cache()
+    yield
+    semantic.reset_cache()
+
+
+@pytest.fixture
+def graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process keeps its index and searches the graph from 50 vectors up (a tag of more than 10 rows is
+    a large one: tested through its mask, and its bonus bounds what a row outside the candidates can score)."""
+    monkeypatch.setattr(vectorindex, "ANN_MIN_ROWS", 50)
+    monkeypatch.setattr(vectorindex, "POSTING_EXACT", 10)
+    semantic.keep_loaded()
+
+
+def _top(reg, query: str, *, exact: bool = False, depth: int = 20) -> list[int]:  # noqa: ANN001
+    with reg.reading() as raw:
+        return [aid for aid, _ in semantic.top(raw, query, depth, set, exact=exact)]
+
+
+def _index(reg):  # noqa: ANN001, ANN202
+    with reg.reading() as raw:
+        return semantic.index_for(raw)
+
+
+def _names(reg, query: str, mode: str = "semantic") -> list[str]:  # noqa: ANN001
+    return [r.name for r in reg.search(SearchQuery(query=query, mode=mode, limit=10))]
+
+
+def test_the_graph_finds_what_exact_search_finds_and_hybrid_keeps_exact_names_first(registry, graph) -> None:  # noqa: ANN001
+    registry.import_records(_records(240))
+    index = _index(registry)
+    assert index.has_graph() and len(index.ensure_ann()) == 240
+    for q in QUERIES:
+        exact, approx = _top(registry, q, exact=True), _top(registry, q)
+        assert len(approx) == len(exact) > 0
+        assert len(set(exact[:10]) & set(approx[:10])) >= 9, q
+    # hybrid: the exact name and the hash still come first, and the page is the exact search's
+    name = _records(240)[7].name  # Pilot Mecha 7
+    first = registry.search(SearchQuery(query=name, mode="hybrid", limit=10))[0]
+    assert first.name == name and first.score >= 4
+    sha = hashlib.sha256(b"13").hexdigest()
+    assert registry.search(SearchQuery(query=sha, mode="hybrid"))[0].name.endswith(" 13")
+    hybrid = _names(registry, "spooky creatures", "hybrid")
+    semantic.reset_cache()  # a one-shot process: exact search over the mapped file
+    assert _names(registry, "spooky creatures", "hybrid") == hybrid
+
+
+def test_additions_changes_and_removals_show_in_the_next_search(registry, db_url, graph) -> None:  # noqa: ANN001
+    from lorahub.registry.catalogue import Registry
+
+    registry.import_records(_records(120))
+    assert "Sumi-e Brushwork Masterpiece" not in _names(registry, "black and white ink painting")
+    index = _index(registry)
+    other = Registry(db_url)  # another writer (as another process would be): this one learns from the database
+    try:
+        other.import_records([AdapterRecord(source="t", id="new", name="Sumi-e Brushwork Masterpiece",
+                                            tags=["ink", "monochrome", "sumi-e"], description="ink wash painting",
+                                            files=[{"name": "new.safetensors", "hashes": {"sha256": "ab" * 32}}])])
+        assert "Sumi-e Brushwork Masterpiece" in _names(registry, "black and white ink painting")
+        # a change: the same record is now about robots
+        other.import_records([AdapterRecord(source="t", id="new", name="Steel Titan Pilot",
+                                            tags=["mecha", "robot"], description="giant war machines",
+                                            files=[{"name": "new.safetensors", "hashes": {"sha256": "ab" * 32}}])])
+        assert "Sumi-e Brushwork Masterpiece" not in _names(registry, "black and white ink painting")
+        assert "Steel Titan Pilot" in _names(registry, "giant fighting robots")
+        # a removal
+        aid = next(r.id for r in registry.search(SearchQuery(query="Steel Titan Pilot", mode="keyword")))
+        other.remove([aid])
+        assert "Steel Titan Pilot" not in _names(registry, "giant fighting robots")
+    finally:
+        other.close()
+    after = _index(registry)
+    assert after is index, "caught up in place, not rebuilt"
+    assert after.live == registry.count() == 120 and after.n == 122  # dead: the changed record's first row, the removed
+    assert len(after.ensure_ann()) == 120
+
+
+def test_a_new_process_maps_the_cache_file_and_catches_up_on_what_changed_since(registry, db_url) -> None:  # noqa: ANN001
+    from lorahub.registry.catalogue import Registry
+
+    registry.import_records(_records(150))
+    expected = _names(registry, "spooky creatures")
+    with registry.reading() as raw:
+        path = semantic.cache_path(raw)
+    assert path is not None and path.is_file()
+    if db_url.startswith("sqlite"):
+        assert path.name == "registry.sqlite-vectors" and path.parent == registry_folder(db_url)
+    semantic.reset_cache()
+    index = _index(registry)
+    assert index._map is not None, "read from the file"
+    assert _names(registry, "spooky creatures") == expected
+    # the database changed after the file was written (another process): the file's counter is behind
+    other = Registry(db_url)
+    try:
+        other.import_records([AdapterRecord(source="t", id="ghoul", name="Ghoul Parade", tags=["horror", "monster"],
+                                            files=[{"name": "g.safetensors", "hashes": {"sha256": "cd" * 32}}])])
+    finally:
+        other.close()
+    semantic.reset_cache()
+    assert _names(registry, "ghoul parade")[0] == "Ghoul Parade"
+    index = _index(registry)
+    assert index._map is not None and index.live == 151  # the file, caught up (one change: not rewritten)
+
+
+def registry_folder(db_url: str):  # noqa: ANN201
+    from pathlib import Path
+
+    return Path(db_url.removeprefix("sqlite:///")).parent
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "header", "arrays", "matrix", "graph", "other model"])
+def test_a_damaged_or_foreign_cache_file_is_detected_and_rebuilt(tmp_path, damage: str, graph) -> None:  # noqa: ANN001
+    from lorahub.registry.catalogue import Registry
+
+    reg = Registry(f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    reg.migrate()
+    try:
+        reg.import_records(_records(120))
+        expected = _names(reg, "giant fighting robots")
+        path = tmp_path / "registry.sqlite-vectors"
+        data = bytearray(path.read_bytes())
+        model = semantic.embedder()
+        good = vectorindex.VectorIndex.open(path, semantic._expect(model))
+        start = -(-(len(vectorindex.MAGIC) + 40 + int.from_bytes(data[8:16], "little")) // 64) * 64
+        places = good_places(path)
+        if damage == "truncated":
+            data = data[: len(data) // 2]
+        elif damage == "garbage":
+            data = bytearray(b"\x00not a file at all" * 10)
+        elif damage == "header":
+            data[60] ^= 0xFF
+        elif damage == "arrays":
+            off = start + places["post_val"][0]
+            data[off : off + 4] = (10**6).to_bytes(4, "little")
+        elif damage == "matrix":
+            off = start + places["matrix"][0]
+            data[off : off + 4096] = b"\x00" * 4096
+        elif damage == "graph":
+            off = start + places["ann"][0]
+            data[off + 4096 : off + 8192] = b"\xff" * 4096
+        path.write_bytes(bytes(data))
+        if damage == "other model":
+            with pytest.raises(vectorindex.BadCacheFile, match="model_version"):
+                vectorindex.VectorIndex.open(path, dict(semantic._expect(model), model_version="0+other"))
+            return
+        if damage != "graph":
+            with pytest.raises(vectorindex.BadCacheFile):
+                vectorindex.VectorIndex.open(path, semantic._expect(model))
+        semantic.reset_cache()
+        semantic.keep_loaded()
+        assert _names(reg, "giant fighting robots") == expected
+        reopened = vectorindex.VectorIndex.open(path, semantic._expect(model))  # rewritten whole
+        assert reopened.live == 120 and good.live == 120
+        if damage == "graph":
+            assert len(reopened.ensure_ann()) == 120 and not reopened.graph_rebuilt
+    finally:
+        reg.close()
+
+
+def good_places(path) -> dict:  # noqa: ANN001
+    import json
+
+    data = path.read_bytes()
+    n = int.from_bytes(data[8:16], "little")
+    return json.loads(data[48 : 48 + n])["places"]
+
+
+def test_a_database_that_went_back_is_read_again(tmp_path) -> None:  # noqa: ANN001
+    """A cache file newer than its database (a restored backup): the file is not used."""
+    import shutil
+
+    from lorahub.registry.catalogue import Registry
+
+    db = tmp_path / "registry.sqlite"
+    reg = Registry(f"sqlite:///{db}")
+    reg.migrate()
+    try:
+        reg.import_records(_records(110))
+        reg.close()
+        shutil.copy(db, tmp_path / "backup.sqlite")
+        reg = Registry(f"sqlite:///{db}")
+        reg.import_records(_records(10, start=500))
+        assert len(_top(reg, "spooky creatures", depth=200)) > 0
+        assert _index(reg).live == 120
+    finally:
+        reg.close()
+    semantic.reset_cache()
+    shutil.copy(tmp_path / "backup.sqlite", db)
+    reg = Registry(f"sqlite:///{db}")
+    try:
+        assert _index(reg).live == 110
+    finally:
+        reg.close()
+
+
+def test_a_registry_without_tags_writes_and_maps_its_file(tmp_path) -> None:  # noqa: ANN001
+    """Empty arrays (no tag, no filter token) survive the file."""
+    from lorahub.registry.catalogue import Registry
+
+    reg = Registry(f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    reg.migrate()
+    try:
+        reg.import_records([AdapterRecord(source="t", id=str(i), name=f"Plain {w}", files=[
+            {"name": f"{i}.safetensors", "hashes": {"sha256": hashlib.sha256(w.encode()).hexdigest()}}])
+            for i, w in enumerate(["castle", "robot", "ghost"])])
+        first = _names(reg, "haunted spirit")
+        assert (tmp_path / "registry.sqlite-vectors").is_file()
+        semantic.reset_cache()
+        assert _names(reg, "haunted spirit") == first and _index(reg)._map is not None
+    finally:
+        reg.close()
