@@ -788,7 +788,7 @@ class LivePipeline:
         unet: dict[str, Any] = {}
         te: dict[str, dict[str, Any]] = {c: {} for c in TEXT_ENCODERS}
         # text-encoder parts padded like the UNet's (to the slot rank, or their own when larger): the next
-        # adapter's part then fits the slot's layers and is copied in place (_copy_into_te)
+        # adapter's part then fits the slot's layers and is copied in place (_copy_into_layers)
         te_rank = {c: max(self.target_rank, lora.max_rank(c)) for c in TEXT_ENCODERS}
         for key, f in lora.modules.items():
             tgt = targets[key]
@@ -824,8 +824,15 @@ class LivePipeline:
             with quiet():
                 if unet_sd:
                     swap = hotswap and bool(slot.unet_paths)
-                    self.denoiser_model.load_lora_adapter(unet_sd, prefix=self.denoiser, adapter_name=slot.id,
-                                                          hotswap=swap, _pipeline=self._offload_pipeline())
+                    # a hot-swap copies the factors into the slot's layers, as peft's hotswap does, without the
+                    # two state-dict walks of the whole model it takes (about half of a swap on Flux); diffusers'
+                    # path when they do not fit (a module the slot lacks, a rank above the layers')
+                    written = self._copy_into_layers(slot, self.denoiser, unet_sd) if swap else None
+                    if written is not None:
+                        unet_sd = written
+                    else:
+                        self.denoiser_model.load_lora_adapter(unet_sd, prefix=self.denoiser, adapter_name=slot.id,
+                                                              hotswap=swap, _pipeline=self._offload_pipeline())
                     if not swap:
                         slot.unet_paths = prep.unet_paths
                         changed = True
@@ -839,7 +846,7 @@ class LivePipeline:
                     if model is None:
                         continue
                     if hotswap and slot.te.get(comp) and te_sds[comp]:
-                        written = self._copy_into_te(slot, comp, te_sds[comp])
+                        written = self._copy_into_layers(slot, comp, te_sds[comp])
                         if written is not None:
                             te_sds[comp] = written
                             continue
@@ -917,9 +924,9 @@ class LivePipeline:
             layers = self._layers[comp] = list(_lora_layers(model)) if model is not None else []
         return layers
 
-    def _copy_into_te(self, slot: _Slot, comp: str, sd: dict[str, Any]) -> dict[str, Any] | None:
-        """Put a text-encoder part into the slot's existing LoRA layers of ``comp`` (zero-padded to their
-        rank; layers the new part does not cover are zeroed). Returns the tensors as written, or None (nothing
+    def _copy_into_layers(self, slot: _Slot, comp: str, sd: dict[str, Any]) -> dict[str, Any] | None:
+        """Put one component's part (a text encoder's, or the UNet/transformer's on a hot-swap) into the slot's
+        existing LoRA layers of ``comp`` (zero-padded to their rank; layers the new part does not cover are zeroed). Returns the tensors as written, or None (nothing
         touched) when the part does not fit the layers: a module the slot lacks, or a higher rank.
 
         Exact: every layer of a slot has ``lora_alpha == r`` (the factors carry alpha/rank), so padding with
@@ -932,6 +939,8 @@ class LivePipeline:
         plan: list[tuple[Any, Any, Any]] = []
         written: dict[str, Any] = {}
         paths = set()
+        if any(not key.endswith((".lora_A.weight", ".lora_B.weight")) for key in sd):
+            return None  # something besides plain factors (biases, magnitudes): the loader's business
         for key in sd:
             if not key.endswith(".lora_A.weight"):
                 continue
