@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Benchmark: hot-swapping, weights and blending on one loaded pipeline (lorahub.pipeline.live).
 
-    python benchmarks/bench_pipeline.py [--family sd1|sdxl] [--rounds 10] [--steps 2] [--threads 1] [--swaps 10]
+    python benchmarks/bench_pipeline.py [--family sd1|sdxl|flux|sd3] [--rounds 10] [--steps 2] [--threads 1] [--swaps 10]
                                         [--device cpu] [--inductor] [--no-compile] [--text-encoders]
 
 On the embedded base model (``--family sdxl``: the embedded SDXL base,
-``StableDiffusionXLPipeline``), in one process, with its own temporary ``LORAHUB_HOME``
-and synthetic adapters (UNet attention LoRAs, ranks 2-16, different alphas; on SDXL
-every other one in the kohya layout with kohya's SDXL names; ``--text-encoders``: with
-text-encoder parts too, both encoders on SDXL):
+``StableDiffusionXLPipeline``; ``flux``: the embedded Flux.1-dev base, ``FluxPipeline``;
+``sd3``: the embedded SD 3.5 base), in one process, with its own temporary ``LORAHUB_HOME``
+and synthetic adapters (UNet/transformer attention LoRAs, ranks 2-16, different alphas; on
+SDXL, Flux and SD3 every other one in the kohya layout: kohya's SDXL names, Flux's and SD3's
+fused q/k/v written by ``lorahub convert``; ``--text-encoders``: with CLIP text-encoder parts
+too, both encoders on SDXL and SD3, ranks capped at 12 on Flux/SD3 whose tiny CLIPs are 12 wide):
 
 * hot-swap of an adapter in place (``LivePipeline.swap``: UNet part through
   ``load_lora_adapter(..., hotswap=True)``, exact verification, weights re-applied)
@@ -55,7 +57,7 @@ def median_ms(xs: list[float]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--family", choices=["sd1", "sdxl"], default="sd1", help="which embedded base")
+    ap.add_argument("--family", choices=["sd1", "sdxl", "flux", "sd3"], default="sd1", help="which embedded base")
     ap.add_argument("--text-encoders", action="store_true", help="adapters with text-encoder parts too")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=2)
@@ -82,13 +84,21 @@ def main() -> int:
         from lorahub.pipeline.live import LivePipeline, quiet
 
         base = ensure_embedded(family=args.family)
-        files = [
-            make_adapter(home / f"r{r}a{a}-{i}.safetensors", base=base, rank=r, alpha=a, seed=100 + i,
-                         text_encoder=args.text_encoders,
-                         fmt="kohya" if args.family == "sdxl" and i % 2 else "diffusers")
-            for i, (r, a) in enumerate(RANKS)
-        ]
-        print(f"base: {args.family} ({base.name}); adapters: UNet attention"
+        mmdit = args.family in ("flux", "sd3")
+        files = []
+        for i, (r, a) in enumerate(RANKS):
+            kohya = args.family != "sd1" and i % 2 == 1
+            path = home / f"r{r}a{a}-{i}.safetensors"
+            rank = min(r, 12) if mmdit and args.text_encoders else r
+            made = make_adapter(path.with_suffix(".d.safetensors") if mmdit and kohya else path, base=base,
+                                rank=rank, alpha=a, seed=100 + i, text_encoder=args.text_encoders,
+                                fmt="kohya" if kohya and not mmdit else "diffusers")
+            if mmdit and kohya:  # Flux/SD3 kohya files: fused q/k/v, written by lorahub's exporter
+                from lorahub.pipeline.convert import convert
+
+                made = Path(convert(made, path, format="kohya", dtype="float32").path)
+            files.append(made)
+        print(f"base: {args.family} ({base.name}); adapters: {'transformer' if mmdit else 'UNet'} attention"
               + (" + text encoder(s)" if args.text_encoders else ""))
 
         # ---------------------------------------------------------------- hot-swap vs unload + load
@@ -119,8 +129,11 @@ def main() -> int:
             with quiet():
                 plain.enable_lora_hotswap(target_rank=TARGET_RANK)
                 plain.load_lora_weights(str(files[0]), adapter_name="plain")
+            # diffusers' kohya Flux converter assumes FLUX.1's real widths (3072): on the tiny bases the plain
+            # reference swaps between the diffusers-layout files only
+            plain_files = [files[2], files[4], files[6]] if mmdit else files[1:4]
             for i in range(args.rounds):
-                f = str(files[1 + i % 3])
+                f = str(plain_files[i % 3])
                 with quiet():
                     t = time.perf_counter()
                     plain.load_lora_weights(f, adapter_name="plain", hotswap=True)

@@ -72,6 +72,26 @@ def embedded_xl_home(embedded_xl_base: Path, lorahub_home: Path) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def embedded_flux_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the embedded tiny Flux.1-dev pipeline (seed 0), built once per session (needs torch)."""
+    pytest.importorskip("diffusers", reason="the embedded base model needs the ml extra (torch, diffusers)")
+    from lorahub.base.embedded import ensure_embedded
+    from lorahub.base.embedded_mmdit import FLUX_NAME
+
+    return ensure_embedded(seed=0, path=tmp_path_factory.mktemp("embedded-flux-base") / FLUX_NAME, family="flux")
+
+
+@pytest.fixture(scope="session")
+def embedded_sd3_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the embedded tiny SD 3.5 pipeline (seed 0), built once per session (needs torch)."""
+    pytest.importorskip("diffusers", reason="the embedded base model needs the ml extra (torch, diffusers)")
+    from lorahub.base.embedded import ensure_embedded
+    from lorahub.base.embedded_mmdit import SD3_NAME
+
+    return ensure_embedded(seed=0, path=tmp_path_factory.mktemp("embedded-sd3-base") / SD3_NAME, family="sd3")
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """torch on one thread for the test module: the models are tiny, and on a shared 2-core machine two

@@ -31,20 +31,21 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from lorahub.base import embedded_mmdit as _bases
+
 Tensor = torch.Tensor
 
 # --------------------------------------------------------------------------------------------- test-size models
 
-#: A FluxTransformer2DModel of Flux.1's structure at test size: hidden 32 (2 heads x 16).
-FLUX_TINY = dict(patch_size=1, in_channels=8, num_layers=2, num_single_layers=2, attention_head_dim=16,
-                 num_attention_heads=2, joint_attention_dim=24, pooled_projection_dim=12, guidance_embeds=True,
-                 axes_dims_rope=(4, 6, 6))
-#: An SD3Transformer2DModel at test size: hidden 32, 3 joint blocks, the first with SD 3.5 Medium's attn2.
-SD3_TINY = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=3, attention_head_dim=16, num_attention_heads=2,
-                joint_attention_dim=24, caption_projection_dim=32, pooled_projection_dim=12, out_channels=4,
-                pos_embed_max_size=16, dual_attention_layers=(0,), qk_norm="rms_norm")
-H = 32
-CLIP_L_WIDTH, CLIP_G_WIDTH, T5_WIDTH = 12, 16, 16
+#: A FluxTransformer2DModel of Flux.1's structure at test size: hidden 32 (2 heads x 16); the embedded Flux base's
+#: (lorahub.base.embedded_mmdit), so these files load onto it.
+FLUX_TINY = dict(_bases.FLUX_TRANSFORMER_CONFIG)
+#: An SD3Transformer2DModel at test size: hidden 32, 3 joint blocks, the first with SD 3.5 Medium's attn2 (the
+#: embedded SD3 base's).
+SD3_TINY = dict(_bases.SD3_TRANSFORMER_CONFIG)
+H = FLUX_TINY["num_attention_heads"] * FLUX_TINY["attention_head_dim"]
+CLIP_L_WIDTH, CLIP_G_WIDTH = _bases.CLIP_L_CONFIG["hidden_size"], _bases.CLIP_G_CONFIG["hidden_size"]
+T5_WIDTH = _bases.T5_CONFIG["d_model"]
 
 
 def tiny_flux() -> Any:
@@ -98,8 +99,9 @@ FLUX_ORIGINAL: dict[str, tuple[list[tuple[str, int, int]], int]] = {
     "final_layer.adaLN_modulation.1": ([("norm_out.linear", 0, 2)], 1),  # halves swapped
 }
 #: Top-level Flux.1 modules whose input is not the hidden width: (diffusers module, input width at test size).
-FLUX_INPUTS = {"img_in": ("x_embedder", 8), "txt_in": ("context_embedder", 24),
-               "vector_in.in_layer": ("time_text_embed.text_embedder.linear_1", 12),
+FLUX_INPUTS = {"img_in": ("x_embedder", FLUX_TINY["in_channels"]),
+               "txt_in": ("context_embedder", FLUX_TINY["joint_attention_dim"]),
+               "vector_in.in_layer": ("time_text_embed.text_embedder.linear_1", FLUX_TINY["pooled_projection_dim"]),
                "guidance_in.in_layer": ("time_text_embed.guidance_embedder.linear_1", 256)}
 SWAPPED = {"final_layer.adaLN_modulation.1", "joint_blocks.2.context_block.adaLN_modulation.1"}
 

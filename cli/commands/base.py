@@ -28,17 +28,19 @@ _PRETRAIN = PretrainConfig()
 
 @click.group("base")
 def base_group() -> None:
-    """Base models: the embedded tiny SD 1.x and SDXL models, local folders, single files, Hub ids.
+    """Base models: the embedded tiny SD 1.x, SDXL, Flux.1 and SD 3.5 models, local folders, single files, Hub ids.
 
     A base spec is a diffusers folder, a .safetensors checkpoint, a Hub id
     'namespace/name' (downloaded from $HF_ENDPOINT), 'lorahub/embedded-sd1-tiny'
-    (the default) or 'lorahub/embedded-sdxl-tiny' (both built offline on first use).
+    (the default), 'lorahub/embedded-sdxl-tiny', 'lorahub/embedded-flux-tiny' or
+    'lorahub/embedded-sd3-tiny' (all built offline on first use).
     """
 
 
 @base_group.command("build")
-@click.option("--family", type=click.Choice(["sd1", "sdxl"]), default="sd1", show_default=True,
-              help="Which embedded model: sd1 (lorahub/embedded-sd1-tiny) or sdxl (lorahub/embedded-sdxl-tiny).")
+@click.option("--family", type=click.Choice(["sd1", "sdxl", "flux", "sd3"]), default="sd1", show_default=True,
+              help="Which embedded model: sd1 (lorahub/embedded-sd1-tiny), sdxl (lorahub/embedded-sdxl-tiny), "
+              "flux (lorahub/embedded-flux-tiny, Flux.1-dev) or sd3 (lorahub/embedded-sd3-tiny, SD 3.5).")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of the random weights (default: keep the existing build, else 0).")
 @click.option("--force", is_flag=True, help="Rebuild even if it exists.")

@@ -1,4 +1,5 @@
-"""The embedded base models: tiny Stable Diffusion 1.x and SDXL pipelines built offline.
+"""The embedded base models: tiny Stable Diffusion 1.x and SDXL pipelines built offline (and, registered
+here, the Flux.1 and SD 3.5 ones of :mod:`lorahub.base.embedded_mmdit`: families ``"flux"`` and ``"sd3"``).
 
 lorahub needs a base model for training, previews, blending and its tests, and
 must work without network access. So it builds one, on first need, from a seed:
@@ -107,6 +108,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BaseModelError
+from . import embedded_mmdit as _mmdit
 
 #: What the user sees and types (``--base lorahub/embedded-sd1-tiny``).
 EMBEDDED_ID = "lorahub/embedded-sd1-tiny"
@@ -258,9 +260,12 @@ class EmbeddedModel:
     components: tuple[str, ...]
     #: Sub-folders holding weights.
     weighted: tuple[str, ...]
+    #: The denoiser's config: the UNet's (sd1, sdxl) or the transformer's (flux, sd3; see ``denoiser``).
     unet_config: dict[str, Any]
     #: Native image side in pixels (UNet sample size x VAE factor 8).
     resolution: int
+    #: The pipeline component that denoises: ``"unet"`` or ``"transformer"``.
+    denoiser: str = "unet"
 
 
 MODELS: dict[str, EmbeddedModel] = {
@@ -269,13 +274,17 @@ MODELS: dict[str, EmbeddedModel] = {
     "sdxl": EmbeddedModel("sdxl", SDXL_ID, SDXL_NAME, "StableDiffusionXLPipeline", SDXL_COMPONENTS,
                           ("unet", "vae", "text_encoder", "text_encoder_2"), SDXL_UNET_CONFIG,
                           int(SDXL_UNET_CONFIG["sample_size"]) * 8),
+    "flux": EmbeddedModel("flux", _mmdit.FLUX_ID, _mmdit.FLUX_NAME, "FluxPipeline", _mmdit.FLUX_COMPONENTS,
+                          _mmdit.FLUX_WEIGHTED, _mmdit.FLUX_TRANSFORMER_CONFIG, _mmdit.FLUX_RESOLUTION, "transformer"),
+    "sd3": EmbeddedModel("sd3", _mmdit.SD3_ID, _mmdit.SD3_NAME, "StableDiffusion3Pipeline", _mmdit.SD3_COMPONENTS,
+                         _mmdit.SD3_WEIGHTED, _mmdit.SD3_TRANSFORMER_CONFIG, _mmdit.SD3_RESOLUTION, "transformer"),
 }
 #: The families there is an embedded model of.
 FAMILIES = tuple(MODELS)
 
 
 def model(family: str = FAMILY) -> EmbeddedModel:
-    """The embedded model of ``family`` (``"sd1"`` or ``"sdxl"``); :class:`BaseModelError` otherwise."""
+    """The embedded model of ``family`` (``"sd1"``, ``"sdxl"``, ``"flux"``, ``"sd3"``); :class:`BaseModelError` otherwise."""
     try:
         return MODELS[family]
     except KeyError:
@@ -338,7 +347,7 @@ def ensure_embedded(
     progress: Callable[[str], None] | None = None,
     family: str = FAMILY,
 ) -> Path:
-    """Return the folder of an embedded model (``family``: sd1 or sdxl), building it first when needed.
+    """Return the folder of an embedded model (``family``: sd1, sdxl, flux, sd3), building it first when needed.
 
     ``path`` (an explicit folder) wins over ``home`` (a lorahub home), which
     wins over ``$LORAHUB_HOME``. An existing complete build is reused as is,
@@ -380,7 +389,7 @@ def build_embedded(
     try:
         say(f"building the embedded base model {spec.id} (seed {seed})")
         started = time.monotonic()
-        pipe = build_pipeline(seed) if family == "sd1" else build_xl_pipeline(seed)
+        pipe = builder(family)(seed)
         say("saving it")
         import transformers
 
@@ -462,6 +471,16 @@ def build_xl_pipeline(seed: int = 0):  # noqa: ANN201 - returns a diffusers pipe
     )
 
 
+def builder(family: str = FAMILY) -> Callable[[int], Any]:
+    """The function building the pipeline of ``family`` in memory from a seed (looked up when called)."""
+    return {
+        "sd1": build_pipeline,
+        "sdxl": build_xl_pipeline,
+        "flux": _mmdit.build_flux_pipeline,
+        "sd3": _mmdit.build_sd3_pipeline,
+    }[model(family).family]
+
+
 def component_seed(seed: int, component: str) -> int:
     """The torch seed of one component: 63 bits of SHA-256("<seed>:<component>")."""
     digest = hashlib.sha256(f"{seed}:{component}".encode()).digest()
@@ -509,6 +528,8 @@ def _plain(config: dict[str, Any]) -> dict[str, Any]:
 
 def config_summary(family: str = FAMILY) -> dict[str, Any]:
     """A JSON-able summary of the architecture (written to the marker, shown by ``base info``)."""
+    if model(family).denoiser == "transformer":
+        return _mmdit.config_summary(family)
     if family == "sdxl":
         return {
             "unet": _plain(SDXL_UNET_CONFIG),

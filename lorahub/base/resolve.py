@@ -6,7 +6,10 @@ A spec is one of:
   SD 1.x model (:mod:`lorahub.base.embedded`), built on first need;
   ``"lorahub/embedded-sdxl-tiny"`` (or ``"embedded-sdxl"``): the embedded tiny SDXL
   model, likewise;
-- a local diffusers pipeline folder (it has ``model_index.json``);
+- ``"lorahub/embedded-flux-tiny"`` / ``"embedded-flux"`` and ``"lorahub/embedded-sd3-tiny"`` /
+  ``"embedded-sd3"``: the embedded tiny Flux.1 and SD 3.5 models (families ``flux``, ``sd3``);
+- a local diffusers pipeline folder (it has ``model_index.json``): ``StableDiffusionPipeline``,
+  ``StableDiffusionXLPipeline``, ``FluxPipeline`` or ``StableDiffusion3Pipeline``;
 - a single-file ``.safetensors`` checkpoint in the original SD layout (A1111,
   ComfyUI, Civitai). diffusers needs the configs of the pipeline to load one;
   lorahub never lets it fetch them from the network, so pass a local diffusers
@@ -48,11 +51,26 @@ KINDS = ("embedded", "folder", "single_file", "hub")
 EMBEDDED_ALIASES = ("", "embedded", "default", _embedded.EMBEDDED_ID)
 #: Words that name the embedded SDXL model.
 EMBEDDED_XL_ALIASES = ("embedded-sdxl", _embedded.SDXL_ID)
+#: Words naming the other embedded models, with their family (``embedded-flux``, ``lorahub/embedded-flux-tiny``).
+EMBEDDED_OTHER_ALIASES: dict[str, str] = {
+    word: family for family in ("flux", "sd3")
+    for word in (f"embedded-{family}", _embedded.model(family).id)
+}
 
 #: Pipeline classes lorahub can load, with the family they imply (None: look closer).
 PIPELINE_CLASSES: dict[str, str | None] = {
     "StableDiffusionPipeline": None,
     "StableDiffusionXLPipeline": "sdxl",
+    "FluxPipeline": "flux",
+    "StableDiffusion3Pipeline": "sd3",
+}
+#: The components a pipeline folder of each class must name in model_index.json.
+REQUIRED_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "StableDiffusionPipeline": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    "StableDiffusionXLPipeline": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    "FluxPipeline": ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"),
+    "StableDiffusion3Pipeline": ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer",
+                                 "tokenizer_2", "scheduler"),
 }
 
 #: What a Hub download fetches (``*`` matches ``/`` too): configs, tokenizer files, safetensors.
@@ -118,7 +136,7 @@ def is_embedded_spec(spec: str | os.PathLike[str] | None) -> bool:
 
 
 def embedded_family(spec: str | os.PathLike[str] | None) -> str | None:
-    """``"sd1"`` or ``"sdxl"`` when ``spec`` names an embedded model, else ``None``."""
+    """``"sd1"``, ``"sdxl"``, ``"flux"`` or ``"sd3"`` when ``spec`` names an embedded model, else ``None``."""
     if spec is None:
         return _embedded.FAMILY
     if not isinstance(spec, str):
@@ -128,7 +146,7 @@ def embedded_family(spec: str | os.PathLike[str] | None) -> str | None:
         return _embedded.FAMILY
     if word in EMBEDDED_XL_ALIASES:
         return "sdxl"
-    return None
+    return EMBEDDED_OTHER_ALIASES.get(word)
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -179,7 +197,7 @@ def resolve_base(
     raise BaseModelError(
         f"{text}: no such file or folder",
         hint="a base model is a diffusers folder, a .safetensors checkpoint, a Hub id 'namespace/name' "
-        f"or '{_embedded.EMBEDDED_ID}' / '{_embedded.SDXL_ID}'",
+        f"or an embedded model: {', '.join(m.id for m in _embedded.MODELS.values())}",
     )
 
 
@@ -254,9 +272,10 @@ def _resolve_folder(folder: Path, *, spec: str | None, kind: str = "folder", **e
     if cls not in PIPELINE_CLASSES:
         raise BaseModelError(
             f"{folder}: a {cls}, not a Stable Diffusion pipeline",
-            hint="lorahub supports StableDiffusionPipeline (SD 1.x/2.x) and StableDiffusionXLPipeline folders",
+            hint="lorahub supports StableDiffusionPipeline (SD 1.x/2.x), StableDiffusionXLPipeline, "
+            "FluxPipeline and StableDiffusion3Pipeline folders",
         )
-    missing = [name for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if name not in index]
+    missing = [name for name in REQUIRED_COMPONENTS[cls] if name not in index]
     if missing:
         raise BaseModelError(f"{folder}: model_index.json lacks {', '.join(missing)}: not a complete pipeline")
     _check_weights(folder, index)
@@ -273,7 +292,7 @@ def _resolve_folder(folder: Path, *, spec: str | None, kind: str = "folder", **e
     )
 
 
-_WEIGHTED = ("unet", "vae", "text_encoder", "text_encoder_2")
+_WEIGHTED = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 def _check_weights(folder: Path, index: dict[str, Any]) -> None:
@@ -334,7 +353,7 @@ def _resolve_single_file(
             raise BaseModelError(f"--base-config {cfg}: no such folder")
         read_pipeline_index(cfg)
         config = str(cfg)
-    elif family in _embedded.MODELS and context_dim(header) == _embedded.model(family).unet_config["cross_attention_dim"]:
+    elif family in _embedded.MODELS and context_dim(header) == _embedded.model(family).unet_config.get("cross_attention_dim"):
         # An embedded architecture: its own folder describes it.
         emb = _embedded.ensure_embedded(home=home, family=family) if build else _embedded.embedded_path(home, family)
         config = str(emb)

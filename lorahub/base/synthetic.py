@@ -61,13 +61,15 @@ _FAMILY_META = {
     "sd2": {"ss_base_model_version": "sd_v2", "ss_v2": "True", "arch": "stable-diffusion-v2-512"},
     "sdxl": {"ss_base_model_version": "sdxl_base_v1-0", "ss_v2": "False", "arch": "stable-diffusion-xl-v1-base"},
 }
+#: modelspec architectures of the transformer families (diffusers layout only; sd-scripts' sai_model_spec names).
+_MMDIT_ARCH = {"flux": "flux-1-dev", "sd3": "stable-diffusion-3.5-medium"}
 
 
 @dataclass(frozen=True)
 class Module:
     """A target module of the base model: its path and weight shape ``[out, in, (kh, kw)]``."""
 
-    component: str  # "unet", "text_encoder" or "text_encoder_2"
+    component: str  # "unet" or "transformer", "text_encoder", "text_encoder_2"
     path: str  # diffusers/transformers module path, e.g. "down_blocks.0.attentions.0...attn1.to_q"
     shape: tuple[int, ...]
 
@@ -103,15 +105,14 @@ def target_modules(
     """The modules of the pipeline in ``base_folder`` whose paths end with one of ``targets``.
 
     Read from the safetensors headers: linear (2-D) and convolution (4-D)
-    weights only. UNet modules first, then text encoder ones (both encoders
-    of an SDXL pipeline), each sorted.
+    weights only. UNet (Flux/SD3: transformer) modules first, then the CLIP
+    text encoders' (both of SDXL and SD3; T5 encoders are left out), each sorted.
     """
     folder = Path(base_folder)
     out: list[Module] = []
-    encoders = [("text_encoder", text_encoder_targets)]
-    if (folder / "text_encoder_2").is_dir():
-        encoders.append(("text_encoder_2", text_encoder_targets))
-    for component, wanted in (("unet", targets), *encoders):
+    denoiser = "transformer" if (folder / "transformer").is_dir() and not (folder / "unet").is_dir() else "unet"
+    encoders = [(e, text_encoder_targets) for e in ("text_encoder", "text_encoder_2") if _is_clip(folder / e)]
+    for component, wanted in ((denoiser, targets), *encoders):
         if not wanted:
             continue
         shapes = _weight_headers(folder, component)
@@ -120,7 +121,7 @@ def target_modules(
             if not name.endswith(".weight") or len(shape) not in (2, 4):
                 continue
             path = name[: -len(".weight")]
-            if component != "unet":
+            if component != denoiser:
                 path = path.removeprefix("text_model.")
             if _matches(path, wanted):
                 found.append(Module(component, path, tuple(shape)))
@@ -128,6 +129,17 @@ def target_modules(
             raise UsageError(f"no {component} module of {folder} matches the targets {', '.join(wanted)}")
         out.extend(sorted(found, key=lambda m: m.path))
     return out
+
+
+def _is_clip(sub: Path) -> bool:
+    """Is ``sub`` a CLIP text encoder folder (not T5, not absent)?"""
+    if not sub.is_dir():
+        return False
+    try:
+        config = json.loads((sub / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return sub.name == "text_encoder"  # (as before: SD 1.x/SDXL folders without a readable config)
+    return isinstance(config, dict) and str(config.get("model_type", "clip_text_model")).startswith("clip")
 
 
 def _base_folder(base: Any) -> tuple[Path, str | None, str]:
@@ -159,10 +171,10 @@ def kohya_name(module: Module, family: str | None = None, unet_config: Mapping[s
 
 
 def diffusers_name(module: Module) -> str:
-    """``unet.<path>``, ``text_encoder.text_model.<path>`` (the real-world SD 1.x spelling) or
-    ``text_encoder_2.text_model.<path>``."""
-    if module.component == "unet":
-        return f"unet.{module.path}"
+    """``unet.<path>`` (``transformer.<path>``), ``text_encoder.text_model.<path>`` (the real-world SD 1.x
+    spelling) or ``text_encoder_2.text_model.<path>``."""
+    if module.component in ("unet", "transformer"):
+        return f"{module.component}.{module.path}"
     return f"{module.component}.text_model.{module.path}"
 
 
@@ -219,7 +231,8 @@ def make_adapter(
     folder, family, base_name = _base_folder(base)
     family = family or "sd1"
     if fmt == "kohya" and family not in _FAMILY_META:
-        raise UsageError(f"kohya names are implemented for SD 1.x/2.x and SDXL bases, not {family}")
+        raise UsageError(f"kohya names are implemented for SD 1.x/2.x and SDXL bases, not {family}",
+                         hint="write the diffusers layout and convert it (lorahub convert --format kohya)")
     unet_config = _unet_config(folder) if family == "sdxl" else None
     modules = target_modules(folder, targets, te_targets)
     too_small = [m for m in modules if rank > min(m.shape[0], m.fan_in)]
@@ -278,6 +291,11 @@ def _unet_config(folder: Path) -> dict[str, Any] | None:
 
 
 def _resolution(folder: Path) -> int:
+    from .embedded import read_marker
+
+    marked = ((read_marker(folder) or {}).get("config") or {}).get("resolution")
+    if isinstance(marked, int) and not isinstance(marked, bool) and marked > 0:
+        return marked
     try:
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
@@ -312,12 +330,12 @@ def _metadata(
     fam = _FAMILY_META.get(family, _FAMILY_META["sd1"])
     md: dict[str, str] = {
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": f"{fam['arch']}/lora",
+        "modelspec.architecture": f"{_MMDIT_ARCH.get(family, fam['arch'])}/lora",
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models"
         if fmt == "kohya" and family == "sdxl" else "diffusers",
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution}x{resolution}",
-        "modelspec.prediction_type": "epsilon",
+        **({} if family in _MMDIT_ARCH else {"modelspec.prediction_type": "epsilon"}),
         "modelspec.description": f"synthetic random LoRA (rank {rank}, seed {seed}) for {base_name}, made by lorahub",
     }
     if trigger:
@@ -345,8 +363,9 @@ def _metadata(
     else:
         md["format"] = "pt"
         config: dict[str, Any] = {}
-        encoders = ("text_encoder", "text_encoder_2") if family == "sdxl" else ("text_encoder",)
-        for prefix, wanted in (("unet", targets), *((e, te_targets) for e in encoders)):
+        encoders = ("text_encoder", "text_encoder_2") if family in ("sdxl", "sd3") else ("text_encoder",)
+        denoiser = "transformer" if family in _MMDIT_ARCH else "unet"
+        for prefix, wanted in ((denoiser, targets), *((e, te_targets) for e in encoders)):
             if not wanted:
                 continue
             peft = {

@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The cross-attention width of each family's UNet.
 FAMILY_WIDTH = {"sd1": 768, "sd2": 1024, "sdxl": 2048}
 
+#: The families whose adapters the live pipeline loads (each on a base of its own family).
+LIVE_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "sd3")
+
 #: Formats the live pipeline converts instead of loading as they are.
 CONVERTED_FORMATS = ("lycoris-loha", "lycoris-lokr", "lycoris-full")
 
@@ -72,7 +75,11 @@ class BaseInfo:
             lpb = lpb[0] if lpb else None
         cls_name = type(pipe).__name__
         if family is None:
-            if "XL" in cls_name:
+            if cls_name.startswith("Flux"):
+                family = "flux"
+            elif cls_name.startswith("StableDiffusion3"):
+                family = "sd3"
+            elif "XL" in cls_name:
                 family = "sdxl"
             elif width in (768, 1024):
                 family = "sd1" if width == 768 else "sd2"
@@ -80,7 +87,8 @@ class BaseInfo:
                 family = "sd2"
             else:
                 family = "sd1"
-        comps = tuple(c for c in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, c, None) is not None)
+        comps = tuple(c for c in ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+                      if getattr(pipe, c, None) is not None)
         return cls(
             name=name or getattr(getattr(pipe, "config", None), "_name_or_path", None) or cls_name,
             family=family,
@@ -111,16 +119,16 @@ def check_report(report: InspectReport, base: BaseInfo) -> CompatReport:
 
     fam = report.base_family if report.base_family != "unknown" else None
     evidence = "; ".join(report.family_evidence) or "metadata"
-    if fam and fam not in ("sd1", "sd2", "sdxl"):  # SD3, Flux.1 and the families lorahub only names
+    if fam and fam not in LIVE_FAMILIES:  # the families lorahub only names (Qwen-Image, Wan, ...)
         raise AdapterCompatibilityError(
             f"{path}: a {family_name(fam)} adapter ({evidence}) cannot be used with the {base.family_label} base "
             f"{base.name}",
-            hint="lorahub's live pipeline supports SD 1.x, SD 2.x and SDXL bases",
+            hint="lorahub's live pipeline supports SD 1.x, SD 2.x, SDXL, Flux.1 and SD3 bases",
         )
     if fam and base.family and fam != base.family:
         raise AdapterCompatibilityError(
-            f"{path}: an {family_name(fam)} adapter ({evidence}) does not fit the {base.family_label} base {base.name}",
-            hint=f"load it on an {family_name(fam)} base model",
+            f"{path}: {_an(family_name(fam))} adapter ({evidence}) does not fit the {base.family_label} base {base.name}",
+            hint=f"load it on {_an(family_name(fam))} base model",
         )
     width = report.cross_attention_dim
     if width and base.cross_attention_dim and width != base.cross_attention_dim:
@@ -318,7 +326,9 @@ def verify_exact(
         expected.update(sd)
     listed = pipe.get_list_adapters()
     for comp in sorted({k.split(".", 1)[0] for k in expected}):
-        if slot not in listed.get(comp, []):
+        # a component diffusers does not list (Flux's and SD3's T5): its own peft config
+        names = listed.get(comp) if comp in listed else list(getattr(getattr(pipe, comp, None), "peft_config", {}) or {})
+        if slot not in names:
             raise AdapterLoadError(
                 f"{source}: after loading, the {comp} does not list the adapter (a silent no-op load)",
                 hint="the file's keys did not reach the model",
@@ -350,6 +360,11 @@ def verify_exact(
         if bool(bad.any()):
             name = checks[int(bad.int().argmax())][0]
             raise AdapterLoadError(f"{source}: module '{name}' holds other weights than the file after loading")
+
+
+def _an(name: str) -> str:
+    """``"an SDXL"``, ``"a Flux.1"``: the article as the name is spoken."""
+    return f"{'an' if name[:1] in 'AEIOUS' else 'a'} {name}"
 
 
 def describe_family(family: str | None) -> str:

@@ -2,8 +2,12 @@
 
 :class:`LivePipeline` loads a base once (the embedded default, a diffusers
 folder, a single-file checkpoint or a Hub id, through
-:func:`lorahub.base.resolve.load_pipeline`; SD 1.x/2.x and SDXL pipeline
-classes) and then manages adapters by the names users give them. Changing
+:func:`lorahub.base.resolve.load_pipeline`; SD 1.x/2.x, SDXL, Flux.1 and SD3
+pipeline classes) and then manages adapters by the names users give them. On
+Flux.1 and SD3 the transformer plays the UNet's part everywhere below (its
+weight is an adapter's "unet" weight); the T5 parts of their adapters, which
+diffusers' pipelines do not load, are loaded as diffusers loads CLIP parts
+(transformers' ``load_adapter``), Flux's T5 weighed as ``te2``, SD3's as ``te``. Changing
 which adapters are active, their weights, or replacing an adapter with another
 file never reloads the base and, under ``torch.compile``, never recompiles.
 
@@ -63,7 +67,10 @@ SLOT_PREFIX = "lhs"
 SLOT_DIGITS = 4
 SLOT_RE = re.compile(rf"^{SLOT_PREFIX}\d{{{SLOT_DIGITS}}}$")
 DEFAULT_TARGET_RANK = 32
-TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+#: The pipeline components that denoise: SD 1.x/2.x/SDXL's UNet, Flux.1's and SD3's transformer. An adapter's
+#: "unet" weight (A1111's ``<lora:name:te:unet>``) is the denoiser's, whichever it is.
+DENOISERS = ("unet", "transformer")
 
 
 def slot_id(n: int) -> str:
@@ -117,12 +124,14 @@ class Adapter:
 
     @property
     def te2(self) -> float:
-        """The weight of the second text encoder (SDXL): ``te2_weight``, else ``te_weight``."""
+        """The weight of the second text encoder (SDXL's and SD3's CLIP-G, Flux.1's T5): ``te2_weight``, else
+        ``te_weight``."""
         return self.te_weight if self.te2_weight is None else self.te2_weight
 
     def weight_of(self, component: str) -> float:
-        """The weight applied to ``component`` (``unet``, ``text_encoder``, ``text_encoder_2``)."""
-        if component == "unet":
+        """The weight applied to ``component`` (``unet`` or ``transformer``: the denoiser's; ``text_encoder``,
+        ``text_encoder_2``; ``text_encoder_3``, SD3's T5, follows ``te_weight``)."""
+        if component in DENOISERS:
             return self.unet_weight
         return self.te2 if component == "text_encoder_2" else self.te_weight
 
@@ -153,7 +162,7 @@ class _Prepared:
 
     @property
     def unet_paths(self) -> frozenset[str]:
-        return frozenset(t.path for t in self.targets.values() if t.component == "unet")
+        return frozenset(t.path for t in self.targets.values() if t.component in DENOISERS)
 
 
 #: How many prepared adapters a LivePipeline keeps (A/B toggling swaps without re-reading files).
@@ -285,7 +294,7 @@ class LivePipeline:
             "renders": 0,
         }
         self.timings: dict[str, list[float]] = {"load": [], "hotswap": [], "weights": [], "render": []}
-        ref_name, family = None, None
+        ref_name, family, ref_path = None, None, None
         if pipe is None:
             from ..base.resolve import load_pipeline, resolve_base
 
@@ -294,17 +303,22 @@ class LivePipeline:
             pipe = load_pipeline(ref, device=device, dtype=dtype)
             self.stats["base_loads"] += 1
             self.base_load_seconds = time.perf_counter() - started
-            ref_name, family = ref.name, ref.family
+            ref_name, family, ref_path = ref.name, ref.family, ref.path
         else:
             self.stats["base_loads"] += 1
             self.base_load_seconds = 0.0
-            if any(getattr(getattr(pipe, c, None), "peft_config", None) for c in ("unet", *TEXT_ENCODERS)):
+            if any(getattr(getattr(pipe, c, None), "peft_config", None) for c in (*DENOISERS, *TEXT_ENCODERS)):
                 raise AdapterLoadError(
                     "the pipeline already holds LoRA adapters: LivePipeline must make every load itself "
                     "(enable_lora_hotswap has to come before the first one)",
                     hint="pass a freshly loaded pipeline",
                 )
         self.pipe = pipe
+        #: The component that denoises: "unet" (SD 1.x/2.x, SDXL) or "transformer" (Flux.1, SD3).
+        has_unet = getattr(pipe, "unet", None) is not None
+        self.denoiser = "transformer" if not has_unet and getattr(pipe, "transformer", None) is not None else "unet"
+        self._native = _marked_resolution(ref_path)
+        self._group_offloaded = _group_offloaded(pipe)
         self.device = str(getattr(pipe, "device", device))
         self.base = BaseInfo.from_pipeline(pipe, name=ref_name, family=family)
         if resolver is None:
@@ -341,13 +355,22 @@ class LivePipeline:
         return {s.id: s.adapter for s in self._slots.values()}
 
     @property
+    def denoiser_model(self) -> Any:
+        """The pipeline's UNet or transformer."""
+        return getattr(self.pipe, self.denoiser)
+
+    @property
     def dtype(self) -> Any:
-        return self.pipe.unet.dtype
+        return self.denoiser_model.dtype
 
     def native_size(self) -> tuple[int, int]:
-        """``(width, height)`` the base was trained at: the UNet's sample size times the VAE's scale."""
+        """``(width, height)`` the base was trained at: the UNet's (SD3 transformer's) sample size times the VAE's
+        scale; an embedded Flux/SD3 base's recorded size; FluxPipeline's default otherwise (1024)."""
+        if self._native and self.denoiser == "transformer":
+            return self._native, self._native
         scale = getattr(self.pipe, "vae_scale_factor", 8) or 8
-        sample = getattr(self.pipe.unet.config, "sample_size", 64)
+        default = getattr(self.pipe, "default_sample_size", 64)
+        sample = getattr(self.denoiser_model.config, "sample_size", None) or default
         if isinstance(sample, (list, tuple)):
             sample = sample[0]
         side = int(sample) * int(scale)
@@ -386,7 +409,7 @@ class LivePipeline:
         """Load ``source`` (default: ``name``, resolved by the resolver) as adapter ``name``.
 
         ``weight`` sets every component; ``te``/``unet`` the text encoders' and the UNet's
-        (A1111's ``<lora:name:te:unet>``); ``te2`` SDXL's second text encoder's alone.
+        (A1111's ``<lora:name:te:unet>``); ``te2`` the second text encoder's alone (SDXL/SD3: CLIP-G, Flux.1: T5).
 
         If ``name`` is already loaded, this is :meth:`swap`. A free slot whose
         modules cover the new adapter's is reused by hot-swapping.
@@ -541,19 +564,21 @@ class LivePipeline:
     @contextlib.contextmanager
     def scaling_tensors(self, weights: dict[str, dict[str, Any]]) -> Iterator[None]:
         """Within the block, the LoRA layers of each named adapter scale by the given tensors, per component
-        (``{name: {"unet": t, "text_encoder": t, "text_encoder_2": t}}``): e.g. tensors that require grad, so
+        (``{name: {"unet": t, "text_encoder": t, "text_encoder_2": t}}``, "unet" meaning the denoiser, UNet or
+        transformer): e.g. tensors that require grad, so
         that autograd reaches the weights through the scaled deltas (``lorahub.pipeline.blendsearch``). The
         adapters must be enabled; afterwards every scaling is the adapters' weights again."""
         with self._lock:
             slots = {self.adapter(name).slot: per for name, per in weights.items()}
             saved: list[tuple[Any, str, Any]] = []
             try:
-                for comp in ("unet", *TEXT_ENCODERS):
+                for comp in (self.denoiser, *TEXT_ENCODERS):
+                    part = "unet" if comp == self.denoiser else comp
                     for module in self._lora_layers(comp):
                         for slot, per in slots.items():
-                            if slot in module.scaling and comp in per:
+                            if slot in module.scaling and part in per:
                                 saved.append((module, slot, module.scaling[slot]))
-                                module.scaling[slot] = per[comp] * (module.lora_alpha[slot] / module.r[slot])
+                                module.scaling[slot] = per[part] * (module.lora_alpha[slot] / module.r[slot])
                 yield
             finally:
                 for module, slot, value in saved:
@@ -641,8 +666,9 @@ class LivePipeline:
         if not self.compile_backend or self._compiled:
             return
 
-        # In place (nn.Module.compile): pipe.unet stays the same object, so loads and weights keep working.
-        self.pipe.unet.compile(backend=self.compile_backend)
+        # In place (nn.Module.compile): pipe.unet (pipe.transformer) stays the same object, so loads and weights
+        # keep working.
+        self.denoiser_model.compile(backend=self.compile_backend)
         self._compiled = True
         self._frames_at_compile = None  # set after the first (compiling) call
 
@@ -698,7 +724,7 @@ class LivePipeline:
             notes.append(f"{len(missing)} of {len(lora.modules)} module(s) have no match in the base (e.g. '{missing[0]}')")
             for key in missing:
                 del lora.modules[key]
-        over = [k for k, f in lora.modules.items() if k.startswith("unet.") and f.rank > self.target_rank]
+        over = [k for k, f in lora.modules.items() if k.startswith(f"{self.denoiser}.") and f.rank > self.target_rank]
         if over:
             worst = 0.0
             for key in over:
@@ -722,7 +748,7 @@ class LivePipeline:
             n += 1
         sid = slot_id(n)
         # The id must not occur inside any parameter name of the pipeline (peft matches by substring).
-        for comp in ("unet", *TEXT_ENCODERS):
+        for comp in (self.denoiser, *TEXT_ENCODERS):
             model = getattr(self.pipe, comp, None)
             if model is not None and any(sid in pname for pname, _ in model.named_parameters()):
                 raise AdapterLoadError(f"internal: slot id {sid} occurs in a parameter name of the {comp}")
@@ -731,8 +757,8 @@ class LivePipeline:
         return slot
 
     def _state_dicts(self, lora: Any, targets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        dtype = self.pipe.unet.dtype
-        device = self.pipe.unet.device
+        dtype = self.denoiser_model.dtype
+        device = self.denoiser_model.device
         unet: dict[str, Any] = {}
         te: dict[str, dict[str, Any]] = {c: {} for c in TEXT_ENCODERS}
         # text-encoder parts padded like the UNet's (to the slot rank, or their own when larger): the next
@@ -740,10 +766,10 @@ class LivePipeline:
         te_rank = {c: max(self.target_rank, lora.max_rank(c)) for c in TEXT_ENCODERS}
         for key, f in lora.modules.items():
             tgt = targets[key]
-            if tgt.component == "unet":
+            if tgt.component == self.denoiser:
                 a, b = f.padded(self.target_rank).weights()
-                unet[f"unet.{tgt.path}.lora_A.weight"] = a.to(device=device, dtype=dtype)
-                unet[f"unet.{tgt.path}.lora_B.weight"] = b.to(device=device, dtype=dtype)
+                unet[f"{self.denoiser}.{tgt.path}.lora_A.weight"] = a.to(device=device, dtype=dtype)
+                unet[f"{self.denoiser}.{tgt.path}.lora_B.weight"] = b.to(device=device, dtype=dtype)
             else:
                 comp = tgt.component
                 a, b = f.padded(te_rank[comp]).weights()
@@ -772,8 +798,8 @@ class LivePipeline:
             with quiet():
                 if unet_sd:
                     swap = hotswap and bool(slot.unet_paths)
-                    pipe.unet.load_lora_adapter(unet_sd, prefix="unet", adapter_name=slot.id, hotswap=swap,
-                                                _pipeline=pipe)
+                    self.denoiser_model.load_lora_adapter(unet_sd, prefix=self.denoiser, adapter_name=slot.id,
+                                                          hotswap=swap, _pipeline=self._offload_pipeline())
                     if not swap:
                         slot.unet_paths = prep.unet_paths
                         changed = True
@@ -797,10 +823,14 @@ class LivePipeline:
                         delete_adapter_layers(model, slot.id)
                         slot.te[comp] = False
                         changed = True
-                    if te_sds[comp]:
+                    if te_sds[comp] and comp not in self._diffusers_loadable():
+                        _load_t5_part(model, comp, te_sds[comp], slot.id)
+                        slot.te[comp] = True
+                        changed = True
+                    elif te_sds[comp]:
                         type(pipe).load_lora_into_text_encoder(
                             te_sds[comp], network_alphas=None, text_encoder=model, prefix=comp,
-                            adapter_name=slot.id, _pipeline=pipe, hotswap=False,
+                            adapter_name=slot.id, _pipeline=self._offload_pipeline(), hotswap=False,
                         )
                         slot.te[comp] = True
                         changed = True
@@ -822,6 +852,24 @@ class LivePipeline:
                 self._apply()
             raise
 
+    def _diffusers_loadable(self) -> tuple[str, ...]:
+        """The components diffusers' pipeline class loads LoRAs into (``_lora_loadable_modules``): FluxPipeline's
+        leave out its T5 (``text_encoder_2``), StableDiffusion3Pipeline's its T5 (``text_encoder_3``)."""
+        return tuple(getattr(type(self.pipe), "_lora_loadable_modules", None) or (self.denoiser, *TEXT_ENCODERS))
+
+    def _offload_pipeline(self) -> Any:
+        """The pipeline when offloading hooks are on it (diffusers then takes them off around a load and puts them
+        back), else None: diffusers' own check walks every module of every component on each load (13 ms of a
+        30-70 ms hot-swap on the tiny Flux base). Model/sequential CPU offload is seen at each load (hooks on the
+        components); group offloading as it was when the pipeline was made."""
+        import torch
+
+        pipe = self.pipe
+        if self._group_offloaded or getattr(pipe, "hf_device_map", None) is not None:
+            return pipe
+        hooked = any(hasattr(c, "_hf_hook") for c in pipe.components.values() if isinstance(c, torch.nn.Module))
+        return pipe if hooked else None
+
     def _module_table(self) -> dict[str, dict[str, Any]]:
         """component -> {path: module}, rebuilt after loads that change the module tree."""
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -829,7 +877,7 @@ class LivePipeline:
         table = self._layers.get("__modules__")
         if table is None:
             table = {}
-            for comp in ("unet", *TEXT_ENCODERS):
+            for comp in (self.denoiser, *TEXT_ENCODERS):
                 model = getattr(self.pipe, comp, None)
                 if model is not None:
                     table[comp] = {n: m for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
@@ -895,7 +943,7 @@ class LivePipeline:
         import torch
 
         with torch.no_grad():
-            for module in self._lora_layers("unet"):
+            for module in self._lora_layers(self.denoiser):
                 if slot.id in getattr(module, "lora_B", {}):
                     module.lora_B[slot.id].weight.zero_()
 
@@ -903,8 +951,8 @@ class LivePipeline:
         from diffusers.utils.peft_utils import delete_adapter_layers
 
         with quiet():
-            if slot.unet_paths and slot.id in getattr(self.pipe.unet, "peft_config", {}):
-                self.pipe.unet.delete_adapters(slot.id)
+            if slot.unet_paths and slot.id in getattr(self.denoiser_model, "peft_config", {}):
+                self.denoiser_model.delete_adapters(slot.id)
             for comp in TEXT_ENCODERS:
                 model = getattr(self.pipe, comp, None)
                 if model is not None and slot.te.get(comp):
@@ -919,7 +967,7 @@ class LivePipeline:
         weight changes are in-place fills and never recompile."""
         import torch
 
-        for module in self._lora_layers("unet"):
+        for module in self._lora_layers(self.denoiser):
             for key, value in list(module.scaling.items()):
                 if not isinstance(value, torch.Tensor):
                     module.scaling[key] = torch.tensor(float(value), device=module.lora_A[key].weight.device)
@@ -934,10 +982,10 @@ class LivePipeline:
         for slot in self._slots.values():
             ad = self._adapters.get(slot.adapter) if slot.adapter else None
             if ad is not None and ad.enabled:
-                weights[slot.id] = {c: ad.weight_of(c) for c in ("unet", *TEXT_ENCODERS)}
+                weights[slot.id] = {c: ad.weight_of(c) for c in (self.denoiser, *TEXT_ENCODERS)}
             elif compiled:
                 weights[slot.id] = {}  # keep the set of active adapters fixed (weight 0): no recompilation
-        for comp in ("unet", *TEXT_ENCODERS):
+        for comp in (self.denoiser, *TEXT_ENCODERS):
             model = getattr(self.pipe, comp, None)
             if model is None:
                 continue
@@ -972,6 +1020,37 @@ class LivePipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _load_t5_part(model: Any, comp: str, sd: dict[str, Any], slot: str) -> None:
+    """Load a T5 encoder's LoRA part (``<comp>.<module>.lora_A/B.weight``, alpha folded in, one padded rank) as
+    adapter ``slot``, the way diffusers loads a CLIP part (transformers' ``load_adapter``, peft layers):
+    diffusers' Flux/SD3 pipelines do not load LoRAs into their T5 encoder themselves."""
+    from peft import LoraConfig
+
+    local = {k[len(comp) + 1 :]: v for k, v in sd.items()}
+    paths = sorted(k[: -len(".lora_A.weight")] for k in local if k.endswith(".lora_A.weight"))
+    rank = max(int(local[f"{p}.lora_A.weight"].shape[0]) for p in paths)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=paths, init_lora_weights=False)
+    model.load_adapter(adapter_name=slot, adapter_state_dict=local, peft_config=config)
+
+
+def _group_offloaded(pipe: Any) -> bool:
+    """Is diffusers' group offloading on any component of ``pipe``?"""
+    import torch
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+    comps = getattr(pipe, "components", {}) or {}
+    return any(_is_group_offload_enabled(c) for c in comps.values() if isinstance(c, torch.nn.Module))
+
+
+def _marked_resolution(path: Path | None) -> int | None:
+    """The native size recorded in an embedded base's marker (``config.resolution``), or None."""
+    from ..base.embedded import read_marker
+
+    marker = read_marker(path) if path is not None and Path(path).is_dir() else None
+    size = (marker or {}).get("config", {}).get("resolution") if isinstance((marker or {}).get("config"), dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 8192 else None
 
 
 def _finite(value: Any) -> float | None:

@@ -86,6 +86,8 @@ def base_geometry(base: str, base_config: str | None = None) -> tuple[int, int, 
     ref = resolve_base(base, base_config=base_config, download=False, build=False)
     if ref.kind == "embedded":
         model = embedded.model(ref.family or embedded.FAMILY)
+        if model.denoiser == "transformer":  # flux/sd3: VAE factor 8 x 2 (Flux's 2x2 packing, SD3's patch 2)
+            return model.resolution, 16, ref.family
         downs = len(model.unet_config["down_block_types"]) - 1
         return model.resolution, 8 * 2**downs, ref.family
     folder = ref.path if ref.kind in ("folder", "hub") else (Path(ref.config) if ref.config else None)

@@ -152,7 +152,7 @@ def test_cli_build_and_info(lorahub_home: Path) -> None:
     doc = json.loads(info.stdout)
     assert doc["family"] == "sdxl" and doc["built"] is True and doc["name"] == SDXL_ID
     assert doc["components"]["text_encoder_2"] == "transformers.CLIPTextModelWithProjection"
-    bad = CliRunner().invoke(cli, ["base", "build", "--family", "sd3"])
+    bad = CliRunner().invoke(cli, ["base", "build", "--family", "sd4"])
     assert bad.exit_code == 2
 
 

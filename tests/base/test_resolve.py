@@ -90,8 +90,11 @@ def test_folder_that_is_not_a_pipeline(tmp_path: Path, embedded_base: Path) -> N
     (bad / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
     with pytest.raises(BaseModelError, match="not a pipeline index"):
         resolve_base(str(bad))
+    (bad / "model_index.json").write_text(json.dumps({"_class_name": "PixArtAlphaPipeline"}))
+    with pytest.raises(BaseModelError, match="PixArtAlphaPipeline, not a Stable Diffusion pipeline"):
+        resolve_base(str(bad))
     (bad / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(BaseModelError, match="FluxPipeline, not a Stable Diffusion pipeline"):
+    with pytest.raises(BaseModelError, match="lacks transformer, vae, text_encoder, text_encoder_2"):
         resolve_base(str(bad))
     (bad / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(BaseModelError, match="not a complete pipeline"):
