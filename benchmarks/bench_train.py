@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchkit import load_average, load_note
@@ -100,7 +101,7 @@ def get_peer(path: str | None, url: str, name: str = PEER_NAME, sha256: str = PE
                 data = r.read()
         except OSError as exc:
             raise SystemExit(
-                f"cannot download the peer script ({exc}); put diffusers' examples/text_to_image/{name} "
+                f"cannot download the peer script ({exc}); put diffusers' {url.split('/main/', 1)[-1]} "
                 f"at {p} or pass --peer PATH"
             ) from None
         PEER_DIR.mkdir(parents=True, exist_ok=True)
@@ -171,9 +172,12 @@ def loop_speed(tool: str, log: Path, timing: Path) -> float:
 
 
 def bench_speed(args: argparse.Namespace, work: Path, peer_name: str = PEER_NAME, peer_sha256: str = PEER_SHA256,
-                family: str = "sd1", resolution: int = 64) -> tuple[dict, bool]:
+                family: str = "sd1", resolution: int = 64, make_command: Callable[..., list[str]] | None = None,
+                ) -> tuple[dict, bool]:
     """Both tools, ``--short`` and ``--steps`` steps, ``--rounds`` times interleaved, on the embedded ``family``
-    base at ``resolution``; the peer is ``peer_name``. The figures and whether both goals pass."""
+    base at ``resolution``; the peer is ``peer_name``; ``make_command`` (default :func:`commands`) builds each
+    tool's command line. The figures and whether both goals pass."""
+    make_command = make_command or commands
     peer = get_peer(args.peer, args.peer_url, peer_name, peer_sha256)
     base, data, env = prepare(work, args.threads, family, resolution)
     best: dict[tuple[str, int], dict] = {}
@@ -185,7 +189,7 @@ def bench_speed(args: argparse.Namespace, work: Path, peer_name: str = PEER_NAME
                 out = work / f"run{n}-{tool}-{steps}"
                 timing = work / f"run{n}.timing.json"
                 run_env = dict(env, HF_DATASETS_CACHE=str(work / f"dscache{n}"), BENCH_PEER_TIMING=str(timing))
-                r = run_measured(commands(tool, steps, base, data, out, peer, resolution), run_env,
+                r = run_measured(make_command(tool, steps, base, data, out, peer, resolution), run_env,
                                  work / f"run{n}.log")
                 r["loop_steps_per_s"] = loop_speed(tool, work / f"run{n}.log", timing)
                 weights = out / "pytorch_lora_weights.safetensors"

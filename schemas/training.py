@@ -15,6 +15,14 @@ ExportFormat = Literal["kohya"]
 #: Which weight files a run writes (docs/formats.md): both (default), or one of them.
 WeightsFormat = Literal["both", "diffusers", "kohya"]
 Optimizer = Literal["adamw", "adamw8bit"]
+#: Flux.1/SD3: which transformer modules take a LoRA (lorahub.training.targets).
+TargetPreset = Literal["attention", "attention-mlp"]
+#: Flux.1/SD3: how sigma is drawn (diffusers' compute_density_for_timestep_sampling).
+TimestepSampling = Literal["uniform", "logit_normal", "mode"]
+#: Flux.1/SD3: the per-sample loss weight (diffusers' compute_loss_weighting_for_sd3).
+LossWeighting = Literal["none", "sigma_sqrt", "cosmap"]
+#: Flux.1/SD3: the frozen transformer's weights quantized (int8: torchao, CPU or GPU; nf4: bitsandbytes, CUDA).
+Quantize = Literal["int8", "nf4"]
 
 #: The UNet modules a LoRA adapts by default: every attention projection (self and cross attention).
 DEFAULT_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -43,7 +51,8 @@ class TrainConfig(BaseModel):
     rank: int = Field(4, ge=1, le=1024, description="LoRA rank (kohya network_dim)")
     alpha: float | None = Field(None, gt=0, description="LoRA alpha (kohya network_alpha); default: rank")
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
-    train_text_encoder: bool = Field(False, description="Also train LoRAs on the text encoder(s) (SDXL: both)")
+    train_text_encoder: bool = Field(False, description="Also train LoRAs on the text encoder(s) (SDXL: both; "
+                                     "Flux.1/SD3: the CLIP ones, never T5)")
     text_encoder_lr: float | None = Field(None, gt=0, description="Learning rate of the text-encoder LoRA; default: lr")
     text_encoder_2_lr: float | None = Field(
         None, gt=0, description="SDXL: learning rate of the second text encoder's LoRA; default: text_encoder_lr, else lr"
@@ -83,6 +92,41 @@ class TrainConfig(BaseModel):
     prediction_type: PredictionType | None = None
     snr_gamma: float | None = Field(None, gt=0, description="Min-SNR loss weighting gamma (5.0 is the usual value)")
     noise_offset: float = Field(0.0, ge=0)
+
+    targets: TargetPreset = Field(
+        "attention",
+        description="Flux.1/SD3: the transformer modules the LoRA adapts: 'attention' (to_q/k/v, to_out.0, and the "
+        "text stream's add_q/k/v_proj, to_add_out) or 'attention-mlp' (also ff.net.*, ff_context.net.*, and Flux's "
+        "single-block proj_mlp/proj_out)",
+    )
+    timestep_sampling: TimestepSampling | None = Field(
+        None, description="Flux.1/SD3: how sigma is drawn: uniform, logit_normal (logit_mean, logit_std) or mode "
+        "(mode_scale); default: Flux uniform, SD3 logit_normal (diffusers' DreamBooth scripts)",
+    )
+    logit_mean: float = Field(0.0, description="Flux.1/SD3: mean of logit_normal sampling")
+    logit_std: float = Field(1.0, gt=0, description="Flux.1/SD3: standard deviation of logit_normal sampling")
+    mode_scale: float = Field(1.29, description="Flux.1/SD3: scale of mode sampling")
+    timestep_shift: float | None = Field(
+        None, gt=0, description="Flux.1/SD3: shift sigma -> shift*sigma/(1+(shift-1)*sigma); default: the base "
+        "scheduler's static shift (SD3: 3.0), 1.0 where it shifts by resolution (Flux)",
+    )
+    dynamic_shift: bool = Field(
+        False, description="Flux.1: shift by resolution as FluxPipeline samples (mu from the image's token count, "
+        "the scheduler's base_shift/max_shift; kohya's flux_shift); replaces timestep_shift",
+    )
+    loss_weighting: LossWeighting = Field("none", description="Flux.1/SD3: loss weight per sigma: none, sigma_sqrt, cosmap")
+    guidance_scale: float = Field(1.0, ge=0, description="Flux.1-dev: the guidance embedding's input while training")
+    max_sequence_length: int | None = Field(
+        None, ge=1, le=512, description="Flux.1/SD3: T5 tokens per caption; default: Flux 512, SD3 77",
+    )
+    quantize: Quantize | None = Field(
+        None, description="Flux.1/SD3: quantize the frozen transformer: int8 (torchao, weight-only) or nf4 "
+        "(bitsandbytes, CUDA); the LoRA trains in full precision on top",
+    )
+    offload_text_encoders: bool = Field(
+        True, description="Flux.1/SD3: when the captions never change, encode them and the preview prompts once, "
+        "then free the text encoders (T5-XXL alone is 9 GB)",
+    )
 
     sample_every: int = Field(0, ge=0, description="Preview images every N steps (0: only at the end)")
     sample_prompts: list[str] = Field(default_factory=list, description="Preview prompts (default: the trigger word)")

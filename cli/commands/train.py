@@ -23,6 +23,11 @@ _FIELDS = {
     "buckets": "buckets", "flip": "flip", "sample_every": "sample_every", "sample_steps": "sample_steps",
     "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
     "save_precision": "save_precision", "device": "device",
+    "targets": "targets", "timestep_sampling": "timestep_sampling", "logit_mean": "logit_mean",
+    "logit_std": "logit_std", "mode_scale": "mode_scale", "timestep_shift": "timestep_shift",
+    "dynamic_shift": "dynamic_shift", "loss_weighting": "loss_weighting", "guidance_scale": "guidance_scale",
+    "max_sequence_length": "max_sequence_length", "quantize": "quantize",
+    "offload_text_encoders": "offload_text_encoders",
 }
 
 
@@ -33,7 +38,8 @@ _FIELDS = {
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Read settings from a TOML file (train_config.toml of an earlier run works); options override it.")
 @click.option("--base", default=None, help="Base model: lorahub/embedded-sd1-tiny (default), "
-              "lorahub/embedded-sdxl-tiny, a diffusers folder (SD 1.x/2.x or SDXL), a .safetensors checkpoint or a Hub id.")
+              "lorahub/embedded-sdxl-tiny, lorahub/embedded-flux-tiny, lorahub/embedded-sd3-tiny, a diffusers folder "
+              "(SD 1.x/2.x, SDXL, Flux.1, SD3), a .safetensors checkpoint or a Hub id.")
 @click.option("--base-config", default=None, help="Diffusers folder describing a single-file --base checkpoint.")
 @click.option("--trigger", default=None, help="Trigger word: first in every caption, used for images without one.")
 @click.option("--name", default=None, help="Adapter name (default: the --out folder's name).")
@@ -73,6 +79,27 @@ _FIELDS = {
 @click.option("--upscale/--no-upscale", default=None, help="Enlarge images smaller than their bucket [SD 1.x: on, "
               "SDXL: off, small images train at their own size].")
 @click.option("--flip/--no-flip", default=None, help="Random horizontal flips.")
+@click.option("--targets", type=click.Choice(["attention", "attention-mlp"]), default=None,
+              help="Flux.1/SD3: transformer modules adapted [attention: to_q/k/v, to_out.0, add_q/k/v_proj, "
+              "to_add_out]; attention-mlp adds ff.net.*, ff_context.net.* and Flux's proj_mlp/proj_out.")
+@click.option("--timestep-sampling", type=click.Choice(["uniform", "logit_normal", "mode"]), default=None,
+              help="Flux.1/SD3: how sigma is drawn [Flux uniform, SD3 logit_normal].")
+@click.option("--logit-mean", type=float, default=None, help="Flux.1/SD3: logit_normal mean [0.0].")
+@click.option("--logit-std", type=float, default=None, help="Flux.1/SD3: logit_normal std [1.0].")
+@click.option("--mode-scale", type=float, default=None, help="Flux.1/SD3: mode sampling scale [1.29].")
+@click.option("--timestep-shift", type=float, default=None,
+              help="Flux.1/SD3: sigma shift [the base scheduler's static shift: SD3 3.0; Flux 1.0].")
+@click.option("--dynamic-shift/--no-dynamic-shift", default=None,
+              help="Flux.1: shift sigma by the image's size as FluxPipeline samples [off].")
+@click.option("--loss-weighting", type=click.Choice(["none", "sigma_sqrt", "cosmap"]), default=None,
+              help="Flux.1/SD3: loss weight per sigma [none].")
+@click.option("--guidance-scale", type=float, default=None, help="Flux.1-dev: guidance embedding input [1.0].")
+@click.option("--max-sequence-length", type=int, default=None, help="Flux.1/SD3: T5 tokens [Flux 512, SD3 77].")
+@click.option("--quantize", type=click.Choice(["int8", "nf4"]), default=None,
+              help="Flux.1/SD3: quantize the frozen transformer: int8 (torchao) or nf4 (bitsandbytes, CUDA); "
+              "pip install 'lorahub-toolkit[quant]'.")
+@click.option("--offload-text-encoders/--no-offload-text-encoders", default=None,
+              help="Flux.1/SD3: encode the fixed captions and preview prompts once, then free the text encoders [on].")
 @click.option("--sample-every", type=int, default=None, help="Preview images every N steps (always at the end).")
 @click.option("--sample-prompt", "sample_prompts", multiple=True, help="Preview prompt (repeatable) [the trigger].")
 @click.option("--sample-steps", type=int, default=None, help="Denoising steps of previews [20].")
@@ -110,6 +137,13 @@ def train_cmd(data: str | None, out: str | None, config_file: str | None, sample
     same way, with both text encoders, the pooled embedding and each image's
     micro-conditioning (original size, crop, target size); their kohya file uses
     kohya's SDXL names (lora_unet_input_blocks_..., lora_te1_, lora_te2_).
+
+    Flux.1 and SD3 bases train their transformer by flow matching (noisy = (1 - sigma) x0
+    + sigma noise, target noise - x0) with diffusers' timestep sampling and loss
+    weighting options, Flux-dev's guidance embedding, cached T5/CLIP outputs and
+    optionally a quantized frozen transformer (--quantize); their kohya file names the
+    original BFL/SD3 modules with q/k/v fused (lora_unet_double_blocks_0_img_attn_qkv),
+    as ComfyUI loads it.
 
     Runs on the CPU against the embedded base model; on several GPUs launch it with
     `accelerate launch -m lorahub.cli train ...`.

@@ -203,6 +203,8 @@ class BlendObjective:
         pipe = live.pipe
         self.pipe = pipe
         self.cond = conditioning_for(pipe, live.base.family)
+        if self.cond.flow:  # Flux.1 / SD3: a transformer trained by flow matching, not the DDPM loss below
+            raise UsageError(f"blend search runs on SD 1.x/2.x and SDXL bases, not on {self.cond.family} ones")
         self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.prediction = self.scheduler.config.get("prediction_type", "epsilon")
         self.device = pipe.unet.device

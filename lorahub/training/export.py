@@ -221,7 +221,26 @@ def _s(value: Any) -> str:
     return str(value)
 
 
-BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1", "sd3": "sd3"}
+#: modelspec.implementation of the kohya-layout Flux.1 / SD3 files (the original models' module paths, as kohya writes)
+MMDIT_IMPLEMENTATION = {"flux": "https://github.com/black-forest-labs/flux",
+                        "sd3": "https://github.com/Stability-AI/SD3.5"}
+
+
+def mmdit_architecture(family: str, transformer_config: Mapping[str, Any]) -> str:
+    """modelspec.architecture (without ``/lora``) of a Flux.1 / SD3 transformer, from its config.
+
+    Flux.1-dev has the guidance embedding, schnell has not (kohya ``sai_model_spec``: ``flux-1-dev``,
+    ``flux-1-schnell``). SD3: 3.5 Medium has dual-attention (MMDiT-X) blocks, 3.5 Large a 2432-wide
+    transformer (38 blocks) with QK norm, 3 Medium neither QK norm nor attn2.
+    """
+    if family == "flux":
+        return "flux-1-dev" if transformer_config.get("guidance_embeds", True) else "flux-1-schnell"
+    if transformer_config.get("dual_attention_layers"):
+        return "stable-diffusion-3.5-medium"
+    if transformer_config.get("qk_norm"):
+        return "stable-diffusion-3.5-large"
+    return "stable-diffusion-3-medium"
 
 
 def modelspec_architecture(family: str, resolution: int, prediction: str) -> str:
@@ -249,6 +268,7 @@ def build_metadata(
     base_name: str,
     base_sha256: str | None,
     session_id: int,
+    architecture: str | None = None,
 ) -> dict[str, str]:
     """The ``ss_*`` and ``modelspec.*`` metadata shared by both weight files."""
     alpha = config.effective_alpha()
@@ -324,7 +344,8 @@ def build_metadata(
         "ss_vae_name": "None",
         "ss_lowram": "False",
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": modelspec_architecture(family, resolution, prediction_type) + "/lora",
+        "modelspec.architecture": (architecture or modelspec_architecture(family, resolution, prediction_type))
+        + "/lora",
         "modelspec.implementation": "diffusers",
         "modelspec.title": name,
         "modelspec.resolution": f"{resolution}x{resolution}",
@@ -332,6 +353,18 @@ def build_metadata(
         "modelspec.prediction_type": "v" if v_param else "epsilon",
         "modelspec.description": f"LoRA (rank {config.rank}) for {base_name}, trained with lorahub",
     }
+    if prediction_type == "flow":  # Flux.1 / SD3: rectified flow, no epsilon/v (kohya writes no prediction type)
+        del md["modelspec.prediction_type"]
+        md["ss_v_parameterization"] = "False"
+        md["ss_min_snr_gamma"] = "None"
+        md["ss_network_args"] = json.dumps({"targets": config.targets})
+        md.update({
+            "ss_timestep_sampling": config.timestep_sampling or "default",
+            "ss_logit_mean": _s(config.logit_mean), "ss_logit_std": _s(config.logit_std),
+            "ss_mode_scale": _s(config.mode_scale), "ss_discrete_flow_shift": _s(config.timestep_shift),
+            "ss_dynamic_shift": _s(config.dynamic_shift), "ss_weighting_scheme": config.loss_weighting,
+            "ss_guidance_scale": _s(config.guidance_scale),
+        })
     if base_sha256:
         md["ss_new_sd_model_hash"] = base_sha256
     if config.trigger:
@@ -341,15 +374,80 @@ def build_metadata(
 
 
 def peft_metadata(unet_config: Mapping[str, Any], te_config: Mapping[str, Any] | None,
-                  te2_config: Mapping[str, Any] | None = None) -> str:
-    """``lora_adapter_metadata`` as diffusers writes it: each LoraConfig dict with its component prefix."""
+                  te2_config: Mapping[str, Any] | None = None, *, denoiser: str = "unet") -> str:
+    """``lora_adapter_metadata`` as diffusers writes it: each LoraConfig dict with its component prefix
+    (``denoiser``: ``unet``, or ``transformer`` for Flux.1 / SD3)."""
     packed: dict[str, Any] = {}
-    for prefix, cfg in (("unet", unet_config), ("text_encoder", te_config), ("text_encoder_2", te2_config)):
+    for prefix, cfg in ((denoiser, unet_config), ("text_encoder", te_config), ("text_encoder_2", te2_config)):
         if not cfg:
             continue
         for key, value in cfg.items():
             packed[f"{prefix}.{key}"] = sorted(value) if isinstance(value, (set, frozenset)) else value
     return json.dumps(packed, indent=2, sort_keys=True, default=str)
+
+
+# ------------------------------------------------------------------------------------ Flux.1 / SD3
+
+
+def mmdit_diffusers_records(
+    transformer: Mapping[str, tuple[Any, Any]], text_encoders: Mapping[str, Mapping[str, tuple[Any, Any]]],
+    precision: str, scale: float,
+) -> dict[str, tuple[str, list[int], bytes]]:
+    """The tensors of a Flux.1 / SD3 ``pytorch_lora_weights.safetensors``, as ``FluxPipeline.save_lora_weights``
+    / ``StableDiffusion3Pipeline.save_lora_weights`` write them (``transformer.<path>.lora_A.weight``,
+    ``text_encoder.text_model...lora_B.weight``), ``alpha / rank`` folded into every B."""
+    out = {}
+    for prefix, modules in (("transformer", transformer), *text_encoders.items()):
+        for module, (a, b) in modules.items():
+            path = module if prefix == "transformer" else te_diffusers_path(module)
+            out[f"{prefix}.{path}.lora_A.weight"] = tensor_record(a, precision)
+            out[f"{prefix}.{path}.lora_B.weight"] = tensor_record(b * scale if scale != 1.0 else b, precision)
+    return out
+
+
+def mmdit_kohya_records(
+    family: str, transformer: Mapping[str, tuple[Any, Any]], text_encoders: Mapping[str, Mapping[str, tuple[Any, Any]]],
+    precision: str, scale: float,
+) -> tuple[dict[str, tuple[str, list[int], bytes]], int]:
+    """The kohya-layout tensors of a Flux.1 / SD3 LoRA and their one alpha: the original (BFL / SD3) module paths, q/k/v (and Flux's
+    single-block q/k/v/MLP) fused exactly by :func:`lorahub.pipeline.fused.kohya_factors`, as ComfyUI loads them."""
+    from ..pipeline.canonical import CanonicalLora
+    from ..pipeline.lowrank import Factored
+
+    modules = {}
+    for prefix, mods in (("transformer", transformer), *text_encoders.items()):
+        for module, (a, b) in mods.items():
+            path = module if prefix == "transformer" else te_diffusers_path(module)
+            modules[f"{prefix}.{path}"] = Factored(b.detach().float().cpu() * scale, a.detach().float().cpu(), None)
+    lora = CanonicalLora(path="<training>", format="diffusers", family=family, cross_attention_dim=None, modules=modules)
+    dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
+    return lora.records("kohya", dtype), int(lora.kohya_alpha(lora._mmdit_modules("kohya")))
+
+
+def write_mmdit_package(
+    out: Path, *, family: str, name: str, config: TrainConfig, metadata: Mapping[str, str],
+    transformer: Mapping[str, tuple[Any, Any]], text_encoders: Mapping[str, Mapping[str, tuple[Any, Any]]],
+    alpha: float, transformer_config: Mapping[str, Any], te_config: Mapping[str, Any] | None,
+) -> str | None:
+    """Write the weight files of a Flux.1 / SD3 run; the kohya file's name (relative to ``out``) or None."""
+    scale = alpha / config.rank
+    if config.writes("diffusers"):
+        te2 = te_config if "text_encoder_2" in text_encoders else None
+        md = {**metadata, "lora_adapter_metadata": peft_metadata(
+            transformer_config, te_config if "text_encoder" in text_encoders else None, te2, denoiser="transformer")}
+        write_weights(out / WEIGHTS_NAME, mmdit_diffusers_records(transformer, text_encoders, config.save_precision,
+                                                                  scale), md)
+    if not config.writes("kohya"):
+        return None
+    rel = f"{name}_kohya.safetensors"
+    records, common = mmdit_kohya_records(family, transformer, text_encoders, config.save_precision, scale)
+    # alpha/rank folded into the up factors, one alpha for every module (CanonicalLora.records): fused q/k/v
+    # with their own down factors are rank 3 x r (exact), the others r
+    ranks = sorted({int(shape[0]) for key, (_c, shape, _r) in records.items() if key.endswith(".lora_down.weight")})
+    md = {**metadata, "modelspec.implementation": MMDIT_IMPLEMENTATION[family],
+          "ss_network_dim": str(ranks[-1]) if len(ranks) == 1 else "Dynamic", "ss_network_alpha": str(float(common))}
+    write_weights(out / rel, records, md)
+    return rel
 
 
 # ------------------------------------------------------------------------------------ package files
@@ -457,7 +555,8 @@ def model_card(
     import yaml
 
     license_ = "creativeml-openrail-m" if family == "sd1" else "openrail++" if family == "sdxl" else "other"
-    pipeline_cls = "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline"
+    pipeline_cls = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline",
+                    "sd3": "StableDiffusion3Pipeline"}.get(family, "StableDiffusionPipeline")
     front: dict[str, Any] = {
         "base_model": base_name,
         "base_model_relation": "adapter",

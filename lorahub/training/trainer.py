@@ -48,9 +48,13 @@ from lorahub.schemas.training import TEXT_ENCODER_TARGET_MODULES, TrainConfig, T
 from ..errors import TrainingError, TrainingInterrupted, UsageError
 from . import checkpoint as ckpt_mod
 from . import export as ex
+from . import flow as flow_mod
 from .conditioning import TextEmbeds, conditioning_for
 from .config import CONFIG_NAME, merge_resume, read_config, save_config
 from .dataset import BUCKET_STEP, BatchStream, Dataset, load_pixels, scan_dataset, training_caption
+
+#: The flow-matching families (a transformer; lorahub.training.flow).
+FLOW_FAMILIES = ("flux", "sd3")
 
 #: Files that mark a folder as a lorahub training package (``--overwrite`` only removes those).
 PACKAGE_MARKERS = (CONFIG_NAME, ex.WEIGHTS_NAME)
@@ -91,6 +95,19 @@ def base_geometry(base: str, base_config: str | None = None) -> tuple[int, int, 
         downs = len(model.unet_config["down_block_types"]) - 1
         return model.resolution, 8 * 2**downs, ref.family
     folder = ref.path if ref.kind in ("folder", "hub") else (Path(ref.config) if ref.config else None)
+    if folder is not None and folder.is_dir() and (folder / "transformer" / "config.json").is_file():
+        # Flux.1 / SD3: the transformer takes 2 x 2 latent patches; native size: SD3's transformer sample_size x
+        # the VAE factor, Flux's VAE sample_size (FLUX.1-dev: 1024; its transformer config has no size)
+        try:
+            tr = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+            vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+            factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+            patch = int(tr.get("patch_size", 1)) if "sample_size" in tr else 2
+            native = int(tr["sample_size"]) * factor if "sample_size" in tr else int(vae.get("sample_size") or 1024)
+            family = ref.family or ("sd3" if "sample_size" in tr else "flux")
+            return native, factor * max(patch, 2), family
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1024, 16, ref.family
     if folder is not None and folder.is_dir():
         try:
             unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
@@ -184,7 +201,7 @@ class Trainer:
         # -- cheap checks first: base spec, output folder and dataset (no torch yet)
         native, bucket_step, family_hint = base_geometry(cfg.base, cfg.base_config)
         resolution = cfg.resolution or native
-        upscale = cfg.upscale if cfg.upscale is not None else family_hint != "sdxl"
+        upscale = cfg.upscale if cfg.upscale is not None else family_hint not in ("sdxl", *FLOW_FAMILIES)
         if cfg.optimizer == "adamw8bit":
             import importlib.util
 
@@ -267,23 +284,41 @@ class Trainer:
         if is_main and not resume:  # first thing: a run that is stopped later can be resumed
             save_config(cfg, out / CONFIG_NAME, header=header)
 
+        flow_mod.check_quantize(cfg.quantize, device)  # before a 12 B transformer is loaded for nothing
+
         # -- the base model
         ref = resolve_base(cfg.base, base_config=cfg.base_config)
         self.log(f"loading base model {ref.name}")
         pipe = load_pipeline(ref, device="cpu")
-        cond = conditioning_for(pipe, ref.family)
-        family = ref.family or cond.family
+        cond = conditioning_for(pipe, ref.family, max_sequence_length=cfg.max_sequence_length)
+        family = cond.family if cond.flow else (ref.family or cond.family)
         self.pipe = pipe
         self.conditioning = cond
-        unet, vae = pipe.unet, pipe.vae
+        unet, vae = cond.denoiser(), pipe.vae
         encoders = cond.encoders()
-        noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        if cfg.prediction_type:
-            noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
-            pipe.scheduler.register_to_config(prediction_type=cfg.prediction_type)  # previews sample the same way
-        prediction_type = noise_scheduler.config.prediction_type
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise TrainingError(f"unsupported prediction type '{prediction_type}'")
+        noise_scheduler: Any = None
+        if cond.flow:
+            # Flux.1 / SD3: flow matching (lorahub.training.flow); the DDPM options do not apply
+            for given, option in ((cfg.prediction_type, "--prediction-type"), (cfg.snr_gamma, "--snr-gamma")):
+                if given is not None:
+                    raise UsageError(f"{option} is for SD 1.x/2.x and SDXL; {family} bases train by flow matching",
+                                     hint="see --timestep-sampling and --loss-weighting")
+            prediction_type = "flow"
+            sampling = flow_mod.sampling_of(cfg, family)
+            sched_cfg = dict(pipe.scheduler.config)
+            shift = flow_mod.static_shift(cfg, sched_cfg)
+            if cfg.dynamic_shift and family != "flux":
+                raise UsageError("--dynamic-shift is Flux.1's resolution-dependent shift", hint="use --timestep-shift")
+        else:
+            if cfg.quantize:
+                raise UsageError("--quantize is for Flux.1 and SD3 bases")
+            noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+            if cfg.prediction_type:
+                noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
+                pipe.scheduler.register_to_config(prediction_type=cfg.prediction_type)  # previews sample the same way
+            prediction_type = noise_scheduler.config.prediction_type
+            if prediction_type not in ("epsilon", "v_prediction"):
+                raise TrainingError(f"unsupported prediction type '{prediction_type}'")
 
         # Frozen weights in the mixed-precision dtype, cast before they move (an fp32 SDXL UNet alone is 10 GB).
         # SDXL's VAE overflows in fp16 (its config says force_upcast): it stays fp32 then, as in diffusers.
@@ -348,10 +383,23 @@ class Trainer:
 
         offloaded: list[Any] = []  # modules moved off the accelerator until the previews
         static_captions = not cfg.train_text_encoder and not cfg.caption_dropout and not cfg.shuffle_tags
+        prompts = list(cfg.sample_prompts) or [dataset.trigger or (dataset.items[0].caption or "a picture")]
+        #: Flux.1/SD3 with the encoders freed: the preview prompts' embeddings (and SD3's empty negative one)
+        preview_embeds: dict[str, Any] | None = None
         if static_captions:
             distinct = list(dict.fromkeys(it.caption for it in dataset.items))
             self.log(f"caching text-encoder outputs of {len(distinct)} caption(s)")
             cache_embeds(distinct)
+            if cond.flow and cfg.offload_text_encoders:
+                with torch.no_grad():
+                    preview_embeds = dict(zip([*prompts, ""], cond.encode([*prompts, ""], encoders, device).rows(),
+                                              strict=True))
+                # T5-XXL alone is 9 GB: what the run needs of the encoders is cached, so they go
+                for name in cond.encoder_names:
+                    if getattr(pipe, name, None) is not None:
+                        setattr(pipe, name, None)
+                encoders = []
+                self.log("text encoders freed (captions and preview prompts encoded)")
         if device.type != "cpu":
             if static_captions:
                 offloaded += encoders
@@ -362,23 +410,30 @@ class Trainer:
             if offloaded and device.type == "cuda":
                 torch.cuda.empty_cache()
 
+        if cond.flow and cfg.quantize:
+            n = flow_mod.quantize_frozen(unet, cfg.quantize, device, weight_dtype)
+            self.log(f"quantized {n} frozen transformer layer(s) to {cfg.quantize}")
         unet.to(device)
 
         # -- LoRA layers (seeded init; a resumed run overwrites them from the checkpoint)
         accelerate.utils.set_seed(cfg.seed)
         alpha = cfg.effective_alpha()
+        denoiser_targets = flow_mod.target_modules(unet, cfg.targets) if cond.flow else list(cfg.target_modules)
         unet_lora = LoraConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                               target_modules=list(cfg.target_modules))
+                               target_modules=denoiser_targets)
         unet.add_adapter(unet_lora)
         te_lora = None
+        te_names = cond.trainable_encoder_names if cfg.train_text_encoder else ()
+        if cond.flow and cfg.train_text_encoder:
+            cond.t5_cache = {}  # CLIP trains, T5 does not: its outputs are computed once per caption
+        trained_encoders = [getattr(pipe, n) for n in te_names]
         if cfg.train_text_encoder:
             te_lora = LoraConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian",
                                  target_modules=list(TEXT_ENCODER_TARGET_MODULES))
-            for encoder in encoders:
+            for encoder in trained_encoders:
                 peft.inject_adapter_in_model(te_lora, encoder)
                 for n, p in encoder.named_parameters():
                     p.requires_grad_("lora_" in n)
-        trained_encoders = list(encoders) if cfg.train_text_encoder else []
         trainable_models = [unet, *trained_encoders]
         if weight_dtype != torch.float32:
             cast_training_params(trainable_models, dtype=torch.float32)
@@ -388,7 +443,7 @@ class Trainer:
                 encoder.gradient_checkpointing_enable()
 
         params: dict[str, Any] = {}
-        for prefix, model in (("unet", unet), *zip(cond.encoder_names, encoders, strict=True)):
+        for prefix, model in (("unet", unet), *zip(te_names, trained_encoders, strict=True)):
             for n, p in model.named_parameters():
                 if p.requires_grad:
                     params[f"{prefix}.{n}"] = p
@@ -398,7 +453,7 @@ class Trainer:
         if cfg.train_text_encoder:
             te_lrs = {"text_encoder": cfg.text_encoder_lr or cfg.lr,
                       "text_encoder_2": cfg.text_encoder_2_lr or cfg.text_encoder_lr or cfg.lr}
-            for name in cond.encoder_names:
+            for name in te_names:
                 groups.append({"params": [p for n, p in params.items() if n.startswith(name + ".")],
                                "lr": te_lrs[name]})
         optimizer = _optimizer(torch, groups, cfg, device)
@@ -411,7 +466,11 @@ class Trainer:
         unet_t, *prepared = accelerator.prepare(unet, *trained_encoders, optimizer, lr_scheduler)
         *te_ts, optimizer, lr_scheduler = prepared
         # the encoders the loop runs: the prepared (wrapped) ones when they train, else the frozen ones
-        run_encoders = te_ts if cfg.train_text_encoder else encoders
+        if cfg.train_text_encoder:  # the frozen ones (T5) as they are, the trained ones prepared
+            wrapped = dict(zip(te_names, te_ts, strict=True))
+            run_encoders = [wrapped.get(n, e) for n, e in zip(cond.encoder_names, encoders, strict=False)]
+        else:
+            run_encoders = encoders
         models_t = [unet_t, *te_ts]
 
         # -- resume
@@ -443,6 +502,25 @@ class Trainer:
             if cfg.noise_offset:
                 noise = noise + cfg.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen)
             bsz = latents.shape[0]
+            if cond.flow:
+                mu = None
+                if cfg.dynamic_shift:
+                    mu = flow_mod.dynamic_mu(sched_cfg, (latents.shape[2] // 2) * (latents.shape[3] // 2))
+                sigmas = flow_mod.sample_sigmas(sampling, bsz, gen, logit_mean=cfg.logit_mean,
+                                                logit_std=cfg.logit_std, mode_scale=cfg.mode_scale, shift=shift, mu=mu)
+                captions = [
+                    training_caption(dataset.items[i].caption, rng, trigger=dataset.trigger,
+                                     shuffle_tags=cfg.shuffle_tags, keep_tokens=cfg.keep_tokens,
+                                     caption_dropout=cfg.caption_dropout)
+                    for i in batch
+                ]
+                latents, noise, sigmas = latents.to(device), noise.to(device), sigmas.to(device)
+                s = sigmas.view(-1, 1, 1, 1)
+                noisy = (1.0 - s) * latents + s * noise
+                pred = cond.predict(unet_t, noisy, sigmas, embed(captions), guidance=cfg.guidance_scale,
+                                    dtype=weight_dtype)
+                per_sample = (pred.float() - (noise - latents).float()).pow(2).mean(dim=list(range(1, noise.ndim)))
+                return (per_sample * flow_mod.loss_weights(cfg.loss_weighting, sigmas)).mean()
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), generator=gen).long()
             captions = [
                 training_caption(dataset.items[i].caption, rng, trigger=dataset.trigger, shuffle_tags=cfg.shuffle_tags,
@@ -468,7 +546,6 @@ class Trainer:
             return (loss.mean(dim=list(range(1, loss.ndim))) * weights).mean()
 
         # -- previews
-        prompts = list(cfg.sample_prompts) or [dataset.trigger or (dataset.items[0].caption or "a picture")]
         samples_dir = out / ex.SAMPLES_DIR
         sample_files: list[tuple[str, str]] = []
 
@@ -489,7 +566,14 @@ class Trainer:
                 with torch.no_grad(), accelerator.autocast():
                     for i, prompt in enumerate(prompts):
                         gen = torch.Generator().manual_seed(int(cfg.sample_seed or 0) + i)
-                        image = pipe(prompt, num_inference_steps=cfg.sample_steps, generator=gen, height=resolution,
+                        text: dict[str, Any] = {"prompt": prompt}
+                        if preview_embeds is not None:  # the encoders were freed: their cached outputs
+                            e, neg = preview_embeds[prompt], preview_embeds[""]
+                            text = {"prompt_embeds": e.hidden[None].to(device), "pooled_prompt_embeds": e.pooled[None].to(device)}
+                            if family == "sd3":
+                                text.update(negative_prompt_embeds=neg.hidden[None].to(device),
+                                            negative_pooled_prompt_embeds=neg.pooled[None].to(device))
+                        image = pipe(**text, num_inference_steps=cfg.sample_steps, generator=gen, height=resolution,
                                      width=resolution, output_type="pil").images[0]
                         rel = f"{ex.SAMPLES_DIR}/step-{step:06d}-{i}.png"
                         samples_dir.mkdir(parents=True, exist_ok=True)
@@ -591,7 +675,7 @@ class Trainer:
             unet_u = accelerator.unwrap_model(unet_t)
             unet_state = ex.split_lora_state(get_peft_model_state_dict(unet_u))
             te_states: dict[str, dict[str, tuple[Any, Any]]] = {name: {} for name in ("text_encoder", "text_encoder_2")}
-            for name, te_t in zip(cond.encoder_names, te_ts, strict=False):
+            for name, te_t in zip(te_names, te_ts, strict=True):
                 te_states[name] = ex.split_lora_state(get_peft_model_state_dict(accelerator.unwrap_model(te_t)))
             te_state, te2_state = te_states["text_encoder"], te_states["text_encoder_2"]
             finished_at = ex.now()
@@ -609,8 +693,16 @@ class Trainer:
                 batches_per_epoch=math.ceil(batches_per_epoch / per_step) if per_step else batches_per_epoch,
                 num_processes=nproc, started_at=started_at, finished_at=finished_at,
                 base_name=ref.name, base_sha256=base_sha, session_id=_mix("session", cfg.seed, started_at) % (2**31),
+                architecture=ex.mmdit_architecture(family, dict(unet_u.config)) if cond.flow else None,
             )
-            if cfg.writes("diffusers"):
+            if cond.flow:
+                kohya_rel = ex.write_mmdit_package(
+                    out, family=family, name=cfg.name or out.name, config=cfg, metadata=md,
+                    transformer=unet_state, text_encoders={n: te_states[n] for n in te_names},
+                    alpha=alpha, transformer_config=ex.folded_config(unet_u.peft_config["default"].to_dict()),
+                    te_config=ex.folded_config(te_lora.to_dict()) if te_lora is not None else None,
+                )
+            elif cfg.writes("diffusers"):
                 # alpha/rank folded into lora.up; the metadata then says alpha = rank (docs/formats.md)
                 te_cfg = ex.folded_config(te_lora.to_dict()) if te_lora is not None else None
                 te2_cfg = te_cfg if te2_state else None
@@ -619,7 +711,7 @@ class Trainer:
                 records = ex.diffusers_records(unet_state, te_state, cfg.save_precision, scale=alpha / cfg.rank,
                                                te2=te2_state)
                 ex.write_weights(out / ex.WEIGHTS_NAME, records, diff_md)
-            if cfg.writes("kohya"):
+            if cfg.writes("kohya") and not cond.flow:
                 # SDXL: kohya's names (SGM UNet paths for this base's layout, lora_te1_/lora_te2_)
                 kohya_rel = f"{cfg.name}_kohya.safetensors"
                 records = ex.kohya_records(unet_state, te_state, alpha, cfg.save_precision, te2=te2_state,
