@@ -217,6 +217,8 @@ inside this folder.
 | `LORAHUB_SPACE_HARDWARE` | `cpu`, `zero-gpu` or `gpu` (default: `{hardware}`, set in app.py). |
 | `LORAHUB_SPACE_BASE` | Base model (a Hub id) on a GPU or ZeroGPU Space; on a CPU the embedded tiny SD 1.x model (built locally, no download).{f' Default: `{base}`.' if base else ''} |
 | `LORAHUB_SPACE_BASE_SDXL` | The SDXL family's base, likewise; on a CPU the embedded tiny SDXL model. |
+| `LORAHUB_SPACE_BASE_FLUX` | The Flux.1 family's base (e.g. `black-forest-labs/FLUX.1-dev`), likewise; on a CPU the embedded tiny Flux.1 model. |
+| `LORAHUB_SPACE_BASE_SD3` | The SD 3.5 family's base (e.g. `stabilityai/stable-diffusion-3.5-medium`), likewise; on a CPU the embedded tiny SD 3.5 model. |
 | `LORAHUB_SPACE_INDEX` | Hub repos to index at start (headers only): `endpoint=URL, author=NAME, tag=TAG, repo=NS/NAME, search=WORD, limit=N`.{f' Default: `{index}`.' if index else ''} Public repos only: the Space's token is never sent. |
 | `LORAHUB_DATABASE_URL` | The registry's database (default: SQLite under `$LORAHUB_HOME`). |
 | `LORAHUB_HOME` | lorahub's state folder (never readable through the page). |

@@ -31,8 +31,13 @@ from lorahub.safezip import extract_zip_file
 ENV_BASE = "LORAHUB_SPACE_BASE"
 #: The same for the Space's SDXL base (on a GPU; on a CPU the embedded tiny SDXL is used).
 ENV_BASE_SDXL = "LORAHUB_SPACE_BASE_SDXL"
+#: The same for the Flux.1 and SD 3.5 bases (on a GPU; on a CPU the embedded tiny Flux.1 / SD 3.5).
+ENV_BASE_FLUX = "LORAHUB_SPACE_BASE_FLUX"
+ENV_BASE_SD3 = "LORAHUB_SPACE_BASE_SD3"
 #: The base families a visitor picks from: key -> label.
-FAMILIES = {"sd1": "SD 1.x", "sdxl": "SDXL"}
+FAMILIES = {"sd1": "SD 1.x", "sdxl": "SDXL", "flux": "Flux.1", "sd3": "SD 3.5"}
+#: family -> the variable naming its base on a GPU (SD 1.x: :data:`ENV_BASE`)
+FAMILY_ENV = {"sdxl": ENV_BASE_SDXL, "flux": ENV_BASE_FLUX, "sd3": ENV_BASE_SD3}
 #: At most this many adapters in the preview list (one weight slider each).
 MAX_ADAPTERS = 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -69,12 +74,17 @@ def space_base(explicit: str | None = None) -> str:
 
 
 def space_bases(explicit: str | None = None) -> dict[str, str]:
-    """The base of each family (:data:`FAMILIES`): SD 1.x's as :func:`space_base` picks it, SDXL's from
-    ``$LORAHUB_SPACE_BASE_SDXL`` when a GPU is present, else the embedded tiny SDXL (fine on a CPU)."""
-    from lorahub.base.embedded import SDXL_ID
+    """The base of each family (:data:`FAMILIES`): SD 1.x's as :func:`space_base` picks it; SDXL's, Flux.1's
+    and SD 3.5's from ``$LORAHUB_SPACE_BASE_SDXL``, ``_FLUX``, ``_SD3`` when a GPU is present, else the
+    embedded tiny model of the family (fine on a CPU)."""
+    from lorahub.base.embedded import MODELS
 
-    env = os.environ.get(ENV_BASE_SDXL, "").strip()
-    return {"sd1": space_base(explicit), "sdxl": env if env and _has_gpu() else SDXL_ID}
+    gpu = _has_gpu()
+    out = {"sd1": space_base(explicit)}
+    for family, var in FAMILY_ENV.items():
+        env = os.environ.get(var, "").strip()
+        out[family] = env if env and gpu else MODELS[family].id
+    return out
 
 #: What the page searches with: a query in, results out (the host's catalogue; the page opens none).
 Searcher = Callable[[Any], Sequence[Any]]
@@ -584,7 +594,10 @@ def inspect_markdown(report: dict[str, Any], display_name: str | None = None) ->
         "| field | value |",
         "|---|---|",
         f"| format | {_md_escape(i['format_name'])} (`{i['format']}`) |",
-        f"| base family | {i['base_family']}" + (f" (declared {i['declared_base_family']})" if i.get("declared_base_family") else "") + " |",
+        f"| base family | {i['base_family']}" + (f" (declared {i['declared_base_family']})" if i.get("declared_base_family") else "")
+        + (f", hidden width {i['hidden_size']}" if i.get("hidden_size") else "") + " |",
+        f"| text encoders | {', '.join(i.get('text_encoders') or []) or '-'} |",
+        f"| loads fully in | {', '.join(i.get('loaders') or []) or '-'} |",
         f"| rank / alpha | {i['rank'] if i['rank'] is not None else '-'} / {i['alpha'] if i['alpha'] is not None else '-'} (ranks: {ranks}) |",
         f"| modules | {i['modules']} ({i['tensors']} tensors, {i['parameters']:,} parameters, {i['dtype'] or '-'}) |",
         f"| trigger words | {_md_escape(', '.join(i['trigger_words']) or '-')} |",

@@ -127,9 +127,11 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
 
     with gr.Blocks(title="lorahub") as demo:
         gr.Markdown(INTRO.format(base=state.base))
-        # which base previews and training use (SD 1.x or SDXL; on a CPU both are the embedded tiny models)
+        # which base previews and training use (SD 1.x, SDXL, Flux.1, SD 3.5; on a CPU the embedded tiny models)
         family = gr.Radio([(label, key) for key, label in cb.FAMILIES.items()], value="sd1",
-                          label="Base model family", info=f"SDXL: {state.bases['sdxl']}", elem_id="base-family")
+                          label="Base model family",
+                          info="; ".join(f"{cb.FAMILIES[k]}: {state.bases[k]}" for k in cb.FAMILIES if k != "sd1"),
+                          elem_id="base-family")
         chosen = gr.State([])
         results = gr.State([])
         package = gr.State(None)

@@ -332,6 +332,17 @@ def build(name: str) -> dict[str, Any]:
     return out
 
 
+def write_fixture(name: str, folder: Path) -> Path:
+    """The committed fixture ``name`` as a zero-filled ``<folder>/<name>.safetensors`` (shapes, dtypes, metadata)."""
+    from lorahub.adapters.writer import write_safetensors_zeros
+
+    spec = json.loads((OUT / f"{name}.json").read_text())
+    spec.pop("family")
+    metadata = spec.pop("__metadata__", None)
+    tensors = {k: (v["dtype"], v["shape"]) for k, v in spec.items()}
+    return write_safetensors_zeros(folder / f"{name}.safetensors", tensors, metadata=metadata)
+
+
 def main(argv: list[str]) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     for name in argv or FIXTURES:

@@ -457,6 +457,11 @@ def fuse_cmd(base, base_config, loras, output, dtype, overwrite, lora_dirs, as_j
 
     \b
     lorahub fuse --lora A.safetensors:0.8 -o merged/
+    lorahub fuse --base lorahub/embedded-flux-tiny --lora flux_style.safetensors:1 -o merged-flux/
+
+    On Flux.1 and SD3 bases each adapted weight becomes W + sum of w x dW, from any layout (kohya's fused
+    qkv too) and for the T5 encoder as well; --lora's te weight applies to the text encoders, unet to the
+    transformer.
     """
     from lorahub.pipeline.fuse import fuse
     from lorahub.registry.resolving import registry_resolver

@@ -41,25 +41,120 @@ FAMILY_TAGS = {
 #: remove it to make the card yours (then lorahub only fills missing metadata).
 GENERATED_MARK = "<!-- lorahub:generated-card: remove this line to keep your edits on the next push -->"
 
-#: ``base_model`` of a card when nothing declares a Hub id: the family's reference checkpoint. SD 1.x cards keep
-#: what the package declares (or none), as before.
+#: ``base_model`` of a card when nothing declares a Hub id: the family's reference checkpoint (Flux.1 and SD3:
+#: :func:`reference_checkpoint`, by variant). SD 1.x cards keep what the package declares (or none), as before.
 DEFAULT_BASE_MODEL = {"sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
-def hub_base_model(declared: str | None, family: str | None) -> str | None:
+@dataclass(frozen=True)
+class Checkpoint:
+    """A reference checkpoint of Flux.1 or SD3: its Hub id, its licence as its own card states it (``license``,
+    ``license_name``, ``license_link``), and how its card runs it in diffusers (dtype, steps, guidance)."""
+
+    id: str
+    license: str
+    license_name: str | None
+    license_link: str | None
+    dtype: str
+    steps: int
+    guidance: float
+    #: more keyword arguments of the pipeline call (schnell: its 256-token T5 limit)
+    call_extra: str = ""
+
+
+_FLUX_DEV_LICENSE = "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md"
+_SAI_LICENSE = "https://huggingface.co/stabilityai/{}/blob/main/LICENSE.md"
+
+#: Flux.1 and SD3's checkpoints, with the licence fields and the ``FluxPipeline``/``StableDiffusion3Pipeline``
+#: call of their own model cards (FLUX.1 [dev]: non-commercial licence, 28 steps, guidance 3.5; [schnell]:
+#: Apache-2.0, 4 steps, no guidance, ``max_sequence_length=256``; SD 3.5 Large 28 steps, guidance 3.5;
+#: 3.5 Medium 40 steps, 4.5; SD3 Medium 28 steps, 7.0, float16; all SD3 ones under the Stability AI Community
+#: License).
+CHECKPOINTS = {
+    "flux-dev": Checkpoint("black-forest-labs/FLUX.1-dev", "other", "flux-1-dev-non-commercial-license",
+                           _FLUX_DEV_LICENSE, "bfloat16", 28, 3.5),
+    "flux-schnell": Checkpoint("black-forest-labs/FLUX.1-schnell", "apache-2.0", None, None, "bfloat16", 4, 0.0,
+                               "max_sequence_length=256"),
+    "sd3.5-large": Checkpoint("stabilityai/stable-diffusion-3.5-large", "other", "stabilityai-ai-community",
+                              _SAI_LICENSE.format("stable-diffusion-3.5-large"), "bfloat16", 28, 3.5),
+    "sd3.5-medium": Checkpoint("stabilityai/stable-diffusion-3.5-medium", "other", "stabilityai-ai-community",
+                               _SAI_LICENSE.format("stable-diffusion-3.5-medium"), "bfloat16", 40, 4.5),
+    "sd3-medium": Checkpoint("stabilityai/stable-diffusion-3-medium-diffusers", "other", "stabilityai-ai-community",
+                             _SAI_LICENSE.format("stable-diffusion-3-medium-diffusers"), "float16", 28, 7.0),
+}
+
+#: SD3 hidden widths (``SD3Transformer2DModel`` heads x 64): 2432 is SD 3.5 Large's; 1536 SD3 / 3.5 Medium's.
+_SD3_LARGE_HIDDEN = 2432
+
+#: metadata keys that name the base a Flux.1/SD3 adapter was trained on (modelspec; kohya's version and base
+#: file name); titles are the user's words and are not read
+_BASE_KEYS = ("modelspec.architecture", "ss_base_model_version", "ss_sd_model_name")
+
+
+def _compact(text: str) -> str:
+    return re.sub(r"[\s._-]+", "", text.lower())
+
+
+def _variant(family: str, text: str) -> str | None:
+    """The checkpoint (a key of :data:`CHECKPOINTS`) a text names, or None: ``FLUX.1-schnell``,
+    ``flux-1-schnell/lora`` (kohya's ``modelspec.architecture``), ``flux1-schnell.safetensors``;
+    ``stable-diffusion-3.5-large``, kohya's ``stable-diffusion-3-5-large/lora`` and ``stable-diffusion-3-m/lora``,
+    ``ss_base_model_version`` ``5-large``/``5-medium``/``medium``..."""
+    c = _compact(re.sub(r"/(lora|textual-inversion)$", "", text.strip().lower()))
+    if family == "flux":
+        if "schnell" in c:
+            return "flux-schnell"
+        return "flux-dev" if "dev" in c else None
+    if "large" in c or c.endswith("35l"):
+        return "sd3.5-large"
+    if "5medium" in c or c.endswith("35m"):
+        return "sd3.5-medium"
+    if "3medium" in c or c.endswith("3m") or c == "medium":
+        return "sd3-medium"
+    return None
+
+
+def reference_checkpoint(report: InspectReport, declared: str | None = None) -> Checkpoint | None:
+    """The checkpoint a Flux.1 or SD3 adapter is for (None for other families).
+
+    Decided from, in order: ``declared`` (the base model the user or the package names: ``--base-model``, a
+    training config's base), the file's metadata (``modelspec.architecture`` ``flux-1-schnell/lora`` or
+    ``stable-diffusion-3.5-large/lora``, kohya's ``ss_base_model_version``, ``ss_sd_model_name``...), then its
+    shapes (SD3: hidden 2432 is 3.5 Large; the dual-attention ``attn2`` modules are 3.5 Medium's); failing all
+    these, FLUX.1 [dev] (the base of most Flux.1 LoRAs) and SD 3.5 Medium (1536 wide: 3.5 Medium and SD3
+    Medium share the width; 3.5 is what is trained now)."""
+    family = report.base_family
+    if family not in ("flux", "sd3"):
+        return None
+    texts = [declared or ""] + [str(report.metadata.get(k) or "") for k in _BASE_KEYS]
+    for text in texts:
+        if text and (key := _variant(family, text)):
+            return CHECKPOINTS[key]
+    if family == "flux":
+        return CHECKPOINTS["flux-dev"]
+    if report.hidden_size == _SD3_LARGE_HIDDEN:
+        return CHECKPOINTS["sd3.5-large"]
+    return CHECKPOINTS["sd3.5-medium"]
+
+
+def hub_base_model(declared: str | None, family: str | None, report: InspectReport | None = None) -> str | None:
     """The ``base_model`` a card names: ``declared`` when it is a Hub id (``ns/name[@rev]``, the embedded models'
     ``lorahub/embedded-*`` included; the revision dropped), the embedded model's id when it names an embedded model's folder, else
     the family's reference checkpoint (:data:`DEFAULT_BASE_MODEL`: SDXL adapters name
-    ``stabilityai/stable-diffusion-xl-base-1.0`` rather than a local path or a ``.safetensors`` file name);
-    without one, ``declared`` as it is.
+    ``stabilityai/stable-diffusion-xl-base-1.0`` rather than a local path or a ``.safetensors`` file name;
+    Flux.1 and SD3 ones the checkpoint :func:`reference_checkpoint` reads from ``report`` and the declared
+    name: ``black-forest-labs/FLUX.1-dev`` or ``-schnell``, ``stabilityai/stable-diffusion-3.5-large`` or
+    ``-medium``); without one, ``declared`` as it is.
 
     Decided from the text alone: ``declared`` may come from an uploaded package (the web UI's push), and a
     path a caller names is never read.
     """
     from lorahub.base.embedded import MODELS
 
+    ref = reference_checkpoint(report, declared) if report is not None and report.base_family == family else None
+    default = ref.id if ref is not None else DEFAULT_BASE_MODEL.get(family or "")
     if declared:
         text = declared.split("@", 1)[0]
         if _HUB_ID.match(text) and not text.startswith((".", "~")):
@@ -68,8 +163,8 @@ def hub_base_model(declared: str | None, family: str | None) -> str | None:
         for spec in MODELS.values():  # ".../models/embedded-sdxl-tiny-v1": the embedded model's own folder name
             if folder == spec.name:
                 return spec.id
-        return DEFAULT_BASE_MODEL.get(family or "", declared)
-    return DEFAULT_BASE_MODEL.get(family or "")
+        return default or declared
+    return default
 
 
 PIPELINE_CLASS = {
@@ -115,15 +210,19 @@ class CardInputs:
 def tool_files(reports: dict[str, InspectReport], primary: str) -> dict[str, str]:
     """For each tool, the file (a key of ``reports``: path in the repo) it loads fully.
 
-    ``primary`` (the weights diffusers picks by name) wins when it qualifies; else the
-    first other file in name order. A tool no file suits is left out.
+    diffusers: ``primary`` (the weights diffusers picks by name) when it qualifies; else the first other file
+    in name order. The UIs and kohya: a kohya-layout file first (their own layout: ComfyUI also maps Flux.1's
+    diffusers names, but the kohya file is the one its users expect, and the one that carries T5 modules), in
+    the same order. A tool no file suits is left out.
     """
     from lorahub.adapters.layouts import TOOLS
 
     out: dict[str, str] = {}
     order = [primary] + sorted(k for k in reports if k != primary)
+    kohya_first = [n for n in order if reports[n].format.startswith("kohya")]
+    kohya_first += [n for n in order if n not in kohya_first]
     for tool in TOOLS:
-        for name in order:
+        for name in order if tool == "diffusers" else kohya_first:
             rep = reports.get(name)
             if rep is not None and tool in rep.loaders:
                 out[tool] = name
@@ -153,7 +252,16 @@ def card_metadata(inp: CardInputs) -> dict[str, Any]:
         meta["base_model_relation"] = "adapter"
     meta["library_name"] = LIBRARY_NAME
     meta["pipeline_tag"] = PIPELINE_TAG
-    meta["license"] = inp.license or LICENSE_BY_FAMILY.get(family, "other")
+    ref = reference_checkpoint(r, inp.base_model)
+    if inp.license:
+        meta["license"] = inp.license
+    elif ref is not None:  # the checkpoint's own licence fields (a licence "other" is named and linked)
+        meta["license"] = ref.license
+        if ref.license_name:
+            meta["license_name"] = ref.license_name
+            meta["license_link"] = ref.license_link
+    else:
+        meta["license"] = LICENSE_BY_FAMILY.get(family, "other")
     meta["tags"] = tags
     if r.trigger_words:
         meta["instance_prompt"] = ", ".join(r.trigger_words)
@@ -198,39 +306,34 @@ def card_body(inp: CardInputs) -> str:
     pipe_cls = PIPELINE_CLASS.get(family, "DiffusionPipeline")
     prompt = (r.trigger_words[0] + ", " if r.trigger_words else "") + "a lighthouse at dusk"
     base = inp.base_model or "<base model id or folder>"
+    ref = reference_checkpoint(r, inp.base_model)
+    dtype, call = "float16", "num_inference_steps=30"
+    if ref is not None:
+        dtype = ref.dtype
+        call = f"num_inference_steps={ref.steps}, guidance_scale={ref.guidance:g}" + (
+            f", {ref.call_extra}" if ref.call_extra else "")
     if "diffusers" in files:
         lines += [
             "```python",
             "import torch",
             f"from diffusers import {pipe_cls}",
             "",
-            f'pipe = {pipe_cls}.from_pretrained("{base}", torch_dtype=torch.float16).to("cuda")',
+            f'pipe = {pipe_cls}.from_pretrained("{base}", torch_dtype=torch.{dtype}).to("cuda")',
             f'pipe.load_lora_weights("{inp.repo_id}", weight_name="{files["diffusers"]}")',
-            f'image = pipe("{prompt}", num_inference_steps=30).images[0]',
+            f'image = pipe("{prompt}", {call}).images[0]',
             'image.save("out.png")',
             "```",
             "",
         ]
     else:
-        lines += [f"diffusers cannot load this {r.format_name} file as is; convert it first "
-                  "(`lorahub convert FILE -o OUT.safetensors` re-factors LyCORIS files into LoRA).", ""]
-    ui = files.get("a1111") or files.get("comfyui")
-    lines += ["## Use it in AUTOMATIC1111 / Forge / ComfyUI", ""]
-    if ui:
-        usage = _usage_name(inp.repo_id, ui)
-        lines += [
-            f"Download `{ui}` into your LoRA folder (rename it to `{usage}.safetensors`) and add "
-            f"`<lora:{usage}:0.8>` to the prompt (ComfyUI: a *Load LoRA* node, strength 0.8).",
-            "",
-        ]
-        if family == "sdxl":
-            lines += ["It is an SDXL LoRA: use it with an SDXL-architecture checkpoint (SDXL 1.0 and its descendants); "
-                      "its weights are named as kohya names SDXL modules (`lora_unet_input_blocks_...`, `lora_te1_`, "
-                      "`lora_te2_`).", ""]
+        how = ("`lorahub convert FILE -o OUT.safetensors --format diffusers` writes diffusers' layout; T5 modules "
+               "have no diffusers loader" if family in ("flux", "sd3") else
+               "`lorahub convert FILE -o OUT.safetensors` re-factors LyCORIS files into LoRA")
+        lines += [f"diffusers cannot load this {r.format_name} file as is; convert it first ({how}).", ""]
+    if family in ("flux", "sd3"):
+        lines += _comfyui_section(inp, files, family)
     else:
-        lines += ["No file of this repository loads fully in these UIs (ComfyUI skips the UNet attention modules "
-                  "of diffusers-layout files): convert one with `lorahub convert FILE -o OUT.safetensors` "
-                  "(kohya layout).", ""]
+        lines += _ui_section(inp, files, family)
     fp = inp.fingerprint
     if fp is not None:
         lines += [
@@ -380,7 +483,8 @@ def check_card(text: str) -> tuple[list[str], list[str]]:
         return [], []
     errors: list[str] = []
     warnings: list[str] = []
-    for key in ("license", "pipeline_tag", "library_name", "base_model_relation", "language", "datasets"):
+    for key in ("license", "license_name", "license_link", "pipeline_tag", "library_name", "base_model_relation",
+                "language", "datasets"):
         value = data.get(key)
         if value is None:
             continue
@@ -425,3 +529,45 @@ def merge_card(existing: str, inp: CardInputs) -> tuple[str, list[str]]:
             added.append(key)
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{front}---\n\n{body}", added
+
+
+def _ui_section(inp: CardInputs, files: dict[str, str], family: str) -> list[str]:
+    """How to use an SD adapter in AUTOMATIC1111/Forge and ComfyUI (a ``<lora:name:w>`` tag)."""
+    ui = files.get("a1111") or files.get("comfyui")
+    lines = ["## Use it in AUTOMATIC1111 / Forge / ComfyUI", ""]
+    if ui:
+        usage = _usage_name(inp.repo_id, ui)
+        lines += [
+            f"Download `{ui}` into your LoRA folder (rename it to `{usage}.safetensors`) and add "
+            f"`<lora:{usage}:0.8>` to the prompt (ComfyUI: a *Load LoRA* node, strength 0.8).",
+            "",
+        ]
+        if family == "sdxl":
+            lines += ["It is an SDXL LoRA: use it with an SDXL-architecture checkpoint (SDXL 1.0 and its descendants); "
+                      "its weights are named as kohya names SDXL modules (`lora_unet_input_blocks_...`, `lora_te1_`, "
+                      "`lora_te2_`).", ""]
+    else:
+        lines += ["No file of this repository loads fully in these UIs (ComfyUI skips the UNet attention modules "
+                  "of diffusers-layout files): convert one with `lorahub convert FILE -o OUT.safetensors` "
+                  "(kohya layout).", ""]
+    return lines
+
+
+def _comfyui_section(inp: CardInputs, files: dict[str, str], family: str) -> list[str]:
+    """How to use a Flux.1 or SD3 adapter in ComfyUI (AUTOMATIC1111 loads neither family)."""
+    label = "Flux.1" if family == "flux" else "SD 3.5 / SD3"
+    lines = ["## Use it in ComfyUI", ""]
+    ui = files.get("comfyui")
+    if ui:
+        lines += [
+            f"Download `{ui}` into `ComfyUI/models/loras/` and load it with a *Load LoRA* node between the "
+            f"checkpoint loader and the sampler (strength 1.0; *LoraLoaderModelOnly* applies the transformer's "
+            f"modules alone). It is a {label} LoRA: use it with a {label} checkpoint.",
+            "",
+        ]
+    else:
+        lines += [f"No file of this repository loads fully in ComfyUI: convert one with `lorahub convert FILE -o "
+                  f"OUT.safetensors` (the kohya/ComfyUI layout, `lora_unet_` + the {label} model's own module names).",
+                  ""]
+    lines += [f"AUTOMATIC1111 does not load {label} LoRAs.", ""]
+    return lines

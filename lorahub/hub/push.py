@@ -121,13 +121,21 @@ def push(
 
     report = inspect_file(pkg.weights)
     fp = fingerprint_file(pkg.weights)
+    reports = {pkg.weight_name: report}
+    for rel, f in pkg.files.items():
+        if "/" not in rel and rel.endswith(".safetensors") and rel != pkg.weight_name:
+            reports[rel] = inspect_file(f)
     base = base_model or pkg.base_model
-    if base in (None, "", "embedded") and report.base_family != "sdxl":
+    if base in (None, "", "embedded") and report.base_family not in ("sdxl", "flux", "sd3"):
         from lorahub.base.embedded import EMBEDDED_ID
 
         base = EMBEDDED_ID if pkg.training else base
     if not base_model:  # what the user names is kept as is
-        base = hub_base_model(base, report.base_family)
+        # the checkpoint (FLUX.1-dev or -schnell...) from the file that declares one: diffusers' own files carry
+        # no modelspec, the kohya file beside them may
+        declaring = next((r for r in reports.values() if r.base_family == report.base_family
+                          and r.metadata.get("modelspec.architecture")), report)
+        base = hub_base_model(base, report.base_family, declaring)
     # None: the token of the environment (HF_TOKEN, `hf auth login`), as huggingface_hub does; False: none
     # at all, ever (a web page pushing for a visitor): a dry run then makes no request, a push is refused.
     token = token if token is False else (token or None)
@@ -158,10 +166,6 @@ def push(
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise UsageError(f"repo id {repo_id!r} is not NAMESPACE/NAME")
 
-    reports = {pkg.weight_name: report}
-    for rel, f in pkg.files.items():
-        if "/" not in rel and rel.endswith(".safetensors") and rel != pkg.weight_name:
-            reports[rel] = inspect_file(f)
     inputs = CardInputs(
         repo_id=repo_id,
         weight_name=pkg.weight_name,

@@ -457,7 +457,18 @@ def write_blend(
         search=search,
     )
     names = ", ".join(f"{s['name']} ({s['unet_weight']:g})" for s in sources)
-    md = {
+    md: dict[str, str] = {}
+    if result.lora is not None and result.lora.family in ("flux", "sd3"):
+        # the checkpoint every source declares (flux-1-schnell/lora, stable-diffusion-3-5-large/lora...) stays
+        # declared: cards and tools tell FLUX.1-dev from schnell, SD 3.5 Large from Medium by it
+        from ..adapters.formats import declared_family
+        from ..adapters.header import read_header
+
+        archs = {read_header(i.path).string_metadata().get("modelspec.architecture", "").strip()[:200] for i in items}
+        arch = archs.pop() if len(archs) == 1 else ""
+        if arch and declared_family({"modelspec.architecture": arch}) == result.lora.family:
+            md["modelspec.architecture"] = arch
+    md |= {
         "lorahub.blend": json.dumps(provenance, sort_keys=True),
         METADATA_KEY: recipe_json(portable(result.recipe)),  # file names only: the metadata gets published
         # kohya's sai_model_spec.build_merged_from: the sources' titles, comma separated

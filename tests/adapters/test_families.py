@@ -12,21 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from family_shapes import FAMILY, FIXTURES, OUT
+from family_shapes import FAMILY, FIXTURES, OUT, write_fixture
 
 from lorahub.adapters.families import FAMILIES, FAMILY_NAMES
 from lorahub.adapters.inspect import inspect_file
 from lorahub.adapters.validate import validate_file
 from lorahub.adapters.writer import write_safetensors_zeros
 from lorahub.schemas.adapters import BaseFamily
-
-
-def write_fixture(name: str, tmp_path: Path) -> Path:
-    spec = json.loads((OUT / f"{name}.json").read_text())
-    spec.pop("family")
-    metadata = spec.pop("__metadata__", None)
-    tensors = {k: (v["dtype"], v["shape"]) for k, v in spec.items()}
-    return write_safetensors_zeros(tmp_path / f"{name}.safetensors", tensors, metadata=metadata)
 
 
 @pytest.mark.parametrize("name", FIXTURES)

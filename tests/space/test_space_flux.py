@@ -1,0 +1,139 @@
+"""The Space's callbacks on Flux.1 and SD 3.5 adapters and bases (no browser): the families a visitor picks
+(embedded tiny bases on a CPU, the Space's variables on a GPU), inspect, a baked blend of a kohya fused-qkv file
+with a diffusers split one, a mix of families refused in one line, a push's card, and previews on the embedded
+Flux.1 and SD 3.5 bases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lorahub.errors import LorahubError, UsageError
+from lorahub.space import callbacks as cb
+
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_thread")]
+pytest.importorskip("diffusers", reason="the Space needs the ml extra (torch, diffusers)")
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    cb.reset_state()
+    st = cb.SpaceState(base=cb.space_base(None), workdir=tmp_path / "work")
+    yield st
+    cb.reset_state()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import mmditkit as K
+
+    d = tmp_path_factory.mktemp("space-flux")
+    return {
+        "flux_kohya": K.write_original(d / "flux_kohya.safetensors", "flux", "kohya", t5=False, seed=1).path,
+        "flux_peft": K.write_split(d / "flux_peft.safetensors", "flux", "peft", seed=2).path,
+        "sd3_kohya": K.write_original(d / "sd3_kohya.safetensors", "sd3", "kohya", t5=False, seed=3).path,
+    }
+
+
+def test_flux_and_sd35_are_offered_with_their_bases(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lorahub.base.embedded_mmdit import FLUX_ID, SD3_ID
+
+    assert cb.FAMILIES["flux"] == "Flux.1" and cb.FAMILIES["sd3"] == "SD 3.5"
+    monkeypatch.setenv(cb.ENV_BASE_FLUX, "black-forest-labs/FLUX.1-dev")
+    monkeypatch.setenv(cb.ENV_BASE_SD3, "stabilityai/stable-diffusion-3.5-medium")
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)  # a CPU Space: the embedded tiny bases, whatever is set
+    bases = cb.space_bases()
+    assert (bases["flux"], bases["sd3"]) == (FLUX_ID, SD3_ID)
+    monkeypatch.setattr(cb, "_has_gpu", lambda: True)
+    st = cb.SpaceState(base="mine", workdir=tmp_path)
+    assert st.base_for("flux") == "black-forest-labs/FLUX.1-dev"
+    assert st.base_for("sd3") == "stabilityai/stable-diffusion-3.5-medium"
+    with pytest.raises(UsageError, match="unknown base family") as info:
+        st.base_for("qwen")  # recognised for the registry, not offered for previews
+    assert "Flux.1" in (info.value.hint or "")
+
+
+def test_inspect_names_the_layout_family_and_the_tools(files: dict[str, Path]) -> None:
+    rep = cb.inspect(files["flux_kohya"])
+    assert rep["inspect"]["base_family"] == "flux" and rep["validate"]["valid"]
+    md = cb.inspect_markdown(rep)
+    assert "| base family | flux, hidden width 32 |" in md
+    assert "| text encoders | text_encoder |" in md and "comfyui" in md
+    sd3 = cb.inspect_markdown(cb.inspect(files["sd3_kohya"]))
+    assert "| base family | sd3, hidden width 32 |" in sd3 and "text_encoder, text_encoder_2" in sd3
+
+
+def test_bake_blend_on_flux_and_a_mix_refused(state: cb.SpaceState, files: dict[str, Path]) -> None:
+    import mmditkit as K
+
+    from lorahub.adapters.inspect import inspect_file
+    from lorahub.pipeline.blend import blend
+    from lorahub.pipeline.canonical import load_adapter_file
+
+    chosen = cb.add_file(cb.add_file([], files["flux_kohya"]), files["flux_peft"])
+    out = cb.bake_blend(state, chosen, [1.0, 0.5], method="cat")
+    rep = inspect_file(out)
+    assert rep.base_family == "flux" and rep.format == "kohya-lora" and "comfyui" in rep.loaders
+    want = blend([(files["flux_kohya"], 1.0), (files["flux_peft"], 0.5)], method="cat")
+    K.assert_same(K.deltas(load_adapter_file(out)), K.deltas(want.lora), tol=1e-2)  # the Space writes float16
+    mixed = cb.add_file(cb.add_file([], files["flux_kohya"]), files["sd3_kohya"])
+    with pytest.raises(LorahubError) as info:
+        cb.bake_blend(state, mixed, [1.0, 1.0])
+    assert "different base families" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_push_dry_run_card_names_flux_dev_and_its_licence(files: dict[str, Path]) -> None:
+    res = cb.push(files["flux_kohya"], repo="me/fluxstyle", endpoint="http://127.0.0.1:9", dry_run=True)
+    card = res["card"]
+    assert "base_model: black-forest-labs/FLUX.1-dev" in card
+    assert "license_name: flux-1-dev-non-commercial-license" in card
+    assert "## Use it in ComfyUI" in card and "Download `flux_kohya.safetensors`" in card
+
+
+def test_flux_previews_hot_swap_and_refuse_an_sd3_adapter(tmp_path: Path, embedded_flux_base: Path,
+                                                          files: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Picking Flux.1 loads its base (here the embedded tiny one's folder) once; a kohya fused-qkv file and a
+    diffusers split one preview together, weights change the image, a grid renders, an SD3 adapter is refused in
+    one line naming both families."""
+    import io
+
+    def png(image) -> bytes:  # noqa: ANN001
+        bio = io.BytesIO()
+        image.save(bio, "PNG")
+        return bio.getvalue()
+
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    st = cb.SpaceState(base=cb.space_base(None), workdir=tmp_path / "work", bases={"flux": str(embedded_flux_base)})
+    try:
+        chosen = cb.add_file(cb.add_file([], files["flux_kohya"]), files["flux_peft"])
+        one = cb.generate(st, chosen, [1.0, 1.0], "a photo", steps=1, seed=3, family="flux")
+        other = cb.generate(st, chosen, [0.0, 1.0], "a photo", steps=1, seed=3, family="flux")
+        assert one.image.size == (64, 64) and png(one.image) != png(other.image)
+        live = st.live("flux")
+        assert live.base.family == "flux" and live.stats["base_loads"] == 1 and st.loaded("flux")
+        grid = cb.generate(st, chosen, [1.0, 1.0], "a photo", steps=1, grid=True, grid_weights="0, 1", family="flux")
+        assert len(grid.seconds) == 4
+        with pytest.raises(LorahubError) as err:
+            cb.generate(st, cb.add_file([], files["sd3_kohya"]), [1.0], "a photo", steps=1, family="flux")
+        msg = str(err.value)
+        assert "SD3" in msg and "Flux.1" in msg and "\n" not in msg
+        assert live.stats["base_loads"] == 1
+    finally:
+        st.close()
+
+
+def test_sd35_previews_on_its_base(tmp_path: Path, embedded_sd3_base: Path, files: dict[str, Path],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    st = cb.SpaceState(base=cb.space_base(None), workdir=tmp_path / "work", bases={"sd3": str(embedded_sd3_base)})
+    try:
+        chosen = cb.add_file([], files["sd3_kohya"])
+        on = cb.generate(st, chosen, [1.0], "a photo", steps=1, seed=1, family="sd3")
+        off = cb.generate(st, chosen, [0.0], "a photo", steps=1, seed=1, family="sd3")
+        assert on.image.size == off.image.size and on.image.tobytes() != off.image.tobytes()
+        assert st.live("sd3").base.family == "sd3"
+    finally:
+        st.close()
