@@ -27,7 +27,8 @@ log = logging.getLogger("lorahub.space")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 INTRO = """# lorahub
-Search, preview, blend, inspect, train and push Stable Diffusion LoRA adapters. Base model: `{base}`."""
+Search, preview, blend, inspect, train and push LoRA adapters for Stable Diffusion (1.x, SDXL, 3.5) and Flux.1.
+Base model: `{base}`."""
 
 
 def error_text(exc: BaseException) -> str:
@@ -215,6 +216,9 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
 
         # ------------------------------------------------------------ Train
         with gr.Tab("Train", id="train"):
+            gr.Markdown("Trains a LoRA on the base family picked above, at its native size: SD 1.x and SDXL by "
+                        "denoising, Flux.1 and SD 3.5 by flow matching (the transformer; diffusers and "
+                        "ComfyUI/kohya files in the package).")
             train_files = gr.File(label="Images with .txt captions of the same name, or a zip", file_count="multiple",
                                   type="filepath", elem_id="train-files")
             with gr.Row():

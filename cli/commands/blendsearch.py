@@ -43,10 +43,10 @@ def _bounds(text: str) -> tuple[float, float]:
 @click.option("--per-component", is_flag=True, help="Search the text-encoder and UNet weights of each adapter apart.")
 @click.option("--bounds", "bounds_text", default="0,1.5", show_default=True, help="Range of each weight, LOW,HIGH.")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(1, 256),
-              help="Noise draws (timestep and noise, fixed for the whole search) per target image.")
+              help="Noise draws (timestep or sigma, and noise, fixed for the whole search) per target image.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the noise draws, the optimiser and the grid.")
 @click.option("--size", default=None, help="WIDTHxHEIGHT the targets are compared at (default: the base's native "
-              "size, at least 128x128).")
+              "size, on a UNet at least 128x128).")
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The grid of the result against the targets (PNG; default: the recipe's name with .png).")
 @click.option("--no-grid", is_flag=True, help="Do not render the grid.")
@@ -68,9 +68,11 @@ def blend_search_cmd(loras, target_dir, prompt, output, budget, l1, optimizer, p
 
     Minimises the base model's denoising loss on the target images with the
     adapters stacked at candidate weights, plus --l1 times the sum of the
-    weights (LoraHub, Huang et al. 2023, for Stable Diffusion). The noise and
-    timesteps are drawn once (--samples per image), so every candidate is
-    judged on the same draws. Weights change on the loaded pipeline without
+    weights (LoraHub, Huang et al. 2023, for Stable Diffusion). On Flux.1 and
+    SD3 bases the loss is their flow-matching training loss (the prediction
+    against noise - x0, at sigmas shifted as the base's scheduler samples).
+    The noise and timesteps are drawn once (--samples per image), so every
+    candidate is judged on the same draws. Weights change on the loaded pipeline without
     reloading anything. Weights under 0.05 are set to 0 and their adapters
     left out of the recipe. The recipe records the search (optimiser, budget,
     losses); the grid shows the targets, the found blend and the base alone

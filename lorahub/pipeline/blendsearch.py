@@ -9,14 +9,20 @@ and UNet weights apart) that minimises
 
 The denoising loss is the training loss of the base (``||eps_theta(x_t, t, caption) - eps||^2``, or the
 v-prediction target when the scheduler predicts v), averaged over ``samples`` noise draws and timesteps
-per target. The draws are made once (common random numbers), so the objective is a deterministic
+per target. On Flux.1 and SD3 bases it is their flow-matching loss, as they train
+(:mod:`lorahub.training.flow`): ``noisy = (1 - sigma) * x0 + sigma * noise``, the transformer's prediction
+against ``noise - x0``, with the sigmas stratified over (0, 1) and shifted as the base's scheduler samples
+(Flux's resolution-dependent shift, SD3's static one); the transformer is called as in training
+(:class:`~lorahub.training.conditioning.FluxConditioning` packs the latents, ``SD3Conditioning`` scales
+sigma to the timestep). The draws are made once (common random numbers), so the objective is a deterministic
 function of the weights and two candidates are compared on the same noise. The L1 term drops adapters
 that do not help: a weight below ``drop_below`` after the search is set to 0 and its adapter left out of
 the recipe.
 
 The adapters are loaded once into a :class:`~lorahub.pipeline.live.LivePipeline`; a candidate's weights
 are set on the LoRA layers' scalings (no reload, no re-fusing), so one evaluation costs one UNet pass
-over the targets (plus the text encoder when an adapter has text-encoder modules).
+over the targets (plus the text encoder when an adapter has text-encoder modules; on Flux.1 and SD3, the
+CLIP encoders: T5's outputs are computed once).
 
 Two optimisers (:data:`OPTIMIZERS`):
 
@@ -175,9 +181,10 @@ class BlendObjective:
     """The denoising loss of ``live``'s adapters ``names`` at candidate weights, on fixed noise.
 
     ``latents``: (N, C, h, w) target latents (:func:`encode_images`, or made directly); ``captions``: N
-    captions. ``samples`` noise draws per target: timesteps stratified over the schedule, noise from
-    ``seed``. A candidate is a vector of :attr:`dims` weights: one per adapter, or (``per_component``)
-    the text-encoder and UNet weights of each adapter that has text-encoder modules.
+    captions. ``samples`` noise draws per target: timesteps (flow matching: sigmas) stratified over the
+    schedule, noise from ``seed``. ``max_sequence_length``: T5 tokens on Flux.1/SD3 (default: the training's).
+    A candidate is a vector of :attr:`dims` weights: one per adapter, or (``per_component``) the text-encoder
+    and UNet (transformer) weights of each adapter that has text-encoder modules.
 
     ``reference``: weights (as ``set_weights`` takes them) of a stack whose predictions on the same draws
     replace the noise as the target: the search then finds the blend that best imitates that stack
@@ -186,10 +193,10 @@ class BlendObjective:
 
     def __init__(self, live: Any, names: Sequence[str], latents: Any, captions: Sequence[str], *,
                  samples: int = DEFAULT_SAMPLES, seed: int = 0, per_component: bool = False,
-                 reference: dict[str, Any] | None = None) -> None:
+                 reference: dict[str, Any] | None = None, max_sequence_length: int | None = None) -> None:
         import torch
-        from diffusers import DDPMScheduler
 
+        from ..training import flow
         from ..training.conditioning import conditioning_for
 
         if not names:
@@ -202,15 +209,17 @@ class BlendObjective:
         self.names = list(names)
         pipe = live.pipe
         self.pipe = pipe
-        self.cond = conditioning_for(pipe, live.base.family)
-        if self.cond.flow:  # Flux.1 / SD3: a transformer trained by flow matching, not the DDPM loss below
-            raise UsageError(f"blend search runs on SD 1.x/2.x and SDXL bases, not on {self.cond.family} ones")
-        self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.prediction = self.scheduler.config.get("prediction_type", "epsilon")
-        self.device = pipe.unet.device
-        self.dtype = pipe.unet.dtype
+        self.cond = conditioning_for(pipe, live.base.family, max_sequence_length=max_sequence_length)
+        self.flow = self.cond.flow
+        self.model = self.cond.denoiser()
+        self.device = self.model.device
+        self.dtype = self.model.dtype
         adapters = [live.adapter(n) for n in self.names]
         self.te_names = [a.name for a in adapters if any(c.startswith("text_encoder") for c in a.components)]
+        if self.flow:
+            t5 = set(self.cond.encoder_names) - set(self.cond.trainable_encoder_names)
+            if not any(t5 & set(a.components) for a in adapters):
+                self.cond.t5_cache = {}  # no adapter changes T5: its outputs are computed once
         self.dims: list[tuple[str, str]] = []
         for a in adapters:
             if per_component and a.name in self.te_names:
@@ -221,23 +230,38 @@ class BlendObjective:
         self.samples = samples
         self.seed = seed
         n = int(latents.shape[0])
+        h, w = int(latents.shape[-2]), int(latents.shape[-1])
+        if self.flow and (h % 2 or w % 2):
+            raise UsageError(f"a {self.cond.family} transformer takes 2x2 latent patches: the target size must be a "
+                             f"multiple of 16 pixels (latents {w}x{h})")
         gen = torch.Generator().manual_seed(int(seed))
-        steps = int(self.scheduler.config.num_train_timesteps)
-        # stratified timesteps: each target's k-th draw falls in the k-th of `samples` equal bins of the schedule
-        t = []
-        for _ in range(n):
-            u = (torch.arange(samples, dtype=torch.float64) + torch.rand(samples, generator=gen, dtype=torch.float64))
-            t.append((u / samples * steps).long().clamp(0, steps - 1))
-        timesteps = torch.stack(t).reshape(-1)
+        # stratified: each target's k-th draw falls in the k-th of `samples` equal bins of the schedule
+        u = torch.stack([(torch.arange(samples, dtype=torch.float64)
+                          + torch.rand(samples, generator=gen, dtype=torch.float64)) / samples
+                         for _ in range(n)]).reshape(-1)
         x0 = latents.float().repeat_interleave(samples, dim=0)
         noise = torch.randn(x0.shape, generator=gen)
-        self.timesteps = timesteps.to(self.device)
-        self.noisy = self.scheduler.add_noise(x0, noise, timesteps).to(self.device, self.dtype)
-        target = noise if self.prediction == "epsilon" else self.scheduler.get_velocity(x0, noise, timesteps)
+        if self.flow:
+            shift, mu = flow.pipeline_shift(dict(pipe.scheduler.config), (h // 2) * (w // 2))
+            sigmas = flow.shift_sigmas(u, shift=shift, mu=mu)
+            self.prediction = "flow"
+            self.timesteps = sigmas.to(self.device)  # sigma: the conditioning scales it as the transformer takes it
+            s = sigmas.view(-1, 1, 1, 1)
+            self.noisy = ((1.0 - s) * x0 + s * noise).to(self.device, self.dtype)
+            target = noise - x0
+        else:
+            from diffusers import DDPMScheduler
+
+            self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+            self.prediction = self.scheduler.config.get("prediction_type", "epsilon")
+            steps = int(self.scheduler.config.num_train_timesteps)
+            timesteps = (u * steps).long().clamp(0, steps - 1)
+            self.timesteps = timesteps.to(self.device)
+            self.noisy = self.scheduler.add_noise(x0, noise, timesteps).to(self.device, self.dtype)
+            target = noise if self.prediction == "epsilon" else self.scheduler.get_velocity(x0, noise, timesteps)
         self.target = target.to(self.device, torch.float32)
         self.captions = [c for c in captions for _ in range(samples)]
         self._distinct = list(dict.fromkeys(captions))
-        h, w = int(latents.shape[-2]), int(latents.shape[-1])
         scale = getattr(pipe, "vae_scale_factor", 8) or 8
         size = (h * scale, w * scale)
         self.time_ids = (self.cond.time_ids([(*size, 0, 0, *size)] * len(self.captions), self.device, self.dtype)
@@ -286,7 +310,7 @@ class BlendObjective:
         return embeds
 
     def _predict(self) -> Any:
-        """The UNet's predictions on every draw at the weights set now."""
+        """The denoiser's predictions on every draw at the weights set now."""
         import torch
 
         embeds = self._embeds()
@@ -294,9 +318,13 @@ class BlendObjective:
         for i in range(0, self.noisy.shape[0], MAX_BATCH):
             sl = slice(i, i + MAX_BATCH)
             part = type(embeds)(embeds.hidden[sl], None if embeds.pooled is None else embeds.pooled[sl])
+            if self.flow:  # Flux.1-dev's guidance embedding takes 1.0, as it trains (TrainConfig.guidance_scale)
+                out.append(self.cond.predict(self.model, self.noisy[sl], self.timesteps[sl], part, guidance=1.0,
+                                             dtype=self.dtype))
+                continue
             tid = None if self.time_ids is None else self.time_ids[sl]
-            out.append(self.pipe.unet(self.noisy[sl], self.timesteps[sl], return_dict=False,
-                                      **self.cond.unet_inputs(part, tid))[0])
+            out.append(self.model(self.noisy[sl], self.timesteps[sl], return_dict=False,
+                                  **self.cond.unet_inputs(part, tid))[0])
         return torch.cat(out)
 
     def _loss(self) -> Any:
@@ -467,8 +495,11 @@ MIN_SEARCH_SIDE = 128
 
 
 def search_size(live: Any) -> tuple[int, int]:
-    """The size targets are compared at by default: the base's native size, at least :data:`MIN_SEARCH_SIDE`."""
+    """The size targets are compared at by default: the base's native size, at least :data:`MIN_SEARCH_SIDE` on a
+    UNet (a Flux.1/SD3 transformer has no levels to run out of: its native size)."""
     w, h = live.native_size()
+    if getattr(live, "denoiser", "unet") == "transformer":
+        return w, h
     return max(w, MIN_SEARCH_SIDE), max(h, MIN_SEARCH_SIDE)
 
 

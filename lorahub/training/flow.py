@@ -79,13 +79,20 @@ def dynamic_mu(scheduler_config: Mapping[str, Any], image_tokens: int) -> float:
 def sample_sigmas(sampling: str, batch: int, generator: Any, *, logit_mean: float = 0.0, logit_std: float = 1.0,
                   mode_scale: float = 1.29, shift: float = 1.0, mu: float | None = None) -> Any:
     """``batch`` sigmas in [SIGMA_MIN, 1]: drawn by diffusers' density, then shifted (``mu``: dynamic)."""
-    import torch
     from diffusers.training_utils import compute_density_for_timestep_sampling
 
     scheme = "none" if sampling == "uniform" else sampling
     u = compute_density_for_timestep_sampling(scheme, batch, logit_mean=logit_mean, logit_std=logit_std,
                                               mode_scale=mode_scale, generator=generator).float()
-    u = u.clamp(SIGMA_MIN, 1.0)
+    return shift_sigmas(u, shift=shift, mu=mu)
+
+
+def shift_sigmas(u: Any, *, shift: float = 1.0, mu: float | None = None) -> Any:
+    """``u`` (a tensor in (0, 1]) shifted as the module docstring says (``mu``: Flux's dynamic shift, else the
+    static ``shift``), within [SIGMA_MIN, 1]. :func:`sample_sigmas` draws ``u``; the blend search stratifies it."""
+    import torch
+
+    u = torch.as_tensor(u).float().clamp(SIGMA_MIN, 1.0)
     if mu is not None:
         sigmas = math.exp(mu) / (math.exp(mu) + (1.0 / u - 1.0))
     elif shift != 1.0:
@@ -93,6 +100,14 @@ def sample_sigmas(sampling: str, batch: int, generator: Any, *, logit_mean: floa
     else:
         sigmas = u
     return torch.as_tensor(sigmas).clamp(SIGMA_MIN, 1.0)
+
+
+def pipeline_shift(scheduler_config: Mapping[str, Any], image_tokens: int) -> tuple[float, float | None]:
+    """``(shift, mu)`` the pipeline samples with at ``image_tokens`` packed tokens: Flux's dynamic ``mu`` when the
+    scheduler shifts dynamically (``shift`` 1.0), else the scheduler's static shift (``mu`` None)."""
+    if scheduler_config.get("use_dynamic_shifting"):
+        return 1.0, dynamic_mu(scheduler_config, image_tokens)
+    return float(scheduler_config.get("shift", 1.0) or 1.0), None
 
 
 def loss_weights(scheme: str, sigmas: Any) -> Any:
@@ -165,4 +180,4 @@ def quantize_frozen(model: Any, kind: str, device: Any, compute_dtype: Any) -> i
 
 
 __all__ = ["DEFAULT_SAMPLING", "PRESETS", "target_modules", "sampling_of", "static_shift", "dynamic_mu",
-           "sample_sigmas", "loss_weights", "check_quantize", "quantize_frozen"]
+           "sample_sigmas", "shift_sigmas", "pipeline_shift", "loss_weights", "check_quantize", "quantize_frozen"]

@@ -137,3 +137,77 @@ def test_sd35_previews_on_its_base(tmp_path: Path, embedded_sd3_base: Path, file
         assert st.live("sd3").base.family == "sd3"
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_trains_in_the_space_and_previews_there(family: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Train section on the Flux.1 / SD 3.5 base (the embedded tiny one, the Space's CPU limits): live
+    samples, a package whose files inspect as the family with kohya's modelspec architecture, a push card
+    naming the checkpoint, and the trained file previews on the Space's own pipeline (the trainer's, whose
+    text encoders it freed after caching their outputs, is not reused)."""
+    import zipfile
+
+    from PIL import Image
+    from safetensors import safe_open
+
+    from lorahub.base.embedded import MODELS
+    from lorahub.training.demo_data import make_demo_dataset
+
+    base = request.getfixturevalue(f"embedded_{family}_base")
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    st = cb.SpaceState(base=cb.space_base(None), workdir=tmp_path / "work", bases={family: str(base)})
+    try:
+        data = make_demo_dataset(tmp_path / "ds", count=2, size=64, trigger="zqx")
+        files = sorted(p for p in data.rglob("*") if p.is_file())
+        events = list(cb.train(st, files, "zqx", steps=2, rank=4, lr=1e-2, sample_every=1, family=family))
+        done = events[-1]
+        assert done.done and done.result["base_family"] == family and done.result["steps"] == 2
+        assert [e.step for e in events[:-1]] and all(e.loss is not None for e in events)
+        assert any("step-000001" in s for s in done.samples) and any("step-000002" in s for s in done.samples)
+        with Image.open(done.samples[-1]) as im:
+            assert im.size == (64, 64)
+        arch = {"flux": "flux-1-dev/lora", "sd3": "stable-diffusion-3.5-medium/lora"}[family]
+        for path in (done.result["weights"], done.result["kohya_weights"]):
+            rep = cb.inspect(path)
+            assert rep["inspect"]["base_family"] == family and rep["validate"]["valid"], rep["validate"]
+            with safe_open(path, "pt") as f:
+                assert f.metadata()["modelspec.architecture"] == arch
+        with zipfile.ZipFile(done.zip_path) as zf:
+            names = zf.namelist()
+        assert "zqx/pytorch_lora_weights.safetensors" in names and "zqx/zqx_kohya.safetensors" in names
+        card = cb.push(done.zip_path, repo="me/zqx", endpoint="http://127.0.0.1:9", dry_run=True)["card"]
+        assert f"base_model: {MODELS[family].id}" in card  # the base it was trained on, with its pipeline
+        assert {"flux": "from diffusers import FluxPipeline", "sd3": "from diffusers import StableDiffusion3Pipeline"}[
+            family] in card
+
+        for path in (done.result["weights"], done.result["kohya_weights"]):
+            chosen = cb.add_file([], path)
+            on = cb.generate(st, chosen, [1.0], "zqx", steps=2, seed=1, family=family)
+            off = cb.generate(st, chosen, [0.0], "zqx", steps=2, seed=1, family=family)
+            assert on.image.size == (64, 64) and on.image.tobytes() != off.image.tobytes()
+        assert st.live(family).stats["base_loads"] == 1
+    finally:
+        st.close()
+
+
+def test_blend_search_runs_on_flux(tmp_path: Path, embedded_flux_base: Path, files: dict[str, Path],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Space's "Blend search" on the Flux.1 base: the flow-matching objective, the grid, the recipe."""
+    from PIL import Image
+
+    monkeypatch.setattr(cb, "_has_gpu", lambda: False)
+    st = cb.SpaceState(base=cb.space_base(None), workdir=tmp_path / "work", bases={"flux": str(embedded_flux_base)})
+    targets = []
+    for i, colour in enumerate(("red", "blue")):
+        path = tmp_path / f"t{i}.png"
+        Image.new("RGB", (80, 64), colour).save(path)
+        targets.append(path)
+    try:
+        chosen = cb.add_file(cb.add_file([], files["flux_kohya"]), files["flux_peft"])
+        out = cb.blend_search(st, chosen, targets, "a photo", budget=6, l1=0.0, family="flux")
+        assert set(out.weights) == {"flux_kohya", "flux_peft"} and "sources:" in out.recipe_yaml
+        assert out.grid.width > 2 * 64 and out.grid.height > 3 * 64  # targets, found, base
+        assert st.live("flux").base.family == "flux"
+    finally:
+        st.close()

@@ -320,11 +320,14 @@ def test_ctrl_c_then_resume_is_bit_for_bit_on_flux(embedded_flux_base: Path, tmp
     assert straight.first_loss != straight.last_loss
 
 
-def test_the_trained_adapter_previews_and_blend_search_refuses_in_one_line(trained: dict[str, Any]) -> None:
-    """The package loads into lorahub's live pipeline (hot-swap slots); blend search, whose objective is the DDPM
-    loss, says in one line that it does not run on flow-matching bases."""
-    from lorahub.errors import UsageError
-    from lorahub.pipeline.blendsearch import BlendObjective
+def test_the_trained_adapter_previews_and_its_blend_search_loss_falls(trained: dict[str, Any]) -> None:
+    """The package loads into lorahub's live pipeline (hot-swap slots), and blend search's objective (the
+    flow-matching loss on fixed draws) on the training images is lower with the trained adapter at weight 1 than at
+    0: the search reads back what training taught."""
+    import numpy as np
+    from PIL import Image
+
+    from lorahub.pipeline.blendsearch import BlendObjective, encode_images
     from lorahub.pipeline.live import LivePipeline
 
     lp = LivePipeline(trained["base"], target_rank=8, lora_dirs=[trained["out"]])
@@ -332,8 +335,13 @@ def test_the_trained_adapter_previews_and_blend_search_refuses_in_one_line(train
         lp.add("mystyle", str(trained["out"] / "mystyle_kohya.safetensors"))
         image = lp.render(TRIGGER, seed=0, steps=2, output_type="np").image
         assert image.shape[:2] == (64, 64)
-        with pytest.raises(UsageError, match="blend search runs on SD 1.x/2.x and SDXL bases") as err:
-            BlendObjective(lp, ["mystyle"], torch.zeros(1, 16, 8, 8), [TRIGGER])
-        assert "\n" not in str(err.value)
+        images = sorted(trained["data"].rglob("*.png"))[:4]
+        latents = encode_images(lp.pipe, [Image.fromarray(np.asarray(Image.open(p).convert("RGB"))) for p in images])
+        captions = [p.with_suffix(".txt").read_text().strip() for p in images]
+        captions = [c if c.startswith(TRIGGER) else f"{TRIGGER}, {c}" for c in captions]
+        obj = BlendObjective(lp, ["mystyle"], latents, captions, samples=4, seed=0, max_sequence_length=SEQ)
+        assert obj.prediction == "flow"
+        on, off = obj.loss([1.0]), obj.loss([0.0])
+        assert on < 0.9 * off, (on, off)
     finally:
         lp.close()
