@@ -59,24 +59,22 @@ class Ann:
     @classmethod
     def load(cls, buffer: Any) -> Ann:
         """A graph copied from ``buffer`` (bytes written by :meth:`to_bytes`), to be changed."""
-        from usearch.index import Index
-
-        index = Index.restore(buffer, view=False)
-        if index is None:
-            raise ValueError("not a usearch index")
-        index.expansion_search = EXPANSION_SEARCH
-        return cls(index)
+        return cls._restore(buffer, view=False)
 
     @classmethod
     def view(cls, buffer: Any) -> Ann:
         """A graph read in place from ``buffer`` (kept alive by the caller); read-only."""
+        return cls._restore(buffer, view=True)
+
+    @classmethod
+    def _restore(cls, buffer: Any, *, view: bool) -> Ann:
         from usearch.index import Index
 
-        index = Index.restore(buffer, view=True)
+        index = Index.restore(buffer, view=view)
         if index is None:
             raise ValueError("not a usearch index")
         index.expansion_search = EXPANSION_SEARCH
-        return cls(index, viewed=True)
+        return cls(index, viewed=view)
 
     def writable(self) -> Ann:
         """This graph, or a copy that can be changed when it is a view."""
