@@ -13,8 +13,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
 # Reinstall when the project's dependencies change.
+# torchao (lorahub train --quantize int8) goes into a folder of its own, not the venv: once importable, diffusers
+# imports it on every model load; bitsandbytes (--quantize nf4) beside it. tests/training/test_train_flux.py puts
+# the folder on the path of the processes it starts for those two.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/quant torchao==0.18.0 bitsandbytes==0.50.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,8 +29,9 @@ demo: install
 services:
 	bash scripts/ensure-services
 
+# One pytest worker per core (at most 4; tests run torch on one thread each, see tests/conftest.py).
 test: install services
-	$(BIN)/python -m pytest --durations=30
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --durations=30
 
 schemas: install
 	$(BIN)/python -m lorahub.schemas
