@@ -46,11 +46,14 @@ PRESETS = {
 
 def target_modules(model: Any, preset: str) -> list[str]:
     """The paths of the Linear modules of ``model`` (a Flux/SD3 transformer) that ``preset`` adapts."""
+    import torch
+
     rx = PRESETS.get(preset)
     if rx is None:
         raise UsageError(f"unknown target preset {preset!r}", hint=f"use one of {', '.join(PRESETS)}")
+    # isinstance, not the class name: a quantized base's layers (bitsandbytes' Linear4bit) subclass Linear
     return [name for name, module in model.named_modules()
-            if rx.match(name) and type(module).__name__ == "Linear"]
+            if rx.match(name) and isinstance(module, torch.nn.Linear)]
 
 
 def sampling_of(cfg: Any, family: str) -> str:
