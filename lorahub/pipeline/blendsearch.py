@@ -579,9 +579,10 @@ def search_recipe(result: SearchResult, sources: Sequence[Any], *, budget: int, 
 
 
 def result_grid(live: Any, objective: BlendObjective, targets: Sequence[Target], result: SearchResult, *,
-                steps: int = 20, seed: int = 0, guidance: float = 7.5, max_columns: int = 8) -> Any:
+                steps: int = 20, seed: int = 0, guidance: float | None = None, max_columns: int = 8) -> Any:
     """A labelled grid: the targets on top, the found blend below (each target's caption, same seed), and
-    the base alone at the bottom."""
+    the base alone at the bottom. ``guidance`` defaults to the base's own (``live.default_guidance()``: 3.5 on
+    Flux.1-dev, 7.0 on SD3, 7.5 on SD 1.x/SDXL)."""
     from .grid import make_grid
 
     shown = list(targets)[:max_columns]

@@ -153,3 +153,30 @@ def test_an_odd_latent_size_is_one_line(live) -> None:  # noqa: ANN001
     with pytest.raises(UsageError, match="multiple of 16 pixels") as err:
         BlendObjective(live, ["a"], torch.zeros(1, 16, 9, 8), ["x"])
     assert "\n" not in str(err.value)
+
+
+def test_the_result_grid_renders_at_the_bases_own_guidance(live, latents) -> None:  # noqa: ANN001
+    """The grid of a search on Flux.1-dev renders at its guidance embedding's 3.5, not SD's classifier-free 7.5."""
+    from lorahub.pipeline.blendsearch import BlendObjective, Target, result_grid, search_weights
+
+    obj = BlendObjective(live, ["a", "b"], latents, CAPTIONS, samples=2, seed=0, reference=TRUTH,
+                         max_sequence_length=SEQ)
+    res = search_weights(obj, optimizer="cma", budget=4, l1=0.0, seed=0)
+    targets = [Target(f"t{i}.png", CAPTIONS[i], _image(i)) for i in range(2)]
+    seen: list[float | None] = []
+    render = live.render
+
+    def spy(prompt: str, **kw):  # noqa: ANN003, ANN202 - the real render, its guidance recorded
+        seen.append(kw.get("guidance"))
+        out = render(prompt, **kw)
+        seen.append(out.guidance)
+        return out
+
+    live.render = spy
+    try:
+        grid = result_grid(live, obj, targets, res, steps=1)
+    finally:
+        del live.render
+    assert live.default_guidance() == 3.5
+    assert seen and all(g in (None, 3.5) for g in seen[0::2]) and set(seen[1::2]) == {3.5}, seen
+    assert grid.size[0] > 64 * 2 and grid.size[1] > 64 * 3
