@@ -674,6 +674,17 @@ def zip_package(folder: Path, dest: Path) -> Path:
     return dest
 
 
+def train_settings(gpu: bool) -> dict[str, Any]:
+    """What the Space's training adds to lorahub's defaults: on a GPU (a Space's, often shared or small, and with
+    ``$LORAHUB_SPACE_BASE_FLUX`` a 12 B transformer) the settings of ``lorahub train --small-gpu`` (bf16 where the
+    GPU has it, gradient checkpointing, cached latents, 8-bit AdamW with bitsandbytes); nothing on a CPU."""
+    if not gpu:
+        return {}
+    from lorahub.training.config import small_gpu_settings
+
+    return small_gpu_settings()
+
+
 def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, trigger: str = "", steps: int = 100,
           rank: int = 4, *, lr: float = 1e-4, sample_every: int = 0, poll: float = 0.25,
           on_progress: Callable[[int, float], None] | None = None, family: str | None = None) -> Iterator[TrainEvent]:
@@ -702,7 +713,8 @@ def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, tri
         raise
     out = job / adapter_name(trigger or "adapter")
     values: dict[str, Any] = dict(data=str(data), out=str(out), base=base, trigger=trigger, steps=n_steps,
-                                  rank=n_rank, lr=lr, sample_every=int(sample_every or 0), sample_steps=8)
+                                  rank=n_rank, lr=lr, sample_every=int(sample_every or 0), sample_steps=8,
+                                  **train_settings(_has_gpu()))
     losses: list[tuple[int, float]] = []
     box: dict[str, Any] = {}
     stop = threading.Event()

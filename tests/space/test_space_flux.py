@@ -176,6 +176,14 @@ def test_trains_in_the_space_and_previews_there(family: str, tmp_path: Path, req
         with zipfile.ZipFile(done.zip_path) as zf:
             names = zf.namelist()
         assert "zqx/pytorch_lora_weights.safetensors" in names and "zqx/zqx_kohya.safetensors" in names
+        import tomllib
+
+        with zipfile.ZipFile(done.zip_path) as zf:
+            saved = tomllib.loads(zf.read("zqx/train_config.toml").decode())["train"]
+        assert saved["mixed_precision"] == "no" and saved["gradient_checkpointing"] is False  # a CPU: plain defaults
+        gpu = cb.train_settings(True)  # a GPU Space (a 12 B Flux transformer there) trains as --small-gpu does
+        assert gpu["gradient_checkpointing"] and gpu["cache_latents"] and gpu["mixed_precision"] in ("bf16", "fp16")
+        assert cb.train_settings(False) == {}
         card = cb.push(done.zip_path, repo="me/zqx", endpoint="http://127.0.0.1:9", dry_run=True)["card"]
         assert f"base_model: {MODELS[family].id}" in card  # the base it was trained on, with its pipeline
         assert {"flux": "from diffusers import FluxPipeline", "sd3": "from diffusers import StableDiffusion3Pipeline"}[
