@@ -16,7 +16,8 @@ differs, so that it learns in minutes on two CPU cores (SD 1.5 in brackets):
   ``DownBlock2D``, up blocks ``UpBlock2D`` + ``CrossAttnUpBlock2D`` x3, a
   cross-attention mid block, ``layers_per_block=2``, 1x1 conv ``proj_in`` /
   ``proj_out`` (all as SD 1.5); ``block_out_channels=(32, 64, 64, 64)``,
-  ``cross_attention_dim=64``, heads of 8 channels, ``norm_num_groups=16``.
+  ``cross_attention_dim=64``, 2 attention heads (16 channels wide in the first
+  level, 32 below), ``norm_num_groups=16``.
 - CLIPTextModel: ``hidden_size=64``, 4 layers, 4 heads, 77 positions.
 - CLIPTokenizer: the byte-level fallback of the embedded tokenizer (every
   byte and byte + ``</w>``) plus one token per word of the world's captions
@@ -49,7 +50,9 @@ UNET_CONFIG: dict[str, Any] = {
     "sample_size": RESOLUTION // VAE_FACTOR,
     "block_out_channels": (32, 64, 64, 64),
     "cross_attention_dim": 64,
-    "attention_head_dim": 8,
+    # diffusers' legacy name: the number of heads. 2 heads of 16-32 channels, not 8 of 4-8: a CPU training step
+    # spends most of its time in attention softmaxes, whose count grows with the heads (docs/drawing-base.md)
+    "attention_head_dim": 2,
     "norm_num_groups": 16,
 }
 
