@@ -566,10 +566,11 @@ def scores(raw: Raw, query: str) -> tuple[np.ndarray, np.ndarray]:
 
     index = index_for(raw)
     model = embedder()
-    live = np.flatnonzero(index.alive[: index.n])
     q = model.query(query)
-    s = index._score(live, vectorindex.normalised(q - index.mean), index._tag_bonus(q))
-    return index.ids[live], s
+    with _slot_for(raw, model).lock:  # scoring lends the index's scratch mask
+        live = np.flatnonzero(index.alive[: index.n])
+        s = index._score(live, vectorindex.normalised(q - index.mean), index._tag_bonus(q))
+        return index.ids[live], s
 
 
 def reset_cache() -> None:

@@ -106,7 +106,9 @@ def _csr(lists: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class VectorIndex:
-    """One database's vectors for one model (rows ``[:n]`` of ``matrix``; ``alive`` marks the current ones)."""
+    """One database's vectors for one model (rows ``[:n]`` of ``matrix``; ``alive`` marks the current ones).
+    Not thread-safe (the kept candidates, the tag masks, the scratch mask): :mod:`.semantic` holds the index's
+    slot lock around every search and change."""
 
     def __init__(self, dim: int, mean: np.ndarray, built_n: int) -> None:
         import numpy as np
