@@ -15,7 +15,10 @@ which writes every record's sentence embedding (registry/semantic.py) as it writ
    fused page of 20 and its SearchResult objects) for the registry benchmark's query mix plus the paraphrase
    set (tests/registry/paraphrase_queries.json), in each mode, after one warm-up pass: as a one-shot command
    searches (exact scoring over the mapped matrix), then as ``lorahub serve`` does (``keep_loaded``: the
-   HNSW graph above 20k vectors). Goal: hybrid p99 <= 30 ms at 100k records.
+   HNSW graph above 20k vectors). Hybrid twice: repeated words (after the warm-up pass each query reuses its
+   kept vector and scored candidates, as a server answering the same words again does) and new words (those
+   forgotten before each query: the goal's figure). CPU p50/p99 per query beside wall time. Goal: hybrid p99
+   <= 30 ms at 100k records.
 4. Recall@10 of the graph's semantic top 10 against exact search's (the same scores: cosine + tag bonus),
    by id and by score (the resampled set repeats records: equal vectors tie). Goal >= 0.95.
 5. ``--million``: 1M vectors (the 100k repeated ten times with noise, their tags' rows repeated too) in an
@@ -144,23 +147,31 @@ def main() -> int:
                   "CPU: the graph checked and copied from the file, or built and written)")
         print(f"\n## in-process Registry.search, {args.records} records, SQLite, {label} "
               f"({len(mix)} mix + {len(paraphrases)} paraphrase queries) | {load_note()}")
-        print("| mode | queries | p50 ms | p95 ms | p99 ms | max ms | CPU ms/query |")
-        print("|---|---|---|---|---|---|---|")
-        for mode in ("keyword", "auto", "semantic"):
+        print("| mode | queries | p50 ms | p95 ms | p99 ms | max ms | CPU ms/query | CPU p50 / p99 ms |")
+        print("|---|---|---|---|---|---|---|---|")
+        for mode in ("keyword", "auto", "auto-cold", "semantic"):
             qs = []
             for q in mix + paraphrases:
                 if mode == "semantic" and q.sort != "relevance":
                     continue
-                qs.append(q.model_copy(update={"mode": mode}))
-            for q in qs:  # warm-up
+                qs.append(q.model_copy(update={"mode": mode.removesuffix("-cold")}))
+            cold = mode.endswith("-cold")
+            for q in qs:  # warm-up (a repeated query reuses its vector and scored candidates: see vectorindex.top)
                 reg.search(q)
-            c = time.process_time()
-            lat = BR.time_calls(reg.search, qs)
-            cpu = 1000 * (time.process_time() - c) / len(qs)
-            p = BR.percentiles(lat)
-            name = "hybrid (auto)" if mode == "auto" else mode
-            print(f"| {name} | {len(qs)} | {p['p50']:.2f} | {p['p95']:.2f} | {p['p99']:.2f} | {p['max']:.2f} | {cpu:.2f} |")
-            if mode == "auto" and keep:
+            lat, cpus = [], []
+            for q in qs:
+                if cold:  # as the first search of these words: the kept query vectors and candidates forgotten
+                    forget_kept()
+                t, c = time.perf_counter(), time.process_time()
+                reg.search(q)
+                cpus.append(1000 * (time.process_time() - c))
+                lat.append(1000 * (time.perf_counter() - t))
+            cpu = sum(cpus) / len(qs)
+            p, pc = BR.percentiles(lat), BR.percentiles(cpus)
+            name = {"auto": "hybrid (auto), repeated words", "auto-cold": "hybrid (auto), new words"}.get(mode, mode)
+            print(f"| {name} | {len(qs)} | {p['p50']:.2f} | {p['p95']:.2f} | {p['p99']:.2f} | {p['max']:.2f} | {cpu:.2f} | "
+                  f"{pc['p50']:.2f} / {pc['p99']:.2f} |")
+            if mode == "auto-cold" and keep:
                 hybrid_p99 = p["p99"]
     ok = hybrid_p99 is not None and hybrid_p99 <= SEARCH_P99_GOAL_MS
     failed |= not ok
@@ -178,6 +189,18 @@ def main() -> int:
         million(reg, [q.query for q in paraphrases] + [q.query for q in mix if q.query][:200])
     reg.close()
     return 1 if failed else 0
+
+
+def forget_kept() -> None:
+    """Forget what repeated queries reuse: each index's scored candidates and the model's query vectors."""
+    from lorahub.registry import semantic
+
+    for slot in list(semantic._slots.values()):
+        if slot.index is not None:
+            slot.index.forget()
+    model = semantic.embedder()
+    if model is not None:
+        model._queries.clear()
 
 
 def million(reg, queries: list[str]) -> None:  # noqa: ANN001

@@ -145,6 +145,22 @@ def load(url: str, params: list[dict], clients: int, procs: int = 4) -> tuple[li
     return lat, wall, sum(r[1] for r in results)
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its descendants so far (Linux ``/proc``; 0 elsewhere)."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def bench_search(backend: str, url: str, work: Path, records: list, queries: list, n_requests: int, clients: int,
                  workers: list[int], mode: str | None = None) -> dict:
     from lorahub.registry.server.run import prepare
@@ -167,7 +183,9 @@ def bench_search(backend: str, url: str, work: Path, records: list, queries: lis
         proc, endpoint = start_server(data, url, ["--workers", str(w)])
         try:
             load(endpoint, params, 4)  # warm-up
+            cpu = _tree_cpu_s(proc.pid)
             lat, wall, errors = load(endpoint, reqs, clients)
+            cpu = _tree_cpu_s(proc.pid) - cpu
             single, _, _ = load(endpoint, params[:300], 1)
         finally:
             stop_server(proc)
@@ -175,6 +193,7 @@ def bench_search(backend: str, url: str, work: Path, records: list, queries: lis
             "concurrent": BR.percentiles(lat),
             "single": BR.percentiles(single),
             "rps": len(lat) / wall,
+            "server_cpu_ms": 1000 * cpu / max(len(lat), 1),  # the server's CPU per request (its processes' time)
             "errors": errors,
             "requests": len(lat),
         }
@@ -364,14 +383,15 @@ def main() -> int:
                         drop()
                 print(f"\n## search over HTTP, {backend}, {len(records)} records, mode {args.mode or 'auto'} "
                       f"(import {res['import_s']:.1f} s)")
-                print("| server processes | clients | requests | p50 ms | p95 ms | p99 ms | max ms | req/s | errors |")
-                print("|---|---|---|---|---|---|---|---|---|")
+                print("| server processes | clients | requests | p50 ms | p95 ms | p99 ms | max ms | req/s | errors | "
+                      "server CPU ms/request |")
+                print("|---|---|---|---|---|---|---|---|---|---|")
                 best = None
                 for w, run in res["runs"].items():
                     c, s1 = run["concurrent"], run["single"]
                     print(f"| {w} | {args.clients} | {run['requests']} | {c['p50']:.1f} | {c['p95']:.1f} | {c['p99']:.1f} | "
-                          f"{c['max']:.1f} | {run['rps']:.0f} | {run['errors']} |")
-                    print(f"| {w} | 1 | 300 | {s1['p50']:.1f} | {s1['p95']:.1f} | {s1['p99']:.1f} | {s1['max']:.1f} | | |")
+                          f"{c['max']:.1f} | {run['rps']:.0f} | {run['errors']} | {run['server_cpu_ms']:.2f} |")
+                    print(f"| {w} | 1 | 300 | {s1['p50']:.1f} | {s1['p95']:.1f} | {s1['p99']:.1f} | {s1['max']:.1f} | | | |")
                     if best is None or c["p99"] < best[1]["concurrent"]["p99"]:
                         best = (w, run)
                 w, run = best

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -377,6 +378,21 @@ def _pg_sql(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
+@lru_cache(maxsize=1)
+def _json_each() -> bool:
+    """Whether this SQLite has ``json_each`` (built in since 3.38; most older builds have JSON1 too)."""
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("SELECT value FROM json_each('[1]')").fetchall()
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return True
+
+
 @lru_cache(maxsize=256)
 def _row_type(names: tuple[str, ...]) -> Any:
     return namedtuple("Row", names, rename=True)
@@ -414,6 +430,12 @@ class Raw:
         else:
             for name in _IN_LIST.findall(sql):
                 values = list(params.pop(name))
+                if len(values) > 1 and _json_each() and all(type(v) is int for v in values):
+                    # One parameter, so one statement text whatever the count: the sqlite3 module's statement
+                    # cache keeps it compiled (a list of 100 ids as 100 parameters was compiled every time).
+                    params[name] = json.dumps(values)
+                    sql = sql.replace(f"IN :{name}", f"IN (SELECT value FROM json_each(:{name}))")
+                    continue
                 keys = [f"{name}_{i}" for i in range(len(values))] or ["__none__"]
                 params.update(zip(keys, values, strict=False))
                 if not values:

@@ -37,6 +37,7 @@ column conditions.
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -224,8 +225,13 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
         fused[hit.id] = fused.get(hit.id, 0.0) + factor * KEYWORD_WEIGHTS.get(tier, 0.5) / (RRF_K + rank)
     for rank, (aid, _score) in enumerate(vector, 1):
         fused[aid] = fused.get(aid, 0.0) + VECTOR_WEIGHT / (RRF_K + rank)
-    for aid in sorted(fused, key=lambda i: (-fused[i], -i)):
-        pin(Hit(aid, round(100 * fused[aid], 6)))
+    # Only the page's hits are made: the best of the fused (the pinned ones among them are skipped).
+    want = offset + q.limit - len(out)
+    if want > 0:
+        for aid in heapq.nsmallest(want + len(seen), fused, key=lambda i: (-fused[i], -i)):
+            if len(out) >= offset + q.limit:
+                break
+            pin(Hit(aid, round(100 * fused[aid], 6)))
     return out[offset : offset + q.limit]
 
 

@@ -42,6 +42,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -68,6 +69,8 @@ RECIPE = "lorahub1"
 FIELD_WEIGHTS = (("name", 0.5), ("tags", 1.0), ("words", 0.5), ("description", 0.25))
 DESCRIPTION_CHARS = 400
 MAX_TOKENS = 256
+#: Query vectors kept per process (a vector depends on the text and the model only: nothing to invalidate).
+QUERY_CACHE = 4096
 #: Least score of a semantic hit (cosine to the query, both centred on the records' mean, + tag bonus):
 #: closer to the query than the average record. (No threshold tells gibberish from a paraphrase with static
 #: embeddings: hybrid search asks for a query word that occurs in the registry instead, see search.fuse.)
@@ -141,6 +144,7 @@ class Embedder:
         tok.no_truncation()
         self.tokenizer = tok
         self._lock = threading.Lock()
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> its vector (read-only), newest last
 
     def means(self, texts: list[str]) -> np.ndarray:
         """The mean token vector of each text (zeros for an empty one), float32."""
@@ -162,7 +166,19 @@ class Embedder:
         return out
 
     def query(self, text: str) -> np.ndarray:
-        return _normalised(self.means([text]))[0]
+        """The normalised vector of a query (read-only; the last :data:`QUERY_CACHE` texts are kept)."""
+        with self._lock:
+            found = self._queries.get(text)
+            if found is not None:
+                self._queries.move_to_end(text)
+                return found
+        vector = _normalised(self.means([text]))[0]
+        vector.setflags(write=False)
+        with self._lock:
+            self._queries[text] = vector
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return vector
 
     def terms(self, texts: list[str]) -> np.ndarray:
         return _normalised(self.means(texts))
@@ -550,10 +566,11 @@ def scores(raw: Raw, query: str) -> tuple[np.ndarray, np.ndarray]:
 
     index = index_for(raw)
     model = embedder()
-    live = np.flatnonzero(index.alive[: index.n])
     q = model.query(query)
-    s = index._score(live, vectorindex.normalised(q - index.mean), index._tag_bonus(q))
-    return index.ids[live], s
+    with _slot_for(raw, model).lock:  # scoring lends the index's scratch mask
+        live = np.flatnonzero(index.alive[: index.n])
+        s = index._score(live, vectorindex.normalised(q - index.mean), index._tag_bonus(q))
+        return index.ids[live], s
 
 
 def reset_cache() -> None:

@@ -8,9 +8,12 @@ gets a new position and its old one is marked dead (``alive``), so postings and 
 :mod:`.semantic` rebuilds everything when dead rows outnumber live ones.
 
 Searching (:meth:`VectorIndex.top`): exact (one product over every row, or over the rows a filter keeps
-when they are fewer than :data:`ANN_MIN_ROWS`), or the graph's :data:`ANN_CANDIDATES` nearest rows plus the
-rows of the query's nearest tags with at most :data:`POSTING_EXACT` rows, scored exactly; asked again four
-times deeper while the caller's filters reject too many, and exact past a quarter of the rows.
+when they are at most :data:`FILTERED_EXACT` or :data:`FILTERED_EXACT_PER_CANDIDATE` times the candidates the
+graph would be asked for), or the graph's :data:`ANN_CANDIDATES` nearest rows plus the rows of the query's
+nearest tags with at most :data:`POSTING_EXACT` rows, scored exactly; asked again four times deeper while the
+caller's filters reject too many, and exact past a quarter of the rows. A query's nearest tags and scored
+candidates are kept for its next search (up to :data:`MEMO_BYTES`) until the index changes; the caller's
+filters and visibility are asked every time.
 
 The cache file (:meth:`VectorIndex.save`, :meth:`VectorIndex.open`): one file a command maps in
 milliseconds instead of reading every vector from the database. ``MAGIC``, the header's length and its
@@ -30,7 +33,9 @@ import logging
 import mmap
 import os
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +54,9 @@ POSTING_EXACT = 8192
 #: A filtered search scores exactly when the filters keep at most this many rows (else the graph's
 #: candidates that pass them).
 FILTERED_EXACT = 4096
+#: ... or at most this many times the candidates it would ask of the graph (a filter keeping 1 row in 15 asks
+#: 15x the candidates: one candidate of the graph costs about 4.5 rows scored exactly, measured at 100k rows).
+FILTERED_EXACT_PER_CANDIDATE = 4
 #: Query -> its nearest tags of the registry's vocabulary, and how much a record's matching tag adds.
 TAG_NEIGHBOURS = 5
 TAG_WEIGHT = 0.5
@@ -68,6 +76,11 @@ _DTYPES = {"matrix": "float32", "ids": "int64", "alive": "bool", "mean": "float3
 _MAX_HEADER = 256 << 20
 #: Large tags whose rows are kept as a mask (one byte per row each).
 _TAG_MASKS = 64
+#: Scored candidates kept per index for repeated queries (a server answers the same words again and again):
+#: at most this many bytes of arrays; forgotten whenever the index changes (see :meth:`VectorIndex.top`).
+MEMO_BYTES = 32 << 20
+#: ... and a search's scored candidates are kept only up to this many rows (an exact pass over every row is not).
+MEMO_MAX_ROWS = 65_536
 
 
 class BadCacheFile(ValueError):
@@ -93,7 +106,9 @@ def _csr(lists: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class VectorIndex:
-    """One database's vectors for one model (rows ``[:n]`` of ``matrix``; ``alive`` marks the current ones)."""
+    """One database's vectors for one model (rows ``[:n]`` of ``matrix``; ``alive`` marks the current ones).
+    Not thread-safe (the kept candidates, the tag masks, the scratch mask): :mod:`.semantic` holds the index's
+    slot lock around every search and change."""
 
     def __init__(self, dim: int, mean: np.ndarray, built_n: int) -> None:
         import numpy as np
@@ -115,6 +130,10 @@ class VectorIndex:
         self._post_val = np.zeros(0, np.int32)
         self._post_extra: dict[int, np.ndarray] = {}
         self._tag_masks: dict[int, np.ndarray] = {}  # large tags' rows as masks (a search's candidates test them)
+        self._scratch: np.ndarray | None = None  # a False mask over the rows, lent to _tag_member and returned clean
+        # query vector, filters, graph or not -> (tag bonus, candidates scored per depth asked): see top()
+        self._memo: OrderedDict[tuple[Any, ...], _Memo] = OrderedDict()
+        self._memo_bytes = 0
         self.facet_tokens: list[str] = []
         self._facet_pos: dict[str, int] | None = None
         self._facet_off = np.zeros(1, np.int64)
@@ -181,12 +200,14 @@ class VectorIndex:
         rows = np.flatnonzero(self.alive[: self.n])
         self.ann = Ann.build(self.matrix[rows], rows, threads=threads)
         self._ann_source = None
+        self.forget()
 
     def ensure_ann(self) -> Any:
         """The graph: the one in memory, or the cache file's (its digest checked first); None if neither."""
         if self.ann is None and self._ann_source is not None:
             offset, length, digest = self._ann_source
             self._ann_source = None
+            self.forget()
             from .ann import Ann
 
             view = memoryview(self._map)[offset : offset + length]
@@ -249,6 +270,7 @@ class VectorIndex:
         rows = [row_of.pop(a) for a in adapter_ids if a in row_of]
         if not rows:
             return 0
+        self.forget()
         if not self.alive.flags.writeable:
             self.alive = self.alive.copy()
         self.alive[rows] = False
@@ -265,6 +287,7 @@ class VectorIndex:
 
         if not rows:
             return
+        self.forget()
         self.remove([int(r[0]) for r in rows])
         k = len(rows)
         centred = normalised(vectors - self.mean).astype(np.float32)
@@ -368,7 +391,15 @@ class VectorIndex:
 
         p = self.posting(t)
         if len(p) <= POSTING_EXACT:
-            return np.isin(rows, p)
+            # a shared all-False mask: set the tag's rows, read the candidates, clear it again (no sort, as
+            # np.isin does)
+            scratch = self._scratch
+            if scratch is None or len(scratch) < self.n:
+                scratch = self._scratch = np.zeros(self.n, bool)
+            scratch[p] = True
+            out = scratch[rows]
+            scratch[p] = False
+            return out
         mask = self._tag_masks.get(t)
         if mask is None or len(mask) < self.n:
             if len(self._tag_masks) >= _TAG_MASKS:
@@ -394,49 +425,96 @@ class VectorIndex:
     def top(self, q: np.ndarray, depth: int, allowed: Callable[[list[int]], set[int]], facets: list[str], *,
             floor_of: Callable[[float], float], use_ann: bool) -> list[tuple[int, float]]:
         """The best ``depth`` (adapter id, score) pairs above ``floor_of(best score)`` that ``allowed``
-        keeps, best first; ``q`` is the query's normalised vector (not centred)."""
-        import numpy as np
+        keeps, best first; ``q`` is the query's normalised vector (not centred).
+
+        What does not depend on ``allowed`` (the query's nearest tags, the candidates and their scores) is
+        kept per (query vector, filters, graph or not) for the next search of the same words, up to
+        :data:`MEMO_BYTES`, until the index changes (:meth:`forget`); ``allowed`` (the filters and the
+        viewer's visibility in SQL) is asked every time."""
 
         if not self.live:
             return []
+        key = (q.tobytes(), tuple(facets), bool(use_ann))
+        memo = self._memo.get(key)
+        if memo is None:
+            memo = self._prepare(q, facets, use_ann)
+            self._remember(key, memo)
+        else:
+            self._memo.move_to_end(key)
+        k = max(ANN_CANDIDATES, 4 * depth)
+        if memo.kept:
+            k = max(k, int(k * self.live / memo.kept))  # as many candidates that pass the filters
+        while True:
+            step = memo.steps.get(k)
+            if step is None:
+                step = self._candidates(memo, k)
+                if len(step.scores) <= MEMO_MAX_ROWS and key in self._memo:
+                    memo.steps[k] = step
+                    self._memo_bytes += step.nbytes
+                    self._trim()
+            s = step.scores
+            floor = floor_of(step.best)
+            out, exhausted = _walk(step.ids, s, depth, allowed, floor)
+            # Done when exact, or when no row left out could rank: the last one kept (or the floor, when
+            # fewer were kept and every candidate was looked at) scores at least the bound.
+            bound = step.bound
+            if step.exact or (len(out) >= depth and out[-1][1] >= bound) or (
+                    len(out) < depth and (not exhausted or floor >= bound)):
+                return out
+            k *= 4
+
+    def _prepare(self, q: np.ndarray, facets: list[str], use_ann: bool) -> _Memo:
+        """What a query's search needs whatever the depth: its centred vector, nearest tags, the filters' row
+        count, the graph, the first number of candidates."""
+        import numpy as np
+
         qc = normalised(q - self.mean)
         near = self._tag_bonus(q)
         keep = self._facet_mask(facets)  # rows every filter token keeps
         kept = None if keep is None else int(np.count_nonzero(keep))
         ann = self.ensure_ann() if use_ann else None
-        small = kept is not None and kept <= FILTERED_EXACT
-        k = max(ANN_CANDIDATES, 4 * depth)
-        if kept is not None and kept:
-            k = max(k, int(k * self.live / kept))  # as many candidates that pass the filters
         # The most a row left out of the candidates can add by a tag: its tag's rows were not all scored.
         unscored_bonus = max((TAG_WEIGHT * sim for t, sim in near if len(self.posting(t)) > POSTING_EXACT), default=0.0)
-        while True:
-            bound = -np.inf  # the best score a row outside the candidates can have (approximately)
-            exact = ann is None or small or k >= self.live // 4
-            if exact:
-                rows = None if keep is None else np.flatnonzero(keep)
-            else:
-                found = ann.search(qc, k)
-                if len(found):
-                    bound = float(np.einsum("j,j->", self.matrix[found[-1]], qc)) + unscored_bonus
-                mask = np.zeros(self.n, bool)
-                mask[found] = True
-                for t, _ in near:
-                    p = self.posting(t)
-                    if len(p) <= POSTING_EXACT:
-                        mask[p] = True
-                mask &= self.alive[: self.n] if keep is None else keep
-                rows = np.flatnonzero(mask)
-            s = self._score(rows, qc, near)
-            ids = self.ids[: self.n] if rows is None else self.ids[rows]
-            floor = floor_of(float(s.max()) if len(s) else 0.0)
-            out, exhausted = _walk(ids, s, depth, allowed, floor)
-            # Done when exact, or when no row left out could rank: the last one kept (or the floor, when
-            # fewer were kept and every candidate was looked at) scores at least the bound.
-            if exact or (len(out) >= depth and out[-1][1] >= bound) or (
-                    len(out) < depth and (not exhausted or floor >= bound)):
-                return out
-            k *= 4
+        return _Memo(qc=qc, near=near, facets=list(facets), kept=kept, ann=ann is not None, unscored_bonus=unscored_bonus,
+                     nbytes=int(qc.nbytes) + len(facets) * 64 + 256)
+
+    def _candidates(self, memo: _Memo, k: int) -> _Step:
+        """The rows scored for ``k`` candidates asked of the graph (all rows, or the filters', when exact)."""
+        import numpy as np
+
+        keep = self._facet_mask(memo.facets)
+        qc, near = memo.qc, memo.near
+        ann = self.ann if memo.ann else None
+        bound = -np.inf  # the best score a row outside the candidates can have (approximately)
+        exact = (ann is None or k >= self.live // 4 or (
+            memo.kept is not None and memo.kept <= max(FILTERED_EXACT, FILTERED_EXACT_PER_CANDIDATE * k)))
+        if exact:
+            rows = None if keep is None else np.flatnonzero(keep)
+        else:
+            found = ann.search(qc, k)
+            if len(found):
+                bound = float(np.einsum("j,j->", self.matrix[found[-1]], qc)) + memo.unscored_bonus
+            mask = np.zeros(self.n, bool)
+            mask[found] = True
+            for t, _ in near:
+                p = self.posting(t)
+                if len(p) <= POSTING_EXACT:
+                    mask[p] = True
+            mask &= self.alive[: self.n] if keep is None else keep
+            rows = np.flatnonzero(mask)
+        s = self._score(rows, qc, near)
+        ids = self.ids[: self.n] if rows is None else self.ids[rows]
+        return _Step(ids=ids, scores=s, best=float(s.max()) if len(s) else 0.0, bound=bound, exact=exact)
+
+    def _remember(self, key: tuple[Any, ...], memo: _Memo) -> None:
+        self._memo[key] = memo
+        self._memo_bytes += memo.nbytes
+        self._trim()
+
+    def _trim(self) -> None:
+        while self._memo_bytes > MEMO_BYTES and len(self._memo) > 1:
+            _, old = self._memo.popitem(last=False)
+            self._memo_bytes -= old.nbytes + sum(st.nbytes for st in old.steps.values())
 
     # -- the cache file ----------------------------------------------------------------------------
 
@@ -577,6 +655,13 @@ class VectorIndex:
         """Forget the graph (in memory or in the file): exact search until :meth:`build_ann`."""
         self.ann = None
         self._ann_source = None
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the scored candidates kept for repeated queries (:meth:`top`): the rows, their vectors, tags or
+        filter tokens, or the graph changed. Every change of the index calls it."""
+        self._memo.clear()
+        self._memo_bytes = 0
 
     def has_graph(self) -> bool:
         return self.ann is not None or self._ann_source is not None
@@ -593,6 +678,36 @@ def _grown(arr: np.ndarray, n: int, shape: tuple[int, ...], dtype: Any) -> np.nd
     out = np.zeros(shape, dtype)
     out[:n] = arr[:n]
     return out
+
+
+@dataclass
+class _Step:
+    """The candidates of one graph search (or every row), scored: adapter ids, scores, the best score, the
+    bound on what a row left out can score, and whether it was exact."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    best: float
+    bound: float
+    exact: bool
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.scores.nbytes) + 128
+
+
+@dataclass
+class _Memo:
+    """A query's search state at one index state: see :meth:`VectorIndex.top`."""
+
+    qc: np.ndarray
+    near: list[tuple[int, float]]
+    facets: list[str]
+    kept: int | None
+    ann: bool
+    unscored_bonus: float
+    nbytes: int
+    steps: dict[int, _Step] = field(default_factory=dict)
 
 
 def _walk(ids: np.ndarray, s: np.ndarray, depth: int, allowed: Callable[[list[int]], set[int]],

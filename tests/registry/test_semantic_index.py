@@ -256,3 +256,85 @@ def test_a_registry_without_tags_writes_and_maps_its_file(tmp_path) -> None:  # 
         assert _names(reg, "haunted spirit") == first and _index(reg)._map is not None
     finally:
         reg.close()
+
+
+def test_repeated_queries_reuse_their_vector_and_candidates_and_never_answer_stale(registry, db_url, graph,  # noqa: ANN001
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server answers the same words again and again: the query's vector (per process) and its scored
+    candidates (per index, until the index changes) are kept. A write by another process (a push, a commit, an
+    import), a change of a record, its removal, and a visibility change that touches no vector all show in the
+    very next search of the same words, which answers what a fresh process answers."""
+    from sqlalchemy import update
+
+    from lorahub.registry.catalogue import Registry
+    from lorahub.registry.rows import A
+
+    registry.import_records(_records(120))
+    query = "black and white ink painting"
+
+    def fresh() -> list[str]:  # a new process: no index, no kept vector or candidates
+        semantic.reset_cache()
+        semantic.keep_loaded()
+        return _names(registry, query)
+
+    first = _names(registry, query)
+    model = semantic.embedder()
+    vector = model.query(query)
+    assert model.query(query) is vector and not vector.flags.writeable  # kept, and nobody may change it
+    index = _index(registry)
+    assert index._memo and _names(registry, query) == first == fresh()
+    index = _index(registry)
+    other = Registry(db_url)
+    try:
+        other.import_records([AdapterRecord(source="t", id="new", name="Sumi-e Brushwork Masterpiece",
+                                            tags=["ink", "monochrome", "sumi-e"], description="ink wash painting",
+                                            files=[{"name": "new.safetensors", "hashes": {"sha256": "ab" * 32}}])])
+        added = _names(registry, query)
+        assert "Sumi-e Brushwork Masterpiece" in added and added == fresh()
+        _names(registry, query)  # kept again
+        other.import_records([AdapterRecord(source="t", id="new", name="Sumi-e Brushwork Masterpiece",
+                                            tags=["mecha", "robot"], description="giant war machines",
+                                            files=[{"name": "new.safetensors", "hashes": {"sha256": "ab" * 32}}])])
+        changed = _names(registry, query)  # its new vector is the one scored
+        assert "Sumi-e Brushwork Masterpiece" not in changed and changed == fresh()
+        assert "Sumi-e Brushwork Masterpiece" in _names(registry, "giant fighting robots")
+        # visibility changes no vector (the kept candidates stay): it is checked in SQL at every search
+        shown = _names(registry, query)
+        with other.writing() as conn:
+            conn.execute(update(A).where(A.c.name == shown[0]).values(private=True, owner_id=None))
+        assert shown[0] not in _names(registry, query)
+        aid = next(r.id for r in registry.search(SearchQuery(query=shown[1], mode="keyword")))
+        other.remove([aid])
+        assert shown[1] not in _names(registry, query)
+        assert _names(registry, query) == fresh()
+    finally:
+        other.close()
+    # kept within bounds: the oldest queries' candidates go first, the answers stay the same
+    monkeypatch.setattr(vectorindex, "MEMO_BYTES", 4096)
+    semantic.reset_cache()
+    semantic.keep_loaded()
+    before = {q: _names(registry, q) for q in QUERIES}
+    index = _index(registry)
+    assert index._memo_bytes <= 4096 or len(index._memo) == 1
+    assert {q: _names(registry, q) for q in QUERIES} == before
+    monkeypatch.setattr(semantic, "QUERY_CACHE", 2)
+    model = semantic.embedder()
+    for q in QUERIES:
+        model.query(f"{q}, once more")
+    assert list(model._queries) == [f"{q}, once more" for q in QUERIES[-2:]]
+
+
+def test_id_lists_read_as_one_parameter_on_sqlite_and_as_many_otherwise(registry) -> None:  # noqa: ANN001
+    """``IN :ids`` of integers is one JSON parameter on SQLite (one statement text, kept compiled); other
+    lists (text, one value, none) are expanded as before; both read the same rows."""
+    registry.import_records(_records(30))
+    with registry.reading() as raw:
+        ids = [r[0] for r in raw.all("SELECT id FROM adapters ORDER BY id")]
+        names = {r[0]: r[1] for r in raw.all("SELECT id, name FROM adapters")}
+        got = raw.all("SELECT id FROM adapters WHERE id IN :ids ORDER BY id", {"ids": ids[::3] + [10**9]})
+        assert [r[0] for r in got] == ids[::3]
+        assert raw.all("SELECT id FROM adapters WHERE id IN :ids", {"ids": []}) == []
+        assert [r[0] for r in raw.all("SELECT id FROM adapters WHERE id IN :ids", {"ids": ids[:1]})] == ids[:1]
+        some = [names[i] for i in ids[:4]]
+        got = raw.all("SELECT id FROM adapters WHERE name IN :n ORDER BY id", {"n": some})
+        assert [r[0] for r in got] == ids[:4]
