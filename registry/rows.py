@@ -1,4 +1,5 @@
-"""Writing adapter rows in bulk (SQLAlchemy Core over the sqlmodel tables).
+"""Writing adapter rows in bulk (SQLAlchemy Core over :mod:`.coretables`, the sqlmodel tables' columns without
+sqlmodel: a cold ``lorahub index`` does not import it).
 
 Every source (the folder indexer, the record importer, the Hub indexer, the server's catalogue
 sync) describes adapters as drafts (:mod:`lorahub.registry.drafts`) and hands them to
