@@ -1,4 +1,5 @@
-"""Writing adapter rows in bulk (SQLAlchemy Core over the sqlmodel tables).
+"""Writing adapter rows in bulk (SQLAlchemy Core over :mod:`.coretables`, the sqlmodel tables' columns without
+sqlmodel: a cold ``lorahub index`` does not import it).
 
 Every source (the folder indexer, the record importer, the Hub indexer, the server's catalogue
 sync) describes adapters as drafts (:mod:`lorahub.registry.drafts`) and hands them to
@@ -20,27 +21,27 @@ from sqlalchemy.engine import Connection
 from lorahub.schemas.registry import HASH_FIELDS
 
 from . import text as T
-from .database import chunks
-from .drafts import AdapterDraft, FileDraft, VersionDraft
-from .tables import (
-    Adapter,
-    AdapterEmbedding,
-    AdapterFile,
-    AdapterSketch,
-    AdapterTag,
-    AdapterVersion,
-    BlendSource,
-    TriggerWord,
-    utcnow,
+from .coretables import (
+    ADAPTER_EMBEDDINGS,
+    ADAPTER_FILES,
+    ADAPTER_SKETCHES,
+    ADAPTER_TAGS,
+    ADAPTER_VERSIONS,
+    ADAPTERS,
+    BLEND_SOURCES,
+    TRIGGER_WORDS,
 )
+from .database import chunks, utcnow
+from .drafts import AdapterDraft, FileDraft, VersionDraft
 
-A = Adapter.__table__
-V = AdapterVersion.__table__
-F = AdapterFile.__table__
-TG = AdapterTag.__table__
-TW = TriggerWord.__table__
-BS = BlendSource.__table__
-EMB = AdapterEmbedding.__table__
+# Core tables, not the sqlmodel ones (.tables): a cold `lorahub index` does not import sqlmodel (coretables).
+A = ADAPTERS
+V = ADAPTER_VERSIONS
+F = ADAPTER_FILES
+TG = ADAPTER_TAGS
+TW = TRIGGER_WORDS
+BS = BLEND_SOURCES
+EMB = ADAPTER_EMBEDDINGS
 
 #: Longest description kept (PostgreSQL's tsvector has a 1 MB limit).
 MAX_DESCRIPTION = 65_536
@@ -289,7 +290,7 @@ def write_sketches(conn: Connection, rows: list[dict[str, Any]]) -> None:
     else:
         from sqlalchemy.dialects.sqlite import insert as upsert
     for part in chunks(rows, 200):
-        conn.execute(upsert(AdapterSketch.__table__).values(list(part)).on_conflict_do_nothing(index_elements=["sha256"]))
+        conn.execute(upsert(ADAPTER_SKETCHES).values(list(part)).on_conflict_do_nothing(index_elements=["sha256"]))
 
 
 __all__ = [

@@ -238,10 +238,9 @@ def write_embeddings(conn: Any, ids: list[int], rows: list[dict[str, Any]], *, r
     how many vectors were written."""
     from sqlalchemy import delete, insert
 
+    from .coretables import ADAPTER_EMBEDDINGS as table
     from .database import chunks, utcnow
-    from .tables import AdapterEmbedding
 
-    table = AdapterEmbedding.__table__
     if replace:
         note_removed(conn, ids)
         for part in chunks(list(ids)):
@@ -267,10 +266,9 @@ def note_removed(conn: Any, ids: list[int]) -> int:
     prune the records older than :data:`REMOVALS_KEPT_S`. Call before deleting. Returns how many."""
     from sqlalchemy import insert, select, text
 
+    from .coretables import ADAPTER_EMBEDDING_REMOVALS
+    from .coretables import ADAPTER_EMBEDDINGS as table
     from .database import chunks
-    from .tables import AdapterEmbedding, AdapterEmbeddingRemoval
-
-    table = AdapterEmbedding.__table__
     had: list[int] = []
     for part in chunks(list(ids)):
         had.extend(int(r[0]) for r in conn.execute(select(table.c.adapter_id).where(table.c.adapter_id.in_(part))))
@@ -281,7 +279,7 @@ def note_removed(conn: Any, ids: list[int]) -> int:
                  {"cut": time.time_ns() // 1000 - int(REMOVALS_KEPT_S * 1e6)})
     values = [{"adapter_id": aid, "seq": seq + i} for i, aid in enumerate(had)]
     for part in chunks(values, 1000):
-        conn.execute(insert(AdapterEmbeddingRemoval.__table__), list(part))
+        conn.execute(insert(ADAPTER_EMBEDDING_REMOVALS), list(part))
     return len(had)
 
 

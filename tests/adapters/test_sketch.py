@@ -226,3 +226,56 @@ def test_picks_agree_on_every_module_a_subset_kept(tmp_path: Path) -> None:
     vector, hashes, units = sk.summary_parts(sk.summary(full))
     assert np.array_equal(vector, full.vector) and np.array_equal(hashes, fh) and np.array_equal(units, fu)
     assert sk.summary_parts(full.vector.astype("<f2").tobytes())[1] is None  # a row stored before picks
+
+
+def test_stream_sketch_copies_each_factor_once_and_crafted_overlaps_take_the_window(tmp_path: Path) -> None:
+    """A file written by a trainer (tensors side by side) streams each factor straight into its batch, in
+    slices of any size, and gives the sketch the window gives; a crafted file whose tensors share bytes
+    (two modules' ups on one range) takes the window and sketches as the file with the copy written out."""
+    from lorahub.adapters.header import read_header
+    from lorahub.adapters.writer import encode_header
+
+    mods = _mods(6)
+    path = _kohya(tmp_path / "a.safetensors", mods, "F16")
+    header = read_header(path)
+    data = path.read_bytes()[header.data_start :]
+    st = sk.StreamSketch(header)
+    assert st._direct
+    want = None
+    for direct in (False, True):
+        for step in (1, 333, 4096, len(data)):
+            st = sk.StreamSketch(header)
+            st._direct = direct
+            if not direct:
+                st._buf = bytearray()
+            for i in range(0, len(data), step):
+                st.update(memoryview(data)[i : i + step])
+            got = st.result().to_bytes()
+            want = want or got
+            assert got == want, (direct, step)
+
+    # Two modules whose ups are one range of the file: the window reads it for both.
+    names = list(mods)[:2]
+    twin = {names[0]: mods[names[0]], names[1]: (mods[names[0]][0], mods[names[1]][1])}
+    plain = sk.sketch_file(_kohya(tmp_path / "plain.safetensors", twin, "F16"))
+    entries: dict[str, dict[str, object]] = {}
+    blobs: list[bytes] = []
+    pos = 0
+    for name, (up, down) in twin.items():
+        for part, arr in (("lora_down", down), ("lora_up", up)):
+            raw = np.asarray(arr, "<f4").astype("<f2").tobytes()
+            if part == "lora_up" and name == names[1]:
+                entries[f"{name}.{part}.weight"] = dict(entries[f"{names[0]}.lora_up.weight"])
+                continue
+            entries[f"{name}.{part}.weight"] = {"dtype": "F16", "shape": list(arr.shape), "data_offsets": [pos, pos + len(raw)]}
+            blobs.append(raw)
+            pos += len(raw)
+        raw = np.float32(mods[name][1].shape[0]).tobytes()
+        entries[f"{name}.alpha"] = {"dtype": "F32", "shape": [], "data_offsets": [pos, pos + 4]}
+        blobs.append(raw)
+        pos += 4
+    shared = tmp_path / "shared.safetensors"
+    shared.write_bytes(encode_header(entries, {"ss_base_model_version": "sd_v1"}) + b"".join(blobs))
+    sh = read_header(shared)
+    assert not sk.StreamSketch(sh)._direct
+    assert sk.sketch_file(shared).to_bytes() == plain.to_bytes()
