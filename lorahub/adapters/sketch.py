@@ -385,7 +385,7 @@ def _side32(width: int, side: int) -> np.ndarray:
 class _Planned:
     """One tensor the sketch reads: its byte range in the data region, dtype, 2-D shape, module slot, role."""
 
-    __slots__ = ("name", "begin", "end", "dtype", "shape", "slot", "role", "group")
+    __slots__ = ("name", "begin", "end", "dtype", "shape", "slot", "role")
 
     def __init__(self, t: Any, shape: tuple[int, int] | None, slot: int, role: int) -> None:
         self.name = t.name
@@ -393,20 +393,6 @@ class _Planned:
         self.shape = shape
         self.slot = slot
         self.role = role
-        self.group: _Group | None = None
-
-
-class _Group:
-    """The factors of one role, dtype and shape gathered for one batch (their bytes, in plan order)."""
-
-    __slots__ = ("role", "dtype", "shape", "per", "buf", "slots")
-
-    def __init__(self, role: int, dtype: str, shape: tuple[int, int]) -> None:
-        self.role, self.dtype, self.shape = role, dtype, shape
-        size = shape[0] * shape[1]
-        self.per = max(1, _BATCH // size) if size else 0  # a factor of no values: an error, as in window mode
-        self.buf = bytearray()
-        self.slots: list[int] = []
 
 
 def _reduce(x: np.ndarray, role: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -476,23 +462,8 @@ class StreamSketch:
         plan.sort(key=lambda t: t.begin)
         self._plan = plan
         self._next = 0
-        # Direct mode (tensors that do not overlap: every file a trainer or converter writes): each factor's
-        # bytes are copied once, as they stream past, into the batch of its role, dtype and shape, which is
-        # converted and reduced when full; no window. Overlapping tensors (a crafted file) take the window.
-        self._direct = all(a.end <= b.begin for a, b in zip(plan, plan[1:], strict=False))
         self._buf = bytearray()
-        self._base = 0  # data-region offset of self._buf[0] (window mode)
-        if self._direct:
-            groups: dict[tuple[int, str, tuple[int, int] | None], _Group] = {}
-            for t in plan:
-                if t.role != _KEEP:
-                    key = (t.role, t.dtype, t.shape)
-                    g = groups.get(key)
-                    if g is None:
-                        g = groups[key] = _Group(t.role, t.dtype, t.shape)
-                    t.group = g
-            self._groups = list(groups.values())
-            self._keeping: bytearray | None = None  # the bytes so far of the kept tensor being streamed
+        self._base = 0  # data-region offset of self._buf[0]
 
     @property
     def wanted(self) -> bool:
@@ -507,13 +478,7 @@ class StreamSketch:
     def update(self, view: Any) -> None:
         """The next ``len(view)`` bytes of the data region."""
         n = len(view)
-        if self.error is None and self._direct:
-            if self._next < len(self._plan):
-                try:
-                    self._take(view, n)
-                except Exception as exc:  # noqa: BLE001 - kept for result()
-                    self.error = str(exc) or type(exc).__name__
-        elif self.error is None:
+        if self.error is None:
             try:
                 if self._next < len(self._plan):
                     if not self._buf:  # skip bytes before the next tensor wanted
@@ -527,64 +492,8 @@ class StreamSketch:
                 self.error = str(exc) or type(exc).__name__
         self.pos += n
 
-    def _take(self, view: Any, n: int) -> None:
-        """Direct mode: copy the bytes of ``view`` (data region ``[pos, pos + n)``) that planned tensors hold into
-        their batches (or, for a kept tensor, its bytes), reducing each batch once it is full."""
-        pos = self.pos
-        end = pos + n
-        plan = self._plan
-        i = self._next
-        last = len(plan)
-        while i < last:
-            t = plan[i]
-            if t.begin > end:
-                break
-            lo = t.begin - pos if t.begin > pos else 0
-            hi = t.end - pos if t.end < end else n
-            g = t.group
-            if g is not None:
-                if hi > lo:
-                    g.buf += view[lo:hi]
-                if t.end > end:
-                    break
-                if not g.per:
-                    raise ZeroDivisionError("integer division or modulo by zero")
-                g.slots.append(t.slot)
-                if len(g.slots) >= g.per:
-                    self._reduce_group(g)
-            else:
-                if self._keeping is None:
-                    self._keeping = bytearray()
-                if hi > lo:
-                    self._keeping += view[lo:hi]
-                if t.end > end:
-                    break
-                self._kept[t.name] = bytes(self._keeping)
-                self._keeping = None
-            i += 1
-        self._next = i
-
-    def _reduce_group(self, g: _Group) -> None:
-        """Convert and reduce the batch ``g`` holds (direct mode), then empty it."""
-        buf, slots = g.buf, g.slots
-        g.buf, g.slots = bytearray(), []
-        self._reduce_batch(np.frombuffer(buf, np.uint8), g.role, g.dtype, g.shape, slots)
-
-    def _reduce_batch(self, flat_: np.ndarray, role: int, dtype: str, shape: tuple[int, int], slots: list[int]) -> None:
-        """Reduce the factors whose bytes ``flat_`` holds back to back (their module ``slots``) to projections and
-        Grams (:func:`_reduce`)."""
-        count = len(slots)
-        x = floats(flat_, 0, count * shape[0] * shape[1], dtype, check=False).reshape(count, *shape)
-        proj, gram = _reduce(x, role, shape)
-        if dtype == "F16" and np.einsum("gii->", gram) >= _F16_SUSPECT:
-            # a value of at least 2^16 (an F16 infinity or NaN by bits): numpy's conversion, exactly
-            x = np.frombuffer(flat_, "<f2").astype(np.float32).reshape(count, *shape)
-            proj, gram = _reduce(x, role, shape)
-        self._out.append((role, np.asarray(slots, np.int64), proj, gram))
-
     def _flush(self) -> None:
-        """Window mode: reduce every planned tensor the window holds whole; keep the bytes from the first one it
-        does not."""
+        """Reduce every planned tensor the window holds whole; keep the bytes from the first one it does not."""
         buf, base = self._buf, self._base
         end = base + len(buf)
         plan = self._plan
@@ -609,8 +518,15 @@ class StreamSketch:
                         flat_ = raw[batch[0].begin - base : batch[0].end - base]
                     else:
                         flat_ = np.concatenate([raw[t.begin - base : t.end - base] for t in batch])
-                    self._reduce_batch(flat_, role, dtype, shape, [t.slot for t in batch])
-                    del flat_
+                    x = floats(flat_, 0, len(batch) * size, dtype, check=False).reshape(len(batch), *shape)
+                    proj, gram = _reduce(x, role, shape)
+                    if dtype == "F16" and np.einsum("gii->", gram) >= _F16_SUSPECT:
+                        # a value of at least 2^16 (an F16 infinity or NaN by bits): numpy's conversion, exactly
+                        x = np.frombuffer(flat_, "<f2").astype(np.float32).reshape(len(batch), *shape)
+                        proj, gram = _reduce(x, role, shape)
+                    slots = np.fromiter((t.slot for t in batch), np.int64, len(batch))
+                    self._out.append((role, slots, proj, gram))
+                    del x, flat_
             del raw
         keep_from = plan[i].begin if i < len(plan) else end
         cut = min(max(0, keep_from - base), len(buf))
@@ -621,14 +537,7 @@ class StreamSketch:
         """The sketch (raises :class:`SketchError` when the adapter cannot be sketched)."""
         if self.error is None and self._plan and self.complete:
             try:
-                if self._direct:
-                    if self._next < len(self._plan):  # tensors of no bytes at the very end
-                        self._take(memoryview(b""), 0)
-                    for g in self._groups:
-                        if g.slots:
-                            self._reduce_group(g)
-                else:
-                    self._flush()
+                self._flush()
             except Exception as exc:  # noqa: BLE001 - reported below
                 self.error = str(exc) or type(exc).__name__
         if self.error is not None:
