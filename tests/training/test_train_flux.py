@@ -291,30 +291,32 @@ print(json.dumps({"frozen": type(layer.base_layer.weight).__name__,
 """
 
 
-def _quant_site() -> Path | None:
-    """torchao's folder: importable here, else ``.venv/quant`` that ``make install`` fills (see the Makefile)."""
+def _quant_env(module: str) -> dict[str, str] | None:
+    """The environment of a process that imports ``module`` (torchao, bitsandbytes): importable here, or from
+    ``.venv/quant``, which ``make install`` fills (see the Makefile); None when neither."""
     import importlib.util
+    import os
     import sys
 
-    if importlib.util.find_spec("torchao") is not None:
-        return Path()
+    here = Path(__file__).parent
+    path = [str(here), str(here.parent)]
     site = Path(sys.prefix) / "quant"
-    return site if (site / "torchao").is_dir() else None
+    if importlib.util.find_spec(module) is None:
+        if not (site / module).is_dir():
+            return None
+        path.insert(0, str(site))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
 def test_int8_quantized_base_trains(embedded_sd3_base: Path, tmp_path: Path) -> None:
     """--quantize int8 through torchao, in a process of its own with torchao on its path (``make install`` puts it
     in ``.venv/quant``, outside the venv: diffusers imports torchao on every model load once it can)."""
-    import os
     import subprocess
     import sys
 
-    site = _quant_site()
-    if site is None:
+    env = _quant_env("torchao")
+    if env is None:
         pytest.skip("torchao is not installed: `make install` puts it into .venv/quant")
-    here = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(site) if str(site) != "." else "",
-                                                                     str(here), str(here.parent)) if p)}
     proc = subprocess.run([sys.executable, "-c", _INT8_RUN, str(embedded_sd3_base), str(tmp_path), str(SEQ)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -345,15 +347,12 @@ print(json.dumps({"count": count, "before": before, "after": after, "base": type
 def test_nf4_quantized_layers_stay_lora_targets(embedded_flux_base: Path) -> None:
     """The layers ``--quantize nf4`` turns into bitsandbytes ``Linear4bit`` are still the LoRA's targets (a run on
     an H200 once found none and peft refused to start: the preset matched the class name ``Linear``)."""
-    import os
     import subprocess
     import sys
 
-    site = Path(sys.prefix) / "quant"
-    if not (site / "bitsandbytes").is_dir():
+    env = _quant_env("bitsandbytes")
+    if env is None:
         pytest.skip("bitsandbytes is not installed: `make install` puts it into .venv/quant")
-    here = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(here), str(here.parent)])}
     proc = subprocess.run([sys.executable, "-c", _NF4_RUN, str(embedded_flux_base / "transformer")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
