@@ -91,9 +91,22 @@ class PretrainConfig:
     #: What the UNet predicts: "v_prediction" (as SD 2.x; weighs the noisy timesteps, which decide the
     #: layout, far more than "epsilon" does) or "epsilon" (as SD 1.x). Written into the scheduler's config.
     prediction: str = "v_prediction"
-    #: Min-SNR loss weighting (``min(SNR, gamma) / SNR`` per sample; 0: plain MSE), which weighs the
-    #: noisy timesteps that decide the layout more than the nearly clean ones.
+    #: Min-SNR loss weighting (0: plain MSE): the x0 error's weight is capped at ``gamma``, so the nearly clean
+    #: timesteps do not dominate. Epsilon: ``min(SNR, gamma) / SNR`` on its loss; v: ``min(SNR + 1, gamma) /
+    #: (SNR + 1)``, the v loss itself (an x0 weight of SNR + 1, so 1 at pure noise) capped: the noisy timesteps,
+    #: which decide the layout, keep their full weight (``min(SNR, gamma) / (SNR + 1)`` would give them ~SNR).
     snr_gamma: float = 5.0
+    #: SD 1.x's schedule rescaled to a zero terminal SNR, sampled with "trailing" timesteps (Lin et al. 2024,
+    #: "Common Diffusion Noise Schedules and Sample Steps are Flawed"; diffusers' ``rescale_betas_zero_snr``):
+    #: on the plain schedule the noisiest training latent still holds 7% of the image, whose low frequencies
+    #: give the object's place away, so the model never learns to place it from the caption and, sampling from
+    #: pure noise, puts it wherever the noise suggests. Needs v-prediction. Written into the scheduler's config.
+    zero_snr: bool = True
+    #: Share of each batch whose timesteps are drawn from ``[noisy_from, num_train_timesteps)`` instead of the
+    #: whole range: the noisiest steps are the only ones where the image gives the object's place away too
+    #: faintly to copy, so they are where the caption's position words must be learned (10% of a uniform draw).
+    noisy_share: float = 0.25
+    noisy_from: int = 900
     #: Decay of the UNet's and text encoder's exponential moving average (0: none).
     ema: float = 0.999
     device: str = "cpu"
@@ -117,6 +130,10 @@ class PretrainConfig:
             raise UsageError(f"prediction must be epsilon or v_prediction, not {self.prediction!r}")
         if self.snr_gamma < 0:
             raise UsageError("snr_gamma must not be negative")
+        if self.zero_snr and self.prediction != "v_prediction":
+            raise UsageError("zero_snr needs v_prediction (epsilon is undefined at a zero terminal SNR)")
+        if not 0.0 <= self.noisy_share <= 1.0 or not 0 <= self.noisy_from < 1000:
+            raise UsageError("noisy_share must lie in [0, 1] and noisy_from in [0, 1000)")
         if not 0.0 <= self.uncond < 1.0 or not 0.0 <= self.ema < 1.0 or not 0.0 <= self.warmup < 1.0:
             raise UsageError("uncond, ema and warmup must lie in [0, 1)")
         if self.device not in ("cpu", "cuda"):
@@ -363,6 +380,27 @@ def encode_latents(vae: Any, images: Any, device: str, batch: int = 64) -> Any:
     return torch.cat(out)
 
 
+def draw_timesteps(cfg: PretrainConfig, n_train: int, gen: Any) -> Any:
+    """One batch's training timesteps: uniform, but the first ``noisy_share`` of them from ``[noisy_from, n_train)``."""
+    import torch
+
+    t = torch.randint(0, n_train, (cfg.batch,), generator=gen)
+    noisy = round(cfg.batch * cfg.noisy_share)
+    if noisy:
+        t[:noisy] = torch.randint(min(cfg.noisy_from, n_train - 1), n_train, (noisy,), generator=gen)
+    return t
+
+
+def loss_weights(snr: Any, prediction: str, gamma: float) -> Any:
+    """Min-SNR weights of the per-sample loss (see :attr:`PretrainConfig.snr_gamma`): the x0 error's weight capped at
+    ``gamma``. Epsilon: ``min(SNR, gamma) / SNR``; v: ``min(SNR + 1, gamma) / (SNR + 1)``, 1 at pure noise."""
+    import torch
+
+    if prediction == "epsilon":
+        return torch.clamp(snr, max=gamma) / snr
+    return torch.clamp(snr + 1, max=gamma) / (snr + 1)
+
+
 def train_diffusion(pipe: Any, latents: Any, captions: Sequence[str], cfg: PretrainConfig,
                     say: Callable[[str], None]) -> None:
     """Phase 2: the UNet and the text encoder on cached (scaled) ``latents`` and their ``captions``."""
@@ -400,7 +438,7 @@ def train_diffusion(pipe: Any, latents: Any, captions: Sequence[str], cfg: Pretr
         tok[torch.from_numpy(drop)] = empty
         x0 = latents[idx].to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, n_train, (cfg.batch,), generator=gen).to(device)
+        t = draw_timesteps(cfg, n_train, gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(tok.to(device))[0]
@@ -408,8 +446,7 @@ def train_diffusion(pipe: Any, latents: Any, captions: Sequence[str], cfg: Pretr
         target = noise if cfg.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
         per = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
-            snr = a.view(-1) / (1 - a.view(-1))
-            per = per * torch.clamp(snr, max=cfg.snr_gamma) / (snr if cfg.prediction == "epsilon" else snr + 1)
+            per = per * loss_weights(a.view(-1) / (1 - a.view(-1)), cfg.prediction, cfg.snr_gamma)
         loss = per.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -451,7 +488,10 @@ def pretrain_pipeline(cfg: PretrainConfig, *, progress: Callable[[str], None] | 
         raise UsageError("--device cuda: no CUDA device is available here")
     with torch.random.fork_rng(devices=[]):
         pipe = drawing.build_pipeline(cfg.seed)
-        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=cfg.prediction)
+        schedule: dict[str, Any] = {"prediction_type": cfg.prediction}
+        if cfg.zero_snr:
+            schedule.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **schedule)
         images, captions = _images(cfg.seed, cfg.images, say)
         if vae_from is not None:
             from diffusers import AutoencoderKL

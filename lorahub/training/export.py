@@ -269,8 +269,12 @@ def build_metadata(
     base_sha256: str | None,
     session_id: int,
     architecture: str | None = None,
+    zero_terminal_snr: bool = False,
 ) -> dict[str, str]:
-    """The ``ss_*`` and ``modelspec.*`` metadata shared by both weight files."""
+    """The ``ss_*`` and ``modelspec.*`` metadata shared by both weight files.
+
+    ``zero_terminal_snr``: the base's schedule is rescaled to a zero terminal SNR (its scheduler config's
+    ``rescale_betas_zero_snr``, as the drawing base's), which kohya records as ``ss_zero_terminal_snr``."""
     alpha = config.effective_alpha()
     v_param = prediction_type == "v_prediction"
     version = BASE_MODEL_VERSION.get(family, "sd_v1") + ("_v" if v_param and family == "sd2" else "")
@@ -339,7 +343,7 @@ def build_metadata(
         "ss_noise_offset": _s(config.noise_offset or None),
         "ss_min_snr_gamma": _s(config.snr_gamma),
         "ss_prior_loss_weight": "1.0",
-        "ss_zero_terminal_snr": "False",
+        "ss_zero_terminal_snr": _s(zero_terminal_snr),
         "ss_loss_type": "l2",
         "ss_vae_name": "None",
         "ss_lowram": "False",

@@ -319,6 +319,10 @@ class Trainer:
             prediction_type = noise_scheduler.config.prediction_type
             if prediction_type not in ("epsilon", "v_prediction"):
                 raise TrainingError(f"unsupported prediction type '{prediction_type}'")
+            if prediction_type == "epsilon" and noise_scheduler.config.get("rescale_betas_zero_snr", False):
+                # at the last timestep the latent is pure noise: epsilon is the input itself, and min-SNR divides by 0
+                raise UsageError("this base's schedule ends at a zero SNR, where epsilon prediction is undefined",
+                                 hint="train it with v_prediction, as its scheduler says")
 
         # Frozen weights in the mixed-precision dtype, cast before they move (an fp32 SDXL UNet alone is 10 GB).
         # SDXL's VAE overflows in fp16 (its config says force_upcast): it stays fp32 then, as in diffusers.
@@ -694,6 +698,8 @@ class Trainer:
                 num_processes=nproc, started_at=started_at, finished_at=finished_at,
                 base_name=ref.name, base_sha256=base_sha, session_id=_mix("session", cfg.seed, started_at) % (2**31),
                 architecture=ex.mmdit_architecture(family, dict(unet_u.config)) if cond.flow else None,
+                zero_terminal_snr=bool(noise_scheduler is not None
+                                       and noise_scheduler.config.get("rescale_betas_zero_snr", False)),
             )
             if cond.flow:
                 kohya_rel = ex.write_mmdit_package(

@@ -71,6 +71,11 @@ def test_pretrain_writes_a_loadable_fp16_pipeline(smoke: Path) -> None:
     pipe = StableDiffusionPipeline.from_pretrained(smoke)
     assert pipe.vae_scale_factor == 4
     assert pipe.scheduler.config.prediction_type == "v_prediction"  # what it was trained for
+    # a zero terminal SNR, sampled from the last timestep: the pipeline starts from pure noise, as trained
+    assert pipe.scheduler.config.rescale_betas_zero_snr and pipe.scheduler.config.timestep_spacing == "trailing"
+    assert float(pipe.scheduler.alphas_cumprod[-1]) == 0.0
+    pipe.scheduler.set_timesteps(20)
+    assert int(pipe.scheduler.timesteps[0]) == 999
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
     assert pipe.vae.config.scaling_factor > 0 and pipe.vae.config.scaling_factor != 1.0  # set from the latents
     # SD 1.5's module names, so LoRA targets are the same
@@ -130,6 +135,12 @@ def test_pretrain_refuses_bad_input(tmp_path: Path) -> None:
     assert res.exit_code == 2 and not (tmp_path / "x").exists()
     with pytest.raises(UsageError):
         PretrainConfig(uncond=1.5).check()
+    with pytest.raises(UsageError, match="zero_snr needs v_prediction"):
+        PretrainConfig(prediction="epsilon").check()
+    PretrainConfig(prediction="epsilon", zero_snr=False).check()
+    for bad in ({"noisy_share": 1.5}, {"noisy_from": 1000}, {"noisy_from": -1}):
+        with pytest.raises(UsageError):
+            PretrainConfig(**bad).check()
 
 
 def test_evaluate_judges_the_drawn_captions(smoke: Path) -> None:
@@ -219,3 +230,33 @@ def test_vae_phase_stops_once_the_round_trip_meets_its_target() -> None:
     for bad in ({"sharpness": 0.5}, {"colour": 1.5}):
         with pytest.raises(UsageError):
             PretrainConfig(vae_target=bad).check()
+
+
+def test_loss_weights_keep_the_noisy_timesteps() -> None:
+    """v: the x0 error weighs 1 at pure noise, where the layout is decided, and at most gamma when nearly clean."""
+    import torch
+
+    from lorahub.base.pretrain import loss_weights
+
+    snr = torch.tensor([0.0, 0.003, 1.0, 4.0, 9.0, 99.0])
+    v = loss_weights(snr, "v_prediction", 5.0)
+    x0_weight = v * (snr + 1)  # the v error is the x0 error times sqrt(SNR + 1)
+    assert torch.allclose(x0_weight, torch.tensor([1.0, 1.003, 2.0, 5.0, 5.0, 5.0]))
+    eps = loss_weights(snr[1:], "epsilon", 5.0)
+    assert torch.allclose(eps * snr[1:], torch.clamp(snr[1:], max=5.0))  # the x0 weight of min-SNR-gamma
+
+
+def test_a_share_of_each_batch_is_drawn_from_the_noisiest_timesteps() -> None:
+    import torch
+
+    from lorahub.base.pretrain import PretrainConfig, draw_timesteps
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = PretrainConfig(batch=32, noisy_share=0.25, noisy_from=900)
+    draws = torch.stack([draw_timesteps(cfg, 1000, gen) for _ in range(200)])
+    assert int(draws.min()) >= 0 and int(draws.max()) <= 999
+    assert bool((draws[:, :8] >= 900).all())  # the noisy quarter
+    rest = draws[:, 8:].float()
+    assert 0.07 < float((rest >= 900).float().mean()) < 0.13 and 400 < float(rest.mean()) < 600  # uniform
+    none = torch.stack([draw_timesteps(PretrainConfig(noisy_share=0.0), 1000, gen) for _ in range(50)])
+    assert 0.05 < float((none >= 900).float().mean()) < 0.15
