@@ -13,8 +13,9 @@
    image is encoded once (the latent mean), and the VAE's ``scaling_factor`` set
    to one over the latents' standard deviation, as SD's 0.18215 was;
 2. **the diffusion model**: the UNet and the text encoder together, on those
-   cached latents, with the SD 1.x noise schedule and epsilon prediction
-   (``steps`` steps); a share of the captions (``uncond``) is replaced by the
+   cached latents, with the SD 1.x noise schedule rescaled to a zero terminal
+   SNR and v-prediction (``steps`` steps; :attr:`PretrainConfig.zero_snr`,
+   :func:`loss_weights`, :func:`draw_timesteps`); a share of the captions (``uncond``) is replaced by the
    empty prompt so that classifier-free guidance works; the saved UNet is an
    exponential moving average of its weights.
 
