@@ -408,11 +408,11 @@ class StreamSketch:
 
     This is how ``lorahub index`` sketches a file inside its fingerprint pass
     (:func:`lorahub.adapters.fingerprint.fingerprint_record` ``sink=``): the bytes read once for the
-    hashes are also the sketch's, no second read. Each LoRA factor's bytes are copied once, as the slices
-    stream past, into the batch of its role, dtype and shape; a full batch (cache-sized) is converted to
-    float32 and reduced: ``up`` to ``Lᵀ·up`` and its Gram ``upᵀ·up``, ``down`` to ``down·R`` and
-    ``down·downᵀ``; :meth:`result` reduces the last batches and chains them. A file whose tensors overlap
-    (crafted) is gathered in a window of up to :data:`WINDOW` bytes instead, reduced the same way. LyCORIS and full modules keep their tensors' bytes and are projected at the end. :meth:`update`
+    hashes are also the sketch's, no second read. The slices are gathered in a window of up to
+    :data:`WINDOW` bytes (a whole 10 MB SD 1.5 LoRA is one window); then, for the tensors of one role and
+    shape at once, in cache-sized batches, each LoRA factor is converted to float32 and reduced: ``up`` to
+    ``Lᵀ·up`` and its Gram ``upᵀ·up``, ``down`` to ``down·R`` and ``down·downᵀ``; :meth:`result` chains
+    them. LyCORIS and full modules keep their tensors' bytes and are projected at the end. :meth:`update`
     never raises: a failure is kept and raised by :meth:`result`.
     """
 
