@@ -45,10 +45,7 @@ from typing import Any
 
 from ..errors import BaseModelError, UsageError
 from . import drawing
-
-#: Marker file of a pretrained drawing base.
-MARKER = "lorahub_base.json"
-DRAWING_ID = "lorahub/drawing-sd1-tiny"
+from .embedded import MARKER  # the marker file of every lorahub base folder, the drawing base's too
 
 #: What the judge must read back after the autoencoder's round trip before phase 2 starts.
 VAE_TARGET: dict[str, float] = {"colour": 0.98, "shape": 0.9, "position": 0.98, "size": 0.98, "background": 0.98}
@@ -97,6 +94,11 @@ class PretrainConfig:
     #: (SNR + 1)``, the v loss itself (an x0 weight of SNR + 1, so 1 at pure noise) capped: the noisy timesteps,
     #: which decide the layout, keep their full weight (``min(SNR, gamma) / (SNR + 1)`` would give them ~SNR).
     snr_gamma: float = 5.0
+    #: v only: the x0 error's weight at pure noise (``min(SNR + x0_floor, gamma) / (SNR + 1)`` on the v loss; 1
+    #: is plain min-SNR). The x0 error of a nearly pure-noise latent cannot fall below the spread of the images
+    #: a caption allows, so at weight 1 its gradient noise drowns the clean steps' small, shape-deciding errors
+    #: (the second run of docs/drawing-base.md: position 93%, shape 30%); at 0.1 colour, size and shape return.
+    x0_floor: float = 0.1
     #: SD 1.x's schedule rescaled to a zero terminal SNR, sampled with "trailing" timesteps (Lin et al. 2024,
     #: "Common Diffusion Noise Schedules and Sample Steps are Flawed"; diffusers' ``rescale_betas_zero_snr``):
     #: on the plain schedule the noisiest training latent still holds 7% of the image, whose low frequencies
@@ -106,7 +108,7 @@ class PretrainConfig:
     #: Share of each batch whose timesteps are drawn from ``[noisy_from, num_train_timesteps)`` instead of the
     #: whole range: the noisiest steps are the only ones where the image gives the object's place away too
     #: faintly to copy, so they are where the caption's position words must be learned (10% of a uniform draw).
-    noisy_share: float = 0.25
+    noisy_share: float = 0.1
     noisy_from: int = 900
     #: Decay of the UNet's and text encoder's exponential moving average (0: none).
     ema: float = 0.999
@@ -131,6 +133,8 @@ class PretrainConfig:
             raise UsageError(f"prediction must be epsilon or v_prediction, not {self.prediction!r}")
         if self.snr_gamma < 0:
             raise UsageError("snr_gamma must not be negative")
+        if not 0.0 < self.x0_floor <= 1.0:
+            raise UsageError("x0_floor must lie in (0, 1]")
         if self.zero_snr and self.prediction != "v_prediction":
             raise UsageError("zero_snr needs v_prediction (epsilon is undefined at a zero terminal SNR)")
         if not 0.0 <= self.noisy_share <= 1.0 or not 0 <= self.noisy_from < 1000:
@@ -392,14 +396,15 @@ def draw_timesteps(cfg: PretrainConfig, n_train: int, gen: Any) -> Any:
     return t
 
 
-def loss_weights(snr: Any, prediction: str, gamma: float) -> Any:
+def loss_weights(snr: Any, prediction: str, gamma: float, x0_floor: float = 1.0) -> Any:
     """Min-SNR weights of the per-sample loss (see :attr:`PretrainConfig.snr_gamma`): the x0 error's weight capped at
-    ``gamma``. Epsilon: ``min(SNR, gamma) / SNR``; v: ``min(SNR + 1, gamma) / (SNR + 1)``, 1 at pure noise."""
+    ``gamma``. Epsilon: ``min(SNR, gamma) / SNR``; v: ``min(SNR + x0_floor, gamma) / (SNR + 1)``, so the x0 error
+    weighs ``x0_floor`` at pure noise (:attr:`PretrainConfig.x0_floor`)."""
     import torch
 
     if prediction == "epsilon":
         return torch.clamp(snr, max=gamma) / snr
-    return torch.clamp(snr + 1, max=gamma) / (snr + 1)
+    return torch.clamp(snr + x0_floor, max=gamma) / (snr + 1)
 
 
 def train_diffusion(pipe: Any, latents: Any, captions: Sequence[str], cfg: PretrainConfig,
@@ -447,7 +452,7 @@ def train_diffusion(pipe: Any, latents: Any, captions: Sequence[str], cfg: Pretr
         target = noise if cfg.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
         per = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
-            per = per * loss_weights(a.view(-1) / (1 - a.view(-1)), cfg.prediction, cfg.snr_gamma)
+            per = per * loss_weights(a.view(-1) / (1 - a.view(-1)), cfg.prediction, cfg.snr_gamma, cfg.x0_floor)
         loss = per.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -536,7 +541,7 @@ def save_pipeline(pipe: Any, out: str | os.PathLike[str], cfg: PretrainConfig, i
         with _quiet_transformers(transformers):
             pipe.save_pretrained(tmp, safe_serialization=True)
         marker = {
-            "id": DRAWING_ID,
+            "id": drawing.DRAWING_ID,
             "family": "sd1",
             "kind": "drawing",
             "seed": cfg.seed,

@@ -233,7 +233,7 @@ def test_vae_phase_stops_once_the_round_trip_meets_its_target() -> None:
 
 
 def test_loss_weights_keep_the_noisy_timesteps() -> None:
-    """v: the x0 error weighs 1 at pure noise, where the layout is decided, and at most gamma when nearly clean."""
+    """v: the x0 error weighs ``x0_floor`` at pure noise (1: plain min-SNR) and at most gamma when nearly clean."""
     import torch
 
     from lorahub.base.pretrain import loss_weights
@@ -244,6 +244,12 @@ def test_loss_weights_keep_the_noisy_timesteps() -> None:
     assert torch.allclose(x0_weight, torch.tensor([1.0, 1.003, 2.0, 5.0, 5.0, 5.0]))
     eps = loss_weights(snr[1:], "epsilon", 5.0)
     assert torch.allclose(eps * snr[1:], torch.clamp(snr[1:], max=5.0))  # the x0 weight of min-SNR-gamma
+    floored = loss_weights(snr, "v_prediction", 5.0, 0.1) * (snr + 1)  # the pretraining default: 0.1 at pure noise
+    assert torch.allclose(floored, torch.tensor([0.1, 0.103, 1.1, 4.1, 5.0, 5.0]))
+    assert PretrainConfig().x0_floor == 0.1
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(UsageError):
+            PretrainConfig(x0_floor=bad).check()
 
 
 def test_a_share_of_each_batch_is_drawn_from_the_noisiest_timesteps() -> None:
