@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .vocab import BACKGROUNDS, COLOURS, PALETTE, POSITIONS, SCHEMES, SIZES
+from .vocab import BACKGROUNDS, COLOURS, PALETTE, POSITIONS, SCHEMES, SIZES, concepts_in
 
 #: Image sides the judge reads.
 MIN_SIDE, MAX_SIDE = 16, 1024
@@ -49,6 +49,12 @@ class Judgement:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def concepts(self) -> tuple[str, ...]:
+        """The new concepts (a heart, a texture, the sunset, ...) the judge saw, as :attr:`Scene.concepts` names
+        a scene's."""
+        return concepts_in(self.shape, self.texture, self.background)
 
     def agrees(self, scene: Any) -> dict[str, bool]:
         """Per attribute, whether the judgement matches a :class:`~lorahub.world.Scene`."""

@@ -28,6 +28,7 @@ from .vocab import (
     SIZES,
     TEXTURE_MIN_CONTRAST,
     TEXTURES,
+    concepts_in,
     tone_contrast,
 )
 
@@ -85,14 +86,7 @@ class Scene:
     @property
     def concepts(self) -> tuple[str, ...]:
         """The new concepts this scene shows (empty for a pretraining scene)."""
-        found = []
-        if self.shape in NEW_SHAPES:
-            found.append(self.shape)
-        if self.texture is not None:
-            found.append(self.texture)
-        if self.background in SCHEMES:
-            found.append(self.background)
-        return tuple(found)
+        return concepts_in(self.shape, self.texture, self.background)
 
     def box(self) -> tuple[float, float, float]:
         """Centre ``(x, y)`` and side of the shape's box, in image fractions."""

@@ -133,6 +133,12 @@ CONCEPTS: dict[str, Concept] = {
 #: Shapes of the new concepts.
 NEW_SHAPES: tuple[str, ...] = tuple(c.name for c in CONCEPTS.values() if c.kind == "shape")
 
+
+def concepts_in(shape: str | None, texture: str | None, background: str | None) -> tuple[str, ...]:
+    """The new concepts (:data:`CONCEPTS`) a scene with these words shows: a new shape, a texture, a scheme."""
+    return tuple(c for c, new in ((shape, shape in NEW_SHAPES), (texture, texture is not None),
+                                  (background, background in SCHEMES)) if new)
+
 #: Combinations held out of pretraining: the ``heldout`` split is made of them, ``train`` never shows them.
 #: Each shape, colour and position still appears in training, in other combinations.
 HELDOUT_SHAPE_COLOUR: frozenset[tuple[str, str]] = frozenset(

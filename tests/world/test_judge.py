@@ -80,6 +80,8 @@ def test_judge_finds_the_new_concepts(concept: str) -> None:
     attr = {"shape": "shape", "texture": "texture", "scheme": "background"}[kind]
     assert acc[attr] >= 0.9, acc
     assert acc["colour"] >= 0.95 and acc["position"] >= 0.95, acc
+    found = [judge(render(s)).concepts for s in scenes(104, 60, "concept", concept=concept)]
+    assert sum(f == (concept,) for f in found) / len(found) == acc[attr], found  # Judgement.concepts names it
 
 
 def test_no_concept_is_seen_where_there_is_none() -> None:
@@ -88,6 +90,7 @@ def test_no_concept_is_seen_where_there_is_none() -> None:
     for scene in scenes(105, 200, "train"):
         v = judge(render(scene))
         seen += v.texture is not None or v.background == "sunset" or v.shape in ("heart", "crescent")
+        assert bool(v.concepts) == (v.texture is not None or v.background == "sunset" or v.shape in ("heart", "crescent"))
     print(f"\nconcepts seen on 200 pretraining images: {seen}")
     assert seen <= 2
 
