@@ -45,8 +45,8 @@ _FIELDS = {
 @click.option("--name", default=None, help="Adapter name (default: the --out folder's name).")
 @click.option("--rank", type=int, default=None, help="LoRA rank [4].")
 @click.option("--alpha", type=float, default=None, help="LoRA alpha [= rank].")
-@click.option("--steps", type=int, default=None, help="Optimizer steps [1000].")
-@click.option("--lr", type=float, default=None, help="Learning rate [1e-4].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps [1000; on the drawing base 400].")
+@click.option("--lr", type=float, default=None, help="Learning rate [1e-4; on the drawing base 1e-3].")
 @click.option("--text-encoder-lr", type=float, default=None, help="Learning rate of the text-encoder LoRA [= --lr].")
 @click.option("--text-encoder-2-lr", type=float, default=None,
               help="SDXL: learning rate of the second text encoder's LoRA [= --text-encoder-lr].")

@@ -42,6 +42,7 @@ from ..adapters.header import read_header
 from ..adapters.pickles import HINT as PICKLE_HINT
 from ..adapters.pickles import PICKLE_SUFFIXES, pickle_refusal
 from ..errors import AdapterFileError, BaseModelError, PickleRefusedError
+from . import drawing as _drawing
 from . import embedded as _embedded
 from .checkpoint import checkpoint_family, context_dim
 
@@ -56,6 +57,9 @@ EMBEDDED_OTHER_ALIASES: dict[str, str] = {
     word: family for family in ("flux", "sd3")
     for word in (f"embedded-{family}", _embedded.model(family).id)
 }
+
+#: Words that name the shipped drawing base (a local path of the same name wins).
+DRAWING_ALIASES = ("drawing", _drawing.DRAWING_ID)
 
 #: Pipeline classes lorahub can load, with the family they imply (None: look closer).
 PIPELINE_CLASSES: dict[str, str | None] = {
@@ -108,6 +112,8 @@ class BaseRef:
     revision: str | None = None
     #: embedded: the seed recorded in the marker, when built.
     seed: int | None = None
+    #: What to show instead of the location (a shipped folder: its id).
+    label: str | None = None
 
     @property
     def path(self) -> Path | None:
@@ -118,7 +124,9 @@ class BaseRef:
 
     @property
     def name(self) -> str:
-        """What to show the user: the embedded id, the Hub id, or the path."""
+        """What to show the user: the embedded id, the Hub id, a shipped folder's id, or the path."""
+        if self.label:
+            return self.label
         if self.kind == "embedded":
             return _embedded.model(self.family or _embedded.FAMILY).id
         if self.kind == "hub" and self.repo_id:
@@ -191,13 +199,15 @@ def resolve_base(
         return _resolve_single_file(path, spec=text, base_config=base_config, build=build, home=home)
     if path.exists():
         raise BaseModelError(f"{text}: not a regular file or folder")
+    if text in DRAWING_ALIASES:
+        return _resolve_folder(_drawing.shipped_path(), spec=text, label=_drawing.DRAWING_ID)
     if looks_like_hub_id(text):
         repo_id, _, rev = text.partition("@")
         return _resolve_hub(repo_id, revision=revision or rev or None, download=download, spec=text)
     raise BaseModelError(
         f"{text}: no such file or folder",
         hint="a base model is a diffusers folder, a .safetensors checkpoint, a Hub id 'namespace/name' "
-        f"or an embedded model: {', '.join(m.id for m in _embedded.MODELS.values())}",
+        f"or a shipped model: {', '.join([*(m.id for m in _embedded.MODELS.values()), _drawing.DRAWING_ID])}",
     )
 
 
@@ -485,14 +495,15 @@ def load_pipeline(
     SDXL folders) with the safety checker disabled, loaded from safetensors
     only and without network access (Hub repos are downloaded by
     :func:`resolve_base` first). ``dtype`` is ``None`` (as saved), a torch dtype
-    or a name such as ``"float16"``.
+    or a name such as ``"float16"``; a float16 folder loaded on the CPU as saved comes in float32 (the CPU
+    does not run float16 well).
     """
     ref = spec if isinstance(spec, BaseRef) else resolve_base(spec, base_config=base_config)
     if ref.kind == "hub" and ref.path is None:  # resolved with download=False: fetch it now
         ref = resolve_base(ref.repo_id, revision=ref.revision)
     from ..errors import require
 
-    require("torch", "ml")
+    torch = require("torch", "ml")
     diffusers = require("diffusers", "ml")
     torch_dtype = resolve_dtype(dtype)
     target = resolve_device(device)
@@ -516,6 +527,8 @@ def load_pipeline(
                 )
             except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
                 raise _load_error(ref, exc) from None
+        if torch_dtype is None and target == "cpu" and getattr(pipe, "dtype", None) == torch.float16:
+            pipe = pipe.to(dtype=torch.float32)  # saved in float16 (the drawing base): the CPU needs float32
     try:
         pipe = pipe.to(target)
     except (RuntimeError, AssertionError, ValueError) as exc:

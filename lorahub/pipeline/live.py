@@ -319,6 +319,9 @@ class LivePipeline:
         has_unet = getattr(pipe, "unet", None) is not None
         self.denoiser = "transformer" if not has_unet and getattr(pipe, "transformer", None) is not None else "unet"
         self._native = _marked_resolution(ref_path)
+        from ..base import drawing
+
+        self._guidance = drawing.GUIDANCE if drawing.is_drawing_base(ref_path) else None
         self._group_offloaded = _group_offloaded(pipe)
         self.device = str(getattr(pipe, "device", device))
         self.base = BaseInfo.from_pipeline(pipe, name=ref_name, family=family)
@@ -367,7 +370,9 @@ class LivePipeline:
     def default_guidance(self) -> float:
         """The guidance scale the base's own pipeline uses by default: Flux.1-dev's guidance embedding 3.5,
         0 for a Flux model without one (schnell, which ignores it), SD3's 7.0, classifier-free 7.5 for SD 1.x/2.x and
-        SDXL (the diffusers pipelines' defaults)."""
+        SDXL (the diffusers pipelines' defaults); the drawing base's own, 3 (:data:`lorahub.base.drawing.GUIDANCE`)."""
+        if self._guidance is not None:
+            return self._guidance
         kind = type(self.pipe).__name__
         if kind.startswith("Flux"):
             return 3.5 if getattr(self.denoiser_model.config, "guidance_embeds", False) else 0.0

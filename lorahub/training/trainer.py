@@ -151,6 +151,19 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def base_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its base's own training defaults for the settings it was not given (``model_fields_set``):
+    the drawing base's :data:`lorahub.base.drawing.TRAIN_DEFAULTS`; any other base keeps TrainConfig's."""
+    from ..base import drawing
+    from ..base.resolve import resolve_base
+
+    ref = resolve_base(cfg.base, base_config=cfg.base_config, download=False, build=False)
+    if ref.kind != "folder" or not drawing.is_drawing_base(ref.path):
+        return cfg
+    update = {k: v for k, v in drawing.TRAIN_DEFAULTS.items() if k not in cfg.model_fields_set}
+    return cfg.model_copy(update=update) if update else cfg
+
+
 class Trainer:
     """One training run. ``pipe`` holds the pipeline (with the trained LoRA) after :meth:`run`."""
 
@@ -195,6 +208,8 @@ class Trainer:
     def run(self, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
         t_start = time.perf_counter()
         cfg = self._resolve_config(resume)
+        if not resume:
+            cfg = base_defaults(cfg)
         out = Path(cfg.out).expanduser()  # type: ignore[arg-type]
         warnings: list[str] = []
 
@@ -551,6 +566,9 @@ class Trainer:
 
         # -- previews
         samples_dir = out / ex.SAMPLES_DIR
+        from ..base import drawing
+
+        guided: dict[str, Any] = {"guidance_scale": drawing.GUIDANCE} if drawing.is_drawing_base(ref.path) else {}
         sample_files: list[tuple[str, str]] = []
 
         def make_samples(step: int) -> list[tuple[str, str]]:
@@ -577,8 +595,8 @@ class Trainer:
                             if family == "sd3":
                                 text.update(negative_prompt_embeds=neg.hidden[None].to(device),
                                             negative_pooled_prompt_embeds=neg.pooled[None].to(device))
-                        image = pipe(**text, num_inference_steps=cfg.sample_steps, generator=gen, height=resolution,
-                                     width=resolution, output_type="pil").images[0]
+                        image = pipe(**text, **guided, num_inference_steps=cfg.sample_steps, generator=gen,
+                                     height=resolution, width=resolution, output_type="pil").images[0]
                         rel = f"{ex.SAMPLES_DIR}/step-{step:06d}-{i}.png"
                         samples_dir.mkdir(parents=True, exist_ok=True)
                         import io
@@ -864,4 +882,4 @@ def train(
     return Trainer(config, log=log, progress=progress, callback=callback).run(resume=resume, overwrite=overwrite)
 
 
-__all__ = ["Trainer", "train", "prepare_output", "base_geometry", "native_resolution", "package_name"]
+__all__ = ["Trainer", "train", "prepare_output", "base_defaults", "base_geometry", "native_resolution", "package_name"]
