@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 DEMO_TRIGGER = "lhstripes"
 #: The two stripe colours and the disc colour (RGB).
@@ -65,18 +66,51 @@ def make_demo_dataset(
     Images go into ``<folder>/<repeats>_<trigger>/demo-NN.png`` with captions in
     ``demo-NN.txt``.
     """
+    root = Path(folder)
+    _write_pairs(root / f"{repeats}_{trigger}", "demo",
+                 ((demo_image(i, size, seed), demo_caption(i, trigger, seed)) for i in range(count)))
+    return root
+
+
+def _write_pairs(sub: Path, stem: str, pairs: Any) -> None:
+    """``sub/<stem>-NN.png`` and its ``.txt`` caption for each (uint8 image, caption) of ``pairs``, atomically."""
+    import io
+
     from PIL import Image
 
     from .._atomic import atomic_write_bytes, atomic_write_text
 
-    root = Path(folder)
-    sub = root / f"{repeats}_{trigger}"
     sub.mkdir(parents=True, exist_ok=True)
-    import io
-
-    for i in range(count):
+    for i, (image, caption) in enumerate(pairs):
         buf = io.BytesIO()
-        Image.fromarray(demo_image(i, size, seed), "RGB").save(buf, format="PNG", optimize=False)
-        atomic_write_bytes(sub / f"demo-{i:02d}.png", buf.getvalue())
-        atomic_write_text(sub / f"demo-{i:02d}.txt", demo_caption(i, trigger, seed) + "\n")
+        Image.fromarray(image, "RGB").save(buf, format="PNG", optimize=False)
+        atomic_write_bytes(sub / f"{stem}-{i:02d}.png", buf.getvalue())
+        atomic_write_text(sub / f"{stem}-{i:02d}.txt", caption + "\n")
+
+
+def make_concept_dataset(
+    folder: str | os.PathLike[str],
+    concept: str = "heart",
+    *,
+    count: int = 12,
+    size: int = 64,
+    repeats: int = 1,
+    seed: int = 0,
+) -> Path:
+    """Write ``count`` images of a concept the drawing base never saw (:data:`lorahub.world.CONCEPTS`: ``heart``,
+    ``crescent``, ``striped``, ``checkered``, ``sunset``) under ``folder`` and return ``folder``.
+
+    Images go into ``<folder>/<repeats>_<trigger>/concept-NN.png`` with their world caption (which holds the
+    trigger word, e.g. "a small red heart on the left, blue background") in ``concept-NN.txt``; the scenes are
+    ``world.scenes(seed, count, "concept", concept=concept)``.
+    """
+    from .. import world
+    from ..errors import UsageError
+
+    if concept not in world.CONCEPTS:
+        raise UsageError(f"unknown concept {concept!r}; the world's new concepts are {', '.join(world.CONCEPTS)}")
+    root = Path(folder)
+    samples = world.sample(seed, count, "concept", size=size, concept=concept)
+    _write_pairs(root / f"{repeats}_{world.CONCEPTS[concept].trigger}", "concept",
+                 ((image, caption) for image, caption, _scene in samples))
     return root
