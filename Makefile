@@ -31,7 +31,7 @@ services:
 
 # One pytest worker per core (at most 4; tests run torch on one thread each, see tests/conftest.py).
 test: install services
-	$(BIN)/python -m pytest -n auto --maxprocesses 4 --durations=30
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadgroup --durations=30
 
 schemas: install
 	$(BIN)/python -m lorahub.schemas

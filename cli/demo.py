@@ -192,6 +192,46 @@ def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     )
 
 
+@step("drawing", "The drawing base: train a LoRA on 12 pictures of a heart (lorahub train's defaults), then let the "
+      "judge read what a weight grid draws")
+def _drawing(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
+    import numpy as np
+
+    from lorahub import world
+    from lorahub.pipeline.grid import Cell, render_grid
+    from lorahub.pipeline.live import LivePipeline
+    from lorahub.schemas.training import TrainConfig
+    from lorahub.training.demo_data import make_concept_dataset
+    from lorahub.training.trainer import train
+
+    data = make_concept_dataset(ctx.workdir / "heart-data", "heart", count=12)
+    config = TrainConfig(data=str(data), out=str(ctx.workdir / "heart"), base="drawing", trigger="heart", device="cpu")
+    result = train(config, overwrite=True, log=lambda _m: None, progress=False)
+    prompt = world.scenes(5, 1, "concept", concept="heart")[0].caption  # a scene the adapter never saw
+    live = LivePipeline("drawing")
+    live.add("heart", result.weights)
+    weights, seeds = (0.0, 0.5, 1.0), range(4)
+    seen: dict[float, list[str]] = {w: [] for w in weights}
+
+    def judged(row: int, _col: int, out: Any) -> None:
+        verdict = world.judge(np.asarray(out.image))
+        seen[weights[row]].append(str(verdict.shape or "nothing"))
+
+    done = render_grid(live, prompt, [[Cell({"heart": w}, seed=s) for s in seeds] for w in weights],
+                       col_labels=[f"seed {s}" for s in seeds], row_labels=[f"heart {w:g}" for w in weights],
+                       title=prompt, on_image=judged, steps=20)
+    live.close()
+    grid_path = ctx.workdir / "drawing-grid.png"
+    done.image.save(grid_path)
+    said = "; ".join(f"weight {w:g}: {', '.join(seen[w])}" for w in weights)
+    return (
+        f"heart LoRA trained in {result.seconds:.0f} s ({result.steps} steps); \"{prompt}\": the judge saw {said}; "
+        f"{grid_path.name}",
+        {"result": result.model_dump(mode="json"), "prompt": prompt, "judged": {str(w): seen[w] for w in weights},
+         "grid": str(grid_path)},
+    )
+
+
 @step("sdxl", "SDXL: build the embedded SDXL base, train a few steps (both layouts, kohya's SDXL names), preview "
       "and blend on it")
 def _sdxl(ctx: DemoContext) -> tuple[str, dict[str, Any]]:

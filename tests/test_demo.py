@@ -25,6 +25,9 @@ def test_demo_runs_every_step(embedded_home: Path, tmp_path: Path) -> None:
     assert steps["fingerprint"]["details"]["autov3"]
     assert steps["train"]["details"]["result"]["last_loss"] < steps["train"]["details"]["result"]["first_loss"]
     assert (tmp_path / "demo" / "blend-grid.png").stat().st_size > 0
+    drawn = steps["drawing"]["details"]  # the heart LoRA on the drawing base, read back by the judge
+    assert drawn["judged"]["0.0"].count("heart") <= 1 and drawn["judged"]["1.0"].count("heart") >= 3
+    assert (tmp_path / "demo" / "drawing-grid.png").stat().st_size > 0
     xl = steps["sdxl"]["details"]  # train, preview and blend on the embedded SDXL base
     assert xl["result"]["base_family"] == "sdxl" and xl["sgm_modules"] > 0
     assert xl["kohya_loaders"] == ["diffusers", "a1111", "comfyui", "kohya"] and xl["stats"]["hotswaps"] == 1
@@ -39,6 +42,6 @@ def test_demo_runs_every_step(embedded_home: Path, tmp_path: Path) -> None:
 def test_demo_lists_its_steps() -> None:
     res = CliRunner().invoke(cli, ["demo", "--list"])
     assert res.exit_code == 0
-    for name in ("base", "adapter", "inspect", "validate", "fingerprint", "train", "preview", "sdxl", "registry",
-                 "share"):
+    for name in ("base", "adapter", "inspect", "validate", "fingerprint", "train", "preview", "drawing", "sdxl",
+                 "registry", "share"):
         assert name in res.output
