@@ -228,3 +228,35 @@ def test_adapter_above_the_target_rank_is_refactored_with_a_warning(embedded_bas
     lp.set_weight("wide", 0.0)
     assert max_diff(lp.render(PROMPT, steps=2, output_type="np").image, reference([])) < TOL
     lp.close()
+
+
+def test_a_tiny_base_renders_on_one_cpu_thread(embedded_base: Path) -> None:
+    """Renders of a tiny denoiser on the CPU run on one torch thread (LivePipeline._threads: a busy second core
+    made the drawing base's 0.42 s preview take 16-33 s on two threads); the caller's setting comes back after,
+    errors included. (No one_thread fixture here: the process's own thread count is what is checked.)"""
+    import torch
+
+    from lorahub.pipeline.live import LivePipeline
+
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with LivePipeline(embedded_base) as lp:
+            fail = []
+
+            def hook(*_: object) -> None:
+                seen.append(torch.get_num_threads())
+                if fail:
+                    raise RuntimeError("mid-render")
+
+            lp.denoiser_model.register_forward_pre_hook(hook)
+            lp.render(PROMPT, steps=1)
+            assert seen and set(seen) == {1}
+            assert torch.get_num_threads() == 2
+            fail.append(True)
+            with pytest.raises(RuntimeError, match="mid-render"):
+                lp.render(PROMPT, steps=1)
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
