@@ -40,9 +40,10 @@ def test_wheel_holds_every_module(wheel: Path) -> None:
     assert not missing, f"modules missing from the wheel (add their package to pyproject.toml): {missing}"
     for schema in (REPO / "schemas" / "json").glob("*.json"):
         assert f"lorahub/schemas/json/{schema.name}" in names
-    shipped = REPO / "lorahub" / "base" / "weights" / "drawing-sd1-tiny"
+    shipped = REPO / "lorahub" / "base" / "weights"
     files = [f.relative_to(REPO).as_posix() for f in shipped.rglob("*") if f.is_file()]
     assert any(f.endswith("unet/diffusion_pytorch_model.safetensors") for f in files)  # the drawing base's weights
+    assert any(f.endswith("drawing_heart.preview.png") for f in files)  # its demo adapters, with their samples
     assert not [f for f in files if f not in names], "files of the shipped drawing base missing from the wheel"
 
 

@@ -55,6 +55,16 @@ GUIDANCE = 3.0
 #: finding it in 95% of unseen captions' images (docs/drawing-base.md, "Proofs in pixels").
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "steps": 400}
 
+#: The demo adapters shipped beside the base (package data): one LoRA per concept of :data:`DEMO_CONCEPTS`,
+#: ``drawing_<concept>.safetensors`` (kohya layout) with its ``.preview.png``, trained at :data:`TRAIN_DEFAULTS`
+#: by ``scripts/train_drawing_adapters.py``. An exported Space on a CPU starts its catalogue with them.
+DEMO_ADAPTERS = SHIPPED.parent / "drawing-adapters"
+#: A new shape, a texture and a colour scheme (:data:`lorahub.world.CONCEPTS`), the ones a LoRA learns at the
+#: defaults (docs/drawing-base.md, "Proofs in pixels").
+DEMO_CONCEPTS: tuple[str, ...] = ("heart", "checkered", "sunset")
+#: World seed of the unseen captions demo previews draw (the training images are seed 0's).
+PREVIEW_SEED = 5
+
 #: Image side the base is pretrained at, and the VAE's down-sampling factor.
 RESOLUTION = 64
 VAE_FACTOR = 4
@@ -185,6 +195,42 @@ def shipped_path() -> Path:
             "'lorahub base pretrain --out DIR' and pass --base DIR",
         )
     return SHIPPED
+
+
+def demo_adapters() -> list[Path]:
+    """The shipped demo adapters (:data:`DEMO_ADAPTERS`), one per :data:`DEMO_CONCEPTS`; BaseModelError when
+    this installation lacks them."""
+    paths = [DEMO_ADAPTERS / f"drawing_{c}.safetensors" for c in DEMO_CONCEPTS]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise BaseModelError(f"{DRAWING_ID}: its demo adapters are not installed (no {', '.join(missing)})",
+                             hint="reinstall lorahub, or retrain them with scripts/train_drawing_adapters.py")
+    return paths
+
+
+def demo_preview(adapter: Path | str, concept: str, *, steps: int = 20, seeds: int = 4) -> tuple[Any, str, int]:
+    """``(PIL image, caption, seed)``: a sample of ``adapter`` (weight 1 on the shipped base, :data:`GUIDANCE`,
+    ``steps`` steps) for a card. The unseen captions of ``concept`` (world seed :data:`PREVIEW_SEED`, large
+    shapes first) at seeds ``0..seeds-1``: the first image the judge reads as its whole caption (shape, colour,
+    size, position, background and the concept), else the first caption's seed 0. Picked as people pick their
+    samples, by a reader that is not the model."""
+    import numpy as np
+
+    from .. import world
+    from ..pipeline.live import LivePipeline
+
+    scenes = sorted(world.scenes(PREVIEW_SEED, 16, "concept", concept=concept), key=lambda s: s.size != "large")
+    first = None
+    with LivePipeline(str(shipped_path()), device="cpu") as live:
+        live.add(concept, str(adapter), weight=1.0)
+        for seed in range(seeds):
+            for scene in scenes:
+                image = live.render(scene.caption, seed=seed, steps=steps, tags=False).image
+                first = first or (image, scene.caption, seed)
+                seen = world.judge(np.asarray(image))
+                if all(seen.agrees(scene).values()) and concept in seen.concepts:
+                    return image, scene.caption, seed
+    return first
 
 
 def is_drawing_base(folder: Path | str | None) -> bool:

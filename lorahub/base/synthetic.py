@@ -41,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,10 +399,24 @@ DEMO_ADAPTERS: tuple[tuple[str, str, int, int, str, str], ...] = (
 
 
 def write_demo_adapters(folder: str | os.PathLike[str], *, base: Any = None) -> list[Path]:
-    """Write :data:`DEMO_ADAPTERS` into ``folder`` (for ``base``, default the embedded model), the same
-    bytes every time; files already there are kept. Returns their paths."""
+    """Write the demo adapters of ``base`` into ``folder``, the same bytes every time; files already there are
+    kept. Returns their paths. On the drawing base (:mod:`lorahub.base.drawing`): its shipped trained adapters
+    (a heart, a checkered texture, a sunset) with their preview images; on any other (default the embedded
+    model): :data:`DEMO_ADAPTERS`, random."""
+    from . import drawing
+    from .resolve import BaseRef, resolve_base
+
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ref = base if isinstance(base, BaseRef) else resolve_base(base, download=False, build=False) if base else None
+    if ref is not None and ref.kind == "folder" and drawing.is_drawing_base(ref.location):
+        paths = []
+        for src in drawing.demo_adapters():
+            for f in (src, src.with_name(src.stem + ".preview.png")):
+                if f.is_file() and not (out_dir / f.name).is_file():
+                    shutil.copyfile(f, out_dir / f.name)
+            paths.append(out_dir / src.name)
+        return paths
     paths = []
     for stem, fmt, rank, seed, trigger, title in DEMO_ADAPTERS:
         path = out_dir / f"{stem}.safetensors"

@@ -89,3 +89,36 @@ def test_training_on_the_drawing_base_defaults_to_its_own_settings(tmp_path: Pat
     assert (given.lr, given.steps) == (5e-4, drawing.TRAIN_DEFAULTS["steps"])  # a copy of the folder counts too
     other = TrainConfig(data=str(tmp_path), out=str(tmp_path / "out"))  # the embedded default base
     assert base_defaults(other) is other
+
+
+def test_the_shipped_demo_adapters_draw_their_concepts(one_thread: None) -> None:
+    """The demo adapters beside the base (what a CPU Space starts its catalogue with): each names its trigger
+    word and base, its preview is what it draws (the judge reads the concept in the shipped PNG), and on unseen
+    captions of its concept the judge finds it in >= 70% of images with the adapter, <= 10% without."""
+    pytest.importorskip("torch")
+    import numpy as np
+    from PIL import Image
+
+    from lorahub import world
+    from lorahub.adapters.inspect import inspect_file
+    from lorahub.pipeline.live import LivePipeline
+
+    paths = drawing.demo_adapters()
+    assert [p.name for p in paths] == [f"drawing_{c}.safetensors" for c in drawing.DEMO_CONCEPTS]
+    with LivePipeline(str(drawing.shipped_path()), device="cpu") as live:
+        for concept, path in zip(drawing.DEMO_CONCEPTS, paths, strict=True):
+            info = inspect_file(path)
+            assert info.trigger_words == [world.CONCEPTS[concept].trigger] and info.base_family == "sd1"
+            preview = np.asarray(Image.open(path.with_name(path.stem + ".preview.png")).convert("RGB"))
+            assert concept in world.judge(preview).concepts
+            captions = [s.caption for s in world.scenes(drawing.PREVIEW_SEED + 1, 10, "concept", concept=concept)]
+
+            live.add(concept, str(path), weight=1.0)
+            shares = []
+            for weight in (1.0, 0.0):
+                live.set_weights({concept: weight}, exclusive=True)
+                shares.append(sum(concept in world.judge(np.asarray(live.render(c, seed=i, steps=12, tags=False).image))
+                                  .concepts for i, c in enumerate(captions)) / len(captions))
+            with_adapter, without = shares
+            assert with_adapter >= 0.7 and without <= 0.1, (concept, with_adapter, without)
+            live.remove(concept)
