@@ -6,8 +6,9 @@ keeps from its visitors). The page itself
 
 What an exported Space's registry holds when it starts:
 
-* the demo adapters of the embedded base (:func:`lorahub.base.synthetic.write_demo_adapters`), so that a
-  CPU Space shows something offline;
+* the demo adapters of its SD 1.x base (:func:`lorahub.base.synthetic.write_demo_adapters`), so that a
+  CPU Space shows something offline: on a CPU the drawing base's trained ones (a heart, a checkered texture,
+  a sunset), each with its sample image;
 * with ``$LORAHUB_SPACE_INDEX`` (or ``--index-hub``), the LoRA repos of a Hub or of a ``lorahub serve``,
   indexed by :func:`lorahub.registry.sources.hub.index_hub` (``lorahub index --hub``): headers read with
   range requests, no weights; a result's file is downloaded on its first preview, checked against the
@@ -135,9 +136,11 @@ class SpaceHost:
 
 
 def open_host(database: str | None = None, *, demo_adapters: bool = False, index: IndexSpec | None = None,
-              say: Callable[[str], None] | None = None) -> SpaceHost:
+              say: Callable[[str], None] | None = None, base: str | None = None) -> SpaceHost:
     """Open the registry at ``database`` (default ``$LORAHUB_DATABASE_URL``, else SQLite in
-    ``$LORAHUB_HOME``) and fill it: the demo adapters (``demo_adapters``), the repos ``index`` names."""
+    ``$LORAHUB_HOME``) and fill it: the demo adapters of the page's SD 1.x base (``demo_adapters``; ``base``
+    as :func:`lorahub.space.callbacks.space_base` picks it: on a CPU the drawing base's trained ones), the
+    repos ``index`` names."""
     from lorahub.config import home
     from lorahub.hub.endpoint import normalize_endpoint
     from lorahub.registry.catalogue import Registry
@@ -149,10 +152,15 @@ def open_host(database: str | None = None, *, demo_adapters: bool = False, index
         reg.ensure_schema()
         summaries = []
         if demo_adapters:
+            from lorahub.base.drawing import is_drawing_base
+            from lorahub.base.resolve import resolve_base
             from lorahub.base.synthetic import write_demo_adapters
+            from lorahub.space.callbacks import space_base
 
-            folder = home() / "space-adapters"
-            summaries.append(reg.index_paths(write_demo_adapters(folder)))
+            ref = resolve_base(space_base(base), download=False, build=False)
+            kind = "drawing" if ref.kind == "folder" and is_drawing_base(ref.location) else "embedded"
+            folder = home() / "space-adapters" / kind
+            summaries.append(reg.index_paths(write_demo_adapters(folder, base=ref if kind == "drawing" else None)))
             say(f"lorahub space: {len(summaries[-1].failed)} of the demo adapters failed" if summaries[-1].failed
                 else f"lorahub space: demo adapters in {folder}")
         endpoints: tuple[str, ...] = ()
@@ -184,7 +192,7 @@ def space_blocks(*, base: str | None = None, database: str | None = None, demo_a
 
     spec = index if isinstance(index, IndexSpec) else parse_index(index if index is not None else os.environ.get(ENV_INDEX))
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
-    host = open_host(database, demo_adapters=demo_adapters, index=spec, say=say)
+    host = open_host(database, demo_adapters=demo_adapters, index=spec, say=say, base=base)
     policy = guard.make_policy(push_endpoints=push_endpoints, max_file_size=max_file_size, blocked=host.blocked)
     blocks = create_blocks(base, search=host.registry.search, uses=host.registry.uses, policy=policy, hub_endpoints=host.hub_endpoints)
     blocks.lorahub_host = host

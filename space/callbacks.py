@@ -62,15 +62,55 @@ def _has_gpu() -> bool:
 
 def space_base(explicit: str | None = None) -> str:
     """The base model spec: ``explicit`` (``--base``) if given, else ``$LORAHUB_SPACE_BASE`` when a GPU is
-    present, else the embedded default (a big base on a CPU-only Space would take minutes per image)."""
-    from lorahub.base import EMBEDDED_ID
+    present, else the shipped drawing base (:data:`lorahub.base.drawing.DRAWING_ID`: a tiny SD 1.x model that
+    draws the shapes of :mod:`lorahub.world` in a fraction of a second on a CPU, where a real base would take
+    minutes per image)."""
+    from lorahub.base.drawing import DRAWING_ID
 
     if explicit:
         return explicit
     env = os.environ.get(ENV_BASE, "").strip()
     if env and _has_gpu():
         return env
-    return EMBEDDED_ID
+    return DRAWING_ID
+
+
+#: The preview tab's first prompt on the drawing base (a scene of :mod:`lorahub.world`, which is all it draws).
+DRAWING_PROMPT = "a large yellow star in the center, blue background"
+
+
+def page_defaults(spec: str) -> dict[str, Any]:
+    """The page's first values for base ``spec``: the preview prompt and the training steps (the drawing
+    base's own :data:`~lorahub.base.drawing.TRAIN_DEFAULTS` on it; a photo and 100 steps elsewhere)."""
+    from lorahub.base import drawing
+    from lorahub.base.resolve import resolve_base
+
+    try:
+        ref = resolve_base(spec, download=False, build=False)
+    except LorahubError:
+        ref = None
+    if ref is not None and ref.kind == "folder" and drawing.is_drawing_base(ref.location):
+        return {"prompt": DRAWING_PROMPT, "train_steps": int(drawing.TRAIN_DEFAULTS["steps"])}
+    return {"prompt": "a photo", "train_steps": 100}
+
+
+def _cheap_base(spec: str) -> bool:
+    """Whether ``spec`` renders in a fraction of a second here: the drawing base or an embedded one, or any
+    base on a CUDA GPU (not ZeroGPU's, which this process only holds inside a call)."""
+    from lorahub.base.drawing import is_drawing_base
+    from lorahub.base.resolve import resolve_base
+
+    try:
+        ref = resolve_base(spec, download=False, build=False)
+    except LorahubError:
+        return False
+    if ref.kind == "embedded" or (ref.kind == "folder" and is_drawing_base(ref.location)):
+        return True
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def space_bases(explicit: str | None = None) -> dict[str, str]:
@@ -117,6 +157,7 @@ class SpaceState:
     max_download: int = 1 << 30
     _live: Any = None
     _live_family: str | None = None
+    _cheap: bool | None = None
     _fetch_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -154,6 +195,14 @@ class SpaceState:
         if self.searcher is None:
             raise UsageError("this page has no registry to search", hint="run it with `lorahub space` or `lorahub serve --ui`")
         return self.searcher(query)
+
+    def card_renders_here(self) -> bool:
+        """Whether the search renders card previews (:func:`render_card_samples`): when the SD 1.x base draws
+        in a fraction of a second (the drawing base or an embedded one on any device, any base on a CUDA GPU)
+        and no other family's base is loaded (rendering would swap it out)."""
+        if self._cheap is None:
+            self._cheap = _cheap_base(self.base)
+        return self._cheap and (self._live is None or self._live_family == "sd1")
 
     def close(self) -> None:
         """Release the loaded base (the searcher belongs to the host)."""
@@ -226,39 +275,178 @@ def search(state: SpaceState, query: str = "", base: str = "", fmt: str = "", ta
     return rows, results
 
 
-#: Size of a result's card in the search gallery.
-CARD_SIZE = (256, 160)
+#: Size of a result's card in the search gallery (square, as the gallery's cells): its sample image on top,
+#: its words below.
+CARD_SIZE = (288, 288)
+#: Side of the sample image on a card (a small image is enlarged without smoothing, pixels kept square), and
+#: where it lies: centred at the top, on a band of the result's own colour.
+CARD_SAMPLE = 192
+CARD_SAMPLE_AT = ((CARD_SIZE[0] - CARD_SAMPLE) // 2, 0)
 _CARD_COLOURS = ("#3b4cc0", "#7b3294", "#c2185b", "#00796b", "#ef6c00", "#455a64", "#2e7d32", "#5d4037")
+#: At most this many card previews are rendered per search (the first results without a sample image);
+#: each is cached by the adapter's SHA-256, so the next search showing it costs nothing.
+CARD_RENDERS = 8
+#: The preview tab's default steps (the drawing base draws in about 0.2 s with two adapters on 2 CPU cores:
+#: benchmarks/bench_space_preview.py), and a card preview's.
+PREVIEW_STEPS = 8
+CARD_STEPS = PREVIEW_STEPS
 
 
-def result_card(result: dict[str, Any]) -> Any:
-    """A search result as a card of the gallery (a PIL image): name, trigger words, base, format and rank
-    on a colour of its own (from its hash). Drawn here: nothing of the adapter is downloaded."""
+def thumbnail(image: Any, side: int = CARD_SAMPLE) -> Any:
+    """``image`` fitted into a ``side`` square: a smaller one enlarged by a whole factor without smoothing
+    (the drawing base's 64 px renders stay crisp), a larger one shrunk with Lanczos."""
+    from PIL import Image
+
+    img = image.convert("RGB")
+    w, h = img.size
+    if max(w, h) <= side:
+        k = max(1, side // max(w, h))
+        return img.resize((w * k, h * k), Image.Resampling.NEAREST)
+    img = img.copy()
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return img
+
+
+def result_card(result: dict[str, Any], sample: Any = None) -> Any:
+    """A search result as a card of the gallery (a PIL image), the way Civitai's and the Hub's LoRA galleries
+    show adapters: its sample image on top (``sample``, a PIL image; without one, the band of the result's own
+    colour alone), then its name, trigger words, SHA-256 and AutoV3 hashes, base, format and rank."""
     import hashlib
 
     from PIL import Image, ImageDraw, ImageFont
 
     key = str(result.get("sha256") or result.get("name") or "")
     colour = _CARD_COLOURS[int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(_CARD_COLOURS)]
-    img = Image.new("RGB", CARD_SIZE, colour)
+    img = Image.new("RGB", CARD_SIZE, "#1f2430")
+    img.paste(colour, (0, 0, CARD_SIZE[0], CARD_SAMPLE))
+    if sample is not None:
+        thumb = thumbnail(sample)
+        x, y = CARD_SAMPLE_AT
+        img.paste(thumb, (x + (CARD_SAMPLE - thumb.width) // 2, y + (CARD_SAMPLE - thumb.height) // 2))
     draw = ImageDraw.Draw(img)
-    big, small = ImageFont.load_default(size=20), ImageFont.load_default(size=14)
+    big, small = ImageFont.load_default(size=17), ImageFont.load_default(size=12)
     base = result.get("base_model") or result.get("base_family") or "?"
-    lines = [(str(result.get("name") or "")[:22], big),
-             (", ".join(result.get("trigger_words") or [])[:30] or "-", small),
-             (f"{base} · {result.get('format') or '?'}"[:32], small),
-             (f"rank {result.get('rank')}" if result.get("rank") is not None else "", small),
-             (str(result.get("source_kind") or ""), small)]
-    y = 14
+    sha, autov3 = str(result.get("sha256") or ""), str(result.get("autov3") or "")
+    rank = f" · rank {result.get('rank')}" if result.get("rank") is not None else ""
+    words = result.get("trigger_words") or []
+    hashes = "  ".join(x for x in (f"SHA256 {sha[:10]}" if sha else "", f"AutoV3 {autov3}" if autov3 else "") if x)
+    # the base line last: short, it stays clear of the caption the gallery lays over the card's lower right
+    lines = [(str(result.get("name") or "")[:28], big),
+             (("trigger: " + ", ".join(words))[:42] if words else "no trigger words", small),
+             (hashes, small),
+             ((f"{base} · {result.get('format') or '?'}"[:32] + rank)[:42], small)]
+    y = CARD_SAMPLE + 8
     for text, font in lines:
-        draw.text((14, y), text, fill="white", font=font)
-        y += 30 if font is big else 22
+        draw.text((10, y), text, fill="white", font=font)
+        y += 24 if font is big else 18
     return img
 
 
-def gallery_items(results: Sequence[dict[str, Any]]) -> list[tuple[Any, str]]:
-    """The search gallery: one ``(card, caption)`` per result, in the results' order."""
-    return [(result_card(r), str(r.get("name") or "")) for r in results]
+def _open_sample(path: Path) -> Any:
+    """A sample image, decoded within bounds (PIL's own bomb check, raised to an error); None when unreadable."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > 64_000_000:
+                    return None
+                return thumbnail(im)
+    except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return None
+
+
+def _card_key(state: SpaceState, result: dict[str, Any]) -> str | None:
+    """The cache name of a result's rendered card preview (its SHA-256, the base, the prompt), or None when
+    it has no SHA-256 to key it by."""
+    import hashlib
+
+    sha = str(result.get("sha256") or "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        return None
+    what = f"{sha}|{state.base}|{card_prompt(result)}|{CARD_STEPS}"
+    return hashlib.sha256(what.encode()).hexdigest()[:32]
+
+
+def card_prompt(result: dict[str, Any]) -> str:
+    """What a card's preview draws: the adapter's trigger words (its name when it has none)."""
+    words = [str(w) for w in result.get("trigger_words") or [] if str(w).strip()]
+    return ", ".join(words[:4]) if words else str(result.get("name") or "")[:80]
+
+
+def card_sample(state: SpaceState, result: dict[str, Any]) -> Any:
+    """A result's sample image (PIL, fitted to the card) or None: the one its package or the community's
+    sidecar holds (:func:`lorahub.hub.package.sample_image`; local files only), else a preview this page
+    rendered for it earlier (:func:`render_card_samples`)."""
+    from lorahub.hub.package import sample_image
+
+    if result.get("source_kind") != "hub":
+        local = _local_file(result.get("source"))
+        found = sample_image(local) if local is not None else None
+        if found is not None:
+            img = _open_sample(found)
+            if img is not None:
+                return img
+    key = _card_key(state, result)
+    cached = state.workdir / "card-previews" / f"{key}.png"
+    return _open_sample(cached) if key and cached.is_file() else None
+
+
+def _renderable(state: SpaceState, result: dict[str, Any]) -> bool:
+    """Whether this page renders a card preview for ``result``: a local SD 1.x adapter file, a base cheap to
+    render on (the drawing or an embedded base, or any on a CUDA GPU), and no earlier failure recorded."""
+    key = _card_key(state, result)
+    if key is None or result.get("source_kind") == "hub" or result.get("base_family") not in ("sd1", None):
+        return False
+    if _local_file(result.get("source")) is None or (state.workdir / "card-previews" / f"{key}.none").exists():
+        return False
+    return state.card_renders_here()
+
+
+def render_card_samples(state: SpaceState, results: Sequence[dict[str, Any]], have: Sequence[Any],
+                        limit: int = CARD_RENDERS) -> Iterator[tuple[int, Any]]:
+    """Render a preview for each of the first results without a sample image (``have[i]`` None) that this
+    page can render (:func:`_renderable`), at most ``limit``: the adapter at weight 1 on the SD 1.x base,
+    its trigger words as the prompt, seed 0. Yields ``(index, image)`` as each is done; each is cached in the
+    work folder by the adapter's SHA-256 (a failure too, as a marker: an adapter that does not fit the base
+    is tried once)."""
+    todo = [i for i, r in enumerate(results) if have[i] is None and _renderable(state, r)][:limit]
+    if not todo:
+        return
+    folder = state.workdir / "card-previews"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in todo:
+        r = results[i]
+        key = _card_key(state, r)
+        with state.lock:
+            live = state.live("sd1")
+            for ad in list(live.adapters):  # the preview list is re-applied by the next Generate (_sync)
+                live.remove(ad.name)
+            try:
+                live.add("card", str(_local_file(r.get("source"))), weight=1.0)
+                width, height = live.native_size()
+                image = live.render(card_prompt(r), seed=0, steps=CARD_STEPS, width=width, height=height,
+                                    tags=False).image
+            except Exception:  # noqa: BLE001 - an adapter that does not fit the base: the card keeps its tile
+                (folder / f"{key}.none").touch()
+                continue
+            finally:
+                if any(ad.name == "card" for ad in live.adapters):
+                    live.remove("card")
+        tmp = folder / f"{key}.{uuid.uuid4().hex[:8]}.tmp"
+        image.save(tmp, format="PNG")
+        os.replace(tmp, folder / f"{key}.png")
+        yield i, thumbnail(image)
+
+
+def gallery_items(results: Sequence[dict[str, Any]], samples: Sequence[Any] | None = None) -> list[tuple[Any, str]]:
+    """The search gallery: one ``(card, caption)`` per result, in the results' order (``samples[i]``: the
+    sample image of result ``i``, or None)."""
+    samples = samples if samples is not None else [None] * len(results)
+    return [(result_card(r, samples[i]), str(r.get("name") or "")) for i, r in enumerate(results)]
 
 
 def used_in(state: SpaceState, result: dict[str, Any], limit: int = 20) -> list[str]:
@@ -686,11 +874,12 @@ def train_settings(gpu: bool) -> dict[str, Any]:
 
 
 def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, trigger: str = "", steps: int = 100,
-          rank: int = 4, *, lr: float = 1e-4, sample_every: int = 0, poll: float = 0.25,
+          rank: int = 4, *, lr: float | None = None, sample_every: int = 0, poll: float = 0.25,
           on_progress: Callable[[int, float], None] | None = None, family: str | None = None) -> Iterator[TrainEvent]:
     """Train an adapter on the uploaded files, yielding :class:`TrainEvent` s as steps finish; the last one
     has ``done``, the result and the zipped package. Runs the library's trainer in a worker thread, on
-    ``family``'s base (:data:`FAMILIES`; default SD 1.x)."""
+    ``family``'s base (:data:`FAMILIES`; default SD 1.x). ``lr``: None for the base's own default (the drawing
+    base's :data:`~lorahub.base.drawing.TRAIN_DEFAULTS`, else TrainConfig's)."""
     from lorahub.schemas.training import TrainConfig
     from lorahub.training.config import make_config
     from lorahub.training.trainer import train as run_training
@@ -713,8 +902,10 @@ def train(state: SpaceState, files: Sequence[str | os.PathLike[str]] | None, tri
         raise
     out = job / adapter_name(trigger or "adapter")
     values: dict[str, Any] = dict(data=str(data), out=str(out), base=base, trigger=trigger, steps=n_steps,
-                                  rank=n_rank, lr=lr, sample_every=int(sample_every or 0), sample_steps=8,
+                                  rank=n_rank, sample_every=int(sample_every or 0), sample_steps=8,
                                   **train_settings(_has_gpu()))
+    if lr is not None:
+        values["lr"] = float(lr)
     losses: list[tuple[int, float]] = []
     box: dict[str, Any] = {}
     stop = threading.Event()

@@ -26,6 +26,14 @@ from .gpu import on_gpu
 log = logging.getLogger("lorahub.space")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+#: Small renders (the drawing base's 64 px images) shown enlarged with square pixels: the browser's smoothing
+#: would blur a 64 px image shown at 512 into a smear.
+#: (The search cards enlarge their samples themselves, by whole factors: cards are shown smaller than drawn.)
+CSS = """
+#preview-image img, #search-grid img, #train-samples img { image-rendering: pixelated; }
+#preview-image img { width: 100%; height: 100%; object-fit: contain; }
+"""
+
 INTRO = """# lorahub
 Search, preview, blend, inspect, train and push LoRA adapters for Stable Diffusion (1.x, SDXL, 3.5) and Flux.1.
 Base model: `{base}`."""
@@ -125,6 +133,7 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
     training = on_gpu(train_job, duration=TRAIN_GPU_S)
     n = cb.MAX_ADAPTERS
     limit = policy.limiter.check
+    defaults = cb.page_defaults(state.base)
 
     with gr.Blocks(title="lorahub") as demo:
         gr.Markdown(INTRO.format(base=state.base))
@@ -145,7 +154,7 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
                 fmt_f = gr.Textbox(label="Format", placeholder="kohya-lora, diffusers...", elem_id="search-format")
                 tags_f = gr.Textbox(label="Tags", placeholder="comma separated", elem_id="search-tags")
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-            gallery = gr.Gallery(label="Adapters (click one to add it to the preview)", columns=6, height=360,
+            gallery = gr.Gallery(label="Adapters (click one to add it to the preview)", columns=4, height=620,
                                  allow_preview=False, object_fit="contain", elem_id="search-gallery")
             table = gr.Dataframe(headers=cb.RESULT_COLUMNS, value=[], interactive=False, wrap=True,
                                  elem_id="search-results", label="Results (click a row to add it to the preview)")
@@ -166,11 +175,11 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
                 with gr.Column():
                     remove_name = gr.Dropdown(choices=[], label="Remove adapter", elem_id="preview-remove-name")
                     remove_btn = gr.Button("Remove", elem_id="preview-remove")
-            prompt = gr.Textbox(label="Prompt", value="a photo", elem_id="prompt")
+            prompt = gr.Textbox(label="Prompt", value=defaults["prompt"], elem_id="prompt")
             negative = gr.Textbox(label="Negative prompt", value="", elem_id="negative")
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, precision=0, elem_id="seed")
-                steps = gr.Slider(1, 50, value=8, step=1, label="Steps", elem_id="steps")
+                steps = gr.Slider(1, 50, value=cb.PREVIEW_STEPS, step=1, label="Steps", elem_id="steps")
                 grid = gr.Checkbox(label="Grid across weights", value=False, elem_id="grid")
                 grid_weights = gr.Textbox(label="Grid weights", value="0, 0.5, 1", elem_id="grid-weights")
             with gr.Row():
@@ -178,7 +187,8 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
                 blend_method = gr.Dropdown(["linear", "cat", "svd", "ties", "dare"], value="linear",
                                            label="Blend method", elem_id="blend-method")
                 bake_btn = gr.Button("Bake blend", elem_id="bake")
-            image = gr.Image(label="Image", type="pil", format="png", elem_id="preview-image", interactive=False)
+            image = gr.Image(label="Image", type="pil", format="png", elem_id="preview-image", interactive=False,
+                             height=512)
             info = gr.Textbox(label="Parameters", interactive=False, lines=3, elem_id="preview-info")
             blend_file = gr.File(label="Blended adapter", interactive=False, elem_id="blend-file")
             preview_status = gr.Markdown("", elem_id="preview-status")
@@ -223,7 +233,7 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
                                   type="filepath", elem_id="train-files")
             with gr.Row():
                 trigger = gr.Textbox(label="Trigger word", value="", elem_id="train-trigger")
-                train_steps = gr.Number(label="Steps", value=100, precision=0, elem_id="train-steps")
+                train_steps = gr.Number(label="Steps", value=defaults["train_steps"], precision=0, elem_id="train-steps")
                 train_rank = gr.Number(label="Rank", value=4, precision=0, elem_id="train-rank")
                 sample_every = gr.Number(label="Sample every N steps (0: at the end)", value=0, precision=0,
                                          elem_id="train-sample-every")
@@ -271,7 +281,14 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
         @_guard(4)
         def do_search(q: str, b: str, f: str, t: str) -> Any:
             rows, res = cb.search(state, q, b, f, t)
-            return cb.gallery_items(res), rows, res, f"{len(rows)} result{'s' if len(rows) != 1 else ''}"
+            status = f"{len(rows)} result{'s' if len(rows) != 1 else ''}"
+            pics = [cb.card_sample(state, r) for r in res]
+            yield cb.gallery_items(res, pics), rows, res, status
+            # then the cards without a sample image, with a preview rendered for them (once: cached)
+            rendered = dict(cb.render_card_samples(state, res, pics))
+            if rendered:
+                pics = [rendered.get(i, p) for i, p in enumerate(pics)]
+                yield cb.gallery_items(res, pics), gr.skip(), gr.skip(), status
 
         search_outputs = [gallery, table, results, search_status]
         # one search at a time, in order: a search typed while the page's first one runs lands after it
@@ -445,7 +462,7 @@ def mount(app: Any, path: str = "/", *, blocks: Any = None, base: str | None = N
     before = list(app.router.routes)
     gr.mount_gradio_app(app, demo, path=path, allowed_paths=[], blocked_paths=pol.gradio_blocked_paths(),
                         max_file_size=pol.max_file_size, show_error=False, run_history=False, mcp_server=False,
-                        ssr_mode=False, footer_links=["gradio"])
+                        ssr_mode=False, footer_links=["gradio"], css=CSS)
     demo.has_launched = True  # see above: Gradio's own file checks apply to launched Blocks only
     mounts = [r for r in app.router.routes if r not in before and isinstance(r, Mount)]
     if len(mounts) != 1:  # pragma: no cover - Gradio changed how it mounts

@@ -137,3 +137,42 @@ def _samples(root: Path, files: dict[str, Path], training: dict, card: str | Non
     found = sorted(found)[-MAX_SAMPLES:]
     default = str(training.get("trigger") or "")
     return [(k, prompts.get(k) or default) for k in found]
+
+
+#: Images saved beside an adapter file by the community's tools, in the order they are looked for: the
+#: ``<name>.preview.png`` of AUTOMATIC1111/Forge's extra-networks cards (and Civitai Helper), then ``<name>.png``.
+SIDECAR_SUFFIXES = tuple(f".preview{s}" for s in SAMPLE_SUFFIXES) + SAMPLE_SUFFIXES
+#: A sample image larger than this is not shown (a card needs a thumbnail, not a poster).
+MAX_SAMPLE_BYTES = 16 << 20
+
+
+def sample_image(adapter_file: str | Path) -> Path | None:
+    """The image a gallery shows for an adapter file, or None: a sidecar (:data:`SIDECAR_SUFFIXES`) beside it,
+    else, when the file lies in a package ``lorahub train`` wrote (a training config beside it), the last of
+    its ``samples/`` (the final step's). Links are not followed and images over :data:`MAX_SAMPLE_BYTES` are
+    skipped: the file's folder is the catalogue owner's, but a card never reads past it."""
+    p = Path(adapter_file)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+
+    def usable(c: Path) -> bool:
+        try:
+            st = c.lstat()
+        except OSError:
+            return False
+        import stat
+
+        return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MAX_SAMPLE_BYTES
+
+    for suffix in SIDECAR_SUFFIXES:
+        c = p.with_name(stem + suffix)
+        if usable(c):
+            return c
+    root = p.parent
+    samples = root / "samples"
+    if not any((root / n).is_file() for n in TRAIN_CONFIG_NAMES) or samples.is_symlink() or not samples.is_dir():
+        return None
+    try:
+        found = sorted(c for c in samples.iterdir() if c.suffix.lower() in SAMPLE_SUFFIXES and usable(c))
+    except OSError:
+        return None
+    return found[-1] if found else None

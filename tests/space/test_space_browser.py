@@ -53,8 +53,11 @@ def space_url(embedded_home: Path, embedded_xl_home: Path, lorahub_home: Path, t
 
     lib = tmp_path / "adapters"
     lib.mkdir()
-    make_adapter(lib / "alpha_style.safetensors", rank=4, seed=1, fmt="kohya", trigger="alphaword", scale=3.0)
-    make_adapter(lib / "beta_style.safetensors", rank=4, seed=2, fmt="diffusers", trigger="betaword", scale=3.0)
+    # for the page's SD 1.x base on a CPU: the drawing base
+    make_adapter(lib / "alpha_style.safetensors", base="drawing", rank=4, seed=1, fmt="kohya", trigger="alphaword",
+                 scale=3.0)
+    make_adapter(lib / "beta_style.safetensors", base="drawing", rank=4, seed=2, fmt="diffusers", trigger="betaword",
+                 scale=3.0)
     with Registry() as reg:
         reg.index_paths([lib])
     port = free_port()
@@ -109,11 +112,14 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.goto(space_url["url"])
-    expect(page.get_by_text("Base model: `lorahub/embedded-sd1-tiny`").or_(page.get_by_text("lorahub/embedded-sd1-tiny"))).to_be_visible()
+    expect(page.get_by_text("Base model: `lorahub/drawing-sd1-tiny`").or_(page.get_by_text("lorahub/drawing-sd1-tiny"))).to_be_visible()
 
     # ---- Search: the page opens on the registry's adapters (a gallery and the table), no search typed
     expect(page.locator("#search-status")).to_contain_text("2 results")
     expect(page.locator("#search-gallery img")).to_have_count(2)
+    # each result a card: its sample image (here a preview rendered on first view) beside its words
+    card = page.locator("#search-gallery img").first
+    assert card.evaluate("e => e.naturalWidth") == 288 and card.evaluate("e => e.naturalHeight") == 288
     # find both synthetic adapters and click them into the preview list
     for word, name in (("alphaword", "alpha_style"), ("betaword", "beta_style")):
         _fill(page, "search-query", word)
@@ -137,6 +143,11 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     page.locator("#generate").click()
     src1, first = _image_bytes(page)
     expect(page.locator("#preview-status")).to_contain_text("ms per image")
+    # the drawing base's 64 px render, shown enlarged with square pixels (no smoothing)
+    shown = page.locator("#preview-image img").first
+    assert shown.evaluate("e => e.naturalWidth") == 64
+    assert shown.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
+    assert shown.bounding_box()["width"] >= 256
     weight = page.locator("#weight-0 input[type=number]")
     weight.fill("0")
     weight.press("Enter")

@@ -30,8 +30,11 @@ def state(embedded_home: Path, tmp_path: Path):  # noqa: ANN201
 def adapters(embedded_home: Path, tmp_path: Path) -> list[Path]:
     from lorahub.base import make_adapter
 
-    a = make_adapter(tmp_path / "alpha_style.safetensors", rank=4, seed=1, fmt="kohya", trigger="alphaword", scale=3.0)
-    b = make_adapter(tmp_path / "beta_style.safetensors", rank=4, seed=2, fmt="diffusers", trigger="betaword", scale=3.0)
+    # for the Space's default SD 1.x base on a CPU: the drawing base
+    a = make_adapter(tmp_path / "alpha_style.safetensors", base="drawing", rank=4, seed=1, fmt="kohya",
+                     trigger="alphaword", scale=3.0)
+    b = make_adapter(tmp_path / "beta_style.safetensors", base="drawing", rank=4, seed=2, fmt="diffusers",
+                     trigger="betaword", scale=3.0)
     return [Path(a), Path(b)]
 
 
@@ -41,8 +44,8 @@ def _png(image) -> bytes:  # noqa: ANN001
     return bio.getvalue()
 
 
-def test_space_base_defaults_to_embedded_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lorahub.base import EMBEDDED_ID
+def test_space_base_defaults_to_the_drawing_base_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lorahub.base.drawing import DRAWING_ID as EMBEDDED_ID
 
     monkeypatch.setenv(cb.ENV_BASE, "some/hub-model")
     monkeypatch.setattr(cb, "_has_gpu", lambda: False)
@@ -55,7 +58,8 @@ def test_space_base_defaults_to_embedded_without_gpu(monkeypatch: pytest.MonkeyP
 
 
 def test_space_bases_offer_the_embedded_sdxl_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lorahub.base.embedded import EMBEDDED_ID, SDXL_ID
+    from lorahub.base.drawing import DRAWING_ID as EMBEDDED_ID
+    from lorahub.base.embedded import SDXL_ID
 
     monkeypatch.setenv(cb.ENV_BASE_SDXL, "stabilityai/stable-diffusion-xl-base-1.0")
     monkeypatch.setattr(cb, "_has_gpu", lambda: False)
@@ -127,6 +131,57 @@ def test_search_finds_indexed_adapter_and_adds_it(state: cb.SpaceState, adapters
     with pytest.raises(NotFoundError, match="no local file"):
         cb.add_result(chosen, {"name": "remote", "source": "civitai:123"})
     reg.close()
+
+
+def test_search_cards_show_each_adapters_sample_image(state: cb.SpaceState, adapters: list[Path],
+                                                      embedded_home: Path, tmp_path: Path) -> None:
+    """The search gallery's cards (issue 17): a sidecar image is shown as it is; an adapter without one gets a
+    preview rendered on its first view, cached by its SHA-256 (the next search renders nothing); one that does
+    not fit the base keeps a plain tile and is tried once; the card carries the name, trigger words, base and
+    hashes beside the image, the image enlarged without smoothing."""
+    import numpy as np
+    from PIL import Image
+
+    from lorahub.base import make_adapter
+    from lorahub.registry.catalogue import Registry
+
+    misfit = Path(make_adapter(tmp_path / "gamma_style.safetensors", rank=4, seed=3, fmt="kohya", trigger="gammaword"))
+    side = adapters[1].with_name("beta_style.preview.png")
+    Image.new("RGB", (16, 16), (0, 200, 0)).save(side)
+    reg = Registry()
+    reg.index_paths([*adapters, misfit])
+    state.searcher = reg.search
+    try:
+        rows, results = cb.search(state, "")
+        by_name = {r["name"]: r for r in results}
+        assert set(by_name) == {"alpha_style", "beta_style", "gamma_style"}
+        pics = [cb.card_sample(state, r) for r in results]
+        beta = pics[results.index(by_name["beta_style"])]
+        # the sidecar, enlarged by a whole factor without smoothing: every pixel the sidecar's green
+        assert beta.size == (cb.CARD_SAMPLE, cb.CARD_SAMPLE)
+        assert set(map(tuple, np.asarray(beta).reshape(-1, 3))) == {(0, 200, 0)}
+        assert pics[results.index(by_name["alpha_style"])] is None  # nothing yet: rendered on first view
+        assert state.card_renders_here()  # the drawing base draws in a fraction of a second
+        rendered = dict(cb.render_card_samples(state, results, pics))
+        assert set(rendered) == {results.index(by_name["alpha_style"])}  # gamma does not fit the drawing base
+        alpha = rendered[results.index(by_name["alpha_style"])]
+        assert alpha.size == (cb.CARD_SAMPLE, cb.CARD_SAMPLE) and np.asarray(alpha).std() > 1
+        # cached: the next search finds the preview and renders nothing, gamma's failure is not retried
+        again = [cb.card_sample(state, r) for r in results]
+        assert np.array_equal(np.asarray(again[results.index(by_name["alpha_style"])]), np.asarray(alpha))
+        assert list(cb.render_card_samples(state, results, again)) == []
+        # the card: the sample on top, the words below
+        items = cb.gallery_items(results, again)
+        card, caption = items[results.index(by_name["beta_style"])]
+        assert caption == "beta_style" and card.size == cb.CARD_SIZE
+        (x, y), side = cb.CARD_SAMPLE_AT, cb.CARD_SAMPLE
+        assert np.array_equal(np.asarray(card)[y:y + side, x:x + side], np.asarray(beta))
+        words = np.asarray(card)[side:]
+        assert (words > 200).all(axis=2).sum() > 200  # white text drawn
+        plain = np.asarray(items[results.index(by_name["gamma_style"])][0])[:side]
+        assert len(set(map(tuple, plain.reshape(-1, 3)))) == 1  # a band of one colour: no sample
+    finally:
+        reg.close()
 
 
 def test_add_file_dedupes_limits_and_refuses_pickles(adapters: list[Path], tmp_path: Path) -> None:

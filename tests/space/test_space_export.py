@@ -155,7 +155,11 @@ def test_the_host_fills_the_registry_and_previews_hub_results_on_demand(
         assert str(tmp_path / "space.sqlite") in map(str, host.blocked)
         every = host.registry.search(SearchQuery(limit=100))
         names = {r.name for r in every}
-        assert {"inkwash_style", "neon_glow", "pastel_dream", "woodcut_print", "retro_poster", "clay_figure"} <= names
+        # on this CPU the page's base is the drawing base: its trained demo adapters, with their sample images
+        assert {"drawing_heart", "drawing_checkered", "drawing_sunset"} <= names
+        heart = next(r for r in every if r.name == "drawing_heart")
+        assert heart.trigger_words == ["heart"] and heart.base_family == "sd1"
+        assert Path(heart.source).with_name("drawing_heart.preview.png").is_file()
         assert {"inkhub", "neonhub"} <= names and "notes" not in names
         # nothing of the weights was read: the hub records know the file's SHA-256 from the Hub, no AutoV3
         hub = next(r for r in every if r.name == "inkhub")

@@ -89,7 +89,7 @@ def test_other_hardware_never_decorates(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_zero_gpu_takes_the_space_base(monkeypatch: pytest.MonkeyPatch) -> None:
     """On ZeroGPU there is no CUDA outside a decorated call: the configured base is used all the same."""
-    from lorahub.base import EMBEDDED_ID
+    from lorahub.base.drawing import DRAWING_ID as EMBEDDED_ID
 
     monkeypatch.setenv(cb.ENV_BASE, "some/hub-model")
     monkeypatch.setenv(gpu.ENV_HARDWARE, "cpu")
