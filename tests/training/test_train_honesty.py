@@ -1,12 +1,11 @@
-"""Training works, not just runs: on the embedded base the loss falls, the adapter pulls generations
-toward the training images, and the saved files reproduce the trained model in a fresh pipeline.
+"""Training works, not just runs: on the embedded base the loss falls and the saved files reproduce the
+trained model in a fresh pipeline, in both layouts; the package validates and inspects.
 
-Why latents: the embedded base's VAE has random weights, so its decoder scrambles pixels: decoding
-the training images' own latents lands as far (pixel MSE ~0.151) from the images as decoding pure
-noise (~0.152). Pixel distances to the training images cannot tell a trained adapter from none on
-this base; distances in the model's latent space (where the UNet, and so the LoRA, works) can. The
-test measures generated latents against the VAE latents of the training images, same seeds and
-prompt, with and without the adapter.
+That the adapter learns what it was shown is proved in pixels, on the shipped drawing base
+(tests/pipeline/test_pixel_proofs.py: ``lorahub train`` at its defaults teaches a heart, a texture and a
+colour scheme the base never saw, and the judge finds them with the adapter and not without). This file
+used to argue it in latent space, because the embedded base's random VAE scrambles pixels; that argument
+is gone with the drawing base.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from train_testkit import TRIGGER, demo_data, quiet, training_run
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-SEEDS = (0, 1, 2, 3)
 STEPS = 60
 
 
@@ -44,16 +42,6 @@ def _latents(pipe: Any, seed: int, steps: int = 8) -> Any:
         return pipe(TRIGGER, num_inference_steps=steps, generator=g, height=64, width=64, output_type="latent").images
 
 
-def _training_latents(pipe: Any) -> Any:
-    import numpy as np
-
-    from lorahub.training.demo_data import demo_image
-
-    x = torch.from_numpy(np.stack([demo_image(i) for i in range(8)])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    with torch.no_grad():
-        return pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
-
-
 def test_loss_goes_down(trained: dict[str, Any]) -> None:
     losses = [h["loss"] for h in trained["trainer"].loss_history]
     assert len(losses) == STEPS
@@ -64,26 +52,6 @@ def test_loss_goes_down(trained: dict[str, Any]) -> None:
     hist = json.loads((trained["out"] / "loss_history.json").read_text())
     assert [h["loss"] for h in hist["history"]] == losses
     assert hist["first_loss"] > hist["last_loss"]
-
-
-def test_adapter_pulls_generations_toward_the_training_images(trained: dict[str, Any]) -> None:
-    pipe = trained["trainer"].pipe
-    target = _training_latents(pipe)
-
-    def distance(z: Any) -> float:
-        # mean over seeds of the squared distance to the nearest training image
-        d = ((z[:, None] - target[None]) ** 2).mean(dim=(2, 3, 4))
-        return float(d.min(dim=1).values.mean())
-
-    with_adapter = torch.cat([_latents(pipe, s) for s in SEEDS])
-    pipe.unet.disable_adapters()
-    try:
-        without = torch.cat([_latents(pipe, s) for s in SEEDS])
-    finally:
-        pipe.unet.enable_adapters()
-    d_with, d_without = distance(with_adapter), distance(without)
-    assert d_with < 0.85 * d_without, (d_with, d_without)
-    print(f"latent distance to the training images: {d_with:.2f} with the adapter, {d_without:.2f} without")
 
 
 def test_saved_weights_reproduce_the_trained_model(trained: dict[str, Any]) -> None:
