@@ -164,7 +164,8 @@ class Lfs:
         fault_point("upload-before-record")  # inert outside crash tests (see .faults)
         now = utcnow()
         started = time.monotonic()
-        for attempt in range(5):
+        attempt = 0
+        while True:  # a "database is locked" is retried for up to one busy timeout (retry_busy), as commits are
             try:
                 with self.sessions.write() as s:
                     insert_ignore(
@@ -177,9 +178,10 @@ class Lfs:
                     s.commit()
                 return
             except OperationalError as exc:
-                if not retry_busy(exc, started) or attempt == 4:
+                if not retry_busy(exc, started):
                     raise
-                time.sleep(0.05 * (attempt + 1))
+                attempt += 1
+                time.sleep(min(0.05 * attempt, 0.5))
 
     def verify(self, ident: Identity | None, public_id: str, oid: str, size: int) -> None:
         """The LFS verify step: the object was uploaded to this repo, whole (``size`` bytes)."""
