@@ -28,12 +28,15 @@ _PRETRAIN = PretrainConfig()
 
 @click.group("base")
 def base_group() -> None:
-    """Base models: the embedded tiny SD 1.x, SDXL, Flux.1 and SD 3.5 models, local folders, single files, Hub ids.
+    """Base models: the embedded tiny SD 1.x, SDXL, Flux.1 and SD 3.5 models, the drawing base, local folders,
+    single files, Hub ids.
 
     A base spec is a diffusers folder, a .safetensors checkpoint, a Hub id
     'namespace/name' (downloaded from $HF_ENDPOINT), 'lorahub/embedded-sd1-tiny'
     (the default), 'lorahub/embedded-sdxl-tiny', 'lorahub/embedded-flux-tiny' or
-    'lorahub/embedded-sd3-tiny' (all built offline on first use).
+    'lorahub/embedded-sd3-tiny' (all built offline on first use, random weights), or
+    'lorahub/drawing-sd1-tiny' ('drawing' for short: the shipped SD 1.x model
+    pretrained to draw the shapes of lorahub.world, see docs/drawing-base.md).
     """
 
 

@@ -14,10 +14,11 @@ from lorahub.cli.output import emit, info, json_option
 @click.option("--port", default=7860, show_default=True, type=click.IntRange(1, 65535), help="Port.")
 @click.option("--base", default=None, metavar="SPEC",
               help="Base model (embedded id, diffusers folder, .safetensors checkpoint, Hub id). "
-                   "Default: $LORAHUB_SPACE_BASE on a GPU, else the embedded tiny model.")
+                   "Default: $LORAHUB_SPACE_BASE on a GPU, else the shipped drawing base (lorahub/drawing-sd1-tiny).")
 @click.option("--database", default=None, metavar="URL", help="Registry searched by the Search tab (default: $LORAHUB_DATABASE_URL, else SQLite in $LORAHUB_HOME).")
 @click.option("--demo-adapters", is_flag=True,
-              help="Add the embedded base's demo adapters to the registry first (what an exported Space does).")
+              help="Add the SD 1.x base's demo adapters to the registry first (what an exported Space does; on the "
+                   "drawing base its trained heart, checkered and sunset LoRAs).")
 @click.option("--index-hub", "index_hub", default=None, metavar="FILTERS",
               help="Index these Hub repos into the registry first (headers only), e.g. "
                    "'endpoint=http://127.0.0.1:8000, author=alice, tag=lora' (default $LORAHUB_SPACE_INDEX).")
@@ -49,7 +50,8 @@ def space_cmd(ctx: click.Context, host: str, port: int, base: str | None, databa
 @click.argument("dest", metavar="DIR", type=click.Path(file_okay=False))
 @click.option("--base", default=None, metavar="SPEC",
               help="Base model of a GPU Space ($LORAHUB_SPACE_BASE's default in app.py): a Hub id. "
-                   "On a CPU Space the embedded tiny models are used whatever this says.")
+                   "On a CPU Space the shipped drawing base (SD 1.x) and the embedded tiny models are used whatever "
+                   "this says.")
 @click.option("--index-hub", "index_hub", default=None, metavar="FILTERS",
               help="Hub repos the Space indexes when it starts ($LORAHUB_SPACE_INDEX's default), e.g. "
                    "'author=alice, tag=lora' or 'endpoint=https://hub.example, repo=alice/inkwash'.")
