@@ -197,7 +197,7 @@ class SpaceState:
         return self.searcher(query)
 
     def card_renders_here(self) -> bool:
-        """Whether the search renders card previews (:func:`render_card_samples`): when the SD 1.x base draws
+        """Whether the search renders card previews (:func:`fill_card_samples`): when the SD 1.x base draws
         in a fraction of a second (the drawing base or an embedded one on any device, any base on a CUDA GPU)
         and no other family's base is loaded (rendering would swap it out)."""
         if self._cheap is None:
@@ -342,8 +342,9 @@ def result_card(result: dict[str, Any], sample: Any = None) -> Any:
     return img
 
 
-def _open_sample(path: Path) -> Any:
-    """A sample image, decoded within bounds (PIL's own bomb check, raised to an error); None when unreadable."""
+def _open_sample(path: Path | Any) -> Any:
+    """A sample image (a file, or a binary file object), decoded within bounds (PIL's own bomb check, raised to
+    an error) and fitted to a card; None when unreadable."""
     import warnings
 
     from PIL import Image
@@ -378,9 +379,10 @@ def card_prompt(result: dict[str, Any]) -> str:
 
 
 def card_sample(state: SpaceState, result: dict[str, Any]) -> Any:
-    """A result's sample image (PIL, fitted to the card) or None: the one its package or the community's
-    sidecar holds (:func:`lorahub.hub.package.sample_image`; local files only), else a preview this page
-    rendered for it earlier (:func:`render_card_samples`)."""
+    """A result's sample image (PIL, fitted to the card) or None, from what this machine holds: for a local
+    file, the image its package or the community's sidecar holds (:func:`lorahub.hub.package.sample_image`),
+    else a preview this page rendered for it earlier; for a Hub result, its card's widget image fetched
+    earlier (:func:`fill_card_samples` fetches and renders what is missing)."""
     from lorahub.hub.package import sample_image
 
     if result.get("source_kind") != "hub":
@@ -390,6 +392,10 @@ def card_sample(state: SpaceState, result: dict[str, Any]) -> Any:
             img = _open_sample(found)
             if img is not None:
                 return img
+    else:
+        key = _widget_key(state, result)
+        cached = state.workdir / "card-widgets" / f"{key}.png"
+        return _open_sample(cached) if key and cached.is_file() else None
     key = _card_key(state, result)
     cached = state.workdir / "card-previews" / f"{key}.png"
     return _open_sample(cached) if key and cached.is_file() else None
@@ -406,13 +412,73 @@ def _renderable(state: SpaceState, result: dict[str, Any]) -> bool:
     return state.card_renders_here()
 
 
-def render_card_samples(state: SpaceState, results: Sequence[dict[str, Any]], have: Sequence[Any],
-                        limit: int = CARD_RENDERS) -> Iterator[tuple[int, Any]]:
-    """Render a preview for each of the first results without a sample image (``have[i]`` None) that this
-    page can render (:func:`_renderable`), at most ``limit``: the adapter at weight 1 on the SD 1.x base,
-    its trigger words as the prompt, seed 0. Yields ``(index, image)`` as each is done; each is cached in the
-    work folder by the adapter's SHA-256 (a failure too, as a marker: an adapter that does not fit the base
-    is tried once)."""
+#: Largest card (README.md) and widget image a gallery card reads from a Hub.
+MAX_CARD_BYTES = 256 << 10
+MAX_WIDGET_BYTES = 8 << 20
+
+
+def _widget_key(state: SpaceState, result: dict[str, Any]) -> str | None:
+    """The cache name of a Hub result's widget image: its endpoint, repo and the revision the catalogue indexed
+    (a new commit asks again; None: not a Hub result of an endpoint this page previews from)."""
+    import hashlib
+
+    try:
+        endpoint, repo_id, _path = hub_location(result)
+    except LorahubError:
+        return None
+    if endpoint.lower() not in {e.rstrip("/").lower() for e in state.hub_endpoints}:
+        return None
+    rev = str(result.get("source") or "").partition(":")[0].partition("@")[2]
+    return hashlib.sha256(f"{endpoint}|{repo_id}|{rev}".encode()).hexdigest()[:32]
+
+
+def _fetch_widget(state: SpaceState, result: dict[str, Any], key: str) -> Any:
+    """A Hub result's first widget image (its card's gallery, :func:`lorahub.hub.card.widget_images`), read
+    from its repo's main branch on an endpoint this page previews from, anonymously, the card at most
+    :data:`MAX_CARD_BYTES` and the image :data:`MAX_WIDGET_BYTES`; kept in the work folder as its card's
+    thumbnail. A repo without one (or any failure) is remembered too, and not asked again."""
+    import io
+
+    from lorahub.hub.card import widget_images
+    from lorahub.hub.pull import fetch_small
+
+    folder = state.workdir / "card-widgets"
+    folder.mkdir(parents=True, exist_ok=True)
+    endpoint, repo_id, _path = hub_location(result)
+    image = None
+    try:  # the card as it is now (a catalogue keeps a short revision, which resolve does not take)
+        card = fetch_small(repo_id, "README.md", endpoint=endpoint, max_size=MAX_CARD_BYTES)
+        paths = widget_images(card.decode("utf-8", errors="replace"))
+        if paths:
+            data = fetch_small(repo_id, paths[0], endpoint=endpoint, max_size=MAX_WIDGET_BYTES)
+            image = _open_sample(io.BytesIO(data))
+    except LorahubError:
+        image = None
+    if image is None:
+        (folder / f"{key}.none").touch()
+        return None
+    tmp = folder / f"{key}.{uuid.uuid4().hex[:8]}.tmp"
+    image.save(tmp, format="PNG")
+    os.replace(tmp, folder / f"{key}.png")
+    return image
+
+
+def fill_card_samples(state: SpaceState, results: Sequence[dict[str, Any]], have: Sequence[Any],
+                      limit: int = CARD_RENDERS) -> Iterator[tuple[int, Any]]:
+    """Find a sample image for the first results without one (``have[i]`` None), at most ``limit`` of each
+    kind, yielding ``(index, image)`` as each is ready: a Hub result's card widget image (:func:`_fetch_widget`);
+    for a local file this page can render (:func:`_renderable`), a preview: the adapter at weight 1 on the
+    SD 1.x base, its trigger words as the prompt, seed 0. Each is cached in the work folder (by the adapter's
+    SHA-256 with the base and prompt, or by the repo's revision), and so is a failure: an adapter that does not
+    fit the base, a repo without a widget image, is tried once."""
+    hub = [i for i, r in enumerate(results) if have[i] is None and r.get("source_kind") == "hub"
+           and (k := _widget_key(state, r)) and not (state.workdir / "card-widgets" / f"{k}.none").exists()][:limit]
+    for i in hub:  # results of one repo share its card: fetched once
+        key = _widget_key(state, results[i])
+        kept = state.workdir / "card-widgets" / f"{key}.png"
+        image = _open_sample(kept) if kept.is_file() else _fetch_widget(state, results[i], key) if key else None
+        if image is not None:
+            yield i, image
     todo = [i for i, r in enumerate(results) if have[i] is None and _renderable(state, r)][:limit]
     if not todo:
         return

@@ -285,7 +285,7 @@ def create_blocks(base: str | None = None, *, search: cb.Searcher | None = None,
             pics = [cb.card_sample(state, r) for r in res]
             yield cb.gallery_items(res, pics), rows, res, status
             # then the cards without a sample image, with a preview rendered for them (once: cached)
-            rendered = dict(cb.render_card_samples(state, res, pics))
+            rendered = dict(cb.fill_card_samples(state, res, pics))
             if rendered:
                 pics = [rendered.get(i, p) for i, p in enumerate(pics)]
                 yield cb.gallery_items(res, pics), gr.skip(), gr.skip(), status

@@ -451,6 +451,24 @@ def split_card(text: str) -> tuple[dict[str, Any], str]:
     return (data, body) if isinstance(data, dict) else ({}, body)
 
 
+def widget_images(card: str | dict[str, Any]) -> list[str]:
+    """The repo paths of a card's widget images (``widget: [{text, output: {url}}]``: the gallery the Hub's model
+    page shows), in order. Only paths inside the repo: absolute URLs and paths that leave it are skipped (a
+    page that shows the image fetches it from the repo, never from an address a card names)."""
+    from .paths import local_path_problem
+
+    meta = split_card(card)[0] if isinstance(card, str) else card
+    widget = meta.get("widget") if isinstance(meta, dict) else None
+    out = []
+    for item in widget if isinstance(widget, list) else []:
+        output = item.get("output") if isinstance(item, dict) else None
+        url = output.get("url") if isinstance(output, dict) else None
+        if (isinstance(url, str) and url and "://" not in url and not url.startswith(("/", "\\"))
+                and local_path_problem(url) is None):
+            out.append(url)
+    return out
+
+
 def parse_card(text: str) -> dict[str, Any] | None:
     """The card's metadata as plain JSON values (the Hub's ``cardData``); ``None`` without front
     matter. Strict, unlike :func:`split_card`: YAML that cannot be read, or is not a mapping, raises

@@ -198,3 +198,38 @@ def fetch_file(
         raise HubError(f"{repo_id}/{filename}: SHA-256 {h.hexdigest()[:12]}... does not match the catalogue's "
                        f"{want[:12]}...: the file changed since it was indexed; nothing was kept")
     return path
+
+
+def fetch_small(repo_id: str, filename: str, *, endpoint: str, revision: str | None = None, max_size: int,
+                timeout: float = 10.0, transport: object = None) -> bytes:
+    """The bytes of one small file of a repo (its card, a sample image), read into memory and never past
+    ``max_size`` bytes, anonymously (no token, whatever the machine's login), within ``timeout`` seconds per
+    request; redirects are followed (the Hub sends file bytes from its CDN), at most three. For a page that
+    shows strangers what a catalogue holds: it names only repo paths (:func:`local_path_problem`), never URLs.
+    Raises :class:`HubError` (not found, too large, unreachable)."""
+    import httpx
+    from huggingface_hub import hf_hub_url
+
+    problem = local_path_problem(filename)
+    if problem is not None or filename.startswith("/"):
+        raise UnsafePathError(f"refused to fetch {repo_id}/{filename[:120]}: {problem or 'absolute path'}")
+    ep = normalize_endpoint(endpoint)
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=ep)
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=3, trust_env=False,
+                          transport=transport, headers={"User-Agent": "lorahub"}) as client:  # type: ignore[arg-type]
+            with client.stream("GET", url) as r:
+                if r.status_code != 200:
+                    raise HubError(f"{repo_id}/{filename}: the endpoint answered {r.status_code}")
+                size = r.headers.get("content-length")
+                if size and size.isdigit() and int(size) > max_size:
+                    raise HubError(f"{repo_id}/{filename}: {int(size):,} bytes, more than the {max_size:,} allowed")
+                buf = bytearray()
+                for chunk in r.iter_bytes():
+                    buf += chunk
+                    if len(buf) > max_size:
+                        raise HubError(f"{repo_id}/{filename}: more than the {max_size:,} bytes allowed")
+    except httpx.HTTPError as exc:
+        raise HubError(f"{repo_id}/{filename}: cannot read it from {ep}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return bytes(buf)
+

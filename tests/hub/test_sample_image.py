@@ -61,3 +61,28 @@ def test_links_and_huge_files_are_not_shown(tmp_path: Path) -> None:
     with open(big, "wb") as fh:
         fh.truncate(MAX_SAMPLE_BYTES + 1)
     assert sample_image(lora) is None
+
+
+def test_a_cards_widget_names_its_images_inside_the_repo_only() -> None:
+    from lorahub.hub.card import widget_images
+
+    card = """---
+widget:
+- text: a heart
+  output:
+    url: samples/heart.png
+- text: elsewhere
+  output:
+    url: https://example.com/x.png
+- output: {url: ../../etc/passwd}
+- output: {url: /etc/passwd}
+- output: {url: .git/config}
+- output: not a mapping
+- text: second
+  output: {url: images/b.webp}
+---
+# body
+"""
+    assert widget_images(card) == ["samples/heart.png", "images/b.webp"]
+    assert widget_images("no front matter") == []
+    assert widget_images({"widget": "not a list"}) == []

@@ -162,14 +162,14 @@ def test_search_cards_show_each_adapters_sample_image(state: cb.SpaceState, adap
         assert set(map(tuple, np.asarray(beta).reshape(-1, 3))) == {(0, 200, 0)}
         assert pics[results.index(by_name["alpha_style"])] is None  # nothing yet: rendered on first view
         assert state.card_renders_here()  # the drawing base draws in a fraction of a second
-        rendered = dict(cb.render_card_samples(state, results, pics))
+        rendered = dict(cb.fill_card_samples(state, results, pics))
         assert set(rendered) == {results.index(by_name["alpha_style"])}  # gamma does not fit the drawing base
         alpha = rendered[results.index(by_name["alpha_style"])]
         assert alpha.size == (cb.CARD_SAMPLE, cb.CARD_SAMPLE) and np.asarray(alpha).std() > 1
         # cached: the next search finds the preview and renders nothing, gamma's failure is not retried
         again = [cb.card_sample(state, r) for r in results]
         assert np.array_equal(np.asarray(again[results.index(by_name["alpha_style"])]), np.asarray(alpha))
-        assert list(cb.render_card_samples(state, results, again)) == []
+        assert list(cb.fill_card_samples(state, results, again)) == []
         # the card: the sample on top, the words below
         items = cb.gallery_items(results, again)
         card, caption = items[results.index(by_name["beta_style"])]

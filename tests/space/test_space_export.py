@@ -136,6 +136,14 @@ def hub_repos(sqlite_server, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         api.create_repo(f"alice/{name}")
         api.upload_file(path_or_fileobj=str(path), path_in_repo=f"{name}.safetensors", repo_id=f"alice/{name}")
         files[name] = Path(path)
+    # inkhub's card shows a sample (its widget, a file of the repo); neonhub's names an address outside its repo
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (10, 120, 200)).save(folder / "ink.png")
+    api.upload_file(path_or_fileobj=str(folder / "ink.png"), path_in_repo="samples/ink.png", repo_id="alice/inkhub")
+    for name, url in (("inkhub", "samples/ink.png"), ("neonhub", "http://127.0.0.1:9/evil.png")):
+        card = f"---\nwidget:\n- text: {name}word\n  output:\n    url: {url}\n---\n# {name}\n"
+        api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=f"alice/{name}")
     api.create_repo("alice/notes")
     api.upload_file(path_or_fileobj=b"# notes", path_in_repo="README.md", repo_id="alice/notes")
     return files
@@ -173,6 +181,26 @@ def test_the_host_fills_the_registry_and_previews_hub_results_on_demand(
         local = Path(chosen[0]["path"])
         assert local.read_bytes() == hub_repos["inkhub"].read_bytes() and (tmp_path / "work") in local.parents
         assert cb.add_result([], results[0], state)[0]["path"] == str(local)  # from the cache
+        # the gallery's cards: inkhub's shows its card's widget image, read from its repo once; neonhub's card
+        # names an address outside its repo, which is never fetched: a plain card, and not asked again
+        hubs = [r for r in cb.search(state, "")[1] if r["source_kind"] == "hub"]
+        assert sorted(r["name"] for r in hubs) == ["inkhub", "neonhub"]
+        pics = [cb.card_sample(state, r) for r in hubs]
+        assert pics == [None, None]  # nothing fetched yet: the first answer is quick
+        got = dict(cb.fill_card_samples(state, hubs, pics))
+        ink = next(i for i, r in enumerate(hubs) if r["name"] == "inkhub")
+        assert set(got) == {ink} and got[ink].size == (cb.CARD_SAMPLE, cb.CARD_SAMPLE)
+        assert got[ink].getpixel((5, 5)) == (10, 120, 200)
+        pics = [cb.card_sample(state, r) for r in hubs]
+        assert pics[ink] is not None and pics[1 - ink] is None
+        assert list(cb.fill_card_samples(state, hubs, pics)) == []
+        # the fetch's own bounds: a file over its cap is refused mid-read, a path out of the repo unasked
+        from lorahub.hub.pull import fetch_small
+
+        with pytest.raises(LorahubError, match="more than the 1,000"):
+            fetch_small("alice/inkhub", "inkhub.safetensors", endpoint=sqlite_server.url, max_size=1000)
+        with pytest.raises(LorahubError, match="refused to fetch"):
+            fetch_small("alice/inkhub", "../../etc/passwd", endpoint=sqlite_server.url, max_size=1000)
         # a record whose hash is not the file's is refused and nothing is kept
         other = dict(results[0], sha256="0" * 64, source=results[0]["source"].replace("inkhub", "neonhub"),
                      url=results[0]["url"].replace("inkhub", "neonhub"))
