@@ -208,11 +208,11 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     records as a real paraphrase's, and no similarity threshold tells them apart.
 
     ``index``: the vector index :func:`~.semantic.current` returned for this search. The vector list's
-    candidates are checked against the filters and the viewer's visibility in SQL (:meth:`_Backend.allowed`),
-    but for a search without rank bounds that may see every adapter (:meth:`_Backend.unrestricted`) only
-    that they still exist (:meth:`_Backend.existing`: a primary-key probe per id): the index's filter
-    tokens (which chose the candidates) are those of the rows it was caught up to, since every write of an
-    adapter row replaces or removes its vector in the same transaction (:func:`~.rows.write_adapters`)."""
+    candidates are checked in SQL to exist and to be visible to the viewer (:meth:`_Backend.visible`, an
+    index probe per id), and with rank bounds against every filter (:meth:`_Backend.allowed`, a read of
+    each row). Their filter tokens are not checked again: the index chose the candidates by the tokens it
+    read with their vectors, and every write of an adapter row replaces or removes its vector in the same
+    transaction (:func:`~.rows.write_adapters`), so the index caught up to the counter has the rows'."""
     from . import semantic
     from .lookups import by_hash_rows
 
@@ -236,7 +236,7 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     keyword = backend.ranked(depth) if mode == "hybrid" else []
     if words_found is None:
         words_found = any(h.score < TIER_EXACT for h in keyword) or _any_word(raw, backend)
-    allowed = backend.existing if backend.unrestricted() else backend.allowed
+    allowed = backend.allowed if backend.rank_bounds() else backend.visible
     vector = (semantic.top(raw, q.query or "", depth, allowed, backend.plan.facets, near_best=mode == "hybrid",
                            index=index)
               if words_found else [])
@@ -289,39 +289,35 @@ class _Backend:
         params.setdefault("false", False)
         return self.raw.all(sql, params, prepare=prepare)
 
-    def unrestricted(self) -> bool:
-        """Whether the query keeps every adapter but for its filter tokens (``facets``): no rank bounds, and
-        the viewer may see every adapter (it sees every private one, or there is none)."""
+    def rank_bounds(self) -> bool:
+        """Whether the query has a rank bound (a filter that only the adapter's row knows)."""
         p = self.plan
-        if p.min_rank is not None or p.max_rank is not None:
-            return False
-        return viewer_owners(p.viewer)[0] or not self.any_private()
+        return p.min_rank is not None or p.max_rank is not None
 
-    def existing(self, ids: list[int]) -> set[int]:
-        """Those of ``ids`` that are adapters (neither filters nor visibility): one primary-key probe per id,
-        no column read, and only the ids that are not come back."""
-        missing: set[int] = set()
+    def visible(self, ids: list[int]) -> set[int]:
+        """Those of ``ids`` that are adapters the viewer may see (the filter tokens and rank bounds not
+        checked): one probe per id of the index ``ix_adapters_visible`` (id, private, owner_id), no row of
+        ``adapters`` read, and only the ids that fail come back."""
+        failed: set[int] = set()
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
+            params: dict[str, Any] = {}
+            cond = self.visibility(params)
             if self.raw.pg:
+                params["ids"] = part
                 sql = ("SELECT v FROM unnest(CAST(:ids AS bigint[])) AS v "
-                       "WHERE NOT EXISTS (SELECT 1 FROM adapters a WHERE a.id = v)")
-                missing.update(r[0] for r in self.run(sql, {"ids": part}, prepare=True))
-            else:  # every id checked in one statement; found ids are not handed back
-                sql = "SELECT a.id FROM adapters a WHERE a.id IN :ids"
-                if len(part) > 1 and _json_each():
-                    sql = ("SELECT value FROM json_each(:ids) "
-                           "WHERE NOT EXISTS (SELECT 1 FROM adapters a WHERE a.id = value)")
-                    missing.update(r[0] for r in self.run(sql, {"ids": json.dumps(part)}))
-                else:
-                    found = {r[0] for r in self.run(sql, {"ids": part})}
-                    missing.update(x for x in part if x not in found)
-        return set(ids) - missing if missing else set(ids)
-
-    def any_private(self) -> bool:
-        """Whether any adapter is private (its column, as the SQL check reads it; one probe of the partial
-        index ``ix_adapters_private``)."""
-        return bool(self.run("SELECT 1 FROM adapters a WHERE a.private LIMIT 1", {}, prepare=True))
+                       f"WHERE NOT EXISTS (SELECT 1 FROM adapters a WHERE a.id = v AND {cond})")
+            elif _json_each():
+                params["ids"] = json.dumps(part)  # every id checked in one statement, one statement text
+                sql = ("SELECT value FROM json_each(:ids) WHERE NOT EXISTS (SELECT 1 FROM adapters a "
+                       f"INDEXED BY ix_adapters_visible WHERE a.id = value AND {cond})")
+            else:
+                params["ids"] = part
+                found = {r[0] for r in self.run(f"SELECT a.id FROM adapters a WHERE a.id IN :ids AND {cond}", params)}
+                failed.update(x for x in part if x not in found)
+                continue
+            failed.update(r[0] for r in self.run(sql, params))
+        return set(ids) - failed if failed else set(ids)
 
     def allowed(self, ids: list[int]) -> set[int]:
         """Those of ``ids`` that the query's filters and the viewer's visibility keep."""

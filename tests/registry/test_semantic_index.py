@@ -341,12 +341,13 @@ def test_id_lists_read_as_one_parameter_on_sqlite_and_as_many_otherwise(registry
 
 
 def _hits(reg, q: SearchQuery, *, check_ids: bool = False) -> list[tuple[int, float]]:  # noqa: ANN001
-    """(id, score) of a page; ``check_ids``: every candidate of the vector list checked in SQL."""
+    """(id, score) of a page; ``check_ids``: every candidate of the vector list checked against every filter in
+    SQL (as with rank bounds)."""
     from lorahub.registry import search as S
 
     with reg.reading() as raw, pytest.MonkeyPatch.context() as mp:
         if check_ids:
-            mp.setattr(S._Backend, "unrestricted", lambda self: False)
+            mp.setattr(S._Backend, "rank_bounds", lambda self: True)
         return [(h.id, h.score) for h in S.search(raw, q)]
 
 
@@ -354,12 +355,11 @@ FILTERS = [{}, {"tags": ["ink"]}, {"tags": ["mecha"], "base": "sd1"}, {"base": "
 
 
 def test_unchecked_vector_candidates_answer_what_the_sql_check_answers(registry, db_url, graph) -> None:  # noqa: ANN001
-    """Without rank bounds, in a registry without private adapters (or for a viewer who sees them all), the
-    vector list's candidates are only checked to exist (registry/search.py ``fuse``): the index caught up to
-    the database's counter has the filter tokens of the rows. Every query and filter answers what the full
-    SQL check answers, and so after writes between two searches (a change of tags, an adapter made private,
-    removals, even behind the index's back: a visibility change of the column alone, a row deleted without
-    noting its vector's removal)."""
+    """Without rank bounds the vector list's candidates are only checked to exist and be visible, through an
+    index (registry/search.py ``fuse``, ``visible``): the index caught up to the database's counter has the
+    filter tokens of the rows. Every query and filter answers what the full SQL check answers, and so after
+    writes between two searches (a change of tags, removals, even behind the index's back: a visibility
+    change of the column alone, a row deleted without noting its vector's removal)."""
     from sqlalchemy import text, update
 
     from lorahub.registry.catalogue import Registry
