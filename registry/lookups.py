@@ -47,12 +47,29 @@ def _utc(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 
 
+_RESULT_FIELDS = frozenset(SearchResult.model_fields)
+_new_result = SearchResult.__new__
+
+
+def _result(values: dict[str, Any]) -> SearchResult:
+    """A SearchResult of every field's value, not validated: what ``model_construct`` makes when given every
+    field (no defaults to fill in, no extra or private attributes: the model forbids extras and has no
+    private ones), without its per-field loop (about 8 us against 1.3 us a result)."""
+    obj = _new_result(SearchResult)
+    _set = object.__setattr__
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", set(_RESULT_FIELDS))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
 def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> SearchResult:
     desc = row.description
     if desc:
         desc = " ".join(desc.split())
     # Rows come from our own tables: build without re-validating every field.
-    return SearchResult.model_construct(
+    return _result(dict(
         id=row.id,
         name=row.name,
         title=row.title,
@@ -77,7 +94,7 @@ def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> Sear
         autov3=row.autov3.upper() if row.autov3 else None,
         score=round(score, 6),
         matched_hashes=list(matched),
-    )
+    ))
 
 
 def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = None) -> list[SearchResult]:

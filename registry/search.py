@@ -38,11 +38,13 @@ column conditions.
 from __future__ import annotations
 
 import heapq
+import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import text as T
+from .database import _json_each
 from .lookups import viewer_owners, visibility_sql
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,7 +119,7 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None) -> list[Hit]:
     offset = (q.page - 1) * q.limit
     if not plan.terms:
         return backend.browse(q.sort, offset, q.limit)
-    mode = resolve_mode(raw, q)
+    mode, index = _resolve_mode(raw, q)
     found: bool | None = None  # whether some adapter has a word of the query
     if len(plan.terms) > 1:
         found = backend.any_match()
@@ -125,12 +127,8 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None) -> list[Hit]:
             plan.mode = "or"
             found = None
     if mode != "keyword":
-        if mode == "hybrid" and not found:
-            # Any word of the query in what the viewer may see, filters aside (a paraphrase's words need not
-            # occur among the filtered adapters).
-            unfiltered = type(backend)(raw, replace(plan, facets=[], min_rank=None, max_rank=None))
-            found = backend.any_match() or unfiltered.any_prefix(_stems(plan.terms))
-        return fuse(raw, backend, q, mode, offset, words_found=bool(found) or mode == "semantic")
+        return fuse(raw, backend, q, mode, offset, words_found=True if found or mode == "semantic" else None,
+                    index=index)
     if q.sort == "relevance":
         return backend.relevance(offset, q.limit)
     return backend.sorted_matches(q.sort, offset, q.limit)
@@ -140,23 +138,41 @@ def resolve_mode(raw: Raw, q: SearchQuery) -> str:
     """The mode a query runs in (``auto`` resolved); SemanticUnavailable when semantic or hybrid was asked
     for where it cannot run. The keyword path imports nothing of the model's (the package is looked up,
     not imported)."""
+    return _resolve_mode(raw, q)[0]
+
+
+def _resolve_mode(raw: Raw, q: SearchQuery) -> tuple[str, Any]:
+    """:func:`resolve_mode`, and for semantic and hybrid the vector index it checked against the database's
+    counter (handed to :func:`~.semantic.top`: one check per search)."""
     from . import semantic
 
     wanted = q.mode
     if wanted == "keyword" or (wanted == "auto" and q.sort != "relevance"):
-        return "keyword"
+        return "keyword", None
     if not semantic.installed():
         if wanted == "auto":
-            return "keyword"
+            return "keyword", None
         raise semantic.SemanticUnavailable(f"{wanted} search needs the embedding model",
                                            hint="pip install 'lorahub-toolkit[semantic]', then: lorahub registry embed")
-    if not semantic.ready(raw):
+    index = semantic.current(raw)
+    if index is None:
         if wanted == "auto":
-            return "keyword"
+            return "keyword", None
         raise semantic.SemanticUnavailable(f"{wanted} search: this registry has no sentence embeddings of "
                                            f"{semantic.MODEL} {semantic.model_version()}",
                                            hint="run: lorahub registry embed")
-    return "hybrid" if wanted == "auto" else wanted
+    return ("hybrid" if wanted == "auto" else wanted), index
+
+
+def _any_word(raw: Raw, backend: _Backend) -> bool:
+    """Whether some adapter the search may show has the query's words (its filters applied), or a crude stem
+    of one of them occurs in what the viewer may see, filters aside (a paraphrase's words need not occur
+    among the filtered adapters)."""
+    if backend.any_match():
+        return True
+    plan = backend.plan
+    unfiltered = type(backend)(raw, replace(plan, facets=[], min_rank=None, max_rank=None))
+    return unfiltered.any_prefix(_stems(plan.terms))
 
 
 def _stems(terms: list[str]) -> list[str]:
@@ -181,13 +197,22 @@ def depth_for(n: int) -> int:
     return max(100, 1 << max(n - 1, 1).bit_length())
 
 
-def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *, words_found: bool = True) -> list[Hit]:
+def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *, words_found: bool | None = True,
+         index: Any = None) -> list[Hit]:
     """Semantic or hybrid relevance: pinned hash and exact-name matches, then the vector list (semantic) or
     the keyword and vector lists fused by reciprocal rank (hybrid).
 
     Hybrid finds nothing by meaning for a query none of whose words occurs in the registry
-    (``words_found`` False): a static embedding gives gibberish ("qqxyzzy") a vector as close to some
-    records as a real paraphrase's, and no similarity threshold tells them apart."""
+    (``words_found`` False; None: not known yet, found out here: a keyword match below the exact name says
+    yes, else :func:`_any_word`): a static embedding gives gibberish ("qqxyzzy") a vector as close to some
+    records as a real paraphrase's, and no similarity threshold tells them apart.
+
+    ``index``: the vector index :func:`~.semantic.current` returned for this search. The vector list's
+    candidates are checked in SQL to exist and to be visible to the viewer (:meth:`_Backend.visible`, an
+    index probe per id), and with rank bounds against every filter (:meth:`_Backend.allowed`, a read of
+    each row). Their filter tokens are not checked again: the index chose the candidates by the tokens it
+    read with their vectors, and every write of an adapter row replaces or removes its vector in the same
+    transaction (:func:`~.rows.write_adapters`), so the index caught up to the counter has the rows'."""
     from . import semantic
     from .lookups import by_hash_rows
 
@@ -208,13 +233,17 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
         for aid in ids:
             if aid in keep:
                 pin(Hit(aid, HASH_SCORE))
-    vector = (semantic.top(raw, q.query or "", depth, backend.allowed, backend.plan.facets, near_best=mode == "hybrid")
+    keyword = backend.ranked(depth) if mode == "hybrid" else []
+    if words_found is None:
+        words_found = any(h.score < TIER_EXACT for h in keyword) or _any_word(raw, backend)
+    allowed = backend.allowed if backend.rank_bounds() else backend.visible
+    vector = (semantic.top(raw, q.query or "", depth, allowed, backend.plan.facets, near_best=mode == "hybrid",
+                           index=index)
               if words_found else [])
     if mode == "semantic":
         for aid, score in vector:
             pin(Hit(aid, round(score, 6)))
         return out[offset : offset + q.limit]
-    keyword = backend.relevance(0, depth)
     fused: dict[int, float] = {}
     factor = 0.5 if backend.plan.mode == "or" else 1.0
     for rank, hit in enumerate(keyword, 1):
@@ -260,6 +289,36 @@ class _Backend:
         params.setdefault("false", False)
         return self.raw.all(sql, params, prepare=prepare)
 
+    def rank_bounds(self) -> bool:
+        """Whether the query has a rank bound (a filter that only the adapter's row knows)."""
+        p = self.plan
+        return p.min_rank is not None or p.max_rank is not None
+
+    def visible(self, ids: list[int]) -> set[int]:
+        """Those of ``ids`` that are adapters the viewer may see (the filter tokens and rank bounds not
+        checked): one probe per id of the index ``ix_adapters_visible`` (id, private, owner_id), no row of
+        ``adapters`` read, and only the ids that fail come back."""
+        failed: set[int] = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            params: dict[str, Any] = {}
+            cond = self.visibility(params)
+            if self.raw.pg:
+                params["ids"] = part
+                sql = ("SELECT v FROM unnest(CAST(:ids AS bigint[])) AS v "
+                       f"WHERE NOT EXISTS (SELECT 1 FROM adapters a WHERE a.id = v AND {cond})")
+            elif _json_each():
+                params["ids"] = json.dumps(part)  # every id checked in one statement, one statement text
+                sql = ("SELECT value FROM json_each(:ids) WHERE NOT EXISTS (SELECT 1 FROM adapters a "
+                       f"INDEXED BY ix_adapters_visible WHERE a.id = value AND {cond})")
+            else:
+                params["ids"] = part
+                found = {r[0] for r in self.run(f"SELECT a.id FROM adapters a WHERE a.id IN :ids AND {cond}", params)}
+                failed.update(x for x in part if x not in found)
+                continue
+            failed.update(r[0] for r in self.run(sql, params))
+        return set(ids) - failed if failed else set(ids)
+
     def allowed(self, ids: list[int]) -> set[int]:
         """Those of ``ids`` that the query's filters and the viewer's visibility keep."""
         out: set[int] = set()
@@ -298,6 +357,11 @@ class _Backend:
             if need == 0:
                 break
         return out
+
+    def ranked(self, limit: int) -> list[Hit]:
+        """The first ``limit`` hits of :meth:`relevance` for fusion, where only the order and the tier count:
+        the exact names (tier 4) with their scores, the others' scores may be their tier alone."""
+        return self.relevance(0, limit)
 
     # -- per backend ----------------------------------------------------------------------
 
@@ -357,6 +421,36 @@ class _SQLite(_Backend):
             return f"({out}) NOT {{facets}} : \"{T.F_PRIVATE}\""
         mine = " OR ".join(f'"{T.F_OWNER}{o}"' for o in owners)
         return f'({out}) NOT ({{facets}} : ("{T.F_PRIVATE}" NOT ({mine})))'
+
+    def ranked(self, limit: int) -> list[Hit]:
+        """:meth:`relevance` for fusion (scores of tiers 1-3 without popularity). Without filters on rank
+        columns, tiers 1-3 are read from the FTS index alone (the adapter id is in its rowid): no row of
+        ``adapters`` is read, and the exact names of tier 4 are left out of tier 3 here rather than in SQL
+        (``exact`` found every one of them when it returned fewer than ``limit``)."""
+        p = self.plan
+        if p.min_rank is not None or p.max_rank is not None:
+            return super().ranked(limit)
+        out = self.exact(limit)
+        if len(out) >= limit:
+            return out
+        pinned = {h.id for h in out} if p.name_norm else set()
+        cur = self.raw.dbapi.cursor()  # plain tuples: up to 100 rows a tier
+        try:
+            for tier in (TIER_NAME, TIER_KEYWORDS, TIER_ANY):
+                need = limit - len(out)
+                extra = len(pinned) if tier == TIER_NAME else 0
+                cur.execute(f"SELECT {FTS_ID} FROM adapter_fts WHERE adapter_fts MATCH :m ORDER BY rowid LIMIT :n",
+                            {"m": self.constrain(self.tier_expr(tier)), "n": need + extra})
+                ids = [r[0] for r in cur.fetchall()]
+                if extra:
+                    ids = [i for i in ids if i not in pinned][:need]
+                score = float(tier)
+                out.extend([Hit(i, score) for i in ids])
+                if len(out) >= limit:
+                    break
+        finally:
+            cur.close()
+        return out
 
     def has_private(self) -> bool:
         """Whether any adapter is private (else the visibility rule is left out of the FTS query)."""

@@ -372,11 +372,16 @@ def _slot_for(raw: Raw, model: Embedder) -> _Slot:
     return slot
 
 
-def generation(raw: Raw) -> int:
-    """The database's change counter for vectors: the largest ``seq`` of a vector written or removed."""
+def _counters(raw: Raw) -> tuple[int, int]:
+    """(largest ``seq`` of a stored vector, largest ``seq`` of a removal), 0 for none: one query."""
     row = raw.all("SELECT (SELECT max(seq) FROM adapter_embeddings) AS e, "
                   "(SELECT max(seq) FROM adapter_embedding_removals) AS r")[0]
-    return max(int(row[0] or 0), int(row[1] or 0))
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def generation(raw: Raw) -> int:
+    """The database's change counter for vectors: the largest ``seq`` of a vector written or removed."""
+    return max(_counters(raw))
 
 
 _ROWS_SQL = ("SELECT e.adapter_id, e.vector, a.tags_text, a.search_facets FROM adapter_embeddings e "
@@ -467,12 +472,13 @@ def _needs_rebuild(index: VectorIndex, top_seq: int) -> bool:
             or index.live > 2 * max(index.built_n, MIN_CENTRE_ROWS // 2))  # doubled since the mean was taken
 
 
-def _refresh(raw: Raw, model: Embedder, slot: _Slot) -> VectorIndex:
-    """The slot's index brought up to the database's counter: loaded from the cache file or built from the
-    database the first time, then caught up (rows above its counter, removals), rebuilt when it drifted
-    (see :func:`_needs_rebuild`); the cache file is rewritten after a rebuild and once it lags by more than
-    :data:`FILE_LAG` of the vectors."""
-    top_seq = generation(raw)
+def _refresh(raw: Raw, model: Embedder, slot: _Slot, top_seq: int | None = None) -> VectorIndex:
+    """The slot's index brought up to the database's counter (``top_seq``: already read, else read now):
+    loaded from the cache file or built from the database the first time, then caught up (rows above its
+    counter, removals), rebuilt when it drifted (see :func:`_needs_rebuild`); the cache file is rewritten
+    after a rebuild and once it lags by more than :data:`FILE_LAG` of the vectors."""
+    if top_seq is None:
+        top_seq = generation(raw)
     index = slot.index
     if index is not None and index.generation == top_seq:
         return index
@@ -507,15 +513,24 @@ def _refresh(raw: Raw, model: Embedder, slot: _Slot) -> VectorIndex:
         return index
 
 
+def current(raw: Raw) -> VectorIndex | None:
+    """This database's index brought up to date, or None when semantic search cannot run on it (no model
+    installed, or no adapter has a vector of it). One query when nothing changed: a search checks the
+    database's counter here once and hands the index to :func:`top`."""
+    stored, removed = _counters(raw)
+    if not stored:
+        return None  # nothing stored: the model is not even loaded
+    model = embedder()
+    if model is None:
+        return None
+    index = _refresh(raw, model, _slot_for(raw, model), max(stored, removed))
+    return index if index.live > 0 else None
+
+
 def ready(raw: Raw) -> bool:
     """Whether semantic search can run on this database: the model is installed and some adapter has a vector
     of it (loads the index)."""
-    if not raw.all("SELECT max(seq) AS s FROM adapter_embeddings")[0][0]:
-        return False  # nothing stored: the model is not even loaded
-    model = embedder()
-    if model is None:
-        return False
-    return _refresh(raw, model, _slot_for(raw, model)).live > 0
+    return current(raw) is not None
 
 
 def index_for(raw: Raw) -> VectorIndex:
@@ -527,9 +542,11 @@ def index_for(raw: Raw) -> VectorIndex:
 
 
 def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = (), *,
-        near_best: bool = False, exact: bool = False) -> list[tuple[int, float]]:
+        near_best: bool = False, exact: bool = False, index: VectorIndex | None = None) -> list[tuple[int, float]]:
     """The best ``depth`` (adapter id, score) pairs with a score above :data:`MIN_SCORE` that ``allowed``
-    keeps (a function: ids -> the subset the search's filters and visibility keep), best first. A score is
+    keeps (a function: ids -> the subset the search's filters and visibility keep; None: every adapter
+    with a live vector, for a search without filters that may see every adapter), best first. ``index``:
+    the index :func:`current` returned for this search (else the database's counter is read again). A score is
     the cosine of the query's and the record's vectors (centred) plus :data:`TAG_WEIGHT` x the best
     similarity between the query and one of the record's tags among the query's :data:`TAG_NEIGHBOURS`
     nearest tags of the registry. ``facets`` (filter tokens, all required) are applied to the index first;
@@ -543,7 +560,8 @@ def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = (), 
     if model is None:
         raise SemanticUnavailable("semantic search needs the model", hint="pip install 'lorahub-toolkit[semantic]'")
     slot = _slot_for(raw, model)
-    index = _refresh(raw, model, slot)
+    if index is None:
+        index = _refresh(raw, model, slot)
     small = index.built_n < MIN_CENTRE_ROWS
 
     def floor_of(best: float) -> float:
@@ -580,7 +598,7 @@ def reset_cache() -> None:
 
 
 __all__ = [
-    "MIN_TAG_COUNT", "MODEL", "MODES", "TAG_NEIGHBOURS", "TAG_WEIGHT", "Embedder", "EmbedSummary", "SemanticUnavailable", "cache_path", "embed_missing", "embedder",
+    "MIN_TAG_COUNT", "MODEL", "MODES", "TAG_NEIGHBOURS", "TAG_WEIGHT", "Embedder", "EmbedSummary", "SemanticUnavailable", "cache_path", "current", "embed_missing", "embedder",
     "generation", "index_for", "installed", "keep_loaded", "model_version", "note_removed", "ready", "record_fields",
     "reset_cache", "scores", "top", "write_embeddings",
 ]

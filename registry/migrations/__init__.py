@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HERE = Path(__file__).resolve().parent
 
-#: Objects that exist only in migrations (the text-search machinery), ignored
+#: Objects that exist only in migrations (the text-search machinery, the adapters' visibility index), ignored
 #: when Alembic compares the database with the models.
 MIGRATION_ONLY_TABLES = ("adapter_fts",)
 MIGRATION_ONLY_COLUMNS = {("adapters", "search_vector"), ("adapters", "name_vector"), ("adapters", "keywords_vector")}
@@ -38,6 +38,7 @@ MIGRATION_ONLY_INDEXES = {
     "ix_adapters_name_vector",
     "ix_adapters_keywords_vector",
     "ix_adapters_facets",
+    "ix_adapters_visible",
 }
 
 

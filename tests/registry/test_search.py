@@ -254,3 +254,23 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
                 m.setattr(S, "GIN_ROW_COST", 1e9)
             assert pages() == expected, name
         assert check(), name
+
+
+def test_results_are_the_models_model_construct_makes(civitai_registry) -> None:  # noqa: ANN001
+    """Results are built without pydantic's per-field loop (registry/lookups.py ``_result``): each equals what
+    ``model_construct`` makes of the same values, and what validating its dump makes, field set included;
+    its JSON is the same, and it can be copied and changed like any model."""
+    from pydantic import TypeAdapter
+
+    from lorahub.schemas.registry import SearchResult
+
+    results = civitai_registry.search(SearchQuery(query="anime", limit=50))
+    assert results
+    dump = TypeAdapter(list[SearchResult]).dump_json
+    for r in results:
+        made = SearchResult.model_construct(**{k: getattr(r, k) for k in SearchResult.model_fields})
+        assert r == made == SearchResult.model_validate(r.model_dump())
+        assert r.model_fields_set == made.model_fields_set and r.__dict__ == made.__dict__
+        assert dump([r]) == dump([made]) and r.model_dump_json() == made.model_dump_json()
+        copy = r.model_copy(update={"score": -1.0})
+        assert copy.score == -1.0 and copy.id == r.id and r.score != -1.0

@@ -338,3 +338,94 @@ def test_id_lists_read_as_one_parameter_on_sqlite_and_as_many_otherwise(registry
         some = [names[i] for i in ids[:4]]
         got = raw.all("SELECT id FROM adapters WHERE name IN :n ORDER BY id", {"n": some})
         assert [r[0] for r in got] == ids[:4]
+
+
+def _hits(reg, q: SearchQuery, *, check_ids: bool = False) -> list[tuple[int, float]]:  # noqa: ANN001
+    """(id, score) of a page; ``check_ids``: every candidate of the vector list checked against every filter in
+    SQL (as with rank bounds)."""
+    from lorahub.registry import search as S
+
+    with reg.reading() as raw, pytest.MonkeyPatch.context() as mp:
+        if check_ids:
+            mp.setattr(S._Backend, "rank_bounds", lambda self: True)
+        return [(h.id, h.score) for h in S.search(raw, q)]
+
+
+FILTERS = [{}, {"tags": ["ink"]}, {"tags": ["mecha"], "base": "sd1"}, {"base": "sdxl"}, {"min_rank": 1}]
+
+
+def test_unchecked_vector_candidates_answer_what_the_sql_check_answers(registry, db_url, graph) -> None:  # noqa: ANN001
+    """Without rank bounds the vector list's candidates are only checked to exist and be visible, through an
+    index (registry/search.py ``fuse``, ``visible``): the index caught up to the database's counter has the
+    filter tokens of the rows. Every query and filter answers what the full SQL check answers, and so after
+    writes between two searches (a change of tags, removals, even behind the index's back: a visibility
+    change of the column alone, a row deleted without noting its vector's removal)."""
+    from sqlalchemy import text, update
+
+    from lorahub.registry.catalogue import Registry
+    from lorahub.registry.rows import A
+
+    registry.import_records(_records(120))
+
+    def same(queries: list[str]) -> None:
+        for query in queries:
+            for mode in ("hybrid", "semantic"):
+                for filters in FILTERS:
+                    q = SearchQuery(query=query, mode=mode, limit=10, **filters)
+                    assert _hits(registry, q) == _hits(registry, q, check_ids=True), (query, mode, filters)
+
+    same(QUERIES)
+    other = Registry(db_url)
+    try:
+        q = SearchQuery(query="giant fighting robots", mode="hybrid", limit=10, tags=["ink"])
+        first = _hits(registry, q)
+        # a record of another theme gains the tag the search filters on: the next search sees it
+        other.import_records([r.model_copy(update={"tags": ["mecha", "robot", "ink"]}) for r in _records(1, start=1)])
+        again = _hits(registry, q)
+        assert again != first and again == _hits(registry, q, check_ids=True)
+        assert "Robot Mecha 1" in [r.name for r in registry.search(q)]
+        same(["giant fighting robots", "Robot Mecha 1"])
+        # made private by its column alone (no vector, no filter token changes): checked in SQL again
+        shown = _names(registry, "black and white ink painting", mode="hybrid")
+        with other.writing() as conn:
+            conn.execute(update(A).where(A.c.name == shown[0]).values(private=True, owner_id=None))
+        assert shown[0] not in _names(registry, "black and white ink painting", mode="hybrid")
+        with other.writing() as conn:
+            conn.execute(update(A).where(A.c.name == shown[0]).values(private=False))
+        assert _names(registry, "black and white ink painting", mode="hybrid") == shown
+        # removed through lorahub, and deleted behind the index's back (its vector goes by the foreign key's
+        # cascade, no removal noted): neither is a candidate any more
+        other.remove([next(r.id for r in registry.search(SearchQuery(query=shown[1], mode="keyword")))])
+        with other.writing() as conn:
+            conn.execute(text("DELETE FROM adapters WHERE name = :n"), {"n": shown[2]})
+        after = _names(registry, "black and white ink painting", mode="hybrid")
+        assert shown[1] not in after and shown[2] not in after and len(after) == len(shown)
+        same(["black and white ink painting", "black and white drawing", "spooky creatures"])
+    finally:
+        other.close()
+
+
+def test_fusion_reads_the_keyword_tiers_as_relevance_ranks_them(registry) -> None:  # noqa: ANN001
+    """Hybrid search reads the keyword tiers 100 deep for fusion from the text index alone on SQLite
+    (``ranked``: ids and tiers, exact names left out of tier 3 in Python): the same ids, order and tiers as
+    ``relevance``, exact names (several of one name among them) with their scores, filters or not."""
+    from lorahub.registry import search as S
+
+    records = _records(150)
+    records += [r.model_copy(update={"id": f"twin{i}", "name": "Monster Horror 0", "downloads": 1000 + i,
+                                     "files": [{"name": f"t{i}.safetensors",
+                                                "hashes": {"sha256": hashlib.sha256(f"t{i}".encode()).hexdigest()}}]})
+                for i, r in enumerate(records[:3])]
+    registry.import_records(records)
+    queries = ["Monster Horror 0", "monster", "horror", "ink", "Pilot Mecha 7", "cake dessert", "number", "zzqx"]
+    with registry.reading() as raw:
+        for query in queries:
+            for filters in FILTERS:
+                plan = S.plan_for(SearchQuery(query=query, **filters), None)
+                backend = S._Postgres(raw, plan) if raw.pg else S._SQLite(raw, plan)
+                for depth in (3, 20, 100):
+                    want = backend.relevance(0, depth)
+                    got = backend.ranked(depth)
+                    assert [(h.id, int(h.score)) for h in got] == [(h.id, int(h.score)) for h in want], (query, filters)
+                    assert [h.score for h in got if h.score >= S.TIER_EXACT] == [
+                        h.score for h in want if h.score >= S.TIER_EXACT]
