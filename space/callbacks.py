@@ -286,7 +286,7 @@ _CARD_COLOURS = ("#3b4cc0", "#7b3294", "#c2185b", "#00796b", "#ef6c00", "#455a64
 #: At most this many card previews are rendered per search (the first results without a sample image);
 #: each is cached by the adapter's SHA-256, so the next search showing it costs nothing.
 CARD_RENDERS = 8
-#: The preview tab's default steps (the drawing base draws in about 0.2 s with two adapters on 2 CPU cores:
+#: The preview tab's default steps (the drawing base draws in about 0.3 s with two adapters on 2 CPU cores:
 #: benchmarks/bench_space_preview.py), and a card preview's.
 PREVIEW_STEPS = 8
 CARD_STEPS = PREVIEW_STEPS

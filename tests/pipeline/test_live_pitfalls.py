@@ -260,3 +260,50 @@ def test_a_tiny_base_renders_on_one_cpu_thread(embedded_base: Path) -> None:
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_tiny_base_renders_with_its_adapters_merged_and_restored(live, adapters) -> None:
+    """On the CPU a tiny denoiser renders with the active adapters merged into its weights for the render
+    (LivePipeline._fused: peft's per-layer LoRA calls cost a tiny UNet a third of its step): the image is the
+    unmerged one's, the weights come back bit for bit (after a failing render too), and a weight changed
+    between renders counts in the next one."""
+    import contextlib
+
+    import torch
+
+    _reset(live)
+    live.add("c", adapters["c"], weight=1.0)
+    live.add("d", adapters["d"], weight=0.7)
+    before = {k: v.clone() for k, v in live.pipe.unet.state_dict().items()}
+    layers = live._lora_layers("unet")
+    during: list[bool] = []
+    handle = live.pipe.unet.register_forward_pre_hook(lambda *_: during.append(all(m.merged for m in layers)))
+    try:
+        merged = _img(live, seed=3)
+    finally:
+        handle.remove()
+    assert during and all(during)  # merged while the UNet ran
+    for k, v in live.pipe.unet.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not any(m.merged for m in layers)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(live, "_fused", contextlib.nullcontext)
+        plain = _img(live, seed=3)
+    assert max_diff(merged, plain) < 1e-4  # float rounding of the merged weights (TOL is 1e-3)
+    # a weight change between renders: the next render merges the new scalings
+    live.set_weights({"c": 0.0, "d": 0.7})
+    changed = _img(live, seed=3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(live, "_fused", contextlib.nullcontext)
+        assert max_diff(changed, _img(live, seed=3)) < 1e-4
+    assert max_diff(changed, merged) > 1e-3
+    # a render that fails midway leaves the weights as they were
+    handle = live.pipe.unet.register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("midway")))
+    try:
+        with pytest.raises(RuntimeError, match="midway"):
+            _img(live, seed=3)
+    finally:
+        handle.remove()
+    for k, v in live.pipe.unet.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    _reset(live)
