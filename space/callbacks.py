@@ -342,6 +342,10 @@ def result_card(result: dict[str, Any], sample: Any = None) -> Any:
     return img
 
 
+#: A sample image with more pixels than this is not shown (a 4096 x 4096 one decodes to 48 MB).
+MAX_SAMPLE_PIXELS = 4096 * 4096
+
+
 def _open_sample(path: Path | Any) -> Any:
     """A sample image (a file, or a binary file object), decoded within bounds (PIL's own bomb check, raised to
     an error) and fitted to a card; None when unreadable."""
@@ -353,7 +357,7 @@ def _open_sample(path: Path | Any) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.width * im.height > 64_000_000:
+                if im.width * im.height > MAX_SAMPLE_PIXELS:  # read from the header: nothing decoded yet
                     return None
                 return thumbnail(im)
     except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):

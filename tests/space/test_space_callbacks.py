@@ -589,3 +589,19 @@ def test_a_search_result_lists_the_blends_made_from_it(state: cb.SpaceState, ada
     assert cb.used_in(state, next(r for r in results if r["name"] == "ab_mix")) == []
     assert cb.used_in(state, {"name": "x", "sha256": "../../etc/passwd"}) == []
     reg.close()
+
+
+def test_sample_images_are_read_within_bounds(tmp_path: Path) -> None:
+    """A card's sample: one over MAX_SAMPLE_PIXELS (from its header, before decoding) or not an image at all is
+    not shown; a small one is enlarged by a whole factor to the card's side."""
+    from PIL import Image
+
+    huge = tmp_path / "huge.png"
+    Image.new("1", (5000, 4000)).save(huge)  # 20 M pixels in a few KB
+    assert huge.stat().st_size < 100_000 and cb._open_sample(huge) is None
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    assert cb._open_sample(junk) is None
+    small = tmp_path / "small.png"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(small)
+    assert cb._open_sample(small).size == (cb.CARD_SAMPLE, cb.CARD_SAMPLE)
