@@ -240,8 +240,7 @@ class Authenticator:
         if self._signer is None:
             with self._signer_lock:
                 if self._signer is None:
-                    with self.sessions.read() as s:
-                        self._signer = UrlSigner(load_secret(s))
+                    self._signer = UrlSigner(load_secret(self.sessions))
         return self._signer
 
     def _identify(self, session: Session, header: str) -> Identity:
@@ -328,21 +327,31 @@ def _invalid() -> Unauthorized:
 # -- server secret and signed URLs ------------------------------------------------------------
 
 
-def load_secret(session: Session, name: str = "upload-url-key") -> bytes:
-    """The named server secret, created on first use (shared by every server process)."""
+def load_secret(sessions: Any, name: str = "upload-url-key") -> bytes:
+    """The named server secret, created on first use (shared by every server process). ``sessions``: the
+    :class:`~lorahub.registry.database.Sessions` to read it with, and to create it with when it is missing: in
+    a write transaction (SQLite: ``BEGIN IMMEDIATE``, which waits for the write lock). Created inside the read
+    transaction that found it missing, as it was, SQLite refused the insert at once ("database is locked", a
+    503) whenever another connection had written since that read began: a fresh server's first LFS uploads
+    beside other commits."""
     from sqlalchemy.exc import IntegrityError
 
     from .tables import HubSecret
 
-    row = session.get(HubSecret, name)
-    if row is None:
-        session.add(HubSecret(name=name, value=secrets.token_hex(32)))
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-        row = session.get(HubSecret, name)
-    return bytes.fromhex(row.value)
+    with sessions.read() as s:
+        row = s.get(HubSecret, name)
+        if row is not None:
+            return bytes.fromhex(row.value)
+    with sessions.write() as s:
+        row = s.get(HubSecret, name)
+        if row is None:
+            s.add(HubSecret(name=name, value=secrets.token_hex(32)))
+            try:
+                s.commit()
+            except IntegrityError:  # PostgreSQL: another server process created it first
+                s.rollback()
+            row = s.get(HubSecret, name)
+        return bytes.fromhex(row.value)
 
 
 class UrlSigner:

@@ -237,8 +237,7 @@ class CivitaiApi:
     @property
     def ids(self) -> IdCodec:
         if self._codec is None:
-            with self.sessions.read() as s:
-                self._codec = IdCodec(load_secret(s, "civitai-id-key"))
+            self._codec = IdCodec(load_secret(self.sessions, "civitai-id-key"))
         return self._codec
 
     # -- reading one model ---------------------------------------------------------------------------
