@@ -118,6 +118,8 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     expect(page.locator("#search-status")).to_contain_text("2 results")
     expect(page.locator("#search-gallery img")).to_have_count(2)
     # each result a card: its sample image (here a preview rendered on first view) beside its words
+    page.wait_for_function("() => { const e = document.querySelector('#search-gallery img');"
+                           " return e !== null && e.complete && e.naturalWidth > 0; }")
     card = page.locator("#search-gallery img").first
     assert card.evaluate("e => e.naturalWidth") == 288 and card.evaluate("e => e.naturalHeight") == 288
     # find both synthetic adapters and click them into the preview list
@@ -144,6 +146,8 @@ def test_space_end_to_end(space_url: dict, page, tmp_path: Path) -> None:  # noq
     src1, first = _image_bytes(page)
     expect(page.locator("#preview-status")).to_contain_text("ms per image")
     # the drawing base's 64 px render, shown enlarged with square pixels (no smoothing)
+    page.wait_for_function("() => { const e = document.querySelector('#preview-image img');"
+                           " return e !== null && e.complete && e.naturalWidth > 0; }")
     shown = page.locator("#preview-image img").first
     assert shown.evaluate("e => e.naturalWidth") == 64
     assert shown.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
