@@ -48,12 +48,19 @@ def _train(root: Path, concept: str) -> Path:
     return Path(done["weights"])
 
 
-@pytest.fixture(scope="module")
-def adapters(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Path]:
+@pytest.fixture(scope="session")
+def adapters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The three adapters, trained once per worker (session scope: a module fixture is torn down and trained
+    again when the worker runs another module's tests between these, which CI's log showed: 2 x 140 s)."""
     root = tmp_path_factory.mktemp("pixels")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LORAHUB_HOME", str(root / "home"))
-        return {concept: _train(root, concept) for concept in ("heart", "checkered", "sunset")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the one_thread fixture: tiny models, a shared 2-core machine
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LORAHUB_HOME", str(root / "home"))
+            return {concept: _train(root, concept) for concept in ("heart", "checkered", "sunset")}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _judge(images: Sequence[Any]) -> list[Any]:
