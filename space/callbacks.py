@@ -461,10 +461,16 @@ def _fetch_widget(state: SpaceState, result: dict[str, Any], key: str) -> Any:
     if image is None:
         (folder / f"{key}.none").touch()
         return None
-    tmp = folder / f"{key}.{uuid.uuid4().hex[:8]}.tmp"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, folder / f"{key}.png")
+    _keep_png(image, folder / f"{key}.png")
     return image
+
+
+def _keep_png(image: Any, path: Path) -> None:
+    """Cache a card's sample: written whole or not at all (another search may read it meanwhile)."""
+    from lorahub._atomic import atomic_writer
+
+    with atomic_writer(path) as fh:
+        image.save(fh, format="PNG")
 
 
 def fill_card_samples(state: SpaceState, results: Sequence[dict[str, Any]], have: Sequence[Any],
@@ -506,9 +512,7 @@ def fill_card_samples(state: SpaceState, results: Sequence[dict[str, Any]], have
             finally:
                 if any(ad.name == "card" for ad in live.adapters):
                     live.remove("card")
-        tmp = folder / f"{key}.{uuid.uuid4().hex[:8]}.tmp"
-        image.save(tmp, format="PNG")
-        os.replace(tmp, folder / f"{key}.png")
+        _keep_png(image, folder / f"{key}.png")
         yield i, thumbnail(image)
 
 
