@@ -10,7 +10,9 @@
   adapters draw.
 - Hot-swap is visible: swapping one slot's adapter on a loaded pipeline changes the judged concept each time.
 
-The three adapters are trained once, in one xdist group (``make test`` runs ``--dist loadgroup``).
+Blending and hot-swap use the demo adapters shipped beside the base (``lorahub.base.drawing.demo_adapters``: the
+output of the same ``lorahub train`` command at the same defaults, by scripts/train_drawing_adapters.py), so the
+suite trains one adapter here, not three.
 """
 
 from __future__ import annotations
@@ -26,11 +28,9 @@ from click.testing import CliRunner
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-pytestmark = pytest.mark.xdist_group("pixel_proofs")
-
 #: Unseen concept captions are world seed 5's (the training images are seed 0's); image i is drawn from seed i.
 PROMPT_SEED = 5
-STEPS = 20
+STEPS = 12  # the steps the demo adapters' own check renders at (tests/base/test_drawing_shipped.py)
 
 
 def _train(root: Path, concept: str) -> Path:
@@ -48,19 +48,19 @@ def _train(root: Path, concept: str) -> Path:
     return Path(done["weights"])
 
 
-@pytest.fixture(scope="session")
-def adapters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The three adapters, trained once per worker (session scope: a module fixture is torn down and trained
-    again when the worker runs another module's tests between these, which CI's log showed: 2 x 140 s)."""
-    root = tmp_path_factory.mktemp("pixels")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the one_thread fixture: tiny models, a shared 2-core machine
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("LORAHUB_HOME", str(root / "home"))
-            return {concept: _train(root, concept) for concept in ("heart", "checkered", "sunset")}
-    finally:
-        torch.set_num_threads(threads)
+@pytest.fixture
+def trained_heart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> Path:
+    """A heart adapter trained here by ``lorahub train`` at the drawing base's defaults."""
+    monkeypatch.setenv("LORAHUB_HOME", str(tmp_path / "home"))
+    return _train(tmp_path, "heart")
+
+
+@pytest.fixture(scope="module")
+def adapters() -> dict[str, Path]:
+    """The shipped demo adapters by concept."""
+    from lorahub.base import drawing
+
+    return dict(zip(drawing.DEMO_CONCEPTS, drawing.demo_adapters(), strict=True))
 
 
 def _judge(images: Sequence[Any]) -> list[Any]:
@@ -78,7 +78,7 @@ def _captions(concept: str, n: int) -> list[str]:
     return [s.caption for s in world.scenes(PROMPT_SEED, n, "concept", concept=concept)]
 
 
-def test_a_lora_learns_a_new_concept(adapters: dict[str, Path]) -> None:
+def test_a_lora_learns_a_new_concept(trained_heart: Path) -> None:
     import diffusers
 
     from lorahub.base import drawing
@@ -97,7 +97,7 @@ def test_a_lora_learns_a_new_concept(adapters: dict[str, Path]) -> None:
         return sum("heart" in v.concepts for v in verdicts) / len(verdicts), [str(v.shape) for v in verdicts]
 
     without, seen_without = share()
-    weights = adapters["heart"]
+    weights = trained_heart
     pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name="heart")
     with_adapter, seen_with = share()
     print(f"heart: with the adapter {with_adapter:.0%} {seen_with}; without {without:.0%} {seen_without}")
@@ -150,9 +150,9 @@ def test_blending_is_visible_and_a_baked_cat_blend_draws_the_same(live: Any, ada
     for other in grid:
         sunset = [seen[other, w]["sunset"] for w in grid]
         assert sunset == sorted(sunset) and sunset[-1] - sunset[0] >= 0.5, (other, sunset)
-    for other in grid[:2]:
+    for other in grid:
         heart = [seen[w, other]["heart"] for w in grid]
-        assert heart == sorted(heart) and heart[-1] - heart[0] >= 0.5, (other, heart)
+        assert heart == sorted(heart) and heart[-1] - heart[0] >= (0.5 if other < 1 else 0.1), (other, heart)
 
     baked = tmp_path / "heart-sunset.safetensors"
     blend([(str(adapters["heart"]), 1.0), (str(adapters["sunset"]), 0.5)], "cat", out=baked)
