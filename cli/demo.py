@@ -46,7 +46,7 @@ def step(name: str, title: str) -> Callable[[StepFn], StepFn]:
 # --------------------------------------------------------------------------- foundation steps
 
 
-@step("base", "Build the embedded base model (tiny SD 1.x architecture, random weights, offline)")
+@step("base", "Install the embedded base model (tiny SD 1.x architecture pretrained to draw, offline)")
 def _base(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     from lorahub.base.embedded import EMBEDDED_ID, ensure_embedded
 

@@ -152,13 +152,13 @@ def open_host(database: str | None = None, *, demo_adapters: bool = False, index
         reg.ensure_schema()
         summaries = []
         if demo_adapters:
-            from lorahub.base.drawing import is_drawing_base
+            from lorahub.base.drawing import is_drawing_ref
             from lorahub.base.resolve import resolve_base
             from lorahub.base.synthetic import write_demo_adapters
             from lorahub.space.callbacks import space_base
 
             ref = resolve_base(space_base(base), download=False, build=False)
-            kind = "drawing" if ref.kind == "folder" and is_drawing_base(ref.location) else "embedded"
+            kind = "drawing" if is_drawing_ref(ref) else "embedded"
             folder = home() / "space-adapters" / kind
             summaries.append(reg.index_paths(write_demo_adapters(folder, base=ref if kind == "drawing" else None)))
             say(f"lorahub space: {len(summaries[-1].failed)} of the demo adapters failed" if summaries[-1].failed

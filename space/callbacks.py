@@ -89,7 +89,7 @@ def page_defaults(spec: str) -> dict[str, Any]:
         ref = resolve_base(spec, download=False, build=False)
     except LorahubError:
         ref = None
-    if ref is not None and ref.kind == "folder" and drawing.is_drawing_base(ref.location):
+    if drawing.is_drawing_ref(ref):
         return {"prompt": DRAWING_PROMPT, "train_steps": int(drawing.TRAIN_DEFAULTS["steps"])}
     return {"prompt": "a photo", "train_steps": 100}
 
@@ -97,14 +97,14 @@ def page_defaults(spec: str) -> dict[str, Any]:
 def _cheap_base(spec: str) -> bool:
     """Whether ``spec`` renders in a fraction of a second here: the drawing base or an embedded one, or any
     base on a CUDA GPU (not ZeroGPU's, which this process only holds inside a call)."""
-    from lorahub.base.drawing import is_drawing_base
+    from lorahub.base.drawing import is_drawing_ref
     from lorahub.base.resolve import resolve_base
 
     try:
         ref = resolve_base(spec, download=False, build=False)
     except LorahubError:
         return False
-    if ref.kind == "embedded" or (ref.kind == "folder" and is_drawing_base(ref.location)):
+    if ref.kind == "embedded" or is_drawing_ref(ref):
         return True
     try:
         import torch

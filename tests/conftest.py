@@ -7,8 +7,11 @@ helpers are imported by name from the ``*kit.py`` modules.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,12 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 if "torch" in sys.modules:  # a plugin imported it before this file: the variable came too late for it
     sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# A $LORAHUB_HOME of the session's own until each test sets its own (``lorahub_home`` below): module- and
+# session-scoped fixtures are set up before that function-scoped one, and whatever they built by default
+# (the embedded base, the database) landed in the user's real home.
+os.environ["LORAHUB_HOME"] = tempfile.mkdtemp(prefix="lorahub-test-home-")
+atexit.register(shutil.rmtree, os.environ["LORAHUB_HOME"], True)
 
 pytest_plugins = ["adapter_fixtures", "browser_fixtures", "hub_fixtures", "registry_fixtures"]
 
@@ -41,11 +50,22 @@ def lorahub_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 @pytest.fixture(scope="session")
 def embedded_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder of the embedded tiny SD 1.x pipeline (seed 0), built once per session (needs torch)."""
+    """The folder of the embedded SD 1.x pipeline (the default: the pretrained drawing weights), installed once
+    per session (needs torch)."""
     pytest.importorskip("diffusers", reason="the embedded base model needs the ml extra (torch, diffusers)")
     from lorahub.base.embedded import EMBEDDED_NAME, ensure_embedded
 
-    return ensure_embedded(seed=0, path=tmp_path_factory.mktemp("embedded-base") / EMBEDDED_NAME)
+    return ensure_embedded(path=tmp_path_factory.mktemp("embedded-base") / EMBEDDED_NAME)
+
+
+@pytest.fixture(scope="session")
+def random_sd1_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded SD 1.x build with random weights (``lorahub base build --seed 0``: the narrower random
+    architecture), built once per session, for tests whose argument needs a base that draws nothing."""
+    pytest.importorskip("diffusers", reason="the embedded base model needs the ml extra (torch, diffusers)")
+    from lorahub.base.embedded import EMBEDDED_NAME, ensure_embedded
+
+    return ensure_embedded(seed=0, path=tmp_path_factory.mktemp("random-sd1-base") / EMBEDDED_NAME)
 
 
 @pytest.fixture

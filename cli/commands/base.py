@@ -33,10 +33,11 @@ def base_group() -> None:
 
     A base spec is a diffusers folder, a .safetensors checkpoint, a Hub id
     'namespace/name' (downloaded from $HF_ENDPOINT), 'lorahub/embedded-sd1-tiny'
-    (the default), 'lorahub/embedded-sdxl-tiny', 'lorahub/embedded-flux-tiny' or
-    'lorahub/embedded-sd3-tiny' (all built offline on first use, random weights), or
-    'lorahub/drawing-sd1-tiny' ('drawing' for short: the shipped SD 1.x model
-    pretrained to draw the shapes of lorahub.world, see docs/drawing-base.md).
+    (the default: the shipped SD 1.x model pretrained to draw the shapes of
+    lorahub.world, see docs/drawing-base.md, installed on first use), the same
+    weights as 'lorahub/drawing-sd1-tiny' ('drawing' for short), or
+    'lorahub/embedded-sdxl-tiny', 'lorahub/embedded-flux-tiny' or
+    'lorahub/embedded-sd3-tiny' (built offline on first use, random weights).
     """
 
 
@@ -45,25 +46,43 @@ def base_group() -> None:
               help="Which embedded model: sd1 (lorahub/embedded-sd1-tiny), sdxl (lorahub/embedded-sdxl-tiny), "
               "flux (lorahub/embedded-flux-tiny, Flux.1-dev) or sd3 (lorahub/embedded-sd3-tiny, SD 3.5).")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="Seed of the random weights (default: keep the existing build, else 0).")
+              help="Build random weights from this seed (architecture tests). Default: the model's default "
+              "weights: for sd1 the pretrained drawing weights shipped with lorahub, for the others seed 0.")
 @click.option("--force", is_flag=True, help="Rebuild even if it exists.")
 @json_option
 def build_cmd(family: str, seed: int | None, force: bool, as_json: bool) -> None:
-    """Build an embedded base model (once; prints its folder)."""
+    """Build an embedded base model (once; prints its folder).
+
+    sd1 (the default base) installs the pretrained drawing weights shipped with
+    lorahub (see docs/drawing-base.md); --seed builds random weights instead.
+    The other families are random weights from a seed.
+    """
     from lorahub.base import embedded
 
     model = embedded.model(family)
     path = embedded.embedded_path(family=family)
     marker = embedded.read_marker(path) if embedded.is_complete(path, family) else None
-    if marker is not None and seed is not None and marker.get("seed") != seed and not force:
-        info(f"rebuilding: the existing build used seed {marker.get('seed')}")
+    if marker is not None and not force and _built_as(marker) != _wanted(model, seed):
+        info(f"rebuilding: the existing build has {_built_as(marker)}")
         force = True
     if marker is not None and not force:
-        info(f"already built (seed {marker.get('seed')}); --force rebuilds it")
-    path = embedded.ensure_embedded(seed=0 if seed is None else seed, force=force, progress=info, family=family)
+        info(f"already built ({_built_as(marker)}); --force rebuilds it")
+    path = embedded.ensure_embedded(seed=seed, force=force, progress=info, family=family)
     marker = embedded.read_marker(path) or {}
-    payload = {"id": model.id, "path": str(path), "seed": marker.get("seed"), "family": model.family}
+    payload = {"id": model.id, "path": str(path), "seed": marker.get("seed"),
+               "weights": marker.get("weights", "random"), "family": model.family}
     emit(payload, as_json, lambda p: p["path"])
+
+
+def _built_as(marker: dict[str, Any]) -> str:
+    """What an embedded build holds, in words: 'pretrained weights' or 'random weights, seed N'."""
+    if marker.get("weights") == "pretrained":
+        return "pretrained weights"
+    return f"random weights, seed {marker.get('seed')}"
+
+
+def _wanted(model: Any, seed: int | None) -> str:
+    return "pretrained weights" if seed is None and model.pretrained else f"random weights, seed {seed or 0}"
 
 
 @base_group.command("pretrain")
@@ -126,6 +145,11 @@ def info_cmd(spec: str | None, base_config: Path | None, download: bool, as_json
         from lorahub.base import embedded
 
         data["built"] = embedded.is_complete(ref.location)
+        marker = embedded.read_marker(ref.location) if data["built"] else None
+        if marker is not None:
+            data["weights"] = marker.get("weights", "random")
+        elif embedded.model(ref.family or embedded.FAMILY).pretrained:
+            data["weights"] = "pretrained"
         if not data["built"]:
             notes.append("not built yet: it is built on first use, or now with 'lorahub base build'")
     if ref.kind == "hub":
@@ -171,7 +195,7 @@ def _size(folder: Path) -> int:
 def _render(d: dict[str, Any]) -> list[str]:
     rows = [("kind", d["kind"]), ("name", d["name"]), ("location", d["location"])]
     rows.append(("family", d.get("family") or "unknown"))
-    for key in ("pipeline_class", "config", "revision", "endpoint", "seed"):
+    for key in ("pipeline_class", "config", "revision", "endpoint", "seed", "weights"):
         if d.get(key) is not None:
             rows.append((key.replace("_", " "), str(d[key])))
     if "built" in d:

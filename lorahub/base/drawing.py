@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BaseModelError
-from .embedded import MARKER, MODEL_MAX_LENGTH
+from .embedded import MARKER, MODEL_MAX_LENGTH, PRETRAINED_UNET_CONFIG, PRETRAINED_VAE_FACTOR
 from .embedded import SCHEDULER_CONFIG as _SD1_SCHEDULER_CONFIG
 from .embedded import TEXT_CONFIG as _SD1_TEXT_CONFIG
-from .embedded import UNET_CONFIG as _SD1_UNET_CONFIG
 
 #: The pretrained drawing base's id (``--base lorahub/drawing-sd1-tiny``, or ``--base drawing``).
 DRAWING_ID = "lorahub/drawing-sd1-tiny"
@@ -67,19 +66,11 @@ PREVIEW_SEED = 5
 
 #: Image side the base is pretrained at, and the VAE's down-sampling factor.
 RESOLUTION = 64
-VAE_FACTOR = 4
+VAE_FACTOR = PRETRAINED_VAE_FACTOR
 
-#: The embedded SD 1.x base's UNet (SD 1.5's blocks and module names, so LoRA targets are the same), wider.
-UNET_CONFIG: dict[str, Any] = {
-    **_SD1_UNET_CONFIG,
-    "sample_size": RESOLUTION // VAE_FACTOR,
-    "block_out_channels": (32, 64, 64, 64),
-    "cross_attention_dim": 64,
-    # diffusers' legacy name: the number of heads. 2 heads of 16-32 channels, not 8 of 4-8: a CPU training step
-    # spends most of its time in attention softmaxes, whose count grows with the heads (docs/drawing-base.md)
-    "attention_head_dim": 2,
-    "norm_num_groups": 16,
-}
+#: The embedded SD 1.x base's UNet (SD 1.5's blocks and module names, so LoRA targets are the same), wider: the
+#: embedded model's own (:data:`lorahub.base.embedded.PRETRAINED_UNET_CONFIG`; these are its weights).
+UNET_CONFIG: dict[str, Any] = PRETRAINED_UNET_CONFIG
 
 VAE_CONFIG: dict[str, Any] = {
     "sample_size": RESOLUTION,
@@ -231,6 +222,21 @@ def demo_preview(adapter: Path | str, concept: str, *, steps: int = 20, seeds: i
                 if all(seen.agrees(scene).values()) and concept in seen.concepts:
                     return image, scene.caption, seed
     return first
+
+
+def is_drawing_ref(ref: Any) -> bool:
+    """Whether a resolved base (:class:`lorahub.base.resolve.BaseRef`) is a drawing base: a folder holding one
+    (:func:`is_drawing_base`), or the embedded SD 1.x model, whose default build is these weights (built:
+    what its folder holds; not built yet: what it will hold)."""
+    if ref is None or ref.kind not in ("folder", "embedded"):
+        return False
+    if ref.kind == "embedded":
+        from . import embedded
+
+        spec = embedded.model(ref.family or embedded.FAMILY)
+        if not embedded.is_complete(ref.location, spec.family):
+            return spec.pretrained
+    return is_drawing_base(ref.location)
 
 
 def is_drawing_base(folder: Path | str | None) -> bool:

@@ -1,20 +1,26 @@
-"""The embedded base models: tiny Stable Diffusion 1.x and SDXL pipelines built offline (and, registered
+"""The embedded base models: tiny Stable Diffusion 1.x and SDXL pipelines available offline (and, registered
 here, the Flux.1 and SD 3.5 ones of :mod:`lorahub.base.embedded_mmdit`: families ``"flux"`` and ``"sd3"``).
 
 lorahub needs a base model for training, previews, blending and its tests, and
-must work without network access. So it builds one, on first need, from a seed:
-the Stable Diffusion 1.x architecture (the default) or the SDXL architecture
-(:data:`SDXL_ID`, see "The SDXL model" below) at a tiny width, with random
-weights. They draw noise-like pictures, but every code path (LoRA loading,
-training, hot-swapping, blending, single-file checkpoints) behaves as on real
-SD 1.5 / SDXL, because the module trees and the module names are the same.
+must work without network access. The default, :data:`EMBEDDED_ID`
+(``lorahub/embedded-sd1-tiny``), is the pretrained drawing base shipped with the
+package (:mod:`lorahub.base.drawing`, docs/drawing-base.md): a tiny SD 1.x
+pipeline that draws the captioned shapes of :mod:`lorahub.world`, so everything
+lorahub renders offline shows something. On first need its weights are copied
+from the package into ``$LORAHUB_HOME/models/embedded-sd1-tiny-v2/`` (version 2;
+version 1 had random weights). Its architecture: :data:`PRETRAINED_UNET_CONFIG`,
+a VAE down-sampling by :data:`PRETRAINED_VAE_FACTOR`, 64 px native.
 
-Users see it as :data:`EMBEDDED_ID` (``lorahub/embedded-sd1-tiny``). It is saved
-with ``save_pretrained`` (safetensors) under
-``$LORAHUB_HOME/models/embedded-sd1-tiny-v1/``; the ``-v1`` suffix changes
-whenever the architecture or the weights of a given seed change.
+The other models, and SD 1.x on request (``lorahub base build --seed N``,
+``ensure_embedded(seed=N)``), are built from a seed with random weights: the
+Stable Diffusion 1.x architecture below or the SDXL architecture (:data:`SDXL_ID`,
+see "The SDXL model" below) at a tiny width. They draw noise-like pictures, but
+every code path (LoRA loading, training, hot-swapping, blending, single-file
+checkpoints) behaves as on real SD 1.5 / SDXL, because the module trees and the
+module names are the same. A folder's version suffix changes whenever the
+architecture or the weights of a given seed change.
 
-Configuration (SD 1.5 in brackets):
+Random SD 1.x configuration (SD 1.5 in brackets):
 
 - UNet2DConditionModel: ``block_out_channels=(32, 32, 64, 64)`` [(320, 640, 1280,
   1280)], ``layers_per_block=2`` [2], down blocks ``CrossAttnDownBlock2D`` x3 +
@@ -112,8 +118,8 @@ from . import embedded_mmdit as _mmdit
 
 #: What the user sees and types (``--base lorahub/embedded-sd1-tiny``).
 EMBEDDED_ID = "lorahub/embedded-sd1-tiny"
-#: The versioned folder name under ``$LORAHUB_HOME/models``.
-EMBEDDED_NAME = "embedded-sd1-tiny-v1"
+#: The versioned folder name under ``$LORAHUB_HOME/models`` (v2: the pretrained drawing weights; v1 was random).
+EMBEDDED_NAME = "embedded-sd1-tiny-v2"
 #: The marker file written into the folder.
 MARKER = "lorahub_base.json"
 #: The family of the embedded model.
@@ -134,6 +140,21 @@ UNET_CONFIG: dict[str, Any] = {
     "norm_num_groups": 32,
     "use_linear_projection": False,
 }
+
+#: The UNet of the pretrained SD 1.x model (the drawing base, :mod:`lorahub.base.drawing`): SD 1.5's blocks and
+#: module names as :data:`UNET_CONFIG`, wider, on a 16x16 latent.
+PRETRAINED_UNET_CONFIG: dict[str, Any] = {
+    **UNET_CONFIG,
+    "sample_size": 16,
+    "block_out_channels": (32, 64, 64, 64),
+    "cross_attention_dim": 64,
+    # diffusers' legacy name: the number of heads. 2 heads of 16-32 channels, not 8 of 4-8: a CPU training step
+    # spends most of its time in attention softmaxes, whose count grows with the heads (docs/drawing-base.md)
+    "attention_head_dim": 2,
+    "norm_num_groups": 16,
+}
+#: The pretrained model's VAE down-samples by 4 (three levels), so its native size is 16 x 4 = 64 px.
+PRETRAINED_VAE_FACTOR = 4
 
 VAE_CONFIG: dict[str, Any] = {
     "sample_size": 64,
@@ -262,15 +283,22 @@ class EmbeddedModel:
     weighted: tuple[str, ...]
     #: The denoiser's config: the UNet's (sd1, sdxl) or the transformer's (flux, sd3; see ``denoiser``).
     unet_config: dict[str, Any]
-    #: Native image side in pixels (UNet sample size x VAE factor 8).
+    #: Native image side in pixels (UNet sample size x VAE factor).
     resolution: int
     #: The pipeline component that denoises: ``"unet"`` or ``"transformer"``.
     denoiser: str = "unet"
+    #: The VAE's down-sampling factor.
+    vae_factor: int = 8
+    #: Whether the default build is the pretrained weights shipped with lorahub (sd1: the drawing base), not
+    #: random weights from a seed.
+    pretrained: bool = False
 
 
 MODELS: dict[str, EmbeddedModel] = {
     "sd1": EmbeddedModel("sd1", EMBEDDED_ID, EMBEDDED_NAME, "StableDiffusionPipeline", COMPONENTS,
-                         ("unet", "vae", "text_encoder"), UNET_CONFIG, int(UNET_CONFIG["sample_size"]) * 8),
+                         ("unet", "vae", "text_encoder"), PRETRAINED_UNET_CONFIG,
+                         int(PRETRAINED_UNET_CONFIG["sample_size"]) * PRETRAINED_VAE_FACTOR,
+                         vae_factor=PRETRAINED_VAE_FACTOR, pretrained=True),
     "sdxl": EmbeddedModel("sdxl", SDXL_ID, SDXL_NAME, "StableDiffusionXLPipeline", SDXL_COMPONENTS,
                           ("unet", "vae", "text_encoder", "text_encoder_2"), SDXL_UNET_CONFIG,
                           int(SDXL_UNET_CONFIG["sample_size"]) * 8),
@@ -299,7 +327,7 @@ def model_of_id(model_id: str) -> EmbeddedModel | None:
 
 
 def embedded_path(home: str | os.PathLike[str] | None = None, family: str = FAMILY) -> Path:
-    """Where an embedded model lives (or will live): ``<home>/models/embedded-sd1-tiny-v1``.
+    """Where an embedded model lives (or will live): ``<home>/models/embedded-sd1-tiny-v2``.
 
     ``home`` defaults to ``$LORAHUB_HOME`` (:func:`lorahub.config.home`);
     ``family="sdxl"`` gives ``<home>/models/embedded-sdxl-tiny-v1``.
@@ -339,7 +367,7 @@ def read_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def ensure_embedded(
-    seed: int = 0,
+    seed: int | None = None,
     force: bool = False,
     *,
     home: str | os.PathLike[str] | None = None,
@@ -351,9 +379,12 @@ def ensure_embedded(
 
     ``path`` (an explicit folder) wins over ``home`` (a lorahub home), which
     wins over ``$LORAHUB_HOME``. An existing complete build is reused as is,
-    whatever seed built it, unless ``force`` is true; ``force`` rebuilds with
-    ``seed`` and replaces the folder atomically. Several processes may call
-    this at once: one builds, the others wait for it and reuse its result.
+    whatever built it, unless ``force`` is true; ``force`` rebuilds and replaces
+    the folder atomically. A build is the model's default weights when ``seed``
+    is None (sd1: the pretrained drawing weights; the others: random weights from
+    seed 0), else random weights from ``seed`` (see :func:`build_embedded`).
+    Several processes may call this at once: one builds, the others wait for it
+    and reuse its result.
     """
     model(family)
     target = Path(path) if path is not None else embedded_path(home, family)
@@ -369,34 +400,45 @@ def ensure_embedded(
 
 def build_embedded(
     path: str | os.PathLike[str],
-    seed: int = 0,
+    seed: int | None = None,
     *,
     progress: Callable[[str], None] | None = None,
     family: str = FAMILY,
 ) -> Path:
-    """Build the tiny pipeline of ``family`` from ``seed`` and save it at ``path`` (replacing what is there).
+    """Save the tiny pipeline of ``family`` at ``path`` (replacing what is there).
+
+    ``seed=None`` gives the model's default weights: for sd1 the pretrained drawing
+    weights shipped with lorahub (copied, float16; the marker says ``"weights":
+    "pretrained"``), for the others random weights from seed 0. An int ``seed``
+    builds random weights from it (``"weights": "random"``; for sd1 the random
+    architecture of :data:`UNET_CONFIG`, for architecture tests).
 
     The pipeline is written into a temporary sibling folder and renamed into
     place, so ``path`` is either absent, the old build, or the complete new one.
     """
     target = Path(path)
     spec = model(family)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise BaseModelError(f"seed must be a non-negative integer, not {seed!r}")
     say = progress or (lambda _msg: None)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        say(f"building the embedded base model {spec.id} (seed {seed})")
         started = time.monotonic()
-        pipe = builder(family)(seed)
-        say("saving it")
-        import transformers
+        if seed is None and spec.pretrained:
+            say(f"installing the embedded base model {spec.id} (pretrained weights shipped with lorahub)")
+            _install_pretrained(tmp, family)
+        else:
+            seed = 0 if seed is None else seed
+            say(f"building the embedded base model {spec.id} (random weights, seed {seed})")
+            pipe = builder(family)(seed)
+            say("saving it")
+            import transformers
 
-        with _quiet_transformers(transformers):
-            pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / MARKER).write_text(json.dumps(_marker(seed, family), indent=2, sort_keys=True) + "\n",
-                                  encoding="utf-8")
+            with _quiet_transformers(transformers):
+                pipe.save_pretrained(tmp, safe_serialization=True)
+            (tmp / MARKER).write_text(json.dumps(_marker(seed, family), indent=2, sort_keys=True) + "\n",
+                                      encoding="utf-8")
         if not is_complete(tmp, family):
             raise BaseModelError(f"building the embedded base model left an incomplete folder: {tmp}")
         _fsync_tree(tmp)
@@ -406,6 +448,43 @@ def build_embedded(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _install_pretrained(folder: Path, family: str) -> None:
+    """Copy the shipped pretrained weights of ``family`` into the empty ``folder``, float16 tensors widened to
+    float32 (exactly: every float16 is a float32), so that a plain ``from_pretrained`` of the folder runs on a
+    CPU as every other embedded build does; with this model's marker (the drawing base's, renamed: ``id``/``name``
+    of the embedded model, ``"weights": "pretrained"``, ``source``)."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from ..adapters.header import read_header
+    from . import drawing
+
+    spec = model(family)
+    shipped = drawing.shipped_path()  # a one-line BaseModelError where this installation lacks them
+    source = read_marker(shipped) or {}
+    for src in sorted(shipped.rglob("*")):
+        if src.is_symlink() or not src.is_file() or src.name == MARKER:
+            continue
+        dst = folder / src.relative_to(shipped)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix == ".safetensors":
+            meta = read_header(src).string_metadata() or None
+            tensors = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in load_file(src).items()}
+            save_file(tensors, dst, metadata=meta)
+        elif src.name == "config.json":  # transformers 5 loads a config's "dtype" as given: float32 now
+            config = json.loads(src.read_text(encoding="utf-8"))
+            for key in ("dtype", "torch_dtype"):
+                if config.get(key) == "float16":
+                    config[key] = "float32"
+            dst.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        else:
+            shutil.copyfile(src, dst)
+    marker = {**source, "format": MARKER_FORMAT, "id": spec.id, "name": spec.name, "family": spec.family,
+              "weights": "pretrained", "dtype": "float32", "source": drawing.DRAWING_ID,
+              "lorahub_version": __version__}
+    (folder / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _seeded_components(seed: int, prefix: str, pipeline: str,
@@ -565,6 +644,7 @@ def _marker(seed: int, family: str = FAMILY) -> dict[str, Any]:
         "name": spec.name,
         "family": spec.family,
         "seed": seed,
+        "weights": "random",
         "lorahub_version": __version__,
         "built_with": versions,
         "config": config_summary(family),

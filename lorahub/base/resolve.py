@@ -173,7 +173,7 @@ def resolve_base(
     revision: str | None = None,
     download: bool = True,
     build: bool = True,
-    seed: int = 0,
+    seed: int | None = None,
     home: str | os.PathLike[str] | None = None,
 ) -> BaseRef:
     """Turn a ``--base`` spec into a :class:`BaseRef`; raise :class:`BaseModelError` when it is unusable.
@@ -211,7 +211,7 @@ def resolve_base(
     )
 
 
-def _resolve_embedded(*, build: bool, seed: int, home: str | os.PathLike[str] | None, spec: str | None,
+def _resolve_embedded(*, build: bool, seed: int | None, home: str | os.PathLike[str] | None, spec: str | None,
                       family: str = _embedded.FAMILY) -> BaseRef:
     model = _embedded.model(family)
     if build:

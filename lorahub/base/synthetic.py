@@ -400,16 +400,17 @@ DEMO_ADAPTERS: tuple[tuple[str, str, int, int, str, str], ...] = (
 
 def write_demo_adapters(folder: str | os.PathLike[str], *, base: Any = None) -> list[Path]:
     """Write the demo adapters of ``base`` into ``folder``, the same bytes every time; files already there are
-    kept. Returns their paths. On the drawing base (:mod:`lorahub.base.drawing`): its shipped trained adapters
-    (a heart, a checkered texture, a sunset) with their preview images; on any other (default the embedded
-    model): :data:`DEMO_ADAPTERS`, random."""
+    kept. Returns their paths. On the drawing base (:mod:`lorahub.base.drawing`, and the embedded SD 1.x base,
+    which holds its weights): its shipped trained adapters (a heart, a checkered texture, a sunset) with their
+    preview images; on any other, or none given: :data:`DEMO_ADAPTERS`, random adapters of ``base`` (default
+    the embedded model)."""
     from . import drawing
     from .resolve import BaseRef, resolve_base
 
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     ref = base if isinstance(base, BaseRef) else resolve_base(base, download=False, build=False) if base else None
-    if ref is not None and ref.kind == "folder" and drawing.is_drawing_base(ref.location):
+    if drawing.is_drawing_ref(ref):
         paths = []
         for src in drawing.demo_adapters():
             for f in (src, src.with_name(src.stem + ".preview.png")):

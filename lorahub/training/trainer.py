@@ -88,13 +88,15 @@ def base_geometry(base: str, base_config: str | None = None) -> tuple[int, int, 
     from ..base.resolve import resolve_base
 
     ref = resolve_base(base, base_config=base_config, download=False, build=False)
+    folder = ref.path if ref.kind in ("folder", "hub") else (Path(ref.config) if ref.config else None)
     if ref.kind == "embedded":
         model = embedded.model(ref.family or embedded.FAMILY)
         if model.denoiser == "transformer":  # flux/sd3: VAE factor 8 x 2 (Flux's 2x2 packing, SD3's patch 2)
             return model.resolution, 16, ref.family
-        downs = len(model.unet_config["down_block_types"]) - 1
-        return model.resolution, 8 * 2**downs, ref.family
-    folder = ref.path if ref.kind in ("folder", "hub") else (Path(ref.config) if ref.config else None)
+        if not embedded.is_complete(ref.location, model.family):  # not built yet: its default build's
+            downs = len(model.unet_config["down_block_types"]) - 1
+            return model.resolution, model.vae_factor * 2**downs, ref.family
+        folder = Path(ref.location)  # built: its configs say (a random SD 1.x build's VAE factor is 8)
     if folder is not None and folder.is_dir() and (folder / "transformer" / "config.json").is_file():
         # Flux.1 / SD3: the transformer takes 2 x 2 latent patches; native size: SD3's transformer sample_size x
         # the VAE factor, Flux's VAE sample_size (FLUX.1-dev: 1024; its transformer config has no size)
@@ -153,12 +155,13 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 def base_defaults(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with its base's own training defaults for the settings it was not given (``model_fields_set``):
-    the drawing base's :data:`lorahub.base.drawing.TRAIN_DEFAULTS`; any other base keeps TrainConfig's."""
+    the drawing base's :data:`lorahub.base.drawing.TRAIN_DEFAULTS` (on it and on the embedded SD 1.x base, its
+    weights); any other base keeps TrainConfig's."""
     from ..base import drawing
     from ..base.resolve import resolve_base
 
     ref = resolve_base(cfg.base, base_config=cfg.base_config, download=False, build=False)
-    if ref.kind != "folder" or not drawing.is_drawing_base(ref.path):
+    if not drawing.is_drawing_ref(ref):
         return cfg
     update = {k: v for k, v in drawing.TRAIN_DEFAULTS.items() if k not in cfg.model_fields_set}
     return cfg.model_copy(update=update) if update else cfg

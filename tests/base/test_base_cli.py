@@ -25,19 +25,24 @@ def test_build_json_then_reuse(lorahub_home: Path) -> None:
     res = invoke("base", "build", "--json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert data == {"id": EMBEDDED_ID, "path": str(embedded_path(lorahub_home)), "seed": 0, "family": "sd1"}
+    assert data == {"id": EMBEDDED_ID, "path": str(embedded_path(lorahub_home)), "seed": 0, "weights": "pretrained",
+                    "family": "sd1"}
     assert is_complete(data["path"])
-    assert "building" in res.stderr  # progress on stderr, stdout is the JSON alone
+    assert "installing" in res.stderr  # progress on stderr, stdout is the JSON alone
 
     again = invoke("base", "build")
     assert again.exit_code == 0
     assert again.stdout.strip() == data["path"]
     assert "already built" in again.stderr
 
-    other = invoke("base", "build", "--seed", "7", "--json")
+    other = invoke("base", "build", "--seed", "7", "--json")  # random weights instead, for architecture tests
     assert other.exit_code == 0, other.output
-    assert json.loads(other.stdout)["seed"] == 7
+    assert json.loads(other.stdout)["seed"] == 7 and json.loads(other.stdout)["weights"] == "random"
+    assert "rebuilding: the existing build has pretrained weights" in other.stderr
     assert json.loads((embedded_path(lorahub_home) / "lorahub_base.json").read_text())["seed"] == 7
+    back = invoke("base", "build", "--json")  # and back to the default
+    assert back.exit_code == 0 and json.loads(back.stdout)["weights"] == "pretrained"
+    assert "rebuilding: the existing build has random weights, seed 7" in back.stderr
 
 
 def test_info_embedded(embedded_home: Path) -> None:
@@ -46,7 +51,7 @@ def test_info_embedded(embedded_home: Path) -> None:
     data = json.loads(res.stdout)
     assert data["kind"] == "embedded" and data["name"] == EMBEDDED_ID
     assert data["location"] == str(embedded_home)
-    assert data["built"] is True and data["seed"] == 0 and data["family"] == "sd1"
+    assert data["built"] is True and data["seed"] == 0 and data["family"] == "sd1" and data["weights"] == "pretrained"
     assert data["components"]["unet"] == "diffusers.UNet2DConditionModel"
     human = invoke("base", "info", "embedded")
     assert human.exit_code == 0

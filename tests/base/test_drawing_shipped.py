@@ -87,7 +87,9 @@ def test_training_on_the_drawing_base_defaults_to_its_own_settings(tmp_path: Pat
     assert (plain.lr, plain.steps) == (1e-4, 1000)  # TrainConfig's own, untouched
     given = base_defaults(TrainConfig(data=str(tmp_path), out=str(tmp_path / "out"), base=str(drawing.SHIPPED), lr=5e-4))
     assert (given.lr, given.steps) == (5e-4, drawing.TRAIN_DEFAULTS["steps"])  # a copy of the folder counts too
-    other = TrainConfig(data=str(tmp_path), out=str(tmp_path / "out"))  # the embedded default base
+    default = base_defaults(TrainConfig(data=str(tmp_path), out=str(tmp_path / "out")))  # the embedded default base
+    assert (default.lr, default.steps) == (tuned.lr, tuned.steps)  # holds these weights: the same defaults
+    other = TrainConfig(data=str(tmp_path), out=str(tmp_path / "out"), base="lorahub/embedded-sdxl-tiny")
     assert base_defaults(other) is other
 
 

@@ -1,4 +1,5 @@
-"""The embedded default base model: deterministic, atomic, a real SD 1.x pipeline."""
+"""The embedded default base model: the shipped pretrained weights, installed atomically as a real SD 1.x
+pipeline; random builds from a seed are deterministic."""
 
 from __future__ import annotations
 
@@ -36,9 +37,28 @@ def test_embedded_path_follows_lorahub_home(lorahub_home: Path, tmp_path: Path) 
     assert not embedded_path().exists()  # nothing is built by asking
 
 
-def test_build_is_deterministic(embedded_base: Path, tmp_path: Path) -> None:
-    again = build_embedded(tmp_path / "again", seed=0)
-    first, second = digests(embedded_base), digests(again)
+def test_the_default_build_is_the_shipped_drawing_weights_in_float32(embedded_base: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from lorahub.base import drawing
+
+    shipped = drawing.shipped_path()
+    files = sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(embedded_base)) for p in embedded_base.rglob("*") if p.is_file()) == files
+    for name in digests(shipped):
+        mine, theirs = load_file(embedded_base / name), load_file(shipped / name)
+        assert mine.keys() == theirs.keys() and mine
+        for key, value in theirs.items():
+            assert mine[key].dtype.name == "float32" and (mine[key] == value.astype("float32")).all(), (name, key)
+    configs = {name: json.loads((shipped / name).read_text()) for name in digests(shipped, "*/*.json")}
+    assert configs["text_encoder/config.json"]["dtype"] == "float16"
+    configs["text_encoder/config.json"]["dtype"] = "float32"  # transformers loads it as the config says
+    assert {name: json.loads((embedded_base / name).read_text()) for name in configs} == configs
+    assert digests(build_embedded(tmp_path / "again")) == digests(embedded_base)  # the same bytes every time
+
+
+def test_random_builds_are_deterministic(tmp_path: Path) -> None:
+    first, second = digests(build_embedded(tmp_path / "first", seed=0)), digests(build_embedded(tmp_path / "again", seed=0))
     assert set(first) == {
         "unet/diffusion_pytorch_model.safetensors",
         "vae/diffusion_pytorch_model.safetensors",
@@ -46,7 +66,10 @@ def test_build_is_deterministic(embedded_base: Path, tmp_path: Path) -> None:
     }
     assert first == second
     # configs and tokenizer too
-    assert digests(embedded_base, "*/*.json") == digests(again, "*/*.json")
+    assert digests(tmp_path / "first", "*/*.json") == digests(tmp_path / "again", "*/*.json")
+    marker = json.loads((tmp_path / "first" / MARKER).read_text())
+    assert marker["weights"] == "random" and marker["seed"] == 0
+    assert marker["config"]["unet"]["cross_attention_dim"] == 32  # the random architecture
 
     other = build_embedded(tmp_path / "other", seed=1)
     differ = digests(other)
@@ -59,9 +82,11 @@ def test_marker_and_layout(embedded_base: Path) -> None:
     marker = json.loads((embedded_base / MARKER).read_text())
     assert marker["id"] == EMBEDDED_ID
     assert marker["family"] == "sd1"
-    assert marker["seed"] == 0
+    assert marker["weights"] == "pretrained" and marker["source"] == "lorahub/drawing-sd1-tiny"
+    assert marker["kind"] == "drawing"  # renders and training on it take the drawing base's defaults
+    assert marker["seed"] == 0 and marker["pretrain"]["seed"] == 0  # the seed it was pretrained from
     assert marker["lorahub_version"]
-    assert marker["config"]["unet"]["cross_attention_dim"] == 32
+    assert marker["config"]["unet"]["cross_attention_dim"] == embedded.PRETRAINED_UNET_CONFIG["cross_attention_dim"]
     index = json.loads((embedded_base / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert index["safety_checker"] == [None, None]
@@ -95,8 +120,9 @@ def test_from_pretrained_generates_a_64px_image(embedded_base: Path) -> None:
     assert np.abs(img - draw("zzzz qqqq")).mean() > 1e-4  # the prompt conditions the picture
     pil = draw("a photo of a cat", output_type="pil")[0]
     assert pil.size == (64, 64)
-    # default size from the configs: sample_size 8 latents x VAE factor 8
-    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    # default size from the configs: sample_size 16 latents x VAE factor 4
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64 == embedded.model().resolution
+    assert pipe.vae_scale_factor == embedded.PRETRAINED_VAE_FACTOR
 
 
 def test_sd1_module_names_and_tokenizer(embedded_base: Path) -> None:
@@ -120,7 +146,9 @@ def test_sd1_module_names_and_tokenizer(embedded_base: Path) -> None:
     ids = tok("A photo of mystyle, 42!", padding="max_length", max_length=77).input_ids
     assert len(ids) == 77
     assert ids[0] == tok.bos_token_id == 0 and tok.eos_token_id == 1 and tok.pad_token_id == 1
-    assert max(ids) < 514 and len(set(ids)) > 10  # real ids, not one id for everything
+    assert max(ids) < len(tok) and len(set(ids)) > 10  # real ids, not one id for everything
+    # the world's words are whole tokens (the drawing base's tokenizer), any other word is spelled out
+    assert len(tok("a small red circle", add_special_tokens=False).input_ids) == 4
     assert tok("mystyle").input_ids != tok("otherstyle").input_ids
 
 
@@ -163,6 +191,25 @@ def test_interrupted_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(embedded, "build_pipeline", half_built)
     with pytest.raises(KeyboardInterrupt):
+        ensure_embedded(path=target, seed=0)
+    assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_an_interrupted_install_of_the_pretrained_weights_leaves_nothing(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.numpy
+
+    target = tmp_path / EMBEDDED_NAME
+    real, calls = safetensors.numpy.save_file, []
+
+    def save_then_stop(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        calls.append(real(*a, **k))
+        if len(calls) == 2:  # two of the three weight files written
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
         ensure_embedded(path=target)
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
@@ -187,7 +234,7 @@ def test_concurrent_builders_build_once(tmp_path: Path) -> None:
         t.join()
     assert not errors
     assert results == [target] * 3
-    assert sum(m.startswith("building") for m in said) == 1
+    assert sum(m.startswith("built ") for m in said) == 1
     assert is_complete(target)
 
 

@@ -237,7 +237,7 @@ def test_cli_build(lorahub_home: Path) -> None:
         assert res.exit_code == 0, res.output
         data = json.loads(res.stdout)
         assert data == {"id": model_id, "path": str(embedded_path(lorahub_home, family=family)), "seed": 0,
-                        "family": family}
+                        "weights": "random", "family": family}
         assert is_complete(data["path"], family)
         again = CliRunner().invoke(cli, ["base", "build", "--family", family])
         assert again.exit_code == 0 and "already built" in again.stderr

@@ -143,7 +143,7 @@ def test_cli_build_and_info(lorahub_home: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data == {"id": SDXL_ID, "path": str(embedded_path(lorahub_home, family="sdxl")), "seed": 0,
-                    "family": "sdxl"}
+                    "weights": "random", "family": "sdxl"}
     assert is_complete(data["path"]) and not embedded_path(lorahub_home).exists()  # the SD 1.x model is not built
     again = CliRunner().invoke(cli, ["base", "build", "--family", "sdxl"])
     assert again.exit_code == 0 and "already built" in again.stderr

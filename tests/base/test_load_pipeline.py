@@ -20,7 +20,7 @@ def test_default_spec_is_the_embedded_model(embedded_home: Path) -> None:
     assert pipe.unet.dtype == torch.bfloat16 and pipe.device.type == "cpu"
     assert pipe.safety_checker is None and pipe.feature_extractor is None
     assert pipe.tokenizer.model_max_length == 77
-    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size == 32
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size == 64  # the drawing base
 
 
 def test_dtype_names() -> None:

@@ -23,7 +23,7 @@ def test_export_uses_the_original_layout(tiny_checkpoint: Path) -> None:
     header = read_header(tiny_checkpoint)
     names = set(header.tensors)
     assert checkpoint_family(header) == "sd1"
-    assert context_dim(header) == 32
+    assert context_dim(header) == 64
     for key in (
         "model.diffusion_model.input_blocks.0.0.weight",
         "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
@@ -33,7 +33,7 @@ def test_export_uses_the_original_layout(tiny_checkpoint: Path) -> None:
         "model.diffusion_model.output_blocks.5.2.conv.weight",  # upsampler after a block with attention
         "model.diffusion_model.out.2.weight",
         "first_stage_model.encoder.mid.attn_1.q.weight",
-        "first_stage_model.decoder.up.3.upsample.conv.weight",
+        "first_stage_model.decoder.up.2.upsample.conv.weight",  # three VAE levels (the drawing base's)
         "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight",
     ):
         assert key in names, key
@@ -61,7 +61,11 @@ def test_single_file_loads_offline_with_the_same_weights(
         assert set(want) == set(got), comp
         diff = [k for k in want if not torch.equal(want[k], got[k])]
         assert diff == [], (comp, diff[:3])
-    assert pipe.tokenizer("a cat").input_ids == [0, *[pipe.tokenizer.convert_tokens_to_ids(t) for t in "a</w> c a t</w>".split()], 1]
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(embedded_base), subfolder="tokenizer")
+    assert pipe.tokenizer("a cat").input_ids == tokenizer("a cat").input_ids == [
+        0, *tokenizer.convert_tokens_to_ids(["a</w>", "c", "at</w>"]), 1]  # the config folder's tokenizer
 
 
 def test_single_file_without_config_fails_clearly(

@@ -23,9 +23,9 @@ def test_diffusers_layout_and_metadata(embedded_base: Path, tmp_path: Path) -> N
     header = read_header(path)
     names = set(header.tensors)
     key = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
-    assert header.tensors[f"{key}.lora_A.weight"].shape == (4, 32)
-    assert header.tensors[f"{key}.lora_B.weight"].shape == (32, 4)
-    assert header.tensors["unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"].shape == (4, 32)
+    assert header.tensors[f"{key}.lora_A.weight"].shape == (4, 64)
+    assert header.tensors[f"{key}.lora_B.weight"].shape == (64, 4)
+    assert header.tensors["unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"].shape == (4, 64)
     assert header.tensors["unet.up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0.lora_B.weight"].shape == (
         64,
         4,
@@ -54,12 +54,12 @@ def test_kohya_layout_and_metadata(embedded_base: Path, tmp_path: Path) -> None:
     )
     header = read_header(path)
     mod = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
-    assert header.tensors[f"{mod}.lora_down.weight"].shape == (2, 32)
-    assert header.tensors[f"{mod}.lora_up.weight"].shape == (32, 2)
+    assert header.tensors[f"{mod}.lora_down.weight"].shape == (2, 64)
+    assert header.tensors[f"{mod}.lora_up.weight"].shape == (64, 2)
     assert header.tensors[f"{mod}.alpha"].shape == ()
     assert header.tensors[f"{mod}.lora_down.weight"].dtype == "F16"
     te = "lora_te_text_model_encoder_layers_3_self_attn_out_proj"
-    assert header.tensors[f"{te}.lora_down.weight"].shape == (2, 32)
+    assert header.tensors[f"{te}.lora_down.weight"].shape == (2, 64)
     alphas = read_scalars(header, [n for n in header.tensors if n.endswith(".alpha")])
     assert len(alphas) == 16 * 8 + 4 * 4 and set(alphas.values()) == {1.0}
     assert all(n.startswith(("lora_unet_", "lora_te_")) for n in header.tensors)

@@ -1,9 +1,9 @@
-"""Blend-weight search (lorahub.pipeline.blendsearch, ``lorahub blend search``) on the embedded base.
+"""Blend-weight search (lorahub.pipeline.blendsearch, ``lorahub blend search``) on the embedded bases.
 
 The honest test: the targets are made by a known stack (weights 0.7, 0.0, 0.3 of three clearly different
 adapters) and the search, which does not know them, must recover each within 0.1 and drop the unused
-adapter. The embedded base has random weights, so images it renders say nothing a denoising loss can read
-back (measured in docs/recipes.md: on renders of the known stack the loss is lower at 0.73/0.87/0.94 than at
+adapter. It runs on an embedded SD 1.x build with random weights (``lorahub base build --seed 0``), so images
+it renders say nothing a denoising loss can read back (measured in docs/recipes.md: on renders of the known stack the loss is lower at 0.73/0.87/0.94 than at
 the true weights). The targets are therefore made in denoising-loss space: the known stack's predictions
 on the search's own noisy latents of four real images (``reference``), so the loss is 0 at the true
 weights, and what is tested is that the objective, the optimiser and the L1 drop find them.
@@ -47,11 +47,21 @@ def three(embedded_base: Path, tmp_path_factory: pytest.TempPathFactory) -> list
 
 
 @pytest.fixture(scope="module")
-def live(embedded_base: Path, three: list[Path]):  # noqa: ANN201
+def three_random(random_sd1_base: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The same three on the random-weight SD 1.x build."""
+    from lorahub.base import make_adapter
+
+    d = tmp_path_factory.mktemp("search-adapters-random")
+    return [Path(make_adapter(d / f"{n}.safetensors", base=random_sd1_base, rank=4, seed=30 + i, scale=2.0))
+            for i, n in enumerate("abc")]
+
+
+@pytest.fixture(scope="module")
+def live(random_sd1_base: Path, three_random: list[Path]):  # noqa: ANN201
     from lorahub.pipeline.live import LivePipeline
 
-    lp = LivePipeline(str(embedded_base))
-    for name, path in zip("abc", three, strict=True):
+    lp = LivePipeline(str(random_sd1_base))
+    for name, path in zip("abc", three_random, strict=True):
         lp.add(name, str(path))
     yield lp
     lp.close()

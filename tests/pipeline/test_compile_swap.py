@@ -40,7 +40,7 @@ def micro_base(embedded_base: Path, tmp_path_factory, one_thread) -> Path:
     return with_micro_unet(
         embedded_base, tmp_path_factory.mktemp("micro") / "micro-sd",
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=32,
+        cross_attention_dim=64, attention_head_dim=4, norm_num_groups=32,  # the base's text encoder: 64 wide
     )
 
 

@@ -58,16 +58,17 @@ def pipe(embedded_base: Path, one_thread: None) -> Any:
 
 
 @pytest.fixture(scope="module")
-def written(adapters: dict[str, Path], pipe: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def written(adapters: dict[str, Path], pipe: Any, embedded_base: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """kind -> a file lorahub wrote, for every kind in KINDS (LyCORIS kinds only with lycoris-lora).
 
     a: diffusers rank 4 alpha 2 + TE; b: kohya rank 8 alpha 16 + TE; c: kohya rank 2, UNet only. The LyCORIS
     files target the transformer blocks (proj_in/proj_out are 1x1 convolutions in SD 1.x), the resnets and
     the samplers (3x3 convolutions) and the text encoder."""
-    from lorahub.base.embedded import build_pipeline
+    from lorahub.base.resolve import load_pipeline
 
-    return write_kinds(tmp_path_factory.mktemp("written"), adapters, {"trigger": "tstyle"},
-                       {"loha": 0, "lokr": 1}, build_pipeline, LYCO_META)
+    return write_kinds(tmp_path_factory.mktemp("written"), adapters, {"trigger": "tstyle", "base": str(embedded_base)},
+                       {"loha": 0, "lokr": 1}, lambda _seed: load_pipeline(embedded_base), LYCO_META)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from pipeline_testkit import PROMPT, max_diff
+from pipeline_testkit import GUIDANCE, PROMPT, max_diff
 
 pytestmark = pytest.mark.torch
 
@@ -28,7 +28,7 @@ def live(embedded_base: Path, one_thread: None):
 
 
 def _img(live, seed: int = 0):
-    return live.render(PROMPT, seed=seed, steps=2, output_type="np").image
+    return live.render(PROMPT, seed=seed, steps=2, guidance=GUIDANCE, output_type="np").image
 
 
 def _reset(live) -> None:
@@ -190,7 +190,7 @@ def test_separate_te_and_unet_weights_enable_disable_and_slot_reuse(live, adapte
 def test_prompt_tags_load_and_weigh_adapters(live, adapters, reference) -> None:
     _reset(live)
     live.add("keep", adapters["c"])
-    r = live.render(f"{PROMPT}, <lora:{adapters['a']}:0.5:0.9>", steps=2, output_type="np")
+    r = live.render(f"{PROMPT}, <lora:{adapters['a']}:0.5:0.9>", steps=2, guidance=GUIDANCE, output_type="np")
     assert r.prompt == PROMPT
     assert [(t.te, t.unet) for t in r.tags] == [(0.5, 0.9)]
     # A1111 semantics: only the adapters named in the prompt are active
@@ -226,7 +226,7 @@ def test_adapter_above_the_target_rank_is_refactored_with_a_warning(embedded_bas
     ad = lp.add("wide", adapters["d"])  # rank 16 > 4
     assert any("re-factored by SVD" in w for w in ad.warnings)
     lp.set_weight("wide", 0.0)
-    assert max_diff(lp.render(PROMPT, steps=2, output_type="np").image, reference([])) < TOL
+    assert max_diff(lp.render(PROMPT, steps=2, guidance=GUIDANCE, output_type="np").image, reference([])) < TOL
     lp.close()
 
 

@@ -134,7 +134,7 @@ def test_search_finds_indexed_adapter_and_adds_it(state: cb.SpaceState, adapters
 
 
 def test_search_cards_show_each_adapters_sample_image(state: cb.SpaceState, adapters: list[Path],
-                                                      embedded_home: Path, tmp_path: Path) -> None:
+                                                      random_sd1_base: Path, tmp_path: Path) -> None:
     """The search gallery's cards (issue 17): a sidecar image is shown as it is; an adapter without one gets a
     preview rendered on its first view, cached by its SHA-256 (the next search renders nothing); one that does
     not fit the base keeps a plain tile and is tried once; the card carries the name, trigger words, base and
@@ -145,7 +145,8 @@ def test_search_cards_show_each_adapters_sample_image(state: cb.SpaceState, adap
     from lorahub.base import make_adapter
     from lorahub.registry.catalogue import Registry
 
-    misfit = Path(make_adapter(tmp_path / "gamma_style.safetensors", rank=4, seed=3, fmt="kohya", trigger="gammaword"))
+    misfit = Path(make_adapter(tmp_path / "gamma_style.safetensors", base=random_sd1_base, rank=4, seed=3, fmt="kohya",
+                               trigger="gammaword"))  # made for the narrower random SD 1.x architecture
     side = adapters[1].with_name("beta_style.preview.png")
     Image.new("RGB", (16, 16), (0, 200, 0)).save(side)
     reg = Registry()

@@ -103,7 +103,9 @@ def test_package_contents_validate_and_inspect(trained: dict[str, Any]) -> None:
         assert json.loads(md["ss_dataset_dirs"]) == {f"1_{TRIGGER}": {"n_repeats": 1, "img_count": 8}}
         assert md["modelspec.architecture"] == "stable-diffusion-v1/lora"
         assert md["modelspec.sai_model_spec"] == "1.0.1" and md["modelspec.resolution"] == "64x64"
-        assert md["modelspec.prediction_type"] == "epsilon" and md["modelspec.trigger_phrase"] == TRIGGER
+        # the embedded base (the drawing base) predicts v on a zero-terminal-SNR schedule
+        assert md["modelspec.prediction_type"] == "v" and md["ss_zero_terminal_snr"] == "True"
+        assert md["modelspec.trigger_phrase"] == TRIGGER
         assert r.file_size < 300_000  # fp32 here; the default fp16 halves it
     diff_md = inspect_file(out / "pytorch_lora_weights.safetensors").metadata
     peft_md = json.loads(diff_md["lora_adapter_metadata"])
