@@ -31,40 +31,43 @@ def _race(engine, path: Path) -> list[int]:  # noqa: ANN001
     return wrote
 
 
-def test_a_missing_secret_is_created_beside_a_concurrent_write(tmp_path: Path) -> None:
+@pytest.fixture
+def racing(tmp_path: Path):  # noqa: ANN201
+    """``(engine, wrote)``: a migrated SQLite registry's engine on which, after the first read of
+    ``hub_secrets``, another connection writes and commits (``wrote`` says it did)."""
     from lorahub.registry.catalogue import Registry
-    from lorahub.registry.database import Sessions, make_engine
-    from lorahub.registry.hub.auth import load_secret
+    from lorahub.registry.database import make_engine
 
     path = tmp_path / "r.sqlite"
     with Registry(f"sqlite:///{path}") as reg:
         reg.ensure_schema()
     engine = make_engine(f"sqlite:///{path}")
-    wrote = _race(engine, path)
-    key = load_secret(Sessions(engine), "upload-url-key")
-    assert wrote and len(key) == 32
-    assert load_secret(Sessions(engine), "upload-url-key") == key  # read back, not made again
+    yield engine, _race(engine, path)
     engine.dispose()
 
 
-def test_the_race_is_real_for_an_insert_in_the_reading_transaction(tmp_path: Path) -> None:
+def test_a_missing_secret_is_created_beside_a_concurrent_write(racing) -> None:  # noqa: ANN001
+    from lorahub.registry.database import Sessions
+    from lorahub.registry.hub.auth import load_secret
+
+    engine, wrote = racing
+    key = load_secret(Sessions(engine), "upload-url-key")
+    assert wrote and len(key) == 32
+    assert load_secret(Sessions(engine), "upload-url-key") == key  # read back, not made again
+
+
+def test_the_race_is_real_for_an_insert_in_the_reading_transaction(racing) -> None:  # noqa: ANN001
     """What load_secret did before: the same race makes SQLite refuse the insert at once."""
     import secrets
 
     from sqlalchemy.exc import OperationalError
 
-    from lorahub.registry.catalogue import Registry
-    from lorahub.registry.database import Sessions, make_engine
+    from lorahub.registry.database import Sessions
     from lorahub.registry.hub.tables import HubSecret
 
-    path = tmp_path / "r.sqlite"
-    with Registry(f"sqlite:///{path}") as reg:
-        reg.ensure_schema()
-    engine = make_engine(f"sqlite:///{path}")
-    wrote = _race(engine, path)
+    engine, wrote = racing
     with Sessions(engine).read() as s, pytest.raises(OperationalError, match="database is locked"):
         assert s.get(HubSecret, "upload-url-key") is None
         s.add(HubSecret(name="upload-url-key", value=secrets.token_hex(32)))
         s.commit()
     assert wrote
-    engine.dispose()
