@@ -154,41 +154,69 @@ def _train(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
 
 @step("preview", "Hot-swap and blend: a weight grid of two adapters on one loaded pipeline, and a baked blend")
 def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
+    import numpy as np
+
+    from lorahub.base import drawing
+    from lorahub.base.resolve import resolve_base
     from lorahub.base.synthetic import make_adapter
     from lorahub.pipeline.blend import blend
     from lorahub.pipeline.grid import Cell, render_grid
     from lorahub.pipeline.live import LivePipeline
 
-    a = ctx.state.get("adapter") or make_adapter(ctx.workdir / "demo-style.safetensors", rank=4, seed=1)
-    b = ctx.state.get("adapter_kohya") or make_adapter(ctx.workdir / "demo-kohya.safetensors", rank=8, seed=2, fmt="kohya")
-    live = LivePipeline(ctx.state.get("base_path"), target_rank=16)  # >= 4 + 8: the cat blend fits a slot
-    live.add("style", a)
-    live.add("kohya", b)
+    base = ctx.state.get("base_path")
+    draws = drawing.is_drawing_ref(resolve_base(str(base) if base else None, download=False, build=False))
+    if draws:  # the default base draws: blend its shipped heart (a shape) and sunset (a colour scheme) LoRAs
+        from lorahub import world
+
+        by_concept = dict(zip(drawing.DEMO_CONCEPTS, drawing.demo_adapters(), strict=True))
+        a, b, names, steps = by_concept["heart"], by_concept["sunset"], ("heart", "sunset"), 12
+        scene = world.scenes(drawing.PREVIEW_SEED, 1, "concept", concept="heart")[0]
+        prompt = scene.caption.rsplit(", ", 1)[0] + ", sunset background"  # both trigger words
+    else:  # random weights (lorahub base build --seed N): two random adapters
+        a = ctx.state.get("adapter") or make_adapter(ctx.workdir / "demo-style.safetensors", rank=4, seed=1)
+        b = ctx.state.get("adapter_kohya") or make_adapter(ctx.workdir / "demo-kohya.safetensors", rank=8, seed=2,
+                                                           fmt="kohya")
+        names, steps, prompt = ("style", "kohya"), 2, "a lighthouse at dusk"
+    first, second = names
+    seen: dict[str, str] = {}
+
+    def judged(row: int, col: int, out: Any) -> None:
+        if draws:
+            from lorahub import world
+
+            v = world.judge(np.asarray(out.image))
+            seen[f"{first} {weights[col]:g}, {second} {weights[row]:g}"] = \
+                f"{v.shape or 'nothing'} on {v.background or 'an unknown background'}"
+
+    live = LivePipeline(base, target_rank=16)  # >= the two ranks: the cat blend fits a slot
+    live.add(first, a)
+    live.add(second, b)
     weights = (0.0, 1.0)
-    done = render_grid(live, "a lighthouse at dusk", [[Cell({"style": wa, "kohya": wb}) for wa in weights] for wb in weights],
-                       col_labels=[f"style {w:g}" for w in weights], row_labels=[f"kohya {w:g}" for w in weights],
-                       title="a lighthouse at dusk", seed=0, steps=2, width=64, height=64)
+    done = render_grid(live, prompt, [[Cell({first: wa, second: wb}) for wa in weights] for wb in weights],
+                       col_labels=[f"{first} {w:g}" for w in weights], row_labels=[f"{second} {w:g}" for w in weights],
+                       title=prompt, seed=0, steps=steps, width=64, height=64, on_image=judged)
     times = done.seconds
     grid_path = ctx.workdir / "blend-grid.png"
     done.image.save(grid_path)
 
-    # the same blend baked into one file (cat: exact), hot-swapped into the "style" slot
+    # the same blend baked into one file (cat: exact), hot-swapped into the first slot
     baked = blend([(a, 0.5), (b, 0.5)], method="cat", out=ctx.workdir / "blend-cat.safetensors")
-    live.set_weights({"style": 0.5, "kohya": 0.5})
-    stacked = live.render("a lighthouse at dusk", seed=0, steps=2, output_type="np").image
-    live.swap("style", baked.path)
-    live.set_weights({"style": 1.0}, exclusive=True)
-    single = live.render("a lighthouse at dusk", seed=0, steps=2, output_type="np").image
+    live.set_weights({first: 0.5, second: 0.5})
+    stacked = live.render(prompt, seed=0, steps=steps, output_type="np").image
+    live.swap(first, baked.path)
+    live.set_weights({first: 1.0}, exclusive=True)
+    single = live.render(prompt, seed=0, steps=steps, output_type="np").image
     diff = float(abs(stacked - single).max())
     stats = live.summary()["stats"]
     live.close()
     per = sum(times) / len(times)
+    said = f"; the judge saw {'; '.join(f'{k}: {v}' for k, v in seen.items())}" if seen else ""
     return (
-        f"{grid_path.name} (2x2 weights, {per:.2f} s per image), {Path(baked.path).name} (cat, rank {baked.rank}); "
-        f"baked vs stacked image: max difference {diff:.1e}; base loaded {stats['base_loads']} time, "
+        f"{grid_path.name} (2x2 weights, {per:.2f} s per image){said}; {Path(baked.path).name} (cat, rank "
+        f"{baked.rank}); baked vs stacked image: max difference {diff:.1e}; base loaded {stats['base_loads']} time, "
         f"{stats['hotswaps']} hot-swap(s)",
-        {"grid": str(grid_path), "blend": baked.path, "seconds_per_image": per, "max_pixel_difference": diff,
-         "stats": stats},
+        {"grid": str(grid_path), "prompt": prompt, "judged": seen, "blend": baked.path, "seconds_per_image": per,
+         "max_pixel_difference": diff, "stats": stats},
     )
 
 

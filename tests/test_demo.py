@@ -25,6 +25,11 @@ def test_demo_runs_every_step(embedded_home: Path, tmp_path: Path) -> None:
     assert steps["fingerprint"]["details"]["autov3"]
     assert steps["train"]["details"]["result"]["last_loss"] < steps["train"]["details"]["result"]["first_loss"]
     assert (tmp_path / "demo" / "blend-grid.png").stat().st_size > 0
+    # the blend grid on the default base (it draws): the shipped heart and sunset LoRAs, read back by the judge
+    blended = steps["preview"]["details"]["judged"]
+    assert blended["heart 1, sunset 0"].startswith("heart ") and not blended["heart 0, sunset 0"].startswith("heart ")
+    assert blended["heart 0, sunset 1"].endswith(" on sunset") and not blended["heart 0, sunset 0"].endswith(" on sunset")
+    assert steps["preview"]["details"]["max_pixel_difference"] < 1e-3  # the baked cat blend draws the same
     drawn = steps["drawing"]["details"]  # the heart LoRA on the drawing base, read back by the judge
     assert drawn["judged"]["0.0"].count("heart") <= 1 and drawn["judged"]["1.0"].count("heart") >= 3
     assert (tmp_path / "demo" / "drawing-grid.png").stat().st_size > 0
