@@ -34,8 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from benchkit import load_note, lorahub_cmd
+# As `lorahub index` runs (cli/commands/registry.py): one OpenBLAS thread, set before numpy loads. With numpy's
+# default threads the index's numpy work spins against its own hashing threads (+53% here, idle, 2026-12-05).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from benchkit import load_note, lorahub_cmd  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
