@@ -49,9 +49,10 @@ _RESULTS = TypeAdapter(list[SearchResult])
 
 #: Searches run in at most this many threads at once (per process): more only adds GIL contention
 #: and stretches the tail latency under load; SQLite and PostgreSQL work still overlaps Python work.
-#: Measured at 16 clients: 4 threads p99 53-65 ms; the default pool of 40 95 ms; 1 thread 138 ms;
-#: in the event loop 117-196 ms.
-SEARCH_THREADS = 4
+#: Measured at 16 clients (benchmarks/README.md): when searches cost more, 4 threads p99 53-65 ms, the default
+#: pool of 40 95 ms, 1 thread 138 ms, in the event loop 117-196 ms; with today's cheaper hybrid search (SQLite,
+#: 100k, idle 2 cores) 2 threads 44.0-49.7 ms, 3 57.5, 4 62.5-85.1, 1 59.2 (keyword: 34.7 with 2, 36.3 with 4).
+SEARCH_THREADS = 2
 _limiter: anyio.CapacityLimiter | None = None
 
 
