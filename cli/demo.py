@@ -156,6 +156,7 @@ def _train(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
 def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     import numpy as np
 
+    from lorahub import world
     from lorahub.base import drawing
     from lorahub.base.resolve import resolve_base
     from lorahub.base.synthetic import make_adapter
@@ -166,8 +167,6 @@ def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     base = ctx.state.get("base_path")
     draws = drawing.is_drawing_ref(resolve_base(str(base) if base else None, download=False, build=False))
     if draws:  # the default base draws: blend its shipped heart (a shape) and sunset (a colour scheme) LoRAs
-        from lorahub import world
-
         by_concept = dict(zip(drawing.DEMO_CONCEPTS, drawing.demo_adapters(), strict=True))
         a, b, names, steps = by_concept["heart"], by_concept["sunset"], ("heart", "sunset"), 12
         scene = world.scenes(drawing.PREVIEW_SEED, 1, "concept", concept="heart")[0]
@@ -181,12 +180,9 @@ def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     seen: dict[str, str] = {}
 
     def judged(row: int, col: int, out: Any) -> None:
-        if draws:
-            from lorahub import world
-
-            v = world.judge(np.asarray(out.image))
-            seen[f"{first} {weights[col]:g}, {second} {weights[row]:g}"] = \
-                f"{v.shape or 'nothing'} on {v.background or 'an unknown background'}"
+        v = world.judge(np.asarray(out.image))
+        seen[f"{first} {weights[col]:g}, {second} {weights[row]:g}"] = \
+            f"{v.shape or 'nothing'} on {v.background or 'an unknown background'}"
 
     live = LivePipeline(base, target_rank=16)  # >= the two ranks: the cat blend fits a slot
     live.add(first, a)
@@ -194,7 +190,7 @@ def _preview(ctx: DemoContext) -> tuple[str, dict[str, Any]]:
     weights = (0.0, 1.0)
     done = render_grid(live, prompt, [[Cell({first: wa, second: wb}) for wa in weights] for wb in weights],
                        col_labels=[f"{first} {w:g}" for w in weights], row_labels=[f"{second} {w:g}" for w in weights],
-                       title=prompt, seed=0, steps=steps, width=64, height=64, on_image=judged)
+                       title=prompt, seed=0, steps=steps, width=64, height=64, on_image=judged if draws else None)
     times = done.seconds
     grid_path = ctx.workdir / "blend-grid.png"
     done.image.save(grid_path)

@@ -451,14 +451,12 @@ def build_embedded(
 
 
 def _install_pretrained(folder: Path, family: str) -> None:
-    """Copy the shipped pretrained weights of ``family`` into the empty ``folder``, float16 tensors widened to
-    float32 (exactly: every float16 is a float32), so that a plain ``from_pretrained`` of the folder runs on a
-    CPU as every other embedded build does; with this model's marker (the drawing base's, renamed: ``id``/``name``
-    of the embedded model, ``"weights": "pretrained"``, ``source``)."""
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
+    """Copy the shipped pretrained weights of ``family`` into the empty ``folder`` (:func:`_copy_widened`), with
+    this model's marker (the drawing base's, renamed: ``id``/``name`` of the embedded model, ``"weights":
+    "pretrained"``, ``source``). A shipped file that cannot be read is a one-line :class:`BaseModelError`."""
+    from safetensors import SafetensorError
 
-    from ..adapters.header import read_header
+    from ..errors import LorahubError
     from . import drawing
 
     spec = model(family)
@@ -467,24 +465,39 @@ def _install_pretrained(folder: Path, family: str) -> None:
     for src in sorted(shipped.rglob("*")):
         if src.is_symlink() or not src.is_file() or src.name == MARKER:
             continue
-        dst = folder / src.relative_to(shipped)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix == ".safetensors":
-            meta = read_header(src).string_metadata() or None
-            tensors = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in load_file(src).items()}
-            save_file(tensors, dst, metadata=meta)
-        elif src.name == "config.json":  # transformers 5 loads a config's "dtype" as given: float32 now
-            config = json.loads(src.read_text(encoding="utf-8"))
-            for key in ("dtype", "torch_dtype"):
-                if config.get(key) == "float16":
-                    config[key] = "float32"
-            dst.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        else:
-            shutil.copyfile(src, dst)
+        try:
+            _copy_widened(src, folder / src.relative_to(shipped))
+        except (LorahubError, SafetensorError, ValueError) as exc:
+            raise BaseModelError(f"{drawing.DRAWING_ID}: the shipped {src.relative_to(shipped)} is unreadable "
+                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                                 hint="reinstall lorahub") from None
     marker = {**source, "format": MARKER_FORMAT, "id": spec.id, "name": spec.name, "family": spec.family,
-              "weights": "pretrained", "dtype": "float32", "source": drawing.DRAWING_ID,
-              "lorahub_version": __version__}
+              "weights": "pretrained", "source": drawing.DRAWING_ID, "lorahub_version": __version__}
     (folder / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _copy_widened(src: Path, dst: Path) -> None:
+    """Copy one file of a pipeline folder, float16 tensors widened to float32 (exactly: every float16 is a
+    float32) and a config's float16 ``dtype`` saying float32 (transformers 5 loads a model in its config's
+    dtype), so that a plain ``from_pretrained`` of the copy runs on a CPU as every other embedded build does."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from ..adapters.header import read_header
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.suffix == ".safetensors":
+        meta = read_header(src).string_metadata() or None
+        save_file({k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in load_file(src).items()},
+                  dst, metadata=meta)
+    elif src.name == "config.json":
+        config = json.loads(src.read_text(encoding="utf-8"))
+        for key in ("dtype", "torch_dtype"):
+            if config.get(key) == "float16":
+                config[key] = "float32"
+        dst.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    else:
+        shutil.copyfile(src, dst)
 
 
 def _seeded_components(seed: int, prefix: str, pipeline: str,

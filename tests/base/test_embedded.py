@@ -215,6 +215,34 @@ def test_an_interrupted_install_of_the_pretrained_weights_leaves_nothing(tmp_pat
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
+def test_an_unreadable_shipped_file_is_one_line_and_leaves_nothing(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken installation (a truncated shipped UNet): ``lorahub base build`` says so in one line, exit 1,
+    and nothing is left where the base would be."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from lorahub.base import drawing
+    from lorahub.cli.main import cli
+
+    broken = tmp_path / "shipped"
+    shutil.copytree(drawing.shipped_path(), broken)
+    unet = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    unet.write_bytes(unet.read_bytes()[: unet.stat().st_size // 2])
+    monkeypatch.setattr(drawing, "SHIPPED", broken)
+    monkeypatch.setenv("LORAHUB_HOME", str(tmp_path / "home"))
+    res = CliRunner().invoke(cli, ["base", "build"])
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0] == lines[-1], lines  # progress, then the error in one line
+    assert "the shipped unet/diffusion_pytorch_model.safetensors is unreadable" in errors[0], lines
+    assert "reinstall lorahub" in errors[0] and "Traceback" not in res.stderr
+    models = tmp_path / "home" / "models"
+    assert [p.name for p in models.iterdir() if not p.name.endswith(".lock")] == []
+
+
 def test_concurrent_builders_build_once(tmp_path: Path) -> None:
     target = tmp_path / EMBEDDED_NAME
     said: list[str] = []

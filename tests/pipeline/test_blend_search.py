@@ -2,9 +2,9 @@
 
 The honest test: the targets are made by a known stack (weights 0.7, 0.0, 0.3 of three clearly different
 adapters) and the search, which does not know them, must recover each within 0.1 and drop the unused
-adapter. It runs on an embedded SD 1.x build with random weights (``lorahub base build --seed 0``), so images
-it renders say nothing a denoising loss can read back (measured in docs/recipes.md: on renders of the known stack the loss is lower at 0.73/0.87/0.94 than at
-the true weights). The targets are therefore made in denoising-loss space: the known stack's predictions
+adapter. It runs on an embedded SD 1.x build with random weights (``lorahub base build --seed 0``), so
+images it renders say nothing a denoising loss can read back (measured in docs/recipes.md: on renders of the
+known stack the loss is lower at 0.73/0.87/0.94 than at the true weights). The targets are therefore made in denoising-loss space: the known stack's predictions
 on the search's own noisy latents of four real images (``reference``), so the loss is 0 at the true
 weights, and what is tested is that the objective, the optimiser and the L1 drop find them.
 """

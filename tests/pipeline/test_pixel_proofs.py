@@ -130,9 +130,9 @@ def _sunset_prompts(concept: str, n: int) -> list[str]:
 def test_blending_is_visible_and_a_baked_cat_blend_draws_the_same(live: Any, adapters: dict[str, Path],
                                                                  tmp_path: Path) -> None:
     """A shape (heart) and a colour scheme (sunset) stacked at weights 0, 0.5, 1 each. What the judge finds of
-    the sunset rises with its weight at every heart weight; the heart rises with its weight while the sunset is
-    off or at half weight (at full sunset weight the two adapters, trained apart on the same attention layers,
-    interfere: docs/drawing-base.md)."""
+    the sunset rises with its weight at every heart weight, and the heart with its weight at every sunset weight:
+    by at least half the captions while the sunset is off or at half weight, by less at full sunset weight (the
+    two adapters, trained apart on the same attention layers, interfere: docs/drawing-base.md)."""
     import numpy as np
 
     from lorahub.pipeline.blend import blend
