@@ -94,20 +94,12 @@ def _load(raw: Raw, viewer: int | None) -> Loaded:
     vectors = np.zeros((n, sk.VECTOR_DIM), dtype=np.float32)
     hashes = np.zeros((n, sk.PICKS), dtype=np.uint32)
     units = np.zeros((n, sk.PICKS, sk.K * sk.K), dtype=np.float16)
-    legacy: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         entries.append(Entry(r[0], r[1], sk.Facts(r[2], r[3], r[4], r[5]), r[6]))
         vec, ph, pu = sk.summary_parts(bytes(r[7]))
         vectors[i] = vec
-        if ph is None:
-            legacy.setdefault(r[1], []).append(i)
-        else:
+        if ph is not None:  # every row of the current sketch version has its picks
             hashes[i], units[i] = ph, pu
-    if legacy:  # rows stored before picks existed: picked from their whole sketches
-        for sha, s in _sketches(raw, list(legacy)).items():
-            ph, pu = sk.picks(s)
-            for i in legacy[sha]:
-                hashes[i], units[i] = ph, pu
     return Loaded(entries, vectors, hashes, units)
 
 

@@ -284,13 +284,21 @@ def sketch_row(sha256: str, data: bytes, now: datetime) -> dict[str, Any]:
 
 
 def write_sketches(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert sketches; a SHA-256 already sketched keeps its row (the same bytes give the same sketch)."""
+    """Insert sketches; a SHA-256 already sketched keeps its row (the same bytes give the same sketch) unless
+    that row is of another sketch version, which the new one replaces."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
     else:
         from sqlalchemy.dialects.sqlite import insert as upsert
     for part in chunks(rows, 200):
-        conn.execute(upsert(ADAPTER_SKETCHES).values(list(part)).on_conflict_do_nothing(index_elements=["sha256"]))
+        stmt = upsert(ADAPTER_SKETCHES).values(list(part))
+        new = stmt.excluded
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=["sha256"],
+            set_={"version": new.version, "modules": new.modules, "vector": new.vector, "data": new.data,
+                  "created_at": new.created_at},
+            where=ADAPTER_SKETCHES.c.version != new.version,
+        ))
 
 
 __all__ = [

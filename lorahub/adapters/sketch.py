@@ -1,12 +1,18 @@
 """A sketch of what an adapter does: its weight change ΔW, module by module, in a few bytes (numpy only).
 
 For a LoRA module ``ΔW = up · down · (alpha / rank)`` (a convolution's factors flattened to
-``[out, r]`` and ``[r, in·kh·kw]``) the sketch is ``Lᵀ · ΔW · R`` computed as ``(Lᵀ·up) · (down·R)``,
-never forming ΔW: ``L`` (``[out, K]``) and ``R`` (``[in, K]``) are Gaussian matrices seeded by the
-side's width alone, so every adapter of every layout, dtype and rank is projected the same way. By
-Johnson-Lindenstrauss the inner product of two sketches estimates the Frobenius inner product of the two
-ΔW. The exact Frobenius norm of each module (``trace((upᵀup)(down·downᵀ))``, a rank x rank product) is
-kept beside it: the **energy** that weights each module in :func:`compare`.
+``[out, r]`` and ``[r, in·kh·kw]``) the sketch is ``Lᵀ · ΔW[S, T] · R``: ``S`` and ``T`` are a seeded
+sample of :data:`SAMPLE` of the output rows and input columns (all of a side no wider), ``L`` and ``R``
+Gaussian projections of them to :data:`K` columns, all seeded by the side's width alone, so every adapter of
+every layout, dtype and rank is sketched the same way. The block ``ΔW[S, T] = up[S] · down[:, T]`` is
+formed from the sampled rows of ``up`` and columns of ``down`` alone: a sketch reads about
+``SAMPLE / width`` of each factor (a few percent of an SD 1.5 or SDXL LoRA), never the whole, which is what
+lets ``lorahub index`` sketch a file beside its hashes at almost no cost. By Johnson-Lindenstrauss the inner
+product of two sketches estimates the Frobenius inner product of the two blocks, and the block's norm,
+scaled by ``sqrt(out·in / (|S|·|T|))``, estimates ``‖ΔW‖_F``: the **energy** that weights each module in
+:func:`compare`. Copies of one ΔW (another dtype, layout or alpha, a rank padded or cut, a module subset)
+read the same rows and columns, so their sketches agree as their ΔW do; the sample makes the energies
+estimates (exact for modules no wider than :data:`SAMPLE`), the same estimate for every copy.
 
 Module names are normalised to one spelling (:func:`module_key`): the kohya spelling of the diffusers
 module path (``unet`` ``down_blocks_0_attentions_0_..._to_q``), whatever the file's layout (kohya,
@@ -38,9 +44,12 @@ from .formats import Module, analyze
 from .header import SafetensorsHeader, read_header
 
 #: Bumped when the projection or the serialisation changes (stored sketches of another version are ignored).
-VERSION = 1
+VERSION = 2
 #: Columns of the projections on each side: a module's sketch has K x K values.
 K = 4
+#: Rows and columns of each module's ΔW a sketch reads: a seeded sample of this many of each side (all of
+#: a side no wider).
+SAMPLE = 64
 #: Values of the adapter-wide vector.
 VECTOR_DIM = 64
 _MAGIC = b"LHS1"
@@ -119,11 +128,24 @@ def key_hash(key: str) -> int:
 # --------------------------------------------------------------------------- projections
 
 
-@lru_cache(maxsize=256)
-def _side(width: int, side: int) -> np.ndarray:
-    """The ``[width, K]`` Gaussian projection of one side (0: output, 1: input) of every layer that wide."""
+@lru_cache(maxsize=512)
+def _side(width: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices [m], projection [m, K] float64)`` of one side (0: output rows, 1: input columns) of every
+    layer that wide: a seeded sample of ``m = min(width, SAMPLE)`` sorted indices and a Gaussian
+    projection of them, scaled by ``sqrt(width / m) / sqrt(K)`` so that a sketch's squared norm estimates
+    the whole ΔW's without bias."""
     rng = np.random.default_rng([_SEED, side, width])
-    return rng.standard_normal((width, K)).astype(np.float64) / math.sqrt(K)
+    m = min(width, SAMPLE)
+    idx = np.arange(width) if m == width else np.sort(rng.choice(width, m, replace=False))
+    proj = rng.standard_normal((m, K)) * math.sqrt(width / m / K)
+    idx.flags.writeable = False
+    proj.flags.writeable = False
+    return idx, proj
+
+
+def _area(out: int, inp: int) -> float:
+    """``sqrt(out·in / (m_out·m_in))``: how the sampled block's norm scales to the whole ΔW's."""
+    return math.sqrt(out * inp / (min(out, SAMPLE) * min(inp, SAMPLE)))
 
 
 @lru_cache(maxsize=8192)
@@ -140,8 +162,17 @@ def _mixers(order: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([_mixer(h) for h in order]).astype(np.float64)
 
 
+def _block(block: np.ndarray, out: int, inp: int, scale: float) -> tuple[np.ndarray, float]:
+    """The sketch and estimated norm of ΔW from its sampled block ``ΔW[rows, cols]`` (unscaled)."""
+    left = _side(out, 0)[1]
+    right = _side(inp, 1)[1]
+    s = (left.T @ block @ right) * scale
+    return s.reshape(-1), float(np.linalg.norm(block)) * _area(out, inp) * abs(scale)
+
+
 def project_factors(up: np.ndarray, down: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, float]:
-    """``(Lᵀ·up·down·R·scale as K*K values, ‖up·down·scale‖_F)`` without forming ``up·down``.
+    """``(Lᵀ·ΔW[S, T]·R·scale as K*K values, estimated ‖ΔW·scale‖_F)`` for ``ΔW = up·down``, reading only the
+    sampled rows ``S`` of ``up`` and columns ``T`` of ``down`` (never forming ``up·down``).
 
     ``up`` is ``[out, r]`` (or ``[out, r, 1, 1]``), ``down`` ``[r, in]`` or ``[r, in, kh, kw]``.
     """
@@ -149,18 +180,17 @@ def project_factors(up: np.ndarray, down: np.ndarray, scale: float = 1.0) -> tup
     down = np.asarray(down, dtype=np.float64).reshape(down.shape[0], -1)
     if up.shape[1] != down.shape[0]:
         raise SketchError(f"factors do not chain: up {tuple(up.shape)}, down {tuple(down.shape)}")
-    left = _side(up.shape[0], 0).T @ up  # [K, r]
-    right = down @ _side(down.shape[1], 1)  # [r, K]
-    s = (left @ right) * scale
-    energy = float(np.einsum("ij,ij->", up.T @ up, down @ down.T)) * scale * scale
-    return s.reshape(-1), math.sqrt(max(energy, 0.0))
+    out, inp = up.shape[0], down.shape[1]
+    block = up[_side(out, 0)[0]] @ down[:, _side(inp, 1)[0]]
+    return _block(block, out, inp, scale)
 
 
 def project_dense(delta: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, float]:
     """The same for an update given whole (``[out, in, ...]``)."""
-    d = np.asarray(delta, dtype=np.float64).reshape(delta.shape[0], -1)
-    s = (_side(d.shape[0], 0).T @ d @ _side(d.shape[1], 1)) * scale
-    return s.reshape(-1), float(np.linalg.norm(d)) * abs(scale)
+    d = np.asarray(delta).reshape(delta.shape[0], -1)
+    out, inp = d.shape
+    block = np.asarray(d[_side(out, 0)[0]][:, _side(inp, 1)[0]], dtype=np.float64)
+    return _block(block, out, inp, scale)
 
 
 # --------------------------------------------------------------------------- the sketch
@@ -257,8 +287,8 @@ def summary(s: Sketch) -> bytes:
 
 
 def summary_parts(raw: bytes) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """``(vector, pick hashes or None, pick units or None)`` of a stored summary (rows written before picks
-    existed hold the vector alone)."""
+    """``(vector, pick hashes or None, pick units or None)`` of a stored summary (a row of another sketch
+    version holds the vector alone)."""
     vector = np.frombuffer(raw, "<f2", VECTOR_DIM)
     if len(raw) != SUMMARY_BYTES:
         return vector, None, None
@@ -292,25 +322,32 @@ def vector_of(raw: bytes) -> np.ndarray:
 
 def build(projected: dict[str, tuple[np.ndarray, float]], skipped: int = 0) -> Sketch:
     """A :class:`Sketch` from ``{module key: (K*K sketch, Frobenius norm)}``."""
-    by_hash: dict[int, tuple[np.ndarray, float]] = {}
-    for key, (s, norm) in projected.items():
-        h = key_hash(key)
-        if h in by_hash:  # two keys of one adapter on the same 32 bits: keep the first (vanishingly rare)
-            skipped += 1
-            continue
-        by_hash[h] = (s, norm)
-    order = sorted(by_hash)
-    n = len(order)
+    n = len(projected)
+    hashes = np.fromiter((key_hash(k) for k in projected), np.uint32, n)
+    raw = np.zeros((n, K * K)) if not n else np.stack([np.asarray(s, np.float64).reshape(-1) for s, _ in projected.values()])
+    given = np.fromiter((norm for _, norm in projected.values()), np.float64, n)
+    return _assemble(hashes, raw, given, skipped)
+
+
+def _assemble(hashes: np.ndarray, raw: np.ndarray, given: np.ndarray, skipped: int = 0) -> Sketch:
+    """A :class:`Sketch` from the key hashes, K*K sketches and norms of modules, first come first kept: a
+    later module on the same 32 bits (two keys of one adapter that collide: vanishingly rare) is skipped."""
+    order = np.argsort(hashes, kind="stable")
+    hashes, raw, given = hashes[order], raw[order], given[order]
+    first = np.ones(hashes.size, bool)
+    first[1:] = hashes[1:] != hashes[:-1]
+    skipped += int(hashes.size - np.count_nonzero(first))
+    hashes, raw, given = hashes[first], raw[first], given[first]
+    n = int(hashes.size)
     units = np.zeros((n, K * K), dtype=np.float64)
     norms = np.zeros(n, dtype=np.float64)
     if n:
-        raw = np.stack([np.asarray(by_hash[h][0], dtype=np.float64).reshape(-1) for h in order])
-        given = np.asarray([by_hash[h][1] for h in order], dtype=np.float64)
-        lengths = np.linalg.norm(raw, axis=1)
-        live = (lengths > 0) & (given > 0)
+        with np.errstate(invalid="ignore"):
+            lengths = np.linalg.norm(raw, axis=1)
+            live = (lengths > 0) & (given > 0)  # NaN is neither: a module of NaN weighs nothing
         units[live] = raw[live] / lengths[live, None]
         norms[live] = given[live]
-        mixers = _mixers(tuple(order))  # [n * K*K, VECTOR_DIM]
+        mixers = _mixers(tuple(hashes.tolist()))  # [n * K*K, VECTOR_DIM]
         vector = (norms[:, None] * units).reshape(-1) @ mixers
     else:
         vector = np.zeros(VECTOR_DIM)
@@ -318,7 +355,7 @@ def build(projected: dict[str, tuple[np.ndarray, float]], skipped: int = 0) -> S
     if length > 0:
         vector /= length
     return Sketch(
-        hashes=np.asarray(order, dtype=np.uint32),
+        hashes=hashes.astype(np.uint32),
         norms=norms.astype(np.float32),
         units=units.astype(np.float16),
         vector=vector.astype(np.float16),
@@ -334,73 +371,157 @@ READ_CHUNK = 1 << 20
 _OTHER_MAX = 256 * 1024 * 1024
 _FLOATS = frozenset(["F16", "BF16", "F32", "F64"])
 _ITEM = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+#: How the values of each dtype are read before conversion (BF16 as its bits).
+_CODE = {"F16": "<f2", "BF16": "<u2", "F32": "<f4", "F64": "<f8"}
+_UP, _DOWN, _KEEP = 0, 1, 2
+
+
 _F16_SCALE = np.float32(2.0**112)
 _F16_MASK = np.int32(~0x70000000)
-#: A batch's Gram trace from which it may hold a value of at least 2^16: no finite F16 value is that large.
-_F16_SUSPECT = float(2**32)
-_UP, _DOWN, _KEEP = 0, 1, 2
-#: Bytes a :class:`StreamSketch` gathers before it reduces the tensors they hold.
-WINDOW = 16 << 20
-#: Values converted and reduced at once (tensors of one role and shape): a float32 batch stays in cache.
-_BATCH = 1 << 18
 
 
-def floats(buf: Any, offset: int, count: int, dtype: str, *, check: bool = True) -> np.ndarray:
-    """``count`` little-endian values of the safetensors ``dtype`` at byte ``offset`` of ``buf`` as float32
-    (F32: a view of ``buf``, no copy).
+def _convert(raw: np.ndarray, dtype: str, to: Any = np.float64) -> np.ndarray:
+    """Values read with :data:`_CODE` as float64 (exactly: every float16, bfloat16 and float32 is one) or
+    ``to``.
 
-    F16 is converted by its bits, exactly: sign-extended to 32 bits and shifted into float32's place, the
-    three extra copies of the sign masked off, then multiplied by 2^112, which rebiases the exponent and
-    places subnormals too (3-4x numpy's ``astype``, which converts value by value). Infinities and NaN
-    (which would come out as values of at least 65536) go through ``astype``; ``check=False`` leaves that
-    to the caller (:class:`StreamSketch` looks at the Grams it computes anyway).
-    """
-    if dtype == "F32":
-        return np.frombuffer(buf, "<f4", count, offset)
-    if dtype == "F16":
-        v = np.frombuffer(buf, "<i2", count, offset).astype(np.int32)
-        v <<= 13
-        v &= _F16_MASK
-        f = v.view(np.float32)
-        f *= _F16_SCALE
-        if check and count and (f.max() >= 65536 or f.min() <= -65536):
-            return np.frombuffer(buf, "<f2", count, offset).astype(np.float32)
-        return f
-    if dtype == "BF16":
-        u = np.frombuffer(buf, "<u2", count, offset).astype(np.uint32)
-        u <<= 16
-        return u.view(np.float32)
-    if dtype == "F64":
-        return np.frombuffer(buf, "<f8", count, offset).astype(np.float32)
-    raise SketchError(f"dtype {dtype} is not a float")
+    float16 to float32 goes by the bits, exactly: sign-extended to 32 bits and shifted into float32's place,
+    the three extra copies of the sign masked off, then multiplied by 2^112, which rebiases the exponent
+    and places subnormals too (3-4x numpy's ``astype``, which converts value by value); infinities and NaN,
+    which come out as values of at least 2^16, go through ``astype``."""
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN stays NaN (its module then weighs nothing)
+        if dtype == "F16" and to is np.float32 and raw.size:
+            v = raw.view(np.int16).astype(np.int32)
+            v <<= 13
+            v &= _F16_MASK
+            f = v.view(np.float32)
+            f *= _F16_SCALE
+            if f.max() < 65536 and f.min() > -65536:
+                return f
+        if dtype == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32).astype(to, copy=False)
+        return raw.astype(to, copy=False)
 
 
-@lru_cache(maxsize=256)
-def _side32(width: int, side: int) -> np.ndarray:
-    """:func:`_side` in float32; the output side transposed (``[K, width]``), both contiguous."""
-    s = _side(width, side).astype(np.float32)
-    return np.ascontiguousarray(s.T) if side == 0 else s
+def floats(buf: Any, offset: int, count: int, dtype: str) -> np.ndarray:
+    """``count`` little-endian values of the safetensors ``dtype`` at byte ``offset`` of ``buf`` as float64."""
+    if dtype not in _CODE:
+        raise SketchError(f"dtype {dtype} is not a float")
+    return _convert(np.frombuffer(buf, _CODE[dtype], count, offset), dtype)
 
 
-class _Planned:
-    """One tensor the sketch reads: its byte range in the data region, dtype, 2-D shape, module slot, role."""
-
-    __slots__ = ("name", "begin", "end", "dtype", "shape", "slot", "role")
-
-    def __init__(self, t: Any, shape: tuple[int, int] | None, slot: int, role: int) -> None:
-        self.name = t.name
-        self.begin, self.end, self.dtype = t.begin, t.end, t.dtype
-        self.shape = shape
-        self.slot = slot
-        self.role = role
-
-
-def _reduce(x: np.ndarray, role: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(projections, Grams)`` of a batch of factors: ups ``[g, out, r]`` to ``Lᵀ·up`` ``[g, K, r]`` and
-    ``upᵀ·up``; downs ``[g, r, in]`` to ``down·R`` ``[g, r, K]`` and ``down·downᵀ``."""
+@lru_cache(maxsize=1024)
+def _wanted(role: int, rows: int, cols: int) -> np.ndarray:
+    """The element indices (row-major, sorted) a sketch reads of a ``[rows, cols]`` factor: the sampled rows
+    of an ``up`` (``role`` _UP, ``rows`` = out), the sampled columns of a ``down`` (``cols`` = in)."""
     if role == _UP:
-        return np.matmul(_side32(shape[0], 0), x), np.matmul(x.transpose(0, 2, 1), x)
-    return np.matmul(x, _side32(shape[1], 1)), np.matmul(x, x.transpose(0, 2, 1))
+        idx = (_side(rows, 0)[0][:, None] * cols + np.arange(cols)[None, :]).reshape(-1)
+    else:
+        idx = (np.arange(rows)[:, None] * cols + _side(cols, 1)[0][None, :]).reshape(-1)
+    idx.flags.writeable = False
+    return idx
+
+
+class _Group:
+    """The LoRA factors of one role, dtype and 2-D shape in a file: their data-region offsets (sorted) and
+    module slots, and what the sketch has gathered of each (:func:`_wanted`), filled as the data region
+    streams past: the factors a slice holds whole at once, a factor cut across slices byte by byte."""
+
+    __slots__ = ("role", "dtype", "shape", "item", "size", "wanted", "begins", "starts", "slots", "next", "got", "parts")
+
+    def __init__(self, key: tuple[int, str, tuple[int, int]], begins: list[int], slots: list[int]) -> None:
+        self.role, self.dtype, self.shape = key
+        self.item = _ITEM[self.dtype]
+        self.size = self.shape[0] * self.shape[1] * self.item
+        self.wanted = _wanted(self.role, *self.shape)
+        order = np.argsort(np.asarray(begins, np.int64), kind="stable")
+        self.begins = np.asarray(begins, np.int64)[order]
+        self.slots = np.asarray(slots, np.int64)[order]
+        self.starts: list[int] = self.begins.tolist()
+        self.next = 0  # the first member not yet fed whole
+        self.got: list[tuple[np.ndarray, np.ndarray]] = []  # (member indices, values [g, wanted] as read)
+        self.parts: dict[int, np.ndarray] = {}  # member -> bytes [wanted, item] of a factor cut across slices
+
+    def feed(self, view: Any, lo: int, hi: int) -> None:
+        """Bytes ``[lo, hi)`` of the data region (``view[0]`` is byte ``lo``), the next after those fed."""
+        starts, size, n = self.starts, self.size, len(self.starts)
+        k = self.next
+        if k >= n or starts[k] >= hi:
+            return
+        while k < n and starts[k] < lo:  # begun in an earlier slice
+            self._part(view, lo, hi, k)
+            k += 1
+        w0 = k
+        while k < n and starts[k] + size <= hi:  # whole in this one
+            k += 1
+        if k > w0:
+            self._whole(view, lo, w0, k)
+        while k < n and starts[k] < hi:  # begun in this one, going on in the next
+            self._part(view, lo, hi, k)
+            k += 1
+        k = self.next
+        while k < n and starts[k] + size <= hi:  # one size: the members end in the order they begin
+            k += 1
+        self.next = k
+
+    def _whole(self, view: Any, lo: int, w0: int, w1: int) -> None:
+        item = self.item
+        rel = self.begins[w0:w1] - lo
+        skews = rel % item
+        for skew in (int(skews[0]),) if skews.min() == skews.max() else np.unique(skews).tolist():
+            pick = np.arange(w0, w1) if skews.min() == skews.max() else np.arange(w0, w1)[skews == skew]
+            values = np.frombuffer(view, _CODE[self.dtype], (len(view) - skew) // item, skew)
+            idx = ((self.begins[pick] - lo - skew) // item)[:, None] + self.wanted[None, :]
+            self.got.append((pick, values.take(idx, mode="clip")))
+
+    def _part(self, view: Any, lo: int, hi: int, m: int) -> None:
+        """A factor cut across slices: its bytes gathered whole (a LoRA factor is at most a few MB), then its
+        wanted values taken from them."""
+        begin = int(self.begins[m])
+        got = self.parts.setdefault(m, bytearray())
+        got += view[max(begin, lo) - lo : min(begin + self.size, hi) - lo]
+        if begin + self.size <= hi:  # fed whole (the slices come in order)
+            del self.parts[m]
+            values = np.frombuffer(got, _CODE[self.dtype]).take(self.wanted)
+            self.got.append((np.asarray([m]), values.reshape(1, -1)))
+
+    def gathered(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(slots, float32 values [g, wanted])`` of the factors fed whole."""
+        if not self.got:
+            return np.zeros(0, np.int64), np.zeros((0, self.wanted.size), np.float32)
+        members = np.concatenate([m for m, _ in self.got]) if len(self.got) > 1 else self.got[0][0]
+        values = np.concatenate([v for _, v in self.got]) if len(self.got) > 1 else self.got[0][1]
+        return self.slots[members], _convert(values, self.dtype, np.float32)
+
+
+def _project_blocks(ups: np.ndarray, downs: np.ndarray, out: int, inp: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sketches ``[g, K*K]`` and estimated norms ``[g]`` (float64) of ``g`` modules of one shape from their
+    sampled factors (float32): ``ups`` ``[g, m_out, r]`` (``up[S]``), ``downs`` ``[g, r, m_in]``
+    (``down[:, T]``).
+
+    ``Lᵀ·up[S]`` ``[K, r]`` and ``down[:, T]·R`` ``[r, K]`` are chained per module (K x r x K); the block's
+    squared norm is ``trace((up[S]ᵀ·up[S])·(down[:, T]·down[:, T]ᵀ))`` where the two r x r Grams cost less
+    than forming the m_out x m_in block (low ranks), else the block's own."""
+    g, m_out, r = ups.shape
+    m_in = downs.shape[2]
+    left = np.matmul(_side32(out, 0).T, ups)  # [g, K, r]
+    right = np.matmul(downs, _side32(inp, 1))  # [g, r, K]
+    sketches = np.matmul(left, right).reshape(g, K * K).astype(np.float64)
+    if r * (m_out + m_in) < m_out * m_in:
+        gu = np.matmul(ups.transpose(0, 2, 1), ups)
+        gd = np.matmul(downs, downs.transpose(0, 2, 1))
+        energy = np.einsum("grs,grs->g", gu, gd, dtype=np.float64)
+    else:
+        block = np.matmul(ups, downs)
+        energy = np.einsum("gij,gij->g", block, block, dtype=np.float64)
+    return sketches, np.sqrt(np.maximum(energy, 0.0)) * _area(out, inp)
+
+
+@lru_cache(maxsize=512)
+def _side32(width: int, side: int) -> np.ndarray:
+    """:func:`_side`'s projection in float32."""
+    proj = _side(width, side)[1].astype(np.float32)
+    proj.flags.writeable = False
+    return proj
 
 
 class StreamSketch:
@@ -408,12 +529,12 @@ class StreamSketch:
 
     This is how ``lorahub index`` sketches a file inside its fingerprint pass
     (:func:`lorahub.adapters.fingerprint.fingerprint_record` ``sink=``): the bytes read once for the
-    hashes are also the sketch's, no second read. The slices are gathered in a window of up to
-    :data:`WINDOW` bytes (a whole 10 MB SD 1.5 LoRA is one window); then, for the tensors of one role and
-    shape at once, in cache-sized batches, each LoRA factor is converted to float32 and reduced: ``up`` to
-    ``Lᵀ·up`` and its Gram ``upᵀ·up``, ``down`` to ``down·R`` and ``down·downᵀ``; :meth:`result` chains
-    them. LyCORIS and full modules keep their tensors' bytes and are projected at the end. :meth:`update`
-    never raises: a failure is kept and raised by :meth:`result`.
+    hashes are also the sketch's, no second read. Of each LoRA factor only the values the sketch reads are
+    gathered (the sampled rows of ``up``, columns of ``down``: :data:`SAMPLE` of each side), straight from
+    the slice that holds them, the factors of one role, dtype and shape at once; nothing else is copied.
+    :meth:`result` chains them, the modules of one shape at once. LyCORIS and full modules keep their
+    tensors' bytes and are projected at the end. :meth:`update` never raises: a failure is kept and raised
+    by :meth:`result`.
     """
 
     def __init__(self, header: SafetensorsHeader, analysis: Any = None) -> None:
@@ -422,20 +543,22 @@ class StreamSketch:
         self.data_len = header.data_len
         self.pos = 0
         self.error: str | None = None
-        self._order: list[tuple[str, str, Any]] = []
-        self._scales: list[float] = []
-        self._kept: dict[str, bytes] = {}
-        self._out: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (role, slots, projections, Grams)
-        plan: list[_Planned] = []
+        self._order: list[tuple[str, str, Any]] = []  # (module key, "lora" | "other" | "skip", slot or module)
+        scales: list[float] = []
+        by_shapes: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}  # (up, down shape) -> slots
+        slot_at: list[int] = []  # per slot: its module's place in self._order
+        slot_hash: list[int] = []
+        factors: dict[tuple[int, str, tuple[int, int]], tuple[list[int], list[int]]] = {}
+        kept: list[tuple[int, int, str]] = []
         data_len = self.data_len
 
         def flat(t: Any) -> tuple[int, int] | None:
-            """The 2-D shape of a readable float tensor of at least 2 dimensions, else None."""
+            """The 2-D shape of a readable, non-empty float tensor of at least 2 dimensions, else None."""
             shape = t.shape
             if t.dtype not in _FLOATS or len(shape) < 2 or not 0 <= t.begin <= t.end <= data_len:
                 return None
             rest = math.prod(shape[1:])
-            if shape[0] * rest * _ITEM[t.dtype] != t.end - t.begin:
+            if not shape[0] * rest or shape[0] * rest * _ITEM[t.dtype] != t.end - t.begin:
                 return None
             return shape[0], rest
 
@@ -445,30 +568,39 @@ class StreamSketch:
             key = module_key(mod.name)
             p = mod.parts
             if mod.kind in ("lora", "cloneofsimo") and "mid" not in p and "up" in p and "down" in p:
-                us, ds = flat(p["up"]), flat(p["down"])
+                up, down = p["up"], p["down"]
+                us, ds = flat(up), flat(down)
                 if us is not None and ds is not None and us[1] == ds[0]:
-                    slot = len(self._scales)
-                    self._scales.append(mod.scale if mod.scale is not None else 1.0)
-                    plan += [_Planned(p["up"], us, slot, _UP), _Planned(p["down"], ds, slot, _DOWN)]
+                    slot = len(scales)
+                    scales.append(mod.scale if mod.scale is not None else 1.0)
+                    by_shapes.setdefault((us, ds), []).append(slot)
+                    slot_at.append(len(self._order))
+                    slot_hash.append(key_hash(key))
+                    for t, role, shape in ((up, _UP, us), (down, _DOWN, ds)):
+                        begins, slots = factors.setdefault((role, t.dtype, shape), ([], []))
+                        begins.append(t.begin)
+                        slots.append(slot)
                     self._order.append((key, "lora", slot))
-                else:
-                    self._order.append((key, "skip", None))
+                    continue
             elif mod.kind in ("loha", "lokr", "full") and sum(t.nbytes for t in p.values()) <= _OTHER_MAX:
-                plan += [_Planned(t, None, -1, _KEEP) for t in p.values()
+                kept += [(t.begin, t.end, t.name) for t in p.values()
                          if t.dtype in _FLOATS and t.expected_nbytes == t.nbytes and 0 <= t.begin <= t.end <= data_len]
                 self._order.append((key, "other", mod))
-            else:
-                self._order.append((key, "skip", None))
-        plan.sort(key=lambda t: t.begin)
-        self._plan = plan
-        self._next = 0
-        self._buf = bytearray()
-        self._base = 0  # data-region offset of self._buf[0]
+                continue
+            self._order.append((key, "skip", None))
+        self._groups = [_Group(k, *v) for k, v in factors.items()]
+        self._scales = np.asarray(scales, np.float64)
+        self._by_shapes = by_shapes
+        self._slot_at = np.asarray(slot_at, np.int64)
+        self._slot_hash = np.asarray(slot_hash, np.uint32)
+        kept.sort()
+        self._kept_plan = kept
+        self._kept: dict[str, bytearray] = {}
 
     @property
     def wanted(self) -> bool:
         """Whether any tensor is to be read (an adapter with none has nothing to sketch)."""
-        return bool(self._plan)
+        return bool(self._groups or self._kept_plan)
 
     @property
     def complete(self) -> bool:
@@ -477,130 +609,101 @@ class StreamSketch:
 
     def update(self, view: Any) -> None:
         """The next ``len(view)`` bytes of the data region."""
-        n = len(view)
+        lo = self.pos
+        hi = lo + len(view)
         if self.error is None:
             try:
-                if self._next < len(self._plan):
-                    if not self._buf:  # skip bytes before the next tensor wanted
-                        skip = min(n, max(0, self._plan[self._next].begin - self.pos))
-                        self._base = self.pos + skip
-                        view = view[skip:]
-                    self._buf += view
-                    if len(self._buf) >= WINDOW:
-                        self._flush()
+                for g in self._groups:
+                    g.feed(view, lo, hi)
+                for begin, end, name in self._kept_plan:
+                    if begin >= hi:
+                        break
+                    a, b = max(begin, lo), min(end, hi)
+                    if a < b:
+                        self._kept.setdefault(name, bytearray()).extend(view[a - lo : b - lo])
             except Exception as exc:  # noqa: BLE001 - kept for result()
                 self.error = str(exc) or type(exc).__name__
-        self.pos += n
-
-    def _flush(self) -> None:
-        """Reduce every planned tensor the window holds whole; keep the bytes from the first one it does not."""
-        buf, base = self._buf, self._base
-        end = base + len(buf)
-        plan = self._plan
-        i = self._next
-        groups: dict[tuple[int, str, tuple[int, int] | None], list[_Planned]] = {}
-        while i < len(plan) and plan[i].end <= end:
-            t = plan[i]
-            if t.role == _KEEP:
-                self._kept[t.name] = bytes(buf[t.begin - base : t.end - base])
-            else:
-                groups.setdefault((t.role, t.dtype, t.shape), []).append(t)
-            i += 1
-        self._next = i
-        if groups:
-            raw = np.frombuffer(buf, np.uint8)
-            for (role, dtype, shape), members in groups.items():
-                size = shape[0] * shape[1]
-                per = max(1, _BATCH // size)
-                for s in range(0, len(members), per):
-                    batch = members[s : s + per]
-                    if len(batch) == 1:
-                        flat_ = raw[batch[0].begin - base : batch[0].end - base]
-                    else:
-                        flat_ = np.concatenate([raw[t.begin - base : t.end - base] for t in batch])
-                    x = floats(flat_, 0, len(batch) * size, dtype, check=False).reshape(len(batch), *shape)
-                    proj, gram = _reduce(x, role, shape)
-                    if dtype == "F16" and np.einsum("gii->", gram) >= _F16_SUSPECT:
-                        # a value of at least 2^16 (an F16 infinity or NaN by bits): numpy's conversion, exactly
-                        x = np.frombuffer(flat_, "<f2").astype(np.float32).reshape(len(batch), *shape)
-                        proj, gram = _reduce(x, role, shape)
-                    slots = np.fromiter((t.slot for t in batch), np.int64, len(batch))
-                    self._out.append((role, slots, proj, gram))
-                    del x, flat_
-            del raw
-        keep_from = plan[i].begin if i < len(plan) else end
-        cut = min(max(0, keep_from - base), len(buf))
-        del buf[:cut]
-        self._base = base + cut
+        self.pos = hi
 
     def result(self) -> Sketch:
         """The sketch (raises :class:`SketchError` when the adapter cannot be sketched)."""
-        if self.error is None and self._plan and self.complete:
-            try:
-                self._flush()
-            except Exception as exc:  # noqa: BLE001 - reported below
-                self.error = str(exc) or type(exc).__name__
         if self.error is not None:
             raise SketchError(f"{self.path}: {self.error}")
-        if self._plan and not self.complete:
+        if self.wanted and not self.complete:
             raise SketchError(f"{self.path}: the sketch was fed {self.pos} of {self.data_len} bytes")
-        lora = self._chain()
-        projected: dict[str, tuple[np.ndarray, float]] = {}
-        skipped = 0
-        reader = _Kept(self._kept)
-        for key, kind, ref in self._order:
-            if key in projected:
-                skipped += 1
+        try:
+            slots, sketches, lora_norms = self._chain()
+        except Exception as exc:  # noqa: BLE001 - one line for the caller
+            raise SketchError(f"{self.path}: {exc or type(exc).__name__}") from None
+        at, hashes, raws, norms = [self._slot_at[slots]], [self._slot_hash[slots]], [sketches], [lora_norms]
+        reader = _Kept({name: bytes(b) for name, b in self._kept.items()})
+        for i, (key, kind, ref) in enumerate(self._order):
+            if kind != "other":
                 continue
-            got = None
-            if kind == "lora":
-                got = lora.get(ref)
-            elif kind == "other":
-                try:
-                    got = _module(reader, ref)
-                except (ValueError, SketchError):
-                    got = None
-            if got is None:
-                skipped += 1
-                continue
-            projected[key] = got
-        if not projected:
+            try:
+                got = _module(reader, ref)
+            except (ValueError, SketchError):
+                got = None
+            if got is not None:
+                at.append(np.asarray([i]))
+                hashes.append(np.asarray([key_hash(key)], np.uint32))
+                raws.append(np.asarray(got[0], np.float64).reshape(1, -1))
+                norms.append(np.asarray([got[1]]))
+        where = np.concatenate(at)
+        if not where.size:
             raise SketchError(f"{self.path}: no LoRA module to sketch")
-        return build(projected, skipped)
+        first = np.argsort(where, kind="stable")  # in the file's module order: the first of a key is kept
+        return _assemble(np.concatenate(hashes)[first], np.concatenate(raws)[first], np.concatenate(norms)[first],
+                         len(self._order) - int(where.size))
 
-    def _chain(self) -> dict[int, tuple[np.ndarray, float]]:
-        """``{slot: (K*K sketch, norm)}`` of the LoRA modules: ``(Lᵀ·up)·(down·R)`` and ``trace(Gu·Gd)``."""
-        by_rank: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        for role, slots, proj, gram in self._out:
-            by_rank.setdefault((role, gram.shape[1]), []).append((slots, proj, gram))
-        out: dict[int, tuple[np.ndarray, float]] = {}
-        scales = np.asarray(self._scales, dtype=np.float64)
-        for (role, r), ups in by_rank.items():
-            if role != _UP or (_DOWN, r) not in by_rank:
+    def _chain(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(slots, K*K sketches, estimated norms)`` of the LoRA modules fed whole: the sampled block
+        ``up[S]·down[:, T]`` projected, the modules of one shape at once."""
+        nslots = len(self._scales)
+        parts: dict[tuple[int, tuple[int, int]], list[tuple[np.ndarray, np.ndarray]]] = {}
+        for g in self._groups:
+            parts.setdefault((g.role, g.shape), []).append(g.gathered())
+        rows_of: dict[tuple[int, tuple[int, int]], tuple[np.ndarray, np.ndarray]] = {}
+        for key, ps in parts.items():  # per (role, shape): the values of every slot fed, and where each slot's are
+            where = np.full(nslots, -1, np.int64)
+            slots = np.concatenate([p[0] for p in ps]) if len(ps) > 1 else ps[0][0]
+            where[slots] = np.arange(slots.size)
+            rows_of[key] = (where, np.concatenate([p[1] for p in ps]) if len(ps) > 1 else ps[0][1])
+        out_slots: list[np.ndarray] = []
+        out_sk: list[np.ndarray] = []
+        out_norms: list[np.ndarray] = []
+        for (us, ds), slot_list in self._by_shapes.items():
+            if (_UP, us) not in rows_of or (_DOWN, ds) not in rows_of:
                 continue
+            wu, vu = rows_of[(_UP, us)]
+            wd, vd = rows_of[(_DOWN, ds)]
+            slots = np.asarray(slot_list, dtype=np.int64)
+            slots = slots[(wu[slots] >= 0) & (wd[slots] >= 0)]  # both factors fed (a complete feed has all)
+            if not slots.size:
+                continue
+            rows, r = us
+            cols = ds[1]
+            ups = _rows(vu, wu[slots]).reshape(slots.size, -1, r)  # [g, m_out, r]
+            downs = _rows(vd, wd[slots]).reshape(slots.size, r, -1)  # [g, r, m_in]
+            sc = self._scales[slots]
             with np.errstate(invalid="ignore", over="ignore"):  # a NaN module weighs nothing (build)
-                self._chain_rank(ups, by_rank[(_DOWN, r)], scales, out)
-        return out
+                sk_, norms = _project_blocks(ups, downs, rows, cols)
+                sk_ *= sc[:, None]
+                norms *= np.abs(sc)
+            out_slots.append(slots)
+            out_sk.append(sk_)
+            out_norms.append(norms)
+        if not out_slots:
+            return np.zeros(0, np.int64), np.zeros((0, K * K)), np.zeros(0)
+        return np.concatenate(out_slots), np.concatenate(out_sk), np.concatenate(out_norms)
 
-    @staticmethod
-    def _chain_rank(ups: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    downs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], scales: np.ndarray,
-                    out: dict[int, tuple[np.ndarray, float]]) -> None:
-        """:meth:`_chain` for the factors of one rank."""
-        su = np.concatenate([u[0] for u in ups])
-        sd = np.concatenate([d[0] for d in downs])
-        common, iu, id_ = np.intersect1d(su, sd, assume_unique=True, return_indices=True)
-        if not common.size:
-            return
-        left = np.concatenate([u[1] for u in ups])[iu]
-        right = np.concatenate([d[1] for d in downs])[id_]
-        gu = np.concatenate([u[2] for u in ups])[iu].astype(np.float64)
-        gd = np.concatenate([d[2] for d in downs])[id_].astype(np.float64)
-        sc = scales[common]
-        sk_ = np.matmul(left, right).astype(np.float64).reshape(common.size, -1) * sc[:, None]
-        norms = np.sqrt(np.maximum(np.einsum("gij,gij->g", gu, gd) * sc * sc, 0.0))
-        for g, slot in enumerate(common.tolist()):
-            out[slot] = (sk_[g], float(norms[g]))
+
+def _rows(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``values[idx]``, without a copy when ``idx`` takes every row in order (as a file of one module shape
+    gives)."""
+    if idx.size == values.shape[0] and (idx.size == 0 or (idx[0] == 0 and np.all(np.diff(idx) == 1))):
+        return values
+    return values[idx]
 
 
 class _Kept:
@@ -612,7 +715,7 @@ class _Kept:
     def get(self, mod: Module, part: str) -> np.ndarray:
         t = mod.parts[part]
         raw = self.kept.get(t.name)
-        if raw is None:
+        if raw is None or len(raw) != t.nbytes:
             raise SketchError(f"tensor '{t.name}' cannot be read")
         return floats(raw, 0, t.numel, t.dtype).reshape(t.shape)
 

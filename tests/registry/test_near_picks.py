@@ -1,8 +1,7 @@
 """`dupes --near` candidates from module picks (issue 18): a module subset keeping little of the original's
 energy has a low vector cosine (sqrt of the share it keeps), which neither the exact product nor the
 hashed vectors reach; the picks (min-hashing over module names, keyed by the signs of the picked module's
-unit sketch) do, and unrelated adapters of one layout stay apart. Rows stored before picks existed are
-picked from their whole sketches."""
+unit sketch) do, and unrelated adapters of one layout stay apart."""
 
 from __future__ import annotations
 
@@ -74,11 +73,3 @@ def test_near_dupes_pairs_the_subset_and_picks_rows_stored_without_picks(registr
     assert groups() == [["a0", "a1"]]
     got = registry.near_dupes()[0].members[0]
     assert "module-subset" in got.relations and got.coverage == 1.0
-    # rows written before picks existed hold the vector alone: picked from their whole sketches
-    from sqlalchemy import text
-
-    with registry.writing() as conn:
-        for i in (o, s):
-            conn.execute(text("UPDATE adapter_sketches SET vector = :v WHERE sha256 = :s"),
-                         {"v": sketches[i].vector.astype("<f2").tobytes(), "s": f"{i:064x}"})
-    assert groups() == [["a0", "a1"]]

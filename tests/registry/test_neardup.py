@@ -107,6 +107,30 @@ def test_unchanged_files_without_sketches_are_sketched_on_the_next_index(registr
     assert len(registry.near_dupes()) == N
 
 
+def test_sketches_of_an_older_version_are_replaced_on_the_next_index(registry, generated) -> None:  # noqa: ANN001
+    """A registry holding sketches of an older sketch version (another projection: never compared with the
+    current ones) gets current ones from a re-index of the unchanged folder, once: the next index has
+    nothing left to sketch."""
+    from sqlalchemy import text
+
+    from lorahub.adapters.sketch import VERSION
+
+    folder, truth = generated
+    registry.index_paths([folder])
+    with registry.writing() as conn:
+        conn.execute(text("UPDATE adapter_sketches SET version = :v"), {"v": VERSION - 1})
+    assert registry.near_dupes() == []
+    registry.index_paths([folder])
+    with registry.reading() as raw:
+        assert raw.all("SELECT count(*) FROM adapter_sketches WHERE version = :v", {"v": VERSION})[0][0] == len(truth)
+    assert len(registry.near_dupes()) == N
+    from lorahub.registry.sources import folders
+
+    with registry.reading() as raw:
+        stored = folders._stored(raw)
+    assert len(stored) == len(truth) and folders._unsketched(registry, stored) == []
+
+
 def test_independent_adapters_are_not_duplicates(generated, tmp_path: Path) -> None:  # noqa: ANN001
     from lorahub.adapters.sketch import compare, sketch_file
 
