@@ -426,7 +426,8 @@ class _Group:
     module slots, and what the sketch has gathered of each (:func:`_wanted`), filled as the data region
     streams past: the factors a slice holds whole at once, a factor cut across slices byte by byte."""
 
-    __slots__ = ("role", "dtype", "shape", "item", "size", "wanted", "begins", "starts", "slots", "next", "got", "parts")
+    __slots__ = ("role", "dtype", "shape", "item", "size", "wanted", "begins", "starts", "slots", "next", "got", "parts",
+                 "phase", "elems")
 
     def __init__(self, key: tuple[int, str, tuple[int, int]], begins: list[int], slots: list[int]) -> None:
         self.role, self.dtype, self.shape = key
@@ -437,8 +438,12 @@ class _Group:
         self.begins = np.asarray(begins, np.int64)[order]
         self.slots = np.asarray(slots, np.int64)[order]
         self.starts: list[int] = self.begins.tolist()
+        phases = self.begins % self.item
+        # the byte phase every member begins at (-1: they differ), and each member's first value's index
+        self.phase = int(phases[0]) if phases.size and (phases == phases[0]).all() else -1
+        self.elems = self.begins // self.item
         self.next = 0  # the first member not yet fed whole
-        self.got: list[tuple[np.ndarray, np.ndarray]] = []  # (member indices, values [g, wanted] as read)
+        self.got: list[tuple[Any, np.ndarray]] = []  # (members: a slice or indices, values [g, wanted] as read)
         self.parts: dict[int, np.ndarray] = {}  # member -> bytes [wanted, item] of a factor cut across slices
 
     def feed(self, view: Any, lo: int, hi: int) -> None:
@@ -465,12 +470,17 @@ class _Group:
 
     def _whole(self, view: Any, lo: int, w0: int, w1: int) -> None:
         item = self.item
-        rel = self.begins[w0:w1] - lo
-        skews = rel % item
-        for skew in (int(skews[0]),) if skews.min() == skews.max() else np.unique(skews).tolist():
-            pick = np.arange(w0, w1) if skews.min() == skews.max() else np.arange(w0, w1)[skews == skew]
+        if self.phase >= 0:  # every member begins at one byte phase (as good as always): one gather
+            skew = (self.phase - lo) % item
             values = np.frombuffer(view, _CODE[self.dtype], (len(view) - skew) // item, skew)
-            idx = ((self.begins[pick] - lo - skew) // item)[:, None] + self.wanted[None, :]
+            idx = (self.elems[w0:w1] - (lo + skew) // item)[:, None] + self.wanted
+            self.got.append((slice(w0, w1), values.take(idx, mode="clip")))
+            return
+        skews = (self.begins[w0:w1] - lo) % item
+        for skew in np.unique(skews).tolist():
+            pick = np.arange(w0, w1)[skews == skew]
+            values = np.frombuffer(view, _CODE[self.dtype], (len(view) - skew) // item, skew)
+            idx = ((self.begins[pick] - lo - skew) // item)[:, None] + self.wanted
             self.got.append((pick, values.take(idx, mode="clip")))
 
     def _part(self, view: Any, lo: int, hi: int, m: int) -> None:
@@ -482,29 +492,29 @@ class _Group:
         if begin + self.size <= hi:  # fed whole (the slices come in order)
             del self.parts[m]
             values = np.frombuffer(got, _CODE[self.dtype]).take(self.wanted)
-            self.got.append((np.asarray([m]), values.reshape(1, -1)))
+            self.got.append((slice(m, m + 1), values.reshape(1, -1)))
 
     def gathered(self) -> tuple[np.ndarray, np.ndarray]:
         """``(slots, float32 values [g, wanted])`` of the factors fed whole."""
         if not self.got:
             return np.zeros(0, np.int64), np.zeros((0, self.wanted.size), np.float32)
-        members = np.concatenate([m for m, _ in self.got]) if len(self.got) > 1 else self.got[0][0]
+        slots = np.concatenate([self.slots[m] for m, _ in self.got]) if len(self.got) > 1 else self.slots[self.got[0][0]]
         values = np.concatenate([v for _, v in self.got]) if len(self.got) > 1 else self.got[0][1]
-        return self.slots[members], _convert(values, self.dtype, np.float32)
+        return slots, _convert(values, self.dtype, np.float32)
 
 
-def _project_blocks(ups: np.ndarray, downs: np.ndarray, out: int, inp: int) -> tuple[np.ndarray, np.ndarray]:
-    """The sketches ``[g, K*K]`` and estimated norms ``[g]`` (float64) of ``g`` modules of one shape from their
-    sampled factors (float32): ``ups`` ``[g, m_out, r]`` (``up[S]``), ``downs`` ``[g, r, m_in]``
-    (``down[:, T]``).
+def _project_blocks(ups: np.ndarray, downs: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sketches ``[g, K*K]`` and estimated norms ``[g]`` (float64) of ``g`` modules from their sampled
+    factors (float32): ``ups`` ``[g, m_out, r]`` (``up[S]``), ``downs`` ``[g, r, m_in]`` (``down[:, T]``);
+    ``widths`` ``[g, 2]``: each module's output and input width (which seed its projections).
 
     ``Lᵀ·up[S]`` ``[K, r]`` and ``down[:, T]·R`` ``[r, K]`` are chained per module (K x r x K); the block's
     squared norm is ``trace((up[S]ᵀ·up[S])·(down[:, T]·down[:, T]ᵀ))`` where the two r x r Grams cost less
     than forming the m_out x m_in block (low ranks), else the block's own."""
     g, m_out, r = ups.shape
     m_in = downs.shape[2]
-    left = np.matmul(_side32(out, 0).T, ups)  # [g, K, r]
-    right = np.matmul(downs, _side32(inp, 1))  # [g, r, K]
+    left = np.matmul(_projections(widths[:, 0], 0).transpose(0, 2, 1), ups)  # [g, K, r]
+    right = np.matmul(downs, _projections(widths[:, 1], 1))  # [g, r, K]
     sketches = np.matmul(left, right).reshape(g, K * K).astype(np.float64)
     if r * (m_out + m_in) < m_out * m_in:
         gu = np.matmul(ups.transpose(0, 2, 1), ups)
@@ -513,7 +523,17 @@ def _project_blocks(ups: np.ndarray, downs: np.ndarray, out: int, inp: int) -> t
     else:
         block = np.matmul(ups, downs)
         energy = np.einsum("gij,gij->g", block, block, dtype=np.float64)
-    return sketches, np.sqrt(np.maximum(energy, 0.0)) * _area(out, inp)
+    area = np.sqrt(widths[:, 0] * widths[:, 1] / (np.minimum(widths[:, 0], SAMPLE) * np.minimum(widths[:, 1], SAMPLE)))
+    return sketches, np.sqrt(np.maximum(energy, 0.0)) * area
+
+
+def _projections(widths: np.ndarray, side: int) -> np.ndarray:
+    """The float32 projections ``[g, m, K]`` of one side of modules of these widths (all sampling ``m``)."""
+    first = int(widths[0])
+    if np.all(widths == first):
+        return np.broadcast_to(_side32(first, side), (widths.size, *_side32(first, side).shape))
+    unique, inverse = np.unique(widths, return_inverse=True)
+    return np.stack([_side32(int(w), side) for w in unique])[inverse]
 
 
 @lru_cache(maxsize=512)
@@ -545,7 +565,8 @@ class StreamSketch:
         self.error: str | None = None
         self._order: list[tuple[str, str, Any]] = []  # (module key, "lora" | "other" | "skip", slot or module)
         scales: list[float] = []
-        by_shapes: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}  # (up, down shape) -> slots
+        by_sample: dict[tuple[int, int, int], list[int]] = {}  # (m_out, rank, m_in) -> slots
+        widths: list[tuple[int, int]] = []  # per slot: (out, in)
         slot_at: list[int] = []  # per slot: its module's place in self._order
         slot_hash: list[int] = []
         factors: dict[tuple[int, str, tuple[int, int]], tuple[list[int], list[int]]] = {}
@@ -573,7 +594,8 @@ class StreamSketch:
                 if us is not None and ds is not None and us[1] == ds[0]:
                     slot = len(scales)
                     scales.append(mod.scale if mod.scale is not None else 1.0)
-                    by_shapes.setdefault((us, ds), []).append(slot)
+                    by_sample.setdefault((min(us[0], SAMPLE), us[1], min(ds[1], SAMPLE)), []).append(slot)
+                    widths.append((us[0], ds[1]))
                     slot_at.append(len(self._order))
                     slot_hash.append(key_hash(key))
                     for t, role, shape in ((up, _UP, us), (down, _DOWN, ds)):
@@ -590,7 +612,8 @@ class StreamSketch:
             self._order.append((key, "skip", None))
         self._groups = [_Group(k, *v) for k, v in factors.items()]
         self._scales = np.asarray(scales, np.float64)
-        self._by_shapes = by_shapes
+        self._by_sample = by_sample
+        self._widths = np.asarray(widths, np.int64).reshape(-1, 2)
         self._slot_at = np.asarray(slot_at, np.int64)
         self._slot_hash = np.asarray(slot_hash, np.uint32)
         kept.sort()
@@ -658,13 +681,20 @@ class StreamSketch:
 
     def _chain(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(slots, K*K sketches, estimated norms)`` of the LoRA modules fed whole: the sampled block
-        ``up[S]·down[:, T]`` projected, the modules of one shape at once."""
+        ``up[S]·down[:, T]`` projected, the modules of one sampled shape (``m_out``, rank, ``m_in``) at once
+        whatever their widths (an SD 1.5 LoRA is one such batch)."""
         nslots = len(self._scales)
-        parts: dict[tuple[int, tuple[int, int]], list[tuple[np.ndarray, np.ndarray]]] = {}
+        parts: dict[tuple[int, int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
         for g in self._groups:
-            parts.setdefault((g.role, g.shape), []).append(g.gathered())
-        rows_of: dict[tuple[int, tuple[int, int]], tuple[np.ndarray, np.ndarray]] = {}
-        for key, ps in parts.items():  # per (role, shape): the values of every slot fed, and where each slot's are
+            slots, values = g.gathered()
+            rows, cols = g.shape
+            if g.role == _UP:  # [n, m_out, r]
+                key = (_UP, min(rows, SAMPLE), cols)
+            else:  # [n, r, m_in]
+                key = (_DOWN, rows, min(cols, SAMPLE))
+            parts.setdefault(key, []).append((slots, values.reshape(len(slots), key[1], key[2])))
+        rows_of: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for key, ps in parts.items():  # the values of every slot fed, and where each slot's are
             where = np.full(nslots, -1, np.int64)
             slots = np.concatenate([p[0] for p in ps]) if len(ps) > 1 else ps[0][0]
             where[slots] = np.arange(slots.size)
@@ -672,22 +702,19 @@ class StreamSketch:
         out_slots: list[np.ndarray] = []
         out_sk: list[np.ndarray] = []
         out_norms: list[np.ndarray] = []
-        for (us, ds), slot_list in self._by_shapes.items():
-            if (_UP, us) not in rows_of or (_DOWN, ds) not in rows_of:
+        widths = self._widths
+        for (m_out, r, m_in), slot_list in self._by_sample.items():
+            if (_UP, m_out, r) not in rows_of or (_DOWN, r, m_in) not in rows_of:
                 continue
-            wu, vu = rows_of[(_UP, us)]
-            wd, vd = rows_of[(_DOWN, ds)]
+            wu, vu = rows_of[(_UP, m_out, r)]
+            wd, vd = rows_of[(_DOWN, r, m_in)]
             slots = np.asarray(slot_list, dtype=np.int64)
             slots = slots[(wu[slots] >= 0) & (wd[slots] >= 0)]  # both factors fed (a complete feed has all)
             if not slots.size:
                 continue
-            rows, r = us
-            cols = ds[1]
-            ups = _rows(vu, wu[slots]).reshape(slots.size, -1, r)  # [g, m_out, r]
-            downs = _rows(vd, wd[slots]).reshape(slots.size, r, -1)  # [g, r, m_in]
             sc = self._scales[slots]
             with np.errstate(invalid="ignore", over="ignore"):  # a NaN module weighs nothing (build)
-                sk_, norms = _project_blocks(ups, downs, rows, cols)
+                sk_, norms = _project_blocks(_rows(vu, wu[slots]), _rows(vd, wd[slots]), widths[slots])
                 sk_ *= sc[:, None]
                 norms *= np.abs(sc)
             out_slots.append(slots)
