@@ -14,6 +14,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import families as fam
 from .header import SafetensorsHeader, TensorInfo, _short, read_scalars
@@ -95,30 +96,54 @@ DOTTED_PREFIXES = {
 }
 
 
+#: The suffixes by their number of dot-separated segments, most first (a longer matching suffix has at least
+#: as many; two matching suffixes are tails of one name, so the one with more segments is the longer).
+_SUFFIX_BY_SEGMENTS: list[tuple[int, dict[str, str]]] = sorted(
+    {n: {sfx: part for sfx, part in _SUFFIXES if sfx.count(".") == n} for n in {sfx.count(".") for sfx, _ in _SUFFIXES}}.items(),
+    reverse=True,
+)
+
+
+@lru_cache(maxsize=1 << 16)  # the files of a library share their tensor names
 def split_key(name: str) -> tuple[str, str] | None:
-    """``(module, part)`` of a tensor key, or None for a key lorahub does not know."""
-    m = _CLONEOFSIMO.match(name)
-    if m:
-        return f"{m.group(1)}:{m.group(2)}", m.group(3)
-    m = _ATTNPROC.match(name)
-    if m:
-        return m.group(1), m.group(2)
-    for suffix, part in _SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], part
+    """``(module, part)`` of a tensor key, or None for a key lorahub does not know (the longest suffix of
+    :data:`_SUFFIXES` it ends with, after a non-empty module name)."""
+    if ":" in name:
+        m = _CLONEOFSIMO.match(name)
+        if m:
+            return f"{m.group(1)}:{m.group(2)}", m.group(3)
+    if ".processor." in name:
+        m = _ATTNPROC.match(name)
+        if m:
+            return m.group(1), m.group(2)
+    for segments, table in _SUFFIX_BY_SEGMENTS:
+        cut = len(name)
+        for _ in range(segments):
+            cut = name.rfind(".", 0, cut)
+            if cut < 0:
+                break
+        if cut > 0:
+            part = table.get(name[cut:])
+            if part is not None:
+                return name[:cut], part
     return None
+
+
+_KOHYA_LONGEST_FIRST = sorted(KOHYA_PREFIXES, key=len, reverse=True)
+_DOTTED_LONGEST_FIRST = sorted(DOTTED_PREFIXES, key=len, reverse=True)
+_DIT_BLOCKS = re.compile(r"(double_blocks|single_blocks|joint_blocks)")
 
 
 def component_of(module: str) -> str:
     if ":" in module:
         return "unet" if module.startswith("unet:") else "text_encoder"
-    for prefix in sorted(KOHYA_PREFIXES, key=len, reverse=True):
+    for prefix in _KOHYA_LONGEST_FIRST:
         if module.startswith(prefix):
             comp = KOHYA_PREFIXES[prefix]
-            if comp == "unet" and re.search(r"(double_blocks|single_blocks|joint_blocks)", module):
+            if comp == "unet" and _DIT_BLOCKS.search(module):
                 return "transformer"
             return comp
-    for prefix in sorted(DOTTED_PREFIXES, key=len, reverse=True):
+    for prefix in _DOTTED_LONGEST_FIRST:
         if module.startswith(prefix):
             return DOTTED_PREFIXES[prefix]
     return "unknown"

@@ -229,11 +229,13 @@ def _plausible_header(head: bytes, file_size: int) -> bool:
 
 
 def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # a key given twice: name the first one repeated
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
     return out
 
 
@@ -323,6 +325,20 @@ def _short(text: str, limit: int = 160) -> str:
 
 
 def _tensor_info(name: str, entry: object, problems: list[str]) -> TensorInfo | None:
+    """The entry of tensor ``name``, or None with its problem appended to ``problems``."""
+    if type(entry) is dict and len(entry) == 3:  # the well-formed entry, checked at once
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if (type(dtype) is str and dtype in DTYPE_BITS and type(shape) is list and len(shape) <= 16
+                and type(offsets) is list and len(offsets) == 2):
+            begin, end = offsets
+            if (type(begin) is int and type(end) is int and 0 <= begin <= end <= MAX_U64
+                    and all(type(d) is int and 0 <= d <= MAX_U64 for d in shape)):
+                return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), begin=begin, end=end)
+    return _tensor_info_checked(name, entry, problems)
+
+
+def _tensor_info_checked(name: str, entry: object, problems: list[str]) -> TensorInfo | None:
+    """:func:`_tensor_info` check by check, each with its own message (what a malformed entry gets)."""
     label = f"tensor '{_short(name)}'"
     if not isinstance(entry, dict):
         problems.append(f"{label}: entry is a JSON {type(entry).__name__}, not an object")

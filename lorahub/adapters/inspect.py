@@ -16,6 +16,9 @@ from .formats import FORMAT_NAMES, NOT_LOADABLE_REASON, Analysis, analyze, decla
 from .header import DTYPE_NAMES, SafetensorsHeader, read_header
 from .kohya import json_depth_ok, training_parameters, training_resolution, trigger_words, utf8
 
+#: The components a report counts (the fields of Coverage), read once.
+_COMPONENTS = frozenset(Coverage.model_fields)
+
 EMBEDDED_HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
 
 
@@ -68,7 +71,7 @@ def inspect_header(header: SafetensorsHeader, analysis: Analysis | None = None) 
     details = [
         ModuleInfo(
             name=m.name,
-            component=m.component if m.component in Coverage.model_fields else "unknown",
+            component=m.component if m.component in _COMPONENTS else "unknown",
             kind=m.kind,
             rank=m.rank,
             alpha=m.alpha,
