@@ -344,6 +344,31 @@ def test_split_key_formats() -> None:
     assert split_key("totally.unrelated") is None
 
 
+def test_split_key_takes_the_longest_known_suffix_of_any_name() -> None:
+    """The rule split_key implements (by dot segments, cached): the longest suffix of the table that the name
+    ends with after a non-empty module name; checked on every suffix behind several module spellings, on
+    suffixes alone and on cut and spliced names."""
+    import random
+
+    from lorahub.adapters.formats import _SUFFIXES
+
+    def rule(name: str) -> tuple[str, str] | None:
+        hits = [(sfx, part) for sfx, part in _SUFFIXES if name.endswith(sfx) and len(name) > len(sfx)]
+        if not hits:
+            return None
+        sfx, part = max(hits, key=lambda h: len(h[0]))
+        return name[: -len(sfx)], part
+
+    names = [m + sfx for sfx, _ in _SUFFIXES for m in ("lora_unet_a_to_q", "unet.a.to_q", "x", ".", "a.lora", "a.up", "")]
+    rng = random.Random(18)
+    for _ in range(3000):
+        a, b = rng.choice(names), rng.choice(names)
+        names.append(a[: rng.randint(0, len(a))] + b[rng.randint(0, len(b)) :])
+    for name in names:
+        if ":" not in name and ".processor." not in name:  # the cloneofsimo and attention-processor forms aside
+            assert split_key(name) == rule(name), name
+
+
 def test_ss_values_are_decoded_without_eval() -> None:
     assert decode_value("ss_v2", "False") is False
     assert decode_value("ss_clip_skip", "None") is None
