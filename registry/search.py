@@ -307,6 +307,8 @@ class _Backend:
                 params["ids"] = part
                 sql = ("SELECT v FROM unnest(CAST(:ids AS bigint[])) AS v "
                        f"WHERE NOT EXISTS (SELECT 1 FROM adapters a WHERE a.id = v AND {cond})")
+                failed.update(r[0] for r in self.run(sql, params, prepare=True))  # one plan whatever the ids
+                continue
             elif _json_each():
                 params["ids"] = json.dumps(part)  # every id checked in one statement, one statement text
                 sql = ("SELECT value FROM json_each(:ids) WHERE NOT EXISTS (SELECT 1 FROM adapters a "
