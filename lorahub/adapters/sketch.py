@@ -143,9 +143,10 @@ def _side(width: int, side: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, proj
 
 
-def _area(out: int, inp: int) -> float:
-    """``sqrt(out·in / (m_out·m_in))``: how the sampled block's norm scales to the whole ΔW's."""
-    return math.sqrt(out * inp / (min(out, SAMPLE) * min(inp, SAMPLE)))
+def _area(out: Any, inp: Any) -> Any:
+    """``sqrt(out·in / (m_out·m_in))``: how the sampled block's norm scales to the whole ΔW's (of widths given as
+    numbers or as arrays of them)."""
+    return np.sqrt(out * inp / (np.minimum(out, SAMPLE) * np.minimum(inp, SAMPLE)))
 
 
 @lru_cache(maxsize=8192)
@@ -167,7 +168,7 @@ def _block(block: np.ndarray, out: int, inp: int, scale: float) -> tuple[np.ndar
     left = _side(out, 0)[1]
     right = _side(inp, 1)[1]
     s = (left.T @ block @ right) * scale
-    return s.reshape(-1), float(np.linalg.norm(block)) * _area(out, inp) * abs(scale)
+    return s.reshape(-1), float(np.linalg.norm(block) * _area(out, inp)) * abs(scale)
 
 
 def project_factors(up: np.ndarray, down: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, float]:
@@ -523,8 +524,7 @@ def _project_blocks(ups: np.ndarray, downs: np.ndarray, widths: np.ndarray) -> t
     else:
         block = np.matmul(ups, downs)
         energy = np.einsum("gij,gij->g", block, block, dtype=np.float64)
-    area = np.sqrt(widths[:, 0] * widths[:, 1] / (np.minimum(widths[:, 0], SAMPLE) * np.minimum(widths[:, 1], SAMPLE)))
-    return sketches, np.sqrt(np.maximum(energy, 0.0)) * area
+    return sketches, np.sqrt(np.maximum(energy, 0.0)) * _area(widths[:, 0], widths[:, 1])
 
 
 def _projections(widths: np.ndarray, side: int) -> np.ndarray:
@@ -618,6 +618,7 @@ class StreamSketch:
         self._slot_hash = np.asarray(slot_hash, np.uint32)
         kept.sort()
         self._kept_plan = kept
+        self._kept_next = 0  # the kept tensors before it (sorted by begin) were fed whole
         self._kept: dict[str, bytearray] = {}
 
     @property
@@ -638,7 +639,11 @@ class StreamSketch:
             try:
                 for g in self._groups:
                     g.feed(view, lo, hi)
-                for begin, end, name in self._kept_plan:
+                kept = self._kept_plan
+                while self._kept_next < len(kept) and kept[self._kept_next][1] <= lo:  # fed whole already
+                    self._kept_next += 1
+                for i in range(self._kept_next, len(kept)):
+                    begin, end, name = kept[i]
                     if begin >= hi:
                         break
                     a, b = max(begin, lo), min(end, hi)

@@ -594,3 +594,48 @@ def test_cli_on_hostile_files_one_line_each_no_traceback(tmp_path: Path) -> None
         assert res.stdout == ""
         err = res.stderr.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("Error: ") and str(f) in err[0], err
+
+
+def _tensor_entries() -> Iterator[object]:
+    """Well-formed tensor entries of every dtype, and each with one field spoiled in every way the header
+    checks: an extra or missing field, an unknown dtype, a dimension or an offset that is negative, 2^64 or
+    more, a bool, a float, a string or null, too many dimensions, offsets that are not two or are reversed,
+    an entry that is not an object."""
+    odd = [-1, 2**64 - 1, 2**64, 2**70, True, 1.0, "1", None]
+    for dtype in sorted(DTYPE_BITS):
+        yield {"dtype": dtype, "shape": [3, 4], "data_offsets": [8, 8 + 12 * DTYPE_BITS[dtype] // 8]}
+    base = {"dtype": "F16", "shape": [3, 4], "data_offsets": [8, 32]}
+    yield {"dtype": "F16", "shape": [], "data_offsets": [0, 2]}
+    yield {**base, "shape": [2**64 - 1]}
+    yield {**base, "data_offsets": [2**64 - 1, 2**64 - 1]}
+    for key in ("x", "dtypes", ""):
+        yield {**base, key: 1}
+    for key in base:
+        yield {k: v for k, v in base.items() if k != key}
+    for dtype in ("F99", "", "f16", 16, None, [], {}):
+        yield {**base, "dtype": dtype}
+    for value in odd:
+        yield {**base, "shape": [3, value]}
+        yield {**base, "shape": value}
+        yield {**base, "data_offsets": [value, 32]}
+        yield {**base, "data_offsets": [8, value]}
+        yield {**base, "data_offsets": value}
+        yield value
+    yield {**base, "shape": [1] * 16}
+    yield {**base, "shape": [1] * 17}
+    for offsets in ([], [8], [8, 16, 32], (8, 32), [32, 8]):
+        yield {**base, "data_offsets": offsets}
+    yield list(base.items())
+
+
+def test_a_tensor_entry_reads_the_same_on_the_fast_path() -> None:
+    """A well-formed tensor entry is accepted by one combined check (lorahub/adapters/header.py), anything else
+    goes check by check for its message: whatever the entry, the result and the problems are those of the
+    check-by-check reading alone."""
+    from lorahub.adapters import header
+
+    for entry in _tensor_entries():
+        fast: list[str] = []
+        slow: list[str] = []
+        assert header._tensor_info("t", entry, fast) == header._tensor_info_checked("t", entry, slow), entry
+        assert fast == slow, entry

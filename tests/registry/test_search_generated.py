@@ -381,7 +381,8 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
         assert check(), name
 
 
-def test_postgres_existence_checks_read_the_index_for_words_that_match_nothing(corpus_registry, corpus_records) -> None:  # noqa: ANN001
+def test_postgres_existence_checks_read_the_index_for_words_that_match_nothing(corpus_registry, corpus_records,  # noqa: ANN001
+                                                                               monkeypatch) -> None:  # noqa: ANN001
     """Hybrid search asks PostgreSQL whether any adapter has a word, or a word's stem, of the query. Asked
     with a bare ``LIMIT 1`` the planner walked the whole table for gibberish, expecting a match soon (72 ms at
     20,000 rows, about 5x at 100,000: the hybrid HTTP p99 on PostgreSQL); asked through a capped materialized
@@ -405,12 +406,10 @@ def test_postgres_existence_checks_read_the_index_for_words_that_match_nothing(c
     common = Counter(w for r in corpus_records for w in words(r.name)).most_common(1)[0][0]
     with corpus_registry.reading() as raw:
         gibberish = S._Postgres(raw, S.plan_for(SearchQuery(query="qwertyuiop asdf"), None))
-        database.Raw.all = spy
-        try:
+        with monkeypatch.context() as m:
+            m.setattr(database.Raw, "all", spy)
             assert gibberish.any_prefix(["qwertyui", "asdf"]) is False
             assert gibberish.any_match() is False
-        finally:
-            database.Raw.all = real
         assert S._Postgres(raw, S.plan_for(SearchQuery(query=common), None)).any_match() is True
         assert S._Postgres(raw, S.plan_for(SearchQuery(query=common), None)).any_prefix([common[:4]]) is True
         for sql, params in seen:
