@@ -208,11 +208,47 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
         _sqlite_events(engine, timeout_ms)
         return engine
     _need_psycopg()
-    # No server-side prepared statements: a generic plan cannot know how rare a
-    # word is, and walks the popularity index over every row for a rare one.
-    return create_engine(
-        url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"prepare_threshold": None}
-    )
+    engine = create_engine(url, echo=echo, pool_size=10, max_overflow=20,
+                           connect_args={"prepare_threshold": PREPARE_ONLY_ASKED})
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled PostgreSQL connection is pinged when it is checked out after resting this many seconds.
+PING_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout only when it has rested :data:`PING_IDLE_S` (SQLAlchemy's
+    ``pool_pre_ping`` pings on every checkout: a round trip on every request of a busy server, one in five
+    of a hybrid search's). A connection that fails the ping is replaced before it is used; one that died
+    within the last second fails its statement, and SQLAlchemy then discards the pool's connections (a
+    restarted server costs the requests in flight, and at most one more)."""
+    import time
+
+    from sqlalchemy import event, exc
+
+    @event.listens_for(engine, "checkin")
+    def _rested(dbapi_connection: Any, record: Any) -> None:
+        record.info["lorahub_checkin"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("lorahub_checkin")
+        if since is None or time.monotonic() - since < PING_IDLE_S:
+            return  # new (just connected) or busy
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as e:  # noqa: BLE001 - any failure: the connection is replaced
+            raise exc.DisconnectionError(str(e)) from e
+
+
+#: psycopg's ``prepare_threshold`` on every PostgreSQL connection: a statement is prepared on the server only
+#: where the code asks (``Raw.all(..., prepare=True)``: statements whose best plan is the same whatever the
+#: values), never because it ran often: a generic plan cannot know how rare a word is, and walks the
+#: popularity index over every row for a rare one. (``None`` would turn off ``prepare=True`` as well: psycopg
+#: then prepares nothing, which is what it did here until 2026-12-06.)
+PREPARE_ONLY_ASKED = 1 << 30
 
 
 def _need_psycopg() -> Any:
@@ -235,7 +271,7 @@ def can_connect_driver(url: str) -> bool:
 
 def connect_driver(url: str) -> Any:
     """A DB-API connection to ``url`` opened by the driver itself, set up as the engine's are
-    (SQLite: the same pragmas; PostgreSQL: no prepared statements), in autocommit: for the reads
+    (SQLite: the same pragmas; PostgreSQL: prepared statements only where asked), in autocommit: for the reads
     of a one-shot command, which then never imports SQLAlchemy. See :func:`can_connect_driver`."""
     parsed = parse_url(database_url(url))
     if parsed.backend == "sqlite":
@@ -256,7 +292,7 @@ def connect_driver(url: str) -> Any:
                                               ("password", parsed.password), ("dbname", parsed.database)) if v is not None}
     for key, value in parsed.query:
         args[key] = value
-    return psycopg.connect(autocommit=True, prepare_threshold=None, **args)
+    return psycopg.connect(autocommit=True, prepare_threshold=PREPARE_ONLY_ASKED, **args)
 
 
 def db_errors() -> tuple[type[BaseException], ...]:
