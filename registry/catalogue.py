@@ -321,7 +321,11 @@ class Registry:
             query = SearchQuery(query=query, **filters)
         with self.reading() as raw:
             hits = _search.search(raw, query, viewer=viewer)
-            return lookups.results_for(raw, [h.id for h in hits], {h.id: h.score for h in hits})
+            found = lookups.results_for(raw, [h.id for h in hits], {h.id: h.score for h in hits})
+            if len(found) < len(hits):  # a hit was deleted after the search read it (see search.fuse)
+                hits = _search.search(raw, query, viewer=viewer, checked=True)
+                found = lookups.results_for(raw, [h.id for h in hits], {h.id: h.score for h in hits})
+            return found
 
     def source_files(self, source_key: str) -> dict[str, str]:
         """Files (repo path or file name -> sha256) of the adapter recorded under ``source_key``.

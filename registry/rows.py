@@ -142,9 +142,9 @@ def allocate_ids(conn: Connection, table: Any, n: int) -> list[int]:
 
 
 def delete_children(conn: Connection, ids: Sequence[int]) -> None:
-    from .semantic import note_removed
+    from .semantic import prune_removals
 
-    note_removed(conn, list(ids))  # search processes and the vector cache file catch up on removed vectors
+    prune_removals(conn)  # the vectors' removals are noted by the database (search processes catch up on them)
     for part in chunks(list(ids)):
         for table in (EMB, BS, TW, TG, F, V):
             conn.execute(delete(table).where(table.c.adapter_id.in_(part)))

@@ -111,15 +111,16 @@ def plan_for(q: SearchQuery, viewer: Any) -> _Plan:
     )
 
 
-def search(raw: Raw, q: SearchQuery, *, viewer: Any = None) -> list[Hit]:
+def search(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = False) -> list[Hit]:
     """Adapter ids (and scores) of one page of results, best first (read on ``raw``, a
-    :class:`~lorahub.registry.database.Raw` reader)."""
+    :class:`~lorahub.registry.database.Raw` reader). ``checked``: the vector candidates are checked in SQL
+    even where no adapter is private (see :func:`fuse`)."""
     plan = plan_for(q, viewer)
     backend: _Backend = _Postgres(raw, plan) if raw.pg else _SQLite(raw, plan)
     offset = (q.page - 1) * q.limit
     if not plan.terms:
         return backend.browse(q.sort, offset, q.limit)
-    mode, index = _resolve_mode(raw, q)
+    mode, current = _resolve_mode(raw, q)
     found: bool | None = None  # whether some adapter has a word of the query
     if len(plan.terms) > 1:
         found = backend.any_match()
@@ -128,7 +129,7 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None) -> list[Hit]:
             found = None
     if mode != "keyword":
         return fuse(raw, backend, q, mode, offset, words_found=True if found or mode == "semantic" else None,
-                    index=index)
+                    current=current, checked=checked)
     if q.sort == "relevance":
         return backend.relevance(offset, q.limit)
     return backend.sorted_matches(q.sort, offset, q.limit)
@@ -142,8 +143,9 @@ def resolve_mode(raw: Raw, q: SearchQuery) -> str:
 
 
 def _resolve_mode(raw: Raw, q: SearchQuery) -> tuple[str, Any]:
-    """:func:`resolve_mode`, and for semantic and hybrid the vector index it checked against the database's
-    counter (handed to :func:`~.semantic.top`: one check per search)."""
+    """:func:`resolve_mode`, and for semantic and hybrid what :func:`~.semantic.current` read: the vector
+    index it checked against the database's counter (handed to :func:`~.semantic.top`: one check per
+    search), and whether any adapter is private."""
     from . import semantic
 
     wanted = q.mode
@@ -154,14 +156,14 @@ def _resolve_mode(raw: Raw, q: SearchQuery) -> tuple[str, Any]:
             return "keyword", None
         raise semantic.SemanticUnavailable(f"{wanted} search needs the embedding model",
                                            hint="pip install 'lorahub-toolkit[semantic]', then: lorahub registry embed")
-    index = semantic.current(raw)
-    if index is None:
+    current = semantic.current(raw)
+    if current is None:
         if wanted == "auto":
             return "keyword", None
         raise semantic.SemanticUnavailable(f"{wanted} search: this registry has no sentence embeddings of "
                                            f"{semantic.MODEL} {semantic.model_version()}",
                                            hint="run: lorahub registry embed")
-    return ("hybrid" if wanted == "auto" else wanted), index
+    return ("hybrid" if wanted == "auto" else wanted), current
 
 
 def _any_word(raw: Raw, backend: _Backend) -> bool:
@@ -198,7 +200,7 @@ def depth_for(n: int) -> int:
 
 
 def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *, words_found: bool | None = True,
-         index: Any = None) -> list[Hit]:
+         current: Any = None, checked: bool = False) -> list[Hit]:
     """Semantic or hybrid relevance: pinned hash and exact-name matches, then the vector list (semantic) or
     the keyword and vector lists fused by reciprocal rank (hybrid).
 
@@ -207,12 +209,18 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     yes, else :func:`_any_word`): a static embedding gives gibberish ("qqxyzzy") a vector as close to some
     records as a real paraphrase's, and no similarity threshold tells them apart.
 
-    ``index``: the vector index :func:`~.semantic.current` returned for this search. The vector list's
-    candidates are checked in SQL to exist and to be visible to the viewer (:meth:`_Backend.visible`, an
-    index probe per id), and with rank bounds against every filter (:meth:`_Backend.allowed`, a read of
-    each row). Their filter tokens are not checked again: the index chose the candidates by the tokens it
-    read with their vectors, and every write of an adapter row replaces or removes its vector in the same
-    transaction (:func:`~.rows.write_adapters`), so the index caught up to the counter has the rows'."""
+    ``current``: what :func:`~.semantic.current` read for this search (None: read again): the vector index
+    caught up to the database's counter, and whether any adapter was private, in one statement. Every write
+    of an adapter row through lorahub replaces or removes its vector, with the row's filter tokens, in the
+    same transaction (:func:`~.rows.write_adapters`), and the database notes every deleted vector itself (a
+    trigger: the foreign key's cascade of an adapter deleted in SQL too), so the candidates of that index
+    existed at the counter and their filter tokens are the query's (the index chose them by those). Their
+    visibility is checked in SQL (:meth:`_Backend.visible`, an index probe per id) wherever some adapter is
+    private: a row made private behind lorahub's back keeps its vector and tokens, not its column. In a
+    registry with no private adapter they are not checked (a round trip and about 0.7 ms of a PostgreSQL
+    server's time per search, 2026-12-06); one deleted after the counter was read leaves the page short, and
+    :meth:`~.catalogue.Registry.search` asks again with ``checked``. With rank bounds (columns the index does
+    not keep) every candidate is checked in SQL against every filter (:meth:`_Backend.allowed`)."""
     from . import semantic
     from .lookups import by_hash_rows
 
@@ -236,9 +244,14 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     keyword = backend.ranked(depth) if mode == "hybrid" else []
     if words_found is None:
         words_found = any(h.score < TIER_EXACT for h in keyword) or _any_word(raw, backend)
-    allowed = backend.allowed if backend.rank_bounds() else backend.visible
+    if backend.rank_bounds():
+        allowed = backend.allowed
+    elif checked or current is None or current.any_private:
+        allowed = backend.visible
+    else:  # no adapter is private: every candidate of the index caught up to the counter may be shown
+        allowed = None
     vector = (semantic.top(raw, q.query or "", depth, allowed, backend.plan.facets, near_best=mode == "hybrid",
-                           index=index)
+                           index=current.index if current is not None else None)
               if words_found else [])
     if mode == "semantic":
         for aid, score in vector:
@@ -326,14 +339,15 @@ class _Backend:
         out: set[int] = set()
         for i in range(0, len(ids), 500):
             params: dict[str, Any] = {"ids": ids[i : i + 500]}
-            where = ["a.id IN :ids", self.visibility(params), *self.column_filters(params), *self.facet_sql(params)]
+            where = ["a.id IN :ids", self.visibility(params), *self.column_filters(params),
+                     *self.facet_sql(params, len(ids[i : i + 500]))]
             out.update(r[0] for r in self.run(f"SELECT a.id FROM adapters a WHERE {' AND '.join(where)}", params))
         return out
 
     def exact(self, limit: int) -> list[Hit]:
         """Tier 4: the whole name equals the query."""
         params: dict[str, Any] = {"qn": self.plan.name_norm, "n": limit}
-        where = ["a.name_norm = :qn", self.visibility(params), *self.column_filters(params), *self.facet_sql(params)]
+        where = ["a.name_norm = :qn", self.visibility(params), *self.column_filters(params), *self.facet_sql(params, 1)]
         rows = self.run(
             f"SELECT a.id, a.downloads FROM adapters a WHERE {' AND '.join(where)} "
             "ORDER BY a.downloads DESC, a.id DESC LIMIT :n",
@@ -367,7 +381,7 @@ class _Backend:
 
     # -- per backend ----------------------------------------------------------------------
 
-    def facet_sql(self, params: dict[str, Any]) -> list[str]:  # pragma: no cover - abstract
+    def facet_sql(self, params: dict[str, Any], words: float | None = None) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def any_match(self) -> bool:  # pragma: no cover - abstract
@@ -472,7 +486,7 @@ class _SQLite(_Backend):
             return f"({keywords}) NOT ({name})"
         return f"({anywhere}) NOT ({keywords})"
 
-    def facet_sql(self, params: dict[str, Any]) -> list[str]:
+    def facet_sql(self, params: dict[str, Any], words: float | None = None) -> list[str]:
         out = []
         for i, f in enumerate(self.plan.facets):
             params[f"facet{i}"] = f" {f} "
@@ -566,6 +580,10 @@ MAX_WALK_ROWS = 20_000
 #: When the statistics expect at most this many matches anywhere, every tier comes from one query
 #: (rare words, names, misses): one round trip instead of one per tier.
 FUSED_MAX_MATCHES = 300
+#: A filter token is read from the tokens' GIN index when it is on at most this many times the rows the
+#: words match, else tested on each of those rows (:meth:`_Postgres.facet_sql`): reading an entry of a
+#: posting list costs about 0.16 us, fetching and testing a row 2-2.6 us (100k adapters).
+FACET_INDEX_RATIO = 10.0
 #: How long (seconds) a process keeps the lexeme frequencies it read from ``pg_stats``.
 STATS_TTL_S = 300.0
 _VECTOR_OF_TIER = {TIER_NAME: "name_vector", TIER_KEYWORDS: "keywords_vector", TIER_ANY: "search_vector"}
@@ -635,18 +653,56 @@ class _Postgres(_Backend):
     matches than the statistics expected.
     """
 
+    def generic_plan_ok(self) -> bool:
+        """Whether a statement that reads the words' GIN indexes may run prepared (planned once for any
+        values): only without filter tokens. A generic plan cannot know that a token such as ``zbsd1`` (base
+        family SD 1.5) is on most rows: it guessed 0.5 %, and ANDed the words' matches with the filter
+        tokens' GIN index, reading 87,000 of its entries for the 1,174 rows of "anime" (10 ms instead of
+        1.7 at 100k adapters; 2026-12-06). A custom plan reads the words' index and tests the tokens on
+        those rows."""
+        return not self.plan.facets
+
     def tsquery(self) -> str:
         joiner = " & " if self.plan.mode == "and" else " | "
         return joiner.join(f"'{t}'" for t in self.plan.terms)  # terms are letters/digits only
 
-    def facet_sql(self, params: dict[str, Any]) -> list[str]:
+    def facet_sql(self, params: dict[str, Any], words: float | None = None) -> list[str]:
+        """The filter tokens, for a statement whose words match about ``words`` rows (None: no words, or
+        not known). A token is read from the tokens' GIN index (``ix_adapters_facets``) when its rows are
+        at most :data:`FACET_INDEX_RATIO` times the words' (or without words), else tested on each row the
+        words' index found, in a form no index answers. The planner's choice misjudged what a long posting
+        list costs: it read 42,000 entries of ``ztcharacter`` (6.6 ms) to AND them with the 1,948 rows whose
+        name has "girl", which a test of each row filters in about 1 ms; and the 24,000 rows with "woman"
+        among their keywords are better ANDed with the 10,000 of ``zbunknown`` than tested one by one
+        (100k adapters; 2026-12-06). A row's test is ``strpos``: a third of splitting its tokens into an
+        array."""
         if not self.plan.facets:
             return []
-        params["facets"] = self.plan.facets
-        return ["string_to_array(a.search_facets, ' ') @> CAST(:facets AS text[])"]
+        stats = _pg_stats(self.raw) if words is not None else None
+        freqs = stats.columns.get("facets") if stats is not None else None
+        indexed, tested = [], []
+        for f in self.plan.facets:
+            if freqs is None or freqs.get(f) * stats.rows <= FACET_INDEX_RATIO * words:
+                indexed.append(f)
+            else:
+                tested.append(f)
+        out = []
+        if indexed:
+            params["facets"] = indexed
+            out.append("string_to_array(a.search_facets, ' ') @> CAST(:facets AS text[])")
+        for i, f in enumerate(tested):
+            params[f"facet_{i}"] = f" {f} "  # tokens are letters and digits, joined by single spaces
+            out.append(f"strpos(' ' || a.search_facets || ' ', :facet_{i}) > 0")
+        return out
 
-    def filters(self, params: dict[str, Any]) -> list[str]:
-        return [self.visibility(params), *self.column_filters(params), *self.facet_sql(params)]
+    def matches(self, vector: str) -> float | None:
+        """About how many rows ``vector`` matches the words in (None: no statistics)."""
+        stats = _pg_stats(self.raw)
+        d = self._words(stats, vector)
+        return None if d is None else d * stats.rows
+
+    def filters(self, params: dict[str, Any], words: float | None = None) -> list[str]:
+        return [self.visibility(params), *self.column_filters(params), *self.facet_sql(params, words)]
 
     # -- strategy ---------------------------------------------------------------------------
 
@@ -726,7 +782,7 @@ class _Postgres(_Backend):
             f"WITH m AS MATERIALIZED (SELECT a.id, a.downloads, a.published_at FROM adapters a WHERE {cond}) "
             f"SELECT a.id, a.downloads FROM m a ORDER BY {order} LIMIT :n OFFSET :o",
             params,
-            prepare=True,  # chosen for few matches: the GIN indexes whatever the words
+            prepare=self.generic_plan_ok(),  # chosen for few matches: the GIN indexes whatever the words
         )
 
     # -- queries ----------------------------------------------------------------------------
@@ -747,16 +803,18 @@ class _Postgres(_Backend):
             tiers = f"CASE WHEN a.name_norm = :qn THEN 4 ELSE {tiers} END"
             match = f"({match} OR a.name_norm = :qn)"
         rows = self.run(
-            f"SELECT a.id, a.downloads, {tiers} AS tier FROM adapters a WHERE {' AND '.join([match, *self.filters(params)])} "
+            f"SELECT a.id, a.downloads, {tiers} AS tier FROM adapters a "
+            f"WHERE {' AND '.join([match, *self.filters(params, self.matches('search_vector'))])} "
             "ORDER BY tier DESC, a.downloads DESC, a.id DESC LIMIT :n OFFSET :o",
             params,
-            prepare=True,
+            prepare=self.generic_plan_ok(),
         )
         return [Hit(r[0], r[2] + T.popularity(r[1])) for r in rows]
 
     def any_match(self) -> bool:
         params: dict[str, Any] = {"q": self.tsquery()}
-        return self.exists(["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)], params)
+        return self.exists(["a.search_vector @@ CAST(:q AS tsquery)",
+                            *self.filters(params, self.matches("search_vector"))], params)
 
     def any_prefix(self, prefixes: list[str]) -> bool:
         params: dict[str, Any] = {"q": " | ".join(f"'{p}':*" for p in prefixes)}  # letters/digits only
@@ -784,7 +842,7 @@ class _Postgres(_Backend):
             where = ["a.keywords_vector @@ CAST(:q AS tsquery)", "NOT (a.name_vector @@ CAST(:q AS tsquery))"]
         else:
             where = ["a.search_vector @@ CAST(:q AS tsquery)", "NOT (a.keywords_vector @@ CAST(:q AS tsquery))"]
-        rows = self.select(where + self.filters(params), params, "relevance", limit,
+        rows = self.select(where + self.filters(params, self.matches(_VECTOR_OF_TIER[tier])), params, "relevance", limit,
                            vector=_VECTOR_OF_TIER[tier], inner=_INNER_OF_TIER.get(tier))
         return _hits(rows, tier)
 
@@ -794,7 +852,7 @@ class _Postgres(_Backend):
 
     def sorted_matches(self, sort: str, offset: int, limit: int) -> list[Hit]:
         params: dict[str, Any] = {"q": self.tsquery()}
-        where = ["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)]
+        where = ["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params, self.matches("search_vector"))]
         return _hits(self.select(where, params, sort, limit, offset, vector="search_vector"))
 
 

@@ -46,7 +46,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lorahub.errors import LorahubError
 
@@ -242,7 +242,7 @@ def write_embeddings(conn: Any, ids: list[int], rows: list[dict[str, Any]], *, r
     from .database import chunks, utcnow
 
     if replace:
-        note_removed(conn, ids)
+        prune_removals(conn)
         for part in chunks(list(ids)):
             conn.execute(delete(table).where(table.c.adapter_id.in_(part)))
     model = embedder()
@@ -260,27 +260,14 @@ def write_embeddings(conn: Any, ids: list[int], rows: list[dict[str, Any]], *, r
     return len(values)
 
 
-def note_removed(conn: Any, ids: list[int]) -> int:
-    """Record, inside the caller's transaction, that the vectors of those of ``ids`` that have one are about
-    to be deleted (``adapter_embedding_removals``: a search process and the cache file catch up on them);
-    prune the records older than :data:`REMOVALS_KEPT_S`. Call before deleting. Returns how many."""
-    from sqlalchemy import insert, select, text
+def prune_removals(conn: Any) -> None:
+    """Delete, inside the caller's transaction, the notes of removed vectors older than :data:`REMOVALS_KEPT_S`
+    (a reader that old reloads everything). The notes themselves are the database's: a trigger adds one for
+    every deleted ``adapter_embeddings`` row, whoever deletes it (migration ``0113``)."""
+    from sqlalchemy import text
 
-    from .coretables import ADAPTER_EMBEDDING_REMOVALS
-    from .coretables import ADAPTER_EMBEDDINGS as table
-    from .database import chunks
-    had: list[int] = []
-    for part in chunks(list(ids)):
-        had.extend(int(r[0]) for r in conn.execute(select(table.c.adapter_id).where(table.c.adapter_id.in_(part))))
-    if not had:
-        return 0
-    seq = _next_seq(conn, len(had))
     conn.execute(text("DELETE FROM adapter_embedding_removals WHERE seq < :cut"),
                  {"cut": time.time_ns() // 1000 - int(REMOVALS_KEPT_S * 1e6)})
-    values = [{"adapter_id": aid, "seq": seq + i} for i, aid in enumerate(had)]
-    for part in chunks(values, 1000):
-        conn.execute(insert(ADAPTER_EMBEDDING_REMOVALS), list(part))
-    return len(had)
 
 
 def _next_seq(conn: Any, n: int) -> int:
@@ -372,16 +359,19 @@ def _slot_for(raw: Raw, model: Embedder) -> _Slot:
     return slot
 
 
-def _counters(raw: Raw) -> tuple[int, int]:
-    """(largest ``seq`` of a stored vector, largest ``seq`` of a removal), 0 for none: one query."""
+def _counters(raw: Raw) -> tuple[int, int, bool]:
+    """(largest ``seq`` of a stored vector, largest ``seq`` of a removal, 0 for none; whether some adapter is
+    private): one query (the last from the partial index ``ix_adapters_private``)."""
     row = raw.all("SELECT (SELECT max(seq) FROM adapter_embeddings) AS e, "
-                  "(SELECT max(seq) FROM adapter_embedding_removals) AS r")[0]
-    return int(row[0] or 0), int(row[1] or 0)
+                  "(SELECT max(seq) FROM adapter_embedding_removals) AS r, "
+                  "EXISTS (SELECT 1 FROM adapters WHERE private) AS p", prepare=True)[0]  # one plan, no values
+    return int(row[0] or 0), int(row[1] or 0), bool(row[2])
 
 
 def generation(raw: Raw) -> int:
     """The database's change counter for vectors: the largest ``seq`` of a vector written or removed."""
-    return max(_counters(raw))
+    stored, removed, _ = _counters(raw)
+    return max(stored, removed)
 
 
 _ROWS_SQL = ("SELECT e.adapter_id, e.vector, a.tags_text, a.search_facets FROM adapter_embeddings e "
@@ -513,18 +503,26 @@ def _refresh(raw: Raw, model: Embedder, slot: _Slot, top_seq: int | None = None)
         return index
 
 
-def current(raw: Raw) -> VectorIndex | None:
+class Current(NamedTuple):
+    """What :func:`current` read for a search: the index, and whether any adapter was private then."""
+
+    index: VectorIndex
+    any_private: bool
+
+
+def current(raw: Raw) -> Current | None:
     """This database's index brought up to date, or None when semantic search cannot run on it (no model
     installed, or no adapter has a vector of it). One query when nothing changed: a search checks the
-    database's counter here once and hands the index to :func:`top`."""
-    stored, removed = _counters(raw)
+    database's counter here once and hands the index to :func:`top`; the same query says whether any
+    adapter is private (where none is, the search's candidates need no visibility check)."""
+    stored, removed, private = _counters(raw)
     if not stored:
         return None  # nothing stored: the model is not even loaded
     model = embedder()
     if model is None:
         return None
     index = _refresh(raw, model, _slot_for(raw, model), max(stored, removed))
-    return index if index.live > 0 else None
+    return Current(index, private) if index.live > 0 else None
 
 
 def ready(raw: Raw) -> bool:
@@ -599,6 +597,6 @@ def reset_cache() -> None:
 
 __all__ = [
     "MIN_TAG_COUNT", "MODEL", "MODES", "TAG_NEIGHBOURS", "TAG_WEIGHT", "Embedder", "EmbedSummary", "SemanticUnavailable", "cache_path", "current", "embed_missing", "embedder",
-    "generation", "index_for", "installed", "keep_loaded", "model_version", "note_removed", "ready", "record_fields",
+    "generation", "index_for", "installed", "keep_loaded", "model_version", "prune_removals", "ready", "record_fields",
     "reset_cache", "scores", "top", "write_embeddings",
 ]

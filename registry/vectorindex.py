@@ -422,10 +422,10 @@ class VectorIndex:
             keep &= mask
         return keep
 
-    def top(self, q: np.ndarray, depth: int, allowed: Callable[[list[int]], set[int]], facets: list[str], *,
+    def top(self, q: np.ndarray, depth: int, allowed: Callable[[list[int]], set[int]] | None, facets: list[str], *,
             floor_of: Callable[[float], float], use_ann: bool) -> list[tuple[int, float]]:
         """The best ``depth`` (adapter id, score) pairs above ``floor_of(best score)`` that ``allowed``
-        keeps, best first; ``q`` is the query's normalised vector (not centred).
+        keeps (None: every live row), best first; ``q`` is the query's normalised vector (not centred).
 
         What does not depend on ``allowed`` (the query's nearest tags, the candidates and their scores) is
         kept per (query vector, filters, graph or not) for the next search of the same words, up to
@@ -710,10 +710,10 @@ class _Memo:
     steps: dict[int, _Step] = field(default_factory=dict)
 
 
-def _walk(ids: np.ndarray, s: np.ndarray, depth: int, allowed: Callable[[list[int]], set[int]],
+def _walk(ids: np.ndarray, s: np.ndarray, depth: int, allowed: Callable[[list[int]], set[int]] | None,
           floor: float) -> tuple[list[tuple[int, float]], bool]:
-    """The best ``depth`` of (``ids``, ``s``) above ``floor`` that ``allowed`` keeps, checked best first in
-    growing chunks; and whether every candidate was looked at."""
+    """The best ``depth`` of (``ids``, ``s``) above ``floor`` that ``allowed`` keeps (None: all), checked best
+    first in growing chunks; and whether every candidate was looked at."""
     import numpy as np
 
     out: list[tuple[int, float]] = []
@@ -725,9 +725,12 @@ def _walk(ids: np.ndarray, s: np.ndarray, depth: int, allowed: Callable[[list[in
         chunk = part[np.lexsort((-ids[part], -s[part]))][start:]
         if not len(chunk):
             return out[:depth], True
-        keep = allowed(ids[chunk].tolist())
-        out.extend((aid, score) for aid, score in zip(ids[chunk].tolist(), s[chunk].tolist(), strict=True)
-                   if aid in keep)
+        got = ids[chunk].tolist()
+        if allowed is None:
+            out.extend(zip(got, s[chunk].tolist(), strict=True))
+        else:
+            keep = allowed(got)
+            out.extend((aid, score) for aid, score in zip(got, s[chunk].tolist(), strict=True) if aid in keep)
         start = k
         step *= 4
     return out[:depth], start >= n

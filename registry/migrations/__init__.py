@@ -39,6 +39,7 @@ MIGRATION_ONLY_INDEXES = {
     "ix_adapters_keywords_vector",
     "ix_adapters_facets",
     "ix_adapters_visible",
+    "ix_adapters_private",
 }
 
 

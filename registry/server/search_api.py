@@ -53,14 +53,20 @@ _RESULTS = TypeAdapter(list[SearchResult])
 #: pool of 40 95 ms, 1 thread 138 ms, in the event loop 117-196 ms; with today's cheaper hybrid search (SQLite,
 #: 100k, idle 2 cores) 2 threads 44.0-49.7 ms, 3 57.5, 4 62.5-85.1, 1 59.2 (keyword: 34.7 with 2, 36.3 with 4).
 SEARCH_THREADS = 2
-_limiter: anyio.CapacityLimiter | None = None
+#: ... on PostgreSQL, whose work runs in its own processes while a search thread waits on its round trips
+#: (four or five a hybrid search): with 2 threads the waits capped a process at about 330 requests/s with the
+#: cores not busy (hybrid, 100k, 16 clients, idle 2 cores shared with the server: 4 threads p99 60-64 ms,
+#: 2 threads 72-75, 6 threads 67-71; 2026-12-06).
+SEARCH_THREADS_POSTGRES = 4
+_limiters: dict[bool, anyio.CapacityLimiter] = {}  # PostgreSQL or not -> this process's limiter
 
 
-async def _in_search_thread(fn: Callable[[], bytes]) -> bytes:
-    global _limiter
-    if _limiter is None:
-        _limiter = anyio.CapacityLimiter(SEARCH_THREADS)
-    return await anyio.to_thread.run_sync(fn, limiter=_limiter)
+async def _in_search_thread(fn: Callable[[], bytes], st: Any) -> bytes:
+    postgres = st.registry.dialect == "postgresql"
+    limiter = _limiters.get(postgres)
+    if limiter is None:
+        limiter = _limiters[postgres] = anyio.CapacityLimiter(SEARCH_THREADS_POSTGRES if postgres else SEARCH_THREADS)
+    return await anyio.to_thread.run_sync(fn, limiter=limiter)
 
 
 def _json(data: bytes, status: int = 200) -> Response:
@@ -152,7 +158,7 @@ async def search(request: Request) -> Response:
         results = st.registry.search(query, viewer=search_viewer(ident))
         return _RESULTS.dump_json(results)
 
-    return _json(await _in_search_thread(work))
+    return _json(await _in_search_thread(work, st))
 
 
 @router.get(
@@ -175,7 +181,7 @@ async def by_hash(
         matches = st.registry.by_hash(hash, viewer=search_viewer(ident))
         return HashLookup(query=hash, matches=matches).model_dump_json().encode()
 
-    return _json(await _in_search_thread(work))
+    return _json(await _in_search_thread(work, st))
 
 
 @router.get("/health", response_model=Health, responses={503: ERRORS[503]}, summary="Liveness and database check")

@@ -102,10 +102,12 @@ def test_a_cold_index_writes_through_core_tables_without_sqlmodel(db_url: str, t
         reg.close()
 
 
-@pytest.mark.parametrize("replace", [False, True])
-def test_embeddings_and_removals_write_through_core_tables(db_url: str, replace: bool) -> None:
-    """Re-indexing a changed record notes its old vector's removal and writes the new one (the Core tables
-    of semantic.write_embeddings / note_removed)."""
+@pytest.mark.parametrize("how", ["replace", "remove", "sql"])
+def test_embeddings_and_removals_write_through_core_tables(db_url: str, how: str) -> None:
+    """Re-indexing a changed record notes its old vector's removal once and writes the new one (the Core
+    tables of semantic.write_embeddings); removing it, through lorahub or behind its back in SQL (the foreign
+    key's cascade takes the vector), notes the removal once, above every ``seq`` before (the database's
+    trigger, migration 0113)."""
     from lorahub.registry import semantic
     from lorahub.registry.catalogue import Registry
     from lorahub.schemas.registry import AdapterRecord
@@ -118,10 +120,16 @@ def test_embeddings_and_removals_write_through_core_tables(db_url: str, replace:
         reg.import_records([rec])
         with reg.reading() as raw:
             first = raw.all("SELECT adapter_id, seq FROM adapter_embeddings")
+        replace = how == "replace"
         if replace:
             reg.import_records([rec.model_copy(update={"name": "Ink Wash Style"})])
-        else:
+        elif how == "remove":
             reg.remove([first[0][0]])
+        else:
+            from sqlalchemy import text
+
+            with reg.writing() as conn:
+                conn.execute(text("DELETE FROM adapters WHERE id = :i"), {"i": first[0][0]})
         with reg.reading() as raw:
             removed = raw.all("SELECT adapter_id, seq FROM adapter_embedding_removals")
             now = raw.all("SELECT adapter_id, seq FROM adapter_embeddings")

@@ -345,21 +345,22 @@ def _hits(reg, q: SearchQuery, *, check_ids: bool = False) -> list[tuple[int, fl
     SQL (as with rank bounds)."""
     from lorahub.registry import search as S
 
-    with reg.reading() as raw, pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:
         if check_ids:
             mp.setattr(S._Backend, "rank_bounds", lambda self: True)
-        return [(h.id, h.score) for h in S.search(raw, q)]
+        return [(r.id, r.score) for r in reg.search(q)]
 
 
 FILTERS = [{}, {"tags": ["ink"]}, {"tags": ["mecha"], "base": "sd1"}, {"base": "sdxl"}, {"min_rank": 1}]
 
 
 def test_unchecked_vector_candidates_answer_what_the_sql_check_answers(registry, db_url, graph) -> None:  # noqa: ANN001
-    """Without rank bounds the vector list's candidates are only checked to exist and be visible, through an
-    index (registry/search.py ``fuse``, ``visible``): the index caught up to the database's counter has the
-    filter tokens of the rows. Every query and filter answers what the full SQL check answers, and so after
-    writes between two searches (a change of tags, removals, even behind the index's back: a visibility
-    change of the column alone, a row deleted without noting its vector's removal)."""
+    """Without rank bounds the vector list's candidates are checked in SQL only to be visible, and only where
+    some adapter is private (registry/search.py ``fuse``, ``visible``): the index caught up to the database's
+    counter has the filter tokens of the rows. Every query and filter answers what the full SQL check
+    answers, and so after writes between two searches (a change of tags, removals, even behind the index's
+    back: a visibility change of the column alone, a row deleted without noting its vector's removal, which
+    the first page that misses it finds and asks again, checked)."""
     from sqlalchemy import text, update
 
     from lorahub.registry.catalogue import Registry
@@ -429,3 +430,57 @@ def test_fusion_reads_the_keyword_tiers_as_relevance_ranks_them(registry) -> Non
                     assert [(h.id, int(h.score)) for h in got] == [(h.id, int(h.score)) for h in want], (query, filters)
                     assert [h.score for h in got if h.score >= S.TIER_EXACT] == [
                         h.score for h in want if h.score >= S.TIER_EXACT]
+
+
+def test_candidates_are_checked_in_sql_only_where_some_adapter_is_private(registry, monkeypatch) -> None:  # noqa: ANN001
+    """A semantic or hybrid search reads whether any adapter is private with the vectors' counter (one
+    statement); where none is, its vector candidates are not checked in SQL (``_Backend.visible``); one
+    private adapter, even made so in SQL behind lorahub's back, brings the check back, and the private
+    adapter is not shown."""
+    from sqlalchemy import update
+
+    from lorahub.registry import search as S
+    from lorahub.registry.rows import A
+
+    registry.import_records(_records(60))
+    calls: list[int] = []
+    real = S._Backend.visible
+    monkeypatch.setattr(S._Backend, "visible", lambda self, ids: calls.append(len(ids)) or real(self, ids))
+    query = "black and white ink painting"
+    shown = _names(registry, query, mode="semantic")
+    assert shown and calls == []
+    with registry.writing() as conn:
+        conn.execute(update(A).where(A.c.name == shown[0]).values(private=True, owner_id=None))
+    after = _names(registry, query, mode="semantic")
+    assert calls and shown[0] not in after
+    calls.clear()
+    with registry.writing() as conn:
+        conn.execute(update(A).where(A.c.name == shown[0]).values(private=False))
+    assert _names(registry, query, mode="semantic") == shown and calls == []
+
+
+def test_a_hit_deleted_between_search_and_page_is_replaced(registry, monkeypatch) -> None:  # noqa: ANN001
+    """An adapter deleted after a search read the counter (between its statements) would leave the page
+    short: the registry asks again with every candidate checked, and the page is full."""
+    from sqlalchemy import text
+
+    from lorahub.registry import search as S
+
+    registry.import_records(_records(60))
+    query = SearchQuery(query="black and white ink painting", mode="hybrid", limit=5)
+    before = [r.id for r in registry.search(query)]
+    real = S.search
+    seen: list[bool] = []
+
+    def search_then_delete(raw, q, *, viewer=None, checked=False):  # noqa: ANN001, ANN202
+        hits = real(raw, q, viewer=viewer, checked=checked)
+        seen.append(checked)
+        if len(seen) == 1:
+            with registry.writing() as conn:
+                conn.execute(text("DELETE FROM adapters WHERE id = :i"), {"i": before[1]})
+        return hits
+
+    monkeypatch.setattr(S, "search", search_then_delete)
+    page = [r.id for r in registry.search(query)]
+    assert seen == [False, True]
+    assert len(page) == 5 and before[1] not in page and page[:1] == before[:1]
