@@ -359,12 +359,20 @@ def _slot_for(raw: Raw, model: Embedder) -> _Slot:
     return slot
 
 
+def counters_sql(postgres: bool) -> str:
+    """The statement of :func:`_counters`. Whether any adapter is private is read from the partial index
+    ``ix_adapters_private`` (empty in a public registry): SQLite's planner preferred scanning the covering
+    index ``ix_adapters_visible`` of every row (2.4 ms at 100k), so it is named there."""
+    private = "adapters" if postgres else "adapters INDEXED BY ix_adapters_private"
+    return ("SELECT (SELECT max(seq) FROM adapter_embeddings) AS e, "
+            "(SELECT max(seq) FROM adapter_embedding_removals) AS r, "
+            f"EXISTS (SELECT 1 FROM {private} WHERE private) AS p")
+
+
 def _counters(raw: Raw) -> tuple[int, int, bool]:
     """(largest ``seq`` of a stored vector, largest ``seq`` of a removal, 0 for none; whether some adapter is
-    private): one query (the last from the partial index ``ix_adapters_private``)."""
-    row = raw.all("SELECT (SELECT max(seq) FROM adapter_embeddings) AS e, "
-                  "(SELECT max(seq) FROM adapter_embedding_removals) AS r, "
-                  "EXISTS (SELECT 1 FROM adapters WHERE private) AS p", prepare=True)[0]  # one plan, no values
+    private): one query of three index lookups."""
+    row = raw.all(counters_sql(raw.pg), prepare=True)[0]  # one plan, no values
     return int(row[0] or 0), int(row[1] or 0), bool(row[2])
 
 

@@ -459,6 +459,26 @@ def test_candidates_are_checked_in_sql_only_where_some_adapter_is_private(regist
     assert _names(registry, query, mode="semantic") == shown and calls == []
 
 
+def test_whether_any_adapter_is_private_is_read_from_the_partial_index(registry) -> None:  # noqa: ANN001
+    """Every semantic or hybrid search reads the counters with whether any adapter is private: from the
+    partial index of the private adapters (SQLite's planner scanned the covering index of every row instead,
+    2.4 ms a search at 100k, until the statement named the index)."""
+    registry.import_records(_records(30))
+    with registry.reading() as raw:
+        sql = semantic.counters_sql(raw.pg)
+        if raw.pg:  # 30 rows: a sequential scan is cheaper; what matters is that the index can answer
+            with raw.dbapi.cursor() as cur:
+                cur.execute("SET enable_seqscan = off")
+        plan = "\n".join(str(r[-1] if not raw.pg else r[0]) for r in raw.all(
+            ("EXPLAIN " if raw.pg else "EXPLAIN QUERY PLAN ") + sql))
+        if raw.pg:
+            with raw.dbapi.cursor() as cur:
+                cur.execute("RESET enable_seqscan")
+        assert "ix_adapters_private" in plan, plan
+        assert "ix_adapters_visible" not in plan, plan
+        assert semantic._counters(raw)[2] is False
+
+
 def test_a_hit_deleted_between_search_and_page_is_replaced(registry, monkeypatch) -> None:  # noqa: ANN001
     """An adapter deleted after a search read the counter (between its statements) would leave the page
     short: the registry asks again with every candidate checked, and the page is full."""
