@@ -4,7 +4,9 @@
 time in microseconds; on PostgreSQL under the same advisory lock, so ``seq`` grows in commit order). Before,
 lorahub noted the removals it made, and an adapter deleted behind its back (SQL, the foreign key's cascade
 taking its vector) stayed in every search process's index: a search had to check each vector candidate in
-SQL. A trigger only.
+SQL. A trigger only; a later revision that rebuilds ``adapter_embeddings`` (SQLite's batch mode copies a
+table into a new one) must create it again (tests/registry/test_coretables.py deletes an adapter in SQL and
+expects the note).
 
 Revision ID: 0113_embedding_removal_trigger
 Revises: 0112_adapters_private
