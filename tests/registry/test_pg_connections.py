@@ -4,21 +4,26 @@ pooled connections pinged only after resting (registry/database.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from testkit import create_pg_schema, drop_pg_schema, pg_admin_url
+from testkit import pg_admin_url
 
-pytestmark = pytest.mark.postgres
+# the registry's db_url fixture, on PostgreSQL only
+pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    base = pg_admin_url()
-    schema, url = create_pg_schema(base)
+@contextmanager
+def _engine(url: str, monkeypatch: pytest.MonkeyPatch, idle_s: float) -> Iterator[object]:
+    """The registry's pooled engine for ``url``, pinging connections that rested ``idle_s`` seconds."""
+    from lorahub.registry import database
+
+    monkeypatch.setattr(database, "PING_IDLE_S", idle_s)
+    engine = database.make_engine(url)
     try:
-        yield url
+        yield engine
     finally:
-        drop_pg_schema(base, schema)
+        engine.dispose()
 
 
 def _prepared(dbapi) -> list[str]:  # noqa: ANN001
@@ -28,18 +33,18 @@ def _prepared(dbapi) -> list[str]:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("opened", ["driver", "engine"])
-def test_statements_are_prepared_where_asked_and_only_there(pg_url: str, opened: str) -> None:
+def test_statements_are_prepared_where_asked_and_only_there(db_url: str, opened: str) -> None:
     """``Raw.all(..., prepare=True)`` prepares the statement on the server (with psycopg's
     ``prepare_threshold=None`` it silently prepared nothing); a statement run many times without it stays
     unprepared (a generic plan would not know how rare a word is)."""
     from lorahub.registry.database import Raw, connect_driver, make_engine
 
     if opened == "driver":
-        dbapi = connect_driver(pg_url)
-        raw = Raw.on_driver(dbapi, pg_url)
+        dbapi = connect_driver(db_url)
+        raw = Raw.on_driver(dbapi, db_url)
         close = dbapi.close
     else:
-        engine = make_engine(pg_url)
+        engine = make_engine(db_url)
         conn = engine.connect()
         raw = Raw(conn)
         dbapi = raw.dbapi
@@ -78,55 +83,38 @@ def _terminate(pid: int) -> None:
         admin.dispose()
 
 
-def test_a_busy_pooled_connection_is_not_pinged(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_busy_pooled_connection_is_not_pinged(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Checkouts in quick succession send no ping (``pool_pre_ping`` sent one before every request)."""
-    from lorahub.registry import database
-
-    monkeypatch.setattr(database, "PING_IDLE_S", 3600.0)
-    engine = database.make_engine(pg_url)
-    pings = []
-    real = engine.dialect.do_ping
-    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(c) or real(c))
-    try:
+    with _engine(db_url, monkeypatch, 3600.0) as engine:
+        pings = []
+        real = engine.dialect.do_ping
+        monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(c) or real(c))
         pids = set()
         for _ in range(10):
             with engine.connect() as conn:
                 pids.add(_backend_pid(conn))
         assert pings == []
         assert len(pids) == 1  # one pooled connection, reused
-    finally:
-        engine.dispose()
 
 
-def test_a_rested_connection_that_died_is_replaced_before_use(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rested_connection_that_died_is_replaced_before_use(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pooled connection whose server process was ended while it rested: the checkout's ping finds it
     dead and the pool opens another; the caller never sees the failure."""
-    from lorahub.registry import database
-
-    monkeypatch.setattr(database, "PING_IDLE_S", 0.0)
-    engine = database.make_engine(pg_url)
-    try:
+    with _engine(db_url, monkeypatch, 0.0) as engine:
         with engine.connect() as conn:
             first = _backend_pid(conn)
         _terminate(first)
         with engine.connect() as conn:
-            second = _backend_pid(conn)
-        assert second != first
-    finally:
-        engine.dispose()
+            assert _backend_pid(conn) != first
 
 
-def test_a_connection_that_died_while_busy_fails_once(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_connection_that_died_while_busy_fails_once(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The price of not pinging a busy connection: one that died within ``PING_IDLE_S`` fails the statement
     it is given (a clear database error, which the server answers with 503), and the next checkout gets a
     working connection."""
     from sqlalchemy import exc, text
 
-    from lorahub.registry import database
-
-    monkeypatch.setattr(database, "PING_IDLE_S", 3600.0)
-    engine = database.make_engine(pg_url)
-    try:
+    with _engine(db_url, monkeypatch, 3600.0) as engine:
         with engine.connect() as conn:
             first = _backend_pid(conn)
         _terminate(first)
@@ -135,5 +123,3 @@ def test_a_connection_that_died_while_busy_fails_once(pg_url: str, monkeypatch: 
         assert info.value.connection_invalidated
         with engine.connect() as conn:
             assert _backend_pid(conn) != first
-    finally:
-        engine.dispose()
