@@ -218,7 +218,9 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     visibility is checked in SQL (:meth:`_Backend.visible`, an index probe per id) wherever some adapter is
     private: a row made private behind lorahub's back keeps its vector and tokens, not its column. In a
     registry with no private adapter they are not checked (a round trip and about 0.7 ms of a PostgreSQL
-    server's time per search, 2026-12-06); one deleted after the counter was read leaves the page short, and
+    server's time per search, 2026-12-06), unless this process's shared index was meanwhile caught up past
+    that counter to a private row (:func:`~.semantic.top`); one deleted after the counter was read leaves the
+    page short, and
     :meth:`~.catalogue.Registry.search` asks again with ``checked``. With rank bounds (columns the index does
     not keep) every candidate is checked in SQL against every filter (:meth:`_Backend.allowed`)."""
     from . import semantic
@@ -244,14 +246,11 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     keyword = backend.ranked(depth) if mode == "hybrid" else []
     if words_found is None:
         words_found = any(h.score < TIER_EXACT for h in keyword) or _any_word(raw, backend)
-    if backend.rank_bounds():
-        allowed = backend.allowed
-    elif checked or current is None or current.any_private:
-        allowed = backend.visible
-    else:  # no adapter is private: every candidate of the index caught up to the counter may be shown
-        allowed = None
+    allowed = backend.allowed if backend.rank_bounds() else backend.visible
+    # no adapter was private: the candidates of the index caught up to the counter may be shown unchecked
+    unchecked = not (backend.rank_bounds() or checked or current is None or current.any_private)
     vector = (semantic.top(raw, q.query or "", depth, allowed, backend.plan.facets, near_best=mode == "hybrid",
-                           index=current.index if current is not None else None)
+                           index=current.index if current is not None else None, unchecked=unchecked)
               if words_found else [])
     if mode == "semantic":
         for aid, score in vector:

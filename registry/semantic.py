@@ -548,7 +548,8 @@ def index_for(raw: Raw) -> VectorIndex:
 
 
 def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = (), *,
-        near_best: bool = False, exact: bool = False, index: VectorIndex | None = None) -> list[tuple[int, float]]:
+        near_best: bool = False, exact: bool = False, index: VectorIndex | None = None,
+        unchecked: bool = False) -> list[tuple[int, float]]:
     """The best ``depth`` (adapter id, score) pairs with a score above :data:`MIN_SCORE` that ``allowed``
     keeps (a function: ids -> the subset the search's filters and visibility keep; None: every adapter
     with a live vector, for a search without filters that may see every adapter), best first. ``index``:
@@ -561,7 +562,11 @@ def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = (), 
 
     ``near_best`` (hybrid search): only scores of at least :data:`NEAR_BEST` x the best one (in a registry
     too small to be centred, :data:`UNCENTRED_NEAR_BEST` x the best and at least :data:`UNCENTRED_FLOOR`):
-    meaning adds the records close to the query to the keyword matches, not every record of a library."""
+    meaning adds the records close to the query to the keyword matches, not every record of a library.
+
+    ``unchecked``: the caller read, with the counter it caught ``index`` up to, that no adapter is private;
+    ``allowed`` is then skipped while the index holds no private row either (another search of this process
+    may have caught the shared index up past that read, with a private adapter written since)."""
     model = embedder()
     if model is None:
         raise SemanticUnavailable("semantic search needs the model", hint="pip install 'lorahub-toolkit[semantic]'")
@@ -579,6 +584,8 @@ def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = (), 
 
     q = model.query(query)
     with slot.lock:  # the graph and the arrays change under catch-ups
+        if unchecked and not index.has_private():
+            allowed = None
         return index.top(q, depth, allowed, list(facets), floor_of=floor_of, use_ann=_keep_loaded and not exact)
 
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import text as T
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
@@ -259,6 +261,11 @@ class VectorIndex:
         if i is None:
             return np.zeros(0, np.int32)
         return self._facet_val[self._facet_off[i] : self._facet_off[i + 1]]
+
+    def has_private(self) -> bool:
+        """Whether a live row carries the private filter token (``T.F_PRIVATE``)."""
+        rows = self.facet(T.F_PRIVATE)
+        return bool(len(rows)) and bool(self.alive[rows].any())
 
     # -- changes --------------------------------------------------------------------------------
 

@@ -504,3 +504,36 @@ def test_a_hit_deleted_between_search_and_page_is_replaced(registry, monkeypatch
     page = [r.id for r in registry.search(query)]
     assert seen == [False, True]
     assert len(page) == 5 and before[1] not in page and page[:1] == before[:1]
+
+
+def test_a_shared_index_caught_up_past_the_no_private_read_is_checked(registry) -> None:  # noqa: ANN001
+    """A search that read "no adapter is private" with its counter may find the process's shared index
+    caught up further by another search, to a private adapter written since: the candidates are then checked
+    (``semantic.top`` ``unchecked``), and the private adapter is not shown."""
+    from sqlalchemy import text, update
+
+    from lorahub.registry import text as T
+    from lorahub.registry.rows import A
+
+    registry.import_records(_records(30))
+    query = "black and white ink painting"
+    shown = _names(registry, query)
+    with registry.writing() as conn:  # made private as lorahub writes it: column, filter token, a new vector
+        row = dict(conn.execute(text("SELECT id, name, title, tags_text, trigger_words_text, description "
+                                     "FROM adapters WHERE name = :n"), {"n": shown[0]}).mappings().one())
+        conn.execute(update(A).where(A.c.id == row["id"]).values(
+            private=True, search_facets=A.c.search_facets + " " + T.F_PRIVATE))
+        semantic.write_embeddings(conn, [row["id"]], [row])
+    calls: list[list[int]] = []
+
+    def allowed(ids: list[int]) -> set[int]:
+        calls.append(ids)
+        return {i for i in ids if i != row["id"]}
+
+    with registry.reading() as raw:
+        index = semantic.index_for(raw)
+        assert index.has_private()
+        got = [aid for aid, _ in semantic.top(raw, query, 10, allowed, index=index, unchecked=True)]
+        assert calls and row["id"] not in got and got
+        calls.clear()
+        assert row["id"] in [aid for aid, _ in semantic.top(raw, query, 10, None, index=index)]  # unchecked: there
