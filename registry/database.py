@@ -195,6 +195,18 @@ def database_files(url: str | None = None) -> list[Path]:
     return [path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal", VECTOR_CACHE_SUFFIX))]
 
 
+#: psycopg's ``prepare_threshold`` on every PostgreSQL connection: a statement is prepared on the server only
+#: where the code asks (``Raw.all(..., prepare=True)``: statements whose best plan is the same whatever the
+#: values), never because it ran often: a generic plan cannot know how rare a word is, and walks the
+#: popularity index over every row for a rare one. (``None`` would turn off ``prepare=True`` as well: psycopg
+#: then prepares nothing, which is what it did here until 2026-12-06.)
+PREPARE_ONLY_ASKED = 1 << 30
+
+
+#: A pooled PostgreSQL connection is pinged when it is checked out after resting this many seconds.
+PING_IDLE_S = 1.0
+
+
 def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
     """An engine for ``url`` (see :func:`database_url`)."""
     from sqlalchemy import create_engine
@@ -214,18 +226,12 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
     return engine
 
 
-#: A pooled PostgreSQL connection is pinged when it is checked out after resting this many seconds.
-PING_IDLE_S = 1.0
-
-
 def _ping_when_idle(engine: Engine) -> None:
     """Ping a pooled connection on checkout only when it has rested :data:`PING_IDLE_S` (SQLAlchemy's
     ``pool_pre_ping`` pings on every checkout: a round trip on every request of a busy server, one in five
     of a hybrid search's). A connection that fails the ping is replaced before it is used; one that died
     within the last second fails its statement, and SQLAlchemy then discards the pool's connections (a
     restarted server costs the requests in flight, and at most one more)."""
-    import time
-
     from sqlalchemy import event, exc
 
     @event.listens_for(engine, "checkin")
@@ -241,14 +247,6 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as e:  # noqa: BLE001 - any failure: the connection is replaced
             raise exc.DisconnectionError(str(e)) from e
-
-
-#: psycopg's ``prepare_threshold`` on every PostgreSQL connection: a statement is prepared on the server only
-#: where the code asks (``Raw.all(..., prepare=True)``: statements whose best plan is the same whatever the
-#: values), never because it ran often: a generic plan cannot know how rare a word is, and walks the
-#: popularity index over every row for a rare one. (``None`` would turn off ``prepare=True`` as well: psycopg
-#: then prepares nothing, which is what it did here until 2026-12-06.)
-PREPARE_ONLY_ASKED = 1 << 30
 
 
 def _need_psycopg() -> Any:

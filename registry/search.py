@@ -220,8 +220,7 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     registry with no private adapter they are not checked (a round trip and about 0.7 ms of a PostgreSQL
     server's time per search, 2026-12-06), unless this process's shared index was meanwhile caught up past
     that counter to a private row (:func:`~.semantic.top`); one deleted after the counter was read leaves the
-    page short, and
-    :meth:`~.catalogue.Registry.search` asks again with ``checked``. With rank bounds (columns the index does
+    page short, and :meth:`~.catalogue.Registry.search` asks again with ``checked``. With rank bounds (columns the index does
     not keep) every candidate is checked in SQL against every filter (:meth:`_Backend.allowed`)."""
     from . import semantic
     from .lookups import by_hash_rows

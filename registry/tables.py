@@ -300,7 +300,8 @@ class AdapterEmbedding(SQLModel, table=True):
 
 class AdapterEmbeddingRemoval(SQLModel, table=True):
     """A deleted sentence embedding: the adapter and the ``seq`` of the deletion (the counter of
-    ``adapter_embeddings.seq``), so a search process removes it from its index as it adds new vectors. No
+    ``adapter_embeddings.seq``), so a search process removes it from its index as it adds new vectors.
+    Written by the database, a trigger on every delete of an ``adapter_embeddings`` row (migration 0113). No
     foreign key: the adapter may be gone. Pruned after a week (:mod:`lorahub.registry.semantic`)."""
 
     __tablename__ = "adapter_embedding_removals"
