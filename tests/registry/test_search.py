@@ -197,7 +197,8 @@ def test_sqlite_and_postgres_rank_identically(civitai_records, tmp_path) -> None
 
 def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, civitai_records, monkeypatch) -> None:  # noqa: ANN001
     """PostgreSQL chooses per query between walking the order's index (bounded, continued or given
-    up), collecting matches through the GIN indexes, and reading every tier in one query when
+    up), collecting matches through the GIN indexes, reading a word's postings in popularity order
+    (migration 0114), and reading every tier in one query when
     matches are few (registry/search.py). Whatever it chooses, the page must be exactly the one
     PostgreSQL's own plan returns; each path is forced in turn."""
     import random
@@ -220,8 +221,11 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     def pages() -> list[list[int]]:
         return [[r.id for r in civitai_registry.search(q)] for q in queries]
 
+    queries += [SearchQuery(query=w, base="sd1", mode="keyword") for w in ("anime", "style", "woman")]
+
     with monkeypatch.context() as m:
         m.setattr(S._Postgres, "density", lambda self, *a: None)  # PostgreSQL's planner decides
+        m.setattr(S._Postgres, "posted", lambda self, *a: None)  # over the GIN indexes, not the postings
         expected = pages()
     assert sum(map(len, expected)) > 500
 
@@ -237,9 +241,12 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     gins = lambda: sum("MATERIALIZED" in s for s in seen)  # noqa: E731
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731
     fused = lambda: sum(" AS tier FROM" in s for s in seen)  # noqa: E731
+    ranges = lambda: sum("FROM adapter_postings p WHERE" in s for s in seen)  # noqa: E731
+    tested_ranges = lambda: sum(") p JOIN adapters a ON" in s for s in seen)  # noqa: E731
     assert pages() == expected  # the strategy as shipped
-    assert walks() and gins() and fused()
+    assert walks() and gins() and fused() and ranges() and tested_ranges()
     for name, value, check in (
+        ("POSTED_FACETS_DENSE", 0.0, tested_ranges),  # a word's postings tested row by row, whatever its tokens
         ("FUSED_MAX_MATCHES", 1e12, fused),  # every tier from one query, whatever the matches
         ("FUSED_MAX_MATCHES", -1, walks),  # one query per tier, always
         ("GIN_ROW_COST", 1e9, walks),  # walk whenever there are statistics

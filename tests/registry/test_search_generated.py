@@ -324,7 +324,8 @@ def test_hash_lookup_like_civitai(corpus_registry, corpus_records) -> None:  # n
 
 def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, corpus_records, monkeypatch) -> None:  # noqa: ANN001
     """PostgreSQL chooses per query between walking the order's index, collecting matches through the
-    GIN indexes, and reading every tier in one query (registry/search.py); whatever it chooses, the
+    GIN indexes, reading a word's postings in order (migration 0114), and reading every tier in one query
+    (registry/search.py); whatever it chooses, the
     page is the one PostgreSQL's own plan returns. Each path is forced in turn (as test_search.py
     does on the real corpus)."""
     from lorahub.registry import database
@@ -341,12 +342,14 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     queries += [KeywordQuery(query=rng.choice(r.name.split() or ["x"]), tags=r.tags[:1], base=b)
                 for r, b in zip(rng.sample(corpus_records, 12), ["sd1", "sdxl", None] * 4, strict=True)]
     queries += [KeywordQuery(tags=["hanfu"]), KeywordQuery(base="sdxl", sort="newest"), KeywordQuery(tags=["style"], page=3)]
+    queries += [KeywordQuery(query=w, base=b, limit=50) for w in ("anime", "girl", "style") for b in ("sd1", "sdxl")]
 
     def pages() -> list[list[int]]:
         return [[r.id for r in corpus_registry.search(q)] for q in queries]
 
     with monkeypatch.context() as m:
         m.setattr(S._Postgres, "density", lambda self, *a: None)  # PostgreSQL's planner decides
+        m.setattr(S._Postgres, "posted", lambda self, *a: None)  # over the GIN indexes, not the postings
         expected = pages()
     assert sum(map(len, expected)) > 500
 
@@ -363,9 +366,12 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731
     fused = lambda: sum(" AS tier FROM" in s for s in seen)  # noqa: E731
     indexed = lambda: sum("string_to_array(a.search_facets" in s for s in seen)  # noqa: E731
-    tested = lambda: sum("strpos(' ' || a.search_facets" in s for s in seen)  # noqa: E731
+    tested_ranges = lambda: sum(") p JOIN adapters a ON" in s for s in seen)  # noqa: E731
+    tested = lambda: sum("strpos(' ' || a.search_facets" in s and ") p JOIN adapters a ON" not in s  # noqa: E731
+                         for s in seen)
+    ranges = lambda: sum("FROM adapter_postings p WHERE" in s for s in seen)  # noqa: E731
     assert pages() == expected  # the strategy as shipped
-    assert walks() and gins() and fused()
+    assert walks() and gins() and fused() and ranges()
     for name, value, check in (
         ("FACET_INDEX_RATIO", 1e12, lambda: indexed() and not tested()),
         ("FACET_INDEX_RATIO", 0.0, tested),  # (a filter without words is still read from the index)
@@ -375,6 +381,8 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
         ("GIN_ROW_COST", 1e-9, gins),
         ("WALK_MARGIN", 0.01, continued),
         ("MAX_WALK_ROWS", 150, gins),
+        ("POSTED_FACETS_DENSE", 0.0, tested_ranges),  # a word's range tested row by row, whatever its tokens
+        ("POSTED_FACETS_DENSE", 2.0, lambda: ranges() and not tested_ranges()),
     ):
         seen.clear()
         with monkeypatch.context() as m:

@@ -1,0 +1,169 @@
+"""PostgreSQL's word postings (migration 0114, ``adapter_postings``): a keyword tier's most popular matches
+of one word are an index range. The table is kept by triggers, so it must equal what the adapters' rows
+say after every kind of write, through lorahub or in plain SQL, and the searches that read it must show
+what the GIN indexes show (registry/search.py, ``_Postgres.posted``; whole pages against the documented
+rules: test_search_generated.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorahub.schemas.registry import AdapterRecord, SearchQuery
+
+# the registry's db_url fixture, on PostgreSQL only
+pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
+
+CAP, MASK = (1 << 30) - 1, (1 << 32) - 1
+
+
+def _record(i: int, name: str, tags: list[str], downloads: int, description: str = "") -> AdapterRecord:
+    return AdapterRecord(source="t", id=str(i), name=name, tags=tags, downloads=downloads, description=description,
+                         trigger_words=[f"trig{i}"],
+                         files=[{"name": f"f{i}.safetensors", "hashes": {"sha256": f"{i:064x}"}}])
+
+
+RECORDS = [
+    _record(1, "Velvet Lantern Style", ["lantern", "style"], 50, "a lamp in the dark"),
+    _record(2, "Lantern Festival", ["festival", "night"], 900, "paper lanterns"),
+    _record(3, "Night Market", ["lantern", "street"], 300, "busy stalls"),
+    _record(4, "Velvet Dress", ["clothing", "velvet"], 10),
+    _record(5, "Ink Lantern", ["ink", "style"], 70, "sumi-e lantern"),
+]
+
+
+def _postings(conn) -> set[tuple]:  # noqa: ANN001
+    from sqlalchemy import text
+
+    return {tuple(r) for r in conn.execute(text("SELECT word, tier, key, private_owner FROM adapter_postings"))}
+
+
+def _expected(conn) -> set[tuple]:  # noqa: ANN001
+    """The postings the adapters' rows call for, computed here: each distinct word of the name/title (tier 3)
+    or else of the trigger words and tags (tier 2), keyed by (capped downloads, most first; id, newest first),
+    with the owner of a private adapter (-1 for none). The words are PostgreSQL's own lexemes of the vectors."""
+    from sqlalchemy import text
+
+    out = set()
+    rows = conn.execute(text("SELECT id, downloads, private, owner_id, tsvector_to_array(name_vector) AS n, "
+                             "tsvector_to_array(keywords_vector) AS k FROM adapters"))
+    for r in rows:
+        key = ((CAP - min(max(r.downloads, 0), CAP)) << 32) | (MASK - r.id)
+        owner = (r.owner_id if r.owner_id is not None else -1) if r.private else None
+        for word in set(r.n) | set(r.k):
+            out.add((word, 3 if word in r.n else 2, key, owner))
+    return out
+
+
+def _names(reg, query: str, viewer: int | None = None, **kw) -> list[str]:  # noqa: ANN001, ANN003
+    return [r.name for r in reg.search(SearchQuery(query=query, mode="keyword", **kw), viewer=viewer)]
+
+
+def test_the_postings_follow_every_write_of_the_adapters(registry) -> None:  # noqa: ANN001
+    from sqlalchemy import text
+
+    reg = registry
+    reg.import_records(RECORDS)
+
+    def check() -> None:
+        with reg.engine.connect() as conn:
+            got, want = _postings(conn), _expected(conn)
+        assert got == want
+        assert any(t == 2 for _, t, _, _ in got) and any(t == 3 for _, t, _, _ in got)
+
+    check()
+    assert ("lantern", 3) in {(w, t) for w, t, _, _ in _postings(reg.engine.connect())}
+    assert _names(reg, "lantern") == ["Lantern Festival", "Ink Lantern", "Velvet Lantern Style", "Night Market"]
+
+    # lorahub replaces a record: words gone and new, downloads changed
+    reg.import_records([_record(3, "Night Bazaar", ["street"], 5000)])
+    check()
+    assert "Night Bazaar" not in _names(reg, "lantern")
+
+    with reg.engine.begin() as conn:  # behind lorahub's back
+        conn.execute(text("UPDATE adapters SET downloads = 10000 WHERE name = 'Velvet Lantern Style'"))
+    check()
+    assert _names(reg, "lantern")[0] == "Velvet Lantern Style"
+
+    with reg.engine.begin() as conn:
+        conn.execute(text("UPDATE adapters SET tags_text = 'lantern' WHERE name = 'Velvet Dress'"))
+    check()
+    assert "Velvet Dress" in _names(reg, "lantern")
+
+    with reg.engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, name, is_admin, created_at) VALUES (7, 'alice', false, now())"))
+        conn.execute(text("UPDATE adapters SET private = true, owner_id = 7 WHERE name = 'Lantern Festival'"))
+        conn.execute(text("UPDATE adapters SET private = true WHERE name = 'Ink Lantern'"))  # no owner
+    check()
+    assert _names(reg, "lantern") == ["Velvet Lantern Style", "Velvet Dress"]
+    assert _names(reg, "lantern", viewer=7) == ["Velvet Lantern Style", "Lantern Festival", "Velvet Dress"]
+
+    with reg.engine.begin() as conn:
+        conn.execute(text("UPDATE adapters SET private = false WHERE name = 'Lantern Festival'"))
+        conn.execute(text("UPDATE adapters SET updated_at = now()"))  # no word, key or visibility changed
+    check()
+
+    aid = next(r.id for r in reg.search(SearchQuery(query="Velvet Dress", mode="keyword")))
+    reg.remove([aid])
+    check()
+    with reg.engine.begin() as conn:
+        conn.execute(text("DELETE FROM adapters WHERE name = 'Lantern Festival'"))
+    check()
+    assert _names(reg, "lantern") == ["Velvet Lantern Style"]
+
+
+def test_the_migration_fills_the_postings_of_the_adapters_already_there(registry) -> None:  # noqa: ANN001
+    from alembic import command
+    from sqlalchemy import text
+
+    from lorahub.registry.migrations import alembic_config, head_revision
+
+    registry.import_records(RECORDS)
+    with registry.engine.connect() as conn:
+        command.downgrade(alembic_config(connection=conn), "0113_embedding_removal_trigger")
+        conn.commit()
+        assert conn.execute(text("SELECT to_regclass('adapter_postings')")).scalar() is None
+        conn.execute(text("UPDATE adapters SET downloads = downloads + 1"))  # written with no trigger
+        conn.commit()
+    assert registry.migrate()[1] == head_revision()
+    with registry.engine.connect() as conn:
+        got = _postings(conn)
+        assert got == _expected(conn) and len(got) > 20
+
+
+def test_a_one_word_tier_is_an_index_range(registry, monkeypatch) -> None:  # noqa: ANN001
+    """Without filter tokens a word's tier is the first entries of its range (no row of ``adapters`` read);
+    the pages are those of the GIN path. (Five adapters: every tier would be read in one statement, as for
+    any word with few matches, so that shortcut is turned off.)"""
+    from lorahub.registry import database
+    from lorahub.registry import search as S
+
+    registry.import_records(RECORDS)
+    registry.optimize()
+    monkeypatch.setattr(S, "FUSED_MAX_MATCHES", -1)
+    seen: list[tuple[str, dict]] = []
+    real = database.Raw.all
+
+    def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append((sql, dict(params or {})))
+        return real(self, sql, params, **kw)
+
+    queries = [SearchQuery(query=w, mode="keyword", limit=lim) for w in ("lantern", "style", "velvet", "trig2")
+               for lim in (1, 2, 20)]
+    queries += [SearchQuery(query="lantern", mode="keyword", base="unknown")]
+    with monkeypatch.context() as m:
+        m.setattr(S._Postgres, "posted", lambda self, tier, limit: None)
+        expected = [[r.id for r in registry.search(q)] for q in queries]
+    monkeypatch.setattr(database.Raw, "all", spy)
+    assert [[r.id for r in registry.search(q)] for q in queries] == expected
+    ranges = [(sql, params) for sql, params in seen if "FROM adapter_postings p WHERE" in sql]
+    assert ranges
+    with registry.reading() as raw:
+        with raw.dbapi.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")  # five adapters' postings are read whole otherwise
+        try:
+            for sql, params in ranges:
+                plan = "\n".join(r[0] for r in raw.all("EXPLAIN " + sql, params))
+                assert "Index Only Scan using pk_adapter_postings" in plan and "Sort" not in plan, plan
+        finally:
+            with raw.dbapi.cursor() as cur:
+                cur.execute("RESET enable_seqscan")
