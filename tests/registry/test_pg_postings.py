@@ -39,18 +39,21 @@ def _postings(conn) -> set[tuple]:  # noqa: ANN001
 
 def _expected(conn) -> set[tuple]:  # noqa: ANN001
     """The postings the adapters' rows call for, computed here: each distinct word of the name/title (tier 3)
-    or else of the trigger words and tags (tier 2), keyed by (capped downloads, most first; id, newest first),
-    with the owner of a private adapter (-1 for none). The words are PostgreSQL's own lexemes of the vectors."""
+    or else of the trigger words and tags (tier 2), and each filter token (tier 0), keyed by (capped downloads,
+    most first; id, newest first), with the owner of a private adapter (-1 for none). The words are
+    PostgreSQL's own lexemes of the vectors."""
     from sqlalchemy import text
 
     out = set()
-    rows = conn.execute(text("SELECT id, downloads, private, owner_id, tsvector_to_array(name_vector) AS n, "
-                             "tsvector_to_array(keywords_vector) AS k FROM adapters"))
+    rows = conn.execute(text("SELECT id, downloads, private, owner_id, search_facets, "
+                             "tsvector_to_array(name_vector) AS n, tsvector_to_array(keywords_vector) AS k FROM adapters"))
     for r in rows:
         key = ((CAP - min(max(r.downloads, 0), CAP)) << 32) | (MASK - r.id)
         owner = (r.owner_id if r.owner_id is not None else -1) if r.private else None
         for word in set(r.n) | set(r.k):
             out.add((word, 3 if word in r.n else 2, key, owner))
+        for token in set(r.search_facets.split()):
+            out.add((token, 0, key, owner))
     return out
 
 
@@ -68,7 +71,7 @@ def test_the_postings_follow_every_write_of_the_adapters(registry) -> None:  # n
         with reg.engine.connect() as conn:
             got, want = _postings(conn), _expected(conn)
         assert got == want
-        assert any(t == 2 for _, t, _, _ in got) and any(t == 3 for _, t, _, _ in got)
+        assert {t for _, t, _, _ in got} == {0, 2, 3}
 
     check()
     assert ("lantern", 3) in {(w, t) for w, t, _, _ in _postings(reg.engine.connect())}
@@ -88,6 +91,11 @@ def test_the_postings_follow_every_write_of_the_adapters(registry) -> None:  # n
         conn.execute(text("UPDATE adapters SET tags_text = 'lantern' WHERE name = 'Velvet Dress'"))
     check()
     assert "Velvet Dress" in _names(reg, "lantern")
+    assert _names(reg, "lantern", base="sdxl") == []
+    with reg.engine.begin() as conn:  # the filter tokens alone
+        conn.execute(text("UPDATE adapters SET search_facets = search_facets || ' zbsdxl' WHERE name = 'Velvet Dress'"))
+    check()
+    assert _names(reg, "lantern", base="sdxl") == ["Velvet Dress"]
 
     with reg.engine.begin() as conn:
         conn.execute(text("INSERT INTO users (id, name, is_admin, created_at) VALUES (7, 'alice', false, now())"))
@@ -131,8 +139,8 @@ def test_the_migration_fills_the_postings_of_the_adapters_already_there(registry
 
 
 def test_a_one_word_tier_is_an_index_range(registry, monkeypatch) -> None:  # noqa: ANN001
-    """Without filter tokens a word's tier is the first entries of its range (no row of ``adapters`` read);
-    the pages are those of the GIN path. (Five adapters: every tier would be read in one statement, as for
+    """A word's tier is the first entries of its range, merged with its filter tokens' ranges (no row of
+    ``adapters`` read: the page's own rows aside); the pages are those of the GIN path. (Five adapters: every tier would be read in one statement, as for
     any word with few matches, so that shortcut is turned off.)"""
     from lorahub.registry import database
     from lorahub.registry import search as S
@@ -149,14 +157,17 @@ def test_a_one_word_tier_is_an_index_range(registry, monkeypatch) -> None:  # no
 
     queries = [SearchQuery(query=w, mode="keyword", limit=lim) for w in ("lantern", "style", "velvet", "trig2")
                for lim in (1, 2, 20)]
-    queries += [SearchQuery(query="lantern", mode="keyword", base="unknown")]
+    queries += [SearchQuery(query=w, mode="keyword", base="unknown", tags=tags) for w in ("lantern", "style")
+                for tags in ([], ["style"], ["lantern", "night"])]
     with monkeypatch.context() as m:
         m.setattr(S._Postgres, "posted", lambda self, tier, limit: None)
         expected = [[r.id for r in registry.search(q)] for q in queries]
     monkeypatch.setattr(database.Raw, "all", spy)
     assert [[r.id for r in registry.search(q)] for q in queries] == expected
     ranges = [(sql, params) for sql, params in seen if "FROM adapter_postings p WHERE" in sql]
-    assert ranges
+    assert ranges and any("f0.tier = 0" in sql for sql, _ in ranges) and any("f1.tier = 0" in sql for sql, _ in ranges)
+    tiers_by_gin = ("WHERE a.name_vector @@ CAST(:q AS tsquery)", "WHERE a.keywords_vector @@ CAST(:q AS tsquery)")
+    assert not [sql for sql, _ in seen if any(t in sql for t in tiers_by_gin)]
     with registry.reading() as raw:
         with raw.dbapi.cursor() as cur:
             cur.execute("SET enable_seqscan = off")  # five adapters' postings are read whole otherwise

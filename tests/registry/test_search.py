@@ -242,17 +242,19 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731
     fused = lambda: sum(" AS tier FROM" in s for s in seen)  # noqa: E731
     ranges = lambda: sum("FROM adapter_postings p WHERE" in s for s in seen)  # noqa: E731
-    tested_ranges = lambda: sum(") p JOIN adapters a ON" in s for s in seen)  # noqa: E731
+    merged = lambda: sum("f0.tier = 0" in s for s in seen)  # noqa: E731
+    probed = lambda: sum("f0.key = p.key OFFSET 0)" in s for s in seen)  # noqa: E731
     assert pages() == expected  # the strategy as shipped
-    assert walks() and gins() and fused() and ranges() and tested_ranges()
+    assert walks() and gins() and fused() and ranges() and merged()
     for name, value, check in (
-        ("POSTED_FACETS_DENSE", 0.0, tested_ranges),  # a word's postings tested row by row, whatever its tokens
         ("FUSED_MAX_MATCHES", 1e12, fused),  # every tier from one query, whatever the matches
         ("FUSED_MAX_MATCHES", -1, walks),  # one query per tier, always
         ("GIN_ROW_COST", 1e9, walks),  # walk whenever there are statistics
         ("GIN_ROW_COST", 1e-9, gins),  # never walk
         ("WALK_MARGIN", 0.01, continued),  # walks that come back short: continued, then given up
         ("MAX_WALK_ROWS", 150, gins),
+        ("POSTED_PROBE_RATIO", 0.0, probed),  # a filter token's entry probed for each of the word's entries
+        ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed()),  # the ranges merged by the planner
     ):
         seen.clear()
         with monkeypatch.context() as m:

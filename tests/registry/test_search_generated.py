@@ -366,12 +366,12 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731
     fused = lambda: sum(" AS tier FROM" in s for s in seen)  # noqa: E731
     indexed = lambda: sum("string_to_array(a.search_facets" in s for s in seen)  # noqa: E731
-    tested_ranges = lambda: sum(") p JOIN adapters a ON" in s for s in seen)  # noqa: E731
-    tested = lambda: sum("strpos(' ' || a.search_facets" in s and ") p JOIN adapters a ON" not in s  # noqa: E731
-                         for s in seen)
+    tested = lambda: sum("strpos(' ' || a.search_facets" in s for s in seen)  # noqa: E731
     ranges = lambda: sum("FROM adapter_postings p WHERE" in s for s in seen)  # noqa: E731
+    merged = lambda: sum("f0.tier = 0" in s for s in seen)  # noqa: E731
+    probed = lambda: sum("f0.key = p.key OFFSET 0)" in s for s in seen)  # noqa: E731
     assert pages() == expected  # the strategy as shipped
-    assert walks() and gins() and fused() and ranges()
+    assert walks() and gins() and fused() and ranges() and merged()
     for name, value, check in (
         ("FACET_INDEX_RATIO", 1e12, lambda: indexed() and not tested()),
         ("FACET_INDEX_RATIO", 0.0, tested),  # (a filter without words is still read from the index)
@@ -381,8 +381,8 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
         ("GIN_ROW_COST", 1e-9, gins),
         ("WALK_MARGIN", 0.01, continued),
         ("MAX_WALK_ROWS", 150, gins),
-        ("POSTED_FACETS_DENSE", 0.0, tested_ranges),  # a word's range tested row by row, whatever its tokens
-        ("POSTED_FACETS_DENSE", 2.0, lambda: ranges() and not tested_ranges()),
+        ("POSTED_PROBE_RATIO", 0.0, probed),  # a filter token's entry probed for each of the word's entries
+        ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed()),  # the ranges merged by the planner
     ):
         seen.clear()
         with monkeypatch.context() as m:
