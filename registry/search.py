@@ -588,6 +588,9 @@ FACET_INDEX_RATIO = 10.0
 STATS_TTL_S = 300.0
 #: PostgreSQL postings (migration 0114): the downloads a key orders by are capped at this.
 POSTED_DOWNLOADS_CAP = 1073741823
+#: Tier 3 read with the exact names in one statement (:meth:`_Postgres.top_tiers`) holds this many more rows
+#: than the page, for the exact names (tier 4) it leaves out.
+EXACT_SLACK = 8
 #: A filter token is probed entry by entry of a word's postings, not merged with them, when it is on more than
 #: this many times the adapters the word's tier is (:meth:`_Postgres.posted`).
 POSTED_PROBE_RATIO = 12.0
@@ -810,6 +813,13 @@ class _Postgres(_Backend):
             # 15,000 adapters with "anime" to keep those of base SD 2): the postings read a fraction of them.
             density = self.tier_words(stats, "search_vector")
         if density is None or density * stats.rows > FUSED_MAX_MATCHES:
+            if self.postable():
+                want = offset + limit
+                hits = self.top_tiers(want)
+                if hits is not None:
+                    if len(hits) < want:
+                        hits += self.tier(TIER_ANY, want - len(hits))
+                    return hits[offset:want]
             return super().relevance(offset, limit)
         # Few matches: read them all once through the GIN index (and the name index for tier 4)
         # and let each row's tier order them.
@@ -855,26 +865,18 @@ class _Postgres(_Backend):
         self._exact = (limit, {h.id for h in hits})  # :meth:`posted` leaves these out of tier 3
         return hits
 
-    def posted(self, tier: int, limit: int) -> list[Hit] | None:
-        """Tier 3 or 2 of a one-word query from the word's postings (``adapter_postings``, migration 0114:
-        its adapters in popularity order, kept by triggers), or None where they cannot answer (several
-        words, rank bounds, or a tier 3 whose exact names were not all read). Without filter tokens the first
-        ``limit`` entries of the range are the page (0.07 ms, against 1.7-9 ms for reading the 1,174 rows of
-        "anime" in names through the GIN index to sort them; 100k adapters, 2026-12-06); with them each
-        token's range (tier 0) is merged with the word's until the page is full (0.5-2 ms where the GIN path
-        took 3-37 ms for a common word with a tag or base), no row of ``adapters`` read."""
+    def posted_sql(self, tier: int, params: dict[str, Any], limit: str) -> str:
+        """The statement of tier 3 or 2 of a one-word query read from the word's postings
+        (``adapter_postings``, migration 0114: its adapters in popularity order, kept by triggers), at most
+        ``:limit`` rows of (id, downloads, key). Without filter tokens the first entries of the range are the
+        page (0.07 ms, against 1.7-9 ms for reading the 1,174 rows of "anime" in names through the GIN index
+        to sort them; 100k adapters, 2026-12-06); with them each token's range (tier 0) is merged with the
+        word's until the page is full (0.5-2 ms where the GIN path took 3-37 ms for a common word with a tag
+        or base), no row of ``adapters`` read."""
         p = self.plan
-        if tier not in (TIER_NAME, TIER_KEYWORDS) or not self.postable():
-            return None
-        exclude: set[int] = set()
-        if tier == TIER_NAME and p.name_norm:
-            exact = getattr(self, "_exact", None)
-            if exact is None or len(exact[1]) >= exact[0]:
-                return None  # the exact names (tier 4, not tier 3) are not all known
-            exclude = exact[1]
-        params: dict[str, Any] = {"w": p.terms[0], "t": tier, "n": limit + len(exclude)}
+        params["w"] = p.terms[0]
+        where = ["p.word = :w", f"p.tier = {int(tier)}"]
         everything, owners = viewer_owners(p.viewer)
-        where = ["p.word = :w", "p.tier = :t"]
         if not everything:
             if owners:
                 params["viewers"] = list(owners)
@@ -886,27 +888,68 @@ class _Postgres(_Backend):
             freqs = stats.columns.get("facets")
             words = self.tier_words(stats, _VECTOR_OF_TIER[tier], _INNER_OF_TIER.get(tier))
         for i, f in enumerate(p.facets):
-            params[f"facet_{i}"] = f
+            params[f"posted_{i}"] = f
             # A token's entry for each of the word's entries, in the range's order until the page is full
             # (a B-tree probe each, about 2 us), where the token is on many more adapters than the word is:
             # merging the ranges read 31,546 entries of base SD 1.5 to keep 100 of the 122 first entries of
             # "cute" (6.4 ms against 0.3). Else the planner merges the two ranges (about 0.15 us an entry).
             # OFFSET 0 keeps the subquery a per-row probe.
-            probe = (freqs is not None and words is not None
-                     and freqs.get(f) > POSTED_PROBE_RATIO * words)
-            where.append(f"EXISTS (SELECT 1 FROM adapter_postings f{i} WHERE f{i}.word = :facet_{i} "
+            probe = freqs is not None and words is not None and freqs.get(f) > POSTED_PROBE_RATIO * words
+            where.append(f"EXISTS (SELECT 1 FROM adapter_postings f{i} WHERE f{i}.word = :posted_{i} "
                          f"AND f{i}.tier = 0 AND f{i}.key = p.key{' OFFSET 0' if probe else ''})")
-        rows = self.run(
-            f"SELECT {MASK} - (p.key & {MASK}), {POSTED_DOWNLOADS_CAP} - (p.key >> 32) FROM adapter_postings p "
-            f"WHERE {' AND '.join(where)} ORDER BY p.key LIMIT :n",
-            params,
-            # one word, no token: an index range whatever the word; with tokens the planner merges the ranges
-            # or probes the tokens' entries by the range's keys, by their lengths
-            prepare=not p.facets,
-        )
+        return (f"SELECT {MASK} - (p.key & {MASK}) AS id, {POSTED_DOWNLOADS_CAP} - (p.key >> 32) AS downloads, "
+                f"p.key FROM adapter_postings p WHERE {' AND '.join(where)} ORDER BY p.key LIMIT :{limit}")
+
+    def posted(self, tier: int, limit: int) -> list[Hit] | None:
+        """Tier 3 or 2 of a one-word query from the postings (:meth:`posted_sql`), or None where they cannot
+        answer (several words, rank bounds, or a tier 3 whose exact names were not all read)."""
+        p = self.plan
+        if tier not in (TIER_NAME, TIER_KEYWORDS) or not self.postable():
+            return None
+        exclude: set[int] = set()
+        if tier == TIER_NAME and p.name_norm:
+            exact = getattr(self, "_exact", None)
+            if exact is None or len(exact[1]) >= exact[0]:
+                return None  # the exact names (tier 4, not tier 3) are not all known
+            exclude = exact[1]
+        params: dict[str, Any] = {"n": limit + len(exclude)}
+        # one word, no token: an index range whatever the word; with tokens the planner merges the ranges
+        # or probes the tokens' entries by the range's keys, by their lengths
+        rows = self.run(self.posted_sql(tier, params, "n"), params, prepare=not p.facets)
         if exclude:
             rows = [r for r in rows if r[0] not in exclude][:limit]
         return _hits(rows, tier)
+
+    def top_tiers(self, want: int) -> list[Hit] | None:
+        """The first ``want`` hits of tiers 4, 3 and 2 of a one-word query, in one statement: the exact
+        names, then each tier's postings (:meth:`posted_sql`), the exact names left out of tier 3 here (a
+        round trip and its statement's work in the driver saved per tier: most searches are one word). None
+        when more than :data:`EXACT_SLACK` exact names, fewer than ``want``, leave tier 3 possibly short."""
+        p = self.plan
+        params: dict[str, Any] = {"qn": p.name_norm, "n": want, "n3": want + EXACT_SLACK}
+        exact = " AND ".join(["a.name_norm = :qn", self.visibility(params), *self.facet_sql(params, 1)])
+        rows = self.run(
+            f"(SELECT a.id, a.downloads, 0 AS key, {TIER_EXACT} AS tier FROM adapters a WHERE {exact} "
+            "ORDER BY a.downloads DESC, a.id DESC LIMIT :n) "
+            f"UNION ALL (SELECT x.*, {TIER_NAME} FROM ({self.posted_sql(TIER_NAME, params, 'n3')}) x) "
+            f"UNION ALL (SELECT x.*, {TIER_KEYWORDS} FROM ({self.posted_sql(TIER_KEYWORDS, params, 'n')}) x)",
+            params,
+            prepare=not p.facets,  # index lookups and ranges whatever the word
+        )
+        by_tier: dict[int, list[Any]] = {TIER_EXACT: [], TIER_NAME: [], TIER_KEYWORDS: []}
+        for r in rows:
+            by_tier[r[3]].append(r)
+        exact_rows = sorted(by_tier[TIER_EXACT], key=lambda r: (-r[1], -r[0]))
+        if EXACT_SLACK < len(exact_rows) < want:
+            return None
+        out = [Hit(r[0], TIER_EXACT + T.popularity(r[1])) for r in exact_rows]
+        pinned = {h.id for h in out}
+        for tier in (TIER_NAME, TIER_KEYWORDS):
+            if len(out) >= want:
+                break
+            tier_rows = sorted(by_tier[tier], key=lambda r: r[2])
+            out.extend(_hits([r for r in tier_rows if r[0] not in pinned][: want - len(out)], tier))
+        return out[:want]
 
     def tier(self, tier: int, limit: int) -> list[Hit]:
         posted = self.posted(tier, limit)
