@@ -922,17 +922,22 @@ class _Postgres(_Backend):
 
     def top_tiers(self, want: int) -> list[Hit] | None:
         """The first ``want`` hits of tiers 4, 3 and 2 of a one-word query, in one statement: the exact
-        names, then each tier's postings (:meth:`posted_sql`), the exact names left out of tier 3 here (a
-        round trip and its statement's work in the driver saved per tier: most searches are one word). None
+        names, then each tier's postings (:meth:`posted_sql`; tier 2 read only if tier 3 came back short), the
+        exact names left out of tier 3 here (a round trip and its statement's work in the driver saved per
+        tier: most searches are one word). None
         when more than :data:`EXACT_SLACK` exact names, fewer than ``want``, leave tier 3 possibly short."""
         p = self.plan
         params: dict[str, Any] = {"qn": p.name_norm, "n": want, "n3": want + EXACT_SLACK}
         exact = " AND ".join(["a.name_norm = :qn", self.visibility(params), *self.facet_sql(params, 1)])
+        # Tier 2 only where tier 3 came back short of its limit (a one-time filter: tier 3 alone fills most
+        # pages of a common word).
         rows = self.run(
+            f"WITH t3 AS MATERIALIZED ({self.posted_sql(TIER_NAME, params, 'n3')}) "
             f"(SELECT a.id, a.downloads, 0 AS key, {TIER_EXACT} AS tier FROM adapters a WHERE {exact} "
             "ORDER BY a.downloads DESC, a.id DESC LIMIT :n) "
-            f"UNION ALL (SELECT x.*, {TIER_NAME} FROM ({self.posted_sql(TIER_NAME, params, 'n3')}) x) "
-            f"UNION ALL (SELECT x.*, {TIER_KEYWORDS} FROM ({self.posted_sql(TIER_KEYWORDS, params, 'n')}) x)",
+            f"UNION ALL (SELECT x.*, {TIER_NAME} FROM t3 x) "
+            f"UNION ALL (SELECT x.*, {TIER_KEYWORDS} FROM ({self.posted_sql(TIER_KEYWORDS, params, 'n')}) x "
+            "WHERE (SELECT count(*) FROM t3) < :n3)",
             params,
             prepare=not p.facets,  # index lookups and ranges whatever the word
         )
