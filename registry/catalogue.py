@@ -301,9 +301,12 @@ class Registry:
                 conn.exec_driver_sql("ANALYZE")
                 conn.commit()
             return
-        # VACUUM also empties the GIN pending lists a bulk insert leaves behind.
+        # VACUUM also empties the GIN pending lists a bulk insert leaves behind, and marks the word postings'
+        # pages all-visible: their index-only scans (search's keyword tiers) read no table page then, and no
+        # autovacuum of a table of millions of fresh rows runs later in the middle of searches.
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for table in ("adapters", "adapter_files", "adapter_versions", "adapter_tags", "trigger_words"):
+            for table in ("adapters", "adapter_postings", "adapter_files", "adapter_versions", "adapter_tags",
+                          "trigger_words"):
                 conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
 
     # -- reading --------------------------------------------------------------------------

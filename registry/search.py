@@ -648,6 +648,7 @@ def _pg_stats(raw: Raw) -> _PgStats:
 
 class _Postgres(_Backend):
     _exact: tuple[int, set[int]] | None = None  # (limit, ids) of the last exact() read
+    _order_only = False  # reading for fusion (:meth:`ranked`): tiers 1-3 scored by their tier alone
     """Three generated tsvector columns (see the migration): name_vector (name, title),
     keywords_vector (+ trigger words, tags) and search_vector (+ description).
 
@@ -801,6 +802,19 @@ class _Postgres(_Backend):
 
     # -- queries ----------------------------------------------------------------------------
 
+    def ranked(self, limit: int) -> list[Hit]:
+        self._order_only = True
+        try:
+            return super().ranked(limit)
+        finally:
+            self._order_only = False
+
+    def posted_hits(self, rows: list[Any], tier: int) -> list[Hit]:
+        if self._order_only:
+            score = float(tier)
+            return [Hit(r[0], score) for r in rows]
+        return _hits(rows, tier)
+
     def postable(self) -> bool:
         """Whether tiers 3 and 2 may come from the postings (:meth:`posted`): one word, no rank bound."""
         return len(self.plan.terms) == 1 and not self.rank_bounds()
@@ -918,7 +932,7 @@ class _Postgres(_Backend):
         rows = self.run(self.posted_sql(tier, params, "n"), params, prepare=not p.facets)
         if exclude:
             rows = [r for r in rows if r[0] not in exclude][:limit]
-        return _hits(rows, tier)
+        return self.posted_hits(rows, tier)
 
     def top_tiers(self, want: int) -> list[Hit] | None:
         """The first ``want`` hits of tiers 4, 3 and 2 of a one-word query, in one statement: the exact
@@ -953,7 +967,7 @@ class _Postgres(_Backend):
             if len(out) >= want:
                 break
             tier_rows = sorted(by_tier[tier], key=lambda r: r[2])
-            out.extend(_hits([r for r in tier_rows if r[0] not in pinned][: want - len(out)], tier))
+            out.extend(self.posted_hits([r for r in tier_rows if r[0] not in pinned][: want - len(out)], tier))
         return out[:want]
 
     def tier(self, tier: int, limit: int) -> list[Hit]:
