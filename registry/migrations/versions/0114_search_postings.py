@@ -12,7 +12,7 @@ those). ``key`` orders a word's postings as the search does (downloads, most fir
 its (capped) downloads are read back from the key alone. ``private_owner``: NULL for a public adapter,
 else its owner (-1 for none), so a tier's range is filtered by visibility without reading ``adapters``.
 About 20 rows and 2 KB per adapter (about 200 MB for 100k adapters, a quarter of the database; the
-backfill takes about 12 s there).
+backfill takes 10-15 s there).
 
 Triggers keep the table exact whatever writes ``adapters`` (lorahub or SQL): after an insert and after a
 delete (statement-level, over the transition tables) and after an update that changes a vector, the
