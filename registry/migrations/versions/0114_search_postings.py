@@ -58,32 +58,20 @@ DELETE FROM adapter_postings p USING (
 ) d WHERE p.word = d.word AND p.tier IN (0, 2, 3) AND p.key = d.key
 """
 
+
+def _function(name: str, *statements: str) -> str:
+    """A trigger function running ``statements`` (in the schema it is created in, as 0113's)."""
+    body = "".join(f"    {sql.strip()};\n" for sql in statements)
+    return (f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger AS $$\nBEGIN\n{body}    RETURN NULL;\nEND\n"
+            "$$ LANGUAGE plpgsql SET search_path FROM CURRENT")
+
+
+_INSERT = "INSERT INTO adapter_postings (word, tier, key, private_owner) "
 _FUNCTIONS = [
-    f"""
-CREATE OR REPLACE FUNCTION lorahub_postings_inserted() RETURNS trigger AS $$
-BEGIN
-    INSERT INTO adapter_postings (word, tier, key, private_owner) {_POSTINGS_OF.format(rows="new_rows")};
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql SET search_path FROM CURRENT
-""",
-    f"""
-CREATE OR REPLACE FUNCTION lorahub_postings_deleted() RETURNS trigger AS $$
-BEGIN
-    {_DELETE_OF.format(rows="old_rows")};
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql SET search_path FROM CURRENT
-""",
-    f"""
-CREATE OR REPLACE FUNCTION lorahub_postings_updated() RETURNS trigger AS $$
-BEGIN
-    {_DELETE_OF.format(rows="(SELECT OLD.*) ")};
-    INSERT INTO adapter_postings (word, tier, key, private_owner) {_POSTINGS_OF.format(rows="(SELECT NEW.*)")};
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql SET search_path FROM CURRENT
-""",
+    _function("lorahub_postings_inserted", _INSERT + _POSTINGS_OF.format(rows="new_rows")),
+    _function("lorahub_postings_deleted", _DELETE_OF.format(rows="old_rows")),
+    _function("lorahub_postings_updated", _DELETE_OF.format(rows="(SELECT OLD.*)"),
+              _INSERT + _POSTINGS_OF.format(rows="(SELECT NEW.*)")),
 ]
 
 _TRIGGERS = [
@@ -108,7 +96,7 @@ def upgrade() -> None:
                "CONSTRAINT pk_adapter_postings PRIMARY KEY (word, tier, key) INCLUDE (private_owner))")
     for sql in _FUNCTIONS + _TRIGGERS:
         op.execute(sql)
-    op.execute(f"INSERT INTO adapter_postings (word, tier, key, private_owner) {_POSTINGS_OF.format(rows='adapters')}")
+    op.execute(_INSERT + _POSTINGS_OF.format(rows="adapters"))
     op.execute("ANALYZE adapter_postings")
 
 
