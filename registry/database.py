@@ -432,11 +432,6 @@ def _row_type(names: tuple[str, ...]) -> Any:
     return namedtuple("Row", names, rename=True)
 
 
-#: The row type of each statement text :meth:`Raw.all` ran (cleared when it holds ``_ROW_TYPES_MAX``).
-_ROW_TYPES: dict[str, Any] = {}
-_ROW_TYPES_MAX = 1024
-
-
 class Raw:
     """Run read queries on a driver connection; rows are namedtuples.
 
@@ -487,15 +482,10 @@ class Raw:
             else:
                 cur.execute(sql, params)
             rows = cur.fetchall()
-            if not rows:
+            description = cur.description  # read once: psycopg builds its column objects at each reading
+            if description is None:
                 return []
-            kind = _ROW_TYPES.get(sql)
-            if kind is None or len(kind._fields) != len(rows[0]):
-                # psycopg builds the description's column objects at each reading (27 of them for a page of
-                # search results: 0.1-0.3 ms); a statement's text names its columns, so once per text.
-                if len(_ROW_TYPES) >= _ROW_TYPES_MAX:
-                    _ROW_TYPES.clear()
-                kind = _ROW_TYPES[sql] = _row_type(tuple(d[0] for d in cur.description))
+            kind = _row_type(tuple(d[0] for d in description))
         finally:
             cur.close()
         return [kind._make(r) for r in rows]

@@ -588,11 +588,8 @@ FACET_INDEX_RATIO = 10.0
 STATS_TTL_S = 300.0
 #: PostgreSQL postings (migration 0114): the downloads a key orders by are capped at this.
 POSTED_DOWNLOADS_CAP = 1073741823
-#: Tier 3 read with the exact names in one statement (:meth:`_Postgres.top_tiers`) holds this many more rows
-#: than the page, for the exact names (tier 4) it leaves out.
-EXACT_SLACK = 8
 #: A filter token is probed entry by entry of a word's postings, not merged with them, when it is on more than
-#: this many times the adapters the word's tier is (:meth:`_Postgres.posted`).
+#: this many times the adapters the word's tier is (:meth:`_Postgres.posted_sql`).
 POSTED_PROBE_RATIO = 12.0
 _VECTOR_OF_TIER = {TIER_NAME: "name_vector", TIER_KEYWORDS: "keywords_vector", TIER_ANY: "search_vector"}
 #: The vector a tier's vector contains (its matches are the tiers above).
@@ -662,7 +659,6 @@ class _Postgres(_Backend):
     postings instead (:meth:`posted_sql`).
     """
 
-    _exact: tuple[int, set[int]] | None = None  # (limit, ids) of the last exact() read
     _order_only = False  # reading for fusion (:meth:`ranked`): tiers 1-3 scored by their tier alone
 
     def generic_plan_ok(self) -> bool:
@@ -818,7 +814,7 @@ class _Postgres(_Backend):
         return _hits(rows, tier)
 
     def postable(self) -> bool:
-        """Whether tiers 3 and 2 may come from the postings (:meth:`posted`): one word, no rank bound."""
+        """Whether tiers 3 and 2 may come from the postings (:meth:`top_tiers`): one word, no rank bound."""
         return len(self.plan.terms) == 1 and not self.rank_bounds()
 
     def relevance(self, offset: int, limit: int) -> list[Hit]:
@@ -829,14 +825,13 @@ class _Postgres(_Backend):
             # 48,581 adapters with "anime" to keep those of base SD 2): the postings read a fraction of them.
             density = self.tier_words(stats, "search_vector")
         if density is None or density * stats.rows > FUSED_MAX_MATCHES:
-            if self.postable():
-                want = offset + limit
-                hits = self.top_tiers(want)
-                if hits is not None:
-                    if len(hits) < want:
-                        hits += self.tier(TIER_ANY, want - len(hits))
-                    return hits[offset:want]
-            return super().relevance(offset, limit)
+            if not self.postable():
+                return super().relevance(offset, limit)
+            want = offset + limit
+            hits = self.top_tiers(want)
+            if len(hits) < want:
+                hits += self.tier(TIER_ANY, want - len(hits))
+            return hits[offset:want]
         # Few matches: read them all once through the GIN index (and the name index for tier 4)
         # and let each row's tier order them.
         params: dict[str, Any] = {"q": self.tsquery(), "n": limit, "o": offset}
@@ -876,11 +871,6 @@ class _Postgres(_Backend):
                f"LIMIT {EXISTS_CAP}) SELECT 1 FROM m LIMIT 1")
         return bool(self.run(sql, params))
 
-    def exact(self, limit: int) -> list[Hit]:
-        hits = super().exact(limit)
-        self._exact = (limit, {h.id for h in hits})  # :meth:`posted` leaves these out of tier 3
-        return hits
-
     def posted_sql(self, tier: int, params: dict[str, Any], limit: str) -> str:
         """The statement of tier 3 or 2 of a one-word query read from the word's postings
         (``adapter_postings``, migration 0114: its adapters in popularity order, kept by triggers), at most
@@ -916,44 +906,24 @@ class _Postgres(_Backend):
         return (f"SELECT {MASK} - (p.key & {MASK}) AS id, {POSTED_DOWNLOADS_CAP} - (p.key >> 32) AS downloads, "
                 f"p.key FROM adapter_postings p WHERE {' AND '.join(where)} ORDER BY p.key LIMIT :{limit}")
 
-    def posted(self, tier: int, limit: int) -> list[Hit] | None:
-        """Tier 3 or 2 of a one-word query from the postings (:meth:`posted_sql`), or None where they cannot
-        answer (several words, rank bounds, or a tier 3 whose exact names were not all read)."""
-        p = self.plan
-        if tier not in (TIER_NAME, TIER_KEYWORDS) or not self.postable():
-            return None
-        exclude: set[int] = set()
-        if tier == TIER_NAME and p.name_norm:
-            exact = self._exact
-            if exact is None or len(exact[1]) >= exact[0]:
-                return None  # the exact names (tier 4, not tier 3) are not all known
-            exclude = exact[1]
-        params: dict[str, Any] = {"n": limit + len(exclude)}
-        # one word, no token: an index range whatever the word; with tokens the planner merges the ranges
-        # or probes the tokens' entries by the range's keys, by their lengths
-        rows = self.run(self.posted_sql(tier, params, "n"), params, prepare=not p.facets)
-        if exclude:
-            rows = [r for r in rows if r[0] not in exclude][:limit]
-        return self.posted_hits(rows, tier)
-
-    def top_tiers(self, want: int) -> list[Hit] | None:
+    def top_tiers(self, want: int) -> list[Hit]:
         """The first ``want`` hits of tiers 4, 3 and 2 of a one-word query, in one statement: the exact
         names, then each tier's postings (:meth:`posted_sql`; tier 2 read only if tier 3 came back short), the
         exact names left out of tier 3 here (a round trip and its statement's work in the driver saved per
-        tier: most searches are one word). None when more than :data:`EXACT_SLACK` exact names, fewer than
-        ``want``, leave tier 3 possibly short."""
+        tier: most searches are one word). ``k`` exact names leave at least ``want - k`` of tier 3's ``want``
+        rows, all the page needs of it."""
         p = self.plan
-        params: dict[str, Any] = {"qn": p.name_norm, "n": want, "n3": want + EXACT_SLACK}
+        params: dict[str, Any] = {"qn": p.name_norm, "n": want}
         exact = " AND ".join(["a.name_norm = :qn", self.visibility(params), *self.facet_sql(params, 1)])
         # Tier 2 only where tier 3 came back short of its limit (a one-time filter: tier 3 alone fills most
         # pages of a common word).
         rows = self.run(
-            f"WITH t3 AS MATERIALIZED ({self.posted_sql(TIER_NAME, params, 'n3')}) "
+            f"WITH t3 AS MATERIALIZED ({self.posted_sql(TIER_NAME, params, 'n')}) "
             f"(SELECT a.id, a.downloads, 0 AS key, {TIER_EXACT} AS tier FROM adapters a WHERE {exact} "
             "ORDER BY a.downloads DESC, a.id DESC LIMIT :n) "
             f"UNION ALL (SELECT x.*, {TIER_NAME} FROM t3 x) "
             f"UNION ALL (SELECT x.*, {TIER_KEYWORDS} FROM ({self.posted_sql(TIER_KEYWORDS, params, 'n')}) x "
-            "WHERE (SELECT count(*) FROM t3) < :n3)",
+            "WHERE (SELECT count(*) FROM t3) < :n)",
             params,
             prepare=not p.facets,  # index lookups and ranges whatever the word
         )
@@ -961,8 +931,6 @@ class _Postgres(_Backend):
         for r in rows:
             by_tier[r[3]].append(r)
         exact_rows = sorted(by_tier[TIER_EXACT], key=lambda r: (-r[1], -r[0]))
-        if EXACT_SLACK < len(exact_rows) < want:
-            return None
         out = [Hit(r[0], TIER_EXACT + T.popularity(r[1])) for r in exact_rows]
         pinned = {h.id for h in out}
         for tier in (TIER_NAME, TIER_KEYWORDS):
@@ -973,9 +941,6 @@ class _Postgres(_Backend):
         return out[:want]
 
     def tier(self, tier: int, limit: int) -> list[Hit]:
-        posted = self.posted(tier, limit)
-        if posted is not None:
-            return posted
         params: dict[str, Any] = {"q": self.tsquery()}
         if tier == TIER_NAME:
             where = ["a.name_vector @@ CAST(:q AS tsquery)"]

@@ -190,24 +190,23 @@ def test_a_one_word_tier_is_an_index_range(registry, monkeypatch) -> None:  # no
                 cur.execute("RESET enable_seqscan")
 
 
-@pytest.mark.parametrize("slack", [0, 8, 100])
-def test_exact_names_come_first_and_leave_the_name_tier(registry, monkeypatch, slack: int) -> None:  # noqa: ANN001
-    """Tiers 4, 3 and 2 of a one-word query are read in one statement, tier 3 holding ``EXACT_SLACK`` more rows
-    for the exact names it must leave out; with more exact names than that (and fewer than the page), the
-    tiers are read one by one. Pages and their tiers equal the GIN path's either way."""
+def test_exact_names_come_first_and_leave_the_name_tier(registry, monkeypatch) -> None:  # noqa: ANN001
+    """Tiers 4, 3 and 2 of a one-word query are read in one statement; the exact names, popular ones here, are
+    left out of tier 3's rows, which still hold the page's share of tier 3. Pages and their tiers equal the GIN
+    path's."""
     from lorahub.registry import search as S
 
-    monkeypatch.setattr(S, "EXACT_SLACK", slack)
     monkeypatch.setattr(S, "FUSED_MAX_MATCHES", -1)
-    records = [_record(100 + i, "Lantern", ["night"], 10 * i) for i in range(12)]
-    records += [_record(200 + i, f"Lantern Glow {i}", ["lamp"], 1000 + i) for i in range(12)]
+    records = [_record(100 + i, "Lantern", ["night"], 9000 + i) for i in range(12)]
+    records += [_record(200 + i, f"Lantern Glow {i}", ["lamp"], 1000 + i) for i in range(30)]
     records += [_record(300 + i, f"Paper Lamp {i}", ["lantern"], 5000 + i) for i in range(12)]
     registry.import_records(records)
     registry.optimize()
     queries = [SearchQuery(query="lantern", mode="keyword", limit=lim, page=page)
-               for lim, page in ((5, 1), (10, 2), (20, 1), (20, 2), (50, 1))]
+               for lim, page in ((5, 1), (10, 2), (20, 1), (20, 2), (20, 3), (50, 1), (100, 1))]
     got = [[(r.name, int(r.score)) for r in registry.search(q)] for q in queries]
     with monkeypatch.context() as m:
         m.setattr(S._Postgres, "postable", lambda self: False)
         assert got == [[(r.name, int(r.score)) for r in registry.search(q)] for q in queries]
-    assert [t for _, t in got[-1]] == [4] * 12 + [3] * 12 + [2] * 12
+    assert [t for _, t in got[-1]] == [4] * 12 + [3] * 30 + [2] * 12
+    assert [t for _, t in got[2]] == [4] * 12 + [3] * 8
