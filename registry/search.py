@@ -123,18 +123,25 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = Fals
     if not plan.terms:
         return backend.browse(q.sort, offset, q.limit)
     mode, current = _resolve_mode(raw, q)
-    found: bool | None = None  # whether some adapter has a word of the query
-    if len(plan.terms) > 1:
-        found = backend.any_match()
-        if not found:
-            plan.mode = "or"
-            found = None
     if mode != "keyword":
-        return fuse(raw, backend, q, mode, offset, words_found=True if found or mode == "semantic" else None,
+        return fuse(raw, backend, q, mode, offset, words_found=True if mode == "semantic" else None,
                     current=current, checked=checked)
-    if q.sort == "relevance":
-        return backend.relevance(offset, q.limit)
-    return backend.sorted_matches(q.sort, offset, q.limit)
+
+    def page() -> list[Hit]:
+        if q.sort == "relevance":
+            return backend.relevance(offset, q.limit)
+        return backend.sorted_matches(q.sort, offset, q.limit)
+
+    several = len(plan.terms) > 1
+    if several and offset and not backend.any_match():
+        plan.mode = "or"
+    hits = page()
+    if several and not offset and not hits and plan.mode == "and":
+        # A first page holds the first matches of every word, whatever the order: none means that no adapter
+        # the search may show has every word (no existence query first: most queries of several words match).
+        plan.mode = "or"
+        hits = page()
+    return hits
 
 
 def resolve_mode(raw: Raw, q: SearchQuery) -> str:
@@ -168,12 +175,9 @@ def _resolve_mode(raw: Raw, q: SearchQuery) -> tuple[str, Any]:
     return ("hybrid" if wanted == "auto" else wanted), current
 
 
-def _any_word(raw: Raw, backend: _Backend) -> bool:
-    """Whether some adapter the search may show has the query's words (its filters applied), or a crude stem
-    of one of them occurs in what the viewer may see, filters aside (a paraphrase's words need not occur
-    among the filtered adapters)."""
-    if backend.any_match():
-        return True
+def _any_stem(raw: Raw, backend: _Backend) -> bool:
+    """Whether a crude stem of a word of the query occurs in what the viewer may see, filters aside (a
+    paraphrase's words need not occur among the filtered adapters)."""
     plan = backend.plan
     unfiltered = type(backend)(raw, replace(plan, facets=[], min_rank=None, max_rank=None))
     return unfiltered.any_prefix(_stems(plan.terms))
@@ -206,10 +210,11 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     """Semantic or hybrid relevance: pinned hash and exact-name matches, then the vector list (semantic) or
     the keyword and vector lists fused by reciprocal rank (hybrid).
 
-    Hybrid finds nothing by meaning for a query none of whose words occurs in the registry
-    (``words_found`` False; None: not known yet, found out here: a keyword match below the exact name says
-    yes, else :func:`_any_word`): a static embedding gives gibberish ("qqxyzzy") a vector as close to some
-    records as a real paraphrase's, and no similarity threshold tells them apart.
+    Hybrid reads the keyword tiers first; a query of several words none of which an adapter has all of (its
+    filters applied) is read again matching any of them. Hybrid finds nothing by meaning for a query none of
+    whose words occurs in the registry (``words_found`` False; None: not known yet, found out here: a keyword
+    match says yes, else :func:`_any_stem`): a static embedding gives gibberish ("qqxyzzy") a vector as close
+    to some records as a real paraphrase's, and no similarity threshold tells them apart.
 
     ``current``: what :func:`~.semantic.current` read for this search (None: read again): the vector index
     caught up to the database's counter, and whether any adapter was private, in one statement. Every write
@@ -244,9 +249,16 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
         for aid in ids:
             if aid in keep:
                 pin(Hit(aid, HASH_SCORE))
-    keyword = backend.ranked(depth) if mode == "hybrid" else []
+    keyword: list[Hit] = []
+    if mode == "hybrid":
+        keyword = backend.ranked(depth)
+        if not keyword and len(backend.plan.terms) > 1 and backend.plan.mode == "and":
+            backend.plan.mode = "or"  # no adapter the search may show has every word: any of them
+            keyword = backend.ranked(depth)
     if words_found is None:
-        words_found = any(h.score < TIER_EXACT for h in keyword) or _any_word(raw, backend)
+        # The tiers were read with the filters: none found means no adapter the search may show has the words
+        # (an exact name has them all), and only their stems are left to ask for.
+        words_found = bool(keyword) or _any_stem(raw, backend)
     allowed = backend.allowed if backend.rank_bounds() else backend.visible
     # no adapter was private: the candidates of the index caught up to the counter may be shown unchecked
     unchecked = not (backend.rank_bounds() or checked or current is None or current.any_private)
@@ -857,8 +869,39 @@ class _Postgres(_Backend):
                             *self.filters(params, self.matches("search_vector"))], params)
 
     def any_prefix(self, prefixes: list[str]) -> bool:
+        """Whether a word beginning with one of ``prefixes`` occurs in an adapter the search may show: first in
+        the name and keyword words' postings (a B-tree range each, in the C collation: 0.05 ms), then, for the
+        description's words, through the GIN index (3.3 ms for ``clothi:*``, every adapter with "clothing"
+        collected; 100k adapters, 2026-12-06). Without filters on the postings' form (rank bounds, filter
+        tokens), the GIN index alone."""
         params: dict[str, Any] = {"q": " | ".join(f"'{p}':*" for p in prefixes)}  # letters/digits only
+        if not self.plan.facets and not self.rank_bounds() and self.posted_prefix(prefixes):
+            return True
         return self.exists(["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)], params)
+
+    def posted_prefix(self, prefixes: list[str]) -> bool:
+        """Whether a posted word of tier 2 or 3 (not a filter token) visible to the viewer begins with one of
+        ``prefixes`` (letters and digits: ``[lo, hi)`` with ``hi`` the prefix with its last character's
+        successor holds exactly the words beginning with it, the C collation ordering by code point)."""
+        params: dict[str, Any] = {}
+        visible = self.posted_visibility(params)
+        probes = []
+        for i, prefix in enumerate(prefixes):
+            params[f"lo_{i}"] = prefix
+            params[f"hi_{i}"] = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            probes.append(f"EXISTS (SELECT 1 FROM adapter_postings p WHERE p.word >= :lo_{i} AND p.word < :hi_{i} "
+                          f"AND p.tier > 0{visible})")
+        return bool(prefixes) and bool(self.run(f"SELECT 1 WHERE {' OR '.join(probes)}", params))
+
+    def posted_visibility(self, params: dict[str, Any]) -> str:
+        """The viewer's visibility on postings ``p`` (``private_owner``), as `` AND ...`` or nothing."""
+        everything, owners = viewer_owners(self.plan.viewer)
+        if everything:
+            return ""
+        if owners:
+            params["viewers"] = list(owners)
+            return " AND (p.private_owner IS NULL OR p.private_owner = ANY(CAST(:viewers AS integer[])))"
+        return " AND p.private_owner IS NULL"
 
     def exists(self, where: list[str], params: dict[str, Any]) -> bool:
         """Whether some adapter matches ``where``. Asked through a materialized CTE capped at
@@ -881,14 +924,7 @@ class _Postgres(_Backend):
         with base ``unknown``: 17.4 -> 7.2 ms)."""
         p = self.plan
         params["w"] = p.terms[0]
-        where = ["p.word = :w", f"p.tier = {int(tier)}"]
-        everything, owners = viewer_owners(p.viewer)
-        if not everything:
-            if owners:
-                params["viewers"] = list(owners)
-                where.append("(p.private_owner IS NULL OR p.private_owner = ANY(CAST(:viewers AS integer[])))")
-            else:
-                where.append("p.private_owner IS NULL")
+        where = [f"p.word = :w AND p.tier = {int(tier)}{self.posted_visibility(params)}"]
         if p.facets:
             stats = _pg_stats(self.raw)
             freqs = stats.columns.get("facets")

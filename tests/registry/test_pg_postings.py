@@ -210,3 +210,50 @@ def test_exact_names_come_first_and_leave_the_name_tier(registry, monkeypatch) -
         assert got == [[(r.name, int(r.score)) for r in registry.search(q)] for q in queries]
     assert [t for _, t in got[-1]] == [4] * 12 + [3] * 30 + [2] * 12
     assert [t for _, t in got[2]] == [4] * 12 + [3] * 8
+
+
+def test_a_stem_is_looked_up_in_the_postings_before_the_gin_index(registry, monkeypatch) -> None:  # noqa: ANN001
+    """Hybrid search asks whether a crude stem of a query's word occurs in what the viewer may see. A stem of a
+    name, trigger word or tag is a range of the postings; one only in a description goes on to the GIN index;
+    filter tokens (tier 0) are no words, and private adapters' words are their viewers' alone. Answers equal
+    the GIN index's."""
+    from sqlalchemy import text
+
+    from lorahub.registry import search as S
+    from lorahub.registry.hub.access import PrivateView
+
+    registry.import_records(RECORDS)
+    with registry.engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, name, is_admin, created_at) VALUES (7, 'alice', false, now())"))
+        conn.execute(text("UPDATE adapters SET private = true, owner_id = 7 WHERE name = 'Velvet Dress'"))
+    gin_asked: list[list[str]] = []
+    real_exists = S._Postgres.exists
+
+    def exists(self, where, params):  # noqa: ANN001, ANN202
+        gin_asked.append(where)
+        return real_exists(self, where, params)
+
+    monkeypatch.setattr(S._Postgres, "exists", exists)
+    cases = [  # (prefixes, viewer, answer, whether the postings answer)
+        (["lant"], None, True, True),  # names and tags
+        (["lantern"], None, True, True),  # a whole word is its own prefix
+        (["trig"], None, True, True),  # trigger words
+        (["xqzw", "fest"], None, True, True),  # any of them
+        (["stal"], None, True, False),  # "busy stalls": a description only
+        (["sumi"], None, True, False),
+        (["zbun", "ztlan", "zprv"], None, False, False),  # filter tokens are no words
+        (["cloth"], None, False, False),  # the tag of a private adapter
+        (["cloth"], 7, True, True),  # ... its owner's
+        (["cloth"], PrivateView(everything=True), True, True),
+        (["cloth"], 8, False, False),
+        (["lanterno", "nigi"], None, False, False),  # beside "lantern", "lanterns", "night": not in the ranges
+    ]
+    with registry.reading() as raw:
+        for prefixes, viewer, answer, posted in cases:
+            backend = S._Postgres(raw, S.plan_for(SearchQuery(query="x"), viewer))
+            gin_asked.clear()
+            assert backend.any_prefix(prefixes) is answer, (prefixes, viewer)
+            assert (not gin_asked) is posted, (prefixes, viewer)
+            with monkeypatch.context() as m:
+                m.setattr(S._Postgres, "posted_prefix", lambda self, prefixes: False)
+                assert backend.any_prefix(prefixes) is answer, (prefixes, viewer)

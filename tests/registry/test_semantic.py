@@ -140,6 +140,39 @@ def test_words_found_nowhere_find_nothing_in_hybrid(filled) -> None:  # noqa: AN
     assert filled.search(SearchQuery(query="zzzz", mode="semantic"))  # by meaning alone: the nearest
 
 
+def test_hybrid_reads_the_keyword_tiers_before_asking_whether_words_occur(filled, monkeypatch) -> None:  # noqa: ANN001
+    """Hybrid reads the keyword tiers first and asks no existence query where they found something: a query of
+    several words falls back to any of them when no adapter the search may show (filters applied) has every
+    word, and only a query they found nothing for asks whether a stem of its words occurs at all."""
+    from lorahub.registry import search as S
+
+    calls: list[tuple[str, str]] = []
+    for cls in (S._SQLite, S._Postgres):
+        for name in ("ranked", "any_match", "any_prefix"):
+            def spy(self, *args, _real=getattr(cls, name), _name=name):  # noqa: ANN001, ANN002, ANN202
+                calls.append((_name, self.plan.mode))
+                return _real(self, *args)
+            monkeypatch.setattr(cls, name, spy)
+
+    def run(query: str, **kw) -> list[str]:  # noqa: ANN003
+        calls.clear()
+        return _names(filled.search(SearchQuery(query=query, mode="hybrid", **kw)))
+
+    found = run("giant robots")  # "Robots Fighting Giant" has both words
+    assert calls == [("ranked", "and")] and "Robots Fighting Giant" in found
+    found = run("monster truck", base="sdxl")  # "SDXL Monster Truck"
+    assert calls == [("ranked", "and")] and found[0] == "SDXL Monster Truck"
+    found = run("monster truck", base="sd1")  # no SD 1.5 adapter has both: "Nightmare Fiends" has one
+    assert calls == [("ranked", "and"), ("ranked", "or")] and "Nightmare Fiends" in found
+    assert "SDXL Monster Truck" not in found
+    assert run("qqxyzzy zzqqx") == [] and calls == [("ranked", "and"), ("ranked", "or"), ("any_prefix", "or")]
+    assert run("zzzz") == [] and calls == [("ranked", "and"), ("any_prefix", "and")]
+    assert run("monsterz", base="sdxl") and calls == [("ranked", "and"), ("any_prefix", "and")]  # a stem occurs
+    assert run("horror") and calls == [("ranked", "and")]
+    calls.clear()
+    assert filled.search(SearchQuery(query="spooky monsters qqxyzzy", mode="semantic")) and calls == []
+
+
 def test_filters_visibility_and_pages_hold(filled) -> None:  # noqa: ANN001
     reg = filled
     for mode in ("semantic", "hybrid"):
