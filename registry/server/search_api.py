@@ -56,8 +56,10 @@ SEARCH_THREADS = 2
 #: ... on PostgreSQL, whose work runs in its own processes while a search thread waits on its round trips
 #: (four or five a hybrid search): with 2 threads the waits capped a process at about 330 requests/s with the
 #: cores not busy (hybrid, 100k, 16 clients, idle 2 cores shared with the server: 4 threads p99 60-64 ms,
-#: 2 threads 72-75, 6 threads 67-71; 2026-12-06).
-SEARCH_THREADS_POSTGRES = 4
+#: 2 threads 72-75, 6 threads 67-71; 2026-12-06). With the postings and three round trips a search (the same
+#: day, another VM, interleaved): 3 threads 47.1-48.9 ms, 2 52.4-52.8, 4 48.5-52.8, 6 53.9-54.5, 8 59.3-59.5
+#: (more threads, more requests a second and a longer tail).
+SEARCH_THREADS_POSTGRES = 3
 _limiters: dict[bool, anyio.CapacityLimiter] = {}  # PostgreSQL or not -> this process's limiter
 
 
