@@ -482,10 +482,18 @@ class Raw:
             else:
                 cur.execute(sql, params)
             rows = cur.fetchall()
-            description = cur.description  # read once: psycopg builds its column objects at each reading
-            if description is None:
-                return []
-            kind = _row_type(tuple(d[0] for d in description))
+            if self.pg:
+                # The names from the result itself: psycopg's ``description`` builds a column object per column
+                # at each reading (23 us for a page of results' 27 columns, against 2 us).
+                res = cur.pgresult
+                if res is None or not res.nfields:
+                    return []
+                names = tuple(res.fname(i).decode() for i in range(res.nfields))
+            else:
+                if cur.description is None:
+                    return []
+                names = tuple(d[0] for d in cur.description)
+            kind = _row_type(names)
         finally:
             cur.close()
         return [kind._make(r) for r in rows]

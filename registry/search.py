@@ -590,8 +590,13 @@ GIN_ROW_COST = 1.5
 WALK_MARGIN = 3.0
 MAX_WALK_ROWS = 20_000
 #: When the statistics expect at most this many matches anywhere, every tier comes from one query
-#: (rare words, names, misses): one round trip instead of one per tier.
-FUSED_MAX_MATCHES = 300
+#: (rare words, names, misses): one round trip instead of one per tier. 300 until the server's Python became
+#: the bottleneck: two words missing from the statistics (each estimated at half the least common listed one,
+#: 183 rows at 100k) were read tier by tier. Measured per query of two words in "any of them" (100k, in
+#: process, 100 results): about 450-550 matches, one query 0.16-0.17 ms of Python and 0.7-0.9 ms of
+#: PostgreSQL against 0.31-0.38 and 0.6-1.3 tier by tier; about 1,100 matches, 1.2 ms of PostgreSQL against 0.4
+#: (2026-12-06).
+FUSED_MAX_MATCHES = 600
 #: A filter token is read from the tokens' GIN index when it is on at most this many times the rows the
 #: words match, else tested on each of those rows (:meth:`_Postgres.facet_sql`): reading an entry of a
 #: posting list costs about 0.16 us, fetching and testing a row 2-2.6 us (100k adapters).
