@@ -122,10 +122,16 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = Fals
     offset = (q.page - 1) * q.limit
     if not plan.terms:
         return backend.browse(q.sort, offset, q.limit)
-    mode, current = _resolve_mode(raw, q)
+    keyword: list[Hit] | None = None
+    counters: tuple[int, int, bool] | None = None
+    if raw.pg and q.sort == "relevance" and q.mode in ("auto", "hybrid") and _semantic_installed():
+        # Hybrid's keyword tiers first, with the database's vector counters in the same statement where the
+        # tiers take one (a round trip saved: the server's Python is what a PostgreSQL search waits on)
+        keyword, counters = backend.ranked_with_counters(depth_for(offset + q.limit))
+    mode, current = _resolve_mode(raw, q, counters)
     if mode != "keyword":
         return fuse(raw, backend, q, mode, offset, words_found=True if mode == "semantic" else None,
-                    current=current, checked=checked)
+                    current=current, checked=checked, keyword=keyword if mode == "hybrid" else None)
 
     def page() -> list[Hit]:
         if q.sort == "relevance":
@@ -151,10 +157,17 @@ def resolve_mode(raw: Raw, q: SearchQuery) -> str:
     return _resolve_mode(raw, q)[0]
 
 
-def _resolve_mode(raw: Raw, q: SearchQuery) -> tuple[str, Any]:
+def _semantic_installed() -> bool:
+    from . import semantic
+
+    return semantic.installed()
+
+
+def _resolve_mode(raw: Raw, q: SearchQuery, counters: tuple[int, int, bool] | None = None) -> tuple[str, Any]:
     """:func:`resolve_mode`, and for semantic and hybrid what :func:`~.semantic.current` read: the vector
     index it checked against the database's counter (handed to :func:`~.semantic.top`: one check per
-    search), and whether any adapter is private."""
+    search), and whether any adapter is private. ``counters``: the counters as a statement of this search
+    read them (see :func:`~.semantic.current`), else read here."""
     from . import semantic
 
     wanted = q.mode
@@ -165,7 +178,7 @@ def _resolve_mode(raw: Raw, q: SearchQuery) -> tuple[str, Any]:
             return "keyword", None
         raise semantic.SemanticUnavailable(f"{wanted} search needs the embedding model",
                                            hint="pip install 'lorahub-toolkit[semantic]', then: lorahub registry embed")
-    current = semantic.current(raw)
+    current = semantic.current(raw, counters)
     if current is None:
         if wanted == "auto":
             return "keyword", None
@@ -206,7 +219,7 @@ def depth_for(n: int) -> int:
 
 
 def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *, words_found: bool | None = True,
-         current: Any = None, checked: bool = False) -> list[Hit]:
+         current: Any = None, checked: bool = False, keyword: list[Hit] | None = None) -> list[Hit]:
     """Semantic or hybrid relevance: pinned hash and exact-name matches, then the vector list (semantic) or
     the keyword and vector lists fused by reciprocal rank (hybrid).
 
@@ -249,9 +262,11 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
         for aid in ids:
             if aid in keep:
                 pin(Hit(aid, HASH_SCORE))
-    keyword: list[Hit] = []
-    if mode == "hybrid":
+    if mode != "hybrid":
+        keyword = []
+    elif keyword is None:
         keyword = backend.ranked(depth)
+    if mode == "hybrid":
         if not keyword and len(backend.plan.terms) > 1 and backend.plan.mode == "and":
             backend.plan.mode = "or"  # no adapter the search may show has every word: any of them
             keyword = backend.ranked(depth)
@@ -390,6 +405,11 @@ class _Backend:
         """The first ``limit`` hits of :meth:`relevance` for fusion, where only the order and the tier count:
         the exact names (tier 4) with their scores, the others' scores may be their tier alone."""
         return self.relevance(0, limit)
+
+    def ranked_with_counters(self, limit: int) -> tuple[list[Hit], tuple[int, int, bool] | None]:
+        """:meth:`ranked`, and the database's vector counters (:func:`~.semantic.counters_sql`) where its
+        first statement could read them too (else None)."""
+        return self.ranked(limit), None
 
     # -- per backend ----------------------------------------------------------------------
 
@@ -677,6 +697,9 @@ class _Postgres(_Backend):
     """
 
     _order_only = False  # reading for fusion (:meth:`ranked`): tiers 1-3 scored by their tier alone
+    #: :meth:`ranked_with_counters`: the next statement that can read the vector counters too (into ``counters``)
+    _with_counters = False
+    counters: tuple[int, int, bool] | None = None
 
     def generic_plan_ok(self) -> bool:
         """Whether a statement that reads the words' GIN indexes may run prepared (planned once for any
@@ -824,6 +847,37 @@ class _Postgres(_Backend):
         finally:
             self._order_only = False
 
+    def ranked_with_counters(self, limit: int) -> tuple[list[Hit], tuple[int, int, bool] | None]:
+        """The one-word tiers' statement (:meth:`top_tiers`) and the one of few matches (:meth:`relevance`)
+        read the counters as one more row; the tier-by-tier forms do not (the counters are read apart then)."""
+        self._with_counters, self.counters = True, None
+        try:
+            return self.ranked(limit), self.counters
+        finally:
+            self._with_counters = False
+
+    def counters_row(self, columns: int) -> str:
+        """`` UNION ALL`` a row of the vector counters, told apart by a negative last column (``columns``
+        wide: the stored and removed counters first, then, with 4 columns, whether an adapter is private as 0
+        or 1 and the marker -1, with 3 columns -1 or -2 for private), for the next statement only."""
+        from .semantic import counters_sql
+
+        self._with_counters = False
+        last = "-1 - CAST(c.p AS integer)" if columns == 3 else "CAST(c.p AS integer), -1"
+        return f" UNION ALL (SELECT c.e, c.r, {last} FROM ({counters_sql(True)}) c)"
+
+    def take_counters(self, rows: list[Any]) -> list[Any]:
+        """``rows`` less the counters row :meth:`counters_row` added (kept in ``counters``)."""
+        out = []
+        for r in rows:
+            if r[-1] >= 0:
+                out.append(r)
+            elif len(r) == 3:
+                self.counters = (int(r[0] or 0), int(r[1] or 0), r[2] == -2)
+            else:
+                self.counters = (int(r[0] or 0), int(r[1] or 0), bool(r[2]))
+        return out
+
     def posted_hits(self, rows: list[Any], tier: int) -> list[Hit]:
         if self._order_only:
             score = float(tier)
@@ -859,13 +913,15 @@ class _Postgres(_Backend):
             params["qn"] = self.plan.name_norm
             tiers = f"CASE WHEN a.name_norm = :qn THEN 4 ELSE {tiers} END"
             match = f"({match} OR a.name_norm = :qn)"
-        rows = self.run(
-            f"SELECT a.id, a.downloads, {tiers} AS tier FROM adapters a "
-            f"WHERE {' AND '.join([match, *self.filters(params, self.matches('search_vector'))])} "
-            "ORDER BY tier DESC, a.downloads DESC, a.id DESC LIMIT :n OFFSET :o",
-            params,
-            prepare=self.generic_plan_ok(),
-        )
+        sql = (f"SELECT a.id, a.downloads, {tiers} AS tier FROM adapters a "
+               f"WHERE {' AND '.join([match, *self.filters(params, self.matches('search_vector'))])} "
+               "ORDER BY tier DESC, a.downloads DESC, a.id DESC LIMIT :n OFFSET :o")
+        counted = self._with_counters
+        if counted:
+            sql = f"({sql}){self.counters_row(3)}"
+        rows = self.run(sql, params, prepare=self.generic_plan_ok())
+        if counted:
+            rows = self.take_counters(rows)
         return [Hit(r[0], r[2] + T.popularity(r[1])) for r in rows]
 
     def any_match(self) -> bool:
@@ -962,16 +1018,19 @@ class _Postgres(_Backend):
         exact = " AND ".join(["a.name_norm = :qn", self.visibility(params), *self.facet_sql(params, 1)])
         # Tier 2 only where tier 3 came back short of its limit (a one-time filter: tier 3 alone fills most
         # pages of a common word).
+        counted = self._with_counters
         rows = self.run(
             f"WITH t3 AS MATERIALIZED ({self.posted_sql(TIER_NAME, params, 'n')}) "
             f"(SELECT a.id, a.downloads, 0 AS key, {TIER_EXACT} AS tier FROM adapters a WHERE {exact} "
             "ORDER BY a.downloads DESC, a.id DESC LIMIT :n) "
             f"UNION ALL (SELECT x.*, {TIER_NAME} FROM t3 x) "
             f"UNION ALL (SELECT x.*, {TIER_KEYWORDS} FROM ({self.posted_sql(TIER_KEYWORDS, params, 'n')}) x "
-            "WHERE (SELECT count(*) FROM t3) < :n)",
+            f"WHERE (SELECT count(*) FROM t3) < :n){self.counters_row(4) if counted else ''}",
             params,
             prepare=not p.facets,  # index lookups and ranges whatever the word
         )
+        if counted:
+            rows = self.take_counters(rows)
         by_tier: dict[int, list[Any]] = {TIER_EXACT: [], TIER_NAME: [], TIER_KEYWORDS: []}
         for r in rows:
             by_tier[r[3]].append(r)

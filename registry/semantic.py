@@ -518,12 +518,14 @@ class Current(NamedTuple):
     any_private: bool
 
 
-def current(raw: Raw) -> Current | None:
+def current(raw: Raw, counters: tuple[int, int, bool] | None = None) -> Current | None:
     """This database's index brought up to date, or None when semantic search cannot run on it (no model
     installed, or no adapter has a vector of it). One query when nothing changed: a search checks the
     database's counter here once and hands the index to :func:`top`; the same query says whether any
-    adapter is private (where none is, the search's candidates need no visibility check)."""
-    stored, removed, private = _counters(raw)
+    adapter is private (where none is, the search's candidates need no visibility check). ``counters``: what
+    :func:`counters_sql` gave in a statement of this search that ran before its vector search (the keyword
+    tiers' on PostgreSQL), in :func:`_counters`'s form; else read here."""
+    stored, removed, private = counters if counters is not None else _counters(raw)
     if not stored:
         return None  # nothing stored: the model is not even loaded
     model = embedder()

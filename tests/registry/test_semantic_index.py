@@ -537,3 +537,74 @@ def test_a_shared_index_caught_up_past_the_no_private_read_is_checked(registry) 
         assert calls and row["id"] not in got and got
         calls.clear()
         assert row["id"] in [aid for aid, _ in semantic.top(raw, query, 10, None, index=index)]  # unchecked: there
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["few-matches", "postings"])
+def test_postgres_reads_the_vector_counters_with_the_keyword_tiers(registry, db_url, graph, monkeypatch,  # noqa: ANN001
+                                                                   fused: bool) -> None:
+    """On PostgreSQL a hybrid search reads the vector counters (and whether any adapter is private) in the
+    keyword tiers' statement where that is one statement (a one-word query's postings, or every tier at once
+    for few matches): no statement of its own (a query read tier by tier reads them apart). The counters it hands the vector search are the database's
+    after every kind of write between two searches, made through another registry object (as another
+    process would) or in SQL, and the pages are those of the search that reads them apart."""
+    from sqlalchemy import text, update
+
+    from lorahub.registry import database
+    from lorahub.registry import search as S
+    from lorahub.registry.catalogue import Registry
+    from lorahub.registry.rows import A
+
+    if not registry.dialect == "postgresql":
+        pytest.skip("PostgreSQL's statements (SQLite reads the counters in process, no round trip)")
+    if not fused:
+        monkeypatch.setattr(S, "FUSED_MAX_MATCHES", -1)  # one-word tiers from the postings
+    registry.import_records(_records(90))
+    registry.optimize()  # statistics: a few matches expected, every tier read at once
+    handed: list[tuple | None] = []
+    real_current = semantic.current
+    monkeypatch.setattr(semantic, "current", lambda raw, counters=None: handed.append(counters) or
+                        real_current(raw, counters))
+    statements: list[str] = []
+    real_all = database.Raw.all
+
+    def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
+        statements.append(sql)
+        return real_all(self, sql, params, **kw)
+
+    monkeypatch.setattr(database.Raw, "all", spy)
+    counters_alone = semantic.counters_sql(True)
+
+    def check(queries: list[str]) -> None:
+        for query in queries:
+            for filters in ({}, {"base": "sdxl"}, {"tags": ["mecha"]}):
+                q = SearchQuery(query=query, mode="hybrid", limit=10, **filters)
+                handed.clear()
+                statements.clear()
+                got = [(r.id, r.score) for r in registry.search(q)]
+                if " " not in query:  # one word: the postings' statement, or every tier at once
+                    assert counters_alone not in statements, (query, filters)
+                with registry.reading() as raw:
+                    truth = semantic._counters(raw)
+                assert handed == [truth] or (" " in query and handed == [None]), (query, filters)  # None: read apart
+                with monkeypatch.context() as m:  # the counters read in a statement of their own
+                    m.setattr(S._Postgres, "ranked_with_counters", lambda self, limit: (self.ranked(limit), None))
+                    assert [(r.id, r.score) for r in registry.search(q)] == got, (query, filters)
+
+    words = ["robot", "monster", "ink", "Pilot Mecha 7", "zzqx"]
+    check(words)
+    other = Registry(db_url)
+    try:
+        other.import_records([r.model_copy(update={"tags": ["mecha", "robot", "ink"]}) for r in _records(3, start=90)])
+        check(words)
+        shown = _names(registry, "robot", mode="hybrid")
+        with other.writing() as conn:  # private by its column alone
+            conn.execute(update(A).where(A.c.name == shown[0]).values(private=True, owner_id=None))
+        check(words)
+        assert shown[0] not in _names(registry, "robot", mode="hybrid")
+        other.remove([next(r.id for r in registry.search(SearchQuery(query=shown[1], mode="keyword")))])
+        with other.writing() as conn:
+            conn.execute(text("DELETE FROM adapters WHERE name = :n"), {"n": shown[2]})
+        check(words)
+        assert not {shown[1], shown[2]} & set(_names(registry, "robot", mode="hybrid"))
+    finally:
+        other.close()
