@@ -539,6 +539,7 @@ def test_a_shared_index_caught_up_past_the_no_private_read_is_checked(registry) 
         assert row["id"] in [aid for aid, _ in semantic.top(raw, query, 10, None, index=index)]  # unchecked: there
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 @pytest.mark.parametrize("fused", [True, False], ids=["few-matches", "postings"])
 def test_postgres_reads_the_vector_counters_with_the_keyword_tiers(registry, db_url, graph, monkeypatch,  # noqa: ANN001
                                                                    fused: bool) -> None:
@@ -554,8 +555,6 @@ def test_postgres_reads_the_vector_counters_with_the_keyword_tiers(registry, db_
     from lorahub.registry.catalogue import Registry
     from lorahub.registry.rows import A
 
-    if not registry.dialect == "postgresql":
-        pytest.skip("PostgreSQL's statements (SQLite reads the counters in process, no round trip)")
     if not fused:
         monkeypatch.setattr(S, "FUSED_MAX_MATCHES", -1)  # one-word tiers from the postings
     registry.import_records(_records(90))

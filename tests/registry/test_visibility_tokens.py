@@ -70,13 +70,12 @@ def test_visibility_changed_in_sql_hides_and_shows_at_once(registry) -> None:  #
     assert _names(reg, "lantern") == everyone and _tokens(reg, "Paper Lantern") == before
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # SQLite's full-text tokens (PostgreSQL reads the columns)
 def test_the_migration_mends_rows_already_out_of_step(registry) -> None:  # noqa: ANN001
     from alembic import command
 
     from lorahub.registry.migrations import alembic_config, head_revision
 
-    if registry.dialect != "sqlite":
-        pytest.skip("SQLite's full-text tokens (PostgreSQL reads the columns)")
     registry.import_records(RECORDS)
     before = _tokens(registry, "Night Market")
     with registry.engine.connect() as conn:
