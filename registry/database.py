@@ -122,8 +122,10 @@ _URL_RE = re.compile(
 )
 
 
+@lru_cache(maxsize=64)
 def parse_url(raw: str) -> DbUrl:
-    """``raw`` split as SQLAlchemy's ``make_url`` splits it; UsageError when it is not a URL."""
+    """``raw`` split as SQLAlchemy's ``make_url`` splits it; UsageError when it is not a URL. Cached (a frozen
+    result; a server asked it several times a request for the same URL)."""
     m = _URL_RE.match(raw)
     port = m.group("port") if m else None
     if m is None or (port and not port.isdigit()):
@@ -427,6 +429,12 @@ def _json_each() -> bool:
     return True
 
 
+@lru_cache(maxsize=64)
+def _url_key(url: Any) -> str:
+    """A SQLAlchemy URL with its password hidden (:class:`Raw`'s ``key``; made once per engine's URL)."""
+    return url.render_as_string(hide_password=True)
+
+
 @lru_cache(maxsize=256)
 def _row_type(names: tuple[str, ...]) -> Any:
     return namedtuple("Row", names, rename=True)
@@ -443,7 +451,7 @@ class Raw:
         self.dbapi = conn.connection.dbapi_connection
         self.dialect = conn.dialect.name
         self.pg = self.dialect == "postgresql"
-        self.key = conn.engine.url.render_as_string(hide_password=True)
+        self.key = _url_key(conn.engine.url)
 
     @classmethod
     def on_driver(cls, dbapi: Any, url: str) -> Raw:
