@@ -920,8 +920,8 @@ class _Postgres(_Backend):
         if counted:
             sql = f"({sql}){self.counters_row(3)}"
         rows = self.run(sql, params, prepare=self.generic_plan_ok())
-        if counted:
-            rows = self.take_counters(rows)
+        if counted:  # a UNION's branches come in no promised order: the statement's own order, again
+            rows = sorted(self.take_counters(rows), key=lambda r: (-r[2], -r[1], -r[0]))
         return [Hit(r[0], r[2] + T.popularity(r[1])) for r in rows]
 
     def any_match(self) -> bool:
