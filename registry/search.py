@@ -122,9 +122,11 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = Fals
     offset = (q.page - 1) * q.limit
     if not plan.terms:
         return backend.browse(q.sort, offset, q.limit)
+    from . import semantic  # the package is looked up, not imported
+
     keyword: list[Hit] | None = None
     counters: tuple[int, int, bool] | None = None
-    if raw.pg and q.sort == "relevance" and q.mode in ("auto", "hybrid") and _semantic_installed():
+    if raw.pg and q.sort == "relevance" and q.mode in ("auto", "hybrid") and semantic.installed():
         # Hybrid's keyword tiers first, with the database's vector counters in the same statement where the
         # tiers take one (a round trip saved: the server's Python is what a PostgreSQL search waits on)
         keyword, counters = backend.ranked_with_counters(depth_for(offset + q.limit))
@@ -155,12 +157,6 @@ def resolve_mode(raw: Raw, q: SearchQuery) -> str:
     for where it cannot run. The keyword path imports nothing of the model's (the package is looked up,
     not imported)."""
     return _resolve_mode(raw, q)[0]
-
-
-def _semantic_installed() -> bool:
-    from . import semantic
-
-    return semantic.installed()
 
 
 def _resolve_mode(raw: Raw, q: SearchQuery, counters: tuple[int, int, bool] | None = None) -> tuple[str, Any]:
@@ -264,9 +260,9 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
                 pin(Hit(aid, HASH_SCORE))
     if mode != "hybrid":
         keyword = []
-    elif keyword is None:
-        keyword = backend.ranked(depth)
-    if mode == "hybrid":
+    else:
+        if keyword is None:
+            keyword = backend.ranked(depth)
         if not keyword and len(backend.plan.terms) > 1 and backend.plan.mode == "and":
             backend.plan.mode = "or"  # no adapter the search may show has every word: any of them
             keyword = backend.ranked(depth)
@@ -857,14 +853,14 @@ class _Postgres(_Backend):
             self._with_counters = False
 
     def counters_row(self, columns: int) -> str:
-        """`` UNION ALL`` a row of the vector counters, told apart by a negative last column (``columns``
-        wide: the stored and removed counters first, then, with 4 columns, whether an adapter is private as 0
-        or 1 and the marker -1, with 3 columns -1 or -2 for private), for the next statement only."""
+        """`` UNION ALL`` a row of the vector counters, ``columns`` wide: the stored and removed counters first,
+        zeros, and last -1, or -2 where some adapter is private (no row of a tier has a negative last column);
+        for the next statement only."""
         from .semantic import counters_sql
 
         self._with_counters = False
-        last = "-1 - CAST(c.p AS integer)" if columns == 3 else "CAST(c.p AS integer), -1"
-        return f" UNION ALL (SELECT c.e, c.r, {last} FROM ({counters_sql(True)}) c)"
+        return (f" UNION ALL (SELECT c.e, c.r, {'0, ' * (columns - 3)}-1 - CAST(c.p AS integer) "
+                f"FROM ({counters_sql(True)}) c)")
 
     def take_counters(self, rows: list[Any]) -> list[Any]:
         """``rows`` less the counters row :meth:`counters_row` added (kept in ``counters``)."""
@@ -872,10 +868,8 @@ class _Postgres(_Backend):
         for r in rows:
             if r[-1] >= 0:
                 out.append(r)
-            elif len(r) == 3:
-                self.counters = (int(r[0] or 0), int(r[1] or 0), r[2] == -2)
             else:
-                self.counters = (int(r[0] or 0), int(r[1] or 0), bool(r[2]))
+                self.counters = (int(r[0] or 0), int(r[1] or 0), r[-1] == -2)
         return out
 
     def posted_hits(self, rows: list[Any], tier: int) -> list[Hit]:

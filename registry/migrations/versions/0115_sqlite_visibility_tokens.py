@@ -42,13 +42,17 @@ _DISAGREE = (
     f"OR (old.owner_id IS NOT NULL AND old.owner_id IS NOT new.owner_id AND {_has('new', repr(_OWNER) + ' || old.owner_id')})"
 )
 
-#: The tokens less any private token and the previous and new owners' tokens, then those the columns call for.
-_MENDED = (
-    "trim(trim(replace(replace(replace(' ' || new.search_facets || ' ', ' zprv ', ' '), "
-    "' zo' || coalesce(old.owner_id, '') || ' ', ' '), ' zo' || coalesce(new.owner_id, '') || ' ', ' ')) "
-    "|| CASE WHEN new.private = 1 THEN ' zprv' ELSE '' END "
-    "|| CASE WHEN new.owner_id IS NOT NULL THEN ' zo' || new.owner_id ELSE '' END)"
-)
+
+def _mended(previous_owner: str) -> str:
+    """The tokens less any private token and the previous (``previous_owner``, SQL) and new owners' tokens,
+    then those the columns call for."""
+    return ("trim(trim(replace(replace(replace(' ' || new.search_facets || ' ', ' zprv ', ' '), "
+            f"' zo' || coalesce({previous_owner}, '') || ' ', ' '), ' zo' || coalesce(new.owner_id, '') || ' ', ' ')) "
+            "|| CASE WHEN new.private = 1 THEN ' zprv' ELSE '' END "
+            "|| CASE WHEN new.owner_id IS NOT NULL THEN ' zo' || new.owner_id ELSE '' END)")
+
+
+_MENDED = _mended("old.owner_id")
 
 _TRIGGER = (
     "CREATE TRIGGER adapters_visibility_tokens AFTER UPDATE OF private, owner_id, search_facets ON adapters "
@@ -75,8 +79,7 @@ def _fts_triggers(facets_insert: str, facets_update: str, columns: str) -> list[
 
 
 _FTS_0001 = _fts_triggers("new.search_facets", "new.search_facets", _COLUMNS)
-_FTS_NOW = _fts_triggers(_MENDED.replace("coalesce(old.owner_id, '')", "''"), _MENDED,
-                         _COLUMNS + ", private, owner_id")
+_FTS_NOW = _fts_triggers(_mended("NULL"), _MENDED, _COLUMNS + ", private, owner_id")
 
 
 def mended(facets: str, private: bool, owner_id: int | None) -> str:
