@@ -38,63 +38,65 @@ def _source(row: Any) -> str:
     return row.source_key.split(":", 1)[-1] if row.source_key.startswith("record:") else row.source_key
 
 
-def _split(value: str | None) -> list[str]:
-    return [v for v in (value or "").split("\n") if v]
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    """Stored naive in UTC (see :mod:`lorahub.registry.rows`); results say so, so that their JSON carries the offset."""
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+def _lines(value: str | None) -> list[str]:
+    """The entries of a newline-joined column (tags, trigger words; see :mod:`.rows`)."""
+    if not value:
+        return []
+    out = value.split("\n")
+    return out if "" not in out else [v for v in out if v]
 
 
 _RESULT_FIELDS = frozenset(SearchResult.model_fields)
+_FAMILIES = frozenset(T.FAMILIES)
 _new_result = SearchResult.__new__
+_set = object.__setattr__
 
 
-def _result(values: dict[str, Any]) -> SearchResult:
-    """A SearchResult of every field's value, not validated: what ``model_construct`` makes when given every
-    field (no defaults to fill in, no extra or private attributes: the model forbids extras and has no
-    private ones), without its per-field loop (about 8 us against 1.3 us a result)."""
+def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> SearchResult:
+    """A SearchResult of a row of :data:`_RESULT_COLUMNS`. Rows come from our own tables: the result is built
+    as ``model_construct`` builds one given every field (no defaults to fill in, no extra or private
+    attributes: the model forbids extras and has no private ones), without re-validating every field or
+    its per-field loop (which cost about 8 us a result)."""
+    desc = row.description
+    desc = " ".join(desc.split()) or None if desc else None
+    published = row.published_at
+    if published is not None and type(published) is not datetime:
+        published = as_datetime(published)  # SQLite's raw cursor hands back text
+    if published is not None and published.tzinfo is None:
+        published = published.replace(tzinfo=timezone.utc)  # stored naive in UTC (see .rows): the JSON says so
+    family = row.base_family
+    autov3 = row.autov3
     obj = _new_result(SearchResult)
-    _set = object.__setattr__
-    _set(obj, "__dict__", values)
+    _set(obj, "__dict__", {
+        "id": row.id,
+        "name": row.name,
+        "title": row.title,
+        "source_kind": row.source_kind,
+        "source": _source(row),
+        "url": row.url or row.file_url,
+        "author": row.author,
+        "license": row.license,
+        "base_family": family if family in _FAMILIES else "unknown",
+        "base_model": row.base_model,
+        "format": row.format,
+        "rank": row.rank,
+        "tags": _lines(row.tags_text),
+        "trigger_words": _lines(row.trigger_words_text),
+        "downloads": int(row.downloads or 0),
+        "published_at": published,
+        "description": desc,
+        "version": row.version_name,
+        "file_name": row.filename,
+        "size": row.size,
+        "sha256": row.sha256,
+        "autov3": autov3.upper() if autov3 else None,
+        "score": round(score, 6),
+        "matched_hashes": list(matched),
+    })
     _set(obj, "__pydantic_fields_set__", set(_RESULT_FIELDS))
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
-
-
-def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> SearchResult:
-    desc = row.description
-    if desc:
-        desc = " ".join(desc.split())
-    # Rows come from our own tables: build without re-validating every field.
-    return _result(dict(
-        id=row.id,
-        name=row.name,
-        title=row.title,
-        source_kind=row.source_kind,
-        source=_source(row),
-        url=row.url or row.file_url,
-        author=row.author,
-        license=row.license,
-        base_family=row.base_family if row.base_family in T.FAMILIES else "unknown",
-        base_model=row.base_model,
-        format=row.format,
-        rank=row.rank,
-        tags=_split(row.tags_text),
-        trigger_words=_split(row.trigger_words_text),
-        downloads=int(row.downloads or 0),
-        published_at=_utc(as_datetime(row.published_at)),
-        description=desc or None,
-        version=row.version_name,
-        file_name=row.filename,
-        size=row.size,
-        sha256=row.sha256,
-        autov3=row.autov3.upper() if row.autov3 else None,
-        score=round(score, 6),
-        matched_hashes=list(matched),
-    ))
 
 
 def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = None) -> list[SearchResult]:
