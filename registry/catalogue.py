@@ -323,11 +323,11 @@ class Registry:
         if not isinstance(query, SearchQuery):
             query = SearchQuery(query=query, **filters)
         with self.reading() as raw:
-            hits = _search.search(raw, query, viewer=viewer)
-            found = lookups.results_for(raw, [h.id for h in hits], {h.id: h.score for h in hits})
+            hits, version = _search.search_page(raw, query, viewer=viewer)
+            found = lookups.results_for(raw, [h.id for h in hits], {h.id: h.score for h in hits}, version=version)
             if len(found) < len(hits):  # a hit was deleted after the search read it (see search.fuse)
-                hits = _search.search(raw, query, viewer=viewer, checked=True)
-                found = lookups.results_for(raw, [h.id for h in hits], {h.id: h.score for h in hits})
+                hits, version = _search.search_page(raw, query, viewer=viewer, checked=True)
+                found = lookups.results_for(raw, [h.id for h in hits], {h.id: h.score for h in hits}, version=version)
             return found
 
     def source_files(self, source_key: str) -> dict[str, str]:

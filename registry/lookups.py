@@ -7,6 +7,7 @@ ranks ids is :mod:`lorahub.registry.search`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -52,11 +53,8 @@ _new_result = SearchResult.__new__
 _set = object.__setattr__
 
 
-def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> SearchResult:
-    """A SearchResult of a row of :data:`_RESULT_COLUMNS`. Rows come from our own tables: the result is built
-    as ``model_construct`` builds one given every field (no defaults to fill in, no extra or private
-    attributes: the model forbids extras and has no private ones), without re-validating every field or
-    its per-field loop (which cost about 8 us a result)."""
+def _values(row: Any) -> dict[str, Any]:
+    """A result's fields of a row of :data:`_RESULT_COLUMNS`, less its score and matched hashes."""
     desc = row.description
     desc = " ".join(desc.split()) or None if desc else None
     published = row.published_at
@@ -66,8 +64,7 @@ def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> Sear
         published = published.replace(tzinfo=timezone.utc)  # stored naive in UTC (see .rows): the JSON says so
     family = row.base_family
     autov3 = row.autov3
-    obj = _new_result(SearchResult)
-    _set(obj, "__dict__", {
+    return {
         "id": row.id,
         "name": row.name,
         "title": row.title,
@@ -90,29 +87,107 @@ def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> Sear
         "size": row.size,
         "sha256": row.sha256,
         "autov3": autov3.upper() if autov3 else None,
-        "score": round(score, 6),
-        "matched_hashes": list(matched),
-    })
+    }
+
+
+def _built(values: dict[str, Any]) -> SearchResult:
+    """A SearchResult of every field's value, built as ``model_construct`` builds one given every field (no
+    defaults to fill in, no extra or private attributes: the model forbids extras and has no private ones),
+    without re-validating every field or its per-field loop (which cost about 8 us a result). Rows come from
+    our own tables."""
+    obj = _new_result(SearchResult)
+    _set(obj, "__dict__", values)
     _set(obj, "__pydantic_fields_set__", set(_RESULT_FIELDS))
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
 
 
-def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = None) -> list[SearchResult]:
-    """Search results for adapter ``ids`` (primary file shown), in the order given."""
+def to_result(row: Any, score: float = 0.0, matched: Sequence[str] = ()) -> SearchResult:
+    """A SearchResult of a row of :data:`_RESULT_COLUMNS`."""
+    values = _values(row)
+    values["score"] = round(score, 6)
+    values["matched_hashes"] = list(matched)
+    return _built(values)
+
+
+#: Result rows a process keeps per PostgreSQL database (:func:`results_for`), at most.
+KEPT_ROWS = 20_000
+
+
+class _Kept:
+    """The result fields (:func:`_values`) of the rows read while the database's data version was ``version``."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.values: dict[int, dict[str, Any]] = {}
+
+
+_kept: dict[str, _Kept] = {}  # Raw.key -> the rows kept of that database
+_kept_lock = threading.Lock()
+
+
+def _kept_for(raw: Raw, version: int) -> _Kept | None:
+    """The rows kept for ``raw``'s database at ``version``: a newer version starts afresh; None for an older
+    one (a search whose statement read the version before another search read a newer one)."""
+    with _kept_lock:
+        kept = _kept.get(raw.key)
+        if kept is None or kept.version < version:
+            kept = _kept[raw.key] = _Kept(version)
+        return kept if kept.version == version else None
+
+
+def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = None, *,
+                version: int | None = None) -> list[SearchResult]:
+    """Search results for adapter ``ids`` (primary file shown), in the order given.
+
+    ``version``: the data version (``registry_data_version``, migration 0116: raised by every commit that
+    writes the tables a result shows, with the rows, whoever writes them) that a statement of this search read
+    on PostgreSQL. The rows read are kept under it, and a later search that reads the same version is answered
+    from them, with no statement: the rows read after a search's ranking statement are never older than that
+    statement, and none are kept past a newer version (the results' statement was about a third of
+    PostgreSQL's work in a search of the HTTP benchmark's mix, and most of the rest of a search of a page it
+    had seen, 2026-12-06)."""
     if not ids:
         return []
-    rows = raw.all(
+    scores = scores or {}
+    kept = _kept_for(raw, version) if version is not None and raw.pg else None
+    if kept is None:
+        by_id = {r.id: _values(r) for r in _rows(raw, ids)}
+    else:
+        by_id = {}
+        missing = []
+        for i in ids:
+            values = kept.values.get(i)
+            if values is None:
+                missing.append(i)
+            else:
+                by_id[i] = values
+        if missing:
+            read = {r.id: _values(r) for r in _rows(raw, missing)}
+            with _kept_lock:
+                if len(kept.values) + len(read) > KEPT_ROWS:
+                    kept.values.clear()
+                kept.values.update(read)
+            by_id.update(read)
+    out = []
+    for i in ids:
+        values = by_id.get(i)
+        if values is not None:
+            # A result of its own: its lists are not the kept ones (a caller may change its result).
+            out.append(_built({**values, "tags": list(values["tags"]), "trigger_words": list(values["trigger_words"]),
+                               "score": round(scores.get(i, 0.0), 6), "matched_hashes": []}))
+    return out
+
+
+def _rows(raw: Raw, ids: Sequence[int]) -> list[Any]:
+    return raw.all(
         f"SELECT {_RESULT_COLUMNS} FROM adapters a "
         "LEFT JOIN adapter_files f ON f.adapter_id = a.id AND f.is_primary = :true "
         "LEFT JOIN adapter_versions v ON v.id = f.version_id WHERE a.id IN :ids",
         {"ids": list(ids), "true": True},
         prepare=True,  # primary-key lookups: planning cost as much as running it
     )
-    by_id = {r.id: r for r in rows}
-    scores = scores or {}
-    return [to_result(by_id[i], scores.get(i, 0.0)) for i in ids if i in by_id]
 
 
 def viewer_owners(viewer: Any) -> tuple[bool, tuple[int, ...]]:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lorahub.schemas.registry import SearchQuery
 
     from .database import Raw
+    from .semantic import Counters
 
 MASK = 4294967295
 #: SQLite: adapter id of an FTS row, and FTS rowid of an adapter row (see the migration).
@@ -117,23 +118,30 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = Fals
     """Adapter ids (and scores) of one page of results, best first (read on ``raw``, a
     :class:`~lorahub.registry.database.Raw` reader). ``checked``: the vector candidates are checked in SQL
     even where no adapter is private (see :func:`fuse`)."""
+    return search_page(raw, q, viewer=viewer, checked=checked)[0]
+
+
+def search_page(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = False) -> tuple[list[Hit], int | None]:
+    """:func:`search`, and the data version a statement of it read (PostgreSQL's semantic and hybrid searches,
+    with the vector counters; :func:`~.lookups.results_for`), else None."""
     plan = plan_for(q, viewer)
     backend: _Backend = _Postgres(raw, plan) if raw.pg else _SQLite(raw, plan)
     offset = (q.page - 1) * q.limit
     if not plan.terms:
-        return backend.browse(q.sort, offset, q.limit)
+        return backend.browse(q.sort, offset, q.limit), None
     from . import semantic  # the package is looked up, not imported
 
     keyword: list[Hit] | None = None
-    counters: tuple[int, int, bool] | None = None
+    counters: Counters | None = None
     if raw.pg and q.sort == "relevance" and q.mode in ("auto", "hybrid") and semantic.installed():
         # Hybrid's keyword tiers first, with the database's vector counters in the same statement where the
         # tiers take one (a round trip saved: the server's Python is what a PostgreSQL search waits on)
         keyword, counters = backend.ranked_with_counters(depth_for(offset + q.limit))
     mode, current = _resolve_mode(raw, q, counters)
     if mode != "keyword":
-        return fuse(raw, backend, q, mode, offset, words_found=True if mode == "semantic" else None,
+        hits = fuse(raw, backend, q, mode, offset, words_found=True if mode == "semantic" else None,
                     current=current, checked=checked, keyword=keyword if mode == "hybrid" else None)
+        return hits, current.data_version
 
     def page() -> list[Hit]:
         if q.sort == "relevance":
@@ -149,7 +157,7 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = Fals
         # the search may show has every word (no existence query first: most queries of several words match).
         plan.mode = "or"
         hits = page()
-    return hits
+    return hits, None
 
 
 def resolve_mode(raw: Raw, q: SearchQuery) -> str:
@@ -159,7 +167,7 @@ def resolve_mode(raw: Raw, q: SearchQuery) -> str:
     return _resolve_mode(raw, q)[0]
 
 
-def _resolve_mode(raw: Raw, q: SearchQuery, counters: tuple[int, int, bool] | None = None) -> tuple[str, Any]:
+def _resolve_mode(raw: Raw, q: SearchQuery, counters: Counters | None = None) -> tuple[str, Any]:
     """:func:`resolve_mode`, and for semantic and hybrid what :func:`~.semantic.current` read: the vector
     index it checked against the database's counter (handed to :func:`~.semantic.top`: one check per
     search), and whether any adapter is private. ``counters``: the counters as a statement of this search
@@ -402,7 +410,7 @@ class _Backend:
         the exact names (tier 4) with their scores, the others' scores may be their tier alone."""
         return self.relevance(0, limit)
 
-    def ranked_with_counters(self, limit: int) -> tuple[list[Hit], tuple[int, int, bool] | None]:
+    def ranked_with_counters(self, limit: int) -> tuple[list[Hit], Counters | None]:
         """:meth:`ranked`, and the database's vector counters (:func:`~.semantic.counters_sql`) where its
         first statement could read them too (else None)."""
         return self.ranked(limit), None
@@ -695,7 +703,7 @@ class _Postgres(_Backend):
     _order_only = False  # reading for fusion (:meth:`ranked`): tiers 1-3 scored by their tier alone
     #: :meth:`ranked_with_counters`: the next statement that can read the vector counters too (into ``counters``)
     _with_counters = False
-    counters: tuple[int, int, bool] | None = None
+    counters: Counters | None = None
 
     def generic_plan_ok(self) -> bool:
         """Whether a statement that reads the words' GIN indexes may run prepared (planned once for any
@@ -843,7 +851,7 @@ class _Postgres(_Backend):
         finally:
             self._order_only = False
 
-    def ranked_with_counters(self, limit: int) -> tuple[list[Hit], tuple[int, int, bool] | None]:
+    def ranked_with_counters(self, limit: int) -> tuple[list[Hit], Counters | None]:
         """The one-word tiers' statement (:meth:`top_tiers`) and the one of few matches (:meth:`relevance`)
         read the counters as one more row; the tier-by-tier forms do not (the counters are read apart then)."""
         self._with_counters, self.counters = True, None
@@ -854,22 +862,29 @@ class _Postgres(_Backend):
 
     def counters_row(self, columns: int) -> str:
         """`` UNION ALL`` a row of the vector counters, ``columns`` wide: the stored and removed counters first,
-        zeros, and last -1, or -2 where some adapter is private (no row of a tier has a negative last column);
-        for the next statement only."""
+        zeros, and last -1, or -2 where some adapter is private; and a row of the data version (migration 0116):
+        the version first, zeros, and last -3 (no row of a tier has a negative last column); for the next
+        statement only."""
         from .semantic import counters_sql
 
         self._with_counters = False
-        return (f" UNION ALL (SELECT c.e, c.r, {'0, ' * (columns - 3)}-1 - CAST(c.p AS integer) "
-                f"FROM ({counters_sql(True)}) c)")
+        zeros = "0, " * (columns - 3)
+        return (f" UNION ALL (SELECT c.e, c.r, {zeros}-1 - CAST(c.p AS integer) FROM ({counters_sql(True)}) c)"
+                f" UNION ALL (SELECT v.version, 0, {zeros}-3 FROM registry_data_version v)")
 
     def take_counters(self, rows: list[Any]) -> list[Any]:
-        """``rows`` less the counters row :meth:`counters_row` added (kept in ``counters``)."""
+        """``rows`` less the rows :meth:`counters_row` added (kept in ``counters``)."""
         out = []
+        counters = data = None
         for r in rows:
             if r[-1] >= 0:
                 out.append(r)
+            elif r[-1] == -3:
+                data = int(r[0]) if r[0] is not None else None
             else:
-                self.counters = (int(r[0] or 0), int(r[1] or 0), r[-1] == -2)
+                counters = (int(r[0] or 0), int(r[1] or 0), r[-1] == -2)
+        if counters is not None:
+            self.counters = (*counters, data)
         return out
 
     def posted_hits(self, rows: list[Any], tier: int) -> list[Hit]:
@@ -1063,4 +1078,4 @@ class _Postgres(_Backend):
         return _hits(self.select(where, params, sort, limit, offset, vector="search_vector"))
 
 
-__all__ = ["Hit", "depth_for", "fuse", "resolve_mode", "search", "TIER_ANY", "TIER_EXACT", "TIER_KEYWORDS", "TIER_NAME"]
+__all__ = ["Hit", "depth_for", "fuse", "resolve_mode", "search", "search_page", "TIER_ANY", "TIER_EXACT", "TIER_KEYWORDS", "TIER_NAME"]

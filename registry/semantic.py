@@ -362,23 +362,29 @@ def _slot_for(raw: Raw, model: Embedder) -> _Slot:
 def counters_sql(postgres: bool) -> str:
     """The statement of :func:`_counters`. Whether any adapter is private is read from the partial index
     ``ix_adapters_private`` (empty in a public registry): SQLite's planner preferred scanning the covering
-    index ``ix_adapters_visible`` of every row (2.4 ms at 100k), so it is named there."""
+    index ``ix_adapters_visible`` of every row (2.4 ms at 100k), so it is named there. On PostgreSQL it reads
+    the data version of the rows results show too (migration 0116, :func:`~.lookups.results_for`)."""
     private = "adapters" if postgres else "adapters INDEXED BY ix_adapters_private"
+    data = "(SELECT version FROM registry_data_version)" if postgres else "NULL"
     return ("SELECT (SELECT max(seq) FROM adapter_embeddings) AS e, "
             "(SELECT max(seq) FROM adapter_embedding_removals) AS r, "
-            f"EXISTS (SELECT 1 FROM {private} WHERE private) AS p")
+            f"EXISTS (SELECT 1 FROM {private} WHERE private) AS p, {data} AS d")
 
 
-def _counters(raw: Raw) -> tuple[int, int, bool]:
-    """(largest ``seq`` of a stored vector, largest ``seq`` of a removal, 0 for none; whether some adapter is
-    private): one query of three index lookups."""
+#: What :func:`counters_sql` reads: the largest ``seq`` of a stored vector, of a removal (0 for none), whether
+#: some adapter is private, and the data version (None on SQLite).
+Counters = tuple[int, int, bool, "int | None"]
+
+
+def _counters(raw: Raw) -> Counters:
+    """:data:`Counters`: one query of four index lookups."""
     row = raw.all(counters_sql(raw.pg), prepare=True)[0]  # one plan, no values
-    return int(row[0] or 0), int(row[1] or 0), bool(row[2])
+    return int(row[0] or 0), int(row[1] or 0), bool(row[2]), (int(row[3]) if row[3] is not None else None)
 
 
 def generation(raw: Raw) -> int:
     """The database's change counter for vectors: the largest ``seq`` of a vector written or removed."""
-    stored, removed, _ = _counters(raw)
+    stored, removed, _, _ = _counters(raw)
     return max(stored, removed)
 
 
@@ -512,27 +518,29 @@ def _refresh(raw: Raw, model: Embedder, slot: _Slot, top_seq: int | None = None)
 
 
 class Current(NamedTuple):
-    """What :func:`current` read for a search: the index, and whether any adapter was private then."""
+    """What :func:`current` read for a search: the index, whether any adapter was private then, and the data
+    version of the rows results show (:func:`~.lookups.results_for`; None on SQLite)."""
 
     index: VectorIndex
     any_private: bool
+    data_version: int | None = None
 
 
-def current(raw: Raw, counters: tuple[int, int, bool] | None = None) -> Current | None:
+def current(raw: Raw, counters: Counters | None = None) -> Current | None:
     """This database's index brought up to date, or None when semantic search cannot run on it (no model
     installed, or no adapter has a vector of it). One query when nothing changed: a search checks the
     database's counter here once and hands the index to :func:`top`; the same query says whether any
     adapter is private (where none is, the search's candidates need no visibility check). ``counters``: what
     :func:`counters_sql` gave in a statement of this search that ran before its vector search (the keyword
     tiers' on PostgreSQL), in :func:`_counters`'s form; else read here."""
-    stored, removed, private = counters if counters is not None else _counters(raw)
+    stored, removed, private, data = counters if counters is not None else _counters(raw)
     if not stored:
         return None  # nothing stored: the model is not even loaded
     model = embedder()
     if model is None:
         return None
     index = _refresh(raw, model, _slot_for(raw, model), max(stored, removed))
-    return Current(index, private) if index.live > 0 else None
+    return Current(index, private, data) if index.live > 0 else None
 
 
 def ready(raw: Raw) -> bool:

@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
 HERE = Path(__file__).resolve().parent
 
 #: Objects that exist only in migrations (the text-search machinery: SQLite's full-text tables, PostgreSQL's
-#: word postings; the adapters' visibility index), ignored when Alembic compares the database with the models.
-MIGRATION_ONLY_TABLES = ("adapter_fts", "adapter_postings")
+#: word postings and the version of what results show; the adapters' visibility index), ignored when Alembic
+#: compares the database with the models.
+MIGRATION_ONLY_TABLES = ("adapter_fts", "adapter_postings", "registry_data_version")
 MIGRATION_ONLY_COLUMNS = {("adapters", "search_vector"), ("adapters", "name_vector"), ("adapters", "keywords_vector")}
 MIGRATION_ONLY_INDEXES = {
     "ix_adapters_search_vector",

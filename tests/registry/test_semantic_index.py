@@ -481,15 +481,18 @@ def test_whether_any_adapter_is_private_is_read_from_the_partial_index(registry)
 
 def test_a_hit_deleted_between_search_and_page_is_replaced(registry, monkeypatch) -> None:  # noqa: ANN001
     """An adapter deleted after a search read the counter (between its statements) would leave the page
-    short: the registry asks again with every candidate checked, and the page is full."""
+    short: the registry asks again with every candidate checked, and the page is full. (Where the rows of the
+    version the search read are kept, PostgreSQL, the page is that version's, deleted adapter and all: they
+    are not kept here, so that the page's rows are read after the delete.)"""
     from sqlalchemy import text
 
+    from lorahub.registry import lookups
     from lorahub.registry import search as S
 
     registry.import_records(_records(60))
     query = SearchQuery(query="black and white ink painting", mode="hybrid", limit=5)
     before = [r.id for r in registry.search(query)]
-    real = S.search
+    real = S.search_page
     seen: list[bool] = []
 
     def search_then_delete(raw, q, *, viewer=None, checked=False):  # noqa: ANN001, ANN202
@@ -500,7 +503,8 @@ def test_a_hit_deleted_between_search_and_page_is_replaced(registry, monkeypatch
                 conn.execute(text("DELETE FROM adapters WHERE id = :i"), {"i": before[1]})
         return hits
 
-    monkeypatch.setattr(S, "search", search_then_delete)
+    monkeypatch.setattr(S, "search_page", search_then_delete)
+    monkeypatch.setattr(lookups, "_kept", {})
     page = [r.id for r in registry.search(query)]
     assert seen == [False, True]
     assert len(page) == 5 and before[1] not in page and page[:1] == before[:1]
