@@ -122,8 +122,9 @@ def search(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = Fals
 
 
 def search_page(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = False) -> tuple[list[Hit], int | None]:
-    """:func:`search`, and the data version a statement of it read (PostgreSQL's semantic and hybrid searches,
-    with the vector counters; :func:`~.lookups.results_for`), else None."""
+    """:func:`search`, and the data version a statement of it read on PostgreSQL (with the vector counters: in
+    semantic and hybrid searches, and in keyword searches by relevance whose statement can carry them;
+    :func:`~.lookups.results_for`), else None."""
     plan = plan_for(q, viewer)
     backend: _Backend = _Postgres(raw, plan) if raw.pg else _SQLite(raw, plan)
     offset = (q.page - 1) * q.limit
@@ -151,13 +152,17 @@ def search_page(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool =
     several = len(plan.terms) > 1
     if several and offset and not backend.any_match():
         plan.mode = "or"
+    # The data version (for the page's rows: lookups.results_for) with the first statement that can carry it
+    # (a one-word query's postings, or every tier at once), on PostgreSQL.
+    if raw.pg and q.sort == "relevance":
+        backend._with_counters = True
     hits = page()
     if several and not offset and not hits and plan.mode == "and":
         # A first page holds the first matches of every word, whatever the order: none means that no adapter
         # the search may show has every word (no existence query first: most queries of several words match).
         plan.mode = "or"
         hits = page()
-    return hits, None
+    return hits, backend.counters[3] if backend.counters is not None else None
 
 
 def resolve_mode(raw: Raw, q: SearchQuery) -> str:
@@ -309,6 +314,9 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
 
 
 class _Backend:
+    #: The vector counters and data version (:data:`~.semantic.Counters`) a statement of this search read, if any.
+    counters: Counters | None = None
+
     def __init__(self, raw: Raw, plan: _Plan) -> None:
         self.raw = raw
         self.plan = plan
@@ -701,9 +709,9 @@ class _Postgres(_Backend):
     """
 
     _order_only = False  # reading for fusion (:meth:`ranked`): tiers 1-3 scored by their tier alone
-    #: :meth:`ranked_with_counters`: the next statement that can read the vector counters too (into ``counters``)
+    #: :meth:`ranked_with_counters` (and a keyword search by relevance): the next statement that can read the
+    #: vector counters and the data version too (into ``counters``)
     _with_counters = False
-    counters: Counters | None = None
 
     def generic_plan_ok(self) -> bool:
         """Whether a statement that reads the words' GIN indexes may run prepared (planned once for any

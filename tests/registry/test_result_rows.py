@@ -80,11 +80,13 @@ def test_the_version_is_raised_once_per_committed_transaction_of_any_of_the_thre
     assert _version(pg_url) == before
 
 
-def test_a_search_answers_from_the_kept_rows_and_shows_every_committed_change(reg, pg_url, monkeypatch) -> None:  # noqa: ANN001
-    if not semantic.installed():
-        pytest.skip("the kept rows go with the vector counters: hybrid search needs the [semantic] extra")
+@pytest.mark.parametrize("mode", ["hybrid", "keyword"])
+def test_a_search_answers_from_the_kept_rows_and_shows_every_committed_change(reg, pg_url, monkeypatch,  # noqa: ANN001
+                                                                              mode: str) -> None:
+    if mode == "hybrid" and not semantic.installed():
+        pytest.skip("hybrid search needs the [semantic] extra")
     reg.import_records(_records(8))
-    q = SearchQuery(query="robot", mode="hybrid", limit=5)
+    q = SearchQuery(query="robot", mode=mode, limit=5)
     statements: list[str] = []
     real_all = database.Raw.all
 
