@@ -320,6 +320,9 @@ def _sqlite_setup(dbapi_conn: Any, timeout_ms: int) -> None:
         pass
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.execute("PRAGMA foreign_keys = ON")
+    # Statement journals (a statement whose triggers write other tables keeps one) in memory, not temporary
+    # files: importing 20k records 13.0 -> 12.6 s, and 14.5 -> 12.7-13.3 s with migration 0116's triggers.
+    cur.execute("PRAGMA temp_store = MEMORY")
     cur.close()
 
 

@@ -83,7 +83,11 @@ def test_the_migration_mends_rows_already_out_of_step(registry) -> None:  # noqa
         conn.commit()
     _sql(registry, "INSERT INTO users (id, name, is_admin, created_at) VALUES (7, 'alice', 0, CURRENT_TIMESTAMP)")
     _sql(registry, "UPDATE adapters SET private = 1, owner_id = 7 WHERE name = 'Night Market'")  # no trigger then
-    assert "Night Market" in _names(registry, "lantern")  # what the trigger stops
+    # What the trigger stops, read in the full-text index (the search of today's code needs today's schema):
+    # anonymous keyword search matches the word without the private token, and Night Market still has none.
+    with registry.engine.connect() as conn:
+        public = conn.execute(text("SELECT count(*) FROM adapter_fts WHERE adapter_fts MATCH 'lantern NOT facets : zprv'"))
+        assert public.scalar() == 3
     assert registry.migrate()[1] == head_revision()
     assert _tokens(registry, "Night Market") == [*before, "zprv", "zo7"]
     assert _names(registry, "lantern") == ["Lantern Night", "Paper Lantern"]
