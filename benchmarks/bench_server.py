@@ -14,7 +14,7 @@ Python process would measure the client's own GIL). Latency = client-side wall t
 request (connection reused). ``--mode`` sets every request's search mode (semantic/hybrid apply to the
 relevance-ordered queries; the server's default is auto: hybrid where the records have embeddings,
 which the import writes when the [semantic] extra is installed). One warm-up pass first. The mix repeats its
-distinct queries: a PostgreSQL server keeps the rows of the pages it showed while the data is unchanged
+distinct queries: a server keeps the rows of the pages it showed while the data is unchanged
 (docs/registry.md), so after the warm-up pass their rows are not read again. Each ``--workers`` count (server processes on one socket) is
 measured on the same database. Goal: p99 <= 50 ms at 16 clients and 100k records.
 PostgreSQL runs in a fresh database that is dropped afterwards.
