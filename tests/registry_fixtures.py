@@ -106,3 +106,19 @@ def corpus_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
                     corpus_records: list) -> Iterator[object]:
     """The generated catalogue imported once per backend per session. Read-only for tests."""
     yield from _imported_registry(request.param, tmp_path_factory.mktemp("corpus"), corpus_records)
+
+
+@pytest.fixture
+def read_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every statement read through ``Raw.all`` (a search's reads) from here on, in order."""
+    from lorahub.registry import database
+
+    statements: list[str] = []
+    real_all = database.Raw.all
+
+    def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
+        statements.append(sql)
+        return real_all(self, sql, params, **kw)
+
+    monkeypatch.setattr(database.Raw, "all", spy)
+    return statements

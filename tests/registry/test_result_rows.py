@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from lorahub.registry import database, lookups, semantic
+from lorahub.registry import lookups, semantic
 from lorahub.registry.catalogue import Registry
 from lorahub.schemas.registry import AdapterRecord, SearchQuery
 
@@ -70,20 +70,13 @@ def test_the_version_is_raised_by_every_committed_transaction_of_any_of_the_thre
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "keyword"])
-def test_a_search_answers_from_the_kept_rows_and_shows_every_committed_change(reg, db_url, monkeypatch,  # noqa: ANN001
+def test_a_search_answers_from_the_kept_rows_and_shows_every_committed_change(reg, db_url, read_statements,  # noqa: ANN001
                                                                               mode: str) -> None:
     if mode == "hybrid" and not semantic.installed():
         pytest.skip("hybrid search needs the [semantic] extra")
     reg.import_records(_records(8))
     q = SearchQuery(query="robot", mode=mode, limit=5)
-    statements: list[str] = []
-    real_all = database.Raw.all
-
-    def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
-        statements.append(sql)
-        return real_all(self, sql, params, **kw)
-
-    monkeypatch.setattr(database.Raw, "all", spy)
+    statements = read_statements
 
     def page() -> list:
         statements.clear()

@@ -546,7 +546,7 @@ def test_a_shared_index_caught_up_past_the_no_private_read_is_checked(registry) 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 @pytest.mark.parametrize("fused", [True, False], ids=["few-matches", "postings"])
 def test_postgres_reads_the_vector_counters_with_the_keyword_tiers(registry, db_url, graph, monkeypatch,  # noqa: ANN001
-                                                                   fused: bool) -> None:
+                                                                   read_statements, fused: bool) -> None:
     """On PostgreSQL a hybrid search reads the vector counters (and whether any adapter is private) in the
     keyword tiers' statement where that is one statement (a one-word query's postings, or every tier at once
     for few matches): no statement of its own (a query read tier by tier reads them apart). The counters it hands the vector search are the database's
@@ -554,7 +554,6 @@ def test_postgres_reads_the_vector_counters_with_the_keyword_tiers(registry, db_
     process would) or in SQL, and the pages are those of the search that reads them apart."""
     from sqlalchemy import text, update
 
-    from lorahub.registry import database
     from lorahub.registry import search as S
     from lorahub.registry.catalogue import Registry
     from lorahub.registry.rows import A
@@ -567,14 +566,7 @@ def test_postgres_reads_the_vector_counters_with_the_keyword_tiers(registry, db_
     real_current = semantic.current
     monkeypatch.setattr(semantic, "current", lambda raw, counters=None: handed.append(counters) or
                         real_current(raw, counters))
-    statements: list[str] = []
-    real_all = database.Raw.all
-
-    def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
-        statements.append(sql)
-        return real_all(self, sql, params, **kw)
-
-    monkeypatch.setattr(database.Raw, "all", spy)
+    statements = read_statements
     counters_alone = semantic.counters_sql(True)
 
     def check(queries: list[str]) -> None:
