@@ -128,13 +128,18 @@ _kept_lock = threading.Lock()
 
 
 def _kept_for(raw: Raw, version: int) -> _Kept | None:
-    """The rows kept for ``raw``'s database at ``version``: a newer version starts afresh; None for an older
-    one (a search whose statement read the version before another search read a newer one)."""
+    """The rows kept for ``raw``'s database at ``version``: a newer version starts afresh. An older one (a
+    search whose statement read it before another search read a newer one, or a database put back to an
+    earlier state under a running process) gets None, and the rows kept go: its versions to come would
+    otherwise meet theirs."""
     with _kept_lock:
         kept = _kept.get(raw.key)
+        if kept is not None and kept.version > version:
+            del _kept[raw.key]
+            return None
         if kept is None or kept.version < version:
             kept = _kept[raw.key] = _Kept(version)
-        return kept if kept.version == version else None
+        return kept
 
 
 def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = None, *,
@@ -145,7 +150,7 @@ def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = 
     writes the tables a result shows, with the rows, whoever writes them) that a statement of this search read
     before its hits (:func:`~.search.search_page`). The rows read are kept under it, and a later search that
     reads the same version is answered from them, with no statement: rows read after a search's statement are
-    never older than it, and none are kept past a newer version. The results' statement was about a third of
+    never older than it, none are kept past a newer version, and an older one drops them. The results' statement was about a third of
     PostgreSQL's work in a search of the HTTP benchmark's mix, and 0.43 ms of a SQLite server's 2.1-2.5 ms of
     CPU a request (2026-12-06)."""
     if not ids:
