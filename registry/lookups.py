@@ -150,9 +150,9 @@ def results_for(raw: Raw, ids: Sequence[int], scores: dict[int, float] | None = 
     writes the tables a result shows, with the rows, whoever writes them) that a statement of this search read
     before its hits (:func:`~.search.search_page`). The rows read are kept under it, and a later search that
     reads the same version is answered from them, with no statement: rows read after a search's statement are
-    never older than it, none are kept past a newer version, and an older one drops them. The results' statement was about a third of
-    PostgreSQL's work in a search of the HTTP benchmark's mix, and 0.43 ms of a SQLite server's 2.1-2.5 ms of
-    CPU a request (2026-12-06)."""
+    never older than it, none are kept past a newer version, and an older one drops them. The results'
+    statement was about a third of PostgreSQL's work in a search of the HTTP benchmark's mix, and 0.43 ms of a
+    SQLite server's 2.1-2.5 ms of CPU a request (2026-12-06)."""
     if not ids:
         return []
     scores = scores or {}

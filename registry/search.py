@@ -129,8 +129,8 @@ def search_page(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool =
     plan = plan_for(q, viewer)
     backend: _Backend = _Postgres(raw, plan) if raw.pg else _SQLite(raw, plan)
     if not raw.pg:
-        version = raw.all("SELECT version FROM registry_data_version")[0][0]
-        return _search_page(raw, q, backend, checked)[0], version
+        rows = raw.all("SELECT version FROM registry_data_version")
+        return _search_page(raw, q, backend, checked)[0], rows[0][0] if rows else None
     return _search_page(raw, q, backend, checked)
 
 

@@ -129,3 +129,14 @@ def test_a_search_of_an_older_version_does_not_use_the_rows_kept_and_drops_them(
         assert raw.key not in lookups._kept  # ... and the rows kept are gone
         assert lookups.results_for(raw, ids[:1], version=11)[0].title != "kept"
         assert lookups._kept[raw.key].version == 11
+
+
+def test_without_the_version_row_every_search_reads_its_rows(reg, read_statements) -> None:  # noqa: ANN001
+    """The version's row deleted in SQL: searches go on, reading their rows each time."""
+    reg.import_records(_records(3))
+    with reg.writing() as conn:
+        conn.execute(text("DELETE FROM registry_data_version"))
+    for _ in range(2):
+        read_statements.clear()
+        assert len(reg.search(SearchQuery(query="robot", mode="keyword", limit=3))) == 3
+        assert any("LEFT JOIN adapter_files" in s for s in read_statements)
