@@ -42,8 +42,8 @@ Conventions and edge cases, decided here once:
   ``match`` when it equals the tensor hash ignoring case; else ``mismatch``.
 
 Speed: one read of the file (``readinto`` into a small ring of recycled
-buffers; no mmap, so a file truncated while it is read is an error, not a
-SIGBUS) feeds the four hashers from worker threads. hashlib, zlib and blake3
+page-aligned buffers, :mod:`lorahub._readbuf`; the file is not mapped, so a
+file truncated while it is read is an error, not a SIGBUS) feeds the four hashers from worker threads. hashlib, zlib and blake3
 release the GIL on large buffers, so on two cores the two SHA-256 chains run in
 parallel; the scheduler hands each idle thread whichever hasher is furthest
 behind (or the next read), which balances the work without a fixed split.
@@ -66,6 +66,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._readbuf import read_buffer
 from ..errors import AdapterFileError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,7 +174,7 @@ def _hash_file(
     """
     nchunks = (size + chunk - 1) // chunk
     ring = max(2, min(RING_BUFFERS, nchunks))
-    bufs = [bytearray(min(chunk, size) or 1) for _ in range(ring)]
+    bufs = [read_buffer(min(chunk, size)) for _ in range(ring)]
     lens = [0] * ring
     cond = threading.Condition()
     state = {"read": 0, "reading": False, "error": None}

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .._readbuf import read_buffer
 from ..errors import LorahubError
 from .formats import Module, analyze
 from .header import SafetensorsHeader, read_header
@@ -800,7 +801,7 @@ def sketch_header(header: SafetensorsHeader, analysis: Any = None) -> Sketch:
         except OSError as exc:
             raise SketchError(f"{header.path}: {exc.strerror or exc}") from None
         try:
-            buf = bytearray(min(READ_CHUNK, max(1, header.data_len)))
+            buf = read_buffer(min(READ_CHUNK, header.data_len))
             view = memoryview(buf)
             pos = 0
             while pos < header.data_len:

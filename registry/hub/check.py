@@ -61,6 +61,7 @@ from typing import BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from lorahub._readbuf import read_buffer
 from lorahub.errors import RegistryError, UsageError
 from lorahub.registry.tables import utcnow
 from lorahub.schemas.hub import StorageCheck, StorageIssue
@@ -341,7 +342,7 @@ def _walk_objects(objects: Path, blobs: dict[str, _Blob]) -> list[tuple[Path, in
 def _hash_file(b: _Blob) -> tuple[str, int]:
     """SHA-256 and size of the blob's bytes (its file, or rebuilt from its chunks)."""
     h = hashlib.sha256()
-    buf = bytearray(CHUNK)
+    buf = read_buffer(CHUNK)
     view = memoryview(buf)
     total = 0
     with b.open() as fh:
