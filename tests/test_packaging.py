@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -18,11 +19,17 @@ FACES = {"lorahub": "lorahub", "cli": "lorahub/cli", "registry": "lorahub/regist
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
-        check=True,
-        capture_output=True,
-    )
+    # A build uses the source tree's build/ folder: two xdist workers building at once race there (pip fails),
+    # so the workers take turns (the lock file is in the run's base temp folder, shared by the workers).
+    lock = tmp_path_factory.getbasetemp().parent / "wheel-build.lock"
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        res = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+            capture_output=True,
+            text=True,
+        )
+    assert res.returncode == 0, res.stderr[-3000:]
     (whl,) = out.glob("lorahub_toolkit-*.whl")
     return whl
 
