@@ -39,12 +39,7 @@ def _source(row: Any) -> str:
     return row.source_key.split(":", 1)[-1] if row.source_key.startswith("record:") else row.source_key
 
 
-def _lines(value: str | None) -> list[str]:
-    """The entries of a newline-joined column (tags, trigger words; see :mod:`.rows`)."""
-    if not value:
-        return []
-    out = value.split("\n")
-    return out if "" not in out else [v for v in out if v]
+_lines = T.lines
 
 
 _RESULT_FIELDS = frozenset(SearchResult.model_fields)

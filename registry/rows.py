@@ -109,8 +109,8 @@ def _adapter_row(d: AdapterDraft, now: datetime) -> dict[str, Any]:
         "downloads": max(int(d.downloads or 0), 0),
         "published_at": published or now,
         "updated_at": now,
-        "tags_text": "\n".join(tags),
-        "trigger_words_text": "\n".join(words),
+        "tags_text": T.join_lines(tags),
+        "trigger_words_text": T.join_lines(words),
         "search_facets": T.adapter_facets(
             base_family=family,
             base_model=base_model,

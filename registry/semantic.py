@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from lorahub.errors import LorahubError
 
 from . import ann, vectorindex
+from . import text as T
 from .vectorindex import MIN_TAG_COUNT, TAG_NEIGHBOURS, TAG_WEIGHT, BadCacheFile, VectorIndex
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,8 +222,8 @@ def record_fields(row: dict[str, Any] | Any) -> dict[str, str]:
         name = f"{name}. {title}"
     return {
         "name": name,
-        "tags": ", ".join((get("tags_text") or "").split("\n")),
-        "words": ", ".join((get("trigger_words_text") or "").split("\n")),
+        "tags": ", ".join(T.lines(get("tags_text"))),
+        "words": ", ".join(T.lines(get("trigger_words_text"))),
         "description": (get("description") or "")[:DESCRIPTION_CHARS],
     }
 

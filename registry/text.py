@@ -37,6 +37,19 @@ F_PRIVATE = "zprv"
 F_OWNER = "zo"
 
 
+def join_lines(entries: Iterable[str]) -> str:
+    """A list column's value (``adapters.tags_text``, ``trigger_words_text``): its entries, one a line."""
+    return "\n".join(entries)
+
+
+def lines(value: str | None) -> list[str]:
+    """The entries of a list column (:func:`join_lines`), empty ones left out."""
+    if not value:
+        return []
+    out = value.split("\n")
+    return out if "" not in out else [v for v in out if v]
+
+
 def words(text: str | None) -> list[str]:
     return WORD_RE.findall(text.lower()) if text else []
 

@@ -177,7 +177,7 @@ class VectorIndex:
                     else:
                         found.append(i)
             if r[2]:
-                for tag in r[2].split("\n"):
+                for tag in T.lines(r[2]):
                     found = tags.get(tag)
                     if found is None:
                         tags[tag] = [i]
@@ -319,9 +319,7 @@ class VectorIndex:
         facet_rows: dict[str, list[int]] = {}
         for i, r in enumerate(rows):
             p = self.n + i
-            for tag in (r[2] or "").split("\n"):
-                if not tag:
-                    continue
+            for tag in T.lines(r[2]):
                 t = self._tag_pos.get(tag)
                 if t is None:
                     t = self._tag_pos[tag] = len(self.tag_names)

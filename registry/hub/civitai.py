@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from lorahub.adapters.families import civitai_base_model, family_from_label
 from lorahub.schemas.registry import HASH_FIELDS
 
+from .. import text as T
 from .access import allowed, search_viewer
 from .auth import Identity, load_secret
 from .errors import BadRequest, HubApiError
@@ -436,7 +437,7 @@ class CivitaiApi:
             "stats": {"downloadCount": int(e.repo.downloads or 0), "favoriteCount": 0, "thumbsUpCount": 0,
                       "thumbsDownCount": 0, "commentCount": 0, "ratingCount": 0, "rating": 0, "tippedAmountCount": 0},
             "creator": {"username": e.repo.namespace, "image": None},
-            "tags": [t for t in (a.tags_text or "").split("\n") if t],
+            "tags": T.lines(a.tags_text),
             "modelVersions": [self.version_json(e, base, with_model=False, v=v) for v in e.versions],
         }
 

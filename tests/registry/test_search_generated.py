@@ -20,7 +20,7 @@ import pytest
 from corpuskit import PLANTED_IDS
 
 from lorahub.errors import UsageError
-from lorahub.registry.text import norm_name, popularity, query_terms, words
+from lorahub.registry.text import join_lines, lines, norm_name, popularity, query_terms, words
 from lorahub.schemas.registry import AdapterRecord, SearchQuery
 
 #: The rules tested here are keyword search's (tiers, no stemming, the "any word" fallback): queries name that
@@ -478,3 +478,14 @@ def test_postgres_existence_checks_read_the_index_for_words_that_match_nothing(c
         for sql, params in seen:
             plan = "\n".join(r[0] for r in raw.all("EXPLAIN " + sql, params))
             assert ("Index Scan" in plan or "Index Only Scan" in plan) and "Seq Scan" not in plan, plan
+
+
+def test_list_columns_keep_their_entries_one_a_line() -> None:
+    """tags_text and trigger_words_text (registry/rows.py writes them; search results, the Civitai API, the
+    embeddings and the vector index read them through lines())."""
+    entries = ["anime style", "Sks Dog", "a,b"]
+    assert join_lines(entries) == "anime style\nSks Dog\na,b"
+    assert lines(join_lines(entries)) == entries
+    assert lines(None) == [] and lines("") == []
+    assert lines("a\n\nb\n") == ["a", "b"]  # an empty line (a column written in SQL) is no entry
+
