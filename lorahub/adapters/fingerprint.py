@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._readbuf import read_buffer
+from .._readbuf import read_buffers
 from ..errors import AdapterFileError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,7 +174,15 @@ def _hash_file(
     """
     nchunks = (size + chunk - 1) // chunk
     ring = max(2, min(RING_BUFFERS, nchunks))
-    bufs = [read_buffer(min(chunk, size)) for _ in range(ring)]
+    with read_buffers(ring, min(chunk, size)) as bufs:  # every worker has stopped when the block ends
+        _hash_ring(fh, size, jobs, bufs, chunk=chunk, workers=workers, progress=progress)
+
+
+def _hash_ring(fh: Any, size: int, jobs: list[_Job], bufs: list[Any], *, chunk: int, workers: int,
+               progress: Progress | None) -> None:
+    """:func:`_hash_file` with its ring of buffers (at least ``chunk`` bytes each, or the file's size)."""
+    nchunks = (size + chunk - 1) // chunk
+    ring = len(bufs)
     lens = [0] * ring
     cond = threading.Condition()
     state = {"read": 0, "reading": False, "error": None}

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .._readbuf import read_buffer
+from .._readbuf import read_buffers
 from ..errors import LorahubError
 from .formats import Module, analyze
 from .header import SafetensorsHeader, read_header
@@ -828,17 +828,15 @@ def sketch_header(header: SafetensorsHeader, analysis: Any = None) -> Sketch:
         except OSError as exc:
             raise SketchError(f"{header.path}: {exc.strerror or exc}") from None
         try:
-            buf = read_buffer(min(READ_CHUNK, header.data_len))
-            view = memoryview(buf)
-            pos = 0
-            while pos < header.data_len:
-                want = min(len(buf), header.data_len - pos)
-                got = os.preadv(fd, [view[:want]], header.data_start + pos)
-                if got <= 0:
-                    raise SketchError(f"{header.path}: the file ends before its tensors do")
-                stream.update(view[:got])
-                pos += got
-            view.release()
+            with read_buffers(1, min(READ_CHUNK, header.data_len)) as (buf,), memoryview(buf) as view:
+                pos = 0
+                while pos < header.data_len:
+                    want = min(READ_CHUNK, header.data_len - pos)
+                    got = os.preadv(fd, [view[:want]], header.data_start + pos)
+                    if got <= 0:
+                        raise SketchError(f"{header.path}: the file ends before its tensors do")
+                    stream.update(view[:got])
+                    pos += got
         except OSError as exc:
             raise SketchError(f"{header.path}: {exc.strerror or exc}") from None
         finally:

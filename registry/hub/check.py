@@ -61,7 +61,7 @@ from typing import BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from lorahub._readbuf import read_buffer
+from lorahub._readbuf import read_buffers
 from lorahub.errors import RegistryError, UsageError
 from lorahub.registry.tables import utcnow
 from lorahub.schemas.hub import StorageCheck, StorageIssue
@@ -342,12 +342,10 @@ def _walk_objects(objects: Path, blobs: dict[str, _Blob]) -> list[tuple[Path, in
 def _hash_file(b: _Blob) -> tuple[str, int]:
     """SHA-256 and size of the blob's bytes (its file, or rebuilt from its chunks)."""
     h = hashlib.sha256()
-    buf = read_buffer(CHUNK)
-    view = memoryview(buf)
     total = 0
-    with b.open() as fh:
+    with read_buffers(1, CHUNK) as (buf,), memoryview(buf) as view, b.open() as fh:
         while True:
-            n = fh.readinto(buf)
+            n = fh.readinto(view)
             if not n:
                 break
             h.update(view[:n])

@@ -7,10 +7,13 @@ system time per GiB was 0.8-1.1 s with such buffers and 0.1-0.2 s with these (be
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import mmap
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -43,15 +46,50 @@ def test_read_buffer_is_page_aligned_zeroed_and_writable(tmp_path: Path, size: i
 
 
 class _Recorder:
-    """Wraps read_buffer; remembers the buffers it handed out."""
+    """Wraps read_buffers; remembers the buffers it lent."""
 
     def __init__(self) -> None:
         self.bufs: list[object] = []
 
-    def __call__(self, size: int) -> object:
-        buf = _readbuf.read_buffer(size)
-        self.bufs.append(buf)
-        return buf
+    @contextlib.contextmanager
+    def __call__(self, count: int, size: int) -> Iterator[list[object]]:
+        with _readbuf.read_buffers(count, size) as bufs:
+            self.bufs += bufs
+            yield bufs
+
+
+def test_pooled_buffers_are_reused_aligned_and_capped() -> None:
+    with _readbuf.read_buffers(3, 5000) as first:
+        assert len(first) == 3 and len({id(b) for b in first}) == 3
+        assert all(len(b) == _readbuf.POOLED_SIZE and _address(b) % mmap.PAGESIZE == 0 for b in first)
+        first[0][:4] = b"used"
+    with _readbuf.read_buffers(3, _readbuf.POOLED_SIZE) as again:
+        assert {id(b) for b in again} == {id(b) for b in first}  # the same mappings, their pages in place
+    with _readbuf.read_buffers(1, _readbuf.POOLED_SIZE + 1) as (big,):  # larger: mapped for this loan alone
+        assert len(big) == _readbuf.POOLED_SIZE + 1 and _address(big) % mmap.PAGESIZE == 0
+    assert all(len(b) == _readbuf.POOLED_SIZE for b in _readbuf._pool)
+    with _readbuf.read_buffers(_readbuf.MAX_POOLED + 5, 1):
+        pass
+    assert len(_readbuf._pool) == _readbuf.MAX_POOLED
+
+
+def test_concurrent_loans_never_share_a_buffer() -> None:
+    seen: list[set[int]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(4)
+
+    def borrow() -> None:
+        with _readbuf.read_buffers(4, 1000) as bufs:
+            barrier.wait()  # all four loans are out at once
+            with lock:
+                seen.append({id(b) for b in bufs})
+
+    threads = [threading.Thread(target=borrow) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set().union(*seen)) == 16
 
 
 def _file(path: Path, size: int) -> Path:
@@ -64,7 +102,7 @@ def _file(path: Path, size: int) -> Path:
 @pytest.mark.parametrize("threaded", [False, True])
 def test_fingerprint_reads_into_read_buffers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threaded: bool) -> None:
     rec = _Recorder()
-    monkeypatch.setattr(fp, "read_buffer", rec)
+    monkeypatch.setattr(fp, "read_buffers", rec)
     if threaded:
         monkeypatch.setattr(fp, "THREADED_MIN_SIZE", 0)
         monkeypatch.setattr(fp, "_workers", lambda: 2)
@@ -86,7 +124,7 @@ def test_sketch_header_reads_into_a_read_buffer(tmp_path: Path, monkeypatch: pyt
     path = write_safetensors(tmp_path / "k.safetensors", tensors, {})
     expected = sk.sketch_file(path).to_bytes()
     rec = _Recorder()
-    monkeypatch.setattr(sk, "read_buffer", rec)
+    monkeypatch.setattr(sk, "read_buffers", rec)
     assert sk.sketch_file(path).to_bytes() == expected
     assert len(rec.bufs) == 1
 
@@ -95,7 +133,7 @@ def test_storage_check_hashes_blobs_through_a_read_buffer(tmp_path: Path, monkey
     from lorahub.registry.hub import check
 
     rec = _Recorder()
-    monkeypatch.setattr(check, "read_buffer", rec)
+    monkeypatch.setattr(check, "read_buffers", rec)
     data = os.urandom(2 * MiB + 3)
     (tmp_path / "blob").write_bytes(data)
     blob = check._Blob(sha256=hashlib.sha256(data).hexdigest(), file=tmp_path / "blob")
