@@ -41,12 +41,14 @@ Conventions and edge cases, decided here once:
   state-dict order, which the file does not keep) or is not 64 hex digits;
   ``match`` when it equals the tensor hash ignoring case; else ``mismatch``.
 
-Speed: one read of the file (``readinto`` into a small ring of recycled
-page-aligned buffers, :mod:`lorahub._readbuf`; the file is not mapped, so a
-file truncated while it is read is an error, not a SIGBUS) feeds the four hashers from worker threads. hashlib, zlib and blake3
-release the GIL on large buffers, so on two cores the two SHA-256 chains run in
-parallel; the scheduler hands each idle thread whichever hasher is furthest
-behind (or the next read), which balances the work without a fixed split.
+Speed: one read of the file (``readinto`` into a small ring of page-aligned
+buffers lent by :mod:`lorahub._readbuf`; the file is not mapped, so a file
+truncated while it is read is an error, not a SIGBUS) feeds the four hashers
+from worker threads. hashlib, zlib and blake3 release the GIL on large buffers,
+so on two cores the two SHA-256 chains run in parallel; the scheduler hands each
+idle thread whichever hasher is furthest behind (or the next read), which
+balances the work without a fixed split. A ``sink`` must not keep the views it
+is handed: the buffers are reused.
 
 Results are cached by path, size, mtime, ctime and inode (see
 :mod:`lorahub.adapters.hashcache`). The cached path imports neither pydantic

@@ -84,7 +84,6 @@ _PREFIXES = (
 
 
 @lru_cache(maxsize=65536)
-@lru_cache(maxsize=65536)
 def module_key(name: str) -> str:
     """One spelling of a module's name for every layout: ``component/path_with_underscores``.
 
