@@ -1,4 +1,5 @@
-"""Read buffers (lorahub/_readbuf.py): page-aligned, and the ones every large file read goes into.
+"""Read buffers (lorahub/_readbuf.py): page-aligned, lent from a pool that never hands one buffer to two
+borrowers, and the ones every large file read goes into.
 
 Why it matters: the kernel's copy out of the page cache into a buffer that begins 8-24 bytes past a page
 boundary (where ``bytearray(1 MiB)`` begins) is several times slower on AMD Zen cores; the fingerprint's
