@@ -39,9 +39,6 @@ def _source(row: Any) -> str:
     return row.source_key.split(":", 1)[-1] if row.source_key.startswith("record:") else row.source_key
 
 
-_lines = T.lines
-
-
 _RESULT_FIELDS = frozenset(SearchResult.model_fields)
 _FAMILIES = frozenset(T.FAMILIES)
 _new_result = SearchResult.__new__
@@ -72,8 +69,8 @@ def _values(row: Any) -> dict[str, Any]:
         "base_model": row.base_model,
         "format": row.format,
         "rank": row.rank,
-        "tags": _lines(row.tags_text),
-        "trigger_words": _lines(row.trigger_words_text),
+        "tags": T.lines(row.tags_text),
+        "trigger_words": T.lines(row.trigger_words_text),
         "downloads": int(row.downloads or 0),
         "published_at": published,
         "description": desc,

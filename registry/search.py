@@ -114,18 +114,13 @@ def plan_for(q: SearchQuery, viewer: Any) -> _Plan:
     )
 
 
-def search(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = False) -> list[Hit]:
-    """Adapter ids (and scores) of one page of results, best first (read on ``raw``, a
-    :class:`~lorahub.registry.database.Raw` reader). ``checked``: the vector candidates are checked in SQL
-    even where no adapter is private (see :func:`fuse`)."""
-    return search_page(raw, q, viewer=viewer, checked=checked)[0]
-
-
 def search_page(raw: Raw, q: SearchQuery, *, viewer: Any = None, checked: bool = False) -> tuple[list[Hit], int | None]:
-    """:func:`search`, and the data version (:func:`~.lookups.results_for`) a statement of it read before its
-    hits, else None: on SQLite the first statement of every search (in process: a few microseconds); on
-    PostgreSQL with the vector counters, in semantic and hybrid searches and in keyword searches by relevance
-    whose statement can carry them (a round trip saved)."""
+    """Adapter ids (and scores) of one page of results, best first (read on ``raw``, a
+    :class:`~lorahub.registry.database.Raw` reader), and the data version (:func:`~.lookups.results_for`) a
+    statement of it read before its hits, else None: on SQLite the first statement of every search (in
+    process: a few microseconds); on PostgreSQL with the vector counters, in semantic and hybrid searches and
+    in keyword searches by relevance whose statement can carry them (a round trip saved). ``checked``: the
+    vector candidates are checked in SQL even where no adapter is private (see :func:`fuse`)."""
     plan = plan_for(q, viewer)
     backend: _Backend = _Postgres(raw, plan) if raw.pg else _SQLite(raw, plan)
     if not raw.pg:
@@ -1095,4 +1090,4 @@ class _Postgres(_Backend):
         return _hits(self.select(where, params, sort, limit, offset, vector="search_vector"))
 
 
-__all__ = ["Hit", "depth_for", "fuse", "resolve_mode", "search", "search_page", "TIER_ANY", "TIER_EXACT", "TIER_KEYWORDS", "TIER_NAME"]
+__all__ = ["Hit", "depth_for", "fuse", "resolve_mode", "search_page", "TIER_ANY", "TIER_EXACT", "TIER_KEYWORDS", "TIER_NAME"]
