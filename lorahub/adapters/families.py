@@ -203,13 +203,14 @@ def _matches(names: list[str], rx: re.Pattern[str]) -> list[str]:
     return [n for n in names if rx.search(n)]
 
 
-def _max_index(names: list[str], block: str) -> int | None:
-    best = None
+def _max_indices(names: list[str]) -> dict[str, int]:
+    """The highest index of each kind of numbered block in ``names`` (one pass)."""
+    best: dict[str, int] = {}
     for n in names:
         for m in _BLOCK_INDEX.finditer(n):
-            if m.group(1) == block:
-                i = int(m.group(2))
-                best = i if best is None else max(best, i)
+            block, i = m.group(1), int(m.group(2))
+            if i > best.get(block, -1):
+                best[block] = i
     return best
 
 
@@ -222,6 +223,16 @@ def _hidden(mods: Mapping[str, _Mod], rx: re.Pattern[str]) -> int | None:
     return None
 
 
+_MMDIT_QKV = _rx(r"^transformer_blocksS\d+SattnSto_[qkv]$")
+#: Every pattern :func:`detect` looks for in the bare names, as one: a name that matches none of them is not
+#: matched against each (most names of a UNet's adapter match none).
+_SIGNATURES = (
+    _HIDREAM, _AURAFLOW, _COSMOS, _WAN, _LUMINA, _PIXART_ORIG, _QWEN, _CHROMA, _HUNYUAN, _HUNYUAN_DOTTED,
+    _HUNYUAN_DIFFUSERS, _BFL_BLOCKS, _SINGLE_DIFFUSERS, _XLABS, _JOINT, _MMDIT_DIFFUSERS, _MMDIT_QKV, _DUAL_ATTN,
+    _ATTN12,
+)
+_ANY_SIGNATURE = re.compile("|".join(f"(?:{rx.pattern})" for rx in _SIGNATURES))
+
 _QKV_IN = _rx(r"(attnS(qkv|to_q)|attn1Sto_q|attentionS(qkv|to_q)|self_attnS(q|q_proj)|linear1)$")
 
 
@@ -229,6 +240,7 @@ def detect(modules: Mapping[str, _Mod]) -> Guess:
     """The transformer family of an adapter's modules (names and shapes), or ``Guess(None)`` for a UNet's."""
     mods = {n: m for n, m in modules.items() if not m.component.startswith("text_encoder")}
     names = sorted(strip_prefix(n) for n in mods)
+    signed = [n for n in names if _ANY_SIGNATURE.search(n)]  # what any signature below can match
     ev: list[str] = []
 
     def out(family: str | None, *why: str, hidden: int | None = None) -> Guess:
@@ -236,59 +248,60 @@ def detect(modules: Mapping[str, _Mod]) -> Guess:
 
     if not names:
         return Guess()
-    if _matches(names, _HIDREAM):
+    if _matches(signed, _HIDREAM):
         return out("hidream", "HiDream double/single stream blocks", hidden=_hidden(mods, _QKV_IN))
-    if _matches(names, _AURAFLOW):
+    if _matches(signed, _AURAFLOW):
         return out("auraflow", "AuraFlow joint/single transformer blocks")
-    if _matches(names, _COSMOS):
+    if _matches(signed, _COSMOS):
         return out("cosmos", "Cosmos Predict2 blocks (self_attn.q_proj/output_proj, mlp.layer1, adaln_modulation)",
                    hidden=_hidden(mods, _QKV_IN))
-    if _matches(names, _WAN):
+    if _matches(signed, _WAN):
         return out("wan", "Wan blocks (self_attn/cross_attn q/k/v/o, ffn)", hidden=_hidden(mods, _QKV_IN))
-    lumina = _matches(names, _LUMINA)
+    lumina = _matches(signed, _LUMINA)
     if lumina:
         h = _hidden(mods, _QKV_IN)
         if h == 3840:
             return out(None, "NextDiT layers of width 3840 (Z-Image's, not a Lumina)", hidden=h)
         return out("lumina", "Lumina NextDiT layers (attention, feed_forward, noise/context refiners)"
                    + (f" of width {h}" if h else ""), hidden=h)
-    if _matches(names, _PIXART_ORIG):
+    if _matches(signed, _PIXART_ORIG):
         return out("pixart", "PixArt blocks (attn.qkv, cross_attn.q_linear/kv_linear)", hidden=_hidden(mods, _QKV_IN))
-    if _matches(names, _QWEN):
+    if _matches(signed, _QWEN):
         return out("qwen", "Qwen-Image transformer blocks (img_mlp/txt_mlp/img_mod/txt_mod)",
                    hidden=_hidden(mods, _QKV_IN))
 
-    if _matches(names, _CHROMA):
+    if _matches(signed, _CHROMA):
         return out("chroma", "Chroma's distilled_guidance_layer (Flux.1-schnell's blocks without modulation layers)",
                    hidden=_hidden(mods, _QKV_IN))
     raw = sorted(mods)
-    hunyuan = _matches(names, _HUNYUAN) + [n for n in raw if _HUNYUAN_DOTTED.search(strip_prefix(n))]
-    hunyuan += _matches(names, _HUNYUAN_DIFFUSERS)
-    bfl = _matches(names, _BFL_BLOCKS)
-    single = _matches(names, _SINGLE_DIFFUSERS)
-    dbl_max, sgl_max = _max_index(names, "double_blocks"), _max_index(names, "single_blocks")
-    sgl_diff_max = _max_index(names, "single_transformer_blocks")
-    tb_max = _max_index(names, "transformer_blocks")
+    hunyuan = _matches(signed, _HUNYUAN) + [n for n in raw if signed and _HUNYUAN_DOTTED.search(strip_prefix(n))]
+    hunyuan += _matches(signed, _HUNYUAN_DIFFUSERS)
+    bfl = _matches(signed, _BFL_BLOCKS)
+    single = _matches(signed, _SINGLE_DIFFUSERS)
+    maxima = _max_indices(names)
+    dbl_max, sgl_max = maxima.get("double_blocks"), maxima.get("single_blocks")
+    sgl_diff_max = maxima.get("single_transformer_blocks")
+    tb_max = maxima.get("transformer_blocks")
     if hunyuan or (dbl_max is not None and dbl_max >= 19) or (sgl_max is not None and sgl_max >= 38) or (
         single and ((sgl_diff_max or 0) >= 38 or (tb_max or 0) >= 19)
     ):
         why = (f"HunyuanVideo block names ('{hunyuan[0]}')" if hunyuan
                else "more blocks than Flux.1 has (19 double, 38 single): HunyuanVideo has 20 and 40")
         return out("hunyuanvideo", why, hidden=_hidden(mods, _QKV_IN))
-    if bfl or single or _matches(names, _XLABS):
+    if bfl or single or _matches(signed, _XLABS):
         h = _hidden(mods, _QKV_IN)
         flux2 = _flux2_shapes(mods)
         if flux2:
             return out(None, flux2, hidden=h)
         return out("flux", "Flux.1 transformer blocks (double_blocks/single_blocks)" + (f", hidden {h}" if h else ""),
                    hidden=h)
-    if _matches(names, _JOINT):
+    if _matches(signed, _JOINT):
         return out("sd3", "SD3 joint blocks (x_block/context_block)", hidden=_hidden(mods, _QKV_IN))
-    if _matches(names, _MMDIT_DIFFUSERS) or (
-        _matches(names, _rx(r"^transformer_blocksS\d+SattnSto_[qkv]$")) and not _matches(names, _ATTN12)
+    if _matches(signed, _MMDIT_DIFFUSERS) or (
+        _matches(signed, _MMDIT_QKV) and not _matches(signed, _ATTN12)
     ):
         h = _hidden(mods, _rx(r"^transformer_blocksS\d+SattnS(to_[qkv]|add_[qkv]_proj)$"))
-        if _matches(names, _DUAL_ATTN):
+        if _matches(signed, _DUAL_ATTN):
             return out("sd3", "SD 3.5 Medium dual attention (attn2) in joint blocks", hidden=h)
         if h in SD3_HIDDEN:
             return out("sd3", f"joint attention blocks of width {h}: {SD3_HIDDEN[h]}", hidden=h)
@@ -306,7 +319,7 @@ def detect(modules: Mapping[str, _Mod]) -> Guess:
                        "files also name img_mlp/txt_mlp)", hidden=h)
         return out(None, "joint attention blocks (Flux.1 or SD3)"
                    + (f" of width {h}, which neither published config has" if h else ""), hidden=h)
-    attn12 = _matches(names, _ATTN12)
+    attn12 = _matches(signed, _ATTN12)
     if attn12:
         h = _hidden(mods, _rx(r"^transformer_blocksS\d+Sattn1Sto_q$"))
         cross = _hidden(mods, _rx(r"^transformer_blocksS\d+Sattn2Sto_[kv]$"))

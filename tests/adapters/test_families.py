@@ -226,3 +226,31 @@ def test_civitai_labels_read_back_as_their_family() -> None:
     assert set(CIVITAI_BASE_MODELS) == set(FAMILIES)
     for family in FAMILIES:
         assert family_from_label(civitai_base_model(family)) == family, family
+
+
+def test_every_signature_detect_looks_for_is_in_the_prefilter() -> None:
+    """detect() matches its patterns only against the names that match one of ``_SIGNATURES`` (the prefilter
+    that lets a UNet's names, which match none, pass once): a pattern it uses that is missing from the tuple
+    would never match. Read from detect's source, so a new pattern cannot be forgotten."""
+    import ast
+    import inspect
+
+    from lorahub.adapters import families
+
+    tree = ast.parse(inspect.getsource(families.detect))
+    used = {
+        call.args[1].id
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "_matches" and isinstance(call.args[1], ast.Name)
+    }
+    inline = [
+        call for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "_matches" and not isinstance(call.args[1], ast.Name)
+    ]
+    assert not inline, "detect() matches a pattern built inline: name it and add it to families._SIGNATURES"
+    assert len(used) >= 15
+    signatures = {id(rx) for rx in families._SIGNATURES}
+    missing = sorted(name for name in used if id(getattr(families, name)) not in signatures)
+    assert not missing, f"patterns detect() uses but families._SIGNATURES lacks: {missing}"
+    for name in used:  # and each pattern is anchored, so the prefilter costs one match attempt per name
+        assert getattr(families, name).pattern.startswith("^"), name
