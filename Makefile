@@ -16,7 +16,7 @@ $(BIN)/python:
 # torchao (lorahub train --quantize int8) goes into a folder of its own, not the venv: once importable, diffusers
 # imports it on every model load; bitsandbytes (--quantize nf4) beside it. tests/training/test_train_flux.py puts
 # the folder on the path of the processes it starts for those two.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py lorahub/_sha256x2.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(VENV)/quant torchao==0.18.0 bitsandbytes==0.50.2
 	touch $(STAMP)

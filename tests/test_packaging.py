@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -47,6 +49,8 @@ def test_wheel_holds_every_module(wheel: Path) -> None:
     assert not missing, f"modules missing from the wheel (add their package to pyproject.toml): {missing}"
     for schema in (REPO / "schemas" / "json").glob("*.json"):
         assert f"lorahub/schemas/json/{schema.name}" in names
+    if platform.machine() == "x86_64" and shutil.which("cc"):  # setup.py's optional extension, where it builds
+        assert [n for n in names if n.startswith("lorahub/_sha256x2.") and n.endswith(".so")], "no SHA-256 kernel in the wheel"
     shipped = REPO / "lorahub" / "base" / "weights"
     files = [f.relative_to(REPO).as_posix() for f in shipped.rglob("*") if f.is_file()]
     assert any(f.endswith("unet/diffusion_pytorch_model.safetensors") for f in files)  # the drawing base's weights

@@ -43,12 +43,18 @@ Conventions and edge cases, decided here once:
 
 Speed: one read of the file (``readinto`` into a small ring of page-aligned
 buffers lent by :mod:`lorahub._readbuf`; the file is not mapped, so a file
-truncated while it is read is an error, not a SIGBUS) feeds the four hashers
-from worker threads. hashlib, zlib and blake3 release the GIL on large buffers,
-so on two cores the two SHA-256 chains run in parallel; the scheduler hands each
-idle thread whichever hasher is furthest behind (or the next read), which
-balances the work without a fixed split. A ``sink`` must not keep the views it
-is handed: the buffers are reused.
+truncated while it is read is an error, not a SIGBUS) feeds the hashers from
+worker threads. The two SHA-256 values (the file's, its tensor data's) come from
+one hasher where the CPU has the x86 SHA extensions: :mod:`lorahub._sha256x2`
+(``lorahub/_sha256x2.c``, built by the install where a C compiler exists)
+interleaves the two chains on one core, which costs about what one chain costs
+(a chain is bound by the latency of the SHA round instruction), and leaves the
+other core to BLAKE3, CRC32 and the sketch. Elsewhere they are two hashlib
+hashers, which on two cores run in parallel. hashlib, zlib, blake3 and the
+kernel release the GIL on large buffers; the scheduler hands each idle thread
+whichever hasher is furthest behind (or the next read), which balances the work
+without a fixed split. A ``sink`` must not keep the views it is handed: the
+buffers are reused.
 
 Results are cached by path, size, mtime, ctime and inode (see
 :mod:`lorahub.adapters.hashcache`). The cached path imports neither pydantic
@@ -315,6 +321,17 @@ def _workers() -> int:
 # One file
 
 
+def _sha256_pair(offset: int) -> Any | None:
+    """A hasher of both SHA-256 values at once (the file's and its bytes from ``offset`` on), interleaved on
+    one core: :mod:`lorahub._sha256x2`, or None where it was not built (no C compiler at install) or the CPU
+    has no SHA extensions; the two chains then run as two hashlib hashers."""
+    try:
+        from .._sha256x2 import AVAILABLE, Sha256Pair
+    except ImportError:  # pragma: no cover - built by the install where a compiler exists
+        return None
+    return Sha256Pair(offset) if AVAILABLE else None
+
+
 def _open(path: str) -> tuple[Any, os.stat_result]:
     from .header import open_regular
 
@@ -343,14 +360,18 @@ def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, 
 
     size = st.st_size
     data_start, embedded, warnings = _tensor_region(path, size, header)
-    sha = _Job("sha256", hashlib.sha256(), 0, size, chunk)
     crc = _Job("crc32", _Crc32(), 0, size, chunk)
     b3 = _Job("blake3", blake3.blake3(), 0, size, chunk)
-    jobs = [sha, crc, b3]
-    tensor = None
-    if data_start is not None:
-        tensor = _Job("tensor_sha256", hashlib.sha256(), data_start, size, chunk)
-        jobs.insert(1, tensor)
+    pair = _sha256_pair(data_start) if data_start is not None else None
+    sha = tensor = None
+    if pair is not None:  # both SHA-256 chains on one core
+        jobs = [_Job("sha256+tensor_sha256", pair, 0, size, chunk), crc, b3]
+    else:
+        sha = _Job("sha256", hashlib.sha256(), 0, size, chunk)
+        jobs = [sha, crc, b3]
+        if data_start is not None:
+            tensor = _Job("tensor_sha256", hashlib.sha256(), data_start, size, chunk)
+            jobs.insert(1, tensor)
     # A1111 and kohya hash whatever seek(0x100000); read(0x10000) returns: nothing at all for a file of at
     # most 1 MiB (an empty range here: the job starts finished and hashes no bytes).
     autov1 = _Job("autov1", hashlib.sha256(), AUTOV1_OFFSET, min(size, AUTOV1_OFFSET + AUTOV1_LENGTH), chunk)
@@ -367,8 +388,13 @@ def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, 
     after = os.fstat(fh.fileno())
     if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
         raise AdapterFileError(path, "changed while it was read", hint="try again")
-    sha_hex = sha.hasher.hexdigest()
-    tensor_hex = tensor.hasher.hexdigest() if tensor is not None else None
+    if pair is not None:
+        whole, data = pair.digests()
+        sha_hex, tensor_hex = whole.hex(), data.hex()
+    else:
+        assert sha is not None
+        sha_hex = sha.hasher.hexdigest()
+        tensor_hex = tensor.hasher.hexdigest() if tensor is not None else None
     return {
         "size": size,
         "sha256": sha_hex,

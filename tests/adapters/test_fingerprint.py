@@ -96,6 +96,17 @@ def check(rec: dict, path: Path) -> None:
         assert rec[key] == value, key
 
 
+@pytest.fixture(params=["kernel", "hashlib"])
+def sha_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the two SHA-256 values are computed: the interleaved kernel (lorahub/_sha256x2.c) where it
+    runs, and hashlib (no compiler at install, or no SHA extensions)."""
+    if request.param == "hashlib":
+        monkeypatch.setattr(fp, "_sha256_pair", lambda offset: None)
+    elif fp._sha256_pair(0) is None:
+        pytest.skip("no SHA-extension kernel here (tests/adapters/test_sha256x2.py says where it must run)")
+    return request.param
+
+
 # --- real fixtures -------------------------------------------------------------------------------
 
 
@@ -167,7 +178,7 @@ def test_legacy_files_have_no_embedded_hash(legacy_files: list[Path]) -> None:
         3 * MiB + 12345,
     ],
 )
-def test_sizes_around_autov1_window(tmp_path: Path, total: int) -> None:
+def test_sizes_around_autov1_window(tmp_path: Path, total: int, sha_path: str) -> None:
     f = make_file(tmp_path / "a.safetensors", total)
     rec = fingerprint_record(f, use_cache=False)
     check(rec, f)
@@ -177,7 +188,7 @@ def test_sizes_around_autov1_window(tmp_path: Path, total: int) -> None:
         assert rec["autov1"] == hashlib.sha256(f.read_bytes()[MiB:]).hexdigest()[:8].upper()
 
 
-def test_empty_data_region(tmp_path: Path) -> None:
+def test_empty_data_region(tmp_path: Path, sha_path: str) -> None:
     raw = json.dumps({"__metadata__": {"a": "b"}}).encode()
     f = tmp_path / "empty.safetensors"
     f.write_bytes(len(raw).to_bytes(8, "little") + raw)
@@ -190,7 +201,8 @@ def test_empty_data_region(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2, 3, 4])
 @pytest.mark.parametrize("chunk", [4096 + 3, 65536, MiB])
-def test_threaded_engine_any_chunking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, chunk: int) -> None:
+def test_threaded_engine_any_chunking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, chunk: int,
+                                      sha_path: str) -> None:
     monkeypatch.setattr(fp, "THREADED_MIN_SIZE", 0)
     monkeypatch.setattr(fp, "_workers", lambda: workers)
     f = make_file(tmp_path / "t.safetensors", MiB + 0x10000 + 777, metadata={"k": "v" * 5000}, seed=workers)
@@ -201,15 +213,19 @@ def test_threaded_engine_any_chunking(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(total=st.integers(150, 300_000), chunk=st.integers(1, 70_000), workers=st.integers(1, 3), pad=st.integers(0, 9))
-def test_property_any_size_chunk_and_header(tmp_path: Path, total: int, chunk: int, workers: int, pad: int) -> None:
-    old_min, old_workers = fp.THREADED_MIN_SIZE, fp._workers
+@given(total=st.integers(150, 300_000), chunk=st.integers(1, 70_000), workers=st.integers(1, 3), pad=st.integers(0, 9),
+       kernel=st.booleans())
+def test_property_any_size_chunk_and_header(tmp_path: Path, total: int, chunk: int, workers: int, pad: int,
+                                            kernel: bool) -> None:
+    old_min, old_workers, old_pair = fp.THREADED_MIN_SIZE, fp._workers, fp._sha256_pair
     fp.THREADED_MIN_SIZE, fp._workers = 0, (lambda: workers)
+    if not kernel:
+        fp._sha256_pair = lambda offset: None
     try:
         f = make_file(tmp_path / "p.safetensors", total, metadata={"x": "y" * pad}, seed=total)
         rec = fingerprint_record(f, use_cache=False, _chunk=max(chunk, 16))
     finally:
-        fp.THREADED_MIN_SIZE, fp._workers = old_min, old_workers
+        fp.THREADED_MIN_SIZE, fp._workers, fp._sha256_pair = old_min, old_workers, old_pair
     check(rec, f)
 
 
