@@ -355,7 +355,7 @@ def _tensor_region(path: str, size: int, header: Any = None) -> tuple[int | None
 
 
 def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, chunk: int,
-             header: Any = None, sink: Any = None) -> dict[str, Any]:
+             header: Any = None, sink: Any = None, threads: int | None = None) -> dict[str, Any]:
     import blake3
 
     size = st.st_size
@@ -378,7 +378,7 @@ def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, 
     jobs.append(autov1)
     if sink is not None and data_start is not None:
         jobs.append(_Job("sink", sink, data_start, size, chunk))
-    workers = _workers() if size >= THREADED_MIN_SIZE else 1
+    workers = (threads or _workers()) if size >= THREADED_MIN_SIZE else 1
     try:
         _hash_file(fh, size, jobs, chunk=chunk, workers=workers, progress=progress)
     except _FileChanged as exc:
@@ -449,6 +449,7 @@ def fingerprint_record(
     cache: Any = None,
     header: Any = None,
     sink: Any = None,
+    threads: int | None = None,
     _chunk: int = CHUNK_SIZE,
 ) -> dict[str, Any]:
     """Like :func:`fingerprint_file` but a plain dict (no pydantic import).
@@ -457,7 +458,10 @@ def fingerprint_record(
     (it is not read again). ``sink``: an object whose ``update(view)`` is handed the file's data region
     (``[8 + N, EOF)``) in order, in slices, from the same read as the hashes, in a worker thread beside them
     (``lorahub index`` sketches ΔW so: :class:`lorahub.adapters.sketch.StreamSketch`); it must not raise, and
-    it is fed only when the hashes are computed, not on a cache hit.
+    it is fed only when the hashes are computed, not on a cache hit. ``threads``: how many threads hash the
+    file (default: one per core, up to 4, for a file of at least :data:`THREADED_MIN_SIZE`); a caller that
+    hashes files side by side gives each one (the files keep the cores busy, and one thread runs every
+    hasher over a buffer while it is in the core's cache).
     """
     spath = os.fspath(path)
     fh, st = _open(spath)
@@ -477,14 +481,14 @@ def fingerprint_record(
                         progress(st.st_size)
                     return _record(spath, hit, cached=True)
                 started = time.time_ns()
-                body = _compute(spath, fh, st, progress, _chunk, header, sink)
+                body = _compute(spath, fh, st, progress, _chunk, header, sink, threads)
                 if started - st.st_mtime_ns >= RACY_WINDOW_NS:
                     cache.put(key, body)
                 return _record(spath, body, cached=False)
             finally:
                 if own_cache is not None:
                     own_cache.close()
-        body = _compute(spath, fh, st, progress, _chunk, header, sink)
+        body = _compute(spath, fh, st, progress, _chunk, header, sink, threads)
         return _record(spath, body, cached=False)
 
 

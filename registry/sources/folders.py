@@ -124,6 +124,8 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
     local = threading.local()
     caches: list[Any] = []
     lock = threading.Lock()
+    queued = [len(paths)]  # files not yet begun
+    pooled = workers > 1 and len(paths) >= 4  # else one file after the other
 
     def cache() -> Any:
         c = getattr(local, "cache", None)
@@ -134,6 +136,12 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
         return c
 
     def one(path: str) -> tuple[str, Any]:
+        with lock:
+            queued[0] -= 1
+            # While files wait to begin, the files being hashed keep the cores busy: each is hashed by one
+            # thread (every hasher over a buffer while it is in the core's cache; no hand-offs between
+            # threads). The last ones get the default threads, so that no core idles at the end.
+            threads = 1 if pooled and queued[0] > 0 else None
         try:
             header = read_header(path)
             analysis = analyze(header)
@@ -141,7 +149,7 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
             if report.format == "unknown" and report.modules == 0:
                 return path, "not a LoRA adapter (no adapter weights found)"
             stream = _stream(header, analysis)
-            record = dict(fingerprint_record(path, cache=cache(), header=header, sink=stream))
+            record = dict(fingerprint_record(path, cache=cache(), header=header, sink=stream, threads=threads))
             record["sketch"] = _sketch(header, analysis, stream)
         except LorahubError as exc:
             return path, str(exc).removeprefix(f"{path}: ")
@@ -153,7 +161,7 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
         return path, (report, record)
 
     try:
-        if workers <= 1 or len(paths) < 4:
+        if not pooled:
             return dict(one(p) for p in paths)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lorahub-index") as pool:
             return dict(pool.map(one, paths))

@@ -530,3 +530,25 @@ def test_record_has_exactly_the_report_fields(lokr_file: Path) -> None:
     rec = fingerprint_record(lokr_file, use_cache=False)
     assert list(rec) == list(FingerprintReport.model_fields)
     assert FingerprintReport(**rec).model_dump(mode="json") == rec
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_threads_hash_a_large_file_with_as_many_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        threads: int | None) -> None:
+    """``threads``: one thread runs every hasher (a caller hashing files side by side: lorahub index); by
+    default a large file gets a thread per core (up to 4). The values are the same either way."""
+    f = make_file(tmp_path / "big.safetensors", fp.THREADED_MIN_SIZE + 4321)
+    monkeypatch.setattr(fp, "_workers", lambda: 3)
+    started: list[str] = []
+    real = fp.threading.Thread
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        started.append(kwargs.get("name", ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fp.threading, "Thread", counting)
+    rec = fingerprint_record(f, use_cache=False, threads=threads)
+    monkeypatch.undo()
+    hashers = [n for n in started if n.startswith("lorahub-hash")]
+    assert len(hashers) == {None: 3, 1: 0, 2: 2}[threads]  # one thread: the caller's own, no others
+    check(rec, f)

@@ -156,3 +156,39 @@ def test_filters_on_local_adapters(registry, folder: Path) -> None:  # noqa: ANN
     assert registry.search(SearchQuery(query="knight", format=neon_format)) == []
     assert len(registry.search(SearchQuery(base="sd1"))) == 3
     assert registry.search(SearchQuery(base="sdxl")) == []
+
+
+def test_files_hashed_side_by_side_get_one_thread_each_but_the_last(registry, tmp_path: Path, make_lora,  # noqa: ANN001
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index hashes files in a pool (a thread per core): while files wait to begin, each is hashed by one
+    thread (the files keep the cores busy); the last ones get the default threads so that no core idles at
+    the end. The hashes are the same either way."""
+    from lorahub.registry.sources import folders
+
+    root = tmp_path / "many"
+    for i in range(6):
+        make_lora(root / f"a{i}.safetensors", seed=i, fmt="kohya", rank=4)
+    from lorahub.adapters import fingerprint as fpmod
+
+    assert not hasattr(folders, "fingerprint_record")  # imported inside _analyse: patched at its source
+    seen: list[int | None] = []
+
+    original = fpmod.fingerprint_record
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(kwargs.get("threads"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fpmod, "fingerprint_record", spy)
+    summary = registry.index_paths([root], workers=2)
+    assert summary.added == 6
+    assert sorted(seen, key=lambda t: t is None) == [1, 1, 1, 1, 1, None]  # the last file begun: default threads
+    seen.clear()
+    few = tmp_path / "few"
+    for i in range(3):  # too few for the pool: one file after the other, each with the default threads
+        make_lora(few / f"b{i}.safetensors", seed=10 + i, fmt="kohya", rank=4)
+    assert registry.index_paths([few], workers=2).added == 3
+    assert seen == [None, None, None]
+    monkeypatch.undo()
+    for r in registry.search(SearchQuery(limit=10)):
+        assert r.sha256 == fingerprint_file(r.source, use_cache=False).sha256
