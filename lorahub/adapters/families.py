@@ -353,6 +353,8 @@ def _flux2_shapes(mods: Mapping[str, _Mod]) -> str | None:
 def detect_kolors(modules: Mapping[str, _Mod]) -> str | None:
     """Evidence that an SDXL-shaped adapter is for Kolors (SDXL UNet, ChatGLM3 text encoder), else None."""
     for name in sorted(modules):
+        if "encoder" not in name and "add_embedding" not in name:  # each pattern below needs one of them
+            continue
         m = modules[name]
         if _CHATGLM.search(name):
             return f"ChatGLM3 text-encoder modules ('{name}')"

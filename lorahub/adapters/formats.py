@@ -185,24 +185,28 @@ def _flat_in(shape: tuple[int, ...]) -> int | None:
     return shape[1]
 
 
+def _label(mod: Module) -> str:
+    """How a problem names its module (only when there is one: the escaping costs a few microseconds)."""
+    return f"module '{_short(mod.name)}'"
+
+
 def _resolve_module(mod: Module) -> None:
     p = mod.parts
-    q = f"module '{_short(mod.name)}'"
     if "hada_w1_a" in p or "hada_w1_b" in p or "hada_w2_a" in p or "hada_w2_b" in p:
         mod.kind = "loha"
         need = ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"]
         missing = [n for n in need if n not in p]
         if missing:
-            mod.problems.append(f"{q}: LoHa tensors {', '.join(missing)} are missing")
+            mod.problems.append(f"{_label(mod)}: LoHa tensors {', '.join(missing)} are missing")
             return
         w1a, w1b, w2a, w2b = (p[n].shape for n in need)
         if len(w1a) < 2 or len(w1b) < 2 or len(w2a) < 2 or len(w2b) < 2:
-            mod.problems.append(f"{q}: LoHa factors must be matrices")
+            mod.problems.append(f"{_label(mod)}: LoHa factors must be matrices")
             return
         mod.rank = w1b[0]
         if w1a[1] != w1b[0] or w2a[1] != w2b[0] or w1b[0] != w2b[0]:
             mod.problems.append(
-                f"{q}: inconsistent LoHa ranks (w1 {w1a[1]}/{w1b[0]}, w2 {w2a[1]}/{w2b[0]})"
+                f"{_label(mod)}: inconsistent LoHa ranks (w1 {w1a[1]}/{w1b[0]}, w2 {w2a[1]}/{w2b[0]})"
             )
         mod.out_features, mod.in_features = w1a[0], w1b[1]
         mod.conv = "hada_t1" in p or len(w1b) > 2
@@ -215,22 +219,22 @@ def _resolve_module(mod: Module) -> None:
             if full is not None:
                 shape = full.shape
                 if len(shape) < 2:
-                    mod.problems.append(f"{q}: lokr_{side} must have at least 2 dimensions")
+                    mod.problems.append(f"{_label(mod)}: lokr_{side} must have at least 2 dimensions")
                     return
                 sides.append((shape[0], shape[1], None, len(shape) > 2))
             elif a is not None and b is not None:
                 if len(a.shape) < 2 or len(b.shape) < 2:
-                    mod.problems.append(f"{q}: lokr_{side}_a/_b must be matrices")
+                    mod.problems.append(f"{_label(mod)}: lokr_{side}_a/_b must be matrices")
                     return
                 if a.shape[1] != b.shape[0]:
                     mod.problems.append(
-                        f"{q}: inconsistent LoKr rank in {side} ({a.shape[1]} vs {b.shape[0]})"
+                        f"{_label(mod)}: inconsistent LoKr rank in {side} ({a.shape[1]} vs {b.shape[0]})"
                     )
                 sides.append((a.shape[0], b.shape[1], b.shape[0], len(b.shape) > 2 or "lokr_t2" in p))
             else:
                 have = "a" if a is not None else "b" if b is not None else None
                 what = f"lokr_{side}_{'b' if have == 'a' else 'a'}" if have else f"lokr_{side}"
-                mod.problems.append(f"{q}: LoKr tensor {what} is missing")
+                mod.problems.append(f"{_label(mod)}: LoKr tensor {what} is missing")
                 return
         (o1, i1, r1, _), (o2, i2, r2, conv2) = sides
         ranks = [r for r in (r1, r2) if r is not None]
@@ -243,7 +247,7 @@ def _resolve_module(mod: Module) -> None:
         down, up = p.get("down"), p.get("up")
         if down is None or up is None:
             missing = "down (A)" if down is None else "up (B)"
-            mod.problems.append(f"{q}: has no {missing} weight to pair with")
+            mod.problems.append(f"{_label(mod)}: has no {missing} weight to pair with")
             if down is not None and down.shape:
                 mod.rank = down.shape[0]
             elif up is not None and len(up.shape) > 1:
@@ -251,11 +255,11 @@ def _resolve_module(mod: Module) -> None:
             return
         ds, us = down.shape, up.shape
         if len(ds) < 2 or len(us) < 2:
-            mod.problems.append(f"{q}: up/down weights must have at least 2 dimensions")
+            mod.problems.append(f"{_label(mod)}: up/down weights must have at least 2 dimensions")
             return
         mod.rank = ds[0]
         if us[1] != ds[0]:
-            mod.problems.append(f"{q}: inconsistent rank: down has {ds[0]} rows, up has {us[1]} columns")
+            mod.problems.append(f"{_label(mod)}: inconsistent rank: down has {ds[0]} rows, up has {us[1]} columns")
         mod.in_features, mod.out_features = ds[1], us[0]
         mod.conv = len(ds) == 4
         if "mid" in p:

@@ -173,7 +173,7 @@ def conv_kernel(family: str | None, module: str) -> tuple[int, int] | None:
     1x1 ``conv_shortcut``; their transformer ``proj_in``/``proj_out`` are 1x1
     convolutions in SD 1.x and linear layers in SD 2.x and SDXL.
     """
-    if family in ("sd3", "flux"):
+    if family in ("sd3", "flux") or ("conv" not in module and "proj_" not in module):  # each pattern needs one
         return None
     if _CONV_3X3.search(module):
         return (3, 3)
