@@ -70,9 +70,9 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._readbuf import read_buffers
 from ..errors import AdapterFileError
@@ -536,25 +536,82 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]], *, pattern: str = "*.s
     return out
 
 
+_T = TypeVar("_T")
+
+
+def map_files(fn: Callable[[str, int | None], _T], paths: Sequence[str], workers: int | None = None) -> Iterator[_T]:
+    """``fn(path, threads)`` of every path, in order, ``workers`` files at a time (default: a thread per core,
+    up to 4; one after the other for fewer than 4 files or one worker, each with ``threads=None``).
+
+    Side by side, a file that begins while others wait to begin is given ``threads=1`` for its hashing
+    (:func:`fingerprint_record`): the files keep the cores busy, and one thread runs every hasher over a
+    buffer while it is in the core's cache; the last ones begun get None (the default threads), so that no
+    core idles at the end. An exception from ``fn`` is raised where its path's result would come; files not
+    begun by then are not."""
+    workers = workers or _workers()
+    if workers <= 1 or len(paths) < 4:
+        for path in paths:
+            yield fn(path, None)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+    queued = [len(paths)]  # files not yet begun
+
+    def one(path: str) -> _T:
+        with lock:
+            queued[0] -= 1
+            threads = 1 if queued[0] > 0 else None
+        return fn(path, threads)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lorahub-files")
+    try:
+        yield from pool.map(one, paths)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def iter_records(
     files: Iterable[str],
     *,
     use_cache: bool = True,
     progress: Progress | None = None,
+    workers: int | None = None,
     _chunk: int = CHUNK_SIZE,
 ) -> Iterator[dict[str, Any]]:
-    """Fingerprint already-expanded ``files`` one by one, sharing one cache connection."""
-    cache = None
-    if use_cache:
-        from .hashcache import HashCache
+    """Fingerprint already-expanded ``files``, in order, several at a time (:func:`map_files`; a cache
+    connection per thread). ``progress`` is called from the threads that hash, one call at a time."""
+    local = threading.local()
+    caches: list[Any] = []
+    lock = threading.Lock()
 
-        cache = HashCache.open_default()
+    def cache() -> Any:
+        if not use_cache:
+            return None
+        c = getattr(local, "cache", None)
+        if c is None:
+            from .hashcache import HashCache
+
+            c = local.cache = HashCache.open_default()
+            with lock:
+                caches.append(c)
+        return c
+
+    report: Progress | None = None
+    if progress is not None:
+        def report(n: int) -> None:
+            with lock:
+                progress(n)
+
+    def one(path: str, threads: int | None) -> dict[str, Any]:
+        return fingerprint_record(path, use_cache=use_cache, progress=report, cache=cache(), threads=threads,
+                                  _chunk=_chunk)
+
     try:
-        for f in files:
-            yield fingerprint_record(f, use_cache=use_cache, progress=progress, cache=cache, _chunk=_chunk)
+        yield from map_files(one, list(files), workers)
     finally:
-        if cache is not None:
-            cache.close()
+        for c in caches:
+            c.close()
 
 
 def fingerprint_records(
@@ -589,5 +646,6 @@ __all__ = [
     "fingerprint_record",
     "fingerprint_records",
     "iter_records",
+    "map_files",
     "same_hash",
 ]

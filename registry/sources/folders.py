@@ -27,7 +27,6 @@ import stat as stat_mod
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +114,7 @@ def _default_workers() -> int:
 def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
              progress: Callable[[int], None] | None) -> dict[str, tuple[Any, dict[str, Any]] | str]:
     """``{path: (InspectReport, fingerprint record) or error text}``."""
-    from lorahub.adapters.fingerprint import fingerprint_record
+    from lorahub.adapters.fingerprint import fingerprint_record, map_files
     from lorahub.adapters.formats import analyze
     from lorahub.adapters.hashcache import HashCache
     from lorahub.adapters.header import read_header
@@ -124,8 +123,6 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
     local = threading.local()
     caches: list[Any] = []
     lock = threading.Lock()
-    queued = [len(paths)]  # files not yet begun
-    pooled = workers > 1 and len(paths) >= 4  # else one file after the other
 
     def cache() -> Any:
         c = getattr(local, "cache", None)
@@ -135,13 +132,7 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
                 caches.append(c)
         return c
 
-    def one(path: str) -> tuple[str, Any]:
-        with lock:
-            queued[0] -= 1
-            # While files wait to begin, the files being hashed keep the cores busy: each is hashed by one
-            # thread (every hasher over a buffer while it is in the core's cache; no hand-offs between
-            # threads). The last ones get the default threads, so that no core idles at the end.
-            threads = 1 if pooled and queued[0] > 0 else None
+    def one(path: str, threads: int | None) -> tuple[str, Any]:
         try:
             header = read_header(path)
             analysis = analyze(header)
@@ -161,10 +152,8 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
         return path, (report, record)
 
     try:
-        if not pooled:
-            return dict(one(p) for p in paths)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lorahub-index") as pool:
-            return dict(pool.map(one, paths))
+        # Side by side, each file hashed by one thread while others wait to begin (map_files).
+        return dict(map_files(one, paths, workers))
     finally:
         for c in caches:
             c.close()

@@ -552,3 +552,69 @@ def test_threads_hash_a_large_file_with_as_many_threads(tmp_path: Path, monkeypa
     hashers = [n for n in started if n.startswith("lorahub-hash")]
     assert len(hashers) == {None: 3, 1: 0, 2: 2}[threads]  # one thread: the caller's own, no others
     check(rec, f)
+
+
+def test_map_files_keeps_order_and_gives_one_thread_while_files_wait() -> None:
+    """map_files: results in the order of the paths whatever order the files finish in; a file begun while
+    others wait gets threads=1, the last ones begun None (the default); fewer than 4 files, or one worker, run
+    one after the other in the caller's thread, each with the default."""
+    import threading
+    import time as _time
+
+    seen: dict[str, int | None] = {}
+    callers: set[str] = set()
+
+    def fn(path: str, threads: int | None) -> str:
+        seen[path] = threads
+        callers.add(threading.current_thread().name)
+        _time.sleep(0.02 if path == "p0" else 0.0)  # the first finishes last
+        return path.upper()
+
+    paths = [f"p{i}" for i in range(7)]
+    assert list(fp.map_files(fn, paths, workers=2)) == [p.upper() for p in paths]
+    assert sorted(seen.values(), key=lambda t: t is None) == [1] * 6 + [None]
+    assert all(name.startswith("lorahub-files") for name in callers)
+    seen.clear()
+    callers.clear()
+    assert list(fp.map_files(fn, paths[:3], workers=2)) == ["P0", "P1", "P2"]
+    assert list(fp.map_files(fn, paths, workers=1)) == [p.upper() for p in paths]
+    assert set(seen.values()) == {None} and callers == {threading.current_thread().name}
+
+
+def test_map_files_raises_at_the_failing_path_and_begins_no_more() -> None:
+    import threading
+
+    started: list[str] = []
+    gate = threading.Event()
+
+    def fn(path: str, threads: int | None) -> str:
+        started.append(path)
+        if path == "p1":
+            raise AdapterFileError(path, "broken")
+        gate.wait(1.0)
+        return path
+
+    got: list[str] = []
+    with pytest.raises(AdapterFileError, match="broken"):
+        for r in fp.map_files(fn, [f"p{i}" for i in range(40)], workers=2):
+            got.append(r)
+            gate.set()
+    assert got == ["p0"]
+    assert len(started) < 40  # the files not begun when p1 failed were cancelled
+
+
+def test_folder_records_side_by_side_match_the_definitions(tmp_path: Path, lorahub_home: Path) -> None:
+    """fingerprint_records of a folder hashes its files several at a time (a cache connection per thread):
+    every record is the plain definitions' and in path order, the progress adds up to the folder's bytes, and
+    a second run is answered from the cache."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    files = [old(make_file(folder / f"f{i}.safetensors", fp.THREADED_MIN_SIZE + 1000 * i, seed=i)) for i in range(5)]
+    seen: list[int] = []
+    recs = fp.fingerprint_records([folder], progress=seen.append)
+    assert [r["path"] for r in recs] == [str(f.resolve()) for f in sorted(files)]
+    for r, f in zip(recs, sorted(files), strict=True):
+        check(r, f)
+        assert r["cached"] is False
+    assert sum(seen) == sum(f.stat().st_size for f in files)
+    assert all(r["cached"] for r in fp.fingerprint_records([folder]))
