@@ -444,9 +444,21 @@ class _Group:
         # the byte phase every member begins at (-1: they differ), and each member's first value's index
         self.phase = int(phases[0]) if phases.size and (phases == phases[0]).all() else -1
         self.elems = self.begins // self.item
+        for shared in (self.begins, self.slots, self.elems):  # planned once, read by every file's copy (fresh)
+            shared.flags.writeable = False
         self.next = 0  # the first member not yet fed whole
         self.got: list[tuple[Any, np.ndarray]] = []  # (members: a slice or indices, values [g, wanted] as read)
         self.parts: dict[int, np.ndarray] = {}  # member -> bytes [wanted, item] of a factor cut across slices
+
+    def fresh(self) -> _Group:
+        """A group of the same factors with nothing gathered yet (what it planned is shared, read only)."""
+        g = _new_group(_Group)
+        for name in _GROUP_PLAN:
+            setattr(g, name, getattr(self, name))
+        g.next = 0
+        g.got = []
+        g.parts = {}
+        return g
 
     def feed(self, view: Any, lo: int, hi: int) -> None:
         """Bytes ``[lo, hi)`` of the data region (``view[0]`` is byte ``lo``), the next after those fed."""
@@ -554,6 +566,134 @@ def _side32(width: int, side: int) -> np.ndarray:
     return proj
 
 
+_new_group = object.__new__
+#: What a :class:`_Group` plans (the same for every file of a tensor table), as against what it gathers.
+_GROUP_PLAN = ("role", "dtype", "shape", "item", "size", "wanted", "begins", "starts", "slots", "phase", "elems")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :class:`StreamSketch` reads of a file, worked out from its tensor table alone: the modules in file
+    order, each LoRA module's slot, and the factor groups (their offsets and slots). The same for every file of
+    the table (a library's adapters share a few tables: one trainer, one configuration), so it is kept
+    (:data:`_PLANS`); a file's own scales (its alphas) are read from its analysis each time."""
+
+    order: tuple[tuple[str, str, Any], ...]  # (module key, "lora" | "other" | "skip", slot or module)
+    slot_modules: tuple[str, ...]  # per slot: its module's name (for its scale)
+    groups: tuple[_Group, ...]  # planned, never fed: each file feeds a fresh copy
+    by_sample: dict[tuple[int, int, int], list[int]]  # (m_out, rank, m_in) -> slots
+    widths: np.ndarray  # [slots, 2]: each module's output and input width
+    slot_at: np.ndarray  # per slot: its module's place in order
+    slot_hash: np.ndarray  # per slot: its module key's hash
+    kept: tuple[tuple[int, int, str], ...]  # the tensors of LyCORIS and full modules kept whole (sorted)
+
+
+#: Plans of the tensor tables sketched lately, by table (:func:`_plan_key`); at most :data:`PLANS_KEPT`.
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+PLANS_KEPT = 64
+
+
+def _plan_key(header: SafetensorsHeader) -> tuple[Any, ...]:
+    """Every entry of a header's tensor table (name, dtype, shape, offsets) and its data region's length."""
+    return (header.data_len, *((t.name, t.dtype, t.shape, t.begin, t.end) for t in header.tensors.values()))
+
+
+def _plan(header: SafetensorsHeader, analysis: Any) -> _Plan:
+    """The :class:`_Plan` of a file (kept by its tensor table unless it has LyCORIS or full modules, whose
+    :class:`~lorahub.adapters.formats.Module` the plan holds)."""
+    key = _plan_key(header)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    plan = _make_plan(header, analysis)
+    if not plan.kept:
+        if len(_PLANS) >= PLANS_KEPT:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _make_plan(header: SafetensorsHeader, analysis: Any) -> _Plan:
+    order: list[tuple[str, str, Any]] = []
+    slot_modules: list[str] = []
+    by_sample: dict[tuple[int, int, int], list[int]] = {}
+    widths: list[tuple[int, int]] = []
+    slot_at: list[int] = []
+    slot_hash: list[int] = []
+    factors: dict[tuple[int, str, tuple[int, int]], tuple[list[int], list[int]]] = {}
+    kept: list[tuple[int, int, str]] = []
+    data_len = header.data_len
+
+    def flat(t: Any) -> tuple[int, int] | None:
+        """The 2-D shape of a readable, non-empty float tensor of at least 2 dimensions, else None."""
+        shape = t.shape
+        item = _ITEM.get(t.dtype)
+        if item is None or not 0 <= t.begin <= t.end <= data_len:
+            return None
+        if len(shape) == 2:
+            rows, rest = shape
+        elif len(shape) > 2:
+            rows, rest = shape[0], math.prod(shape[1:])
+        else:
+            return None
+        if not rows * rest or rows * rest * item != t.end - t.begin:
+            return None
+        return rows, rest
+
+    for mod in analysis.modules.values():
+        kind = mod.kind
+        if kind == "orphan" or kind == "set":
+            continue
+        key = module_key(mod.name)
+        p = mod.parts
+        if (kind == "lora" or kind == "cloneofsimo") and "up" in p and "down" in p and "mid" not in p:
+            up, down = p["up"], p["down"]
+            us, ds = flat(up), flat(down)
+            if us is not None and ds is not None and us[1] == ds[0]:
+                slot = len(slot_modules)
+                slot_modules.append(mod.name)
+                sample = (us[0] if us[0] < SAMPLE else SAMPLE, us[1], ds[1] if ds[1] < SAMPLE else SAMPLE)
+                in_sample = by_sample.get(sample)
+                if in_sample is None:
+                    by_sample[sample] = [slot]
+                else:
+                    in_sample.append(slot)
+                widths.append((us[0], ds[1]))
+                slot_at.append(len(order))
+                slot_hash.append(key_hash(key))
+                for t, role, shape in ((up, _UP, us), (down, _DOWN, ds)):
+                    group = factors.get((role, t.dtype, shape))
+                    if group is None:
+                        factors[(role, t.dtype, shape)] = ([t.begin], [slot])
+                    else:
+                        group[0].append(t.begin)
+                        group[1].append(slot)
+                order.append((key, "lora", slot))
+                continue
+        elif kind in ("loha", "lokr", "full") and sum(t.nbytes for t in p.values()) <= _OTHER_MAX:
+            kept += [(t.begin, t.end, t.name) for t in p.values()
+                     if t.dtype in _FLOATS and t.expected_nbytes == t.nbytes and 0 <= t.begin <= t.end <= data_len]
+            order.append((key, "other", mod))
+            continue
+        order.append((key, "skip", None))
+    kept.sort()
+    return _Plan(
+        order=tuple(order),
+        slot_modules=tuple(slot_modules),
+        groups=tuple(_Group(k, *v) for k, v in factors.items()),
+        by_sample=by_sample,
+        widths=_read_only(np.asarray(widths, np.int64).reshape(-1, 2)),
+        slot_at=_read_only(np.asarray(slot_at, np.int64)),
+        slot_hash=_read_only(np.asarray(slot_hash, np.uint32)),
+        kept=tuple(kept),
+    )
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
 class StreamSketch:
     """The sketch of an adapter computed from its data region, fed in order in slices of any size.
 
@@ -573,78 +713,17 @@ class StreamSketch:
         self.data_len = header.data_len
         self.pos = 0
         self.error: str | None = None
-        self._order: list[tuple[str, str, Any]] = []  # (module key, "lora" | "other" | "skip", slot or module)
-        scales: list[float] = []
-        by_sample: dict[tuple[int, int, int], list[int]] = {}  # (m_out, rank, m_in) -> slots
-        widths: list[tuple[int, int]] = []  # per slot: (out, in)
-        slot_at: list[int] = []  # per slot: its module's place in self._order
-        slot_hash: list[int] = []
-        factors: dict[tuple[int, str, tuple[int, int]], tuple[list[int], list[int]]] = {}
-        kept: list[tuple[int, int, str]] = []
-        data_len = self.data_len
-
-        def flat(t: Any) -> tuple[int, int] | None:
-            """The 2-D shape of a readable, non-empty float tensor of at least 2 dimensions, else None."""
-            shape = t.shape
-            item = _ITEM.get(t.dtype)
-            if item is None or not 0 <= t.begin <= t.end <= data_len:
-                return None
-            if len(shape) == 2:
-                rows, rest = shape
-            elif len(shape) > 2:
-                rows, rest = shape[0], math.prod(shape[1:])
-            else:
-                return None
-            if not rows * rest or rows * rest * item != t.end - t.begin:
-                return None
-            return rows, rest
-
-        order = self._order
-        for mod in analysis.modules.values():
-            kind = mod.kind
-            if kind == "orphan" or kind == "set":
-                continue
-            key = module_key(mod.name)
-            p = mod.parts
-            if (kind == "lora" or kind == "cloneofsimo") and "up" in p and "down" in p and "mid" not in p:
-                up, down = p["up"], p["down"]
-                us, ds = flat(up), flat(down)
-                if us is not None and ds is not None and us[1] == ds[0]:
-                    slot = len(scales)
-                    scale = mod.scale
-                    scales.append(scale if scale is not None else 1.0)
-                    sample = (us[0] if us[0] < SAMPLE else SAMPLE, us[1], ds[1] if ds[1] < SAMPLE else SAMPLE)
-                    in_sample = by_sample.get(sample)
-                    if in_sample is None:
-                        by_sample[sample] = [slot]
-                    else:
-                        in_sample.append(slot)
-                    widths.append((us[0], ds[1]))
-                    slot_at.append(len(order))
-                    slot_hash.append(key_hash(key))
-                    for t, role, shape in ((up, _UP, us), (down, _DOWN, ds)):
-                        group = factors.get((role, t.dtype, shape))
-                        if group is None:
-                            factors[(role, t.dtype, shape)] = ([t.begin], [slot])
-                        else:
-                            group[0].append(t.begin)
-                            group[1].append(slot)
-                    order.append((key, "lora", slot))
-                    continue
-            elif kind in ("loha", "lokr", "full") and sum(t.nbytes for t in p.values()) <= _OTHER_MAX:
-                kept += [(t.begin, t.end, t.name) for t in p.values()
-                         if t.dtype in _FLOATS and t.expected_nbytes == t.nbytes and 0 <= t.begin <= t.end <= data_len]
-                order.append((key, "other", mod))
-                continue
-            order.append((key, "skip", None))
-        self._groups = [_Group(k, *v) for k, v in factors.items()]
-        self._scales = np.asarray(scales, np.float64)
-        self._by_sample = by_sample
-        self._widths = np.asarray(widths, np.int64).reshape(-1, 2)
-        self._slot_at = np.asarray(slot_at, np.int64)
-        self._slot_hash = np.asarray(slot_hash, np.uint32)
-        kept.sort()
-        self._kept_plan = kept
+        plan = _plan(header, analysis)
+        modules = analysis.modules
+        scales = [modules[name].scale for name in plan.slot_modules]
+        self._order = plan.order
+        self._groups = [g.fresh() for g in plan.groups]
+        self._scales = np.asarray([1.0 if sc is None else sc for sc in scales], np.float64)
+        self._by_sample = plan.by_sample
+        self._widths = plan.widths
+        self._slot_at = plan.slot_at
+        self._slot_hash = plan.slot_hash
+        self._kept_plan = plan.kept
         self._kept_next = 0  # the kept tensors before it (sorted by begin) were fed whole
         self._kept: dict[str, bytearray] = {}
 

@@ -287,3 +287,45 @@ def test_picks_agree_on_every_module_a_subset_kept(tmp_path: Path) -> None:
     vector, hashes, units = sk.summary_parts(sk.summary(full))
     assert np.array_equal(vector, full.vector) and np.array_equal(hashes, fh) and np.array_equal(units, fu)
     assert sk.summary_parts(full.vector.astype("<f2").tobytes())[1] is None  # a row stored before picks
+
+
+def test_files_of_one_tensor_table_share_a_plan_and_keep_their_own_scales(tmp_path: Path) -> None:
+    """What a sketch reads of a file is planned from its tensor table and kept (a library's adapters share a
+    few tables); each file's scales are still its own. Files of one table (other weights, other alphas, other
+    metadata) share the plan and get the sketch a fresh plan gives; a table that differs in one offset or shape
+    gets a plan of its own."""
+    from lorahub.adapters.header import read_header
+
+    mods = _mods(5)
+    a = _kohya(tmp_path / "a.safetensors", mods)
+    b = _kohya(tmp_path / "b.safetensors", _mods(6), alpha=2.0)  # same names, shapes, offsets; alpha 2 of rank 4
+    wider = dict(mods)
+    name = next(iter(wider))
+    wider[name] = (np.zeros((wider[name][0].shape[0], 8)), np.zeros((8, wider[name][1].shape[1])))
+    c = _kohya(tmp_path / "c.safetensors", wider)  # one module of rank 8: other shapes and offsets
+    fresh = {}
+    for p in (a, b, c):  # each planned anew
+        sk._PLANS.clear()
+        fresh[p.name] = sk.sketch_file(p).to_bytes()
+    sk._PLANS.clear()
+    ha, hb, hc = (read_header(p) for p in (a, b, c))
+    assert sk._plan_key(ha) == sk._plan_key(hb) != sk._plan_key(hc)
+    shared = None
+    streams = {}
+    for p, h in ((a, ha), (b, hb), (c, hc)):
+        stream = sk.StreamSketch(h)
+        with open(p, "rb") as fh:
+            fh.seek(h.data_start)
+            stream.update(memoryview(fh.read()))
+        streams[p.name] = stream.result().to_bytes()
+        if p is a:
+            shared = sk._PLANS[sk._plan_key(ha)]
+    assert len(sk._PLANS) == 2 and sk._PLANS[sk._plan_key(hb)] is shared
+    assert streams == fresh
+    assert sk.Sketch.from_bytes(streams["a.safetensors"]).to_bytes() != sk.Sketch.from_bytes(streams["b.safetensors"]).to_bytes()
+    # b's alpha (2 of rank 4) halves its ΔW against alpha = rank, though its plan is a's (alpha = rank):
+    halved = _kohya(tmp_path / "halved.safetensors", {k: (u * 0.5, d) for k, (u, d) in _mods(6).items()})
+    same = sk.compare(sk.sketch_file(halved), sk.sketch_file(b))
+    assert same.similarity > 0.999 and same.scale == pytest.approx(1.0, rel=1e-3)
+    unscaled = _kohya(tmp_path / "unscaled.safetensors", _mods(6))
+    assert sk.compare(sk.sketch_file(b), sk.sketch_file(unscaled)).scale == pytest.approx(2.0, rel=1e-3)
