@@ -545,19 +545,26 @@ def _detect_format(header: SafetensorsHeader, modules: dict[str, Module], md: di
             return fmt
     if not kinds.get("lora"):
         return "unknown"
-    if any(n.startswith("base_model.model.") for n in names):
+    # Each rule below scans the names only where its words occur somewhere in them (one search of them all:
+    # most rules match none of a file's names, and a scan of an SDXL file's 3,000 names costs 0.2-0.5 ms).
+    every = "\n".join(names)
+    if "base_model.model." in every and any(n.startswith("base_model.model.") for n in names):
         return "peft-raw"
-    if any(_ATTNPROC.match(n) for n in names):
+    if ".processor." in every and any(_ATTNPROC.match(n) for n in names):
         return "diffusers-attnprocs"
-    if any(_XLABS_KEY.search(n) for n in names):
+    if "_blocks." in every and any(_XLABS_KEY.search(n) for n in names):
         return "xlabs"
-    if kinds.get("set") and any(n.endswith(".lora_A.weight") for n in names):
+    if kinds.get("set") and ".lora_A.weight" in every and any(n.endswith(".lora_A.weight") for n in names):
         return "flux-control"
-    if any(n.startswith(("diffusion_model.", "model.diffusion_model.", "text_encoders.")) for n in names):
+    if ("diffusion_model." in every or "text_encoders." in every) and any(
+        n.startswith(("diffusion_model.", "model.diffusion_model.", "text_encoders.")) for n in names
+    ):
         return "comfyui"
-    if any(".lora_A." in n or n.endswith(".lora_A.weight") for n in names):
-        return "peft-dora" if any("lora_magnitude_vector" in n for n in names) else "peft"
-    if any(".lora.down." in n or "lora_linear_layer" in n for n in names):
+    if ".lora_A." in every and any(".lora_A." in n or n.endswith(".lora_A.weight") for n in names):
+        return "peft-dora" if "lora_magnitude_vector" in every else "peft"
+    if (".lora.down." in every or "lora_linear_layer" in every) and any(
+        ".lora.down." in n or "lora_linear_layer" in n for n in names
+    ):
         return "diffusers"
     if any(n.startswith(tuple(KOHYA_PREFIXES)) for n in names):
         if any(m.dora for m in modules.values()):
