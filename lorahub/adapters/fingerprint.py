@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._readbuf import read_buffers
-from ..errors import AdapterFileError
+from ..errors import AdapterFileError, LorahubError
 
 if TYPE_CHECKING:  # pragma: no cover
     from lorahub.schemas.adapters import FingerprintReport
@@ -164,6 +164,10 @@ class _FileChanged(Exception):
     pass
 
 
+class Cancelled(LorahubError):
+    """The hashing was stopped from outside (``cancel``): the caller is leaving, the values are not wanted."""
+
+
 def _hash_file(
     fh: Any,
     size: int,
@@ -172,8 +176,9 @@ def _hash_file(
     chunk: int,
     workers: int,
     progress: Progress | None,
+    cancel: threading.Event | None = None,
 ) -> None:
-    """Read ``fh`` (positioned at 0) once, feeding every job its byte range.
+    """Read ``fh`` (positioned at 0) once, feeding every job its byte range (until ``cancel`` is set).
 
     The ring holds ``RING_BUFFERS`` chunks; chunk ``k`` lives in ``bufs[k % ring]``
     and is read only once every job is past chunk ``k - ring``. Any idle worker
@@ -183,11 +188,11 @@ def _hash_file(
     nchunks = (size + chunk - 1) // chunk
     ring = max(2, min(RING_BUFFERS, nchunks))
     with read_buffers(ring, min(chunk, size)) as bufs:  # every worker has stopped when the block ends
-        _hash_ring(fh, size, jobs, bufs, chunk=chunk, workers=workers, progress=progress)
+        _hash_ring(fh, size, jobs, bufs, chunk=chunk, workers=workers, progress=progress, cancel=cancel)
 
 
 def _hash_ring(fh: Any, size: int, jobs: list[_Job], bufs: list[Any], *, chunk: int, workers: int,
-               progress: Progress | None) -> None:
+               progress: Progress | None, cancel: threading.Event | None = None) -> None:
     """:func:`_hash_file` with its ring of buffers (at least ``chunk`` bytes each, or the file's size)."""
     nchunks = (size + chunk - 1) // chunk
     ring = len(bufs)
@@ -202,6 +207,8 @@ def _hash_ring(fh: Any, size: int, jobs: list[_Job], bufs: list[Any], *, chunk: 
         return min(pending) if pending else nchunks
 
     def pick() -> tuple[str, Any] | None:
+        if cancel is not None and cancel.is_set() and state["error"] is None:
+            state["error"] = Cancelled("hashing stopped")
         if state["error"] is not None:
             return ("stop", None)
         r = state["read"]
@@ -355,7 +362,8 @@ def _tensor_region(path: str, size: int, header: Any = None) -> tuple[int | None
 
 
 def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, chunk: int,
-             header: Any = None, sink: Any = None, threads: int | None = None) -> dict[str, Any]:
+             header: Any = None, sink: Any = None, threads: int | None = None,
+             cancel: threading.Event | None = None) -> dict[str, Any]:
     import blake3
 
     size = st.st_size
@@ -380,7 +388,7 @@ def _compute(path: str, fh: Any, st: os.stat_result, progress: Progress | None, 
         jobs.append(_Job("sink", sink, data_start, size, chunk))
     workers = (threads or _workers()) if size >= THREADED_MIN_SIZE else 1
     try:
-        _hash_file(fh, size, jobs, chunk=chunk, workers=workers, progress=progress)
+        _hash_file(fh, size, jobs, chunk=chunk, workers=workers, progress=progress, cancel=cancel)
     except _FileChanged as exc:
         raise AdapterFileError(path, f"changed while it was read: {exc}", hint="try again") from None
     except OSError as exc:
@@ -450,6 +458,7 @@ def fingerprint_record(
     header: Any = None,
     sink: Any = None,
     threads: int | None = None,
+    cancel: threading.Event | None = None,
     _chunk: int = CHUNK_SIZE,
 ) -> dict[str, Any]:
     """Like :func:`fingerprint_file` but a plain dict (no pydantic import).
@@ -461,7 +470,8 @@ def fingerprint_record(
     it is fed only when the hashes are computed, not on a cache hit. ``threads``: how many threads hash the
     file (default: one per core, up to 4, for a file of at least :data:`THREADED_MIN_SIZE`); a caller that
     hashes files side by side gives each one (the files keep the cores busy, and one thread runs every
-    hasher over a buffer while it is in the core's cache).
+    hasher over a buffer while it is in the core's cache). ``cancel``: an event that, once set, stops the
+    hashing at its next buffer with :class:`Cancelled` (:func:`map_files` sets it when its caller leaves).
     """
     spath = os.fspath(path)
     fh, st = _open(spath)
@@ -481,14 +491,14 @@ def fingerprint_record(
                         progress(st.st_size)
                     return _record(spath, hit, cached=True)
                 started = time.time_ns()
-                body = _compute(spath, fh, st, progress, _chunk, header, sink, threads)
+                body = _compute(spath, fh, st, progress, _chunk, header, sink, threads, cancel)
                 if started - st.st_mtime_ns >= RACY_WINDOW_NS:
                     cache.put(key, body)
                 return _record(spath, body, cached=False)
             finally:
                 if own_cache is not None:
                     own_cache.close()
-        body = _compute(spath, fh, st, progress, _chunk, header, sink, threads)
+        body = _compute(spath, fh, st, progress, _chunk, header, sink, threads, cancel)
         return _record(spath, body, cached=False)
 
 
@@ -539,7 +549,8 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]], *, pattern: str = "*.s
 _T = TypeVar("_T")
 
 
-def map_files(fn: Callable[[str, int | None], _T], paths: Sequence[str], workers: int | None = None) -> Iterator[_T]:
+def map_files(fn: Callable[[str, int | None], _T], paths: Sequence[str], workers: int | None = None, *,
+              cancel: threading.Event | None = None) -> Iterator[_T]:
     """``fn(path, threads)`` of every path, in order, ``workers`` files at a time (default: a thread per core,
     up to 4; one after the other for fewer than 4 files or one worker, each with ``threads=None``).
 
@@ -547,7 +558,9 @@ def map_files(fn: Callable[[str, int | None], _T], paths: Sequence[str], workers
     (:func:`fingerprint_record`): the files keep the cores busy, and one thread runs every hasher over a
     buffer while it is in the core's cache; the last ones begun get None (the default threads), so that no
     core idles at the end. An exception from ``fn`` is raised where its path's result would come; files not
-    begun by then are not."""
+    begun by then are not. ``cancel`` is set when the iteration ends, however it ends (an error, the caller
+    leaving, Ctrl-C): handed to :func:`fingerprint_record`, it stops the files being hashed at their next
+    buffer instead of hashing them to the end for nobody."""
     workers = workers or _workers()
     if workers <= 1 or len(paths) < 4:
         for path in paths:
@@ -568,6 +581,8 @@ def map_files(fn: Callable[[str, int | None], _T], paths: Sequence[str], workers
     try:
         yield from pool.map(one, paths)
     finally:
+        if cancel is not None:
+            cancel.set()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -603,12 +618,14 @@ def iter_records(
             with lock:
                 progress(n)
 
+    stop = threading.Event()
+
     def one(path: str, threads: int | None) -> dict[str, Any]:
         return fingerprint_record(path, use_cache=use_cache, progress=report, cache=cache(), threads=threads,
-                                  _chunk=_chunk)
+                                  cancel=stop, _chunk=_chunk)
 
     try:
-        yield from map_files(one, list(files), workers)
+        yield from map_files(one, list(files), workers, cancel=stop)
     finally:
         for c in caches:
             c.close()
@@ -637,6 +654,7 @@ def fingerprint_paths(
 
 
 __all__ = [
+    "Cancelled",
     "AUTOV1_LENGTH",
     "AUTOV1_OFFSET",
     "embedded_hash_status",

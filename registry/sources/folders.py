@@ -132,6 +132,8 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
                 caches.append(c)
         return c
 
+    stop = threading.Event()
+
     def one(path: str, threads: int | None) -> tuple[str, Any]:
         try:
             header = read_header(path)
@@ -140,7 +142,8 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
             if report.format == "unknown" and report.modules == 0:
                 return path, "not a LoRA adapter (no adapter weights found)"
             stream = _stream(header, analysis)
-            record = dict(fingerprint_record(path, cache=cache(), header=header, sink=stream, threads=threads))
+            record = dict(fingerprint_record(path, cache=cache(), header=header, sink=stream, threads=threads,
+                                                cancel=stop))
             record["sketch"] = _sketch(header, analysis, stream)
         except LorahubError as exc:
             return path, str(exc).removeprefix(f"{path}: ")
@@ -153,7 +156,7 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
 
     try:
         # Side by side, each file hashed by one thread while others wait to begin (map_files).
-        return dict(map_files(one, paths, workers))
+        return dict(map_files(one, paths, workers, cancel=stop))
     finally:
         for c in caches:
             c.close()

@@ -618,3 +618,37 @@ def test_folder_records_side_by_side_match_the_definitions(tmp_path: Path, lorah
         assert r["cached"] is False
     assert sum(seen) == sum(f.stat().st_size for f in files)
     assert all(r["cached"] for r in fp.fingerprint_records([folder]))
+
+
+def test_leaving_a_folder_early_stops_the_files_being_hashed(tmp_path: Path) -> None:
+    """When the caller of iter_records leaves (an error, Ctrl-C, a closed generator) the files being hashed
+    stop at their next buffer (map_files sets their cancel event), rather than being hashed to the end for
+    nobody: a folder of large files is not read through after the first record."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(5):  # the first small: when its record comes, the two begun after it have just begun
+        make_file(folder / f"b{i}.safetensors", (2 if i == 0 else 64) * MiB, seed=i)
+    read: list[int] = []
+    real = fp._hash_ring
+
+    def counting(fh, size, jobs, bufs, **kw):  # noqa: ANN001, ANN003, ANN202
+        try:
+            return real(fh, size, jobs, bufs, **kw)
+        finally:
+            read.append(fh.tell())
+
+    fp._hash_ring, saved = counting, real
+    try:
+        records = fp.iter_records(sorted(str(p) for p in folder.iterdir()), use_cache=False, workers=2, _chunk=64 << 10)
+        first = next(records)
+        records.close()  # the caller leaves after one record
+    finally:
+        fp._hash_ring = saved
+    check(first, folder / "b0.safetensors")
+    assert len(read) <= 3  # the first file, and those begun beside it; none begun after
+    assert sum(read) < 2 * MiB + 64 * MiB  # the two begun stopped part-way (hashed through: 130 MiB)
+
+    stop = __import__("threading").Event()
+    stop.set()
+    with pytest.raises(fp.Cancelled):
+        fingerprint_record(folder / "b1.safetensors", use_cache=False, cancel=stop)
