@@ -596,22 +596,9 @@ def iter_records(
 ) -> Iterator[dict[str, Any]]:
     """Fingerprint already-expanded ``files``, in order, several at a time (:func:`map_files`; a cache
     connection per thread). ``progress`` is called from the threads that hash, one call at a time."""
-    local = threading.local()
-    caches: list[Any] = []
+    from .hashcache import ThreadCaches
+
     lock = threading.Lock()
-
-    def cache() -> Any:
-        if not use_cache:
-            return None
-        c = getattr(local, "cache", None)
-        if c is None:
-            from .hashcache import HashCache
-
-            c = local.cache = HashCache.open_default()
-            with lock:
-                caches.append(c)
-        return c
-
     report: Progress | None = None
     if progress is not None:
         def report(n: int) -> None:
@@ -620,15 +607,13 @@ def iter_records(
 
     stop = threading.Event()
 
-    def one(path: str, threads: int | None) -> dict[str, Any]:
-        return fingerprint_record(path, use_cache=use_cache, progress=report, cache=cache(), threads=threads,
-                                  cancel=stop, _chunk=_chunk)
+    with ThreadCaches(use_cache) as caches:
 
-    try:
+        def one(path: str, threads: int | None) -> dict[str, Any]:
+            return fingerprint_record(path, use_cache=use_cache, progress=report, cache=caches.get(),
+                                      threads=threads, cancel=stop, _chunk=_chunk)
+
         yield from map_files(one, list(files), workers, cancel=stop)
-    finally:
-        for c in caches:
-            c.close()
 
 
 def fingerprint_records(

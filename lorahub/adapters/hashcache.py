@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,3 +258,38 @@ class HashCache:
             return int(conn.execute("SELECT count(*) FROM fingerprints").fetchone()[0])
         except sqlite3.Error:
             return 0
+
+
+class ThreadCaches:
+    """A :class:`HashCache` connection per thread, for files hashed side by side (a connection is used by the
+    thread that opened it); :meth:`close` closes them all. ``enabled=False``: :meth:`get` gives None (no
+    cache)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[HashCache] = []
+
+    def get(self) -> HashCache | None:
+        """This thread's connection (opened on first use)."""
+        if not self.enabled:
+            return None
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = HashCache.open_default()
+            with self._lock:
+                self._opened.append(cache)
+        return cache
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for cache in opened:
+            cache.close()
+
+    def __enter__(self) -> ThreadCaches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

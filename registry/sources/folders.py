@@ -116,22 +116,11 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
     """``{path: (InspectReport, fingerprint record) or error text}``."""
     from lorahub.adapters.fingerprint import fingerprint_record, map_files
     from lorahub.adapters.formats import analyze
-    from lorahub.adapters.hashcache import HashCache
+    from lorahub.adapters.hashcache import ThreadCaches
     from lorahub.adapters.header import read_header
     from lorahub.adapters.inspect import inspect_header
 
-    local = threading.local()
-    caches: list[Any] = []
-    lock = threading.Lock()
-
-    def cache() -> Any:
-        c = getattr(local, "cache", None)
-        if c is None:
-            c = local.cache = HashCache.open_default()
-            with lock:
-                caches.append(c)
-        return c
-
+    caches = ThreadCaches()
     stop = threading.Event()
 
     def one(path: str, threads: int | None) -> tuple[str, Any]:
@@ -142,7 +131,7 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
             if report.format == "unknown" and report.modules == 0:
                 return path, "not a LoRA adapter (no adapter weights found)"
             stream = _stream(header, analysis)
-            record = dict(fingerprint_record(path, cache=cache(), header=header, sink=stream, threads=threads,
+            record = dict(fingerprint_record(path, cache=caches.get(), header=header, sink=stream, threads=threads,
                                                 cancel=stop))
             record["sketch"] = _sketch(header, analysis, stream)
         except LorahubError as exc:
@@ -154,12 +143,8 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
                 progress(1)
         return path, (report, record)
 
-    try:
-        # Side by side, each file hashed by one thread while others wait to begin (map_files).
+    with caches:  # side by side, each file hashed by one thread while others wait to begin (map_files)
         return dict(map_files(one, paths, workers, cancel=stop))
-    finally:
-        for c in caches:
-            c.close()
 
 
 def _stream(header: Any, analysis: Any) -> Any:

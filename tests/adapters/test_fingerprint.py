@@ -652,3 +652,28 @@ def test_leaving_a_folder_early_stops_the_files_being_hashed(tmp_path: Path) -> 
     stop.set()
     with pytest.raises(fp.Cancelled):
         fingerprint_record(folder / "b1.safetensors", use_cache=False, cancel=stop)
+
+
+def test_thread_caches_give_each_thread_its_own_connection(lorahub_home: Path) -> None:
+    import threading
+
+    from lorahub.adapters.hashcache import ThreadCaches
+
+    with ThreadCaches() as caches:
+        mine = caches.get()
+        assert mine is caches.get() and mine is not None and mine._connect() is not None
+        other: list[object] = []
+
+        def use() -> None:
+            cache = caches.get()
+            assert cache is not None and cache._connect() is not None
+            other.append(cache)
+
+        t = threading.Thread(target=use)
+        t.start()
+        t.join()
+        assert other[0] is not mine
+        opened = list(caches._opened)
+        assert len(opened) == 2 and all(c._conn is not None for c in opened)
+    assert all(c._conn is None for c in opened)  # closed with the block
+    assert ThreadCaches(enabled=False).get() is None
