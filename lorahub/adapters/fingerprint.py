@@ -471,7 +471,8 @@ def fingerprint_record(
     file (default: one per core, up to 4, for a file of at least :data:`THREADED_MIN_SIZE`); a caller that
     hashes files side by side gives each one (the files keep the cores busy, and one thread runs every
     hasher over a buffer while it is in the core's cache). ``cancel``: an event that, once set, stops the
-    hashing at its next buffer with :class:`Cancelled` (:func:`map_files` sets it when its caller leaves).
+    hashing at its next buffer with :class:`Cancelled` (:func:`map_files` hands one that it sets when its caller
+    leaves).
     """
     spath = os.fspath(path)
     fh, st = _open(spath)
@@ -549,40 +550,40 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]], *, pattern: str = "*.s
 _T = TypeVar("_T")
 
 
-def map_files(fn: Callable[[str, int | None], _T], paths: Sequence[str], workers: int | None = None, *,
-              cancel: threading.Event | None = None) -> Iterator[_T]:
-    """``fn(path, threads)`` of every path, in order, ``workers`` files at a time (default: a thread per core,
-    up to 4; one after the other for fewer than 4 files or one worker, each with ``threads=None``).
+def map_files(fn: Callable[[str, int | None, threading.Event | None], _T], paths: Sequence[str],
+              workers: int | None = None) -> Iterator[_T]:
+    """``fn(path, threads, cancel)`` of every path, in order, ``workers`` files at a time (default: a thread
+    per core, up to 4; one after the other in the caller's thread for fewer than 4 files or one worker, each
+    with ``threads=None`` and ``cancel=None``). ``fn`` hands both to :func:`fingerprint_record`.
 
-    Side by side, a file that begins while others wait to begin is given ``threads=1`` for its hashing
-    (:func:`fingerprint_record`): the files keep the cores busy, and one thread runs every hasher over a
-    buffer while it is in the core's cache; the last ones begun get None (the default threads), so that no
-    core idles at the end. An exception from ``fn`` is raised where its path's result would come; files not
-    begun by then are not. ``cancel`` is set when the iteration ends, however it ends (an error, the caller
-    leaving, Ctrl-C): handed to :func:`fingerprint_record`, it stops the files being hashed at their next
-    buffer instead of hashing them to the end for nobody."""
+    Side by side, a file that begins while others wait to begin is given ``threads=1``: the files keep the
+    cores busy, and one thread runs every hasher over a buffer while it is in the core's cache; the last ones
+    begun get None (the default threads), so that no core idles at the end. An exception from ``fn`` is raised
+    where its path's result would come; files not begun by then are not. ``cancel`` is set when the iteration
+    ends, however it ends (an error, the caller leaving, Ctrl-C): the files being hashed stop at their next
+    buffer instead of being hashed to the end for nobody."""
     workers = workers or _workers()
     if workers <= 1 or len(paths) < 4:
         for path in paths:
-            yield fn(path, None)
+            yield fn(path, None, None)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     lock = threading.Lock()
     queued = [len(paths)]  # files not yet begun
+    cancel = threading.Event()
 
     def one(path: str) -> _T:
         with lock:
             queued[0] -= 1
             threads = 1 if queued[0] > 0 else None
-        return fn(path, threads)
+        return fn(path, threads, cancel)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lorahub-files")
     try:
         yield from pool.map(one, paths)
     finally:
-        if cancel is not None:
-            cancel.set()
+        cancel.set()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -605,15 +606,13 @@ def iter_records(
             with lock:
                 progress(n)
 
-    stop = threading.Event()
-
     with ThreadCaches(use_cache) as caches:
 
-        def one(path: str, threads: int | None) -> dict[str, Any]:
+        def one(path: str, threads: int | None, cancel: threading.Event | None) -> dict[str, Any]:
             return fingerprint_record(path, use_cache=use_cache, progress=report, cache=caches.get(),
-                                      threads=threads, cancel=stop, _chunk=_chunk)
+                                      threads=threads, cancel=cancel, _chunk=_chunk)
 
-        yield from map_files(one, list(files), workers, cancel=stop)
+        yield from map_files(one, list(files), workers)
 
 
 def fingerprint_records(

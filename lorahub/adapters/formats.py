@@ -560,11 +560,9 @@ def _detect_format(header: SafetensorsHeader, modules: dict[str, Module], md: di
         n.startswith(("diffusion_model.", "model.diffusion_model.", "text_encoders.")) for n in names
     ):
         return "comfyui"
-    if ".lora_A." in every and any(".lora_A." in n or n.endswith(".lora_A.weight") for n in names):
+    if ".lora_A." in every:  # a word without a newline occurs in the joined names only within a name
         return "peft-dora" if "lora_magnitude_vector" in every else "peft"
-    if (".lora.down." in every or "lora_linear_layer" in every) and any(
-        ".lora.down." in n or "lora_linear_layer" in n for n in names
-    ):
+    if ".lora.down." in every or "lora_linear_layer" in every:
         return "diffusers"
     if any(n.startswith(tuple(KOHYA_PREFIXES)) for n in names):
         if any(m.dora for m in modules.values()):

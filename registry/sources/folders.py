@@ -121,9 +121,8 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
     from lorahub.adapters.inspect import inspect_header
 
     caches = ThreadCaches()
-    stop = threading.Event()
 
-    def one(path: str, threads: int | None) -> tuple[str, Any]:
+    def one(path: str, threads: int | None, cancel: threading.Event | None) -> tuple[str, Any]:
         try:
             header = read_header(path)
             analysis = analyze(header)
@@ -132,7 +131,7 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
                 return path, "not a LoRA adapter (no adapter weights found)"
             stream = _stream(header, analysis)
             record = dict(fingerprint_record(path, cache=caches.get(), header=header, sink=stream, threads=threads,
-                                                cancel=stop))
+                                                cancel=cancel))
             record["sketch"] = _sketch(header, analysis, stream)
         except LorahubError as exc:
             return path, str(exc).removeprefix(f"{path}: ")
@@ -144,7 +143,7 @@ def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
         return path, (report, record)
 
     with caches:  # side by side, each file hashed by one thread while others wait to begin (map_files)
-        return dict(map_files(one, paths, workers, cancel=stop))
+        return dict(map_files(one, paths, workers))
 
 
 def _stream(header: Any, analysis: Any) -> Any:

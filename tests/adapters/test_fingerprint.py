@@ -563,9 +563,11 @@ def test_map_files_keeps_order_and_gives_one_thread_while_files_wait() -> None:
 
     seen: dict[str, int | None] = {}
     callers: set[str] = set()
+    cancels: list[object] = []
 
-    def fn(path: str, threads: int | None) -> str:
+    def fn(path: str, threads: int | None, cancel: object) -> str:
         seen[path] = threads
+        cancels.append(cancel)
         callers.add(threading.current_thread().name)
         _time.sleep(0.02 if path == "p0" else 0.0)  # the first finishes last
         return path.upper()
@@ -574,11 +576,14 @@ def test_map_files_keeps_order_and_gives_one_thread_while_files_wait() -> None:
     assert list(fp.map_files(fn, paths, workers=2)) == [p.upper() for p in paths]
     assert sorted(seen.values(), key=lambda t: t is None) == [1] * 6 + [None]
     assert all(name.startswith("lorahub-files") for name in callers)
+    assert len({id(c) for c in cancels}) == 1 and cancels[0].is_set()  # one event, set when the iteration ended
     seen.clear()
     callers.clear()
+    cancels.clear()
     assert list(fp.map_files(fn, paths[:3], workers=2)) == ["P0", "P1", "P2"]
     assert list(fp.map_files(fn, paths, workers=1)) == [p.upper() for p in paths]
     assert set(seen.values()) == {None} and callers == {threading.current_thread().name}
+    assert set(cancels) == {None}  # one after the other: nothing runs beside the caller to stop
 
 
 def test_map_files_raises_at_the_failing_path_and_begins_no_more() -> None:
@@ -587,7 +592,7 @@ def test_map_files_raises_at_the_failing_path_and_begins_no_more() -> None:
     started: list[str] = []
     gate = threading.Event()
 
-    def fn(path: str, threads: int | None) -> str:
+    def fn(path: str, threads: int | None, cancel: object) -> str:
         started.append(path)
         if path == "p1":
             raise AdapterFileError(path, "broken")
@@ -622,7 +627,7 @@ def test_folder_records_side_by_side_match_the_definitions(tmp_path: Path, lorah
 
 def test_leaving_a_folder_early_stops_the_files_being_hashed(tmp_path: Path) -> None:
     """When the caller of iter_records leaves (an error, Ctrl-C, a closed generator) the files being hashed
-    stop at their next buffer (map_files sets their cancel event), rather than being hashed to the end for
+    stop at their next buffer (map_files sets the cancel event it hands them), rather than being hashed to the end for
     nobody: a folder of large files is not read through after the first record."""
     folder = tmp_path / "big"
     folder.mkdir()
