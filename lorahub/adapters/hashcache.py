@@ -126,15 +126,25 @@ class HashCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False)
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != CACHE_VERSION:
-                conn.execute("DROP TABLE IF EXISTS fingerprints")
             with contextlib.suppress(sqlite3.OperationalError):  # read-only folder: stay in rollback mode
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != CACHE_VERSION:
+                # A new file or another layout: (re)build it under the write lock, and look again once it is
+                # held. Connections opened side by side (threads, processes) all see the version unset; the
+                # one that gets the lock second must not drop the table the first built and has filled.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if conn.execute("PRAGMA user_version").fetchone()[0] != CACHE_VERSION:
+                        conn.execute("DROP TABLE IF EXISTS fingerprints")
+                        conn.execute(_SCHEMA)
+                        conn.execute(f"PRAGMA user_version={CACHE_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
             conn.execute(_SCHEMA)
-            if version != CACHE_VERSION:
-                conn.execute(f"PRAGMA user_version={CACHE_VERSION}")
             # Touch the table so that a corrupt file fails here, not later.
             conn.execute("SELECT count(*) FROM (SELECT 1 FROM fingerprints LIMIT 1)").fetchone()
         except BaseException:

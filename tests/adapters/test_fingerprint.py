@@ -440,6 +440,35 @@ def test_cache_of_another_version_is_dropped(tmp_path: Path, lorahub_home: Path)
     assert fingerprint_record(f)["cached"] is True
 
 
+def test_connections_opening_a_new_cache_side_by_side_keep_each_others_rows(tmp_path: Path) -> None:
+    """Connections that open a new cache file together all find its layout version unset; the one that builds
+    it second must not drop the table the first has built and filled (a folder's files hashed side by side lost
+    their rows so: 148 rounds in 200 before the rebuild looked again under the write lock)."""
+    import threading
+
+    from lorahub.adapters.hashcache import FileKey
+
+    lost = 0
+    for round_ in range(40):
+        db = tmp_path / f"c{round_}.sqlite"
+        start = threading.Barrier(4)
+
+        def put(i: int, db: Path = db, start: threading.Barrier = start) -> None:
+            cache = HashCache(db)
+            start.wait()
+            assert cache.put(FileKey(f"/f{i}", 1, 1, 1, 1, 1), {"i": i})
+            cache.close()
+
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with HashCache(db) as cache:
+            lost += 4 - len(cache)
+    assert lost == 0
+
+
 def test_unwritable_home_still_fingerprints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file-not-folder"
     blocker.write_text("x")
