@@ -33,6 +33,7 @@ import hashlib
 import math
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -339,7 +340,13 @@ def _assemble(hashes: np.ndarray, raw: np.ndarray, given: np.ndarray, skipped: i
     first = np.ones(hashes.size, bool)
     first[1:] = hashes[1:] != hashes[:-1]
     skipped += int(hashes.size - np.count_nonzero(first))
-    hashes, raw, given = hashes[first], raw[first], given[first]
+    return _finish(hashes[first], raw[first], given[first], skipped)
+
+
+def _finish(hashes: np.ndarray, raw: np.ndarray, given: np.ndarray, skipped: int,
+            mixer_key: tuple[int, ...] | None = None) -> Sketch:
+    """:func:`_assemble` of modules already in key-hash order, one per hash (``mixer_key``: the hashes as a
+    tuple, where the caller has them)."""
     n = int(hashes.size)
     units = np.zeros((n, K * K), dtype=np.float64)
     norms = np.zeros(n, dtype=np.float64)
@@ -349,7 +356,7 @@ def _assemble(hashes: np.ndarray, raw: np.ndarray, given: np.ndarray, skipped: i
             live = (lengths > 0) & (given > 0)  # NaN is neither: a module of NaN weighs nothing
         units[live] = raw[live] / lengths[live, None]
         norms[live] = given[live]
-        mixers = _mixers(tuple(hashes.tolist()))  # [n * K*K, VECTOR_DIM]
+        mixers = _mixers(tuple(hashes.tolist()) if mixer_key is None else mixer_key)  # [n * K*K, VECTOR_DIM]
         vector = (norms[:, None] * units).reshape(-1) @ mixers
     else:
         vector = np.zeros(VECTOR_DIM)
@@ -423,100 +430,6 @@ def _wanted(role: int, rows: int, cols: int) -> np.ndarray:
     return idx
 
 
-class _Group:
-    """The LoRA factors of one role, dtype and 2-D shape in a file: their data-region offsets (sorted) and
-    module slots, and what the sketch has gathered of each (:func:`_wanted`), filled as the data region
-    streams past: the factors a slice holds whole at once, a factor cut across slices byte by byte."""
-
-    __slots__ = ("role", "dtype", "shape", "item", "size", "wanted", "begins", "starts", "slots", "next", "got", "parts",
-                 "phase", "elems")
-
-    def __init__(self, key: tuple[int, str, tuple[int, int]], begins: list[int], slots: list[int]) -> None:
-        self.role, self.dtype, self.shape = key
-        self.item = _ITEM[self.dtype]
-        self.size = self.shape[0] * self.shape[1] * self.item
-        self.wanted = _wanted(self.role, *self.shape)
-        order = np.argsort(np.asarray(begins, np.int64), kind="stable")
-        self.begins = np.asarray(begins, np.int64)[order]
-        self.slots = np.asarray(slots, np.int64)[order]
-        self.starts: list[int] = self.begins.tolist()
-        phases = self.begins % self.item
-        # the byte phase every member begins at (-1: they differ), and each member's first value's index
-        self.phase = int(phases[0]) if phases.size and (phases == phases[0]).all() else -1
-        self.elems = self.begins // self.item
-        for shared in (self.begins, self.slots, self.elems):  # planned once, read by every file's copy (fresh)
-            shared.flags.writeable = False
-        self.next = 0  # the first member not yet fed whole
-        self.got: list[tuple[Any, np.ndarray]] = []  # (members: a slice or indices, values [g, wanted] as read)
-        self.parts: dict[int, np.ndarray] = {}  # member -> bytes [wanted, item] of a factor cut across slices
-
-    def fresh(self) -> _Group:
-        """A group of the same factors with nothing gathered yet (what it planned is shared, read only)."""
-        g = _new_group(_Group)
-        for name in _GROUP_PLAN:
-            setattr(g, name, getattr(self, name))
-        g.next = 0
-        g.got = []
-        g.parts = {}
-        return g
-
-    def feed(self, view: Any, lo: int, hi: int) -> None:
-        """Bytes ``[lo, hi)`` of the data region (``view[0]`` is byte ``lo``), the next after those fed."""
-        starts, size, n = self.starts, self.size, len(self.starts)
-        k = self.next
-        if k >= n or starts[k] >= hi:
-            return
-        while k < n and starts[k] < lo:  # begun in an earlier slice
-            self._part(view, lo, hi, k)
-            k += 1
-        w0 = k
-        while k < n and starts[k] + size <= hi:  # whole in this one
-            k += 1
-        if k > w0:
-            self._whole(view, lo, w0, k)
-        while k < n and starts[k] < hi:  # begun in this one, going on in the next
-            self._part(view, lo, hi, k)
-            k += 1
-        k = self.next
-        while k < n and starts[k] + size <= hi:  # one size: the members end in the order they begin
-            k += 1
-        self.next = k
-
-    def _whole(self, view: Any, lo: int, w0: int, w1: int) -> None:
-        item = self.item
-        if self.phase >= 0:  # every member begins at one byte phase (as good as always): one gather
-            skew = (self.phase - lo) % item
-            values = np.frombuffer(view, _CODE[self.dtype], (len(view) - skew) // item, skew)
-            idx = (self.elems[w0:w1] - (lo + skew) // item)[:, None] + self.wanted
-            self.got.append((slice(w0, w1), values.take(idx, mode="clip")))
-            return
-        skews = (self.begins[w0:w1] - lo) % item
-        for skew in np.unique(skews).tolist():
-            pick = np.arange(w0, w1)[skews == skew]
-            values = np.frombuffer(view, _CODE[self.dtype], (len(view) - skew) // item, skew)
-            idx = ((self.begins[pick] - lo - skew) // item)[:, None] + self.wanted
-            self.got.append((pick, values.take(idx, mode="clip")))
-
-    def _part(self, view: Any, lo: int, hi: int, m: int) -> None:
-        """A factor cut across slices: its bytes gathered whole (a LoRA factor is at most a few MB), then its
-        wanted values taken from them."""
-        begin = int(self.begins[m])
-        got = self.parts.setdefault(m, bytearray())
-        got += view[max(begin, lo) - lo : min(begin + self.size, hi) - lo]
-        if begin + self.size <= hi:  # fed whole (the slices come in order)
-            del self.parts[m]
-            values = np.frombuffer(got, _CODE[self.dtype]).take(self.wanted)
-            self.got.append((slice(m, m + 1), values.reshape(1, -1)))
-
-    def gathered(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(slots, float32 values [g, wanted])`` of the factors fed whole."""
-        if not self.got:
-            return np.zeros(0, np.int64), np.zeros((0, self.wanted.size), np.float32)
-        slots = np.concatenate([self.slots[m] for m, _ in self.got]) if len(self.got) > 1 else self.slots[self.got[0][0]]
-        values = np.concatenate([v for _, v in self.got]) if len(self.got) > 1 else self.got[0][1]
-        return slots, _convert(values, self.dtype, np.float32)
-
-
 def _project_blocks(ups: np.ndarray, downs: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The sketches ``[g, K*K]`` and estimated norms ``[g]`` (float64) of ``g`` modules from their sampled
     factors (float32): ``ups`` ``[g, m_out, r]`` (``up[S]``), ``downs`` ``[g, r, m_in]`` (``down[:, T]``);
@@ -566,32 +479,80 @@ def _side32(width: int, side: int) -> np.ndarray:
     return proj
 
 
-_new_group = object.__new__
-#: What a :class:`_Group` plans (the same for every file of a tensor table), as against what it gathers.
-_GROUP_PLAN = ("role", "dtype", "shape", "item", "size", "wanted", "begins", "starts", "slots", "phase", "elems")
+#: A lane of more values keeps their positions as int32 (below :data:`_INT32_TOP`, so that a search for it finds
+#: them all): half the memory, for about a fifth more time a gather (the indices are widened as they are taken).
+_INT64_VALUES = 1 << 20
+_INT32_TOP = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class _Lane:
+    """The values a sketch reads of the LoRA factors of one dtype that begin at one byte phase (as good as always
+    every factor of a file: one lane). Value ``j`` is the element at byte ``phase + pos[j] * item`` of the data
+    region (``pos`` ascending), read as the slice that holds it streams past: one gather a slice for all the
+    factors, whatever their shapes."""
+
+    dtype: str
+    item: int
+    phase: int
+    pos: np.ndarray  # int64 (int32 in large lanes) [values], ascending, read only
+    base: int  # where the lane's values begin among all lanes' (concatenated in lane order)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The LoRA modules of one sampled shape ``(m_out, rank, m_in)``, chained at once: their slots and widths, and
+    where each one's sampled factors begin among the lanes' values (a factor's ``m_out*r`` or ``r*m_in`` values
+    are one block there, row-major: the batch's factors are read as rows of a strided view, no index a value)."""
+
+    shape: tuple[int, int, int]
+    slots: np.ndarray
+    widths: np.ndarray  # [n, 2]
+    ups: np.ndarray  # [n]: where each module's up[S] begins
+    downs: np.ndarray  # [n]: where each module's down[:, T] begins
 
 
 @dataclass(frozen=True)
 class _Plan:
     """What :class:`StreamSketch` reads of a file, worked out from its tensor table alone: the modules in file
-    order, each LoRA module's slot, and the factor groups (their offsets and slots). The same for every file of
-    the table (a library's adapters share a few tables: one trainer, one configuration), so it is kept
-    (:data:`_PLANS`); a file's own scales (its alphas) are read from its analysis each time."""
+    order, each LoRA module's slot, the element of the data region of every value the sketch reads (the lanes)
+    and where each module's values go (the batches). The same for every file of the table (a library's adapters
+    share a few tables: one trainer, one configuration), so it is kept (:data:`_PLANS`); a file's own scales (its
+    alphas) are read from its analysis each time."""
 
     order: tuple[tuple[str, str, Any], ...]  # (module key, "lora" | "other" | "skip", slot or module)
     slot_modules: tuple[str, ...]  # per slot: its module's name (for its scale)
-    groups: tuple[_Group, ...]  # planned, never fed: each file feeds a fresh copy
-    by_sample: dict[tuple[int, int, int], tuple[int, ...]]  # (m_out, rank, m_in) -> slots
-    widths: np.ndarray  # [slots, 2]: each module's output and input width
+    lanes: tuple[_Lane, ...]
+    batches: tuple[_Batch, ...]
     slot_at: np.ndarray  # per slot: its module's place in order
     slot_hash: np.ndarray  # per slot: its module key's hash
     kept: tuple[tuple[int, int, str], ...]  # the tensors of LyCORIS and full modules kept whole (sorted)
+    #: Where each value (in the order the batches count) is among the lanes' values, where factors overlap (a
+    #: file whose modules share tensors); None: the same place (as good as always).
+    moved: np.ndarray | None = None
+    others: tuple[int, ...] = ()  # the places in order of the LyCORIS and full modules
+    #: Without those, the sketch's modules are the batches' in an order the table decides: which of the batches'
+    #: rows (concatenated) it keeps, in key-hash order (the first module of a key, in file order), their hashes
+    #: (also as a tuple, the mixers' key), and how many modules it leaves out.
+    final: np.ndarray | None = None
+    final_hashes: np.ndarray | None = None
+    final_key: tuple[int, ...] = ()
+    left_out: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of its index arrays (what keeping it costs, besides its key)."""
+        return sum(lane.pos.nbytes for lane in self.lanes) + (0 if self.moved is None else self.moved.nbytes)
 
 
-#: Plans of the tensor tables sketched lately, by table (:func:`_plan_key`); at most :data:`PLANS_KEPT` (a key
-#: holds its table: about 0.7 MB for an SDXL LoRA's 3,000 tensors).
+#: Plans of the tensor tables sketched lately, by table (:func:`_plan_key`), oldest first; at most
+#: :data:`PLANS_KEPT` of them (a key holds its table: about 0.7 MB for an SDXL LoRA's 3,000 tensors) and
+#: :data:`PLAN_BYTES_KEPT` bytes of index arrays (8 bytes a value read, 4 in lanes over a million values: 2.2 MB
+#: for an SD 1.5 LoRA of rank 8, 12 MB for an SDXL LoRA of rank 32; a larger plan is not kept).
 _PLANS: dict[tuple[Any, ...], _Plan] = {}
+_PLANS_LOCK = threading.Lock()
 PLANS_KEPT = 16
+PLAN_BYTES_KEPT = 64 << 20
 
 
 def _plan_key(header: SafetensorsHeader) -> tuple[Any, ...]:
@@ -607,10 +568,12 @@ def _plan(header: SafetensorsHeader, analysis: Any) -> _Plan:
     if plan is not None:
         return plan
     plan = _make_plan(header, analysis)
-    if not plan.kept:
-        if len(_PLANS) >= PLANS_KEPT:
-            _PLANS.clear()
-        _PLANS[key] = plan
+    size = plan.nbytes
+    if not plan.kept and size <= PLAN_BYTES_KEPT:
+        with _PLANS_LOCK:  # the index sketches files side by side
+            while _PLANS and (len(_PLANS) >= PLANS_KEPT or sum(p.nbytes for p in _PLANS.values()) + size > PLAN_BYTES_KEPT):
+                del _PLANS[next(iter(_PLANS))]
+            _PLANS[key] = plan
     return plan
 
 
@@ -678,16 +641,84 @@ def _make_plan(header: SafetensorsHeader, analysis: Any) -> _Plan:
             continue
         order.append((key, "skip", None))
     kept.sort()
+    lanes, batches, moved = _lay_out(factors, by_sample, np.asarray(widths, np.int64).reshape(-1, 2))
+    at = _read_only(np.asarray(slot_at, np.int64))
+    hashes = _read_only(np.asarray(slot_hash, np.uint32))
+    others = tuple(i for i, (_key, kind, _ref) in enumerate(order) if kind == "other")
+    final = final_hashes = None
+    left_out = 0
+    if not others and batches:  # as result() orders them, once for every file of the table
+        rows = np.concatenate([b.slots for b in batches])
+        first = np.argsort(at[rows], kind="stable")
+        by_hash = np.argsort(hashes[rows][first], kind="stable")
+        final, final_hashes = first[by_hash], hashes[rows][first][by_hash]
+        keep = np.ones(final.size, bool)
+        keep[1:] = final_hashes[1:] != final_hashes[:-1]
+        final, final_hashes = _read_only(final[keep]), _read_only(final_hashes[keep])
+        left_out = len(order) - int(final.size)
     return _Plan(
         order=tuple(order),
         slot_modules=tuple(slot_modules),
-        groups=tuple(_Group(k, *v) for k, v in factors.items()),
-        by_sample={sample: tuple(slots) for sample, slots in by_sample.items()},
-        widths=_read_only(np.asarray(widths, np.int64).reshape(-1, 2)),
-        slot_at=_read_only(np.asarray(slot_at, np.int64)),
-        slot_hash=_read_only(np.asarray(slot_hash, np.uint32)),
+        lanes=lanes,
+        batches=batches,
+        slot_at=at,
+        slot_hash=hashes,
         kept=tuple(kept),
+        moved=moved,
+        others=others,
+        final=final,
+        final_hashes=final_hashes,
+        final_key=() if final_hashes is None else tuple(final_hashes.tolist()),
+        left_out=left_out,
     )
+
+
+def _lay_out(factors: dict[tuple[int, str, tuple[int, int]], tuple[list[int], list[int]]],
+             by_sample: dict[tuple[int, int, int], list[int]],
+             widths: np.ndarray) -> tuple[tuple[_Lane, ...], tuple[_Batch, ...], np.ndarray | None]:
+    """The lanes and batches of a plan from its LoRA factors (``{(role, dtype, 2-D shape): (begins, slots)}``) and
+    its modules by sampled shape: the values each factor's sample reads (:func:`_wanted`), factor after factor in
+    file order, in the lane of the factor's dtype and byte phase; then, per sampled shape, where each module's
+    values begin among all the lanes' (and, where factors overlap, where each value went: :attr:`_Plan.moved`)."""
+    members: dict[tuple[str, int], list[tuple[int, int, int, tuple[int, int]]]] = {}
+    for (role, dtype, shape), (begins, slots) in factors.items():
+        item = _ITEM[dtype]
+        for begin, slot in zip(begins, slots, strict=True):
+            members.setdefault((dtype, begin % item), []).append((begin, role, slot, shape))
+    lanes: list[_Lane] = []
+    first: dict[tuple[int, int], int] = {}  # (role, slot) -> where its factor's values begin, in lane order
+    moved: list[np.ndarray] = []  # per lane: where each value in lane order is kept (sorted), plus the lane's base
+    base = 0
+    for (dtype, phase), group in sorted(members.items()):
+        item = _ITEM[dtype]
+        group.sort()
+        blocks = []
+        at = base
+        for begin, role, slot, shape in group:
+            wanted = _wanted(role, *shape)
+            blocks.append(wanted + (begin - phase) // item)
+            first[(role, slot)] = at
+            at += wanted.size
+        pos = np.concatenate(blocks)
+        if pos.size > _INT64_VALUES and int(pos.max()) < _INT32_TOP:  # half the memory of a large plan
+            pos = pos.astype(np.int32)
+        where = np.arange(base, at)
+        if pos.size > 1 and not bool(np.all(pos[1:] >= pos[:-1])):  # factors that overlap (shared tensors)
+            order = np.argsort(pos, kind="stable")
+            pos = pos[order]
+            where[order] = np.arange(base, at)
+        moved.append(where)
+        lanes.append(_Lane(dtype, item, phase, _read_only(pos), base))
+        base = at
+    kept_at = np.concatenate(moved) if moved else np.zeros(0, np.int64)
+    shuffled = bool(kept_at.size) and not bool(np.array_equal(kept_at, np.arange(kept_at.size)))
+    batches = []
+    for shape, slots in by_sample.items():
+        idx = np.asarray(slots, np.int64)
+        ups = np.asarray([first[(_UP, s)] for s in slots], np.int64)
+        downs = np.asarray([first[(_DOWN, s)] for s in slots], np.int64)
+        batches.append(_Batch(shape, _read_only(idx), _read_only(widths[idx]), _read_only(ups), _read_only(downs)))
+    return tuple(lanes), tuple(batches), (_read_only(kept_at) if shuffled else None)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -702,8 +733,8 @@ class StreamSketch:
     (:func:`lorahub.adapters.fingerprint.fingerprint_record` ``sink=``): the bytes read once for the
     hashes are also the sketch's, no second read. Of each LoRA factor only the values the sketch reads are
     gathered (the sampled rows of ``up``, columns of ``down``: :data:`SAMPLE` of each side), straight from
-    the slice that holds them, the factors of one role, dtype and shape at once; nothing else is copied.
-    :meth:`result` chains them, the modules of one shape at once. LyCORIS and full modules keep their
+    the slice that holds them, every factor of one dtype at once (:class:`_Lane`); nothing else is copied.
+    :meth:`result` chains them, the modules of one sampled shape at once (:class:`_Batch`). LyCORIS and full modules keep their
     tensors' bytes and are projected at the end. :meth:`update` never raises: a failure is kept and raised
     by :meth:`result`.
     """
@@ -718,10 +749,14 @@ class StreamSketch:
         modules = analysis.modules
         scales = [modules[name].scale for name in plan.slot_modules]
         self._order = plan.order
-        self._groups = [g.fresh() for g in plan.groups]
+        self._lanes = plan.lanes
+        self._batches = plan.batches
+        self._moved = plan.moved
+        self._plan = plan
+        self._values = [np.empty(lane.pos.size, _CODE[lane.dtype]) for lane in plan.lanes]  # as read, lane order
+        self._next = [0] * len(plan.lanes)  # per lane: its first value not read yet
+        self._carry: list[bytearray | None] = [None] * len(plan.lanes)  # per lane: a value cut across slices
         self._scales = np.asarray([1.0 if sc is None else sc for sc in scales], np.float64)
-        self._by_sample = plan.by_sample
-        self._widths = plan.widths
         self._slot_at = plan.slot_at
         self._slot_hash = plan.slot_hash
         self._kept_plan = plan.kept
@@ -731,7 +766,7 @@ class StreamSketch:
     @property
     def wanted(self) -> bool:
         """Whether any tensor is to be read (an adapter with none has nothing to sketch)."""
-        return bool(self._groups or self._kept_plan)
+        return bool(self._lanes or self._kept_plan)
 
     @property
     def complete(self) -> bool:
@@ -744,8 +779,9 @@ class StreamSketch:
         hi = lo + len(view)
         if self.error is None:
             try:
-                for g in self._groups:
-                    g.feed(view, lo, hi)
+                for i, lane in enumerate(self._lanes):
+                    if self._next[i] < lane.pos.size:
+                        self._feed(i, lane, view, lo, hi)
                 kept = self._kept_plan
                 while self._kept_next < len(kept) and kept[self._kept_next][1] <= lo:  # fed whole already
                     self._kept_next += 1
@@ -770,11 +806,14 @@ class StreamSketch:
             slots, sketches, lora_norms = self._chain()
         except Exception as exc:  # noqa: BLE001 - one line for the caller
             raise SketchError(f"{self.path}: {exc or type(exc).__name__}") from None
+        plan = self._plan
+        if plan.final is not None and plan.final_hashes is not None:  # LoRA modules alone: ordered by the plan
+            return _finish(plan.final_hashes, sketches[plan.final], lora_norms[plan.final], plan.left_out,
+                           plan.final_key)
         at, hashes, raws, norms = [self._slot_at[slots]], [self._slot_hash[slots]], [sketches], [lora_norms]
         reader = _Kept({name: bytes(b) for name, b in self._kept.items()})
-        for i, (key, kind, ref) in enumerate(self._order):
-            if kind != "other":
-                continue
+        for i in plan.others:
+            key, _kind, ref = self._order[i]
             try:
                 got = _module(reader, ref)
             except (ValueError, SketchError):
@@ -791,58 +830,75 @@ class StreamSketch:
         return _assemble(np.concatenate(hashes)[first], np.concatenate(raws)[first], np.concatenate(norms)[first],
                          len(self._order) - int(where.size))
 
+    def _feed(self, i: int, lane: _Lane, view: Any, lo: int, hi: int) -> None:
+        """Lane ``i``'s values in bytes ``[lo, hi)`` of the data region: those whole in the slice in one gather,
+        one cut across slices byte by byte."""
+        pos, item, phase, code = lane.pos, lane.item, lane.phase, _CODE[lane.dtype]
+        out = self._values[i]
+        k, n = self._next[i], pos.size
+        carry = self._carry[i]
+        if carry is not None:  # a value begun in an earlier slice
+            carry += view[: item - len(carry)]
+            if len(carry) < item:
+                return
+            self._carry[i] = None
+            e = pos[k]
+            value = np.frombuffer(bytes(carry), code)[0]
+            while k < n and pos[k] == e:  # (shared tensors read it more than once)
+                out[k] = value
+                k += 1
+        e_lo = -((phase - lo) // item)  # the first element that begins in the slice
+        e_hi = (hi - phase) // item  # the first that does not end in it
+        # (searched as the array's own type: another would have it converted whole, each time)
+        k1 = int(pos.searchsorted(pos.dtype.type(min(e_hi, _INT32_TOP)) if pos.dtype == np.int32 else e_hi)) if k < n else k
+        if k1 > k:
+            if pos[k] < e_lo:
+                raise SketchError("the data region was not fed in order")
+            skew = phase + e_lo * item - lo
+            values = np.frombuffer(view, code, (len(view) - skew) // item, skew)
+            values.take(np.subtract(pos[k:k1], e_lo, dtype=np.intp), out=out[k:k1], mode="clip")  # in range: e_lo <= pos < e_hi
+            k = k1
+        if k < n:
+            begin = phase + int(pos[k]) * item
+            if begin < hi:  # begun in this slice, going on in the next
+                self._carry[i] = bytearray(view[begin - lo :])
+        self._next[i] = k
+
     def _chain(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(slots, K*K sketches, estimated norms)`` of the LoRA modules fed whole: the sampled block
-        ``up[S]·down[:, T]`` projected, the modules of one sampled shape (``m_out``, rank, ``m_in``) at once
-        whatever their widths (an SD 1.5 LoRA is one such batch)."""
-        nslots = len(self._scales)
-        # Per sampled factor shape: which slots were fed, and their values in slot order (each group's values
-        # scattered straight to their slots: no concatenation, no reordering copy).
-        rows_of: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-        for g in self._groups:
-            slots, values = g.gathered()
-            rows, cols = g.shape
-            if g.role == _UP:  # [n, m_out, r]
-                key = (_UP, min(rows, SAMPLE), cols)
-            else:  # [n, r, m_in]
-                key = (_DOWN, rows, min(cols, SAMPLE))
-            entry = rows_of.get(key)
-            if entry is None:
-                entry = rows_of[key] = (np.zeros(nslots, bool), np.empty((nslots, key[1], key[2]), np.float32))
-            entry[0][slots] = True
-            entry[1][slots] = values.reshape(len(slots), key[1], key[2])
+        """``(slots, K*K sketches, estimated norms)`` of the LoRA modules: the sampled block ``up[S]·down[:, T]``
+        projected, the modules of one sampled shape (``m_out``, rank, ``m_in``) at once whatever their widths (an
+        SD 1.5 LoRA is one such batch)."""
+        if not self._batches:
+            return np.zeros(0, np.int64), np.zeros((0, K * K)), np.zeros(0)
+        converted = [_convert(v, lane.dtype, np.float32) for v, lane in zip(self._values, self._lanes, strict=True)]
+        values = converted[0] if len(converted) == 1 else np.concatenate(converted)
         out_slots: list[np.ndarray] = []
         out_sk: list[np.ndarray] = []
         out_norms: list[np.ndarray] = []
-        widths = self._widths
-        for (m_out, r, m_in), slot_list in self._by_sample.items():
-            if (_UP, m_out, r) not in rows_of or (_DOWN, r, m_in) not in rows_of:
-                continue
-            fu, vu = rows_of[(_UP, m_out, r)]
-            fd, vd = rows_of[(_DOWN, r, m_in)]
-            slots = np.asarray(slot_list, dtype=np.int64)
-            slots = slots[fu[slots] & fd[slots]]  # both factors fed (a complete feed has all)
-            if not slots.size:
-                continue
-            sc = self._scales[slots]
+        for batch in self._batches:
+            m_out, r, m_in = batch.shape
+            n = batch.slots.size
+            sc = self._scales[batch.slots]
+            ups = _blocks(values, batch.ups, m_out * r, self._moved).reshape(n, m_out, r)
+            downs = _blocks(values, batch.downs, r * m_in, self._moved).reshape(n, r, m_in)
             with np.errstate(invalid="ignore", over="ignore"):  # a NaN module weighs nothing (build)
-                sk_, norms = _project_blocks(_rows(vu, slots), _rows(vd, slots), widths[slots])
+                sk_, norms = _project_blocks(ups, downs, batch.widths)
                 sk_ *= sc[:, None]
                 norms *= np.abs(sc)
-            out_slots.append(slots)
+            out_slots.append(batch.slots)
             out_sk.append(sk_)
             out_norms.append(norms)
-        if not out_slots:
-            return np.zeros(0, np.int64), np.zeros((0, K * K)), np.zeros(0)
         return np.concatenate(out_slots), np.concatenate(out_sk), np.concatenate(out_norms)
 
 
-def _rows(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``values[idx]``, without a copy when ``idx`` takes every row in order (as a file of one module shape
-    gives)."""
-    if idx.size == values.shape[0] and (idx.size == 0 or (idx[0] == 0 and np.all(np.diff(idx) == 1))):
-        return values
-    return values[idx]
+def _blocks(values: np.ndarray, starts: np.ndarray, length: int, moved: np.ndarray | None) -> np.ndarray:
+    """``[len(starts), length]``: the ``length`` values from each of ``starts``, copied a row at a time from a
+    strided view (``moved``: where each value went, when factors overlap)."""
+    if moved is not None:
+        return values[moved[starts[:, None] + np.arange(length)]]
+    rows = np.lib.stride_tricks.as_strided(values, (values.size - length + 1, length), (values.itemsize,) * 2,
+                                           writeable=False)
+    return rows[starts]
 
 
 class _Kept:

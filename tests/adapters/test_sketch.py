@@ -179,12 +179,18 @@ def test_floats_reads_every_float_dtype_exactly() -> None:
         sk.floats(b"\0\0", 0, 1, "I16")
 
 
-def test_stream_sketch_equals_the_file_sketch_in_any_slices(tmp_path: Path) -> None:
+@pytest.mark.parametrize("narrow", [False, True], ids=["int64-positions", "int32-positions"])
+def test_stream_sketch_equals_the_file_sketch_in_any_slices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            narrow: bool) -> None:
     """The streamed sketch is the in-memory projection of each module's factors; fed in slices of any size
     (odd sizes cut values across slices) it is the file's sketch; an F16 infinity in a sampled row makes its
-    module weigh nothing and leaves the others as they were."""
+    module weigh nothing and leaves the others as they were. Both ways a lane keeps its positions (int32 in
+    large lanes) read the same values."""
     from lorahub.adapters.header import read_header
 
+    sk._PLANS.clear()
+    if narrow:
+        monkeypatch.setattr(sk, "_INT64_VALUES", 0)
     mods = _mods(2)
     path = _kohya(tmp_path / "a.safetensors", mods, "F16")
     header = read_header(path)
@@ -197,6 +203,7 @@ def test_stream_sketch_equals_the_file_sketch_in_any_slices(tmp_path: Path) -> N
     data = path.read_bytes()[header.data_start :]
     for step in (1, 777, 4096, len(data)):
         st = sk.StreamSketch(header)
+        assert {lane.pos.dtype for lane in st._lanes} == {np.dtype(np.int32 if narrow else np.int64)}
         for i in range(0, len(data), step):
             st.update(memoryview(data)[i : i + step])
         assert st.complete and st.result().to_bytes() == whole.to_bytes(), step
@@ -230,10 +237,11 @@ def test_modules_of_mixed_dtypes_in_one_file(tmp_path: Path) -> None:
             t[f"{name}.{part}.weight"] = (code, list(v.shape), raw)
         t[f"{name}.alpha"] = _encode(np.float32(down.shape[0]), dtype)[:1] + ([], _encode(np.float32(down.shape[0]), dtype)[1])
     path = write_safetensors(tmp_path / "mixed.safetensors", t)
-    # the 2-byte F16 alphas leave F32 factors at two byte phases: gathered phase by phase
+    # the 2-byte F16 alphas leave F32 factors at two byte phases: gathered in a lane each, F16 in a third
     from lorahub.adapters.header import read_header
 
-    assert any(g.phase == -1 for g in sk.StreamSketch(read_header(path))._groups)
+    lanes = sk.StreamSketch(read_header(path))._lanes
+    assert sorted(lane.dtype for lane in lanes) == ["F16", "F32", "F32"] and len({lane.phase for lane in lanes}) == 2
     mixed = sk.sketch_file(path)
     plain = sk.sketch_file(_kohya(tmp_path / "f32.safetensors", mods))
     c = sk.compare(plain, mixed)
@@ -329,3 +337,78 @@ def test_files_of_one_tensor_table_share_a_plan_and_keep_their_own_scales(tmp_pa
     assert same.similarity > 0.999 and same.scale == pytest.approx(1.0, rel=1e-3)
     unscaled = _kohya(tmp_path / "unscaled.safetensors", _mods(6))
     assert sk.compare(sk.sketch_file(b), sk.sketch_file(unscaled)).scale == pytest.approx(2.0, rel=1e-3)
+
+
+def _raw_safetensors(path: Path, entries: dict[str, tuple[str, list[int], int, int]], data: bytes) -> Path:
+    """A file with exactly these tensor entries (name: dtype, shape, begin, end) over ``data``: offsets that may
+    overlap or leave gaps, which no writer makes."""
+    import json
+    import struct
+
+    header = {name: {"dtype": d, "shape": shape, "data_offsets": [b, e]} for name, (d, shape, b, e) in entries.items()}
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def test_modules_whose_tensors_share_bytes_are_each_sketched(tmp_path: Path) -> None:
+    """Two modules whose entries point at the same bytes (a hand-made file; no writer shares tensors) read them
+    twice, fed in slices of any size and at an odd byte phase: the sketch is that of the file holding a copy for
+    each (the values the sketch reads are planned in file order; overlapping factors are read where they are)."""
+    from lorahub.adapters.header import read_header
+
+    rng = np.random.default_rng(9)
+    up, down = (rng.standard_normal((320, 4)) * 0.01).astype("<f2"), (rng.standard_normal((4, 768)) * 0.05).astype("<f2")
+    a, b = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", \
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_v"
+    pad = b"\0"  # every factor at an odd byte
+    u0, d0 = len(pad), len(pad) + up.nbytes
+    shared = _raw_safetensors(tmp_path / "shared.safetensors", {
+        f"{n}.lora_{part}.weight": ("F16", list(arr.shape), o, o + arr.nbytes)
+        for n in (a, b) for part, arr, o in (("up", up, u0), ("down", down, d0))}, pad + up.tobytes() + down.tobytes())
+    copies = _raw_safetensors(tmp_path / "copies.safetensors", {
+        f"{n}.lora_{part}.weight": ("F16", list(arr.shape), o + j * (up.nbytes + down.nbytes),
+                                    o + j * (up.nbytes + down.nbytes) + arr.nbytes)
+        for j, n in enumerate((a, b)) for part, arr, o in (("up", up, u0), ("down", down, d0))},
+        pad + (up.tobytes() + down.tobytes()) * 2)
+    want = sk.sketch_file(copies)
+    assert want.modules == 2
+    header = read_header(shared)
+    data = shared.read_bytes()[header.data_start :]
+    for step in (1, 3, 777, len(data)):
+        st = sk.StreamSketch(header)
+        assert st._moved is not None  # the overlapping factors' values were sorted into file order
+        for i in range(0, len(data), step):
+            st.update(memoryview(data)[i : i + step])
+        assert st.result().to_bytes() == want.to_bytes(), step
+
+
+def test_plans_kept_are_bounded_in_count_and_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plans kept (one per tensor table) hold index arrays (4 or 8 bytes a value the sketch reads): the oldest
+    go when another would pass :data:`PLAN_BYTES_KEPT` or :data:`PLANS_KEPT`, a plan larger than the budget is
+    not kept, and every sketch is the same kept or not."""
+    from lorahub.adapters.header import read_header
+
+    files = []
+    for rank in (2, 4, 8):
+        rng = np.random.default_rng(rank)
+        mods = {f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_{i}_attn2_to_k":
+                (rng.standard_normal((320, rank)), rng.standard_normal((rank, 768))) for i in range(6)}
+        files.append(_kohya(tmp_path / f"r{rank}.safetensors", mods))
+    sk._PLANS.clear()
+    alone = [sk.sketch_file(f).to_bytes() for f in files]
+    sizes = [sk._PLANS[sk._plan_key(read_header(f))].nbytes for f in files]
+    assert sizes == sorted(sizes) and sizes[0] > 0 and len(sk._PLANS) == 3
+    sk._PLANS.clear()
+    monkeypatch.setattr(sk, "PLAN_BYTES_KEPT", sizes[0] + sizes[1])
+    got = [sk.sketch_file(f).to_bytes() for f in files[:2]]
+    assert len(sk._PLANS) == 2
+    got.append(sk.sketch_file(files[2]).to_bytes())  # larger than the budget: not kept, and nothing dropped for it
+    assert got == alone and len(sk._PLANS) == 2 and sk._plan_key(read_header(files[2])) not in sk._PLANS
+    monkeypatch.setattr(sk, "PLAN_BYTES_KEPT", sizes[1] + sizes[2])
+    sk.sketch_file(files[2])  # the oldest (rank 2) goes, rank 4 stays
+    assert [sk._plan_key(read_header(f)) in sk._PLANS for f in files] == [False, True, True]
+    monkeypatch.setattr(sk, "PLANS_KEPT", 1)
+    sk.sketch_file(files[0])
+    assert list(sk._PLANS) == [sk._plan_key(read_header(files[0]))]
+    sk._PLANS.clear()
