@@ -18,7 +18,7 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ..errors import AdapterFileError
 from .pickles import PICKLE_SUFFIXES, pickle_refusal
@@ -79,9 +79,11 @@ MAX_U64 = (1 << 64) - 1
 
 
 
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
-    """One tensor entry of the header. Offsets are relative to the data region."""
+class TensorInfo(NamedTuple):
+    """One tensor entry of the header. Offsets are relative to the data region.
+
+    A named tuple: built, hashed and compared in C (a header's table is a key of the sketch's plans, and an
+    SDXL LoRA has about 3,000 tensors)."""
 
     name: str
     dtype: str
@@ -106,22 +108,13 @@ class TensorInfo:
         return (total_bits + 7) // 8
 
 
-_new_info = object.__new__
-_SET_INFO = tuple(TensorInfo.__dict__[f].__set__ for f in ("name", "dtype", "shape", "begin", "end"))
+_new_tuple = tuple.__new__
 
 
 def _make_info(name: str, dtype: str, shape: tuple[int, ...], begin: int, end: int) -> TensorInfo:
-    """``TensorInfo(name, dtype, shape, begin, end)`` for checked values, built through its slots: the frozen
-    dataclass's ``__init__`` sets each field through ``object.__setattr__`` (0.8 us a tensor, half of a
-    header's parse; an SDXL LoRA has about 3,000 tensors)."""
-    info = _new_info(TensorInfo)
-    set_name, set_dtype, set_shape, set_begin, set_end = _SET_INFO
-    set_name(info, name)
-    set_dtype(info, dtype)
-    set_shape(info, shape)
-    set_begin(info, begin)
-    set_end(info, end)
-    return info
+    """``TensorInfo(name, dtype, shape, begin, end)`` for checked values, without the keyword handling of the
+    named tuple's ``__new__``."""
+    return _new_tuple(TensorInfo, (name, dtype, shape, begin, end))
 
 
 @dataclass

@@ -556,8 +556,9 @@ PLAN_BYTES_KEPT = 64 << 20
 
 
 def _plan_key(header: SafetensorsHeader) -> tuple[Any, ...]:
-    """Every entry of a header's tensor table (name, dtype, shape, offsets) and its data region's length."""
-    return (header.data_len, *((t.name, t.dtype, t.shape, t.begin, t.end) for t in header.tensors.values()))
+    """Every entry of a header's tensor table (name, dtype, shape, offsets: :class:`TensorInfo` is a tuple) and
+    its data region's length."""
+    return (header.data_len, *header.tensors.values())
 
 
 def _plan(header: SafetensorsHeader, analysis: Any) -> _Plan:
