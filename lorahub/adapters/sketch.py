@@ -749,17 +749,12 @@ class StreamSketch:
         plan = _plan(header, analysis)
         modules = analysis.modules
         scales = [modules[name].scale for name in plan.slot_modules]
-        self._order = plan.order
-        self._lanes = plan.lanes
-        self._batches = plan.batches
-        self._moved = plan.moved
         self._plan = plan
+        self._lanes = plan.lanes
         self._values = [np.empty(lane.pos.size, _CODE[lane.dtype]) for lane in plan.lanes]  # as read, lane order
         self._next = [0] * len(plan.lanes)  # per lane: its first value not read yet
         self._carry: list[bytearray | None] = [None] * len(plan.lanes)  # per lane: a value cut across slices
         self._scales = np.asarray([1.0 if sc is None else sc for sc in scales], np.float64)
-        self._slot_at = plan.slot_at
-        self._slot_hash = plan.slot_hash
         self._kept_plan = plan.kept
         self._kept_next = 0  # the kept tensors before it (sorted by begin) were fed whole
         self._kept: dict[str, bytearray] = {}
@@ -811,10 +806,10 @@ class StreamSketch:
         if plan.final is not None and plan.final_hashes is not None:  # LoRA modules alone: ordered by the plan
             return _finish(plan.final_hashes, sketches[plan.final], lora_norms[plan.final], plan.left_out,
                            plan.final_key)
-        at, hashes, raws, norms = [self._slot_at[slots]], [self._slot_hash[slots]], [sketches], [lora_norms]
+        at, hashes, raws, norms = [plan.slot_at[slots]], [plan.slot_hash[slots]], [sketches], [lora_norms]
         reader = _Kept({name: bytes(b) for name, b in self._kept.items()})
         for i in plan.others:
-            key, _kind, ref = self._order[i]
+            key, _kind, ref = plan.order[i]
             try:
                 got = _module(reader, ref)
             except (ValueError, SketchError):
@@ -829,7 +824,7 @@ class StreamSketch:
             raise SketchError(f"{self.path}: no LoRA module to sketch")
         first = np.argsort(where, kind="stable")  # in the file's module order: the first of a key is kept
         return _assemble(np.concatenate(hashes)[first], np.concatenate(raws)[first], np.concatenate(norms)[first],
-                         len(self._order) - int(where.size))
+                         len(plan.order) - int(where.size))
 
     def _feed(self, i: int, lane: _Lane, view: Any, lo: int, hi: int) -> None:
         """Lane ``i``'s values in bytes ``[lo, hi)`` of the data region: those whole in the slice in one gather,
@@ -869,19 +864,20 @@ class StreamSketch:
         """``(slots, K*K sketches, estimated norms)`` of the LoRA modules: the sampled block ``up[S]·down[:, T]``
         projected, the modules of one sampled shape (``m_out``, rank, ``m_in``) at once whatever their widths (an
         SD 1.5 LoRA is one such batch)."""
-        if not self._batches:
+        plan = self._plan
+        if not plan.batches:
             return np.zeros(0, np.int64), np.zeros((0, K * K)), np.zeros(0)
         converted = [_convert(v, lane.dtype, np.float32) for v, lane in zip(self._values, self._lanes, strict=True)]
         values = converted[0] if len(converted) == 1 else np.concatenate(converted)
         out_slots: list[np.ndarray] = []
         out_sk: list[np.ndarray] = []
         out_norms: list[np.ndarray] = []
-        for batch in self._batches:
+        for batch in plan.batches:
             m_out, r, m_in = batch.shape
             n = batch.slots.size
             sc = self._scales[batch.slots]
-            ups = _blocks(values, batch.ups, m_out * r, self._moved).reshape(n, m_out, r)
-            downs = _blocks(values, batch.downs, r * m_in, self._moved).reshape(n, r, m_in)
+            ups = _blocks(values, batch.ups, m_out * r, plan.moved).reshape(n, m_out, r)
+            downs = _blocks(values, batch.downs, r * m_in, plan.moved).reshape(n, r, m_in)
             with np.errstate(invalid="ignore", over="ignore"):  # a NaN module weighs nothing (build)
                 sk_, norms = _project_blocks(ups, downs, batch.widths)
                 sk_ *= sc[:, None]

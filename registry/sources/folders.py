@@ -103,15 +103,7 @@ def _same(st: os.stat_result, s: Stored) -> bool:
     return (st.st_size, st.st_mtime_ns, st.st_ino) == (s.size, s.mtime_ns, s.inode)
 
 
-def _default_workers() -> int:
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(4, n))
-
-
-def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int,
+def _analyse(paths: list[str], stats: dict[str, os.stat_result], workers: int | None,
              progress: Callable[[int], None] | None) -> dict[str, tuple[Any, dict[str, Any]] | str]:
     """``{path: (InspectReport, fingerprint record) or error text}``."""
     from lorahub.adapters.fingerprint import fingerprint_record, map_files
@@ -251,7 +243,7 @@ def index_paths(registry: Registry, paths: Iterable[str | os.PathLike[str]], *,
                 break
 
     analyse = [p for p in todo if p not in moves]
-    results = _analyse(analyse, found, workers or _default_workers(), progress)
+    results = _analyse(analyse, found, workers, progress)  # None: map_files' default, a thread per core up to 4
     if moves:
         # A renamed file keeps its fingerprints; its header is read again (cheap) for the new name.
         from lorahub.adapters.inspect import inspect_file

@@ -377,7 +377,7 @@ def test_modules_whose_tensors_share_bytes_are_each_sketched(tmp_path: Path) -> 
     data = shared.read_bytes()[header.data_start :]
     for step in (1, 3, 777, len(data)):
         st = sk.StreamSketch(header)
-        assert st._moved is not None  # the overlapping factors' values were sorted into file order
+        assert st._plan.moved is not None  # the overlapping factors' values were sorted into file order
         for i in range(0, len(data), step):
             st.update(memoryview(data)[i : i + step])
         assert st.result().to_bytes() == want.to_bytes(), step
