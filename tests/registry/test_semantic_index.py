@@ -603,3 +603,38 @@ def test_postgres_reads_the_vector_counters_with_the_keyword_tiers(registry, db_
         assert not {shown[1], shown[2]} & set(_names(registry, "robot", mode="hybrid"))
     finally:
         other.close()
+
+
+def test_filtered_exact_scores_are_the_same_read_in_place_or_gathered(registry, monkeypatch) -> None:  # noqa: ANN001
+    """A filter keeping a large share of the rows is scored by one product over the whole matrix, its rows'
+    scores then picked (``GATHER_SHARE``; gathering them first cost several times the product); a small share
+    is gathered. Both give every kept row the same score, and only kept rows."""
+    import numpy as np
+
+    registry.import_records(_records(90))
+    half = {r.id for r in registry.search(SearchQuery(base="sd1", limit=100))}
+    assert 30 < len(half) < 60  # SD 1.5 is every other record
+    index = _index(registry)
+    seen: list[int] = []
+    product = np.einsum
+
+    def einsum(spec, a, b):  # noqa: ANN001, ANN202 - which rows each product reads
+        seen.append(len(a))
+        return product(spec, a, b)
+
+    monkeypatch.setattr(np, "einsum", einsum)
+
+    def scored(share: int) -> list[tuple[int, float]]:
+        monkeypatch.setattr(vectorindex, "GATHER_SHARE", share)
+        index.forget()
+        seen.clear()
+        with registry.reading() as raw:
+            out = semantic.top(raw, "spooky creatures", 100, None, ["zbsd1"], exact=True, index=index)
+        return out
+
+    gathered = scored(1)  # never more than every row: always gathered
+    assert index.n not in seen
+    in_place = scored(1 << 30)
+    assert index.n in seen
+    assert in_place == gathered and len(gathered) > 5
+    assert {aid for aid, _ in gathered} <= half
