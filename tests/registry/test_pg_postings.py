@@ -6,6 +6,8 @@ rules: test_search_generated.py)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lorahub.schemas.registry import AdapterRecord, SearchQuery
@@ -31,29 +33,46 @@ RECORDS = [
 ]
 
 
-def _postings(conn) -> set[tuple]:  # noqa: ANN001
+def _postings(conn, bits: bool = True) -> set[tuple]:  # noqa: ANN001
     from sqlalchemy import text
 
-    return {tuple(r) for r in conn.execute(text("SELECT word, tier, key, private_owner FROM adapter_postings"))}
+    columns = "word, tier, key, private_owner" + (", facet_bits_0, facet_bits_1" if bits else "")
+    return {tuple(r) for r in conn.execute(text(f"SELECT {columns} FROM adapter_postings"))}
+
+
+def _bits(conn, tokens: list[str]) -> tuple[int, int]:  # noqa: ANN001
+    """The 128-bit filter of ``tokens`` as migration 0117 documents it, computed here from PostgreSQL's
+    ``hashtext`` of each: bits ``h & 127``, ``(h >> 7) & 127`` and ``(h >> 14) & 127``, bit b being bit ``b & 63`` of half ``b >> 6``
+    (as signed 64-bit integers)."""
+    from sqlalchemy import text
+
+    halves = [0, 0]
+    for token in tokens:
+        h = conn.execute(text("SELECT hashtext(:t)"), {"t": token}).scalar()
+        for b in (h & 127, (h >> 7) & 127, (h >> 14) & 127):
+            halves[b >> 6] |= 1 << (b & 63)
+    return tuple(v - (1 << 64) if v >= 1 << 63 else v for v in halves)
 
 
 def _expected(conn) -> set[tuple]:  # noqa: ANN001
     """The postings the adapters' rows call for, computed here: each distinct word of the name/title (tier 3)
     or else of the trigger words and tags (tier 2), and each filter token (tier 0), keyed by (capped downloads,
-    most first; id, newest first), with the owner of a private adapter (-1 for none). The words are
-    PostgreSQL's own lexemes of the vectors."""
+    most first; id, newest first), with the owner of a private adapter (-1 for none), a word's with the filter
+    of its adapter's tokens (:func:`_bits`; a token's own, none). The words are PostgreSQL's own lexemes of the
+    vectors."""
     from sqlalchemy import text
 
     out = set()
     rows = conn.execute(text("SELECT id, downloads, private, owner_id, search_facets, "
                              "tsvector_to_array(name_vector) AS n, tsvector_to_array(keywords_vector) AS k FROM adapters"))
-    for r in rows:
+    for r in rows.all():
         key = ((CAP - min(max(r.downloads, 0), CAP)) << 32) | (MASK - r.id)
         owner = (r.owner_id if r.owner_id is not None else -1) if r.private else None
+        bits = _bits(conn, r.search_facets.split())
         for word in set(r.n) | set(r.k):
-            out.add((word, 3 if word in r.n else 2, key, owner))
+            out.add((word, 3 if word in r.n else 2, key, owner, *bits))
         for token in set(r.search_facets.split()):
-            out.add((token, 0, key, owner))
+            out.add((token, 0, key, owner, 0, 0))
     return out
 
 
@@ -71,11 +90,11 @@ def test_the_postings_follow_every_write_of_the_adapters(registry) -> None:  # n
         with reg.engine.connect() as conn:
             got, want = _postings(conn), _expected(conn)
         assert got == want
-        assert {t for _, t, _, _ in got} == {0, 2, 3}
+        assert {p[1] for p in got} == {0, 2, 3}
 
     check()
     with reg.engine.connect() as conn:
-        assert ("lantern", 3) in {(w, t) for w, t, _, _ in _postings(conn)}
+        assert ("lantern", 3) in {p[:2] for p in _postings(conn)}
     assert _names(reg, "lantern") == ["Lantern Festival", "Ink Lantern", "Velvet Lantern Style", "Night Market"]
 
     # lorahub replaces a record: words gone and new, downloads changed
@@ -137,6 +156,17 @@ def test_the_migration_fills_the_postings_of_the_adapters_already_there(registry
     with registry.engine.connect() as conn:
         got = _postings(conn)
         assert got == _expected(conn) and len(got) > 20
+        # 0117 down: the postings of 0114, kept by 0114's triggers; and up again
+        command.downgrade(alembic_config(connection=conn), "0116_result_rows_version")
+        conn.commit()
+        assert _postings(conn, bits=False) == {p[:4] for p in got}
+        conn.execute(text("UPDATE adapters SET downloads = downloads + 1"))
+        conn.commit()
+        assert _postings(conn, bits=False) == {p[:4] for p in _expected(conn)}
+        assert conn.execute(text("SELECT to_regprocedure('lorahub_facet_bits(text, integer)')")).scalar() is None
+    assert registry.migrate()[1] == head_revision()
+    with registry.engine.connect() as conn:
+        assert _postings(conn) == _expected(conn)
 
 
 def test_a_one_word_tier_is_an_index_range(registry, monkeypatch) -> None:  # noqa: ANN001
@@ -262,3 +292,66 @@ def test_a_stem_is_looked_up_in_the_postings_before_the_gin_index(registry, monk
             with monkeypatch.context() as m:  # the GIN index alone
                 m.setattr(S._Postgres, "posted_prefix", lambda self, prefixes, params: "false")
                 assert backend.any_prefix(prefixes) is answer, (prefixes, viewer)
+
+
+def test_filter_bits_skip_the_entries_without_the_wanted_tokens(registry, monkeypatch) -> None:  # noqa: ANN001
+    """A one-word search with filters probes a token's postings only for the word's entries whose filter bits
+    (migration 0117) hold the wanted tokens': 80 adapters named "lantern", 8 of them tagged "amber" (and 4 of
+    those of base SDXL); the pages equal the GIN path's, and the probes number about the adapters with the
+    tokens, not the word's 80 entries. The filter a search asks for is the one the triggers write."""
+    from sqlalchemy import text
+
+    from lorahub.registry import database
+    from lorahub.registry import search as S
+
+    records = [AdapterRecord(source="t", id=str(i), name=f"Lantern {i}", tags=["amber" if i % 10 == 0 else f"t{i % 7}"],
+                             downloads=i, base_model="SDXL 1.0" if i % 20 == 0 else "SD 1.5",
+                             files=[{"name": f"f{i}.safetensors", "hashes": {"sha256": f"{i:064x}"}}])
+               for i in range(80)]
+    registry.import_records(records)
+    registry.optimize()
+    monkeypatch.setattr(S, "FUSED_MAX_MATCHES", -1)  # the postings, not every tier at once
+    monkeypatch.setattr(S, "POSTED_PROBE_RATIO", 0.0)  # probed entry by entry (the merge is the planner's)
+    queries = [SearchQuery(query="lantern", mode="keyword", tags=["amber"], limit=50),
+               SearchQuery(query="lantern", mode="keyword", tags=["amber"], base="sdxl", limit=50)]
+    seen: list[tuple[str, dict]] = []
+    real = database.Raw.all
+
+    def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append((sql, dict(params or {})))
+        return real(self, sql, params, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(S._Postgres, "postable", lambda self: False)
+        expected = [[r.name for r in registry.search(q)] for q in queries]
+    with monkeypatch.context() as m:
+        m.setattr(database.Raw, "all", spy)
+        assert [[r.name for r in registry.search(q)] for q in queries] == expected
+    assert [len(e) for e in expected] == [8, 4]
+    posted = [(sql, params) for sql, params in seen if "FROM adapter_postings p WHERE" in sql]
+    assert len(posted) == 2
+    with registry.reading() as raw:
+        with raw.dbapi.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")
+        try:
+            for (sql, params), want in zip(posted, (8, 4), strict=True):
+                plan = [r[0] for r in raw.all("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql, params)]
+                # the name tier's probes of the tag's postings (its first subplan)
+                probes = [m for line in plan if (m := re.search(r"on adapter_postings f0\S* \(actual rows=\d+ loops=(\d+)", line))]
+                assert probes, "\n".join(plan)
+                loops = int(probes[0].group(1))
+                assert want <= loops <= want + 4, plan  # not the 80 entries of "lantern"
+        finally:
+            with raw.dbapi.cursor() as cur:
+                cur.execute("RESET enable_seqscan")
+    # the triggers' filter (SQL) and the search's (hashes asked of PostgreSQL, kept per database, bounded) agree
+    token_sets = (["ztamber"], ["ztamber", "zbsdxl"], ["zbsd1", "ztt3", "zfkohya"], ["zt\u0432\u0435\u0447\u0435\u0440"])
+    monkeypatch.setattr(S, "FACET_HASHES_KEPT", 3)
+    S._facet_hashes.clear()
+    with registry.engine.connect() as conn, registry.reading() as raw:
+        for _ in range(2):
+            for tokens in token_sets:
+                both = conn.execute(text("SELECT lorahub_facet_bits(:t, 0), lorahub_facet_bits(:t, 1)"),
+                                    {"t": " ".join(tokens)}).one()
+                assert tuple(both) == _bits(conn, tokens) == S._facet_bits(raw, tokens) != (0, 0)
+                assert len(S._facet_hashes[raw.key]) <= 3

@@ -343,10 +343,9 @@ def test_hash_lookup_like_civitai(corpus_registry, corpus_records) -> None:  # n
 
 def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, corpus_records, monkeypatch) -> None:  # noqa: ANN001
     """PostgreSQL chooses per query between walking the order's index, collecting matches through the
-    GIN indexes, reading a word's postings in order (migration 0114), and reading every tier in one query
-    (registry/search.py); whatever it chooses, the
-    page is the one PostgreSQL's own plan returns. Each path is forced in turn (as test_search.py
-    does on the real corpus)."""
+    GIN indexes, reading a word's postings in order (migration 0114; with filters, their bits first: 0117), and
+    reading every tier in one query (registry/search.py); whatever it chooses, the page is the one PostgreSQL's
+    own plan returns. Each path is forced in turn (as test_search.py does on the real corpus)."""
     from lorahub.registry import database
     from lorahub.registry import search as S
 
@@ -362,6 +361,7 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
                 for r, b in zip(rng.sample(corpus_records, 12), ["sd1", "sdxl", None] * 4, strict=True)]
     queries += [KeywordQuery(tags=["hanfu"]), KeywordQuery(base="sdxl", sort="newest"), KeywordQuery(tags=["style"], page=3)]
     queries += [KeywordQuery(query=w, base=b, limit=50) for w in ("anime", "girl", "style") for b in ("sd1", "sdxl")]
+    queries += [KeywordQuery(query="style", tags=t, base=b, limit=50) for t, b in ((["woman"], None), (["watercolor"], "sd1"))]
 
     def pages() -> list[list[int]]:
         return [[r.id for r in corpus_registry.search(q)] for q in queries]
@@ -389,6 +389,7 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     ranges = lambda: sum("FROM adapter_postings p WHERE" in s for s in seen)  # noqa: E731
     merged = lambda: sum("f0.tier = 0" in s for s in seen)  # noqa: E731
     probed = lambda: sum("f0.key = p.key OFFSET 0)" in s for s in seen)  # noqa: E731
+    bits = lambda: sum("p.facet_bits_0" in s for s in seen)  # noqa: E731 - filter bits (migration 0117)
     assert pages() == expected  # the strategy as shipped
     assert walks() and gins() and fused() and ranges() and merged()
     for name, value, check in (
@@ -400,8 +401,9 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
         ("GIN_ROW_COST", 1e-9, gins),
         ("WALK_MARGIN", 0.01, continued),
         ("MAX_WALK_ROWS", 150, gins),
-        ("POSTED_PROBE_RATIO", 0.0, probed),  # a filter token's entry probed for each of the word's entries
-        ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed()),  # the ranges merged by the planner
+        # a filter token's entry probed for each of the word's entries whose filter bits may hold it
+        ("POSTED_PROBE_RATIO", 0.0, lambda: probed() and bits()),
+        ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed() and not bits()),  # the ranges merged
     ):
         seen.clear()
         with monkeypatch.context() as m:
