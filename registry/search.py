@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -700,23 +701,28 @@ def _pg_stats(raw: Raw) -> _PgStats:
 #: Filter tokens' ``hashtext`` kept per database (:func:`_facet_bits`), the most recently used this many.
 FACET_HASHES_KEPT = 4096
 _facet_hashes: dict[str, OrderedDict[str, int]] = {}
+_facet_hashes_lock = threading.Lock()  # a server's search threads share them
 
 
 def _facet_bits(raw: Raw, tokens: list[str]) -> tuple[int, int]:
     """The 128-bit filter of ``tokens`` that migration 0117's ``lorahub_facet_bits`` computes (bits
-    ``h & 127``, ``(h >> 7) & 127`` and ``(h >> 14) & 127`` of each token's ``hashtext`` h; bit b is bit ``b & 63`` of half
-    ``b >> 6``), as two signed 64-bit integers, from hashes PostgreSQL computed (asked once per token and
-    database: a statement's parameters, not a function it runs)."""
-    kept = _facet_hashes.setdefault(raw.key, OrderedDict())
-    hashes = {t: kept[t] for t in tokens if t in kept}
+    ``h & 127``, ``(h >> 7) & 127`` and ``(h >> 14) & 127`` of each token's ``hashtext`` h; bit b is bit
+    ``b & 63`` of half ``b >> 6``), as two signed 64-bit integers, from hashes PostgreSQL computed (asked once
+    per token and database: a statement's parameters, not a function it runs)."""
+    with _facet_hashes_lock:
+        kept = _facet_hashes.setdefault(raw.key, OrderedDict())
+        hashes = {t: kept[t] for t in tokens if t in kept}
     missing = [t for t in tokens if t not in hashes]
     if missing:
-        for token, h in raw.all("SELECT t, hashtext(t) FROM unnest(CAST(:tokens AS text[])) AS t", {"tokens": missing}):
-            hashes[token] = kept[token] = int(h)
-    for token in hashes:
-        kept.move_to_end(token)
-    while len(kept) > FACET_HASHES_KEPT:
-        kept.popitem(last=False)
+        for token, h in raw.all("SELECT t, hashtext(t) FROM unnest(CAST(:tokens AS text[])) AS t",
+                                {"tokens": missing}):
+            hashes[token] = int(h)
+    with _facet_hashes_lock:
+        for token, h in hashes.items():
+            kept[token] = h
+            kept.move_to_end(token)
+        while len(kept) > FACET_HASHES_KEPT:
+            kept.popitem(last=False)
     halves = [0, 0]
     for h in hashes.values():
         for b in (h & 127, (h >> 7) & 127, (h >> 14) & 127):
