@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 
 import pytest
 
@@ -233,6 +234,48 @@ def test_without_the_model_or_vectors_search_is_keyword_search(registry, monkeyp
         assert registry.search(q) == registry.search(q.model_copy(update={"mode": "keyword"}))
     with pytest.raises(semantic.SemanticUnavailable, match=r"\[semantic\]"):
         registry.search(SearchQuery(query="spooky monsters", mode="hybrid"))
+
+
+def test_not_waiting_raises_where_a_search_would_load_update_or_wait_for_the_index(filled, monkeypatch) -> None:  # noqa: ANN001
+    """``semantic.not_waiting()`` (the server's event loop runs SQLite searches in it): a search that would
+    load the model or the index, catch the index up after a write, or wait for another thread that holds the
+    index or the model raises :class:`semantic.WouldWait` and changes nothing; the same search outside the
+    context does the work (or waits) and answers, and afterwards runs within the context."""
+    q = SearchQuery(query="creepy undead beings", mode="semantic")
+
+    def light() -> list[str]:
+        with semantic.not_waiting():
+            return _names(filled.search(q))
+
+    with pytest.raises(semantic.WouldWait, match="index"):
+        light()  # this process has not loaded the index yet (reset_cache)
+    expected = _names(filled.search(q))
+    assert expected and light() == expected
+    with monkeypatch.context() as m:  # the model not loaded yet (a new process)
+        model = semantic.embedder()
+        m.setattr(semantic, "_embedder", None)
+        with pytest.raises(semantic.WouldWait, match="model"):
+            light()
+        assert semantic.embedder() is not model  # loaded again outside
+    filled.import_records([rec(30, "Zombie Parade", ["horror", "creature"], description="Creepy undead beings marching.")])
+    with pytest.raises(semantic.WouldWait, match="up to date"):
+        light()  # the write moved the database's counter: the index must catch up first
+    assert "Zombie Parade" in _names(filled.search(q))
+    assert "Zombie Parade" in light()
+    with filled.reading() as raw:
+        held = [semantic._slot_for(raw, semantic.embedder()).lock, semantic.embedder()._lock]
+    for lock in held:  # another thread catching the index up (or rebuilding it), or encoding a batch
+        lock.acquire()
+        release = threading.Timer(0.3, lock.release)
+        try:
+            with pytest.raises(semantic.WouldWait, match="another thread"):
+                light()
+            release.start()
+            assert "Zombie Parade" in _names(filled.search(q))  # outside: waits for the lock, then answers
+        finally:
+            release.join()
+        assert not lock.locked()
+    assert "Zombie Parade" in light()
 
 
 def test_generated_catalogue_semantic_search(corpus_registry) -> None:  # noqa: ANN001

@@ -1,0 +1,222 @@
+"""How ``lorahub serve`` runs searches (registry/server/search_api.py ``_run_search``): on SQLite in the event
+loop, one a loop turn in the order they came (``_Turns``), a search that would load or update the vector
+index, or wait for a thread that does, handed to a worker thread; on PostgreSQL in worker threads. The loop
+is never held by index work: other requests are answered meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lorahub.registry import semantic
+from lorahub.registry.server.search_api import _Turns
+from lorahub.schemas.registry import AdapterRecord
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest):  # noqa: ANN201 - an event loop
+    if request.param == "uvloop":
+        import uvloop  # the server's loop (the [server] extra installs it)
+
+        lp = uvloop.new_event_loop()
+    else:
+        lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
+def test_turns_run_one_function_a_loop_turn_in_the_order_asked(loop) -> None:  # noqa: ANN001
+    """Five searches asked for at once run one a loop turn, in order; a request that arrives while the first
+    runs is read before the second starts (running all five straight away would read it after the fifth)."""
+    turns = _Turns(loop)
+    log: list[tuple] = []
+    ticks = [0]
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    loop.add_reader(reader.fileno(), lambda: log.append(("read", reader.recv(16))))
+
+    def tick() -> None:  # counts the loop's turns
+        ticks[0] += 1
+        if len([e for e in log if e[0] == "run"]) < 5:
+            loop.call_soon(tick)
+
+    def search(i: int):  # noqa: ANN202
+        def run() -> int:
+            log.append(("run", i, ticks[0]))
+            if i == 0:
+                writer.send(b"next request")
+            return i * 10
+
+        return run
+
+    async def main() -> list[int]:
+        loop.call_soon(tick)
+        return await asyncio.gather(*(turns.run(search(i)) for i in range(5)))
+
+    try:
+        assert loop.run_until_complete(main()) == [0, 10, 20, 30, 40]
+    finally:
+        loop.remove_reader(reader.fileno())
+        reader.close()
+        writer.close()
+    runs = [e for e in log if e[0] == "run"]
+    assert [e[1] for e in runs] == [0, 1, 2, 3, 4]
+    assert len({e[2] for e in runs}) == 5, runs  # each in a turn of its own
+    assert log[1] == ("read", b"next request"), log  # the socket was read between the first and the second
+    assert not turns.busy and not turns.waiters
+
+
+def test_a_failing_or_cancelled_search_passes_the_turn_on(loop) -> None:  # noqa: ANN001
+    """A search that raises, a waiter cancelled before its turn (its client went away) and one cancelled just
+    after it was woken do not keep the searches behind them waiting."""
+    turns = _Turns(loop)
+    ran: list[object] = []
+    tasks: dict[str, asyncio.Task] = {}
+    woke = turns._next
+
+    def next_then_cancel() -> None:  # the turn's first hand-over wakes "woken", whose client then goes away
+        turns._next = woke
+        woke()
+        tasks["woken"].cancel()
+
+    turns._next = next_then_cancel
+
+    def boom() -> None:
+        ran.append("boom")
+        raise ValueError("search failed")
+
+    async def main() -> list:
+        tasks["failing"] = asyncio.ensure_future(turns.run(boom))
+        tasks["woken"] = asyncio.ensure_future(turns.run(lambda: ran.append("woken")))
+        tasks["waiting"] = asyncio.ensure_future(turns.run(lambda: ran.append("waiting")))
+        tasks["last"] = asyncio.ensure_future(turns.run(lambda: ran.append("last") or "done"))
+        await asyncio.sleep(0)  # the four have started: "failing" ran, the others wait
+        tasks["waiting"].cancel()
+        return await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+    out = loop.run_until_complete(asyncio.wait_for(main(), 5))
+    assert isinstance(out[0], ValueError)
+    assert isinstance(out[1], asyncio.CancelledError) and isinstance(out[2], asyncio.CancelledError)
+    assert out[3] == "done"
+    assert ran == ["boom", "last"]
+    assert not turns.busy and not turns.waiters
+
+
+def _rec(i: int, name: str, tags: list[str], description: str) -> AdapterRecord:
+    return AdapterRecord(source="t", id=str(i), name=name, tags=tags, description=description, base_model="SD 1.5",
+                         files=[{"name": f"f{i}.safetensors", "hashes": {"sha256": hashlib.sha256(str(i).encode()).hexdigest()}}])
+
+
+RECORDS = [
+    _rec(1, "Ghoul Gallery", ["horror", "creature"], "Creepy undead beings for dark scenes."),
+    _rec(2, "Steel Titans", ["mecha", "robot"], "Huge piloted war machines."),
+    _rec(3, "Sumi-e Brushwork", ["ink", "monochrome"], "Traditional East Asian ink wash painting."),
+]
+QUERY = {"q": "creepy undead beings", "mode": "semantic"}
+
+
+def _spied(hub, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:  # noqa: ANN001 - a LocalHub
+    """(where, outcome) of every call of the server's ``registry.search``: "loop" (the event loop's thread) or
+    "thread"; "ok" or "wait" (:class:`semantic.WouldWait`)."""
+    calls: list[tuple[str, str]] = []
+    search = hub.registry.search
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            asyncio.get_running_loop()
+            where = "loop"
+        except RuntimeError:
+            where = "thread"
+        try:
+            out = search(*args, **kwargs)
+        except semantic.WouldWait:
+            calls.append((where, "wait"))
+            raise
+        calls.append((where, "ok"))
+        return out
+
+    monkeypatch.setattr(hub.registry, "search", spy)
+    return calls
+
+
+@pytest.fixture
+def hub(tmp_path: Path, request: pytest.FixtureRequest):  # noqa: ANN201 - a LocalHub
+    from hubkit import drop_pg_database, fresh_pg_database, start_local_hub
+
+    semantic.reset_cache()
+    backend = getattr(request, "param", "sqlite")
+    url = fresh_pg_database() if backend == "postgres" else None
+    srv = start_local_hub(tmp_path / "hub", url, backend)
+    srv.registry.import_records(RECORDS)
+    yield srv
+    srv.close()
+    if url:
+        drop_pg_database(url)
+    semantic.reset_cache()
+
+
+def _names(hub, **params) -> list[str]:  # noqa: ANN001, ANN003
+    r = hub.request("GET", "/api/lorahub/search", user=None, params=params)
+    assert r.status_code == 200, r.text
+    return [h["name"] for h in r.json()]
+
+
+def test_sqlite_searches_run_in_the_loop_and_hand_index_work_to_a_thread(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    calls = _spied(hub, monkeypatch)
+    assert _names(hub, **QUERY)[0] == "Ghoul Gallery"
+    assert calls == [("loop", "wait"), ("thread", "ok")]  # this process had not loaded the index
+    calls.clear()
+    assert _names(hub, **QUERY)[0] == "Ghoul Gallery"
+    assert _names(hub, q="titans") == ["Steel Titans"]
+    assert calls == [("loop", "ok"), ("loop", "ok")]
+    calls.clear()
+    hub.registry.import_records([_rec(4, "Zombie Parade", ["horror"], "Creepy undead beings marching.")])
+    assert "Zombie Parade" in _names(hub, **QUERY)  # the write moved the counter: caught up in a thread
+    assert _names(hub, **QUERY) == _names(hub, **QUERY)
+    assert calls == [("loop", "wait"), ("thread", "ok"), ("loop", "ok"), ("loop", "ok")]
+
+
+def test_the_loop_answers_while_another_thread_holds_the_index(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The attack: a search arriving while the index is being caught up or rebuilt (a write, then a flood of
+    searches) must not hold the event loop until that ends; the other requests go on being answered."""
+    _names(hub, **QUERY)  # index loaded
+    calls = _spied(hub, monkeypatch)
+    with hub.registry.reading() as raw:
+        lock = semantic._slot_for(raw, semantic.embedder()).lock
+    lock.acquire()
+    release = threading.Timer(3.0, lock.release)  # a loop that waited would wait this long
+    release.start()
+    answer: dict[str, list[str]] = {}
+    pending = threading.Thread(target=lambda: answer.update(names=_names(hub, **QUERY)))
+    pending.start()
+    try:
+        deadline = time.monotonic() + 2.5
+        while ("thread", "ok") not in calls and ("loop", "wait") not in calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls == [("loop", "wait")]  # handed to a thread, which waits for the lock
+        t = time.monotonic()
+        health = hub.request("GET", "/api/lorahub/health", user=None)
+        took = time.monotonic() - t
+        assert health.status_code == 200 and took < 1.0, took
+        assert pending.is_alive()
+    finally:
+        release.join()
+        pending.join(10)
+    assert answer["names"][0] == "Ghoul Gallery"
+    assert calls == [("loop", "wait"), ("thread", "ok")]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("hub", ["postgres"], indirect=True)
+def test_postgres_searches_run_in_worker_threads(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """PostgreSQL does a search's work in its own processes: the loop would idle through the round trips."""
+    calls = _spied(hub, monkeypatch)
+    for _ in range(3):
+        assert _names(hub, **QUERY)[0] == "Ghoul Gallery"
+    assert calls == [("thread", "ok")] * 3
