@@ -218,7 +218,11 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
     if parsed.backend == "sqlite":
         _sqlite_file(parsed)
         timeout_ms = busy_timeout_ms()
-        engine = create_engine(url, echo=echo, connect_args={"timeout": timeout_ms / 1000, "check_same_thread": False})
+        # No cap on connections (SQLite has no server to protect; beyond the pool's 5 they close when returned):
+        # a checkout never waits, and ``lorahub serve`` reads in its event loop (registry/waits.py), where a
+        # wait for another request's connection would hold every request.
+        engine = create_engine(url, echo=echo, max_overflow=-1,
+                               connect_args={"timeout": timeout_ms / 1000, "check_same_thread": False})
         _sqlite_events(engine, timeout_ms)
         return engine
     _need_psycopg()

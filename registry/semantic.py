@@ -43,9 +43,6 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -53,7 +50,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lorahub.errors import LorahubError
 
-from . import ann, vectorindex
+from . import ann, vectorindex, waits
 from . import text as T
 from .vectorindex import MIN_TAG_COUNT, TAG_NEIGHBOURS, TAG_WEIGHT, BadCacheFile, VectorIndex
 
@@ -101,38 +98,6 @@ MIN_CENTRE_ROWS = 100
 SEQ_LOCK_KEY = 0x6C68656D62  # "lhemb"
 
 MODES = ("keyword", "semantic", "hybrid")
-
-
-class WouldWait(Exception):  # noqa: N818 - named for what it says, like BlockingIOError
-    """Raised, where the caller asked not to wait (:func:`not_waiting`), instead of loading the model, loading
-    or bringing the vector index up to date, or waiting for another thread that does: a search then costs
-    what its statements and the vector walk cost, never seconds. ``lorahub serve`` runs SQLite searches in its
-    event loop so, and hands one that raises this to a worker thread (registry/server/search_api.py)."""
-
-
-_not_waiting: ContextVar[bool] = ContextVar("lorahub_semantic_not_waiting", default=False)
-
-
-@contextmanager
-def not_waiting() -> Iterator[None]:
-    """Within: what would load or update the model or index, or wait for a thread that does, raises
-    :class:`WouldWait` (this context only: other threads' searches are not affected)."""
-    token = _not_waiting.set(True)
-    try:
-        yield
-    finally:
-        _not_waiting.reset(token)
-
-
-@contextmanager
-def _held(lock: threading.Lock) -> Iterator[None]:
-    """``with lock``, or :class:`WouldWait` where it is taken and the caller does not wait."""
-    if not lock.acquire(blocking=not _not_waiting.get()):
-        raise WouldWait("another thread holds the semantic index or model")
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 class SemanticUnavailable(LorahubError):
@@ -189,7 +154,7 @@ class Embedder:
         out = np.zeros((len(texts), self.dim), np.float32)
         if not texts:
             return out
-        with _held(self._lock):  # encode_batch of an import holds it a while
+        with waits.held(self._lock):  # encode_batch of an import holds it a while
             if len(texts) == 1:  # a query: no batch (its thread pool costs more than the text)
                 encoded = [self.tokenizer.encode(texts[0], add_special_tokens=False)]
             else:
@@ -203,14 +168,14 @@ class Embedder:
 
     def query(self, text: str) -> np.ndarray:
         """The normalised vector of a query (read-only; the last :data:`QUERY_CACHE` texts are kept)."""
-        with _held(self._lock):
+        with waits.held(self._lock):
             found = self._queries.get(text)
             if found is not None:
                 self._queries.move_to_end(text)
                 return found
         vector = _normalised(self.means([text]))[0]
         vector.setflags(write=False)
-        with _held(self._lock):
+        with waits.held(self._lock):
             self._queries[text] = vector
             while len(self._queries) > QUERY_CACHE:
                 self._queries.popitem(last=False)
@@ -242,8 +207,7 @@ def embedder() -> Embedder | None:
     if _embedder is None:
         if not installed():
             return None
-        if _not_waiting.get():
-            raise WouldWait("the embedding model is not loaded yet")
+        waits.check("the embedding model is not loaded yet")
         with _embedder_lock:
             if _embedder is None:
                 _embedder = Embedder()
@@ -524,8 +488,7 @@ def _refresh(raw: Raw, model: Embedder, slot: _Slot, top_seq: int | None = None)
     index = slot.index
     if index is not None and index.generation == top_seq:
         return index
-    if _not_waiting.get():
-        raise WouldWait("the semantic index is to be loaded or brought up to date")
+    waits.check("the semantic index is to be loaded or brought up to date")
     with slot.lock:
         index = slot.index
         if index is not None and index.generation == top_seq:
@@ -633,7 +596,7 @@ def top(raw: Raw, query: str, depth: int, allowed: Any, facets: list[str] = (), 
         return max(MIN_SCORE, NEAR_BEST * best)
 
     q = model.query(query)
-    with _held(slot.lock):  # the graph and the arrays change under catch-ups
+    with waits.held(slot.lock):  # the graph and the arrays change under catch-ups
         if unchecked and not index.has_private():
             allowed = None
         return index.top(q, depth, allowed, list(facets), floor_of=floor_of, use_ann=_keep_loaded and not exact)
@@ -661,7 +624,7 @@ def reset_cache() -> None:
 
 
 __all__ = [
-    "MIN_TAG_COUNT", "MODEL", "MODES", "TAG_NEIGHBOURS", "TAG_WEIGHT", "Embedder", "EmbedSummary", "SemanticUnavailable", "WouldWait", "cache_path", "current", "embed_missing", "embedder",
-    "generation", "index_for", "installed", "keep_loaded", "model_version", "not_waiting", "prune_removals", "ready", "record_fields",
+    "MIN_TAG_COUNT", "MODEL", "MODES", "TAG_NEIGHBOURS", "TAG_WEIGHT", "Embedder", "EmbedSummary", "SemanticUnavailable", "cache_path", "current", "embed_missing", "embedder",
+    "generation", "index_for", "installed", "keep_loaded", "model_version", "prune_removals", "ready", "record_fields",
     "reset_cache", "scores", "top", "write_embeddings",
 ]

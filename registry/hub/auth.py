@@ -265,11 +265,16 @@ class Authenticator:
         return identity_of(session, tok, user)
 
     def _touch(self, session: Session, token_id: int, now: datetime) -> None:
+        from lorahub.registry import waits
+
         mono = time.monotonic()
         with self._lock:
             last = self._last_used.get(token_id)
             if last is not None and mono - last < LAST_USED_EVERY_S:
                 return
+            # A write may wait for SQLite's write lock: not in the server's event loop (it runs the request
+            # again in a worker thread, which writes it then).
+            waits.check("the token's last use is to be written")
             self._last_used[token_id] = mono
         import sqlalchemy as sa
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
 from lorahub import __version__
-from lorahub.registry import semantic
+from lorahub.registry import waits
 from lorahub.registry.hub.access import search_viewer
 from lorahub.schemas.registry import HashLookup, SearchQuery, SearchResult
 
@@ -123,9 +123,9 @@ async def _run_search(fn: Callable[[], bytes], st: Any) -> bytes:
     away in its request's task (no turns) cost as little CPU but no less tail than threads: a request read
     just after a turn began waited for the whole turn.
 
-    A search that would load or update the vector index or the model, or wait for a thread that does
-    (:class:`~lorahub.registry.semantic.WouldWait`, after a write), is run again in a worker thread: the loop
-    never waits seconds for it."""
+    A search that would wait (:mod:`lorahub.registry.waits`: load or update the vector index or the model,
+    wait for a thread that does, or write a token's last use) is run again in a worker thread: the loop never
+    waits for it."""
     if st.registry.dialect == "postgresql":
         return await _in_search_thread(fn, st)
     loop = asyncio.get_running_loop()
@@ -134,12 +134,12 @@ async def _run_search(fn: Callable[[], bytes], st: Any) -> bytes:
         turns = _turns[loop] = _Turns(loop)
     try:
         return await turns.run(lambda: _not_waiting(fn))
-    except semantic.WouldWait:
+    except waits.WouldWait:
         return await _in_search_thread(fn, st)
 
 
 def _not_waiting(fn: Callable[[], bytes]) -> bytes:
-    with semantic.not_waiting():
+    with waits.not_waiting():
         return fn()
 
 

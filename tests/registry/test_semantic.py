@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from lorahub.registry import semantic
+from lorahub.registry import semantic, waits
 from lorahub.schemas.registry import AdapterRecord, SearchQuery
 
 
@@ -237,28 +237,28 @@ def test_without_the_model_or_vectors_search_is_keyword_search(registry, monkeyp
 
 
 def test_not_waiting_raises_where_a_search_would_load_update_or_wait_for_the_index(filled, monkeypatch) -> None:  # noqa: ANN001
-    """``semantic.not_waiting()`` (the server's event loop runs SQLite searches in it): a search that would
+    """``waits.not_waiting()`` (the server's event loop runs SQLite searches in it): a search that would
     load the model or the index, catch the index up after a write, or wait for another thread that holds the
-    index or the model raises :class:`semantic.WouldWait` and changes nothing; the same search outside the
+    index or the model raises :class:`waits.WouldWait` and changes nothing; the same search outside the
     context does the work (or waits) and answers, and afterwards runs within the context."""
     q = SearchQuery(query="creepy undead beings", mode="semantic")
 
     def light() -> list[str]:
-        with semantic.not_waiting():
+        with waits.not_waiting():
             return _names(filled.search(q))
 
-    with pytest.raises(semantic.WouldWait, match="index"):
+    with pytest.raises(waits.WouldWait, match="index"):
         light()  # this process has not loaded the index yet (reset_cache)
     expected = _names(filled.search(q))
     assert expected and light() == expected
     with monkeypatch.context() as m:  # the model not loaded yet (a new process)
         model = semantic.embedder()
         m.setattr(semantic, "_embedder", None)
-        with pytest.raises(semantic.WouldWait, match="model"):
+        with pytest.raises(waits.WouldWait, match="model"):
             light()
         assert semantic.embedder() is not model  # loaded again outside
     filled.import_records([rec(30, "Zombie Parade", ["horror", "creature"], description="Creepy undead beings marching.")])
-    with pytest.raises(semantic.WouldWait, match="up to date"):
+    with pytest.raises(waits.WouldWait, match="up to date"):
         light()  # the write moved the database's counter: the index must catch up first
     assert "Zombie Parade" in _names(filled.search(q))
     assert "Zombie Parade" in light()
@@ -268,7 +268,7 @@ def test_not_waiting_raises_where_a_search_would_load_update_or_wait_for_the_ind
         lock.acquire()
         release = threading.Timer(0.3, lock.release)
         try:
-            with pytest.raises(semantic.WouldWait, match="another thread"):
+            with pytest.raises(waits.WouldWait, match="another thread"):
                 light()
             release.start()
             assert "Zombie Parade" in _names(filled.search(q))  # outside: waits for the lock, then answers

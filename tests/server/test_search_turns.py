@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lorahub.registry import semantic
+from lorahub.registry import semantic, waits
 from lorahub.registry.server.search_api import _Turns
 from lorahub.schemas.registry import AdapterRecord
 
@@ -123,7 +123,7 @@ QUERY = {"q": "creepy undead beings", "mode": "semantic"}
 
 def _spied(hub, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:  # noqa: ANN001 - a LocalHub
     """(where, outcome) of every call of the server's ``registry.search``: "loop" (the event loop's thread) or
-    "thread"; "ok" or "wait" (:class:`semantic.WouldWait`)."""
+    "thread"; "ok" or "wait" (:class:`waits.WouldWait`)."""
     calls: list[tuple[str, str]] = []
     search = hub.registry.search
 
@@ -135,7 +135,7 @@ def _spied(hub, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:  # no
             where = "thread"
         try:
             out = search(*args, **kwargs)
-        except semantic.WouldWait:
+        except waits.WouldWait:
             calls.append((where, "wait"))
             raise
         calls.append((where, "ok"))
@@ -220,3 +220,42 @@ def test_postgres_searches_run_in_worker_threads(hub, monkeypatch: pytest.Monkey
     for _ in range(3):
         assert _names(hub, **QUERY)[0] == "Ghoul Gallery"
     assert calls == [("thread", "ok")] * 3
+
+
+def test_a_token_whose_last_use_is_due_is_written_from_a_thread(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """A token's last use is written at most once a minute; that write may wait for SQLite's write lock (a
+    commit in progress), so the request that is due to write it runs in a worker thread; the next ones run in
+    the loop."""
+    from sqlmodel import select
+
+    from lorahub.registry.tables import Token, hash_token
+
+    _names(hub, **QUERY)  # index loaded
+    calls = _spied(hub, monkeypatch)
+
+    def last_used():  # noqa: ANN202
+        with hub.registry.engine.connect() as conn:
+            return conn.execute(select(Token.last_used_at).where(Token.token_hash == hash_token(hub.tokens["alice"]))).scalar_one()
+
+    assert last_used() is None
+    for _ in range(3):
+        r = hub.request("GET", "/api/lorahub/search", user="alice", params=QUERY)
+        assert r.status_code == 200 and r.json()[0]["name"] == "Ghoul Gallery", r.text
+    assert calls == [("thread", "ok"), ("loop", "ok"), ("loop", "ok")]  # the first never reached the search in the loop
+    assert last_used() is not None
+
+
+def test_sqlite_checkouts_never_wait(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Requests in worker threads holding many connections (a burst of Hub API calls) do not make a search in
+    the loop wait for one of theirs: SQLite's pool has no cap (it had 15, then a 30 s wait)."""
+    _names(hub, **QUERY)
+    calls = _spied(hub, monkeypatch)
+    held = [hub.registry.engine.connect() for _ in range(40)]
+    try:
+        t = time.monotonic()
+        assert _names(hub, **QUERY)[0] == "Ghoul Gallery"
+        assert time.monotonic() - t < 5
+        assert calls == [("loop", "ok")]
+    finally:
+        for conn in held:
+            conn.close()
