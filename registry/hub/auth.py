@@ -347,6 +347,9 @@ def load_secret(sessions: Any, name: str = "upload-url-key") -> bytes:
         row = s.get(HubSecret, name)
         if row is not None:
             return bytes.fromhex(row.value)
+    from lorahub.registry import waits
+
+    waits.check(f"the server secret {name!r} is to be created")  # BEGIN IMMEDIATE waits for the write lock
     with sessions.write() as s:
         row = s.get(HubSecret, name)
         if row is None:

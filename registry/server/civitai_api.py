@@ -14,12 +14,13 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import run_in_threadpool  # the download count: a write
 
 from lorahub.registry.hub.civitai import CivitaiApi, dumps, parse_batch, parse_hash, parse_id, parse_list
 
 from .app import base_url, read_json, state_of
 from .blobs import blob_response
+from .reads import run_read
 
 #: Not in the OpenAPI document: like the Hub routes, they follow another API's protocol (docs/server.md).
 router = APIRouter(tags=["civitai"], include_in_schema=False)
@@ -48,7 +49,7 @@ async def version_by_hash(hash: str, request: Request) -> Response:
     def work() -> list[dict[str, Any]]:
         return _api(request).by_hashes(_ident(request), [h], base)
 
-    found = await run_in_threadpool(work)
+    found = await run_read(work, state_of(request))
     if not found:
         return Response(dumps({"error": "Model not found"}), status_code=404, media_type="application/json")
     return _json(found[0])
@@ -62,28 +63,28 @@ async def versions_by_hashes(request: Request) -> Response:
     def work() -> list[dict[str, Any]]:
         return _api(request).by_hashes(_ident(request), hashes, base)
 
-    return _json(await run_in_threadpool(work))
+    return _json(await run_read(work, state_of(request)))
 
 
 @router.get("/api/v1/model-versions/{version_id}", summary="Civitai: a model version")
 async def version(version_id: str, request: Request) -> Response:
     vid = parse_id(version_id, "model version id")
     base = base_url(request)
-    return _json(await run_in_threadpool(lambda: _api(request).version(_ident(request), vid, base)))
+    return _json(await run_read(lambda: _api(request).version(_ident(request), vid, base), state_of(request)))
 
 
 @router.get("/api/v1/models/{model_id}", summary="Civitai: a model")
 async def model(model_id: str, request: Request) -> Response:
     mid = parse_id(model_id, "model id")
     base = base_url(request)
-    return _json(await run_in_threadpool(lambda: _api(request).model(_ident(request), mid, base)))
+    return _json(await run_read(lambda: _api(request).model(_ident(request), mid, base), state_of(request)))
 
 
 @router.get("/api/v1/models", summary="Civitai: search models")
 async def models(request: Request) -> Response:
     q = parse_list(request.query_params)
     base = base_url(request)
-    items, next_offset = await run_in_threadpool(lambda: _api(request).search(_ident(request), q, base))
+    items, next_offset = await run_read(lambda: _api(request).search(_ident(request), q, base), state_of(request))
     metadata: dict[str, Any] = {}
     if next_offset is not None:
         params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "page")]
@@ -108,7 +109,7 @@ async def download(version_id: str, request: Request) -> Response:
     raw_file = request.query_params.get("fileId")
     file_id = parse_id(raw_file, "fileId") if raw_file not in (None, "") else None
     st = state_of(request)
-    sha, size, name, repo_pk = await run_in_threadpool(lambda: st.civitai.download(_ident(request), vid, file_id))
+    sha, size, name, repo_pk = await run_read(lambda: st.civitai.download(_ident(request), vid, file_id), st)
     headers = {
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
         "ETag": f'"{sha}"',

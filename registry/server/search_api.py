@@ -8,14 +8,9 @@ organisations'; :func:`lorahub.registry.hub.access.private_view`).
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import weakref
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -23,11 +18,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import text
 
 from lorahub import __version__
-from lorahub.registry import waits
 from lorahub.registry.hub.access import search_viewer
 from lorahub.schemas.registry import HashLookup, SearchQuery, SearchResult
 
 from .app import state_of
+from .reads import run_read
 
 router = APIRouter(prefix="/api/lorahub", tags=["lorahub"])
 
@@ -51,97 +46,6 @@ ERRORS = {
 
 
 _RESULTS = TypeAdapter(list[SearchResult])
-
-#: PostgreSQL searches run in at most this many threads at once (per process): more only adds GIL contention
-#: and stretches the tail latency under load, fewer leaves the process waiting on PostgreSQL's round trips
-#: (four or five a hybrid search at first; three with the postings). At 16 clients, hybrid, 100k (2026-12-06,
-#: interleaved): 3 threads p99 47.1-48.9 ms, 2 52.4-52.8, 4 48.5-52.8, 6 53.9-54.5, 8 59.3-59.5; in the event
-#: loop (below) 58-70 against 40-49 ms with threads (2026-12-07): the loop would idle through the round trips.
-SEARCH_THREADS_POSTGRES = 3
-#: Threads for SQLite searches that cannot run in the event loop (:func:`_run_search`).
-SEARCH_THREADS = 2
-_limiters: dict[bool, anyio.CapacityLimiter] = {}  # PostgreSQL or not -> this process's limiter
-
-
-class _Turns:
-    """Runs functions in the event loop one a loop turn, in the order they were asked for (see
-    :func:`_run_search`)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.busy = False  # a function ran this turn, or the turn is a woken waiter's
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
-
-    async def run(self, fn: Callable[[], Any]) -> Any:
-        if self.busy:
-            fut = self.loop.create_future()
-            self.waiters.append(fut)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():  # woken, then cancelled: the turn passes on
-                    self.loop.call_soon(self._next)
-                raise
-        else:
-            self.busy = True
-        try:
-            return fn()
-        finally:
-            self.loop.call_soon(self._next)  # runs after the loop has polled the sockets again
-
-    def _next(self) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():  # a cancelled waiter is done
-                fut.set_result(None)  # the turn is its: busy stays set
-                return
-        self.busy = False
-
-
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
-
-
-async def _in_search_thread(fn: Callable[[], bytes], st: Any) -> bytes:
-    postgres = st.registry.dialect == "postgresql"
-    limiter = _limiters.get(postgres)
-    if limiter is None:
-        limiter = _limiters[postgres] = anyio.CapacityLimiter(SEARCH_THREADS_POSTGRES if postgres else SEARCH_THREADS)
-    return await anyio.to_thread.run_sync(fn, limiter=limiter)
-
-
-async def _run_search(fn: Callable[[], bytes], st: Any) -> bytes:
-    """``fn()`` (a search or lookup and its JSON): in a worker thread on PostgreSQL; on SQLite in the event
-    loop, one a loop turn, in the order they came (:class:`_Turns`): the loop reads the sockets between two
-    searches, so a request that arrives mid-burst waits for the searches asked for before it, not for every
-    search of the turn it missed.
-
-    Why not threads on SQLite: the search is this process's own CPU (SQLite runs in it), so threads only
-    hand the GIL to and fro, about 16 context switches a request, and each hand-off moves the interpreter's
-    working set between cores (the same threads pinned to one core cost 1.35 ms a request against 1.73).
-    At 16 clients, hybrid, 100k, interleaved (2026-12-07, 6 runs each, benchmarks/README.md): server CPU
-    1.83 -> 1.18 ms a request, p99 36.9 -> 27.5 ms (medians), every run lower. Running each search straight
-    away in its request's task (no turns) cost as little CPU but no less tail than threads: a request read
-    just after a turn began waited for the whole turn.
-
-    A search that would wait (:mod:`lorahub.registry.waits`: load or update the vector index or the model,
-    wait for a thread that does, or write a token's last use) is run again in a worker thread: the loop never
-    waits for it."""
-    if st.registry.dialect == "postgresql":
-        return await _in_search_thread(fn, st)
-    loop = asyncio.get_running_loop()
-    turns = _turns.get(loop)
-    if turns is None:
-        turns = _turns[loop] = _Turns(loop)
-    try:
-        return await turns.run(lambda: _not_waiting(fn))
-    except waits.WouldWait:
-        return await _in_search_thread(fn, st)
-
-
-def _not_waiting(fn: Callable[[], bytes]) -> bytes:
-    with waits.not_waiting():
-        return fn()
-
 
 def _json(data: bytes, status: int = 200) -> Response:
     return Response(content=data, status_code=status, media_type="application/json")
@@ -227,7 +131,7 @@ async def search(request: Request) -> Response:
         results = st.registry.search(query, viewer=search_viewer(ident))
         return _RESULTS.dump_json(results)
 
-    return _json(await _run_search(work, st))
+    return _json(await run_read(work, st))
 
 
 # Added, not decorated: only add_api_route takes a route class of its own.
@@ -272,7 +176,7 @@ async def by_hash(
         matches = st.registry.by_hash(hash, viewer=search_viewer(ident))
         return HashLookup(query=hash, matches=matches).model_dump_json().encode()
 
-    return _json(await _run_search(work, st))
+    return _json(await run_read(work, st))
 
 
 @router.get("/health", response_model=Health, responses={503: ERRORS[503]}, summary="Liveness and database check")

@@ -1,7 +1,8 @@
-"""How ``lorahub serve`` runs searches (registry/server/search_api.py ``_run_search``): on SQLite in the event
-loop, one a loop turn in the order they came (``_Turns``), a search that would load or update the vector
-index, or wait for a thread that does, handed to a worker thread; on PostgreSQL in worker threads. The loop
-is never held by index work: other requests are answered meanwhile."""
+"""How ``lorahub serve`` runs its registry reads (registry/server/reads.py ``run_read``: the search API's and
+the Civitai-compatible API's): on SQLite in the event loop, one a loop turn in the order they came
+(``_Turns``), a read that would wait (registry/waits.py: index or model work, a held lock, a write) handed to
+a worker thread; on PostgreSQL in worker threads. The loop is never held: other requests are answered
+meanwhile."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lorahub.registry import semantic, waits
-from lorahub.registry.server.search_api import _Turns
+from lorahub.registry.server.reads import _Turns
 from lorahub.schemas.registry import AdapterRecord
 
 
@@ -121,11 +122,12 @@ RECORDS = [
 QUERY = {"q": "creepy undead beings", "mode": "semantic"}
 
 
-def _spied(hub, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:  # noqa: ANN001 - a LocalHub
-    """(where, outcome) of every call of the server's ``registry.search``: "loop" (the event loop's thread) or
-    "thread"; "ok" or "wait" (:class:`waits.WouldWait`)."""
+def _spied(hub, monkeypatch: pytest.MonkeyPatch, target: object = None, name: str = "search") -> list[tuple[str, str]]:  # noqa: ANN001 - a LocalHub
+    """(where, outcome) of every call of the server's ``registry.search`` (or ``target.name``): "loop" (the
+    event loop's thread) or "thread"; "ok", "wait" (:class:`waits.WouldWait`) or "error" (another exception)."""
     calls: list[tuple[str, str]] = []
-    search = hub.registry.search
+    target = hub.registry if target is None else target
+    method = getattr(target, name)
 
     def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         try:
@@ -134,14 +136,17 @@ def _spied(hub, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:  # no
         except RuntimeError:
             where = "thread"
         try:
-            out = search(*args, **kwargs)
+            out = method(*args, **kwargs)
         except waits.WouldWait:
             calls.append((where, "wait"))
+            raise
+        except Exception:
+            calls.append((where, "error"))
             raise
         calls.append((where, "ok"))
         return out
 
-    monkeypatch.setattr(hub.registry, "search", spy)
+    monkeypatch.setattr(target, name, spy)
     return calls
 
 
@@ -259,3 +264,17 @@ def test_sqlite_checkouts_never_wait(hub, monkeypatch: pytest.MonkeyPatch) -> No
     finally:
         for conn in held:
             conn.close()
+
+
+def test_civitai_reads_run_in_the_loop_and_create_the_id_key_from_a_thread(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The Civitai-compatible API's reads take the same path. Its public ids are encoded with a server secret
+    created on first use, a write (SQLite's write lock): that first request runs in a worker thread."""
+    civitai = hub.app.state.lorahub.civitai
+    calls = _spied(hub, monkeypatch, civitai, "model")
+    for _ in range(3):
+        r = hub.request("GET", "/api/v1/models/123456789", user=None)
+        assert r.status_code == 404, r.text
+    assert calls == [("loop", "wait"), ("thread", "error"), ("loop", "error"), ("loop", "error")]  # NotFound
+    found = _spied(hub, monkeypatch, civitai, "by_hashes")
+    r = hub.request("GET", "/api/v1/model-versions/by-hash/" + "ab" * 32, user=None)
+    assert r.status_code == 404 and found == [("loop", "ok")]
