@@ -1,7 +1,7 @@
 """Reads that must not wait: the contract between the server's event loop and the registry code it runs.
 
-``lorahub serve`` runs SQLite searches and hash lookups in its event loop (registry/server/search_api.py),
-where a wait holds every request of the process. Within :func:`not_waiting`, registry code that would wait
+``lorahub serve`` runs its SQLite reads (searches, hash lookups, the Civitai-compatible API) in its event
+loop (registry/server/reads.py), where a wait holds every request of the process. Within :func:`not_waiting`, registry code that would wait
 (load the model or the vector index, bring the index up to date, take a lock another thread holds, write the
 database, which may wait for SQLite's write lock) raises :class:`WouldWait` before it changes anything; the
 server then runs the same call in a worker thread, outside the context, where waiting is fine.

@@ -21,11 +21,12 @@ from lorahub.registry import waits
 
 T = TypeVar("T")
 
-#: PostgreSQL reads (searches, lookups) run in at most this many threads at once (per process): more only adds
-#: GIL contention and stretches the tail latency under load, fewer leaves the process waiting on PostgreSQL's round trips
-#: (four or five a hybrid search at first; three with the postings). At 16 clients, hybrid, 100k (2026-12-06,
-#: interleaved): 3 threads p99 47.1-48.9 ms, 2 52.4-52.8, 4 48.5-52.8, 6 53.9-54.5, 8 59.3-59.5; in the event
-#: loop (below) 58-70 against 40-49 ms with threads (2026-12-07): the loop would idle through the round trips.
+#: PostgreSQL reads (searches, lookups) run in at most this many threads at once (per process): more only
+#: adds GIL contention and stretches the tail latency under load, fewer leaves the process waiting on
+#: PostgreSQL's round trips (four or five a hybrid search at first; three with the postings). At 16 clients,
+#: hybrid, 100k (2026-12-06, interleaved): 3 threads p99 47.1-48.9 ms, 2 52.4-52.8, 4 48.5-52.8, 6 53.9-54.5,
+#: 8 59.3-59.5; in the event loop (below) 58-70 against 40-49 ms with threads (2026-12-07): the loop would idle
+#: through the round trips.
 SEARCH_THREADS_POSTGRES = 3
 #: Threads for SQLite reads that cannot run in the event loop (:func:`run_read`).
 SEARCH_THREADS = 2
