@@ -63,7 +63,7 @@ async def versions_by_hashes(request: Request) -> Response:
     def work() -> list[dict[str, Any]]:
         return _api(request).by_hashes(_ident(request), hashes, base)
 
-    return _json(await run_read(work, state_of(request)))
+    return _json(await run_read(work, state_of(request), light=False))  # up to 100 hashes
 
 
 @router.get("/api/v1/model-versions/{version_id}", summary="Civitai: a model version")
@@ -84,7 +84,9 @@ async def model(model_id: str, request: Request) -> Response:
 async def models(request: Request) -> Response:
     q = parse_list(request.query_params)
     base = base_url(request)
-    items, next_offset = await run_read(lambda: _api(request).search(_ident(request), q, base), state_of(request))
+    # up to 100 models, each with its versions: tens of milliseconds, not for the event loop
+    items, next_offset = await run_read(lambda: _api(request).search(_ident(request), q, base), state_of(request),
+                                        light=False)
     metadata: dict[str, Any] = {}
     if next_offset is not None:
         params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "page")]

@@ -79,7 +79,7 @@ async def in_worker_thread(fn: Callable[[], T], st: Any) -> T:
     return await anyio.to_thread.run_sync(fn, limiter=limiter)
 
 
-async def run_read(fn: Callable[[], T], st: Any) -> T:
+async def run_read(fn: Callable[[], T], st: Any, *, light: bool = True) -> T:
     """``fn()`` (a search or lookup, with its JSON where the route serialises it there): in a worker thread
     on PostgreSQL; on SQLite in the event loop, one a loop turn, in the order they came (:class:`_Turns`):
     the loop reads the sockets between two reads, so a request that arrives mid-burst waits for the reads
@@ -95,8 +95,10 @@ async def run_read(fn: Callable[[], T], st: Any) -> T:
 
     A read that would wait (:mod:`lorahub.registry.waits`: load or update the vector index or the model,
     wait for a thread that does, write a token's last use or create a server secret) is run again in a
-    worker thread: the loop never waits for it."""
-    if st.registry.dialect == "postgresql":
+    worker thread: the loop never waits for it. ``light=False`` (what the caller's parameters say costs
+    more than a few milliseconds: a deep page, a listing of 100 models, a batch of hashes) runs in a worker
+    thread at once: a loop turn stays short, whatever a stranger asks for."""
+    if not light or st.registry.dialect == "postgresql":
         return await in_worker_thread(fn, st)
     loop = asyncio.get_running_loop()
     turns = _turns.get(loop)

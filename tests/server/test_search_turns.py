@@ -278,3 +278,23 @@ def test_civitai_reads_run_in_the_loop_and_create_the_id_key_from_a_thread(hub, 
     found = _spied(hub, monkeypatch, civitai, "by_hashes")
     r = hub.request("GET", "/api/v1/model-versions/by-hash/" + "ab" * 32, user=None)
     assert r.status_code == 404 and found == [("loop", "ok")]
+
+
+def test_costly_reads_go_to_a_thread_at_once(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """What the parameters say costs more than a few milliseconds never holds the loop: a page deeper than
+    ``LOOP_DEPTH`` results (a stranger's ``limit=500&page=20`` took 100-160 ms at 100k records), the Civitai
+    listing (100 models with their versions) and its batch lookup (up to 100 hashes)."""
+    from lorahub.registry.server.search_api import LOOP_DEPTH
+
+    _names(hub, **QUERY)
+    calls = _spied(hub, monkeypatch)
+    _names(hub, **QUERY, limit=500, page=LOOP_DEPTH // 500)  # LOOP_DEPTH deep: still the loop's
+    _names(hub, **QUERY, limit=500, page=LOOP_DEPTH // 500 + 1)
+    _names(hub, **QUERY, limit=20, page=LOOP_DEPTH // 20 + 1)
+    assert calls == [("loop", "ok"), ("thread", "ok"), ("thread", "ok")]
+    civitai = hub.app.state.lorahub.civitai
+    listing = _spied(hub, monkeypatch, civitai, "search")
+    batch = _spied(hub, monkeypatch, civitai, "by_hashes")
+    assert hub.request("GET", "/api/v1/models", user=None, params={"query": "ghoul"}).status_code == 200
+    assert hub.request("POST", "/api/v1/model-versions/by-hash", user=None, json=["ab" * 32]).status_code == 200
+    assert listing == [("thread", "ok")] and batch == [("thread", "ok")]
