@@ -31,10 +31,6 @@ def not_waiting() -> Iterator[None]:
         _not_waiting.reset(token)
 
 
-def waiting_allowed() -> bool:
-    return not _not_waiting.get()
-
-
 def check(what: str) -> None:
     """:class:`WouldWait` (saying ``what`` would wait) within :func:`not_waiting`; nothing outside."""
     if _not_waiting.get():
@@ -52,4 +48,4 @@ def held(lock: threading.Lock) -> Iterator[None]:
         lock.release()
 
 
-__all__ = ["WouldWait", "check", "held", "not_waiting", "waiting_allowed"]
+__all__ = ["WouldWait", "check", "held", "not_waiting"]
