@@ -641,6 +641,17 @@ FUSED_MAX_MATCHES = 600
 FACET_INDEX_RATIO = 10.0
 #: How long (seconds) a process keeps the lexeme frequencies it read from ``pg_stats``.
 STATS_TTL_S = 300.0
+#: What fetching an adapter's row and testing it costs, relative to reading one entry of a GIN posting list
+#: (about 2.6 and 0.16 us at 100k adapters): a rare filter token's rows are read and the words tested on each
+#: where the token is on fewer than the words' matches / this (:meth:`_Postgres.rare_filter`).
+FILTER_ROW_COST = 16.0
+#: ... and on at most this many rows (about 8 ms of rows, whatever the statistics say of the words).
+RARE_FILTER_MAX_ROWS = 3000
+#: A one-word query with filter tokens reads every tier in one statement where the statistics expect at most
+#: this many filtered matches and fewer than a page in the name and keyword tiers (:meth:`_Postgres.tiers_fill`);
+#: else the postings (:meth:`_Postgres.top_tiers`). In process, 100 filtered queries of the benchmark's mix at
+#: 100k adapters: PostgreSQL's time 1.74 -> 1.54 ms a search (700 and 3,000 measured the same as 1,500).
+FILTERED_FUSED_MAX_MATCHES = 1500
 #: PostgreSQL postings (migration 0114): the downloads a key orders by are capped at this.
 POSTED_DOWNLOADS_CAP = 1073741823
 #: A filter token is probed entry by entry of a word's postings, not merged with them, when it is on more than
@@ -765,9 +776,10 @@ class _Postgres(_Backend):
         joiner = " & " if self.plan.mode == "and" else " | "
         return joiner.join(f"'{t}'" for t in self.plan.terms)  # terms are letters/digits only
 
-    def facet_sql(self, params: dict[str, Any], words: float | None = None) -> list[str]:
+    def facet_sql(self, params: dict[str, Any], words: float | None = None, *, rare: str | None = None) -> list[str]:
         """The filter tokens, for a statement whose words match about ``words`` rows (None: no words, or
-        not known). A token is read from the tokens' GIN index (``ix_adapters_facets``) when its rows are
+        not known); ``rare`` (see :meth:`rare_filter`): that token alone is read from the index, the others
+        tested on its rows. A token is read from the tokens' GIN index (``ix_adapters_facets``) when its rows are
         at most :data:`FACET_INDEX_RATIO` times the words' (or without words), else tested on each row the
         words' index found, in a form no index answers. The planner's choice misjudged what a long posting
         list costs: it read 42,000 entries of ``ztcharacter`` (6.6 ms) to AND them with the 1,948 rows whose
@@ -777,11 +789,13 @@ class _Postgres(_Backend):
         array."""
         if not self.plan.facets:
             return []
-        stats = _pg_stats(self.raw) if words is not None else None
+        stats = _pg_stats(self.raw) if words is not None and rare is None else None
         freqs = stats.columns.get("facets") if stats is not None else None
         indexed, tested = [], []
         for f in self.plan.facets:
-            if freqs is None or freqs.get(f) * stats.rows <= FACET_INDEX_RATIO * words:
+            if rare is not None:
+                (indexed if f == rare else tested).append(f)
+            elif freqs is None or freqs.get(f) * stats.rows <= FACET_INDEX_RATIO * words:
                 indexed.append(f)
             else:
                 tested.append(f)
@@ -944,12 +958,47 @@ class _Postgres(_Backend):
         """Whether tiers 3 and 2 may come from the postings (:meth:`top_tiers`): one word, no rank bound."""
         return len(self.plan.terms) == 1 and not self.rank_bounds()
 
+    def rare_filter(self, stats: _PgStats) -> str | None:
+        """The query's filter token on so few adapters, beside the rows its words match, that reading that
+        token's rows and testing the words on each costs less than any reading of the words' matches (None:
+        none is). PostgreSQL's planner ANDs the token's posting list with the words' GIN entries, all of
+        them: "woman" with base SD 2 read 24,567 entries to keep 18 of the token's 529 rows, and the postings
+        probed the word's entries once per row of the token, twice (9.4 ms; 100k adapters, 2026-12-07)."""
+        freqs = stats.columns.get("facets")
+        if not self.plan.facets or freqs is None:
+            return None
+        words = self._words(stats, "search_vector")
+        if words is None:
+            return None
+        token = min(self.plan.facets, key=freqs.get)
+        rows = freqs.get(token) * stats.rows
+        if rows > RARE_FILTER_MAX_ROWS or rows * FILTER_ROW_COST > words * stats.rows:
+            return None
+        return token
+
+    def tiers_fill(self, stats: _PgStats, want: int) -> bool:
+        """Whether the statistics expect the name and keyword tiers, filters applied, to hold ``want``
+        adapters (True where they cannot tell): the postings then answer the page, else the description's
+        tier is read too, through the words' GIN index, every match of it."""
+        t3 = self.density(stats, "name_vector")
+        t2 = self.density(stats, "keywords_vector", "name_vector")
+        if t3 is None or t2 is None:
+            return True
+        return (t3 + t2) * stats.rows >= want
+
     def relevance(self, offset: int, limit: int) -> list[Hit]:
         stats = _pg_stats(self.raw)
+        rare = self.rare_filter(stats)
+        if rare is not None:
+            return self.every_tier(offset, limit, rare=rare)
         density = self.density(stats, "search_vector")
-        if density is not None and self.plan.facets and self.postable():
+        if (density is not None and self.plan.facets and self.postable()
+                and (density * stats.rows > FILTERED_FUSED_MAX_MATCHES or self.tiers_fill(stats, offset + limit))):
             # The one statement reads every match of the word, whatever the filter tokens keep (10 ms for the
-            # 48,581 adapters with "anime" to keep those of base SD 2): the postings read a fraction of them.
+            # 48,581 adapters with "anime" to keep those of base SD 2): the postings read a fraction of them,
+            # where their filtered tiers fill the page. Where they do not, the description's tier reads every
+            # match through the GIN index anyway, after two merges of postings: one statement reads them once
+            # ("dress" with the tag "portraits": 5.9 -> 3.2 ms of PostgreSQL; 100k adapters, 2026-12-07).
             density = self.tier_words(stats, "search_vector")
         if density is None or density * stats.rows > FUSED_MAX_MATCHES:
             if not self.postable():
@@ -961,16 +1010,27 @@ class _Postgres(_Backend):
             return hits[offset:want]
         # Few matches: read them all once through the GIN index (and the name index for tier 4)
         # and let each row's tier order them.
+        return self.every_tier(offset, limit)
+
+    def every_tier(self, offset: int, limit: int, *, rare: str | None = None) -> list[Hit]:
+        """A page of every tier in one statement, each match's tier computed on its row: the matches read
+        through the words' GIN index, or with ``rare`` (:meth:`rare_filter`) the rows of that filter token,
+        the words tested on each (``ts_match_vq``: the function of ``@@``, which no index answers)."""
         params: dict[str, Any] = {"q": self.tsquery(), "n": limit, "o": offset}
         tiers = "CASE WHEN a.name_vector @@ CAST(:q AS tsquery) THEN 3 " \
                 "WHEN a.keywords_vector @@ CAST(:q AS tsquery) THEN 2 ELSE 1 END"
-        match = "a.search_vector @@ CAST(:q AS tsquery)"
+        if rare is None:
+            match = "a.search_vector @@ CAST(:q AS tsquery)"
+            filters = self.filters(params, self.matches("search_vector"))
+        else:
+            match = "ts_match_vq(a.search_vector, CAST(:q AS tsquery))"
+            filters = [self.visibility(params), *self.column_filters(params), *self.facet_sql(params, rare=rare)]
         if self.plan.name_norm:
             params["qn"] = self.plan.name_norm
             tiers = f"CASE WHEN a.name_norm = :qn THEN 4 ELSE {tiers} END"
             match = f"({match} OR a.name_norm = :qn)"
         sql = (f"SELECT a.id, a.downloads, {tiers} AS tier FROM adapters a "
-               f"WHERE {' AND '.join([match, *self.filters(params, self.matches('search_vector'))])} "
+               f"WHERE {' AND '.join([match, *filters])} "
                "ORDER BY tier DESC, a.downloads DESC, a.id DESC LIMIT :n OFFSET :o")
         counted = self._with_counters
         if counted:
@@ -1133,6 +1193,13 @@ class _Postgres(_Backend):
 
     def sorted_matches(self, sort: str, offset: int, limit: int) -> list[Hit]:
         params: dict[str, Any] = {"q": self.tsquery()}
+        rare = self.rare_filter(_pg_stats(self.raw))
+        if rare is not None:  # the token's rows, the words tested on each (:meth:`every_tier`)
+            params.update(n=limit, o=offset)
+            where = ["ts_match_vq(a.search_vector, CAST(:q AS tsquery))", self.visibility(params),
+                     *self.column_filters(params), *self.facet_sql(params, rare=rare)]
+            return _hits(self.run(f"SELECT a.id, a.downloads FROM adapters a WHERE {' AND '.join(where)} "
+                                  f"ORDER BY {_order(sort)} LIMIT :n OFFSET :o", params))
         where = ["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params, self.matches("search_vector"))]
         return _hits(self.select(where, params, sort, limit, offset, vector="search_vector"))
 

@@ -311,6 +311,7 @@ def test_filter_bits_skip_the_entries_without_the_wanted_tokens(registry, monkey
     registry.import_records(records)
     registry.optimize()
     monkeypatch.setattr(S, "FUSED_MAX_MATCHES", -1)  # the postings, not every tier at once
+    monkeypatch.setattr(S, "RARE_FILTER_MAX_ROWS", -1)  # (nor the rows of a rare token)
     monkeypatch.setattr(S, "POSTED_PROBE_RATIO", 0.0)  # probed entry by entry (the merge is the planner's)
     queries = [SearchQuery(query="lantern", mode="keyword", tags=["amber"], limit=50),
                SearchQuery(query="lantern", mode="keyword", tags=["amber"], base="sdxl", limit=50)]

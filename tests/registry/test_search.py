@@ -217,6 +217,7 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     queries += [SearchQuery(query=rng.choice(r.name.split() or ["x"]), tags=r.tags[:1], base=b, mode="keyword")
                 for r, b in zip(rng.sample(civitai_records, 12), ["sd1", "sd2", None] * 4, strict=True)]
     queries += [SearchQuery(tags=["hanfu"]), SearchQuery(base="sd2", sort="newest"), SearchQuery(tags=["style"], page=3)]
+    queries += [SearchQuery(query=w, base="sd2", sort=s, mode="keyword") for w in ("anime", "girl") for s in ("newest", "relevance")]
 
     def pages() -> list[list[int]]:
         return [[r.id for r in civitai_registry.search(q)] for q in queries]
@@ -244,6 +245,7 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     ranges = lambda: sum("FROM adapter_postings p WHERE" in s for s in seen)  # noqa: E731
     merged = lambda: sum("f0.tier = 0" in s for s in seen)  # noqa: E731
     probed = lambda: sum("f0.key = p.key OFFSET 0)" in s for s in seen)  # noqa: E731
+    rare = lambda: sum("ts_match_vq" in s for s in seen)  # noqa: E731 - a rare token's rows, the words tested on each
     assert pages() == expected  # the strategy as shipped
     assert walks() and gins() and fused() and ranges() and merged()
     for name, value, check in (
@@ -255,12 +257,18 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
         ("MAX_WALK_ROWS", 150, gins),
         ("POSTED_PROBE_RATIO", 0.0, probed),  # a filter token's entry probed for each of the word's entries
         ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed()),  # the ranges merged by the planner
+        ("FILTER_ROW_COST", 0.0, rare),  # a filter token's rows read and the words tested, wherever there are tokens
+        ("RARE_FILTER_MAX_ROWS", -1, lambda: not rare()),  # never
+        ("FILTERED_FUSED_MAX_MATCHES", 1e12, fused),  # filtered one-word tiers in one statement unless they fill
+        ("FILTERED_FUSED_MAX_MATCHES", -1, ranges),  # from the postings, always
     ):
         seen.clear()
         with monkeypatch.context() as m:
             m.setattr(S, name, value)
             if name in ("WALK_MARGIN", "MAX_WALK_ROWS"):
                 m.setattr(S, "GIN_ROW_COST", 1e9)
+            if name == "FILTER_ROW_COST":
+                m.setattr(S, "RARE_FILTER_MAX_ROWS", 1e12)
             assert pages() == expected, name
         assert check(), name
 
