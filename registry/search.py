@@ -647,11 +647,6 @@ STATS_TTL_S = 300.0
 FILTER_ROW_COST = 16.0
 #: ... and on at most this many rows (about 8 ms of rows, whatever the statistics say of the words).
 RARE_FILTER_MAX_ROWS = 3000
-#: A one-word query with filter tokens reads every tier in one statement where the statistics expect at most
-#: this many filtered matches and fewer than a page in the name and keyword tiers (:meth:`_Postgres.tiers_fill`);
-#: else the postings (:meth:`_Postgres.top_tiers`). In process, 100 filtered queries of the benchmark's mix at
-#: 100k adapters: PostgreSQL's time 1.74 -> 1.54 ms a search (700 and 3,000 measured the same as 1,500).
-FILTERED_FUSED_MAX_MATCHES = 1500
 #: PostgreSQL postings (migration 0114): the downloads a key orders by are capped at this.
 POSTED_DOWNLOADS_CAP = 1073741823
 #: A filter token is probed entry by entry of a word's postings, not merged with them, when it is on more than
@@ -992,13 +987,15 @@ class _Postgres(_Backend):
         if rare is not None:
             return self.every_tier(offset, limit, rare=rare)
         density = self.density(stats, "search_vector")
-        if (density is not None and self.plan.facets and self.postable()
-                and (density * stats.rows > FILTERED_FUSED_MAX_MATCHES or self.tiers_fill(stats, offset + limit))):
-            # The one statement reads every match of the word, whatever the filter tokens keep (10 ms for the
-            # 48,581 adapters with "anime" to keep those of base SD 2): the postings read a fraction of them,
-            # where their filtered tiers fill the page. Where they do not, the description's tier reads every
-            # match through the GIN index anyway, after two merges of postings: one statement reads them once
-            # ("dress" with the tag "portraits": 5.9 -> 3.2 ms of PostgreSQL; 100k adapters, 2026-12-07).
+        if density is not None and self.plan.facets and self.postable():
+            # Few filtered matches, and the statistics expect the name and keyword tiers to come back short of
+            # the page: the description's tier would read every match through the GIN index after two merges
+            # of postings; one statement reads them once ("dress" with the tag "portraits": 5.9 -> 3.2 ms of
+            # PostgreSQL; 100k adapters, 2026-12-07). Else the one statement would read every match of the word,
+            # whatever the filter tokens keep (10 ms for the 48,581 adapters with "anime" to keep those of base
+            # SD 2), where the postings read a fraction of them.
+            if density * stats.rows <= FUSED_MAX_MATCHES and not self.tiers_fill(stats, offset + limit):
+                return self.every_tier(offset, limit)
             density = self.tier_words(stats, "search_vector")
         if density is None or density * stats.rows > FUSED_MAX_MATCHES:
             if not self.postable():

@@ -259,8 +259,6 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
         ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed()),  # the ranges merged by the planner
         ("FILTER_ROW_COST", 0.0, rare),  # a filter token's rows read and the words tested, wherever there are tokens
         ("RARE_FILTER_MAX_ROWS", -1, lambda: not rare()),  # never
-        ("FILTERED_FUSED_MAX_MATCHES", 1e12, fused),  # filtered one-word tiers in one statement unless they fill
-        ("FILTERED_FUSED_MAX_MATCHES", -1, ranges),  # from the postings, always
     ):
         seen.clear()
         with monkeypatch.context() as m:

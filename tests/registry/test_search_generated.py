@@ -408,8 +408,6 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
         ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed() and not bits()),  # the ranges merged
         ("FILTER_ROW_COST", 0.0, rare),  # a filter token's rows read and the words tested, wherever there are tokens
         ("RARE_FILTER_MAX_ROWS", -1, lambda: not rare()),
-        ("FILTERED_FUSED_MAX_MATCHES", 1e12, fused),
-        ("FILTERED_FUSED_MAX_MATCHES", -1, ranges),
     ):
         seen.clear()
         with monkeypatch.context() as m:
