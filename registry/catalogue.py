@@ -35,6 +35,7 @@ from .database import (
     database_url,
     db_errors,
     display_url,
+    lent,
     make_engine,
     parse_url,
     write_connection,
@@ -94,6 +95,7 @@ class Registry:
         self._engine: Engine | None = None
         self.pooled = pooled
         self._driver: Any = None
+        self._reader_key: str | None = None
         if auto_migrate is None:
             auto_migrate = os.environ.get(ENV_AUTO_MIGRATE, "1").strip().lower() not in ("0", "false", "no")
         self.auto_migrate = auto_migrate
@@ -191,8 +193,19 @@ class Registry:
         with self._raw() as raw:
             yield raw
 
+    @property
+    def reader_key(self) -> str:
+        """The ``key`` of this registry's readers on its engine (:class:`~.database.Raw`)."""
+        if self._reader_key is None:
+            self._reader_key = Raw.key_of(self.engine)
+        return self._reader_key
+
     @contextmanager
     def _raw(self) -> Iterator[Raw]:
+        borrowed = lent()
+        if borrowed is not None and self.pooled and borrowed.key == self.reader_key:
+            yield borrowed  # a reader lent to this context (lorahub serve's event loop, registry/server/pgloop.py)
+            return
         if self.pooled or not can_connect_driver(self.url):
             with self._connect() as conn:
                 yield Raw(conn)

@@ -28,6 +28,7 @@ import time
 from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -291,12 +292,19 @@ def connect_driver(url: str) -> Any:
     if not can_connect_driver(url):
         raise UsageError(f"{display_url(url)}: not a database a command can open directly")
     psycopg = _need_psycopg()
-    # The connection arguments SQLAlchemy's dialect passes (URL.translate_connect_args + the query).
+    return psycopg.connect(**driver_args(url))
+
+
+def driver_args(url: str) -> dict[str, Any]:
+    """psycopg's arguments for a connection to PostgreSQL ``url`` set up as the engine's are (prepared
+    statements only where asked), in autocommit: the connection arguments SQLAlchemy's dialect passes
+    (URL.translate_connect_args + the query)."""
+    parsed = parse_url(database_url(url))
     args: dict[str, Any] = {k: v for k, v in (("host", parsed.host), ("port", parsed.port), ("user", parsed.username),
                                               ("password", parsed.password), ("dbname", parsed.database)) if v is not None}
     for key, value in parsed.query:
         args[key] = value
-    return psycopg.connect(autocommit=True, prepare_threshold=PREPARE_ONLY_ASKED, **args)
+    return {"autocommit": True, "prepare_threshold": PREPARE_ONLY_ASKED, **args}
 
 
 def db_errors() -> tuple[type[BaseException], ...]:
@@ -416,7 +424,8 @@ _IN_LIST = re.compile(r"\bIN :(\w+)")
 
 
 @lru_cache(maxsize=512)
-def _pg_sql(sql: str) -> str:
+def pg_sql(sql: str) -> str:
+    """``sql`` with its ``:name`` parameters (and ``IN :name`` lists) in psycopg's style."""
     sql = _IN_LIST.sub(r"= ANY(:\1)", sql)
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
@@ -460,6 +469,11 @@ class Raw:
         self.pg = self.dialect == "postgresql"
         self.key = _url_key(conn.engine.url)
 
+    @staticmethod
+    def key_of(engine: Engine) -> str:
+        """The ``key`` of the readers on ``engine``'s connections."""
+        return _url_key(engine.url)
+
     @classmethod
     def on_driver(cls, dbapi: Any, url: str) -> Raw:
         raw = cls.__new__(cls)
@@ -475,7 +489,7 @@ class Raw:
         depend on the values (see :mod:`lorahub.registry.search`)."""
         params = dict(params or {})
         if self.pg:
-            sql = _pg_sql(sql)
+            sql = pg_sql(sql)
         else:
             for name in _IN_LIST.findall(sql):
                 values = list(params.pop(name))
@@ -494,24 +508,48 @@ class Raw:
         try:
             if self.pg:
                 cur.execute(sql, params, prepare=prepare)
-            else:
-                cur.execute(sql, params)
+                return pg_rows(cur, cur.fetchall())
+            cur.execute(sql, params)
             rows = cur.fetchall()
-            if self.pg:
-                # The names from the result itself: psycopg's ``description`` builds a column object per column
-                # at each reading (23 us for a page of results' 27 columns, against 2 us).
-                res = cur.pgresult
-                if res is None or not res.nfields:
-                    return []
-                names = tuple(res.fname(i).decode() for i in range(res.nfields))
-            else:
-                if cur.description is None:
-                    return []
-                names = tuple(d[0] for d in cur.description)
-            kind = _row_type(names)
+            if cur.description is None:
+                return []
+            kind = _row_type(tuple(d[0] for d in cur.description))
         finally:
             cur.close()
         return [kind._make(r) for r in rows]
+
+
+def pg_rows(cur: Any, rows: list[tuple]) -> list[Any]:
+    """``rows`` that psycopg cursor ``cur`` fetched, as namedtuples named by the result's columns (read from
+    the result itself: psycopg's ``description`` builds a column object per column at each reading, 23 us
+    for a page of results' 27 columns, against 2 us)."""
+    res = cur.pgresult
+    if res is None or not res.nfields:
+        return []
+    kind = _row_type(tuple(res.fname(i).decode() for i in range(res.nfields)))
+    return [kind._make(r) for r in rows]
+
+
+#: A reader lent to the code that runs in this context (:func:`lent_reader`): ``Registry.reading()`` of
+#: the database it reads yields it instead of a connection of its own.
+_lent: ContextVar[Raw | None] = ContextVar("lorahub_lent_reader", default=None)
+
+
+@contextmanager
+def lent_reader(raw: Raw) -> Iterator[None]:
+    """Within (this context only), ``Registry.reading()`` of ``raw``'s database (its ``key``) reads on
+    ``raw``: how ``lorahub serve`` runs a search's statements on a connection of its event loop
+    (registry/server/pgloop.py)."""
+    token = _lent.set(raw)
+    try:
+        yield
+    finally:
+        _lent.reset(token)
+
+
+def lent() -> Raw | None:
+    """The reader lent in this context (:func:`lent_reader`), if any."""
+    return _lent.get()
 
 
 def utcnow() -> datetime:

@@ -3,7 +3,8 @@
 
 On SQLite the event loop runs them itself, one a loop turn in arrival order, within
 :func:`lorahub.registry.waits.not_waiting`; one that would wait runs again in a worker thread. On
-PostgreSQL they run in worker threads. See :func:`run_read` (and docs/server.md, "Where a search runs").
+PostgreSQL an anonymous one runs in the event loop too, its statements awaited (pgloop.py), else in a
+worker thread. See :func:`run_read` (and docs/server.md, "Where a search runs").
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import anyio.to_thread
 
 from lorahub.registry import waits
 
+from . import pgloop
+
 T = TypeVar("T")
 
-#: PostgreSQL reads (searches, lookups) run in at most this many threads at once (per process): more only
+#: PostgreSQL reads that run in worker threads (with a token, or that would wait in the loop: pgloop.py; the
+#: Civitai-compatible API's) run in at most this many at once (per process): more only
 #: adds GIL contention and stretches the tail latency under load, fewer leaves the process waiting on
 #: PostgreSQL's round trips (four or five a hybrid search at first; three with the postings). At 16 clients,
 #: hybrid, 100k (2026-12-06, interleaved): 3 threads p99 47.1-48.9 ms, 2 52.4-52.8, 4 48.5-52.8, 6 53.9-54.5,
@@ -79,9 +83,9 @@ async def in_worker_thread(fn: Callable[[], T], st: Any) -> T:
     return await anyio.to_thread.run_sync(fn, limiter=limiter)
 
 
-async def run_read(fn: Callable[[], T], st: Any, *, light: bool = True) -> T:
-    """``fn()`` (a search or lookup, with its JSON where the route serialises it there): in a worker thread
-    on PostgreSQL; on SQLite in the event loop, one a loop turn, in the order they came (:class:`_Turns`):
+async def run_read(fn: Callable[[], T], st: Any, *, light: bool = True, anonymous: bool = False) -> T:
+    """``fn()`` (a search or lookup, with its JSON where the route serialises it there): on SQLite in the
+    event loop, one a loop turn, in the order they came (:class:`_Turns`):
     the loop reads the sockets between two reads, so a request that arrives mid-burst waits for the reads
     asked for before it, not for every read of the turn it missed.
 
@@ -97,8 +101,21 @@ async def run_read(fn: Callable[[], T], st: Any, *, light: bool = True) -> T:
     wait for a thread that does, write a token's last use or create a server secret) is run again in a
     worker thread: the loop never waits for it. ``light=False`` (what the caller's parameters say costs
     more than a few milliseconds: a deep page, a listing of 100 models, a batch of hashes) runs in a worker
-    thread at once: a loop turn stays short, whatever a stranger asks for."""
-    if not light or st.registry.dialect == "postgresql":
+    thread at once: a loop turn stays short, whatever a stranger asks for.
+
+    On PostgreSQL ``fn`` runs in the event loop too where ``anonymous`` (no token to look up: that goes
+    through the ORM's synchronous sessions) and light: in a greenlet whose statements the loop awaits
+    (:mod:`.pgloop`), or again in a worker thread where it would wait; else in a worker thread. Against three
+    worker threads, interleaved at 16 clients, hybrid, 100k (2026-12-07, medians of 4 runs, benchmarks/README.md):
+    server CPU 1.16 -> 0.93 ms a request, p50 24.0 -> 19.7 ms, p99 35.6 -> 31.0 ms."""
+    if st.registry.dialect == "postgresql":
+        if light and anonymous and pgloop.available():
+            try:
+                return await pgloop.run(fn, st.registry)
+            except waits.WouldWait:
+                pass
+        return await in_worker_thread(fn, st)
+    if not light:
         return await in_worker_thread(fn, st)
     loop = asyncio.get_running_loop()
     turns = _turns.get(loop)

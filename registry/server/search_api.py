@@ -137,7 +137,7 @@ async def search(request: Request) -> Response:
         results = st.registry.search(query, viewer=search_viewer(ident))
         return _RESULTS.dump_json(results)
 
-    return _json(await run_read(work, st, light=query.page * query.limit <= LOOP_DEPTH))
+    return _json(await run_read(work, st, light=query.page * query.limit <= LOOP_DEPTH, anonymous=authorization is None))
 
 
 # Added, not decorated: only add_api_route takes a route class of its own.
@@ -182,7 +182,7 @@ async def by_hash(
         matches = st.registry.by_hash(hash, viewer=search_viewer(ident))
         return HashLookup(query=hash, matches=matches).model_dump_json().encode()
 
-    return _json(await run_read(work, st))
+    return _json(await run_read(work, st, anonymous=authorization is None))
 
 
 @router.get("/health", response_model=Health, responses={503: ERRORS[503]}, summary="Liveness and database check")

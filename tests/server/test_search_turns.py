@@ -1,7 +1,8 @@
 """How ``lorahub serve`` runs its registry reads (registry/server/reads.py ``run_read``: the search API's and
 the Civitai-compatible API's): on SQLite in the event loop, one a loop turn in the order they came
 (``_Turns``), a read that would wait (registry/waits.py: index or model work, a held lock, a write) handed to
-a worker thread; on PostgreSQL in worker threads. The loop is never held: other requests are answered
+a worker thread; on PostgreSQL the search API's anonymous reads the same, their statements awaited on the
+loop's connections, the others in worker threads. The loop is never held: other requests are answered
 meanwhile."""
 
 from __future__ import annotations
@@ -219,12 +220,18 @@ def test_the_loop_answers_while_another_thread_holds_the_index(hub, monkeypatch:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("hub", ["postgres"], indirect=True)
-def test_postgres_searches_run_in_worker_threads(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    """PostgreSQL does a search's work in its own processes: the loop would idle through the round trips."""
+def test_postgres_searches_run_in_the_loop_and_with_a_token_in_a_thread(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """On PostgreSQL an anonymous search runs in the loop too, its statements awaited on the loop's own
+    connections (registry/server/pgloop.py, tests/server/test_pgloop.py), loading the index in a thread
+    first; with a token (looked up through the ORM's synchronous sessions) in a worker thread."""
     calls = _spied(hub, monkeypatch)
     for _ in range(3):
         assert _names(hub, **QUERY)[0] == "Ghoul Gallery"
-    assert calls == [("thread", "ok")] * 3
+    assert calls == [("loop", "wait"), ("thread", "ok"), ("loop", "ok"), ("loop", "ok")]
+    calls.clear()
+    r = hub.request("GET", "/api/lorahub/search", user="alice", params=QUERY)
+    assert r.status_code == 200 and r.json()[0]["name"] == "Ghoul Gallery", r.text
+    assert calls == [("thread", "ok")]
 
 
 def test_a_token_whose_last_use_is_due_is_written_from_a_thread(hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
