@@ -2,6 +2,7 @@
 
     python benchmarks/bench_server.py [--records 100000] [--requests 3000] [--clients 16] [--mode hybrid]
         [--workers 1,2] [--backends sqlite,postgres] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+        [--sqlite-db FILE] [--pg-db URL]
         [--download-mb 100] [--rounds 3] [--tree-files 25000] [--skip-search] [--skip-download] [--skip-tree]
 
 Search: the registry benchmark's records (the Civitai corpus resampled to ``--records``, see
@@ -17,7 +18,10 @@ which the import writes when the [semantic] extra is installed). One warm-up pas
 distinct queries: a server keeps the rows of the pages it showed while the data is unchanged
 (docs/registry.md), so after the warm-up pass their rows are not read again. Each ``--workers`` count (server processes on one socket) is
 measured on the same database. Goal: p99 <= 50 ms at 16 clients and 100k records.
-PostgreSQL runs in a fresh database that is dropped afterwards.
+PostgreSQL runs in a fresh database that is dropped afterwards, or in ``--pg-db`` (reused when it holds the
+records, as ``--sqlite-db``). On a small VM the minutes after a 100k import (about three of full CPU) can run
+markedly slower (server CPU a request +40 %, 2026-12-07: benchmarks/README.md); a reused database measures the
+server apart from that.
 
 Download: a ``--download-mb`` MB file of random bytes is uploaded (LFS) and fetched with
 ``hf_hub_download`` into an empty cache, best of ``--rounds``; compared with reading the same
@@ -341,6 +345,9 @@ def main() -> int:
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--sqlite-db", type=Path, default=None,
                     help="SQLite file to search (reused when it holds --records records, e.g. bench_semantic.py's --db)")
+    ap.add_argument("--pg-db", default=None,
+                    help="PostgreSQL database (URL) to search instead of a fresh one: reused when it holds --records "
+                    "records, else imported into; never dropped (the --sqlite-db of PostgreSQL)")
     ap.add_argument("--skip-download", action="store_true")
     ap.add_argument("--tree-files", type=int, default=25_000, help="files of the larger repo of the tree benchmark")
     ap.add_argument("--skip-tree", action="store_true")
@@ -370,6 +377,8 @@ def main() -> int:
                 drop = None
                 if backend == "sqlite":
                     url = f"sqlite:///{args.sqlite_db or work / f'srv-{backend}' / 'lorahub-server.sqlite'}"
+                elif args.pg_db:
+                    url = args.pg_db
                 else:
                     try:
                         url, drop = BR.pg_database(args.pg_url)

@@ -420,6 +420,15 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
         assert check(), name
 
 
+def _common_and_rare(records, *, rare_tag_count: int) -> tuple[str, str, str, str]:  # noqa: ANN001
+    """The corpus's most common tag, a tag on ``rare_tag_count`` records, its most common word of a name and a
+    word of a single name."""
+    tags = Counter(t for r in records for t in r.tags)
+    names = Counter(w for r in records for w in words(r.name))
+    return (tags.most_common(1)[0][0], next(t for t, n in tags.items() if n == rare_tag_count),
+            names.most_common(1)[0][0], next(w for w, n in names.items() if n == 1 and w.isalpha() and len(w) > 4))
+
+
 def test_postgres_reads_a_filter_token_from_its_index_only_when_it_is_rare_beside_the_words(  # noqa: ANN001
         corpus_registry, corpus_records) -> None:  # noqa: ANN001
     """A filter token on many more rows than the words match is tested on each of the words' rows, in a form
@@ -432,12 +441,7 @@ def test_postgres_reads_a_filter_token_from_its_index_only_when_it_is_rare_besid
         pytest.skip("PostgreSQL's plans")
     corpus_registry.optimize()
     S._stats_cache.clear()
-    tags = Counter(t for r in corpus_records for t in r.tags)
-    common_tag = tags.most_common(1)[0][0]
-    rare_tag = next(t for t, n in tags.items() if n == 1)
-    names = Counter(w for r in corpus_records for w in words(r.name))
-    common_word = names.most_common(1)[0][0]
-    rare_word = next(w for w, n in names.items() if n == 1 and w.isalpha() and len(w) > 4)
+    common_tag, rare_tag, common_word, rare_word = _common_and_rare(corpus_records, rare_tag_count=1)
 
     def forms(word: str, tag: str) -> tuple[bool, bool]:
         backend = S._Postgres(raw, S.plan_for(KeywordQuery(query=word, tags=[tag]), None))
@@ -466,12 +470,7 @@ def test_postgres_reads_a_rare_filter_tokens_rows_and_tests_the_words_on_each(co
         pytest.skip("PostgreSQL's plans")
     corpus_registry.optimize()
     S._stats_cache.clear()
-    tags = Counter(t for r in corpus_records for t in r.tags)
-    common_tag = tags.most_common(1)[0][0]
-    rare_tag = next(t for t, n in tags.items() if n == 2)
-    names = Counter(w for r in corpus_records for w in words(r.name))
-    common_word = names.most_common(1)[0][0]
-    rare_word = next(w for w, n in names.items() if n == 1 and w.isalpha() and len(w) > 4)
+    common_tag, rare_tag, common_word, rare_word = _common_and_rare(corpus_records, rare_tag_count=2)
     seen: list[tuple[str, dict]] = []
     real = database.Raw.all
 
