@@ -282,13 +282,16 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
     else:
         if keyword is None:
             keyword = backend.ranked(depth)
-        if not keyword and len(backend.plan.terms) > 1 and backend.plan.mode == "and":
-            backend.plan.mode = "or"  # no adapter the search may show has every word: any of them
+        if not keyword and len(backend.plan.terms) > 1 and backend.plan.mode == "and" and backend.stems is not False:
+            # No adapter the search may show has every word: any of them (unless no stem of any word occurs
+            # at all, as the tiers' statement read: then no word does either).
+            backend.plan.mode = "or"
             keyword = backend.ranked(depth)
     if words_found is None:
         # The tiers were read with the filters: none found means no adapter the search may show has the words
-        # (an exact name has them all), and only their stems are left to ask for.
-        words_found = bool(keyword) or _any_stem(raw, backend)
+        # (an exact name has them all), and only their stems are left to ask for (read with the tiers where
+        # their statement could: a miss's one round trip instead of two or three).
+        words_found = bool(keyword) or (backend.stems if backend.stems is not None else _any_stem(raw, backend))
     allowed = backend.allowed if backend.rank_bounds() else backend.visible
     # no adapter was private: the candidates of the index caught up to the counter may be shown unchecked
     unchecked = not (backend.rank_bounds() or checked or current is None or current.any_private)
@@ -322,6 +325,9 @@ def fuse(raw: Raw, backend: _Backend, q: SearchQuery, mode: str, offset: int, *,
 class _Backend:
     #: The vector counters and data version (:data:`~.semantic.Counters`) a statement of this search read, if any.
     counters: Counters | None = None
+    #: Whether a stem of a word of the query occurs in what the viewer may see, filters aside (:func:`_any_stem`),
+    #: as the keyword tiers' statement read it where it came back empty (None: not read; PostgreSQL only).
+    stems: bool | None = None
 
     def __init__(self, raw: Raw, plan: _Plan) -> None:
         self.raw = raw
@@ -647,6 +653,9 @@ STATS_TTL_S = 300.0
 FILTER_ROW_COST = 16.0
 #: ... and on at most this many rows (about 8 ms of rows, whatever the statistics say of the words).
 RARE_FILTER_MAX_ROWS = 3000
+#: A hybrid search's keyword tiers, where one statement reads them with the vector counters, answer in it too
+#: whether a stem of the query's words occurs (:meth:`_Postgres.stems_row`): a miss is one round trip, not 2-3.
+STEMS_WITH_TIERS = True
 #: PostgreSQL postings (migration 0114): the downloads a key orders by are capped at this.
 POSTED_DOWNLOADS_CAP = 1073741823
 #: A filter token is probed entry by entry of a word's postings, not merged with them, when it is on more than
@@ -757,6 +766,9 @@ class _Postgres(_Backend):
     #: :meth:`ranked_with_counters` (and a keyword search by relevance): the next statement that can read the
     #: vector counters and the data version too (into ``counters``)
     _with_counters = False
+    #: :meth:`ranked_with_counters`: the statement that reads the counters answers :func:`_any_stem` too, where it
+    #: can (:meth:`stems_row`)
+    _with_stems = False
 
     def generic_plan_ok(self) -> bool:
         """Whether a statement that reads the words' GIN indexes may run prepared (planned once for any
@@ -911,10 +923,11 @@ class _Postgres(_Backend):
         """The one-word tiers' statement (:meth:`top_tiers`) and the one of few matches (:meth:`relevance`)
         read the counters as one more row; the tier-by-tier forms do not (the counters are read apart then)."""
         self._with_counters, self.counters = True, None
+        self._with_stems = STEMS_WITH_TIERS and self.plan.mode == "and"
         try:
             return self.ranked(limit), self.counters
         finally:
-            self._with_counters = False
+            self._with_counters = self._with_stems = False
 
     def counters_row(self, columns: int) -> str:
         """`` UNION ALL`` a row of the vector counters, ``columns`` wide: the stored and removed counters first,
@@ -928,19 +941,41 @@ class _Postgres(_Backend):
         return (f" UNION ALL (SELECT c.e, c.r, {zeros}-1 - CAST(c.p AS integer) FROM ({counters_sql(True)}) c)"
                 f" UNION ALL (SELECT v.version, 0, {zeros}-3 FROM registry_data_version v)")
 
-    def take_counters(self, rows: list[Any]) -> list[Any]:
-        """``rows`` less the rows :meth:`counters_row` added (kept in ``counters``)."""
+    def stems_row(self, columns: int, params: dict[str, Any]) -> tuple[str, str]:
+        """(a CTE, `` UNION ALL`` a row) answering :func:`_any_stem` in the statement of the tiers, whose rows
+        are the CTE ``t``: a row ``columns`` wide, last -4, where ``t`` is empty and a stem of a word of the query
+        occurs in what the viewer may see, filters aside (:meth:`any_prefix`'s postings and GIN index; the
+        ``CASE`` keeps both unread where the tiers found something). For the next statement only."""
+        self._with_stems = False
+        prefixes = _stems(self.plan.terms)
+        params["stems"] = " | ".join(f"'{p}':*" for p in prefixes)  # letters/digits only
+        visible = self.visibility(params)
+        cte = (f"stemmed AS MATERIALIZED (SELECT a.id FROM adapters a WHERE a.search_vector @@ CAST(:stems AS tsquery) "
+               f"AND {visible} LIMIT {EXISTS_CAP})")
+        zeros = "0, " * (columns - 1)
+        return cte, (f" UNION ALL (SELECT {zeros}-4 WHERE CASE WHEN EXISTS (SELECT 1 FROM t) THEN false "
+                     f"ELSE {self.posted_prefix(prefixes, params)} OR EXISTS (SELECT 1 FROM stemmed) END)")
+
+    def take_counters(self, rows: list[Any], *, stems: bool = False) -> list[Any]:
+        """``rows`` less the rows :meth:`counters_row` (kept in ``counters``) and, with ``stems``,
+        :meth:`stems_row` added (``stems``: whether it came)."""
         out = []
         counters = data = None
+        if stems:
+            self.stems = False
         for r in rows:
             if r[-1] >= 0:
                 out.append(r)
             elif r[-1] == -3:
                 data = int(r[0]) if r[0] is not None else None
+            elif r[-1] == -4:
+                self.stems = True
             else:
                 counters = (int(r[0] or 0), int(r[1] or 0), r[-1] == -2)
         if counters is not None:
             self.counters = (*counters, data)
+        if stems and out:
+            self.stems = None  # the tiers found something: the stems were not asked
         return out
 
     def posted_hits(self, rows: list[Any], tier: int) -> list[Hit]:
@@ -1030,11 +1065,15 @@ class _Postgres(_Backend):
                f"WHERE {' AND '.join([match, *filters])} "
                "ORDER BY tier DESC, a.downloads DESC, a.id DESC LIMIT :n OFFSET :o")
         counted = self._with_counters
-        if counted:
+        stems = counted and self._with_stems
+        if stems:
+            cte, stems_row = self.stems_row(3, params)
+            sql = f"WITH t AS MATERIALIZED ({sql}), {cte} (SELECT * FROM t){self.counters_row(3)}{stems_row}"
+        elif counted:
             sql = f"({sql}){self.counters_row(3)}"
         rows = self.run(sql, params, prepare=self.generic_plan_ok())
         if counted:  # a UNION's branches come in no promised order: the statement's own order, again
-            rows = sorted(self.take_counters(rows), key=lambda r: (-r[2], -r[1], -r[0]))
+            rows = sorted(self.take_counters(rows, stems=stems), key=lambda r: (-r[2], -r[1], -r[0]))
         return [Hit(r[0], r[2] + T.popularity(r[1])) for r in rows]
 
     def any_match(self) -> bool:
