@@ -132,7 +132,8 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _wrap(self, exc: Exception) -> RegistryError:
+    def database_error(self, exc: BaseException) -> RegistryError:
+        """The :class:`RegistryError` (a 503 in the server) for a failed call to this registry's database."""
         return RegistryError(f"registry database {self.display_url}: {_first_line(exc)}")
 
     def migrate(self) -> tuple[str | None, str]:
@@ -142,7 +143,7 @@ class Registry:
         try:
             result = upgrade(self.engine)
         except db_errors() as exc:
-            raise self._wrap(exc) from exc
+            raise self.database_error(exc) from exc
         except Exception as exc:  # alembic: unknown revision (a newer lorahub wrote this database)
             if type(exc).__name__ in ("CommandError", "ResolutionError"):
                 raise RegistryError(
@@ -181,7 +182,7 @@ class Registry:
         try:
             conn = self.engine.connect()
         except db_errors() as exc:
-            raise self._wrap(exc) from exc
+            raise self.database_error(exc) from exc
         if self.dialect == "postgresql":
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         return conn
@@ -214,7 +215,7 @@ class Registry:
             try:
                 self._driver = connect_driver(self.url)
             except db_errors() as exc:
-                raise self._wrap(exc) from exc
+                raise self.database_error(exc) from exc
         yield Raw.on_driver(self._driver, self.url)
 
     def writing(self):  # noqa: ANN201 - a context manager of a Connection

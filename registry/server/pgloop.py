@@ -32,9 +32,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from lorahub.errors import RegistryError
 from lorahub.registry import waits
-from lorahub.registry.database import PING_IDLE_S, Raw, display_url, driver_args, lent_reader, pg_rows, pg_sql
+from lorahub.registry.database import PING_IDLE_S, Raw, driver_args, lent_reader, pg_rows, pg_sql
 
 T = TypeVar("T")
 
@@ -183,8 +182,8 @@ def _lost(exc: BaseException) -> bool:
 
 async def run(fn: Callable[[], T], registry: Any) -> T:
     """``fn()`` in the event loop, its ``registry.reading()`` on a connection of this loop's (see the
-    module's docstring). ``WouldWait`` where it would wait; ``RegistryError`` where the database cannot be
-    reached."""
+    module's docstring). ``WouldWait`` where it would wait; ``registry.database_error`` (a ``RegistryError``)
+    where the database cannot be reached or is lost."""
     from sqlalchemy.util import greenlet_spawn
 
     pool = _pool_for(registry.url)
@@ -192,7 +191,7 @@ async def run(fn: Callable[[], T], registry: Any) -> T:
         conn = await pool.acquire()
     except Exception as exc:
         if _lost(exc):
-            raise RegistryError(f"registry database {display_url(registry.url)}: {_first_line(exc)}") from exc
+            raise registry.database_error(exc) from exc
         raise
     raw = LoopRaw(conn, registry.reader_key)
     failed = False
@@ -201,7 +200,7 @@ async def run(fn: Callable[[], T], registry: Any) -> T:
     except Exception as exc:
         if _lost(exc):
             failed = True
-            raise RegistryError(f"registry database {display_url(registry.url)}: {_first_line(exc)}") from exc
+            raise registry.database_error(exc) from exc
         raise
     finally:
         pool.release(conn, failed=failed)
@@ -210,11 +209,6 @@ async def run(fn: Callable[[], T], registry: Any) -> T:
 def _lent_run(fn: Callable[[], T], raw: LoopRaw) -> T:
     with lent_reader(raw), waits.not_waiting():
         return fn()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 __all__ = ["LOOP_CONNECTIONS", "LoopRaw", "available", "run"]
