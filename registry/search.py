@@ -947,14 +947,9 @@ class _Postgres(_Backend):
         occurs in what the viewer may see, filters aside (:meth:`any_prefix`'s postings and GIN index; the
         ``CASE`` keeps both unread where the tiers found something). For the next statement only."""
         self._with_stems = False
-        prefixes = _stems(self.plan.terms)
-        params["stems"] = " | ".join(f"'{p}':*" for p in prefixes)  # letters/digits only
-        visible = self.visibility(params)
-        cte = (f"stemmed AS MATERIALIZED (SELECT a.id FROM adapters a WHERE a.search_vector @@ CAST(:stems AS tsquery) "
-               f"AND {visible} LIMIT {EXISTS_CAP})")
+        cte, found = self.prefix_check(_stems(self.plan.terms), params, "stemmed")
         zeros = "0, " * (columns - 1)
-        return cte, (f" UNION ALL (SELECT {zeros}-4 WHERE CASE WHEN EXISTS (SELECT 1 FROM t) THEN false "
-                     f"ELSE {self.posted_prefix(prefixes, params)} OR EXISTS (SELECT 1 FROM stemmed) END)")
+        return cte, f" UNION ALL (SELECT {zeros}-4 WHERE CASE WHEN EXISTS (SELECT 1 FROM t) THEN false ELSE {found} END)"
 
     def take_counters(self, rows: list[Any], *, stems: bool = False) -> list[Any]:
         """``rows`` less the rows :meth:`counters_row` (kept in ``counters``) and, with ``stems``,
@@ -1088,13 +1083,21 @@ class _Postgres(_Backend):
         collected; 100k adapters, 2026-12-06), in one statement: the GIN part runs only where the postings have
         none (PostgreSQL evaluates an OR's sub-selects lazily, and a CTE when it is first read). With filters
         the postings do not hold (rank bounds, filter tokens), the GIN index alone."""
-        params: dict[str, Any] = {"q": " | ".join(f"'{p}':*" for p in prefixes)}  # letters/digits only
+        params: dict[str, Any] = {"prefixes": " | ".join(f"'{p}':*" for p in prefixes)}  # letters/digits only
         if self.plan.facets or self.rank_bounds() or not prefixes:
-            return self.exists(["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)], params)
-        where = " AND ".join(["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params)])
-        return bool(self.run(f"WITH m AS MATERIALIZED (SELECT a.id FROM adapters a WHERE {where} LIMIT {EXISTS_CAP}) "
-                             f"SELECT 1 WHERE {self.posted_prefix(prefixes, params)} OR EXISTS (SELECT 1 FROM m)",
-                             params))
+            return self.exists(["a.search_vector @@ CAST(:prefixes AS tsquery)", *self.filters(params)], params)
+        cte, found = self.prefix_check(prefixes, params, "m")
+        return bool(self.run(f"WITH {cte} SELECT 1 WHERE {found}", params))
+
+    def prefix_check(self, prefixes: list[str], params: dict[str, Any], name: str) -> tuple[str, str]:
+        """(a CTE called ``name``, a condition): whether a word beginning with one of ``prefixes`` occurs in an
+        adapter the viewer may see, filters aside (:meth:`any_prefix`): the postings' ranges, then the GIN
+        index through the CTE (read only if the condition gets that far; capped at :data:`EXISTS_CAP` rows,
+        see :meth:`exists`). ``params["prefixes"]``: the prefixes' tsquery."""
+        params["prefixes"] = " | ".join(f"'{p}':*" for p in prefixes)  # letters/digits only
+        cte = (f"{name} AS MATERIALIZED (SELECT a.id FROM adapters a WHERE a.search_vector @@ CAST(:prefixes AS tsquery) "
+               f"AND {self.visibility(params)} LIMIT {EXISTS_CAP})")
+        return cte, f"({self.posted_prefix(prefixes, params)} OR EXISTS (SELECT 1 FROM {name}))"
 
     def posted_prefix(self, prefixes: list[str], params: dict[str, Any]) -> str:
         """The condition that a posted word of tier 2 or 3 (not a filter token) visible to the viewer begins
