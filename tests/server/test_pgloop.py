@@ -100,38 +100,41 @@ def test_anonymous_searches_run_on_the_loops_connections_and_answer_what_threads
 
 
 def test_connections_are_bounded_and_handed_over_in_the_order_asked(hub) -> None:  # noqa: ANN001
-    """Two connections for six reads at once: the waiting reads get a freed connection first come first
-    served, also when a newcomer asks between the release and the waiter's turn; none is opened beyond two."""
+    """Two connections for six reads at once: a freed connection goes straight to the first read still waiting
+    (never back to the idle ones, where a newcomer could take it), so a read that asks right after a release
+    comes after every read that was waiting; none is opened beyond two."""
     url = hub.registry.url
 
-    async def main() -> tuple[list[int], int, list[int]]:
+    async def main() -> tuple[list[int], list[bool], int, int]:
         pool = pgloop._Pool(url, 2)
         order: list[int] = []
+        handed: list[bool] = []  # a release while reads waited: the connection went to one of them
         backends: set[int] = set()
+        late: list[asyncio.Task] = []
 
         async def read(i: int, hold: float) -> None:
             conn = await pool.acquire()
             order.append(i)
             backends.add(conn.info.backend_pid)
             await asyncio.sleep(hold)
+            waiting = any(not f.done() for f in pool.waiters)
             pool.release(conn)
+            if waiting:
+                handed.append(not pool.idle)
+            if i == 0:
+                late.append(asyncio.create_task(read(99, 0)))  # asks right after a release
 
-        tasks = [asyncio.create_task(read(i, 0.05)) for i in range(6)]
-        await asyncio.sleep(0)  # all six asked, in order
-        late: list[int] = []
-        while len(order) < 3:
-            await asyncio.sleep(0.001)
-        late_task = asyncio.create_task(read(99, 0))  # asks after the first releases
-        await asyncio.gather(*tasks, late_task)
-        late.append(order.index(99))
+        await asyncio.gather(*(read(i, 0.05) for i in range(6)))
+        await asyncio.gather(*late)
         count = pool.count
         for conn, _ in list(pool.idle):
             await conn.close()
-        return order, count, [len(backends), *late]
+        return order, handed, count, len(backends)
 
-    order, count, (backends, late_at) = asyncio.run(main())
+    order, handed, count, backends = asyncio.run(main())
     # (the first two open a connection each, which may come up in either order)
-    assert sorted(order[:2]) == [0, 1] and order[2:6] == [2, 3, 4, 5] and late_at == 6, order
+    assert sorted(order[:2]) == [0, 1] and order[2:] == [2, 3, 4, 5, 99], order
+    assert handed and all(handed), handed
     assert count == 2 and backends == 2
 
 
