@@ -204,6 +204,13 @@ def database_files(url: str | None = None) -> list[Path]:
 #: popularity index over every row for a rare one. (``None`` would turn off ``prepare=True`` as well: psycopg
 #: then prepares nothing, which is what it did here until 2026-12-06.)
 PREPARE_ONLY_ASKED = 1 << 30
+#: Run first on every PostgreSQL connection lorahub opens (the engine's, a command's driver connection, the server's
+#: event-loop connections): no JIT compilation. A registry's statements are short and bounded (LIMITs), but a plan
+#: the planner mis-costs goes over ``jit_above_cost`` and compiles for 15-20 ms to run in 1: a filter token probed
+#: for each entry of a word's tier, the probes' selectivity unknown to the planner, was estimated at 114,000 and
+#: took 19 ms, 18.5 of them compiling (100k adapters, 2026-12-07). A ``SET`` rather than the ``options`` startup
+#: parameter, which connection poolers such as PgBouncer refuse unless told to ignore it.
+PG_SESSION_SQL = "SET jit = off"
 
 
 #: A pooled PostgreSQL connection is pinged when it is checked out after resting this many seconds.
@@ -229,8 +236,24 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
     _need_psycopg()
     engine = create_engine(url, echo=echo, pool_size=10, max_overflow=20,
                            connect_args={"prepare_threshold": PREPARE_ONLY_ASKED})
+    _pg_session(engine)
     _ping_when_idle(engine)
     return engine
+
+
+def _pg_session(engine: Engine) -> None:
+    """:data:`PG_SESSION_SQL` on each new connection of ``engine``, outside any transaction (one the pool then
+    rolled back would undo it)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _setup(dbapi_connection: Any, record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            dbapi_connection.execute(PG_SESSION_SQL)
+        finally:
+            dbapi_connection.autocommit = autocommit
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -292,7 +315,13 @@ def connect_driver(url: str) -> Any:
     if not can_connect_driver(url):
         raise UsageError(f"{display_url(url)}: not a database a command can open directly")
     psycopg = _need_psycopg()
-    return psycopg.connect(**driver_args(url))
+    conn = psycopg.connect(**driver_args(url))
+    try:
+        conn.execute(PG_SESSION_SQL)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def driver_args(url: str) -> dict[str, Any]:

@@ -629,6 +629,9 @@ class _SQLite(_Backend):
 #: PostgreSQL: what reading one match costs when collecting matches through a GIN index, relative
 #: to testing one row while walking the order's index (measured at 100k records: about 3 and 2 us).
 GIN_ROW_COST = 1.5
+#: ... and reading one entry of a GIN posting list (about 0.16 us against 2.6 for a row; 100k adapters): "character"
+#: with the tag "celebrity" reads 50,000 + 10,000 entries to keep 1,400 rows (:meth:`_Postgres.gin_cost`).
+GIN_ENTRY_COST = 0.06
 #: A walk stops after this many times the rows the statistics say it needs (and never reads more
 #: than MAX_WALK_ROWS); a walk that comes back short falls back to the GIN indexes.
 WALK_MARGIN = 3.0
@@ -653,14 +656,21 @@ STATS_TTL_S = 300.0
 FILTER_ROW_COST = 16.0
 #: ... and on at most this many rows (about 8 ms of rows, whatever the statistics say of the words).
 RARE_FILTER_MAX_ROWS = 3000
+#: What walking a filter token's postings costs a row (an entry, its adapter's row fetched and tested), relative
+#: to walking the table's popularity index (:meth:`_Postgres.token_walk`).
+TOKEN_WALK_ROW_COST = 1.3
 #: A hybrid search's keyword tiers, where one statement reads them with the vector counters, answer in it too
 #: whether a stem of the query's words occurs (:meth:`_Postgres.stems_row`): a miss is one round trip, not 2-3.
 STEMS_WITH_TIERS = True
 #: PostgreSQL postings (migration 0114): the downloads a key orders by are capped at this.
 POSTED_DOWNLOADS_CAP = 1073741823
-#: A filter token is probed entry by entry of a word's postings, not merged with them, when it is on more than
-#: this many times the adapters the word's tier is (:meth:`_Postgres.posted_sql`).
-POSTED_PROBE_RATIO = 12.0
+#: A filter token's postings are probed for each entry of a word's tier whose filter bits may hold it, not merged
+#: with the tier's entries, where the probes are expected to cost less (:meth:`_Postgres.posted_sql`): a probe
+#: costs this many entries of a merge (about 3 us against 0.15-0.2),
+POSTED_PROBE_COST = 17.0
+#: ... and this share of a word's entries whose adapter lacks a token pass its filter bits all the same (three
+#: bits of 128 a token, most adapters carrying 5-20 tokens: about 1-5 %).
+BITS_FALSE_PASS = 0.03
 _VECTOR_OF_TIER = {TIER_NAME: "name_vector", TIER_KEYWORDS: "keywords_vector", TIER_ANY: "search_vector"}
 #: The vector a tier's vector contains (its matches are the tiers above).
 _INNER_OF_TIER = {TIER_KEYWORDS: "name_vector", TIER_ANY: "keywords_vector"}
@@ -756,10 +766,11 @@ class _Postgres(_Backend):
     dense, believing each condition independent of the others: a common word with a common tag
     that rarely go together ("concept" + tag "character") made it walk 25,000 rows for 20 (70 ms).
     So the choice is made here, from the same statistics (``pg_stats``) and the expected cost of
-    each (:data:`GIN_ROW_COST`), and a walk is bounded (:data:`WALK_MARGIN`,
+    each (:data:`GIN_ROW_COST`, :data:`GIN_ENTRY_COST`), and a walk is bounded (:data:`WALK_MARGIN`,
     :data:`MAX_WALK_ROWS`): a walk that comes back short falls back to the GIN indexes, over fewer
-    matches than the statistics expected. A one-word query's name and keyword tiers come from the word's
-    postings instead (:meth:`posted_sql`).
+    matches than the statistics expected. With filter tokens, in popularity order, the walk can be of the
+    rarest token's postings instead of the whole table (:meth:`token_walk`). A one-word query's name and
+    keyword tiers come from the word's postings instead (:meth:`posted_sql`).
     """
 
     _order_only = False  # reading for fusion (:meth:`ranked`): tiers 1-3 scored by their tier alone
@@ -869,25 +880,30 @@ class _Postgres(_Backend):
         return 1.0 - miss
 
     def select(self, where: list[str], params: dict[str, Any], sort: str, limit: int, offset: int = 0,
-               vector: str | None = None, inner: str | None = None) -> list[Any]:
-        """One page of the rows matching ``where`` in ``sort`` order (see the class's docstring)."""
+               vector: str | None = None, inner: str | None = None, words: float | None = None) -> list[Any]:
+        """One page of the rows matching ``where`` and the filter tokens in ``sort`` order (see the class's
+        docstring); ``words``: about how many rows the words match (:meth:`facet_sql`)."""
         params.update(n=limit, o=offset)
-        cond = " AND ".join(where)
         order = _order(sort)
         density = None
         if vector is not None or self.plan.facets:
             stats = _pg_stats(self.raw)
             density = self.density(stats, vector, inner)
+        want = offset + limit
+        if density is not None and sort != "newest":
+            walk = self.token_walk(stats, density, where, params, want, self.gin_cost(stats, density, vector, words))
+            if walk is not None:
+                return walk[offset:want]
+        cond = " AND ".join([*where, *self.facet_sql(params, words)])
         if density is None:  # no words nor facets (a plain walk), or no statistics yet: the planner decides
             return self.run(f"SELECT a.id, a.downloads FROM adapters a WHERE {cond} ORDER BY {order} LIMIT :n OFFSET :o",
                             params)
-        want = offset + limit
         rows: list[Any] = []
         walked = 0
         while True:
             # Expected rows a walk tests for the rest of the page, against the matches a GIN query reads.
             walk_rows = (want - len(rows)) / max(density, 1e-9)
-            if walk_rows > GIN_ROW_COST * density * stats.rows or walked + walk_rows > MAX_WALK_ROWS:
+            if walk_rows > self.gin_cost(stats, density, vector, words) or walked + walk_rows > MAX_WALK_ROWS:
                 break
             window = min(int(WALK_MARGIN * walk_rows) + 100, MAX_WALK_ROWS - walked)
             rows += self.run(
@@ -909,6 +925,81 @@ class _Postgres(_Backend):
             params,
             prepare=self.generic_plan_ok(),  # chosen for few matches: the GIN indexes whatever the words
         )
+
+    def gin_cost(self, stats: _PgStats, density: float, vector: str | None, words: float | None) -> float:
+        """What reading every match through the GIN indexes costs, in rows of a walk: the matches' rows, and the
+        entries of the posting lists read (:data:`GIN_ENTRY_COST`): each word's in ``vector``, each filter
+        token's that :meth:`facet_sql` reads from the index for words matching about ``words`` rows. With the
+        matches alone a walk looked dearer than it is where long lists AND to few rows."""
+        entries = 0.0
+        if vector is not None and (freq := stats.columns.get(vector)) is not None:
+            entries += sum(freq.get(t) for t in self.plan.terms) * stats.rows
+        facets = stats.columns.get("facets")
+        if facets is not None:
+            for f in self.plan.facets:
+                rows = facets.get(f) * stats.rows
+                if words is None or rows <= FACET_INDEX_RATIO * words:
+                    entries += rows
+        return GIN_ROW_COST * density * stats.rows + GIN_ENTRY_COST * entries
+
+    def token_walk(self, stats: _PgStats, density: float, where: list[str], params: dict[str, Any],
+                   want: int, gin: float) -> list[Any] | None:
+        """The first ``want`` rows (by popularity) matching ``where`` and the filter tokens, from a walk of the
+        rarest token's postings (tier 0, in popularity order): each entry's adapter row fetched and tested,
+        the other tokens too, until ``want`` match or the token's entries end (then every match was seen).
+        None where the statistics expect this to cost more than the walk of the whole table's popularity index
+        (which tests every row, the token's or not) or the GIN indexes (``gin``, :meth:`gin_cost`): the
+        caller's ways; or where the walk reached :data:`MAX_WALK_ROWS` short of the page. The description's
+        tier of "character" with the tag "celebrity" (13 rows wanted after tiers 3 and 2): the GIN indexes
+        ANDed 50,000 entries of the word with 10,000 of the tag and fetched 1,400 rows (9.8 ms); the tag's
+        first 103 entries hold the 13 (1.3 ms; 100k adapters, 2026-12-07). Windows grow twofold; each one's
+        entries are counted (in the same statement, only where the page is not full) to tell the end of the
+        token's entries."""
+        freqs = stats.columns.get("facets")
+        if not self.plan.facets or freqs is None:
+            return None
+        token = min(self.plan.facets, key=freqs.get)
+        share = max(freqs.get(token), 1e-9)
+        within = min(density / share, 1.0)  # the matches' share of the token's rows
+        need = want / max(within, 1e-9)
+        entries = share * stats.rows  # the token's entries, about
+        cost = TOKEN_WALK_ROW_COST * min(need, entries)
+        if cost > gin or cost > want / max(density, 1e-9) or min(need, entries) > MAX_WALK_ROWS:
+            return None
+        params["walk_token"] = token
+        tested = []
+        for i, f in enumerate(f for f in self.plan.facets if f != token):
+            params[f"walk_facet_{i}"] = f" {f} "
+            tested.append(f"strpos(' ' || a.search_facets || ' ', :walk_facet_{i}) > 0")
+        cond = " AND ".join(["a.id = " + str(MASK) + " - (w.key & " + str(MASK) + ")", *where, *tested])
+        window = min(int(WALK_MARGIN * need) + 100, MAX_WALK_ROWS)
+        after = -(1 << 63)
+        rows: list[Any] = []
+        walked = 0
+        while True:
+            entries = (f"(SELECT p.key FROM adapter_postings p WHERE p.word = :walk_token AND p.tier = 0 "
+                       f"AND p.key > :w_after{self.posted_visibility(params)} ORDER BY p.key LIMIT :w_rows) w")
+            # The window's entries in order, each one's row tested until the page is full (the join keeps the
+            # entries' order: no sort, so the walk stops there); and how many entries the window held.
+            out = self.run(
+                f"WITH x AS MATERIALIZED (SELECT x.id, x.downloads, x.key FROM {entries} CROSS JOIN LATERAL "
+                f"(SELECT a.id, a.downloads, w.key FROM adapters a WHERE {cond} OFFSET 0) x LIMIT :w_n) "
+                f"SELECT * FROM x UNION ALL (SELECT -1, count(*), max(w.key) FROM {entries} "
+                "WHERE (SELECT count(*) FROM x) < :w_n)",
+                {**params, "w_rows": window, "w_after": after, "w_n": want - len(rows)},
+            )
+            found = sorted((r for r in out if r[0] != -1), key=lambda r: r[2])
+            rows += found
+            if len(rows) >= want:
+                return rows[:want]
+            sentinel = next(r for r in out if r[0] == -1)
+            walked += int(sentinel[1])
+            if sentinel[1] < window:
+                return rows[:want]  # the page, or every match the token has
+            if walked + window > MAX_WALK_ROWS:
+                return None
+            after = int(sentinel[2])
+            window = min(window * 2, MAX_WALK_ROWS - walked)
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -1154,11 +1245,16 @@ class _Postgres(_Backend):
             freqs = stats.columns.get("facets")
             words = self.tier_words(stats, _VECTOR_OF_TIER[tier], _INNER_OF_TIER.get(tier))
             # A token's entry for each of the word's entries that pass the filter bits, in the range's order
-            # until the page is full (a B-tree probe each, about 2-4 us), where the token is on many more
-            # adapters than the word is: merging the ranges read 31,546 entries of base SD 1.5 to keep 100 of the
-            # 122 first entries of "cute" (6.4 ms against 0.3). Else the planner merges the two ranges (about
-            # 0.15 us an entry). OFFSET 0 keeps the subquery a per-row probe.
-            probes = [freqs is not None and words is not None and freqs.get(f) > POSTED_PROBE_RATIO * words
+            # until the page is full (a B-tree probe each, about 3 us), where the probes are expected to cost
+            # less than merging the two ranges (about 0.15-0.2 us an entry), the planner's way: the word's
+            # entries times the share expected to pass the bits (the token's share, independence assumed, and
+            # the bits' false passes) times a probe's cost, against the token's entries. Merging read 31,546
+            # entries of base SD 1.5 to keep 100 of the 122 first entries of "cute" (6.4 ms against 0.3), and the
+            # 42,000 of the tag "character" for the 93 of the 4,360 entries of "concept" in keywords that have it
+            # (7.0-7.4 ms against 2.1-2.8 probed; a rule of 12 times the word's adapters had merged them; 100k
+            # adapters, 2026-12-07). OFFSET 0 keeps the subquery a per-row probe.
+            probes = [freqs is not None and words is not None
+                      and words * (freqs.get(f) + BITS_FALSE_PASS) * POSTED_PROBE_COST < freqs.get(f)
                       for f in p.facets]
         if any(probes):
             # Entries whose filter bits lack a wanted token's are skipped before any probe (not before a
@@ -1222,13 +1318,14 @@ class _Postgres(_Backend):
             where = ["a.keywords_vector @@ CAST(:q AS tsquery)", "NOT (a.name_vector @@ CAST(:q AS tsquery))"]
         else:
             where = ["a.search_vector @@ CAST(:q AS tsquery)", "NOT (a.keywords_vector @@ CAST(:q AS tsquery))"]
-        rows = self.select(where + self.filters(params, self.matches(_VECTOR_OF_TIER[tier])), params, "relevance", limit,
-                           vector=_VECTOR_OF_TIER[tier], inner=_INNER_OF_TIER.get(tier))
+        rows = self.select([*where, self.visibility(params), *self.column_filters(params)], params, "relevance", limit,
+                           vector=_VECTOR_OF_TIER[tier], inner=_INNER_OF_TIER.get(tier),
+                           words=self.matches(_VECTOR_OF_TIER[tier]))
         return _hits(rows, tier)
 
     def browse(self, sort: str, offset: int, limit: int) -> list[Hit]:
         params: dict[str, Any] = {}
-        return _hits(self.select(self.filters(params), params, sort, limit, offset))
+        return _hits(self.select([self.visibility(params), *self.column_filters(params)], params, sort, limit, offset))
 
     def sorted_matches(self, sort: str, offset: int, limit: int) -> list[Hit]:
         params: dict[str, Any] = {"q": self.tsquery()}
@@ -1239,8 +1336,9 @@ class _Postgres(_Backend):
                      *self.column_filters(params), *self.facet_sql(params, rare=rare)]
             return _hits(self.run(f"SELECT a.id, a.downloads FROM adapters a WHERE {' AND '.join(where)} "
                                   f"ORDER BY {_order(sort)} LIMIT :n OFFSET :o", params))
-        where = ["a.search_vector @@ CAST(:q AS tsquery)", *self.filters(params, self.matches("search_vector"))]
-        return _hits(self.select(where, params, sort, limit, offset, vector="search_vector"))
+        where = ["a.search_vector @@ CAST(:q AS tsquery)", self.visibility(params), *self.column_filters(params)]
+        return _hits(self.select(where, params, sort, limit, offset, vector="search_vector",
+                                 words=self.matches("search_vector")))
 
 
 __all__ = ["Hit", "depth_for", "fuse", "resolve_mode", "search_page", "TIER_ANY", "TIER_EXACT", "TIER_KEYWORDS", "TIER_NAME"]

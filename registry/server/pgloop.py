@@ -33,7 +33,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lorahub.registry import waits
-from lorahub.registry.database import PING_IDLE_S, Raw, driver_args, lent_reader, pg_rows, pg_sql
+from lorahub.registry.database import (
+    PG_SESSION_SQL,
+    PING_IDLE_S,
+    Raw,
+    driver_args,
+    lent_reader,
+    pg_rows,
+    pg_sql,
+)
 
 T = TypeVar("T")
 
@@ -107,7 +115,13 @@ class _Pool:
             try:
                 import psycopg
 
-                return await psycopg.AsyncConnection.connect(**driver_args(self.url))
+                conn = await psycopg.AsyncConnection.connect(**driver_args(self.url))
+                try:
+                    await conn.execute(PG_SESSION_SQL)
+                except BaseException:
+                    await conn.close()
+                    raise
+                return conn
             except BaseException:
                 self.count -= 1
                 self._wake(None)

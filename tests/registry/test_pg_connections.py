@@ -123,3 +123,31 @@ def test_a_connection_that_died_while_busy_fails_once(db_url: str, monkeypatch: 
         assert info.value.connection_invalidated
         with engine.connect() as conn:
             assert _backend_pid(conn) != first
+
+
+@pytest.mark.parametrize("opened", ["driver", "engine"])
+def test_connections_run_without_jit(db_url: str, opened: str) -> None:
+    """Every connection the registry opens runs with JIT compilation off (database.PG_SESSION_SQL), the engine's
+    too after its pool rolled a transaction back (a SET inside one would be undone): a mis-costed plan compiled
+    for 18 ms to run in 1."""
+    from sqlalchemy import text
+
+    from lorahub.registry.database import connect_driver, make_engine
+
+    if opened == "driver":
+        dbapi = connect_driver(db_url)
+        try:
+            assert dbapi.execute("SHOW jit").fetchone()[0] == "off"
+        finally:
+            dbapi.close()
+        return
+    engine = make_engine(db_url)
+    try:
+        for _ in range(2):  # the same pooled connection again, after the pool's rollback
+            with engine.connect() as conn:
+                assert conn.execute(text("SHOW jit")).scalar() == "off"
+                conn.execute(text("SELECT 1"))  # a transaction begun, rolled back on return
+        with engine.begin() as conn:
+            assert conn.execute(text("SHOW jit")).scalar() == "off"
+    finally:
+        engine.dispose()

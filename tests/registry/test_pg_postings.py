@@ -312,7 +312,7 @@ def test_filter_bits_skip_the_entries_without_the_wanted_tokens(registry, monkey
     registry.optimize()
     monkeypatch.setattr(S, "FUSED_MAX_MATCHES", -1)  # the postings, not every tier at once
     monkeypatch.setattr(S, "RARE_FILTER_MAX_ROWS", -1)  # (nor the rows of a rare token)
-    monkeypatch.setattr(S, "POSTED_PROBE_RATIO", 0.0)  # probed entry by entry (the merge is the planner's)
+    monkeypatch.setattr(S, "POSTED_PROBE_COST", 0.0)  # probed entry by entry (the merge is the planner's)
     queries = [SearchQuery(query="lantern", mode="keyword", tags=["amber"], limit=50),
                SearchQuery(query="lantern", mode="keyword", tags=["amber"], base="sdxl", limit=50)]
     seen: list[tuple[str, dict]] = []
@@ -329,7 +329,8 @@ def test_filter_bits_skip_the_entries_without_the_wanted_tokens(registry, monkey
         m.setattr(database.Raw, "all", spy)
         assert [[r.name for r in registry.search(q)] for q in queries] == expected
     assert [len(e) for e in expected] == [8, 4]
-    posted = [(sql, params) for sql, params in seen if "FROM adapter_postings p WHERE" in sql]
+    # the tiers' statements (the description's tier may walk the tag's postings: not these)
+    posted = [(sql, params) for sql, params in seen if "FROM adapter_postings p WHERE" in sql and ":walk_token" not in sql]
     assert len(posted) == 2
     with registry.reading() as raw:
         with raw.dbapi.cursor() as cur:
@@ -356,3 +357,62 @@ def test_filter_bits_skip_the_entries_without_the_wanted_tokens(registry, monkey
                                     {"t": " ".join(tokens)}).one()
                 assert tuple(both) == _bits(conn, tokens) == S._facet_bits(raw, tokens) != (0, 0)
                 assert len(S._facet_hashes[raw.key]) <= 3
+
+
+def test_a_filtered_page_can_walk_its_rarest_tokens_postings(registry, monkeypatch) -> None:  # noqa: ANN001
+    """A filtered page in popularity order can come from a walk of its rarest filter token's postings (tier 0, in
+    that order: ``_Postgres.token_walk``), each entry's adapter row fetched and tested (words, the other tokens,
+    the viewer's visibility), the walk stopping once the page is full, or at the end of the token's entries:
+    the pages are the GIN indexes' for every viewer (a private adapter shows to its owner only), the plan an
+    index range of the token's postings and a primary-key probe of ``adapters`` per entry, no sort."""
+    from sqlalchemy import text
+
+    from lorahub.registry import database
+    from lorahub.registry import search as S
+
+    records = [_record(100 + i, f"Beacon {i}", ["amber" if i % 3 == 0 else "teal", "night" if i % 2 else "day"],
+                       downloads=(i * 37) % 101, description="a soft glow" if i % 4 == 0 else "plain")
+               for i in range(60)]
+    registry.import_records(records)
+    with registry.engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, name, is_admin, created_at) VALUES (7, 'alice', false, now())"))
+        conn.execute(text("UPDATE adapters SET private = true, owner_id = 7 WHERE name IN ('Beacon 0', 'Beacon 12')"))
+    registry.optimize()
+    queries = [SearchQuery(tags=["amber"], sort=s, limit=lim) for s in ("relevance", "downloads") for lim in (3, 50)]
+    queries += [SearchQuery(tags=["amber", "night"], page=2, limit=4), SearchQuery(query="glow", tags=["amber"], mode="keyword"),
+                SearchQuery(query="beacon glow", tags=["teal"], base="unknown", mode="keyword", limit=5)]
+    monkeypatch.setattr(S, "FUSED_MAX_MATCHES", -1)  # tier by tier (60 adapters: every tier at once otherwise)
+
+    def pages() -> list[list[str]]:
+        return [[r.name for r in registry.search(q, viewer=v)] for v in (None, 7) for q in queries]
+
+    with monkeypatch.context() as m:
+        m.setattr(S, "TOKEN_WALK_ROW_COST", 1e12)
+        expected = pages()
+    assert any("Beacon 12" in p for p in expected[len(queries):]) and not any("Beacon 12" in p for p in expected[:len(queries)])
+    seen: list[tuple[str, dict]] = []
+    real = database.Raw.all
+
+    def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append((sql, dict(params or {})))
+        return real(self, sql, params, **kw)
+
+    monkeypatch.setattr(S, "TOKEN_WALK_ROW_COST", 0.0)
+    with monkeypatch.context() as m:
+        m.setattr(database.Raw, "all", spy)
+        assert pages() == expected
+    walks = [(sql, params) for sql, params in seen if ":walk_token" in sql]
+    # each query's rarest token: never "night" (half the adapters) nor base "unknown" (all of them)
+    assert {p["walk_token"] for _, p in walks} == {"ztamber", "ztteal"}
+    assert len(walks) >= len(queries)  # every query, for each viewer, walked (some once per tier)
+    with registry.reading() as raw:
+        with raw.dbapi.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")  # 60 adapters are read whole otherwise
+        try:
+            sql, params = walks[0]
+            plan = "\n".join(r[0] for r in raw.all("EXPLAIN " + sql, params))
+        finally:
+            with raw.dbapi.cursor() as cur:
+                cur.execute("RESET enable_seqscan")
+    assert "Index Only Scan using pk_adapter_postings" in plan and "Index Scan using adapters_pkey" in plan, plan
+    assert "Sort" not in plan, plan

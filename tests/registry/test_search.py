@@ -234,7 +234,8 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     real = database.Raw.all
 
     def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
-        seen.append(sql + (" -- continued" if (params or {}).get("w_skip") else ""))
+        continued = (params or {}).get("w_skip") or (params or {}).get("w_after", -(1 << 63)) > -(1 << 63)
+        seen.append(sql + (" -- continued" if continued else ""))
         return real(self, sql, params, **kw)
 
     monkeypatch.setattr(database.Raw, "all", spy)
@@ -246,6 +247,7 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
     merged = lambda: sum("f0.tier = 0" in s for s in seen)  # noqa: E731
     probed = lambda: sum("f0.key = p.key OFFSET 0)" in s for s in seen)  # noqa: E731
     rare = lambda: sum("ts_match_vq" in s for s in seen)  # noqa: E731 - a rare token's rows, the words tested on each
+    token_walks = lambda: sum(":walk_token" in s for s in seen)  # noqa: E731 - a walk of a filter token's postings
     assert pages() == expected  # the strategy as shipped
     assert walks() and gins() and fused() and ranges() and merged()
     for name, value, check in (
@@ -255,8 +257,11 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
         ("GIN_ROW_COST", 1e-9, gins),  # never walk
         ("WALK_MARGIN", 0.01, continued),  # walks that come back short: continued, then given up
         ("MAX_WALK_ROWS", 150, gins),
-        ("POSTED_PROBE_RATIO", 0.0, probed),  # a filter token's entry probed for each of the word's entries
-        ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed()),  # the ranges merged by the planner
+        ("POSTED_PROBE_COST", 0.0, probed),  # a filter token's entry probed for each of the word's entries
+        ("POSTED_PROBE_COST", 1e12, lambda: merged() and not probed()),  # the ranges merged by the planner
+        # filtered pages in popularity order from the rarest token's postings (words: tier by tier)
+        ("TOKEN_WALK_ROW_COST", 0.0, lambda: token_walks() > 5),
+        ("TOKEN_WALK_ROW_COST", 1e12, lambda: not token_walks()),  # never
         ("FILTER_ROW_COST", 0.0, rare),  # a filter token's rows read and the words tested, wherever there are tokens
         ("RARE_FILTER_MAX_ROWS", -1, lambda: not rare()),  # never
     ):
@@ -265,6 +270,10 @@ def test_postgres_strategies_return_what_the_planner_returns(civitai_registry, c
             m.setattr(S, name, value)
             if name in ("WALK_MARGIN", "MAX_WALK_ROWS"):
                 m.setattr(S, "GIN_ROW_COST", 1e9)
+            if name == "TOKEN_WALK_ROW_COST" and value == 0:
+                m.setattr(S, "FUSED_MAX_MATCHES", -1)
+            if name == "GIN_ROW_COST" and value < 1:
+                m.setattr(S, "GIN_ENTRY_COST", 0.0)
             if name == "FILTER_ROW_COST":
                 m.setattr(S, "RARE_FILTER_MAX_ROWS", 1e12)
             assert pages() == expected, name

@@ -363,6 +363,7 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     queries += [KeywordQuery(query=w, base=b, limit=50) for w in ("anime", "girl", "style") for b in ("sd1", "sdxl")]
     queries += [KeywordQuery(query="style", tags=t, base=b, limit=50) for t, b in ((["woman"], None), (["watercolor"], "sd1"))]
     queries += [KeywordQuery(query="style", tags=["watercolor"], sort=s) for s in ("newest", "downloads")]
+    queries += [KeywordQuery(tags=["watercolor"], base="sdxl", limit=50)]  # the tag's first window of entries falls short
 
     def pages() -> list[list[int]]:
         return [[r.id for r in corpus_registry.search(q)] for q in queries]
@@ -377,7 +378,8 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     real = database.Raw.all
 
     def spy(self, sql, params=None, **kw):  # noqa: ANN001, ANN003, ANN202
-        seen.append(sql + (" -- continued" if (params or {}).get("w_skip") else ""))
+        continued = (params or {}).get("w_skip") or (params or {}).get("w_after", -(1 << 63)) > -(1 << 63)
+        seen.append(sql + (" -- continued" if continued else ""))
         return real(self, sql, params, **kw)
 
     monkeypatch.setattr(database.Raw, "all", spy)
@@ -386,11 +388,13 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
     continued = lambda: sum(s.endswith("-- continued") for s in seen)  # noqa: E731
     fused = lambda: sum(" AS tier FROM" in s for s in seen)  # noqa: E731
     indexed = lambda: sum("string_to_array(a.search_facets" in s for s in seen)  # noqa: E731
-    tested = lambda: sum("strpos(' ' || a.search_facets" in s for s in seen)  # noqa: E731
+    tested = lambda: sum("strpos(' ' || a.search_facets" in s and ":walk_token" not in s for s in seen)  # noqa: E731
     ranges = lambda: sum("FROM adapter_postings p WHERE" in s for s in seen)  # noqa: E731
     merged = lambda: sum("f0.tier = 0" in s for s in seen)  # noqa: E731
     probed = lambda: sum("f0.key = p.key OFFSET 0)" in s for s in seen)  # noqa: E731
     rare = lambda: sum("ts_match_vq" in s for s in seen)  # noqa: E731 - a rare token's rows, the words tested on each
+    token_walks = lambda: sum(":walk_token" in s for s in seen)  # noqa: E731 - a walk of a filter token's postings
+    token_continued = lambda: sum(":walk_token" in s and s.endswith("-- continued") for s in seen)  # noqa: E731
     bits = lambda: sum("p.facet_bits_0" in s for s in seen)  # noqa: E731 - filter bits (migration 0117)
     assert pages() == expected  # the strategy as shipped
     assert walks() and gins() and fused() and ranges() and merged()
@@ -401,11 +405,14 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
         ("FUSED_MAX_MATCHES", -1, walks),
         ("GIN_ROW_COST", 1e9, walks),
         ("GIN_ROW_COST", 1e-9, gins),
-        ("WALK_MARGIN", 0.01, continued),
+        ("WALK_MARGIN", 0.01, lambda: continued() and token_continued()),  # (a token's: windows growing twofold)
         ("MAX_WALK_ROWS", 150, gins),
         # a filter token's entry probed for each of the word's entries whose filter bits may hold it
-        ("POSTED_PROBE_RATIO", 0.0, lambda: probed() and bits()),
-        ("POSTED_PROBE_RATIO", 1e12, lambda: merged() and not probed() and not bits()),  # the ranges merged
+        ("POSTED_PROBE_COST", 0.0, lambda: probed() and bits()),
+        ("POSTED_PROBE_COST", 1e12, lambda: merged() and not probed() and not bits()),  # the ranges merged
+        # filtered pages in popularity order from the rarest token's postings (words: tier by tier)
+        ("TOKEN_WALK_ROW_COST", 0.0, lambda: token_walks() > 5),
+        ("TOKEN_WALK_ROW_COST", 1e12, lambda: not token_walks()),  # never
         ("FILTER_ROW_COST", 0.0, rare),  # a filter token's rows read and the words tested, wherever there are tokens
         ("RARE_FILTER_MAX_ROWS", -1, lambda: not rare()),
     ):
@@ -414,6 +421,12 @@ def test_postgres_strategies_return_what_the_planner_returns(corpus_registry, co
             m.setattr(S, name, value)
             if name in ("WALK_MARGIN", "MAX_WALK_ROWS"):
                 m.setattr(S, "GIN_ROW_COST", 1e9)
+            if name == "WALK_MARGIN":
+                m.setattr(S, "TOKEN_WALK_ROW_COST", 0.0)  # filtered pages from their tokens' walks wherever they can
+            if name == "TOKEN_WALK_ROW_COST" and value == 0:
+                m.setattr(S, "FUSED_MAX_MATCHES", -1)
+            if name == "GIN_ROW_COST" and value < 1:
+                m.setattr(S, "GIN_ENTRY_COST", 0.0)
             if name == "FILTER_ROW_COST":
                 m.setattr(S, "RARE_FILTER_MAX_ROWS", 1e12)
             assert pages() == expected, name

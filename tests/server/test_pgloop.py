@@ -99,6 +99,20 @@ def test_anonymous_searches_run_on_the_loops_connections_and_answer_what_threads
     assert r.status_code == 200 and r.json() == in_loop[0] and len(seen) == 0
 
 
+def test_the_loops_connections_run_without_jit(hub) -> None:  # noqa: ANN001
+    """The loop's connections are set up as the engine's are: JIT compilation off (database.PG_SESSION_SQL)."""
+
+    async def main() -> str:
+        pool = pgloop._Pool(hub.registry.url, 1)
+        conn = await pool.acquire()
+        try:
+            return (await (await conn.execute("SHOW jit")).fetchone())[0]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(main()) == "off"
+
+
 def test_connections_are_bounded_and_handed_over_in_the_order_asked(hub) -> None:  # noqa: ANN001
     """Two connections for six reads at once: a freed connection goes straight to the first read still waiting
     (never back to the idle ones, where a newcomer could take it), so a read that asks right after a release
