@@ -49,6 +49,15 @@ T = TypeVar("T")
 #: 5 and 6 worse (p99 37.0 against 33.7 ms with 5: the loop runs one search's Python at a time, and more
 #: connections only queue more searches there).
 LOOP_CONNECTIONS = 3
+#: The loop's connections run only the reads of :class:`LoopRaw`, so their prepared statements (``prepare=True``:
+#: only those whose best plan is the same whatever the values, registry/search.py) can run their generic plan from
+#: the first run. Left to PostgreSQL (``auto``), a statement kept planning a custom plan at every run wherever the
+#: generic plan's estimate looked dearer than its first five custom plans' (a rare word's few rows): over the HTTP
+#: benchmark's mix, its 424 prepared statements cost 0.687 ms of the server's CPU a run custom-planned, 0.345
+#: generic, for the same rows (the costliest generic plan 0.45 ms dearer, on 6.4; 100k adapters, 2026-12-07).
+#: The other statements have their values bound into their text (:meth:`LoopRaw._all`): the session's generic
+#: plans would not know a common filter token from a rare one.
+GENERIC_PLANS_SQL = "SET plan_cache_mode = force_generic_plan"
 
 
 def available() -> bool:
@@ -78,7 +87,15 @@ class LoopRaw(Raw):
         return await_only(self._all(pg_sql(sql), dict(params or {}), prepare))
 
     async def _all(self, sql: str, params: dict[str, Any], prepare: bool) -> list[Any]:
-        cur = self.dbapi.cursor()
+        # Prepared: bound on the server, the connection's generic plan (GENERIC_PLANS_SQL). Else bound here into
+        # the statement's text (psycopg's client-side binding, each value quoted by the driver), which PostgreSQL
+        # then plans knowing the values, as a custom plan.
+        if prepare:
+            cur = self.dbapi.cursor()
+        else:
+            from psycopg import AsyncClientCursor
+
+            cur = AsyncClientCursor(self.dbapi)
         try:
             await cur.execute(sql, params, prepare=prepare)
             return pg_rows(cur, await cur.fetchall())
@@ -118,6 +135,7 @@ class _Pool:
                 conn = await psycopg.AsyncConnection.connect(**driver_args(self.url))
                 try:
                     await conn.execute(PG_SESSION_SQL)
+                    await conn.execute(GENERIC_PLANS_SQL)
                 except BaseException:
                     await conn.close()
                     raise

@@ -50,6 +50,9 @@ QUERIES = [
     {"q": "monsters"}, {"q": "creepy undead beings", "mode": "semantic"}, {"q": "giant robots", "mode": "hybrid"},
     {"q": "ghosts", "base": "sd2"}, {"q": "robot", "tag": "city"}, {"q": "qwertyuiop"}, {"q": "ink", "sort": "newest"},
     {"q": "horror", "mode": "keyword", "limit": 1, "page": 2}, {"base": "sdxl"},
+    # values bound into the statements' text on the loop (pgloop.LoopRaw._all): quotes, backslashes, placeholders
+    {"q": "paper ghosts'); DROP TABLE adapters; --", "mode": "keyword"}, {"q": "o'brien \\ %s %(q)s $1", "tag": "it's"},
+    {"q": "horror", "author": "x' OR '1'='1", "license": "\\'"}, {"tag": ["horror", "ink'\"'"], "sort": "downloads"},
 ]
 
 
@@ -94,23 +97,49 @@ def test_anonymous_searches_run_on_the_loops_connections_and_answer_what_threads
         assert not seen
     assert in_loop == in_threads
     assert any(in_loop[:-1]) and in_loop[0][0]["name"] == "Ghoul Gallery"
+    assert hub.registry.count() == len(RECORDS)  # the hostile values were values
     # ... and a request with a token in a worker thread (its lookup uses the ORM's synchronous sessions)
     r = hub.request("GET", "/api/lorahub/search", user="alice", params=QUERIES[0])
     assert r.status_code == 200 and r.json() == in_loop[0] and len(seen) == 0
 
 
-def test_the_loops_connections_run_without_jit(hub) -> None:  # noqa: ANN001
-    """The loop's connections are set up as the engine's are: JIT compilation off (database.PG_SESSION_SQL)."""
+def test_prepared_statements_run_generic_plans_the_others_plans_of_their_values(hub) -> None:  # noqa: ANN001
+    """The loop's connections run JIT off as the engine's do (database.PG_SESSION_SQL), and their prepared
+    statements (the search's ``prepare=True``: plans that do not depend on the values) their generic plan from the
+    first run (pgloop.GENERIC_PLANS_SQL): no custom plan is ever made for them, though a rare word's custom plans
+    looked cheaper to PostgreSQL. A statement not prepared has its values bound into its text, so that PostgreSQL
+    plans it knowing them (its plan shows the values, not ``$1``)."""
+    from lorahub.schemas.registry import SearchQuery
 
-    async def main() -> str:
-        pool = pgloop._Pool(hub.registry.url, 1)
-        conn = await pool.acquire()
-        try:
-            return (await (await conn.execute("SHOW jit")).fetchone())[0]
-        finally:
+    registry = hub.registry
+    queries = [SearchQuery(query=w, mode="keyword") for w in ("monsters", "robot", "ink", "horror", "paper ghosts")]
+
+    def searches() -> list:
+        return [[r.id for r in registry.search(q)] for q in queries * 3]
+
+    def session() -> tuple[list, str, str, int]:
+        with registry.reading() as raw:
+            prepared = raw.all("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+            settings = raw.all("SELECT current_setting('jit') AS jit, current_setting('plan_cache_mode') AS mode, "
+                               "pg_backend_pid() AS pid")[0]
+            raw.all("SELECT a.id FROM adapters a WHERE a.name_norm = :qn AND a.downloads > :d", {"qn": "paper ghosts", "d": 3})
+        return prepared, settings.jit, settings.mode, settings.pid
+
+    async def main() -> tuple[list, tuple]:
+        answers = await pgloop.run(searches, registry)
+        pool = pgloop._pool_for(registry.url)
+        seen = await pgloop.run(session, registry)
+        with registry.reading() as raw:  # (another connection) the text the loop's connection last ran
+            text = raw.all("SELECT query FROM pg_stat_activity WHERE pid = :pid", {"pid": seen[3]})[0][0]
+        for conn, _ in list(pool.idle):
             await conn.close()
+        return answers, (*seen, text)
 
-    assert asyncio.run(main()) == "off"
+    answers, (prepared, jit, mode, _, text) = asyncio.run(main())
+    assert answers == searches()  # the engine's answers (custom plans, server-side binding)
+    assert jit == "off" and mode == "force_generic_plan"
+    assert prepared and all(p.generic_plans > 0 and p.custom_plans == 0 for p in prepared), prepared
+    assert "name_norm = 'paper ghosts' AND a.downloads > 3" in text and "$1" not in text, text
 
 
 def test_connections_are_bounded_and_handed_over_in_the_order_asked(hub) -> None:  # noqa: ANN001
