@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -176,6 +177,15 @@ def db_unavailable(request: Request, exc: BaseException) -> JSONResponse:
     )
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At shutdown, the event loop's PostgreSQL connections (registry/server/pgloop.py) are closed."""
+    yield
+    from . import pgloop
+
+    await pgloop.close()
+
+
 def create_app(settings: ServerSettings, registry: Any = None, *,
                on_app: Callable[[FastAPI], None] | None = None) -> FastAPI:
     """The application. ``registry`` defaults to a :class:`Registry` on ``settings.database_url``.
@@ -197,6 +207,7 @@ def create_app(settings: ServerSettings, registry: Any = None, *,
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        lifespan=_lifespan,
         **extra,
     )
     app.state.lorahub = ServerState(settings, registry)

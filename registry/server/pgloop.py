@@ -206,6 +206,19 @@ def _pool_for(url: str) -> _Pool:
     return pool
 
 
+async def close() -> None:
+    """Close this event loop's idle connections and forget its pools (the app's shutdown, once the requests in
+    flight are done): PostgreSQL sees each session end, not a reset when the process goes."""
+    pools = _pools.pop(asyncio.get_running_loop(), {})
+    for pool in pools.values():
+        while pool.idle:
+            conn, _ = pool.idle.pop()
+            pool.count -= 1
+            await conn.close()
+        if pool.closing:
+            await asyncio.gather(*pool.closing, return_exceptions=True)
+
+
 def _lost(exc: BaseException) -> bool:
     import psycopg
 
@@ -243,4 +256,4 @@ def _lent_run(fn: Callable[[], T], raw: LoopRaw) -> T:
         return fn()
 
 
-__all__ = ["LOOP_CONNECTIONS", "LoopRaw", "available", "run"]
+__all__ = ["GENERIC_PLANS_SQL", "LOOP_CONNECTIONS", "LoopRaw", "available", "close", "run"]

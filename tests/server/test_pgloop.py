@@ -246,3 +246,34 @@ def test_a_lost_connection_answers_503_and_the_next_request_recovers(hub) -> Non
     time.sleep(pgloop.PING_IDLE_S + 0.2)
     statuses = [hub.request("GET", "/api/lorahub/search", user=None, params=q).status_code for q in QUERIES]
     assert statuses == [200] * len(QUERIES)
+
+
+def test_the_apps_shutdown_closes_the_loops_connections(hub) -> None:  # noqa: ANN001
+    """At the app's shutdown (its lifespan's end) the loop's idle connections are closed and its pools forgotten:
+    PostgreSQL sees those sessions end (their backends gone), not a reset when the process goes."""
+    from lorahub.registry.server.app import _lifespan
+
+    registry = hub.registry
+
+    def pid() -> int:
+        with registry.reading() as raw:
+            return raw.all("SELECT pg_backend_pid() AS pid")[0].pid
+
+    def alive(pids: set[int]) -> set[int]:
+        with registry.reading() as raw:  # (the engine's connection, not the loop's)
+            return {r.pid for r in raw.all("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:p)", {"p": list(pids)})}
+
+    async def main() -> tuple[set[int], set[int], bool, list]:
+        async with _lifespan(None):
+            pids = set(await asyncio.gather(*(pgloop.run(pid, registry) for _ in range(3))))
+            before = alive(pids)
+            conns = [c for pool in pgloop._pools[asyncio.get_running_loop()].values() for c, _ in pool.idle]
+        for _ in range(50):  # a backend leaves pg_stat_activity as it exits
+            if not alive(pids):
+                break
+            await asyncio.sleep(0.05)
+        return pids, before, bool(pgloop._pools.get(asyncio.get_running_loop())), conns
+
+    pids, before, pooled, conns = asyncio.run(main())
+    assert before == pids and len(pids) >= 1 and len(conns) == len(pids)
+    assert all(c.closed for c in conns) and not alive(pids) and not pooled
