@@ -441,3 +441,29 @@ def test_human_inspect_shows_text_encoders_and_resolution(tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     assert "TE2 (text_encoder_2)" in res.stdout and "TE1" not in res.stdout
     assert "1024x1024" in res.stdout
+
+
+def test_module_details_are_the_models_validation_makes(tmp_path: Path, sd15_kohya_manifest_file: Path,
+                                                        sdxl_kohya_manifest_file: Path, lokr_file: Path) -> None:
+    """A report's module details are made without pydantic's per-field validation (lorahub/adapters/inspect.py
+    ``_module_info``): each equals the model validating its dump makes, field for field and type for type (an
+    alpha read as the integer 8 would print ``8`` where validation prints ``8.0``), its JSON the same, for kohya,
+    LyCORIS and every family's layout the tests write; and the report validates as it is."""
+    from family_shapes import FIXTURES, write_fixture
+
+    from lorahub.schemas.adapters import InspectReport, ModuleInfo
+
+    files = [sd15_kohya_manifest_file, sdxl_kohya_manifest_file, lokr_file]
+    files += [write_fixture(name, tmp_path / name) for name in FIXTURES]
+    seen = alphas = 0
+    for f in files:
+        r = inspect_file(f)
+        for d in r.module_details:
+            alphas += d.alpha is not None
+            v = ModuleInfo.model_validate(d.model_dump())
+            assert d == v and d.model_fields_set == v.model_fields_set
+            assert {k: type(x) for k, x in d.__dict__.items()} == {k: type(x) for k, x in v.__dict__.items()}, d
+            assert d.model_dump_json() == v.model_dump_json()
+            seen += 1
+        assert InspectReport.model_validate_json(r.model_dump_json()) == r
+    assert seen > 1000 and alphas
