@@ -242,18 +242,23 @@ def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
 
 
 def _pg_session(engine: Engine) -> None:
-    """:data:`PG_SESSION_SQL` on each new connection of ``engine``, outside any transaction (one the pool then
-    rolled back would undo it)."""
+    """:func:`_set_up_session` on each new connection of ``engine``."""
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
     def _setup(dbapi_connection: Any, record: Any) -> None:
-        autocommit = dbapi_connection.autocommit
-        dbapi_connection.autocommit = True
-        try:
-            dbapi_connection.execute(PG_SESSION_SQL)
-        finally:
-            dbapi_connection.autocommit = autocommit
+        _set_up_session(dbapi_connection)
+
+
+def _set_up_session(conn: Any) -> None:
+    """:data:`PG_SESSION_SQL` on psycopg connection ``conn``, outside any transaction (one a pool then rolled
+    back would undo it)."""
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute(PG_SESSION_SQL)
+    finally:
+        conn.autocommit = autocommit
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -317,7 +322,7 @@ def connect_driver(url: str) -> Any:
     psycopg = _need_psycopg()
     conn = psycopg.connect(**driver_args(url))
     try:
-        conn.execute(PG_SESSION_SQL)
+        _set_up_session(conn)
     except BaseException:
         conn.close()
         raise

@@ -456,6 +456,11 @@ class _Backend:
         raise NotImplementedError
 
 
+def _prefix_query(prefixes: list[str]) -> str:
+    """A tsquery matching a word that begins with one of ``prefixes`` (letters and digits only)."""
+    return " | ".join(f"'{p}':*" for p in prefixes)
+
+
 def _order(sort: str) -> str:
     if sort == "newest":
         return "a.published_at DESC, a.id DESC"
@@ -821,10 +826,14 @@ class _Postgres(_Backend):
         if indexed:
             params["facets"] = indexed
             out.append("string_to_array(a.search_facets, ' ') @> CAST(:facets AS text[])")
-        for i, f in enumerate(tested):
-            params[f"facet_{i}"] = f" {f} "  # tokens are letters and digits, joined by single spaces
-            out.append(f"strpos(' ' || a.search_facets || ' ', :facet_{i}) > 0")
+        out.extend(self.facet_test(params, f"facet_{i}", f) for i, f in enumerate(tested))
         return out
+
+    def facet_test(self, params: dict[str, Any], name: str, token: str) -> str:
+        """The condition that a row has filter token ``token`` (parameter ``name``), in the form no index answers
+        (see :meth:`facet_sql`)."""
+        params[name] = f" {token} "  # tokens are letters and digits, joined by single spaces
+        return f"strpos(' ' || a.search_facets || ' ', :{name}) > 0"
 
     def matches(self, vector: str) -> float | None:
         """About how many rows ``vector`` matches the words in (None: no statistics)."""
@@ -967,24 +976,22 @@ class _Postgres(_Backend):
         if cost > gin or cost > want / max(density, 1e-9) or min(need, entries) > MAX_WALK_ROWS:
             return None
         params["walk_token"] = token
-        tested = []
-        for i, f in enumerate(f for f in self.plan.facets if f != token):
-            params[f"walk_facet_{i}"] = f" {f} "
-            tested.append(f"strpos(' ' || a.search_facets || ' ', :walk_facet_{i}) > 0")
+        tested = [self.facet_test(params, f"walk_facet_{i}", f)
+                  for i, f in enumerate(f for f in self.plan.facets if f != token)]
         cond = " AND ".join(["a.id = " + str(MASK) + " - (w.key & " + str(MASK) + ")", *where, *tested])
         window = min(int(WALK_MARGIN * need) + 100, MAX_WALK_ROWS)
         after = -(1 << 63)
         rows: list[Any] = []
         walked = 0
         while True:
-            entries = (f"(SELECT p.key FROM adapter_postings p WHERE p.word = :walk_token AND p.tier = 0 "
-                       f"AND p.key > :w_after{self.posted_visibility(params)} ORDER BY p.key LIMIT :w_rows) w")
+            window_sql = (f"(SELECT p.key FROM adapter_postings p WHERE p.word = :walk_token AND p.tier = 0 "
+                          f"AND p.key > :w_after{self.posted_visibility(params)} ORDER BY p.key LIMIT :w_rows) w")
             # The window's entries in order, each one's row tested until the page is full (the join keeps the
             # entries' order: no sort, so the walk stops there); and how many entries the window held.
             out = self.run(
-                f"WITH x AS MATERIALIZED (SELECT x.id, x.downloads, x.key FROM {entries} CROSS JOIN LATERAL "
+                f"WITH x AS MATERIALIZED (SELECT x.id, x.downloads, x.key FROM {window_sql} CROSS JOIN LATERAL "
                 f"(SELECT a.id, a.downloads, w.key FROM adapters a WHERE {cond} OFFSET 0) x LIMIT :w_n) "
-                f"SELECT * FROM x UNION ALL (SELECT -1, count(*), max(w.key) FROM {entries} "
+                f"SELECT * FROM x UNION ALL (SELECT -1, count(*), max(w.key) FROM {window_sql} "
                 "WHERE (SELECT count(*) FROM x) < :w_n)",
                 {**params, "w_rows": window, "w_after": after, "w_n": want - len(rows)},
             )
@@ -1174,7 +1181,7 @@ class _Postgres(_Backend):
         collected; 100k adapters, 2026-12-06), in one statement: the GIN part runs only where the postings have
         none (PostgreSQL evaluates an OR's sub-selects lazily, and a CTE when it is first read). With filters
         the postings do not hold (rank bounds, filter tokens), the GIN index alone."""
-        params: dict[str, Any] = {"prefixes": " | ".join(f"'{p}':*" for p in prefixes)}  # letters/digits only
+        params: dict[str, Any] = {"prefixes": _prefix_query(prefixes)}
         if self.plan.facets or self.rank_bounds() or not prefixes:
             return self.exists(["a.search_vector @@ CAST(:prefixes AS tsquery)", *self.filters(params)], params)
         cte, found = self.prefix_check(prefixes, params, "m")
@@ -1185,7 +1192,7 @@ class _Postgres(_Backend):
         adapter the viewer may see, filters aside (:meth:`any_prefix`): the postings' ranges, then the GIN
         index through the CTE (read only if the condition gets that far; capped at :data:`EXISTS_CAP` rows,
         see :meth:`exists`). ``params["prefixes"]``: the prefixes' tsquery."""
-        params["prefixes"] = " | ".join(f"'{p}':*" for p in prefixes)  # letters/digits only
+        params["prefixes"] = _prefix_query(prefixes)
         cte = (f"{name} AS MATERIALIZED (SELECT a.id FROM adapters a WHERE a.search_vector @@ CAST(:prefixes AS tsquery) "
                f"AND {self.visibility(params)} LIMIT {EXISTS_CAP})")
         return cte, f"({self.posted_prefix(prefixes, params)} OR EXISTS (SELECT 1 FROM {name}))"
